@@ -93,8 +93,9 @@ COMMIT;`);
   pgm.sql('RESET statement_timeout;');
 };
 
-// Down: the columns become nullable again (as 0003 left them). The backfilled values stay:
-// they are valid data, and 0003's down drops the columns anyway.
+// Down: back to exactly what 0003 left: the columns nullable again and 0003's checks not yet
+// validated (dropped and re-added NOT VALID; a brief lock, no scan). The backfilled values
+// stay: they are valid data, and 0003's down drops the columns anyway.
 exports.down = (pgm) => {
   pgm.sql(`
 SET LOCAL lock_timeout = '500ms';
@@ -104,5 +105,13 @@ ALTER TABLE user_accounts
   -- squawk-ignore ban-drop-not-null
   ALTER COLUMN sync_status DROP NOT NULL,
   -- squawk-ignore ban-drop-not-null
-  ALTER COLUMN next_sync_at DROP NOT NULL;`);
+  ALTER COLUMN next_sync_at DROP NOT NULL,
+  DROP CONSTRAINT user_accounts_sync_status_check,
+  ADD CONSTRAINT user_accounts_sync_status_check
+    CHECK (sync_status IN ('pending', 'in_progress', 'completed', 'failed', 'reauth_required')) NOT VALID,
+  DROP CONSTRAINT user_accounts_sync_retry_count_check,
+  ADD CONSTRAINT user_accounts_sync_retry_count_check CHECK (sync_retry_count >= 0) NOT VALID;
+ALTER TABLE oauth_tokens
+  DROP CONSTRAINT oauth_tokens_refresh_failure_count_check,
+  ADD CONSTRAINT oauth_tokens_refresh_failure_count_check CHECK (refresh_failure_count >= 0) NOT VALID;`);
 };
