@@ -30,7 +30,8 @@ const EXCLUDED = [
   'ban-drop-table',
 ];
 
-const dir = resolve(__dirname, '..', 'migrations');
+// MIGRATIONS_DIR: lint another folder (the tests use it to prove an unsafe migration fails).
+const dir = resolve(process.env.MIGRATIONS_DIR || join(__dirname, '..', 'migrations'));
 const out = mkdtempSync(join(tmpdir(), 'squawk-'));
 
 async function recordJsMigration(file) {
