@@ -1,0 +1,265 @@
+/**
+ * Migration benchmark: applies every migration to a database holding ROWS users, oauth_tokens
+ * and user_accounts while one connection per table writes continuously, and reports per step:
+ * how long it took, the strongest lock it was seen holding on each table, and the longest
+ * write stall on each table while it ran. Target: no write stalls longer than 1 s.
+ *
+ *   npm run bench:migrate                    # 1,000,000 rows per table
+ *   npm run bench:migrate -- --rows 100000   # smaller
+ *   npm run bench:migrate -- --json out.json # also write the figures as JSON
+ *
+ * The figures are also written to bench/results/migrate.json for `npm run bench`.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Client } from 'pg';
+import { runMigrations } from '../lambda/migrate/run-migrations';
+import { startPostgres } from '../test/support/postgres';
+
+const TABLES = ['users', 'oauth_tokens', 'user_accounts'] as const;
+type Table = (typeof TABLES)[number];
+
+/** PostgreSQL's table lock modes, weakest first. */
+const LOCK_MODES = [
+  'AccessShareLock',
+  'RowShareLock',
+  'RowExclusiveLock',
+  'ShareUpdateExclusiveLock',
+  'ShareLock',
+  'ShareRowExclusiveLock',
+  'ExclusiveLock',
+  'AccessExclusiveLock',
+];
+/** Modes that block a plain INSERT/UPDATE/DELETE (which takes RowExclusiveLock). */
+const BLOCKS_WRITES = new Set(['ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock']);
+
+interface Step {
+  name: string;
+  start: number;
+  end: number;
+  locks: Partial<Record<Table, string>>;
+  maxStallMs: Partial<Record<Table, number>>;
+}
+
+export interface MigrateBenchResult {
+  rows: number;
+  totalSeconds: number;
+  seedSeconds: number;
+  writes: Record<Table, number>;
+  maxStallMs: Record<Table, number>;
+  steps: Array<{ name: string; seconds: number; locks: Partial<Record<Table, string>>; maxStallMs: Partial<Record<Table, number>> }>;
+  targetMet: boolean;
+}
+
+function arg(name: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+
+async function seed(url: string, rows: number): Promise<void> {
+  const c = new Client({ connectionString: url });
+  await c.connect();
+  try {
+    await c.query(`INSERT INTO users (email) SELECT 'user' || g || '@example.com' FROM generate_series(1, $1) g`, [rows]);
+    await c.query(`
+      INSERT INTO oauth_tokens (user_id, access_token, refresh_token, expires_at, region)
+      SELECT id, 'enc:v1:' || md5(id::text), 'enc:v1:' || md5(email), now() + (random() * interval '2 hours'),
+             (ARRAY['NA', 'EU', 'FE'])[1 + (hashtext(email) & 3) % 3]
+      FROM users`);
+    await c.query(`
+      INSERT INTO user_accounts (user_id, amazon_account_id, status, metadata)
+      SELECT id, (hashtext(email)::bigint & 2147483647)::text,
+             (ARRAY['active', 'pending', 'inactive'])[1 + (hashtext(email) & 7) % 3],
+             jsonb_build_object('countryCode', 'US', 'accountType', 'seller', 'accountName', email)
+      FROM users`);
+    await c.query('VACUUM ANALYZE users, oauth_tokens, user_accounts');
+  } finally {
+    await c.end();
+  }
+}
+
+/** One connection per table, updating random existing rows back to back; records each write's latency. */
+function startWriters(url: string, ids: Record<Table, string[]>) {
+  let running = true;
+  const samples: Record<Table, Array<{ at: number; ms: number }>> = { users: [], oauth_tokens: [], user_accounts: [] };
+  const statements: Record<Table, string> = {
+    users: 'UPDATE users SET email = email WHERE id = $1',
+    oauth_tokens: 'UPDATE oauth_tokens SET updated_at = now() WHERE id = $1',
+    user_accounts: 'UPDATE user_accounts SET updated_at = now() WHERE id = $1',
+  };
+  const loops = TABLES.map(async (table) => {
+    const c = new Client({ connectionString: url, application_name: `writer-${table}` });
+    await c.connect();
+    try {
+      let i = 0;
+      while (running) {
+        const id = ids[table][i++ % ids[table].length];
+        const t0 = performance.now();
+        await c.query(statements[table], [id]);
+        samples[table].push({ at: t0, ms: performance.now() - t0 });
+      }
+    } finally {
+      await c.end();
+    }
+  });
+  return {
+    samples,
+    async stop() {
+      running = false;
+      await Promise.all(loops);
+    },
+  };
+}
+
+/** Polls pg_locks for the migration's backend and keeps the strongest lock seen per table and time. */
+function startLockMonitor(url: string) {
+  let running = true;
+  const seen: Array<{ at: number; table: Table; mode: string }> = [];
+  const loop = (async () => {
+    const c = new Client({ connectionString: url });
+    await c.connect();
+    try {
+      while (running) {
+        const { rows } = await c.query(
+          `SELECT c.relname, l.mode FROM pg_locks l
+           JOIN pg_class c ON c.oid = l.relation
+           JOIN pg_stat_activity a ON a.pid = l.pid
+           WHERE a.application_name = 'migrate-bench' AND l.locktype = 'relation' AND l.granted AND c.relname = ANY($1)`,
+          [TABLES],
+        );
+        const at = performance.now();
+        for (const r of rows) seen.push({ at, table: r.relname as Table, mode: r.mode as string });
+        await new Promise((r) => setTimeout(r, 2));
+      }
+    } finally {
+      await c.end();
+    }
+  })();
+  return {
+    seen,
+    async stop() {
+      running = false;
+      await loop;
+    },
+  };
+}
+
+function strongest(a: string | undefined, b: string): string {
+  return a === undefined || LOCK_MODES.indexOf(b) > LOCK_MODES.indexOf(a) ? b : a;
+}
+
+export async function runMigrateBench(rows: number, log: (line: string) => void = console.log): Promise<MigrateBenchResult> {
+  const pg = await startPostgres({ settings: { maintenance_work_mem: '256MB', max_wal_size: '4GB' } });
+  try {
+    const url = await pg.createDatabase('bench');
+    await runMigrations({ database: url, count: 1 });
+    log(`seeding ${rows.toLocaleString('en-US')} rows into each of users, oauth_tokens, user_accounts ...`);
+    const seedStart = performance.now();
+    await seed(url, rows);
+    const seedSeconds = (performance.now() - seedStart) / 1000;
+
+    const ids = {} as Record<Table, string[]>;
+    const c = new Client({ connectionString: url });
+    await c.connect();
+    for (const table of TABLES) ids[table] = (await c.query(`SELECT id FROM ${table} TABLESAMPLE SYSTEM (1) LIMIT 20000`)).rows.map((r) => r.id);
+    await c.end();
+
+    const writers = startWriters(url, ids);
+    const locks = startLockMonitor(url);
+    await new Promise((r) => setTimeout(r, 500)); // writers warm up before the first step
+
+    const steps: Step[] = [];
+    const migrateStart = performance.now();
+    log('applying migrations while writers run ...');
+    await runMigrations({
+      database: { connectionString: url, application_name: 'migrate-bench' },
+      logger: {
+        info: (m) => {
+          const match = /^### MIGRATION (.+) \(UP\) ###$/.exec(m);
+          if (!match) return;
+          const now = performance.now();
+          if (steps.length) steps[steps.length - 1].end = now;
+          steps.push({ name: match[1], start: now, end: now, locks: {}, maxStallMs: {} });
+          log(`  ${match[1]}`);
+        },
+        warn: () => undefined,
+        error: (m) => log(m),
+      },
+    });
+    const migrateEnd = performance.now();
+    if (steps.length) steps[steps.length - 1].end = migrateEnd;
+    await new Promise((r) => setTimeout(r, 300));
+    await locks.stop();
+    await writers.stop();
+
+    const maxStallMs = {} as Record<Table, number>;
+    const writes = {} as Record<Table, number>;
+    for (const table of TABLES) {
+      const during = writers.samples[table].filter((s) => s.at >= migrateStart && s.at <= migrateEnd);
+      writes[table] = during.length;
+      maxStallMs[table] = Math.max(0, ...during.map((s) => s.ms));
+      for (const step of steps) {
+        // A write belongs to the step during which it started or that it waited through.
+        const inStep = writers.samples[table].filter((s) => s.at + s.ms >= step.start && s.at <= step.end);
+        step.maxStallMs[table] = Math.max(0, ...inStep.map((s) => s.ms));
+      }
+    }
+    for (const seen of locks.seen) {
+      const step = steps.find((s) => seen.at >= s.start && seen.at <= s.end);
+      if (step) step.locks[seen.table] = strongest(step.locks[seen.table], seen.mode);
+    }
+    const result: MigrateBenchResult = {
+      rows,
+      seedSeconds,
+      totalSeconds: (migrateEnd - migrateStart) / 1000,
+      writes,
+      maxStallMs,
+      steps: steps.map((s) => ({ name: s.name, seconds: (s.end - s.start) / 1000, locks: s.locks, maxStallMs: s.maxStallMs })),
+      targetMet: TABLES.every((t) => maxStallMs[t] <= 1000),
+    };
+    return result;
+  } finally {
+    await pg.stop();
+  }
+}
+
+export function formatMigrateBench(r: MigrateBenchResult): string {
+  const lockCell = (mode: string | undefined) => (mode ? `${mode.replace(/Lock$/, '')}${BLOCKS_WRITES.has(mode) ? ' (blocks writes)' : ''}` : '-');
+  const ms = (v: number | undefined) => (v === undefined ? '-' : `${v.toFixed(0)} ms`);
+  const lines = [
+    `Migrations on ${r.rows.toLocaleString('en-US')} rows per table (seeded in ${r.seedSeconds.toFixed(1)} s); total ${r.totalSeconds.toFixed(1)} s`,
+    '',
+    '| step | time | lock on users | lock on oauth_tokens | lock on user_accounts | longest write stall (users / oauth_tokens / user_accounts) |',
+    '| --- | ---: | --- | --- | --- | --- |',
+    ...r.steps.map(
+      (s) =>
+        `| ${s.name} | ${s.seconds.toFixed(2)} s | ${lockCell(s.locks.users)} | ${lockCell(s.locks.oauth_tokens)} | ${lockCell(s.locks.user_accounts)} | ${ms(s.maxStallMs.users)} / ${ms(s.maxStallMs.oauth_tokens)} / ${ms(s.maxStallMs.user_accounts)} |`,
+    ),
+    `| **all** | **${r.totalSeconds.toFixed(1)} s** | | | | **${ms(r.maxStallMs.users)} / ${ms(r.maxStallMs.oauth_tokens)} / ${ms(r.maxStallMs.user_accounts)}** |`,
+    '',
+    `writes completed during the migration: users ${r.writes.users}, oauth_tokens ${r.writes.oauth_tokens}, user_accounts ${r.writes.user_accounts}`,
+    `target (no write stall above 1 s): ${r.targetMet ? 'met' : 'NOT MET'}`,
+  ];
+  return lines.join('\n');
+}
+
+async function main() {
+  const rows = Number(arg('rows') ?? 1_000_000);
+  if (!Number.isInteger(rows) || rows < 1) throw new Error(`--rows must be a positive integer, got ${arg('rows')}`);
+  const result = await runMigrateBench(rows);
+  console.log('');
+  console.log(formatMigrateBench(result));
+  const resultsDir = join(__dirname, 'results');
+  mkdirSync(resultsDir, { recursive: true });
+  writeFileSync(join(resultsDir, 'migrate.json'), `${JSON.stringify(result, null, 2)}\n`);
+  const json = arg('json');
+  if (json) writeFileSync(json, `${JSON.stringify(result, null, 2)}\n`);
+  if (!result.targetMet) process.exitCode = 1;
+}
+
+if (require.main === module) {
+  main().catch((error) => {
+    console.error(error);
+    process.exit(1);
+  });
+}
