@@ -85,6 +85,7 @@ describe('indexes', () => {
     ['idx_oauth_tokens_expires_at', 'CREATE INDEX idx_oauth_tokens_expires_at ON public.oauth_tokens USING btree (expires_at) WHERE (proactive_refresh_enabled = true)'],
     ['idx_user_accounts_user_amazon', 'CREATE UNIQUE INDEX idx_user_accounts_user_amazon ON public.user_accounts USING btree (user_id, amazon_account_id)'],
     ['idx_user_accounts_metadata', 'CREATE INDEX idx_user_accounts_metadata ON public.user_accounts USING gin (metadata)'],
+    ['idx_user_accounts_next_sync_at', 'CREATE INDEX idx_user_accounts_next_sync_at ON public.user_accounts USING btree (next_sync_at)'],
     ['idx_sync_history_account', 'CREATE INDEX idx_sync_history_account ON public.account_sync_history USING btree (user_account_id)'],
     ['idx_sync_history_status', 'CREATE INDEX idx_sync_history_status ON public.account_sync_history USING btree (sync_status)'],
     ['idx_sync_history_started', 'CREATE INDEX idx_sync_history_started ON public.account_sync_history USING btree (started_at DESC)'],
