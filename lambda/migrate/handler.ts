@@ -1,0 +1,73 @@
+/**
+ * Lambda entry of the migration custom resource (invoked by the CDK Provider framework, which
+ * answers CloudFormation). Builds the real collaborators from the environment and calls the
+ * core in on-event.ts. Environment, set by lib/schema-migration.ts:
+ *   MASTER_SECRET_ARN  the cluster's master secret (host, port, username, password, dbname)
+ *   WORKER_SECRET_ARN  the jobs' database user (username, password)
+ *   DB_NAME            database to migrate
+ *   DB_TLS             'verify-full' (default) or 'disable' (local runs against a test server)
+ */
+import { join } from 'node:path';
+import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import type { CloudFormationCustomResourceEvent, Context } from 'aws-lambda';
+import type { ClientConfig } from 'pg';
+import type { MigrationLogger } from './run-migrations';
+import { onSchemaMigrationEvent, type SchemaMigrationResponse } from './on-event';
+
+export { onSchemaMigrationEvent } from './on-event';
+
+const secrets = new SecretsManagerClient({});
+
+/** The migrations copied next to the bundle by the NodejsFunction's command hooks. */
+export const BUNDLED_MIGRATIONS_DIR = join(__dirname, 'migrations');
+
+export async function handler(event: CloudFormationCustomResourceEvent, context: Context): Promise<SchemaMigrationResponse> {
+  const env = requiredEnv(['MASTER_SECRET_ARN', 'WORKER_SECRET_ARN', 'DB_NAME']);
+  const tls = process.env.DB_TLS !== 'disable';
+  return onSchemaMigrationEvent(event, {
+    masterConnection: async () => {
+      const secret = await readJsonSecret(env.MASTER_SECRET_ARN);
+      return {
+        host: String(secret.host),
+        port: Number(secret.port ?? 5432),
+        user: String(secret.username),
+        password: String(secret.password),
+        database: env.DB_NAME,
+        // The Lambda runtime trusts the RDS CAs through NODE_EXTRA_CA_CERTS (set by the stack).
+        ssl: tls ? { rejectUnauthorized: true } : false,
+        connectionTimeoutMillis: 10_000,
+        application_name: 'schema-migrations',
+      } satisfies ClientConfig;
+    },
+    workerCredentials: async () => {
+      const secret = await readJsonSecret(env.WORKER_SECRET_ARN);
+      return { username: String(secret.username), password: String(secret.password) };
+    },
+    migrationsDir: BUNDLED_MIGRATIONS_DIR,
+    remainingTimeMs: () => context.getRemainingTimeInMillis(),
+    logger: jsonLogger,
+  });
+}
+
+async function readJsonSecret(secretId: string): Promise<Record<string, unknown>> {
+  const { SecretString } = await secrets.send(new GetSecretValueCommand({ SecretId: secretId }));
+  if (!SecretString) throw new Error(`Secret ${secretId} has no string value`);
+  return JSON.parse(SecretString) as Record<string, unknown>;
+}
+
+function requiredEnv<K extends string>(names: K[]): Record<K, string> {
+  const values = {} as Record<K, string>;
+  for (const name of names) {
+    const value = process.env[name];
+    if (!value) throw new Error(`Environment variable ${name} is not set`);
+    values[name] = value;
+  }
+  return values;
+}
+
+/** One JSON line per message; messages never carry secrets (passwords are never logged). */
+const jsonLogger: MigrationLogger = {
+  info: (message) => console.log(JSON.stringify({ level: 'INFO', message })),
+  warn: (message) => console.warn(JSON.stringify({ level: 'WARN', message })),
+  error: (message) => console.error(JSON.stringify({ level: 'ERROR', message })),
+};

@@ -1,0 +1,120 @@
+import type { CloudFormationCustomResourceEvent } from 'aws-lambda';
+import { Client, type ClientConfig } from 'pg';
+import { runMigrations, type MigrationLogger, type MigrationResult } from './run-migrations';
+import { waitForDatabase } from './wait-for-database';
+import { ensureWorkerLogin, type WorkerCredentials } from './worker-login';
+
+/** The custom resource's properties, as the CDK construct sets them. */
+export interface SchemaMigrationProperties {
+  /** Fingerprint of `migrations/` (see fingerprintMigrations): a new value means "run again". */
+  readonly MigrationsHash: string;
+  /** Name of the last migration the deployment brings. */
+  readonly LatestMigration: string;
+}
+
+/** What the Provider framework expects back; `Data` becomes the resource's attributes. */
+export interface SchemaMigrationResponse {
+  readonly PhysicalResourceId: string;
+  readonly Data: { readonly Applied: string; readonly AppliedCount: number; readonly Outcome: Outcome };
+}
+
+type Outcome = 'migrated' | 'rollback-skipped' | 'deleted';
+
+/** Everything the handler talks to, injected (the Lambda entry builds the real ones). */
+export interface SchemaMigrationDeps {
+  /** Connection settings of the master user (read from its secret on every call). */
+  readonly masterConnection: () => Promise<ClientConfig>;
+  /** Username and password of the jobs' login user (its secret). */
+  readonly workerCredentials: () => Promise<WorkerCredentials>;
+  /** The folder holding the migrations bundled with this code. */
+  readonly migrationsDir: string;
+  /** Milliseconds left before the Lambda times out. */
+  readonly remainingTimeMs: () => number;
+  readonly logger: MigrationLogger;
+  /** @default setTimeout */
+  readonly sleep?: (ms: number) => Promise<void>;
+  /** @default Date.now */
+  readonly now?: () => number;
+  /** @default runMigrations */
+  readonly migrate?: typeof runMigrations;
+}
+
+export const PHYSICAL_RESOURCE_ID = 'schema-migrations';
+
+/** Time kept back for the migrations themselves when waiting for the database. */
+export const MIGRATION_RESERVE_MS = 3 * 60_000;
+/** Waiting longer than this for a cluster to start or resume means something else is wrong. */
+export const MAX_CONNECT_WAIT_MS = 5 * 60_000;
+
+/**
+ * The migration custom resource.
+ *
+ * - Create/Update: waits for the cluster (starting, resuming from 0 ACU), applies pending
+ *   migrations with node-pg-migrate (always `up`), then creates or updates the jobs' login user.
+ *   A failed migration throws MigrationError ("Migration <name> failed: <database message>"),
+ *   which the Provider framework reports as FAILED, so CloudFormation rolls the stack back.
+ * - Update that is a rollback (the new properties name an earlier last migration than the old
+ *   ones): succeeds without touching the database. The schema never goes down; migrations are
+ *   written to be compatible with the previous code (expand, then contract in a later deploy).
+ * - Delete: succeeds without touching the database (the cluster's own removal policy decides
+ *   what happens to the data).
+ */
+export async function onSchemaMigrationEvent(
+  event: CloudFormationCustomResourceEvent,
+  deps: SchemaMigrationDeps,
+): Promise<SchemaMigrationResponse> {
+  const physicalId = event.RequestType === 'Create' ? PHYSICAL_RESOURCE_ID : event.PhysicalResourceId;
+  if (event.RequestType === 'Delete') {
+    deps.logger.info('Delete: the database is left as it is');
+    return respond(physicalId, 'deleted');
+  }
+  if (event.RequestType === 'Update' && isRollback(event.ResourceProperties, event.OldResourceProperties)) {
+    deps.logger.warn(
+      `Update back to ${String(event.ResourceProperties.LatestMigration)} from ${String(event.OldResourceProperties.LatestMigration)} ` +
+        'is a rollback: migrations are never undone on deploy, nothing to do',
+    );
+    return respond(physicalId, 'rollback-skipped');
+  }
+
+  const budgetMs = Math.max(0, Math.min(MAX_CONNECT_WAIT_MS, deps.remainingTimeMs() - MIGRATION_RESERVE_MS));
+  const database = await waitForDatabase({
+    connection: deps.masterConnection,
+    budgetMs,
+    sleep: deps.sleep,
+    now: deps.now,
+    onRetry: (attempt, error) => deps.logger.warn(`Database not ready (attempt ${attempt}): ${(error as Error).message}`),
+  });
+  const result: MigrationResult = await (deps.migrate ?? runMigrations)({
+    database,
+    dir: deps.migrationsDir,
+    logger: deps.logger,
+    sleep: deps.sleep,
+  });
+  deps.logger.info(`Applied ${result.applied.length} migration(s) in ${result.attempts} attempt(s): ${result.applied.join(', ') || 'none'}`);
+
+  const worker = await deps.workerCredentials();
+  const client = new Client(database);
+  await client.connect();
+  try {
+    const outcome = await ensureWorkerLogin(client, worker);
+    deps.logger.info(`Worker login user ${outcome}`);
+  } finally {
+    await client.end();
+  }
+  return respond(physicalId, 'migrated', result.applied);
+}
+
+/**
+ * CloudFormation rolls a failed update back by sending another Update whose new properties are
+ * the previous deployment's. Migration names sort in the order they run, so an Update that
+ * goes to an earlier last migration than the one it replaces is that rollback.
+ */
+export function isRollback(next: Record<string, unknown>, previous: Record<string, unknown>): boolean {
+  const to = String(next.LatestMigration ?? '');
+  const from = String(previous.LatestMigration ?? '');
+  return to < from;
+}
+
+function respond(physicalId: string, outcome: Outcome, applied: string[] = []): SchemaMigrationResponse {
+  return { PhysicalResourceId: physicalId, Data: { Applied: applied.join(','), AppliedCount: applied.length, Outcome: outcome } };
+}

@@ -1,0 +1,50 @@
+import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
+import type { Client } from 'pg';
+
+/** The NOLOGIN role migration 0006 creates; the jobs' login user is a member of it. */
+export const WORKER_ROLE = 'accounts_worker';
+
+export interface WorkerCredentials {
+  readonly username: string;
+  readonly password: string;
+}
+
+/**
+ * Creates the jobs' LOGIN user (member of `accounts_worker`) or, when it exists, sets its
+ * password to the one in its secret, so the Data API can log in with that secret.
+ *
+ * Identifiers and literals are quoted by the server (`format('%I', '%L')`), never by string
+ * concatenation. The password is sent as a SCRAM-SHA-256 verifier, not in clear text, so a
+ * statement log (log_statement = 'ddl') never shows it.
+ */
+export async function ensureWorkerLogin(client: Client, credentials: WorkerCredentials): Promise<'created' | 'updated'> {
+  const verifier = scramSha256Verifier(credentials.password);
+  const exists = async () =>
+    (await client.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [credentials.username])).rowCount === 1;
+  const run = async (template: string, ...args: string[]) => {
+    const placeholders = args.map((_, i) => `$${i + 1}::text`).join(', ');
+    const { rows } = await client.query<{ statement: string }>(`SELECT format('${template}', ${placeholders}) AS statement`, args);
+    await client.query(rows[0].statement);
+  };
+  if (!(await exists())) {
+    try {
+      await run('CREATE ROLE %I LOGIN PASSWORD %L IN ROLE %I', credentials.username, verifier, WORKER_ROLE);
+      return 'created';
+    } catch (error) {
+      // Another run created it between our check and CREATE ROLE: update it instead.
+      if ((error as { code?: string }).code !== '42710') throw error;
+    }
+  }
+  await run('ALTER ROLE %I WITH LOGIN PASSWORD %L', credentials.username, verifier);
+  await run('GRANT %I TO %I', WORKER_ROLE, credentials.username);
+  return 'updated';
+}
+
+/** PostgreSQL's stored form of a SCRAM-SHA-256 password (RFC 5802/7677, as pg's own client builds it). */
+export function scramSha256Verifier(password: string, salt = randomBytes(16), iterations = 4096): string {
+  const salted = pbkdf2Sync(password.normalize('NFKC'), salt, iterations, 32, 'sha256');
+  const clientKey = createHmac('sha256', salted).update('Client Key').digest();
+  const storedKey = createHash('sha256').update(clientKey).digest();
+  const serverKey = createHmac('sha256', salted).update('Server Key').digest();
+  return `SCRAM-SHA-256$${iterations}:${salt.toString('base64')}$${storedKey.toString('base64')}:${serverKey.toString('base64')}`;
+}

@@ -1,0 +1,266 @@
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { CloudFormationCustomResourceEvent } from 'aws-lambda';
+import { Client, type ClientConfig } from 'pg';
+import { fingerprintMigrations } from '../../lambda/migrate/migrations-hash';
+import { isRollback, onSchemaMigrationEvent, type SchemaMigrationDeps } from '../../lambda/migrate/on-event';
+import { DEFAULT_MIGRATIONS_DIR, MigrationError } from '../../lambda/migrate/run-migrations';
+import { DatabaseUnavailableError, waitForDatabase } from '../../lambda/migrate/wait-for-database';
+import { freePort, startPostgres, type TestPostgres } from '../support/postgres';
+import { appliedMigrations, snapshotSchema, withClient } from '../support/schema';
+
+// Drives the custom resource's core through CloudFormation's lifecycle against a real
+// PostgreSQL 17: Create → Update (new migration) → failing Update → rollback Update → Delete.
+
+let pg: TestPostgres;
+let url: string;
+let master: ClientConfig;
+const temporaryDirs: string[] = [];
+const worker = { username: 'accounts_jobs', password: `p'w"d;${'x'.repeat(20)}` };
+
+beforeAll(async () => {
+  pg = await startPostgres();
+  url = await pg.createDatabase();
+  const parsed = new URL(url);
+  master = { host: parsed.hostname, port: Number(parsed.port), user: pg.user, password: pg.password, database: parsed.pathname.slice(1) };
+});
+afterAll(async () => {
+  await pg?.stop();
+  for (const dir of temporaryDirs) rmSync(dir, { recursive: true, force: true });
+});
+
+/** The repository's migrations plus extra ones of the test's own, in a temporary folder. */
+function migrationsWith(extra: Record<string, string>): string {
+  const dir = mkdtempSync(join(tmpdir(), 'cr-migrations-'));
+  temporaryDirs.push(dir);
+  cpSync(DEFAULT_MIGRATIONS_DIR, dir, { recursive: true });
+  for (const [name, sql] of Object.entries(extra)) writeFileSync(join(dir, name), sql);
+  return dir;
+}
+
+function propertiesOf(dir: string) {
+  const { hash, latest } = fingerprintMigrations(dir);
+  return { ServiceToken: 'arn:aws:lambda:eu-west-1:111111111111:function:provider', MigrationsHash: hash, LatestMigration: latest };
+}
+
+const common = {
+  ServiceToken: 'arn:aws:lambda:eu-west-1:111111111111:function:provider',
+  ResponseURL: 'https://cloudformation-custom-resource-response.example/',
+  StackId: 'arn:aws:cloudformation:eu-west-1:111111111111:stack/AmazonAccounts-dev/1',
+  RequestId: 'request',
+  LogicalResourceId: 'SchemaMigration',
+  ResourceType: 'Custom::SchemaMigration',
+};
+
+function createEvent(dir: string): CloudFormationCustomResourceEvent {
+  return { ...common, RequestType: 'Create', ResourceProperties: propertiesOf(dir) };
+}
+function updateEvent(dir: string, previousDir: string): CloudFormationCustomResourceEvent {
+  return {
+    ...common,
+    RequestType: 'Update',
+    PhysicalResourceId: 'schema-migrations',
+    ResourceProperties: propertiesOf(dir),
+    OldResourceProperties: propertiesOf(previousDir),
+  };
+}
+
+const logger = { info: () => undefined, warn: () => undefined, error: () => undefined };
+function deps(migrationsDir: string, overrides: Partial<SchemaMigrationDeps> = {}): SchemaMigrationDeps {
+  return {
+    masterConnection: async () => master,
+    workerCredentials: async () => worker,
+    migrationsDir,
+    remainingTimeMs: () => 14 * 60_000,
+    logger,
+    sleep: async () => undefined,
+    ...overrides,
+  };
+}
+const untouchable = {
+  masterConnection: async (): Promise<ClientConfig> => {
+    throw new Error('the database must not be touched');
+  },
+};
+
+async function loginAs(credentials: { username: string; password: string }): Promise<Client> {
+  const client = new Client({ ...master, user: credentials.username, password: credentials.password });
+  await client.connect();
+  return client;
+}
+
+const WIDGETS = `-- Up Migration
+SET LOCAL lock_timeout = '500ms';
+CREATE TABLE widgets (id uuid PRIMARY KEY DEFAULT gen_random_uuid());
+GRANT SELECT ON widgets TO accounts_worker;
+-- Down Migration
+DROP TABLE widgets;
+`;
+const BROKEN = `-- Up Migration
+CREATE TABLE gadgets (id int);
+ALTER TABLE no_such_table ADD COLUMN size int;
+-- Down Migration
+DROP TABLE gadgets;
+`;
+
+describe('schema migration custom resource lifecycle', () => {
+  const repository = DEFAULT_MIGRATIONS_DIR;
+  let withWidgets: string;
+  let withBroken: string;
+  let afterUpdate: Awaited<ReturnType<typeof snapshotSchema>>;
+
+  test('Create applies every migration and creates the jobs\u2019 login user', async () => {
+    const response = await onSchemaMigrationEvent(createEvent(repository), deps(repository));
+
+    const all = await appliedMigrations(url);
+    expect(response.PhysicalResourceId).toBe('schema-migrations');
+    expect(response.Data).toEqual({ Applied: all.join(','), AppliedCount: all.length, Outcome: 'migrated' });
+    expect(all.at(-1)).toBe(fingerprintMigrations(repository).latest);
+    const role = await withClient(url, async (c) =>
+      (await c.query(`SELECT rolcanlogin, rolsuper, rolbypassrls, pg_has_role(rolname, 'accounts_worker', 'USAGE') AS member
+                      FROM pg_roles WHERE rolname = $1`, [worker.username])).rows[0]);
+    expect(role).toEqual({ rolcanlogin: true, rolsuper: false, rolbypassrls: false, member: true });
+  });
+
+  test('the login user can do what the jobs need and nothing more', async () => {
+    await withClient(url, (c) => c.query(`
+      WITH u AS (INSERT INTO users (email) VALUES ('a@example.com') RETURNING id)
+      INSERT INTO oauth_tokens (user_id, access_token, refresh_token, expires_at) SELECT id, 'a', 'r', now() FROM u`));
+    const client = await loginAs(worker);
+    try {
+      expect((await client.query('SELECT count(*)::int AS n FROM oauth_tokens')).rows[0].n).toBe(1);
+      await client.query(`UPDATE oauth_tokens SET refresh_failure_count = 1`);
+      await client.query(`INSERT INTO user_accounts (user_id, amazon_account_id) SELECT id, '42' FROM users`);
+      await expect(client.query('DELETE FROM oauth_tokens')).rejects.toMatchObject({ code: '42501' });
+      await expect(client.query('SELECT * FROM oauth_tokens_backup')).rejects.toMatchObject({ code: '42501' });
+      await expect(client.query('DROP TABLE users')).rejects.toMatchObject({ code: '42501' });
+    } finally {
+      await client.end();
+    }
+  });
+
+  test('Update with a new migration applies only that one, and follows a rotated worker password', async () => {
+    withWidgets = migrationsWith({ '0900_widgets.sql': WIDGETS });
+    const rotated = { ...worker, password: 'rotated-password-0123456789' };
+
+    const response = await onSchemaMigrationEvent(
+      updateEvent(withWidgets, repository),
+      deps(withWidgets, { workerCredentials: async () => rotated }),
+    );
+
+    expect(response).toEqual({ PhysicalResourceId: 'schema-migrations', Data: { Applied: '0900_widgets', AppliedCount: 1, Outcome: 'migrated' } });
+    afterUpdate = await snapshotSchema(url);
+    expect(afterUpdate.columns['widgets.id']).toBeDefined();
+    expect(afterUpdate.grants).toContain('accounts_worker SELECT ON widgets');
+    await expect(loginAs(worker)).rejects.toMatchObject({ code: '28P01' });
+    const client = await loginAs(rotated);
+    await client.end();
+  });
+
+  test('a failing Update answers with the migration\u2019s name and the database\u2019s message and changes nothing', async () => {
+    withBroken = migrationsWith({ '0900_widgets.sql': WIDGETS, '0901_broken.sql': BROKEN });
+
+    const failure = onSchemaMigrationEvent(updateEvent(withBroken, withWidgets), deps(withBroken));
+
+    await expect(failure).rejects.toThrow(MigrationError);
+    await expect(failure).rejects.toThrow('Migration 0901_broken failed: relation "no_such_table" does not exist');
+    expect(await snapshotSchema(url)).toEqual(afterUpdate);
+    expect((await appliedMigrations(url)).at(-1)).toBe('0900_widgets');
+  });
+
+  test('the rollback Update succeeds without touching the database, whichever code runs it', async () => {
+    // CloudFormation sends the previous deployment's properties as the new ones.
+    const rollback = updateEvent(withWidgets, withBroken);
+
+    for (const code of [withBroken, withWidgets]) {
+      const response = await onSchemaMigrationEvent(rollback, deps(code, untouchable));
+      expect(response.Data).toEqual({ Applied: '', AppliedCount: 0, Outcome: 'rollback-skipped' });
+    }
+    expect(await snapshotSchema(url)).toEqual(afterUpdate);
+    expect((await appliedMigrations(url)).at(-1)).toBe('0900_widgets');
+  });
+
+  test('an Update with the same migrations is a no-op', async () => {
+    const response = await onSchemaMigrationEvent(updateEvent(withWidgets, withWidgets), deps(withWidgets));
+    expect(response.Data).toEqual({ Applied: '', AppliedCount: 0, Outcome: 'migrated' });
+    expect(await snapshotSchema(url)).toEqual(afterUpdate);
+  });
+
+  test('Delete succeeds without touching the database', async () => {
+    const response = await onSchemaMigrationEvent(
+      { ...common, RequestType: 'Delete', PhysicalResourceId: 'schema-migrations', ResourceProperties: propertiesOf(withWidgets) },
+      deps(withWidgets, untouchable),
+    );
+    expect(response.Data.Outcome).toBe('deleted');
+    expect(await snapshotSchema(url)).toEqual(afterUpdate);
+  });
+});
+
+describe('waiting for a cluster that is starting or resuming', () => {
+  test('Create retries the connection until the database answers', async () => {
+    const fresh = await pg.createDatabase();
+    const closedPort = await freePort();
+    const target = { ...master, database: new URL(fresh).pathname.slice(1) };
+    let calls = 0;
+    const sleeps: number[] = [];
+
+    const response = await onSchemaMigrationEvent(
+      createEvent(DEFAULT_MIGRATIONS_DIR),
+      deps(DEFAULT_MIGRATIONS_DIR, {
+        masterConnection: async () => (++calls <= 2 ? { ...target, port: closedPort } : target),
+        sleep: async (ms) => void sleeps.push(ms),
+      }),
+    );
+
+    expect(response.Data.Outcome).toBe('migrated');
+    expect(calls).toBe(3);
+    expect(sleeps.slice(0, 2)).toEqual([1000, 2000]);
+  });
+
+  test('gives up with a clear error before the Lambda would time out', async () => {
+    const closedPort = await freePort();
+    let clock = 0;
+    const wait = waitForDatabase({
+      connection: async () => ({ ...master, port: closedPort }),
+      budgetMs: 60_000,
+      now: () => clock,
+      sleep: async (ms) => void (clock += ms),
+    });
+    await expect(wait).rejects.toThrow(DatabaseUnavailableError);
+    await expect(wait).rejects.toThrow(/not reachable after 8 attempts over 60 s: .*ECONNREFUSED/);
+  });
+
+  test('the wait budget leaves time for the migrations within the Lambda timeout', async () => {
+    const closedPort = await freePort();
+    let clock = 0;
+    const failure = onSchemaMigrationEvent(
+      createEvent(DEFAULT_MIGRATIONS_DIR),
+      deps(DEFAULT_MIGRATIONS_DIR, {
+        masterConnection: async () => ({ ...master, port: closedPort }),
+        remainingTimeMs: () => 3 * 60_000 + 5_000, // 5 s left after the migrations' reserve
+        now: () => clock,
+        sleep: async (ms) => void (clock += ms),
+      }),
+    );
+    // Sleeps of 1 s and 2 s fit into 5 s; a third of 4 s would not.
+    await expect(failure).rejects.toThrow(/not reachable after 3 attempts over 3 s/);
+  });
+
+  test('a wrong database name is not retried', async () => {
+    const sleeps: number[] = [];
+    const wait = waitForDatabase({
+      connection: async () => ({ ...master, database: 'no_such_database' }),
+      budgetMs: 60_000,
+      sleep: async (ms) => void sleeps.push(ms),
+    });
+    await expect(wait).rejects.toMatchObject({ code: '3D000' });
+    expect(sleeps).toEqual([]);
+  });
+});
+
+test('a rollback is recognised by an earlier last migration than the one being replaced', () => {
+  expect(isRollback({ LatestMigration: '0006_a' }, { LatestMigration: '0007_b' })).toBe(true);
+  expect(isRollback({ LatestMigration: '0007_b' }, { LatestMigration: '0006_a' })).toBe(false);
+  expect(isRollback({ LatestMigration: '0007_b' }, { LatestMigration: '0007_b' })).toBe(false);
+});
