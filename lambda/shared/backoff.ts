@@ -1,0 +1,71 @@
+/**
+ * The one backoff function of the jobs (Data API retries, Amazon retries, the account sync's
+ * retry schedule): capped exponential backoff with full jitter
+ * (https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/).
+ */
+export interface BackoffOptions {
+  /** Delay ceiling of the first retry; doubles each attempt. */
+  readonly baseDelayMs: number;
+  /** Upper bound of any delay. */
+  readonly maxDelayMs: number;
+  /** Uniform random number in [0, 1). @default Math.random */
+  readonly random?: () => number;
+}
+
+/**
+ * Delay before retry number `attempt` (1 = the first retry): uniformly random in
+ * [0, min(maxDelayMs, baseDelayMs × 2^(attempt−1))).
+ */
+export function backoffDelayMs(attempt: number, options: BackoffOptions): number {
+  const exponent = Math.min(Math.max(attempt - 1, 0), 52);
+  const ceiling = Math.min(options.maxDelayMs, options.baseDelayMs * 2 ** exponent);
+  return Math.floor((options.random ?? Math.random)() * ceiling);
+}
+
+/** Resolves after `ms` milliseconds. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export interface RetryOptions extends BackoffOptions {
+  /** Attempts in total, the first included. */
+  readonly maxAttempts: number;
+  /** Whether an error is worth another attempt. */
+  readonly isRetryable: (error: unknown) => boolean;
+  /** A lower bound for the next delay imposed by the error (e.g. Retry-After). @default - none */
+  readonly minimumDelayMs?: (error: unknown) => number | undefined;
+  /** Called before each retry's sleep. @default - nothing */
+  readonly onRetry?: (error: unknown, attempt: number, delayMs: number) => void;
+  /** @default setTimeout-based {@link sleep} */
+  readonly sleep?: (ms: number) => Promise<void>;
+}
+
+/** Thrown by {@link retry} when every attempt failed with a retryable error. */
+export class RetriesExhaustedError extends Error {
+  constructor(
+    readonly attempts: number,
+    cause: unknown,
+  ) {
+    super(`Gave up after ${attempts} attempts: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    this.name = 'RetriesExhaustedError';
+  }
+}
+
+/**
+ * Calls `fn` until it succeeds, fails with a non-retryable error (rethrown as is), or
+ * `maxAttempts` is reached (the last error is wrapped in {@link RetriesExhaustedError}).
+ */
+export async function retry<T>(fn: (attempt: number) => Promise<T>, options: RetryOptions): Promise<T> {
+  const wait = options.sleep ?? sleep;
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await fn(attempt);
+    } catch (error) {
+      if (!options.isRetryable(error)) throw error;
+      if (attempt >= options.maxAttempts) throw new RetriesExhaustedError(attempt, error);
+      const delay = Math.max(backoffDelayMs(attempt, options), options.minimumDelayMs?.(error) ?? 0);
+      options.onRetry?.(error, attempt, delay);
+      await wait(delay);
+    }
+  }
+}
