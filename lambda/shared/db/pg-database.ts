@@ -122,13 +122,13 @@ export class PgDatabase implements Database {
         }
       };
       if (this.inTransaction) await apply(this.executor);
-      else await this.withTransaction(apply);
+      else await this.withTransaction(apply, false);
     }
   }
 
   async transaction<T>(fn: (tx: Database) => Promise<T>): Promise<T> {
     if (this.inTransaction) throw new DatabaseError('Nested transactions are not supported');
-    return this.withTransaction((client) => fn(new PgDatabase(this.options, client as PoolClient, this.counters)));
+    return this.withTransaction((client) => fn(new PgDatabase(this.options, client as PoolClient, this.counters)), true);
   }
 
   callCounts(): DatabaseCallCounts {
@@ -140,20 +140,22 @@ export class PgDatabase implements Database {
     await this.pool?.end();
   }
 
-  private async withTransaction<T>(fn: (client: Executor) => Promise<T>): Promise<T> {
+  /** Runs `fn` between BEGIN and COMMIT; `counted` is false for a batch's own transaction (one call). */
+  private async withTransaction<T>(fn: (client: Executor) => Promise<T>, counted: boolean): Promise<T> {
+    const count = counted ? 1 : 0;
     if (!this.pool) throw new DatabaseError('Nested transactions are not supported');
     const client = await run(() => this.pool!.connect());
     let broken: unknown;
     try {
-      this.counters.transactionCalls += 1;
+      this.counters.transactionCalls += count;
       await run(() => client.query('BEGIN'));
       try {
         const result = await fn(client);
-        this.counters.transactionCalls += 1;
+        this.counters.transactionCalls += count;
         await run(() => client.query('COMMIT'));
         return result;
       } catch (error) {
-        this.counters.transactionCalls += 1;
+        this.counters.transactionCalls += count;
         await client.query('ROLLBACK').catch((rollbackError: unknown) => {
           broken = rollbackError;
         });

@@ -1,0 +1,37 @@
+import { rewriteNamedParameters } from '../../lambda/shared/db/named-parameters';
+
+const positional = (sql: string) => rewriteNamedParameters(sql, (_name, position) => `$${position}`);
+
+describe('rewriteNamedParameters', () => {
+  test('numbers distinct names in order of first use and reuses positions', () => {
+    expect(positional('SELECT :a, :b, :a, :c_1')).toEqual({ text: 'SELECT $1, $2, $1, $3', names: ['a', 'b', 'c_1'] });
+  });
+
+  test('leaves ::casts alone, including a cast right after a parameter', () => {
+    expect(positional("SELECT :id::uuid, x::text, '1'::int")).toEqual({ text: "SELECT $1::uuid, x::text, '1'::int", names: ['id'] });
+  });
+
+  test.each([
+    ["'it''s :x'", "'it''s :x'"],
+    ["E'\\' :x'", "E'\\' :x'"],
+    ['"col:x"', '"col:x"'],
+    ['$$ :x $$', '$$ :x $$'],
+    ['$body$ :x $$ :y $body$', '$body$ :x $$ :y $body$'],
+    ['-- :x\n', '-- :x\n'],
+    ['/* :x /* :y */ :z */', '/* :x /* :y */ :z */'],
+  ])('ignores parameters inside %s', (sql, expected) => {
+    expect(positional(`${sql} :real`)).toEqual({ text: `${expected} $1`, names: ['real'] });
+  });
+
+  test('a plain quote string does not take backslash escapes', () => {
+    expect(positional("SELECT 'a\\' , :p")).toEqual({ text: "SELECT 'a\\' , $1", names: ['p'] });
+  });
+
+  test('colons not followed by a name are kept (array slices, :=)', () => {
+    expect(positional('SELECT a[1:2], b[:3], :x')).toEqual({ text: 'SELECT a[1:2], b[:3], $1', names: ['x'] });
+  });
+
+  test('an unterminated literal swallows the rest, as PostgreSQL would reject it anyway', () => {
+    expect(positional("SELECT ':x")).toEqual({ text: "SELECT ':x", names: [] });
+  });
+});
