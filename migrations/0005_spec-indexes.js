@@ -28,33 +28,16 @@ const indexes = [
     definition: 'ON user_accounts (next_sync_at)' },
 ];
 
+const { createIndexesConcurrently, dropIndexesConcurrently } = require('./lib/online');
+
 exports.indexes = indexes;
 
 exports.up = async (pgm) => {
   pgm.noTransaction();
-  const { rows } = await pgm.db.query(
-    `SELECT c.relname AS name FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-     WHERE NOT i.indisvalid AND c.relname = ANY($1)`,
-    [indexes.map((index) => index.name)],
-  );
-  const invalid = new Set((rows || []).map((row) => row.name));
-  // SHARE UPDATE EXCLUSIVE does not block writes, so waiting for it (and for older
-  // transactions, which a concurrent build must outlive) may take a while without harm.
-  pgm.sql("SET lock_timeout = '5min';");
-  pgm.sql("SET statement_timeout = '4h';");
-  for (const index of indexes) {
-    if (invalid.has(index.name)) pgm.sql(`DROP INDEX CONCURRENTLY IF EXISTS ${index.name};`);
-    pgm.sql(`CREATE ${index.unique ? 'UNIQUE ' : ''}INDEX CONCURRENTLY IF NOT EXISTS ${index.name} ${index.definition};`);
-  }
-  pgm.sql('RESET lock_timeout;');
-  pgm.sql('RESET statement_timeout;');
+  await createIndexesConcurrently(pgm, indexes);
 };
 
 exports.down = (pgm) => {
   pgm.noTransaction();
-  pgm.sql("SET lock_timeout = '5min';");
-  pgm.sql("SET statement_timeout = '1h';");
-  for (const index of [...indexes].reverse()) pgm.sql(`DROP INDEX CONCURRENTLY IF EXISTS ${index.name};`);
-  pgm.sql('RESET lock_timeout;');
-  pgm.sql('RESET statement_timeout;');
+  dropIndexesConcurrently(pgm, indexes);
 };

@@ -57,7 +57,7 @@ async function recordJsMigration(file) {
 
 async function main() {
   const targets = [];
-  for (const file of readdirSync(dir).sort()) {
+  for (const file of readdirSync(dir, { withFileTypes: true }).filter((d) => d.isFile()).map((d) => d.name).sort()) {
     if (file.endsWith('.sql')) targets.push(join(dir, file));
     else if (file.endsWith('.js')) targets.push(...(await recordJsMigration(file)));
   }

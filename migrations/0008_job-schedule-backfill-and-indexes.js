@@ -1,0 +1,64 @@
+/* eslint-disable */
+// Completes 0007 online (outside a transaction, like 0004 and 0005):
+// * users without any account yet become due for their first account sync
+//   (sync_next_attempt_at = now()); users with accounts keep following their accounts'
+//   next_sync_at (spread over an hour by 0004), so the first deploy is not one thundering herd.
+//   Batches of 5,000 tokens in key order, each committed on its own; re-running resumes.
+// * 0007's CHECK is validated under SHARE UPDATE EXCLUSIVE (writes continue).
+// * The indexes the jobs' claim queries use, built CONCURRENTLY: the account sync's due users
+//   (sync_next_attempt_at, partial: most rows are NULL) and the refresh/sync leases are read
+//   through the existing indexes.
+const { createIndexesConcurrently, dropIndexesConcurrently } = require('./lib/online');
+
+const indexes = [
+  { name: 'idx_oauth_tokens_sync_next_attempt_at', table: 'oauth_tokens',
+    definition: 'ON oauth_tokens (sync_next_attempt_at) WHERE sync_next_attempt_at IS NOT NULL' },
+];
+
+const backfill = `
+DO $backfill$
+DECLARE
+  last_id uuid := '00000000-0000-0000-0000-000000000000';
+  batch_last uuid;
+BEGIN
+  LOOP
+    SET LOCAL lock_timeout = '500ms';
+    WITH batch AS (
+      SELECT id FROM oauth_tokens WHERE id > last_id ORDER BY id LIMIT 5000
+    ), updated AS (
+      UPDATE oauth_tokens t SET sync_next_attempt_at = now()
+        FROM batch
+       WHERE t.id = batch.id AND t.sync_next_attempt_at IS NULL
+         AND NOT EXISTS (SELECT 1 FROM user_accounts ua WHERE ua.user_id = t.user_id)
+    )
+    SELECT (SELECT id FROM batch ORDER BY id DESC LIMIT 1) INTO batch_last;
+    EXIT WHEN batch_last IS NULL;
+    last_id := batch_last;
+    COMMIT;
+  END LOOP;
+END
+$backfill$;`;
+
+exports.up = async (pgm) => {
+  pgm.noTransaction();
+  pgm.sql("SET lock_timeout = '5min';");
+  pgm.sql("SET statement_timeout = '60min';");
+  pgm.sql(backfill);
+  pgm.sql('ALTER TABLE oauth_tokens VALIDATE CONSTRAINT oauth_tokens_sync_retry_count_check;');
+  await createIndexesConcurrently(pgm, indexes);
+};
+
+// Down: the indexes go, and the CHECK is back to NOT VALID as 0007 left it. The backfilled
+// schedule stays (0007's down drops the column).
+exports.down = (pgm) => {
+  pgm.noTransaction();
+  dropIndexesConcurrently(pgm, indexes);
+  pgm.sql(`
+BEGIN;
+SET LOCAL lock_timeout = '500ms';
+SET LOCAL statement_timeout = '30s';
+ALTER TABLE oauth_tokens
+  DROP CONSTRAINT oauth_tokens_sync_retry_count_check,
+  ADD CONSTRAINT oauth_tokens_sync_retry_count_check CHECK (sync_retry_count >= 0) NOT VALID;
+COMMIT;`);
+};
