@@ -30,3 +30,16 @@ export const JOB_ENV = {
   lwaClientSecretArn: 'LWA_CLIENT_SECRET_ARN',
   tokenKeySecretArn: 'TOKEN_ENCRYPTION_KEY_SECRET_ARN',
 } as const;
+
+/**
+ * Environment variables of `npm run job` and `npm start` (local runs on node-postgres, no
+ * Secrets Manager): read by `readLocalJobConfig` in lambda/shared/config.ts.
+ */
+export const LOCAL_JOB_ENV = {
+  databaseUrl: 'DATABASE_URL',
+  lwaTokenUrl: 'LWA_TOKEN_URL',
+  adsApiUrl: 'ADS_API_URL',
+  lwaClientId: 'LWA_CLIENT_ID',
+  lwaClientSecret: 'LWA_CLIENT_SECRET',
+  tokenEncryptionKey: 'TOKEN_ENCRYPTION_KEY',
+} as const;

@@ -1,0 +1,144 @@
+import { z } from 'zod';
+import { JOB_ENV, LOCAL_JOB_ENV } from './metric-names';
+import { parseTokenKey, TokenKeyError } from './token-crypto';
+
+/**
+ * The jobs' configuration, read from the environment in one place and validated at start-up.
+ * A Lambda with a missing or malformed variable fails its first invocation with one
+ * {@link ConfigError} naming every problem, instead of failing later half-way through a batch.
+ */
+
+/** The environment is incomplete or malformed. Lists every variable at fault; never values. */
+export class ConfigError extends Error {
+  constructor(
+    /** Variables that are unset or empty. */
+    readonly missing: readonly string[],
+    /** Variables that are set but malformed, with the reason. */
+    readonly invalid: readonly string[],
+  ) {
+    const parts = [];
+    if (missing.length) parts.push(`missing ${missing.join(', ')}`);
+    if (invalid.length) parts.push(`invalid ${invalid.join('; ')}`);
+    super(`Job configuration: ${parts.join('; ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Configuration of the job Lambdas in AWS (set by the CDK stack, names in `JOB_ENV`). */
+export interface JobConfig {
+  /** `dev`, `staging` or `prod`. */
+  readonly environment: string;
+  /** The Aurora cluster ARN (Data API resource). */
+  readonly clusterArn: string;
+  /** The worker database user's secret (Data API `secretArn`). */
+  readonly databaseSecretArn: string;
+  readonly databaseName: string;
+  /** Secret with `{"clientId","clientSecret"}` of the Login with Amazon client. */
+  readonly lwaClientSecretArn: string;
+  /** Secret whose string is the base64 token encryption key. */
+  readonly tokenKeySecretArn: string;
+}
+
+const arn = (service: string) =>
+  z.string().regex(new RegExp(`^arn:aws[a-z-]*:${service}:[a-z0-9-]+:\\d{12}:`), `not a ${service} ARN`);
+
+const jobSchema = z.object({
+  [JOB_ENV.environment]: z.enum(['dev', 'staging', 'prod']),
+  [JOB_ENV.clusterArn]: arn('rds'),
+  [JOB_ENV.databaseSecretArn]: arn('secretsmanager'),
+  [JOB_ENV.databaseName]: z.string().regex(/^[A-Za-z_][A-Za-z0-9_$]*$/, 'not a database name'),
+  [JOB_ENV.lwaClientSecretArn]: arn('secretsmanager'),
+  [JOB_ENV.tokenKeySecretArn]: arn('secretsmanager'),
+});
+
+/** Reads and validates the Lambda configuration from `env`. Pure: use {@link jobConfig} in handlers. */
+export function readJobConfig(env: Readonly<Record<string, string | undefined>> = process.env): JobConfig {
+  const values = validate(jobSchema, env, Object.values(JOB_ENV));
+  return {
+    environment: values[JOB_ENV.environment],
+    clusterArn: values[JOB_ENV.clusterArn],
+    databaseSecretArn: values[JOB_ENV.databaseSecretArn],
+    databaseName: values[JOB_ENV.databaseName],
+    lwaClientSecretArn: values[JOB_ENV.lwaClientSecretArn],
+    tokenKeySecretArn: values[JOB_ENV.tokenKeySecretArn],
+  };
+}
+
+let cachedJobConfig: JobConfig | undefined;
+
+/** The Lambda configuration from `process.env`, read once per container. */
+export function jobConfig(): JobConfig {
+  cachedJobConfig ??= readJobConfig(process.env);
+  return cachedJobConfig;
+}
+
+/** Configuration of `npm run job` / `npm start`: node-postgres and credentials from the environment. */
+export interface LocalJobConfig {
+  readonly databaseUrl: string;
+  /** Token endpoint override (may contain `{region}`). @default - Amazon's regional hosts */
+  readonly lwaTokenUrl: string | undefined;
+  /** Ads API base URL override (may contain `{region}`). @default - Amazon's regional hosts */
+  readonly adsApiUrl: string | undefined;
+  readonly lwaClientId: string;
+  readonly lwaClientSecret: string;
+  /** The decoded 32-byte token encryption key. */
+  readonly tokenKey: Buffer;
+}
+
+const url = z.string().url('not a URL');
+const localSchema = z.object({
+  [LOCAL_JOB_ENV.databaseUrl]: z.string().regex(/^postgres(ql)?:\/\//, 'not a postgres:// URL'),
+  [LOCAL_JOB_ENV.lwaTokenUrl]: url.optional(),
+  [LOCAL_JOB_ENV.adsApiUrl]: url.optional(),
+  [LOCAL_JOB_ENV.lwaClientId]: z.string(),
+  [LOCAL_JOB_ENV.lwaClientSecret]: z.string(),
+  [LOCAL_JOB_ENV.tokenEncryptionKey]: z.string(),
+});
+
+/** Reads and validates the local-run configuration from `env`. */
+export function readLocalJobConfig(env: Readonly<Record<string, string | undefined>> = process.env): LocalJobConfig {
+  const required = [LOCAL_JOB_ENV.databaseUrl, LOCAL_JOB_ENV.lwaClientId, LOCAL_JOB_ENV.lwaClientSecret, LOCAL_JOB_ENV.tokenEncryptionKey];
+  const values = validate(localSchema, env, required, (v) => {
+    const key = v[LOCAL_JOB_ENV.tokenEncryptionKey];
+    if (key === undefined) return [];
+    try {
+      parseTokenKey(key);
+      return [];
+    } catch (error) {
+      return [`${LOCAL_JOB_ENV.tokenEncryptionKey}: ${error instanceof TokenKeyError ? error.message : 'unreadable'}`];
+    }
+  });
+  return {
+    databaseUrl: values[LOCAL_JOB_ENV.databaseUrl],
+    lwaTokenUrl: values[LOCAL_JOB_ENV.lwaTokenUrl],
+    adsApiUrl: values[LOCAL_JOB_ENV.adsApiUrl],
+    lwaClientId: values[LOCAL_JOB_ENV.lwaClientId],
+    lwaClientSecret: values[LOCAL_JOB_ENV.lwaClientSecret],
+    tokenKey: parseTokenKey(values[LOCAL_JOB_ENV.tokenEncryptionKey]),
+  };
+}
+
+/**
+ * Validates the named variables (empty counts as unset), collecting every problem before
+ * failing. Issue messages name the variable and the rule, never the value.
+ */
+function validate<S extends z.ZodObject>(
+  schema: S,
+  env: Readonly<Record<string, string | undefined>>,
+  required: readonly string[],
+  extraChecks?: (values: Record<string, string | undefined>) => string[],
+): z.infer<S> {
+  const picked: Record<string, string | undefined> = {};
+  for (const name of Object.keys(schema.shape)) {
+    const value = env[name]?.trim();
+    picked[name] = value === '' ? undefined : value;
+  }
+  const missing = required.filter((name) => picked[name] === undefined);
+  const result = schema.safeParse(picked);
+  const invalid = result.success
+    ? []
+    : result.error.issues.filter((i) => !missing.includes(String(i.path[0]))).map((i) => `${String(i.path[0])}: ${i.message}`);
+  if (extraChecks) invalid.push(...extraChecks(picked));
+  if (missing.length || invalid.length || !result.success) throw new ConfigError(missing, invalid);
+  return result.data;
+}
