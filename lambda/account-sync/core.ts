@@ -1,0 +1,219 @@
+import { randomUUID } from 'node:crypto';
+import type { Database } from '../shared/db/port';
+import { describeError, JobRuntime, mapWithConcurrency, nextRetryAt } from '../shared/job-runtime';
+import { METRIC_NAMES } from '../shared/metric-names';
+import { endpointKey, RateLimitUsageRecorder, recordRateLimitUsage } from '../shared/rate-limit-store';
+import type { TokenCipher } from '../shared/token-crypto';
+import type { AdsProfile } from '../shared/amazon/schemas';
+import { classifyAmazonError } from '../shared/amazon-failure';
+import type { Region } from '../token-refresh/store';
+import { AccountRecord, claimUsers, ClaimedUser, flagAccountsNeedingReauth, saveOutcomes, SyncType, UserSyncOutcome } from './store';
+
+/** What the core needs of the Ads API client (AdsClient). */
+export interface ProfileLister {
+  /** Lists every profile the access token can see in the region; throws the Amazon error classes. */
+  listProfiles(request: { itemId: string; region: Region; accessToken: string }): Promise<readonly AdsProfile[]>;
+}
+
+export interface AccountSyncSettings {
+  /** Users claimed per database round trip. @default 250 */
+  readonly batchSize?: number;
+  /** Ads API calls in flight at once. @default 16 */
+  readonly concurrency?: number;
+  /** @default 300 */
+  readonly leaseSeconds?: number;
+  /** Time between regular syncs of a user's accounts. @default 21600 (6 h) */
+  readonly syncIntervalSeconds?: number;
+  /** First retry delay after a failure; doubles per failure (jittered, floor of half). @default 300 */
+  readonly retryBaseSeconds?: number;
+  /** @default 21600 */
+  readonly retryMaxSeconds?: number;
+  /** Users whose access token expires sooner than this wait for the refresh job. @default 120 */
+  readonly minTokenValiditySeconds?: number;
+  /** Stop claiming when less than this remains of the invocation. @default 30000 */
+  readonly reserveMs?: number;
+}
+
+export interface AccountSyncDeps extends JobRuntime {
+  readonly db: Database;
+  readonly ads: ProfileLister;
+  readonly cipher: TokenCipher;
+  readonly settings?: AccountSyncSettings;
+}
+
+/** What to sync: every due user (the schedule), or one user on demand. */
+export type AccountSyncRequest = { readonly syncType: 'scheduled' } | { readonly syncType: 'manual' | 'webhook'; readonly userId: string };
+
+export interface AccountSyncSummary {
+  readonly job: 'account-sync';
+  readonly syncType: SyncType;
+  readonly usersClaimed: number;
+  readonly usersSynced: number;
+  readonly usersFailed: number;
+  readonly usersReleased: number;
+  readonly accountsSynced: number;
+  /** Accounts whose sync failed (every account of a failed user, at least one per user). */
+  readonly accountsFailed: number;
+  /** Accounts Amazon no longer returns (kept, set inactive). */
+  readonly accountsMissing: number;
+  readonly reauthFlagged: number;
+  readonly rateLimited: number;
+  readonly batches: number;
+  readonly databaseCalls: number;
+  readonly durationMs: number;
+}
+
+export const REAUTH_MESSAGE = 'Amazon access needs re-authorisation: the user must reconnect their Amazon account';
+
+/** Maps a profile to its stored form: `amazon_account_id` and the metadata DESIGN.md fixes. */
+export function toAccountRecord(profile: AdsProfile, region: Region): AccountRecord {
+  const info = profile.accountInfo;
+  return {
+    amazonAccountId: String(profile.profileId),
+    metadata: {
+      marketplaceStringId: info.marketplaceStringId,
+      countryCode: profile.countryCode,
+      currencyCode: profile.currencyCode,
+      timezone: profile.timezone,
+      accountType: info.type,
+      accountSubType: info.subType ?? null,
+      accountId: info.id,
+      accountName: info.name,
+      validPaymentMethod: info.validPaymentMethod,
+      dailyBudget: profile.dailyBudget ?? null,
+      region,
+    },
+  };
+}
+
+/**
+ * One run of the account sync: claims due users in batches (a lease per user, so overlapping
+ * invocations never sync one user twice), lists each user's profiles with bounded concurrency,
+ * and writes every batch back in one statement (accounts upserted, history rows closed,
+ * schedules and retries set). Keeps going until nothing is due or time runs low. Every
+ * claimed user is written back or released before it returns.
+ */
+export async function runAccountSync(deps: AccountSyncDeps, request: AccountSyncRequest = { syncType: 'scheduled' }): Promise<AccountSyncSummary> {
+  const s = {
+    batchSize: 250,
+    concurrency: 16,
+    leaseSeconds: 300,
+    syncIntervalSeconds: 21_600,
+    retryBaseSeconds: 300,
+    retryMaxSeconds: 21_600,
+    minTokenValiditySeconds: 120,
+    reserveMs: 30_000,
+    ...deps.settings,
+  };
+  const now = deps.now ?? (() => new Date());
+  const random = deps.random ?? Math.random;
+  const started = Date.now();
+  const callsBefore = deps.db.callCounts().total;
+  const owner = randomUUID();
+  const usage = new RateLimitUsageRecorder();
+  const totals = { usersClaimed: 0, usersSynced: 0, usersFailed: 0, usersReleased: 0, accountsSynced: 0, accountsFailed: 0, accountsMissing: 0, rateLimited: 0, batches: 0 };
+  const single = request.syncType !== 'scheduled' ? request.userId : undefined;
+
+  const retryAt = (failures: number, atLeastSeconds = 0) =>
+    nextRetryAt(now(), failures, { baseSeconds: s.retryBaseSeconds, maxSeconds: s.retryMaxSeconds, random, atLeastSeconds });
+
+  const syncOne = async (user: ClaimedUser): Promise<UserSyncOutcome> => {
+    if (deps.remainingTimeMs() < s.reserveMs / 2) return { kind: 'released', user };
+    const failures = user.retryCount + 1;
+    let accessToken: string;
+    try {
+      accessToken = deps.cipher.decrypt(user.storedAccessToken);
+    } catch (error) {
+      return failed(user, `Stored access token is unreadable (${describeError(error)})`, { class: 'token', reason: describeError(error) }, retryAt(failures));
+    }
+    const endpoint = endpointKey('ads-profiles', user.region);
+    usage.request(endpoint, user.userId);
+    try {
+      const profiles = await deps.ads.listProfiles({ itemId: user.userId, region: user.region, accessToken });
+      const accounts = dedupe(profiles.map((p) => toAccountRecord(p, user.region)));
+      const jitter = 1 + (random() - 0.5) / 10; // ±5 %, so a cohort does not stay in lock-step
+      return { kind: 'success', user, accounts, nextSyncAt: new Date(now().getTime() + s.syncIntervalSeconds * 1000 * jitter) };
+    } catch (error) {
+      const f = classifyAmazonError(error);
+      if (f.kind === 'rate_limited') {
+        usage.limitHit(endpoint, user.userId, f.retryAfterSeconds, now());
+        return failed(user, `rate_limited: Amazon Ads answered 429, retry after ${f.retryAfterSeconds} s`, { class: 'rate_limited', retryAfterSeconds: f.retryAfterSeconds }, retryAt(failures, f.retryAfterSeconds));
+      }
+      const reason = f.kind === 'permanent' ? f.code : f.reason;
+      return failed(user, `${f.kind}: ${reason}`, { class: f.kind, reason }, retryAt(failures));
+    }
+  };
+
+  const reauthFlagged = single ? 0 : await flagAccountsNeedingReauth(deps.db, REAUTH_MESSAGE);
+  let pending: ClaimedUser[] = [];
+  try {
+    while (deps.remainingTimeMs() > s.reserveMs) {
+      const batchStarted = Date.now();
+      pending = await claimUsers(deps.db, {
+        owner,
+        leaseSeconds: s.leaseSeconds,
+        limit: single ? 1 : s.batchSize,
+        syncType: request.syncType,
+        userId: single,
+        minTokenValiditySeconds: s.minTokenValiditySeconds,
+      });
+      if (pending.length === 0) break;
+      totals.usersClaimed += pending.length;
+      totals.batches += 1;
+      const outcomes = await mapWithConcurrency(pending, s.concurrency, syncOne);
+      await saveOutcomes(deps.db, owner, outcomes);
+      pending = [];
+      tally(outcomes);
+      deps.metrics.addMetric(METRIC_NAMES.batchDurationMs, 'Milliseconds', Date.now() - batchStarted);
+      if (single) break;
+    }
+  } finally {
+    if (pending.length) {
+      await saveOutcomes(deps.db, owner, pending.map((user) => ({ kind: 'released' as const, user }))).catch(() => undefined);
+    }
+    await recordRateLimitUsage(deps.db, usage.drain()).catch((error) => deps.logger.warn('Could not record rate-limit usage', { error: describeError(error) }));
+  }
+
+  const summary: AccountSyncSummary = {
+    job: 'account-sync',
+    syncType: request.syncType,
+    ...totals,
+    reauthFlagged,
+    databaseCalls: deps.db.callCounts().total - callsBefore,
+    durationMs: Date.now() - started,
+  };
+  deps.metrics.addMetric(METRIC_NAMES.accountsSynced, 'Count', summary.accountsSynced);
+  deps.metrics.addMetric(METRIC_NAMES.accountsFailed, 'Count', summary.accountsFailed);
+  deps.metrics.addMetric(METRIC_NAMES.rateLimitHits, 'Count', summary.rateLimited);
+  deps.metrics.addMetric(METRIC_NAMES.reauthRequired, 'Count', summary.reauthFlagged);
+  deps.metrics.addMetric(METRIC_NAMES.dataApiCalls, 'Count', summary.databaseCalls);
+  deps.logger.info('Account sync run finished', { ...summary });
+  return summary;
+
+  function tally(outcomes: UserSyncOutcome[]) {
+    for (const o of outcomes) {
+      if (o.kind === 'success') {
+        totals.usersSynced += 1;
+        totals.accountsSynced += o.accounts.length;
+        const returned = new Set(o.accounts.map((a) => a.amazonAccountId));
+        totals.accountsMissing += o.user.knownProfileIds.filter((id) => !returned.has(id)).length;
+      } else if (o.kind === 'released') {
+        totals.usersReleased += 1;
+      } else {
+        totals.usersFailed += 1;
+        totals.accountsFailed += Math.max(1, o.user.knownProfileIds.length);
+        if (o.errorDetails.class === 'rate_limited') totals.rateLimited += 1;
+        deps.logger.warn('Account sync failed', { userId: o.user.userId, region: o.user.region, error: o.error });
+      }
+    }
+  }
+}
+
+function failed(user: ClaimedUser, error: string, errorDetails: Record<string, unknown>, nextAttemptAt: Date): UserSyncOutcome {
+  return { kind: 'failure', user, error, errorDetails: { ...errorDetails, userId: user.userId }, nextAttemptAt };
+}
+
+/** Amazon should not list a profile twice; if it does, the last one wins (one row per profile). */
+function dedupe(accounts: AccountRecord[]): AccountRecord[] {
+  return [...new Map(accounts.map((a) => [a.amazonAccountId, a])).values()];
+}

@@ -1,0 +1,66 @@
+import { RDSDataClient } from '@aws-sdk/client-rds-data';
+import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import type { Logger } from '@aws-lambda-powertools/logger';
+import type { Metrics } from '@aws-lambda-powertools/metrics';
+import { AdsClient, LwaClient } from './amazon';
+import { jobConfig } from './config';
+import { DataApiDatabase } from './db/data-api-database';
+import type { JobLogger, JobMetrics } from './job-runtime';
+import { LOCAL_JOB_ENV } from './metric-names';
+import { createObservability } from './observability';
+import { loadJobSecrets, SecretsCache } from './secrets';
+import { TokenCipher } from './token-crypto';
+
+/** Everything a job handler builds from its environment, once per container. */
+export interface JobContainer {
+  readonly db: DataApiDatabase;
+  readonly lwa: LwaClient;
+  readonly ads: AdsClient;
+  readonly cipher: TokenCipher;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly jobLogger: JobLogger;
+  readonly jobMetrics: JobMetrics;
+}
+
+const containers = new Map<string, Promise<JobContainer>>();
+
+/**
+ * Builds (once per container and service) the real clients from the environment the CDK stack
+ * sets: configuration validated, secrets read once and cached, the Data API on the cluster with
+ * the worker user's secret. `LWA_TOKEN_URL` / `ADS_API_URL` (and the SDK's own
+ * `AWS_ENDPOINT_URL_*`) point it at local stand-ins for `npm start`; the stack sets none of them.
+ * A failed build is not cached: the next invocation tries again.
+ */
+export function jobContainer(service: string): Promise<JobContainer> {
+  let container = containers.get(service);
+  if (!container) {
+    container = build(service);
+    containers.set(service, container);
+    container.catch(() => containers.delete(service));
+  }
+  return container;
+}
+
+async function build(service: string): Promise<JobContainer> {
+  const config = jobConfig();
+  const observability = createObservability(service, config.environment);
+  const secrets = await loadJobSecrets(config, new SecretsCache(new SecretsManagerClient({})));
+  return {
+    db: new DataApiDatabase({
+      client: new RDSDataClient({}),
+      resourceArn: config.clusterArn,
+      secretArn: config.databaseSecretArn,
+      database: config.databaseName,
+    }),
+    lwa: new LwaClient({ clientId: secrets.lwaClientId, clientSecret: secrets.lwaClientSecret, tokenUrl: optional(LOCAL_JOB_ENV.lwaTokenUrl) }),
+    ads: new AdsClient({ clientId: secrets.lwaClientId, baseUrl: optional(LOCAL_JOB_ENV.adsApiUrl) }),
+    cipher: new TokenCipher(secrets.tokenKey),
+    ...observability,
+  };
+}
+
+function optional(name: string): string | undefined {
+  const value = process.env[name]?.trim();
+  return value ? value : undefined;
+}

@@ -1,0 +1,81 @@
+import { backoffDelayMs } from './backoff';
+
+/**
+ * What both job cores take from their handler besides the database and Amazon: a clock, the
+ * invocation's remaining time, a logger and a metrics sink. Handlers pass Powertools' Logger
+ * and Metrics; tests and `npm run job` pass plain recorders.
+ */
+export interface JobLogger {
+  info(message: string, attributes?: Record<string, unknown>): void;
+  warn(message: string, attributes?: Record<string, unknown>): void;
+  error(message: string, attributes?: Record<string, unknown>): void;
+}
+
+export type MetricUnitName = 'Count' | 'Milliseconds';
+
+export interface JobMetrics {
+  addMetric(name: string, unit: MetricUnitName, value: number): void;
+}
+
+export interface JobRuntime {
+  /** @default () => new Date() */
+  readonly now?: () => Date;
+  /** Milliseconds the invocation may still run (Lambda's getRemainingTimeInMillis). */
+  readonly remainingTimeMs: () => number;
+  readonly logger: JobLogger;
+  readonly metrics: JobMetrics;
+  /** @default Math.random */
+  readonly random?: () => number;
+}
+
+/** A logger that drops everything (for callers that want none). */
+export const silentLogger: JobLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };
+
+/** A metrics sink that keeps totals per metric name (tests, `npm run job`, `npm start`). */
+export class MetricTotals implements JobMetrics {
+  readonly totals: Record<string, number> = {};
+  addMetric(name: string, _unit: MetricUnitName, value: number): void {
+    this.totals[name] = (this.totals[name] ?? 0) + value;
+  }
+}
+
+/**
+ * Runs `fn` over `items` with at most `concurrency` calls in flight, keeping input order in
+ * the result. `fn` must not throw (it returns an outcome per item): one bad item never stops
+ * the others.
+ */
+export async function mapWithConcurrency<T, R>(items: readonly T[], concurrency: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await fn(items[index], index);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, items.length)) }, worker));
+  return results;
+}
+
+/** A failure's message for storage and logs: its class and message, never more. */
+export function describeError(error: unknown): string {
+  if (error instanceof Error) return `${error.name}: ${error.message}`;
+  return String(error);
+}
+
+/**
+ * When to try an item again after its `failures`-th failure in a row: capped exponential
+ * backoff whose delay is at least half its ceiling (so a failing item is never retried
+ * straight away in the same run) plus full jitter on the other half, and never before
+ * `atLeastSeconds` (a Retry-After).
+ */
+export function nextRetryAt(
+  now: Date,
+  failures: number,
+  o: { baseSeconds: number; maxSeconds: number; random: () => number; atLeastSeconds?: number },
+): Date {
+  const half = { baseDelayMs: o.baseSeconds * 500, maxDelayMs: o.maxSeconds * 500, random: o.random };
+  const ceilingHalf = Math.min(half.maxDelayMs, half.baseDelayMs * 2 ** Math.max(0, failures - 1));
+  const delay = ceilingHalf + backoffDelayMs(failures, half);
+  return new Date(now.getTime() + Math.max(delay, (o.atLeastSeconds ?? 0) * 1000));
+}

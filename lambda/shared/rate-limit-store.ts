@@ -1,0 +1,116 @@
+import { Database, sqlJson } from './db/port';
+
+/**
+ * `rate_limit_tracking`: what each job asked of each Amazon endpoint and how often Amazon
+ * answered 429. One row per (endpoint, user); endpoint-wide rows have user_id NULL (the LWA
+ * token endpoint limits the application, not a user). Counters restart when the row's window
+ * is older than {@link RATE_LIMIT_WINDOW_SECONDS}.
+ */
+export const RATE_LIMIT_WINDOW_SECONDS = 3600;
+
+/** Endpoint names as stored: `<api>:<region>`, e.g. `lwa-token:EU`, `ads-profiles:NA`. */
+export function endpointKey(api: 'lwa-token' | 'ads-profiles', region: string): string {
+  return `${api}:${region}`;
+}
+
+export interface RateLimitUsage {
+  readonly endpoint: string;
+  /** NULL for endpoint-wide rows. */
+  readonly userId: string | null;
+  readonly requests: number;
+  readonly limitHits: number;
+  /** Retry-After of the last 429, in seconds, when there was one. */
+  readonly retryAfterSeconds?: number;
+  readonly lastLimitHit?: Date;
+}
+
+/** Adds a run's usage in one statement (upsert per endpoint and user). */
+export async function recordRateLimitUsage(db: Database, usage: readonly RateLimitUsage[]): Promise<void> {
+  const rows = usage.filter((u) => u.requests > 0 || u.limitHits > 0);
+  if (rows.length === 0) return;
+  await db.query(
+    `INSERT INTO rate_limit_tracking AS r
+            (user_id, endpoint, request_count, limit_hit_count, last_limit_hit, retry_after_seconds, window_start, updated_at)
+     SELECT x.user_id, x.endpoint, x.requests, x.limit_hits, x.last_limit_hit, x.retry_after_seconds, now(), now()
+       FROM jsonb_to_recordset(:rows::jsonb) AS x(user_id uuid, endpoint text, requests int, limit_hits int,
+                                                 last_limit_hit timestamptz, retry_after_seconds int)
+     ON CONFLICT ON CONSTRAINT rate_limit_tracking_endpoint_user_key DO UPDATE SET
+       request_count = CASE WHEN r.window_start < now() - make_interval(secs => :window)
+                            THEN EXCLUDED.request_count ELSE r.request_count + EXCLUDED.request_count END,
+       limit_hit_count = CASE WHEN r.window_start < now() - make_interval(secs => :window)
+                              THEN EXCLUDED.limit_hit_count ELSE r.limit_hit_count + EXCLUDED.limit_hit_count END,
+       window_start = CASE WHEN r.window_start < now() - make_interval(secs => :window) THEN now() ELSE r.window_start END,
+       last_limit_hit = coalesce(EXCLUDED.last_limit_hit, r.last_limit_hit),
+       retry_after_seconds = CASE WHEN EXCLUDED.last_limit_hit IS NOT NULL THEN EXCLUDED.retry_after_seconds ELSE r.retry_after_seconds END,
+       updated_at = now()`,
+    {
+      window: RATE_LIMIT_WINDOW_SECONDS,
+      rows: sqlJson(
+        rows.map((u) => ({
+          user_id: u.userId,
+          endpoint: u.endpoint,
+          requests: u.requests,
+          limit_hits: u.limitHits,
+          last_limit_hit: u.lastLimitHit?.toISOString() ?? null,
+          retry_after_seconds: u.retryAfterSeconds ?? null,
+        })),
+      ),
+    },
+  );
+}
+
+/**
+ * Endpoint-wide pauses still in force: endpoint → the time its last Retry-After ends.
+ * A new invocation reads these first, so it leaves an endpoint alone that a previous one was
+ * told to leave alone.
+ */
+export async function readEndpointPauses(db: Database, endpointPrefix: string): Promise<Map<string, Date>> {
+  const { rows } = await db.query<{ endpoint: string; until: Date }>(
+    `SELECT endpoint, last_limit_hit + make_interval(secs => retry_after_seconds) AS until
+       FROM rate_limit_tracking
+      WHERE user_id IS NULL AND endpoint LIKE :prefix || '%'
+        AND retry_after_seconds IS NOT NULL AND last_limit_hit IS NOT NULL
+        AND last_limit_hit + make_interval(secs => retry_after_seconds) > now()`,
+    { prefix: endpointPrefix },
+  );
+  return new Map(rows.map((r) => [r.endpoint, r.until]));
+}
+
+/** Accumulates a run's usage per (endpoint, user) before one {@link recordRateLimitUsage}. */
+export class RateLimitUsageRecorder {
+  private readonly usage = new Map<string, { endpoint: string; userId: string | null; requests: number; limitHits: number; retryAfterSeconds?: number; lastLimitHit?: Date }>();
+
+  request(endpoint: string, userId: string | null = null): void {
+    this.entry(endpoint, userId).requests += 1;
+  }
+
+  limitHit(endpoint: string, userId: string | null, retryAfterSeconds: number, at: Date): void {
+    const e = this.entry(endpoint, userId);
+    e.limitHits += 1;
+    e.retryAfterSeconds = retryAfterSeconds;
+    e.lastLimitHit = at;
+  }
+
+  /** 429s seen so far in this run. */
+  get limitHits(): number {
+    let n = 0;
+    for (const e of this.usage.values()) n += e.limitHits;
+    return n;
+  }
+
+  drain(): RateLimitUsage[] {
+    const out = [...this.usage.values()];
+    this.usage.clear();
+    return out;
+  }
+
+  private entry(endpoint: string, userId: string | null) {
+    const key = `${endpoint}\u0000${userId ?? ''}`;
+    let e = this.usage.get(key);
+    if (!e) {
+      e = { endpoint, userId, requests: 0, limitHits: 0 };
+      this.usage.set(key, e);
+    }
+    return e;
+  }
+}

@@ -1,0 +1,257 @@
+import { randomUUID } from 'node:crypto';
+import { classifyAmazonError } from '../shared/amazon-failure';
+import type { Database } from '../shared/db/port';
+import { describeError, JobRuntime, mapWithConcurrency, nextRetryAt } from '../shared/job-runtime';
+import { METRIC_NAMES } from '../shared/metric-names';
+import { endpointKey, RateLimitUsageRecorder, readEndpointPauses, recordRateLimitUsage } from '../shared/rate-limit-store';
+import { isEncrypted, TokenCipher } from '../shared/token-crypto';
+import {
+  claimDueTokens,
+  ClaimedToken,
+  flagReauthorisation,
+  Region,
+  RefreshFailure,
+  RefreshSuccess,
+  releaseLeases,
+  saveFailures,
+  saveRefreshed,
+} from './store';
+
+/** What the core needs of the Login with Amazon client (LwaClient). */
+export interface TokenRefresher {
+  /** Exchanges a refresh token at the region's token endpoint; throws the Amazon error classes. */
+  refresh(request: { itemId: string; region: Region; refreshToken: string }): Promise<{
+    accessToken: string;
+    refreshToken: string | undefined;
+    expiresInSeconds: number;
+  }>;
+}
+
+/** Amazon said our application's credentials are wrong: no token is at fault, so stop the run. */
+export class ClientCredentialsError extends Error {
+  constructor(readonly code: string) {
+    super(`Login with Amazon rejected the application's credentials (${code}); no token was changed. Check the LWA client id and secret.`);
+    this.name = 'ClientCredentialsError';
+  }
+}
+
+const CLIENT_ERRORS = new Set(['invalid_client', 'unsupported_grant_type', 'unauthorized_client']);
+
+export interface TokenRefreshSettings {
+  /** Tokens expiring within this window are refreshed. @default 1800 (30 min; the schedule runs every 5) */
+  readonly windowSeconds?: number;
+  /** Tokens claimed per database round trip. @default 500 */
+  readonly batchSize?: number;
+  /** Amazon calls in flight at once. @default 16 */
+  readonly concurrency?: number;
+  /** How long a claim holds before another invocation may take the token. @default 300 */
+  readonly leaseSeconds?: number;
+  /** Failures in a row after which proactive refresh is turned off. @default 5 */
+  readonly maxConsecutiveFailures?: number;
+  /** First retry delay after a failure; doubles per failure (full jitter, floor of half). @default 60 */
+  readonly retryBaseSeconds?: number;
+  /** @default 3600 */
+  readonly retryMaxSeconds?: number;
+  /** Stop claiming when less than this remains of the invocation. @default 30000 */
+  readonly reserveMs?: number;
+}
+
+export interface TokenRefreshDeps extends JobRuntime {
+  readonly db: Database;
+  readonly lwa: TokenRefresher;
+  readonly cipher: TokenCipher;
+  readonly settings?: TokenRefreshSettings;
+}
+
+export interface TokenRefreshSummary {
+  readonly job: 'token-refresh';
+  readonly claimed: number;
+  readonly refreshed: number;
+  readonly failed: number;
+  readonly reauthRequired: number;
+  readonly rateLimited: number;
+  /** Claimed but given back unprocessed (time ran out, or the endpoint paused by a 429). */
+  readonly released: number;
+  readonly batches: number;
+  readonly databaseCalls: number;
+  readonly durationMs: number;
+}
+
+type Outcome = { kind: 'success'; result: RefreshSuccess } | { kind: 'failure'; result: RefreshFailure; reauth?: string } | { kind: 'released'; token: ClaimedToken };
+
+/**
+ * One run of the proactive token refresh: claims due tokens in batches (a lease per token,
+ * so overlapping invocations never refresh one twice), refreshes them with bounded concurrency,
+ * writes the results back in batches, and keeps going until nothing is due or time runs low.
+ * Every claimed token is written back or released before it returns, even when it throws.
+ */
+export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefreshSummary> {
+  const s = {
+    windowSeconds: 1800,
+    batchSize: 500,
+    concurrency: 16,
+    leaseSeconds: 300,
+    maxConsecutiveFailures: 5,
+    retryBaseSeconds: 60,
+    retryMaxSeconds: 3600,
+    reserveMs: 30_000,
+    ...deps.settings,
+  };
+  const now = deps.now ?? (() => new Date());
+  const random = deps.random ?? Math.random;
+  const started = Date.now();
+  const callsBefore = deps.db.callCounts().total;
+  const owner = randomUUID();
+  const usage = new RateLimitUsageRecorder();
+  const totals = { claimed: 0, refreshed: 0, failed: 0, reauthRequired: 0, rateLimited: 0, released: 0, batches: 0 };
+
+  // Endpoints a previous invocation was told to leave alone, and those this one is told to.
+  const pausedUntil = new Map<Region, number>();
+  for (const [endpoint, until] of await readEndpointPauses(deps.db, 'lwa-token:')) {
+    pausedUntil.set(endpoint.split(':')[1] as Region, until.getTime());
+  }
+  const pausedRegions = () => [...pausedUntil].filter(([, until]) => until > now().getTime()).map(([region]) => region);
+
+  const retryAt = (failures: number) => nextRetryAt(now(), failures, { baseSeconds: s.retryBaseSeconds, maxSeconds: s.retryMaxSeconds, random });
+
+  // Set when Amazon rejects the application itself: the batch's other results are still
+  // written (a refresh token Amazon rotated must never be lost), then the run stops.
+  let fatal: ClientCredentialsError | undefined;
+
+  const refreshOne = async (token: ClaimedToken): Promise<Outcome> => {
+    if (fatal || deps.remainingTimeMs() < s.reserveMs / 2 || pausedRegions().includes(token.region)) return { kind: 'released', token };
+    const endpoint = endpointKey('lwa-token', token.region);
+    let refreshToken: string;
+    try {
+      refreshToken = deps.cipher.decrypt(token.storedRefreshToken);
+    } catch (error) {
+      // Cannot be refreshed by anyone until the web app stores it again: same as revoked.
+      const reason = `Stored refresh token is unreadable (${describeError(error)}); the user must reconnect Amazon`;
+      return { kind: 'failure', reauth: reason, result: failure(token, true, true, reason, retryAt(token.refreshFailureCount + 1)) };
+    }
+    const requestedAt = now();
+    usage.request(endpoint);
+    try {
+      const tokens = await deps.lwa.refresh({ itemId: token.id, region: token.region, refreshToken });
+      const newRefresh = tokens.refreshToken ?? refreshToken;
+      return {
+        kind: 'success',
+        result: {
+          token,
+          accessToken: deps.cipher.encrypt(tokens.accessToken),
+          // Amazon's new refresh token; else the one we have, re-encrypted only if it was legacy plaintext.
+          refreshToken: tokens.refreshToken !== undefined || !isEncrypted(token.storedRefreshToken) ? deps.cipher.encrypt(newRefresh) : token.storedRefreshToken,
+          expiresAt: new Date(requestedAt.getTime() + tokens.expiresInSeconds * 1000),
+        },
+      };
+    } catch (error) {
+      const f = classifyAmazonError(error);
+      const failures = token.refreshFailureCount + 1;
+      switch (f.kind) {
+        case 'permanent': {
+          if (CLIENT_ERRORS.has(f.code)) {
+            fatal ??= new ClientCredentialsError(f.code);
+            return { kind: 'released', token };
+          }
+          const revoked = f.code === 'invalid_grant';
+          const disable = revoked || failures >= s.maxConsecutiveFailures;
+          const message = revoked
+            ? 'invalid_grant: the refresh token was revoked or has expired; the user must reconnect Amazon'
+            : `${f.code}: Login with Amazon refused the refresh`;
+          return { kind: 'failure', reauth: disable ? message : undefined, result: failure(token, true, disable, message, retryAt(failures)) };
+        }
+        case 'rate_limited': {
+          usage.limitHit(endpoint, null, f.retryAfterSeconds, now());
+          const until = now().getTime() + f.retryAfterSeconds * 1000;
+          pausedUntil.set(token.region, Math.max(until, pausedUntil.get(token.region) ?? 0));
+          const message = `rate_limited: Login with Amazon answered 429, retry after ${f.retryAfterSeconds} s`;
+          return { kind: 'failure', result: failure(token, false, false, message, new Date(until)) };
+        }
+        case 'transient':
+        case 'malformed': {
+          const disable = failures >= s.maxConsecutiveFailures;
+          const message = `${f.kind}: ${f.reason}${disable ? ` (${failures} failures in a row: proactive refresh turned off)` : ''}`;
+          return { kind: 'failure', reauth: disable ? message : undefined, result: failure(token, true, disable, message, retryAt(failures)) };
+        }
+      }
+    }
+  };
+
+  let pending: ClaimedToken[] = [];
+  try {
+    while (deps.remainingTimeMs() > s.reserveMs) {
+      const batchStarted = Date.now();
+      pending = await claimDueTokens(deps.db, {
+        owner,
+        windowSeconds: s.windowSeconds,
+        leaseSeconds: s.leaseSeconds,
+        limit: s.batchSize,
+        pausedRegions: pausedRegions(),
+      });
+      if (pending.length === 0) break;
+      totals.claimed += pending.length;
+      totals.batches += 1;
+      const outcomes = await mapWithConcurrency(pending, s.concurrency, refreshOne);
+      await writeBack(deps.db, owner, outcomes);
+      pending = [];
+      tally(outcomes);
+      deps.metrics.addMetric(METRIC_NAMES.batchDurationMs, 'Milliseconds', Date.now() - batchStarted);
+      if (fatal) throw fatal;
+    }
+  } finally {
+    // A throw mid-batch (the database, a client-credentials error) gives the claims back.
+    if (pending.length) await releaseLeases(deps.db, owner, pending.map((t) => t.id)).catch(() => undefined);
+    await recordRateLimitUsage(deps.db, usage.drain()).catch((error) => deps.logger.warn('Could not record rate-limit usage', { error: describeError(error) }));
+  }
+
+  const summary: TokenRefreshSummary = {
+    job: 'token-refresh',
+    ...totals,
+    databaseCalls: deps.db.callCounts().total - callsBefore,
+    durationMs: Date.now() - started,
+  };
+  deps.metrics.addMetric(METRIC_NAMES.tokensRefreshed, 'Count', summary.refreshed);
+  deps.metrics.addMetric(METRIC_NAMES.refreshFailures, 'Count', summary.failed);
+  deps.metrics.addMetric(METRIC_NAMES.reauthRequired, 'Count', summary.reauthRequired);
+  deps.metrics.addMetric(METRIC_NAMES.rateLimitHits, 'Count', summary.rateLimited);
+  deps.metrics.addMetric(METRIC_NAMES.dataApiCalls, 'Count', summary.databaseCalls);
+  deps.logger.info('Token refresh run finished', { ...summary });
+  return summary;
+
+  function tally(outcomes: Outcome[]) {
+    for (const o of outcomes) {
+      if (o.kind === 'success') totals.refreshed += 1;
+      else if (o.kind === 'released') totals.released += 1;
+      else if (o.result.countsAsFailure) totals.failed += 1;
+      else totals.rateLimited += 1;
+      if (o.kind === 'failure' && o.reauth) totals.reauthRequired += 1;
+      if (o.kind === 'failure') {
+        deps.logger.warn('Token refresh failed', { tokenId: o.result.token.id, userId: o.result.token.userId, region: o.result.token.region, error: o.result.error, refreshDisabled: o.result.disable });
+      }
+    }
+  }
+}
+
+function failure(token: ClaimedToken, countsAsFailure: boolean, disable: boolean, error: string, nextAttemptAt: Date): RefreshFailure {
+  return { token, countsAsFailure, disable, error, nextAttemptAt };
+}
+
+/** Writes a batch's outcomes: successes, failures, re-authorisation flags, released leases. */
+async function writeBack(db: Database, owner: string, outcomes: Outcome[]): Promise<void> {
+  const successes: RefreshSuccess[] = [];
+  const failures: RefreshFailure[] = [];
+  const reauth: Array<{ userId: string; reason: string }> = [];
+  const released: string[] = [];
+  for (const o of outcomes) {
+    if (o.kind === 'success') successes.push(o.result);
+    else if (o.kind === 'released') released.push(o.token.id);
+    else {
+      failures.push(o.result);
+      if (o.reauth) reauth.push({ userId: o.result.token.userId, reason: o.reauth });
+    }
+  }
+  await saveRefreshed(db, owner, successes);
+  await saveFailures(db, owner, failures);
+  await flagReauthorisation(db, reauth);
+  await releaseLeases(db, owner, released);
+}
