@@ -1,0 +1,107 @@
+import { FetchFunction } from '../http';
+import { RateLimiterRegistry, sharedRateLimiters } from '../rate-limiter';
+import { AmazonRetryOptions, callAmazon } from './call';
+import { MalformedResponseError, PermanentAuthError, PermanentAuthErrorCode } from './errors';
+import { AmazonRegion, LWA_TOKEN_URLS, regionalUrl } from './regions';
+import { describeIssues, lwaErrorResponseSchema, lwaTokenResponseSchema } from './schemas';
+
+export interface LwaClientOptions {
+  /** The Login with Amazon client id. */
+  readonly clientId: string;
+  /** The Login with Amazon client secret. */
+  readonly clientSecret: string;
+  /**
+   * Token endpoint override; `{region}` is replaced by NA/EU/FE (the fake Amazon:
+   * `${fake.url}/{region}/auth/o2/token`). @default - api.amazon.com / .co.uk / .co.jp
+   */
+  readonly tokenUrl?: string;
+  /** Per-request timeout. @default 10000 */
+  readonly timeoutMs?: number;
+  /**
+   * Retries of 5xx/timeouts/resets inside one call. A refresh is not idempotent when Amazon
+   * rotates refresh tokens (a lost response may have consumed the old one), so the default is
+   * no retry: the job retries on its own schedule. @default - maxAttempts 1
+   */
+  readonly retry?: AmazonRetryOptions;
+  /** Retry-After assumed for a 429 without the header. @default 30 */
+  readonly defaultRetryAfterSeconds?: number;
+  /** @default sharedRateLimiters (process-wide) */
+  readonly limiters?: RateLimiterRegistry;
+  /** @default global fetch */
+  readonly fetch?: FetchFunction;
+}
+
+export interface RefreshRequest {
+  /** What errors are recorded against (the oauth_tokens row id). */
+  readonly itemId: string;
+  readonly region: AmazonRegion;
+  /** The decrypted refresh token. */
+  readonly refreshToken: string;
+}
+
+export interface RefreshedTokens {
+  readonly accessToken: string;
+  /** Present when Amazon rotated the refresh token: store it; else keep the old one. */
+  readonly refreshToken: string | undefined;
+  readonly expiresInSeconds: number;
+}
+
+const PERMANENT_CODES = new Set<PermanentAuthErrorCode>(['invalid_grant', 'invalid_client', 'unsupported_grant_type', 'invalid_request', 'unauthorized_client']);
+
+/**
+ * Login with Amazon: the refresh-token grant, `POST /auth/o2/token`, form-encoded, on the
+ * region's host, through the process-wide `lwa` limiter of that region.
+ *
+ * @throws PermanentAuthError, RateLimitedError, TransientError, MalformedResponseError
+ */
+export class LwaClient {
+  constructor(private readonly options: LwaClientOptions) {}
+
+  async refresh(request: RefreshRequest): Promise<RefreshedTokens> {
+    const { itemId, region } = request;
+    const body = new URLSearchParams({
+      grant_type: 'refresh_token',
+      refresh_token: request.refreshToken,
+      client_id: this.options.clientId,
+      client_secret: this.options.clientSecret,
+    }).toString();
+    const response = await callAmazon({
+      endpoint: 'lwa',
+      region,
+      itemId,
+      request: {
+        method: 'POST',
+        url: regionalUrl(this.options.tokenUrl, LWA_TOKEN_URLS, region),
+        headers: { 'content-type': 'application/x-www-form-urlencoded;charset=UTF-8', accept: 'application/json' },
+        body,
+        timeoutMs: this.options.timeoutMs ?? 10_000,
+      },
+      limiter: (this.options.limiters ?? sharedRateLimiters).for('lwa', region),
+      fetch: this.options.fetch,
+      retry: this.options.retry ?? {},
+      defaultAttempts: 1,
+      defaultRetryAfterSeconds: this.options.defaultRetryAfterSeconds ?? 30,
+    });
+    const json = parseJson(response.text);
+    if (response.status === 200) {
+      const parsed = lwaTokenResponseSchema.safeParse(json);
+      if (!parsed.success) throw new MalformedResponseError(itemId, 'lwa', region, 200, json === undefined ? ['body is not JSON'] : describeIssues(parsed.error));
+      return { accessToken: parsed.data.access_token, refreshToken: parsed.data.refresh_token, expiresInSeconds: parsed.data.expires_in };
+    }
+    const error = lwaErrorResponseSchema.safeParse(json);
+    if ((response.status === 400 || response.status === 401) && error.success && PERMANENT_CODES.has(error.data.error as PermanentAuthErrorCode)) {
+      throw new PermanentAuthError(itemId, region, response.status, error.data.error as PermanentAuthErrorCode);
+    }
+    throw new MalformedResponseError(itemId, 'lwa', region, response.status, [
+      error.success ? `unexpected error code for HTTP ${response.status}` : `unexpected HTTP ${response.status}`,
+    ]);
+  }
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}

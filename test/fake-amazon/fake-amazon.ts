@@ -1,0 +1,352 @@
+import { randomUUID } from 'node:crypto';
+import { createServer, IncomingMessage, ServerResponse } from 'node:http';
+import { AddressInfo, Socket } from 'node:net';
+import { AmazonRegion, isAmazonRegion } from '../../lambda/shared/amazon/regions';
+import { FakeProfile, profilesToWireJson } from './profiles';
+
+/**
+ * A fake Amazon on 127.0.0.1: the Login with Amazon token endpoint and the Ads API profiles
+ * endpoint with the wire shapes of DESIGN.md, for tests, `npm start` and the benchmark.
+ *
+ * One server serves every region. The region is the first path segment, or the default NA
+ * when absent:
+ *   POST {url}/{region}/auth/o2/token     GET {url}/{region}/v2/profiles
+ * so clients are pointed at it with `{region}` templates:
+ *   new LwaClient({ tokenUrl: fake.lwaTokenUrl, … })   // `${url}/{region}/auth/o2/token`
+ *   new AdsClient({ baseUrl: fake.adsBaseUrl, … })      // `${url}/{region}`
+ * (`LWA_TOKEN_URL` / `ADS_API_URL` take the same templates.) A Host header naming one of
+ * Amazon's regional hosts (api.amazon.co.uk, advertising-api-fe.amazon.com…) also selects the region.
+ *
+ * Behaviour is deterministic for a given seed and request order.
+ */
+export interface FakeAmazonKnobs {
+  /** Delay before every answer. @default 0 */
+  readonly latencyMs: number;
+  /** Share of calls answered 429 with Retry-After. @default 0 */
+  readonly rate429: number;
+  /** Retry-After of those 429s, in seconds. @default 1 */
+  readonly retryAfterSeconds: number;
+  /** Share of calls answered 500/503. @default 0 */
+  readonly rate5xx: number;
+  /** Share of calls never answered (the socket stays open until close()). @default 0 */
+  readonly hangRate: number;
+  /** Share of 200s with a malformed body (truncated JSON or a wrong shape). @default 0 */
+  readonly malformedRate: number;
+  /** The first N calls (counted per endpoint from this setting on) answer 500. @default 0 */
+  readonly failFirstN: number;
+}
+
+export type FakeEndpoint = 'lwa' | 'ads';
+
+/**
+ * How the token endpoint treats a user's refresh token: `echo` returns the same refresh token,
+ * `omit` leaves `refresh_token` out, `rotate` issues a new one and invalidates the old
+ * (`invalid_grant` when it is used again).
+ */
+export type RefreshTokenMode = 'echo' | 'omit' | 'rotate';
+
+export interface FakeUser {
+  /** Any id (the tests use users.id). */
+  readonly userId: string;
+  /** The user's current refresh token. */
+  readonly refreshToken: string;
+  /** An access token the Ads API accepts before any refresh. @default `Atza|fake-initial-<userId>` */
+  readonly accessToken?: string;
+  /** @default 'echo' */
+  readonly refreshTokenMode?: RefreshTokenMode;
+  /** Profiles across regions; GET /{region}/v2/profiles returns that region's. @default none */
+  readonly profiles?: readonly FakeProfile[];
+}
+
+export interface StartFakeAmazonOptions {
+  /** The LWA client id the fake accepts (also as Amazon-Advertising-API-ClientId). @default 'amzn1.application-oa2-client.fake' */
+  readonly clientId?: string;
+  /** @default 'fake-client-secret' */
+  readonly clientSecret?: string;
+  /** Seed of the knobs' randomness. @default 1 */
+  readonly seed?: number;
+  /** Knobs for both endpoints. @default - all off */
+  readonly knobs?: Partial<FakeAmazonKnobs>;
+  /** Access token lifetime reported in expires_in. @default 3600 */
+  readonly expiresInSeconds?: number;
+  /** @default - a random free port */
+  readonly port?: number;
+}
+
+export interface FakeAmazonCounters {
+  /** Token endpoint calls that carried this refresh token (whatever the answer). */
+  refreshCalls(refreshToken: string): number;
+  /** Successful refreshes of this user's tokens. */
+  refreshSuccesses(userId: string): number;
+  /** Profiles calls authenticated as this user (whatever the answer). */
+  profileCalls(userId: string): number;
+  /** Calls per endpoint. */
+  total(endpoint: FakeEndpoint): number;
+  /** Answers per endpoint and HTTP status (hangs count as status 0). */
+  byStatus(endpoint: FakeEndpoint): Readonly<Record<number, number>>;
+}
+
+export interface FakeAmazon {
+  /** `http://127.0.0.1:<port>` */
+  readonly url: string;
+  /** `${url}/{region}/auth/o2/token`: LwaClient `tokenUrl`, `LWA_TOKEN_URL`. */
+  readonly lwaTokenUrl: string;
+  /** `${url}/{region}`: AdsClient `baseUrl`, `ADS_API_URL`. */
+  readonly adsBaseUrl: string;
+  readonly clientId: string;
+  readonly clientSecret: string;
+  addUser(user: FakeUser): void;
+  /** Adds profiles to a user. */
+  addProfiles(userId: string, profiles: readonly FakeProfile[]): void;
+  /** The refresh token now valid for the user (changes under `rotate`). */
+  currentRefreshToken(userId: string): string;
+  /** Access tokens issued to the user so far, the initial one included. */
+  accessTokens(userId: string): string[];
+  /** Revokes the user's refresh token: the token endpoint answers `invalid_grant`. */
+  revoke(userId: string): void;
+  /** Invalidates the user's access tokens: the Ads API answers 401. */
+  expireAccessTokens(userId: string): void;
+  /** Changes knobs for one endpoint or both; failFirstN restarts counting. */
+  setKnobs(knobs: Partial<FakeAmazonKnobs>, endpoint?: FakeEndpoint): void;
+  readonly counters: FakeAmazonCounters;
+  /** Stops listening and destroys every socket, hanging ones included. */
+  close(): Promise<void>;
+}
+
+const DEFAULT_KNOBS: FakeAmazonKnobs = { latencyMs: 0, rate429: 0, retryAfterSeconds: 1, rate5xx: 0, hangRate: 0, malformedRate: 0, failFirstN: 0 };
+
+const REGION_HOSTS: Record<string, AmazonRegion> = {
+  'api.amazon.com': 'NA', 'api.amazon.co.uk': 'EU', 'api.amazon.co.jp': 'FE',
+  'advertising-api.amazon.com': 'NA', 'advertising-api-eu.amazon.com': 'EU', 'advertising-api-fe.amazon.com': 'FE',
+};
+
+interface UserState {
+  readonly userId: string;
+  refreshToken: string;
+  revoked: boolean;
+  readonly mode: RefreshTokenMode;
+  readonly accessTokens: string[];
+  readonly profiles: FakeProfile[];
+  issued: number;
+}
+
+/** mulberry32: a small seeded PRNG. */
+function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Promise<FakeAmazon> {
+  const clientId = options.clientId ?? 'amzn1.application-oa2-client.fake';
+  const clientSecret = options.clientSecret ?? 'fake-client-secret';
+  const expiresIn = options.expiresInSeconds ?? 3600;
+  const random = seededRandom(options.seed ?? 1);
+  const knobs: Record<FakeEndpoint, FakeAmazonKnobs> = {
+    lwa: { ...DEFAULT_KNOBS, ...options.knobs },
+    ads: { ...DEFAULT_KNOBS, ...options.knobs },
+  };
+  const callsSinceKnobs: Record<FakeEndpoint, number> = { lwa: 0, ads: 0 };
+  const users = new Map<string, UserState>();
+  const byRefreshToken = new Map<string, UserState>();
+  const byAccessToken = new Map<string, UserState>();
+  const refreshCalls = new Map<string, number>();
+  const refreshSuccesses = new Map<string, number>();
+  const profileCalls = new Map<string, number>();
+  const totals: Record<FakeEndpoint, number> = { lwa: 0, ads: 0 };
+  const statuses: Record<FakeEndpoint, Record<number, number>> = { lwa: {}, ads: {} };
+  const sockets = new Set<Socket>();
+  const bump = (map: Map<string, number>, key: string) => map.set(key, (map.get(key) ?? 0) + 1);
+
+  function user(userId: string): UserState {
+    const state = users.get(userId);
+    if (!state) throw new Error(`Fake Amazon: unknown user ${userId}`);
+    return state;
+  }
+
+  function answer(res: ServerResponse, endpoint: FakeEndpoint, status: number, body: string, headers: Record<string, string> = {}): void {
+    statuses[endpoint][status] = (statuses[endpoint][status] ?? 0) + 1;
+    if (res.destroyed) return;
+    res.writeHead(status, { 'content-type': 'application/json', 'x-amzn-requestid': randomUUID(), ...headers });
+    res.end(body);
+  }
+
+  /** Applies the knobs; returns true when the call was answered (or left hanging). */
+  async function misbehave(res: ServerResponse, endpoint: FakeEndpoint): Promise<boolean> {
+    const k = knobs[endpoint];
+    callsSinceKnobs[endpoint] += 1;
+    if (callsSinceKnobs[endpoint] <= k.failFirstN) {
+      answer(res, endpoint, 500, endpoint === 'lwa' ? '{"error":"server_error"}' : '{"code":"500","details":"Internal Server Error"}');
+      return true;
+    }
+    if (k.hangRate > 0 && random() < k.hangRate) {
+      statuses[endpoint][0] = (statuses[endpoint][0] ?? 0) + 1;
+      return true;
+    }
+    if (k.latencyMs > 0) await new Promise((resolve) => setTimeout(resolve, k.latencyMs));
+    if (k.rate429 > 0 && random() < k.rate429) {
+      const body = endpoint === 'lwa' ? '{"error":"TooManyRequests"}' : '{"code":"429","details":"Too Many Requests"}';
+      answer(res, endpoint, 429, body, { 'retry-after': String(k.retryAfterSeconds) });
+      return true;
+    }
+    if (k.rate5xx > 0 && random() < k.rate5xx) {
+      const status = random() < 0.5 ? 500 : 503;
+      answer(res, endpoint, status, endpoint === 'lwa' ? '{"error":"server_error"}' : `{"code":"${status}","details":"Service Unavailable"}`);
+      return true;
+    }
+    return false;
+  }
+
+  function malformed(endpoint: FakeEndpoint): string | undefined {
+    const k = knobs[endpoint];
+    if (!(k.malformedRate > 0 && random() < k.malformedRate)) return undefined;
+    const truncated = random() < 0.5;
+    if (endpoint === 'lwa') return truncated ? '{"access_token":"Atza|trunc' : '{"access_token":"","token_type":"mac","expires_in":"soon"}';
+    return truncated ? '[{"profileId":12' : '[{"profileId":"not-a-number","countryCode":1}]';
+  }
+
+  async function tokenEndpoint(req: IncomingMessage, res: ServerResponse, body: string): Promise<void> {
+    totals.lwa += 1;
+    const form = new URLSearchParams(body);
+    const refreshToken = form.get('refresh_token');
+    if (refreshToken) bump(refreshCalls, refreshToken);
+    if (await misbehave(res, 'lwa')) return;
+    const error = (status: number, code: string, description: string) =>
+      answer(res, 'lwa', status, JSON.stringify({ error: code, error_description: description }));
+    if (req.method !== 'POST') return error(400, 'invalid_request', 'The request method must be POST');
+    if (!(req.headers['content-type'] ?? '').startsWith('application/x-www-form-urlencoded')) {
+      return error(400, 'invalid_request', 'Content-Type must be application/x-www-form-urlencoded');
+    }
+    if (form.get('grant_type') !== 'refresh_token') return error(400, 'unsupported_grant_type', 'Only the refresh_token grant is supported');
+    if (!refreshToken || !form.get('client_id') || !form.get('client_secret')) return error(400, 'invalid_request', 'A required parameter is missing');
+    if (form.get('client_id') !== clientId || form.get('client_secret') !== clientSecret) return error(401, 'invalid_client', 'Client authentication failed');
+    const state = byRefreshToken.get(refreshToken);
+    if (!state || state.revoked || state.refreshToken !== refreshToken) return error(400, 'invalid_grant', 'The request has an invalid grant parameter : refresh_token');
+    const bad = malformed('lwa');
+    if (bad !== undefined) return answer(res, 'lwa', 200, bad);
+    state.issued += 1;
+    const accessToken = `Atza|fake-${state.userId}-${state.issued}`;
+    state.accessTokens.push(accessToken);
+    byAccessToken.set(accessToken, state);
+    if (state.mode === 'rotate') {
+      byRefreshToken.delete(state.refreshToken);
+      state.refreshToken = `Atzr|fake-${state.userId}-${state.issued}`;
+      byRefreshToken.set(state.refreshToken, state);
+    }
+    bump(refreshSuccesses, state.userId);
+    answer(
+      res,
+      'lwa',
+      200,
+      JSON.stringify({
+        access_token: accessToken,
+        token_type: 'bearer',
+        expires_in: expiresIn,
+        ...(state.mode === 'omit' ? {} : { refresh_token: state.refreshToken }),
+      }),
+    );
+  }
+
+  async function profilesEndpoint(req: IncomingMessage, res: ServerResponse, region: AmazonRegion): Promise<void> {
+    totals.ads += 1;
+    const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
+    const state = token ? byAccessToken.get(token) : undefined;
+    if (state) bump(profileCalls, state.userId);
+    if (await misbehave(res, 'ads')) return;
+    const unauthorized = () => answer(res, 'ads', 401, JSON.stringify({ code: '401', details: 'Authentication failed', requestId: randomUUID() }));
+    if (req.method !== 'GET') return answer(res, 'ads', 405, '{"code":"405","details":"Method Not Allowed"}');
+    if (!state || req.headers['amazon-advertising-api-clientid'] !== clientId) return unauthorized();
+    const bad = malformed('ads');
+    if (bad !== undefined) return answer(res, 'ads', 200, bad);
+    answer(res, 'ads', 200, profilesToWireJson(state.profiles.filter((p) => p.region === region)));
+  }
+
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      const path = new URL(req.url ?? '/', 'http://fake').pathname;
+      const segments = path.split('/').filter(Boolean);
+      const host = (req.headers.host ?? '').split(':')[0];
+      let region: AmazonRegion = REGION_HOSTS[host] ?? 'NA';
+      if (isAmazonRegion(segments[0])) region = segments.shift() as AmazonRegion;
+      const route = `/${segments.join('/')}`;
+      const handled =
+        route === '/auth/o2/token'
+          ? tokenEndpoint(req, res, Buffer.concat(chunks).toString('utf8'))
+          : route === '/v2/profiles'
+            ? profilesEndpoint(req, res, region)
+            : Promise.resolve(void res.writeHead(404, { 'content-type': 'application/json' }).end('{"message":"Not Found"}'));
+      handled.catch(() => {
+        if (!res.headersSent && !res.destroyed) res.writeHead(500).end();
+      });
+    });
+  });
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? 0, '127.0.0.1', () => resolve());
+  });
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+
+  return {
+    url,
+    lwaTokenUrl: `${url}/{region}/auth/o2/token`,
+    adsBaseUrl: `${url}/{region}`,
+    clientId,
+    clientSecret,
+    addUser(input) {
+      if (users.has(input.userId)) throw new Error(`Fake Amazon: user ${input.userId} exists`);
+      const accessToken = input.accessToken ?? `Atza|fake-initial-${input.userId}`;
+      const state: UserState = {
+        userId: input.userId,
+        refreshToken: input.refreshToken,
+        revoked: false,
+        mode: input.refreshTokenMode ?? 'echo',
+        accessTokens: [accessToken],
+        profiles: [...(input.profiles ?? [])],
+        issued: 0,
+      };
+      users.set(input.userId, state);
+      byRefreshToken.set(input.refreshToken, state);
+      byAccessToken.set(accessToken, state);
+    },
+    addProfiles(userId, profiles) {
+      user(userId).profiles.push(...profiles);
+    },
+    currentRefreshToken: (userId) => user(userId).refreshToken,
+    accessTokens: (userId) => [...user(userId).accessTokens],
+    revoke(userId) {
+      user(userId).revoked = true;
+    },
+    expireAccessTokens(userId) {
+      for (const token of user(userId).accessTokens) byAccessToken.delete(token);
+    },
+    setKnobs(changes, endpoint) {
+      for (const e of endpoint ? [endpoint] : (['lwa', 'ads'] as const)) {
+        knobs[e] = { ...knobs[e], ...changes };
+        if (changes.failFirstN !== undefined) callsSinceKnobs[e] = 0;
+      }
+    },
+    counters: {
+      refreshCalls: (refreshToken) => refreshCalls.get(refreshToken) ?? 0,
+      refreshSuccesses: (userId) => refreshSuccesses.get(userId) ?? 0,
+      profileCalls: (userId) => profileCalls.get(userId) ?? 0,
+      total: (endpoint) => totals[endpoint],
+      byStatus: (endpoint) => ({ ...statuses[endpoint] }),
+    },
+    async close() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const socket of sockets) socket.destroy();
+      await closed;
+    },
+  };
+}
