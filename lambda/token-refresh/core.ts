@@ -119,7 +119,10 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
   let fatal: ClientCredentialsError | undefined;
 
   const refreshOne = async (token: ClaimedToken): Promise<Outcome> => {
-    if (fatal || deps.remainingTimeMs() < s.reserveMs / 2 || pausedRegions().includes(token.region)) return { kind: 'released', token };
+    // A 429 pauses the region's shared limiter, which holds later calls until Retry-After has
+    // passed; a token whose wait would outlast the invocation is given back instead.
+    const waitMs = Math.max(0, (pausedUntil.get(token.region) ?? 0) - now().getTime());
+    if (fatal || deps.remainingTimeMs() - waitMs < s.reserveMs / 2) return { kind: 'released', token };
     const endpoint = endpointKey('lwa-token', token.region);
     let refreshToken: string;
     try {
@@ -165,7 +168,9 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
           const until = now().getTime() + f.retryAfterSeconds * 1000;
           pausedUntil.set(token.region, Math.max(until, pausedUntil.get(token.region) ?? 0));
           const message = `rate_limited: Login with Amazon answered 429, retry after ${f.retryAfterSeconds} s`;
-          return { kind: 'failure', result: failure(token, false, false, message, new Date(until)) };
+          // The endpoint resumes after Retry-After for the other tokens; this one waits for a
+          // later run (at least the base retry delay), so one run never calls a token twice.
+          return { kind: 'failure', result: failure(token, false, false, message, new Date(Math.max(until, now().getTime() + s.retryBaseSeconds * 1000))) };
         }
         case 'transient':
         case 'malformed': {

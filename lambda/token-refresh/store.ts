@@ -87,28 +87,30 @@ export interface RefreshFailure {
 }
 
 /**
- * Writes successes back in one batch. The guard `refresh_token = :claimed` keeps a token that
- * the web app replaced meanwhile (a re-connection) from being overwritten with values from the
- * old grant; `refresh_lease_owner = :owner` keeps a run whose lease expired from writing.
+ * Writes successes back in one batch and releases their leases. The new values are written
+ * only where the stored refresh token is still the one claimed: a token that the web app
+ * replaced meanwhile (a re-connection) keeps the web app's values, never ours from the old
+ * grant. `refresh_lease_owner = :owner` keeps a run whose lease expired from writing at all.
+ * (All expressions of an UPDATE read the row as it was, so every CASE compares the old value.)
  */
 export async function saveRefreshed(db: Database, owner: string, results: readonly RefreshSuccess[]): Promise<void> {
   await db.batch(
     `UPDATE oauth_tokens
-        SET access_token = :accessToken,
-            refresh_token = :refreshToken,
-            expires_at = :expiresAt,
-            refresh_failure_count = 0,
-            last_refresh_error = NULL,
-            next_refresh_attempt_at = NULL,
+        SET access_token = CASE WHEN refresh_token = :claimed THEN :accessToken ELSE access_token END,
+            refresh_token = CASE WHEN refresh_token = :claimed THEN :refreshToken ELSE refresh_token END,
+            expires_at = CASE WHEN refresh_token = :claimed THEN :expiresAt ELSE expires_at END,
+            refresh_failure_count = CASE WHEN refresh_token = :claimed THEN 0 ELSE refresh_failure_count END,
+            last_refresh_error = CASE WHEN refresh_token = :claimed THEN NULL ELSE last_refresh_error END,
+            next_refresh_attempt_at = CASE WHEN refresh_token = :claimed THEN NULL ELSE next_refresh_attempt_at END,
+            last_refreshed_at = CASE WHEN refresh_token = :claimed THEN now() ELSE last_refreshed_at END,
             refresh_lease_owner = NULL,
             refresh_lease_expires_at = NULL,
-            last_refreshed_at = now(),
             updated_at = now()
-      WHERE id = :id AND refresh_lease_owner = :owner AND refresh_token = :claimedRefreshToken`,
+      WHERE id = :id AND refresh_lease_owner = :owner`,
     results.map((r) => ({
       id: sqlUuid(r.token.id),
       owner: sqlUuid(owner),
-      claimedRefreshToken: r.token.storedRefreshToken,
+      claimed: r.token.storedRefreshToken,
       accessToken: r.accessToken,
       refreshToken: r.refreshToken,
       expiresAt: r.expiresAt,
