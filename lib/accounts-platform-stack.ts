@@ -1,0 +1,128 @@
+import { Duration, RemovalPolicy, Stack, type StackProps, Tags, Validations } from 'aws-cdk-lib';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import { Construct } from 'constructs';
+import { ApplicationSecrets } from './application-secrets';
+import type { EnvironmentConfig } from './config';
+import { Database } from './database';
+import { Monitoring } from './monitoring';
+import { Network } from './network';
+import { ScheduledJobs } from './scheduled-jobs';
+import { SchemaMigration } from './schema-migration';
+
+export interface AccountsPlatformStackProps extends StackProps {
+  /** The environment this stack deploys (validated by resolveEnvironment). */
+  readonly config: EnvironmentConfig;
+}
+
+const REMOVAL_POLICIES = {
+  destroy: RemovalPolicy.DESTROY,
+  snapshot: RemovalPolicy.SNAPSHOT,
+  retain: RemovalPolicy.RETAIN,
+} as const;
+
+/**
+ * One environment of the Amazon accounts platform: network, Aurora PostgreSQL with its secrets,
+ * the schema migration run on deploy, the two scheduled jobs (created after the migration), and
+ * the dashboard with its alarms.
+ */
+export class AccountsPlatformStack extends Stack {
+  readonly database: Database;
+  readonly migration: SchemaMigration;
+  readonly jobs: ScheduledJobs;
+  readonly monitoring: Monitoring;
+
+  constructor(scope: Construct, id: string, props: AccountsPlatformStackProps) {
+    super(scope, id, props);
+    const { config } = props;
+    Tags.of(this).add('app', 'amazon-accounts');
+    Tags.of(this).add('environment', config.name);
+
+    const destroy = config.database.removalPolicy === 'destroy';
+    const clusterRemoval = REMOVAL_POLICIES[config.database.removalPolicy];
+    // Secrets and logs cannot be snapshotted: keep them unless the environment is disposable.
+    const dependentRemoval = destroy ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN;
+    const logRetention = config.logRetentionDays as logs.RetentionDays;
+
+    const network = new Network(this, 'Network', { logRetention, removalPolicy: dependentRemoval });
+    const secrets = new ApplicationSecrets(this, 'Secrets', { environmentName: config.name, removalPolicy: dependentRemoval });
+    const passwordRotation = Duration.days(config.database.passwordRotationDays);
+
+    this.database = new Database(this, 'Database', {
+      vpc: network.vpc,
+      subnets: network.isolatedSubnets,
+      secretsManagerEndpoint: network.secretsManagerEndpoint,
+      minCapacityAcu: config.database.minCapacityAcu,
+      maxCapacityAcu: config.database.maxCapacityAcu,
+      autoPause: config.database.autoPauseMinutes === undefined ? undefined : Duration.minutes(config.database.autoPauseMinutes),
+      backupRetention: Duration.days(config.database.backupRetentionDays),
+      deletionProtection: config.database.deletionProtection,
+      removalPolicy: clusterRemoval,
+      dependentRemovalPolicy: dependentRemoval,
+      logRetention,
+      passwordRotation,
+    });
+
+    this.migration = new SchemaMigration(this, 'SchemaMigration', {
+      cluster: this.database.cluster,
+      databaseName: this.database.databaseName,
+      masterSecret: this.database.masterSecret,
+      workerSecret: this.database.workerSecret,
+      vpc: network.vpc,
+      subnets: network.isolatedSubnets,
+      secretsManagerEndpoint: network.secretsManagerEndpoint,
+      logRetention,
+      logRemovalPolicy: dependentRemoval,
+    });
+    // The jobs' user exists once the migration ran; rotating it before would fail. Only the
+    // rotation application (and through it the schedule) waits: its security group must not,
+    // since the cluster's ingress rule for it comes before the migration.
+    const workerRotation = this.database.addWorkerRotation({
+      vpc: network.vpc,
+      subnets: network.isolatedSubnets,
+      secretsManagerEndpoint: network.secretsManagerEndpoint,
+      passwordRotation,
+    });
+    workerRotation.node.defaultChild!.node.addDependency(this.migration.resource);
+
+    this.jobs = new ScheduledJobs(this, 'Jobs', {
+      environmentName: config.name,
+      database: this.database,
+      lwaClientSecret: secrets.lwaClient,
+      tokenEncryptionKeySecret: secrets.tokenEncryptionKey,
+      tokenRefreshSchedule: config.schedules.tokenRefresh,
+      accountSyncSchedule: config.schedules.accountSync,
+      after: this.migration.resource,
+      logRetention,
+      logRemovalPolicy: dependentRemoval,
+    });
+
+    this.monitoring = new Monitoring(this, 'Monitoring', {
+      environmentName: config.name,
+      cluster: this.database.cluster,
+      tokenRefresh: this.jobs.tokenRefresh,
+      accountSync: this.jobs.accountSync,
+      migrationHandler: this.migration.handler,
+      notify: config.alarms.notify,
+      alarmEmail: config.alarms.email,
+    });
+
+    Validations.of(this).acknowledge(
+      {
+        id: 'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]',
+        reason: "Lambda's own managed policy for writing its logs; every other permission is scoped to this stack's resources.",
+      },
+      {
+        id: 'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole]',
+        reason: "Lambda's own managed policy for its network interfaces in the VPC (migration and rotation Lambdas).",
+      },
+    );
+    // aws-cdk-lib's LogRetention function (it sets the retention of the PostgreSQL log group RDS
+    // creates): a singleton at stack level whose id ends in a fixed hash.
+    for (const logRetention of this.node.children.filter((c) => c.node.id.startsWith('LogRetention'))) {
+      Validations.of(logRetention).acknowledge({
+        id: 'AwsSolutions-IAM5[Resource::*]',
+        reason: 'aws-cdk-lib LogRetention function: sets the retention of log groups that RDS creates at runtime, whose ARNs are not known in advance.',
+      });
+    }
+  }
+}

@@ -1,0 +1,136 @@
+import { z } from 'zod';
+
+/**
+ * One deployment environment, as written under `context.environments.<name>` in cdk.json.
+ * Only bin/ reads context; everything in lib/ takes this typed value.
+ */
+export interface EnvironmentConfig {
+  /** The environment's name (`dev`, `staging`, `prod`): part of the stack and resource names. */
+  readonly name: string;
+  /** AWS account to deploy to. @default - the account of the CLI's credentials */
+  readonly account?: string;
+  /** AWS region to deploy to. @default - the region of the CLI's profile */
+  readonly region?: string;
+  readonly database: DatabaseConfig;
+  readonly schedules: ScheduleConfig;
+  readonly alarms: AlarmConfig;
+  /** Retention of every log group of the environment (Lambda, PostgreSQL, VPC flow logs), in days. */
+  readonly logRetentionDays: number;
+}
+
+export interface DatabaseConfig {
+  /** Aurora Serverless v2 minimum capacity in ACUs; 0 lets the cluster pause when idle. */
+  readonly minCapacityAcu: number;
+  /** Aurora Serverless v2 maximum capacity in ACUs. */
+  readonly maxCapacityAcu: number;
+  /** Idle time before a cluster with 0 minimum ACUs pauses, in minutes. @default 10 (used only when minCapacityAcu is 0) */
+  readonly autoPauseMinutes?: number;
+  /** Days of automated backups (1-35). */
+  readonly backupRetentionDays: number;
+  /** Whether the cluster refuses to be deleted. */
+  readonly deletionProtection: boolean;
+  /**
+   * What happens to the cluster when it leaves the stack: `destroy` (dev), `snapshot` or `retain`.
+   * Secrets and log groups are retained unless this is `destroy`.
+   */
+  readonly removalPolicy: 'destroy' | 'snapshot' | 'retain';
+  /** Days between rotations of the master and the jobs' database passwords. */
+  readonly passwordRotationDays: number;
+}
+
+export interface ScheduleConfig {
+  /** EventBridge schedule expression of the token refresh job, e.g. `rate(5 minutes)`. */
+  readonly tokenRefresh: string;
+  /** EventBridge schedule expression of the account sync job, e.g. `rate(15 minutes)`. */
+  readonly accountSync: string;
+}
+
+export interface AlarmConfig {
+  /** Whether alarms notify (their actions are enabled); the alarms exist either way. */
+  readonly notify: boolean;
+  /** Address subscribed to the alarm topic. @default - no subscription */
+  readonly email?: string;
+}
+
+/** CloudWatch Logs accepts only these retention periods. */
+export const LOG_RETENTION_DAYS = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653] as const;
+
+const schedule = z.string().regex(/^(rate|cron)\(.+\)$/, 'must be an EventBridge schedule expression: rate(...) or cron(...)');
+const acu = z.number().min(0).max(256).refine((v) => Number.isInteger(v * 2), 'must be a multiple of 0.5');
+
+const environmentSchema = z
+  .object({
+    account: z.string().regex(/^\d{12}$/, 'must be a 12-digit AWS account id').optional(),
+    region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'must be an AWS region such as eu-west-1').optional(),
+    database: z.strictObject({
+      minCapacityAcu: acu,
+      maxCapacityAcu: acu.refine((v) => v >= 1, 'must be at least 1'),
+      autoPauseMinutes: z.number().int().min(5).max(1440).optional(),
+      backupRetentionDays: z.number().int().min(1).max(35),
+      deletionProtection: z.boolean(),
+      removalPolicy: z.enum(['destroy', 'snapshot', 'retain']),
+      passwordRotationDays: z.number().int().min(1).max(365),
+    }),
+    schedules: z.strictObject({ tokenRefresh: schedule, accountSync: schedule }),
+    alarms: z.strictObject({ notify: z.boolean(), email: z.email().optional() }),
+    logRetentionDays: z.number().refine((v) => (LOG_RETENTION_DAYS as readonly number[]).includes(v), {
+      message: `must be one of ${LOG_RETENTION_DAYS.join(', ')}`,
+    }),
+  })
+  .strict()
+  .refine((c) => c.database.minCapacityAcu <= c.database.maxCapacityAcu, {
+    message: 'minCapacityAcu must not exceed maxCapacityAcu',
+    path: ['database', 'minCapacityAcu'],
+  })
+  .refine((c) => (c.account === undefined) === (c.region === undefined), {
+    message: 'give both account and region, or neither',
+    path: ['account'],
+  });
+
+/** Rules the production environment must keep, whatever cdk.json says. */
+function checkProduction(config: EnvironmentConfig): string[] {
+  if (config.name !== 'prod') return [];
+  const problems: string[] = [];
+  if (!config.database.deletionProtection) problems.push('database.deletionProtection must be true');
+  if (config.database.removalPolicy === 'destroy') problems.push('database.removalPolicy must be snapshot or retain');
+  if (config.database.backupRetentionDays < 7) problems.push('database.backupRetentionDays must be at least 7');
+  if (!config.alarms.notify) problems.push('alarms.notify must be true');
+  return problems;
+}
+
+/** The environment name or configuration is missing or wrong; the message says how to fix it. */
+export class EnvironmentConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'EnvironmentConfigError';
+  }
+}
+
+/**
+ * Picks and validates one environment from the `environments` context of cdk.json.
+ * @param name the `-c env=<name>` value
+ * @param environments the `environments` context object
+ */
+export function resolveEnvironment(name: unknown, environments: unknown): EnvironmentConfig {
+  if (typeof environments !== 'object' || environments === null || Array.isArray(environments)) {
+    throw new EnvironmentConfigError('cdk.json has no "environments" object in its "context"');
+  }
+  const valid = Object.keys(environments);
+  if (typeof name !== 'string' || !Object.hasOwn(environments, name)) {
+    const given = typeof name === 'string' ? `Unknown environment "${name}"` : 'No environment given';
+    throw new EnvironmentConfigError(`${given}. Pass -c env=<name> with one of: ${valid.join(', ')}`);
+  }
+  const parsed = environmentSchema.safeParse((environments as Record<string, unknown>)[name]);
+  if (!parsed.success) {
+    throw new EnvironmentConfigError(`Environment "${name}" in cdk.json is invalid:\n${z.prettifyError(parsed.error)}`);
+  }
+  const config: EnvironmentConfig = { name, ...parsed.data };
+  const problems = checkProduction(config);
+  if (problems.length > 0) throw new EnvironmentConfigError(`Environment "${name}" in cdk.json is invalid:\n${problems.map((p) => `✖ ${p}`).join('\n')}`);
+  return config;
+}
+
+/** CloudFormation stack name of an environment; unique per environment, so several share an account. */
+export function stackNameOf(environment: string): string {
+  return `AmazonAccounts-${environment}`;
+}

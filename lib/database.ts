@@ -1,0 +1,150 @@
+import { Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as rds from 'aws-cdk-lib/aws-rds';
+import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import { Construct } from 'constructs';
+
+/** Characters kept out of generated passwords: they need quoting in URLs and shells. */
+export const PASSWORD_EXCLUDED_CHARACTERS = ` %+~\`#$&*()|[]{}:;<>?!'/@"\\=,`;
+
+export interface DatabaseProps {
+  readonly vpc: ec2.IVpc;
+  /** Subnets of the cluster and of the rotation Lambdas. */
+  readonly subnets: ec2.SubnetSelection;
+  /** Secrets Manager endpoint the rotation Lambdas use (they have no internet). */
+  readonly secretsManagerEndpoint: ec2.IInterfaceVpcEndpoint;
+  /** Serverless v2 minimum capacity in ACUs (0 = pause when idle). */
+  readonly minCapacityAcu: number;
+  /** Serverless v2 maximum capacity in ACUs. */
+  readonly maxCapacityAcu: number;
+  /** Idle time before pausing when minCapacityAcu is 0. @default Duration.minutes(10) */
+  readonly autoPause?: Duration;
+  /** Automated backup retention. */
+  readonly backupRetention: Duration;
+  readonly deletionProtection: boolean;
+  /** The cluster's removal policy (SNAPSHOT, RETAIN or DESTROY). */
+  readonly removalPolicy: RemovalPolicy;
+  /** Removal policy of the secrets and log groups (RETAIN unless the cluster is destroyed). */
+  readonly dependentRemovalPolicy: RemovalPolicy;
+  /** Retention of the exported PostgreSQL log. */
+  readonly logRetention: logs.RetentionDays;
+  /** Days between password rotations (master and jobs' user). */
+  readonly passwordRotation: Duration;
+  /** @default 'accounts' */
+  readonly databaseName?: string;
+  /** Login user of the scheduled jobs (member of the role `accounts_worker`). @default 'accounts_jobs' */
+  readonly workerUsername?: string;
+}
+
+/**
+ * Aurora PostgreSQL 17 Serverless v2 in isolated subnets, with the Data API on, storage
+ * encrypted, TLS enforced, PostgreSQL logs in CloudWatch, and two secrets: the generated master
+ * secret (migrations only) and the jobs' user (the Data API), both rotated.
+ */
+export class Database extends Construct {
+  readonly cluster: rds.DatabaseCluster;
+  readonly databaseName: string;
+  /** The master user's secret (rotated). Only the migration Lambda reads it. */
+  readonly masterSecret: secretsmanager.ISecret;
+  /** The jobs' least-privilege user; the Data API signs in with it. Created in the database by the migration. */
+  readonly workerSecret: rds.DatabaseSecret;
+
+  constructor(scope: Construct, id: string, props: DatabaseProps) {
+    super(scope, id);
+    this.databaseName = props.databaseName ?? 'accounts';
+    const engine = rds.DatabaseClusterEngine.auroraPostgres({ version: rds.AuroraPostgresEngineVersion.VER_17_9 });
+
+    this.cluster = new rds.DatabaseCluster(this, 'Cluster', {
+      engine,
+      writer: rds.ClusterInstance.serverlessV2('Writer', { publiclyAccessible: false, autoMinorVersionUpgrade: true }),
+      serverlessV2MinCapacity: props.minCapacityAcu,
+      serverlessV2MaxCapacity: props.maxCapacityAcu,
+      ...(props.minCapacityAcu === 0 ? { serverlessV2AutoPauseDuration: props.autoPause ?? Duration.minutes(10) } : {}),
+      vpc: props.vpc,
+      vpcSubnets: props.subnets,
+      credentials: rds.Credentials.fromGeneratedSecret('postgres', { excludeCharacters: PASSWORD_EXCLUDED_CHARACTERS }),
+      defaultDatabaseName: this.databaseName,
+      enableDataApi: true,
+      storageEncrypted: true,
+      parameterGroup: new rds.ParameterGroup(this, 'Parameters', {
+        engine,
+        description: 'TLS only; log statements slower than 1 s',
+        parameters: { 'rds.force_ssl': '1', log_min_duration_statement: '1000' },
+      }),
+      cloudwatchLogsExports: ['postgresql'],
+      cloudwatchLogsRetention: props.logRetention,
+      backup: { retention: props.backupRetention, preferredWindow: '02:00-03:00' },
+      preferredMaintenanceWindow: 'Sun:03:30-Sun:04:30',
+      deletionProtection: props.deletionProtection,
+      removalPolicy: props.removalPolicy,
+      copyTagsToSnapshot: true,
+    });
+    this.masterSecret = this.cluster.secret!;
+    (this.masterSecret.node.defaultChild as secretsmanager.CfnSecret).applyRemovalPolicy(props.dependentRemovalPolicy);
+
+    this.cluster.addRotationSingleUser({
+      automaticallyAfter: props.passwordRotation,
+      excludeCharacters: PASSWORD_EXCLUDED_CHARACTERS,
+      vpcSubnets: props.subnets,
+      endpoint: props.secretsManagerEndpoint,
+    });
+
+    this.workerSecret = new rds.DatabaseSecret(this, 'WorkerSecret', {
+      username: props.workerUsername ?? 'accounts_jobs',
+      dbname: this.databaseName,
+      excludeCharacters: PASSWORD_EXCLUDED_CHARACTERS,
+    });
+    this.workerSecret.applyRemovalPolicy(props.dependentRemovalPolicy);
+    // host, port, engine: what the Data API and the rotation Lambda need besides the password.
+    this.workerSecret.attach(this.cluster);
+
+    Validations.of(this.cluster).acknowledge(
+      { id: 'AwsSolutions-RDS6', reason: 'Password authentication from rotated Secrets Manager secrets: the Data API signs in with a secret, not IAM tokens.' },
+      { id: 'AwsSolutions-RDS11', reason: 'Only reachable from inside isolated subnets through security groups; a non-default port would add nothing.' },
+    );
+    if (!props.deletionProtection) {
+      Validations.of(this.cluster).acknowledge({
+        id: 'AwsSolutions-RDS10',
+        reason: 'This environment is meant to be destroyed cleanly (config: deletionProtection false); prod keeps it on.',
+      });
+    }
+  }
+
+  /**
+   * Rotates the jobs' password every `passwordRotation`. Called once the migration has created
+   * the user, so the first rotation finds it.
+   */
+  addWorkerRotation(props: Pick<DatabaseProps, 'subnets' | 'secretsManagerEndpoint' | 'passwordRotation' | 'vpc'>): secretsmanager.SecretRotation {
+    return new secretsmanager.SecretRotation(this, 'WorkerRotation', {
+      application: secretsmanager.SecretRotationApplication.POSTGRES_ROTATION_SINGLE_USER,
+      secret: this.workerSecret,
+      target: this.cluster,
+      vpc: props.vpc,
+      vpcSubnets: props.subnets,
+      endpoint: props.secretsManagerEndpoint,
+      automaticallyAfter: props.passwordRotation,
+      excludeCharacters: PASSWORD_EXCLUDED_CHARACTERS,
+    });
+  }
+
+  /**
+   * Data API access as the jobs' user: rds-data on this cluster only, and read access to the
+   * jobs' secret only (never the master secret, unlike `grantDataApiAccess`).
+   */
+  grantDataApiAccessAsWorker(grantee: iam.IGrantable): void {
+    iam.Grant.addToPrincipal({
+      grantee,
+      actions: [
+        'rds-data:ExecuteStatement',
+        'rds-data:BatchExecuteStatement',
+        'rds-data:BeginTransaction',
+        'rds-data:CommitTransaction',
+        'rds-data:RollbackTransaction',
+      ],
+      resourceArns: [this.cluster.clusterArn],
+    });
+    this.workerSecret.grantRead(grantee);
+  }
+}

@@ -1,0 +1,177 @@
+import { Duration, Validations } from 'aws-cdk-lib';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as rds from 'aws-cdk-lib/aws-rds';
+import * as sns from 'aws-cdk-lib/aws-sns';
+import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
+import { DefaultDashboardFactory, MonitoringFacade, SnsAlarmActionStrategy } from 'cdk-monitoring-constructs';
+import { Construct } from 'constructs';
+import { METRIC_NAMES, METRICS_NAMESPACE, SERVICE_NAMES } from '../lambda/shared/metric-names';
+import type { ScheduledJob } from './scheduled-jobs';
+
+export interface MonitoringProps {
+  /** The environment's name: dashboard and alarm names, and the `environment` metric dimension. */
+  readonly environmentName: string;
+  readonly cluster: rds.IDatabaseCluster;
+  readonly tokenRefresh: ScheduledJob;
+  readonly accountSync: ScheduledJob;
+  readonly migrationHandler: lambda.IFunction;
+  /** Whether alarms notify the topic. */
+  readonly notify: boolean;
+  /** @default - no e-mail subscription */
+  readonly alarmEmail?: string;
+  /**
+   * Share of token refreshes that failed, in percent, above which (over 15 minutes) the
+   * refresh-failure-rate alarm fires.
+   * @default 20
+   */
+  readonly refreshFailureRateThresholdPercent?: number;
+}
+
+/** Dimensions every job metric carries: Powertools' `service` and the environment. */
+export function jobMetricDimensions(service: string, environmentName: string): Record<string, string> {
+  return { service, environment: environmentName };
+}
+
+/**
+ * The environment's dashboard and alarms, declared through cdk-monitoring-constructs:
+ * each Lambda's invocations, errors, duration and throttles; the jobs' own metrics; Aurora
+ * capacity, connections and CPU; the dead-letter queues. Alarms go to one SNS topic.
+ */
+export class Monitoring extends Construct {
+  readonly alarmTopic: sns.Topic;
+  readonly facade: MonitoringFacade;
+
+  constructor(scope: Construct, id: string, props: MonitoringProps) {
+    super(scope, id);
+    const prefix = `AmazonAccounts-${props.environmentName}`;
+    this.alarmTopic = new sns.Topic(this, 'AlarmTopic', { displayName: `${prefix} alarms`, enforceSSL: true });
+    if (props.alarmEmail) this.alarmTopic.addSubscription(new subscriptions.EmailSubscription(props.alarmEmail));
+    Validations.of(this.alarmTopic).acknowledge({
+      id: 'AwsSolutions-SNS2',
+      reason: 'Alarm notifications carry no sensitive data, and CloudWatch alarms cannot publish to a topic encrypted with the AWS managed key.',
+    });
+
+    this.facade = new MonitoringFacade(this, 'Facade', {
+      alarmFactoryDefaults: {
+        alarmNamePrefix: prefix,
+        actionsEnabled: props.notify,
+        action: new SnsAlarmActionStrategy({ onAlarmTopic: this.alarmTopic }),
+        datapointsToAlarm: 1,
+      },
+      metricFactoryDefaults: { period: Duration.minutes(5) },
+      dashboardFactory: new DefaultDashboardFactory(this, 'Dashboards', {
+        dashboardNamePrefix: prefix,
+        createDashboard: true,
+        createSummaryDashboard: false,
+        createAlarmDashboard: false,
+      }),
+    });
+
+    const jobs = [
+      { job: props.tokenRefresh, name: 'Token refresh' },
+      { job: props.accountSync, name: 'Account sync' },
+    ];
+    for (const { job, name } of jobs) {
+      this.facade.monitorLambdaFunction({
+        lambdaFunction: job.function,
+        humanReadableName: `${name} Lambda`,
+        alarmFriendlyName: `${job.service}-lambda`,
+        // Two failed runs within three periods: one transient failure is retried by the schedule.
+        addFaultCountAlarm: { Critical: { maxErrorCount: 0, datapointsToAlarm: 2, evaluationPeriods: 3 } },
+      });
+    }
+    this.facade.monitorLambdaFunction({
+      lambdaFunction: props.migrationHandler,
+      humanReadableName: 'Schema migration Lambda',
+      alarmFriendlyName: 'schema-migration',
+      // Any failed migration is an incident (the deploy rolled back).
+      addFaultCountAlarm: { Critical: { maxErrorCount: 0 } },
+    });
+
+    const metric = (service: string, metricName: string, label: string) =>
+      new cloudwatch.Metric({
+        namespace: METRICS_NAMESPACE,
+        metricName,
+        dimensionsMap: jobMetricDimensions(service, props.environmentName),
+        statistic: 'Sum',
+        period: Duration.minutes(5),
+        label,
+      });
+    const refreshed = metric(SERVICE_NAMES.tokenRefresh, METRIC_NAMES.tokensRefreshed, 'Tokens refreshed');
+    const refreshFailed = metric(SERVICE_NAMES.tokenRefresh, METRIC_NAMES.refreshFailures, 'Refresh failures');
+    const failureRate = new cloudwatch.MathExpression({
+      expression: 'IF(refreshed + failed > 0, 100 * failed / (refreshed + failed), 0)',
+      usingMetrics: { refreshed: refreshed.with({ period: Duration.minutes(15) }), failed: refreshFailed.with({ period: Duration.minutes(15) }) },
+      period: Duration.minutes(15),
+      label: 'Refresh failure rate (%)',
+    });
+
+    this.facade.monitorCustom({
+      humanReadableName: 'Token refresh job',
+      alarmFriendlyName: SERVICE_NAMES.tokenRefresh,
+      metricGroups: [
+        { title: 'Tokens', metrics: [refreshed, refreshFailed, metric(SERVICE_NAMES.tokenRefresh, METRIC_NAMES.reauthRequired, 'Re-authorisations needed')] },
+        {
+          title: 'Refresh failure rate',
+          metrics: [
+            {
+              metric: failureRate,
+              alarmFriendlyName: 'refresh-failure-rate',
+              addAlarm: {
+                Critical: {
+                  threshold: props.refreshFailureRateThresholdPercent ?? 20,
+                  comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                  additionalDescription: 'Share of token refreshes that failed over 15 minutes.',
+                },
+              },
+            },
+          ],
+        },
+        {
+          title: 'Amazon and database calls',
+          metrics: [
+            metric(SERVICE_NAMES.tokenRefresh, METRIC_NAMES.rateLimitHits, 'Rate-limit hits'),
+            metric(SERVICE_NAMES.tokenRefresh, METRIC_NAMES.dataApiCalls, 'Data API calls'),
+          ],
+        },
+      ],
+    });
+    this.facade.monitorCustom({
+      humanReadableName: 'Account sync job',
+      alarmFriendlyName: SERVICE_NAMES.accountSync,
+      metricGroups: [
+        {
+          title: 'Accounts',
+          metrics: [
+            metric(SERVICE_NAMES.accountSync, METRIC_NAMES.accountsSynced, 'Accounts synced'),
+            metric(SERVICE_NAMES.accountSync, METRIC_NAMES.accountsFailed, 'Accounts failed'),
+            metric(SERVICE_NAMES.accountSync, METRIC_NAMES.reauthRequired, 'Re-authorisations needed'),
+          ],
+        },
+        {
+          title: 'Amazon and database calls',
+          metrics: [
+            metric(SERVICE_NAMES.accountSync, METRIC_NAMES.rateLimitHits, 'Rate-limit hits'),
+            metric(SERVICE_NAMES.accountSync, METRIC_NAMES.dataApiCalls, 'Data API calls'),
+          ],
+        },
+      ],
+    });
+
+    for (const { job, name } of jobs) {
+      this.facade.monitorSqsQueue({
+        queue: job.deadLetterQueue,
+        humanReadableName: `${name} dead-letter queue`,
+        alarmFriendlyName: `${job.service}-dlq`,
+        addQueueMaxSizeAlarm: { Critical: { maxMessageCount: 0 } },
+      });
+    }
+
+    this.facade.monitorAuroraCluster({
+      cluster: props.cluster,
+      humanReadableName: 'Aurora PostgreSQL',
+      alarmFriendlyName: 'aurora',
+    });
+  }
+}

@@ -1,0 +1,128 @@
+import { Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as targets from 'aws-cdk-lib/aws-events-targets';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
+import { Construct, IDependable } from 'constructs';
+import { JOB_ENV, METRICS_NAMESPACE, SERVICE_NAMES } from '../lambda/shared/metric-names';
+import type { Database } from './database';
+import { NodeFunction } from './node-function';
+
+export interface ScheduledJobsProps {
+  /** The environment's name, passed to the jobs (APP_ENVIRONMENT, the `environment` metric dimension). */
+  readonly environmentName: string;
+  readonly database: Database;
+  /** LWA client id/secret (JSON). */
+  readonly lwaClientSecret: secretsmanager.ISecret;
+  /** Token encryption key (base64 of 32 bytes). */
+  readonly tokenEncryptionKeySecret: secretsmanager.ISecret;
+  /** EventBridge schedule expression of the token refresh job. */
+  readonly tokenRefreshSchedule: string;
+  /** EventBridge schedule expression of the account sync job. */
+  readonly accountSyncSchedule: string;
+  /** The jobs are created only after this (the schema migration) succeeded. */
+  readonly after: IDependable;
+  readonly logRetention: logs.RetentionDays;
+  readonly logRemovalPolicy: RemovalPolicy;
+}
+
+/** One scheduled job: its function, rule and dead-letter queue. */
+export interface ScheduledJob {
+  readonly service: string;
+  readonly function: lambda.IFunction;
+  readonly rule: events.Rule;
+  /** Events EventBridge could not deliver and invocations that failed. */
+  readonly deadLetterQueue: sqs.Queue;
+}
+
+interface JobDefinition {
+  readonly id: string;
+  readonly service: string;
+  readonly entry: string;
+  readonly description: string;
+  readonly schedule: string;
+  readonly timeout: Duration;
+}
+
+/**
+ * The token refresh and account sync Lambdas (logic in lambda/, wiring here): outside the VPC,
+ * Data API access to this cluster as the jobs' user, read access to exactly the secrets they use,
+ * triggered by EventBridge on the environment's schedules with retries and a dead-letter queue.
+ */
+export class ScheduledJobs extends Construct {
+  readonly tokenRefresh: ScheduledJob;
+  readonly accountSync: ScheduledJob;
+
+  constructor(scope: Construct, id: string, props: ScheduledJobsProps) {
+    super(scope, id);
+    this.tokenRefresh = this.job(props, {
+      id: 'TokenRefresh',
+      service: SERVICE_NAMES.tokenRefresh,
+      entry: 'lambda/token-refresh/handler.ts',
+      description: 'Refreshes Login with Amazon tokens before they expire',
+      schedule: props.tokenRefreshSchedule,
+      timeout: Duration.minutes(4),
+    });
+    this.accountSync = this.job(props, {
+      id: 'AccountSync',
+      service: SERVICE_NAMES.accountSync,
+      entry: 'lambda/account-sync/handler.ts',
+      description: "Syncs users' Amazon Advertising accounts",
+      schedule: props.accountSyncSchedule,
+      timeout: Duration.minutes(10),
+    });
+  }
+
+  private job(props: ScheduledJobsProps, definition: JobDefinition): ScheduledJob {
+    const scope = new Construct(this, definition.id);
+    const deadLetterQueue = new sqs.Queue(scope, 'DeadLetterQueue', {
+      retentionPeriod: Duration.days(14),
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+    });
+    Validations.of(deadLetterQueue).acknowledge({
+      id: 'AwsSolutions-SQS3',
+      reason: 'This queue is itself the dead-letter queue of the job; its depth is alarmed.',
+    });
+
+    const fn = new NodeFunction(scope, 'Handler', {
+      entry: definition.entry,
+      description: definition.description,
+      timeout: definition.timeout,
+      memorySizeMb: 512,
+      logRetention: props.logRetention,
+      logRemovalPolicy: props.logRemovalPolicy,
+      deadLetterQueue,
+      environment: {
+        [JOB_ENV.environment]: props.environmentName,
+        [JOB_ENV.clusterArn]: props.database.cluster.clusterArn,
+        [JOB_ENV.databaseSecretArn]: props.database.workerSecret.secretArn,
+        [JOB_ENV.databaseName]: props.database.databaseName,
+        [JOB_ENV.lwaClientSecretArn]: props.lwaClientSecret.secretArn,
+        [JOB_ENV.tokenKeySecretArn]: props.tokenEncryptionKeySecret.secretArn,
+        POWERTOOLS_SERVICE_NAME: definition.service,
+        POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
+      },
+    }).function;
+    props.database.grantDataApiAccessAsWorker(fn);
+    props.lwaClientSecret.grantRead(fn);
+    props.tokenEncryptionKeySecret.grantRead(fn);
+    fn.node.addDependency(props.after);
+
+    const rule = new events.Rule(scope, 'Schedule', {
+      description: `${definition.description} (${definition.schedule})`,
+      schedule: events.Schedule.expression(definition.schedule),
+      targets: [
+        new targets.LambdaFunction(fn, {
+          // Delivery retries (throttling, service errors) before the event goes to the queue.
+          retryAttempts: 3,
+          maxEventAge: Duration.hours(1),
+          deadLetterQueue,
+        }),
+      ],
+    });
+    return { service: definition.service, function: fn, rule, deadLetterQueue };
+  }
+}

@@ -1,0 +1,115 @@
+import { join } from 'node:path';
+import { CustomResource, Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as rds from 'aws-cdk-lib/aws-rds';
+import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import * as cr from 'aws-cdk-lib/custom-resources';
+import { Construct } from 'constructs';
+import { fingerprintMigrations } from '../lambda/migrate/migrations-hash';
+import { NodeFunction, PROJECT_ROOT } from './node-function';
+
+export interface SchemaMigrationProps {
+  readonly cluster: rds.DatabaseCluster;
+  /** Name of the database to migrate. */
+  readonly databaseName: string;
+  /** The master user's secret: the migrations run as the owner of the schema. */
+  readonly masterSecret: secretsmanager.ISecret;
+  /** The jobs' user, created or updated after the migrations. */
+  readonly workerSecret: secretsmanager.ISecret;
+  readonly vpc: ec2.IVpc;
+  readonly subnets: ec2.SubnetSelection;
+  readonly secretsManagerEndpoint: ec2.IInterfaceVpcEndpoint;
+  readonly logRetention: logs.RetentionDays;
+  readonly logRemovalPolicy: RemovalPolicy;
+  /** Folder of node-pg-migrate migrations, relative to the repository root. @default 'migrations' */
+  readonly migrationsDir?: string;
+  /**
+   * The Lambda's time limit. The handler waits for the cluster for at most 5 minutes and keeps
+   * 3 minutes for the migrations; the Provider framework answers CloudFormation (FAILED) if the
+   * Lambda times out, so this must stay below the framework's 15 minutes.
+   * @default Duration.minutes(14)
+   */
+  readonly timeout?: Duration;
+}
+
+/**
+ * Runs node-pg-migrate on every deploy that changes `migrations/` (and on the first one).
+ *
+ * A Lambda in the VPC (pg over TLS, master secret through the Secrets Manager endpoint),
+ * bundled with node-pg-migrate and a copy of the migrations, behind the CDK Provider framework:
+ * the framework's own Lambda, outside the VPC, answers CloudFormation's pre-signed S3 URL (the
+ * isolated subnets cannot), and reports FAILED with the error's message when the migration
+ * Lambda throws, crashes or times out, so CloudFormation never waits an hour for an answer.
+ * The resource's properties carry the migrations' fingerprint, so unchanged migrations do not
+ * invoke it.
+ */
+export class SchemaMigration extends Construct {
+  readonly resource: CustomResource;
+  readonly handler: lambda.IFunction;
+  /** Name of the last migration this deployment brings. */
+  readonly latestMigration: string;
+
+  constructor(scope: Construct, id: string, props: SchemaMigrationProps) {
+    super(scope, id);
+    const migrationsDir = props.migrationsDir ?? 'migrations';
+    const fingerprint = fingerprintMigrations(join(PROJECT_ROOT, migrationsDir));
+    this.latestMigration = fingerprint.latest;
+
+    const fn = new NodeFunction(this, 'Handler', {
+      entry: 'lambda/migrate/handler.ts',
+      description: 'Applies node-pg-migrate migrations on deploy (CloudFormation custom resource)',
+      timeout: props.timeout ?? Duration.minutes(14),
+      memorySizeMb: 512,
+      vpc: props.vpc,
+      vpcSubnets: props.subnets,
+      logRetention: props.logRetention,
+      logRemovalPolicy: props.logRemovalPolicy,
+      bundleAwsSdk: true,
+      environment: {
+        MASTER_SECRET_ARN: props.masterSecret.secretArn,
+        WORKER_SECRET_ARN: props.workerSecret.secretArn,
+        DB_NAME: props.databaseName,
+        DB_TLS: 'verify-full',
+        // The runtime's bundle of CA certificates, RDS included (not loaded by default since Node.js 18).
+        NODE_EXTRA_CA_CERTS: '/var/runtime/ca-cert.pem',
+      },
+      commandHooks: {
+        beforeBundling: () => [],
+        beforeInstall: () => [],
+        // node-pg-migrate reads migrations from disk: ship them next to index.js.
+        afterBundling: (inputDir: string, outputDir: string) => [`cp -R "${join(inputDir, migrationsDir)}" "${join(outputDir, 'migrations')}"`],
+      },
+    }).function;
+    this.handler = fn;
+    props.masterSecret.grantRead(fn);
+    props.workerSecret.grantRead(fn);
+    props.cluster.connections.allowDefaultPortFrom(fn, 'Schema migrations');
+    props.secretsManagerEndpoint.connections.allowDefaultPortFrom(fn, 'Schema migrations read the database secrets');
+
+    const provider = new cr.Provider(this, 'Provider', {
+      onEventHandler: fn,
+      logGroup: new logs.LogGroup(this, 'ProviderLogs', { retention: props.logRetention, removalPolicy: props.logRemovalPolicy }),
+    });
+
+    this.resource = new CustomResource(this, 'Resource', {
+      serviceToken: provider.serviceToken,
+      resourceType: 'Custom::SchemaMigration',
+      properties: { MigrationsHash: fingerprint.hash, LatestMigration: fingerprint.latest },
+      // Backstop if even the Provider framework could not answer.
+      serviceTimeout: Duration.minutes(20),
+    });
+    // The cluster must exist, with its writer, before the migrations run.
+    this.resource.node.addDependency(props.cluster);
+
+    const handlerLogicalId = Stack.of(this).getLogicalId(fn.node.defaultChild as lambda.CfnFunction);
+    Validations.of(provider).acknowledge(
+      {
+        id: `AwsSolutions-IAM5[Resource::<${handlerLogicalId}.Arn>:*]`,
+        reason: 'CDK Provider framework: invokes any version of the migration Lambda (`<arn>:*`), nothing else.',
+      },
+      { id: 'AwsSolutions-L1', reason: 'CDK Provider framework: its runtime is chosen by aws-cdk-lib.' },
+    );
+  }
+}

@@ -1,0 +1,128 @@
+import { execFile } from 'node:child_process';
+import { cpSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { Template } from 'aws-cdk-lib/assertions';
+import { fingerprintMigrations } from '../../lambda/migrate/migrations-hash';
+import { DEFAULT_MIGRATIONS_DIR } from '../../lambda/migrate/run-migrations';
+import { startPostgres, type TestPostgres } from '../support/postgres';
+import { appliedMigrations, withClient } from '../support/schema';
+import { buildStack, onlyResource } from './support/stack';
+
+// One real synth with esbuild bundling (no Docker), then the migration Lambda's bundle, copied
+// away from the repository's node_modules, runs its real `handler` in a plain Node.js process
+// against PostgreSQL 17, with a stand-in for Secrets Manager. This proves the bundle carries
+// node-pg-migrate (ESM), its migration loader and the migrations folder.
+
+const run = promisify(execFile);
+let pg: TestPostgres;
+let work: string;
+let bundleDir: string;
+let template: Template;
+let secretsServer: Server;
+let secretsUrl: string;
+const secrets: Record<string, string> = {};
+
+beforeAll(async () => {
+  work = mkdtempSync(join(tmpdir(), 'bundle-'));
+  const { app, stack } = buildStack('dev', { bundle: true, outdir: join(work, 'cdk.out') });
+  app.synth();
+  template = Template.fromStack(stack);
+  const fn = Object.values(template.findResources('AWS::Lambda::Function')).find((r) =>
+    String(r.Properties.Description).startsWith('Applies node-pg-migrate'),
+  );
+  const key = String(fn?.Properties.Code.S3Key);
+  bundleDir = join(work, 'lambda-task');
+  cpSync(join(work, 'cdk.out', `asset.${key.replace(/\.zip$/, '')}`), bundleDir, { recursive: true });
+
+  pg = await startPostgres();
+  secretsServer = createServer((request, response) => {
+    let body = '';
+    request.on('data', (chunk) => (body += chunk));
+    request.on('end', () => {
+      const { SecretId } = JSON.parse(body) as { SecretId: string };
+      const target = request.headers['x-amz-target'];
+      if (target !== 'secretsmanager.GetSecretValue' || !(SecretId in secrets)) {
+        response.writeHead(400, { 'content-type': 'application/x-amz-json-1.1' });
+        response.end(JSON.stringify({ __type: 'ResourceNotFoundException', message: `no secret ${SecretId}` }));
+        return;
+      }
+      response.writeHead(200, { 'content-type': 'application/x-amz-json-1.1' });
+      response.end(JSON.stringify({ ARN: SecretId, Name: SecretId, SecretString: secrets[SecretId], VersionId: 'v1' }));
+    });
+  });
+  await new Promise<void>((resolve) => secretsServer.listen(0, '127.0.0.1', resolve));
+  const address = secretsServer.address();
+  secretsUrl = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+}, 180_000);
+
+afterAll(async () => {
+  await pg?.stop();
+  await new Promise((resolve) => secretsServer?.close(resolve));
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+/** Invokes the bundle's `handler` as Lambda would, in a fresh Node.js process. */
+async function invoke(event: Record<string, unknown>, database: string): Promise<Record<string, unknown>> {
+  const script = `
+    const { handler } = require(${JSON.stringify(join(bundleDir, 'index.js'))});
+    handler(JSON.parse(process.env.EVENT), { getRemainingTimeInMillis: () => 14 * 60 * 1000 })
+      .then((r) => process.stdout.write('RESULT ' + JSON.stringify(r) + '\\n'))
+      .catch((e) => { process.stdout.write('ERROR ' + e.message + '\\n'); process.exitCode = 1; });`;
+  const { stdout } = await run(process.execPath, ['-e', script], {
+    cwd: bundleDir,
+    env: {
+      PATH: process.env.PATH,
+      EVENT: JSON.stringify(event),
+      MASTER_SECRET_ARN: 'master',
+      WORKER_SECRET_ARN: 'worker',
+      DB_NAME: database,
+      DB_TLS: 'disable',
+      AWS_REGION: 'eu-west-1',
+      AWS_ACCESS_KEY_ID: 'test',
+      AWS_SECRET_ACCESS_KEY: 'test',
+      AWS_ENDPOINT_URL_SECRETS_MANAGER: secretsUrl,
+    },
+  });
+  const line = stdout.split('\n').find((l) => l.startsWith('RESULT '));
+  return JSON.parse(line!.slice('RESULT '.length));
+}
+
+test('the bundle ships the same migrations the custom resource\u2019s properties fingerprint', () => {
+  const { resource } = onlyResource(template, 'Custom::SchemaMigration');
+  const bundled = fingerprintMigrations(join(bundleDir, 'migrations'));
+  expect(bundled).toEqual(fingerprintMigrations(DEFAULT_MIGRATIONS_DIR));
+  expect(resource.Properties).toMatchObject({ MigrationsHash: bundled.hash, LatestMigration: bundled.latest });
+  expect(existsSync(join(bundleDir, 'node_modules'))).toBe(false);
+});
+
+test('the bundled handler migrates a new database and creates the jobs\u2019 login user', async () => {
+  const url = await pg.createDatabase();
+  const database = new URL(url).pathname.slice(1);
+  secrets.master = JSON.stringify({ host: '127.0.0.1', port: pg.port, username: pg.user, password: pg.password, dbname: database, engine: 'postgres' });
+  secrets.worker = JSON.stringify({ username: 'accounts_jobs', password: 'bundle-test-password-1234567890' });
+  const { resource } = onlyResource(template, 'Custom::SchemaMigration');
+  const event = {
+    RequestType: 'Create',
+    ServiceToken: 'token',
+    ResponseURL: 'https://example.invalid/',
+    StackId: 'stack',
+    RequestId: 'request',
+    LogicalResourceId: 'SchemaMigration',
+    ResourceType: 'Custom::SchemaMigration',
+    ResourceProperties: resource.Properties,
+  };
+
+  const created = await invoke(event, database);
+
+  const all = fingerprintMigrations(DEFAULT_MIGRATIONS_DIR);
+  expect(created).toMatchObject({ PhysicalResourceId: 'schema-migrations', Data: { AppliedCount: all.count, Outcome: 'migrated' } });
+  expect((await appliedMigrations(url)).at(-1)).toBe(all.latest);
+  const canLogin = await withClient(url, async (c) => (await c.query(`SELECT rolcanlogin FROM pg_roles WHERE rolname = 'accounts_jobs'`)).rows[0]);
+  expect(canLogin).toEqual({ rolcanlogin: true });
+
+  const again = await invoke({ ...event, RequestType: 'Update', PhysicalResourceId: 'schema-migrations', OldResourceProperties: resource.Properties }, database);
+  expect(again).toMatchObject({ Data: { AppliedCount: 0, Outcome: 'migrated' } });
+});
