@@ -98,6 +98,8 @@ export interface FakeAmazon {
   addUser(user: FakeUser): void;
   /** Adds profiles to a user. */
   addProfiles(userId: string, profiles: readonly FakeProfile[]): void;
+  /** Stops listing these profiles for the user (as when an account is closed or unlinked). */
+  removeProfiles(userId: string, profileIds: readonly string[]): void;
   /** The refresh token now valid for the user (changes under `rotate`). */
   currentRefreshToken(userId: string): string;
   /** Access tokens issued to the user so far, the initial one included. */
@@ -321,6 +323,10 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
     },
     addProfiles(userId, profiles) {
       user(userId).profiles.push(...profiles);
+    },
+    removeProfiles(userId, profileIds) {
+      const state = user(userId);
+      state.profiles.splice(0, state.profiles.length, ...state.profiles.filter((p) => !profileIds.includes(p.profileId)));
     },
     currentRefreshToken: (userId) => user(userId).refreshToken,
     accessTokens: (userId) => [...user(userId).accessTokens],

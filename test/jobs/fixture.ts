@@ -151,6 +151,12 @@ export async function seedUsers(world: JobWorld, o: SeedOptions): Promise<SeedUs
          FROM jsonb_to_recordset(:accounts::jsonb) AS x(user_id uuid, amazon_account_id text)`,
       { accounts: { sqlType: 'json', value: JSON.stringify(accounts) }, due: o.accountsDueInSeconds },
     );
+    // Users with accounts were synced before: their own schedule follows their accounts'.
+    await world.admin.query(
+      `UPDATE oauth_tokens SET sync_next_attempt_at = now() + make_interval(secs => :due)
+        WHERE user_id IN (SELECT jsonb_array_elements_text(:ids::jsonb)::uuid)`,
+      { ids: { sqlType: 'json', value: JSON.stringify(seeded.map((u) => u.userId)) }, due: o.accountsDueInSeconds },
+    );
   }
   return seeded;
 }
