@@ -89,7 +89,9 @@ interface Counters {
  *
  * - Parameters are sent with type hints (UUID, JSON, DECIMAL, TIMESTAMP); results are read
  *   field by field with column metadata, integers as strings (`longReturnType: STRING`) so
- *   that `int8` values beyond 2^53 arrive exactly.
+ *   that `int8` values beyond 2^53 arrive exactly. Field decoding rather than
+ *   `formatRecordsAs: 'JSON'`: the column's type name says how to decode (timestamp → Date,
+ *   jsonb → value, int8 → bigint), where JSON records would have lost that distinction.
  * - Each call is retried with capped exponential backoff and full jitter while the cluster is
  *   resuming or the service is unavailable ({@link isRetryableDataApiError}).
  * - A response may not exceed 1 MiB: such a query fails with {@link ResultTooLargeError};
