@@ -116,7 +116,7 @@ test('a user whose access token is about to expire waits for the refresh job', a
 test('accounts Amazon stops returning are kept but inactive, and come back when the profile does', async () => {
   const [u] = await seedUsers(world, { count: 1, profilesPerUser: 3 });
   await runAccountSync(deps(world.dataApi()));
-  const [gone, ...kept] = u.profiles;
+  const [gone] = u.profiles;
 
   // Amazon now lists two of the three profiles, plus a new one.
   const added = fakeProfile(u.region);

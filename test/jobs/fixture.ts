@@ -20,6 +20,8 @@ export interface JobWorld {
   readonly emulator: DataApiEmulator;
   readonly amazon: FakeAmazon;
   readonly cipher: TokenCipher;
+  /** The cipher's key as TOKEN_ENCRYPTION_KEY takes it (base64). */
+  readonly keyBase64: string;
   /** A node-postgres database for assertions and seeding (not the code under test). */
   readonly admin: PgDatabase;
   /** A fresh Data API adapter through the real SDK client (the production path). */
@@ -38,7 +40,8 @@ export async function startJobWorld(): Promise<JobWorld> {
   await runMigrations({ database: url });
   const emulator = await startDataApiEmulator({ databaseUrl: url });
   const amazon = await startFakeAmazon({ seed: 7 });
-  const cipher = new TokenCipher(randomBytes(32));
+  const keyBase64 = randomBytes(32).toString('base64');
+  const cipher = TokenCipher.fromBase64(keyBase64);
   const admin = new PgDatabase({ connection: url });
   const fast = () => new RateLimiterRegistry({ lwa: { ratePerSecond: 100_000, burst: 1000, maxConcurrency: 256 }, ads: { ratePerSecond: 100_000, burst: 1000, maxConcurrency: 256 } });
   const adapters: DataApiDatabase[] = [];
@@ -48,6 +51,7 @@ export async function startJobWorld(): Promise<JobWorld> {
     emulator,
     amazon,
     cipher,
+    keyBase64,
     admin,
     dataApi() {
       const db = new DataApiDatabase({ client: emulator.createClient(), ...emulator.target, retry: { baseDelayMs: 5, maxDelayMs: 20 } });

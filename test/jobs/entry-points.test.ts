@@ -1,0 +1,125 @@
+import { execFile } from 'node:child_process';
+import { resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { mockClient } from 'aws-sdk-client-mock';
+import { handler as sync } from '../../lambda/account-sync/handler';
+import { handler as refresh } from '../../lambda/token-refresh/handler';
+import { JobWorld, seedUsers, startJobWorld } from './fixture';
+
+const run = promisify(execFile);
+const ROOT = resolve(__dirname, '..', '..');
+
+let world: JobWorld;
+beforeAll(async () => {
+  world = await startJobWorld();
+});
+afterAll(async () => {
+  await world?.close();
+});
+beforeEach(async () => {
+  await world.reset();
+});
+
+function localEnv(): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    DATABASE_URL: world.url,
+    LWA_TOKEN_URL: world.amazon.lwaTokenUrl,
+    ADS_API_URL: world.amazon.adsBaseUrl,
+    LWA_CLIENT_ID: world.amazon.clientId,
+    LWA_CLIENT_SECRET: world.amazon.clientSecret,
+    TOKEN_ENCRYPTION_KEY: world.keyBase64,
+  };
+}
+
+describe('npm run job', () => {
+  test.each(['token-refresh', 'account-sync'] as const)('%s runs the real core once and prints one JSON summary line last', async (job) => {
+    const users = await seedUsers(world, { count: 5 });
+    const { stdout, stderr } = await run('npm', ['run', '--silent', 'job', '--', job], { cwd: ROOT, env: localEnv() });
+    const last = stdout.trim().split('\n').at(-1)!;
+    const summary = JSON.parse(last);
+    expect(summary.job).toBe(job);
+    if (job === 'token-refresh') expect(summary.refreshed).toBe(5);
+    else expect(summary).toMatchObject({ usersSynced: 5, accountsSynced: 10 });
+    for (const u of users) expect(stdout + stderr).not.toContain(u.refreshToken);
+  });
+
+  test('names every missing variable and exits non-zero', async () => {
+    const env = { PATH: process.env.PATH, HOME: process.env.HOME };
+    const error = await run('npm', ['run', '--silent', 'job', '--', 'token-refresh'], { cwd: ROOT, env }).catch((e) => e);
+    expect(error.code).toBe(1);
+    expect(error.stderr).toMatch(/missing DATABASE_URL, LWA_CLIENT_ID, LWA_CLIENT_SECRET, TOKEN_ENCRYPTION_KEY/);
+  });
+});
+
+describe('Lambda handlers on the Data API path', () => {
+  const secrets = mockClient(SecretsManagerClient);
+  const ARNS = {
+    lwa: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:lwa-client-AbCdEf',
+    key: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:token-key-AbCdEf',
+  };
+  let saved: NodeJS.ProcessEnv;
+  let stdout: string[];
+
+  beforeEach(() => {
+    saved = { ...process.env };
+    Object.assign(process.env, {
+      APP_ENVIRONMENT: 'dev',
+      DB_CLUSTER_ARN: world.emulator.target.resourceArn,
+      DB_SECRET_ARN: world.emulator.target.secretArn,
+      DB_NAME: world.emulator.target.database,
+      LWA_CLIENT_SECRET_ARN: ARNS.lwa,
+      TOKEN_ENCRYPTION_KEY_SECRET_ARN: ARNS.key,
+      LWA_TOKEN_URL: world.amazon.lwaTokenUrl,
+      ADS_API_URL: world.amazon.adsBaseUrl,
+      AWS_ENDPOINT_URL_RDS_DATA: world.emulator.endpoint,
+      AWS_REGION: 'eu-west-1',
+      AWS_ACCESS_KEY_ID: 'test',
+      AWS_SECRET_ACCESS_KEY: 'test',
+      POWERTOOLS_DEV: 'false',
+    });
+    secrets.reset();
+    secrets.on(GetSecretValueCommand, { SecretId: ARNS.lwa }).resolves({ SecretString: JSON.stringify({ clientId: world.amazon.clientId, clientSecret: world.amazon.clientSecret }) });
+    secrets.on(GetSecretValueCommand, { SecretId: ARNS.key }).resolves({ SecretString: world.keyBase64 });
+    stdout = [];
+    // Powertools writes log lines and EMF metrics to stdout, warnings and errors to stderr.
+    for (const stream of [process.stdout, process.stderr]) {
+      jest.spyOn(stream, 'write').mockImplementation((chunk: string | Uint8Array) => {
+        stdout.push(String(chunk));
+        return true;
+      });
+    }
+    jest.spyOn(console, 'log').mockImplementation((...args: unknown[]) => void stdout.push(args.map(String).join(' ')));
+    jest.spyOn(console, 'info').mockImplementation((...args: unknown[]) => void stdout.push(args.map(String).join(' ')));
+    jest.spyOn(console, 'warn').mockImplementation((...args: unknown[]) => void stdout.push(args.map(String).join(' ')));
+    jest.spyOn(console, 'error').mockImplementation((...args: unknown[]) => void stdout.push(args.map(String).join(' ')));
+  });
+  afterEach(() => {
+    jest.restoreAllMocks();
+    process.env = saved;
+  });
+
+  const context = { getRemainingTimeInMillis: () => 600_000, awsRequestId: 'req-1' };
+
+  test('both handlers run their job, publish EMF metrics with service and environment, and log no secret', async () => {
+    const users = await seedUsers(world, { count: 12, legacyPlaintext: (i) => i % 3 === 0 });
+    world.amazon.revoke(users[1].userId);
+    const refreshed = await refresh({}, context);
+    expect(refreshed).toMatchObject({ refreshed: 11, reauthRequired: 1 });
+    const synced = await sync({ source: 'aws.events' }, context);
+    expect(synced).toMatchObject({ usersSynced: 11 });
+
+    const output = stdout.join('\n');
+    const emf = stdout.flatMap((line) => line.split('\n')).filter((l) => l.includes('"_aws"')).map((l) => JSON.parse(l));
+    const refreshMetrics = emf.find((m) => m.service === 'token-refresh' && 'TokensRefreshed' in m);
+    expect(refreshMetrics).toMatchObject({ TokensRefreshed: 11, ReauthorisationsNeeded: 1, environment: 'dev' });
+    expect(refreshMetrics._aws.CloudWatchMetrics[0]).toMatchObject({ Namespace: 'AmazonAccounts', Dimensions: [expect.arrayContaining(['service', 'environment'])] });
+    expect(emf.find((m) => m.service === 'account-sync' && 'AccountsSynced' in m)).toMatchObject({ AccountsSynced: 22 });
+    expect(output).toMatch(/Token refresh run finished/);
+    expect(output).toMatch(/"level":"WARN","message":"Token refresh failed"/);
+    for (const u of users) for (const secret of [u.accessToken, u.refreshToken, ...world.amazon.accessTokens(u.userId)]) expect(output).not.toContain(secret);
+    expect(output).not.toContain(world.amazon.clientSecret);
+    expect(output).not.toContain(world.keyBase64);
+  });
+});
