@@ -4,7 +4,9 @@ import { Database, DataApiDatabase, PgDatabase } from '../../lambda/shared/db';
 import { JobLogger, MetricTotals } from '../../lambda/shared/job-runtime';
 import { RateLimiterRegistry } from '../../lambda/shared/rate-limiter';
 import { TokenCipher } from '../../lambda/shared/token-crypto';
+import { Client } from 'pg';
 import { runMigrations } from '../../lambda/migrate/run-migrations';
+import { ensureWorkerLogin } from '../../lambda/migrate/worker-login';
 import { DataApiEmulator, startDataApiEmulator } from '../emulator/data-api-emulator';
 import { FakeAmazon, FakeAmazonKnobs, RefreshTokenMode, startFakeAmazon } from '../fake-amazon/fake-amazon';
 import { FakeProfile, fakeProfile } from '../fake-amazon/profiles';
@@ -26,7 +28,11 @@ export interface JobWorld {
   readonly admin: PgDatabase;
   /** A fresh Data API adapter through the real SDK client (the production path). */
   dataApi(): DataApiDatabase;
-  /** Amazon clients pointed at the fake, with limits that do not slow tests down. */
+  /**
+   * Amazon clients pointed at the fake, with limits that do not slow tests down. The default
+   * timeout is generous so that a busy machine never turns a slow answer into a failure; the
+   * hang tests pass a short one.
+   */
   lwa(timeoutMs?: number): LwaClient;
   ads(timeoutMs?: number): AdsClient;
   /** Empties the data tables and sets the fake's knobs back to "all off". */
@@ -38,7 +44,14 @@ export async function startJobWorld(): Promise<JobWorld> {
   const pg = await startPostgres();
   const url = await pg.createDatabase();
   await runMigrations({ database: url });
-  const emulator = await startDataApiEmulator({ databaseUrl: url });
+  // The jobs reach the database as production's do: the least-privilege login user the
+  // migration custom resource creates (member of accounts_worker, subject to RLS).
+  const worker = { username: 'jobs_worker', password: randomBytes(12).toString('hex') };
+  const setup = new Client({ connectionString: url });
+  await setup.connect();
+  await ensureWorkerLogin(setup, worker).finally(() => setup.end());
+  const workerUrl = `postgres://${worker.username}:${worker.password}@127.0.0.1:${pg.port}/${new URL(url).pathname.slice(1)}`;
+  const emulator = await startDataApiEmulator({ databaseUrl: workerUrl });
   const amazon = await startFakeAmazon({ seed: 7 });
   const keyBase64 = randomBytes(32).toString('base64');
   const cipher = TokenCipher.fromBase64(keyBase64);
@@ -58,8 +71,8 @@ export async function startJobWorld(): Promise<JobWorld> {
       adapters.push(db);
       return db;
     },
-    lwa: (timeoutMs = 2000) => new LwaClient({ clientId: amazon.clientId, clientSecret: amazon.clientSecret, tokenUrl: amazon.lwaTokenUrl, timeoutMs, limiters: fast() }),
-    ads: (timeoutMs = 2000) => new AdsClient({ clientId: amazon.clientId, baseUrl: amazon.adsBaseUrl, timeoutMs, limiters: fast(), retry: { maxAttempts: 1 } }),
+    lwa: (timeoutMs = 15_000) => new LwaClient({ clientId: amazon.clientId, clientSecret: amazon.clientSecret, tokenUrl: amazon.lwaTokenUrl, timeoutMs, limiters: fast() }),
+    ads: (timeoutMs = 15_000) => new AdsClient({ clientId: amazon.clientId, baseUrl: amazon.adsBaseUrl, timeoutMs, limiters: fast(), retry: { maxAttempts: 1 } }),
     async reset() {
       await admin.query('TRUNCATE users, oauth_tokens, user_accounts, account_sync_history, rate_limit_tracking CASCADE');
       amazon.setKnobs({ latencyMs: 0, rate429: 0, rate5xx: 0, hangRate: 0, malformedRate: 0, failFirstN: 0 });
