@@ -55,6 +55,12 @@ export class Database extends Construct {
     super(scope, id);
     this.databaseName = props.databaseName ?? 'accounts';
     const engine = rds.DatabaseClusterEngine.auroraPostgres({ version: rds.AuroraPostgresEngineVersion.VER_17_9 });
+    const masterSecret = new rds.DatabaseSecret(this, 'MasterSecret', {
+      username: 'postgres',
+      dbname: this.databaseName,
+      excludeCharacters: PASSWORD_EXCLUDED_CHARACTERS,
+    });
+    masterSecret.applyRemovalPolicy(props.dependentRemovalPolicy);
 
     this.cluster = new rds.DatabaseCluster(this, 'Cluster', {
       engine,
@@ -64,7 +70,7 @@ export class Database extends Construct {
       ...(props.minCapacityAcu === 0 ? { serverlessV2AutoPauseDuration: props.autoPause ?? Duration.minutes(10) } : {}),
       vpc: props.vpc,
       vpcSubnets: props.subnets,
-      credentials: rds.Credentials.fromGeneratedSecret('postgres', { excludeCharacters: PASSWORD_EXCLUDED_CHARACTERS }),
+      credentials: rds.Credentials.fromSecret(masterSecret),
       defaultDatabaseName: this.databaseName,
       enableDataApi: true,
       storageEncrypted: true,
@@ -81,8 +87,8 @@ export class Database extends Construct {
       removalPolicy: props.removalPolicy,
       copyTagsToSnapshot: true,
     });
+    // The secret attached to the cluster (host, port added), which rotation and migrations read.
     this.masterSecret = this.cluster.secret!;
-    (this.masterSecret.node.defaultChild as secretsmanager.CfnSecret).applyRemovalPolicy(props.dependentRemovalPolicy);
 
     this.cluster.addRotationSingleUser({
       automaticallyAfter: props.passwordRotation,

@@ -1,15 +1,10 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { App } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import { AccountsPlatformStack } from '../../../lib/accounts-platform-stack';
 import { resolveEnvironment, stackNameOf } from '../../../lib/config';
-import { PROJECT_ROOT } from '../../../lib/node-function';
+import { cdkJsonContext } from './cdk-json';
 
-/** cdk.json's context: the feature flags and the environments, exactly as `cdk synth` sees them. */
-export function cdkJsonContext(): Record<string, unknown> {
-  return JSON.parse(readFileSync(join(PROJECT_ROOT, 'cdk.json'), 'utf8')).context;
-}
+export { cdkJsonContext };
 
 export interface BuildOptions {
   /**

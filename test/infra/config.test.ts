@@ -1,0 +1,80 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { EnvironmentConfigError, resolveEnvironment, stackNameOf } from '../../lib/config';
+import { cdkJsonContext, ROOT as PROJECT_ROOT } from './support/cdk-json';
+
+const run = promisify(execFile);
+const environments = cdkJsonContext().environments as Record<string, any>;
+
+/** A copy of cdk.json's dev environment with some fields changed. */
+function devWith(change: (dev: any) => void): Record<string, unknown> {
+  const dev = structuredClone(environments.dev);
+  change(dev);
+  return { dev };
+}
+
+test('cdk.json defines dev, staging and prod, and each is valid', () => {
+  expect(Object.keys(environments)).toEqual(['dev', 'staging', 'prod']);
+  for (const name of Object.keys(environments)) expect(resolveEnvironment(name, environments).name).toBe(name);
+});
+
+test('prod keeps deletion protection, snapshots, a week of backups and alarm notifications', () => {
+  const prod = resolveEnvironment('prod', environments);
+  expect(prod.database).toMatchObject({ deletionProtection: true, removalPolicy: 'snapshot' });
+  expect(prod.database.backupRetentionDays).toBeGreaterThanOrEqual(7);
+  expect(prod.alarms.notify).toBe(true);
+});
+
+test('an unknown or missing environment fails with the list of valid ones', () => {
+  expect(() => resolveEnvironment('qa', environments)).toThrow('Unknown environment "qa". Pass -c env=<name> with one of: dev, staging, prod');
+  expect(() => resolveEnvironment(undefined, environments)).toThrow('No environment given. Pass -c env=<name> with one of: dev, staging, prod');
+  expect(() => resolveEnvironment('toString', environments)).toThrow(EnvironmentConfigError);
+  expect(() => resolveEnvironment('dev', undefined)).toThrow('cdk.json has no "environments" object');
+});
+
+test.each([
+  ['minimum above maximum', (d: any) => (d.database.minCapacityAcu = 4), 'minCapacityAcu must not exceed maxCapacityAcu'],
+  ['ACUs not in steps of 0.5', (d: any) => (d.database.maxCapacityAcu = 2.3), 'must be a multiple of 0.5'],
+  ['a schedule that is not an EventBridge expression', (d: any) => (d.schedules.tokenRefresh = 'every 5 minutes'), 'schedules.tokenRefresh'],
+  ['a log retention CloudWatch does not offer', (d: any) => (d.logRetentionDays = 10), 'must be one of 1, 3, 5'],
+  ['an unknown removal policy', (d: any) => (d.database.removalPolicy = 'keep'), 'database.removalPolicy'],
+  ['an account without a region', (d: any) => (d.account = '123456789012'), 'give both account and region'],
+  ['a misspelt field', (d: any) => (d.database.backupRetention = 7), 'backupRetention'],
+  ['a malformed e-mail address', (d: any) => (d.alarms.email = 'ops'), 'alarms.email'],
+])('a config with %s is rejected, naming the field', (_name, change, message) => {
+  expect(() => resolveEnvironment('dev', devWith(change))).toThrow(message);
+});
+
+test('an environment named prod cannot drop its protections', () => {
+  const prod = structuredClone(environments.prod);
+  prod.database.deletionProtection = false;
+  prod.database.removalPolicy = 'destroy';
+  prod.database.backupRetentionDays = 1;
+  prod.alarms.notify = false;
+  expect(() => resolveEnvironment('prod', { prod })).toThrow(
+    /deletionProtection must be true\n✖ database.removalPolicy must be snapshot or retain\n✖ database.backupRetentionDays must be at least 7\n✖ alarms.notify must be true/,
+  );
+});
+
+test('account and region are passed through when both are given', () => {
+  const config = resolveEnvironment('dev', devWith((d) => Object.assign(d, { account: '123456789012', region: 'eu-west-1' })));
+  expect(config).toMatchObject({ account: '123456789012', region: 'eu-west-1' });
+  expect(stackNameOf(config.name)).toBe('AmazonAccounts-dev');
+});
+
+test('the CDK app exits with the list of environments when -c env is wrong', async () => {
+  const outdir = mkdtempSync(join(tmpdir(), 'cdk-out-'));
+  try {
+    const failure = run(process.execPath, [join(PROJECT_ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs'), 'bin/app.ts'], {
+      cwd: PROJECT_ROOT,
+      // What the CDK CLI hands the app for `cdk synth -c env=qa`.
+      env: { ...process.env, CDK_OUTDIR: outdir, CDK_CONTEXT_JSON: JSON.stringify({ ...cdkJsonContext(), env: 'qa' }) },
+    });
+    await expect(failure).rejects.toMatchObject({ stderr: expect.stringContaining('Unknown environment "qa". Pass -c env=<name> with one of: dev, staging, prod') });
+  } finally {
+    rmSync(outdir, { recursive: true, force: true });
+  }
+});
