@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -77,4 +77,30 @@ test('the CDK app exits with the list of environments when -c env is wrong', asy
   } finally {
     rmSync(outdir, { recursive: true, force: true });
   }
+});
+
+describe('GitHub Actions workflows', () => {
+  const workflow = (name: string) => readFileSync(join(PROJECT_ROOT, '.github', 'workflows', name), 'utf8');
+  const listAfter = (text: string, key: string) => {
+    const match = new RegExp(`${key}: \\[([^\\]]*)\\]`).exec(text);
+    return match ? match[1].split(',').map((s) => s.trim()) : [];
+  };
+
+  test('CI installs from the lock file, runs npm test and synthesizes every environment of cdk.json', () => {
+    const ci = workflow('ci.yml');
+    expect(ci).toMatch(/^ {2}pull_request:/m);
+    expect(ci).toContain('run: npm ci');
+    expect(ci).toContain('run: npm test');
+    expect(ci).toContain('npx cdk synth --quiet -c env=${{ matrix.environment }}');
+    expect(listAfter(ci, 'environment')).toEqual(Object.keys(environments));
+  });
+
+  test('the manual deploy offers every environment and assumes a role through OIDC', () => {
+    const deploy = workflow('deploy.yml');
+    expect(deploy).toMatch(/^ {2}workflow_dispatch:/m);
+    expect(listAfter(deploy, 'options')).toEqual(Object.keys(environments));
+    expect(deploy).toContain('id-token: write');
+    expect(deploy).toContain('role-to-assume: ${{ vars.AWS_DEPLOY_ROLE_ARN }}');
+    expect(deploy).toContain('npx cdk deploy -c env=${{ inputs.environment }}');
+  });
 });
