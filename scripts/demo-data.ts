@@ -1,0 +1,136 @@
+import type { Client } from 'pg';
+import type { TokenCipher } from '../lambda/shared/token-crypto';
+import type { FakeUser } from '../test/fake-amazon/fake-amazon';
+import { FakeProfile, fakeProfile } from '../test/fake-amazon/profiles';
+
+/**
+ * Demo data for `npm start`: users as the web app would have stored them after the OAuth
+ * callback. Everything is derived from the user's number, so the fake Amazon (which forgets
+ * everything between runs) can be given the same users and profiles again on every run.
+ */
+export const DEMO_USERS = 300;
+const REGIONS = ['NA', 'EU', 'FE'] as const;
+
+/** Marketplaces per region (Amazon Ads), so accounts spread over several countries. */
+const MARKETPLACES = {
+  NA: [
+    { countryCode: 'US', currencyCode: 'USD', timezone: 'America/Los_Angeles', marketplaceStringId: 'ATVPDKIKX0DER' },
+    { countryCode: 'CA', currencyCode: 'CAD', timezone: 'America/Los_Angeles', marketplaceStringId: 'A2EUQ1WTGCTBG2' },
+    { countryCode: 'MX', currencyCode: 'MXN', timezone: 'America/Los_Angeles', marketplaceStringId: 'A1AM78C64UM0Y8' },
+  ],
+  EU: [
+    { countryCode: 'UK', currencyCode: 'GBP', timezone: 'Europe/London', marketplaceStringId: 'A1F83G8C2ARO7P' },
+    { countryCode: 'DE', currencyCode: 'EUR', timezone: 'Europe/Paris', marketplaceStringId: 'A1PA6795UKMFR9' },
+    { countryCode: 'FR', currencyCode: 'EUR', timezone: 'Europe/Paris', marketplaceStringId: 'A13V1IB3VIYZZH' },
+  ],
+  FE: [
+    { countryCode: 'JP', currencyCode: 'JPY', timezone: 'Asia/Tokyo', marketplaceStringId: 'A1VC38T7YXB528' },
+    { countryCode: 'AU', currencyCode: 'AUD', timezone: 'Australia/Sydney', marketplaceStringId: 'A39IBJ37TRP1C6' },
+  ],
+} as const;
+
+const TYPES = ['seller', 'vendor', 'agency'] as const;
+
+interface DemoUser {
+  readonly n: number;
+  readonly email: string;
+  readonly region: (typeof REGIONS)[number];
+  /** Revoked at Amazon: the token refresh meets invalid_grant. */
+  readonly revoked: boolean;
+  /** Profiles Amazon lists for the user. */
+  readonly profiles: FakeProfile[];
+}
+
+function demoUser(n: number): DemoUser {
+  const region = REGIONS[n % 3];
+  const count = [1, 2, 3, 0, 2][n % 5];
+  const profiles = Array.from({ length: count }, (_, k) => {
+    const market = MARKETPLACES[region][(n + k) % MARKETPLACES[region].length];
+    return fakeProfile(region, {
+      profileId: String(4_000_000_000_000 + n * 10 + k),
+      ...market,
+      dailyBudget: 50 + ((n * 37 + k * 11) % 450),
+      accountInfo: {
+        marketplaceStringId: market.marketplaceStringId,
+        id: `A${(n * 10 + k).toString(36).toUpperCase().padStart(6, '0')}`,
+        type: TYPES[(n + k) % 3],
+        name: `Demo brand ${n}${k ? ` (${market.countryCode})` : ''}`,
+        validPaymentMethod: (n + k) % 7 !== 0,
+      },
+    });
+  });
+  return { n, email: `demo-${String(n).padStart(3, '0')}@example.com`, region, revoked: n % 23 === 5, profiles };
+}
+
+/** Seeds the demo users once (returns false when they exist already). */
+export async function seedDemoData(c: Client, cipher: TokenCipher): Promise<boolean> {
+  const existing = Number((await c.query(`SELECT count(*) AS n FROM users WHERE email LIKE 'demo-%@example.com'`)).rows[0].n);
+  if (existing > 0) return false;
+  const users = Array.from({ length: DEMO_USERS }, (_, n) => demoUser(n));
+  await c.query('BEGIN');
+  try {
+    for (const u of users) {
+      const { rows } = await c.query<{ id: string }>('INSERT INTO users (email) VALUES ($1) RETURNING id', [u.email]);
+      const userId = rows[0].id;
+      // Tokens expiring from 20 minutes ago to 3.5 hours from now: some due at once, most later.
+      const expiresInMinutes = ((u.n * 7919) % 230) - 20;
+      // Every tenth user still has tokens from before encryption: read as is, written back encrypted.
+      const legacy = u.n % 10 === 0;
+      const store = (token: string) => (legacy ? token : cipher.encrypt(token));
+      await c.query(
+        `INSERT INTO oauth_tokens (user_id, access_token, refresh_token, expires_at, region)
+         VALUES ($1, $2, $3, now() + make_interval(mins => $4), $5)`,
+        [userId, store(initialAccessToken(u.n)), store(initialRefreshToken(u.n)), expiresInMinutes, u.region],
+      );
+      // Two users in three were synced before; one in three connected Amazon but has no
+      // account rows yet (the first sync finds them). Some known accounts are due now.
+      if (u.n % 3 !== 0) {
+        const known = [...u.profiles.map((p) => p.profileId), ...(u.n % 11 === 1 ? [String(4_900_000_000_000 + u.n)] : [])];
+        const dueInMinutes = ((u.n * 131) % 360) - 60;
+        for (const profileId of known) {
+          await c.query(
+            `INSERT INTO user_accounts (user_id, amazon_account_id, status, sync_status, next_sync_at, metadata)
+             VALUES ($1, $2, 'active', 'completed', now() + make_interval(mins => $3), '{}'::jsonb)`,
+            [userId, profileId, dueInMinutes],
+          );
+        }
+        await c.query(`UPDATE oauth_tokens SET sync_next_attempt_at = now() + make_interval(mins => $2) WHERE user_id = $1`, [userId, dueInMinutes]);
+      }
+    }
+    await c.query('COMMIT');
+  } catch (error) {
+    await c.query('ROLLBACK');
+    throw error;
+  }
+  return true;
+}
+
+function initialAccessToken(n: number): string {
+  return `Atza|demo-access-${n}`;
+}
+
+function initialRefreshToken(n: number): string {
+  return `Atzr|demo-refresh-${n}`;
+}
+
+/**
+ * The demo users as the fake Amazon must know them on this run: their current tokens (read
+ * back from the database, so refreshes of earlier runs carry over) and their profiles.
+ */
+export async function demoAmazonUsers(c: Client, cipher: TokenCipher): Promise<Array<FakeUser & { revoked: boolean }>> {
+  const { rows } = await c.query<{ user_id: string; email: string; access_token: string; refresh_token: string }>(
+    `SELECT t.user_id, u.email, t.access_token, t.refresh_token
+       FROM oauth_tokens t JOIN users u ON u.id = t.user_id
+      WHERE u.email LIKE 'demo-%@example.com'`,
+  );
+  return rows.map((r) => {
+    const demo = demoUser(Number(/^demo-(\d+)@/.exec(r.email)![1]));
+    return {
+      userId: r.user_id,
+      refreshToken: cipher.decrypt(r.refresh_token),
+      accessToken: cipher.decrypt(r.access_token),
+      profiles: demo.profiles,
+      revoked: demo.revoked,
+    };
+  });
+}
