@@ -50,6 +50,8 @@ export class Database extends Construct {
   readonly masterSecret: secretsmanager.ISecret;
   /** The jobs' least-privilege user; the Data API signs in with it. Created in the database by the migration. */
   readonly workerSecret: rds.DatabaseSecret;
+  /** Security group of both rotation Lambdas: may reach the cluster and the Secrets Manager endpoint. */
+  readonly rotationSecurityGroup: ec2.SecurityGroup;
 
   constructor(scope: Construct, id: string, props: DatabaseProps) {
     super(scope, id);
@@ -90,11 +92,17 @@ export class Database extends Construct {
     // The secret attached to the cluster (host, port added), which rotation and migrations read.
     this.masterSecret = this.cluster.secret!;
 
+    this.rotationSecurityGroup = new ec2.SecurityGroup(this, 'RotationSecurityGroup', {
+      vpc: props.vpc,
+      description: 'Secrets Manager rotation Lambdas of the master and jobs database users',
+    });
+    props.secretsManagerEndpoint.connections.allowDefaultPortFrom(this.rotationSecurityGroup, 'Password rotation');
     this.cluster.addRotationSingleUser({
       automaticallyAfter: props.passwordRotation,
       excludeCharacters: PASSWORD_EXCLUDED_CHARACTERS,
       vpcSubnets: props.subnets,
       endpoint: props.secretsManagerEndpoint,
+      securityGroup: this.rotationSecurityGroup,
     });
 
     this.workerSecret = new rds.DatabaseSecret(this, 'WorkerSecret', {
@@ -132,6 +140,7 @@ export class Database extends Construct {
       endpoint: props.secretsManagerEndpoint,
       automaticallyAfter: props.passwordRotation,
       excludeCharacters: PASSWORD_EXCLUDED_CHARACTERS,
+      securityGroup: this.rotationSecurityGroup,
     });
   }
 

@@ -66,6 +66,19 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
     });
   });
 
+  test('only the migration and the rotation Lambdas may reach the Secrets Manager endpoint and the database', () => {
+    const endpointSg = Object.keys(resourcesOf(template(), 'AWS::EC2::SecurityGroup')).find((id) => id.startsWith('NetworkVpcSecretsManagerSecurityGroup'));
+    const clusterSg = Object.keys(resourcesOf(template(), 'AWS::EC2::SecurityGroup')).find((id) => id.startsWith('DatabaseClusterSecurityGroup'));
+    const sourcesInto = (sg: string | undefined) =>
+      Object.values(resourcesOf(template(), 'AWS::EC2::SecurityGroupIngress'))
+        .filter((r) => JSON.stringify(r.Properties?.GroupId) === JSON.stringify({ 'Fn::GetAtt': [sg, 'GroupId'] }))
+        .map((r) => (r.Properties?.SourceSecurityGroupId as { 'Fn::GetAtt': string[] })['Fn::GetAtt'][0].replace(/[0-9A-F]{8}$/, ''))
+        .sort();
+    expect(sourcesInto(endpointSg)).toEqual(['DatabaseRotationSecurityGroup', 'SchemaMigrationHandlerFunctionSecurityGroup']);
+    expect(sourcesInto(clusterSg)).toEqual(['DatabaseRotationSecurityGroup', 'SchemaMigrationHandlerFunctionSecurityGroup']);
+    expect(resourcesOf(template(), 'AWS::EC2::SecurityGroup')[endpointSg!].Properties?.SecurityGroupIngress).toBeUndefined();
+  });
+
   test('the master and the jobs\u2019 secrets rotate every 30 days', () => {
     const schedules = Object.values(resourcesOf(template(), 'AWS::SecretsManager::RotationSchedule'));
     expect(schedules).toHaveLength(2);
