@@ -14,11 +14,16 @@ export interface WorkerCredentials {
  * password to the one in its secret, so the Data API can log in with that secret.
  *
  * Identifiers and literals are quoted by the server (`format('%I', '%L')`), never by string
- * concatenation. The password is sent as a SCRAM-SHA-256 verifier, not in clear text, so a
- * statement log (log_statement = 'ddl') never shows it.
+ * concatenation. The password is sent already hashed the way the server would hash it
+ * (`password_encryption`: SCRAM-SHA-256, or MD5 on clusters still set to it), never in clear
+ * text, so a statement log (log_statement = 'ddl', slow-statement logging) cannot show it.
  */
 export async function ensureWorkerLogin(client: Client, credentials: WorkerCredentials): Promise<'created' | 'updated'> {
-  const verifier = scramSha256Verifier(credentials.password);
+  const { rows: settings } = await client.query<{ password_encryption: string }>('SHOW password_encryption');
+  const verifier =
+    settings[0].password_encryption === 'md5'
+      ? md5Verifier(credentials.username, credentials.password)
+      : scramSha256Verifier(credentials.password);
   const exists = async () =>
     (await client.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [credentials.username])).rowCount === 1;
   const run = async (template: string, ...args: string[]) => {
@@ -38,6 +43,11 @@ export async function ensureWorkerLogin(client: Client, credentials: WorkerCrede
   await run('ALTER ROLE %I WITH LOGIN PASSWORD %L', credentials.username, verifier);
   await run('GRANT %I TO %I', WORKER_ROLE, credentials.username);
   return 'updated';
+}
+
+/** PostgreSQL's stored form of an MD5 password: 'md5' + md5(password + username). */
+export function md5Verifier(username: string, password: string): string {
+  return `md5${createHash('md5').update(password + username).digest('hex')}`;
 }
 
 /** PostgreSQL's stored form of a SCRAM-SHA-256 password (RFC 5802/7677, as pg's own client builds it). */

@@ -7,6 +7,7 @@ import { fingerprintMigrations } from '../../lambda/migrate/migrations-hash';
 import { isRollback, onSchemaMigrationEvent, type SchemaMigrationDeps } from '../../lambda/migrate/on-event';
 import { DEFAULT_MIGRATIONS_DIR, MigrationError } from '../../lambda/migrate/run-migrations';
 import { DatabaseUnavailableError, waitForDatabase } from '../../lambda/migrate/wait-for-database';
+import { ensureWorkerLogin } from '../../lambda/migrate/worker-login';
 import { freePort, startPostgres, type TestPostgres } from '../support/postgres';
 import { appliedMigrations, snapshotSchema, withClient } from '../support/schema';
 
@@ -256,6 +257,29 @@ describe('waiting for a cluster that is starting or resuming', () => {
     });
     await expect(wait).rejects.toMatchObject({ code: '3D000' });
     expect(sleeps).toEqual([]);
+  });
+});
+
+describe('the jobs\u2019 login user', () => {
+  test.each(['scram-sha-256', 'md5'])('is stored hashed the way the server hashes (%s), and can log in', async (method) => {
+    const credentials = { username: `login_${method.replace(/\W/g, '_')}`, password: 'pässword-with-unicode-and-\'quotes\'' };
+    await withClient(url, async (client) => {
+      await client.query(`SET password_encryption = '${method}'`);
+      expect(await ensureWorkerLogin(client, credentials)).toBe('created');
+      expect(await ensureWorkerLogin(client, credentials)).toBe('updated');
+      const stored = await client.query('SELECT rolpassword FROM pg_authid WHERE rolname = $1', [credentials.username]);
+      expect(stored.rows[0].rolpassword).toMatch(method === 'md5' ? /^md5[0-9a-f]{32}$/ : /^SCRAM-SHA-256\$4096:/);
+    });
+    const client = await loginAs(credentials);
+    await client.end();
+  });
+
+  test('a user name that needs quoting is quoted, not executed', async () => {
+    const credentials = { username: 'evil"; DROP TABLE users; --', password: 'x'.repeat(32) };
+    await withClient(url, (client) => ensureWorkerLogin(client, credentials));
+    expect(await withClient(url, async (c) => (await c.query(`SELECT to_regclass('public.users') IS NOT NULL AS exists`)).rows[0].exists)).toBe(true);
+    const client = await loginAs(credentials);
+    await client.end();
   });
 });
 
