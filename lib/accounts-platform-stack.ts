@@ -1,4 +1,4 @@
-import { Duration, RemovalPolicy, Stack, type StackProps, Tags, Validations } from 'aws-cdk-lib';
+import { CfnOutput, Duration, RemovalPolicy, Stack, type StackProps, Tags, Validations } from 'aws-cdk-lib';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
 import { ApplicationSecrets } from './application-secrets';
@@ -105,6 +105,14 @@ export class AccountsPlatformStack extends Stack {
       notify: config.alarms.notify,
       alarmEmail: config.alarms.email,
     });
+
+    // What operators need after a deploy (docs/deploy.md): the secrets to fill in, where to look.
+    new CfnOutput(this, 'LwaClientSecretArn', { value: secrets.lwaClient.secretArn, description: 'Fill in: {"clientId","clientSecret"} of the Login with Amazon app' });
+    new CfnOutput(this, 'TokenEncryptionKeySecretArn', { value: secrets.tokenEncryptionKey.secretArn, description: "Fill in: base64 of the 32-byte token key (the web app's key)" });
+    new CfnOutput(this, 'ClusterArn', { value: this.database.cluster.clusterArn });
+    new CfnOutput(this, 'WorkerSecretArn', { value: this.database.workerSecret.secretArn, description: 'The jobs\' database user (Data API)' });
+    new CfnOutput(this, 'AlarmTopicArn', { value: this.monitoring.alarmTopic.topicArn });
+    new CfnOutput(this, 'DashboardName', { value: `AmazonAccounts-${config.name}` });
 
     Validations.of(this).acknowledge(
       {

@@ -188,6 +188,22 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
     });
   });
 
+  test('outputs name the secrets operators fill in', () => {
+    const outputs = template().toJSON().Outputs;
+    expect(outputs.LwaClientSecretArn.Value).toEqual({ Ref: STATEFUL_LOGICAL_IDS.lwaSecret });
+    expect(outputs.TokenEncryptionKeySecretArn.Value).toEqual({ Ref: STATEFUL_LOGICAL_IDS.tokenKeySecret });
+    expect(outputs.DashboardName.Value).toBe(`AmazonAccounts-${env}`);
+    expect(Object.keys(outputs)).toEqual(expect.arrayContaining(['ClusterArn', 'WorkerSecretArn', 'AlarmTopicArn']));
+  });
+
+  test('the secrets operators fill in hold no value in the template', () => {
+    for (const id of [STATEFUL_LOGICAL_IDS.lwaSecret, STATEFUL_LOGICAL_IDS.tokenKeySecret]) {
+      const properties = template().toJSON().Resources[id].Properties;
+      expect(properties.SecretString).toBeUndefined();
+      expect(properties.GenerateSecretString).toBeDefined();
+    }
+  });
+
   test('the jobs\u2019 password is first rotated after the migration created the user', () => {
     const { id } = onlyResource(template(), 'Custom::SchemaMigration');
     const workerRotation = Object.entries(resourcesOf(template(), 'AWS::Serverless::Application')).find(([logicalId]) => logicalId.startsWith('DatabaseWorkerRotation'));
