@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Database } from '../shared/db/port';
-import { describeError, JobRuntime, mapWithConcurrency, nextRetryAt } from '../shared/job-runtime';
+import { addCounts, describeError, JobRuntime, mapWithConcurrency, nextRetryAt } from '../shared/job-runtime';
 import { METRIC_NAMES } from '../shared/metric-names';
 import { endpointKey, RateLimitUsageRecorder, recordRateLimitUsage } from '../shared/rate-limit-store';
 import type { TokenCipher } from '../shared/token-crypto';
@@ -182,11 +182,13 @@ export async function runAccountSync(deps: AccountSyncDeps, request: AccountSync
     databaseCalls: deps.db.callCounts().total - callsBefore,
     durationMs: Date.now() - started,
   };
-  deps.metrics.addMetric(METRIC_NAMES.accountsSynced, 'Count', summary.accountsSynced);
-  deps.metrics.addMetric(METRIC_NAMES.accountsFailed, 'Count', summary.accountsFailed);
-  deps.metrics.addMetric(METRIC_NAMES.rateLimitHits, 'Count', summary.rateLimited);
-  deps.metrics.addMetric(METRIC_NAMES.reauthRequired, 'Count', summary.reauthFlagged);
-  deps.metrics.addMetric(METRIC_NAMES.dataApiCalls, 'Count', summary.databaseCalls);
+  addCounts(deps.metrics, {
+    [METRIC_NAMES.accountsSynced]: summary.accountsSynced,
+    [METRIC_NAMES.accountsFailed]: summary.accountsFailed,
+    [METRIC_NAMES.rateLimitHits]: summary.rateLimited,
+    [METRIC_NAMES.reauthRequired]: summary.reauthFlagged,
+    [METRIC_NAMES.dataApiCalls]: summary.databaseCalls,
+  });
   deps.logger.info('Account sync run finished', { ...summary });
   return summary;
 

@@ -28,6 +28,11 @@ export interface JobRuntime {
   readonly random?: () => number;
 }
 
+/** Adds one `Count` metric per entry (a run's totals). */
+export function addCounts(metrics: JobMetrics, counts: Readonly<Record<string, number>>): void {
+  for (const [name, value] of Object.entries(counts)) metrics.addMetric(name, 'Count', value);
+}
+
 /** A logger that drops everything (for callers that want none). */
 export const silentLogger: JobLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };
 

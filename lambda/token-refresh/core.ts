@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { classifyAmazonError } from '../shared/amazon-failure';
 import type { Database } from '../shared/db/port';
-import { describeError, JobRuntime, mapWithConcurrency, nextRetryAt } from '../shared/job-runtime';
+import { addCounts, describeError, JobRuntime, mapWithConcurrency, nextRetryAt } from '../shared/job-runtime';
 import { METRIC_NAMES } from '../shared/metric-names';
 import { endpointKey, RateLimitUsageRecorder, readEndpointPauses, recordRateLimitUsage } from '../shared/rate-limit-store';
 import { isEncrypted, TokenCipher } from '../shared/token-crypto';
@@ -215,11 +215,13 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
     databaseCalls: deps.db.callCounts().total - callsBefore,
     durationMs: Date.now() - started,
   };
-  deps.metrics.addMetric(METRIC_NAMES.tokensRefreshed, 'Count', summary.refreshed);
-  deps.metrics.addMetric(METRIC_NAMES.refreshFailures, 'Count', summary.failed);
-  deps.metrics.addMetric(METRIC_NAMES.reauthRequired, 'Count', summary.reauthRequired);
-  deps.metrics.addMetric(METRIC_NAMES.rateLimitHits, 'Count', summary.rateLimited);
-  deps.metrics.addMetric(METRIC_NAMES.dataApiCalls, 'Count', summary.databaseCalls);
+  addCounts(deps.metrics, {
+    [METRIC_NAMES.tokensRefreshed]: summary.refreshed,
+    [METRIC_NAMES.refreshFailures]: summary.failed,
+    [METRIC_NAMES.reauthRequired]: summary.reauthRequired,
+    [METRIC_NAMES.rateLimitHits]: summary.rateLimited,
+    [METRIC_NAMES.dataApiCalls]: summary.databaseCalls,
+  });
   deps.logger.info('Token refresh run finished', { ...summary });
   return summary;
 
