@@ -19,37 +19,20 @@
 // * The CHECK constraints 0003 added NOT VALID are validated here the same way.
 // Every step is idempotent, so the runner can retry the migration after a lock timeout.
 
-const BATCH = 5000;
+const { keysetBackfill } = require('./lib/online');
 
-const backfill = `
-DO $backfill$
-DECLARE
-  last_id uuid := '00000000-0000-0000-0000-000000000000';
-  batch_last uuid;
-BEGIN
-  LOOP
-    SET LOCAL lock_timeout = '500ms';
-    WITH batch AS (
-      SELECT id FROM user_accounts WHERE id > last_id ORDER BY id LIMIT ${BATCH}
-    ), updated AS (
-      UPDATE user_accounts ua
-      SET sync_status = coalesce(ua.sync_status, CASE
+const backfill = keysetBackfill({
+  table: 'user_accounts',
+  alias: 'ua',
+  set: `sync_status = coalesce(ua.sync_status, CASE
             WHEN ua.status = 'active' THEN 'completed'
             WHEN ua.status = 'pending' THEN 'pending'
             ELSE 'failed'
           END),
-          next_sync_at = coalesce(ua.next_sync_at,
-            now() + interval '1 hour' + make_interval(secs => abs(hashtext(ua.user_id::text)::bigint) % 3600))
-      FROM batch
-      WHERE ua.id = batch.id AND (ua.sync_status IS NULL OR ua.next_sync_at IS NULL)
-    )
-    SELECT (SELECT id FROM batch ORDER BY id DESC LIMIT 1) INTO batch_last;
-    EXIT WHEN batch_last IS NULL;
-    last_id := batch_last;
-    COMMIT;
-  END LOOP;
-END
-$backfill$;`;
+        next_sync_at = coalesce(ua.next_sync_at,
+          now() + interval '1 hour' + make_interval(secs => abs(hashtext(ua.user_id::text)::bigint) % 3600))`,
+  where: 'ua.sync_status IS NULL OR ua.next_sync_at IS NULL',
+});
 
 /** ADD CONSTRAINT ... NOT VALID, skipped when the constraint is already there. */
 const addNotValidCheck = (table, name, expression) => `

@@ -8,36 +8,19 @@
 // * The indexes the jobs' claim queries use, built CONCURRENTLY: the account sync's due users
 //   (sync_next_attempt_at, partial: most rows are NULL) and the refresh/sync leases are read
 //   through the existing indexes.
-const { createIndexesConcurrently, dropIndexesConcurrently } = require('./lib/online');
+const { createIndexesConcurrently, dropIndexesConcurrently, keysetBackfill } = require('./lib/online');
 
 const indexes = [
   { name: 'idx_oauth_tokens_sync_next_attempt_at', table: 'oauth_tokens',
     definition: 'ON oauth_tokens (sync_next_attempt_at) WHERE sync_next_attempt_at IS NOT NULL' },
 ];
 
-const backfill = `
-DO $backfill$
-DECLARE
-  last_id uuid := '00000000-0000-0000-0000-000000000000';
-  batch_last uuid;
-BEGIN
-  LOOP
-    SET LOCAL lock_timeout = '500ms';
-    WITH batch AS (
-      SELECT id FROM oauth_tokens WHERE id > last_id ORDER BY id LIMIT 5000
-    ), updated AS (
-      UPDATE oauth_tokens t SET sync_next_attempt_at = now()
-        FROM batch
-       WHERE t.id = batch.id AND t.sync_next_attempt_at IS NULL
-         AND NOT EXISTS (SELECT 1 FROM user_accounts ua WHERE ua.user_id = t.user_id)
-    )
-    SELECT (SELECT id FROM batch ORDER BY id DESC LIMIT 1) INTO batch_last;
-    EXIT WHEN batch_last IS NULL;
-    last_id := batch_last;
-    COMMIT;
-  END LOOP;
-END
-$backfill$;`;
+const backfill = keysetBackfill({
+  table: 'oauth_tokens',
+  alias: 't',
+  set: 'sync_next_attempt_at = now()',
+  where: 't.sync_next_attempt_at IS NULL AND NOT EXISTS (SELECT 1 FROM user_accounts ua WHERE ua.user_id = t.user_id)',
+});
 
 exports.up = async (pgm) => {
   pgm.noTransaction();

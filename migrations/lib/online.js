@@ -36,4 +36,37 @@ function dropIndexesConcurrently(pgm, indexes) {
   pgm.sql('RESET statement_timeout;');
 }
 
-module.exports = { createIndexesConcurrently, dropIndexesConcurrently };
+/**
+ * A DO block that updates `table` (aliased `alias`, keyed by uuid `id`) in batches of
+ * `batchSize` rows in key order, committing after each batch, so row locks are held for one
+ * batch only and a concurrent write waits at most that long. `set` and `where` are SQL over
+ * `alias`; `where` must select only rows that still need the change, so that re-running the
+ * block after an interruption resumes. Must run outside a transaction (pgm.noTransaction()),
+ * as the only statement of its query, for COMMIT inside DO to be allowed.
+ */
+function keysetBackfill({ table, alias, set, where, batchSize = 5000 }) {
+  return `
+DO $backfill$
+DECLARE
+  last_id uuid := '00000000-0000-0000-0000-000000000000';
+  batch_last uuid;
+BEGIN
+  LOOP
+    SET LOCAL lock_timeout = '500ms';
+    WITH batch AS (
+      SELECT id FROM ${table} WHERE id > last_id ORDER BY id LIMIT ${batchSize}
+    ), updated AS (
+      UPDATE ${table} ${alias} SET ${set}
+        FROM batch
+       WHERE ${alias}.id = batch.id AND (${where})
+    )
+    SELECT (SELECT id FROM batch ORDER BY id DESC LIMIT 1) INTO batch_last;
+    EXIT WHEN batch_last IS NULL;
+    last_id := batch_last;
+    COMMIT;
+  END LOOP;
+END
+$backfill$;`;
+}
+
+module.exports = { createIndexesConcurrently, dropIndexesConcurrently, keysetBackfill };

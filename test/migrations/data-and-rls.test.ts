@@ -39,6 +39,13 @@ describe('data migration on pre-spec data', () => {
         }
       }
     });
+    // Users who connected Amazon but have no account row yet.
+    await withClient(url, async (c) => {
+      for (let u = 0; u < 5; u++) {
+        const user = (await c.query(`INSERT INTO users (email) VALUES ($1) RETURNING id`, [`new${u}@example.com`])).rows[0].id;
+        await c.query(`INSERT INTO oauth_tokens (user_id, access_token, refresh_token, expires_at) VALUES ($1, 'a', 'r', now())`, [user]);
+      }
+    });
     migratedAt = new Date();
     await runMigrations({ database: url });
   });
@@ -69,7 +76,7 @@ describe('data migration on pre-spec data', () => {
       const accountsBackup = (await c.query(`SELECT count(*)::int AS n FROM user_accounts_backup`)).rows[0].n;
       expect(accountsBackup).toBe(90);
       const tokens = await c.query(`SELECT * FROM oauth_tokens_backup`);
-      expect(tokens.rowCount).toBe(30);
+      expect(tokens.rowCount).toBe(35);
       expect(JSON.stringify(tokens.rows)).not.toMatch(/secret-(access|refresh)/);
     });
   });
@@ -88,8 +95,20 @@ describe('data migration on pre-spec data', () => {
 
   test('existing tokens keep proactive refresh on with no failures recorded', async () => {
     const rows = (await withClient(url, (c) => c.query(`SELECT proactive_refresh_enabled, refresh_failure_count, last_refresh_error FROM oauth_tokens`))).rows;
-    expect(rows).toHaveLength(30);
+    expect(rows).toHaveLength(35);
     for (const row of rows) expect(row).toEqual({ proactive_refresh_enabled: true, refresh_failure_count: 0, last_refresh_error: null });
+  });
+
+  test('users without an account become due for their first sync; users with accounts follow their accounts', async () => {
+    const rows = (
+      await withClient(url, (c) =>
+        c.query(`SELECT EXISTS (SELECT 1 FROM user_accounts ua WHERE ua.user_id = t.user_id) AS has_accounts, t.sync_next_attempt_at FROM oauth_tokens t`),
+      )
+    ).rows;
+    const without = rows.filter((r) => !r.has_accounts);
+    expect(without).toHaveLength(5);
+    for (const r of without) expect((r.sync_next_attempt_at as Date).getTime()).toBeLessThanOrEqual(Date.now());
+    for (const r of rows.filter((r) => r.has_accounts)) expect(r.sync_next_attempt_at).toBeNull();
   });
 
   test('invalid values are refused', async () => {
