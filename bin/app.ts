@@ -12,6 +12,5 @@ new AccountsPlatformStack(app, stackNameOf(config.name), {
   config,
   description: `Amazon accounts platform (${config.name}): Aurora PostgreSQL, schema migrations, token refresh and account sync jobs`,
   env: config.account ? { account: config.account, region: config.region } : undefined,
-  terminationProtection: config.database.deletionProtection,
 });
 Validations.of(app).addPlugins(new AwsSolutionsChecks(app, { verbose: true }));

@@ -32,7 +32,8 @@ export class AccountsPlatformStack extends Stack {
   readonly monitoring: Monitoring;
 
   constructor(scope: Construct, id: string, props: AccountsPlatformStackProps) {
-    super(scope, id, props);
+    // A stack whose database refuses deletion refuses it too.
+    super(scope, id, { terminationProtection: props.config.database.deletionProtection, ...props });
     const { config } = props;
     Tags.of(this).add('app', 'amazon-accounts');
     Tags.of(this).add('environment', config.name);

@@ -45,7 +45,7 @@ export async function handler(event: CloudFormationCustomResourceEvent, context:
     },
     migrationsDir: BUNDLED_MIGRATIONS_DIR,
     remainingTimeMs: () => context.getRemainingTimeInMillis(),
-    logger: jsonLogger,
+    logger: consoleLogger,
   });
 }
 
@@ -65,9 +65,12 @@ function requiredEnv<K extends string>(names: K[]): Record<K, string> {
   return values;
 }
 
-/** One JSON line per message; messages never carry secrets (passwords are never logged). */
-const jsonLogger: MigrationLogger = {
-  info: (message) => console.log(JSON.stringify({ level: 'INFO', message })),
-  warn: (message) => console.warn(JSON.stringify({ level: 'WARN', message })),
-  error: (message) => console.error(JSON.stringify({ level: 'ERROR', message })),
+/**
+ * The function logs in Lambda's JSON format, which turns each console call into one JSON line
+ * with its level. Messages never carry secrets (passwords are never logged).
+ */
+const consoleLogger: MigrationLogger = {
+  info: (message) => console.info(message),
+  warn: (message) => console.warn(message),
+  error: (message) => console.error(message),
 };

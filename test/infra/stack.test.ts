@@ -301,6 +301,10 @@ describe('per-environment settings', () => {
     templateOf('dev').resourceCountIs('AWS::SNS::Subscription', 0);
   });
 
+  test('stacks whose database refuses deletion have termination protection', () => {
+    expect(ENVIRONMENTS.map((env) => buildStack(env).stack.terminationProtection)).toEqual([false, true, true]);
+  });
+
   test('stacks are named per environment, so several share one account', () => {
     expect(ENVIRONMENTS.map((env) => buildStack(env).stack.stackName)).toEqual(['AmazonAccounts-dev', 'AmazonAccounts-staging', 'AmazonAccounts-prod']);
   });
