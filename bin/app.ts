@@ -4,10 +4,19 @@
 import { App, Validations } from 'aws-cdk-lib';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { AccountsPlatformStack } from '../lib/accounts-platform-stack';
-import { resolveEnvironment, stackNameOf } from '../lib/config';
+import { EnvironmentConfigError, resolveEnvironment, stackNameOf } from '../lib/config';
 
 const app = new App();
-const config = resolveEnvironment(app.node.tryGetContext('env'), app.node.tryGetContext('environments'));
+const config = (() => {
+  try {
+    return resolveEnvironment(app.node.tryGetContext('env'), app.node.tryGetContext('environments'));
+  } catch (error) {
+    if (!(error instanceof EnvironmentConfigError)) throw error;
+    // A usage error: the message says what to type; a stack trace would only hide it.
+    console.error(error.message);
+    process.exit(1);
+  }
+})();
 new AccountsPlatformStack(app, stackNameOf(config.name), {
   config,
   description: `Amazon accounts platform (${config.name}): Aurora PostgreSQL, schema migrations, token refresh and account sync jobs`,

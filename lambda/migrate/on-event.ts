@@ -115,6 +115,11 @@ export function isRollback(next: Record<string, unknown>, previous: Record<strin
   return to < from;
 }
 
+/** CloudFormation rejects custom resource responses over 4 KB; the names are only informative. */
+export const MAX_APPLIED_LENGTH = 1000;
+
 function respond(physicalId: string, outcome: Outcome, applied: string[] = []): SchemaMigrationResponse {
-  return { PhysicalResourceId: physicalId, Data: { Applied: applied.join(','), AppliedCount: applied.length, Outcome: outcome } };
+  let names = applied.join(',');
+  if (names.length > MAX_APPLIED_LENGTH) names = `${applied[0]},...,${applied.at(-1)}`;
+  return { PhysicalResourceId: physicalId, Data: { Applied: names, AppliedCount: applied.length, Outcome: outcome } };
 }

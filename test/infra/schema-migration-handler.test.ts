@@ -283,6 +283,14 @@ describe('the jobs\u2019 login user', () => {
   });
 });
 
+test('a first deploy with many migrations still answers within CloudFormation\u2019s response size', async () => {
+  const many = Array.from({ length: 200 }, (_, i) => `${String(i).padStart(4, '0')}_a-rather-long-migration-name`);
+  const response = await onSchemaMigrationEvent(createEvent(DEFAULT_MIGRATIONS_DIR), deps(DEFAULT_MIGRATIONS_DIR, {
+    migrate: async () => ({ applied: many, attempts: 1 }),
+  }));
+  expect(response.Data).toEqual({ Applied: `${many[0]},...,${many[199]}`, AppliedCount: 200, Outcome: 'migrated' });
+});
+
 test('a rollback is recognised by an earlier last migration than the one being replaced', () => {
   expect(isRollback({ LatestMigration: '0006_a' }, { LatestMigration: '0007_b' })).toBe(true);
   expect(isRollback({ LatestMigration: '0007_b' }, { LatestMigration: '0006_a' })).toBe(false);
