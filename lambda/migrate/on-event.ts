@@ -96,12 +96,27 @@ export async function onSchemaMigrationEvent(
   const client = new Client(database);
   await client.connect();
   try {
-    const outcome = await ensureWorkerLogin(client, worker);
+    const outcome = await ensureWorkerLogin(client, worker, () => canLogIn({ ...database, user: worker.username, password: worker.password }));
     deps.logger.info(`Worker login user ${outcome}`);
   } finally {
     await client.end();
   }
   return respond(physicalId, 'migrated', result.applied);
+}
+
+/** Whether these settings log in (false only for a wrong password or a user that cannot log in). */
+async function canLogIn(config: ClientConfig): Promise<boolean> {
+  const client = new Client(config);
+  try {
+    await client.connect();
+    return true;
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (code === '28P01' || code === '28000') return false;
+    throw error;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
 }
 
 /**

@@ -10,15 +10,22 @@ export interface WorkerCredentials {
 }
 
 /**
- * Creates the jobs' LOGIN user (member of `accounts_worker`) or, when it exists, sets its
- * password to the one in its secret, so the Data API can log in with that secret.
+ * Creates the jobs' LOGIN user (member of `accounts_worker`) or, when it exists and its
+ * secret's password does not work, sets its password to the secret's, so the Data API can log
+ * in with that secret. A password that works is left alone: Secrets Manager rotates it, and
+ * rewriting it during a rotation could undo the rotation's change.
  *
  * Identifiers and literals are quoted by the server (`format('%I', '%L')`), never by string
  * concatenation. The password is sent already hashed the way the server would hash it
  * (`password_encryption`: SCRAM-SHA-256, or MD5 on clusters still set to it), never in clear
  * text, so a statement log (log_statement = 'ddl', slow-statement logging) cannot show it.
  */
-export async function ensureWorkerLogin(client: Client, credentials: WorkerCredentials): Promise<'created' | 'updated'> {
+export async function ensureWorkerLogin(
+  client: Client,
+  credentials: WorkerCredentials,
+  /** Whether the secret's password logs in today. @default - assume it does not */
+  passwordWorks: () => Promise<boolean> = async () => false,
+): Promise<'created' | 'updated' | 'unchanged'> {
   const { rows: settings } = await client.query<{ password_encryption: string }>('SHOW password_encryption');
   const verifier =
     settings[0].password_encryption === 'md5'
@@ -40,9 +47,10 @@ export async function ensureWorkerLogin(client: Client, credentials: WorkerCrede
       if ((error as { code?: string }).code !== '42710') throw error;
     }
   }
-  await run('ALTER ROLE %I WITH LOGIN PASSWORD %L', credentials.username, verifier);
+  const works = await passwordWorks();
+  if (!works) await run('ALTER ROLE %I WITH LOGIN PASSWORD %L', credentials.username, verifier);
   await run('GRANT %I TO %I', WORKER_ROLE, credentials.username);
-  return 'updated';
+  return works ? 'unchanged' : 'updated';
 }
 
 /** PostgreSQL's stored form of an MD5 password: 'md5' + md5(password + username). */

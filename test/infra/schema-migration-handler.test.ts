@@ -110,6 +110,9 @@ describe('schema migration custom resource lifecycle', () => {
   let withWidgets: string;
   let withBroken: string;
   let afterUpdate: Awaited<ReturnType<typeof snapshotSchema>>;
+  const rotated = { ...worker, password: 'rotated-password-0123456789' };
+  const storedPassword = () =>
+    withClient(url, async (c) => (await c.query('SELECT rolpassword FROM pg_authid WHERE rolname = $1', [worker.username])).rows[0].rolpassword as string);
 
   test('Create applies every migration and creates the jobs\u2019 login user', async () => {
     const response = await onSchemaMigrationEvent(createEvent(repository), deps(repository));
@@ -143,7 +146,6 @@ describe('schema migration custom resource lifecycle', () => {
 
   test('Update with a new migration applies only that one, and follows a rotated worker password', async () => {
     withWidgets = migrationsWith({ '0900_widgets.sql': WIDGETS });
-    const rotated = { ...worker, password: 'rotated-password-0123456789' };
 
     const response = await onSchemaMigrationEvent(
       updateEvent(withWidgets, repository),
@@ -182,10 +184,12 @@ describe('schema migration custom resource lifecycle', () => {
     expect((await appliedMigrations(url)).at(-1)).toBe('0900_widgets');
   });
 
-  test('an Update with the same migrations is a no-op', async () => {
-    const response = await onSchemaMigrationEvent(updateEvent(withWidgets, withWidgets), deps(withWidgets));
+  test('an Update with the same migrations is a no-op, and leaves a working password alone', async () => {
+    const before = await storedPassword();
+    const response = await onSchemaMigrationEvent(updateEvent(withWidgets, withWidgets), deps(withWidgets, { workerCredentials: async () => rotated }));
     expect(response.Data).toEqual({ Applied: '', AppliedCount: 0, Outcome: 'migrated' });
     expect(await snapshotSchema(url)).toEqual(afterUpdate);
+    expect(await storedPassword()).toBe(before);
   });
 
   test('Delete succeeds without touching the database', async () => {
@@ -267,6 +271,7 @@ describe('the jobs\u2019 login user', () => {
       await client.query(`SET password_encryption = '${method}'`);
       expect(await ensureWorkerLogin(client, credentials)).toBe('created');
       expect(await ensureWorkerLogin(client, credentials)).toBe('updated');
+      expect(await ensureWorkerLogin(client, credentials, async () => true)).toBe('unchanged');
       const stored = await client.query('SELECT rolpassword FROM pg_authid WHERE rolname = $1', [credentials.username]);
       expect(stored.rows[0].rolpassword).toMatch(method === 'md5' ? /^md5[0-9a-f]{32}$/ : /^SCRAM-SHA-256\$4096:/);
     });
