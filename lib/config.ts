@@ -11,8 +11,11 @@ export interface EnvironmentConfig {
   readonly account?: string;
   /** AWS region to deploy to. @default - the region of the CLI's profile */
   readonly region?: string;
+  /** Aurora capacity, protection, backups and password rotation. */
   readonly database: DatabaseConfig;
+  /** The scheduled jobs' EventBridge expressions. */
   readonly schedules: ScheduleConfig;
+  /** Who hears about alarms. */
   readonly alarms: AlarmConfig;
   /** Retention of every log group of the environment (Lambda, PostgreSQL, VPC flow logs), in days. */
   readonly logRetentionDays: number;

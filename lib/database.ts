@@ -10,6 +10,7 @@ import { Construct } from 'constructs';
 export const PASSWORD_EXCLUDED_CHARACTERS = ` %+~\`#$&*()|[]{}:;<>?!'/@"\\=,`;
 
 export interface DatabaseProps {
+  /** The VPC of the cluster and the rotation Lambdas. */
   readonly vpc: ec2.IVpc;
   /** Subnets of the cluster and of the rotation Lambdas. */
   readonly subnets: ec2.SubnetSelection;
@@ -23,6 +24,7 @@ export interface DatabaseProps {
   readonly autoPause?: Duration;
   /** Automated backup retention. */
   readonly backupRetention: Duration;
+  /** Whether the cluster refuses to be deleted. */
   readonly deletionProtection: boolean;
   /** The cluster's removal policy (SNAPSHOT, RETAIN or DESTROY). */
   readonly removalPolicy: RemovalPolicy;

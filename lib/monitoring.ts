@@ -12,9 +12,13 @@ import type { ScheduledJob } from './scheduled-jobs';
 export interface MonitoringProps {
   /** The environment's name: dashboard and alarm names, and the `environment` metric dimension. */
   readonly environmentName: string;
+  /** The Aurora cluster (capacity, connections, CPU). */
   readonly cluster: rds.IDatabaseCluster;
+  /** The token refresh job: function, dead-letter queue. */
   readonly tokenRefresh: ScheduledJob;
+  /** The account sync job: function, dead-letter queue. */
   readonly accountSync: ScheduledJob;
+  /** The migration Lambda: any error means a failed deploy. */
   readonly migrationHandler: lambda.IFunction;
   /** Whether alarms notify the topic. */
   readonly notify: boolean;

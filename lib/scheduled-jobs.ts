@@ -13,6 +13,7 @@ import { NodeFunction } from './node-function';
 export interface ScheduledJobsProps {
   /** The environment's name, passed to the jobs (APP_ENVIRONMENT, the `environment` metric dimension). */
   readonly environmentName: string;
+  /** The cluster (Data API) and the jobs' database user. */
   readonly database: Database;
   /** LWA client id/secret (JSON). */
   readonly lwaClientSecret: secretsmanager.ISecret;
@@ -24,7 +25,9 @@ export interface ScheduledJobsProps {
   readonly accountSyncSchedule: string;
   /** The jobs are created only after this (the schema migration) succeeded. */
   readonly after: IDependable;
+  /** Retention of the jobs' logs. */
   readonly logRetention: logs.RetentionDays;
+  /** What happens to those log groups when they leave the stack. */
   readonly logRemovalPolicy: RemovalPolicy;
 }
 

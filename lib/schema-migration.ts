@@ -11,17 +11,23 @@ import { fingerprintMigrations } from '../lambda/migrate/migrations-hash';
 import { NodeFunction, PROJECT_ROOT } from './node-function';
 
 export interface SchemaMigrationProps {
-  readonly cluster: rds.DatabaseCluster;
+  /** The cluster to migrate; the custom resource waits for it and may connect to it. */
+  readonly cluster: rds.IDatabaseCluster;
   /** Name of the database to migrate. */
   readonly databaseName: string;
   /** The master user's secret: the migrations run as the owner of the schema. */
   readonly masterSecret: secretsmanager.ISecret;
   /** The jobs' user, created or updated after the migrations. */
   readonly workerSecret: secretsmanager.ISecret;
+  /** The VPC the migration Lambda runs in. */
   readonly vpc: ec2.IVpc;
+  /** Subnets of the migration Lambda (the cluster's isolated subnets). */
   readonly subnets: ec2.SubnetSelection;
+  /** How the Lambda reaches Secrets Manager without internet. */
   readonly secretsManagerEndpoint: ec2.IInterfaceVpcEndpoint;
+  /** Retention of the Lambda's and the provider's logs. */
   readonly logRetention: logs.RetentionDays;
+  /** What happens to those log groups when they leave the stack. */
   readonly logRemovalPolicy: RemovalPolicy;
   /** Folder of node-pg-migrate migrations, relative to the repository root. @default 'migrations' */
   readonly migrationsDir?: string;
