@@ -1,0 +1,152 @@
+/**
+ * Turns one benchmark run's measurements into the markdown table `npm run bench` prints and
+ * the JSON `--json FILE` writes: ratios against the naive baseline and the targets checked.
+ */
+import type { JobMeasurement, JobName } from './jobs';
+
+/** bench/migrate-bench.ts's result file (`npm run bench:migrate`), when it exists. */
+export interface MigrationFigures {
+  readonly rows: number;
+  readonly totalSeconds: number;
+  readonly maxStallMs: Record<string, number>;
+  readonly steps: ReadonlyArray<{ name: string; seconds: number; locks: Record<string, string>; maxStallMs: Record<string, number> }>;
+  readonly targetMet: boolean;
+  /** When the file was written (its mtime). */
+  readonly measuredAt?: string;
+}
+
+export interface Target {
+  readonly name: string;
+  readonly measured: string;
+  readonly target: string;
+  readonly met: boolean;
+}
+
+export interface BenchReport {
+  readonly measuredAt: string;
+  readonly machine: { readonly cpus: number; readonly node: string; readonly loadAverageBefore: number[]; readonly loadAverageAfter: number[] };
+  readonly latencyMs: number;
+  readonly runs: ReadonlyArray<JobMeasurement & { readonly timesNaive: number | null }>;
+  readonly targets: readonly Target[];
+  readonly migration: MigrationFigures | null;
+  readonly totalSeconds: number;
+}
+
+export const TARGETS = { percentOfCeilingAt32: 80, maxCallsPer1000: 30, minTimesNaive: 10 } as const;
+
+export function buildReport(o: {
+  measuredAt: string;
+  machine: BenchReport['machine'];
+  latencyMs: number;
+  runs: readonly JobMeasurement[];
+  migration: MigrationFigures | null;
+  totalSeconds: number;
+}): BenchReport {
+  const naive = (job: JobName) => o.runs.find((r) => r.job === job && r.way === 'naive');
+  const runs = o.runs.map((r) => {
+    const base = naive(r.job);
+    return { ...r, timesNaive: base ? r.perSecond / base.perSecond : null };
+  });
+  const targets: Target[] = [];
+  for (const job of ['token-refresh', 'account-sync'] as const) {
+    const unit = job === 'token-refresh' ? 'tokens' : 'users';
+    const at32 = runs.find((r) => r.job === job && r.way === 'core' && r.concurrency === 32);
+    if (!at32) continue;
+    targets.push({
+      name: `${job}: throughput at concurrency 32`,
+      measured: `${fmt(at32.perSecond, 1)} ${unit}/s = ${fmt(at32.percentOfCeiling, 0)}% of ${fmt(at32.ceilingPerSecond, 0)}/s`,
+      target: `≥ ${TARGETS.percentOfCeilingAt32}% of concurrency ÷ latency`,
+      met: at32.percentOfCeiling >= TARGETS.percentOfCeilingAt32,
+    });
+    targets.push({
+      name: `${job}: Data API calls per 1,000 ${unit} (concurrency 32 run)`,
+      measured: fmt(at32.callsPer1000, 1),
+      target: `≤ ${TARGETS.maxCallsPer1000}`,
+      met: at32.callsPer1000 <= TARGETS.maxCallsPer1000,
+    });
+    if (at32.timesNaive !== null) {
+      targets.push({
+        name: `${job}: throughput against the naive baseline`,
+        measured: `${fmt(at32.timesNaive, 1)}×`,
+        target: `≥ ${TARGETS.minTimesNaive}×`,
+        met: at32.timesNaive >= TARGETS.minTimesNaive,
+      });
+    }
+  }
+  if (o.migration) {
+    const worst = Math.max(...Object.values(o.migration.maxStallMs));
+    targets.push({
+      name: `migrations on ${fmt(o.migration.rows, 0)} rows per table: longest write stall`,
+      measured: `${fmt(worst, 0)} ms`,
+      target: '< 1,000 ms',
+      met: o.migration.targetMet && worst < 1000,
+    });
+  }
+  return { measuredAt: o.measuredAt, machine: o.machine, latencyMs: o.latencyMs, runs, targets, migration: o.migration, totalSeconds: o.totalSeconds };
+}
+
+/** The markdown `npm run bench` prints. */
+export function renderMarkdown(report: BenchReport): string {
+  const lines: string[] = [];
+  const m = report.machine;
+  lines.push(
+    `Measured ${report.measuredAt} in one run of \`npm run bench\` (${fmt(report.totalSeconds, 0)} s) on ${m.cpus} CPUs, Node ${m.node}; load average ${m.loadAverageBefore.map((v) => v.toFixed(2)).join(' ')} before, ${m.loadAverageAfter.map((v) => v.toFixed(2)).join(' ')} after.`,
+    `Fake Amazon latency ${report.latencyMs} ms per call; Data API path (DataApiDatabase → real SDK client → emulator → PostgreSQL 17); client rate limits raised so the limiter is not the bottleneck.`,
+    '',
+    '| Job | Way | Concurrency | Items | Seconds | Throughput | Ceiling (concurrency ÷ latency) | % of ceiling | Data API calls | Calls per 1,000 | × naive | Machine CPU busy |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  );
+  for (const r of report.runs) {
+    const sync = r.job === 'account-sync';
+    const unit = sync ? 'users' : 'tokens';
+    lines.push(
+      [
+        '',
+        r.job,
+        r.way === 'core' ? 'job core (batched)' : 'naive (row by row)',
+        r.concurrency,
+        sync ? `${fmt(r.items, 0)} users (${fmt(r.accounts, 0)} accounts)` : `${fmt(r.items, 0)} tokens`,
+        fmt(r.seconds, 1),
+        sync ? `${fmt(r.perSecond, 1)} users/s (${fmt(r.accountsPerSecond, 1)} accounts/s)` : `${fmt(r.perSecond, 1)} tokens/s`,
+        `${fmt(r.ceilingPerSecond, 0)} ${unit}/s`,
+        `${fmt(r.percentOfCeiling, 0)}%`,
+        fmt(r.dataApiCalls, 0),
+        fmt(r.callsPer1000, 1),
+        r.timesNaive === null ? '–' : `${fmt(r.timesNaive, 1)}×`,
+        `${fmt(r.machineBusyPercent, 0)}%`,
+        '',
+      ].join(' | ').trim(),
+    );
+  }
+  if (report.migration) {
+    const mg = report.migration;
+    for (const step of mg.steps) {
+      const stall = Math.max(0, ...Object.values(step.maxStallMs));
+      const locks = Object.entries(step.locks).map(([t, l]) => `${t} ${l}`).join(', ');
+      lines.push(`| migration | ${step.name} | – | ${fmt(mg.rows, 0)} rows/table | ${fmt(step.seconds, 1)} | longest write stall ${fmt(stall, 0)} ms${locks ? ` (${locks})` : ''} | – | – | – | – | – | – |`);
+    }
+  }
+  lines.push('');
+  lines.push('| Target | Measured | Target | Result |', '|---|---|---|---|');
+  for (const t of report.targets) lines.push(`| ${t.name} | ${t.measured} | ${t.target} | ${t.met ? 'met' : '**NOT MET**'} |`);
+  lines.push('');
+  lines.push(
+    'Calls per 1,000 include each run\'s fixed calls (read endpoint pauses or flag re-authorisations, the last empty claim, record rate-limit usage); a batch of 500 tokens costs 1 claim + 3 BatchExecute calls, a batch of 250 users 1 claim + 1 write-back.',
+  );
+  lines.push(
+    'Machine CPU busy: the share of both cores\' time that was busy during the run, every process counted (the emulator, the fake Amazon, PostgreSQL and whatever else runs on the machine): near 100% means the figures are bounded by this machine, not by the job.',
+  );
+  if (report.migration) {
+    lines.push(
+      `Migration rows: from bench/results/migrate.json (\`npm run bench:migrate\`, measured ${report.migration.measuredAt ?? 'earlier'}, not re-run here: it takes minutes).`,
+    );
+  } else {
+    lines.push('Migration figures: bench/results/migrate.json not found (run `npm run bench:migrate` to produce it).');
+  }
+  return lines.join('\n');
+}
+
+export function fmt(value: number, digits: number): string {
+  if (!Number.isFinite(value)) return '∞';
+  return value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}

@@ -1,0 +1,121 @@
+/**
+ * `npm run bench`: the performance table, measured in this run on this machine.
+ *
+ *   npm run bench                     # the table (a few minutes)
+ *   npm run bench -- --json out.json  # also write the same figures as JSON
+ *   npm run bench -- --quick          # tiny sizes, to try the pipeline (figures not meaningful)
+ *
+ * Token refresh and account sync, each at concurrency 1, 8 and 32, run through the real job
+ * cores on the Data API path (DataApiDatabase → @aws-sdk/client-rds-data → the Data API
+ * emulator → PostgreSQL 17) against the fake Amazon answering after `--latency` ms (100);
+ * then the naive baseline (bench/naive.ts) of both jobs; then the migration figures from
+ * bench/results/migrate.json when `npm run bench:migrate` has written it. Each concurrency
+ * level gets enough items to run `--seconds` (12) at its ceiling, concurrency ÷ latency.
+ * The Amazon clients get limits far above the ceiling (BENCH_LIMITS) so the client-side rate
+ * limiter is not what is measured; production's limits are discussed in docs/scale.md.
+ */
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { JobMeasurement, measureAccountSync, measureNaiveAccountSync, measureNaiveTokenRefresh, measureTokenRefresh } from './jobs';
+import { BenchReport, buildReport, MigrationFigures, renderMarkdown } from './report';
+import { startBenchWorld } from './world';
+
+export interface BenchOptions {
+  /** Fake Amazon latency per call. @default 100 */
+  readonly latencyMs: number;
+  /** Concurrency levels of the job cores. @default [1, 8, 32] */
+  readonly concurrencies: readonly number[];
+  /** Seconds each level should run at its ceiling (sets its item count). @default 12 */
+  readonly secondsAtCeiling: number;
+  /** Rows of each naive baseline run. @default 100 */
+  readonly naiveItems: number;
+  /** Where bench/migrate-bench.ts leaves its figures. */
+  readonly migrationFile: string;
+  /** Progress lines (stderr). */
+  readonly progress: (line: string) => void;
+}
+
+export const DEFAULT_OPTIONS: BenchOptions = {
+  latencyMs: 100,
+  concurrencies: [1, 8, 32],
+  secondsAtCeiling: 12,
+  naiveItems: 100,
+  migrationFile: join(__dirname, 'results', 'migrate.json'),
+  progress: (line) => process.stderr.write(`${line}\n`),
+};
+
+/** Runs every measurement once and returns the report (the table and the JSON come from it). */
+export async function runBench(options: Partial<BenchOptions> = {}): Promise<BenchReport> {
+  const o = { ...DEFAULT_OPTIONS, ...options };
+  const started = performance.now();
+  const loadAverageBefore = loadavg();
+  const measuredAt = new Date().toISOString();
+  o.progress('Starting PostgreSQL 17, the Data API emulator and the fake Amazon…');
+  const world = await startBenchWorld();
+  const runs: JobMeasurement[] = [];
+  const note = (r: JobMeasurement) =>
+    o.progress(`  ${r.job} ${r.way} c=${r.concurrency}: ${r.items} in ${r.seconds.toFixed(1)} s = ${r.perSecond.toFixed(1)}/s (${r.percentOfCeiling.toFixed(0)}% of ceiling), ${r.dataApiCalls} Data API calls, machine CPU ${r.machineBusyPercent.toFixed(0)}% busy`);
+  try {
+    const itemsFor = (c: number) => Math.max(4, Math.ceil((c / (o.latencyMs / 1000)) * o.secondsAtCeiling));
+    for (const concurrency of o.concurrencies) {
+      o.progress(`Token refresh, concurrency ${concurrency}…`);
+      runs.push(await measureTokenRefresh(world, { concurrency, items: itemsFor(concurrency), latencyMs: o.latencyMs }));
+      note(runs[runs.length - 1]);
+    }
+    for (const concurrency of o.concurrencies) {
+      o.progress(`Account sync, concurrency ${concurrency}…`);
+      runs.push(await measureAccountSync(world, { concurrency, items: itemsFor(concurrency), latencyMs: o.latencyMs }));
+      note(runs[runs.length - 1]);
+    }
+    o.progress('Naive token refresh…');
+    runs.push(await measureNaiveTokenRefresh(world, { items: o.naiveItems, latencyMs: o.latencyMs }));
+    note(runs[runs.length - 1]);
+    o.progress('Naive account sync…');
+    runs.push(await measureNaiveAccountSync(world, { items: o.naiveItems, latencyMs: o.latencyMs }));
+    note(runs[runs.length - 1]);
+  } finally {
+    await world.close();
+  }
+  const order = (r: JobMeasurement) => (r.job === 'token-refresh' ? 0 : 2) + (r.way === 'naive' ? 1 : 0);
+  return buildReport({
+    measuredAt,
+    machine: { cpus: cpus().length, node: process.versions.node, loadAverageBefore, loadAverageAfter: loadavg() },
+    latencyMs: o.latencyMs,
+    runs: [...runs].sort((a, b) => order(a) - order(b) || a.concurrency - b.concurrency),
+    migration: readMigrationFigures(o.migrationFile),
+    totalSeconds: (performance.now() - started) / 1000,
+  });
+}
+
+export function readMigrationFigures(file: string): MigrationFigures | null {
+  if (!existsSync(file)) return null;
+  const figures = JSON.parse(readFileSync(file, 'utf8')) as MigrationFigures;
+  return { ...figures, measuredAt: statSync(file).mtime.toISOString() };
+}
+
+function arg(name: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+
+async function main(): Promise<void> {
+  const quick = process.argv.includes('--quick');
+  const options: Partial<BenchOptions> = quick ? { secondsAtCeiling: 1, naiveItems: 8 } : {};
+  const latency = arg('latency');
+  const report = await runBench({ ...options, ...(latency ? { latencyMs: Number(latency) } : {}) });
+  process.stdout.write(`${renderMarkdown(report)}\n`);
+  const json = arg('json');
+  if (json) {
+    writeFileSync(json, `${JSON.stringify(report, null, 2)}\n`);
+    process.stderr.write(`Figures written to ${json}\n`);
+  }
+}
+
+if (require.main === module) {
+  main().catch((error) => {
+    process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.exit(1);
+  });
+}
