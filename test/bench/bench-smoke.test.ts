@@ -1,0 +1,125 @@
+/**
+ * The benchmark's code works and its figures come from real runs: `runBench` at tiny sizes
+ * (the same code `npm run bench` runs), then every figure is checked against the counts it is
+ * computed from. No assertion on speed: tests check behaviour, never wall-clock time.
+ */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { JobMeasurement } from '../../bench/jobs';
+import { BenchReport, renderMarkdown } from '../../bench/report';
+import { readMigrationFigures, runBench } from '../../bench/run';
+import { expectedAccountsFor } from '../../bench/jobs';
+
+const LATENCY_MS = 10;
+const NAIVE_ITEMS = 6;
+let report: BenchReport;
+
+beforeAll(async () => {
+  report = await runBench({
+    latencyMs: LATENCY_MS,
+    concurrencies: [1, 32],
+    secondsAtCeiling: 0.05, // 5 items at concurrency 1, 160 at 32
+    naiveItems: NAIVE_ITEMS,
+    migrationFile: join(mkdtempSync(join(tmpdir(), 'bench-')), 'missing.json'),
+    progress: () => undefined,
+  });
+}, 60_000);
+
+const run = (job: JobMeasurement['job'], way: JobMeasurement['way'], concurrency = 1) => {
+  const r = report.runs.find((x) => x.job === job && x.way === way && x.concurrency === concurrency);
+  if (!r) throw new Error(`no ${job} ${way} run at ${concurrency}`);
+  return r;
+};
+
+test('every run did the work it was given, and its rates are computed from it', () => {
+  expect(report.runs.map((r) => [r.job, r.way, r.concurrency, r.items])).toEqual([
+    ['token-refresh', 'core', 1, 5],
+    ['token-refresh', 'core', 32, 160],
+    ['token-refresh', 'naive', 1, NAIVE_ITEMS],
+    ['account-sync', 'core', 1, 5],
+    ['account-sync', 'core', 32, 160],
+    ['account-sync', 'naive', 1, NAIVE_ITEMS],
+  ]);
+  for (const r of report.runs) {
+    expect(r.amazonCalls).toBe(r.items); // one real Amazon call per token or user
+    expect(r.perSecond).toBeCloseTo(r.items / r.seconds, 6);
+    expect(r.ceilingPerSecond).toBeCloseTo(r.concurrency / (LATENCY_MS / 1000), 6);
+    expect(r.percentOfCeiling).toBeCloseTo((r.perSecond / r.ceilingPerSecond) * 100, 6);
+    expect(r.seconds).toBeGreaterThan(0);
+    expect(r.machineBusyPercent).toBeGreaterThanOrEqual(0);
+    expect(r.machineBusyPercent).toBeLessThanOrEqual(100);
+  }
+  for (const r of report.runs.filter((x) => x.job === 'account-sync')) {
+    expect(r.accounts).toBe(expectedAccountsFor(r.items));
+    expect(r.accountsPerSecond).toBeCloseTo(r.accounts / r.seconds, 6);
+  }
+});
+
+test('Data API calls are the calls the emulator received, and calls per 1,000 follow from them', () => {
+  for (const r of report.runs) {
+    expect(r.dataApiCalls).toBeGreaterThan(0);
+    expect(r.emulatorCalls).toBe(r.dataApiCalls);
+    expect(r.callsPer1000).toBeCloseTo((r.dataApiCalls / r.items) * 1000, 6);
+  }
+  // The cores batch: a run of 160 costs a handful of calls, not one per item.
+  expect(run('token-refresh', 'core', 32).dataApiCalls).toBeLessThan(10);
+  expect(run('account-sync', 'core', 32).dataApiCalls).toBeLessThan(10);
+  // The naive way is row by row: token refresh = one SELECT and one UPDATE per token, plus the
+  // SELECT that finds nothing left; account sync = SELECT, one upsert per account, the history
+  // row and the schedule UPDATE per user, plus the last SELECT.
+  expect(run('token-refresh', 'naive').dataApiCalls).toBe(2 * NAIVE_ITEMS + 1);
+  const naiveSync = run('account-sync', 'naive');
+  expect(naiveSync.dataApiCalls).toBe(3 * NAIVE_ITEMS + naiveSync.accounts + 1);
+});
+
+test('ratios are taken against the naive run of the same job, and every target is checked', () => {
+  for (const job of ['token-refresh', 'account-sync'] as const) {
+    const naive = run(job, 'naive');
+    const core = run(job, 'core', 32);
+    expect(naive.timesNaive).toBeCloseTo(1, 6);
+    expect(core.timesNaive).toBeCloseTo(core.perSecond / naive.perSecond, 6);
+  }
+  expect(report.targets.map((t) => t.name)).toEqual([
+    'token-refresh: throughput at concurrency 32',
+    'token-refresh: Data API calls per 1,000 tokens (concurrency 32 run)',
+    'token-refresh: throughput against the naive baseline',
+    'account-sync: throughput at concurrency 32',
+    'account-sync: Data API calls per 1,000 users (concurrency 32 run)',
+    'account-sync: throughput against the naive baseline',
+  ]);
+  const calls = report.targets[1];
+  expect(calls.met).toBe(run('token-refresh', 'core', 32).callsPer1000 <= 30);
+  const ceiling = report.targets[3];
+  expect(ceiling.met).toBe(run('account-sync', 'core', 32).percentOfCeiling >= 80);
+  expect(report.migration).toBeNull();
+});
+
+test('the table shows every run and every target, and the JSON holds the same figures', () => {
+  const markdown = renderMarkdown(report);
+  expect(markdown).toContain('| Job | Way | Concurrency |');
+  expect(markdown.match(/^\| (token-refresh|account-sync) \|/gm)).toHaveLength(report.runs.length);
+  for (const t of report.targets) expect(markdown).toContain(`| ${t.name} | ${t.measured} | ${t.target} | ${t.met ? 'met' : '**NOT MET**'} |`);
+  expect(markdown).toContain('bench/results/migrate.json not found');
+  expect(JSON.parse(JSON.stringify(report))).toEqual(report);
+});
+
+test('migration figures are read from the migrations benchmark file when it exists', () => {
+  const file = join(mkdtempSync(join(tmpdir(), 'bench-')), 'migrate.json');
+  writeFileSync(
+    file,
+    JSON.stringify({
+      rows: 1000,
+      totalSeconds: 2,
+      seedSeconds: 1,
+      writes: {},
+      maxStallMs: { users: 12, oauth_tokens: 40, user_accounts: 3 },
+      steps: [{ name: '0001_baseline', seconds: 1.5, locks: { users: 'AccessExclusiveLock' }, maxStallMs: { users: 12 } }],
+      targetMet: true,
+    }),
+  );
+  const migration = readMigrationFigures(file);
+  expect(migration).toMatchObject({ rows: 1000, targetMet: true });
+  const markdown = renderMarkdown({ ...report, migration });
+  expect(markdown).toContain('| migration | 0001_baseline | – | 1,000 rows/table | 1.5 | longest write stall 12 ms (users AccessExclusiveLock) |');
+});
