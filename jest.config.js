@@ -14,7 +14,7 @@ module.exports = {
       'ts-jest',
       {
         diagnostics: false,
-        tsconfig: { module: 'commonjs', moduleResolution: 'node10', target: 'ES2022', esModuleInterop: true, resolveJsonModule: true, sourceMap: true },
+        tsconfig: { module: 'commonjs', moduleResolution: 'node10', target: 'ES2022', esModuleInterop: true, resolveJsonModule: true, sourceMap: true, isolatedModules: true },
       },
     ],
     '^.+\\.m?js$': '<rootDir>/test/support/esm-transform.js',
