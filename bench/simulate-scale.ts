@@ -78,6 +78,8 @@ export interface JobScaleFigures {
   /** Wall time the core spent waiting for the database (calls are sequential within a run). */
   readonly databaseSeconds: number;
   readonly databaseCallMaxMs: number;
+  /** Database time per statement (port calls; a batch call may be several BatchExecute requests). */
+  readonly statements: ReadonlyArray<{ readonly statement: string; readonly calls: number; readonly totalSeconds: number; readonly meanMs: number; readonly maxMs: number }>;
   /** Mean duration of one Amazon call as the core saw it (fake latency + client + queueing). */
   readonly amazonCallMeanMs: number;
   readonly machineBusyPercent: number;
@@ -189,6 +191,9 @@ export async function simulateScale(options: Partial<ScaleOptions> = {}): Promis
       callsPer1000: (dataApiCalls / items) * 1000,
       databaseSeconds: db.times.totalMs / 1000,
       databaseCallMaxMs: db.times.maxMs,
+      statements: [...db.byStatement]
+        .map(([statement, t]) => ({ statement, calls: t.calls, totalSeconds: t.totalMs / 1000, meanMs: t.calls ? t.totalMs / t.calls : 0, maxMs: t.maxMs }))
+        .sort((a, b) => b.totalSeconds - a.totalSeconds),
       amazonCallMeanMs: amazonTimes.calls ? amazonTimes.totalMs / amazonTimes.calls : 0,
       machineBusyPercent: busyPercentSince(cpu0),
       secondsPer100k: (100_000 / items) * seconds,
@@ -212,6 +217,13 @@ export function renderScaleMarkdown(r: ScaleReport): string {
     lines.push(
       `| ${j.job} | ${fmt(j.items, 0)} ${sync ? `users (${fmt(j.accounts, 0)} accounts)` : 'tokens'} | ${j.invocations.length} (${timeoutMin} min) | ${fmt(j.seconds, 0)} s | ${fmt(j.perSecond, 1)} ${sync ? `users/s (${fmt(j.accountsPerSecond, 1)} accounts/s)` : 'tokens/s'} | ${fmt(j.percentOfCeiling, 0)}% of ${fmt(j.ceilingPerSecond, 0)}/s | ${fmt(j.dataApiCalls, 0)} | ${fmt(j.callsPer1000, 1)} | ${fmt(j.databaseSeconds, 0)} s (${fmt((j.databaseSeconds / j.seconds) * 100, 0)}%) | ${fmt(j.databaseCallMaxMs, 0)} ms | ${fmt(j.amazonCallMeanMs, 0)} ms | ${fmt(j.machineBusyPercent, 0)}% | ${fmt(j.secondsPer100k / 60, 1)} min |`,
     );
+  }
+  lines.push('');
+  lines.push('', '| Job | Statement (port call) | Calls | Total | Mean | Slowest |', '|---|---|---:|---:|---:|---:|');
+  for (const j of [r.tokenRefresh, r.accountSync]) {
+    for (const st of j.statements) {
+      lines.push(`| ${j.job} | \`${st.statement.replace(/\|/g, '\\|')}…\` | ${fmt(st.calls, 0)} | ${fmt(st.totalSeconds, 1)} s | ${fmt(st.meanMs, 0)} ms | ${fmt(st.maxMs, 0)} ms |`);
+    }
   }
   lines.push('');
   for (const j of [r.tokenRefresh, r.accountSync]) {

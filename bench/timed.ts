@@ -25,15 +25,30 @@ async function timed<T>(times: CallTimes, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-/** A database port that delegates every call and records how long each took (wall clock). */
+/** A short name for a statement: its first words, whitespace collapsed. */
+export function statementLabel(sql: string): string {
+  return sql.replace(/\s+/g, ' ').trim().slice(0, 60);
+}
+
+/**
+ * A database port that delegates every call and records how long each took (wall clock), in
+ * total and per statement.
+ */
 export class TimedDatabase implements Database {
   readonly times: CallTimes = emptyTimes();
+  readonly byStatement = new Map<string, CallTimes>();
   constructor(private readonly inner: Database) {}
   query<T extends object = Row>(sql: string, params?: SqlParams): Promise<QueryResult<T>> {
-    return timed(this.times, () => this.inner.query<T>(sql, params));
+    return timed(this.times, () => timed(this.statement(sql), () => this.inner.query<T>(sql, params)));
   }
   batch(sql: string, paramSets: readonly SqlParams[]): Promise<void> {
-    return timed(this.times, () => this.inner.batch(sql, paramSets));
+    return timed(this.times, () => timed(this.statement(`[batch] ${sql}`), () => this.inner.batch(sql, paramSets)));
+  }
+  private statement(sql: string): CallTimes {
+    const label = statementLabel(sql);
+    let times = this.byStatement.get(label);
+    if (!times) this.byStatement.set(label, (times = emptyTimes()));
+    return times;
   }
   transaction<T>(fn: (tx: Database) => Promise<T>): Promise<T> {
     return timed(this.times, () => this.inner.transaction(fn));
