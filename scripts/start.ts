@@ -151,6 +151,8 @@ async function main() {
 
     const cipher = TokenCipher.fromBase64(state.tokenKey);
     const admin = new Client({ connectionString: adminUrl });
+    // On Ctrl-C the server may go down before this connection is closed: that is expected.
+    admin.on('error', () => undefined);
     await admin.connect();
     cleanups.push(() => admin.end());
     const seeded = await step('demo data', () => seedDemoData(admin, cipher));

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Database } from '../shared/db/port';
-import { addCounts, describeError, JobRuntime, mapWithConcurrency, nextRetryAt } from '../shared/job-runtime';
+import { addCounts, describeError, JobRuntime, nextRetryAt } from '../shared/job-runtime';
+import { runPipeline } from '../shared/pipeline';
 import { METRIC_NAMES } from '../shared/metric-names';
 import { endpointKey, RateLimitUsageRecorder, recordRateLimitUsage } from '../shared/rate-limit-store';
 import type { TokenCipher } from '../shared/token-crypto';
@@ -145,32 +146,37 @@ export async function runAccountSync(deps: AccountSyncDeps, request: AccountSync
   };
 
   const reauthFlagged = single ? 0 : await flagAccountsNeedingReauth(deps.db, REAUTH_MESSAGE);
-  let pending: ClaimedUser[] = [];
+  let claims = 0;
   try {
-    while (deps.remainingTimeMs() > s.reserveMs) {
-      const batchStarted = Date.now();
-      pending = await claimUsers(deps.db, {
-        owner,
-        leaseSeconds: s.leaseSeconds,
-        limit: single ? 1 : s.batchSize,
-        syncType: request.syncType,
-        userId: single,
-        minTokenValiditySeconds: s.minTokenValiditySeconds,
-      });
-      if (pending.length === 0) break;
-      totals.usersClaimed += pending.length;
-      totals.batches += 1;
-      const outcomes = await mapWithConcurrency(pending, s.concurrency, syncOne);
-      await saveOutcomes(deps.db, owner, outcomes);
-      pending = [];
-      tally(outcomes);
-      deps.metrics.addMetric(METRIC_NAMES.batchDurationMs, 'Milliseconds', Date.now() - batchStarted);
-      if (single) break;
-    }
+    const run = await runPipeline<ClaimedUser, UserSyncOutcome>({
+      concurrency: s.concurrency,
+      // A manual or webhook request is one claim of one user.
+      mayClaim: () => deps.remainingTimeMs() > s.reserveMs && !(single && claims > 0),
+      claim: () => {
+        claims += 1;
+        return claimUsers(deps.db, {
+          owner,
+          leaseSeconds: s.leaseSeconds,
+          limit: single ? 1 : s.batchSize,
+          syncType: request.syncType,
+          userId: single,
+          minTokenValiditySeconds: s.minTokenValiditySeconds,
+        });
+      },
+      process: syncOne,
+      unprocessed: (user) => ({ kind: 'released', user }),
+      writeBack: async (outcomes) => {
+        const { accountsMissing } = await saveOutcomes(deps.db, owner, outcomes);
+        totals.accountsMissing += accountsMissing;
+      },
+      onBatchWritten: (outcomes, ms) => {
+        tally(outcomes);
+        deps.metrics.addMetric(METRIC_NAMES.batchDurationMs, 'Milliseconds', ms);
+      },
+    });
+    totals.usersClaimed = run.claimed;
+    totals.batches = run.batches;
   } finally {
-    if (pending.length) {
-      await saveOutcomes(deps.db, owner, pending.map((user) => ({ kind: 'released' as const, user }))).catch(() => undefined);
-    }
     await recordRateLimitUsage(deps.db, usage.drain()).catch((error) => deps.logger.warn('Could not record rate-limit usage', { error: describeError(error) }));
   }
 
@@ -197,13 +203,11 @@ export async function runAccountSync(deps: AccountSyncDeps, request: AccountSync
       if (o.kind === 'success') {
         totals.usersSynced += 1;
         totals.accountsSynced += o.accounts.length;
-        const returned = new Set(o.accounts.map((a) => a.amazonAccountId));
-        totals.accountsMissing += o.user.knownProfileIds.filter((id) => !returned.has(id)).length;
       } else if (o.kind === 'released') {
         totals.usersReleased += 1;
       } else {
         totals.usersFailed += 1;
-        totals.accountsFailed += Math.max(1, o.user.knownProfileIds.length);
+        totals.accountsFailed += Math.max(1, o.user.accountCount);
         if (o.errorDetails.class === 'rate_limited') totals.rateLimited += 1;
         deps.logger.warn('Account sync failed', { userId: o.user.userId, region: o.user.region, error: o.error });
       }

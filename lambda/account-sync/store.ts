@@ -1,5 +1,5 @@
 import { Database, sqlJson, sqlUuid } from '../shared/db/port';
-import type { Region } from '../token-refresh/store';
+import { CLAIM_TOKEN_CHARS, Region } from '../token-refresh/store';
 
 export type SyncType = 'scheduled' | 'manual' | 'webhook';
 
@@ -12,8 +12,8 @@ export interface ClaimedUser {
   readonly region: Region;
   /** Failed attempts in a row so far (the highest of the user's accounts, or the user's own). */
   readonly retryCount: number;
-  /** The user's accounts before this attempt (amazon_account_id values). */
-  readonly knownProfileIds: string[];
+  /** How many accounts the user had before this attempt. */
+  readonly accountCount: number;
 }
 
 export interface ClaimUsersOptions {
@@ -43,7 +43,7 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
     access_token: string;
     region: Region;
     retry_count: number;
-    profile_ids: string[] | null;
+    account_count: number | null;
   }>(
     `WITH due AS (
        SELECT ua.user_id FROM user_accounts ua
@@ -61,14 +61,20 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
           AND (t.sync_lease_expires_at IS NULL OR t.sync_lease_expires_at < now())
         LIMIT :limit
         FOR UPDATE OF t SKIP LOCKED
+     ), sized AS (
+       -- The response carries each user's access token: stop before the Data API's 1 MiB.
+       SELECT id FROM (
+         SELECT c.id, length(t.access_token) AS chars, sum(length(t.access_token)) OVER (ORDER BY c.id) AS running
+           FROM candidates c JOIN oauth_tokens t ON t.id = c.id
+       ) r
+        WHERE running <= :maxTokenChars OR running = chars
      ), claimed AS (
        UPDATE oauth_tokens t
           SET sync_lease_owner = :owner, sync_lease_expires_at = now() + make_interval(secs => :leaseSeconds)
-         FROM candidates c WHERE t.id = c.id
+         FROM sized c WHERE t.id = c.id
        RETURNING t.user_id, t.access_token, t.region, t.sync_retry_count
      ), accounts AS (
-       SELECT ua.user_id, max(ua.sync_retry_count) AS retry_count,
-              jsonb_agg(ua.amazon_account_id ORDER BY ua.next_sync_at, ua.id) AS profile_ids,
+       SELECT ua.user_id, max(ua.sync_retry_count) AS retry_count, count(*)::int AS account_count,
               (array_agg(ua.id ORDER BY ua.next_sync_at, ua.id))[1] AS first_account_id
          FROM user_accounts ua JOIN claimed c ON c.user_id = ua.user_id
         GROUP BY ua.user_id
@@ -78,12 +84,12 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
      ), history AS (
        INSERT INTO account_sync_history (user_account_id, sync_type, sync_status, metadata)
        SELECT a.first_account_id, :syncType, 'started',
-              jsonb_build_object('userId', c.user_id, 'accountsBefore', coalesce(jsonb_array_length(a.profile_ids), 0))
+              jsonb_build_object('userId', c.user_id, 'accountsBefore', coalesce(a.account_count, 0))
          FROM claimed c LEFT JOIN accounts a ON a.user_id = c.user_id
        RETURNING id, (metadata->>'userId')::uuid AS user_id
      )
      SELECT c.user_id, h.id AS history_id, c.access_token, c.region,
-            greatest(c.sync_retry_count, coalesce(a.retry_count, 0)) AS retry_count, a.profile_ids
+            greatest(c.sync_retry_count, coalesce(a.retry_count, 0)) AS retry_count, a.account_count
        FROM claimed c
        JOIN history h ON h.user_id = c.user_id
        LEFT JOIN accounts a ON a.user_id = c.user_id`,
@@ -94,6 +100,7 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
       syncType: o.syncType,
       userId: o.userId === undefined ? null : sqlUuid(o.userId),
       minTokenValiditySeconds: o.minTokenValiditySeconds,
+      maxTokenChars: CLAIM_TOKEN_CHARS,
     },
   );
   return rows.map((r) => ({
@@ -102,7 +109,7 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
     storedAccessToken: r.access_token,
     region: r.region,
     retryCount: Number(r.retry_count),
-    knownProfileIds: r.profile_ids ?? [],
+    accountCount: Number(r.account_count ?? 0),
   }));
 }
 
@@ -148,8 +155,8 @@ export const MISSING_PROFILE_MESSAGE = 'Amazon Ads no longer returns this profil
  *   only through their accounts (or, with none, at the next regular time); after a failure at
  *   the retry time.
  */
-export async function saveOutcomes(db: Database, owner: string, outcomes: readonly UserSyncOutcome[]): Promise<void> {
-  if (outcomes.length === 0) return;
+export async function saveOutcomes(db: Database, owner: string, outcomes: readonly UserSyncOutcome[]): Promise<{ accountsMissing: number }> {
+  if (outcomes.length === 0) return { accountsMissing: 0 };
   const accounts = outcomes.flatMap((o) =>
     o.kind === 'success' ? o.accounts.map((a) => ({ user_id: o.user.userId, amazon_account_id: a.amazonAccountId, metadata: a.metadata, next_sync_at: o.nextSyncAt })) : [],
   );
@@ -159,12 +166,12 @@ export async function saveOutcomes(db: Database, owner: string, outcomes: readon
     kind: o.kind,
     profile_ids: o.kind === 'success' ? o.accounts.map((a) => a.amazonAccountId) : [],
     synced: o.kind === 'success' ? o.accounts.length : 0,
-    failed: o.kind === 'failure' ? Math.max(1, o.user.knownProfileIds.length) : 0,
+    failed: o.kind === 'failure' ? Math.max(1, o.user.accountCount) : 0,
     error: o.kind === 'failure' ? o.error : null,
     error_details: o.kind === 'failure' ? o.errorDetails : null,
     next_at: o.kind === 'success' ? o.nextSyncAt : o.kind === 'failure' ? o.nextAttemptAt : null,
   }));
-  await db.query(
+  const { rows } = await db.query<{ missing: number }>(
     `WITH u AS (
        SELECT * FROM jsonb_to_recordset(:users::jsonb) AS x(
          user_id uuid, history_id uuid, kind text, profile_ids jsonb, synced int, failed int,
@@ -215,9 +222,11 @@ export async function saveOutcomes(db: Database, owner: string, outcomes: readon
             sync_retry_count = CASE u.kind WHEN 'success' THEN 0 WHEN 'failure' THEN t.sync_retry_count + 1 ELSE t.sync_retry_count END,
             sync_last_error = CASE u.kind WHEN 'success' THEN NULL WHEN 'failure' THEN u.error ELSE t.sync_last_error END
        FROM u
-      WHERE t.user_id = u.user_id AND t.sync_lease_owner = :owner`,
+      WHERE t.user_id = u.user_id AND t.sync_lease_owner = :owner
+     RETURNING (SELECT count(*)::int FROM missing) AS missing`,
     { users: sqlJson(users), accounts: sqlJson(accounts), owner: sqlUuid(owner), missingMessage: MISSING_PROFILE_MESSAGE },
   );
+  return { accountsMissing: rows[0]?.missing ?? 0 };
 }
 
 /**

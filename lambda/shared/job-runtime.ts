@@ -44,24 +44,6 @@ export class MetricTotals implements JobMetrics {
   }
 }
 
-/**
- * Runs `fn` over `items` with at most `concurrency` calls in flight, keeping input order in
- * the result. `fn` must not throw (it returns an outcome per item): one bad item never stops
- * the others.
- */
-export async function mapWithConcurrency<T, R>(items: readonly T[], concurrency: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
-  const results = new Array<R>(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const index = next++;
-      results[index] = await fn(items[index], index);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, items.length)) }, worker));
-  return results;
-}
-
 /** A failure's message for storage and logs: its class and message, never more. */
 export function describeError(error: unknown): string {
   if (error instanceof Error) return `${error.name}: ${error.message}`;

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { classifyAmazonError } from '../shared/amazon-failure';
 import type { Database } from '../shared/db/port';
-import { addCounts, describeError, JobRuntime, mapWithConcurrency, nextRetryAt } from '../shared/job-runtime';
+import { addCounts, describeError, JobRuntime, nextRetryAt } from '../shared/job-runtime';
+import { runPipeline } from '../shared/pipeline';
 import { METRIC_NAMES } from '../shared/metric-names';
 import { endpointKey, RateLimitUsageRecorder, readEndpointPauses, recordRateLimitUsage } from '../shared/rate-limit-store';
 import { isEncrypted, TokenCipher } from '../shared/token-crypto';
@@ -82,7 +83,8 @@ type Outcome = { kind: 'success'; result: RefreshSuccess } | { kind: 'failure'; 
 /**
  * One run of the proactive token refresh: claims due tokens in batches (a lease per token,
  * so overlapping invocations never refresh one twice), refreshes them with bounded concurrency,
- * writes the results back in batches, and keeps going until nothing is due or time runs low.
+ * writes the results back in batches (claims and write-backs overlapping the Amazon calls, see
+ * runPipeline), and keeps going until nothing is due or time runs low.
  * Every claimed token is written back or released before it returns, even when it throws.
  */
 export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefreshSummary> {
@@ -182,32 +184,27 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
     }
   };
 
-  let pending: ClaimedToken[] = [];
   try {
-    while (deps.remainingTimeMs() > s.reserveMs) {
-      const batchStarted = Date.now();
-      pending = await claimDueTokens(deps.db, {
-        owner,
-        windowSeconds: s.windowSeconds,
-        leaseSeconds: s.leaseSeconds,
-        limit: s.batchSize,
-        pausedRegions: pausedRegions(),
-      });
-      if (pending.length === 0) break;
-      totals.claimed += pending.length;
-      totals.batches += 1;
-      const outcomes = await mapWithConcurrency(pending, s.concurrency, refreshOne);
-      await writeBack(deps.db, owner, outcomes);
-      pending = [];
-      tally(outcomes);
-      deps.metrics.addMetric(METRIC_NAMES.batchDurationMs, 'Milliseconds', Date.now() - batchStarted);
-      if (fatal) throw fatal;
-    }
+    const run = await runPipeline<ClaimedToken, Outcome>({
+      concurrency: s.concurrency,
+      mayClaim: () => deps.remainingTimeMs() > s.reserveMs,
+      claim: () =>
+        claimDueTokens(deps.db, { owner, windowSeconds: s.windowSeconds, leaseSeconds: s.leaseSeconds, limit: s.batchSize, pausedRegions: pausedRegions() }),
+      process: refreshOne,
+      unprocessed: (token) => ({ kind: 'released', token }),
+      writeBack: (outcomes) => writeBack(deps.db, owner, outcomes),
+      shouldStop: () => fatal !== undefined,
+      onBatchWritten: (outcomes, ms) => {
+        tally(outcomes);
+        deps.metrics.addMetric(METRIC_NAMES.batchDurationMs, 'Milliseconds', ms);
+      },
+    });
+    totals.claimed = run.claimed;
+    totals.batches = run.batches;
   } finally {
-    // A throw mid-batch (the database, a client-credentials error) gives the claims back.
-    if (pending.length) await releaseLeases(deps.db, owner, pending.map((t) => t.id)).catch(() => undefined);
     await recordRateLimitUsage(deps.db, usage.drain()).catch((error) => deps.logger.warn('Could not record rate-limit usage', { error: describeError(error) }));
   }
+  if (fatal) throw fatal;
 
   const summary: TokenRefreshSummary = {
     job: 'token-refresh',

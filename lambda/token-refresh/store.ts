@@ -22,7 +22,20 @@ export interface ClaimOptions {
   readonly limit: number;
   /** Regions whose token endpoint is paused by a Retry-After: their tokens are left alone. */
   readonly pausedRegions: readonly Region[];
+  /**
+   * Most characters of stored refresh tokens one claim returns, so its response stays under
+   * the Data API's 1 MiB limit whatever the tokens' size (Amazon allows refresh tokens of
+   * 2,048 bytes: 2,775 characters encrypted). @default CLAIM_TOKEN_CHARS
+   */
+  readonly maxTokenChars?: number;
 }
+
+/**
+ * The claim's response budget for token text: 600,000 characters, leaving ample room under
+ * 1 MiB for ids, regions and the Data API's JSON framing. The claim is an UPDATE … RETURNING,
+ * so a response the Data API refused would leave leases taken for tokens nobody got.
+ */
+export const CLAIM_TOKEN_CHARS = 600_000;
 
 /**
  * Claims up to `limit` due tokens in one statement: proactive refresh on, expiring within the
@@ -32,7 +45,7 @@ export interface ClaimOptions {
 export async function claimDueTokens(db: Database, o: ClaimOptions): Promise<ClaimedToken[]> {
   const { rows } = await db.query<{ id: string; user_id: string; refresh_token: string; region: Region; refresh_failure_count: number }>(
     `WITH due AS (
-       SELECT id FROM oauth_tokens
+       SELECT id, expires_at, length(refresh_token) AS chars FROM oauth_tokens
         WHERE proactive_refresh_enabled = TRUE
           AND expires_at < now() + make_interval(secs => :windowSeconds)
           AND (refresh_lease_expires_at IS NULL OR refresh_lease_expires_at < now())
@@ -41,12 +54,19 @@ export async function claimDueTokens(db: Database, o: ClaimOptions): Promise<Cla
         ORDER BY expires_at
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
+     ), sized AS (
+       -- Rows past the response budget stay unleased (locked only until this statement ends).
+       -- (The first row always goes: its running total is its own size.)
+       SELECT id FROM (
+         SELECT id, chars, sum(chars) OVER (ORDER BY expires_at, id) AS running FROM due
+       ) r
+        WHERE running <= :maxTokenChars OR running = chars
      )
      UPDATE oauth_tokens t
         SET refresh_lease_owner = :owner,
             refresh_lease_expires_at = now() + make_interval(secs => :leaseSeconds)
-       FROM due
-      WHERE t.id = due.id
+       FROM sized
+      WHERE t.id = sized.id
      RETURNING t.id, t.user_id, t.refresh_token, t.region, t.refresh_failure_count`,
     {
       owner: sqlUuid(o.owner),
@@ -54,6 +74,7 @@ export async function claimDueTokens(db: Database, o: ClaimOptions): Promise<Cla
       leaseSeconds: o.leaseSeconds,
       limit: o.limit,
       pausedRegions: sqlJson(o.pausedRegions),
+      maxTokenChars: o.maxTokenChars ?? CLAIM_TOKEN_CHARS,
     },
   );
   return rows.map((r) => ({

@@ -231,6 +231,13 @@ test('overlapping invocations sync each user exactly once', async () => {
   expect(rows[0].n).toBe(0);
 });
 
+test('access tokens of Amazon’s maximum size are claimed within the Data API’s 1 MiB response', async () => {
+  await seedUsers(world, { count: 500, tokenChars: 2048, profilesPerUser: 1 });
+  const summary = await runAccountSync(deps(world.dataApi(), { settings: { batchSize: 500 } }));
+  expect(summary.usersSynced).toBe(500);
+  expect(summary.batches).toBeGreaterThan(1);
+});
+
 test('at most 30 database calls per 1,000 users', async () => {
   await seedUsers(world, { count: 1000, accountsDueInSeconds: -60, profilesPerUser: 2 });
   const db = world.dataApi();

@@ -109,6 +109,8 @@ export interface SeedOptions {
   /** Also create user_accounts rows for the Amazon profiles, due at this offset (seconds from now). @default - no rows */
   readonly accountsDueInSeconds?: number;
   readonly prefix?: string;
+  /** Pad tokens to this many characters (Amazon allows up to 2,048 bytes). @default - short tokens */
+  readonly tokenChars?: number;
 }
 
 const REGIONS = ['NA', 'EU', 'FE'] as const;
@@ -125,8 +127,8 @@ export async function seedUsers(world: JobWorld, o: SeedOptions): Promise<SeedUs
     const user: SeedUser = {
       userId: '',
       email: `${prefix}-${i}@example.com`,
-      refreshToken: `Atzr|${prefix}-refresh-${i}-${randomBytes(6).toString('hex')}`,
-      accessToken: `Atza|${prefix}-access-${i}-${randomBytes(6).toString('hex')}`,
+      refreshToken: pad(`Atzr|${prefix}-refresh-${i}-${randomBytes(6).toString('hex')}`, o.tokenChars),
+      accessToken: pad(`Atza|${prefix}-access-${i}-${randomBytes(6).toString('hex')}`, o.tokenChars),
       region,
       profiles,
     };
@@ -176,6 +178,10 @@ export async function seedUsers(world: JobWorld, o: SeedOptions): Promise<SeedUs
     );
   }
   return seeded;
+}
+
+function pad(token: string, chars: number | undefined): string {
+  return chars === undefined ? token : `${token}|`.padEnd(chars, 'x');
 }
 
 /** A logger that keeps every line, to assert on and to scan for secrets. */

@@ -75,6 +75,16 @@ test('round trips are batched: at most 30 database calls per 1,000 tokens', asyn
   expect(summary.databaseCalls).toBe(db.callCounts().total);
 });
 
+test('refresh tokens of Amazon’s maximum size (2,048 bytes) are claimed within the Data API’s 1 MiB response', async () => {
+  const users = await seedUsers(world, { count: 600, tokenChars: 2048 });
+  const db = world.dataApi();
+  const summary = await runTokenRefresh(deps(db, { settings: { batchSize: 500 } }));
+  expect(summary.refreshed).toBe(600);
+  expect(summary.batches).toBeGreaterThan(2); // the claims were cut by size, not by count
+  const rows = await tokens();
+  for (const u of users) expect(world.cipher.decrypt(rows.get(u.userId)!.refresh_token)).toBe(u.refreshToken);
+});
+
 test('faults at 20% 5xx, 10% 429, 5% hangs, 5% malformed: every token ends refreshed or with its failure recorded', async () => {
   const users = await seedUsers(world, { count: 400 });
   world.amazon.setKnobs({ rate5xx: 0.2, rate429: 0.1, retryAfterSeconds: 1, hangRate: 0.05, malformedRate: 0.05 });

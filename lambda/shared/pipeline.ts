@@ -1,0 +1,121 @@
+/**
+ * The jobs' work loop: claim a batch, process its items with bounded concurrency, write the
+ * batch back; until nothing is due or time runs low. Claims and write-backs overlap with the
+ * Amazon calls: the next batch is claimed while the last items of the current one are still
+ * in flight, and a finished batch is written back while the next one is being processed, so
+ * `concurrency` calls stay in flight from the first item to the last (a loop that waits for
+ * each step in turn idles at every batch boundary: measured at 77 % of concurrency ÷ latency).
+ */
+export interface PipelineOptions<T, O> {
+  /** Items processed at once. */
+  readonly concurrency: number;
+  /** Claims the next batch; an empty batch means nothing more is due. */
+  readonly claim: () => Promise<T[]>;
+  /** Whether another batch may be claimed (time left in the invocation). */
+  readonly mayClaim: () => boolean;
+  /** Processes one item. Must not throw: every item ends in an outcome. */
+  readonly process: (item: T) => Promise<O>;
+  /** Writes a batch's outcomes back (one at a time, in the order batches finish). */
+  readonly writeBack: (outcomes: O[]) => Promise<void>;
+  /** The outcome of an item that was claimed but will not be processed (its lease is given back). */
+  readonly unprocessed: (item: T) => O;
+  /** Stop taking new items (a fatal condition seen while processing). @default never */
+  readonly shouldStop?: () => boolean;
+  /** Called after each batch is written back. */
+  readonly onBatchWritten?: (outcomes: O[], ms: number) => void;
+}
+
+export interface PipelineResult {
+  readonly batches: number;
+  readonly claimed: number;
+}
+
+interface Batch<T, O> {
+  readonly items: T[];
+  readonly outcomes: Array<O | undefined>;
+  remaining: number;
+  readonly started: number;
+}
+
+/**
+ * Runs the pipeline to the end. Every claimed item is written back, processed or not, before
+ * it returns or throws; a failure of `claim` or `writeBack` stops it and is rethrown after that.
+ */
+export async function runPipeline<T, O>(o: PipelineOptions<T, O>): Promise<PipelineResult> {
+  const queue: Array<{ batch: Batch<T, O>; index: number }> = [];
+  const batches: Array<Batch<T, O>> = [];
+  let exhausted = false;
+  let claiming: Promise<void> | undefined;
+  let failure: unknown;
+  let writes: Promise<void> = Promise.resolve();
+  let claimed = 0;
+  const stopped = () => failure !== undefined || (o.shouldStop?.() ?? false);
+
+  const startClaim = (): Promise<void> | undefined => {
+    if (claiming || exhausted || stopped()) return claiming;
+    if (!o.mayClaim()) {
+      exhausted = true;
+      return undefined;
+    }
+    claiming = (async () => {
+      try {
+        const items = await o.claim();
+        if (items.length === 0) {
+          exhausted = true;
+          return;
+        }
+        const batch: Batch<T, O> = { items, outcomes: new Array(items.length), remaining: items.length, started: Date.now() };
+        batches.push(batch);
+        claimed += items.length;
+        items.forEach((_, index) => queue.push({ batch, index }));
+      } catch (error) {
+        failure ??= error;
+        exhausted = true;
+      } finally {
+        claiming = undefined;
+      }
+    })();
+    return claiming;
+  };
+
+  const write = (batch: Batch<T, O>) => {
+    // (Array.from, not map: map skips the holes of items never processed.)
+    const outcomes = Array.from(batch.items, (item, i) => batch.outcomes[i] ?? o.unprocessed(item));
+    writes = writes.then(async () => {
+      try {
+        await o.writeBack(outcomes);
+        o.onBatchWritten?.(outcomes, Date.now() - batch.started);
+      } catch (error) {
+        failure ??= error;
+      }
+    });
+  };
+
+  const worker = async () => {
+    for (;;) {
+      if (stopped()) return;
+      // Claim ahead: the next batch arrives while the current one's last calls are in flight.
+      if (queue.length <= o.concurrency) startClaim();
+      const next = queue.shift();
+      if (!next) {
+        const pending = claiming ?? startClaim();
+        if (pending) {
+          await pending;
+          continue;
+        }
+        return; // nothing queued, nothing being claimed, nothing more to claim
+      }
+      next.batch.outcomes[next.index] = await o.process(next.batch.items[next.index]);
+      next.batch.remaining -= 1;
+      if (next.batch.remaining === 0) write(next.batch);
+    }
+  };
+
+  await Promise.all(Array.from({ length: Math.max(1, o.concurrency) }, worker));
+  await claiming;
+  // Stopped early: batches with unprocessed items are written back with those items released.
+  for (const batch of batches) if (batch.remaining > 0) write(batch);
+  await writes;
+  if (failure !== undefined) throw failure;
+  return { batches: batches.length, claimed };
+}
