@@ -128,7 +128,10 @@ export async function runAccountSync(deps: AccountSyncDeps, request: AccountSync
       return failed(user, `Stored access token is unreadable (${describeError(error)})`, { class: 'token', reason: describeError(error) }, retryAt(failures));
     }
     const endpoint = endpointKey('ads-profiles', user.region);
-    usage.request(endpoint, user.userId);
+    // Requests are counted per endpoint; a user gets a row of their own only when Amazon
+    // throttled a call made for them (one row per synced user would make this write grow
+    // with every user: megabytes at 100,000 users, past the Data API's request limit).
+    usage.request(endpoint);
     try {
       const profiles = await deps.ads.listProfiles({ itemId: user.userId, region: user.region, accessToken });
       const accounts = dedupe(profiles.map((p) => toAccountRecord(p, user.region)));
@@ -137,6 +140,8 @@ export async function runAccountSync(deps: AccountSyncDeps, request: AccountSync
     } catch (error) {
       const f = classifyAmazonError(error);
       if (f.kind === 'rate_limited') {
+        usage.limitHit(endpoint, null, f.retryAfterSeconds, now());
+        usage.request(endpoint, user.userId);
         usage.limitHit(endpoint, user.userId, f.retryAfterSeconds, now());
         return failed(user, `rate_limited: Amazon Ads answered 429, retry after ${f.retryAfterSeconds} s`, { class: 'rate_limited', retryAfterSeconds: f.retryAfterSeconds }, retryAt(failures, f.retryAfterSeconds));
       }

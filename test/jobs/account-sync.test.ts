@@ -177,8 +177,15 @@ test('faults at 20% 5xx, 10% 429, 5% hangs, 5% malformed: every user ends synced
   expect(synced).toBeGreaterThan(100);
   expect(failed).toBeGreaterThan(50);
   expect(summary).toMatchObject({ usersSynced: synced, usersFailed: failed });
-  const { rows: limits } = await world.admin.query<{ n: number }>(`SELECT coalesce(sum(limit_hit_count), 0)::int AS n FROM rate_limit_tracking WHERE endpoint LIKE 'ads-profiles:%'`);
-  expect(limits[0].n).toBe(summary.rateLimited);
+  // Per endpoint: every request and every 429; per user: a row only for users Amazon throttled.
+  const { rows: limits } = await world.admin.query<{ endpoint_hits: number; endpoint_requests: number; users: number; user_hits: number }>(
+    `SELECT coalesce(sum(limit_hit_count) FILTER (WHERE user_id IS NULL), 0)::int AS endpoint_hits,
+            coalesce(sum(request_count) FILTER (WHERE user_id IS NULL), 0)::int AS endpoint_requests,
+            count(*) FILTER (WHERE user_id IS NOT NULL)::int AS users,
+            coalesce(sum(limit_hit_count) FILTER (WHERE user_id IS NOT NULL), 0)::int AS user_hits
+       FROM rate_limit_tracking WHERE endpoint LIKE 'ads-profiles:%'`,
+  );
+  expect(limits[0]).toEqual({ endpoint_hits: summary.rateLimited, endpoint_requests: 300, users: summary.rateLimited, user_hits: summary.rateLimited });
   expect(summary.rateLimited).toBeGreaterThan(5);
 });
 
