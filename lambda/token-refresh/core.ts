@@ -6,17 +6,7 @@ import { runPipeline } from '../shared/pipeline';
 import { METRIC_NAMES } from '../shared/metric-names';
 import { endpointKey, RateLimitUsageRecorder, readEndpointPauses, recordRateLimitUsage } from '../shared/rate-limit-store';
 import { isEncrypted, TokenCipher } from '../shared/token-crypto';
-import {
-  claimDueTokens,
-  ClaimedToken,
-  flagReauthorisation,
-  Region,
-  RefreshFailure,
-  RefreshSuccess,
-  releaseLeases,
-  saveFailures,
-  saveRefreshed,
-} from './store';
+import { claimDueTokens, ClaimedToken, Region, RefreshFailure, saveResults, TokenResult } from './store';
 
 /** What the core needs of the Login with Amazon client (LwaClient). */
 export interface TokenRefresher {
@@ -78,7 +68,7 @@ export interface TokenRefreshSummary {
   readonly durationMs: number;
 }
 
-type Outcome = { kind: 'success'; result: RefreshSuccess } | { kind: 'failure'; result: RefreshFailure; reauth?: string } | { kind: 'released'; token: ClaimedToken };
+type Outcome = TokenResult;
 
 /**
  * One run of the proactive token refresh: claims due tokens in batches (a lease per token,
@@ -192,7 +182,7 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
         claimDueTokens(deps.db, { owner, windowSeconds: s.windowSeconds, leaseSeconds: s.leaseSeconds, limit: s.batchSize, pausedRegions: pausedRegions() }),
       process: refreshOne,
       unprocessed: (token) => ({ kind: 'released', token }),
-      writeBack: (outcomes) => writeBack(deps.db, owner, outcomes),
+      writeBack: (outcomes) => saveResults(deps.db, owner, outcomes),
       shouldStop: () => fatal !== undefined,
       onBatchWritten: (outcomes, ms) => {
         tally(outcomes);
@@ -238,24 +228,4 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
 
 function failure(token: ClaimedToken, countsAsFailure: boolean, disable: boolean, error: string, nextAttemptAt: Date): RefreshFailure {
   return { token, countsAsFailure, disable, error, nextAttemptAt };
-}
-
-/** Writes a batch's outcomes: successes, failures, re-authorisation flags, released leases. */
-async function writeBack(db: Database, owner: string, outcomes: Outcome[]): Promise<void> {
-  const successes: RefreshSuccess[] = [];
-  const failures: RefreshFailure[] = [];
-  const reauth: Array<{ userId: string; reason: string }> = [];
-  const released: string[] = [];
-  for (const o of outcomes) {
-    if (o.kind === 'success') successes.push(o.result);
-    else if (o.kind === 'released') released.push(o.token.id);
-    else {
-      failures.push(o.result);
-      if (o.reauth) reauth.push({ userId: o.result.token.userId, reason: o.reauth });
-    }
-  }
-  await saveRefreshed(db, owner, successes);
-  await saveFailures(db, owner, failures);
-  await flagReauthorisation(db, reauth);
-  await releaseLeases(db, owner, released);
 }

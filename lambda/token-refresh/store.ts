@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Database, sqlJson, sqlUuid } from '../shared/db/port';
 
 /** Regions of Login with Amazon (DESIGN.md): each has its own token endpoint. */
@@ -107,82 +108,114 @@ export interface RefreshFailure {
   readonly nextAttemptAt: Date;
 }
 
-/**
- * Writes successes back in one batch and releases their leases. The new values are written
- * only where the stored refresh token is still the one claimed: a token that the web app
- * replaced meanwhile (a re-connection) keeps the web app's values, never ours from the old
- * grant. `refresh_lease_owner = :owner` keeps a run whose lease expired from writing at all.
- * (All expressions of an UPDATE read the row as it was, so every CASE compares the old value.)
- */
-export async function saveRefreshed(db: Database, owner: string, results: readonly RefreshSuccess[]): Promise<void> {
-  await db.batch(
-    `UPDATE oauth_tokens
-        SET access_token = CASE WHEN refresh_token = :claimed THEN :accessToken ELSE access_token END,
-            refresh_token = CASE WHEN refresh_token = :claimed THEN :refreshToken ELSE refresh_token END,
-            expires_at = CASE WHEN refresh_token = :claimed THEN :expiresAt ELSE expires_at END,
-            refresh_failure_count = CASE WHEN refresh_token = :claimed THEN 0 ELSE refresh_failure_count END,
-            last_refresh_error = CASE WHEN refresh_token = :claimed THEN NULL ELSE last_refresh_error END,
-            next_refresh_attempt_at = CASE WHEN refresh_token = :claimed THEN NULL ELSE next_refresh_attempt_at END,
-            last_refreshed_at = CASE WHEN refresh_token = :claimed THEN now() ELSE last_refreshed_at END,
-            refresh_lease_owner = NULL,
-            refresh_lease_expires_at = NULL,
-            updated_at = now()
-      WHERE id = :id AND refresh_lease_owner = :owner`,
-    results.map((r) => ({
-      id: sqlUuid(r.token.id),
-      owner: sqlUuid(owner),
-      claimed: r.token.storedRefreshToken,
-      accessToken: r.accessToken,
-      refreshToken: r.refreshToken,
-      expiresAt: r.expiresAt,
-    })),
-  );
-}
+/** What happened to one claimed token, as written back. */
+export type TokenResult =
+  | { readonly kind: 'success'; readonly result: RefreshSuccess }
+  | {
+      readonly kind: 'failure';
+      readonly result: RefreshFailure;
+      /** When set, the user's accounts are flagged 'reauth_required' with this reason. */
+      readonly reauth?: string;
+    }
+  | { readonly kind: 'released'; readonly token: ClaimedToken };
 
-/** Records failures in one batch: count, error, backoff, and refresh off where it must stop. */
-export async function saveFailures(db: Database, owner: string, failures: readonly RefreshFailure[]): Promise<void> {
-  await db.batch(
-    `UPDATE oauth_tokens
-        SET refresh_failure_count = refresh_failure_count + :increment,
-            last_refresh_error = :error,
-            proactive_refresh_enabled = proactive_refresh_enabled AND NOT :disable,
-            next_refresh_attempt_at = :nextAttemptAt,
-            refresh_lease_owner = NULL,
-            refresh_lease_expires_at = NULL,
-            updated_at = now()
-      WHERE id = :id AND refresh_lease_owner = :owner`,
-    failures.map((f) => ({
-      id: sqlUuid(f.token.id),
-      owner: sqlUuid(owner),
+/** Request budget per write-back statement: well under the Data API's 4 MiB per request. */
+const WRITE_BACK_CHARS = 1_500_000;
+
+/**
+ * Writes a batch's results back, set-based: one statement per ~1.5 MB of results (one for a
+ * normal batch), instead of one UPDATE per token.
+ * - success: the new values, written only where the stored refresh token is still the one
+ *   claimed (compared by md5): a token that the web app replaced meanwhile (a re-connection)
+ *   keeps the web app's values, never ours from the old grant;
+ * - failure: count (+0 for a 429), error, backoff, refresh off where it must stop, and the
+ *   user's accounts flagged for re-authorisation;
+ * - every result: the lease released. `refresh_lease_owner = :owner` keeps a run whose lease
+ *   expired from writing at all. (All expressions of an UPDATE read the row as it was.)
+ */
+export async function saveResults(db: Database, owner: string, results: readonly TokenResult[]): Promise<void> {
+  const rows = results.map((r) => {
+    if (r.kind === 'released') return { id: r.token.id, kind: 'released' };
+    if (r.kind === 'success') {
+      const x = r.result;
+      return {
+        id: x.token.id,
+        kind: 'success',
+        claimed_md5: createHash('md5').update(x.token.storedRefreshToken).digest('hex'),
+        access_token: x.accessToken,
+        refresh_token: x.refreshToken,
+        expires_at: x.expiresAt.toISOString(),
+      };
+    }
+    const f = r.result;
+    return {
+      id: f.token.id,
+      kind: 'failure',
       increment: f.countsAsFailure ? 1 : 0,
       error: f.error,
       disable: f.disable,
-      nextAttemptAt: f.nextAttemptAt,
-    })),
-  );
+      next_attempt_at: f.nextAttemptAt.toISOString(),
+      reauth_user: r.reauth ? f.token.userId : null,
+      reauth_reason: r.reauth ?? null,
+    };
+  });
+  for (const chunk of chunkByLength(rows, WRITE_BACK_CHARS)) {
+    await db.query(
+      `WITH r AS (
+         SELECT * FROM jsonb_to_recordset(:results::jsonb) AS x(
+           id uuid, kind text, claimed_md5 text, access_token text, refresh_token text, expires_at timestamptz,
+           increment int, error text, disable boolean, next_attempt_at timestamptz, reauth_user uuid, reauth_reason text)
+       ), written AS (
+         UPDATE oauth_tokens t
+            SET access_token = CASE WHEN r.kind = 'success' AND md5(t.refresh_token) = r.claimed_md5 THEN r.access_token ELSE t.access_token END,
+                refresh_token = CASE WHEN r.kind = 'success' AND md5(t.refresh_token) = r.claimed_md5 THEN r.refresh_token ELSE t.refresh_token END,
+                expires_at = CASE WHEN r.kind = 'success' AND md5(t.refresh_token) = r.claimed_md5 THEN r.expires_at ELSE t.expires_at END,
+                refresh_failure_count = CASE
+                  WHEN r.kind = 'success' AND md5(t.refresh_token) = r.claimed_md5 THEN 0
+                  WHEN r.kind = 'failure' THEN t.refresh_failure_count + r.increment
+                  ELSE t.refresh_failure_count END,
+                last_refresh_error = CASE
+                  WHEN r.kind = 'success' AND md5(t.refresh_token) = r.claimed_md5 THEN NULL
+                  WHEN r.kind = 'failure' THEN r.error
+                  ELSE t.last_refresh_error END,
+                proactive_refresh_enabled = CASE WHEN r.kind = 'failure' THEN t.proactive_refresh_enabled AND NOT r.disable ELSE t.proactive_refresh_enabled END,
+                next_refresh_attempt_at = CASE
+                  WHEN r.kind = 'success' AND md5(t.refresh_token) = r.claimed_md5 THEN NULL
+                  WHEN r.kind = 'failure' THEN r.next_attempt_at
+                  ELSE t.next_refresh_attempt_at END,
+                last_refreshed_at = CASE WHEN r.kind = 'success' AND md5(t.refresh_token) = r.claimed_md5 THEN now() ELSE t.last_refreshed_at END,
+                refresh_lease_owner = NULL,
+                refresh_lease_expires_at = NULL,
+                updated_at = CASE WHEN r.kind = 'released' THEN t.updated_at ELSE now() END
+           FROM r
+          WHERE t.id = r.id AND t.refresh_lease_owner = :owner
+         RETURNING t.id
+       )
+       UPDATE user_accounts ua
+          SET sync_status = 'reauth_required', sync_error_message = r.reauth_reason, updated_at = now()
+         FROM r
+        WHERE r.reauth_user IS NOT NULL AND ua.user_id = r.reauth_user
+          AND EXISTS (SELECT 1 FROM written w WHERE w.id = r.id)`,
+      { results: sqlJson(chunk), owner: sqlUuid(owner) },
+    );
+  }
 }
 
-/**
- * Flags every account of these users as needing re-authorisation (one statement), so the
- * account sync leaves them alone and the product can ask the user to reconnect.
- */
-export async function flagReauthorisation(db: Database, users: ReadonlyArray<{ userId: string; reason: string }>): Promise<void> {
-  if (users.length === 0) return;
-  await db.query(
-    `UPDATE user_accounts ua
-        SET sync_status = 'reauth_required', sync_error_message = x.reason, updated_at = now()
-       FROM jsonb_to_recordset(:users::jsonb) AS x(user_id uuid, reason text)
-      WHERE ua.user_id = x.user_id`,
-    { users: sqlJson(users.map((u) => ({ user_id: u.userId, reason: u.reason }))) },
-  );
-}
-
-/** Gives back leases this invocation still holds (time ran out before they were processed). */
-export async function releaseLeases(db: Database, owner: string, tokenIds: readonly string[]): Promise<void> {
-  if (tokenIds.length === 0) return;
-  await db.query(
-    `UPDATE oauth_tokens SET refresh_lease_owner = NULL, refresh_lease_expires_at = NULL
-      WHERE refresh_lease_owner = :owner AND id IN (SELECT jsonb_array_elements_text(:ids::jsonb)::uuid)`,
-    { owner: sqlUuid(owner), ids: sqlJson(tokenIds) },
-  );
+/** Splits rows into runs whose JSON stays under `maxChars` (at least one row per run). */
+function chunkByLength<T>(rows: readonly T[], maxChars: number): T[][] {
+  const chunks: T[][] = [];
+  let current: T[] = [];
+  let size = 0;
+  for (const row of rows) {
+    const length = JSON.stringify(row).length + 1;
+    if (current.length > 0 && size + length > maxChars) {
+      chunks.push(current);
+      current = [];
+      size = 0;
+    }
+    current.push(row);
+    size += length;
+  }
+  if (current.length > 0) chunks.push(current);
+  return chunks;
 }
