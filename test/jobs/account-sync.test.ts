@@ -3,18 +3,10 @@ import { MISSING_PROFILE_MESSAGE } from '../../lambda/account-sync/store';
 import { parseSyncEvent, InvalidSyncEventError } from '../../lambda/account-sync/handler';
 import { Database } from '../../lambda/shared/db';
 import { fakeProfile } from '../fake-amazon/profiles';
-import { JobWorld, runtime, seedUsers, startJobWorld } from './fixture';
+import { JobWorld, runtime, seedUsers, useJobWorld } from './fixture';
 
 let world: JobWorld;
-beforeAll(async () => {
-  world = await startJobWorld();
-});
-afterAll(async () => {
-  await world?.close();
-});
-beforeEach(async () => {
-  await world.reset();
-});
+useJobWorld((w) => (world = w));
 
 function deps(db: Database, extra: Partial<AccountSyncDeps> = {}): AccountSyncDeps {
   return { db, ads: world.ads(), cipher: world.cipher, ...runtime(), settings: { concurrency: 32 }, ...extra };

@@ -5,21 +5,13 @@ import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-sec
 import { mockClient } from 'aws-sdk-client-mock';
 import { handler as sync } from '../../lambda/account-sync/handler';
 import { handler as refresh } from '../../lambda/token-refresh/handler';
-import { JobWorld, seedUsers, startJobWorld } from './fixture';
+import { JobWorld, seedUsers, useJobWorld } from './fixture';
 
 const run = promisify(execFile);
 const ROOT = resolve(__dirname, '..', '..');
 
 let world: JobWorld;
-beforeAll(async () => {
-  world = await startJobWorld();
-});
-afterAll(async () => {
-  await world?.close();
-});
-beforeEach(async () => {
-  await world.reset();
-});
+useJobWorld((w) => (world = w));
 
 function localEnv(): NodeJS.ProcessEnv {
   return {

@@ -87,6 +87,24 @@ export async function startJobWorld(): Promise<JobWorld> {
   };
 }
 
+/**
+ * Registers this file's hooks: one JobWorld for the file (started before, closed after) and a
+ * reset before each test. `use` receives the world once it has started.
+ */
+export function useJobWorld(use: (world: JobWorld) => void): void {
+  let world: JobWorld | undefined;
+  beforeAll(async () => {
+    world = await startJobWorld();
+    use(world);
+  });
+  afterAll(async () => {
+    await world?.close();
+  });
+  beforeEach(async () => {
+    await world!.reset();
+  });
+}
+
 export interface SeedUser {
   readonly userId: string;
   readonly email: string;

@@ -3,18 +3,10 @@ import { runTokenRefresh, TokenRefreshDeps } from '../../lambda/token-refresh/co
 import { claimDueTokens } from '../../lambda/token-refresh/store';
 import { LwaClient } from '../../lambda/shared/amazon';
 import { Database } from '../../lambda/shared/db';
-import { JobWorld, runtime, seedUsers, startJobWorld } from './fixture';
+import { JobWorld, runtime, seedUsers, useJobWorld } from './fixture';
 
 let world: JobWorld;
-beforeAll(async () => {
-  world = await startJobWorld();
-});
-afterAll(async () => {
-  await world?.close();
-});
-beforeEach(async () => {
-  await world.reset();
-});
+useJobWorld((w) => (world = w));
 
 function deps(db: Database, extra: Partial<TokenRefreshDeps> = {}): TokenRefreshDeps {
   return { db, lwa: world.lwa(), cipher: world.cipher, ...runtime(), settings: { concurrency: 32 }, ...extra };
