@@ -14,7 +14,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client } from 'pg';
 import { runMigrations } from '../lambda/migrate/run-migrations';
-import { startPostgres } from '../test/support/postgres';
+import { startPostgres } from '../local/postgres/embedded-postgres';
 
 const TABLES = ['users', 'oauth_tokens', 'user_accounts'] as const;
 type Table = (typeof TABLES)[number];

@@ -1,7 +1,7 @@
 import type { Client } from 'pg';
 import type { TokenCipher } from '../lambda/shared/token-crypto';
-import type { FakeUser } from '../test/fake-amazon/fake-amazon';
-import { FakeProfile, fakeProfile } from '../test/fake-amazon/profiles';
+import type { FakeUser } from '../local/amazon/fake-amazon';
+import { FakeProfile, fakeProfile } from '../local/amazon/profiles';
 
 /**
  * Demo data for `npm start`: users as the web app would have stored them after the OAuth

@@ -22,10 +22,10 @@ import { onSchemaMigrationEvent } from '../lambda/migrate/on-event';
 import type { TokenRefreshSummary } from '../lambda/token-refresh/core';
 import { handler as tokenRefresh } from '../lambda/token-refresh/handler';
 import { TokenCipher } from '../lambda/shared/token-crypto';
-import { startDataApiEmulator } from '../test/emulator/data-api-emulator';
-import { startSecretsManagerStandIn } from '../test/emulator/secrets-manager';
-import { startFakeAmazon } from '../test/fake-amazon/fake-amazon';
-import { startPostgres } from '../test/support/postgres';
+import { startDataApiEmulator } from '../local/data-api/emulator';
+import { startSecretsManagerStandIn } from '../local/secrets-manager/stand-in';
+import { startFakeAmazon } from '../local/amazon/fake-amazon';
+import { startPostgres } from '../local/postgres/embedded-postgres';
 import { demoAmazonUsers, seedDemoData } from './demo-data';
 
 const ROOT = resolve(__dirname, '..');

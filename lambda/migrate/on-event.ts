@@ -1,8 +1,9 @@
 import type { CloudFormationCustomResourceEvent } from 'aws-lambda';
 import { Client, type ClientConfig } from 'pg';
-import { runMigrations, type MigrationLogger, type MigrationResult } from './run-migrations';
+import { runMigrations, type MigrationResult } from './run-migrations';
 import { waitForDatabase } from './wait-for-database';
 import { ensureWorkerLogin, type WorkerCredentials } from './worker-login';
+import type { AppLogger } from '../shared/logger';
 
 /** The custom resource's properties, as the CDK construct sets them. */
 export interface SchemaMigrationProperties {
@@ -30,7 +31,7 @@ export interface SchemaMigrationDeps {
   readonly migrationsDir: string;
   /** Milliseconds left before the Lambda times out. */
   readonly remainingTimeMs: () => number;
-  readonly logger: MigrationLogger;
+  readonly logger: AppLogger;
   /** @default setTimeout */
   readonly sleep?: (ms: number) => Promise<void>;
   /** @default Date.now */

@@ -1,6 +1,6 @@
 import { Client } from 'pg';
 import { runMigrations } from '../../lambda/migrate/run-migrations';
-import { startPostgres, TestPostgres } from '../support/postgres';
+import { startPostgres, TestPostgres } from '../../local/postgres/embedded-postgres';
 import { withClient } from '../support/schema';
 
 let pg: TestPostgres;

@@ -1,5 +1,5 @@
 import { runMigrations } from '../../lambda/migrate/run-migrations';
-import { startPostgres, TestPostgres } from '../support/postgres';
+import { startPostgres, TestPostgres } from '../../local/postgres/embedded-postgres';
 import { SchemaSnapshot, snapshotSchema } from '../support/schema';
 
 // Schema conformance: every column, index, foreign key, constraint, policy and RLS flag that
