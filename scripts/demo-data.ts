@@ -64,7 +64,7 @@ function demoUser(n: number): DemoUser {
 
 /** Seeds the demo users once (returns false when they exist already). */
 export async function seedDemoData(c: Client, cipher: TokenCipher): Promise<boolean> {
-  const existing = Number((await c.query(`SELECT count(*) AS n FROM users WHERE email LIKE 'demo-%@example.com'`)).rows[0].n);
+  const existing = Number((await c.query<{ n: string }>(`SELECT count(*) AS n FROM users WHERE email LIKE 'demo-%@example.com'`)).rows[0].n);
   if (existing > 0) return false;
   const users = Array.from({ length: DEMO_USERS }, (_, n) => demoUser(n));
   await c.query('BEGIN');

@@ -126,8 +126,9 @@ async function canLogIn(config: ClientConfig): Promise<boolean> {
  * goes to an earlier last migration than the one it replaces is that rollback.
  */
 export function isRollback(next: Record<string, unknown>, previous: Record<string, unknown>): boolean {
-  const to = String(next.LatestMigration ?? '');
-  const from = String(previous.LatestMigration ?? '');
+  const name = (value: unknown) => (typeof value === 'string' ? value : '');
+  const to = name(next.LatestMigration);
+  const from = name(previous.LatestMigration);
   return to < from;
 }
 
