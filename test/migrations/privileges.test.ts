@@ -2,7 +2,7 @@ import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_MIGRATIONS_DIR, MIGRATIONS_TABLE, runMigrations } from '../../lambda/migrate/run-migrations';
-import { startPostgres, TestPostgres } from '../support/postgres';
+import { startPostgres, TestPostgres } from '../../local/postgres/embedded-postgres';
 import { checkPrivileges } from '../support/privileges';
 import { snapshotSchema, withClient } from '../support/schema';
 import { createSupabaseRoles, prepareSupabaseDatabase, SUPABASE_UID_COMMENT } from '../support/supabase';
