@@ -80,11 +80,9 @@ describe('Lambda handlers on the Data API path', () => {
       POWERTOOLS_DEV: 'false',
     });
     secrets.reset();
-    secrets
-      .on(GetSecretValueCommand, { SecretId: ARNS.lwa })
-      .resolves({
-        SecretString: JSON.stringify({ clientId: world.amazon.clientId, clientSecret: world.amazon.clientSecret }),
-      });
+    secrets.on(GetSecretValueCommand, { SecretId: ARNS.lwa }).resolves({
+      SecretString: JSON.stringify({ clientId: world.amazon.clientId, clientSecret: world.amazon.clientSecret }),
+    });
     secrets.on(GetSecretValueCommand, { SecretId: ARNS.key }).resolves({ SecretString: world.keyBase64 });
     stdout = [];
     // Powertools writes log lines and EMF metrics to stdout, warnings and errors to stderr.
