@@ -24,7 +24,7 @@ const STATEFUL_LOGICAL_IDS = {
 
 function functionByDescription(template: Template, prefix: string): { id: string; properties: Record<string, any> } {
   const matches = Object.entries(resourcesOf(template, 'AWS::Lambda::Function')).filter(([, r]) =>
-    String(r.Properties?.Description ?? '').startsWith(prefix),
+    `${r.Properties?.Description as string | undefined}`.startsWith(prefix),
   );
   expect(matches).toHaveLength(1);
   return { id: matches[0][0], properties: matches[0][1].Properties as Record<string, any> };
