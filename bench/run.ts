@@ -12,7 +12,7 @@
  * bench/results/migrate.json when `npm run bench:migrate` has written it. Each concurrency
  * level gets enough items to run `--seconds` (12) at its ceiling, concurrency ÷ latency.
  * The Amazon clients get limits far above the ceiling (BENCH_LIMITS) so the client-side rate
- * limiter is not what is measured; production's limits are discussed in docs/scale.md.
+ * limiter is not what is measured; production's limits are discussed in the README's "Scale" section.
  */
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';

@@ -21,7 +21,7 @@
  * Amazon: the fake Amazon with a latency per call (LWA 100 ms, Ads 150 ms by default: assumed,
  * Amazon publishes no latency figures), client rate limits raised out of the way (BENCH_LIMITS)
  * so the figures show what the cores, the database path and latency allow; Amazon's own rate
- * limits are applied on paper in docs/scale.md.
+ * limits are applied on paper in the README's "Scale" section.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';

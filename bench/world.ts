@@ -18,7 +18,7 @@ import type { ServerCounters, ServerInfo, ServerRequest } from './servers';
  * Rate and concurrency limits high enough that the client-side limiter is never the
  * bottleneck: the benchmark measures the job core, the database path and Amazon's latency.
  * Production uses DEFAULT_ENDPOINT_LIMITS (LWA 10/s, Ads 5/s per region, 10 and 5 in flight),
- * which is what bounds a real environment: see docs/scale.md.
+ * which is what bounds a real environment: see the README's "Scale" section.
  */
 export const BENCH_LIMITS: Readonly<Record<'lwa' | 'ads', EndpointLimits>> = {
   lwa: { ratePerSecond: 1_000_000, burst: 1_000_000, maxConcurrency: 10_000 },

@@ -111,7 +111,7 @@ export class AccountsPlatformStack extends Stack {
       alarmEmail: config.alarms.email,
     });
 
-    // What operators need after a deploy (docs/deploy.md): the secrets to fill in, where to look.
+    // What operators need after a deploy (README, "Deploying to AWS"): the secrets to fill in, where to look.
     new CfnOutput(this, 'LwaClientSecretArn', {
       value: secrets.lwaClient.secretArn,
       description: 'Fill in: {"clientId","clientSecret"} of the Login with Amazon app',

@@ -10,7 +10,7 @@ export interface ApplicationSecretsProps {
 }
 
 /**
- * The credentials operators fill in after the first deploy (docs/deploy.md says how). The stack
+ * The credentials operators fill in after the first deploy (the README's "Deploying to AWS" says how). The stack
  * never contains their values: CloudFormation creates each with a random placeholder, which the
  * jobs reject as invalid until an operator puts the real value.
  */
@@ -38,7 +38,7 @@ export class ApplicationSecrets extends Construct {
       Validations.of(secret).acknowledge({
         id: 'AwsSolutions-SMG4',
         reason:
-          'Not rotatable by Secrets Manager: the LWA client secret is issued by Amazon and the token key is shared with the web app; operators replace them together with their owners (docs/deploy.md).',
+          'Not rotatable by Secrets Manager: the LWA client secret is issued by Amazon and the token key is shared with the web app; operators replace them together with their owners (README, "Deploying to AWS").',
       });
     }
   }

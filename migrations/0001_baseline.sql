@@ -1,7 +1,7 @@
 -- Up Migration
 --
 -- Baseline: the tables that the schema specification calls "existing" (users, oauth_tokens,
--- user_accounts) with the columns fixed in DESIGN.md, and the Supabase-compatible pieces its
+-- user_accounts) with the columns fixed in docs/architecture.md, and the Supabase-compatible pieces its
 -- Row Level Security policies use (role `authenticated`, function `auth.uid()`).
 -- `npm run migrate -- up 1` stops here: a database as it was before the specification.
 --

@@ -60,7 +60,7 @@ ALTER TABLE user_accounts
 
 CREATE TABLE IF NOT EXISTS account_sync_history (
   id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-  -- NULL for a user who has no account yet; metadata then names the user (DESIGN.md).
+  -- NULL for a user who has no account yet; metadata then names the user (docs/architecture.md).
   user_account_id uuid REFERENCES user_accounts (id) ON DELETE CASCADE,
   sync_type varchar(50) NOT NULL
     CONSTRAINT account_sync_history_sync_type_check CHECK (sync_type IN ('manual', 'scheduled', 'webhook')),

@@ -7,7 +7,7 @@
 // * A concurrent build that fails (or is interrupted) leaves an INVALID index behind, and
 //   "IF NOT EXISTS" would then keep the broken one. Before each build, an invalid index of
 //   that name is dropped (also CONCURRENTLY).
-// * idx_user_accounts_user_amazon is UNIQUE: DESIGN.md fixes one user_accounts row per
+// * idx_user_accounts_user_amazon is UNIQUE: the account contract (docs/architecture.md) fixes one user_accounts row per
 //   (user, Amazon profile), and the account sync upserts on that pair. If existing data has
 //   duplicates the build fails with PostgreSQL's "could not create unique index" message
 //   naming the duplicate key, the migration is not recorded, and nothing else changed.

@@ -1,7 +1,7 @@
 -- Up Migration
 --
--- What the scheduled jobs need beyond the specification (DESIGN.md, "Behaviour the jobs must
--- have"). All of it is per user, and oauth_tokens has exactly one row per user, so it lives
+-- What the scheduled jobs need beyond the specification (docs/architecture.md, "How the jobs
+-- behave"). All of it is per user, and oauth_tokens has exactly one row per user, so it lives
 -- there:
 --
 -- * Token refresh: refresh_lease_owner / refresh_lease_expires_at. A token is claimed by

@@ -75,7 +75,7 @@ export interface AccountSyncSummary {
 
 export const REAUTH_MESSAGE = 'Amazon access needs re-authorisation: the user must reconnect their Amazon account';
 
-/** Maps a profile to its stored form: `amazon_account_id` and the metadata DESIGN.md fixes. */
+/** Maps a profile to its stored form: `amazon_account_id` and the metadata keys docs/architecture.md fixes. */
 export function toAccountRecord(profile: AdsProfile, region: AmazonRegion): AccountRecord {
   const info = profile.accountInfo;
   return {

@@ -114,7 +114,7 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
   }));
 }
 
-/** One profile as stored: `amazon_account_id` and the metadata DESIGN.md fixes. */
+/** One profile as stored: `amazon_account_id` and the metadata keys docs/architecture.md fixes. */
 export interface AccountRecord {
   readonly amazonAccountId: string;
   readonly metadata: Record<string, unknown>;

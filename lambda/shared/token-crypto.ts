@@ -1,7 +1,7 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 
 /**
- * OAuth tokens at rest, in the format the web app shares (DESIGN.md "Token encryption"):
+ * OAuth tokens at rest, in the format the web app shares (docs/architecture.md, "Tokens at rest"):
  * AES-256-GCM with a 32-byte key; stored value = `enc:v1:` + base64(IV(12) ‖ ciphertext ‖ tag(16)).
  * A value without the prefix is a legacy plaintext token: read as is, written back encrypted.
  */

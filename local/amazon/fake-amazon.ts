@@ -6,7 +6,7 @@ import { FakeProfile, profilesToWireJson } from './profiles';
 
 /**
  * A fake Amazon on 127.0.0.1: the Login with Amazon token endpoint and the Ads API profiles
- * endpoint with the wire shapes of DESIGN.md, for tests, `npm start` and the benchmark.
+ * endpoint with the wire shapes of docs/architecture.md, for tests, `npm start` and the benchmark.
  *
  * One server serves every region. The region is the first path segment, or the default NA
  * when absent:

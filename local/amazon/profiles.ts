@@ -1,6 +1,6 @@
 import type { AmazonRegion } from '../../lambda/shared/amazon/regions';
 
-/** One advertising profile as the fake serves it (DESIGN.md wire shape, plus its region). */
+/** One advertising profile as the fake serves it (the wire shape in docs/architecture.md, plus its region). */
 export interface FakeProfile {
   /** Digits; written to the wire as a JSON number with exactly these digits. */
   readonly profileId: string;

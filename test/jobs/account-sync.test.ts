@@ -47,7 +47,7 @@ async function history(): Promise<
   return (await world.admin.query(`SELECT * FROM account_sync_history ORDER BY started_at`)).rows as never;
 }
 
-test('users with no account yet get one row per profile, with the metadata DESIGN.md fixes', async () => {
+test('users with no account yet get one row per profile, with the metadata keys of the account contract', async () => {
   const users = await seedUsers(world, { count: 3, profilesPerUser: 2 });
   const before = Date.now();
   const summary = await runAccountSync(deps(world.dataApi()));

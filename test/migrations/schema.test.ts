@@ -3,7 +3,7 @@ import { startPostgres, TestPostgres } from '../../local/postgres/embedded-postg
 import { SchemaSnapshot, snapshotSchema } from '../support/schema';
 
 // Schema conformance: every column, index, foreign key, constraint, policy and RLS flag that
-// spec/database-schema.md (and DESIGN.md's baseline) asks for, on a real PostgreSQL 17.
+// the original schema specification (docs/schema-spec.md) and the baseline contract (docs/architecture.md) ask for, on a real PostgreSQL 17.
 
 let pg: TestPostgres;
 let schema: SchemaSnapshot;

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 
 /**
- * Amazon's response shapes (DESIGN.md "Amazon's wire shapes"), validated on every response.
+ * Amazon's response shapes (docs/architecture.md, "Amazon's wire shapes"), validated on every response.
  * Unknown extra fields are allowed and dropped: Amazon adds fields without notice.
  */
 
