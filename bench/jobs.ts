@@ -11,6 +11,8 @@ import { MetricTotals, silentLogger } from '../lambda/shared/jobs/runtime';
 import { runTokenRefresh } from '../lambda/token-refresh/core';
 import { naiveAccountSync, naiveTokenRefresh } from './naive';
 import { profilesFor, SEED_CHUNK } from './seeding';
+import type { DataApiDatabase } from '../lambda/shared/db';
+import type { ServerCounters } from './servers';
 import type { BenchWorld } from './world';
 
 export type JobName = 'token-refresh' | 'account-sync';
@@ -105,91 +107,124 @@ function expectEqual(what: string, actual: number, expected: number): void {
   if (actual !== expected) throw new Error(`Benchmark run is not valid: ${what} was ${actual}, expected ${expected}`);
 }
 
-/** Seeds `items` due tokens and runs the token refresh core once over them. */
-export async function measureTokenRefresh(w: BenchWorld, o: RunOptions): Promise<JobMeasurement> {
-  await w.reset({ lwaMs: o.latencyMs, adsMs: o.latencyMs });
-  expectEqual('tokens seeded', await w.seedRefreshDue(o.items), o.items);
+interface TimedRun<R> {
+  readonly result: R;
+  /** The Data API adapter the run used (its callCounts() are the run's calls). */
+  readonly db: DataApiDatabase;
+  readonly seconds: number;
+  readonly machineBusyPercent: number;
+  /** Calls the fake Amazon's `api` received during the run. */
+  readonly amazonCalls: number;
+  /** Calls the Data API emulator received during the run. */
+  readonly emulatorCalls: number;
+}
+
+/**
+ * What every measured run shares: the world reset to the given latency and seeded, then the run
+ * timed, with the machine's CPU and the fake Amazon's and the emulator's counters read around it.
+ */
+async function timedRun<R>(
+  w: BenchWorld,
+  latencyMs: number,
+  seed: () => Promise<void>,
+  api: 'lwa' | 'ads',
+  run: (db: DataApiDatabase) => Promise<R>,
+): Promise<TimedRun<R>> {
+  await w.reset({ lwaMs: latencyMs, adsMs: latencyMs });
+  await seed();
   const db = w.dataApi();
-  const lwa = w.lwa();
   const before = await w.counters();
   const cpu0 = cpuTimes();
   const started = performance.now();
-  const summary = await runTokenRefresh({
+  const result = await run(db);
+  const seconds = (performance.now() - started) / 1000;
+  const machineBusyPercent = busyPercentSince(cpu0);
+  const after = await w.counters();
+  const calls = (c: ServerCounters) => (api === 'lwa' ? c.lwaCalls : c.adsCalls);
+  return {
+    result,
     db,
-    lwa,
+    seconds,
+    machineBusyPercent,
+    amazonCalls: calls(after) - calls(before),
+    emulatorCalls: after.emulatorCalls - before.emulatorCalls,
+  };
+}
+
+/** The figures of a timed run that go into its measurement as they are. */
+function figuresOf(
+  t: TimedRun<unknown>,
+): Pick<JobMeasurement, 'seconds' | 'machineBusyPercent' | 'amazonCalls' | 'emulatorCalls'> {
+  return {
+    seconds: t.seconds,
+    machineBusyPercent: t.machineBusyPercent,
+    amazonCalls: t.amazonCalls,
+    emulatorCalls: t.emulatorCalls,
+  };
+}
+
+/** The collaborators a core gets in the benchmark: silent logs, plenty of time, the given concurrency. */
+function benchRuntime(w: BenchWorld, concurrency: number) {
+  return {
     cipher: w.cipher,
     logger: silentLogger,
     metrics: new MetricTotals(),
     remainingTimeMs: () => 15 * 60_000,
-    settings: { concurrency: o.concurrency },
-  });
-  const seconds = (performance.now() - started) / 1000;
-  const machineBusyPercent = busyPercentSince(cpu0);
-  const after = await w.counters();
-  const amazonCalls = after.lwaCalls - before.lwaCalls;
-  expectEqual('tokens refreshed', summary.refreshed, o.items);
-  expectEqual('LWA calls', amazonCalls, o.items);
+    settings: { concurrency },
+  };
+}
+
+const seedTokens = (w: BenchWorld, items: number) => async () =>
+  expectEqual('tokens seeded', await w.seedRefreshDue(items), items);
+const seedUsers = (w: BenchWorld, items: number) => async () =>
+  expectEqual('users seeded', await w.seedSyncDue(items), items);
+
+/** Seeds `items` due tokens and runs the token refresh core once over them. */
+export async function measureTokenRefresh(w: BenchWorld, o: RunOptions): Promise<JobMeasurement> {
+  const lwa = w.lwa();
+  const t = await timedRun(w, o.latencyMs, seedTokens(w, o.items), 'lwa', (db) =>
+    runTokenRefresh({ db, lwa, ...benchRuntime(w, o.concurrency) }),
+  );
+  expectEqual('tokens refreshed', t.result.refreshed, o.items);
+  expectEqual('LWA calls', t.amazonCalls, o.items);
   const { rows } = await w.admin.query<{ n: number }>(
     'SELECT count(*)::int AS n FROM oauth_tokens WHERE last_refreshed_at IS NOT NULL AND refresh_lease_owner IS NULL',
   );
   expectEqual('rows written back', rows[0].n, o.items);
   return measurement({
+    ...figuresOf(t),
     job: 'token-refresh',
     way: 'core',
     concurrency: o.concurrency,
     latencyMs: o.latencyMs,
-    items: summary.refreshed,
+    items: t.result.refreshed,
     accounts: 0,
-    seconds,
-    dataApiCalls: db.callCounts().total,
-    emulatorCalls: after.emulatorCalls - before.emulatorCalls,
-    amazonCalls,
-    machineBusyPercent,
+    dataApiCalls: t.db.callCounts().total,
   });
 }
 
 /** Seeds `items` users due for sync (2.5 accounts each on average) and runs the account sync core once. */
 export async function measureAccountSync(w: BenchWorld, o: RunOptions): Promise<JobMeasurement> {
-  await w.reset({ lwaMs: o.latencyMs, adsMs: o.latencyMs });
-  expectEqual('users seeded', await w.seedSyncDue(o.items), o.items);
-  const expectedAccounts = expectedAccountsFor(o.items);
-  const db = w.dataApi();
   const ads = w.ads();
-  const before = await w.counters();
-  const cpu0 = cpuTimes();
-  const started = performance.now();
-  const summary = await runAccountSync({
-    db,
-    ads,
-    cipher: w.cipher,
-    logger: silentLogger,
-    metrics: new MetricTotals(),
-    remainingTimeMs: () => 15 * 60_000,
-    settings: { concurrency: o.concurrency },
-  });
-  const seconds = (performance.now() - started) / 1000;
-  const machineBusyPercent = busyPercentSince(cpu0);
-  const after = await w.counters();
-  const amazonCalls = after.adsCalls - before.adsCalls;
-  expectEqual('users synced', summary.usersSynced, o.items);
-  expectEqual('accounts synced', summary.accountsSynced, expectedAccounts);
-  expectEqual('Ads API calls', amazonCalls, o.items);
+  const t = await timedRun(w, o.latencyMs, seedUsers(w, o.items), 'ads', (db) =>
+    runAccountSync({ db, ads, ...benchRuntime(w, o.concurrency) }),
+  );
+  expectEqual('users synced', t.result.usersSynced, o.items);
+  expectEqual('accounts synced', t.result.accountsSynced, expectedAccountsFor(o.items));
+  expectEqual('Ads API calls', t.amazonCalls, o.items);
   const { rows } = await w.admin.query<{ n: number }>(
     "SELECT count(*)::int AS n FROM account_sync_history WHERE sync_status = 'success'",
   );
   expectEqual('history rows closed', rows[0].n, o.items);
   return measurement({
+    ...figuresOf(t),
     job: 'account-sync',
     way: 'core',
     concurrency: o.concurrency,
     latencyMs: o.latencyMs,
-    items: summary.usersSynced,
-    accounts: summary.accountsSynced,
-    seconds,
-    dataApiCalls: db.callCounts().total,
-    emulatorCalls: after.emulatorCalls - before.emulatorCalls,
-    amazonCalls,
-    machineBusyPercent,
+    items: t.result.usersSynced,
+    accounts: t.result.accountsSynced,
+    dataApiCalls: t.db.callCounts().total,
   });
 }
 
@@ -198,29 +233,21 @@ export async function measureNaiveTokenRefresh(
   w: BenchWorld,
   o: Omit<RunOptions, 'concurrency'>,
 ): Promise<JobMeasurement> {
-  await w.reset({ lwaMs: o.latencyMs, adsMs: o.latencyMs });
-  expectEqual('tokens seeded', await w.seedRefreshDue(o.items), o.items);
-  const db = w.dataApi();
-  const before = await w.counters();
-  const cpu0 = cpuTimes();
-  const r = await naiveTokenRefresh({ db, lwa: w.lwa(), cipher: w.cipher });
-  const machineBusyPercent = busyPercentSince(cpu0);
-  const after = await w.counters();
-  const amazonCalls = after.lwaCalls - before.lwaCalls;
-  expectEqual('tokens refreshed (naive)', r.succeeded, o.items);
-  expectEqual('LWA calls (naive)', amazonCalls, o.items);
+  const t = await timedRun(w, o.latencyMs, seedTokens(w, o.items), 'lwa', (db) =>
+    naiveTokenRefresh({ db, lwa: w.lwa(), cipher: w.cipher }),
+  );
+  expectEqual('tokens refreshed (naive)', t.result.succeeded, o.items);
+  expectEqual('LWA calls (naive)', t.amazonCalls, o.items);
   return measurement({
+    ...figuresOf(t),
     job: 'token-refresh',
     way: 'naive',
     concurrency: 1,
     latencyMs: o.latencyMs,
-    items: r.succeeded,
+    items: t.result.succeeded,
     accounts: 0,
-    seconds: r.seconds,
-    dataApiCalls: r.databaseCalls,
-    emulatorCalls: after.emulatorCalls - before.emulatorCalls,
-    amazonCalls,
-    machineBusyPercent,
+    seconds: t.result.seconds,
+    dataApiCalls: t.result.databaseCalls,
   });
 }
 
@@ -229,30 +256,22 @@ export async function measureNaiveAccountSync(
   w: BenchWorld,
   o: Omit<RunOptions, 'concurrency'>,
 ): Promise<JobMeasurement> {
-  await w.reset({ lwaMs: o.latencyMs, adsMs: o.latencyMs });
-  expectEqual('users seeded', await w.seedSyncDue(o.items), o.items);
-  const db = w.dataApi();
-  const before = await w.counters();
-  const cpu0 = cpuTimes();
-  const r = await naiveAccountSync({ db, ads: w.ads(), cipher: w.cipher });
-  const machineBusyPercent = busyPercentSince(cpu0);
-  const after = await w.counters();
-  const amazonCalls = after.adsCalls - before.adsCalls;
-  expectEqual('users synced (naive)', r.succeeded, o.items);
-  expectEqual('accounts synced (naive)', r.accounts, expectedAccountsFor(o.items));
-  expectEqual('Ads API calls (naive)', amazonCalls, o.items);
+  const t = await timedRun(w, o.latencyMs, seedUsers(w, o.items), 'ads', (db) =>
+    naiveAccountSync({ db, ads: w.ads(), cipher: w.cipher }),
+  );
+  expectEqual('users synced (naive)', t.result.succeeded, o.items);
+  expectEqual('accounts synced (naive)', t.result.accounts, expectedAccountsFor(o.items));
+  expectEqual('Ads API calls (naive)', t.amazonCalls, o.items);
   return measurement({
+    ...figuresOf(t),
     job: 'account-sync',
     way: 'naive',
     concurrency: 1,
     latencyMs: o.latencyMs,
-    items: r.succeeded,
-    accounts: r.accounts,
-    seconds: r.seconds,
-    dataApiCalls: r.databaseCalls,
-    emulatorCalls: after.emulatorCalls - before.emulatorCalls,
-    amazonCalls,
-    machineBusyPercent,
+    items: t.result.succeeded,
+    accounts: t.result.accounts,
+    seconds: t.result.seconds,
+    dataApiCalls: t.result.databaseCalls,
   });
 }
 
