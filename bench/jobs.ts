@@ -164,12 +164,12 @@ function figuresOf(
 }
 
 /** The collaborators a core gets in the benchmark: silent logs, plenty of time, the given concurrency. */
-function benchRuntime(w: BenchWorld, concurrency: number) {
+export function benchRuntime(w: BenchWorld, concurrency: number, remainingTimeMs: () => number = () => 15 * 60_000) {
   return {
     cipher: w.cipher,
     logger: silentLogger,
     metrics: new MetricTotals(),
-    remainingTimeMs: () => 15 * 60_000,
+    remainingTimeMs,
     settings: { concurrency },
   };
 }

@@ -27,9 +27,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { runAccountSync } from '../lambda/account-sync/core';
-import { MetricTotals, silentLogger } from '../lambda/shared/jobs/runtime';
 import { runTokenRefresh } from '../lambda/token-refresh/core';
-import { busyPercentSince, cpuTimes } from './jobs';
+import { benchRuntime, busyPercentSince, cpuTimes } from './jobs';
 import { fmt } from './report';
 import { CallTimes, emptyTimes, TimedDatabase, timeCalls } from './timed';
 import { startBenchWorld } from './world';
@@ -124,11 +123,7 @@ export async function simulateScale(options: Partial<ScaleOptions> = {}): Promis
         const s = await runTokenRefresh({
           db,
           lwa: timeCalls(w.lwa(), times),
-          cipher: w.cipher,
-          logger: silentLogger,
-          metrics: new MetricTotals(),
-          remainingTimeMs,
-          settings: { concurrency: o.concurrency },
+          ...benchRuntime(w, o.concurrency, remainingTimeMs),
         });
         return {
           items: s.refreshed,
@@ -147,11 +142,7 @@ export async function simulateScale(options: Partial<ScaleOptions> = {}): Promis
         const s = await runAccountSync({
           db,
           ads: timeCalls(w.ads(), times),
-          cipher: w.cipher,
-          logger: silentLogger,
-          metrics: new MetricTotals(),
-          remainingTimeMs,
-          settings: { concurrency: o.concurrency },
+          ...benchRuntime(w, o.concurrency, remainingTimeMs),
         });
         return {
           items: s.usersSynced,
