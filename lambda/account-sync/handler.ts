@@ -1,5 +1,5 @@
 import type { Context } from 'aws-lambda';
-import { z } from 'zod';
+import * as z from '../shared/validation';
 import { jobContainer } from '../shared/job-handler';
 import { SERVICE_NAMES } from '../shared/metric-names';
 import { AccountSyncRequest, AccountSyncSummary, runAccountSync } from './core';
