@@ -1,7 +1,6 @@
-import type { Context } from 'aws-lambda';
 import * as z from '../shared/validation';
-import { jobContainer } from '../shared/job-handler';
-import { SERVICE_NAMES } from '../shared/metric-names';
+import { runJobInvocation, type JobInvocationContext } from '../shared/jobs/container';
+import { SERVICE_NAMES } from '../shared/jobs/metrics';
 import { AccountSyncRequest, AccountSyncSummary, runAccountSync } from './core';
 
 /**
@@ -27,26 +26,7 @@ export function parseSyncEvent(event: unknown): AccountSyncRequest {
   return { syncType: 'scheduled' };
 }
 
-export async function handler(event: unknown, context: Pick<Context, 'getRemainingTimeInMillis' | 'awsRequestId'>): Promise<AccountSyncSummary> {
+export async function handler(event: unknown, context: JobInvocationContext): Promise<AccountSyncSummary> {
   const request = parseSyncEvent(event);
-  const c = await jobContainer(SERVICE_NAMES.accountSync);
-  c.logger.appendKeys({ requestId: context.awsRequestId, syncType: request.syncType });
-  try {
-    return await runAccountSync(
-      {
-        db: c.db,
-        ads: c.ads,
-        cipher: c.cipher,
-        logger: c.jobLogger,
-        metrics: c.jobMetrics,
-        remainingTimeMs: () => context.getRemainingTimeInMillis(),
-      },
-      request,
-    );
-  } catch (error) {
-    c.logger.error('Account sync run failed', error as Error);
-    throw error;
-  } finally {
-    c.metrics.publishStoredMetrics();
-  }
+  return runJobInvocation(SERVICE_NAMES.accountSync, context, (c, runtime) => runAccountSync({ db: c.db, ads: c.ads, cipher: c.cipher, ...runtime }, request), { syncType: request.syncType });
 }

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import { basename, resolve } from 'node:path';
 import type { ClientConfig } from 'pg';
+import type { AppLogger } from '../shared/logger';
 
 /** Where the migrations live: next to the bundle in Lambda, `migrations/` in the repository. */
 export const DEFAULT_MIGRATIONS_DIR = resolve(__dirname, '..', '..', 'migrations');
@@ -17,12 +18,6 @@ export class MigrationError extends Error {
     super(`Migration ${migration ?? '(before any migration)'} failed: ${databaseMessage}`, options);
     this.name = 'MigrationError';
   }
-}
-
-export interface MigrationLogger {
-  info(message: string): void;
-  warn(message: string): void;
-  error(message: string): void;
 }
 
 export interface RunMigrationsOptions {
@@ -44,7 +39,7 @@ export interface RunMigrationsOptions {
   /** Base delay between those retries. @default 1000 */
   readonly retryBaseDelayMs?: number;
   /** @default - node-pg-migrate's progress lines are discarded */
-  readonly logger?: MigrationLogger;
+  readonly logger?: AppLogger;
   /** Injected for tests. @default setTimeout */
   readonly sleep?: (ms: number) => Promise<void>;
 }
@@ -112,7 +107,7 @@ export async function runMigrations(options: RunMigrationsOptions): Promise<Migr
     // node-pg-migrate announces each migration just before running it: the last one
     // announced is the one that failed, the ones before it were applied.
     const started: string[] = [];
-    const log = (level: keyof MigrationLogger) => (message: string) => {
+    const log = (level: keyof AppLogger) => (message: string) => {
       const match = /^### MIGRATION (.+) \((UP|DOWN)\) ###$/.exec(message);
       if (match) started.push(match[1]);
       options.logger?.[level](message);
