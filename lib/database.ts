@@ -117,13 +117,22 @@ export class Database extends Construct {
     this.workerSecret.attach(this.cluster);
 
     Validations.of(this.cluster).acknowledge(
-      { id: 'AwsSolutions-RDS6', reason: 'Password authentication from rotated Secrets Manager secrets: the Data API signs in with a secret, not IAM tokens.' },
-      { id: 'AwsSolutions-RDS11', reason: 'Only reachable from inside isolated subnets through security groups; a non-default port would add nothing.' },
+      {
+        id: 'AwsSolutions-RDS6',
+        reason:
+          'Password authentication from rotated Secrets Manager secrets: the Data API signs in with a secret, not IAM tokens.',
+      },
+      {
+        id: 'AwsSolutions-RDS11',
+        reason:
+          'Only reachable from inside isolated subnets through security groups; a non-default port would add nothing.',
+      },
     );
     if (!props.deletionProtection) {
       Validations.of(this.cluster).acknowledge({
         id: 'AwsSolutions-RDS10',
-        reason: 'This environment is meant to be destroyed cleanly (config: deletionProtection false); prod keeps it on.',
+        reason:
+          'This environment is meant to be destroyed cleanly (config: deletionProtection false); prod keeps it on.',
       });
     }
   }
@@ -132,7 +141,9 @@ export class Database extends Construct {
    * Rotates the jobs' password every `passwordRotation`. Called once the migration has created
    * the user, so the first rotation finds it.
    */
-  addWorkerRotation(props: Pick<DatabaseProps, 'subnets' | 'secretsManagerEndpoint' | 'passwordRotation' | 'vpc'>): secretsmanager.SecretRotation {
+  addWorkerRotation(
+    props: Pick<DatabaseProps, 'subnets' | 'secretsManagerEndpoint' | 'passwordRotation' | 'vpc'>,
+  ): secretsmanager.SecretRotation {
     return new secretsmanager.SecretRotation(this, 'WorkerRotation', {
       application: secretsmanager.SecretRotationApplication.POSTGRES_ROTATION_SINGLE_USER,
       secret: this.workerSecret,

@@ -87,7 +87,9 @@ export class SchemaMigration extends Construct {
         beforeBundling: () => [],
         beforeInstall: () => [],
         // node-pg-migrate reads migrations from disk: ship them next to index.js.
-        afterBundling: (inputDir: string, outputDir: string) => [`cp -R "${join(inputDir, migrationsDir)}" "${join(outputDir, 'migrations')}"`],
+        afterBundling: (inputDir: string, outputDir: string) => [
+          `cp -R "${join(inputDir, migrationsDir)}" "${join(outputDir, 'migrations')}"`,
+        ],
       },
     }).function;
     this.handler = fn;
@@ -98,7 +100,10 @@ export class SchemaMigration extends Construct {
 
     const provider = new cr.Provider(this, 'Provider', {
       onEventHandler: fn,
-      logGroup: new logs.LogGroup(this, 'ProviderLogs', { retention: props.logRetention, removalPolicy: props.logRemovalPolicy }),
+      logGroup: new logs.LogGroup(this, 'ProviderLogs', {
+        retention: props.logRetention,
+        removalPolicy: props.logRemovalPolicy,
+      }),
     });
 
     this.resource = new CustomResource(this, 'Resource', {

@@ -35,7 +35,10 @@ export async function ensureWorkerLogin(
     (await client.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [credentials.username])).rowCount === 1;
   const run = async (template: string, ...args: string[]) => {
     const placeholders = args.map((_, i) => `$${i + 1}::text`).join(', ');
-    const { rows } = await client.query<{ statement: string }>(`SELECT format('${template}', ${placeholders}) AS statement`, args);
+    const { rows } = await client.query<{ statement: string }>(
+      `SELECT format('${template}', ${placeholders}) AS statement`,
+      args,
+    );
     await client.query(rows[0].statement);
   };
   if (!(await exists())) {
@@ -55,7 +58,9 @@ export async function ensureWorkerLogin(
 
 /** PostgreSQL's stored form of an MD5 password: 'md5' + md5(password + username). */
 export function md5Verifier(username: string, password: string): string {
-  return `md5${createHash('md5').update(password + username).digest('hex')}`;
+  return `md5${createHash('md5')
+    .update(password + username)
+    .digest('hex')}`;
 }
 
 /** PostgreSQL's stored form of a SCRAM-SHA-256 password (RFC 5802/7677, as pg's own client builds it). */

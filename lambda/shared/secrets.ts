@@ -47,7 +47,10 @@ export class SecretsCache {
     }
     const parsed = schema.safeParse(json);
     if (!parsed.success) {
-      throw new SecretError(secretArn, `has an unexpected shape (${parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')})`);
+      throw new SecretError(
+        secretArn,
+        `has an unexpected shape (${parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')})`,
+      );
     }
     return parsed.data;
   }
@@ -79,8 +82,14 @@ export interface JobSecrets {
 }
 
 /** Reads (through the cache) and validates the LWA client and the token key. */
-export async function loadJobSecrets(config: Pick<JobConfig, 'lwaClientSecretArn' | 'tokenKeySecretArn'>, cache: SecretsCache): Promise<JobSecrets> {
-  const [lwa, keyText] = await Promise.all([cache.getJson(config.lwaClientSecretArn, lwaClientSchema), cache.getString(config.tokenKeySecretArn)]);
+export async function loadJobSecrets(
+  config: Pick<JobConfig, 'lwaClientSecretArn' | 'tokenKeySecretArn'>,
+  cache: SecretsCache,
+): Promise<JobSecrets> {
+  const [lwa, keyText] = await Promise.all([
+    cache.getJson(config.lwaClientSecretArn, lwaClientSchema),
+    cache.getString(config.tokenKeySecretArn),
+  ]);
   let tokenKey: Buffer;
   try {
     tokenKey = parseTokenKey(keyText);

@@ -4,5 +4,7 @@ import { runTokenRefresh, TokenRefreshSummary } from './core';
 
 /** EventBridge schedule (every 5 minutes): one run of the proactive token refresh. */
 export async function handler(_event: unknown, context: JobInvocationContext): Promise<TokenRefreshSummary> {
-  return runJobInvocation(SERVICE_NAMES.tokenRefresh, context, (c, runtime) => runTokenRefresh({ db: c.db, lwa: c.lwa, cipher: c.cipher, ...runtime }));
+  return runJobInvocation(SERVICE_NAMES.tokenRefresh, context, (c, runtime) =>
+    runTokenRefresh({ db: c.db, lwa: c.lwa, cipher: c.cipher, ...runtime }),
+  );
 }

@@ -40,7 +40,9 @@ export async function freePort(): Promise<number> {
     server.on('error', reject);
     server.listen(0, '127.0.0.1', () => {
       const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+      server.close(() =>
+        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
+      );
     });
   });
 }
@@ -67,7 +69,10 @@ function letPostgresUserThrough(paths: string[]): void {
       if (dirname(dir) === dir) break;
     }
   }
-  if (changed.length) process.stderr.write(`embedded PostgreSQL runs as user "postgres": allowed it to pass through ${changed.join(', ')} (chmod o+x)\n`);
+  if (changed.length)
+    process.stderr.write(
+      `embedded PostgreSQL runs as user "postgres": allowed it to pass through ${changed.join(', ')} (chmod o+x)\n`,
+    );
 }
 
 export async function startPostgres(options: StartPostgresOptions = {}): Promise<TestPostgres> {
@@ -85,7 +90,13 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
   const port = options.port ?? (await freePort());
   const user = 'postgres';
   const password = 'postgres';
-  const settings = { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off', max_connections: '200', ...options.settings };
+  const settings = {
+    fsync: 'off',
+    synchronous_commit: 'off',
+    full_page_writes: 'off',
+    max_connections: '200',
+    ...options.settings,
+  };
   const log = options.onLog ?? (() => undefined);
   const server = new EmbeddedPostgres({
     databaseDir: dataDir,

@@ -99,7 +99,14 @@ test('the bundle ships the same migrations the custom resource\u2019s properties
 test('the bundled handler migrates a new database and creates the jobs\u2019 login user', async () => {
   const url = await pg.createDatabase();
   const database = new URL(url).pathname.slice(1);
-  secrets.master = JSON.stringify({ host: '127.0.0.1', port: pg.port, username: pg.user, password: pg.password, dbname: database, engine: 'postgres' });
+  secrets.master = JSON.stringify({
+    host: '127.0.0.1',
+    port: pg.port,
+    username: pg.user,
+    password: pg.password,
+    dbname: database,
+    engine: 'postgres',
+  });
   secrets.worker = JSON.stringify({ username: 'accounts_jobs', password: 'bundle-test-password-1234567890' });
   const { resource } = onlyResource(template, 'Custom::SchemaMigration');
   const event = {
@@ -116,12 +123,26 @@ test('the bundled handler migrates a new database and creates the jobs\u2019 log
   const created = await invoke(event, database);
 
   const all = fingerprintMigrations(DEFAULT_MIGRATIONS_DIR);
-  expect(created).toMatchObject({ PhysicalResourceId: 'schema-migrations', Data: { AppliedCount: all.count, Outcome: 'migrated' } });
+  expect(created).toMatchObject({
+    PhysicalResourceId: 'schema-migrations',
+    Data: { AppliedCount: all.count, Outcome: 'migrated' },
+  });
   expect((await appliedMigrations(url)).at(-1)).toBe(all.latest);
-  const canLogin = await withClient(url, async (c) => (await c.query(`SELECT rolcanlogin FROM pg_roles WHERE rolname = 'accounts_jobs'`)).rows[0]);
+  const canLogin = await withClient(
+    url,
+    async (c) => (await c.query(`SELECT rolcanlogin FROM pg_roles WHERE rolname = 'accounts_jobs'`)).rows[0],
+  );
   expect(canLogin).toEqual({ rolcanlogin: true });
 
-  const again = await invoke({ ...event, RequestType: 'Update', PhysicalResourceId: 'schema-migrations', OldResourceProperties: resource.Properties }, database);
+  const again = await invoke(
+    {
+      ...event,
+      RequestType: 'Update',
+      PhysicalResourceId: 'schema-migrations',
+      OldResourceProperties: resource.Properties,
+    },
+    database,
+  );
   expect(again).toMatchObject({ Data: { AppliedCount: 0, Outcome: 'migrated' } });
 });
 

@@ -24,7 +24,13 @@ beforeAll(async () => {
   pg = await startPostgres();
   url = await pg.createDatabase();
   const parsed = new URL(url);
-  master = { host: parsed.hostname, port: Number(parsed.port), user: pg.user, password: pg.password, database: parsed.pathname.slice(1) };
+  master = {
+    host: parsed.hostname,
+    port: Number(parsed.port),
+    user: pg.user,
+    password: pg.password,
+    database: parsed.pathname.slice(1),
+  };
 });
 afterAll(async () => {
   await pg?.stop();
@@ -42,7 +48,11 @@ function migrationsWith(extra: Record<string, string>): string {
 
 function propertiesOf(dir: string) {
   const { hash, latest } = fingerprintMigrations(dir);
-  return { ServiceToken: 'arn:aws:lambda:eu-west-1:111111111111:function:provider', MigrationsHash: hash, LatestMigration: latest };
+  return {
+    ServiceToken: 'arn:aws:lambda:eu-west-1:111111111111:function:provider',
+    MigrationsHash: hash,
+    LatestMigration: latest,
+  };
 }
 
 const common = {
@@ -112,7 +122,12 @@ describe('schema migration custom resource lifecycle', () => {
   let afterUpdate: Awaited<ReturnType<typeof snapshotSchema>>;
   const rotated = { ...worker, password: 'rotated-password-0123456789' };
   const storedPassword = () =>
-    withClient(url, async (c) => (await c.query('SELECT rolpassword FROM pg_authid WHERE rolname = $1', [worker.username])).rows[0].rolpassword as string);
+    withClient(
+      url,
+      async (c) =>
+        (await c.query('SELECT rolpassword FROM pg_authid WHERE rolname = $1', [worker.username])).rows[0]
+          .rolpassword as string,
+    );
 
   test('Create applies every migration and creates the jobs\u2019 login user', async () => {
     const response = await onSchemaMigrationEvent(createEvent(repository), deps(repository));
@@ -121,16 +136,26 @@ describe('schema migration custom resource lifecycle', () => {
     expect(response.PhysicalResourceId).toBe('schema-migrations');
     expect(response.Data).toEqual({ Applied: all.join(','), AppliedCount: all.length, Outcome: 'migrated' });
     expect(all.at(-1)).toBe(fingerprintMigrations(repository).latest);
-    const role = await withClient(url, async (c) =>
-      (await c.query(`SELECT rolcanlogin, rolsuper, rolbypassrls, pg_has_role(rolname, 'accounts_worker', 'USAGE') AS member
-                      FROM pg_roles WHERE rolname = $1`, [worker.username])).rows[0]);
+    const role = await withClient(
+      url,
+      async (c) =>
+        (
+          await c.query(
+            `SELECT rolcanlogin, rolsuper, rolbypassrls, pg_has_role(rolname, 'accounts_worker', 'USAGE') AS member
+                      FROM pg_roles WHERE rolname = $1`,
+            [worker.username],
+          )
+        ).rows[0],
+    );
     expect(role).toEqual({ rolcanlogin: true, rolsuper: false, rolbypassrls: false, member: true });
   });
 
   test('the login user can do what the jobs need and nothing more', async () => {
-    await withClient(url, (c) => c.query(`
+    await withClient(url, (c) =>
+      c.query(`
       WITH u AS (INSERT INTO users (email) VALUES ('a@example.com') RETURNING id)
-      INSERT INTO oauth_tokens (user_id, access_token, refresh_token, expires_at) SELECT id, 'a', 'r', now() FROM u`));
+      INSERT INTO oauth_tokens (user_id, access_token, refresh_token, expires_at) SELECT id, 'a', 'r', now() FROM u`),
+    );
     const client = await loginAs(worker);
     try {
       expect((await client.query('SELECT count(*)::int AS n FROM oauth_tokens')).rows[0].n).toBe(1);
@@ -152,7 +177,10 @@ describe('schema migration custom resource lifecycle', () => {
       deps(withWidgets, { workerCredentials: async () => rotated }),
     );
 
-    expect(response).toEqual({ PhysicalResourceId: 'schema-migrations', Data: { Applied: '0900_widgets', AppliedCount: 1, Outcome: 'migrated' } });
+    expect(response).toEqual({
+      PhysicalResourceId: 'schema-migrations',
+      Data: { Applied: '0900_widgets', AppliedCount: 1, Outcome: 'migrated' },
+    });
     afterUpdate = await snapshotSchema(url);
     expect(afterUpdate.columns['widgets.id']).toBeDefined();
     expect(afterUpdate.grants).toContain('accounts_worker SELECT ON widgets');
@@ -186,7 +214,10 @@ describe('schema migration custom resource lifecycle', () => {
 
   test('an Update with the same migrations is a no-op, and leaves a working password alone', async () => {
     const before = await storedPassword();
-    const response = await onSchemaMigrationEvent(updateEvent(withWidgets, withWidgets), deps(withWidgets, { workerCredentials: async () => rotated }));
+    const response = await onSchemaMigrationEvent(
+      updateEvent(withWidgets, withWidgets),
+      deps(withWidgets, { workerCredentials: async () => rotated }),
+    );
     expect(response.Data).toEqual({ Applied: '', AppliedCount: 0, Outcome: 'migrated' });
     expect(await snapshotSchema(url)).toEqual(afterUpdate);
     expect(await storedPassword()).toBe(before);
@@ -194,7 +225,12 @@ describe('schema migration custom resource lifecycle', () => {
 
   test('Delete succeeds without touching the database', async () => {
     const response = await onSchemaMigrationEvent(
-      { ...common, RequestType: 'Delete', PhysicalResourceId: 'schema-migrations', ResourceProperties: propertiesOf(withWidgets) },
+      {
+        ...common,
+        RequestType: 'Delete',
+        PhysicalResourceId: 'schema-migrations',
+        ResourceProperties: propertiesOf(withWidgets),
+      },
       deps(withWidgets, untouchable),
     );
     expect(response.Data.Outcome).toBe('deleted');
@@ -265,24 +301,37 @@ describe('waiting for a cluster that is starting or resuming', () => {
 });
 
 describe('the jobs\u2019 login user', () => {
-  test.each(['scram-sha-256', 'md5'])('is stored hashed the way the server hashes (%s), and can log in', async (method) => {
-    const credentials = { username: `login_${method.replace(/\W/g, '_')}`, password: 'pässword-with-unicode-and-\'quotes\'' };
-    await withClient(url, async (client) => {
-      await client.query(`SET password_encryption = '${method}'`);
-      expect(await ensureWorkerLogin(client, credentials)).toBe('created');
-      expect(await ensureWorkerLogin(client, credentials)).toBe('updated');
-      expect(await ensureWorkerLogin(client, credentials, async () => true)).toBe('unchanged');
-      const stored = await client.query('SELECT rolpassword FROM pg_authid WHERE rolname = $1', [credentials.username]);
-      expect(stored.rows[0].rolpassword).toMatch(method === 'md5' ? /^md5[0-9a-f]{32}$/ : /^SCRAM-SHA-256\$4096:/);
-    });
-    const client = await loginAs(credentials);
-    await client.end();
-  });
+  test.each(['scram-sha-256', 'md5'])(
+    'is stored hashed the way the server hashes (%s), and can log in',
+    async (method) => {
+      const credentials = {
+        username: `login_${method.replace(/\W/g, '_')}`,
+        password: "pässword-with-unicode-and-'quotes'",
+      };
+      await withClient(url, async (client) => {
+        await client.query(`SET password_encryption = '${method}'`);
+        expect(await ensureWorkerLogin(client, credentials)).toBe('created');
+        expect(await ensureWorkerLogin(client, credentials)).toBe('updated');
+        expect(await ensureWorkerLogin(client, credentials, async () => true)).toBe('unchanged');
+        const stored = await client.query('SELECT rolpassword FROM pg_authid WHERE rolname = $1', [
+          credentials.username,
+        ]);
+        expect(stored.rows[0].rolpassword).toMatch(method === 'md5' ? /^md5[0-9a-f]{32}$/ : /^SCRAM-SHA-256\$4096:/);
+      });
+      const client = await loginAs(credentials);
+      await client.end();
+    },
+  );
 
   test('a user name that needs quoting is quoted, not executed', async () => {
     const credentials = { username: 'evil"; DROP TABLE users; --', password: 'x'.repeat(32) };
     await withClient(url, (client) => ensureWorkerLogin(client, credentials));
-    expect(await withClient(url, async (c) => (await c.query(`SELECT to_regclass('public.users') IS NOT NULL AS exists`)).rows[0].exists)).toBe(true);
+    expect(
+      await withClient(
+        url,
+        async (c) => (await c.query(`SELECT to_regclass('public.users') IS NOT NULL AS exists`)).rows[0].exists,
+      ),
+    ).toBe(true);
     const client = await loginAs(credentials);
     await client.end();
   });
@@ -290,9 +339,12 @@ describe('the jobs\u2019 login user', () => {
 
 test('a first deploy with many migrations still answers within CloudFormation\u2019s response size', async () => {
   const many = Array.from({ length: 200 }, (_, i) => `${String(i).padStart(4, '0')}_a-rather-long-migration-name`);
-  const response = await onSchemaMigrationEvent(createEvent(DEFAULT_MIGRATIONS_DIR), deps(DEFAULT_MIGRATIONS_DIR, {
-    migrate: async () => ({ applied: many, attempts: 1 }),
-  }));
+  const response = await onSchemaMigrationEvent(
+    createEvent(DEFAULT_MIGRATIONS_DIR),
+    deps(DEFAULT_MIGRATIONS_DIR, {
+      migrate: async () => ({ applied: many, attempts: 1 }),
+    }),
+  );
   expect(response.Data).toEqual({ Applied: `${many[0]},...,${many[199]}`, AppliedCount: 200, Outcome: 'migrated' });
 });
 
