@@ -2,6 +2,7 @@
  * Turns one benchmark run's measurements into the markdown table `npm run bench` prints and
  * the JSON `--json FILE` writes: ratios against the naive baseline and the targets checked.
  */
+import { type BundleFigures, renderBundles } from './bundles';
 import type { JobMeasurement, JobName } from './jobs';
 
 /** bench/migrate-bench.ts's result file (`npm run bench:migrate`), when it exists. */
@@ -39,6 +40,8 @@ export interface BenchReport {
   readonly runs: ReadonlyArray<JobMeasurement & { readonly timesNaive: number | null }>;
   readonly targets: readonly Target[];
   readonly migration: MigrationFigures | null;
+  /** The Lambda bundles' sizes and load times (bench/bundles.ts), when measured. */
+  readonly bundles: readonly BundleFigures[] | null;
   readonly totalSeconds: number;
 }
 
@@ -50,6 +53,7 @@ export function buildReport(o: {
   latencyMs: number;
   runs: readonly JobMeasurement[];
   migration: MigrationFigures | null;
+  bundles?: readonly BundleFigures[] | null;
   totalSeconds: number;
 }): BenchReport {
   const naive = (job: JobName) => o.runs.find((r) => r.job === job && r.way === 'naive');
@@ -92,15 +96,16 @@ export function buildReport(o: {
       met: o.migration.targetMet && worst < 1000,
     });
   }
-  return {
-    measuredAt: o.measuredAt,
-    machine: o.machine,
-    latencyMs: o.latencyMs,
-    runs,
-    targets,
-    migration: o.migration,
-    totalSeconds: o.totalSeconds,
-  };
+  for (const b of o.bundles ?? []) {
+    targets.push({
+      name: `${b.name} Lambda bundle: index.js, minified`,
+      measured: `${fmt(b.bytes / 1000, 0)} KB`,
+      target: `≤ ${fmt(b.maxBytes / 1000, 0)} KB`,
+      met: b.bytes <= b.maxBytes,
+    });
+  }
+  const bundles = o.bundles ?? null;
+  return { measuredAt: o.measuredAt, machine: o.machine, latencyMs: o.latencyMs, runs, targets, migration: o.migration, bundles, totalSeconds: o.totalSeconds };
 }
 
 /** The markdown `npm run bench` prints. */
@@ -152,6 +157,7 @@ export function renderMarkdown(report: BenchReport): string {
       );
     }
   }
+  if (report.bundles) lines.push('', ...renderBundles(report.bundles));
   lines.push('');
   lines.push('| Target | Measured | Target | Result |', '|---|---|---|---|');
   for (const t of report.targets)

@@ -5,7 +5,8 @@
  *   npm run bench -- --json out.json  # also write the same figures as JSON
  *   npm run bench -- --quick          # tiny sizes, to try the pipeline (figures not meaningful)
  *
- * Token refresh and account sync, each at concurrency 1, 8 and 32, run through the real job
+ * First the Lambda bundles (bench/bundles.ts): the prod stack's index.js sizes and module load
+ * times. Then token refresh and account sync, each at concurrency 1, 8 and 32, run through the real job
  * cores on the Data API path (DataApiDatabase → @aws-sdk/client-rds-data → the Data API
  * emulator → PostgreSQL 17) against the fake Amazon answering after `--latency` ms (100);
  * then the naive baseline (bench/naive.ts) of both jobs; then the migration figures from
@@ -18,13 +19,8 @@ import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import {
-  JobMeasurement,
-  measureAccountSync,
-  measureNaiveAccountSync,
-  measureNaiveTokenRefresh,
-  measureTokenRefresh,
-} from './jobs';
+import { JobMeasurement, measureAccountSync, measureNaiveAccountSync, measureNaiveTokenRefresh, measureTokenRefresh } from './jobs';
+import { measureBundles } from './bundles';
 import { BenchReport, buildReport, MigrationFigures, renderMarkdown } from './report';
 import { startBenchWorld } from './world';
 
@@ -39,6 +35,8 @@ export interface BenchOptions {
   readonly naiveItems: number;
   /** Where bench/migrate-bench.ts leaves its figures. */
   readonly migrationFile: string;
+  /** Synthesize the prod stack and measure the Lambda bundles (bench/bundles.ts). @default true */
+  readonly bundles: boolean;
   /** Progress lines (stderr). */
   readonly progress: (line: string) => void;
 }
@@ -49,6 +47,7 @@ export const DEFAULT_OPTIONS: BenchOptions = {
   secondsAtCeiling: 12,
   naiveItems: 100,
   migrationFile: join(__dirname, 'results', 'migrate.json'),
+  bundles: true,
   progress: (line) => process.stderr.write(`${line}\n`),
 };
 
@@ -58,6 +57,8 @@ export async function runBench(options: Partial<BenchOptions> = {}): Promise<Ben
   const started = performance.now();
   const loadAverageBefore = loadavg();
   const measuredAt = new Date().toISOString();
+  // First, while nothing else of the bench runs: module load times are sensitive to load.
+  const bundles = o.bundles ? measureBundles({ progress: o.progress }) : null;
   o.progress('Starting PostgreSQL 17, the Data API emulator and the fake Amazon…');
   const world = await startBenchWorld();
   const runs: JobMeasurement[] = [];
@@ -95,6 +96,7 @@ export async function runBench(options: Partial<BenchOptions> = {}): Promise<Ben
     latencyMs: o.latencyMs,
     runs: [...runs].sort((a, b) => order(a) - order(b) || a.concurrency - b.concurrency),
     migration: readMigrationFigures(o.migrationFile),
+    bundles,
     totalSeconds: (performance.now() - started) / 1000,
   });
 }

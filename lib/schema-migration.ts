@@ -73,6 +73,8 @@ export class SchemaMigration extends Construct {
       logRetention: props.logRetention,
       logRemovalPolicy: props.logRemovalPolicy,
       bundleAwsSdk: true,
+      // node-pg-migrate's TypeScript/ESM loader: run-migrations.ts never uses it.
+      aliases: { jiti: 'lambda/migrate/jiti-unavailable.ts' },
       environment: {
         MASTER_SECRET_ARN: props.masterSecret.secretArn,
         WORKER_SECRET_ARN: props.workerSecret.secretArn,

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from '../shared/validation';
 import { runJobInvocation, type JobInvocationContext } from '../shared/jobs/container';
 import { SERVICE_NAMES } from '../shared/jobs/metrics';
 import { AccountSyncRequest, AccountSyncSummary, runAccountSync } from './core';

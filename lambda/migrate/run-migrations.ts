@@ -1,4 +1,5 @@
-import { resolve } from 'node:path';
+import { createRequire } from 'node:module';
+import { basename, resolve } from 'node:path';
 import type { ClientConfig } from 'pg';
 import type { AppLogger } from '../shared/logger';
 
@@ -62,6 +63,35 @@ function loadRunner(): Promise<Runner> {
   return runnerPromise;
 }
 
+interface MigrationUnit {
+  id: string;
+  filePaths: string[];
+  actions: unknown;
+}
+
+/**
+ * How migration files are loaded, the same everywhere (tests, `npm start`, the Lambda): `.sql`
+ * by node-pg-migrate's own SQL loader, `.js`/`.cjs` with Node's `require` (CommonJS, as the
+ * migrations are written), never through node-pg-migrate's default loader, jiti, which the
+ * Lambda bundle leaves out (lambda/migrate/jiti-unavailable.ts). TypeScript and ESM migrations
+ * are refused with a clear message instead of working locally and failing in the deploy.
+ */
+const requireMigration = createRequire(__filename);
+const MIGRATION_LOADERS = [
+  { extensions: ['.sql'], loader: 'legacySql' },
+  {
+    extensions: ['.js', '.cjs'],
+    loader: async (filePaths: string[]): Promise<MigrationUnit[]> =>
+      filePaths.map((filePath) => ({ id: filePath, filePaths: [filePath], actions: requireMigration(filePath) as unknown })),
+  },
+  {
+    extensions: ['.ts', '.mts', '.cts', '.mjs'],
+    loader: async (filePaths: string[]): Promise<MigrationUnit[]> => {
+      throw new Error(`${filePaths.map((f) => basename(f)).join(', ')}: migrations must be .sql or CommonJS .js files`);
+    },
+  },
+];
+
 /**
  * Applies pending migrations with node-pg-migrate: each migration in its own transaction (or,
  * where a migration says so, none), the advisory lock in "wait" mode so that concurrent runners
@@ -92,6 +122,7 @@ export async function runMigrations(options: RunMigrationsOptions): Promise<Migr
         singleTransaction: false,
         checkOrder: true,
         advisoryLockMode: 'wait',
+        migrationLoaderStrategies: MIGRATION_LOADERS,
         logger: { debug: () => undefined, info: log('info'), warn: log('warn'), error: log('error') },
       });
       applied.push(...done.map((m) => m.name));

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from './validation';
 import { parseTokenKey, TokenKeyError } from './token-crypto';
 
 /**
@@ -62,13 +62,13 @@ export interface JobConfig {
 }
 
 const arn = (service: string) =>
-  z.string().regex(new RegExp(`^arn:aws[a-z-]*:${service}:[a-z0-9-]+:\\d{12}:`), `not a ${service} ARN`);
+  z.string().check(z.regex(new RegExp(`^arn:aws[a-z-]*:${service}:[a-z0-9-]+:\\d{12}:`), `not a ${service} ARN`));
 
 const jobSchema = z.object({
   [JOB_ENV.environment]: z.enum(['dev', 'staging', 'prod']),
   [JOB_ENV.clusterArn]: arn('rds'),
   [JOB_ENV.databaseSecretArn]: arn('secretsmanager'),
-  [JOB_ENV.databaseName]: z.string().regex(/^[A-Za-z_][A-Za-z0-9_$]*$/, 'not a database name'),
+  [JOB_ENV.databaseName]: z.string().check(z.regex(/^[A-Za-z_][A-Za-z0-9_$]*$/, 'not a database name')),
   [JOB_ENV.lwaClientSecretArn]: arn('secretsmanager'),
   [JOB_ENV.tokenKeySecretArn]: arn('secretsmanager'),
 });
@@ -107,11 +107,11 @@ export interface LocalJobConfig {
   readonly tokenKey: Buffer;
 }
 
-const url = z.string().url('not a URL');
+const url = z.string().check(z.url('not a URL'));
 const localSchema = z.object({
-  [LOCAL_JOB_ENV.databaseUrl]: z.string().regex(/^postgres(ql)?:\/\//, 'not a postgres:// URL'),
-  [LOCAL_JOB_ENV.lwaTokenUrl]: url.optional(),
-  [LOCAL_JOB_ENV.adsApiUrl]: url.optional(),
+  [LOCAL_JOB_ENV.databaseUrl]: z.string().check(z.regex(/^postgres(ql)?:\/\//, 'not a postgres:// URL')),
+  [LOCAL_JOB_ENV.lwaTokenUrl]: z.optional(url),
+  [LOCAL_JOB_ENV.adsApiUrl]: z.optional(url),
   [LOCAL_JOB_ENV.lwaClientId]: z.string(),
   [LOCAL_JOB_ENV.lwaClientSecret]: z.string(),
   [LOCAL_JOB_ENV.tokenEncryptionKey]: z.string(),
@@ -149,7 +149,7 @@ export function readLocalJobConfig(env: Readonly<Record<string, string | undefin
  * Validates the named variables (empty counts as unset), collecting every problem before
  * failing. Issue messages name the variable and the rule, never the value.
  */
-function validate<S extends z.ZodObject>(
+function validate<S extends z.ZodMiniObject>(
   schema: S,
   env: Readonly<Record<string, string | undefined>>,
   required: readonly string[],

@@ -1,5 +1,5 @@
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import { z } from 'zod';
+import * as z from './validation';
 import type { JobConfig } from './config';
 import { parseTokenKey } from './token-crypto';
 
@@ -37,7 +37,7 @@ export class SecretsCache {
   }
 
   /** The secret parsed as JSON and validated with `schema`. */
-  async getJson<T>(secretArn: string, schema: z.ZodType<T>): Promise<T> {
+  async getJson<T>(secretArn: string, schema: z.ZodMiniType<T>): Promise<T> {
     const text = await this.getString(secretArn);
     let json: unknown;
     try {
@@ -69,11 +69,8 @@ export class SecretsCache {
 
 /** The LWA client secret's JSON (lib/application-secrets.ts); the stack's placeholder is refused. */
 const lwaClientSchema = z.object({
-  clientId: z
-    .string()
-    .min(1)
-    .refine((v) => v !== 'REPLACE_ME', 'is still the placeholder REPLACE_ME'),
-  clientSecret: z.string().min(1),
+  clientId: z.string().check(z.minLength(1), z.refine((v) => v !== 'REPLACE_ME', 'is still the placeholder REPLACE_ME')),
+  clientSecret: z.string().check(z.minLength(1)),
 });
 
 /** What the jobs need from Secrets Manager. */

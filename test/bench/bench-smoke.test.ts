@@ -22,6 +22,7 @@ beforeAll(async () => {
     secondsAtCeiling: 0.05, // 5 items at concurrency 1, 160 at 32
     naiveItems: NAIVE_ITEMS,
     migrationFile: join(mkdtempSync(join(tmpdir(), 'bench-')), 'missing.json'),
+    bundles: false, // test/bench/bundles.test.ts
     progress: () => undefined,
   });
 }, 60_000);

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,33 +9,31 @@ import { fingerprintMigrations } from '../../lambda/migrate/migrations-hash';
 import { DEFAULT_MIGRATIONS_DIR } from '../../lambda/migrate/run-migrations';
 import { startPostgres, type TestPostgres } from '../../local/postgres/embedded-postgres';
 import { appliedMigrations, withClient } from '../support/schema';
-import { buildStack, onlyResource } from './support/stack';
+import { LAMBDA_BUNDLES, LambdaBundle, synthesizeBundles } from './support/bundles';
+import { onlyResource } from './support/stack';
 
 // One real synth with esbuild bundling (no Docker), then the migration Lambda's bundle, copied
 // away from the repository's node_modules, runs its real `handler` in a plain Node.js process
 // against PostgreSQL 17, with a stand-in for Secrets Manager. This proves the bundle carries
-// node-pg-migrate (ESM), its migration loader and the migrations folder.
+// node-pg-migrate (ESM), its migration loader and the migrations folder, and that it runs
+// without jiti (node-pg-migrate's TypeScript loader, aliased to a stand-in). The same synth
+// gives every function's bundle, whose size is checked here too.
 
 const run = promisify(execFile);
 let pg: TestPostgres;
 let work: string;
 let bundleDir: string;
 let template: Template;
+let bundles: LambdaBundle[];
 let secretsServer: Server;
 let secretsUrl: string;
 const secrets: Record<string, string> = {};
 
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), 'bundle-'));
-  const { app, stack } = buildStack('dev', { bundle: true, outdir: join(work, 'cdk.out') });
-  app.synth();
-  template = Template.fromStack(stack);
-  const fn = Object.values(template.findResources('AWS::Lambda::Function')).find((r) =>
-    String(r.Properties.Description).startsWith('Applies node-pg-migrate'),
-  );
-  const key = String(fn?.Properties.Code.S3Key);
+  ({ template, bundles } = synthesizeBundles('dev', join(work, 'cdk.out')));
   bundleDir = join(work, 'lambda-task');
-  cpSync(join(work, 'cdk.out', `asset.${key.replace(/\.zip$/, '')}`), bundleDir, { recursive: true });
+  cpSync(bundles.find((b) => b.name === 'migration')!.dir, bundleDir, { recursive: true });
 
   pg = await startPostgres();
   secretsServer = createServer((request, response) => {
@@ -65,14 +63,14 @@ afterAll(async () => {
 });
 
 /** Invokes the bundle's `handler` as Lambda would, in a fresh Node.js process. */
-async function invoke(event: Record<string, unknown>, database: string): Promise<Record<string, unknown>> {
+async function invoke(event: Record<string, unknown>, database: string, dir = bundleDir): Promise<Record<string, unknown>> {
   const script = `
-    const { handler } = require(${JSON.stringify(join(bundleDir, 'index.js'))});
+    const { handler } = require(${JSON.stringify(join(dir, 'index.js'))});
     handler(JSON.parse(process.env.EVENT), { getRemainingTimeInMillis: () => 14 * 60 * 1000 })
       .then((r) => process.stdout.write('RESULT ' + JSON.stringify(r) + '\\n'))
       .catch((e) => { process.stdout.write('ERROR ' + e.message + '\\n'); process.exitCode = 1; });`;
-  const { stdout } = await run(process.execPath, ['-e', script], {
-    cwd: bundleDir,
+  const { stdout } = await run(process.execPath, ['--enable-source-maps', '-e', script], {
+    cwd: dir,
     env: {
       PATH: process.env.PATH,
       EVENT: JSON.stringify(event),
@@ -146,4 +144,65 @@ test('the bundled handler migrates a new database and creates the jobs\u2019 log
     database,
   );
   expect(again).toMatchObject({ Data: { AppliedCount: 0, Outcome: 'migrated' } });
+});
+
+test('every bundle is minified with its source map beside it, and within its size limit', () => {
+  expect(bundles.map((b) => b.name).sort()).toEqual(['account-sync', 'migration', 'token-refresh']);
+  for (const bundle of bundles) {
+    const code = readFileSync(join(bundle.dir, 'index.js'), 'utf8');
+    // A separate map (not an inline data: URL), found by --enable-source-maps.
+    expect(code.trimEnd().endsWith('//# sourceMappingURL=index.js.map')).toBe(true);
+    const map = JSON.parse(readFileSync(join(bundle.dir, 'index.js.map'), 'utf8')) as { sources: string[] };
+    expect(map.sources.some((s) => s.endsWith(`lambda/${bundle.name === 'migration' ? 'migrate' : bundle.name}/handler.ts`))).toBe(true);
+    // Minified: long lines (unminified, these bundles average under 50 characters a line).
+    expect(code.length / code.split('\n').length).toBeGreaterThan(200);
+    expect(bundle.bytes).toBeGreaterThan(0);
+  }
+  const oversized = bundles.filter((b) => b.bytes > b.maxBytes).map((b) => `${b.name}: index.js is ${b.bytes} bytes, limit ${b.maxBytes}`);
+  expect(oversized).toEqual([]);
+  const ours = Object.values(template.findResources('AWS::Lambda::Function')).filter((fn) =>
+    LAMBDA_BUNDLES.some((b) => String(fn.Properties.Description ?? '').startsWith(b.description)),
+  );
+  expect(ours).toHaveLength(bundles.length);
+  for (const fn of ours) expect(fn.Properties.Environment.Variables.NODE_OPTIONS).toBe('--enable-source-maps');
+});
+
+test('the job bundles carry zod/mini, not all of zod; the migration bundle carries no jiti', () => {
+  const sources = (name: string) =>
+    (JSON.parse(readFileSync(join(bundles.find((b) => b.name === name)!.dir, 'index.js.map'), 'utf8')) as { sources: string[] }).sources;
+  for (const job of ['token-refresh', 'account-sync']) {
+    expect(sources(job).some((s) => s.includes('node_modules/zod/v4/mini/'))).toBe(true);
+    expect(sources(job).filter((s) => s.includes('node_modules/zod/v4/classic/'))).toEqual([]);
+  }
+  expect(sources('migration').filter((s) => s.includes('node_modules/jiti/'))).toEqual([]);
+  expect(sources('migration')).toContainEqual(expect.stringMatching(/lambda\/migrate\/jiti-unavailable\.ts$/));
+});
+
+test('a TypeScript migration fails the bundled handler with a clear message, before anything is applied', async () => {
+  const url = await pg.createDatabase();
+  const database = new URL(url).pathname.slice(1);
+  secrets.master = JSON.stringify({ host: '127.0.0.1', port: pg.port, username: pg.user, password: pg.password, dbname: database, engine: 'postgres' });
+  secrets.worker = JSON.stringify({ username: 'accounts_jobs', password: 'bundle-test-password-1234567890' });
+  const dir = join(work, 'lambda-task-ts');
+  cpSync(bundleDir, dir, { recursive: true });
+  writeFileSync(join(dir, 'migrations', '9999_typescript.ts'), 'export const up = () => undefined;\n');
+  const { resource } = onlyResource(template, 'Custom::SchemaMigration');
+  const event = {
+    RequestType: 'Create',
+    ServiceToken: 'token',
+    ResponseURL: 'https://example.invalid/',
+    StackId: 'stack',
+    RequestId: 'request',
+    LogicalResourceId: 'SchemaMigration',
+    ResourceType: 'Custom::SchemaMigration',
+    ResourceProperties: resource.Properties,
+  };
+
+  const failure = await invoke(event, database, dir).then(
+    () => undefined,
+    (error: { stdout?: string }) => error.stdout ?? '',
+  );
+
+  expect(failure).toContain('9999_typescript.ts: migrations must be .sql or CommonJS .js files');
+  expect(await appliedMigrations(url)).toEqual([]);
 });
