@@ -47,7 +47,9 @@ export function median(values: readonly number[]): number {
 }
 
 /** Synthesizes the `env` stack's bundles and measures each; the folder is removed afterwards. */
-export function measureBundles(options: { env?: string; runs?: number; progress?: (line: string) => void } = {}): BundleFigures[] {
+export function measureBundles(
+  options: { env?: string; runs?: number; progress?: (line: string) => void } = {},
+): BundleFigures[] {
   const runs = options.runs ?? 5;
   const work = mkdtempSync(join(tmpdir(), 'bench-bundles-'));
   try {
@@ -56,7 +58,14 @@ export function measureBundles(options: { env?: string; runs?: number; progress?
     return bundles.map((b) => {
       options.progress?.(`  ${b.name}: ${b.bytes} bytes; loading it ${runs} times…`);
       const loadMs = loadTimesMs(join(b.dir, 'index.js'), runs);
-      return { name: b.name, bytes: b.bytes, mapBytes: b.mapBytes, maxBytes: b.maxBytes, loadMs, medianLoadMs: median(loadMs) };
+      return {
+        name: b.name,
+        bytes: b.bytes,
+        mapBytes: b.mapBytes,
+        maxBytes: b.maxBytes,
+        loadMs,
+        medianLoadMs: median(loadMs),
+      };
     });
   } finally {
     rmSync(work, { recursive: true, force: true });

@@ -105,7 +105,16 @@ export function buildReport(o: {
     });
   }
   const bundles = o.bundles ?? null;
-  return { measuredAt: o.measuredAt, machine: o.machine, latencyMs: o.latencyMs, runs, targets, migration: o.migration, bundles, totalSeconds: o.totalSeconds };
+  return {
+    measuredAt: o.measuredAt,
+    machine: o.machine,
+    latencyMs: o.latencyMs,
+    runs,
+    targets,
+    migration: o.migration,
+    bundles,
+    totalSeconds: o.totalSeconds,
+  };
 }
 
 /** The markdown `npm run bench` prints. */

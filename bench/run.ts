@@ -19,7 +19,13 @@ import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { JobMeasurement, measureAccountSync, measureNaiveAccountSync, measureNaiveTokenRefresh, measureTokenRefresh } from './jobs';
+import {
+  JobMeasurement,
+  measureAccountSync,
+  measureNaiveAccountSync,
+  measureNaiveTokenRefresh,
+  measureTokenRefresh,
+} from './jobs';
 import { measureBundles } from './bundles';
 import { BenchReport, buildReport, MigrationFigures, renderMarkdown } from './report';
 import { startBenchWorld } from './world';

@@ -82,7 +82,11 @@ const MIGRATION_LOADERS = [
   {
     extensions: ['.js', '.cjs'],
     loader: async (filePaths: string[]): Promise<MigrationUnit[]> =>
-      filePaths.map((filePath) => ({ id: filePath, filePaths: [filePath], actions: requireMigration(filePath) as unknown })),
+      filePaths.map((filePath) => ({
+        id: filePath,
+        filePaths: [filePath],
+        actions: requireMigration(filePath) as unknown,
+      })),
   },
   {
     extensions: ['.ts', '.mts', '.cts', '.mjs'],

@@ -69,7 +69,10 @@ export class SecretsCache {
 
 /** The LWA client secret's JSON (lib/application-secrets.ts); the stack's placeholder is refused. */
 const lwaClientSchema = z.object({
-  clientId: z.string().check(z.minLength(1), z.refine((v) => v !== 'REPLACE_ME', 'is still the placeholder REPLACE_ME')),
+  clientId: z.string().check(
+    z.minLength(1),
+    z.refine((v) => v !== 'REPLACE_ME', 'is still the placeholder REPLACE_ME'),
+  ),
   clientSecret: z.string().check(z.minLength(1)),
 });
 

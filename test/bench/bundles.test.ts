@@ -21,7 +21,10 @@ test('each measurement requires the bundle in a fresh process, with external pac
   const bundle = join(dir, 'index.js');
   // Outside the repository, `pg` resolves only through the NODE_PATH the bench sets (like the
   // AWS SDK the job bundles leave to the Lambda runtime).
-  writeFileSync(bundle, `require('pg'); require('node:fs').appendFileSync(${JSON.stringify(marker)}, process.pid + '\\n');\n`);
+  writeFileSync(
+    bundle,
+    `require('pg'); require('node:fs').appendFileSync(${JSON.stringify(marker)}, process.pid + '\\n');\n`,
+  );
 
   const times = loadTimesMs(bundle, 3);
 
@@ -44,8 +47,22 @@ test('median of odd and even counts', () => {
 
 test('the figures are printed in their own table and checked against each bundle\u2019s limit', () => {
   const bundles: BundleFigures[] = [
-    { name: 'token-refresh', bytes: 97_000, mapBytes: 138_000, maxBytes: 300_000, loadMs: [50, 40, 60, 45, 55], medianLoadMs: 50 },
-    { name: 'migration', bytes: 1_200_000, mapBytes: 1_500_000, maxBytes: 1_000_000, loadMs: [200, 210, 190, 205, 195], medianLoadMs: 200 },
+    {
+      name: 'token-refresh',
+      bytes: 97_000,
+      mapBytes: 138_000,
+      maxBytes: 300_000,
+      loadMs: [50, 40, 60, 45, 55],
+      medianLoadMs: 50,
+    },
+    {
+      name: 'migration',
+      bytes: 1_200_000,
+      mapBytes: 1_500_000,
+      maxBytes: 1_000_000,
+      loadMs: [200, 210, 190, 205, 195],
+      medianLoadMs: 200,
+    },
   ];
   const report = buildReport({
     measuredAt: '2030-01-01T00:00:00.000Z',

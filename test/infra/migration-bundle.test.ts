@@ -63,7 +63,11 @@ afterAll(async () => {
 });
 
 /** Invokes the bundle's `handler` as Lambda would, in a fresh Node.js process. */
-async function invoke(event: Record<string, unknown>, database: string, dir = bundleDir): Promise<Record<string, unknown>> {
+async function invoke(
+  event: Record<string, unknown>,
+  database: string,
+  dir = bundleDir,
+): Promise<Record<string, unknown>> {
   const script = `
     const { handler } = require(${JSON.stringify(join(dir, 'index.js'))});
     handler(JSON.parse(process.env.EVENT), { getRemainingTimeInMillis: () => 14 * 60 * 1000 })
@@ -153,12 +157,16 @@ test('every bundle is minified with its source map beside it, and within its siz
     // A separate map (not an inline data: URL), found by --enable-source-maps.
     expect(code.trimEnd().endsWith('//# sourceMappingURL=index.js.map')).toBe(true);
     const map = JSON.parse(readFileSync(join(bundle.dir, 'index.js.map'), 'utf8')) as { sources: string[] };
-    expect(map.sources.some((s) => s.endsWith(`lambda/${bundle.name === 'migration' ? 'migrate' : bundle.name}/handler.ts`))).toBe(true);
+    expect(
+      map.sources.some((s) => s.endsWith(`lambda/${bundle.name === 'migration' ? 'migrate' : bundle.name}/handler.ts`)),
+    ).toBe(true);
     // Minified: long lines (unminified, these bundles average under 50 characters a line).
     expect(code.length / code.split('\n').length).toBeGreaterThan(200);
     expect(bundle.bytes).toBeGreaterThan(0);
   }
-  const oversized = bundles.filter((b) => b.bytes > b.maxBytes).map((b) => `${b.name}: index.js is ${b.bytes} bytes, limit ${b.maxBytes}`);
+  const oversized = bundles
+    .filter((b) => b.bytes > b.maxBytes)
+    .map((b) => `${b.name}: index.js is ${b.bytes} bytes, limit ${b.maxBytes}`);
   expect(oversized).toEqual([]);
   const ours = Object.values(template.findResources('AWS::Lambda::Function')).filter((fn) =>
     LAMBDA_BUNDLES.some((b) => String(fn.Properties.Description ?? '').startsWith(b.description)),
@@ -169,7 +177,11 @@ test('every bundle is minified with its source map beside it, and within its siz
 
 test('the job bundles carry zod/mini, not all of zod; the migration bundle carries no jiti', () => {
   const sources = (name: string) =>
-    (JSON.parse(readFileSync(join(bundles.find((b) => b.name === name)!.dir, 'index.js.map'), 'utf8')) as { sources: string[] }).sources;
+    (
+      JSON.parse(readFileSync(join(bundles.find((b) => b.name === name)!.dir, 'index.js.map'), 'utf8')) as {
+        sources: string[];
+      }
+    ).sources;
   for (const job of ['token-refresh', 'account-sync']) {
     expect(sources(job).some((s) => s.includes('node_modules/zod/v4/mini/'))).toBe(true);
     expect(sources(job).filter((s) => s.includes('node_modules/zod/v4/classic/'))).toEqual([]);
@@ -181,7 +193,14 @@ test('the job bundles carry zod/mini, not all of zod; the migration bundle carri
 test('a TypeScript migration fails the bundled handler with a clear message, before anything is applied', async () => {
   const url = await pg.createDatabase();
   const database = new URL(url).pathname.slice(1);
-  secrets.master = JSON.stringify({ host: '127.0.0.1', port: pg.port, username: pg.user, password: pg.password, dbname: database, engine: 'postgres' });
+  secrets.master = JSON.stringify({
+    host: '127.0.0.1',
+    port: pg.port,
+    username: pg.user,
+    password: pg.password,
+    dbname: database,
+    engine: 'postgres',
+  });
   secrets.worker = JSON.stringify({ username: 'accounts_jobs', password: 'bundle-test-password-1234567890' });
   const dir = join(work, 'lambda-task-ts');
   cpSync(bundleDir, dir, { recursive: true });

@@ -20,7 +20,11 @@ test('malformed Amazon bodies are described by field and rule, in English', () =
   expect(problems(lwaTokenResponseSchema, { access_token: 'a', token_type: 'bearer', expires_in: 1.5 })).toEqual([
     'expires_in: Invalid input: expected int, received number',
   ]);
-  expect(problems(adsProfilesResponseSchema, [{ profileId: '1', countryCode: 'US', currencyCode: 'USD', timezone: 'UTC', accountInfo: { type: 'robot' } }])).toEqual([
+  expect(
+    problems(adsProfilesResponseSchema, [
+      { profileId: '1', countryCode: 'US', currencyCode: 'USD', timezone: 'UTC', accountInfo: { type: 'robot' } },
+    ]),
+  ).toEqual([
     '0.accountInfo.marketplaceStringId: Invalid input: expected string, received undefined',
     '0.accountInfo.id: Invalid input: expected string, received undefined',
     '0.accountInfo.type: Invalid option: expected one of "seller"|"vendor"|"agency"',

@@ -34,11 +34,18 @@ export function synthesizeBundles(env: string, outdir: string): { template: Temp
   const functions = Object.values(template.findResources('AWS::Lambda::Function'));
   const bundles = LAMBDA_BUNDLES.map(({ name, description, maxBytes }) => {
     const matches = functions.filter((r) => String(r.Properties.Description ?? '').startsWith(description));
-    if (matches.length !== 1) throw new Error(`expected one function described "${description}…", found ${matches.length}`);
+    if (matches.length !== 1)
+      throw new Error(`expected one function described "${description}…", found ${matches.length}`);
     const key = String(matches[0].Properties.Code.S3Key);
     const dir = join(outdir, `asset.${key.replace(/\.zip$/, '')}`);
     const map = join(dir, 'index.js.map');
-    return { name, dir, bytes: statSync(join(dir, 'index.js')).size, mapBytes: existsSync(map) ? statSync(map).size : 0, maxBytes };
+    return {
+      name,
+      dir,
+      bytes: statSync(join(dir, 'index.js')).size,
+      mapBytes: existsSync(map) ? statSync(map).size : 0,
+      maxBytes,
+    };
   });
   return { template, bundles };
 }
