@@ -14,8 +14,6 @@ interface JitiLike {
 
 export function createJiti(): JitiLike {
   return {
-    import: async (id: string) => {
-      throw new Error(`${UNSUPPORTED}: ${id}`);
-    },
+    import: (id: string) => Promise.reject(new Error(`${UNSUPPORTED}: ${id}`)),
   };
 }

@@ -81,18 +81,21 @@ const MIGRATION_LOADERS = [
   { extensions: ['.sql'], loader: 'legacySql' },
   {
     extensions: ['.js', '.cjs'],
-    loader: async (filePaths: string[]): Promise<MigrationUnit[]> =>
-      filePaths.map((filePath) => ({
-        id: filePath,
-        filePaths: [filePath],
-        actions: requireMigration(filePath) as unknown,
-      })),
+    loader: (filePaths: string[]): Promise<MigrationUnit[]> =>
+      Promise.resolve(
+        filePaths.map((filePath) => ({
+          id: filePath,
+          filePaths: [filePath],
+          actions: requireMigration(filePath) as unknown,
+        })),
+      ),
   },
   {
     extensions: ['.ts', '.mts', '.cts', '.mjs'],
-    loader: async (filePaths: string[]): Promise<MigrationUnit[]> => {
-      throw new Error(`${filePaths.map((f) => basename(f)).join(', ')}: migrations must be .sql or CommonJS .js files`);
-    },
+    loader: (filePaths: string[]): Promise<MigrationUnit[]> =>
+      Promise.reject(
+        new Error(`${filePaths.map((f) => basename(f)).join(', ')}: migrations must be .sql or CommonJS .js files`),
+      ),
   },
 ];
 
