@@ -16,9 +16,11 @@ export interface WorkerCredentials {
  * rewriting it during a rotation could undo the rotation's change.
  *
  * Identifiers and literals are quoted by the server (`format('%I', '%L')`), never by string
- * concatenation. The password is sent already hashed the way the server would hash it
- * (`password_encryption`: SCRAM-SHA-256, or MD5 on clusters still set to it), never in clear
- * text, so a statement log (log_statement = 'ddl', slow-statement logging) cannot show it.
+ * concatenation. The password is sent already hashed as a SCRAM-SHA-256 verifier (what the
+ * server stores itself with `password_encryption = scram-sha-256`), never in clear text, so a
+ * statement log (log_statement = 'ddl', slow-statement logging) cannot show it. Always SCRAM,
+ * whatever `password_encryption` says: the Data API logs in with SCRAM only, and a
+ * pre-hashed verifier is stored as it is.
  */
 export async function ensureWorkerLogin(
   client: Client,
@@ -26,11 +28,7 @@ export async function ensureWorkerLogin(
   /** Whether the secret's password logs in today. @default - assume it does not */
   passwordWorks: () => Promise<boolean> = async () => false,
 ): Promise<'created' | 'updated' | 'unchanged'> {
-  const { rows: settings } = await client.query<{ password_encryption: string }>('SHOW password_encryption');
-  const verifier =
-    settings[0].password_encryption === 'md5'
-      ? md5Verifier(credentials.username, credentials.password)
-      : scramSha256Verifier(credentials.password);
+  const verifier = scramSha256Verifier(credentials.password);
   const exists = async () =>
     (await client.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [credentials.username])).rowCount === 1;
   const run = async (template: string, ...args: string[]) => {
@@ -51,11 +49,6 @@ export async function ensureWorkerLogin(
   if (!works) await run('ALTER ROLE %I WITH LOGIN PASSWORD %L', credentials.username, verifier);
   await run('GRANT %I TO %I', WORKER_ROLE, credentials.username);
   return works ? 'unchanged' : 'updated';
-}
-
-/** PostgreSQL's stored form of an MD5 password: 'md5' + md5(password + username). */
-export function md5Verifier(username: string, password: string): string {
-  return `md5${createHash('md5').update(password + username).digest('hex')}`;
 }
 
 /** PostgreSQL's stored form of a SCRAM-SHA-256 password (RFC 5802/7677, as pg's own client builds it). */
