@@ -74,13 +74,16 @@ export class AccountsPlatformStack extends Stack {
       logRetention,
       logRemovalPolicy: dependentRemoval,
     });
-    // The jobs' user exists once the migration ran; rotating it before would fail. Only the
-    // rotation application (and through it the schedule) waits: its security group must not,
-    // since the cluster's ingress rule for it comes before the migration.
+    // Both rotations start only after the migration: the jobs' user exists only then, and the
+    // master password must not change before the writer is up or under the running migration
+    // (a schedule rotates as soon as it is created). Only the rotation applications (and through
+    // them the schedules) wait: their security group must not, since the cluster's ingress
+    // rule for it comes before the migration.
+    const masterRotation = this.database.addMasterRotation({ vpc: network.vpc, subnets: network.isolatedSubnets, passwordRotation });
+    masterRotation.node.defaultChild!.node.addDependency(this.migration.resource);
     const workerRotation = this.database.addWorkerRotation({
       vpc: network.vpc,
       subnets: network.isolatedSubnets,
-      secretsManagerEndpoint: network.secretsManagerEndpoint,
       passwordRotation,
     });
     workerRotation.node.defaultChild!.node.addDependency(this.migration.resource);
