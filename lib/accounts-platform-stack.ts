@@ -116,6 +116,11 @@ export class AccountsPlatformStack extends Stack {
     new CfnOutput(this, 'ClusterArn', { value: this.database.cluster.clusterArn });
     new CfnOutput(this, 'WorkerSecretArn', { value: this.database.workerSecret.secretArn, description: 'The jobs\' database user (Data API)' });
     new CfnOutput(this, 'AlarmTopicArn', { value: this.monitoring.alarmTopic.topicArn });
+    // What `npm run verify` checks a deploy against.
+    new CfnOutput(this, 'DatabaseName', { value: this.database.databaseName });
+    new CfnOutput(this, 'LatestMigration', { value: this.migration.latestMigration, description: 'The last migration this deploy brought' });
+    new CfnOutput(this, 'TokenRefreshFunctionName', { value: this.jobs.tokenRefresh.function.functionName });
+    new CfnOutput(this, 'AccountSyncFunctionName', { value: this.jobs.accountSync.function.functionName });
     new CfnOutput(this, 'DashboardName', { value: `AmazonAccounts-${config.name}` });
 
     Validations.of(this).acknowledge(

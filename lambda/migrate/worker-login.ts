@@ -1,5 +1,6 @@
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
 import type { Client } from 'pg';
+import { MIGRATIONS_TABLE } from './run-migrations';
 
 /** The NOLOGIN role migration 0006 creates; the jobs' login user is a member of it. */
 export const WORKER_ROLE = 'accounts_worker';
@@ -39,6 +40,7 @@ export async function ensureWorkerLogin(
   if (!(await exists())) {
     try {
       await run('CREATE ROLE %I LOGIN PASSWORD %L IN ROLE %I', credentials.username, verifier, WORKER_ROLE);
+      await grantMigrationNames(client, credentials.username);
       return 'created';
     } catch (error) {
       // Another run created it between our check and CREATE ROLE: update it instead.
@@ -48,6 +50,7 @@ export async function ensureWorkerLogin(
   const works = await passwordWorks();
   if (!works) await run('ALTER ROLE %I WITH LOGIN PASSWORD %L', credentials.username, verifier);
   await run('GRANT %I TO %I', WORKER_ROLE, credentials.username);
+  await grantMigrationNames(client, credentials.username);
   return works ? 'unchanged' : 'updated';
 }
 
@@ -58,4 +61,18 @@ export function scramSha256Verifier(password: string, salt = randomBytes(16), it
   const storedKey = createHash('sha256').update(clientKey).digest();
   const serverKey = createHmac('sha256', salted).update('Server Key').digest();
   return `SCRAM-SHA-256$${iterations}:${salt.toString('base64')}$${storedKey.toString('base64')}:${serverKey.toString('base64')}`;
+}
+
+/**
+ * Lets the login user (not the role `accounts_worker`, whose privileges stay the jobs' own)
+ * read the names of the applied migrations, and nothing else of node-pg-migrate's table, so
+ * a deploy check (`npm run verify`) can read the schema's version through the Data API as
+ * the jobs log in. Skipped where the table does not exist (no migration ran there).
+ */
+async function grantMigrationNames(client: Client, username: string): Promise<void> {
+  const { rows } = await client.query<{ statement: string | null }>(
+    `SELECT CASE WHEN to_regclass($1) IS NOT NULL THEN format('GRANT SELECT (name) ON %s TO %I', to_regclass($1), $2::text) END AS statement`,
+    [MIGRATIONS_TABLE, username],
+  );
+  if (rows[0].statement) await client.query(rows[0].statement);
 }

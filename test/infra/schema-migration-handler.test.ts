@@ -140,6 +140,10 @@ describe('schema migration custom resource lifecycle', () => {
       await expect(client.query('DELETE FROM oauth_tokens')).rejects.toMatchObject({ code: '42501' });
       await expect(client.query('SELECT * FROM oauth_tokens_backup')).rejects.toMatchObject({ code: '42501' });
       await expect(client.query('DROP TABLE users')).rejects.toMatchObject({ code: '42501' });
+      // The schema's version (for `npm run verify`), and nothing else of the migrations table.
+      expect((await client.query('SELECT max(name) AS latest FROM pgmigrations')).rows[0].latest).toBe(fingerprintMigrations(repository).latest);
+      await expect(client.query('SELECT run_on FROM pgmigrations')).rejects.toMatchObject({ code: '42501' });
+      await expect(client.query(`DELETE FROM pgmigrations WHERE name = 'x'`)).rejects.toMatchObject({ code: '42501' });
     } finally {
       await client.end();
     }

@@ -5,6 +5,7 @@ import type { IConstruct } from 'constructs';
 import { fingerprintMigrations } from '../../lambda/migrate/migrations-hash';
 import { DEFAULT_MIGRATIONS_DIR } from '../../lambda/migrate/run-migrations';
 import { JOB_ENV, METRIC_NAMES, METRICS_NAMESPACE } from '../../lambda/shared/metric-names';
+import { API_OUTPUT, REQUIRED_OUTPUTS } from '../../scripts/verify/checks';
 import { buildStack, onlyResource, resourcesOf, templateOf } from './support/stack';
 
 const ENVIRONMENTS = ['dev', 'staging', 'prod'] as const;
@@ -206,6 +207,17 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
     expect(outputs.TokenEncryptionKeySecretArn.Value).toEqual({ Ref: STATEFUL_LOGICAL_IDS.tokenKeySecret });
     expect(outputs.DashboardName.Value).toBe(`AmazonAccounts-${env}`);
     expect(Object.keys(outputs)).toEqual(expect.arrayContaining(['ClusterArn', 'WorkerSecretArn', 'AlarmTopicArn']));
+  });
+
+  test('outputs carry what `npm run verify` checks the deploy against', () => {
+    const outputs = template().toJSON().Outputs;
+    expect(Object.keys(outputs)).toEqual(expect.arrayContaining([...REQUIRED_OUTPUTS]));
+    expect(outputs.LatestMigration.Value).toBe(fingerprintMigrations(DEFAULT_MIGRATIONS_DIR).latest);
+    expect(outputs.DatabaseName.Value).toBe('accounts');
+    expect(outputs.TokenRefreshFunctionName.Value).toEqual({ Ref: tokenRefresh(template()).id });
+    expect(outputs.AccountSyncFunctionName.Value).toEqual({ Ref: accountSync(template()).id });
+    // No API yet: verify skips its health check.
+    expect(Object.keys(outputs).filter((key) => API_OUTPUT.test(key))).toEqual([]);
   });
 
   test('the secrets operators fill in hold no value in the template', () => {
