@@ -7,7 +7,7 @@
 import { cpus } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { runAccountSync } from '../lambda/account-sync/core';
-import { MetricTotals, silentLogger } from '../lambda/shared/job-runtime';
+import { MetricTotals, silentLogger } from '../lambda/shared/jobs/runtime';
 import { runTokenRefresh } from '../lambda/token-refresh/core';
 import { naiveAccountSync, naiveTokenRefresh } from './naive';
 import { profilesFor, SEED_CHUNK } from './seeding';

@@ -14,7 +14,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client } from 'pg';
 import { runMigrations } from '../lambda/migrate/run-migrations';
-import { startPostgres } from '../test/support/postgres';
+import { startPostgres } from '../local/postgres/embedded-postgres';
 
 const TABLES = ['users', 'oauth_tokens', 'user_accounts'] as const;
 type Table = (typeof TABLES)[number];
@@ -122,7 +122,7 @@ function startLockMonitor(url: string) {
     await c.connect();
     try {
       while (running) {
-        const { rows } = await c.query(
+        const { rows } = await c.query<{ relname: Table; mode: string }>(
           `SELECT c.relname, l.mode FROM pg_locks l
            JOIN pg_class c ON c.oid = l.relation
            JOIN pg_stat_activity a ON a.pid = l.pid
@@ -130,7 +130,7 @@ function startLockMonitor(url: string) {
           [TABLES],
         );
         const at = performance.now();
-        for (const r of rows) seen.push({ at, table: r.relname as Table, mode: r.mode as string });
+        for (const r of rows) seen.push({ at, table: r.relname, mode: r.mode });
         await new Promise((r) => setTimeout(r, 2));
       }
     } finally {
@@ -168,7 +168,7 @@ export async function runMigrateBench(rows: number, log: (line: string) => void 
     const ids = {} as Record<Table, string[]>;
     const c = new Client({ connectionString: url });
     await c.connect();
-    for (const table of TABLES) ids[table] = (await c.query(`SELECT id FROM ${table} TABLESAMPLE SYSTEM (1) LIMIT 20000`)).rows.map((r) => r.id);
+    for (const table of TABLES) ids[table] = (await c.query<{ id: string }>(`SELECT id FROM ${table} TABLESAMPLE SYSTEM (1) LIMIT 20000`)).rows.map((r) => r.id);
     await c.end();
 
     const writers = startWriters(url, ids);

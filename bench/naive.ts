@@ -12,12 +12,12 @@
  */
 import type { ProfileLister } from '../lambda/account-sync/core';
 import { toAccountRecord } from '../lambda/account-sync/core';
-import { classifyAmazonError } from '../lambda/shared/amazon-failure';
+import { classifyAmazonError } from '../lambda/shared/amazon/failure';
 import { Database, sqlJson, sqlUuid } from '../lambda/shared/db/port';
-import { describeError } from '../lambda/shared/job-runtime';
+import { describeError } from '../lambda/shared/jobs/runtime';
 import type { TokenCipher } from '../lambda/shared/token-crypto';
 import type { TokenRefresher } from '../lambda/token-refresh/core';
-import type { Region } from '../lambda/token-refresh/store';
+import type { AmazonRegion } from '../lambda/shared/amazon/regions';
 
 export interface NaiveResult {
   /** Rows (tokens or users) processed: each cost one SELECT, one Amazon call and its writes. */
@@ -47,7 +47,7 @@ export async function naiveTokenRefresh(deps: { db: Database; lwa: TokenRefreshe
   const callsBefore = db.callCounts().total;
   const r = { processed: 0, succeeded: 0, failed: 0, amazonCalls: 0 };
   while (o.limit === undefined || r.processed < o.limit) {
-    const { rows } = await db.query<{ id: string; refresh_token: string; region: Region }>(
+    const { rows } = await db.query<{ id: string; refresh_token: string; region: AmazonRegion }>(
       `SELECT id, refresh_token, region FROM oauth_tokens
         WHERE proactive_refresh_enabled = TRUE
           AND expires_at < now() + interval '30 minutes'
@@ -103,7 +103,7 @@ export async function naiveAccountSync(deps: { db: Database; ads: ProfileLister;
   const callsBefore = db.callCounts().total;
   const r = { processed: 0, succeeded: 0, failed: 0, accounts: 0, amazonCalls: 0 };
   while (o.limit === undefined || r.processed < o.limit) {
-    const { rows } = await db.query<{ user_id: string; access_token: string; region: Region }>(
+    const { rows } = await db.query<{ user_id: string; access_token: string; region: AmazonRegion }>(
       `SELECT t.user_id, t.access_token, t.region FROM oauth_tokens t
         WHERE t.proactive_refresh_enabled = TRUE
           AND t.expires_at > now() + interval '2 minutes'

@@ -5,7 +5,7 @@
  * the Data API and Amazon do their work elsewhere, and on this 2-core machine the child gets
  * the second core. The parent drives it over IPC: reset, seed, read counters, close.
  */
-import { seedUsers, startJobWorld } from '../test/jobs/fixture';
+import { seedUsers, startLocalWorld } from '../local/world';
 import { profilesFor, SEED_CHUNK } from './seeding';
 
 export type ServerRequest =
@@ -42,7 +42,7 @@ export interface ServerCounters {
 
 
 async function main(): Promise<void> {
-  const world = await startJobWorld();
+  const world = await startLocalWorld();
   const info: ServerInfo = {
     databaseUrl: world.url,
     emulatorEndpoint: world.emulator.endpoint,

@@ -27,7 +27,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { runAccountSync } from '../lambda/account-sync/core';
-import { MetricTotals, silentLogger } from '../lambda/shared/job-runtime';
+import { MetricTotals, silentLogger } from '../lambda/shared/jobs/runtime';
 import { runTokenRefresh } from '../lambda/token-refresh/core';
 import { busyPercentSince, cpuTimes } from './jobs';
 import { fmt } from './report';

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { RDSDataClient } from '@aws-sdk/client-rds-data';
 import { AdsClient, LwaClient } from '../lambda/shared/amazon';
 import { DataApiDatabase, PgDatabase } from '../lambda/shared/db';
-import { EndpointLimits, RateLimiterRegistry } from '../lambda/shared/rate-limiter';
+import { EndpointLimits, RateLimiterRegistry } from '../lambda/shared/amazon/rate-limiter';
 import { TokenCipher } from '../lambda/shared/token-crypto';
 import type { ServerCounters, ServerInfo, ServerRequest } from './servers';
 

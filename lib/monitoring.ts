@@ -6,7 +6,7 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import { DefaultDashboardFactory, MonitoringFacade, SnsAlarmActionStrategy } from 'cdk-monitoring-constructs';
 import { Construct } from 'constructs';
-import { METRIC_NAMES, METRICS_NAMESPACE, SERVICE_NAMES } from '../lambda/shared/metric-names';
+import { METRIC_NAMES, METRICS_NAMESPACE, SERVICE_NAMES } from '../lambda/shared/jobs/metrics';
 import type { ScheduledJob } from './scheduled-jobs';
 
 export interface MonitoringProps {

@@ -6,7 +6,8 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct, IDependable } from 'constructs';
-import { JOB_ENV, METRICS_NAMESPACE, SERVICE_NAMES } from '../lambda/shared/metric-names';
+import { JOB_ENV } from '../lambda/shared/config';
+import { METRICS_NAMESPACE, SERVICE_NAMES } from '../lambda/shared/jobs/metrics';
 import type { Database } from './database';
 import { NodeFunction } from './node-function';
 

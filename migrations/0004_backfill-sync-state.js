@@ -1,4 +1,3 @@
-/* eslint-disable */
 // Spec "Step 3: Data Migration", made to match rows and to run online.
 //
 // * Migration 0003 left sync_status and next_sync_at NULL on the rows that existed before it

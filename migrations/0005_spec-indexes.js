@@ -1,4 +1,3 @@
-/* eslint-disable */
 // The specification's indexes on the big, pre-existing tables (and one the jobs need), built
 // online.
 //

@@ -1,4 +1,3 @@
-/* eslint-disable */
 // Completes 0007 online (outside a transaction, like 0004 and 0005):
 // * users without any account yet become due for their first account sync
 //   (sync_next_attempt_at = now()); users with accounts keep following their accounts'

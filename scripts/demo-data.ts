@@ -1,7 +1,7 @@
 import type { Client } from 'pg';
 import type { TokenCipher } from '../lambda/shared/token-crypto';
-import type { FakeUser } from '../test/fake-amazon/fake-amazon';
-import { FakeProfile, fakeProfile } from '../test/fake-amazon/profiles';
+import type { FakeUser } from '../local/amazon/fake-amazon';
+import { FakeProfile, fakeProfile } from '../local/amazon/profiles';
 
 /**
  * Demo data for `npm start`: users as the web app would have stored them after the OAuth
@@ -64,7 +64,7 @@ function demoUser(n: number): DemoUser {
 
 /** Seeds the demo users once (returns false when they exist already). */
 export async function seedDemoData(c: Client, cipher: TokenCipher): Promise<boolean> {
-  const existing = Number((await c.query(`SELECT count(*) AS n FROM users WHERE email LIKE 'demo-%@example.com'`)).rows[0].n);
+  const existing = Number((await c.query<{ n: string }>(`SELECT count(*) AS n FROM users WHERE email LIKE 'demo-%@example.com'`)).rows[0].n);
   if (existing > 0) return false;
   const users = Array.from({ length: DEMO_USERS }, (_, n) => demoUser(n));
   await c.query('BEGIN');

@@ -10,20 +10,21 @@ import { runAccountSync } from '../lambda/account-sync/core';
 import { AdsClient, LwaClient } from '../lambda/shared/amazon';
 import { readLocalJobConfig } from '../lambda/shared/config';
 import { PgDatabase } from '../lambda/shared/db';
-import { JobLogger, MetricTotals } from '../lambda/shared/job-runtime';
+import { MetricTotals } from '../lambda/shared/jobs/runtime';
 import { TokenCipher } from '../lambda/shared/token-crypto';
 import { runTokenRefresh } from '../lambda/token-refresh/core';
+import type { AppLogger } from '../lambda/shared/logger';
 
 const JOBS = ['token-refresh', 'account-sync'] as const;
 type JobName = (typeof JOBS)[number];
 
-const stderrLogger: JobLogger = {
+const stderrLogger: AppLogger = {
   info: (message, attributes) => console.error(JSON.stringify({ level: 'INFO', message, ...attributes })),
   warn: (message, attributes) => console.error(JSON.stringify({ level: 'WARN', message, ...attributes })),
   error: (message, attributes) => console.error(JSON.stringify({ level: 'ERROR', message, ...attributes })),
 };
 
-export async function runJobOnce(job: JobName, env: NodeJS.ProcessEnv, options: { userId?: string; logger?: JobLogger } = {}) {
+export async function runJobOnce(job: JobName, env: NodeJS.ProcessEnv, options: { userId?: string; logger?: AppLogger } = {}) {
   const config = readLocalJobConfig(env);
   const db = new PgDatabase({ connection: config.databaseUrl });
   const cipher = new TokenCipher(config.tokenKey);

@@ -22,10 +22,10 @@ import { onSchemaMigrationEvent } from '../lambda/migrate/on-event';
 import type { TokenRefreshSummary } from '../lambda/token-refresh/core';
 import { handler as tokenRefresh } from '../lambda/token-refresh/handler';
 import { TokenCipher } from '../lambda/shared/token-crypto';
-import { startDataApiEmulator } from '../test/emulator/data-api-emulator';
-import { startSecretsManagerStandIn } from '../test/emulator/secrets-manager';
-import { startFakeAmazon } from '../test/fake-amazon/fake-amazon';
-import { startPostgres } from '../test/support/postgres';
+import { startDataApiEmulator } from '../local/data-api/emulator';
+import { startSecretsManagerStandIn } from '../local/secrets-manager/stand-in';
+import { startFakeAmazon } from '../local/amazon/fake-amazon';
+import { startPostgres } from '../local/postgres/embedded-postgres';
 import { demoAmazonUsers, seedDemoData } from './demo-data';
 
 const ROOT = resolve(__dirname, '..');
@@ -76,7 +76,7 @@ interface LocalContext {
 async function invoke<T>(name: string, handler: (event: unknown, context: LocalContext) => Promise<T>, event: unknown, timeoutMs: number): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   const context = { awsRequestId: `local-${name}-${Date.now()}`, getRemainingTimeInMillis: () => deadline - Date.now() };
-  const original = { out: process.stdout.write, err: process.stderr.write };
+  const original = { out: process.stdout.write.bind(process.stdout), err: process.stderr.write.bind(process.stderr) };
   const toLog = ((chunk: string | Uint8Array) => {
     appendFileSync(LOG_FILE, chunk);
     return true;
@@ -124,8 +124,8 @@ async function main() {
       onSchemaMigrationEvent(
         { RequestType: 'Create', ResourceProperties: { MigrationsHash: 'local', LatestMigration: 'local' } } as never,
         {
-          masterConnection: async () => ({ connectionString: adminUrl }),
-          workerCredentials: async () => worker,
+          masterConnection: () => Promise.resolve({ connectionString: adminUrl }),
+          workerCredentials: () => Promise.resolve(worker),
           migrationsDir: DEFAULT_MIGRATIONS_DIR,
           remainingTimeMs: () => 10 * 60_000,
           logger: { info: () => undefined, warn: () => undefined, error: (m) => say(`    ${m}`) },
@@ -201,7 +201,9 @@ async function main() {
       say('Watching: token refresh every 30 s, account sync every 60 s (5 and 15 min in AWS). Ctrl-C stops everything.');
       let busy = false;
       let tick = 0;
-      const timer = setInterval(async () => {
+      // The tick's own try/catch reports a failed run; nothing of it is left unhandled.
+      const timer = setInterval(() => void watchTick(), 30_000);
+      const watchTick = async () => {
         if (busy) return;
         busy = true;
         tick += 1;
@@ -218,7 +220,7 @@ async function main() {
         } finally {
           busy = false;
         }
-      }, 30_000);
+      };
       await new Promise<void>((resolvePromise) => {
         const stop = () => {
           clearInterval(timer);
@@ -244,8 +246,9 @@ interface Overview {
 }
 
 async function databaseOverview(c: Client): Promise<Overview> {
-  const one = async (sql: string) => Number((await c.query(sql)).rows[0].n);
-  const grouped = async (sql: string) => Object.fromEntries((await c.query(sql)).rows.map((r) => [r.k, Number(r.n)]));
+  const one = async (sql: string) => Number((await c.query<{ n: string }>(sql)).rows[0].n);
+  const grouped = async (sql: string) =>
+    Object.fromEntries((await c.query<{ k: string; n: string }>(sql)).rows.map((r) => [r.k, Number(r.n)]));
   return {
     users: await one('SELECT count(*) AS n FROM users'),
     tokensActive: await one('SELECT count(*) AS n FROM oauth_tokens WHERE proactive_refresh_enabled'),

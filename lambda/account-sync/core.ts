@@ -1,19 +1,19 @@
 import { randomUUID } from 'node:crypto';
 import type { Database } from '../shared/db/port';
-import { addCounts, describeError, JobRuntime, nextRetryAt } from '../shared/job-runtime';
-import { runPipeline } from '../shared/pipeline';
-import { METRIC_NAMES } from '../shared/metric-names';
-import { endpointKey, RateLimitUsageRecorder, recordRateLimitUsage } from '../shared/rate-limit-store';
+import { addCounts, describeError, JobRuntime, nextRetryAt } from '../shared/jobs/runtime';
+import { runPipeline } from '../shared/jobs/pipeline';
+import { METRIC_NAMES } from '../shared/jobs/metrics';
+import { endpointKey, RateLimitUsageRecorder, recordRateLimitUsage } from '../shared/amazon/usage-store';
 import type { TokenCipher } from '../shared/token-crypto';
 import type { AdsProfile } from '../shared/amazon/schemas';
-import { classifyAmazonError } from '../shared/amazon-failure';
-import type { Region } from '../token-refresh/store';
+import { classifyAmazonError } from '../shared/amazon/failure';
+import type { AmazonRegion } from '../shared/amazon/regions';
 import { AccountRecord, claimUsers, ClaimedUser, countDueUsers, flagAccountsNeedingReauth, saveOutcomes, SyncType, UserSyncOutcome } from './store';
 
 /** What the core needs of the Ads API client (AdsClient). */
 export interface ProfileLister {
   /** Lists every profile the access token can see in the region; throws the Amazon error classes. */
-  listProfiles(request: { itemId: string; region: Region; accessToken: string }): Promise<readonly AdsProfile[]>;
+  listProfiles(request: { itemId: string; region: AmazonRegion; accessToken: string }): Promise<readonly AdsProfile[]>;
 }
 
 export interface AccountSyncSettings {
@@ -67,7 +67,7 @@ export interface AccountSyncSummary {
 export const REAUTH_MESSAGE = 'Amazon access needs re-authorisation: the user must reconnect their Amazon account';
 
 /** Maps a profile to its stored form: `amazon_account_id` and the metadata DESIGN.md fixes. */
-export function toAccountRecord(profile: AdsProfile, region: Region): AccountRecord {
+export function toAccountRecord(profile: AdsProfile, region: AmazonRegion): AccountRecord {
   const info = profile.accountInfo;
   return {
     amazonAccountId: String(profile.profileId),
@@ -127,7 +127,7 @@ export async function runAccountSync(deps: AccountSyncDeps, request: AccountSync
     } catch (error) {
       return failed(user, `Stored access token is unreadable (${describeError(error)})`, { class: 'token', reason: describeError(error) }, retryAt(failures));
     }
-    const endpoint = endpointKey('ads-profiles', user.region);
+    const endpoint = endpointKey('ads', user.region);
     // Requests are counted per endpoint; a user gets a row of their own only when Amazon
     // throttled a call made for them (one row per synced user would make this write grow
     // with every user: megabytes at 100,000 users, past the Data API's request limit).

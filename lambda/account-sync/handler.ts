@@ -1,8 +1,7 @@
-import type { Context } from 'aws-lambda';
 import { z } from 'zod';
-import { jobContainer } from '../shared/job-handler';
-import { SERVICE_NAMES } from '../shared/metric-names';
-import { DryRunEvent, isDryRun } from '../shared/dry-run';
+import { runJobInvocation, type JobInvocationContext } from '../shared/jobs/container';
+import { DryRunEvent, isDryRun } from '../shared/jobs/dry-run';
+import { SERVICE_NAMES } from '../shared/jobs/metrics';
 import { AccountSyncPreview, AccountSyncRequest, AccountSyncSummary, previewAccountSync, runAccountSync } from './core';
 
 /**
@@ -29,38 +28,24 @@ export function parseSyncEvent(event: unknown): AccountSyncRequest {
   return { syncType: 'scheduled' };
 }
 
-export async function handler(event: DryRunEvent, context: Pick<Context, 'getRemainingTimeInMillis' | 'awsRequestId'>): Promise<AccountSyncPreview>;
-export async function handler(event: unknown, context: Pick<Context, 'getRemainingTimeInMillis' | 'awsRequestId'>): Promise<AccountSyncSummary>;
-export async function handler(event: unknown, context: Pick<Context, 'getRemainingTimeInMillis' | 'awsRequestId'>): Promise<AccountSyncSummary | AccountSyncPreview> {
+/**
+ * One invocation: a scheduled or on-demand sync, or `{"dryRun": true}` (a deploy check), which
+ * only reports how many users are due.
+ */
+export async function handler(event: DryRunEvent, context: JobInvocationContext): Promise<AccountSyncPreview>;
+export async function handler(event: unknown, context: JobInvocationContext): Promise<AccountSyncSummary>;
+export async function handler(
+  event: unknown,
+  context: JobInvocationContext,
+): Promise<AccountSyncSummary | AccountSyncPreview> {
   if (isDryRun(event)) {
-    const c = await jobContainer(SERVICE_NAMES.accountSync);
-    c.logger.appendKeys({ requestId: context.awsRequestId, syncType: 'dry-run' });
-    try {
-      return await previewAccountSync({ db: c.db, logger: c.jobLogger });
-    } catch (error) {
-      c.logger.error('Account sync dry run failed', error as Error);
-      throw error;
-    }
+    return runJobInvocation(
+      SERVICE_NAMES.accountSync,
+      context,
+      (c, runtime) => previewAccountSync({ db: c.db, logger: runtime.logger }),
+      { syncType: 'dry-run' },
+    );
   }
   const request = parseSyncEvent(event);
-  const c = await jobContainer(SERVICE_NAMES.accountSync);
-  c.logger.appendKeys({ requestId: context.awsRequestId, syncType: request.syncType });
-  try {
-    return await runAccountSync(
-      {
-        db: c.db,
-        ads: c.ads,
-        cipher: c.cipher,
-        logger: c.jobLogger,
-        metrics: c.jobMetrics,
-        remainingTimeMs: () => context.getRemainingTimeInMillis(),
-      },
-      request,
-    );
-  } catch (error) {
-    c.logger.error('Account sync run failed', error as Error);
-    throw error;
-  } finally {
-    c.metrics.publishStoredMetrics();
-  }
+  return runJobInvocation(SERVICE_NAMES.accountSync, context, (c, runtime) => runAccountSync({ db: c.db, ads: c.ads, cipher: c.cipher, ...runtime }, request), { syncType: request.syncType });
 }

@@ -1,5 +1,6 @@
 import { Database, sqlJson, sqlUuid } from '../shared/db/port';
-import { CLAIM_TOKEN_CHARS, Region } from '../token-refresh/store';
+import type { AmazonRegion } from '../shared/amazon/regions';
+import { CLAIM_TOKEN_CHARS } from '../shared/db/limits';
 
 export type SyncType = 'scheduled' | 'manual' | 'webhook';
 
@@ -9,7 +10,7 @@ export interface ClaimedUser {
   readonly historyId: string;
   /** The stored access token (`enc:v1:…` or legacy plaintext). */
   readonly storedAccessToken: string;
-  readonly region: Region;
+  readonly region: AmazonRegion;
   /** Failed attempts in a row so far (the highest of the user's accounts, or the user's own). */
   readonly retryCount: number;
   /** How many accounts the user had before this attempt. */
@@ -41,7 +42,7 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
     user_id: string;
     history_id: string;
     access_token: string;
-    region: Region;
+    region: AmazonRegion;
     retry_count: number;
     account_count: number | null;
   }>(

@@ -13,8 +13,8 @@ import { join } from 'node:path';
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { CloudFormationCustomResourceEvent, Context } from 'aws-lambda';
 import type { ClientConfig } from 'pg';
-import type { MigrationLogger } from './run-migrations';
 import { onSchemaMigrationEvent, type SchemaMigrationResponse } from './on-event';
+import type { AppLogger } from '../shared/logger';
 import { tlsSettings } from './tls';
 
 export { onSchemaMigrationEvent } from './on-event';
@@ -76,7 +76,7 @@ function requiredEnv<K extends string>(names: K[]): Record<K, string> {
  * The function logs in Lambda's JSON format, which turns each console call into one JSON line
  * with its level. Messages never carry secrets (passwords are never logged).
  */
-const consoleLogger: MigrationLogger = {
+const consoleLogger: AppLogger = {
   info: (message) => console.info(message),
   warn: (message) => console.warn(message),
   error: (message) => console.error(message),

@@ -1,8 +1,9 @@
 import type { CloudFormationCustomResourceEvent } from 'aws-lambda';
 import { Client, type ClientConfig } from 'pg';
-import { runMigrations, type MigrationLogger, type MigrationResult } from './run-migrations';
+import { runMigrations, type MigrationResult } from './run-migrations';
 import { waitForDatabase } from './wait-for-database';
 import { ensureWorkerLogin, type WorkerCredentials } from './worker-login';
+import type { AppLogger } from '../shared/logger';
 
 /** The custom resource's properties, as the CDK construct sets them. */
 export interface SchemaMigrationProperties {
@@ -30,7 +31,7 @@ export interface SchemaMigrationDeps {
   readonly migrationsDir: string;
   /** Milliseconds left before the Lambda times out. */
   readonly remainingTimeMs: () => number;
-  readonly logger: MigrationLogger;
+  readonly logger: AppLogger;
   /** @default setTimeout */
   readonly sleep?: (ms: number) => Promise<void>;
   /** @default Date.now */
@@ -155,8 +156,9 @@ function isInvalidPassword(error: unknown): boolean {
  * goes to an earlier last migration than the one it replaces is that rollback.
  */
 export function isRollback(next: Record<string, unknown>, previous: Record<string, unknown>): boolean {
-  const to = String(next.LatestMigration ?? '');
-  const from = String(previous.LatestMigration ?? '');
+  const name = (value: unknown) => (typeof value === 'string' ? value : '');
+  const to = name(next.LatestMigration);
+  const from = name(previous.LatestMigration);
   return to < from;
 }
 

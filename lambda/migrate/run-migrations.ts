@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import type { ClientConfig } from 'pg';
+import type { AppLogger } from '../shared/logger';
 
 /** Where the migrations live: next to the bundle in Lambda, `migrations/` in the repository. */
 export const DEFAULT_MIGRATIONS_DIR = resolve(__dirname, '..', '..', 'migrations');
@@ -16,12 +17,6 @@ export class MigrationError extends Error {
     super(`Migration ${migration ?? '(before any migration)'} failed: ${databaseMessage}`, options);
     this.name = 'MigrationError';
   }
-}
-
-export interface MigrationLogger {
-  info(message: string): void;
-  warn(message: string): void;
-  error(message: string): void;
 }
 
 export interface RunMigrationsOptions {
@@ -43,7 +38,7 @@ export interface RunMigrationsOptions {
   /** Base delay between those retries. @default 1000 */
   readonly retryBaseDelayMs?: number;
   /** @default - node-pg-migrate's progress lines are discarded */
-  readonly logger?: MigrationLogger;
+  readonly logger?: AppLogger;
   /** Injected for tests. @default setTimeout */
   readonly sleep?: (ms: number) => Promise<void>;
 }
@@ -82,7 +77,7 @@ export async function runMigrations(options: RunMigrationsOptions): Promise<Migr
     // node-pg-migrate announces each migration just before running it: the last one
     // announced is the one that failed, the ones before it were applied.
     const started: string[] = [];
-    const log = (level: keyof MigrationLogger) => (message: string) => {
+    const log = (level: keyof AppLogger) => (message: string) => {
       const match = /^### MIGRATION (.+) \((UP|DOWN)\) ###$/.exec(message);
       if (match) started.push(match[1]);
       options.logger?.[level](message);

@@ -27,7 +27,7 @@ export async function ensureWorkerLogin(
   client: Client,
   credentials: WorkerCredentials,
   /** Whether the secret's password logs in today. @default - assume it does not */
-  passwordWorks: () => Promise<boolean> = async () => false,
+  passwordWorks: () => Promise<boolean> = () => Promise.resolve(false),
 ): Promise<'created' | 'updated' | 'unchanged'> {
   const verifier = scramSha256Verifier(credentials.password);
   const exists = async () =>

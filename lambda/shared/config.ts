@@ -1,5 +1,4 @@
 import { z } from 'zod';
-import { JOB_ENV, LOCAL_JOB_ENV } from './metric-names';
 import { parseTokenKey, TokenKeyError } from './token-crypto';
 
 /**
@@ -7,6 +6,29 @@ import { parseTokenKey, TokenKeyError } from './token-crypto';
  * A Lambda with a missing or malformed variable fails its first invocation with one
  * {@link ConfigError} naming every problem, instead of failing later half-way through a batch.
  */
+
+/** Environment variable names the CDK stack sets on the job Lambdas and the handlers read. */
+export const JOB_ENV = {
+  environment: 'APP_ENVIRONMENT',
+  clusterArn: 'DB_CLUSTER_ARN',
+  databaseSecretArn: 'DB_SECRET_ARN',
+  databaseName: 'DB_NAME',
+  lwaClientSecretArn: 'LWA_CLIENT_SECRET_ARN',
+  tokenKeySecretArn: 'TOKEN_ENCRYPTION_KEY_SECRET_ARN',
+} as const;
+
+/**
+ * Environment variables of `npm run job` and `npm start` (local runs on node-postgres, no
+ * Secrets Manager): read by `readLocalJobConfig` below.
+ */
+export const LOCAL_JOB_ENV = {
+  databaseUrl: 'DATABASE_URL',
+  lwaTokenUrl: 'LWA_TOKEN_URL',
+  adsApiUrl: 'ADS_API_URL',
+  lwaClientId: 'LWA_CLIENT_ID',
+  lwaClientSecret: 'LWA_CLIENT_SECRET',
+  tokenEncryptionKey: 'TOKEN_ENCRYPTION_KEY',
+} as const;
 
 /** The environment is incomplete or malformed. Lists every variable at fault; never values. */
 export class ConfigError extends Error {

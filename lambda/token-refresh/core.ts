@@ -1,17 +1,18 @@
 import { randomUUID } from 'node:crypto';
-import { classifyAmazonError } from '../shared/amazon-failure';
+import { classifyAmazonError } from '../shared/amazon/failure';
 import type { Database } from '../shared/db/port';
-import { addCounts, describeError, JobRuntime, nextRetryAt } from '../shared/job-runtime';
-import { runPipeline } from '../shared/pipeline';
-import { METRIC_NAMES } from '../shared/metric-names';
-import { endpointKey, RateLimitUsageRecorder, readEndpointPauses, recordRateLimitUsage } from '../shared/rate-limit-store';
+import { addCounts, describeError, JobRuntime, nextRetryAt } from '../shared/jobs/runtime';
+import { runPipeline } from '../shared/jobs/pipeline';
+import { METRIC_NAMES } from '../shared/jobs/metrics';
+import { endpointKey, RateLimitUsageRecorder, readEndpointPauses, recordRateLimitUsage } from '../shared/amazon/usage-store';
 import { isEncrypted, TokenCipher } from '../shared/token-crypto';
-import { claimDueTokens, ClaimedToken, countDueTokens, Region, RefreshFailure, saveResults, TokenResult } from './store';
+import type { AmazonRegion } from '../shared/amazon/regions';
+import { claimDueTokens, ClaimedToken, countDueTokens, RefreshFailure, saveResults, TokenResult } from './store';
 
 /** What the core needs of the Login with Amazon client (LwaClient). */
 export interface TokenRefresher {
   /** Exchanges a refresh token at the region's token endpoint; throws the Amazon error classes. */
-  refresh(request: { itemId: string; region: Region; refreshToken: string }): Promise<{
+  refresh(request: { itemId: string; region: AmazonRegion; refreshToken: string }): Promise<{
     accessToken: string;
     refreshToken: string | undefined;
     expiresInSeconds: number;
@@ -98,9 +99,9 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
   const totals = { claimed: 0, refreshed: 0, failed: 0, reauthRequired: 0, rateLimited: 0, released: 0, batches: 0 };
 
   // Endpoints a previous invocation was told to leave alone, and those this one is told to.
-  const pausedUntil = new Map<Region, number>();
+  const pausedUntil = new Map<AmazonRegion, number>();
   for (const [endpoint, until] of await readEndpointPauses(deps.db, 'lwa-token:')) {
-    pausedUntil.set(endpoint.split(':')[1] as Region, until.getTime());
+    pausedUntil.set(endpoint.split(':')[1] as AmazonRegion, until.getTime());
   }
   const pausedRegions = () => [...pausedUntil].filter(([, until]) => until > now().getTime()).map(([region]) => region);
 
@@ -115,7 +116,7 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
     // passed; a token whose wait would outlast the invocation is given back instead.
     const waitMs = Math.max(0, (pausedUntil.get(token.region) ?? 0) - now().getTime());
     if (fatal || deps.remainingTimeMs() - waitMs < s.reserveMs / 2) return { kind: 'released', token };
-    const endpoint = endpointKey('lwa-token', token.region);
+    const endpoint = endpointKey('lwa', token.region);
     let refreshToken: string;
     try {
       refreshToken = deps.cipher.decrypt(token.storedRefreshToken);
@@ -234,7 +235,7 @@ export interface TokenRefreshPreview {
   readonly due: number;
   /** Due tokens of regions a Retry-After still pauses (left for a later run). */
   readonly pausedByRateLimit: number;
-  readonly pausedRegions: readonly Region[];
+  readonly pausedRegions: readonly AmazonRegion[];
   readonly databaseCalls: number;
 }
 
@@ -248,7 +249,7 @@ export async function previewTokenRefresh(deps: Pick<TokenRefreshDeps, 'db' | 's
   const callsBefore = deps.db.callCounts().total;
   const pausedRegions = [...(await readEndpointPauses(deps.db, 'lwa-token:'))]
     .filter(([, until]) => until.getTime() > now)
-    .map(([endpoint]) => endpoint.split(':')[1] as Region);
+    .map(([endpoint]) => endpoint.split(':')[1] as AmazonRegion);
   const counts = await countDueTokens(deps.db, { windowSeconds, pausedRegions });
   const preview: TokenRefreshPreview = {
     job: 'token-refresh',

@@ -1,8 +1,7 @@
 import { createHash } from 'node:crypto';
+import type { AmazonRegion } from '../shared/amazon/regions';
+import { CLAIM_TOKEN_CHARS } from '../shared/db/limits';
 import { Database, sqlJson, sqlUuid } from '../shared/db/port';
-
-/** Regions of Login with Amazon (DESIGN.md): each has its own token endpoint. */
-export type Region = 'NA' | 'EU' | 'FE';
 
 /** A token claimed for refresh: the lease is this invocation's until `leaseSeconds` pass. */
 export interface ClaimedToken {
@@ -10,7 +9,7 @@ export interface ClaimedToken {
   readonly userId: string;
   /** The stored value as read (`enc:v1:…` or legacy plaintext); the write-back guard compares it. */
   readonly storedRefreshToken: string;
-  readonly region: Region;
+  readonly region: AmazonRegion;
   readonly refreshFailureCount: number;
 }
 
@@ -22,7 +21,7 @@ export interface ClaimOptions {
   readonly leaseSeconds: number;
   readonly limit: number;
   /** Regions whose token endpoint is paused by a Retry-After: their tokens are left alone. */
-  readonly pausedRegions: readonly Region[];
+  readonly pausedRegions: readonly AmazonRegion[];
   /**
    * Most characters of stored refresh tokens one claim returns, so its response stays under
    * the Data API's 1 MiB limit whatever the tokens' size (Amazon allows refresh tokens of
@@ -32,19 +31,12 @@ export interface ClaimOptions {
 }
 
 /**
- * The claim's response budget for token text: 600,000 characters, leaving ample room under
- * 1 MiB for ids, regions and the Data API's JSON framing. The claim is an UPDATE … RETURNING,
- * so a response the Data API refused would leave leases taken for tokens nobody got.
- */
-export const CLAIM_TOKEN_CHARS = 600_000;
-
-/**
  * Claims up to `limit` due tokens in one statement: proactive refresh on, expiring within the
  * window, not leased (or the lease expired: a run that died), not waiting for a retry. FOR
  * UPDATE SKIP LOCKED plus the lease make overlapping invocations claim disjoint sets.
  */
 export async function claimDueTokens(db: Database, o: ClaimOptions): Promise<ClaimedToken[]> {
-  const { rows } = await db.query<{ id: string; user_id: string; refresh_token: string; region: Region; refresh_failure_count: number }>(
+  const { rows } = await db.query<{ id: string; user_id: string; refresh_token: string; region: AmazonRegion; refresh_failure_count: number }>(
     `WITH due AS (
        SELECT id, expires_at, length(refresh_token) AS chars FROM oauth_tokens
         WHERE proactive_refresh_enabled = TRUE

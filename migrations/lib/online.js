@@ -1,4 +1,3 @@
-/* eslint-disable */
 // Helpers for migrations that must run outside a transaction to keep big tables writable.
 // node-pg-migrate only loads files directly in migrations/, so this folder is not a migration.
 

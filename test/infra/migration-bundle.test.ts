@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { Template } from 'aws-cdk-lib/assertions';
 import { fingerprintMigrations } from '../../lambda/migrate/migrations-hash';
 import { DEFAULT_MIGRATIONS_DIR } from '../../lambda/migrate/run-migrations';
-import { startPostgres, type TestPostgres } from '../support/postgres';
+import { startPostgres, type TestPostgres } from '../../local/postgres/embedded-postgres';
 import { appliedMigrations, withClient } from '../support/schema';
 import { buildStack, onlyResource } from './support/stack';
 

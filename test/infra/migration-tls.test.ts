@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import { Client } from 'pg';
 import { masterConnectionConfig } from '../../lambda/migrate/handler';
 import { waitForDatabase } from '../../lambda/migrate/wait-for-database';
-import { startPostgres, type TestPostgres } from '../support/postgres';
+import { startPostgres, type TestPostgres } from '../../local/postgres/embedded-postgres';
 import { CLUSTER_CA_CERTIFICATE } from '../../lib/database';
 
 // The migration Lambda's exact TLS settings (masterConnectionConfig, as the handler builds them

@@ -8,7 +8,7 @@ import { isRollback, onSchemaMigrationEvent, type SchemaMigrationDeps } from '..
 import { DEFAULT_MIGRATIONS_DIR, MigrationError, runMigrations } from '../../lambda/migrate/run-migrations';
 import { DatabaseUnavailableError, waitForDatabase } from '../../lambda/migrate/wait-for-database';
 import { ensureWorkerLogin, scramSha256Verifier } from '../../lambda/migrate/worker-login';
-import { freePort, startPostgres, type TestPostgres } from '../support/postgres';
+import { freePort, startPostgres, type TestPostgres } from '../../local/postgres/embedded-postgres';
 import { appliedMigrations, snapshotSchema, withClient } from '../support/schema';
 
 // Drives the custom resource's core through CloudFormation's lifecycle against a real

@@ -4,7 +4,8 @@ import { AwsSolutionsChecks } from 'cdk-nag';
 import type { IConstruct } from 'constructs';
 import { fingerprintMigrations } from '../../lambda/migrate/migrations-hash';
 import { DEFAULT_MIGRATIONS_DIR } from '../../lambda/migrate/run-migrations';
-import { JOB_ENV, METRIC_NAMES, METRICS_NAMESPACE } from '../../lambda/shared/metric-names';
+import { JOB_ENV } from '../../lambda/shared/config';
+import { METRIC_NAMES, METRICS_NAMESPACE } from '../../lambda/shared/jobs/metrics';
 import { API_OUTPUT, REQUIRED_OUTPUTS } from '../../scripts/verify/checks';
 import { buildStack, onlyResource, resourcesOf, templateOf } from './support/stack';
 

@@ -2,7 +2,7 @@ import { AccountSyncDeps, REAUTH_MESSAGE, runAccountSync } from '../../lambda/ac
 import { MISSING_PROFILE_MESSAGE } from '../../lambda/account-sync/store';
 import { parseSyncEvent, InvalidSyncEventError } from '../../lambda/account-sync/handler';
 import { Database } from '../../lambda/shared/db';
-import { fakeProfile } from '../fake-amazon/profiles';
+import { fakeProfile } from '../../local/amazon/profiles';
 import { JobWorld, runtime, seedUsers, useJobWorld } from './fixture';
 
 let world: JobWorld;

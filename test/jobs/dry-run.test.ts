@@ -2,8 +2,8 @@ import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-sec
 import { mockClient } from 'aws-sdk-client-mock';
 import { previewAccountSync, runAccountSync } from '../../lambda/account-sync/core';
 import { handler as sync } from '../../lambda/account-sync/handler';
-import { isDryRun } from '../../lambda/shared/dry-run';
-import { endpointKey, RateLimitUsageRecorder, recordRateLimitUsage } from '../../lambda/shared/rate-limit-store';
+import { isDryRun } from '../../lambda/shared/jobs/dry-run';
+import { endpointKey, RateLimitUsageRecorder, recordRateLimitUsage } from '../../lambda/shared/amazon/usage-store';
 import { previewTokenRefresh, runTokenRefresh } from '../../lambda/token-refresh/core';
 import { handler as refresh } from '../../lambda/token-refresh/handler';
 import { JobWorld, runtime, seedUsers, useJobWorld } from './fixture';
@@ -57,8 +57,8 @@ test('token refresh: tokens of a region paused by a Retry-After are reported apa
   const pausedDue = users.slice(0, 6).filter((u) => u.region === region).length;
   // What a run that got a 429 with Retry-After: 600 from the region's token endpoint records.
   const usage = new RateLimitUsageRecorder();
-  usage.request(endpointKey('lwa-token', region));
-  usage.limitHit(endpointKey('lwa-token', region), null, 600, new Date());
+  usage.request(endpointKey('lwa', region));
+  usage.limitHit(endpointKey('lwa', region), null, 600, new Date());
   await recordRateLimitUsage(world.admin, usage.drain());
 
   const preview = await previewTokenRefresh({ db: world.dataApi(), ...runtime() });

@@ -1,4 +1,4 @@
-import { runPipeline } from '../../lambda/shared/pipeline';
+import { runPipeline } from '../../lambda/shared/jobs/pipeline';
 
 /** Items whose processing the test finishes by hand, to observe what runs when. */
 function controlled() {

@@ -1,6 +1,6 @@
 import { Client } from 'pg';
 import { runMigrations } from '../../lambda/migrate/run-migrations';
-import { startPostgres, TestPostgres } from '../support/postgres';
+import { startPostgres, TestPostgres } from '../../local/postgres/embedded-postgres';
 import { withClient } from '../support/schema';
 
 let pg: TestPostgres;
@@ -175,12 +175,23 @@ describe('row level security as `authenticated`', () => {
     });
   });
 
-  test('A changes only A’s rows', async () => {
+  test('A reads its own user row and connection, without the tokens', async () => {
     await as({ sub: ids.userA }, async (c) => {
-      expect((await c.query(`UPDATE account_sync_history SET accounts_failed = 1`)).rowCount).toBe(1);
-      expect((await c.query(`UPDATE account_sync_history SET accounts_failed = 1 WHERE user_account_id = $1`, [ids.accountB])).rowCount).toBe(0);
-      expect((await c.query(`DELETE FROM rate_limit_tracking WHERE user_id = $1`, [ids.userB])).rowCount).toBe(0);
+      expect((await c.query('SELECT id, email FROM users')).rows).toEqual([{ id: ids.userA, email: 'A@example.com' }]);
+      expect((await c.query('SELECT user_id, region, proactive_refresh_enabled FROM oauth_tokens')).rows).toEqual([
+        { user_id: ids.userA, region: 'NA', proactive_refresh_enabled: true },
+      ]);
+    });
+  });
+
+  test('A changes only A’s rate-limit rows, and no history', async () => {
+    await as({ sub: ids.userA }, async (c) => {
       expect((await c.query(`UPDATE rate_limit_tracking SET request_count = 5`)).rowCount).toBe(1);
+      expect((await c.query(`UPDATE rate_limit_tracking SET request_count = 6 WHERE user_id = $1`, [ids.userB])).rowCount).toBe(0);
+      await c.query('SAVEPOINT s');
+      await expect(c.query(`UPDATE account_sync_history SET accounts_failed = 1`)).rejects.toThrow(/permission denied/);
+      await c.query('ROLLBACK TO SAVEPOINT s');
+      await expect(c.query(`DELETE FROM rate_limit_tracking WHERE user_id = $1`, [ids.userB])).rejects.toThrow(/permission denied/);
     });
     // Nothing of B's changed.
     const b = await withClient(url, (c) => c.query(`SELECT request_count FROM rate_limit_tracking WHERE user_id = $1`, [ids.userB]));
@@ -190,16 +201,18 @@ describe('row level security as `authenticated`', () => {
   test('A cannot insert rows for B, nor move A’s rows to B', async () => {
     await as({ sub: ids.userA }, async (c) => {
       await c.query('SAVEPOINT s');
-      await expect(
-        c.query(`INSERT INTO account_sync_history (user_account_id, sync_type, sync_status) VALUES ($1, 'manual', 'started')`, [ids.accountB]),
-      ).rejects.toThrow(/row-level security/);
-      await c.query('ROLLBACK TO SAVEPOINT s');
       await expect(c.query(`INSERT INTO rate_limit_tracking (user_id, endpoint) VALUES ($1, 'x')`, [ids.userB])).rejects.toThrow(/row-level security/);
       await c.query('ROLLBACK TO SAVEPOINT s');
-      await expect(c.query(`UPDATE rate_limit_tracking SET user_id = $1`, [ids.userB])).rejects.toThrow(/row-level security/);
+      await expect(c.query(`INSERT INTO rate_limit_tracking (user_id, endpoint) VALUES (NULL, 'x')`)).rejects.toThrow(/row-level security/);
       await c.query('ROLLBACK TO SAVEPOINT s');
-      // A's own insert is allowed.
-      const own = await c.query(`INSERT INTO account_sync_history (user_account_id, sync_type, sync_status) VALUES ($1, 'manual', 'started')`, [ids.accountA]);
+      await expect(c.query(`UPDATE rate_limit_tracking SET user_id = $1`, [ids.userB])).rejects.toThrow(/permission denied/);
+      await c.query('ROLLBACK TO SAVEPOINT s');
+      await expect(
+        c.query(`INSERT INTO account_sync_history (user_account_id, sync_type, sync_status) VALUES ($1, 'manual', 'started')`, [ids.accountA]),
+      ).rejects.toThrow(/permission denied/);
+      await c.query('ROLLBACK TO SAVEPOINT s');
+      // A's own rate-limit row is allowed (a manual sync recorded under the caller).
+      const own = await c.query(`INSERT INTO rate_limit_tracking (user_id, endpoint) VALUES ($1, 'POST /v1/syncs')`, [ids.userA]);
       expect(own.rowCount).toBe(1);
     });
   });
@@ -210,17 +223,22 @@ describe('row level security as `authenticated`', () => {
       expect((await c.query('SELECT * FROM account_sync_history')).rowCount).toBe(0);
       expect((await c.query('SELECT * FROM rate_limit_tracking')).rowCount).toBe(0);
       expect((await c.query('SELECT id FROM user_accounts')).rowCount).toBe(0);
+      expect((await c.query('SELECT id FROM users')).rowCount).toBe(0);
+      expect((await c.query('SELECT id FROM oauth_tokens')).rowCount).toBe(0);
     });
   });
 
   test.each([
     'SELECT access_token FROM oauth_tokens',
-    'SELECT id FROM oauth_tokens',
+    'SELECT refresh_token FROM oauth_tokens',
+    'SELECT * FROM oauth_tokens',
     'SELECT * FROM oauth_tokens_backup',
     'SELECT * FROM user_accounts_backup',
-    'SELECT metadata FROM user_accounts',
-    'SELECT email FROM users',
+    'SELECT * FROM pgmigrations',
+    `UPDATE users SET email = 'x@example.com'`,
     `UPDATE user_accounts SET status = 'active'`,
+    'DELETE FROM account_sync_history',
+    'TRUNCATE rate_limit_tracking',
   ])('authenticated is refused: %s', async (sql) => {
     await as({ sub: ids.userA }, async (c) => {
       await expect(c.query(sql)).rejects.toThrow(/permission denied/);

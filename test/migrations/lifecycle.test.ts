@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { Client } from 'pg';
 import { DEFAULT_MIGRATIONS_DIR, MigrationError, runMigrations } from '../../lambda/migrate/run-migrations';
-import { startPostgres, TestPostgres } from '../support/postgres';
+import { startPostgres, TestPostgres } from '../../local/postgres/embedded-postgres';
 import { appliedMigrations, snapshotSchema, withClient } from '../support/schema';
 
 const run = promisify(execFile);

@@ -1,5 +1,5 @@
 import { runMigrations } from '../../lambda/migrate/run-migrations';
-import { startPostgres, TestPostgres } from '../support/postgres';
+import { startPostgres, TestPostgres } from '../../local/postgres/embedded-postgres';
 import { SchemaSnapshot, snapshotSchema } from '../support/schema';
 
 // Schema conformance: every column, index, foreign key, constraint, policy and RLS flag that
@@ -146,29 +146,41 @@ describe('row level security', () => {
       command: 'ALL',
       roles: ['authenticated'],
       using: expect.stringMatching(/user_account_id IN \( SELECT user_accounts\.id\s+FROM user_accounts\s+WHERE \(user_accounts\.user_id = auth\.uid\(\)\)\)/),
-      check: null,
+      // 0009: the same condition for new rows.
+      check: expect.stringMatching(/user_account_id IN \( SELECT user_accounts\.id\s+FROM user_accounts\s+WHERE \(user_accounts\.user_id = auth\.uid\(\)\)\)/),
     });
     expect(schema.policies['rate_limit_tracking.rate_limit_tracking_policy']).toEqual({
       command: 'ALL',
       roles: ['authenticated'],
       using: '(user_id = auth.uid())',
-      check: null,
+      check: '(user_id = auth.uid())',
     });
   });
 
-  test('authenticated gets exactly what the policies need', () => {
-    const forAuthenticated = schema.grants.filter((g) => g.startsWith('authenticated '));
-    expect(forAuthenticated).toEqual([
-      'authenticated DELETE ON account_sync_history',
-      'authenticated DELETE ON rate_limit_tracking',
-      'authenticated INSERT ON account_sync_history',
-      'authenticated INSERT ON rate_limit_tracking',
-      'authenticated SELECT (id) ON user_accounts',
-      'authenticated SELECT (user_id) ON user_accounts',
-      'authenticated SELECT ON account_sync_history',
-      'authenticated SELECT ON rate_limit_tracking',
-      'authenticated UPDATE ON account_sync_history',
-      'authenticated UPDATE ON rate_limit_tracking',
-    ]);
+  test('users, oauth_tokens and user_accounts: own rows only, for reading (0003, 0009)', () => {
+    for (const [name, using] of [
+      ['users.users_owner_read_policy', '(id = auth.uid())'],
+      ['oauth_tokens.oauth_tokens_owner_read_policy', '(user_id = auth.uid())'],
+      ['user_accounts.user_accounts_owner_read_policy', '(user_id = auth.uid())'],
+    ]) {
+      expect(schema.policies[name]).toEqual({ command: 'SELECT', roles: ['authenticated'], using, check: null });
+    }
+    expect(schema.rls.users).toBe(true);
+  });
+
+  test('authenticated gets exactly what the policies need, never a token column (0009)', () => {
+    const forAuthenticated = schema.grants.filter((g) => g.startsWith('authenticated ')).sort();
+    const columns = (privilege: string, table: string, names: string[]) => names.map((n) => `authenticated ${privilege} (${n}) ON ${table}`);
+    expect(forAuthenticated).toEqual(
+      [
+        'authenticated SELECT ON account_sync_history',
+        'authenticated SELECT ON rate_limit_tracking',
+        ...columns('SELECT', 'users', ['id', 'email', 'created_at']),
+        ...columns('SELECT', 'oauth_tokens', ['id', 'user_id', 'region', 'expires_at', 'refresh_failure_count', 'last_refresh_error', 'proactive_refresh_enabled', 'created_at', 'updated_at']),
+        ...columns('SELECT', 'user_accounts', ['id', 'user_id', 'amazon_account_id', 'status', 'metadata', 'sync_status', 'sync_error_message', 'sync_retry_count', 'next_sync_at', 'created_at', 'updated_at']),
+        ...columns('INSERT', 'rate_limit_tracking', ['user_id', 'endpoint', 'request_count', 'limit_hit_count', 'last_limit_hit', 'retry_after_seconds', 'window_start']),
+        ...columns('UPDATE', 'rate_limit_tracking', ['request_count', 'limit_hit_count', 'last_limit_hit', 'retry_after_seconds', 'window_start', 'updated_at']),
+      ].sort(),
+    );
   });
 });

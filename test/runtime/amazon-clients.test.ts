@@ -9,9 +9,9 @@ import {
   RateLimitedError,
   TransientError,
 } from '../../lambda/shared/amazon';
-import { RateLimiterRegistry } from '../../lambda/shared/rate-limiter';
-import { FakeAmazon, startFakeAmazon } from '../fake-amazon/fake-amazon';
-import { fakeProfile } from '../fake-amazon/profiles';
+import { RateLimiterRegistry } from '../../lambda/shared/amazon/rate-limiter';
+import { FakeAmazon, startFakeAmazon } from '../../local/amazon/fake-amazon';
+import { fakeProfile } from '../../local/amazon/profiles';
 
 /** The Amazon clients against the fake Amazon: wire shapes, regions and every error class. */
 let fake: FakeAmazon;

@@ -1,7 +1,7 @@
 import { GetSecretValueCommand, ResourceNotFoundException, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { mockClient } from 'aws-sdk-client-mock';
 import { ConfigError, readJobConfig, readLocalJobConfig } from '../../lambda/shared/config';
-import { JOB_ENV, LOCAL_JOB_ENV } from '../../lambda/shared/metric-names';
+import { JOB_ENV, LOCAL_JOB_ENV } from '../../lambda/shared/config';
 import { loadJobSecrets, SecretError, SecretsCache } from '../../lambda/shared/secrets';
 
 const KEY = Buffer.alloc(32, 9).toString('base64');

@@ -5,8 +5,8 @@ import {
   ResultTooLargeError,
   TransactionExpiredError,
 } from '../../lambda/shared/db';
-import { DataApiEmulator, startDataApiEmulator } from '../emulator/data-api-emulator';
-import { startPostgres, TestPostgres } from '../support/postgres';
+import { DataApiEmulator, startDataApiEmulator } from '../../local/data-api/emulator';
+import { startPostgres, TestPostgres } from '../../local/postgres/embedded-postgres';
 
 /** Data API specifics: resume retries, the 1 MiB limit, idle transaction expiry, wire errors. */
 let pg: TestPostgres;

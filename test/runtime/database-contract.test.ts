@@ -9,8 +9,8 @@ import {
   sqlJson,
   sqlUuid,
 } from '../../lambda/shared/db';
-import { DataApiEmulator, startDataApiEmulator } from '../emulator/data-api-emulator';
-import { startPostgres, TestPostgres } from '../support/postgres';
+import { DataApiEmulator, startDataApiEmulator } from '../../local/data-api/emulator';
+import { startPostgres, TestPostgres } from '../../local/postgres/embedded-postgres';
 
 /**
  * One behaviour contract, two adapters: node-postgres directly, and the Data API adapter

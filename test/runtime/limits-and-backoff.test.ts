@@ -1,6 +1,6 @@
 import { parseRetryAfterSeconds } from '../../lambda/shared/amazon';
 import { backoffDelayMs, retry, RetriesExhaustedError } from '../../lambda/shared/backoff';
-import { ConcurrencyLimiter, RateLimiterRegistry, sharedRateLimiters, TokenBucket } from '../../lambda/shared/rate-limiter';
+import { ConcurrencyLimiter, RateLimiterRegistry, sharedRateLimiters, TokenBucket } from '../../lambda/shared/amazon/rate-limiter';
 
 /** A clock that only moves when someone sleeps: time-based behaviour without waiting. */
 function fakeClock(start = 0) {

@@ -1,5 +1,5 @@
-import { FetchFunction } from '../http';
-import { RateLimiterRegistry, sharedRateLimiters } from '../rate-limiter';
+import { FetchFunction } from './http';
+import { RateLimiterRegistry, sharedRateLimiters } from './rate-limiter';
 import { AmazonRetryOptions, callAmazon } from './call';
 import { AccessTokenRejectedError, MalformedResponseError } from './errors';
 import { ADS_API_BASE_URLS, AmazonRegion, regionalUrl } from './regions';

@@ -1,8 +1,8 @@
 import { retry } from '../backoff';
-import { FetchFunction, HttpRequest, HttpResponse, HttpTransportError, sendHttp } from '../http';
-import { AmazonEndpoint, EndpointLimiter } from '../rate-limiter';
+import { FetchFunction, HttpRequest, HttpResponse, HttpTransportError, sendHttp } from './http';
+import { EndpointLimiter } from './rate-limiter';
 import { RateLimitedError, TransientError } from './errors';
-import type { AmazonRegion } from './regions';
+import type { AmazonEndpoint, AmazonRegion } from './regions';
 
 /** Retries of transient failures inside one client call (5xx, timeouts, resets). */
 export interface AmazonRetryOptions {

@@ -1,5 +1,4 @@
-import type { AmazonEndpoint } from '../rate-limiter';
-import type { AmazonRegion } from './regions';
+import type { AmazonEndpoint, AmazonRegion } from './regions';
 
 /**
  * Failures of one Amazon call, classified so the jobs can decide per item: give up and ask

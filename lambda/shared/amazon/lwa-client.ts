@@ -1,5 +1,5 @@
-import { FetchFunction } from '../http';
-import { RateLimiterRegistry, sharedRateLimiters } from '../rate-limiter';
+import { FetchFunction } from './http';
+import { RateLimiterRegistry, sharedRateLimiters } from './rate-limiter';
 import { AmazonRetryOptions, callAmazon } from './call';
 import { MalformedResponseError, PermanentAuthError, PermanentAuthErrorCode } from './errors';
 import { AmazonRegion, LWA_TOKEN_URLS, regionalUrl } from './regions';

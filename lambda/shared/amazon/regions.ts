@@ -1,7 +1,13 @@
-/** Amazon's advertising regions (DESIGN.md): each has its own LWA and Ads API host. */
+/** Amazon's advertising regions: each has its own LWA and Ads API host. */
 export type AmazonRegion = 'NA' | 'EU' | 'FE';
 
 export const AMAZON_REGIONS: readonly AmazonRegion[] = ['NA', 'EU', 'FE'];
+
+/**
+ * The Amazon endpoints the jobs call: `lwa` the Login with Amazon token endpoint, `ads` the
+ * Ads API's profiles. One name each everywhere: limiters, errors, usage rows, metrics.
+ */
+export type AmazonEndpoint = 'lwa' | 'ads';
 
 /** Login with Amazon token endpoints. */
 export const LWA_TOKEN_URLS: Readonly<Record<AmazonRegion, string>> = {

@@ -8,3 +8,4 @@ export { readAllPages, readPages } from './paging';
 export type { PagedQuery } from './paging';
 export { rewriteNamedParameters } from './named-parameters';
 export type { NamedSql } from './named-parameters';
+export { CLAIM_TOKEN_CHARS } from './limits';

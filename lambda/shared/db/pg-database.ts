@@ -25,7 +25,7 @@ const OID = {
   textArray: 1009,
 } as const;
 
-const parseTextArray = pgTypes.getTypeParser(OID.textArray as number as Parameters<typeof pgTypes.getTypeParser>[0]) as (text: string) => (string | null)[];
+const parseTextArray = pgTypes.getTypeParser(OID.textArray as Parameters<typeof pgTypes.getTypeParser>[0]) as (text: string) => (string | null)[];
 
 /**
  * Decodes columns as the Data API adapter does (see port.ts "Rows"): int8 → bigint,
@@ -48,7 +48,7 @@ function typeParser(oid: number, format?: string): (text: string) => unknown {
     case OID.timestamptzArray:
       return (text) => parseTextArray(text).map((v) => (v === null ? null : parseUtcTimestamp(v)));
     default:
-      return pgTypes.getTypeParser(oid, (format ?? 'text') as 'text');
+      return pgTypes.getTypeParser(oid, (format ?? 'text') as 'text') as (text: string) => unknown;
   }
 }
 

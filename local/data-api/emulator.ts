@@ -107,7 +107,7 @@ export async function startDataApiEmulator(options: DataApiEmulatorOptions): Pro
         max: 20,
         options: '-c TimeZone=UTC',
         // Values stay in PostgreSQL's text form; encodeField converts them to wire fields.
-        types: { getTypeParser: () => (text: string) => text } as never,
+        types: { getTypeParser: () => (text: string) => text },
       });
       pool.on('error', () => undefined);
       pools.set(database, pool);

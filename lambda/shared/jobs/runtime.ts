@@ -1,16 +1,11 @@
-import { backoffDelayMs } from './backoff';
+import type { AppLogger } from '../logger';
+import { backoffDelayMs } from '../backoff';
 
 /**
  * What both job cores take from their handler besides the database and Amazon: a clock, the
  * invocation's remaining time, a logger and a metrics sink. Handlers pass Powertools' Logger
  * and Metrics; tests and `npm run job` pass plain recorders.
  */
-export interface JobLogger {
-  info(message: string, attributes?: Record<string, unknown>): void;
-  warn(message: string, attributes?: Record<string, unknown>): void;
-  error(message: string, attributes?: Record<string, unknown>): void;
-}
-
 export type MetricUnitName = 'Count' | 'Milliseconds';
 
 export interface JobMetrics {
@@ -22,7 +17,7 @@ export interface JobRuntime {
   readonly now?: () => Date;
   /** Milliseconds the invocation may still run (Lambda's getRemainingTimeInMillis). */
   readonly remainingTimeMs: () => number;
-  readonly logger: JobLogger;
+  readonly logger: AppLogger;
   readonly metrics: JobMetrics;
   /** @default Math.random */
   readonly random?: () => number;
@@ -34,7 +29,7 @@ export function addCounts(metrics: JobMetrics, counts: Readonly<Record<string, n
 }
 
 /** A logger that drops everything (for callers that want none). */
-export const silentLogger: JobLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };
+export const silentLogger: AppLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };
 
 /** A metrics sink that keeps totals per metric name (tests, `npm run job`, `npm start`). */
 export class MetricTotals implements JobMetrics {

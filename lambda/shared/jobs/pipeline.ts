@@ -64,7 +64,7 @@ export async function runPipeline<T, O>(o: PipelineOptions<T, O>): Promise<Pipel
           exhausted = true;
           return;
         }
-        const batch: Batch<T, O> = { items, outcomes: new Array(items.length), remaining: items.length, started: Date.now() };
+        const batch: Batch<T, O> = { items, outcomes: new Array<O | undefined>(items.length), remaining: items.length, started: Date.now() };
         batches.push(batch);
         claimed += items.length;
         items.forEach((_, index) => queue.push({ batch, index }));
@@ -95,7 +95,7 @@ export async function runPipeline<T, O>(o: PipelineOptions<T, O>): Promise<Pipel
     for (;;) {
       if (stopped()) return;
       // Claim ahead: the next batch arrives while the current one's last calls are in flight.
-      if (queue.length <= o.concurrency) startClaim();
+      if (queue.length <= o.concurrency) void startClaim(); // awaited through `claiming`
       const next = queue.shift();
       if (!next) {
         const pending = claiming ?? startClaim();
@@ -107,7 +107,7 @@ export async function runPipeline<T, O>(o: PipelineOptions<T, O>): Promise<Pipel
       }
       next.batch.outcomes[next.index] = await o.process(next.batch.items[next.index]);
       next.batch.remaining -= 1;
-      if (next.batch.remaining === 0) write(next.batch);
+      if (next.batch.remaining === 0) write(next.batch); // chained on `writes`, awaited below
     }
   };
 
@@ -116,6 +116,6 @@ export async function runPipeline<T, O>(o: PipelineOptions<T, O>): Promise<Pipel
   // Stopped early: batches with unprocessed items are written back with those items released.
   for (const batch of batches) if (batch.remaining > 0) write(batch);
   await writes;
-  if (failure !== undefined) throw failure;
+  if (failure !== undefined) throw failure instanceof Error ? failure : new Error('pipeline failed', { cause: failure });
   return { batches: batches.length, claimed };
 }

@@ -1,4 +1,5 @@
-import { sleep as defaultSleep } from './backoff';
+import { sleep as defaultSleep } from '../backoff';
+import type { AmazonEndpoint } from './regions';
 
 /** Clock and sleep, injectable so tests move time instead of waiting. */
 export interface LimiterClock {
@@ -128,9 +129,6 @@ export class EndpointLimiter {
     this.bucket.pauseUntil((this.clock.now ?? Date.now)() + seconds * 1000);
   }
 }
-
-/** Amazon endpoints the jobs call. */
-export type AmazonEndpoint = 'lwa' | 'ads';
 
 /**
  * Conservative defaults (Amazon's limits are dynamic and undocumented): the LWA token endpoint

@@ -2,14 +2,15 @@ import { RDSDataClient } from '@aws-sdk/client-rds-data';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { Metrics } from '@aws-lambda-powertools/metrics';
-import { AdsClient, LwaClient } from './amazon';
-import { jobConfig } from './config';
-import { DataApiDatabase } from './db/data-api-database';
-import type { JobLogger, JobMetrics } from './job-runtime';
-import { LOCAL_JOB_ENV } from './metric-names';
+import type { Context } from 'aws-lambda';
+import { AdsClient, LwaClient } from '../amazon';
+import { jobConfig, LOCAL_JOB_ENV } from '../config';
+import { DataApiDatabase } from '../db/data-api-database';
+import type { AppLogger } from '../logger';
+import { loadJobSecrets, SecretsCache } from '../secrets';
+import { TokenCipher } from '../token-crypto';
 import { createObservability } from './observability';
-import { loadJobSecrets, SecretsCache } from './secrets';
-import { TokenCipher } from './token-crypto';
+import type { JobMetrics, JobRuntime } from './runtime';
 
 /** Everything a job handler builds from its environment, once per container. */
 export interface JobContainer {
@@ -19,7 +20,7 @@ export interface JobContainer {
   readonly cipher: TokenCipher;
   readonly logger: Logger;
   readonly metrics: Metrics;
-  readonly jobLogger: JobLogger;
+  readonly jobLogger: AppLogger;
   readonly jobMetrics: JobMetrics;
 }
 
@@ -63,4 +64,33 @@ async function build(service: string): Promise<JobContainer> {
 function optional(name: string): string | undefined {
   const value = process.env[name]?.trim();
   return value ? value : undefined;
+}
+
+/** What a handler receives from Lambda that the run uses. */
+export type JobInvocationContext = Pick<Context, 'getRemainingTimeInMillis' | 'awsRequestId'> & Partial<Context>;
+
+/**
+ * One invocation of a job, the same for every job handler: the container (built once), the
+ * Lambda context on every log line, a ColdStart metric on a container's first invocation, the
+ * run itself with the invocation's deadline, its failure logged, and the metrics published
+ * whatever happens.
+ */
+export async function runJobInvocation<R>(
+  service: string,
+  context: JobInvocationContext,
+  run: (container: JobContainer, runtime: JobRuntime) => Promise<R>,
+  logKeys: Record<string, string> = {},
+): Promise<R> {
+  const c = await jobContainer(service);
+  c.logger.addContext(context as Context);
+  c.logger.appendKeys(logKeys);
+  c.metrics.captureColdStartMetric(context.functionName);
+  try {
+    return await run(c, { logger: c.jobLogger, metrics: c.jobMetrics, remainingTimeMs: () => context.getRemainingTimeInMillis() });
+  } catch (error) {
+    c.logger.error(`${service} run failed`, error as Error);
+    throw error;
+  } finally {
+    c.metrics.publishStoredMetrics();
+  }
 }

@@ -1,14 +1,15 @@
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
-import type { JobLogger, JobMetrics, MetricUnitName } from './job-runtime';
-import { METRICS_NAMESPACE } from './metric-names';
+import type { JobMetrics, MetricUnitName } from './runtime';
+import { METRICS_NAMESPACE } from './metrics';
+import type { AppLogger } from '../logger';
 
 /**
  * The one place that configures Powertools for the job Lambdas: service name (the `service`
  * dimension and log key), the metrics namespace, and the `environment` default dimension the
  * dashboards and alarms in lib/monitoring.ts read. Create once per container.
  */
-export function createObservability(service: string, environment: string): { logger: Logger; metrics: Metrics; jobLogger: JobLogger; jobMetrics: JobMetrics } {
+export function createObservability(service: string, environment: string): { logger: Logger; metrics: Metrics; jobLogger: AppLogger; jobMetrics: JobMetrics } {
   const logger = new Logger({ serviceName: service, persistentKeys: { environment } });
   const metrics = new Metrics({ namespace: METRICS_NAMESPACE, serviceName: service, defaultDimensions: { environment } });
   const units: Record<MetricUnitName, (typeof MetricUnit)[keyof typeof MetricUnit]> = { Count: MetricUnit.Count, Milliseconds: MetricUnit.Milliseconds };

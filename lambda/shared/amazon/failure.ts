@@ -1,5 +1,5 @@
-import { AccessTokenRejectedError, MalformedResponseError, PermanentAuthError, RateLimitedError, TransientError } from './amazon/errors';
-import { describeError } from './job-runtime';
+import { AccessTokenRejectedError, MalformedResponseError, PermanentAuthError, RateLimitedError, TransientError } from './errors';
+import { describeError } from '../jobs/runtime';
 
 /** How the jobs treat a failed Amazon call, whatever the client's error class. */
 export type AmazonFailure =

@@ -1,4 +1,5 @@
-import { Database, sqlJson } from './db/port';
+import { Database, sqlJson } from '../db/port';
+import type { AmazonEndpoint, AmazonRegion } from './regions';
 
 /**
  * `rate_limit_tracking`: what each job asked of each Amazon endpoint and how often Amazon
@@ -8,9 +9,14 @@ import { Database, sqlJson } from './db/port';
  */
 export const RATE_LIMIT_WINDOW_SECONDS = 3600;
 
-/** Endpoint names as stored: `<api>:<region>`, e.g. `lwa-token:EU`, `ads-profiles:NA`. */
-export function endpointKey(api: 'lwa-token' | 'ads-profiles', region: string): string {
-  return `${api}:${region}`;
+/**
+ * Endpoint names as stored in `rate_limit_tracking.endpoint`: `<api>:<region>`, e.g.
+ * `lwa-token:EU`, `ads-profiles:NA` (what an operator reads; dashboards and queries use them).
+ */
+const STORED_API_NAMES: Readonly<Record<AmazonEndpoint, string>> = { lwa: 'lwa-token', ads: 'ads-profiles' };
+
+export function endpointKey(endpoint: AmazonEndpoint, region: AmazonRegion): string {
+  return `${STORED_API_NAMES[endpoint]}:${region}`;
 }
 
 export interface RateLimitUsage {

@@ -1,0 +1,171 @@
+import { randomBytes } from 'node:crypto';
+import { Client } from 'pg';
+import { runMigrations } from '../lambda/migrate/run-migrations';
+import { ensureWorkerLogin } from '../lambda/migrate/worker-login';
+import { PgDatabase } from '../lambda/shared/db';
+import { TokenCipher } from '../lambda/shared/token-crypto';
+import { FakeAmazon, FakeAmazonKnobs, RefreshTokenMode, startFakeAmazon } from './amazon/fake-amazon';
+import { FakeProfile, fakeProfile } from './amazon/profiles';
+import { DataApiEmulator, startDataApiEmulator } from './data-api/emulator';
+import { startPostgres, TestPostgres } from './postgres/embedded-postgres';
+
+/**
+ * Everything the jobs reach in production, as local stand-ins started together: PostgreSQL 17
+ * with the schema (migrated by the custom resource's own code), the Data API emulator on it
+ * (logged in as the jobs' least-privilege login) and the fake Amazon. The tests, the benchmark
+ * and `npm start` build on it; the clients the jobs use are built by whoever runs a job.
+ */
+export interface LocalWorld {
+  readonly pg: TestPostgres;
+  /** The database as its owner (migrations, seeding, assertions). */
+  readonly url: string;
+  /** The same database as the jobs' login (`accounts_worker` member, subject to RLS). */
+  readonly workerUrl: string;
+  readonly emulator: DataApiEmulator;
+  readonly amazon: FakeAmazon;
+  readonly cipher: TokenCipher;
+  /** The cipher's key as TOKEN_ENCRYPTION_KEY takes it (base64). */
+  readonly keyBase64: string;
+  /** A node-postgres database as the owner, for seeding and assertions. */
+  readonly admin: PgDatabase;
+  /** Empties the data tables and sets the fake's knobs back to "all off". */
+  reset(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startLocalWorld(): Promise<LocalWorld> {
+  const pg = await startPostgres();
+  const url = await pg.createDatabase();
+  await runMigrations({ database: url });
+  // The jobs reach the database as production's do: the least-privilege login user the
+  // migration custom resource creates (member of accounts_worker, subject to RLS).
+  const worker = { username: 'jobs_worker', password: randomBytes(12).toString('hex') };
+  const setup = new Client({ connectionString: url });
+  await setup.connect();
+  await ensureWorkerLogin(setup, worker).finally(() => setup.end());
+  const workerUrl = `postgres://${worker.username}:${worker.password}@127.0.0.1:${pg.port}/${new URL(url).pathname.slice(1)}`;
+  const emulator = await startDataApiEmulator({ databaseUrl: workerUrl });
+  const amazon = await startFakeAmazon({ seed: 7 });
+  const keyBase64 = randomBytes(32).toString('base64');
+  const cipher = TokenCipher.fromBase64(keyBase64);
+  const admin = new PgDatabase({ connection: url });
+  return {
+    pg,
+    url,
+    workerUrl,
+    emulator,
+    amazon,
+    cipher,
+    keyBase64,
+    admin,
+    async reset() {
+      await admin.query('TRUNCATE users, oauth_tokens, user_accounts, account_sync_history, rate_limit_tracking CASCADE');
+      amazon.setKnobs({ latencyMs: 0, rate429: 0, rate5xx: 0, hangRate: 0, malformedRate: 0, failFirstN: 0 });
+    },
+    async close() {
+      await admin.close();
+      await amazon.close();
+      await emulator.close();
+      await pg.stop();
+    },
+  };
+}
+
+export interface SeedUser {
+  readonly userId: string;
+  readonly email: string;
+  readonly refreshToken: string;
+  readonly accessToken: string;
+  readonly region: 'NA' | 'EU' | 'FE';
+  readonly profiles: FakeProfile[];
+}
+
+export interface SeedOptions {
+  readonly count: number;
+  /** Token expiry relative to now, in seconds. @default 300 (due for refresh) */
+  readonly expiresInSeconds?: number | ((i: number) => number);
+  readonly refreshEnabled?: (i: number) => boolean;
+  /** Profiles per user at Amazon. @default 2 */
+  readonly profilesPerUser?: number | ((i: number) => number);
+  /** Store tokens as legacy plaintext instead of enc:v1. @default false */
+  readonly legacyPlaintext?: (i: number) => boolean;
+  readonly refreshTokenMode?: RefreshTokenMode;
+  /** Also create user_accounts rows for the Amazon profiles, due at this offset (seconds from now). @default - no rows */
+  readonly accountsDueInSeconds?: number;
+  readonly prefix?: string;
+  /** Pad tokens to this many characters (Amazon allows up to 2,048 bytes). @default - short tokens */
+  readonly tokenChars?: number;
+}
+
+const REGIONS = ['NA', 'EU', 'FE'] as const;
+
+/** Creates users with tokens in the database and the same users at the fake Amazon. */
+export async function seedUsers(world: LocalWorld, o: SeedOptions): Promise<SeedUser[]> {
+  const prefix = o.prefix ?? randomBytes(3).toString('hex');
+  const users: SeedUser[] = [];
+  const rows: Array<Record<string, unknown>> = [];
+  for (let i = 0; i < o.count; i++) {
+    const region = REGIONS[i % 3];
+    const profilesPerUser = typeof o.profilesPerUser === 'function' ? o.profilesPerUser(i) : (o.profilesPerUser ?? 2);
+    const profiles = Array.from({ length: profilesPerUser }, () => fakeProfile(region));
+    const user: SeedUser = {
+      userId: '',
+      email: `${prefix}-${i}@example.com`,
+      refreshToken: pad(`Atzr|${prefix}-refresh-${i}-${randomBytes(6).toString('hex')}`, o.tokenChars),
+      accessToken: pad(`Atza|${prefix}-access-${i}-${randomBytes(6).toString('hex')}`, o.tokenChars),
+      region,
+      profiles,
+    };
+    users.push(user);
+    const legacy = o.legacyPlaintext?.(i) ?? false;
+    const expires = typeof o.expiresInSeconds === 'function' ? o.expiresInSeconds(i) : (o.expiresInSeconds ?? 300);
+    rows.push({
+      email: user.email,
+      refresh_token: legacy ? user.refreshToken : world.cipher.encrypt(user.refreshToken),
+      access_token: legacy ? user.accessToken : world.cipher.encrypt(user.accessToken),
+      expires_in: expires,
+      region,
+      enabled: o.refreshEnabled?.(i) ?? true,
+    });
+  }
+  const { rows: ids } = await world.admin.query<{ id: string; email: string }>(
+    `WITH input AS (
+       SELECT * FROM jsonb_to_recordset(:rows::jsonb) AS x(email text, refresh_token text, access_token text, expires_in int, region text, enabled boolean)
+     ), u AS (
+       INSERT INTO users (email) SELECT email FROM input RETURNING id, email
+     ), t AS (
+       INSERT INTO oauth_tokens (user_id, access_token, refresh_token, expires_at, region, proactive_refresh_enabled)
+       SELECT u.id, i.access_token, i.refresh_token, now() + make_interval(secs => i.expires_in), i.region, i.enabled
+         FROM input i JOIN u ON u.email = i.email
+     )
+     SELECT id, email FROM u`,
+    { rows: { sqlType: 'json', value: JSON.stringify(rows) } },
+  );
+  const idByEmail = new Map(ids.map((r) => [r.email, r.id]));
+  const seeded = users.map((u) => ({ ...u, userId: idByEmail.get(u.email)! }));
+  for (const u of seeded) {
+    world.amazon.addUser({ userId: u.userId, refreshToken: u.refreshToken, accessToken: u.accessToken, refreshTokenMode: o.refreshTokenMode ?? 'echo', profiles: u.profiles });
+  }
+  if (o.accountsDueInSeconds !== undefined) {
+    const accounts = seeded.flatMap((u) => u.profiles.map((p) => ({ user_id: u.userId, amazon_account_id: p.profileId })));
+    await world.admin.query(
+      `INSERT INTO user_accounts (user_id, amazon_account_id, status, sync_status, next_sync_at)
+       SELECT user_id, amazon_account_id, 'active', 'completed', now() + make_interval(secs => :due)
+         FROM jsonb_to_recordset(:accounts::jsonb) AS x(user_id uuid, amazon_account_id text)`,
+      { accounts: { sqlType: 'json', value: JSON.stringify(accounts) }, due: o.accountsDueInSeconds },
+    );
+    // Users with accounts were synced before: their own schedule follows their accounts'.
+    await world.admin.query(
+      `UPDATE oauth_tokens SET sync_next_attempt_at = now() + make_interval(secs => :due)
+        WHERE user_id IN (SELECT jsonb_array_elements_text(:ids::jsonb)::uuid)`,
+      { ids: { sqlType: 'json', value: JSON.stringify(seeded.map((u) => u.userId)) }, due: o.accountsDueInSeconds },
+    );
+  }
+  return seeded;
+}
+
+function pad(token: string, chars: number | undefined): string {
+  return chars === undefined ? token : `${token}|`.padEnd(chars, 'x');
+}
+
+export type { FakeAmazonKnobs };

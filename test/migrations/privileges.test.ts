@@ -1,0 +1,293 @@
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DEFAULT_MIGRATIONS_DIR, MIGRATIONS_TABLE, runMigrations } from '../../lambda/migrate/run-migrations';
+import { startPostgres, TestPostgres } from '../../local/postgres/embedded-postgres';
+import { checkPrivileges } from '../support/privileges';
+import { snapshotSchema, withClient } from '../support/schema';
+import { createSupabaseRoles, prepareSupabaseDatabase, SUPABASE_UID_COMMENT } from '../support/supabase';
+
+// The privilege matrix (test/support/privileges.ts) over every relation and function the
+// catalogue shows, on a database prepared the way Supabase prepares one and on plain
+// PostgreSQL (as Aurora is), before and after migration 0009, and against migrations that
+// would open a hole.
+
+const ALL = readdirSync(DEFAULT_MIGRATIONS_DIR, { withFileTypes: true })
+  .filter((d) => d.isFile())
+  .map((d) => d.name.replace(/\.(sql|js)$/, ''))
+  .sort();
+const PRIVILEGES = '0009_privileges';
+const BEFORE_PRIVILEGES = ALL.indexOf(PRIVILEGES);
+const UP_SQL = readFileSync(join(DEFAULT_MIGRATIONS_DIR, `${PRIVILEGES}.sql`), 'utf8').split('-- Down Migration')[0];
+
+/** What `authenticated` is meant to hold, column by column where the grant is per column. */
+const AUTHENTICATED = [
+  ...['id', 'email', 'created_at'].map((c) => `authenticated SELECT (${c}) ON users`),
+  ...['id', 'user_id', 'region', 'expires_at', 'refresh_failure_count', 'last_refresh_error', 'proactive_refresh_enabled', 'created_at', 'updated_at'].map(
+    (c) => `authenticated SELECT (${c}) ON oauth_tokens`,
+  ),
+  ...['id', 'user_id', 'amazon_account_id', 'status', 'metadata', 'sync_status', 'sync_error_message', 'sync_retry_count', 'next_sync_at', 'created_at', 'updated_at'].map(
+    (c) => `authenticated SELECT (${c}) ON user_accounts`,
+  ),
+  'authenticated SELECT ON account_sync_history',
+  'authenticated SELECT ON rate_limit_tracking',
+  ...['user_id', 'endpoint', 'request_count', 'limit_hit_count', 'last_limit_hit', 'retry_after_seconds', 'window_start'].map(
+    (c) => `authenticated INSERT (${c}) ON rate_limit_tracking`,
+  ),
+  ...['request_count', 'limit_hit_count', 'last_limit_hit', 'retry_after_seconds', 'window_start', 'updated_at'].map(
+    (c) => `authenticated UPDATE (${c}) ON rate_limit_tracking`,
+  ),
+].sort();
+
+/** Privileges of anon, authenticated and PUBLIC on the tables of `public`, as sentences. */
+async function endUserGrants(url: string): Promise<string[]> {
+  return withClient(url, async (c) =>
+    (
+      await c.query(`
+        SELECT grantee || ' ' || privilege_type || ' ON ' || table_name AS g FROM information_schema.table_privileges
+         WHERE table_schema = 'public' AND grantee IN ('anon', 'authenticated', 'PUBLIC')
+        UNION ALL
+        SELECT grantee || ' ' || privilege_type || ' (' || column_name || ') ON ' || table_name FROM information_schema.column_privileges cp
+         WHERE table_schema = 'public' AND grantee IN ('anon', 'authenticated', 'PUBLIC')
+           AND NOT EXISTS (SELECT 1 FROM information_schema.table_privileges tp
+                            WHERE tp.table_schema = 'public' AND tp.table_name = cp.table_name
+                              AND tp.grantee = cp.grantee AND tp.privilege_type = cp.privilege_type)
+         ORDER BY 1`)
+    ).rows.map((r) => r.g as string),
+  );
+}
+
+function databaseName(url: string): string {
+  return new URL(url).pathname.slice(1);
+}
+
+async function roleExists(pg: TestPostgres, role: string): Promise<boolean> {
+  return withClient(pg.url(), async (c) => (await c.query('SELECT to_regrole($1) IS NOT NULL AS e', [role])).rows[0].e);
+}
+
+describe.each([
+  ['plain PostgreSQL', false],
+  ['a Supabase-prepared database', true],
+] as const)('privileges on %s', (_, supabase) => {
+  let pg: TestPostgres;
+  /** Migrated and seeded; also the template of every scratch database below. */
+  let golden: string;
+  const users = { A: '', B: '' };
+  let beforePrivileges: string[];
+  let options: Parameters<typeof checkPrivileges>[1];
+  let scratchCount = 0;
+
+  async function scratch(): Promise<string> {
+    const name = `${databaseName(golden)}_s${++scratchCount}`;
+    await withClient(pg.url(), (c) => c.query(`CREATE DATABASE "${name}" TEMPLATE "${databaseName(golden)}"`));
+    return pg.url(name);
+  }
+
+  beforeAll(async () => {
+    pg = await startPostgres();
+    if (supabase) await createSupabaseRoles(pg.url());
+    golden = await pg.createDatabase();
+    if (supabase) await prepareSupabaseDatabase(golden);
+
+    // The baseline, users as the web app stores them, the spec up to 0008, the jobs' rows.
+    await runMigrations({ database: golden, count: 1 });
+    await withClient(golden, async (c) => {
+      for (const who of ['A', 'B'] as const) {
+        const user = (await c.query(`INSERT INTO users (email) VALUES ($1) RETURNING id`, [`${who.toLowerCase()}@example.com`])).rows[0].id;
+        users[who] = user;
+        await c.query(
+          `INSERT INTO oauth_tokens (user_id, access_token, refresh_token, expires_at) VALUES ($1, $2, $3, now() + interval '1 hour')`,
+          [user, `enc:v1:access-${who}`, `enc:v1:refresh-${who}`],
+        );
+        for (const profile of ['1', '2']) {
+          await c.query(`INSERT INTO user_accounts (user_id, amazon_account_id, status) VALUES ($1, $2, 'active')`, [user, `${who}-${profile}`]);
+        }
+      }
+    });
+    await runMigrations({ database: golden, count: BEFORE_PRIVILEGES - 1 });
+    await withClient(golden, async (c) => {
+      for (const user of [users.A, users.B]) {
+        await c.query(
+          `INSERT INTO account_sync_history (user_account_id, sync_type, sync_status)
+           SELECT id, 'scheduled', 'started' FROM user_accounts WHERE user_id = $1`,
+          [user],
+        );
+        await c.query(`INSERT INTO account_sync_history (sync_type, sync_status, metadata) VALUES ('manual', 'started', $1)`, [{ userId: user }]);
+        await c.query(`INSERT INTO rate_limit_tracking (user_id, endpoint, request_count) VALUES ($1, 'POST /v1/syncs', 1)`, [user]);
+      }
+      await c.query(`INSERT INTO rate_limit_tracking (user_id, endpoint, limit_hit_count) VALUES (NULL, 'lwa:NA', 1)`);
+    });
+    options = { identityTable: 'public.users', userA: users.A, userB: users.B, withoutRls: [`public.${MIGRATIONS_TABLE}`] };
+
+    // The matrix before 0009. On plain PostgreSQL `anon` is made for the check and dropped
+    // again, so that 0009 runs where the role does not exist, as on Aurora.
+    if (!supabase) {
+      expect(await roleExists(pg, 'anon')).toBe(false);
+      await withClient(pg.url(), (c) => c.query('CREATE ROLE anon NOLOGIN'));
+    }
+    beforePrivileges = await checkPrivileges(golden, options);
+    if (!supabase) await withClient(pg.url(), (c) => c.query('DROP ROLE anon'));
+
+    await runMigrations({ database: golden });
+    if (!supabase) await withClient(pg.url(), (c) => c.query('CREATE ROLE anon NOLOGIN'));
+  });
+  afterAll(async () => {
+    await pg?.stop();
+  });
+
+  test('before 0009 the matrix finds the holes', () => {
+    if (supabase) {
+      expect(beforePrivileges).toEqual(
+        expect.arrayContaining([
+          'anon reads public.users.email',
+          'anon updates public.users.email',
+          `anon reads public.${MIGRATIONS_TABLE}.name`,
+          'authenticated as A sees 1 row(s) of public.users that are not its own (B)',
+          'authenticated as A updates public.users.email (in place) in 1 row(s) that are not its own (B)',
+          'authenticated may TRUNCATE public.oauth_tokens',
+          'public.oauth_tokens_reconnected() is SECURITY DEFINER and executable by anon',
+        ]),
+      );
+    } else {
+      expect(beforePrivileges).toEqual(['public.users: row level security is off']);
+    }
+  });
+
+  test('after every migration the matrix finds nothing', async () => {
+    expect(await checkPrivileges(golden, options)).toEqual([]);
+  });
+
+  test('anon and PUBLIC hold nothing; authenticated holds exactly what its policies are for', async () => {
+    expect(await endUserGrants(golden)).toEqual(AUTHENTICATED);
+  });
+
+  test('a signed-in user reads its own rows, records its own rate limit, and nothing else', async () => {
+    await withClient(golden, async (c) => {
+      await c.query('BEGIN');
+      await c.query('SET LOCAL ROLE authenticated');
+      await c.query(`SELECT set_config('request.jwt.claims', $1, true)`, [JSON.stringify({ sub: users.A, role: 'authenticated' })]);
+      expect((await c.query('SELECT id, email FROM users')).rows).toEqual([{ id: users.A, email: 'a@example.com' }]);
+      expect((await c.query('SELECT user_id, region FROM oauth_tokens')).rows).toEqual([{ user_id: users.A, region: 'NA' }]);
+      expect((await c.query('SELECT DISTINCT user_id FROM user_accounts')).rows).toEqual([{ user_id: users.A }]);
+      expect((await c.query('SELECT count(*)::int AS n FROM account_sync_history')).rows[0].n).toBe(2);
+      const upsert = await c.query(
+        `INSERT INTO rate_limit_tracking (user_id, endpoint, request_count) VALUES ($1, 'POST /v1/syncs', 1)
+         ON CONFLICT (endpoint, user_id) DO UPDATE SET request_count = rate_limit_tracking.request_count + 1, updated_at = now()
+         RETURNING request_count`,
+        [users.A],
+      );
+      expect(upsert.rows).toEqual([{ request_count: 2 }]);
+      await c.query('ROLLBACK');
+    });
+  });
+
+  test('the jobs’ role keeps what 0006 gave it, users included', async () => {
+    await withClient(golden, async (c) => {
+      await c.query('BEGIN');
+      await c.query('SET LOCAL ROLE accounts_worker');
+      expect((await c.query('SELECT count(*)::int AS n FROM users')).rows[0].n).toBe(2);
+      expect((await c.query('SELECT count(*)::int AS n FROM oauth_tokens WHERE access_token LIKE $1', ['enc:v1:%'])).rows[0].n).toBe(2);
+      expect((await c.query(`UPDATE oauth_tokens SET refresh_token = refresh_token || '-new'`)).rowCount).toBe(2);
+      await c.query('ROLLBACK');
+    });
+  });
+
+  test('0009 is idempotent: applied again, nothing changes', async () => {
+    const url = await scratch();
+    const before = await snapshotSchema(url);
+    await withClient(url, async (c) => {
+      for (let i = 0; i < 2; i++) {
+        await c.query('BEGIN');
+        await c.query(UP_SQL);
+        await c.query('COMMIT');
+      }
+    });
+    expect(await snapshotSchema(url)).toEqual(before);
+    expect(await checkPrivileges(url, options)).toEqual([]);
+  });
+
+  if (supabase) {
+    test('Supabase keeps its own auth.uid(), and service_role keeps what Supabase gives it', async () => {
+      await withClient(golden, async (c) => {
+        const comment = await c.query(`SELECT obj_description('auth.uid()'::regprocedure, 'pg_proc') AS d`);
+        expect(comment.rows[0].d).toBe(SUPABASE_UID_COMMENT);
+        const missing = await c.query(`
+          SELECT c.relname, p FROM pg_class c, unnest(ARRAY['SELECT','INSERT','UPDATE','DELETE','TRUNCATE']) p
+           WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' AND NOT has_table_privilege('service_role', c.oid, p)`);
+        expect(missing.rows).toEqual([]);
+        await c.query('BEGIN');
+        await c.query('SET LOCAL ROLE service_role');
+        expect((await c.query('SELECT count(*)::int AS n FROM oauth_tokens WHERE refresh_token IS NOT NULL')).rows[0].n).toBe(2);
+        await c.query('ROLLBACK');
+      });
+    });
+  }
+
+  const holes: Array<[string, string, string[]]> = [
+    [
+      'a new table without row level security',
+      `CREATE TABLE notes (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), user_id uuid REFERENCES users (id), body text);`,
+      supabase
+        ? [
+            'public.notes: row level security is off',
+            'anon may SELECT public.notes',
+            'authenticated may SELECT public.notes, which has no row level security',
+            'anon inserts a row of defaults into public.notes',
+          ]
+        : ['public.notes: row level security is off'],
+    ],
+    [
+      'a grant to PUBLIC',
+      `GRANT SELECT (amazon_account_id) ON user_accounts TO PUBLIC;`,
+      ['anon may SELECT public.user_accounts.amazon_account_id', 'anon reads public.user_accounts.amazon_account_id'],
+    ],
+  ];
+  if (supabase) {
+    holes.push(
+      [
+        'a grant to anon',
+        `GRANT INSERT ON account_sync_history TO anon;`,
+        ['anon may INSERT public.account_sync_history'],
+      ],
+      [
+        'a policy that shows every user',
+        `CREATE POLICY everyone ON users FOR SELECT TO authenticated USING (true);`,
+        ['authenticated as A sees 1 row(s) of public.users that are not its own (B)'],
+      ],
+      [
+        'a token column granted',
+        `GRANT SELECT (refresh_token) ON oauth_tokens TO authenticated;`,
+        ['authenticated may SELECT token column public.oauth_tokens.refresh_token', 'authenticated as A reads token column public.oauth_tokens.refresh_token'],
+      ],
+      [
+        'a SECURITY DEFINER function',
+        `CREATE FUNCTION user_emails() RETURNS SETOF text LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS 'SELECT email FROM users';`,
+        ['public.user_emails() is SECURITY DEFINER and executable by anon', 'public.user_emails() is SECURITY DEFINER and executable by PUBLIC'],
+      ],
+      [
+        'a policy that lets a user give its rows away',
+        `CREATE POLICY give_away ON rate_limit_tracking FOR UPDATE TO authenticated USING (user_id = auth.uid()) WITH CHECK (true);
+         GRANT UPDATE (user_id) ON rate_limit_tracking TO authenticated;`,
+        // A's row would move to B; it only fails afterwards, on B's own row for the endpoint.
+        [
+          'authenticated as A updating public.rate_limit_tracking.user_id (to another row’s value) passed privileges and row security ' +
+            '(then: duplicate key value violates unique constraint "rate_limit_tracking_endpoint_user_key")',
+        ],
+      ],
+    );
+  }
+
+  test.each(holes)('a later migration that adds %s fails the matrix', async (_what, sql, expected) => {
+    const url = await scratch();
+    const dir = mkdtempSync(join(tmpdir(), 'migrations-'));
+    try {
+      cpSync(DEFAULT_MIGRATIONS_DIR, dir, { recursive: true });
+      writeFileSync(join(dir, '9999_hole.sql'), `-- Up Migration\n${sql}\n-- Down Migration\n`);
+      const { applied } = await runMigrations({ database: url, dir });
+      expect(applied).toEqual(['9999_hole']);
+      expect(await checkPrivileges(url, options)).toEqual(expect.arrayContaining(expected));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
