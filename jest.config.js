@@ -14,7 +14,15 @@ module.exports = {
       'ts-jest',
       {
         diagnostics: false,
-        tsconfig: { module: 'commonjs', moduleResolution: 'node10', target: 'ES2022', esModuleInterop: true, resolveJsonModule: true, sourceMap: true, isolatedModules: true },
+        tsconfig: {
+          module: 'commonjs',
+          moduleResolution: 'node10',
+          target: 'ES2022',
+          esModuleInterop: true,
+          resolveJsonModule: true,
+          sourceMap: true,
+          isolatedModules: true,
+        },
       },
     ],
     '^.+\\.m?js$': '<rootDir>/test/support/esm-transform.js',

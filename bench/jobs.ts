@@ -73,7 +73,20 @@ export function busyPercentSince(before: { busy: number; total: number }): numbe
 }
 
 function measurement(
-  base: Pick<JobMeasurement, 'job' | 'way' | 'concurrency' | 'latencyMs' | 'items' | 'accounts' | 'seconds' | 'dataApiCalls' | 'emulatorCalls' | 'amazonCalls' | 'machineBusyPercent'>,
+  base: Pick<
+    JobMeasurement,
+    | 'job'
+    | 'way'
+    | 'concurrency'
+    | 'latencyMs'
+    | 'items'
+    | 'accounts'
+    | 'seconds'
+    | 'dataApiCalls'
+    | 'emulatorCalls'
+    | 'amazonCalls'
+    | 'machineBusyPercent'
+  >,
 ): JobMeasurement {
   const perSecond = base.items / base.seconds;
   const ceilingPerSecond = base.latencyMs > 0 ? base.concurrency / (base.latencyMs / 1000) : Infinity;
@@ -116,7 +129,9 @@ export async function measureTokenRefresh(w: BenchWorld, o: RunOptions): Promise
   const amazonCalls = after.lwaCalls - before.lwaCalls;
   expectEqual('tokens refreshed', summary.refreshed, o.items);
   expectEqual('LWA calls', amazonCalls, o.items);
-  const { rows } = await w.admin.query<{ n: number }>('SELECT count(*)::int AS n FROM oauth_tokens WHERE last_refreshed_at IS NOT NULL AND refresh_lease_owner IS NULL');
+  const { rows } = await w.admin.query<{ n: number }>(
+    'SELECT count(*)::int AS n FROM oauth_tokens WHERE last_refreshed_at IS NOT NULL AND refresh_lease_owner IS NULL',
+  );
   expectEqual('rows written back', rows[0].n, o.items);
   return measurement({
     job: 'token-refresh',
@@ -159,7 +174,9 @@ export async function measureAccountSync(w: BenchWorld, o: RunOptions): Promise<
   expectEqual('users synced', summary.usersSynced, o.items);
   expectEqual('accounts synced', summary.accountsSynced, expectedAccounts);
   expectEqual('Ads API calls', amazonCalls, o.items);
-  const { rows } = await w.admin.query<{ n: number }>("SELECT count(*)::int AS n FROM account_sync_history WHERE sync_status = 'success'");
+  const { rows } = await w.admin.query<{ n: number }>(
+    "SELECT count(*)::int AS n FROM account_sync_history WHERE sync_status = 'success'",
+  );
   expectEqual('history rows closed', rows[0].n, o.items);
   return measurement({
     job: 'account-sync',
@@ -177,7 +194,10 @@ export async function measureAccountSync(w: BenchWorld, o: RunOptions): Promise<
 }
 
 /** The naive token refresh over `items` due tokens (concurrency is always 1). */
-export async function measureNaiveTokenRefresh(w: BenchWorld, o: Omit<RunOptions, 'concurrency'>): Promise<JobMeasurement> {
+export async function measureNaiveTokenRefresh(
+  w: BenchWorld,
+  o: Omit<RunOptions, 'concurrency'>,
+): Promise<JobMeasurement> {
   await w.reset({ lwaMs: o.latencyMs, adsMs: o.latencyMs });
   expectEqual('tokens seeded', await w.seedRefreshDue(o.items), o.items);
   const db = w.dataApi();
@@ -205,7 +225,10 @@ export async function measureNaiveTokenRefresh(w: BenchWorld, o: Omit<RunOptions
 }
 
 /** The naive account sync over `items` due users. */
-export async function measureNaiveAccountSync(w: BenchWorld, o: Omit<RunOptions, 'concurrency'>): Promise<JobMeasurement> {
+export async function measureNaiveAccountSync(
+  w: BenchWorld,
+  o: Omit<RunOptions, 'concurrency'>,
+): Promise<JobMeasurement> {
   await w.reset({ lwaMs: o.latencyMs, adsMs: o.latencyMs });
   expectEqual('users seeded', await w.seedSyncDue(o.items), o.items);
   const db = w.dataApi();

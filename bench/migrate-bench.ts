@@ -49,7 +49,12 @@ export interface MigrateBenchResult {
   attempts: number;
   writes: Record<Table, number>;
   maxStallMs: Record<Table, number>;
-  steps: Array<{ name: string; seconds: number; locks: Partial<Record<Table, string>>; maxStallMs: Partial<Record<Table, number>> }>;
+  steps: Array<{
+    name: string;
+    seconds: number;
+    locks: Partial<Record<Table, string>>;
+    maxStallMs: Partial<Record<Table, number>>;
+  }>;
   targetMet: boolean;
 }
 
@@ -62,7 +67,9 @@ async function seed(url: string, rows: number): Promise<void> {
   const c = new Client({ connectionString: url });
   await c.connect();
   try {
-    await c.query(`INSERT INTO users (email) SELECT 'user' || g || '@example.com' FROM generate_series(1, $1) g`, [rows]);
+    await c.query(`INSERT INTO users (email) SELECT 'user' || g || '@example.com' FROM generate_series(1, $1) g`, [
+      rows,
+    ]);
     await c.query(`
       INSERT INTO oauth_tokens (user_id, access_token, refresh_token, expires_at, region)
       SELECT id, 'enc:v1:' || md5(id::text), 'enc:v1:' || md5(email), now() + (random() * interval '2 hours'),
@@ -155,7 +162,10 @@ function strongest(a: string | undefined, b: string): string {
   return a === undefined || LOCK_MODES.indexOf(b) > LOCK_MODES.indexOf(a) ? b : a;
 }
 
-export async function runMigrateBench(rows: number, log: (line: string) => void = console.log): Promise<MigrateBenchResult> {
+export async function runMigrateBench(
+  rows: number,
+  log: (line: string) => void = console.log,
+): Promise<MigrateBenchResult> {
   const pg = await startPostgres({ settings: { maintenance_work_mem: '256MB', max_wal_size: '4GB' } });
   try {
     const url = await pg.createDatabase('bench');
@@ -168,7 +178,10 @@ export async function runMigrateBench(rows: number, log: (line: string) => void 
     const ids = {} as Record<Table, string[]>;
     const c = new Client({ connectionString: url });
     await c.connect();
-    for (const table of TABLES) ids[table] = (await c.query<{ id: string }>(`SELECT id FROM ${table} TABLESAMPLE SYSTEM (1) LIMIT 20000`)).rows.map((r) => r.id);
+    for (const table of TABLES)
+      ids[table] = (
+        await c.query<{ id: string }>(`SELECT id FROM ${table} TABLESAMPLE SYSTEM (1) LIMIT 20000`)
+      ).rows.map((r) => r.id);
     await c.end();
 
     const writers = startWriters(url, ids);
@@ -224,7 +237,12 @@ export async function runMigrateBench(rows: number, log: (line: string) => void 
       attempts,
       writes,
       maxStallMs,
-      steps: steps.map((s) => ({ name: s.name, seconds: (s.end - s.start) / 1000, locks: s.locks, maxStallMs: s.maxStallMs })),
+      steps: steps.map((s) => ({
+        name: s.name,
+        seconds: (s.end - s.start) / 1000,
+        locks: s.locks,
+        maxStallMs: s.maxStallMs,
+      })),
       targetMet: TABLES.every((t) => maxStallMs[t] <= 1000),
     };
     return result;
@@ -234,7 +252,8 @@ export async function runMigrateBench(rows: number, log: (line: string) => void 
 }
 
 export function formatMigrateBench(r: MigrateBenchResult): string {
-  const lockCell = (mode: string | undefined) => (mode ? `${mode.replace(/Lock$/, '')}${BLOCKS_WRITES.has(mode) ? ' (blocks writes)' : ''}` : '-');
+  const lockCell = (mode: string | undefined) =>
+    mode ? `${mode.replace(/Lock$/, '')}${BLOCKS_WRITES.has(mode) ? ' (blocks writes)' : ''}` : '-';
   const ms = (v: number | undefined) => (v === undefined ? '-' : `${v.toFixed(0)} ms`);
   const lines = [
     `Migrations on ${r.rows.toLocaleString('en-US')} rows per table (seeded in ${r.seedSeconds.toFixed(1)} s); total ${r.totalSeconds.toFixed(1)} s`,

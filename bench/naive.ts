@@ -41,7 +41,10 @@ export interface NaiveOptions {
  * repeat. Due means what it means for the core (refresh on, expiring within 30 minutes, not
  * waiting for a retry).
  */
-export async function naiveTokenRefresh(deps: { db: Database; lwa: TokenRefresher; cipher: TokenCipher }, o: NaiveOptions = {}): Promise<NaiveResult> {
+export async function naiveTokenRefresh(
+  deps: { db: Database; lwa: TokenRefresher; cipher: TokenCipher },
+  o: NaiveOptions = {},
+): Promise<NaiveResult> {
   const { db, lwa, cipher } = deps;
   const started = performance.now();
   const callsBefore = db.callCounts().total;
@@ -89,7 +92,12 @@ export async function naiveTokenRefresh(deps: { db: Database; lwa: TokenRefreshe
       r.failed += 1;
     }
   }
-  return { ...r, accounts: 0, databaseCalls: db.callCounts().total - callsBefore, seconds: (performance.now() - started) / 1000 };
+  return {
+    ...r,
+    accounts: 0,
+    databaseCalls: db.callCounts().total - callsBefore,
+    seconds: (performance.now() - started) / 1000,
+  };
 }
 
 /**
@@ -97,7 +105,10 @@ export async function naiveTokenRefresh(deps: { db: Database; lwa: TokenRefreshe
  * Amazon, then one INSERT … ON CONFLICT per profile, one INSERT of the history row and one
  * UPDATE of the user's schedule; repeat.
  */
-export async function naiveAccountSync(deps: { db: Database; ads: ProfileLister; cipher: TokenCipher }, o: NaiveOptions = {}): Promise<NaiveResult> {
+export async function naiveAccountSync(
+  deps: { db: Database; ads: ProfileLister; cipher: TokenCipher },
+  o: NaiveOptions = {},
+): Promise<NaiveResult> {
   const { db, ads, cipher } = deps;
   const started = performance.now();
   const callsBefore = db.callCounts().total;
@@ -128,7 +139,12 @@ export async function naiveAccountSync(deps: { db: Database; ads: ProfileLister;
            ON CONFLICT (user_id, amazon_account_id) DO UPDATE
              SET metadata = ua.metadata || EXCLUDED.metadata, sync_status = 'completed', sync_error_message = NULL,
                  sync_retry_count = 0, next_sync_at = EXCLUDED.next_sync_at, updated_at = now()`,
-          { userId: sqlUuid(row.user_id), accountId: account.amazonAccountId, metadata: sqlJson(account.metadata), next: nextSyncAt },
+          {
+            userId: sqlUuid(row.user_id),
+            accountId: account.amazonAccountId,
+            metadata: sqlJson(account.metadata),
+            next: nextSyncAt,
+          },
         );
       }
       await db.query(
@@ -136,10 +152,13 @@ export async function naiveAccountSync(deps: { db: Database; ads: ProfileLister;
          VALUES ('scheduled', 'success', now(), :synced, :metadata)`,
         { synced: profiles.length, metadata: sqlJson({ userId: row.user_id }) },
       );
-      await db.query(`UPDATE oauth_tokens SET sync_next_attempt_at = :next, sync_retry_count = 0, sync_last_error = NULL WHERE user_id = :userId`, {
-        userId: sqlUuid(row.user_id),
-        next: nextSyncAt,
-      });
+      await db.query(
+        `UPDATE oauth_tokens SET sync_next_attempt_at = :next, sync_retry_count = 0, sync_last_error = NULL WHERE user_id = :userId`,
+        {
+          userId: sqlUuid(row.user_id),
+          next: nextSyncAt,
+        },
+      );
       r.succeeded += 1;
       r.accounts += profiles.length;
     } catch (error) {
@@ -154,11 +173,14 @@ export async function naiveAccountSync(deps: { db: Database; ads: ProfileLister;
         `UPDATE user_accounts SET sync_status = 'failed', sync_error_message = :error, sync_retry_count = sync_retry_count + 1, next_sync_at = :next WHERE user_id = :userId`,
         { userId: sqlUuid(row.user_id), error: message, next: retryAt },
       );
-      await db.query(`UPDATE oauth_tokens SET sync_next_attempt_at = :next, sync_retry_count = sync_retry_count + 1, sync_last_error = :error WHERE user_id = :userId`, {
-        userId: sqlUuid(row.user_id),
-        error: message,
-        next: retryAt,
-      });
+      await db.query(
+        `UPDATE oauth_tokens SET sync_next_attempt_at = :next, sync_retry_count = sync_retry_count + 1, sync_last_error = :error WHERE user_id = :userId`,
+        {
+          userId: sqlUuid(row.user_id),
+          error: message,
+          next: retryAt,
+        },
+      );
       r.failed += 1;
     }
   }

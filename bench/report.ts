@@ -9,7 +9,12 @@ export interface MigrationFigures {
   readonly rows: number;
   readonly totalSeconds: number;
   readonly maxStallMs: Record<string, number>;
-  readonly steps: ReadonlyArray<{ name: string; seconds: number; locks: Record<string, string>; maxStallMs: Record<string, number> }>;
+  readonly steps: ReadonlyArray<{
+    name: string;
+    seconds: number;
+    locks: Record<string, string>;
+    maxStallMs: Record<string, number>;
+  }>;
   readonly targetMet: boolean;
   /** When the file was written (its mtime). */
   readonly measuredAt?: string;
@@ -24,7 +29,12 @@ export interface Target {
 
 export interface BenchReport {
   readonly measuredAt: string;
-  readonly machine: { readonly cpus: number; readonly node: string; readonly loadAverageBefore: number[]; readonly loadAverageAfter: number[] };
+  readonly machine: {
+    readonly cpus: number;
+    readonly node: string;
+    readonly loadAverageBefore: number[];
+    readonly loadAverageAfter: number[];
+  };
   readonly latencyMs: number;
   readonly runs: ReadonlyArray<JobMeasurement & { readonly timesNaive: number | null }>;
   readonly targets: readonly Target[];
@@ -82,7 +92,15 @@ export function buildReport(o: {
       met: o.migration.targetMet && worst < 1000,
     });
   }
-  return { measuredAt: o.measuredAt, machine: o.machine, latencyMs: o.latencyMs, runs, targets, migration: o.migration, totalSeconds: o.totalSeconds };
+  return {
+    measuredAt: o.measuredAt,
+    machine: o.machine,
+    latencyMs: o.latencyMs,
+    runs,
+    targets,
+    migration: o.migration,
+    totalSeconds: o.totalSeconds,
+  };
 }
 
 /** The markdown `npm run bench` prints. */
@@ -107,7 +125,9 @@ export function renderMarkdown(report: BenchReport): string {
         r.concurrency,
         sync ? `${fmt(r.items, 0)} users (${fmt(r.accounts, 0)} accounts)` : `${fmt(r.items, 0)} tokens`,
         fmt(r.seconds, 1),
-        sync ? `${fmt(r.perSecond, 1)} users/s (${fmt(r.accountsPerSecond, 1)} accounts/s)` : `${fmt(r.perSecond, 1)} tokens/s`,
+        sync
+          ? `${fmt(r.perSecond, 1)} users/s (${fmt(r.accountsPerSecond, 1)} accounts/s)`
+          : `${fmt(r.perSecond, 1)} tokens/s`,
         `${fmt(r.ceilingPerSecond, 0)} ${unit}/s`,
         `${fmt(r.percentOfCeiling, 0)}%`,
         fmt(r.dataApiCalls, 0),
@@ -115,26 +135,33 @@ export function renderMarkdown(report: BenchReport): string {
         r.timesNaive === null ? '–' : `${fmt(r.timesNaive, 1)}×`,
         `${fmt(r.machineBusyPercent, 0)}%`,
         '',
-      ].join(' | ').trim(),
+      ]
+        .join(' | ')
+        .trim(),
     );
   }
   if (report.migration) {
     const mg = report.migration;
     for (const step of mg.steps) {
       const stall = Math.max(0, ...Object.values(step.maxStallMs));
-      const locks = Object.entries(step.locks).map(([t, l]) => `${t} ${l}`).join(', ');
-      lines.push(`| migration | ${step.name} | – | ${fmt(mg.rows, 0)} rows/table | ${fmt(step.seconds, 1)} | longest write stall ${fmt(stall, 0)} ms${locks ? ` (${locks})` : ''} | – | – | – | – | – | – |`);
+      const locks = Object.entries(step.locks)
+        .map(([t, l]) => `${t} ${l}`)
+        .join(', ');
+      lines.push(
+        `| migration | ${step.name} | – | ${fmt(mg.rows, 0)} rows/table | ${fmt(step.seconds, 1)} | longest write stall ${fmt(stall, 0)} ms${locks ? ` (${locks})` : ''} | – | – | – | – | – | – |`,
+      );
     }
   }
   lines.push('');
   lines.push('| Target | Measured | Target | Result |', '|---|---|---|---|');
-  for (const t of report.targets) lines.push(`| ${t.name} | ${t.measured} | ${t.target} | ${t.met ? 'met' : '**NOT MET**'} |`);
+  for (const t of report.targets)
+    lines.push(`| ${t.name} | ${t.measured} | ${t.target} | ${t.met ? 'met' : '**NOT MET**'} |`);
   lines.push('');
   lines.push(
-    'Calls per 1,000 include each run\'s fixed calls (read endpoint pauses or flag re-authorisations, the last empty claim, record rate-limit usage); a batch of 500 tokens costs 1 claim + 3 BatchExecute calls, a batch of 250 users 1 claim + 1 write-back.',
+    "Calls per 1,000 include each run's fixed calls (read endpoint pauses or flag re-authorisations, the last empty claim, record rate-limit usage); a batch of 500 tokens costs 1 claim + 3 BatchExecute calls, a batch of 250 users 1 claim + 1 write-back.",
   );
   lines.push(
-    'Machine CPU busy: the share of both cores\' time that was busy during the run, every process counted (the emulator, the fake Amazon, PostgreSQL and whatever else runs on the machine): near 100% means the figures are bounded by this machine, not by the job.',
+    "Machine CPU busy: the share of both cores' time that was busy during the run, every process counted (the emulator, the fake Amazon, PostgreSQL and whatever else runs on the machine): near 100% means the figures are bounded by this machine, not by the job.",
   );
   if (report.migration) {
     lines.push(

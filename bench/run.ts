@@ -18,7 +18,13 @@ import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { JobMeasurement, measureAccountSync, measureNaiveAccountSync, measureNaiveTokenRefresh, measureTokenRefresh } from './jobs';
+import {
+  JobMeasurement,
+  measureAccountSync,
+  measureNaiveAccountSync,
+  measureNaiveTokenRefresh,
+  measureTokenRefresh,
+} from './jobs';
 import { BenchReport, buildReport, MigrationFigures, renderMarkdown } from './report';
 import { startBenchWorld } from './world';
 
@@ -56,12 +62,16 @@ export async function runBench(options: Partial<BenchOptions> = {}): Promise<Ben
   const world = await startBenchWorld();
   const runs: JobMeasurement[] = [];
   const note = (r: JobMeasurement) =>
-    o.progress(`  ${r.job} ${r.way} c=${r.concurrency}: ${r.items} in ${r.seconds.toFixed(1)} s = ${r.perSecond.toFixed(1)}/s (${r.percentOfCeiling.toFixed(0)}% of ceiling), ${r.dataApiCalls} Data API calls, machine CPU ${r.machineBusyPercent.toFixed(0)}% busy`);
+    o.progress(
+      `  ${r.job} ${r.way} c=${r.concurrency}: ${r.items} in ${r.seconds.toFixed(1)} s = ${r.perSecond.toFixed(1)}/s (${r.percentOfCeiling.toFixed(0)}% of ceiling), ${r.dataApiCalls} Data API calls, machine CPU ${r.machineBusyPercent.toFixed(0)}% busy`,
+    );
   try {
     const itemsFor = (c: number) => Math.max(4, Math.ceil((c / (o.latencyMs / 1000)) * o.secondsAtCeiling));
     for (const concurrency of o.concurrencies) {
       o.progress(`Token refresh, concurrency ${concurrency}…`);
-      runs.push(await measureTokenRefresh(world, { concurrency, items: itemsFor(concurrency), latencyMs: o.latencyMs }));
+      runs.push(
+        await measureTokenRefresh(world, { concurrency, items: itemsFor(concurrency), latencyMs: o.latencyMs }),
+      );
       note(runs[runs.length - 1]);
     }
     for (const concurrency of o.concurrencies) {

@@ -40,7 +40,6 @@ export interface ServerCounters {
   readonly cpuMs: number;
 }
 
-
 async function main(): Promise<void> {
   const world = await startLocalWorld();
   const info: ServerInfo = {
@@ -71,13 +70,18 @@ async function main(): Promise<void> {
           const users =
             request.kind === 'refresh-due'
               ? await seedUsers(world, { count, prefix, expiresInSeconds: 300, profilesPerUser: 0 })
-              : await seedUsers(world, { count, prefix, expiresInSeconds: request.kind === 'sync-due' ? 3600 : 300, profilesPerUser: profilesFor, accountsDueInSeconds: -60 });
+              : await seedUsers(world, {
+                  count,
+                  prefix,
+                  expiresInSeconds: request.kind === 'sync-due' ? 3600 : 300,
+                  profilesPerUser: profilesFor,
+                  accountsDueInSeconds: -60,
+                });
           seeded += users.length;
         }
         return seeded;
       }
-      case 'counters':
-      {
+      case 'counters': {
         const cpu = process.cpuUsage();
         return {
           lwaCalls: world.amazon.counters.total('lwa'),
@@ -95,7 +99,12 @@ async function main(): Promise<void> {
   process.on('message', (message: { id: number; request: ServerRequest }) => {
     handle(message.request).then(
       (result) => process.send?.({ id: message.id, ok: true, result }),
-      (error: unknown) => process.send?.({ id: message.id, ok: false, error: error instanceof Error ? `${error.name}: ${error.message}` : String(error) }),
+      (error: unknown) =>
+        process.send?.({
+          id: message.id,
+          ok: false,
+          error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
+        }),
     );
   });
   // The parent went away (finished, crashed or was interrupted): stop PostgreSQL and leave.

@@ -79,7 +79,13 @@ export interface JobScaleFigures {
   readonly databaseSeconds: number;
   readonly databaseCallMaxMs: number;
   /** Database time per statement (port calls; a batch call may be several BatchExecute requests). */
-  readonly statements: ReadonlyArray<{ readonly statement: string; readonly calls: number; readonly totalSeconds: number; readonly meanMs: number; readonly maxMs: number }>;
+  readonly statements: ReadonlyArray<{
+    readonly statement: string;
+    readonly calls: number;
+    readonly totalSeconds: number;
+    readonly meanMs: number;
+    readonly maxMs: number;
+  }>;
   /** Mean duration of one Amazon call as the core saw it (fake latency + client + queueing). */
   readonly amazonCallMeanMs: number;
   readonly machineBusyPercent: number;
@@ -110,31 +116,59 @@ export async function simulateScale(options: Partial<ScaleOptions> = {}): Promis
     const seedSeconds = (performance.now() - seedStarted) / 1000;
     o.progress(`  seeded in ${seedSeconds.toFixed(0)} s`);
 
-    const tokenRefresh = await simulateJob('token-refresh', o.refreshInvocationMs, o.lwaLatencyMs, async (remainingTimeMs, db, times) => {
-      const s = await runTokenRefresh({
-        db,
-        lwa: timeCalls(w.lwa(), times),
-        cipher: w.cipher,
-        logger: silentLogger,
-        metrics: new MetricTotals(),
-        remainingTimeMs,
-        settings: { concurrency: o.concurrency },
-      });
-      return { items: s.refreshed, accounts: 0, failed: s.failed + s.rateLimited, released: s.released, claimed: s.claimed };
-    });
-    const accountSync = await simulateJob('account-sync', o.syncInvocationMs, o.adsLatencyMs, async (remainingTimeMs, db, times) => {
-      const s = await runAccountSync({
-        db,
-        ads: timeCalls(w.ads(), times),
-        cipher: w.cipher,
-        logger: silentLogger,
-        metrics: new MetricTotals(),
-        remainingTimeMs,
-        settings: { concurrency: o.concurrency },
-      });
-      return { items: s.usersSynced, accounts: s.accountsSynced, failed: s.usersFailed, released: s.usersReleased, claimed: s.usersClaimed };
-    });
-    return { measuredAt, options: { ...o, progress: undefined } as Omit<ScaleOptions, 'progress'>, seedSeconds, tokenRefresh, accountSync };
+    const tokenRefresh = await simulateJob(
+      'token-refresh',
+      o.refreshInvocationMs,
+      o.lwaLatencyMs,
+      async (remainingTimeMs, db, times) => {
+        const s = await runTokenRefresh({
+          db,
+          lwa: timeCalls(w.lwa(), times),
+          cipher: w.cipher,
+          logger: silentLogger,
+          metrics: new MetricTotals(),
+          remainingTimeMs,
+          settings: { concurrency: o.concurrency },
+        });
+        return {
+          items: s.refreshed,
+          accounts: 0,
+          failed: s.failed + s.rateLimited,
+          released: s.released,
+          claimed: s.claimed,
+        };
+      },
+    );
+    const accountSync = await simulateJob(
+      'account-sync',
+      o.syncInvocationMs,
+      o.adsLatencyMs,
+      async (remainingTimeMs, db, times) => {
+        const s = await runAccountSync({
+          db,
+          ads: timeCalls(w.ads(), times),
+          cipher: w.cipher,
+          logger: silentLogger,
+          metrics: new MetricTotals(),
+          remainingTimeMs,
+          settings: { concurrency: o.concurrency },
+        });
+        return {
+          items: s.usersSynced,
+          accounts: s.accountsSynced,
+          failed: s.usersFailed,
+          released: s.usersReleased,
+          claimed: s.usersClaimed,
+        };
+      },
+    );
+    return {
+      measuredAt,
+      options: { ...o, progress: undefined } as Omit<ScaleOptions, 'progress'>,
+      seedSeconds,
+      tokenRefresh,
+      accountSync,
+    };
   } finally {
     await w.close();
   }
@@ -149,7 +183,9 @@ export async function simulateScale(options: Partial<ScaleOptions> = {}): Promis
       amazonTimes: CallTimes,
     ) => Promise<{ items: number; accounts: number; failed: number; released: number; claimed: number }>,
   ): Promise<JobScaleFigures> {
-    o.progress(`${job}: invocations of ${invocationMs / 60_000} min, concurrency ${o.concurrency}, Amazon latency ${latencyMs} ms…`);
+    o.progress(
+      `${job}: invocations of ${invocationMs / 60_000} min, concurrency ${o.concurrency}, Amazon latency ${latencyMs} ms…`,
+    );
     const db = new TimedDatabase(w.dataApi());
     const amazonTimes = emptyTimes();
     const invocations: InvocationFigures[] = [];
@@ -162,13 +198,20 @@ export async function simulateScale(options: Partial<ScaleOptions> = {}): Promis
       const invocationStarted = performance.now();
       const callsBefore = db.callCounts().total;
       const r = await invoke(() => invocationMs - (performance.now() - invocationStarted), db, amazonTimes);
-      const inv = { items: r.items, seconds: (performance.now() - invocationStarted) / 1000, released: r.released, dataApiCalls: db.callCounts().total - callsBefore };
+      const inv = {
+        items: r.items,
+        seconds: (performance.now() - invocationStarted) / 1000,
+        released: r.released,
+        dataApiCalls: db.callCounts().total - callsBefore,
+      };
       if (r.claimed === 0) break; // nothing was due: the previous invocation finished the work
       invocations.push(inv);
       items += r.items;
       accounts += r.accounts;
       failed += r.failed;
-      o.progress(`  invocation ${invocations.length}: ${fmt(r.items, 0)} in ${inv.seconds.toFixed(0)} s (${fmt(r.items / inv.seconds, 1)}/s), ${r.released} released, ${inv.dataApiCalls} Data API calls; ${fmt(items, 0)} of ${fmt(o.users, 0)} done`);
+      o.progress(
+        `  invocation ${invocations.length}: ${fmt(r.items, 0)} in ${inv.seconds.toFixed(0)} s (${fmt(r.items / inv.seconds, 1)}/s), ${r.released} released, ${inv.dataApiCalls} Data API calls; ${fmt(items, 0)} of ${fmt(o.users, 0)} done`,
+      );
       if (failed > 0) throw new Error(`${job}: ${failed} items failed; the simulation expects none`);
     }
     const seconds = (performance.now() - started) / 1000;
@@ -192,7 +235,13 @@ export async function simulateScale(options: Partial<ScaleOptions> = {}): Promis
       databaseSeconds: db.times.totalMs / 1000,
       databaseCallMaxMs: db.times.maxMs,
       statements: [...db.byStatement]
-        .map(([statement, t]) => ({ statement, calls: t.calls, totalSeconds: t.totalMs / 1000, meanMs: t.calls ? t.totalMs / t.calls : 0, maxMs: t.maxMs }))
+        .map(([statement, t]) => ({
+          statement,
+          calls: t.calls,
+          totalSeconds: t.totalMs / 1000,
+          meanMs: t.calls ? t.totalMs / t.calls : 0,
+          maxMs: t.maxMs,
+        }))
         .sort((a, b) => b.totalSeconds - a.totalSeconds),
       amazonCallMeanMs: amazonTimes.calls ? amazonTimes.totalMs / amazonTimes.calls : 0,
       machineBusyPercent: busyPercentSince(cpu0),
@@ -222,7 +271,9 @@ export function renderScaleMarkdown(r: ScaleReport): string {
   lines.push('', '| Job | Statement (port call) | Calls | Total | Mean | Slowest |', '|---|---|---:|---:|---:|---:|');
   for (const j of [r.tokenRefresh, r.accountSync]) {
     for (const st of j.statements) {
-      lines.push(`| ${j.job} | \`${st.statement.replace(/\|/g, '\\|')}…\` | ${fmt(st.calls, 0)} | ${fmt(st.totalSeconds, 1)} s | ${fmt(st.meanMs, 0)} ms | ${fmt(st.maxMs, 0)} ms |`);
+      lines.push(
+        `| ${j.job} | \`${st.statement.replace(/\|/g, '\\|')}…\` | ${fmt(st.calls, 0)} | ${fmt(st.totalSeconds, 1)} s | ${fmt(st.meanMs, 0)} ms | ${fmt(st.maxMs, 0)} ms |`,
+      );
     }
   }
   lines.push('');
@@ -242,7 +293,12 @@ function arg(name: string): string | undefined {
 async function main(): Promise<void> {
   const num = (name: string) => (arg(name) === undefined ? undefined : Number(arg(name)));
   const options: Partial<ScaleOptions> = Object.fromEntries(
-    Object.entries({ users: num('users'), concurrency: num('concurrency'), lwaLatencyMs: num('lwa-latency'), adsLatencyMs: num('ads-latency') }).filter(([, v]) => v !== undefined),
+    Object.entries({
+      users: num('users'),
+      concurrency: num('concurrency'),
+      lwaLatencyMs: num('lwa-latency'),
+      adsLatencyMs: num('ads-latency'),
+    }).filter(([, v]) => v !== undefined),
   );
   const report = await simulateScale(options);
   process.stdout.write(`${renderScaleMarkdown(report)}\n`);

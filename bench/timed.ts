@@ -67,7 +67,8 @@ export function timeCalls<T extends object>(client: T, times: CallTimes): T {
     get(target, key, receiver) {
       const value = Reflect.get(target, key, receiver);
       if (typeof value !== 'function') return value;
-      return (...args: unknown[]) => timed(times, () => (value as (...a: unknown[]) => Promise<unknown>).apply(target, args));
+      return (...args: unknown[]) =>
+        timed(times, () => (value as (...a: unknown[]) => Promise<unknown>).apply(target, args));
     },
   });
 }

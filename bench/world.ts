@@ -50,7 +50,11 @@ export interface BenchWorld {
 }
 
 export async function startBenchWorld(): Promise<BenchWorld> {
-  const child = fork(join(__dirname, 'servers.ts'), [], { execArgv: ['--import', 'tsx'], env: { ...process.env, BENCH_SERVERS_CHILD: '1' }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const child = fork(join(__dirname, 'servers.ts'), [], {
+    execArgv: ['--import', 'tsx'],
+    env: { ...process.env, BENCH_SERVERS_CHILD: '1' },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
   const info = await new Promise<ServerInfo>((resolve, reject) => {
     const onMessage = (m: { ready?: ServerInfo; failed?: string }) => {
       if (m.ready) resolve(m.ready);
@@ -75,10 +79,17 @@ export async function startBenchWorld(): Promise<BenchWorld> {
     cipher: TokenCipher.fromBase64(info.keyBase64),
     admin,
     dataApi: () => new DataApiDatabase({ client, ...info.target }),
-    lwa: () => new LwaClient({ clientId: info.clientId, clientSecret: info.clientSecret, tokenUrl: info.lwaTokenUrl, limiters: limiters() }),
+    lwa: () =>
+      new LwaClient({
+        clientId: info.clientId,
+        clientSecret: info.clientSecret,
+        tokenUrl: info.lwaTokenUrl,
+        limiters: limiters(),
+      }),
     ads: () => new AdsClient({ clientId: info.clientId, baseUrl: info.adsBaseUrl, limiters: limiters() }),
     reset: async (latency) => void (await call({ op: 'reset', ...latency })),
-    seedRefreshDue: async (count) => (await call({ op: 'seed', kind: 'refresh-due', count, prefix: prefix() })) as number,
+    seedRefreshDue: async (count) =>
+      (await call({ op: 'seed', kind: 'refresh-due', count, prefix: prefix() })) as number,
     seedSyncDue: async (count) => (await call({ op: 'seed', kind: 'sync-due', count, prefix: prefix() })) as number,
     seedBothDue: async (count) => (await call({ op: 'seed', kind: 'both-due', count, prefix: prefix() })) as number,
     counters: async () => (await call({ op: 'counters' })) as ServerCounters,

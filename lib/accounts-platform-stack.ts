@@ -45,7 +45,10 @@ export class AccountsPlatformStack extends Stack {
     const logRetention = config.logRetentionDays as logs.RetentionDays;
 
     const network = new Network(this, 'Network', { logRetention, removalPolicy: dependentRemoval });
-    const secrets = new ApplicationSecrets(this, 'Secrets', { environmentName: config.name, removalPolicy: dependentRemoval });
+    const secrets = new ApplicationSecrets(this, 'Secrets', {
+      environmentName: config.name,
+      removalPolicy: dependentRemoval,
+    });
     const passwordRotation = Duration.days(config.database.passwordRotationDays);
 
     this.database = new Database(this, 'Database', {
@@ -54,7 +57,8 @@ export class AccountsPlatformStack extends Stack {
       secretsManagerEndpoint: network.secretsManagerEndpoint,
       minCapacityAcu: config.database.minCapacityAcu,
       maxCapacityAcu: config.database.maxCapacityAcu,
-      autoPause: config.database.autoPauseMinutes === undefined ? undefined : Duration.minutes(config.database.autoPauseMinutes),
+      autoPause:
+        config.database.autoPauseMinutes === undefined ? undefined : Duration.minutes(config.database.autoPauseMinutes),
       backupRetention: Duration.days(config.database.backupRetentionDays),
       deletionProtection: config.database.deletionProtection,
       removalPolicy: clusterRemoval,
@@ -79,7 +83,11 @@ export class AccountsPlatformStack extends Stack {
     // (a schedule rotates as soon as it is created). Only the rotation applications (and through
     // them the schedules) wait: their security group must not, since the cluster's ingress
     // rule for it comes before the migration.
-    const masterRotation = this.database.addMasterRotation({ vpc: network.vpc, subnets: network.isolatedSubnets, passwordRotation });
+    const masterRotation = this.database.addMasterRotation({
+      vpc: network.vpc,
+      subnets: network.isolatedSubnets,
+      passwordRotation,
+    });
     masterRotation.node.defaultChild!.node.addDependency(this.migration.resource);
     const workerRotation = this.database.addWorkerRotation({
       vpc: network.vpc,
@@ -111,14 +119,26 @@ export class AccountsPlatformStack extends Stack {
     });
 
     // What operators need after a deploy (docs/deploy.md): the secrets to fill in, where to look.
-    new CfnOutput(this, 'LwaClientSecretArn', { value: secrets.lwaClient.secretArn, description: 'Fill in: {"clientId","clientSecret"} of the Login with Amazon app' });
-    new CfnOutput(this, 'TokenEncryptionKeySecretArn', { value: secrets.tokenEncryptionKey.secretArn, description: "Fill in: base64 of the 32-byte token key (the web app's key)" });
+    new CfnOutput(this, 'LwaClientSecretArn', {
+      value: secrets.lwaClient.secretArn,
+      description: 'Fill in: {"clientId","clientSecret"} of the Login with Amazon app',
+    });
+    new CfnOutput(this, 'TokenEncryptionKeySecretArn', {
+      value: secrets.tokenEncryptionKey.secretArn,
+      description: "Fill in: base64 of the 32-byte token key (the web app's key)",
+    });
     new CfnOutput(this, 'ClusterArn', { value: this.database.cluster.clusterArn });
-    new CfnOutput(this, 'WorkerSecretArn', { value: this.database.workerSecret.secretArn, description: 'The jobs\' database user (Data API)' });
+    new CfnOutput(this, 'WorkerSecretArn', {
+      value: this.database.workerSecret.secretArn,
+      description: "The jobs' database user (Data API)",
+    });
     new CfnOutput(this, 'AlarmTopicArn', { value: this.monitoring.alarmTopic.topicArn });
     // What `npm run verify` checks a deploy against.
     new CfnOutput(this, 'DatabaseName', { value: this.database.databaseName });
-    new CfnOutput(this, 'LatestMigration', { value: this.migration.latestMigration, description: 'The last migration this deploy brought' });
+    new CfnOutput(this, 'LatestMigration', {
+      value: this.migration.latestMigration,
+      description: 'The last migration this deploy brought',
+    });
     new CfnOutput(this, 'TokenRefreshFunctionName', { value: this.jobs.tokenRefresh.function.functionName });
     new CfnOutput(this, 'AccountSyncFunctionName', { value: this.jobs.accountSync.function.functionName });
     new CfnOutput(this, 'DashboardName', { value: `AmazonAccounts-${config.name}` });
@@ -126,7 +146,8 @@ export class AccountsPlatformStack extends Stack {
     Validations.of(this).acknowledge(
       {
         id: 'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]',
-        reason: "Lambda's own managed policy for writing its logs; every other permission is scoped to this stack's resources.",
+        reason:
+          "Lambda's own managed policy for writing its logs; every other permission is scoped to this stack's resources.",
       },
       {
         id: 'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole]',
@@ -138,7 +159,8 @@ export class AccountsPlatformStack extends Stack {
     for (const logRetention of this.node.children.filter((c) => c.node.id.startsWith('LogRetention'))) {
       Validations.of(logRetention).acknowledge({
         id: 'AwsSolutions-IAM5[Resource::*]',
-        reason: 'aws-cdk-lib LogRetention function: sets the retention of log groups that RDS creates at runtime, whose ARNs are not known in advance.',
+        reason:
+          'aws-cdk-lib LogRetention function: sets the retention of log groups that RDS creates at runtime, whose ARNs are not known in advance.',
       });
     }
   }

@@ -56,15 +56,29 @@ export interface AlarmConfig {
 }
 
 /** CloudWatch Logs accepts only these retention periods. */
-export const LOG_RETENTION_DAYS = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653] as const;
+export const LOG_RETENTION_DAYS = [
+  1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+] as const;
 
-const schedule = z.string().regex(/^(rate|cron)\(.+\)$/, 'must be an EventBridge schedule expression: rate(...) or cron(...)');
-const acu = z.number().min(0).max(256).refine((v) => Number.isInteger(v * 2), 'must be a multiple of 0.5');
+const schedule = z
+  .string()
+  .regex(/^(rate|cron)\(.+\)$/, 'must be an EventBridge schedule expression: rate(...) or cron(...)');
+const acu = z
+  .number()
+  .min(0)
+  .max(256)
+  .refine((v) => Number.isInteger(v * 2), 'must be a multiple of 0.5');
 
 const environmentSchema = z
   .object({
-    account: z.string().regex(/^\d{12}$/, 'must be a 12-digit AWS account id').optional(),
-    region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'must be an AWS region such as eu-west-1').optional(),
+    account: z
+      .string()
+      .regex(/^\d{12}$/, 'must be a 12-digit AWS account id')
+      .optional(),
+    region: z
+      .string()
+      .regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'must be an AWS region such as eu-west-1')
+      .optional(),
     database: z.strictObject({
       minCapacityAcu: acu,
       maxCapacityAcu: acu.refine((v) => v >= 1, 'must be at least 1'),
@@ -129,7 +143,10 @@ export function resolveEnvironment(name: unknown, environments: unknown): Enviro
   }
   const config: EnvironmentConfig = { name, ...parsed.data };
   const problems = checkProduction(config);
-  if (problems.length > 0) throw new EnvironmentConfigError(`Environment "${name}" in cdk.json is invalid:\n${problems.map((p) => `✖ ${p}`).join('\n')}`);
+  if (problems.length > 0)
+    throw new EnvironmentConfigError(
+      `Environment "${name}" in cdk.json is invalid:\n${problems.map((p) => `✖ ${p}`).join('\n')}`,
+    );
   return config;
 }
 

@@ -127,13 +127,22 @@ export class Database extends Construct {
     this.workerSecret.attach(this.cluster);
 
     Validations.of(this.cluster).acknowledge(
-      { id: 'AwsSolutions-RDS6', reason: 'Password authentication from rotated Secrets Manager secrets: the Data API signs in with a secret, not IAM tokens.' },
-      { id: 'AwsSolutions-RDS11', reason: 'Only reachable from inside isolated subnets through security groups; a non-default port would add nothing.' },
+      {
+        id: 'AwsSolutions-RDS6',
+        reason:
+          'Password authentication from rotated Secrets Manager secrets: the Data API signs in with a secret, not IAM tokens.',
+      },
+      {
+        id: 'AwsSolutions-RDS11',
+        reason:
+          'Only reachable from inside isolated subnets through security groups; a non-default port would add nothing.',
+      },
     );
     if (!props.deletionProtection) {
       Validations.of(this.cluster).acknowledge({
         id: 'AwsSolutions-RDS10',
-        reason: 'This environment is meant to be destroyed cleanly (config: deletionProtection false); prod keeps it on.',
+        reason:
+          'This environment is meant to be destroyed cleanly (config: deletionProtection false); prod keeps it on.',
       });
     }
   }

@@ -53,7 +53,8 @@ export class Monitoring extends Construct {
     if (props.alarmEmail) this.alarmTopic.addSubscription(new subscriptions.EmailSubscription(props.alarmEmail));
     Validations.of(this.alarmTopic).acknowledge({
       id: 'AwsSolutions-SNS2',
-      reason: 'Alarm notifications carry no sensitive data, and CloudWatch alarms cannot publish to a topic encrypted with the AWS managed key.',
+      reason:
+        'Alarm notifications carry no sensitive data, and CloudWatch alarms cannot publish to a topic encrypted with the AWS managed key.',
     });
 
     this.facade = new MonitoringFacade(this, 'Facade', {
@@ -106,7 +107,10 @@ export class Monitoring extends Construct {
     const refreshFailed = metric(SERVICE_NAMES.tokenRefresh, METRIC_NAMES.refreshFailures, 'Refresh failures');
     const failureRate = new cloudwatch.MathExpression({
       expression: 'IF(refreshed + failed > 0, 100 * failed / (refreshed + failed), 0)',
-      usingMetrics: { refreshed: refreshed.with({ period: Duration.minutes(15) }), failed: refreshFailed.with({ period: Duration.minutes(15) }) },
+      usingMetrics: {
+        refreshed: refreshed.with({ period: Duration.minutes(15) }),
+        failed: refreshFailed.with({ period: Duration.minutes(15) }),
+      },
       period: Duration.minutes(15),
       label: 'Refresh failure rate (%)',
     });
@@ -115,7 +119,14 @@ export class Monitoring extends Construct {
       humanReadableName: 'Token refresh job',
       alarmFriendlyName: SERVICE_NAMES.tokenRefresh,
       metricGroups: [
-        { title: 'Tokens', metrics: [refreshed, refreshFailed, metric(SERVICE_NAMES.tokenRefresh, METRIC_NAMES.reauthRequired, 'Re-authorisations needed')] },
+        {
+          title: 'Tokens',
+          metrics: [
+            refreshed,
+            refreshFailed,
+            metric(SERVICE_NAMES.tokenRefresh, METRIC_NAMES.reauthRequired, 'Re-authorisations needed'),
+          ],
+        },
         {
           title: 'Refresh failure rate',
           metrics: [

@@ -54,7 +54,10 @@ export class NodeFunction extends Construct {
 
   constructor(scope: Construct, id: string, props: NodeFunctionProps) {
     super(scope, id);
-    this.logGroup = new logs.LogGroup(this, 'Logs', { retention: props.logRetention, removalPolicy: props.logRemovalPolicy });
+    this.logGroup = new logs.LogGroup(this, 'Logs', {
+      retention: props.logRetention,
+      removalPolicy: props.logRemovalPolicy,
+    });
     this.function = new nodejs.NodejsFunction(this, 'Function', {
       entry: join(PROJECT_ROOT, props.entry),
       handler: 'handler',
@@ -71,7 +74,9 @@ export class NodeFunction extends Construct {
       vpc: props.vpc,
       vpcSubnets: props.vpcSubnets,
       ...(props.vpc ? { allowAllOutbound: false } : {}),
-      ...(props.deadLetterQueue ? { deadLetterQueue: props.deadLetterQueue, retryAttempts: 0, maxEventAge: Duration.hours(1) } : {}),
+      ...(props.deadLetterQueue
+        ? { deadLetterQueue: props.deadLetterQueue, retryAttempts: 0, maxEventAge: Duration.hours(1) }
+        : {}),
       bundling: {
         forceDockerBundling: false,
         format: nodejs.OutputFormat.CJS,

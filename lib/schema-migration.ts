@@ -101,7 +101,10 @@ export class SchemaMigration extends Construct {
 
     const provider = new cr.Provider(this, 'Provider', {
       onEventHandler: fn,
-      logGroup: new logs.LogGroup(this, 'ProviderLogs', { retention: props.logRetention, removalPolicy: props.logRemovalPolicy }),
+      logGroup: new logs.LogGroup(this, 'ProviderLogs', {
+        retention: props.logRetention,
+        removalPolicy: props.logRemovalPolicy,
+      }),
     });
 
     this.resource = new CustomResource(this, 'Resource', {

@@ -59,7 +59,9 @@ export async function startLocalWorld(): Promise<LocalWorld> {
     keyBase64,
     admin,
     async reset() {
-      await admin.query('TRUNCATE users, oauth_tokens, user_accounts, account_sync_history, rate_limit_tracking CASCADE');
+      await admin.query(
+        'TRUNCATE users, oauth_tokens, user_accounts, account_sync_history, rate_limit_tracking CASCADE',
+      );
       amazon.setKnobs({ latencyMs: 0, rate429: 0, rate5xx: 0, hangRate: 0, malformedRate: 0, failFirstN: 0 });
     },
     async close() {
@@ -144,10 +146,18 @@ export async function seedUsers(world: LocalWorld, o: SeedOptions): Promise<Seed
   const idByEmail = new Map(ids.map((r) => [r.email, r.id]));
   const seeded = users.map((u) => ({ ...u, userId: idByEmail.get(u.email)! }));
   for (const u of seeded) {
-    world.amazon.addUser({ userId: u.userId, refreshToken: u.refreshToken, accessToken: u.accessToken, refreshTokenMode: o.refreshTokenMode ?? 'echo', profiles: u.profiles });
+    world.amazon.addUser({
+      userId: u.userId,
+      refreshToken: u.refreshToken,
+      accessToken: u.accessToken,
+      refreshTokenMode: o.refreshTokenMode ?? 'echo',
+      profiles: u.profiles,
+    });
   }
   if (o.accountsDueInSeconds !== undefined) {
-    const accounts = seeded.flatMap((u) => u.profiles.map((p) => ({ user_id: u.userId, amazon_account_id: p.profileId })));
+    const accounts = seeded.flatMap((u) =>
+      u.profiles.map((p) => ({ user_id: u.userId, amazon_account_id: p.profileId })),
+    );
     await world.admin.query(
       `INSERT INTO user_accounts (user_id, amazon_account_id, status, sync_status, next_sync_at)
        SELECT user_id, amazon_account_id, 'active', 'completed', now() + make_interval(secs => :due)

@@ -15,16 +15,21 @@
 //   which is the token refresh job's claim query.
 
 const indexes = [
-  { name: 'idx_oauth_tokens_expires_at', table: 'oauth_tokens',
-    definition: 'ON oauth_tokens (expires_at) WHERE proactive_refresh_enabled = TRUE' },
-  { name: 'idx_user_accounts_user_amazon', table: 'user_accounts', unique: true,
-    definition: 'ON user_accounts (user_id, amazon_account_id)' },
-  { name: 'idx_user_accounts_metadata', table: 'user_accounts',
-    definition: 'ON user_accounts USING GIN (metadata)' },
+  {
+    name: 'idx_oauth_tokens_expires_at',
+    table: 'oauth_tokens',
+    definition: 'ON oauth_tokens (expires_at) WHERE proactive_refresh_enabled = TRUE',
+  },
+  {
+    name: 'idx_user_accounts_user_amazon',
+    table: 'user_accounts',
+    unique: true,
+    definition: 'ON user_accounts (user_id, amazon_account_id)',
+  },
+  { name: 'idx_user_accounts_metadata', table: 'user_accounts', definition: 'ON user_accounts USING GIN (metadata)' },
   // Not in the spec: the account sync's due query ("next_sync_at has passed") over every
   // account would otherwise scan the table every run.
-  { name: 'idx_user_accounts_next_sync_at', table: 'user_accounts',
-    definition: 'ON user_accounts (next_sync_at)' },
+  { name: 'idx_user_accounts_next_sync_at', table: 'user_accounts', definition: 'ON user_accounts (next_sync_at)' },
 ];
 
 const { createIndexesConcurrently, dropIndexesConcurrently } = require('./lib/online');

@@ -10,8 +10,11 @@
 const { createIndexesConcurrently, dropIndexesConcurrently, keysetBackfill } = require('./lib/online');
 
 const indexes = [
-  { name: 'idx_oauth_tokens_sync_next_attempt_at', table: 'oauth_tokens',
-    definition: 'ON oauth_tokens (sync_next_attempt_at) WHERE sync_next_attempt_at IS NOT NULL' },
+  {
+    name: 'idx_oauth_tokens_sync_next_attempt_at',
+    table: 'oauth_tokens',
+    definition: 'ON oauth_tokens (sync_next_attempt_at) WHERE sync_next_attempt_at IS NOT NULL',
+  },
 ];
 
 const backfill = keysetBackfill({

@@ -64,7 +64,9 @@ function demoUser(n: number): DemoUser {
 
 /** Seeds the demo users once (returns false when they exist already). */
 export async function seedDemoData(c: Client, cipher: TokenCipher): Promise<boolean> {
-  const existing = Number((await c.query<{ n: string }>(`SELECT count(*) AS n FROM users WHERE email LIKE 'demo-%@example.com'`)).rows[0].n);
+  const existing = Number(
+    (await c.query<{ n: string }>(`SELECT count(*) AS n FROM users WHERE email LIKE 'demo-%@example.com'`)).rows[0].n,
+  );
   if (existing > 0) return false;
   const users = Array.from({ length: DEMO_USERS }, (_, n) => demoUser(n));
   await c.query('BEGIN');
@@ -85,7 +87,10 @@ export async function seedDemoData(c: Client, cipher: TokenCipher): Promise<bool
       // Two users in three were synced before; one in three connected Amazon but has no
       // account rows yet (the first sync finds them). Some known accounts are due now.
       if (u.n % 3 !== 0) {
-        const known = [...u.profiles.map((p) => p.profileId), ...(u.n % 11 === 1 ? [String(4_900_000_000_000 + u.n)] : [])];
+        const known = [
+          ...u.profiles.map((p) => p.profileId),
+          ...(u.n % 11 === 1 ? [String(4_900_000_000_000 + u.n)] : []),
+        ];
         const dueInMinutes = ((u.n * 131) % 360) - 60;
         for (const profileId of known) {
           await c.query(
@@ -94,7 +99,10 @@ export async function seedDemoData(c: Client, cipher: TokenCipher): Promise<bool
             [userId, profileId, dueInMinutes],
           );
         }
-        await c.query(`UPDATE oauth_tokens SET sync_next_attempt_at = now() + make_interval(mins => $2) WHERE user_id = $1`, [userId, dueInMinutes]);
+        await c.query(
+          `UPDATE oauth_tokens SET sync_next_attempt_at = now() + make_interval(mins => $2) WHERE user_id = $1`,
+          [userId, dueInMinutes],
+        );
       }
     }
     await c.query('COMMIT');

@@ -24,14 +24,31 @@ const stderrLogger: AppLogger = {
   error: (message, attributes) => console.error(JSON.stringify({ level: 'ERROR', message, ...attributes })),
 };
 
-export async function runJobOnce(job: JobName, env: NodeJS.ProcessEnv, options: { userId?: string; logger?: AppLogger } = {}) {
+export async function runJobOnce(
+  job: JobName,
+  env: NodeJS.ProcessEnv,
+  options: { userId?: string; logger?: AppLogger } = {},
+) {
   const config = readLocalJobConfig(env);
   const db = new PgDatabase({ connection: config.databaseUrl });
   const cipher = new TokenCipher(config.tokenKey);
-  const common = { db, cipher, logger: options.logger ?? stderrLogger, metrics: new MetricTotals(), remainingTimeMs: () => 14 * 60_000 };
+  const common = {
+    db,
+    cipher,
+    logger: options.logger ?? stderrLogger,
+    metrics: new MetricTotals(),
+    remainingTimeMs: () => 14 * 60_000,
+  };
   try {
     if (job === 'token-refresh') {
-      return await runTokenRefresh({ ...common, lwa: new LwaClient({ clientId: config.lwaClientId, clientSecret: config.lwaClientSecret, tokenUrl: config.lwaTokenUrl }) });
+      return await runTokenRefresh({
+        ...common,
+        lwa: new LwaClient({
+          clientId: config.lwaClientId,
+          clientSecret: config.lwaClientSecret,
+          tokenUrl: config.lwaTokenUrl,
+        }),
+      });
     }
     return await runAccountSync(
       { ...common, ads: new AdsClient({ clientId: config.lwaClientId, baseUrl: config.adsApiUrl }) },
@@ -49,7 +66,9 @@ async function main() {
     process.exit(2);
   }
   const userFlag = rest.indexOf('--user');
-  const summary = await runJobOnce(job as JobName, process.env, { userId: userFlag >= 0 ? rest[userFlag + 1] : undefined });
+  const summary = await runJobOnce(job as JobName, process.env, {
+    userId: userFlag >= 0 ? rest[userFlag + 1] : undefined,
+  });
   process.stdout.write(`${JSON.stringify(summary)}\n`);
 }
 

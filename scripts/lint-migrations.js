@@ -43,7 +43,9 @@ async function recordJsMigration(file) {
     let transactional = true;
     const pgm = {
       sql: (text) => statements.push(text.trim().endsWith(';') ? text.trim() : `${text.trim()};`),
-      noTransaction: () => { transactional = false; },
+      noTransaction: () => {
+        transactional = false;
+      },
       db: { query: async () => ({ rows: [] }), select: async () => [] },
     };
     await migration[direction](pgm);
@@ -57,16 +59,38 @@ async function recordJsMigration(file) {
 
 async function main() {
   const targets = [];
-  for (const file of readdirSync(dir, { withFileTypes: true }).filter((d) => d.isFile()).map((d) => d.name).sort()) {
+  for (const file of readdirSync(dir, { withFileTypes: true })
+    .filter((d) => d.isFile())
+    .map((d) => d.name)
+    .sort()) {
     if (file.endsWith('.sql')) targets.push(join(dir, file));
     else if (file.endsWith('.js')) targets.push(...(await recordJsMigration(file)));
   }
   const squawk = require.resolve('squawk-cli/js/bin/squawk', { paths: [__dirname] });
   try {
-    execFileSync(process.execPath, [squawk, '--pg-version', '17', '--assume-in-transaction',
-      ...EXCLUDED.flatMap((rule) => ['--exclude', rule]), ...targets.filter((t) => !t.includes('.js.'))], { stdio: 'inherit' });
-    execFileSync(process.execPath, [squawk, '--pg-version', '17',
-      ...EXCLUDED.flatMap((rule) => ['--exclude', rule]), ...targets.filter((t) => t.includes('.js.'))], { stdio: 'inherit' });
+    execFileSync(
+      process.execPath,
+      [
+        squawk,
+        '--pg-version',
+        '17',
+        '--assume-in-transaction',
+        ...EXCLUDED.flatMap((rule) => ['--exclude', rule]),
+        ...targets.filter((t) => !t.includes('.js.')),
+      ],
+      { stdio: 'inherit' },
+    );
+    execFileSync(
+      process.execPath,
+      [
+        squawk,
+        '--pg-version',
+        '17',
+        ...EXCLUDED.flatMap((rule) => ['--exclude', rule]),
+        ...targets.filter((t) => t.includes('.js.')),
+      ],
+      { stdio: 'inherit' },
+    );
     console.log(`squawk: ${targets.length} migration files clean`);
   } finally {
     rmSync(out, { recursive: true, force: true });

@@ -58,7 +58,10 @@ async function step<T>(label: string, fn: () => Promise<T>): Promise<T> {
 
 function loadState(): LocalState {
   if (existsSync(STATE_FILE)) return JSON.parse(readFileSync(STATE_FILE, 'utf8')) as LocalState;
-  const state: LocalState = { tokenKey: randomBytes(32).toString('base64'), workerPassword: randomBytes(18).toString('base64url') };
+  const state: LocalState = {
+    tokenKey: randomBytes(32).toString('base64'),
+    workerPassword: randomBytes(18).toString('base64url'),
+  };
   mkdirSync(LOCAL, { recursive: true });
   writeFileSync(STATE_FILE, `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
   return state;
@@ -73,9 +76,17 @@ interface LocalContext {
  * Runs a Lambda handler in this process, as Lambda would: a context with a deadline, and the
  * function's stdout/stderr (Powertools' JSON logs and EMF metrics) going to the log file.
  */
-async function invoke<T>(name: string, handler: (event: unknown, context: LocalContext) => Promise<T>, event: unknown, timeoutMs: number): Promise<T> {
+async function invoke<T>(
+  name: string,
+  handler: (event: unknown, context: LocalContext) => Promise<T>,
+  event: unknown,
+  timeoutMs: number,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
-  const context = { awsRequestId: `local-${name}-${Date.now()}`, getRemainingTimeInMillis: () => deadline - Date.now() };
+  const context = {
+    awsRequestId: `local-${name}-${Date.now()}`,
+    getRemainingTimeInMillis: () => deadline - Date.now(),
+  };
   const original = { out: process.stdout.write.bind(process.stdout), err: process.stderr.write.bind(process.stderr) };
   const toLog = ((chunk: string | Uint8Array) => {
     appendFileSync(LOG_FILE, chunk);
@@ -99,7 +110,9 @@ async function main() {
   const state = loadState();
   mkdirSync(join(LOCAL, 'logs'), { recursive: true });
 
-  say(`Amazon accounts platform, locally (${firstRun ? 'first run' : 'continuing from the last run'}; data in ${relative(ROOT, LOCAL)}/)`);
+  say(
+    `Amazon accounts platform, locally (${firstRun ? 'first run' : 'continuing from the last run'}; data in ${relative(ROOT, LOCAL)}/)`,
+  );
   const cleanups: Array<() => Promise<unknown>> = [];
   const stopAll = async () => {
     for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
@@ -134,11 +147,16 @@ async function main() {
     );
 
     const amazon = await step('fake Amazon (LWA + Ads API, NA/EU/FE, 40 ms latency, a few 5xx/429/bad bodies)', () =>
-      startFakeAmazon({ seed: 42, knobs: { latencyMs: 40, rate5xx: 0.02, rate429: 0.01, retryAfterSeconds: 1, malformedRate: 0.01 } }),
+      startFakeAmazon({
+        seed: 42,
+        knobs: { latencyMs: 40, rate5xx: 0.02, rate429: 0.01, retryAfterSeconds: 1, malformedRate: 0.01 },
+      }),
     );
     cleanups.push(() => amazon.close());
     const workerUrl = `postgres://${worker.username}:${encodeURIComponent(worker.password)}@127.0.0.1:${pg.port}/${DATABASE}`;
-    const emulator = await step('RDS Data API emulator (as the jobs’ least-privilege user)', () => startDataApiEmulator({ databaseUrl: workerUrl }));
+    const emulator = await step('RDS Data API emulator (as the jobs’ least-privilege user)', () =>
+      startDataApiEmulator({ databaseUrl: workerUrl }),
+    );
     cleanups.push(() => emulator.close());
     const secrets = await step('Secrets Manager stand-in', () =>
       startSecretsManagerStandIn({
@@ -182,7 +200,9 @@ async function main() {
     });
 
     const runJobs = async () => {
-      const refresh = await step('token-refresh job (Lambda handler, Data API path)', () => invoke('token-refresh', tokenRefresh, {}, 5 * 60_000));
+      const refresh = await step('token-refresh job (Lambda handler, Data API path)', () =>
+        invoke('token-refresh', tokenRefresh, {}, 5 * 60_000),
+      );
       const sync = await step('account-sync job (Lambda handler, Data API path)', () =>
         invoke('account-sync', accountSync, { source: 'aws.events', 'detail-type': 'Scheduled Event' }, 15 * 60_000),
       );
@@ -192,13 +212,25 @@ async function main() {
     const { refresh, sync } = await runJobs();
     const overview = await databaseOverview(admin);
     say();
-    say(summaryText({ refresh, sync, seeded, users: registered.length, applied: migration.Data.Applied, overview, dataApiCalls: emulator.calls }));
+    say(
+      summaryText({
+        refresh,
+        sync,
+        seeded,
+        users: registered.length,
+        applied: migration.Data.Applied,
+        overview,
+        dataApiCalls: emulator.calls,
+      }),
+    );
     say();
     say(whereNext(adminUrl, watch));
 
     if (watch) {
       say();
-      say('Watching: token refresh every 30 s, account sync every 60 s (5 and 15 min in AWS). Ctrl-C stops everything.');
+      say(
+        'Watching: token refresh every 30 s, account sync every 60 s (5 and 15 min in AWS). Ctrl-C stops everything.',
+      );
       let busy = false;
       let tick = 0;
       // The tick's own try/catch reports a failed run; nothing of it is left unhandled.
@@ -253,7 +285,9 @@ async function databaseOverview(c: Client): Promise<Overview> {
     users: await one('SELECT count(*) AS n FROM users'),
     tokensActive: await one('SELECT count(*) AS n FROM oauth_tokens WHERE proactive_refresh_enabled'),
     tokensNeedReauth: await one('SELECT count(*) AS n FROM oauth_tokens WHERE NOT proactive_refresh_enabled'),
-    tokensDueSoon: await one(`SELECT count(*) AS n FROM oauth_tokens WHERE proactive_refresh_enabled AND expires_at < now() + interval '30 minutes'`),
+    tokensDueSoon: await one(
+      `SELECT count(*) AS n FROM oauth_tokens WHERE proactive_refresh_enabled AND expires_at < now() + interval '30 minutes'`,
+    ),
     accounts: await grouped('SELECT sync_status AS k, count(*) AS n FROM user_accounts GROUP BY 1 ORDER BY 1'),
     history: await grouped('SELECT sync_status AS k, count(*) AS n FROM account_sync_history GROUP BY 1 ORDER BY 1'),
   };
@@ -278,12 +312,28 @@ function summaryText(o: {
     ['tokens needing re-authorisation (this run)', `${refresh.reauthRequired}`],
     ['rate-limit hits (LWA / Ads)', `${refresh.rateLimited} / ${sync.rateLimited}`],
     ['users synced / failed', `${sync.usersSynced} / ${sync.usersFailed}`],
-    ['accounts synced / failed / no longer at Amazon', `${sync.accountsSynced} / ${sync.accountsFailed} / ${sync.accountsMissing}`],
+    [
+      'accounts synced / failed / no longer at Amazon',
+      `${sync.accountsSynced} / ${sync.accountsFailed} / ${sync.accountsMissing}`,
+    ],
     ['Data API calls (refresh / sync)', `${refresh.databaseCalls} / ${sync.databaseCalls}`],
     ['time (refresh / sync)', `${seconds(refresh.durationMs)} / ${seconds(sync.durationMs)}`],
-    ['database now', `${overview.users} users, ${overview.tokensActive} tokens refreshing (${overview.tokensDueSoon} due within 30 min), ${overview.tokensNeedReauth} needing re-authorisation`],
-    ['accounts by sync status', Object.entries(overview.accounts).map(([k, n]) => `${k} ${n}`).join(', ') || 'none'],
-    ['sync history', Object.entries(overview.history).map(([k, n]) => `${k} ${n}`).join(', ') || 'none'],
+    [
+      'database now',
+      `${overview.users} users, ${overview.tokensActive} tokens refreshing (${overview.tokensDueSoon} due within 30 min), ${overview.tokensNeedReauth} needing re-authorisation`,
+    ],
+    [
+      'accounts by sync status',
+      Object.entries(overview.accounts)
+        .map(([k, n]) => `${k} ${n}`)
+        .join(', ') || 'none',
+    ],
+    [
+      'sync history',
+      Object.entries(overview.history)
+        .map(([k, n]) => `${k} ${n}`)
+        .join(', ') || 'none',
+    ],
   ];
   const width = Math.max(...rows.map(([k]) => k.length));
   return ['Summary', ...rows.map(([k, v]) => `  ${k.padEnd(width)}  ${v}`)].join('\n');

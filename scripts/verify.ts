@@ -34,7 +34,10 @@ export function parseVerifyArgs(argv: readonly string[]): VerifyArgs {
 
 async function main(): Promise<number> {
   const args = parseVerifyArgs(process.argv.slice(2));
-  const context = JSON.parse(readFileSync(join(__dirname, '..', 'cdk.json'), 'utf8')).context as Record<string, unknown>;
+  const context = JSON.parse(readFileSync(join(__dirname, '..', 'cdk.json'), 'utf8')).context as Record<
+    string,
+    unknown
+  >;
   let config;
   try {
     config = resolveEnvironment(args.env, context.environments);
@@ -55,7 +58,8 @@ async function main(): Promise<number> {
   const results = await verifyDeploy(clients, {
     stackName,
     rotate: args.rotate,
-    onResult: (r) => process.stdout.write(`  ${r.status === 'pass' ? 'ok  ' : r.status === 'skip' ? 'skip' : 'FAIL'} ${r.name}\n`),
+    onResult: (r) =>
+      process.stdout.write(`  ${r.status === 'pass' ? 'ok  ' : r.status === 'skip' ? 'skip' : 'FAIL'} ${r.name}\n`),
   });
   process.stdout.write(`\n${formatChecklist(stackName, results)}\n`);
   return results.some((r) => r.status === 'fail') ? 1 : 0;

@@ -8,7 +8,16 @@ import type { TokenCipher } from '../shared/token-crypto';
 import type { AdsProfile } from '../shared/amazon/schemas';
 import { classifyAmazonError } from '../shared/amazon/failure';
 import type { AmazonRegion } from '../shared/amazon/regions';
-import { AccountRecord, claimUsers, ClaimedUser, countDueUsers, flagAccountsNeedingReauth, saveOutcomes, SyncType, UserSyncOutcome } from './store';
+import {
+  AccountRecord,
+  claimUsers,
+  ClaimedUser,
+  countDueUsers,
+  flagAccountsNeedingReauth,
+  saveOutcomes,
+  SyncType,
+  UserSyncOutcome,
+} from './store';
 
 /** What the core needs of the Ads API client (AdsClient). */
 export interface ProfileLister {
@@ -43,7 +52,8 @@ export interface AccountSyncDeps extends JobRuntime {
 }
 
 /** What to sync: every due user (the schedule), or one user on demand. */
-export type AccountSyncRequest = { readonly syncType: 'scheduled' } | { readonly syncType: 'manual' | 'webhook'; readonly userId: string };
+export type AccountSyncRequest =
+  { readonly syncType: 'scheduled' } | { readonly syncType: 'manual' | 'webhook'; readonly userId: string };
 
 export interface AccountSyncSummary {
   readonly job: 'account-sync';
@@ -94,7 +104,10 @@ export function toAccountRecord(profile: AdsProfile, region: AmazonRegion): Acco
  * schedules and retries set). Keeps going until nothing is due or time runs low. Every
  * claimed user is written back or released before it returns.
  */
-export async function runAccountSync(deps: AccountSyncDeps, request: AccountSyncRequest = { syncType: 'scheduled' }): Promise<AccountSyncSummary> {
+export async function runAccountSync(
+  deps: AccountSyncDeps,
+  request: AccountSyncRequest = { syncType: 'scheduled' },
+): Promise<AccountSyncSummary> {
   const s = {
     batchSize: 250,
     concurrency: 16,
@@ -112,11 +125,26 @@ export async function runAccountSync(deps: AccountSyncDeps, request: AccountSync
   const callsBefore = deps.db.callCounts().total;
   const owner = randomUUID();
   const usage = new RateLimitUsageRecorder();
-  const totals = { usersClaimed: 0, usersSynced: 0, usersFailed: 0, usersReleased: 0, accountsSynced: 0, accountsFailed: 0, accountsMissing: 0, rateLimited: 0, batches: 0 };
+  const totals = {
+    usersClaimed: 0,
+    usersSynced: 0,
+    usersFailed: 0,
+    usersReleased: 0,
+    accountsSynced: 0,
+    accountsFailed: 0,
+    accountsMissing: 0,
+    rateLimited: 0,
+    batches: 0,
+  };
   const single = request.syncType !== 'scheduled' ? request.userId : undefined;
 
   const retryAt = (failures: number, atLeastSeconds = 0) =>
-    nextRetryAt(now(), failures, { baseSeconds: s.retryBaseSeconds, maxSeconds: s.retryMaxSeconds, random, atLeastSeconds });
+    nextRetryAt(now(), failures, {
+      baseSeconds: s.retryBaseSeconds,
+      maxSeconds: s.retryMaxSeconds,
+      random,
+      atLeastSeconds,
+    });
 
   const syncOne = async (user: ClaimedUser): Promise<UserSyncOutcome> => {
     if (deps.remainingTimeMs() < s.reserveMs / 2) return { kind: 'released', user };
@@ -125,7 +153,12 @@ export async function runAccountSync(deps: AccountSyncDeps, request: AccountSync
     try {
       accessToken = deps.cipher.decrypt(user.storedAccessToken);
     } catch (error) {
-      return failed(user, `Stored access token is unreadable (${describeError(error)})`, { class: 'token', reason: describeError(error) }, retryAt(failures));
+      return failed(
+        user,
+        `Stored access token is unreadable (${describeError(error)})`,
+        { class: 'token', reason: describeError(error) },
+        retryAt(failures),
+      );
     }
     const endpoint = endpointKey('ads', user.region);
     // Requests are counted per endpoint; a user gets a row of their own only when Amazon
@@ -136,14 +169,24 @@ export async function runAccountSync(deps: AccountSyncDeps, request: AccountSync
       const profiles = await deps.ads.listProfiles({ itemId: user.userId, region: user.region, accessToken });
       const accounts = dedupe(profiles.map((p) => toAccountRecord(p, user.region)));
       const jitter = 1 + (random() - 0.5) / 10; // ±5 %, so a cohort does not stay in lock-step
-      return { kind: 'success', user, accounts, nextSyncAt: new Date(now().getTime() + s.syncIntervalSeconds * 1000 * jitter) };
+      return {
+        kind: 'success',
+        user,
+        accounts,
+        nextSyncAt: new Date(now().getTime() + s.syncIntervalSeconds * 1000 * jitter),
+      };
     } catch (error) {
       const f = classifyAmazonError(error);
       if (f.kind === 'rate_limited') {
         usage.limitHit(endpoint, null, f.retryAfterSeconds, now());
         usage.request(endpoint, user.userId);
         usage.limitHit(endpoint, user.userId, f.retryAfterSeconds, now());
-        return failed(user, `rate_limited: Amazon Ads answered 429, retry after ${f.retryAfterSeconds} s`, { class: 'rate_limited', retryAfterSeconds: f.retryAfterSeconds }, retryAt(failures, f.retryAfterSeconds));
+        return failed(
+          user,
+          `rate_limited: Amazon Ads answered 429, retry after ${f.retryAfterSeconds} s`,
+          { class: 'rate_limited', retryAfterSeconds: f.retryAfterSeconds },
+          retryAt(failures, f.retryAfterSeconds),
+        );
       }
       const reason = f.kind === 'permanent' ? f.code : f.reason;
       return failed(user, `${f.kind}: ${reason}`, { class: f.kind, reason }, retryAt(failures));
@@ -182,7 +225,9 @@ export async function runAccountSync(deps: AccountSyncDeps, request: AccountSync
     totals.usersClaimed = run.claimed;
     totals.batches = run.batches;
   } finally {
-    await recordRateLimitUsage(deps.db, usage.drain()).catch((error) => deps.logger.warn('Could not record rate-limit usage', { error: describeError(error) }));
+    await recordRateLimitUsage(deps.db, usage.drain()).catch((error) =>
+      deps.logger.warn('Could not record rate-limit usage', { error: describeError(error) }),
+    );
   }
 
   const summary: AccountSyncSummary = {
@@ -237,9 +282,13 @@ export interface AccountSyncPreview {
  * A dry run of the scheduled account sync: reads what a run would start on and returns it.
  * Claims nothing, writes nothing (no history row either), calls no Amazon.
  */
-export async function previewAccountSync(deps: Pick<AccountSyncDeps, 'db' | 'settings' | 'logger'>): Promise<AccountSyncPreview> {
+export async function previewAccountSync(
+  deps: Pick<AccountSyncDeps, 'db' | 'settings' | 'logger'>,
+): Promise<AccountSyncPreview> {
   const callsBefore = deps.db.callCounts().total;
-  const counts = await countDueUsers(deps.db, { minTokenValiditySeconds: deps.settings?.minTokenValiditySeconds ?? 120 });
+  const counts = await countDueUsers(deps.db, {
+    minTokenValiditySeconds: deps.settings?.minTokenValiditySeconds ?? 120,
+  });
   const preview: AccountSyncPreview = {
     job: 'account-sync',
     dryRun: true,
@@ -252,7 +301,12 @@ export async function previewAccountSync(deps: Pick<AccountSyncDeps, 'db' | 'set
   return preview;
 }
 
-function failed(user: ClaimedUser, error: string, errorDetails: Record<string, unknown>, nextAttemptAt: Date): UserSyncOutcome {
+function failed(
+  user: ClaimedUser,
+  error: string,
+  errorDetails: Record<string, unknown>,
+  nextAttemptAt: Date,
+): UserSyncOutcome {
   return { kind: 'failure', user, error, errorDetails: { ...errorDetails, userId: user.userId }, nextAttemptAt };
 }
 

@@ -14,7 +14,9 @@ const onDemandEvent = z.object({ syncType: z.enum(['manual', 'webhook']), userId
 
 export class InvalidSyncEventError extends Error {
   constructor(problems: string) {
-    super(`Not a sync request: ${problems}. Send {"syncType":"manual"|"webhook","userId":"<uuid>"} or a scheduled event.`);
+    super(
+      `Not a sync request: ${problems}. Send {"syncType":"manual"|"webhook","userId":"<uuid>"} or a scheduled event.`,
+    );
     this.name = 'InvalidSyncEventError';
   }
 }
@@ -22,7 +24,8 @@ export class InvalidSyncEventError extends Error {
 export function parseSyncEvent(event: unknown): AccountSyncRequest {
   if (typeof event === 'object' && event !== null && 'syncType' in event) {
     const parsed = onDemandEvent.safeParse(event);
-    if (!parsed.success) throw new InvalidSyncEventError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
+    if (!parsed.success)
+      throw new InvalidSyncEventError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
     return parsed.data;
   }
   return { syncType: 'scheduled' };
@@ -47,5 +50,10 @@ export async function handler(
     );
   }
   const request = parseSyncEvent(event);
-  return runJobInvocation(SERVICE_NAMES.accountSync, context, (c, runtime) => runAccountSync({ db: c.db, ads: c.ads, cipher: c.cipher, ...runtime }, request), { syncType: request.syncType });
+  return runJobInvocation(
+    SERVICE_NAMES.accountSync,
+    context,
+    (c, runtime) => runAccountSync({ db: c.db, ads: c.ads, cipher: c.cipher, ...runtime }, request),
+    { syncType: request.syncType },
+  );
 }

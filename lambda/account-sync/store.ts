@@ -186,10 +186,21 @@ export const MISSING_PROFILE_MESSAGE = 'Amazon Ads no longer returns this profil
  *   only through their accounts (or, with none, at the next regular time); after a failure at
  *   the retry time.
  */
-export async function saveOutcomes(db: Database, owner: string, outcomes: readonly UserSyncOutcome[]): Promise<{ accountsMissing: number }> {
+export async function saveOutcomes(
+  db: Database,
+  owner: string,
+  outcomes: readonly UserSyncOutcome[],
+): Promise<{ accountsMissing: number }> {
   if (outcomes.length === 0) return { accountsMissing: 0 };
   const accounts = outcomes.flatMap((o) =>
-    o.kind === 'success' ? o.accounts.map((a) => ({ user_id: o.user.userId, amazon_account_id: a.amazonAccountId, metadata: a.metadata, next_sync_at: o.nextSyncAt })) : [],
+    o.kind === 'success'
+      ? o.accounts.map((a) => ({
+          user_id: o.user.userId,
+          amazon_account_id: a.amazonAccountId,
+          metadata: a.metadata,
+          next_sync_at: o.nextSyncAt,
+        }))
+      : [],
   );
   const users = outcomes.map((o) => ({
     user_id: o.user.userId,
@@ -255,7 +266,12 @@ export async function saveOutcomes(db: Database, owner: string, outcomes: readon
        FROM u
       WHERE t.user_id = u.user_id AND t.sync_lease_owner = :owner
      RETURNING (SELECT count(*)::int FROM missing) AS missing`,
-    { users: sqlJson(users), accounts: sqlJson(accounts), owner: sqlUuid(owner), missingMessage: MISSING_PROFILE_MESSAGE },
+    {
+      users: sqlJson(users),
+      accounts: sqlJson(accounts),
+      owner: sqlUuid(owner),
+      missingMessage: MISSING_PROFILE_MESSAGE,
+    },
   );
   return { accountsMissing: rows[0]?.missing ?? 0 };
 }

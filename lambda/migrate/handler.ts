@@ -24,7 +24,10 @@ const secrets = new SecretsManagerClient({});
 /** The migrations copied next to the bundle by the NodejsFunction's command hooks. */
 export const BUNDLED_MIGRATIONS_DIR = join(__dirname, 'migrations');
 
-export async function handler(event: CloudFormationCustomResourceEvent, context: Context): Promise<SchemaMigrationResponse> {
+export async function handler(
+  event: CloudFormationCustomResourceEvent,
+  context: Context,
+): Promise<SchemaMigrationResponse> {
   const env = requiredEnv(['MASTER_SECRET_ARN', 'WORKER_SECRET_ARN', 'DB_NAME']);
   return onSchemaMigrationEvent(event, {
     masterConnection: async () => masterConnectionConfig(await readJsonSecret(env.MASTER_SECRET_ARN), process.env),

@@ -23,11 +23,18 @@ const MIGRATION_FILE = /\.(sql|js|cjs|mjs|ts)$/;
  */
 export function fingerprintMigrations(dir: string): MigrationsFingerprint {
   const entries = readdirSync(dir, { withFileTypes: true });
-  const files = entries.filter((e) => e.isFile() && MIGRATION_FILE.test(e.name)).map((e) => e.name).sort();
+  const files = entries
+    .filter((e) => e.isFile() && MIGRATION_FILE.test(e.name))
+    .map((e) => e.name)
+    .sort();
   // Helpers the migrations require (migrations/lib/) ship with them and change what they do.
   const helpers = entries
     .filter((e) => e.isDirectory())
-    .flatMap((d) => readdirSync(join(dir, d.name), { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name)))
+    .flatMap((d) =>
+      readdirSync(join(dir, d.name), { recursive: true, withFileTypes: true })
+        .filter((e) => e.isFile())
+        .map((e) => join(e.parentPath, e.name)),
+    )
     .map((path) => path.slice(dir.length + 1))
     .sort();
   const hash = createHash('sha256');

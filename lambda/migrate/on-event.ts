@@ -83,7 +83,8 @@ export async function onSchemaMigrationEvent(
     budgetMs,
     sleep: deps.sleep,
     now: deps.now,
-    onRetry: (attempt, error) => deps.logger.warn(`Database not ready (attempt ${attempt}): ${(error as Error).message}`),
+    onRetry: (attempt, error) =>
+      deps.logger.warn(`Database not ready (attempt ${attempt}): ${(error as Error).message}`),
   });
   // Every step opens connections of its own with the password read above. Should the master
   // password be rotated in between (a rotation already under way when the deploy started),
@@ -110,14 +111,18 @@ export async function onSchemaMigrationEvent(
       sleep: deps.sleep,
     }),
   );
-  deps.logger.info(`Applied ${result.applied.length} migration(s) in ${result.attempts} attempt(s): ${result.applied.join(', ') || 'none'}`);
+  deps.logger.info(
+    `Applied ${result.applied.length} migration(s) in ${result.attempts} attempt(s): ${result.applied.join(', ') || 'none'}`,
+  );
 
   const worker = await deps.workerCredentials();
   await withCurrentPassword(async () => {
     const client = new Client(database);
     await client.connect();
     try {
-      const outcome = await ensureWorkerLogin(client, worker, () => canLogIn({ ...database, user: worker.username, password: worker.password }));
+      const outcome = await ensureWorkerLogin(client, worker, () =>
+        canLogIn({ ...database, user: worker.username, password: worker.password }),
+      );
       deps.logger.info(`Worker login user ${outcome}`);
     } finally {
       await client.end();

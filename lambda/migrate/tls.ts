@@ -18,6 +18,7 @@ export const LAMBDA_TASK_ROOT = '/var/task';
  */
 export function tlsSettings(mode: string | undefined, caFile: string | undefined): ClientConfig['ssl'] {
   if (mode === 'disable') return false;
-  if (!caFile) throw new Error('DB_CA_FILE is not set: the migration cannot verify the database server without the RDS CA bundle');
+  if (!caFile)
+    throw new Error('DB_CA_FILE is not set: the migration cannot verify the database server without the RDS CA bundle');
   return { rejectUnauthorized: true, ca: readFileSync(caFile, 'utf8') };
 }

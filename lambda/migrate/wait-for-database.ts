@@ -37,8 +37,20 @@ export interface WaitForDatabaseOptions {
  * its master password is mid-rotation (the secret's new version is not current yet).
  * SQLSTATE 57P03 cannot_connect_now, 53300 too_many_connections, 28P01 invalid_password.
  */
-const TRANSIENT_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE', '57P03', '53300', '28P01']);
-const TRANSIENT_MESSAGES = /timeout|terminated|Connection ended|the database system is (starting up|shutting down|in recovery)/i;
+const TRANSIENT_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EPIPE',
+  '57P03',
+  '53300',
+  '28P01',
+]);
+const TRANSIENT_MESSAGES =
+  /timeout|terminated|Connection ended|the database system is (starting up|shutting down|in recovery)/i;
 
 export function isTransientConnectionError(error: unknown): boolean {
   const code = (error as { code?: unknown })?.code;

@@ -34,7 +34,10 @@ export async function ensureWorkerLogin(
     (await client.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [credentials.username])).rowCount === 1;
   const run = async (template: string, ...args: string[]) => {
     const placeholders = args.map((_, i) => `$${i + 1}::text`).join(', ');
-    const { rows } = await client.query<{ statement: string }>(`SELECT format('${template}', ${placeholders}) AS statement`, args);
+    const { rows } = await client.query<{ statement: string }>(
+      `SELECT format('${template}', ${placeholders}) AS statement`,
+      args,
+    );
     await client.query(rows[0].statement);
   };
   if (!(await exists())) {

@@ -119,7 +119,12 @@ const localSchema = z.object({
 
 /** Reads and validates the local-run configuration from `env`. */
 export function readLocalJobConfig(env: Readonly<Record<string, string | undefined>> = process.env): LocalJobConfig {
-  const required = [LOCAL_JOB_ENV.databaseUrl, LOCAL_JOB_ENV.lwaClientId, LOCAL_JOB_ENV.lwaClientSecret, LOCAL_JOB_ENV.tokenEncryptionKey];
+  const required = [
+    LOCAL_JOB_ENV.databaseUrl,
+    LOCAL_JOB_ENV.lwaClientId,
+    LOCAL_JOB_ENV.lwaClientSecret,
+    LOCAL_JOB_ENV.tokenEncryptionKey,
+  ];
   const values = validate(localSchema, env, required, (v) => {
     const key = v[LOCAL_JOB_ENV.tokenEncryptionKey];
     if (key === undefined) return [];
@@ -159,7 +164,9 @@ function validate<S extends z.ZodObject>(
   const result = schema.safeParse(picked);
   const invalid = result.success
     ? []
-    : result.error.issues.filter((i) => !missing.includes(String(i.path[0]))).map((i) => `${String(i.path[0])}: ${i.message}`);
+    : result.error.issues
+        .filter((i) => !missing.includes(String(i.path[0])))
+        .map((i) => `${String(i.path[0])}: ${i.message}`);
   if (extraChecks) invalid.push(...extraChecks(picked));
   if (missing.length || invalid.length || !result.success) throw new ConfigError(missing, invalid);
   return result.data;

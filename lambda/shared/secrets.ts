@@ -47,7 +47,10 @@ export class SecretsCache {
     }
     const parsed = schema.safeParse(json);
     if (!parsed.success) {
-      throw new SecretError(secretArn, `has an unexpected shape (${parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')})`);
+      throw new SecretError(
+        secretArn,
+        `has an unexpected shape (${parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')})`,
+      );
     }
     return parsed.data;
   }
@@ -66,7 +69,10 @@ export class SecretsCache {
 
 /** The LWA client secret's JSON (lib/application-secrets.ts); the stack's placeholder is refused. */
 const lwaClientSchema = z.object({
-  clientId: z.string().min(1).refine((v) => v !== 'REPLACE_ME', 'is still the placeholder REPLACE_ME'),
+  clientId: z
+    .string()
+    .min(1)
+    .refine((v) => v !== 'REPLACE_ME', 'is still the placeholder REPLACE_ME'),
   clientSecret: z.string().min(1),
 });
 
@@ -79,8 +85,14 @@ export interface JobSecrets {
 }
 
 /** Reads (through the cache) and validates the LWA client and the token key. */
-export async function loadJobSecrets(config: Pick<JobConfig, 'lwaClientSecretArn' | 'tokenKeySecretArn'>, cache: SecretsCache): Promise<JobSecrets> {
-  const [lwa, keyText] = await Promise.all([cache.getJson(config.lwaClientSecretArn, lwaClientSchema), cache.getString(config.tokenKeySecretArn)]);
+export async function loadJobSecrets(
+  config: Pick<JobConfig, 'lwaClientSecretArn' | 'tokenKeySecretArn'>,
+  cache: SecretsCache,
+): Promise<JobSecrets> {
+  const [lwa, keyText] = await Promise.all([
+    cache.getJson(config.lwaClientSecretArn, lwaClientSchema),
+    cache.getString(config.tokenKeySecretArn),
+  ]);
   let tokenKey: Buffer;
   try {
     tokenKey = parseTokenKey(keyText);

@@ -31,7 +31,8 @@ export function parseTokenKey(base64: string): Buffer {
   const trimmed = base64.trim();
   if (!/^[A-Za-z0-9+/]+={0,2}$/.test(trimmed)) throw new TokenKeyError('Token encryption key is not base64');
   const key = Buffer.from(trimmed, 'base64');
-  if (key.length !== KEY_BYTES) throw new TokenKeyError(`Token encryption key must be ${KEY_BYTES} bytes, got ${key.length}`);
+  if (key.length !== KEY_BYTES)
+    throw new TokenKeyError(`Token encryption key must be ${KEY_BYTES} bytes, got ${key.length}`);
   return key;
 }
 
@@ -66,7 +67,9 @@ export function decryptToken(stored: string, key: Buffer): string {
     decipher.setAuthTag(tag);
     return Buffer.concat([decipher.update(ciphertext), decipher.final()]).toString('utf8');
   } catch (error) {
-    throw new TokenDecryptionError('Encrypted token failed authentication (tampered, or encrypted with another key)', { cause: error });
+    throw new TokenDecryptionError('Encrypted token failed authentication (tampered, or encrypted with another key)', {
+      cause: error,
+    });
   }
 }
 
@@ -95,5 +98,6 @@ export class TokenCipher {
 }
 
 function checkKey(key: Buffer): void {
-  if (key.length !== KEY_BYTES) throw new TokenKeyError(`Token encryption key must be ${KEY_BYTES} bytes, got ${key.length}`);
+  if (key.length !== KEY_BYTES)
+    throw new TokenKeyError(`Token encryption key must be ${KEY_BYTES} bytes, got ${key.length}`);
 }

@@ -4,7 +4,12 @@ import type { Database } from '../shared/db/port';
 import { addCounts, describeError, JobRuntime, nextRetryAt } from '../shared/jobs/runtime';
 import { runPipeline } from '../shared/jobs/pipeline';
 import { METRIC_NAMES } from '../shared/jobs/metrics';
-import { endpointKey, RateLimitUsageRecorder, readEndpointPauses, recordRateLimitUsage } from '../shared/amazon/usage-store';
+import {
+  endpointKey,
+  RateLimitUsageRecorder,
+  readEndpointPauses,
+  recordRateLimitUsage,
+} from '../shared/amazon/usage-store';
 import { isEncrypted, TokenCipher } from '../shared/token-crypto';
 import type { AmazonRegion } from '../shared/amazon/regions';
 import { claimDueTokens, ClaimedToken, countDueTokens, RefreshFailure, saveResults, TokenResult } from './store';
@@ -22,7 +27,9 @@ export interface TokenRefresher {
 /** Amazon said our application's credentials are wrong: no token is at fault, so stop the run. */
 export class ClientCredentialsError extends Error {
   constructor(readonly code: string) {
-    super(`Login with Amazon rejected the application's credentials (${code}); no token was changed. Check the LWA client id and secret.`);
+    super(
+      `Login with Amazon rejected the application's credentials (${code}); no token was changed. Check the LWA client id and secret.`,
+    );
     this.name = 'ClientCredentialsError';
   }
 }
@@ -105,7 +112,8 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
   }
   const pausedRegions = () => [...pausedUntil].filter(([, until]) => until > now().getTime()).map(([region]) => region);
 
-  const retryAt = (failures: number) => nextRetryAt(now(), failures, { baseSeconds: s.retryBaseSeconds, maxSeconds: s.retryMaxSeconds, random });
+  const retryAt = (failures: number) =>
+    nextRetryAt(now(), failures, { baseSeconds: s.retryBaseSeconds, maxSeconds: s.retryMaxSeconds, random });
 
   // Set when Amazon rejects the application itself: the batch's other results are still
   // written (a refresh token Amazon rotated must never be lost), then the run stops.
@@ -123,7 +131,11 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
     } catch (error) {
       // Cannot be refreshed by anyone until the web app stores it again: same as revoked.
       const reason = `Stored refresh token is unreadable (${describeError(error)}); the user must reconnect Amazon`;
-      return { kind: 'failure', reauth: reason, result: failure(token, true, true, reason, retryAt(token.refreshFailureCount + 1)) };
+      return {
+        kind: 'failure',
+        reauth: reason,
+        result: failure(token, true, true, reason, retryAt(token.refreshFailureCount + 1)),
+      };
     }
     const requestedAt = now();
     usage.request(endpoint);
@@ -136,7 +148,10 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
           token,
           accessToken: deps.cipher.encrypt(tokens.accessToken),
           // Amazon's new refresh token; else the one we have, re-encrypted only if it was legacy plaintext.
-          refreshToken: tokens.refreshToken !== undefined || !isEncrypted(token.storedRefreshToken) ? deps.cipher.encrypt(newRefresh) : token.storedRefreshToken,
+          refreshToken:
+            tokens.refreshToken !== undefined || !isEncrypted(token.storedRefreshToken)
+              ? deps.cipher.encrypt(newRefresh)
+              : token.storedRefreshToken,
           expiresAt: new Date(requestedAt.getTime() + tokens.expiresInSeconds * 1000),
         },
       };
@@ -154,7 +169,11 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
           const message = revoked
             ? 'invalid_grant: the refresh token was revoked or has expired; the user must reconnect Amazon'
             : `${f.code}: Login with Amazon refused the refresh`;
-          return { kind: 'failure', reauth: disable ? message : undefined, result: failure(token, true, disable, message, retryAt(failures)) };
+          return {
+            kind: 'failure',
+            reauth: disable ? message : undefined,
+            result: failure(token, true, disable, message, retryAt(failures)),
+          };
         }
         case 'rate_limited': {
           usage.limitHit(endpoint, null, f.retryAfterSeconds, now());
@@ -163,13 +182,26 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
           const message = `rate_limited: Login with Amazon answered 429, retry after ${f.retryAfterSeconds} s`;
           // The endpoint resumes after Retry-After for the other tokens; this one waits for a
           // later run (at least the base retry delay), so one run never calls a token twice.
-          return { kind: 'failure', result: failure(token, false, false, message, new Date(Math.max(until, now().getTime() + s.retryBaseSeconds * 1000))) };
+          return {
+            kind: 'failure',
+            result: failure(
+              token,
+              false,
+              false,
+              message,
+              new Date(Math.max(until, now().getTime() + s.retryBaseSeconds * 1000)),
+            ),
+          };
         }
         case 'transient':
         case 'malformed': {
           const disable = failures >= s.maxConsecutiveFailures;
           const message = `${f.kind}: ${f.reason}${disable ? ` (${failures} failures in a row: proactive refresh turned off)` : ''}`;
-          return { kind: 'failure', reauth: disable ? message : undefined, result: failure(token, true, disable, message, retryAt(failures)) };
+          return {
+            kind: 'failure',
+            reauth: disable ? message : undefined,
+            result: failure(token, true, disable, message, retryAt(failures)),
+          };
         }
       }
     }
@@ -180,7 +212,13 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
       concurrency: s.concurrency,
       mayClaim: () => deps.remainingTimeMs() > s.reserveMs,
       claim: () =>
-        claimDueTokens(deps.db, { owner, windowSeconds: s.windowSeconds, leaseSeconds: s.leaseSeconds, limit: s.batchSize, pausedRegions: pausedRegions() }),
+        claimDueTokens(deps.db, {
+          owner,
+          windowSeconds: s.windowSeconds,
+          leaseSeconds: s.leaseSeconds,
+          limit: s.batchSize,
+          pausedRegions: pausedRegions(),
+        }),
       process: refreshOne,
       unprocessed: (token) => ({ kind: 'released', token }),
       writeBack: (outcomes) => saveResults(deps.db, owner, outcomes),
@@ -193,7 +231,9 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
     totals.claimed = run.claimed;
     totals.batches = run.batches;
   } finally {
-    await recordRateLimitUsage(deps.db, usage.drain()).catch((error) => deps.logger.warn('Could not record rate-limit usage', { error: describeError(error) }));
+    await recordRateLimitUsage(deps.db, usage.drain()).catch((error) =>
+      deps.logger.warn('Could not record rate-limit usage', { error: describeError(error) }),
+    );
   }
   if (fatal) throw fatal;
 
@@ -221,7 +261,13 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
       else totals.rateLimited += 1;
       if (o.kind === 'failure' && o.reauth) totals.reauthRequired += 1;
       if (o.kind === 'failure') {
-        deps.logger.warn('Token refresh failed', { tokenId: o.result.token.id, userId: o.result.token.userId, region: o.result.token.region, error: o.result.error, refreshDisabled: o.result.disable });
+        deps.logger.warn('Token refresh failed', {
+          tokenId: o.result.token.id,
+          userId: o.result.token.userId,
+          region: o.result.token.region,
+          error: o.result.error,
+          refreshDisabled: o.result.disable,
+        });
       }
     }
   }
@@ -243,7 +289,9 @@ export interface TokenRefreshPreview {
  * A dry run of the token refresh: reads what a run would start on (due tokens, paused
  * regions) and returns it. Claims nothing, writes nothing, calls no Amazon.
  */
-export async function previewTokenRefresh(deps: Pick<TokenRefreshDeps, 'db' | 'settings' | 'logger' | 'now'>): Promise<TokenRefreshPreview> {
+export async function previewTokenRefresh(
+  deps: Pick<TokenRefreshDeps, 'db' | 'settings' | 'logger' | 'now'>,
+): Promise<TokenRefreshPreview> {
   const windowSeconds = deps.settings?.windowSeconds ?? 1800;
   const now = (deps.now ?? (() => new Date()))().getTime();
   const callsBefore = deps.db.callCounts().total;
@@ -263,6 +311,12 @@ export async function previewTokenRefresh(deps: Pick<TokenRefreshDeps, 'db' | 's
   return preview;
 }
 
-function failure(token: ClaimedToken, countsAsFailure: boolean, disable: boolean, error: string, nextAttemptAt: Date): RefreshFailure {
+function failure(
+  token: ClaimedToken,
+  countsAsFailure: boolean,
+  disable: boolean,
+  error: string,
+  nextAttemptAt: Date,
+): RefreshFailure {
   return { token, countsAsFailure, disable, error, nextAttemptAt };
 }

@@ -36,7 +36,13 @@ export interface ClaimOptions {
  * UPDATE SKIP LOCKED plus the lease make overlapping invocations claim disjoint sets.
  */
 export async function claimDueTokens(db: Database, o: ClaimOptions): Promise<ClaimedToken[]> {
-  const { rows } = await db.query<{ id: string; user_id: string; refresh_token: string; region: AmazonRegion; refresh_failure_count: number }>(
+  const { rows } = await db.query<{
+    id: string;
+    user_id: string;
+    refresh_token: string;
+    region: AmazonRegion;
+    refresh_failure_count: number;
+  }>(
     `WITH due AS (
        SELECT id, expires_at, length(refresh_token) AS chars FROM oauth_tokens
         WHERE proactive_refresh_enabled = TRUE

@@ -115,11 +115,23 @@ export interface FakeAmazon {
   close(): Promise<void>;
 }
 
-const DEFAULT_KNOBS: FakeAmazonKnobs = { latencyMs: 0, rate429: 0, retryAfterSeconds: 1, rate5xx: 0, hangRate: 0, malformedRate: 0, failFirstN: 0 };
+const DEFAULT_KNOBS: FakeAmazonKnobs = {
+  latencyMs: 0,
+  rate429: 0,
+  retryAfterSeconds: 1,
+  rate5xx: 0,
+  hangRate: 0,
+  malformedRate: 0,
+  failFirstN: 0,
+};
 
 const REGION_HOSTS: Record<string, AmazonRegion> = {
-  'api.amazon.com': 'NA', 'api.amazon.co.uk': 'EU', 'api.amazon.co.jp': 'FE',
-  'advertising-api.amazon.com': 'NA', 'advertising-api-eu.amazon.com': 'EU', 'advertising-api-fe.amazon.com': 'FE',
+  'api.amazon.com': 'NA',
+  'api.amazon.co.uk': 'EU',
+  'api.amazon.co.jp': 'FE',
+  'advertising-api.amazon.com': 'NA',
+  'advertising-api-eu.amazon.com': 'EU',
+  'advertising-api-fe.amazon.com': 'FE',
 };
 
 interface UserState {
@@ -171,7 +183,13 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
     return state;
   }
 
-  function answer(res: ServerResponse, endpoint: FakeEndpoint, status: number, body: string, headers: Record<string, string> = {}): void {
+  function answer(
+    res: ServerResponse,
+    endpoint: FakeEndpoint,
+    status: number,
+    body: string,
+    headers: Record<string, string> = {},
+  ): void {
     statuses[endpoint][status] = (statuses[endpoint][status] ?? 0) + 1;
     if (res.destroyed) return;
     res.writeHead(status, { 'content-type': 'application/json', 'x-amzn-requestid': randomUUID(), ...headers });
@@ -183,7 +201,12 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
     const k = knobs[endpoint];
     callsSinceKnobs[endpoint] += 1;
     if (callsSinceKnobs[endpoint] <= k.failFirstN) {
-      answer(res, endpoint, 500, endpoint === 'lwa' ? '{"error":"server_error"}' : '{"code":"500","details":"Internal Server Error"}');
+      answer(
+        res,
+        endpoint,
+        500,
+        endpoint === 'lwa' ? '{"error":"server_error"}' : '{"code":"500","details":"Internal Server Error"}',
+      );
       return true;
     }
     if (k.hangRate > 0 && random() < k.hangRate) {
@@ -198,7 +221,12 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
     }
     if (k.rate5xx > 0 && random() < k.rate5xx) {
       const status = random() < 0.5 ? 500 : 503;
-      answer(res, endpoint, status, endpoint === 'lwa' ? '{"error":"server_error"}' : `{"code":"${status}","details":"Service Unavailable"}`);
+      answer(
+        res,
+        endpoint,
+        status,
+        endpoint === 'lwa' ? '{"error":"server_error"}' : `{"code":"${status}","details":"Service Unavailable"}`,
+      );
       return true;
     }
     return false;
@@ -208,7 +236,8 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
     const k = knobs[endpoint];
     if (!(k.malformedRate > 0 && random() < k.malformedRate)) return undefined;
     const truncated = random() < 0.5;
-    if (endpoint === 'lwa') return truncated ? '{"access_token":"Atza|trunc' : '{"access_token":"","token_type":"mac","expires_in":"soon"}';
+    if (endpoint === 'lwa')
+      return truncated ? '{"access_token":"Atza|trunc' : '{"access_token":"","token_type":"mac","expires_in":"soon"}';
     return truncated ? '[{"profileId":12' : '[{"profileId":"not-a-number","countryCode":1}]';
   }
 
@@ -224,11 +253,15 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
     if (!(req.headers['content-type'] ?? '').startsWith('application/x-www-form-urlencoded')) {
       return error(400, 'invalid_request', 'Content-Type must be application/x-www-form-urlencoded');
     }
-    if (form.get('grant_type') !== 'refresh_token') return error(400, 'unsupported_grant_type', 'Only the refresh_token grant is supported');
-    if (!refreshToken || !form.get('client_id') || !form.get('client_secret')) return error(400, 'invalid_request', 'A required parameter is missing');
-    if (form.get('client_id') !== clientId || form.get('client_secret') !== clientSecret) return error(401, 'invalid_client', 'Client authentication failed');
+    if (form.get('grant_type') !== 'refresh_token')
+      return error(400, 'unsupported_grant_type', 'Only the refresh_token grant is supported');
+    if (!refreshToken || !form.get('client_id') || !form.get('client_secret'))
+      return error(400, 'invalid_request', 'A required parameter is missing');
+    if (form.get('client_id') !== clientId || form.get('client_secret') !== clientSecret)
+      return error(401, 'invalid_client', 'Client authentication failed');
     const state = byRefreshToken.get(refreshToken);
-    if (!state || state.revoked || state.refreshToken !== refreshToken) return error(400, 'invalid_grant', 'The request has an invalid grant parameter : refresh_token');
+    if (!state || state.revoked || state.refreshToken !== refreshToken)
+      return error(400, 'invalid_grant', 'The request has an invalid grant parameter : refresh_token');
     const bad = malformed('lwa');
     if (bad !== undefined) return answer(res, 'lwa', 200, bad);
     state.issued += 1;
@@ -260,7 +293,13 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
     const state = token ? byAccessToken.get(token) : undefined;
     if (state) bump(profileCalls, state.userId);
     if (await misbehave(res, 'ads')) return;
-    const unauthorized = () => answer(res, 'ads', 401, JSON.stringify({ code: '401', details: 'Authentication failed', requestId: randomUUID() }));
+    const unauthorized = () =>
+      answer(
+        res,
+        'ads',
+        401,
+        JSON.stringify({ code: '401', details: 'Authentication failed', requestId: randomUUID() }),
+      );
     if (req.method !== 'GET') return answer(res, 'ads', 405, '{"code":"405","details":"Method Not Allowed"}');
     if (!state || req.headers['amazon-advertising-api-clientid'] !== clientId) return unauthorized();
     const bad = malformed('ads');
@@ -283,7 +322,9 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
           ? tokenEndpoint(req, res, Buffer.concat(chunks).toString('utf8'))
           : route === '/v2/profiles'
             ? profilesEndpoint(req, res, region)
-            : Promise.resolve(void res.writeHead(404, { 'content-type': 'application/json' }).end('{"message":"Not Found"}'));
+            : Promise.resolve(
+                void res.writeHead(404, { 'content-type': 'application/json' }).end('{"message":"Not Found"}'),
+              );
       handled.catch(() => {
         if (!res.headersSent && !res.destroyed) res.writeHead(500).end();
       });
@@ -326,7 +367,11 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
     },
     removeProfiles(userId, profileIds) {
       const state = user(userId);
-      state.profiles.splice(0, state.profiles.length, ...state.profiles.filter((p) => !profileIds.includes(p.profileId)));
+      state.profiles.splice(
+        0,
+        state.profiles.length,
+        ...state.profiles.filter((p) => !profileIds.includes(p.profileId)),
+      );
     },
     currentRefreshToken: (userId) => user(userId).refreshToken,
     accessTokens: (userId) => [...user(userId).accessTokens],

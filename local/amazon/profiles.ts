@@ -19,7 +19,10 @@ export interface FakeProfile {
   };
 }
 
-const MARKETPLACES: Record<AmazonRegion, { countryCode: string; currencyCode: string; timezone: string; marketplaceStringId: string }> = {
+const MARKETPLACES: Record<
+  AmazonRegion,
+  { countryCode: string; currencyCode: string; timezone: string; marketplaceStringId: string }
+> = {
   NA: { countryCode: 'US', currencyCode: 'USD', timezone: 'America/Los_Angeles', marketplaceStringId: 'ATVPDKIKX0DER' },
   EU: { countryCode: 'UK', currencyCode: 'GBP', timezone: 'Europe/London', marketplaceStringId: 'A1F83G8C2ARO7P' },
   FE: { countryCode: 'JP', currencyCode: 'JPY', timezone: 'Asia/Tokyo', marketplaceStringId: 'A1VC38T7YXB528' },
@@ -31,7 +34,10 @@ let nextProfileNumber = 1;
  * A plausible profile in `region` (marketplace, currency and timezone of the region's main
  * country), with a fresh id unless given. Override any field.
  */
-export function fakeProfile(region: AmazonRegion, overrides: Partial<Omit<FakeProfile, 'accountInfo'>> & { accountInfo?: Partial<FakeProfile['accountInfo']> } = {}): FakeProfile {
+export function fakeProfile(
+  region: AmazonRegion,
+  overrides: Partial<Omit<FakeProfile, 'accountInfo'>> & { accountInfo?: Partial<FakeProfile['accountInfo']> } = {},
+): FakeProfile {
   const n = nextProfileNumber++;
   const market = MARKETPLACES[region];
   const { accountInfo, ...rest } = overrides;

@@ -70,7 +70,13 @@ export interface DataApiEmulator {
   close(): Promise<void>;
 }
 
-const ROUTES = ['/Execute', '/BatchExecute', '/BeginTransaction', '/CommitTransaction', '/RollbackTransaction'] as const;
+const ROUTES = [
+  '/Execute',
+  '/BatchExecute',
+  '/BeginTransaction',
+  '/CommitTransaction',
+  '/RollbackTransaction',
+] as const;
 type Route = (typeof ROUTES)[number];
 
 const RESUMING_MESSAGE =
@@ -93,7 +99,13 @@ export async function startDataApiEmulator(options: DataApiEmulatorOptions): Pro
   const typeCache = new Map<string, Map<number, PgType>>();
   const transactions = new Map<string, OpenTransaction>();
   const calls: DataApiCallCounts = {
-    execute: 0, batchExecute: 0, beginTransaction: 0, commitTransaction: 0, rollbackTransaction: 0, injectedFailures: 0, total: 0,
+    execute: 0,
+    batchExecute: 0,
+    beginTransaction: 0,
+    commitTransaction: 0,
+    rollbackTransaction: 0,
+    injectedFailures: 0,
+    total: 0,
   };
   let failures: { remaining: number; errorType: string } = { remaining: 0, errorType: 'DatabaseResumingException' };
 
@@ -118,7 +130,9 @@ export async function startDataApiEmulator(options: DataApiEmulatorOptions): Pro
   async function typesOf(database: string, client: PoolClient | Pool): Promise<Map<number, PgType>> {
     let types = typeCache.get(database);
     if (!types) {
-      const { rows } = await client.query<{ oid: string; typname: string; typelem: string }>('SELECT oid, typname, typelem FROM pg_type');
+      const { rows } = await client.query<{ oid: string; typname: string; typelem: string }>(
+        'SELECT oid, typname, typelem FROM pg_type',
+      );
       types = new Map(rows.map((r) => [Number(r.oid), { name: r.typname, elem: Number(r.typelem) }]));
       typeCache.set(database, types);
     }
@@ -129,7 +143,10 @@ export async function startDataApiEmulator(options: DataApiEmulatorOptions): Pro
     for (const [id, tx] of transactions) {
       if (tx.busy === 0 && now() - tx.lastUsed > idleTimeoutMs) {
         transactions.delete(id);
-        tx.client.query('ROLLBACK').finally(() => tx.client.release()).catch(() => undefined);
+        tx.client
+          .query('ROLLBACK')
+          .finally(() => tx.client.release())
+          .catch(() => undefined);
       }
     }
   }
@@ -171,7 +188,11 @@ export async function startDataApiEmulator(options: DataApiEmulatorOptions): Pro
     }
   }
 
-  async function runStatement(client: PoolClient, sql: string, parameters: WireParameter[] | undefined): Promise<QueryResult> {
+  async function runStatement(
+    client: PoolClient,
+    sql: string,
+    parameters: WireParameter[] | undefined,
+  ): Promise<QueryResult> {
     const byName = new Map((parameters ?? []).map((p) => [p.name ?? '', p]));
     const values: unknown[] = [];
     const { text } = rewriteNamedParameters(sql, (name, position) => {
@@ -191,14 +212,18 @@ export async function startDataApiEmulator(options: DataApiEmulatorOptions): Pro
       requireString(body, 'sql');
       // JSON records are not emulated: how the service renders each type there is not
       // pinned down by this project, and the port decodes fields instead.
-      if (body.formatRecordsAs === 'JSON') throw new WireError('BadRequestException', 400, 'formatRecordsAs JSON is not supported by the emulator');
+      if (body.formatRecordsAs === 'JSON')
+        throw new WireError('BadRequestException', 400, 'formatRecordsAs JSON is not supported by the emulator');
       return withConnection(body, async (client, database) => {
         const result = await runStatement(client, body.sql as string, body.parameters as WireParameter[] | undefined);
         const fields = result.fields ?? [];
         if (fields.length === 0) return { numberOfRecordsUpdated: result.rowCount ?? 0, generatedFields: [] };
         const types = await typesOf(database, client);
         const resultOptions = (body.resultSetOptions ?? {}) as { longReturnType?: string; decimalReturnType?: string };
-        const encodeOptions = { longAsString: resultOptions.longReturnType === 'STRING', decimalAsNumber: resultOptions.decimalReturnType === 'DOUBLE_OR_LONG' };
+        const encodeOptions = {
+          longAsString: resultOptions.longReturnType === 'STRING',
+          decimalAsNumber: resultOptions.decimalReturnType === 'DOUBLE_OR_LONG',
+        };
         const fieldTypes = fields.map((f) => types.get(f.dataTypeID) ?? { name: 'text', elem: 0 });
         const records = (result.rows as Record<string, string | null>[]).map((row) =>
           fields.map((f, i) => encodeField(row[f.name], fieldTypes[i], types, encodeOptions)),
@@ -206,7 +231,9 @@ export async function startDataApiEmulator(options: DataApiEmulatorOptions): Pro
         return {
           numberOfRecordsUpdated: 0,
           records,
-          ...(body.includeResultMetadata ? { columnMetadata: fields.map((f, i) => columnMetadata(f, fieldTypes[i])) } : {}),
+          ...(body.includeResultMetadata
+            ? { columnMetadata: fields.map((f, i) => columnMetadata(f, fieldTypes[i])) }
+            : {}),
         };
       });
     },
@@ -262,12 +289,17 @@ export async function startDataApiEmulator(options: DataApiEmulatorOptions): Pro
     const chunks: Buffer[] = [];
     for await (const chunk of req) chunks.push(chunk as Buffer);
     try {
-      if (req.method !== 'POST' || !ROUTES.includes(path)) throw new WireError('UnknownOperationException', 404, `No route for ${req.method} ${path}`);
+      if (req.method !== 'POST' || !ROUTES.includes(path))
+        throw new WireError('UnknownOperationException', 404, `No route for ${req.method} ${path}`);
       calls.total += 1;
       if (failures.remaining > 0) {
         failures.remaining -= 1;
         calls.injectedFailures += 1;
-        throw new WireError(failures.errorType, failures.errorType === 'DatabaseResumingException' ? 400 : 503, RESUMING_MESSAGE);
+        throw new WireError(
+          failures.errorType,
+          failures.errorType === 'DatabaseResumingException' ? 400 : 503,
+          RESUMING_MESSAGE,
+        );
       }
       let body: Body;
       try {
@@ -279,7 +311,8 @@ export async function startDataApiEmulator(options: DataApiEmulatorOptions): Pro
       requireString(body, 'secretArn');
       const output = await handlers[path](body);
       const json = JSON.stringify(output);
-      if (Buffer.byteLength(json) > maxResponseBytes) throw new WireError('BadRequestException', 400, TOO_LARGE_MESSAGE);
+      if (Buffer.byteLength(json) > maxResponseBytes)
+        throw new WireError('BadRequestException', 400, TOO_LARGE_MESSAGE);
       send(res, 200, json);
     } catch (error) {
       const wire = error instanceof WireError ? error : fromDatabaseError(error);
@@ -338,7 +371,8 @@ export async function startDataApiEmulator(options: DataApiEmulatorOptions): Pro
 type Body = Record<string, unknown>;
 
 function requireString(body: Body, key: string): void {
-  if (typeof body[key] !== 'string' || body[key] === '') throw new WireError('BadRequestException', 400, `${key} is required`);
+  if (typeof body[key] !== 'string' || body[key] === '')
+    throw new WireError('BadRequestException', 400, `${key} is required`);
 }
 
 /** The service's rendering of a PostgreSQL error: pgjdbc's message lines. */

@@ -44,7 +44,14 @@ export class WireError extends Error {
   }
 }
 
-const HINT_TYPES: Record<string, string> = { DATE: 'date', DECIMAL: 'numeric', JSON: 'json', TIME: 'time', TIMESTAMP: 'timestamp', UUID: 'uuid' };
+const HINT_TYPES: Record<string, string> = {
+  DATE: 'date',
+  DECIMAL: 'numeric',
+  JSON: 'json',
+  TIME: 'time',
+  TIMESTAMP: 'timestamp',
+  UUID: 'uuid',
+};
 
 /**
  * The SQL type and node-postgres value of one parameter. Like pgjdbc, a plain string is bound
@@ -63,7 +70,8 @@ export function bindParameter(parameter: WireParameter): { cast: string | undefi
   if (field.doubleValue !== undefined) return { cast: 'float8', value: String(field.doubleValue) };
   if (field.booleanValue !== undefined) return { cast: 'bool', value: field.booleanValue };
   if (field.blobValue !== undefined) return { cast: 'bytea', value: Buffer.from(field.blobValue, 'base64') };
-  if (field.arrayValue !== undefined) throw new WireError('BadRequestException', 400, 'Array parameters are not supported.');
+  if (field.arrayValue !== undefined)
+    throw new WireError('BadRequestException', 400, 'Array parameters are not supported.');
   throw new WireError('BadRequestException', 400, `Parameter ${parameter.name} has no value`);
 }
 
@@ -81,10 +89,17 @@ export interface ResultOptions {
 
 const LONG_TYPES = new Set(['int2', 'int4', 'int8', 'oid']);
 const DOUBLE_TYPES = new Set(['float4', 'float8']);
-const parseTextArray = pgTypes.getTypeParser(1009 as Parameters<typeof pgTypes.getTypeParser>[0]) as (text: string) => unknown[];
+const parseTextArray = pgTypes.getTypeParser(1009 as Parameters<typeof pgTypes.getTypeParser>[0]) as (
+  text: string,
+) => unknown[];
 
 /** One column value (PostgreSQL's text form) as a Data API field. */
-export function encodeField(text: string | null, type: PgType, types: ReadonlyMap<number, PgType>, options: ResultOptions): WireField {
+export function encodeField(
+  text: string | null,
+  type: PgType,
+  types: ReadonlyMap<number, PgType>,
+  options: ResultOptions,
+): WireField {
   if (text === null) return { isNull: true };
   if (type.elem !== 0 && type.name.startsWith('_')) {
     const element = types.get(type.elem) ?? { name: 'text', elem: 0 };
@@ -96,8 +111,10 @@ export function encodeField(text: string | null, type: PgType, types: ReadonlyMa
 function encodeScalar(text: string, typeName: string, options: ResultOptions): WireField {
   if (typeName === 'bool') return { booleanValue: text === 't' };
   if (LONG_TYPES.has(typeName)) return options.longAsString ? { stringValue: text } : { longValue: Number(text) };
-  if (DOUBLE_TYPES.has(typeName)) return Number.isFinite(Number(text)) ? { doubleValue: Number(text) } : { stringValue: text };
-  if (typeName === 'numeric' && options.decimalAsNumber) return Number.isInteger(Number(text)) ? { longValue: Number(text) } : { doubleValue: Number(text) };
+  if (DOUBLE_TYPES.has(typeName))
+    return Number.isFinite(Number(text)) ? { doubleValue: Number(text) } : { stringValue: text };
+  if (typeName === 'numeric' && options.decimalAsNumber)
+    return Number.isInteger(Number(text)) ? { longValue: Number(text) } : { doubleValue: Number(text) };
   if (typeName === 'bytea') return { blobValue: Buffer.from(text.slice(2), 'hex').toString('base64') };
   // The session runs in UTC; the service returns timestamps without the offset.
   if (typeName === 'timestamptz') return { stringValue: text.replace(/[+-]\d\d(:\d\d){0,2}$/, '') };
@@ -115,8 +132,21 @@ function encodeArray(values: unknown[], elementType: string): WireArray {
 
 /** JDBC type codes pgjdbc reports for common PostgreSQL types (ColumnMetadata.type). */
 const JDBC_TYPES: Record<string, number> = {
-  bool: -7, int2: 5, int4: 4, int8: -5, float4: 7, float8: 8, numeric: 2, varchar: 12, text: 12, bpchar: 1,
-  date: 91, time: 92, timestamp: 93, timestamptz: 93, bytea: -2,
+  bool: -7,
+  int2: 5,
+  int4: 4,
+  int8: -5,
+  float4: 7,
+  float8: 8,
+  numeric: 2,
+  varchar: 12,
+  text: 12,
+  bpchar: 1,
+  date: 91,
+  time: 92,
+  timestamp: 93,
+  timestamptz: 93,
+  bytea: -2,
 };
 
 export function columnMetadata(field: FieldDef, type: PgType) {

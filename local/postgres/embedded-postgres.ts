@@ -48,7 +48,9 @@ export async function freePort(): Promise<number> {
     server.on('error', reject);
     server.listen(0, '127.0.0.1', () => {
       const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+      server.close(() =>
+        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
+      );
     });
   });
 }
@@ -75,7 +77,10 @@ function letPostgresUserThrough(paths: string[]): void {
       if (dirname(dir) === dir) break;
     }
   }
-  if (changed.length) process.stderr.write(`embedded PostgreSQL runs as user "postgres": allowed it to pass through ${changed.join(', ')} (chmod o+x)\n`);
+  if (changed.length)
+    process.stderr.write(
+      `embedded PostgreSQL runs as user "postgres": allowed it to pass through ${changed.join(', ')} (chmod o+x)\n`,
+    );
 }
 
 export async function startPostgres(options: StartPostgresOptions = {}): Promise<TestPostgres> {
@@ -120,7 +125,10 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
     // The server reads server.crt/server.key from its data folder; the key must belong to the
     // user the server runs as and be private to it.
     const owner = statSync(dataDir);
-    for (const [from, to] of [[options.tls.certFile, 'server.crt'], [options.tls.keyFile, 'server.key']]) {
+    for (const [from, to] of [
+      [options.tls.certFile, 'server.crt'],
+      [options.tls.keyFile, 'server.key'],
+    ]) {
       copyFileSync(from, join(dataDir, to));
       chownSync(join(dataDir, to), owner.uid, owner.gid);
       chmodSync(join(dataDir, to), 0o600);

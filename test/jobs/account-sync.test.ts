@@ -32,7 +32,18 @@ async function accounts(userId?: string): Promise<AccountRow[]> {
   return rows;
 }
 
-async function history(): Promise<Array<{ user_account_id: string | null; sync_type: string; sync_status: string; accounts_synced: number; accounts_failed: number; error_details: Record<string, unknown> | null; metadata: Record<string, unknown>; completed_at: Date | null }>> {
+async function history(): Promise<
+  Array<{
+    user_account_id: string | null;
+    sync_type: string;
+    sync_status: string;
+    accounts_synced: number;
+    accounts_failed: number;
+    error_details: Record<string, unknown> | null;
+    metadata: Record<string, unknown>;
+    completed_at: Date | null;
+  }>
+> {
   return (await world.admin.query(`SELECT * FROM account_sync_history ORDER BY started_at`)).rows as never;
 }
 
@@ -47,7 +58,12 @@ test('users with no account yet get one row per profile, with the metadata DESIG
     expect(rows.map((r) => r.amazon_account_id)).toEqual(u.profiles.map((p) => p.profileId).sort());
     for (const row of rows) {
       const p = u.profiles.find((x) => x.profileId === row.amazon_account_id)!;
-      expect(row).toMatchObject({ status: 'active', sync_status: 'completed', sync_retry_count: 0, sync_error_message: null });
+      expect(row).toMatchObject({
+        status: 'active',
+        sync_status: 'completed',
+        sync_retry_count: 0,
+        sync_error_message: null,
+      });
       expect(row.metadata).toEqual({
         marketplaceStringId: p.accountInfo.marketplaceStringId,
         countryCode: p.countryCode,
@@ -69,7 +85,13 @@ test('users with no account yet get one row per profile, with the metadata DESIG
   const h = await history();
   expect(h).toHaveLength(3);
   for (const row of h) {
-    expect(row).toMatchObject({ sync_type: 'scheduled', sync_status: 'success', accounts_synced: 2, accounts_failed: 0, user_account_id: null });
+    expect(row).toMatchObject({
+      sync_type: 'scheduled',
+      sync_status: 'success',
+      accounts_synced: 2,
+      accounts_failed: 0,
+      user_account_id: null,
+    });
     expect(users.map((u) => u.userId)).toContain(row.metadata.userId);
     expect(row.completed_at).not.toBeNull();
   }
@@ -89,7 +111,8 @@ test('only due users are synced; users whose token needs re-authorisation are no
   for (const u of due) expect(world.amazon.counters.profileCalls(u.userId)).toBe(1);
   for (const u of [...notDue, ...revoked]) expect(world.amazon.counters.profileCalls(u.userId)).toBe(0);
   for (const u of revoked) {
-    for (const row of await accounts(u.userId)) expect(row).toMatchObject({ sync_status: 'reauth_required', sync_error_message: REAUTH_MESSAGE });
+    for (const row of await accounts(u.userId))
+      expect(row).toMatchObject({ sync_status: 'reauth_required', sync_error_message: REAUTH_MESSAGE });
   }
   for (const u of due) {
     const h = (await history()).filter((r) => r.metadata.userId === u.userId);
@@ -115,21 +138,34 @@ test('accounts Amazon stops returning are kept but inactive, and come back when 
   const amazon = world.amazon;
   amazon.removeProfiles(u.userId, [gone.profileId]);
   amazon.addProfiles(u.userId, [added]);
-  await world.admin.query(`UPDATE user_accounts SET next_sync_at = now() - interval '1 minute' WHERE user_id = :id::uuid`, { id: u.userId });
+  await world.admin.query(
+    `UPDATE user_accounts SET next_sync_at = now() - interval '1 minute' WHERE user_id = :id::uuid`,
+    { id: u.userId },
+  );
   const summary = await runAccountSync(deps(world.dataApi()));
   expect(summary).toMatchObject({ usersSynced: 1, accountsSynced: 3, accountsMissing: 1 });
 
   const rows = await accounts(u.userId);
   expect(rows).toHaveLength(4);
   const missing = rows.find((r) => r.amazon_account_id === gone.profileId)!;
-  expect(missing).toMatchObject({ status: 'inactive', sync_status: 'completed', sync_error_message: MISSING_PROFILE_MESSAGE });
+  expect(missing).toMatchObject({
+    status: 'inactive',
+    sync_status: 'completed',
+    sync_error_message: MISSING_PROFILE_MESSAGE,
+  });
   expect(typeof missing.metadata.missingFromAmazonSince).toBe('string');
   expect(missing.metadata.accountName).toBe(gone.accountInfo.name); // what we knew is kept
-  expect(rows.find((r) => r.amazon_account_id === added.profileId)).toMatchObject({ status: 'active', sync_status: 'completed' });
+  expect(rows.find((r) => r.amazon_account_id === added.profileId)).toMatchObject({
+    status: 'active',
+    sync_status: 'completed',
+  });
 
   // The profile reappears.
   amazon.addProfiles(u.userId, [gone]);
-  await world.admin.query(`UPDATE user_accounts SET next_sync_at = now() - interval '1 minute' WHERE user_id = :id::uuid`, { id: u.userId });
+  await world.admin.query(
+    `UPDATE user_accounts SET next_sync_at = now() - interval '1 minute' WHERE user_id = :id::uuid`,
+    { id: u.userId },
+  );
   await runAccountSync(deps(world.dataApi()));
   const back = (await accounts(u.userId)).find((r) => r.amazon_account_id === gone.profileId)!;
   expect(back).toMatchObject({ status: 'active', sync_status: 'completed', sync_error_message: null });
@@ -162,7 +198,10 @@ test('faults at 20% 5xx, 10% 429, 5% hangs, 5% malformed: every user ends synced
         expect(r.next_sync_at.getTime()).toBeGreaterThan(started + 150_000); // backoff: at least half of 5 min
       }
       expect(userHistory[0]).toMatchObject({ sync_status: 'failed', accounts_synced: 0, accounts_failed: 2 });
-      expect(userHistory[0].error_details).toMatchObject({ class: expect.stringMatching(/transient|malformed|rate_limited/), userId: u.userId });
+      expect(userHistory[0].error_details).toMatchObject({
+        class: expect.stringMatching(/transient|malformed|rate_limited/),
+        userId: u.userId,
+      });
     }
   }
   expect(synced + failed).toBe(300);
@@ -170,14 +209,24 @@ test('faults at 20% 5xx, 10% 429, 5% hangs, 5% malformed: every user ends synced
   expect(failed).toBeGreaterThan(50);
   expect(summary).toMatchObject({ usersSynced: synced, usersFailed: failed });
   // Per endpoint: every request and every 429; per user: a row only for users Amazon throttled.
-  const { rows: limits } = await world.admin.query<{ endpoint_hits: number; endpoint_requests: number; users: number; user_hits: number }>(
+  const { rows: limits } = await world.admin.query<{
+    endpoint_hits: number;
+    endpoint_requests: number;
+    users: number;
+    user_hits: number;
+  }>(
     `SELECT coalesce(sum(limit_hit_count) FILTER (WHERE user_id IS NULL), 0)::int AS endpoint_hits,
             coalesce(sum(request_count) FILTER (WHERE user_id IS NULL), 0)::int AS endpoint_requests,
             count(*) FILTER (WHERE user_id IS NOT NULL)::int AS users,
             coalesce(sum(limit_hit_count) FILTER (WHERE user_id IS NOT NULL), 0)::int AS user_hits
        FROM rate_limit_tracking WHERE endpoint LIKE 'ads-profiles:%'`,
   );
-  expect(limits[0]).toEqual({ endpoint_hits: summary.rateLimited, endpoint_requests: 300, users: summary.rateLimited, user_hits: summary.rateLimited });
+  expect(limits[0]).toEqual({
+    endpoint_hits: summary.rateLimited,
+    endpoint_requests: 300,
+    users: summary.rateLimited,
+    user_hits: summary.rateLimited,
+  });
   expect(summary.rateLimited).toBeGreaterThan(5);
 });
 
@@ -191,7 +240,9 @@ test('hostile strings in Amazon’s fields are stored verbatim, never executed',
     '<script>alert(1)</script>',
   ];
   const [u] = await seedUsers(world, { count: 1, profilesPerUser: 0 });
-  const profiles = hostile.map((name, i) => fakeProfile(u.region, { timezone: `Zone/${name}`, accountInfo: { name, id: `A${i}${name}` } }));
+  const profiles = hostile.map((name, i) =>
+    fakeProfile(u.region, { timezone: `Zone/${name}`, accountInfo: { name, id: `A${i}${name}` } }),
+  );
   world.amazon.addProfiles(u.userId, profiles);
   const summary = await runAccountSync(deps(world.dataApi()));
   expect(summary.accountsSynced).toBe(hostile.length);
@@ -216,17 +267,21 @@ test('a manual sync takes one user now, due or not, and records its type', async
   expect(h).toHaveLength(1);
   expect(h[0]).toMatchObject({ sync_type: 'manual', sync_status: 'success' });
   expect(parseSyncEvent({ 'detail-type': 'Scheduled Event', source: 'aws.events' })).toEqual({ syncType: 'scheduled' });
-  expect(() => parseSyncEvent({ syncType: 'manual', userId: "1; DROP TABLE users" })).toThrow(InvalidSyncEventError);
+  expect(() => parseSyncEvent({ syncType: 'manual', userId: '1; DROP TABLE users' })).toThrow(InvalidSyncEventError);
 });
 
 test('overlapping invocations sync each user exactly once', async () => {
   const users = await seedUsers(world, { count: 600, accountsDueInSeconds: -60, profilesPerUser: 1 });
   world.amazon.setKnobs({ latencyMs: 5 });
-  const runs = await Promise.all([0, 1, 2].map(() => runAccountSync(deps(world.dataApi(), { settings: { batchSize: 100, concurrency: 16 } }))));
+  const runs = await Promise.all(
+    [0, 1, 2].map(() => runAccountSync(deps(world.dataApi(), { settings: { batchSize: 100, concurrency: 16 } }))),
+  );
   expect(runs.reduce((n, r) => n + r.usersSynced, 0)).toBe(600);
   for (const u of users) expect(world.amazon.counters.profileCalls(u.userId)).toBe(1);
   expect(await history()).toHaveLength(600);
-  const { rows } = await world.admin.query<{ n: number }>(`SELECT count(*)::int AS n FROM oauth_tokens WHERE sync_lease_owner IS NOT NULL`);
+  const { rows } = await world.admin.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM oauth_tokens WHERE sync_lease_owner IS NOT NULL`,
+  );
   expect(rows[0].n).toBe(0);
 });
 

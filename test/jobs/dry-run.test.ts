@@ -20,7 +20,10 @@ const TABLES = ['users', 'oauth_tokens', 'user_accounts', 'account_sync_history'
 /** Every row of every table the jobs touch, for before/after comparisons. */
 async function everything(): Promise<Record<string, unknown[]>> {
   const all: Record<string, unknown[]> = {};
-  for (const table of TABLES) all[table] = (await world.admin.query(`SELECT to_jsonb(t) AS row FROM ${table} t ORDER BY 1::text`)).rows.map((r) => r.row);
+  for (const table of TABLES)
+    all[table] = (await world.admin.query(`SELECT to_jsonb(t) AS row FROM ${table} t ORDER BY 1::text`)).rows.map(
+      (r) => r.row,
+    );
   return all;
 }
 const amazonCalls = () => world.amazon.counters.total('lwa') + world.amazon.counters.total('ads');
@@ -32,7 +35,8 @@ async function seed() {
 
 test('only {"dryRun": true} is a dry run', () => {
   expect(isDryRun({ dryRun: true })).toBe(true);
-  for (const event of [{}, { dryRun: 'true' }, { dryRun: 1 }, null, 'dryRun', { source: 'aws.events' }]) expect(isDryRun(event)).toBe(false);
+  for (const event of [{}, { dryRun: 'true' }, { dryRun: 1 }, null, 'dryRun', { source: 'aws.events' }])
+    expect(isDryRun(event)).toBe(false);
 });
 
 test('token refresh: the dry run counts the due tokens, and changes nothing', async () => {
@@ -43,7 +47,13 @@ test('token refresh: the dry run counts the due tokens, and changes nothing', as
 
   const preview = await previewTokenRefresh({ db: world.dataApi(), ...runtime() });
 
-  expect(preview).toMatchObject({ job: 'token-refresh', dryRun: true, due: dueNow, pausedByRateLimit: 0, pausedRegions: [] });
+  expect(preview).toMatchObject({
+    job: 'token-refresh',
+    dryRun: true,
+    due: dueNow,
+    pausedByRateLimit: 0,
+    pausedRegions: [],
+  });
   expect(await everything()).toEqual(before);
   expect(amazonCalls()).toBe(callsBefore);
 
@@ -69,15 +79,32 @@ test('token refresh: tokens of a region paused by a Retry-After are reported apa
 test('account sync: the dry run counts the due users, those waiting for a token, and the accounts to flag; changes nothing', async () => {
   const users = await seed();
   // One user's token is about to expire (waits for the refresh), one user's refresh is off (re-authorisation).
-  await world.admin.query(`UPDATE oauth_tokens SET expires_at = now() + interval '30 seconds' WHERE user_id = :id::uuid`, { id: users[7].userId });
-  await world.admin.query(`UPDATE oauth_tokens SET proactive_refresh_enabled = FALSE WHERE user_id = :id::uuid`, { id: users[8].userId });
-  const accountsOfUser8 = Number((await world.admin.query(`SELECT count(*)::int AS n FROM user_accounts WHERE user_id = :id::uuid`, { id: users[8].userId })).rows[0].n);
+  await world.admin.query(
+    `UPDATE oauth_tokens SET expires_at = now() + interval '30 seconds' WHERE user_id = :id::uuid`,
+    { id: users[7].userId },
+  );
+  await world.admin.query(`UPDATE oauth_tokens SET proactive_refresh_enabled = FALSE WHERE user_id = :id::uuid`, {
+    id: users[8].userId,
+  });
+  const accountsOfUser8 = Number(
+    (
+      await world.admin.query(`SELECT count(*)::int AS n FROM user_accounts WHERE user_id = :id::uuid`, {
+        id: users[8].userId,
+      })
+    ).rows[0].n,
+  );
   const before = await everything();
   const callsBefore = amazonCalls();
 
   const preview = await previewAccountSync({ db: world.dataApi(), ...runtime() });
 
-  expect(preview).toMatchObject({ job: 'account-sync', dryRun: true, due: users.length - 2, waitingForTokenRefresh: 1, accountsToFlagForReauth: accountsOfUser8 });
+  expect(preview).toMatchObject({
+    job: 'account-sync',
+    dryRun: true,
+    due: users.length - 2,
+    waitingForTokenRefresh: 1,
+    accountsToFlagForReauth: accountsOfUser8,
+  });
   expect(accountsOfUser8).toBeGreaterThan(0);
   expect(await everything()).toEqual(before);
   expect(amazonCalls()).toBe(callsBefore);
@@ -113,11 +140,16 @@ describe('the Lambda handlers take {"dryRun": true}', () => {
       POWERTOOLS_DEV: 'false',
     });
     secrets.reset();
-    secrets.on(GetSecretValueCommand, { SecretId: ARNS.lwa }).resolves({ SecretString: JSON.stringify({ clientId: world.amazon.clientId, clientSecret: world.amazon.clientSecret }) });
+    secrets
+      .on(GetSecretValueCommand, { SecretId: ARNS.lwa })
+      .resolves({
+        SecretString: JSON.stringify({ clientId: world.amazon.clientId, clientSecret: world.amazon.clientSecret }),
+      });
     secrets.on(GetSecretValueCommand, { SecretId: ARNS.key }).resolves({ SecretString: world.keyBase64 });
     // Powertools' JSON log lines and EMF metrics go to stdout; keep the test output clean.
     for (const stream of [process.stdout, process.stderr]) jest.spyOn(stream, 'write').mockImplementation(() => true);
-    for (const level of ['log', 'info', 'warn', 'error'] as const) jest.spyOn(console, level).mockImplementation(() => undefined);
+    for (const level of ['log', 'info', 'warn', 'error'] as const)
+      jest.spyOn(console, level).mockImplementation(() => undefined);
   });
   afterEach(() => {
     jest.restoreAllMocks();

@@ -26,20 +26,28 @@ function localEnv(): NodeJS.ProcessEnv {
 }
 
 describe('npm run job', () => {
-  test.each(['token-refresh', 'account-sync'] as const)('%s runs the real core once and prints one JSON summary line last', async (job) => {
-    const users = await seedUsers(world, { count: 5 });
-    const { stdout, stderr } = await run('npm', ['run', '--silent', 'job', '--', job], { cwd: ROOT, env: localEnv() });
-    const last = stdout.trim().split('\n').at(-1)!;
-    const summary = JSON.parse(last);
-    expect(summary.job).toBe(job);
-    if (job === 'token-refresh') expect(summary.refreshed).toBe(5);
-    else expect(summary).toMatchObject({ usersSynced: 5, accountsSynced: 10 });
-    for (const u of users) expect(stdout + stderr).not.toContain(u.refreshToken);
-  });
+  test.each(['token-refresh', 'account-sync'] as const)(
+    '%s runs the real core once and prints one JSON summary line last',
+    async (job) => {
+      const users = await seedUsers(world, { count: 5 });
+      const { stdout, stderr } = await run('npm', ['run', '--silent', 'job', '--', job], {
+        cwd: ROOT,
+        env: localEnv(),
+      });
+      const last = stdout.trim().split('\n').at(-1)!;
+      const summary = JSON.parse(last);
+      expect(summary.job).toBe(job);
+      if (job === 'token-refresh') expect(summary.refreshed).toBe(5);
+      else expect(summary).toMatchObject({ usersSynced: 5, accountsSynced: 10 });
+      for (const u of users) expect(stdout + stderr).not.toContain(u.refreshToken);
+    },
+  );
 
   test('names every missing variable and exits non-zero', async () => {
     const env = { PATH: process.env.PATH, HOME: process.env.HOME };
-    const error = await run('npm', ['run', '--silent', 'job', '--', 'token-refresh'], { cwd: ROOT, env }).catch((e) => e);
+    const error = await run('npm', ['run', '--silent', 'job', '--', 'token-refresh'], { cwd: ROOT, env }).catch(
+      (e) => e,
+    );
     expect(error.code).toBe(1);
     expect(error.stderr).toMatch(/missing DATABASE_URL, LWA_CLIENT_ID, LWA_CLIENT_SECRET, TOKEN_ENCRYPTION_KEY/);
   });
@@ -72,7 +80,11 @@ describe('Lambda handlers on the Data API path', () => {
       POWERTOOLS_DEV: 'false',
     });
     secrets.reset();
-    secrets.on(GetSecretValueCommand, { SecretId: ARNS.lwa }).resolves({ SecretString: JSON.stringify({ clientId: world.amazon.clientId, clientSecret: world.amazon.clientSecret }) });
+    secrets
+      .on(GetSecretValueCommand, { SecretId: ARNS.lwa })
+      .resolves({
+        SecretString: JSON.stringify({ clientId: world.amazon.clientId, clientSecret: world.amazon.clientSecret }),
+      });
     secrets.on(GetSecretValueCommand, { SecretId: ARNS.key }).resolves({ SecretString: world.keyBase64 });
     stdout = [];
     // Powertools writes log lines and EMF metrics to stdout, warnings and errors to stderr.
@@ -83,9 +95,15 @@ describe('Lambda handlers on the Data API path', () => {
       });
     }
     jest.spyOn(console, 'log').mockImplementation((...args: unknown[]) => void stdout.push(args.map(String).join(' ')));
-    jest.spyOn(console, 'info').mockImplementation((...args: unknown[]) => void stdout.push(args.map(String).join(' ')));
-    jest.spyOn(console, 'warn').mockImplementation((...args: unknown[]) => void stdout.push(args.map(String).join(' ')));
-    jest.spyOn(console, 'error').mockImplementation((...args: unknown[]) => void stdout.push(args.map(String).join(' ')));
+    jest
+      .spyOn(console, 'info')
+      .mockImplementation((...args: unknown[]) => void stdout.push(args.map(String).join(' ')));
+    jest
+      .spyOn(console, 'warn')
+      .mockImplementation((...args: unknown[]) => void stdout.push(args.map(String).join(' ')));
+    jest
+      .spyOn(console, 'error')
+      .mockImplementation((...args: unknown[]) => void stdout.push(args.map(String).join(' ')));
   });
   afterEach(() => {
     jest.restoreAllMocks();
@@ -103,14 +121,24 @@ describe('Lambda handlers on the Data API path', () => {
     expect(synced).toMatchObject({ usersSynced: 11 });
 
     const output = stdout.join('\n');
-    const emf = stdout.flatMap((line) => line.split('\n')).filter((l) => l.includes('"_aws"')).map((l) => JSON.parse(l));
+    const emf = stdout
+      .flatMap((line) => line.split('\n'))
+      .filter((l) => l.includes('"_aws"'))
+      .map((l) => JSON.parse(l));
     const refreshMetrics = emf.find((m) => m.service === 'token-refresh' && 'TokensRefreshed' in m);
     expect(refreshMetrics).toMatchObject({ TokensRefreshed: 11, ReauthorisationsNeeded: 1, environment: 'dev' });
-    expect(refreshMetrics._aws.CloudWatchMetrics[0]).toMatchObject({ Namespace: 'AmazonAccounts', Dimensions: [expect.arrayContaining(['service', 'environment'])] });
-    expect(emf.find((m) => m.service === 'account-sync' && 'AccountsSynced' in m)).toMatchObject({ AccountsSynced: 22 });
+    expect(refreshMetrics._aws.CloudWatchMetrics[0]).toMatchObject({
+      Namespace: 'AmazonAccounts',
+      Dimensions: [expect.arrayContaining(['service', 'environment'])],
+    });
+    expect(emf.find((m) => m.service === 'account-sync' && 'AccountsSynced' in m)).toMatchObject({
+      AccountsSynced: 22,
+    });
     expect(output).toMatch(/Token refresh run finished/);
     expect(output).toMatch(/"level":"WARN","message":"Token refresh failed"/);
-    for (const u of users) for (const secret of [u.accessToken, u.refreshToken, ...world.amazon.accessTokens(u.userId)]) expect(output).not.toContain(secret);
+    for (const u of users)
+      for (const secret of [u.accessToken, u.refreshToken, ...world.amazon.accessTokens(u.userId)])
+        expect(output).not.toContain(secret);
     expect(output).not.toContain(world.amazon.clientSecret);
     expect(output).not.toContain(world.keyBase64);
   });

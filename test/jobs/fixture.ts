@@ -28,17 +28,39 @@ export interface JobWorld extends LocalWorld {
 export async function startJobWorld(): Promise<JobWorld> {
   const local = await startLocalWorld();
   const { amazon, emulator } = local;
-  const fast = () => new RateLimiterRegistry({ lwa: { ratePerSecond: 100_000, burst: 1000, maxConcurrency: 256 }, ads: { ratePerSecond: 100_000, burst: 1000, maxConcurrency: 256 } });
+  const fast = () =>
+    new RateLimiterRegistry({
+      lwa: { ratePerSecond: 100_000, burst: 1000, maxConcurrency: 256 },
+      ads: { ratePerSecond: 100_000, burst: 1000, maxConcurrency: 256 },
+    });
   const adapters: DataApiDatabase[] = [];
   return {
     ...local,
     dataApi() {
-      const db = new DataApiDatabase({ client: emulator.createClient(), ...emulator.target, retry: { baseDelayMs: 5, maxDelayMs: 20 } });
+      const db = new DataApiDatabase({
+        client: emulator.createClient(),
+        ...emulator.target,
+        retry: { baseDelayMs: 5, maxDelayMs: 20 },
+      });
       adapters.push(db);
       return db;
     },
-    lwa: (timeoutMs = 15_000) => new LwaClient({ clientId: amazon.clientId, clientSecret: amazon.clientSecret, tokenUrl: amazon.lwaTokenUrl, timeoutMs, limiters: fast() }),
-    ads: (timeoutMs = 15_000) => new AdsClient({ clientId: amazon.clientId, baseUrl: amazon.adsBaseUrl, timeoutMs, limiters: fast(), retry: { maxAttempts: 1 } }),
+    lwa: (timeoutMs = 15_000) =>
+      new LwaClient({
+        clientId: amazon.clientId,
+        clientSecret: amazon.clientSecret,
+        tokenUrl: amazon.lwaTokenUrl,
+        timeoutMs,
+        limiters: fast(),
+      }),
+    ads: (timeoutMs = 15_000) =>
+      new AdsClient({
+        clientId: amazon.clientId,
+        baseUrl: amazon.adsBaseUrl,
+        timeoutMs,
+        limiters: fast(),
+        retry: { maxAttempts: 1 },
+      }),
     async close() {
       await Promise.all(adapters.map((a) => a.close()));
       await local.close();
@@ -83,7 +105,11 @@ export class RecordingLogger implements AppLogger {
 
 /** Runtime collaborators for a core: plenty of time, recorded logs and metrics. */
 export function runtime(overrides: { remainingTimeMs?: () => number } = {}) {
-  return { logger: new RecordingLogger(), metrics: new MetricTotals(), remainingTimeMs: overrides.remainingTimeMs ?? (() => 600_000) };
+  return {
+    logger: new RecordingLogger(),
+    metrics: new MetricTotals(),
+    remainingTimeMs: overrides.remainingTimeMs ?? (() => 600_000),
+  };
 }
 
 export type { Database };

@@ -56,10 +56,7 @@ test('claims the next batch while the current one is still in flight, and keeps 
   const result = await run;
   expect(result).toEqual({ batches: 2, claimed: 12 });
   expect(claims[1]).toBeGreaterThan(0);
-  expect(written).toEqual([
-    [1, 2, 3, 4, 5, 6].map((i) => `done ${i}`),
-    [7, 8, 9, 10, 11, 12].map((i) => `done ${i}`),
-  ]);
+  expect(written).toEqual([[1, 2, 3, 4, 5, 6].map((i) => `done ${i}`), [7, 8, 9, 10, 11, 12].map((i) => `done ${i}`)]);
   expect(c.maxInFlight).toBe(4);
 });
 

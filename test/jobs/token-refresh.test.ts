@@ -36,7 +36,9 @@ test('four invocations at once over 2,000 due tokens refresh every token exactly
   const off = await seedUsers(world, { count: 30, expiresInSeconds: 60, refreshEnabled: () => false });
   const before = Date.now();
 
-  const runs = await Promise.all([0, 1, 2, 3].map(() => runTokenRefresh(deps(world.dataApi(), { settings: { batchSize: 200, concurrency: 16 } }))));
+  const runs = await Promise.all(
+    [0, 1, 2, 3].map(() => runTokenRefresh(deps(world.dataApi(), { settings: { batchSize: 200, concurrency: 16 } }))),
+  );
 
   expect(runs.reduce((n, r) => n + r.refreshed, 0)).toBe(2000);
   expect(runs.reduce((n, r) => n + r.claimed, 0)).toBe(2000);
@@ -111,10 +113,19 @@ test('faults at 20% 5xx, 10% 429, 5% hangs, 5% malformed: every token ends refre
   expect(refreshed).toBeGreaterThan(150);
   expect(failed).toBeGreaterThan(50);
   expect(rateLimited).toBeGreaterThan(10);
-  expect({ refreshed: summary.refreshed, failed: summary.failed, rateLimited: summary.rateLimited }).toEqual({ refreshed, failed, rateLimited });
+  expect({ refreshed: summary.refreshed, failed: summary.failed, rateLimited: summary.rateLimited }).toEqual({
+    refreshed,
+    failed,
+    rateLimited,
+  });
 
   // The 429s are in rate_limit_tracking for the token endpoints.
-  const { rows: limits } = await world.admin.query<{ endpoint: string; limit_hit_count: number; request_count: number; retry_after_seconds: number }>(
+  const { rows: limits } = await world.admin.query<{
+    endpoint: string;
+    limit_hit_count: number;
+    request_count: number;
+    retry_after_seconds: number;
+  }>(
     `SELECT endpoint, limit_hit_count, request_count, retry_after_seconds FROM rate_limit_tracking WHERE user_id IS NULL ORDER BY endpoint`,
   );
   expect(limits.map((l) => l.endpoint)).toEqual(['lwa-token:EU', 'lwa-token:FE', 'lwa-token:NA']);
@@ -125,14 +136,19 @@ test('faults at 20% 5xx, 10% 429, 5% hangs, 5% malformed: every token ends refre
 
 test('a token that keeps failing is turned off after the fifth failure in a row, and its accounts flagged', async () => {
   const [user] = await seedUsers(world, { count: 1, accountsDueInSeconds: 3600 });
-  await world.admin.query(`UPDATE oauth_tokens SET refresh_failure_count = 4 WHERE user_id = :id::uuid`, { id: user.userId });
+  await world.admin.query(`UPDATE oauth_tokens SET refresh_failure_count = 4 WHERE user_id = :id::uuid`, {
+    id: user.userId,
+  });
   world.amazon.setKnobs({ rate5xx: 1 });
   const summary = await runTokenRefresh(deps(world.dataApi()));
   expect(summary).toMatchObject({ failed: 1, reauthRequired: 1 });
   const row = (await tokens()).get(user.userId)!;
   expect(row).toMatchObject({ proactive_refresh_enabled: false, refresh_failure_count: 5 });
   expect(row.last_refresh_error).toMatch(/5 failures in a row/);
-  const { rows } = await world.admin.query<{ sync_status: string }>(`SELECT sync_status FROM user_accounts WHERE user_id = :id::uuid`, { id: user.userId });
+  const { rows } = await world.admin.query<{ sync_status: string }>(
+    `SELECT sync_status FROM user_accounts WHERE user_id = :id::uuid`,
+    { id: user.userId },
+  );
   expect(rows.map((r) => r.sync_status)).toEqual(['reauth_required', 'reauth_required']);
 });
 
@@ -150,7 +166,11 @@ test('invalid_grant turns refresh off at once and flags the accounts; a re-conne
     `SELECT user_id, sync_status, sync_error_message FROM user_accounts`,
   );
   for (const a of accounts.rows) {
-    if (a.user_id === revoked.userId) expect(a).toMatchObject({ sync_status: 'reauth_required', sync_error_message: expect.stringMatching(/reconnect/) });
+    if (a.user_id === revoked.userId)
+      expect(a).toMatchObject({
+        sync_status: 'reauth_required',
+        sync_error_message: expect.stringMatching(/reconnect/),
+      });
     else expect(a.sync_status).toBe('completed');
   }
 
@@ -166,8 +186,15 @@ test('invalid_grant turns refresh off at once and flags the accounts; a re-conne
     { a: world.cipher.encrypt('Atza|new'), r: world.cipher.encrypt(newRefresh), id: revoked.userId },
   );
   rows = await tokens();
-  expect(rows.get(revoked.userId)).toMatchObject({ proactive_refresh_enabled: true, refresh_failure_count: 0, last_refresh_error: null });
-  const reconnectedAccounts = await world.admin.query<{ sync_status: string }>(`SELECT sync_status FROM user_accounts WHERE user_id = :id::uuid`, { id: revoked.userId });
+  expect(rows.get(revoked.userId)).toMatchObject({
+    proactive_refresh_enabled: true,
+    refresh_failure_count: 0,
+    last_refresh_error: null,
+  });
+  const reconnectedAccounts = await world.admin.query<{ sync_status: string }>(
+    `SELECT sync_status FROM user_accounts WHERE user_id = :id::uuid`,
+    { id: revoked.userId },
+  );
   expect(reconnectedAccounts.rows.map((r) => r.sync_status)).toEqual(['pending', 'pending']);
 
   const again = await runTokenRefresh(deps(world.dataApi()));
@@ -179,12 +206,19 @@ test('invalid_grant turns refresh off at once and flags the accounts; a re-conne
 test('a run killed mid-batch leaves leases that the next run recovers once they expire', async () => {
   const users = await seedUsers(world, { count: 20 });
   // A run that claimed ten tokens and died: its lease (2 s here) is all that is left of it.
-  const dead = await claimDueTokens(world.admin, { owner: randomUUID(), windowSeconds: 1800, leaseSeconds: 2, limit: 10, pausedRegions: [] });
+  const dead = await claimDueTokens(world.admin, {
+    owner: randomUUID(),
+    windowSeconds: 1800,
+    leaseSeconds: 2,
+    limit: 10,
+    pausedRegions: [],
+  });
   expect(dead).toHaveLength(10);
 
   const next = await runTokenRefresh(deps(world.dataApi()));
   expect(next.refreshed).toBe(10); // the leased ones are left alone
-  for (const t of dead) expect(world.amazon.counters.refreshCalls(users.find((u) => u.userId === t.userId)!.refreshToken)).toBe(0);
+  for (const t of dead)
+    expect(world.amazon.counters.refreshCalls(users.find((u) => u.userId === t.userId)!.refreshToken)).toBe(0);
 
   await new Promise((r) => setTimeout(r, 2100));
   const recovery = await runTokenRefresh(deps(world.dataApi()));
@@ -200,9 +234,13 @@ test('time running out gives unprocessed claims back instead of holding them', a
   await seedUsers(world, { count: 50 });
   let calls = 0;
   // Plenty of time for the claim, then almost none: every claimed token is released.
-  const summary = await runTokenRefresh(deps(world.dataApi(), { remainingTimeMs: () => (calls++ === 0 ? 60_000 : 1_000) }));
+  const summary = await runTokenRefresh(
+    deps(world.dataApi(), { remainingTimeMs: () => (calls++ === 0 ? 60_000 : 1_000) }),
+  );
   expect(summary).toMatchObject({ claimed: 50, refreshed: 0, released: 50 });
-  const { rows } = await world.admin.query<{ n: number }>(`SELECT count(*)::int AS n FROM oauth_tokens WHERE refresh_lease_owner IS NOT NULL`);
+  const { rows } = await world.admin.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM oauth_tokens WHERE refresh_lease_owner IS NOT NULL`,
+  );
   expect(rows[0].n).toBe(0);
 });
 
@@ -226,7 +264,8 @@ test('legacy plaintext tokens are read as they are and written back encrypted; r
     expect(row.refresh_token.startsWith('enc:v1:')).toBe(true);
     expect(world.cipher.decrypt(row.refresh_token)).toBe(u.refreshToken);
   }
-  for (const u of rotating) expect(world.cipher.decrypt(rows.get(u.userId)!.refresh_token)).toBe(world.amazon.currentRefreshToken(u.userId));
+  for (const u of rotating)
+    expect(world.cipher.decrypt(rows.get(u.userId)!.refresh_token)).toBe(world.amazon.currentRefreshToken(u.userId));
   for (const u of omitting) expect(world.cipher.decrypt(rows.get(u.userId)!.refresh_token)).toBe(u.refreshToken);
 });
 
@@ -237,7 +276,10 @@ test('a token the web app replaces during a refresh is not overwritten with the 
   const racing = {
     refresh: async (request: Parameters<typeof lwa.refresh>[0]) => {
       const result = await lwa.refresh(request);
-      await world.admin.query(`UPDATE oauth_tokens SET refresh_token = :r WHERE user_id = :id::uuid`, { r: replaced, id: user.userId });
+      await world.admin.query(`UPDATE oauth_tokens SET refresh_token = :r WHERE user_id = :id::uuid`, {
+        r: replaced,
+        id: user.userId,
+      });
       return result;
     },
   };
@@ -251,8 +293,14 @@ test('a token the web app replaces during a refresh is not overwritten with the 
 test('the application’s own credentials rejected (invalid_client) stops the run and changes no token', async () => {
   const users = await seedUsers(world, { count: 10 });
   const before = await tokens();
-  const badClient = new LwaClient({ clientId: world.amazon.clientId, clientSecret: 'not-the-secret', tokenUrl: world.amazon.lwaTokenUrl });
-  await expect(runTokenRefresh(deps(world.dataApi(), { lwa: badClient, settings: { concurrency: 1 } }))).rejects.toThrow(/invalid_client/);
+  const badClient = new LwaClient({
+    clientId: world.amazon.clientId,
+    clientSecret: 'not-the-secret',
+    tokenUrl: world.amazon.lwaTokenUrl,
+  });
+  await expect(
+    runTokenRefresh(deps(world.dataApi(), { lwa: badClient, settings: { concurrency: 1 } })),
+  ).rejects.toThrow(/invalid_client/);
   const after = await tokens();
   for (const u of users) {
     const row = after.get(u.userId)!;
@@ -270,10 +318,13 @@ test('no token or secret reaches a log line', async () => {
   const text = rt.logger.text();
   expect(rt.logger.lines.length).toBeGreaterThan(5);
   for (const u of users) {
-    for (const secret of [u.refreshToken, u.accessToken, ...world.amazon.accessTokens(u.userId)]) expect(text).not.toContain(secret);
+    for (const secret of [u.refreshToken, u.accessToken, ...world.amazon.accessTokens(u.userId)])
+      expect(text).not.toContain(secret);
   }
   expect(text).not.toContain(world.amazon.clientSecret);
-  const stored = await world.admin.query<{ access_token: string; refresh_token: string }>(`SELECT access_token, refresh_token FROM oauth_tokens`);
+  const stored = await world.admin.query<{ access_token: string; refresh_token: string }>(
+    `SELECT access_token, refresh_token FROM oauth_tokens`,
+  );
   for (const r of stored.rows) {
     expect(text).not.toContain(r.access_token);
     expect(text).not.toContain(r.refresh_token);

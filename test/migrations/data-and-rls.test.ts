@@ -21,19 +21,18 @@ describe('data migration on pre-spec data', () => {
     await runMigrations({ database: url, count: 1 }); // the database as it was before the spec
     await withClient(url, async (c) => {
       for (let u = 0; u < 30; u++) {
-        const user = (await c.query(`INSERT INTO users (email) VALUES ($1) RETURNING id`, [`user${u}@example.com`])).rows[0].id;
+        const user = (await c.query(`INSERT INTO users (email) VALUES ($1) RETURNING id`, [`user${u}@example.com`]))
+          .rows[0].id;
         await c.query(
           `INSERT INTO oauth_tokens (user_id, access_token, refresh_token, expires_at, region) VALUES ($1, $2, $3, now() + interval '10 minutes', $4)`,
           [user, `Atza|secret-access-${u}`, `Atzr|secret-refresh-${u}`, ['NA', 'EU', 'FE'][u % 3]],
         );
         for (const status of ['active', 'pending', 'inactive']) {
           const id = (
-            await c.query(`INSERT INTO user_accounts (user_id, amazon_account_id, status, metadata) VALUES ($1, $2, $3, $4) RETURNING id`, [
-              user,
-              `${u}-${status}`,
-              status,
-              { countryCode: 'US' },
-            ])
+            await c.query(
+              `INSERT INTO user_accounts (user_id, amazon_account_id, status, metadata) VALUES ($1, $2, $3, $4) RETURNING id`,
+              [user, `${u}-${status}`, status, { countryCode: 'US' }],
+            )
           ).rows[0].id;
           accounts[id] = { status, user };
         }
@@ -42,8 +41,12 @@ describe('data migration on pre-spec data', () => {
     // Users who connected Amazon but have no account row yet.
     await withClient(url, async (c) => {
       for (let u = 0; u < 5; u++) {
-        const user = (await c.query(`INSERT INTO users (email) VALUES ($1) RETURNING id`, [`new${u}@example.com`])).rows[0].id;
-        await c.query(`INSERT INTO oauth_tokens (user_id, access_token, refresh_token, expires_at) VALUES ($1, 'a', 'r', now())`, [user]);
+        const user = (await c.query(`INSERT INTO users (email) VALUES ($1) RETURNING id`, [`new${u}@example.com`]))
+          .rows[0].id;
+        await c.query(
+          `INSERT INTO oauth_tokens (user_id, access_token, refresh_token, expires_at) VALUES ($1, 'a', 'r', now())`,
+          [user],
+        );
       }
     });
     migratedAt = new Date();
@@ -85,7 +88,10 @@ describe('data migration on pre-spec data', () => {
     await withClient(url, async (c) => {
       const user = Object.values(accounts)[0].user;
       const row = (
-        await c.query(`INSERT INTO user_accounts (user_id, amazon_account_id) VALUES ($1, 'new') RETURNING sync_status, next_sync_at, sync_retry_count, now() AS now`, [user])
+        await c.query(
+          `INSERT INTO user_accounts (user_id, amazon_account_id) VALUES ($1, 'new') RETURNING sync_status, next_sync_at, sync_retry_count, now() AS now`,
+          [user],
+        )
       ).rows[0];
       expect(row.sync_status).toBe('pending');
       expect(row.sync_retry_count).toBe(0);
@@ -94,15 +100,22 @@ describe('data migration on pre-spec data', () => {
   });
 
   test('existing tokens keep proactive refresh on with no failures recorded', async () => {
-    const rows = (await withClient(url, (c) => c.query(`SELECT proactive_refresh_enabled, refresh_failure_count, last_refresh_error FROM oauth_tokens`))).rows;
+    const rows = (
+      await withClient(url, (c) =>
+        c.query(`SELECT proactive_refresh_enabled, refresh_failure_count, last_refresh_error FROM oauth_tokens`),
+      )
+    ).rows;
     expect(rows).toHaveLength(35);
-    for (const row of rows) expect(row).toEqual({ proactive_refresh_enabled: true, refresh_failure_count: 0, last_refresh_error: null });
+    for (const row of rows)
+      expect(row).toEqual({ proactive_refresh_enabled: true, refresh_failure_count: 0, last_refresh_error: null });
   });
 
   test('users without an account become due for their first sync; users with accounts follow their accounts', async () => {
     const rows = (
       await withClient(url, (c) =>
-        c.query(`SELECT EXISTS (SELECT 1 FROM user_accounts ua WHERE ua.user_id = t.user_id) AS has_accounts, t.sync_next_attempt_at FROM oauth_tokens t`),
+        c.query(
+          `SELECT EXISTS (SELECT 1 FROM user_accounts ua WHERE ua.user_id = t.user_id) AS has_accounts, t.sync_next_attempt_at FROM oauth_tokens t`,
+        ),
       )
     ).rows;
     const without = rows.filter((r) => !r.has_accounts);
@@ -114,15 +127,29 @@ describe('data migration on pre-spec data', () => {
   test('invalid values are refused', async () => {
     await withClient(url, async (c) => {
       const id = Object.keys(accounts)[0];
-      await expect(c.query(`UPDATE user_accounts SET sync_status = 'bogus' WHERE id = $1`, [id])).rejects.toThrow(/user_accounts_sync_status_check/);
-      await expect(c.query(`UPDATE user_accounts SET sync_status = NULL WHERE id = $1`, [id])).rejects.toThrow(/null value in column "sync_status"/);
-      await expect(c.query(`UPDATE user_accounts SET sync_retry_count = -1 WHERE id = $1`, [id])).rejects.toThrow(/sync_retry_count_check/);
-      await expect(c.query(`UPDATE oauth_tokens SET refresh_failure_count = -1`)).rejects.toThrow(/refresh_failure_count_check/);
+      await expect(c.query(`UPDATE user_accounts SET sync_status = 'bogus' WHERE id = $1`, [id])).rejects.toThrow(
+        /user_accounts_sync_status_check/,
+      );
+      await expect(c.query(`UPDATE user_accounts SET sync_status = NULL WHERE id = $1`, [id])).rejects.toThrow(
+        /null value in column "sync_status"/,
+      );
+      await expect(c.query(`UPDATE user_accounts SET sync_retry_count = -1 WHERE id = $1`, [id])).rejects.toThrow(
+        /sync_retry_count_check/,
+      );
+      await expect(c.query(`UPDATE oauth_tokens SET refresh_failure_count = -1`)).rejects.toThrow(
+        /refresh_failure_count_check/,
+      );
       await expect(
-        c.query(`INSERT INTO account_sync_history (user_account_id, sync_type, sync_status) VALUES ($1, 'cron', 'started')`, [id]),
+        c.query(
+          `INSERT INTO account_sync_history (user_account_id, sync_type, sync_status) VALUES ($1, 'cron', 'started')`,
+          [id],
+        ),
       ).rejects.toThrow(/sync_type_check/);
       await expect(
-        c.query(`INSERT INTO account_sync_history (user_account_id, sync_type, sync_status) VALUES ($1, 'manual', 'success')`, [id]),
+        c.query(
+          `INSERT INTO account_sync_history (user_account_id, sync_type, sync_status) VALUES ($1, 'manual', 'success')`,
+          [id],
+        ),
       ).rejects.toThrow(/completion_check/);
     });
   });
@@ -137,11 +164,26 @@ describe('row level security as `authenticated`', () => {
     await runMigrations({ database: url });
     await withClient(url, async (c) => {
       for (const who of ['A', 'B'] as const) {
-        const user = (await c.query(`INSERT INTO users (email) VALUES ($1) RETURNING id`, [`${who}@example.com`])).rows[0].id;
-        await c.query(`INSERT INTO oauth_tokens (user_id, access_token, refresh_token, expires_at) VALUES ($1, 'Atza|x', 'Atzr|x', now())`, [user]);
-        const account = (await c.query(`INSERT INTO user_accounts (user_id, amazon_account_id) VALUES ($1, $2) RETURNING id`, [user, `profile-${who}`])).rows[0].id;
-        await c.query(`INSERT INTO account_sync_history (user_account_id, sync_type, sync_status) VALUES ($1, 'scheduled', 'started')`, [account]);
-        await c.query(`INSERT INTO rate_limit_tracking (user_id, endpoint, request_count) VALUES ($1, 'GET /v2/profiles', 1)`, [user]);
+        const user = (await c.query(`INSERT INTO users (email) VALUES ($1) RETURNING id`, [`${who}@example.com`]))
+          .rows[0].id;
+        await c.query(
+          `INSERT INTO oauth_tokens (user_id, access_token, refresh_token, expires_at) VALUES ($1, 'Atza|x', 'Atzr|x', now())`,
+          [user],
+        );
+        const account = (
+          await c.query(`INSERT INTO user_accounts (user_id, amazon_account_id) VALUES ($1, $2) RETURNING id`, [
+            user,
+            `profile-${who}`,
+          ])
+        ).rows[0].id;
+        await c.query(
+          `INSERT INTO account_sync_history (user_account_id, sync_type, sync_status) VALUES ($1, 'scheduled', 'started')`,
+          [account],
+        );
+        await c.query(
+          `INSERT INTO rate_limit_tracking (user_id, endpoint, request_count) VALUES ($1, 'GET /v2/profiles', 1)`,
+          [user],
+        );
         ids[`user${who}`] = user;
         ids[`account${who}`] = account;
       }
@@ -149,12 +191,17 @@ describe('row level security as `authenticated`', () => {
   });
 
   /** A session as PostgREST opens it: role authenticated, the JWT's claims in settings. */
-  async function as<T>(claims: { sub?: string; style?: 'claim.sub' | 'claims' } | null, fn: (c: Client) => Promise<T>): Promise<T> {
+  async function as<T>(
+    claims: { sub?: string; style?: 'claim.sub' | 'claims' } | null,
+    fn: (c: Client) => Promise<T>,
+  ): Promise<T> {
     return withClient(url, async (c) => {
       await c.query('BEGIN');
       await c.query('SET LOCAL ROLE authenticated');
       if (claims?.sub && claims.style === 'claims') {
-        await c.query(`SELECT set_config('request.jwt.claims', $1, true)`, [JSON.stringify({ sub: claims.sub, role: 'authenticated' })]);
+        await c.query(`SELECT set_config('request.jwt.claims', $1, true)`, [
+          JSON.stringify({ sub: claims.sub, role: 'authenticated' }),
+        ]);
       } else if (claims?.sub) {
         await c.query(`SELECT set_config('request.jwt.claim.sub', $1, true)`, [claims.sub]);
       }
@@ -166,14 +213,21 @@ describe('row level security as `authenticated`', () => {
     });
   }
 
-  test.each(['claim.sub', 'claims'] as const)('with A’s claim (request.jwt.%s), A sees only A’s rows', async (style) => {
-    await as({ sub: ids.userA, style }, async (c) => {
-      expect((await c.query('SELECT auth.uid() AS uid')).rows[0].uid).toBe(ids.userA);
-      expect((await c.query('SELECT user_account_id FROM account_sync_history')).rows).toEqual([{ user_account_id: ids.accountA }]);
-      expect((await c.query('SELECT user_id FROM rate_limit_tracking')).rows).toEqual([{ user_id: ids.userA }]);
-      expect((await c.query('SELECT id, user_id FROM user_accounts')).rows).toEqual([{ id: ids.accountA, user_id: ids.userA }]);
-    });
-  });
+  test.each(['claim.sub', 'claims'] as const)(
+    'with A’s claim (request.jwt.%s), A sees only A’s rows',
+    async (style) => {
+      await as({ sub: ids.userA, style }, async (c) => {
+        expect((await c.query('SELECT auth.uid() AS uid')).rows[0].uid).toBe(ids.userA);
+        expect((await c.query('SELECT user_account_id FROM account_sync_history')).rows).toEqual([
+          { user_account_id: ids.accountA },
+        ]);
+        expect((await c.query('SELECT user_id FROM rate_limit_tracking')).rows).toEqual([{ user_id: ids.userA }]);
+        expect((await c.query('SELECT id, user_id FROM user_accounts')).rows).toEqual([
+          { id: ids.accountA, user_id: ids.userA },
+        ]);
+      });
+    },
+  );
 
   test('A reads its own user row and connection, without the tokens', async () => {
     await as({ sub: ids.userA }, async (c) => {
@@ -187,32 +241,49 @@ describe('row level security as `authenticated`', () => {
   test('A changes only A’s rate-limit rows, and no history', async () => {
     await as({ sub: ids.userA }, async (c) => {
       expect((await c.query(`UPDATE rate_limit_tracking SET request_count = 5`)).rowCount).toBe(1);
-      expect((await c.query(`UPDATE rate_limit_tracking SET request_count = 6 WHERE user_id = $1`, [ids.userB])).rowCount).toBe(0);
+      expect(
+        (await c.query(`UPDATE rate_limit_tracking SET request_count = 6 WHERE user_id = $1`, [ids.userB])).rowCount,
+      ).toBe(0);
       await c.query('SAVEPOINT s');
       await expect(c.query(`UPDATE account_sync_history SET accounts_failed = 1`)).rejects.toThrow(/permission denied/);
       await c.query('ROLLBACK TO SAVEPOINT s');
-      await expect(c.query(`DELETE FROM rate_limit_tracking WHERE user_id = $1`, [ids.userB])).rejects.toThrow(/permission denied/);
+      await expect(c.query(`DELETE FROM rate_limit_tracking WHERE user_id = $1`, [ids.userB])).rejects.toThrow(
+        /permission denied/,
+      );
     });
     // Nothing of B's changed.
-    const b = await withClient(url, (c) => c.query(`SELECT request_count FROM rate_limit_tracking WHERE user_id = $1`, [ids.userB]));
+    const b = await withClient(url, (c) =>
+      c.query(`SELECT request_count FROM rate_limit_tracking WHERE user_id = $1`, [ids.userB]),
+    );
     expect(b.rows[0].request_count).toBe(1);
   });
 
   test('A cannot insert rows for B, nor move A’s rows to B', async () => {
     await as({ sub: ids.userA }, async (c) => {
       await c.query('SAVEPOINT s');
-      await expect(c.query(`INSERT INTO rate_limit_tracking (user_id, endpoint) VALUES ($1, 'x')`, [ids.userB])).rejects.toThrow(/row-level security/);
+      await expect(
+        c.query(`INSERT INTO rate_limit_tracking (user_id, endpoint) VALUES ($1, 'x')`, [ids.userB]),
+      ).rejects.toThrow(/row-level security/);
       await c.query('ROLLBACK TO SAVEPOINT s');
-      await expect(c.query(`INSERT INTO rate_limit_tracking (user_id, endpoint) VALUES (NULL, 'x')`)).rejects.toThrow(/row-level security/);
+      await expect(c.query(`INSERT INTO rate_limit_tracking (user_id, endpoint) VALUES (NULL, 'x')`)).rejects.toThrow(
+        /row-level security/,
+      );
       await c.query('ROLLBACK TO SAVEPOINT s');
-      await expect(c.query(`UPDATE rate_limit_tracking SET user_id = $1`, [ids.userB])).rejects.toThrow(/permission denied/);
+      await expect(c.query(`UPDATE rate_limit_tracking SET user_id = $1`, [ids.userB])).rejects.toThrow(
+        /permission denied/,
+      );
       await c.query('ROLLBACK TO SAVEPOINT s');
       await expect(
-        c.query(`INSERT INTO account_sync_history (user_account_id, sync_type, sync_status) VALUES ($1, 'manual', 'started')`, [ids.accountA]),
+        c.query(
+          `INSERT INTO account_sync_history (user_account_id, sync_type, sync_status) VALUES ($1, 'manual', 'started')`,
+          [ids.accountA],
+        ),
       ).rejects.toThrow(/permission denied/);
       await c.query('ROLLBACK TO SAVEPOINT s');
       // A's own rate-limit row is allowed (a manual sync recorded under the caller).
-      const own = await c.query(`INSERT INTO rate_limit_tracking (user_id, endpoint) VALUES ($1, 'POST /v1/syncs')`, [ids.userA]);
+      const own = await c.query(`INSERT INTO rate_limit_tracking (user_id, endpoint) VALUES ($1, 'POST /v1/syncs')`, [
+        ids.userA,
+      ]);
       expect(own.rowCount).toBe(1);
     });
   });

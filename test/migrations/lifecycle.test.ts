@@ -42,7 +42,10 @@ function copyOfMigrations(): { dir: string; cleanup: () => void } {
 }
 
 function npmMigrate(url: string, ...args: string[]) {
-  return run('npm', ['run', '--silent', 'migrate', '--', ...args], { cwd: ROOT, env: { ...process.env, DATABASE_URL: url } });
+  return run('npm', ['run', '--silent', 'migrate', '--', ...args], {
+    cwd: ROOT,
+    env: { ...process.env, DATABASE_URL: url },
+  });
 }
 
 test('the stock CLI applies the baseline alone with `up 1`, then the rest with `up`', async () => {
@@ -150,7 +153,9 @@ test('a migration that cannot get its lock in time is retried instead of stallin
   });
   await holder.end();
   expect(result.attempts).toBe(2);
-  expect(warnings.some((w) => w.includes('0003_token-refresh-and-account-sync-schema') && w.includes('55P03'))).toBe(true);
+  expect(warnings.some((w) => w.includes('0003_token-refresh-and-account-sync-schema') && w.includes('55P03'))).toBe(
+    true,
+  );
   expect(result.applied).toEqual(ALL.slice(2));
 });
 
@@ -162,7 +167,9 @@ test('a lock timeout that never clears fails with the migration name once retrie
   await holder.query('BEGIN');
   await holder.query('LOCK TABLE oauth_tokens IN ACCESS SHARE MODE');
   try {
-    const error = await runMigrations({ database: url, lockRetries: 2, sleep: async () => undefined }).catch((e: unknown) => e);
+    const error = await runMigrations({ database: url, lockRetries: 2, sleep: async () => undefined }).catch(
+      (e: unknown) => e,
+    );
     expect(error).toBeInstanceOf(MigrationError);
     expect((error as MigrationError).migration).toBe('0003_token-refresh-and-account-sync-schema');
     expect((error as MigrationError).code).toBe('55P03');
@@ -182,8 +189,11 @@ test('an interrupted concurrent index build is rebuilt, not kept invalid', async
     await c.query(`UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'idx_user_accounts_metadata'::regclass`);
   });
   await runMigrations({ database: url });
-  const valid = await withClient(url, async (c) =>
-    (await c.query(`SELECT indisvalid FROM pg_index WHERE indexrelid = 'idx_user_accounts_metadata'::regclass`)).rows[0].indisvalid,
+  const valid = await withClient(
+    url,
+    async (c) =>
+      (await c.query(`SELECT indisvalid FROM pg_index WHERE indexrelid = 'idx_user_accounts_metadata'::regclass`))
+        .rows[0].indisvalid,
   );
   expect(valid).toBe(true);
 });
@@ -198,6 +208,8 @@ test('duplicate (user, Amazon profile) rows fail the unique index build clearly 
   const error = await runMigrations({ database: url }).catch((e: unknown) => e);
   expect(error).toBeInstanceOf(MigrationError);
   expect((error as MigrationError).migration).toBe('0005_spec-indexes');
-  expect((error as MigrationError).databaseMessage).toMatch(/could not create unique index "idx_user_accounts_user_amazon"/);
+  expect((error as MigrationError).databaseMessage).toMatch(
+    /could not create unique index "idx_user_accounts_user_amazon"/,
+  );
   expect(await appliedMigrations(url)).toEqual(ALL.slice(0, 4));
 });

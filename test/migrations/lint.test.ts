@@ -29,7 +29,12 @@ test('the repository’s migrations pass squawk', async () => {
 });
 
 test.each([
-  ['a blocking index build in SQL', '9999_bad.sql', '-- Up Migration\nSET LOCAL lock_timeout = \'1s\';\nSET LOCAL statement_timeout = \'5s\';\nCREATE INDEX idx_users_email2 ON users (email);\n', /require-concurrent-index-creation/],
+  [
+    'a blocking index build in SQL',
+    '9999_bad.sql',
+    "-- Up Migration\nSET LOCAL lock_timeout = '1s';\nSET LOCAL statement_timeout = '5s';\nCREATE INDEX idx_users_email2 ON users (email);\n",
+    /require-concurrent-index-creation/,
+  ],
   [
     'a validated constraint added in a JS migration',
     '9999_bad.js',

@@ -23,17 +23,41 @@ const UP_SQL = readFileSync(join(DEFAULT_MIGRATIONS_DIR, `${PRIVILEGES}.sql`), '
 /** What `authenticated` is meant to hold, column by column where the grant is per column. */
 const AUTHENTICATED = [
   ...['id', 'email', 'created_at'].map((c) => `authenticated SELECT (${c}) ON users`),
-  ...['id', 'user_id', 'region', 'expires_at', 'refresh_failure_count', 'last_refresh_error', 'proactive_refresh_enabled', 'created_at', 'updated_at'].map(
-    (c) => `authenticated SELECT (${c}) ON oauth_tokens`,
-  ),
-  ...['id', 'user_id', 'amazon_account_id', 'status', 'metadata', 'sync_status', 'sync_error_message', 'sync_retry_count', 'next_sync_at', 'created_at', 'updated_at'].map(
-    (c) => `authenticated SELECT (${c}) ON user_accounts`,
-  ),
+  ...[
+    'id',
+    'user_id',
+    'region',
+    'expires_at',
+    'refresh_failure_count',
+    'last_refresh_error',
+    'proactive_refresh_enabled',
+    'created_at',
+    'updated_at',
+  ].map((c) => `authenticated SELECT (${c}) ON oauth_tokens`),
+  ...[
+    'id',
+    'user_id',
+    'amazon_account_id',
+    'status',
+    'metadata',
+    'sync_status',
+    'sync_error_message',
+    'sync_retry_count',
+    'next_sync_at',
+    'created_at',
+    'updated_at',
+  ].map((c) => `authenticated SELECT (${c}) ON user_accounts`),
   'authenticated SELECT ON account_sync_history',
   'authenticated SELECT ON rate_limit_tracking',
-  ...['user_id', 'endpoint', 'request_count', 'limit_hit_count', 'last_limit_hit', 'retry_after_seconds', 'window_start'].map(
-    (c) => `authenticated INSERT (${c}) ON rate_limit_tracking`,
-  ),
+  ...[
+    'user_id',
+    'endpoint',
+    'request_count',
+    'limit_hit_count',
+    'last_limit_hit',
+    'retry_after_seconds',
+    'window_start',
+  ].map((c) => `authenticated INSERT (${c}) ON rate_limit_tracking`),
   ...['request_count', 'limit_hit_count', 'last_limit_hit', 'retry_after_seconds', 'window_start', 'updated_at'].map(
     (c) => `authenticated UPDATE (${c}) ON rate_limit_tracking`,
   ),
@@ -93,14 +117,19 @@ describe.each([
     await runMigrations({ database: golden, count: 1 });
     await withClient(golden, async (c) => {
       for (const who of ['A', 'B'] as const) {
-        const user = (await c.query(`INSERT INTO users (email) VALUES ($1) RETURNING id`, [`${who.toLowerCase()}@example.com`])).rows[0].id;
+        const user = (
+          await c.query(`INSERT INTO users (email) VALUES ($1) RETURNING id`, [`${who.toLowerCase()}@example.com`])
+        ).rows[0].id;
         users[who] = user;
         await c.query(
           `INSERT INTO oauth_tokens (user_id, access_token, refresh_token, expires_at) VALUES ($1, $2, $3, now() + interval '1 hour')`,
           [user, `enc:v1:access-${who}`, `enc:v1:refresh-${who}`],
         );
         for (const profile of ['1', '2']) {
-          await c.query(`INSERT INTO user_accounts (user_id, amazon_account_id, status) VALUES ($1, $2, 'active')`, [user, `${who}-${profile}`]);
+          await c.query(`INSERT INTO user_accounts (user_id, amazon_account_id, status) VALUES ($1, $2, 'active')`, [
+            user,
+            `${who}-${profile}`,
+          ]);
         }
       }
     });
@@ -112,12 +141,23 @@ describe.each([
            SELECT id, 'scheduled', 'started' FROM user_accounts WHERE user_id = $1`,
           [user],
         );
-        await c.query(`INSERT INTO account_sync_history (sync_type, sync_status, metadata) VALUES ('manual', 'started', $1)`, [{ userId: user }]);
-        await c.query(`INSERT INTO rate_limit_tracking (user_id, endpoint, request_count) VALUES ($1, 'POST /v1/syncs', 1)`, [user]);
+        await c.query(
+          `INSERT INTO account_sync_history (sync_type, sync_status, metadata) VALUES ('manual', 'started', $1)`,
+          [{ userId: user }],
+        );
+        await c.query(
+          `INSERT INTO rate_limit_tracking (user_id, endpoint, request_count) VALUES ($1, 'POST /v1/syncs', 1)`,
+          [user],
+        );
       }
       await c.query(`INSERT INTO rate_limit_tracking (user_id, endpoint, limit_hit_count) VALUES (NULL, 'lwa:NA', 1)`);
     });
-    options = { identityTable: 'public.users', userA: users.A, userB: users.B, withoutRls: [`public.${MIGRATIONS_TABLE}`] };
+    options = {
+      identityTable: 'public.users',
+      userA: users.A,
+      userB: users.B,
+      withoutRls: [`public.${MIGRATIONS_TABLE}`],
+    };
 
     // The matrix before 0009. On plain PostgreSQL `anon` is made for the check and dropped
     // again, so that 0009 runs where the role does not exist, as on Aurora.
@@ -165,9 +205,13 @@ describe.each([
     await withClient(golden, async (c) => {
       await c.query('BEGIN');
       await c.query('SET LOCAL ROLE authenticated');
-      await c.query(`SELECT set_config('request.jwt.claims', $1, true)`, [JSON.stringify({ sub: users.A, role: 'authenticated' })]);
+      await c.query(`SELECT set_config('request.jwt.claims', $1, true)`, [
+        JSON.stringify({ sub: users.A, role: 'authenticated' }),
+      ]);
       expect((await c.query('SELECT id, email FROM users')).rows).toEqual([{ id: users.A, email: 'a@example.com' }]);
-      expect((await c.query('SELECT user_id, region FROM oauth_tokens')).rows).toEqual([{ user_id: users.A, region: 'NA' }]);
+      expect((await c.query('SELECT user_id, region FROM oauth_tokens')).rows).toEqual([
+        { user_id: users.A, region: 'NA' },
+      ]);
       expect((await c.query('SELECT DISTINCT user_id FROM user_accounts')).rows).toEqual([{ user_id: users.A }]);
       expect((await c.query('SELECT count(*)::int AS n FROM account_sync_history')).rows[0].n).toBe(2);
       const upsert = await c.query(
@@ -186,7 +230,10 @@ describe.each([
       await c.query('BEGIN');
       await c.query('SET LOCAL ROLE accounts_worker');
       expect((await c.query('SELECT count(*)::int AS n FROM users')).rows[0].n).toBe(2);
-      expect((await c.query('SELECT count(*)::int AS n FROM oauth_tokens WHERE access_token LIKE $1', ['enc:v1:%'])).rows[0].n).toBe(2);
+      expect(
+        (await c.query('SELECT count(*)::int AS n FROM oauth_tokens WHERE access_token LIKE $1', ['enc:v1:%'])).rows[0]
+          .n,
+      ).toBe(2);
       expect((await c.query(`UPDATE oauth_tokens SET refresh_token = refresh_token || '-new'`)).rowCount).toBe(2);
       await c.query('ROLLBACK');
     });
@@ -217,7 +264,9 @@ describe.each([
         expect(missing.rows).toEqual([]);
         await c.query('BEGIN');
         await c.query('SET LOCAL ROLE service_role');
-        expect((await c.query('SELECT count(*)::int AS n FROM oauth_tokens WHERE refresh_token IS NOT NULL')).rows[0].n).toBe(2);
+        expect(
+          (await c.query('SELECT count(*)::int AS n FROM oauth_tokens WHERE refresh_token IS NOT NULL')).rows[0].n,
+        ).toBe(2);
         await c.query('ROLLBACK');
       });
     });
@@ -257,12 +306,18 @@ describe.each([
       [
         'a token column granted',
         `GRANT SELECT (refresh_token) ON oauth_tokens TO authenticated;`,
-        ['authenticated may SELECT token column public.oauth_tokens.refresh_token', 'authenticated as A reads token column public.oauth_tokens.refresh_token'],
+        [
+          'authenticated may SELECT token column public.oauth_tokens.refresh_token',
+          'authenticated as A reads token column public.oauth_tokens.refresh_token',
+        ],
       ],
       [
         'a SECURITY DEFINER function',
         `CREATE FUNCTION user_emails() RETURNS SETOF text LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS 'SELECT email FROM users';`,
-        ['public.user_emails() is SECURITY DEFINER and executable by anon', 'public.user_emails() is SECURITY DEFINER and executable by PUBLIC'],
+        [
+          'public.user_emails() is SECURITY DEFINER and executable by anon',
+          'public.user_emails() is SECURITY DEFINER and executable by PUBLIC',
+        ],
       ],
       [
         'a policy that lets a user give its rows away',

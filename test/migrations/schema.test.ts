@@ -74,24 +74,57 @@ describe('columns', () => {
 
   test('the user_accounts backup has every pre-spec column', () => {
     const backupColumns = Object.keys(schema.columns).filter((c) => c.startsWith('user_accounts_backup.'));
-    expect(backupColumns.map((c) => c.split('.')[1]).sort()).toEqual(
-      ['amazon_account_id', 'created_at', 'id', 'metadata', 'status', 'updated_at', 'user_id'],
-    );
+    expect(backupColumns.map((c) => c.split('.')[1]).sort()).toEqual([
+      'amazon_account_id',
+      'created_at',
+      'id',
+      'metadata',
+      'status',
+      'updated_at',
+      'user_id',
+    ]);
   });
 });
 
 describe('indexes', () => {
   test.each([
-    ['idx_oauth_tokens_expires_at', 'CREATE INDEX idx_oauth_tokens_expires_at ON public.oauth_tokens USING btree (expires_at) WHERE (proactive_refresh_enabled = true)'],
-    ['idx_user_accounts_user_amazon', 'CREATE UNIQUE INDEX idx_user_accounts_user_amazon ON public.user_accounts USING btree (user_id, amazon_account_id)'],
-    ['idx_user_accounts_metadata', 'CREATE INDEX idx_user_accounts_metadata ON public.user_accounts USING gin (metadata)'],
-    ['idx_user_accounts_next_sync_at', 'CREATE INDEX idx_user_accounts_next_sync_at ON public.user_accounts USING btree (next_sync_at)'],
-    ['idx_sync_history_account', 'CREATE INDEX idx_sync_history_account ON public.account_sync_history USING btree (user_account_id)'],
-    ['idx_sync_history_status', 'CREATE INDEX idx_sync_history_status ON public.account_sync_history USING btree (sync_status)'],
-    ['idx_sync_history_started', 'CREATE INDEX idx_sync_history_started ON public.account_sync_history USING btree (started_at DESC)'],
+    [
+      'idx_oauth_tokens_expires_at',
+      'CREATE INDEX idx_oauth_tokens_expires_at ON public.oauth_tokens USING btree (expires_at) WHERE (proactive_refresh_enabled = true)',
+    ],
+    [
+      'idx_user_accounts_user_amazon',
+      'CREATE UNIQUE INDEX idx_user_accounts_user_amazon ON public.user_accounts USING btree (user_id, amazon_account_id)',
+    ],
+    [
+      'idx_user_accounts_metadata',
+      'CREATE INDEX idx_user_accounts_metadata ON public.user_accounts USING gin (metadata)',
+    ],
+    [
+      'idx_user_accounts_next_sync_at',
+      'CREATE INDEX idx_user_accounts_next_sync_at ON public.user_accounts USING btree (next_sync_at)',
+    ],
+    [
+      'idx_sync_history_account',
+      'CREATE INDEX idx_sync_history_account ON public.account_sync_history USING btree (user_account_id)',
+    ],
+    [
+      'idx_sync_history_status',
+      'CREATE INDEX idx_sync_history_status ON public.account_sync_history USING btree (sync_status)',
+    ],
+    [
+      'idx_sync_history_started',
+      'CREATE INDEX idx_sync_history_started ON public.account_sync_history USING btree (started_at DESC)',
+    ],
     ['idx_rate_limit_user', 'CREATE INDEX idx_rate_limit_user ON public.rate_limit_tracking USING btree (user_id)'],
-    ['idx_rate_limit_endpoint', 'CREATE INDEX idx_rate_limit_endpoint ON public.rate_limit_tracking USING btree (endpoint)'],
-    ['idx_rate_limit_window', 'CREATE INDEX idx_rate_limit_window ON public.rate_limit_tracking USING btree (window_start)'],
+    [
+      'idx_rate_limit_endpoint',
+      'CREATE INDEX idx_rate_limit_endpoint ON public.rate_limit_tracking USING btree (endpoint)',
+    ],
+    [
+      'idx_rate_limit_window',
+      'CREATE INDEX idx_rate_limit_window ON public.rate_limit_tracking USING btree (window_start)',
+    ],
   ])('%s', (name, definition) => {
     expect(schema.indexes[name]).toBe(definition);
   });
@@ -102,8 +135,14 @@ describe('constraints', () => {
     ['oauth_tokens.oauth_tokens_user_id_fkey', 'FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE'],
     ['oauth_tokens.oauth_tokens_user_id_key', 'UNIQUE (user_id)'],
     ['user_accounts.user_accounts_user_id_fkey', 'FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE'],
-    ['account_sync_history.account_sync_history_user_account_id_fkey', 'FOREIGN KEY (user_account_id) REFERENCES user_accounts(id) ON DELETE CASCADE'],
-    ['rate_limit_tracking.rate_limit_tracking_user_id_fkey', 'FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE'],
+    [
+      'account_sync_history.account_sync_history_user_account_id_fkey',
+      'FOREIGN KEY (user_account_id) REFERENCES user_accounts(id) ON DELETE CASCADE',
+    ],
+    [
+      'rate_limit_tracking.rate_limit_tracking_user_id_fkey',
+      'FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE',
+    ],
     ['rate_limit_tracking.rate_limit_tracking_endpoint_user_key', 'UNIQUE NULLS NOT DISTINCT (endpoint, user_id)'],
     ['oauth_tokens.oauth_tokens_refresh_failure_count_check', 'CHECK ((refresh_failure_count >= 0))'],
     ['user_accounts.user_accounts_sync_retry_count_check', 'CHECK ((sync_retry_count >= 0))'],
@@ -117,8 +156,12 @@ describe('constraints', () => {
     expect(schema.constraints['user_accounts.user_accounts_sync_status_check']).toMatch(
       /^CHECK \(\(\(sync_status\)::text = ANY \(\(ARRAY\['pending'.*'in_progress'.*'completed'.*'failed'.*'reauth_required'.*\]\)::text\[\]\)\)\)$/,
     );
-    expect(schema.constraints['account_sync_history.account_sync_history_sync_type_check']).toMatch(/'manual'.*'scheduled'.*'webhook'/);
-    expect(schema.constraints['account_sync_history.account_sync_history_sync_status_check']).toMatch(/'started'.*'success'.*'failed'/);
+    expect(schema.constraints['account_sync_history.account_sync_history_sync_type_check']).toMatch(
+      /'manual'.*'scheduled'.*'webhook'/,
+    );
+    expect(schema.constraints['account_sync_history.account_sync_history_sync_status_check']).toMatch(
+      /'started'.*'success'.*'failed'/,
+    );
     expect(Object.values(schema.constraints).filter((d) => d.includes('NOT VALID'))).toEqual([]);
   });
 
@@ -145,9 +188,13 @@ describe('row level security', () => {
     expect(schema.policies['account_sync_history.account_sync_history_policy']).toEqual({
       command: 'ALL',
       roles: ['authenticated'],
-      using: expect.stringMatching(/user_account_id IN \( SELECT user_accounts\.id\s+FROM user_accounts\s+WHERE \(user_accounts\.user_id = auth\.uid\(\)\)\)/),
+      using: expect.stringMatching(
+        /user_account_id IN \( SELECT user_accounts\.id\s+FROM user_accounts\s+WHERE \(user_accounts\.user_id = auth\.uid\(\)\)\)/,
+      ),
       // 0009: the same condition for new rows.
-      check: expect.stringMatching(/user_account_id IN \( SELECT user_accounts\.id\s+FROM user_accounts\s+WHERE \(user_accounts\.user_id = auth\.uid\(\)\)\)/),
+      check: expect.stringMatching(
+        /user_account_id IN \( SELECT user_accounts\.id\s+FROM user_accounts\s+WHERE \(user_accounts\.user_id = auth\.uid\(\)\)\)/,
+      ),
     });
     expect(schema.policies['rate_limit_tracking.rate_limit_tracking_policy']).toEqual({
       command: 'ALL',
@@ -170,16 +217,54 @@ describe('row level security', () => {
 
   test('authenticated gets exactly what the policies need, never a token column (0009)', () => {
     const forAuthenticated = schema.grants.filter((g) => g.startsWith('authenticated ')).sort();
-    const columns = (privilege: string, table: string, names: string[]) => names.map((n) => `authenticated ${privilege} (${n}) ON ${table}`);
+    const columns = (privilege: string, table: string, names: string[]) =>
+      names.map((n) => `authenticated ${privilege} (${n}) ON ${table}`);
     expect(forAuthenticated).toEqual(
       [
         'authenticated SELECT ON account_sync_history',
         'authenticated SELECT ON rate_limit_tracking',
         ...columns('SELECT', 'users', ['id', 'email', 'created_at']),
-        ...columns('SELECT', 'oauth_tokens', ['id', 'user_id', 'region', 'expires_at', 'refresh_failure_count', 'last_refresh_error', 'proactive_refresh_enabled', 'created_at', 'updated_at']),
-        ...columns('SELECT', 'user_accounts', ['id', 'user_id', 'amazon_account_id', 'status', 'metadata', 'sync_status', 'sync_error_message', 'sync_retry_count', 'next_sync_at', 'created_at', 'updated_at']),
-        ...columns('INSERT', 'rate_limit_tracking', ['user_id', 'endpoint', 'request_count', 'limit_hit_count', 'last_limit_hit', 'retry_after_seconds', 'window_start']),
-        ...columns('UPDATE', 'rate_limit_tracking', ['request_count', 'limit_hit_count', 'last_limit_hit', 'retry_after_seconds', 'window_start', 'updated_at']),
+        ...columns('SELECT', 'oauth_tokens', [
+          'id',
+          'user_id',
+          'region',
+          'expires_at',
+          'refresh_failure_count',
+          'last_refresh_error',
+          'proactive_refresh_enabled',
+          'created_at',
+          'updated_at',
+        ]),
+        ...columns('SELECT', 'user_accounts', [
+          'id',
+          'user_id',
+          'amazon_account_id',
+          'status',
+          'metadata',
+          'sync_status',
+          'sync_error_message',
+          'sync_retry_count',
+          'next_sync_at',
+          'created_at',
+          'updated_at',
+        ]),
+        ...columns('INSERT', 'rate_limit_tracking', [
+          'user_id',
+          'endpoint',
+          'request_count',
+          'limit_hit_count',
+          'last_limit_hit',
+          'retry_after_seconds',
+          'window_start',
+        ]),
+        ...columns('UPDATE', 'rate_limit_tracking', [
+          'request_count',
+          'limit_hit_count',
+          'last_limit_hit',
+          'retry_after_seconds',
+          'window_start',
+          'updated_at',
+        ]),
       ].sort(),
     );
   });

@@ -21,7 +21,10 @@ let userCount = 0;
 
 beforeEach(async () => {
   fake = await startFakeAmazon({ seed: 42 });
-  limiters = new RateLimiterRegistry({ lwa: { ratePerSecond: 1000, burst: 1000, maxConcurrency: 50 }, ads: { ratePerSecond: 1000, burst: 1000, maxConcurrency: 50 } });
+  limiters = new RateLimiterRegistry({
+    lwa: { ratePerSecond: 1000, burst: 1000, maxConcurrency: 50 },
+    ads: { ratePerSecond: 1000, burst: 1000, maxConcurrency: 50 },
+  });
   SECRETS.push(fake.clientSecret);
 });
 afterEach(async () => {
@@ -29,10 +32,24 @@ afterEach(async () => {
 });
 
 function lwa(overrides: Partial<ConstructorParameters<typeof LwaClient>[0]> = {}) {
-  return new LwaClient({ clientId: fake.clientId, clientSecret: fake.clientSecret, tokenUrl: fake.lwaTokenUrl, limiters, timeoutMs: 2000, ...overrides });
+  return new LwaClient({
+    clientId: fake.clientId,
+    clientSecret: fake.clientSecret,
+    tokenUrl: fake.lwaTokenUrl,
+    limiters,
+    timeoutMs: 2000,
+    ...overrides,
+  });
 }
 function ads(overrides: Partial<ConstructorParameters<typeof AdsClient>[0]> = {}) {
-  return new AdsClient({ clientId: fake.clientId, baseUrl: fake.adsBaseUrl, limiters, timeoutMs: 2000, retry: { sleep: async () => undefined }, ...overrides });
+  return new AdsClient({
+    clientId: fake.clientId,
+    baseUrl: fake.adsBaseUrl,
+    limiters,
+    timeoutMs: 2000,
+    retry: { sleep: async () => undefined },
+    ...overrides,
+  });
 }
 function newUser(options: Partial<Parameters<FakeAmazon['addUser']>[0]> = {}) {
   userCount += 1;
@@ -65,7 +82,11 @@ describe('LWA client', () => {
   test('refreshes a token in the user’s region and returns the new access token', async () => {
     const user = newUser();
     const tokens = await lwa().refresh({ itemId: 'token-1', region: 'EU', refreshToken: user.refreshToken });
-    expect(tokens).toEqual({ accessToken: `Atza|fake-${user.userId}-1`, refreshToken: user.refreshToken, expiresInSeconds: 3600 });
+    expect(tokens).toEqual({
+      accessToken: `Atza|fake-${user.userId}-1`,
+      refreshToken: user.refreshToken,
+      expiresInSeconds: 3600,
+    });
     expect(fake.counters.refreshCalls(user.refreshToken)).toBe(1);
     expect(fake.counters.refreshSuccesses(user.userId)).toBe(1);
   });
@@ -91,16 +112,26 @@ describe('LWA client', () => {
   test('a revoked token is a PermanentAuthError invalid_grant that needs re-authorisation, carrying the item id', async () => {
     const user = newUser();
     fake.revoke(user.userId);
-    const error = await failure(lwa().refresh({ itemId: 'token-row-7', region: 'FE', refreshToken: user.refreshToken }));
+    const error = await failure(
+      lwa().refresh({ itemId: 'token-row-7', region: 'FE', refreshToken: user.refreshToken }),
+    );
     expect(error).toBeInstanceOf(PermanentAuthError);
-    expect(error).toMatchObject({ itemId: 'token-row-7', region: 'FE', status: 400, code: 'invalid_grant', needsReauthorisation: true });
+    expect(error).toMatchObject({
+      itemId: 'token-row-7',
+      region: 'FE',
+      status: 400,
+      code: 'invalid_grant',
+      needsReauthorisation: true,
+    });
     expect(error.message).toBe('LWA token refresh for token-row-7 (FE): invalid_grant');
   });
 
   test('a wrong client secret is invalid_client (401), not a re-authorisation', async () => {
     const user = newUser();
     SECRETS.push('wrong-secret');
-    const error = await failure(lwa({ clientSecret: 'wrong-secret' }).refresh({ itemId: 't', region: 'NA', refreshToken: user.refreshToken }));
+    const error = await failure(
+      lwa({ clientSecret: 'wrong-secret' }).refresh({ itemId: 't', region: 'NA', refreshToken: user.refreshToken }),
+    );
     expect(error).toMatchObject({ status: 401, code: 'invalid_client', needsReauthorisation: false });
   });
 
@@ -109,7 +140,9 @@ describe('LWA client', () => {
     const clocked = new RateLimiterRegistry({}, { now: () => now, sleep: async (ms) => void (now += ms) });
     const user = newUser();
     fake.setKnobs({ rate429: 1, retryAfterSeconds: 7 }, 'lwa');
-    const error = await failure(lwa({ limiters: clocked }).refresh({ itemId: 't', region: 'EU', refreshToken: user.refreshToken }));
+    const error = await failure(
+      lwa({ limiters: clocked }).refresh({ itemId: 't', region: 'EU', refreshToken: user.refreshToken }),
+    );
     expect(error).toBeInstanceOf(RateLimitedError);
     expect(error).toMatchObject({ status: 429, retryAfterSeconds: 7, endpoint: 'lwa', region: 'EU' });
     expect(clocked.for('lwa', 'EU').bucket.pausedUntilMs()).toBe(1_000_000 + 7000);
@@ -132,7 +165,9 @@ describe('LWA client', () => {
   test('a hanging endpoint times out as a TransientError', async () => {
     const user = newUser();
     fake.setKnobs({ hangRate: 1 }, 'lwa');
-    const error = await failure(lwa({ timeoutMs: 150 }).refresh({ itemId: 't', region: 'NA', refreshToken: user.refreshToken }));
+    const error = await failure(
+      lwa({ timeoutMs: 150 }).refresh({ itemId: 't', region: 'NA', refreshToken: user.refreshToken }),
+    );
     expect(error).toBeInstanceOf(TransientError);
     expect(error).toMatchObject({ reason: 'timeout', status: undefined });
   });
@@ -141,7 +176,9 @@ describe('LWA client', () => {
     const user = newUser();
     const closed = await startFakeAmazon();
     await closed.close();
-    const error = await failure(lwa({ tokenUrl: closed.lwaTokenUrl }).refresh({ itemId: 't', region: 'NA', refreshToken: user.refreshToken }));
+    const error = await failure(
+      lwa({ tokenUrl: closed.lwaTokenUrl }).refresh({ itemId: 't', region: 'NA', refreshToken: user.refreshToken }),
+    );
     expect(error).toMatchObject({ reason: 'network' });
     expect(error.message).toMatch(/ECONNREFUSED/);
   });
@@ -173,7 +210,9 @@ describe('Ads client', () => {
 
   test('a user without profiles gets an empty list', async () => {
     const user = newUser();
-    await expect(ads().listProfiles({ itemId: user.userId, region: 'FE', accessToken: fake.accessTokens(user.userId)[0] })).resolves.toEqual([]);
+    await expect(
+      ads().listProfiles({ itemId: user.userId, region: 'FE', accessToken: fake.accessTokens(user.userId)[0] }),
+    ).resolves.toEqual([]);
   });
 
   test('a refreshed access token is accepted; a rejected one is AccessTokenRejectedError', async () => {
@@ -189,7 +228,13 @@ describe('Ads client', () => {
 
   test('the client id header is required', async () => {
     const user = newUser();
-    const error = await failure(ads({ clientId: 'someone-else' }).listProfiles({ itemId: user.userId, region: 'NA', accessToken: fake.accessTokens(user.userId)[0] }));
+    const error = await failure(
+      ads({ clientId: 'someone-else' }).listProfiles({
+        itemId: user.userId,
+        region: 'NA',
+        accessToken: fake.accessTokens(user.userId)[0],
+      }),
+    );
     expect(error).toBeInstanceOf(AccessTokenRejectedError);
   });
 
@@ -197,7 +242,15 @@ describe('Ads client', () => {
     const user = newUser({ profiles: [fakeProfile('NA')] });
     const delays: number[] = [];
     fake.setKnobs({ failFirstN: 2 }, 'ads');
-    const profiles = await ads({ retry: { maxAttempts: 3, baseDelayMs: 100, maxDelayMs: 150, random: () => 0.5, sleep: async (ms) => void delays.push(ms) } }).listProfiles({
+    const profiles = await ads({
+      retry: {
+        maxAttempts: 3,
+        baseDelayMs: 100,
+        maxDelayMs: 150,
+        random: () => 0.5,
+        sleep: async (ms) => void delays.push(ms),
+      },
+    }).listProfiles({
       itemId: user.userId,
       region: 'NA',
       accessToken: fake.accessTokens(user.userId)[0],
@@ -210,7 +263,9 @@ describe('Ads client', () => {
   test('retries spent: the last TransientError surfaces', async () => {
     const user = newUser();
     fake.setKnobs({ rate5xx: 1 }, 'ads');
-    const error = await failure(ads().listProfiles({ itemId: user.userId, region: 'NA', accessToken: fake.accessTokens(user.userId)[0] }));
+    const error = await failure(
+      ads().listProfiles({ itemId: user.userId, region: 'NA', accessToken: fake.accessTokens(user.userId)[0] }),
+    );
     expect(error).toBeInstanceOf(TransientError);
     expect([500, 503]).toContain(error.status);
     expect(fake.counters.profileCalls(user.userId)).toBe(3);
@@ -219,7 +274,9 @@ describe('Ads client', () => {
   test('429 is RateLimitedError and is not retried', async () => {
     const user = newUser();
     fake.setKnobs({ rate429: 1, retryAfterSeconds: 3 }, 'ads');
-    const error = await failure(ads().listProfiles({ itemId: user.userId, region: 'FE', accessToken: fake.accessTokens(user.userId)[0] }));
+    const error = await failure(
+      ads().listProfiles({ itemId: user.userId, region: 'FE', accessToken: fake.accessTokens(user.userId)[0] }),
+    );
     expect(error).toMatchObject({ retryAfterSeconds: 3, endpoint: 'ads', region: 'FE' });
     expect(fake.counters.profileCalls(user.userId)).toBe(1);
   });
@@ -227,18 +284,22 @@ describe('Ads client', () => {
   test.each([1, 2, 3, 4])('malformed bodies are MalformedResponseError (sample %i)', async () => {
     const user = newUser({ profiles: [fakeProfile('NA')] });
     fake.setKnobs({ malformedRate: 1 }, 'ads');
-    const error = await failure(ads().listProfiles({ itemId: user.userId, region: 'NA', accessToken: fake.accessTokens(user.userId)[0] }));
+    const error = await failure(
+      ads().listProfiles({ itemId: user.userId, region: 'NA', accessToken: fake.accessTokens(user.userId)[0] }),
+    );
     expect(error).toBeInstanceOf(MalformedResponseError);
   });
 
   test('a hanging endpoint times out as a TransientError after the retries', async () => {
     const user = newUser();
     fake.setKnobs({ hangRate: 1 }, 'ads');
-    const error = await failure(ads({ timeoutMs: 100, retry: { maxAttempts: 2, sleep: async () => undefined } }).listProfiles({
-      itemId: user.userId,
-      region: 'NA',
-      accessToken: fake.accessTokens(user.userId)[0],
-    }));
+    const error = await failure(
+      ads({ timeoutMs: 100, retry: { maxAttempts: 2, sleep: async () => undefined } }).listProfiles({
+        itemId: user.userId,
+        region: 'NA',
+        accessToken: fake.accessTokens(user.userId)[0],
+      }),
+    );
     expect(error).toMatchObject({ reason: 'timeout' });
     expect(fake.counters.byStatus('ads')[0]).toBe(2);
   });
@@ -249,10 +310,21 @@ describe('fake Amazon', () => {
     const sequence = async (seed: number) => {
       const f = await startFakeAmazon({ seed, knobs: { rate429: 0.3, retryAfterSeconds: 0, rate5xx: 0.3 } });
       f.addUser({ userId: 'u', refreshToken: 'r' });
-      const client = new LwaClient({ clientId: f.clientId, clientSecret: f.clientSecret, tokenUrl: f.lwaTokenUrl, limiters, defaultRetryAfterSeconds: 0 });
+      const client = new LwaClient({
+        clientId: f.clientId,
+        clientSecret: f.clientSecret,
+        tokenUrl: f.lwaTokenUrl,
+        limiters,
+        defaultRetryAfterSeconds: 0,
+      });
       const outcomes: string[] = [];
       for (let i = 0; i < 20; i++) {
-        outcomes.push(await client.refresh({ itemId: 'i', region: 'NA', refreshToken: 'r' }).then(() => 'ok', (e: Error) => e.name));
+        outcomes.push(
+          await client.refresh({ itemId: 'i', region: 'NA', refreshToken: 'r' }).then(
+            () => 'ok',
+            (e: Error) => e.name,
+          ),
+        );
       }
       await f.close();
       return outcomes;
@@ -266,7 +338,11 @@ describe('fake Amazon', () => {
     const user = newUser({ profiles: [fakeProfile('EU')] });
     // fetch cannot set Host; node:http can, as a client resolving Amazon's host to the fake would.
     const [status, body] = await new Promise<[number | undefined, string]>((resolve, reject) => {
-      const headers = { host: 'advertising-api-eu.amazon.com', authorization: `Bearer ${fake.accessTokens(user.userId)[0]}`, 'amazon-advertising-api-clientid': fake.clientId };
+      const headers = {
+        host: 'advertising-api-eu.amazon.com',
+        authorization: `Bearer ${fake.accessTokens(user.userId)[0]}`,
+        'amazon-advertising-api-clientid': fake.clientId,
+      };
       get(`${fake.url}/v2/profiles`, { headers }, (res) => {
         let text = '';
         res.on('data', (chunk: Buffer) => (text += chunk.toString()));
@@ -279,12 +355,21 @@ describe('fake Amazon', () => {
 
   test('the token endpoint answers the documented error shapes', async () => {
     const post = (body: string) =>
-      fetch(`${fake.url}/auth/o2/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body }).then(async (r) => [r.status, await r.json()]);
-    expect(await post('grant_type=authorization_code')).toEqual([400, { error: 'unsupported_grant_type', error_description: expect.any(String) }]);
-    expect(await post('grant_type=refresh_token')).toEqual([400, { error: 'invalid_request', error_description: expect.any(String) }]);
-    expect(await post(`grant_type=refresh_token&refresh_token=x&client_id=${fake.clientId}&client_secret=nope`)).toEqual([
-      401,
-      { error: 'invalid_client', error_description: expect.any(String) },
+      fetch(`${fake.url}/auth/o2/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body,
+      }).then(async (r) => [r.status, await r.json()]);
+    expect(await post('grant_type=authorization_code')).toEqual([
+      400,
+      { error: 'unsupported_grant_type', error_description: expect.any(String) },
     ]);
+    expect(await post('grant_type=refresh_token')).toEqual([
+      400,
+      { error: 'invalid_request', error_description: expect.any(String) },
+    ]);
+    expect(
+      await post(`grant_type=refresh_token&refresh_token=x&client_id=${fake.clientId}&client_secret=nope`),
+    ).toEqual([401, { error: 'invalid_client', error_description: expect.any(String) }]);
   });
 });

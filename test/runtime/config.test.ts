@@ -1,4 +1,8 @@
-import { GetSecretValueCommand, ResourceNotFoundException, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import {
+  GetSecretValueCommand,
+  ResourceNotFoundException,
+  SecretsManagerClient,
+} from '@aws-sdk/client-secrets-manager';
 import { mockClient } from 'aws-sdk-client-mock';
 import { ConfigError, readJobConfig, readLocalJobConfig } from '../../lambda/shared/config';
 import { JOB_ENV, LOCAL_JOB_ENV } from '../../lambda/shared/config';
@@ -41,13 +45,21 @@ describe('job configuration', () => {
   test('fails fast naming every missing variable at once (empty counts as missing)', () => {
     const error = configError(() => readJobConfig({ [JOB_ENV.environment]: 'dev', [JOB_ENV.databaseName]: '  ' }));
     expect([...error.missing].sort()).toEqual(
-      [JOB_ENV.clusterArn, JOB_ENV.databaseSecretArn, JOB_ENV.databaseName, JOB_ENV.lwaClientSecretArn, JOB_ENV.tokenKeySecretArn].sort(),
+      [
+        JOB_ENV.clusterArn,
+        JOB_ENV.databaseSecretArn,
+        JOB_ENV.databaseName,
+        JOB_ENV.lwaClientSecretArn,
+        JOB_ENV.tokenKeySecretArn,
+      ].sort(),
     );
     for (const name of error.missing) expect(error.message).toContain(name);
   });
 
   test('names malformed variables without echoing their values', () => {
-    const error = configError(() => readJobConfig({ ...validEnv, [JOB_ENV.clusterArn]: 'secret-looking-value', [JOB_ENV.environment]: 'qa' }));
+    const error = configError(() =>
+      readJobConfig({ ...validEnv, [JOB_ENV.clusterArn]: 'secret-looking-value', [JOB_ENV.environment]: 'qa' }),
+    );
     expect(error.missing).toEqual([]);
     expect(error.invalid.join(' ')).toContain(JOB_ENV.clusterArn);
     expect(error.invalid.join(' ')).toContain(JOB_ENV.environment);
@@ -62,14 +74,24 @@ describe('job configuration', () => {
       [LOCAL_JOB_ENV.tokenEncryptionKey]: KEY,
       [LOCAL_JOB_ENV.adsApiUrl]: 'http://127.0.0.1:4010/{region}',
     });
-    expect(config).toMatchObject({ lwaClientId: 'client', lwaTokenUrl: undefined, adsApiUrl: 'http://127.0.0.1:4010/{region}' });
+    expect(config).toMatchObject({
+      lwaClientId: 'client',
+      lwaTokenUrl: undefined,
+      adsApiUrl: 'http://127.0.0.1:4010/{region}',
+    });
     expect(config.tokenKey).toEqual(Buffer.alloc(32, 9));
   });
 
   test('local runs: a short key is reported with the missing variables', () => {
-    const error = configError(() => readLocalJobConfig({ [LOCAL_JOB_ENV.tokenEncryptionKey]: Buffer.alloc(8).toString('base64') }));
-    expect([...error.missing].sort()).toEqual([LOCAL_JOB_ENV.databaseUrl, LOCAL_JOB_ENV.lwaClientId, LOCAL_JOB_ENV.lwaClientSecret].sort());
-    expect(error.invalid).toEqual([`${LOCAL_JOB_ENV.tokenEncryptionKey}: Token encryption key must be 32 bytes, got 8`]);
+    const error = configError(() =>
+      readLocalJobConfig({ [LOCAL_JOB_ENV.tokenEncryptionKey]: Buffer.alloc(8).toString('base64') }),
+    );
+    expect([...error.missing].sort()).toEqual(
+      [LOCAL_JOB_ENV.databaseUrl, LOCAL_JOB_ENV.lwaClientId, LOCAL_JOB_ENV.lwaClientSecret].sort(),
+    );
+    expect(error.invalid).toEqual([
+      `${LOCAL_JOB_ENV.tokenEncryptionKey}: Token encryption key must be 32 bytes, got 8`,
+    ]);
   });
 });
 
@@ -87,14 +109,26 @@ describe('secrets', () => {
     const cache = new SecretsCache(new SecretsManagerClient({ region: 'eu-west-1' }));
     const [a, b] = await Promise.all([loadJobSecrets(validConfig(), cache), loadJobSecrets(validConfig(), cache)]);
     const c = await loadJobSecrets(validConfig(), cache);
-    expect(a).toEqual({ lwaClientId: 'amzn1.application-oa2-client.x', lwaClientSecret: 'shh', tokenKey: Buffer.alloc(32, 9) });
+    expect(a).toEqual({
+      lwaClientId: 'amzn1.application-oa2-client.x',
+      lwaClientSecret: 'shh',
+      tokenKey: Buffer.alloc(32, 9),
+    });
     expect(b).toEqual(a);
     expect(c).toEqual(a);
-    expect(secretsManager.commandCalls(GetSecretValueCommand).map((call) => call.args[0].input.SecretId).sort()).toEqual([KEY_ARN, LWA_ARN].sort());
+    expect(
+      secretsManager
+        .commandCalls(GetSecretValueCommand)
+        .map((call) => call.args[0].input.SecretId)
+        .sort(),
+    ).toEqual([KEY_ARN, LWA_ARN].sort());
   });
 
   test('a failed fetch is not cached', async () => {
-    secretsManager.on(GetSecretValueCommand).rejectsOnce(new ResourceNotFoundException({ message: 'nope', $metadata: {} })).resolves({ SecretString: KEY });
+    secretsManager
+      .on(GetSecretValueCommand)
+      .rejectsOnce(new ResourceNotFoundException({ message: 'nope', $metadata: {} }))
+      .resolves({ SecretString: KEY });
     const cache = new SecretsCache(new SecretsManagerClient({ region: 'eu-west-1' }));
     await expect(cache.getString(KEY_ARN)).rejects.toThrow(SecretError);
     await expect(cache.getString(KEY_ARN)).resolves.toBe(KEY);
@@ -116,7 +150,10 @@ describe('secrets', () => {
     const cache = new SecretsCache(new SecretsManagerClient({ region: 'eu-west-1' }));
     const error = await loadJobSecrets(validConfig(), cache).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(SecretError);
-    expect(error).toMatchObject({ secretArn: KEY_ARN, message: `Secret ${KEY_ARN}: Token encryption key must be 32 bytes, got 5` });
+    expect(error).toMatchObject({
+      secretArn: KEY_ARN,
+      message: `Secret ${KEY_ARN}: Token encryption key must be 32 bytes, got 5`,
+    });
   });
 });
 

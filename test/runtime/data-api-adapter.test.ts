@@ -28,13 +28,22 @@ afterAll(async () => {
 });
 
 function database(retry: ConstructorParameters<typeof DataApiDatabase>[0]['retry'] = {}) {
-  return new DataApiDatabase({ client: emulator.createClient(), ...emulator.target, retry: { sleep: async () => undefined, ...retry } });
+  return new DataApiDatabase({
+    client: emulator.createClient(),
+    ...emulator.target,
+    retry: { sleep: async () => undefined, ...retry },
+  });
 }
 
 describe('DatabaseResumingException', () => {
   test('is retried until the cluster has resumed, with capped, jittered backoff', async () => {
     const delays: number[] = [];
-    const db = database({ baseDelayMs: 100, maxDelayMs: 400, random: () => 0.999, sleep: async (ms) => void delays.push(ms) });
+    const db = database({
+      baseDelayMs: 100,
+      maxDelayMs: 400,
+      random: () => 0.999,
+      sleep: async (ms) => void delays.push(ms),
+    });
     const failuresBefore = emulator.calls.injectedFailures;
     emulator.failNextCalls(4);
     const { rows } = await db.query<{ one: number }>('SELECT 1::int AS one');
@@ -57,7 +66,9 @@ describe('DatabaseResumingException', () => {
   test('retries BeginTransaction and the statements of a transaction', async () => {
     const db = database();
     emulator.failNextCalls(2);
-    const n = await db.transaction(async (tx) => (await tx.query<{ n: number }>('SELECT count(*)::int AS n FROM items')).rows[0].n);
+    const n = await db.transaction(
+      async (tx) => (await tx.query<{ n: number }>('SELECT count(*)::int AS n FROM items')).rows[0].n,
+    );
     expect(n).toBe(1200);
     expect(db.callCounts().retries).toBe(2);
   });
@@ -117,7 +128,9 @@ describe('wire protocol', () => {
     });
     expect(response.status).toBe(400);
     expect(response.headers.get('x-amzn-errortype')).toBe('BadRequestException');
-    expect(await response.json()).toEqual({ message: expect.stringMatching(/^ERROR: relation "nope" does not exist\n {2}Position: 15$/) });
+    expect(await response.json()).toEqual({
+      message: expect.stringMatching(/^ERROR: relation "nope" does not exist\n {2}Position: 15$/),
+    });
   });
 
   test('the SDK client receives a BadRequestException', async () => {
@@ -149,7 +162,12 @@ describe('wire protocol', () => {
       ],
     ]);
     expect(output.columnMetadata?.map((c) => [c.name, c.typeName])).toEqual([
-      ['id', 'uuid'], ['n', 'int8'], ['b', 'bool'], ['z', 'text'], ['t', 'timestamptz'], ['a', '_int4'],
+      ['id', 'uuid'],
+      ['n', 'int8'],
+      ['b', 'bool'],
+      ['z', 'text'],
+      ['t', 'timestamptz'],
+      ['a', '_int4'],
     ]);
   });
 

@@ -22,7 +22,11 @@ let emulator: DataApiEmulator;
 const adapters: Record<string, () => Database> = {
   'node-postgres': () => new PgDatabase({ connection: url }),
   'RDS Data API (emulator)': () =>
-    new DataApiDatabase({ client: emulator.createClient(), ...emulator.target, retry: { sleep: async () => undefined } }),
+    new DataApiDatabase({
+      client: emulator.createClient(),
+      ...emulator.target,
+      retry: { sleep: async () => undefined },
+    }),
 };
 
 beforeAll(async () => {
@@ -58,32 +62,49 @@ describe.each(Object.keys(adapters))('database port contract: %s', (adapterName)
   beforeAll(async () => {
     db = adapters[adapterName]();
     table = adapterName === 'node-postgres' ? 'contract_pg' : 'contract_data_api';
-    await db.query(`CREATE TABLE ${table} (id serial PRIMARY KEY, label text, payload jsonb, at timestamptz, flag boolean, big bigint, amount numeric, ref uuid, bytes bytea)`);
+    await db.query(
+      `CREATE TABLE ${table} (id serial PRIMARY KEY, label text, payload jsonb, at timestamptz, flag boolean, big bigint, amount numeric, ref uuid, bytes bytea)`,
+    );
   });
   afterAll(async () => {
     await db.close();
   });
 
-  test.each(HOSTILE_STRINGS.map((s, i) => [i, s]))('hostile string #%i round-trips unchanged as a value and in jsonb', async (_i, value) => {
-    const { rows } = await db.query<{ id: number }>(`INSERT INTO ${table} (label, payload) VALUES (:label, :payload::jsonb) RETURNING id`, {
-      label: value,
-      payload: sqlJson({ value, nested: { value } }),
-    });
-    const read = await db.query<{ label: string; payload: { value: string; nested: { value: string } }; echoed: string }>(
-      `SELECT label, payload, :value AS echoed FROM ${table} WHERE id = :id`,
-      { id: rows[0].id, value },
-    );
-    expect(read.rows).toEqual([{ label: value, payload: { value, nested: { value } }, echoed: value }]);
-  });
+  test.each(HOSTILE_STRINGS.map((s, i) => [i, s]))(
+    'hostile string #%i round-trips unchanged as a value and in jsonb',
+    async (_i, value) => {
+      const { rows } = await db.query<{ id: number }>(
+        `INSERT INTO ${table} (label, payload) VALUES (:label, :payload::jsonb) RETURNING id`,
+        {
+          label: value,
+          payload: sqlJson({ value, nested: { value } }),
+        },
+      );
+      const read = await db.query<{
+        label: string;
+        payload: { value: string; nested: { value: string } };
+        echoed: string;
+      }>(`SELECT label, payload, :value AS echoed FROM ${table} WHERE id = :id`, { id: rows[0].id, value });
+      expect(read.rows).toEqual([{ label: value, payload: { value, nested: { value } }, echoed: value }]);
+    },
+  );
 
   test('hostile strings as user e-mails stay data, never SQL', async () => {
     const emails = HOSTILE_STRINGS.filter((s) => s.trim() !== '').map((s, i) => `${i}:${s}`);
-    await db.batch('INSERT INTO users (email) VALUES (:email)', emails.map((email) => ({ email })));
-    const { rows } = await db.query<{ email: string }>('SELECT email FROM users WHERE email = ANY (SELECT jsonb_array_elements_text(:emails::jsonb))', {
+    await db.batch(
+      'INSERT INTO users (email) VALUES (:email)',
+      emails.map((email) => ({ email })),
+    );
+    const { rows } = await db.query<{ email: string }>(
+      'SELECT email FROM users WHERE email = ANY (SELECT jsonb_array_elements_text(:emails::jsonb))',
+      {
+        emails: sqlJson(emails),
+      },
+    );
+    expect(rows.map((r) => r.email).sort()).toEqual([...emails].sort());
+    await db.query('DELETE FROM users WHERE email = ANY (SELECT jsonb_array_elements_text(:emails::jsonb))', {
       emails: sqlJson(emails),
     });
-    expect(rows.map((r) => r.email).sort()).toEqual([...emails].sort());
-    await db.query('DELETE FROM users WHERE email = ANY (SELECT jsonb_array_elements_text(:emails::jsonb))', { emails: sqlJson(emails) });
   });
 
   test(':name-looking text inside literals, casts and comments is not a parameter', async () => {
@@ -101,11 +122,25 @@ describe.each(Object.keys(adapters))('database port contract: %s', (adapterName)
   });
 
   test('NULLs in and out', async () => {
-    const { rows } = await db.query<{ id: number }>(`INSERT INTO ${table} (label, payload, at, flag, big, amount, ref) VALUES (:l, :p, :a, :f, :b, :m, :r) RETURNING id`, {
-      l: null, p: null, a: null, f: null, b: null, m: null, r: null,
-    });
-    const read = await db.query(`SELECT label, payload, at, flag, big, amount, ref, bytes, NULL::int AS n FROM ${table} WHERE id = :id`, { id: rows[0].id });
-    expect(read.rows).toEqual([{ label: null, payload: null, at: null, flag: null, big: null, amount: null, ref: null, bytes: null, n: null }]);
+    const { rows } = await db.query<{ id: number }>(
+      `INSERT INTO ${table} (label, payload, at, flag, big, amount, ref) VALUES (:l, :p, :a, :f, :b, :m, :r) RETURNING id`,
+      {
+        l: null,
+        p: null,
+        a: null,
+        f: null,
+        b: null,
+        m: null,
+        r: null,
+      },
+    );
+    const read = await db.query(
+      `SELECT label, payload, at, flag, big, amount, ref, bytes, NULL::int AS n FROM ${table} WHERE id = :id`,
+      { id: rows[0].id },
+    );
+    expect(read.rows).toEqual([
+      { label: null, payload: null, at: null, flag: null, big: null, amount: null, ref: null, bytes: null, n: null },
+    ]);
   });
 
   test('timestamps round-trip with millisecond precision and come back as Dates', async () => {
@@ -129,34 +164,60 @@ describe.each(Object.keys(adapters))('database port contract: %s', (adapterName)
     const { rows } = await db.query(
       `INSERT INTO ${table} (payload, ref, flag, big, amount, bytes) VALUES (:payload, :ref, :flag, :big, :amount, :bytes)
        RETURNING payload, ref, flag, big, amount, bytes, ARRAY['x', 'y''z'] AS texts, ARRAY[1, 2]::int4[] AS ints, ARRAY[true, false] AS bools`,
-      { payload: sqlJson(payload), ref: sqlUuid(ref), flag: false, big, amount: sqlDecimal('12345678901234567890.123456789'), bytes },
+      {
+        payload: sqlJson(payload),
+        ref: sqlUuid(ref),
+        flag: false,
+        big,
+        amount: sqlDecimal('12345678901234567890.123456789'),
+        bytes,
+      },
     );
     expect(rows).toEqual([
-      { payload, ref, flag: false, big, amount: '12345678901234567890.123456789', bytes, texts: ['x', "y'z"], ints: [1, 2], bools: [true, false] },
+      {
+        payload,
+        ref,
+        flag: false,
+        big,
+        amount: '12345678901234567890.123456789',
+        bytes,
+        texts: ['x', "y'z"],
+        ints: [1, 2],
+        bools: [true, false],
+      },
     ]);
-    const found = await db.query<{ n: number; c: bigint }>(`SELECT count(*)::int AS n, count(*) AS c FROM ${table} WHERE ref = :ref AND big = :big`, {
-      ref: sqlUuid(ref),
-      big,
-    });
+    const found = await db.query<{ n: number; c: bigint }>(
+      `SELECT count(*)::int AS n, count(*) AS c FROM ${table} WHERE ref = :ref AND big = :big`,
+      {
+        ref: sqlUuid(ref),
+        big,
+      },
+    );
     expect(found.rows).toEqual([{ n: 1, c: 1n }]);
   });
 
   test('numbers: integers, negative bigints and doubles', async () => {
-    const { rows } = await db.query('SELECT :i AS i, :d AS d, :nb AS nb, (:i)::int4 AS i4', { i: 42, d: 0.25, nb: -9_223_372_036_854_775_808n });
+    const { rows } = await db.query('SELECT :i AS i, :d AS d, :nb AS nb, (:i)::int4 AS i4', {
+      i: 42,
+      d: 0.25,
+      nb: -9_223_372_036_854_775_808n,
+    });
     expect(rows).toEqual([{ i: 42n, d: 0.25, nb: '-9223372036854775808', i4: 42 }]);
   });
 
   test('a plain string is varchar: comparing it with a uuid column needs a uuid value', async () => {
-    await expect(db.query(`SELECT 1 FROM ${table} WHERE ref = :ref`, { ref: '6f9619ff-8b86-d011-b42d-00cf4fc964ff' })).rejects.toThrow(
-      /operator does not exist: uuid = character varying/,
-    );
+    await expect(
+      db.query(`SELECT 1 FROM ${table} WHERE ref = :ref`, { ref: '6f9619ff-8b86-d011-b42d-00cf4fc964ff' }),
+    ).rejects.toThrow(/operator does not exist: uuid = character varying/);
   });
 
   test('rowsAffected counts changed rows; RETURNING returns them', async () => {
     await db.batch(`INSERT INTO ${table} (label) VALUES (:label)`, [{ label: 'ra' }, { label: 'ra' }, { label: 'ra' }]);
     const update = await db.query(`UPDATE ${table} SET flag = true WHERE label = :label`, { label: 'ra' });
     expect(update).toEqual({ rows: [], rowsAffected: 3 });
-    const returning = await db.query<{ label: string }>(`DELETE FROM ${table} WHERE label = :label RETURNING label`, { label: 'ra' });
+    const returning = await db.query<{ label: string }>(`DELETE FROM ${table} WHERE label = :label RETURNING label`, {
+      label: 'ra',
+    });
     expect(returning.rows).toEqual([{ label: 'ra' }, { label: 'ra' }, { label: 'ra' }]);
   });
 
@@ -176,10 +237,13 @@ describe.each(Object.keys(adapters))('database port contract: %s', (adapterName)
     const result = await db.transaction(async (tx) => {
       await tx.query(`INSERT INTO ${table} (label) VALUES (:l)`, { l: 'committed' });
       await tx.batch(`INSERT INTO ${table} (label) VALUES (:l)`, [{ l: 'committed' }, { l: 'committed' }]);
-      return (await tx.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE label = 'committed'`)).rows[0].n;
+      return (await tx.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE label = 'committed'`))
+        .rows[0].n;
     });
     expect(result).toBe(3);
-    expect((await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE label = 'committed'`)).rows[0].n).toBe(3);
+    expect(
+      (await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE label = 'committed'`)).rows[0].n,
+    ).toBe(3);
   });
 
   test('transaction rolls back everything when the function rejects', async () => {
@@ -191,7 +255,9 @@ describe.each(Object.keys(adapters))('database port contract: %s', (adapterName)
         throw failure;
       }),
     ).rejects.toBe(failure);
-    expect((await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE label = 'rolled-back'`)).rows[0].n).toBe(0);
+    expect(
+      (await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE label = 'rolled-back'`)).rows[0].n,
+    ).toBe(0);
   });
 
   test('a failing statement inside a transaction rolls the whole transaction back', async () => {
@@ -201,14 +267,22 @@ describe.each(Object.keys(adapters))('database port contract: %s', (adapterName)
         await tx.query('INSERT INTO users (email) VALUES (NULL)');
       }),
     ).rejects.toThrow(DatabaseError);
-    expect((await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE label = 'half-done'`)).rows[0].n).toBe(0);
+    expect(
+      (await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE label = 'half-done'`)).rows[0].n,
+    ).toBe(0);
   });
 
   test('a batch is atomic: one bad parameter set applies none', async () => {
     await expect(
-      db.batch('INSERT INTO users (email) VALUES (:e)', [{ e: 'batch-a@example.com' }, { e: null }, { e: 'batch-b@example.com' }]),
+      db.batch('INSERT INTO users (email) VALUES (:e)', [
+        { e: 'batch-a@example.com' },
+        { e: null },
+        { e: 'batch-b@example.com' },
+      ]),
     ).rejects.toThrow(DatabaseError);
-    expect((await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM users WHERE email LIKE 'batch-%'`)).rows[0].n).toBe(0);
+    expect(
+      (await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM users WHERE email LIKE 'batch-%'`)).rows[0].n,
+    ).toBe(0);
   });
 
   test('an empty batch makes no call', async () => {

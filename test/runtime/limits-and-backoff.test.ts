@@ -1,6 +1,11 @@
 import { parseRetryAfterSeconds } from '../../lambda/shared/amazon';
 import { backoffDelayMs, retry, RetriesExhaustedError } from '../../lambda/shared/backoff';
-import { ConcurrencyLimiter, RateLimiterRegistry, sharedRateLimiters, TokenBucket } from '../../lambda/shared/amazon/rate-limiter';
+import {
+  ConcurrencyLimiter,
+  RateLimiterRegistry,
+  sharedRateLimiters,
+  TokenBucket,
+} from '../../lambda/shared/amazon/rate-limiter';
 
 /** A clock that only moves when someone sleeps: time-based behaviour without waiting. */
 function fakeClock(start = 0) {
@@ -41,7 +46,15 @@ describe('retry', () => {
         if (calls < 3) throw new Error('flaky');
         return 'done';
       },
-      { maxAttempts: 5, baseDelayMs: 10, maxDelayMs: 100, random: () => 0, isRetryable: () => true, minimumDelayMs: () => 42, sleep },
+      {
+        maxAttempts: 5,
+        baseDelayMs: 10,
+        maxDelayMs: 100,
+        random: () => 0,
+        isRetryable: () => true,
+        minimumDelayMs: () => 42,
+        sleep,
+      },
     );
     expect(result).toBe('done');
     expect(clock.sleeps).toEqual([42, 42]);
@@ -49,12 +62,23 @@ describe('retry', () => {
 
   test('rethrows non-retryable errors at once', async () => {
     const fatal = new Error('fatal');
-    await expect(retry(async () => Promise.reject(fatal), { maxAttempts: 5, baseDelayMs: 1, maxDelayMs: 1, isRetryable: () => false })).rejects.toBe(fatal);
+    await expect(
+      retry(async () => Promise.reject(fatal), {
+        maxAttempts: 5,
+        baseDelayMs: 1,
+        maxDelayMs: 1,
+        isRetryable: () => false,
+      }),
+    ).rejects.toBe(fatal);
   });
 
   test('wraps the last error when attempts run out', async () => {
     const error = await retry(async () => Promise.reject(new Error('still down')), {
-      maxAttempts: 3, baseDelayMs: 1, maxDelayMs: 1, isRetryable: () => true, sleep: async () => undefined,
+      maxAttempts: 3,
+      baseDelayMs: 1,
+      maxDelayMs: 1,
+      isRetryable: () => true,
+      sleep: async () => undefined,
     }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(RetriesExhaustedError);
     expect(error).toMatchObject({ attempts: 3, message: 'Gave up after 3 attempts: still down' });

@@ -8,7 +8,10 @@ describe('rewriteNamedParameters', () => {
   });
 
   test('leaves ::casts alone, including a cast right after a parameter', () => {
-    expect(positional("SELECT :id::uuid, x::text, '1'::int")).toEqual({ text: "SELECT $1::uuid, x::text, '1'::int", names: ['id'] });
+    expect(positional("SELECT :id::uuid, x::text, '1'::int")).toEqual({
+      text: "SELECT $1::uuid, x::text, '1'::int",
+      names: ['id'],
+    });
   });
 
   test.each([

@@ -18,7 +18,10 @@ import {
 const KEY_BASE64 = 'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=';
 const IV = Buffer.from(Array.from({ length: 12 }, (_, i) => 0xa0 + i));
 const VECTORS: [string, string][] = [
-  ['Atzr|IwEBIExampleRefreshToken', 'enc:v1:oKGio6Slpqeoqaqrp2wGXzmCdfogLMKrZhewshX+PHbg0jEEyGFN4xFlnhcyszTAEoZh5nj+sP//'],
+  [
+    'Atzr|IwEBIExampleRefreshToken',
+    'enc:v1:oKGio6Slpqeoqaqrp2wGXzmCdfogLMKrZhewshX+PHbg0jEEyGFN4xFlnhcyszTAEoZh5nj+sP//',
+  ],
   ['Atza|ünïcødé-✓', 'enc:v1:oKGio6Slpqeoqaqrp2wGTDkIvtGhyuQQvx4Dd11OxYO2OVy2Av9MgLaOKP3wOWOc'],
 ];
 const key = parseTokenKey(KEY_BASE64);
@@ -34,7 +37,9 @@ describe('token crypto', () => {
     const a = cipher.encrypt('Atzr|same-token');
     const b = cipher.encrypt('Atzr|same-token');
     expect(a).not.toBe(b);
-    expect(Buffer.from(a.slice(7), 'base64').subarray(0, 12)).not.toEqual(Buffer.from(b.slice(7), 'base64').subarray(0, 12));
+    expect(Buffer.from(a.slice(7), 'base64').subarray(0, 12)).not.toEqual(
+      Buffer.from(b.slice(7), 'base64').subarray(0, 12),
+    );
     expect(cipher.decrypt(a)).toBe('Atzr|same-token');
     expect(cipher.decrypt(b)).toBe('Atzr|same-token');
   });
@@ -65,18 +70,21 @@ describe('token crypto', () => {
     expect(() => decryptToken(VECTORS[0][1], other)).toThrow(TokenDecryptionError);
   });
 
-  test.each(['', 'not base64!', Buffer.alloc(16).toString('base64'), 'REPLACE_ME'])('rejects key %p without echoing it', (bad) => {
-    const error = (() => {
-      try {
-        parseTokenKey(bad);
-      } catch (e) {
-        return e as Error;
-      }
-      return undefined;
-    })();
-    expect(error).toBeInstanceOf(TokenKeyError);
-    if (bad.length > 3) expect(error?.message).not.toContain(bad);
-  });
+  test.each(['', 'not base64!', Buffer.alloc(16).toString('base64'), 'REPLACE_ME'])(
+    'rejects key %p without echoing it',
+    (bad) => {
+      const error = (() => {
+        try {
+          parseTokenKey(bad);
+        } catch (e) {
+          return e as Error;
+        }
+        return undefined;
+      })();
+      expect(error).toBeInstanceOf(TokenKeyError);
+      if (bad.length > 3) expect(error?.message).not.toContain(bad);
+    },
+  );
 });
 
 function flipByte(stored: string, index: number): string {

@@ -50,7 +50,11 @@ test('npm start runs the whole system, prints the summary and exits 0; a second 
 });
 
 test('npm start -- --watch keeps running until Ctrl-C, then stops every process it started', async () => {
-  const child: ChildProcess = spawn(TSX, ['scripts/start.ts', '--watch'], { cwd: ROOT, env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
+  const child: ChildProcess = spawn(TSX, ['scripts/start.ts', '--watch'], {
+    cwd: ROOT,
+    env: env(),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   await new Promise<void>((done, fail) => {

@@ -81,7 +81,10 @@ export async function checkPrivileges(url: string, options: PrivilegeCheckOption
   await c.connect();
   try {
     const relations = await loadRelations(c, options.identityTable);
-    const violations = [...(await catalogueViolations(c, relations, options)), ...(await functionViolations(c, options))];
+    const violations = [
+      ...(await catalogueViolations(c, relations, options)),
+      ...(await functionViolations(c, options)),
+    ];
     const actors: Actor[] = [
       { name: 'anon', role: 'anon', sub: null },
       { name: 'anon with A’s claims', role: 'anon', sub: options.userA },
@@ -166,7 +169,11 @@ async function loadRelations(c: Client, identityTable: string): Promise<Relation
   return relations;
 }
 
-async function catalogueViolations(c: Client, relations: Relation[], options: PrivilegeCheckOptions): Promise<string[]> {
+async function catalogueViolations(
+  c: Client,
+  relations: Relation[],
+  options: PrivilegeCheckOptions,
+): Promise<string[]> {
   const violations: string[] = [];
   for (const relation of relations) {
     const isTable = relation.kind === 'r' || relation.kind === 'p';
@@ -194,17 +201,30 @@ async function catalogueViolations(c: Client, relations: Relation[], options: Pr
           ).rows;
       const columnOnly = columnHeld.filter((h) => !held.includes(h.privilege));
       const sidesteps =
-        role === 'anon' || relation.kind === 'S' || relation.kind === 'm' || relation.kind === 'f' ||
-        (relation.kind === 'v' && !relation.securityInvoker) || (isTable && !relation.rls);
+        role === 'anon' ||
+        relation.kind === 'S' ||
+        relation.kind === 'm' ||
+        relation.kind === 'f' ||
+        (relation.kind === 'v' && !relation.securityInvoker) ||
+        (isTable && !relation.rls);
       const why =
-        role === 'anon' ? '' : isTable && !relation.rls ? ', which has no row level security' : relation.kind === 'v' ? ', a view that is not security_invoker' : isTable ? '' : `, a relation of kind ${relation.kind}`;
+        role === 'anon'
+          ? ''
+          : isTable && !relation.rls
+            ? ', which has no row level security'
+            : relation.kind === 'v'
+              ? ', a view that is not security_invoker'
+              : isTable
+                ? ''
+                : `, a relation of kind ${relation.kind}`;
       for (const privilege of held) {
         if (sidesteps || ['TRUNCATE', 'REFERENCES', 'TRIGGER'].includes(privilege)) {
           violations.push(`${role} may ${privilege} ${relation.name}${why}`);
         }
       }
       for (const h of columnOnly) {
-        if (sidesteps || h.privilege === 'REFERENCES') violations.push(`${role} may ${h.privilege} ${relation.name}.${h.column}${why}`);
+        if (sidesteps || h.privilege === 'REFERENCES')
+          violations.push(`${role} may ${h.privilege} ${relation.name}.${h.column}${why}`);
       }
       for (const h of columnHeld.filter((x) => TOKEN_COLUMNS.includes(x.column))) {
         violations.push(`${role} may ${h.privilege} token column ${relation.name}.${h.column}`);
@@ -236,7 +256,12 @@ async function functionViolations(c: Client, options: PrivilegeCheckOptions): Pr
   return violations;
 }
 
-async function behaviourViolations(c: Client, relation: Relation, actor: Actor, label: (owner: string | null) => string): Promise<string[]> {
+async function behaviourViolations(
+  c: Client,
+  relation: Relation,
+  actor: Actor,
+  label: (owner: string | null) => string,
+): Promise<string[]> {
   const violations: string[] = [];
   const own = (owner: string | null) => actor.role === 'authenticated' && actor.sub !== null && owner === actor.sub;
   const notOwn = (owners: Array<string | null>) => owners.filter((o) => !own(o));
@@ -250,10 +275,20 @@ async function behaviourViolations(c: Client, relation: Relation, actor: Actor, 
     if (TOKEN_COLUMNS.includes(column)) violations.push(`${actor.name} reads token column ${relation.name}.${column}`);
   }
   if (readable.length > 0) {
-    const visible = await probe(c, relation, actor, `SELECT ctid::text AS ctid FROM ${relation.sql}`, [], `GRANT SELECT ON ${relation.sql} TO ${actor.role}`);
+    const visible = await probe(
+      c,
+      relation,
+      actor,
+      `SELECT ctid::text AS ctid FROM ${relation.sql}`,
+      [],
+      `GRANT SELECT ON ${relation.sql} TO ${actor.role}`,
+    );
     const owners = visible.rows.map((r) => visible.ownerOf(String(r.ctid)));
     const foreign = notOwn(owners);
-    if (foreign.length) violations.push(`${actor.name} sees ${foreign.length} row(s) of ${relation.name} that are not its own (${describe(foreign)})`);
+    if (foreign.length)
+      violations.push(
+        `${actor.name} sees ${foreign.length} row(s) of ${relation.name} that are not its own (${describe(foreign)})`,
+      );
   }
 
   // Insert: a copy of a row of every other owner (the columns the role may insert), and defaults.
@@ -282,24 +317,55 @@ async function behaviourViolations(c: Client, relation: Relation, actor: Actor, 
   }
   for (const attempt of attempts) {
     const o = await probe(c, relation, actor, attempt.sql, attempt.params);
-    if (!o.error && actor.role === 'anon') violations.push(`${actor.name} inserts ${attempt.what} into ${relation.name}`);
-    else if (!o.error && notOwn(o.created).length) violations.push(`${actor.name} inserts ${attempt.what} into ${relation.name}, owned by ${describe(notOwn(o.created))}`);
-    else if (failedLater(o)) violations.push(`${actor.name} inserting ${attempt.what} into ${relation.name} passed privileges and row security (then: ${o.error!.message})`);
+    if (!o.error && actor.role === 'anon')
+      violations.push(`${actor.name} inserts ${attempt.what} into ${relation.name}`);
+    else if (!o.error && notOwn(o.created).length)
+      violations.push(
+        `${actor.name} inserts ${attempt.what} into ${relation.name}, owned by ${describe(notOwn(o.created))}`,
+      );
+    else if (failedLater(o))
+      violations.push(
+        `${actor.name} inserting ${attempt.what} into ${relation.name} passed privileges and row security (then: ${o.error!.message})`,
+      );
   }
 
   // Update: each column in place (reach), then set to another owner's value (moving rows).
-  const other = sources.find((s) => s.owner !== null && !own(s.owner)) ?? sources.find((s) => !own(s.owner)) ?? sources[0];
+  const other =
+    sources.find((s) => s.owner !== null && !own(s.owner)) ?? sources.find((s) => !own(s.owner)) ?? sources[0];
   for (const column of relation.columns) {
     const col = escapeIdentifier(column.name);
-    const inPlace = await probe(c, relation, actor, `UPDATE ${relation.sql} SET ${col} = ${col}`, [], `GRANT SELECT ON ${relation.sql} TO ${actor.role}`);
-    const moved = await probe(c, relation, actor, `UPDATE ${relation.sql} SET ${col} = $1::${column.type}`, [other?.values[column.name] ?? null]);
-    for (const [how, o] of [['in place', inPlace], ['to another row’s value', moved]] as const) {
+    const inPlace = await probe(
+      c,
+      relation,
+      actor,
+      `UPDATE ${relation.sql} SET ${col} = ${col}`,
+      [],
+      `GRANT SELECT ON ${relation.sql} TO ${actor.role}`,
+    );
+    const moved = await probe(c, relation, actor, `UPDATE ${relation.sql} SET ${col} = $1::${column.type}`, [
+      other?.values[column.name] ?? null,
+    ]);
+    for (const [how, o] of [
+      ['in place', inPlace],
+      ['to another row’s value', moved],
+    ] as const) {
       if (o.error?.code === REFUSED) continue;
       if (!o.error && actor.role === 'anon') violations.push(`${actor.name} updates ${relation.name}.${column.name}`);
-      else if (!o.error && notOwn(o.reached).length) violations.push(`${actor.name} updates ${relation.name}.${column.name} (${how}) in ${notOwn(o.reached).length} row(s) that are not its own (${describe(notOwn(o.reached))})`);
-      else if (!o.error && notOwn(o.created).length) violations.push(`${actor.name} updates ${relation.name}.${column.name} (${how}) and so gives its rows to ${describe(notOwn(o.created))}`);
-      else if (failedLater(o) && (how === 'in place' || column.name === relation.ownerColumn || actor.role === 'anon')) {
-        violations.push(`${actor.name} updating ${relation.name}.${column.name} (${how}) passed privileges and row security (then: ${o.error!.message})`);
+      else if (!o.error && notOwn(o.reached).length)
+        violations.push(
+          `${actor.name} updates ${relation.name}.${column.name} (${how}) in ${notOwn(o.reached).length} row(s) that are not its own (${describe(notOwn(o.reached))})`,
+        );
+      else if (!o.error && notOwn(o.created).length)
+        violations.push(
+          `${actor.name} updates ${relation.name}.${column.name} (${how}) and so gives its rows to ${describe(notOwn(o.created))}`,
+        );
+      else if (
+        failedLater(o) &&
+        (how === 'in place' || column.name === relation.ownerColumn || actor.role === 'anon')
+      ) {
+        violations.push(
+          `${actor.name} updating ${relation.name}.${column.name} (${how}) passed privileges and row security (then: ${o.error!.message})`,
+        );
       }
     }
   }
@@ -307,15 +373,24 @@ async function behaviourViolations(c: Client, relation: Relation, actor: Actor, 
   // Delete.
   const deleted = await probe(c, relation, actor, `DELETE FROM ${relation.sql}`, []);
   if (!deleted.error && actor.role === 'anon') violations.push(`${actor.name} deletes from ${relation.name}`);
-  else if (!deleted.error && notOwn(deleted.reached).length) violations.push(`${actor.name} deletes ${notOwn(deleted.reached).length} row(s) of ${relation.name} that are not its own (${describe(notOwn(deleted.reached))})`);
-  else if (failedLater(deleted)) violations.push(`${actor.name} deleting from ${relation.name} passed privileges and row security (then: ${deleted.error!.message})`);
+  else if (!deleted.error && notOwn(deleted.reached).length)
+    violations.push(
+      `${actor.name} deletes ${notOwn(deleted.reached).length} row(s) of ${relation.name} that are not its own (${describe(notOwn(deleted.reached))})`,
+    );
+  else if (failedLater(deleted))
+    violations.push(
+      `${actor.name} deleting from ${relation.name} passed privileges and row security (then: ${deleted.error!.message})`,
+    );
   return violations;
 }
 
 async function becomeActor(c: Client, actor: Actor): Promise<void> {
   await c.query(`SET LOCAL ROLE ${escapeIdentifier(actor.role)}`);
   const claims = actor.sub ? JSON.stringify({ sub: actor.sub, role: actor.role }) : '';
-  await c.query(`SELECT set_config('request.jwt.claims', $1, true), set_config('request.jwt.claim.sub', $2, true)`, [claims, actor.sub ?? '']);
+  await c.query(`SELECT set_config('request.jwt.claims', $1, true), set_config('request.jwt.claim.sub', $2, true)`, [
+    claims,
+    actor.sub ?? '',
+  ]);
 }
 
 async function readableColumns(c: Client, relation: Relation, actor: Actor): Promise<string[]> {
@@ -340,7 +415,10 @@ async function readableColumns(c: Client, relation: Relation, actor: Actor): Pro
   return readable;
 }
 
-async function sampleRows(c: Client, relation: Relation): Promise<Array<{ owner: string | null; values: Record<string, string | null> }>> {
+async function sampleRows(
+  c: Client,
+  relation: Relation,
+): Promise<Array<{ owner: string | null; values: Record<string, string | null> }>> {
   const { rows } = await c.query(
     `SELECT DISTINCT ON (owner) * FROM (SELECT ${relation.ownerSql ?? 'NULL'}::text AS owner, ${relation.columns
       .map((col, i) => `t.${escapeIdentifier(col.name)}::text AS c${i}`)
@@ -368,9 +446,11 @@ async function probe(
 ): Promise<Outcome & { ownerOf(ctid: string): string | null }> {
   const snapshot = async () =>
     new Map(
-      (await c.query(`SELECT t.ctid::text AS ctid, ${relation.ownerSql ?? 'NULL'}::text AS owner FROM ${relation.sql} t`)).rows.map(
-        (r) => [r.ctid as string, r.owner as string | null],
-      ),
+      (
+        await c.query(
+          `SELECT t.ctid::text AS ctid, ${relation.ownerSql ?? 'NULL'}::text AS owner FROM ${relation.sql} t`,
+        )
+      ).rows.map((r) => [r.ctid as string, r.owner as string | null]),
     );
   await c.query('BEGIN');
   try {

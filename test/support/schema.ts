@@ -35,7 +35,11 @@ export async function snapshotSchema(url: string): Promise<SchemaSnapshot> {
       columns[`${r.table_name}.${r.column_name}`] = { type: r.type, nullable: r.nullable, default: r.column_default };
     }
     const indexes: Record<string, string> = {};
-    for (const r of (await c.query(`SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename <> 'pgmigrations'`)).rows) {
+    for (const r of (
+      await c.query(
+        `SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename <> 'pgmigrations'`,
+      )
+    ).rows) {
       indexes[r.indexname] = r.indexdef;
     }
     const constraints: Record<string, string> = {};
@@ -48,11 +52,24 @@ export async function snapshotSchema(url: string): Promise<SchemaSnapshot> {
       constraints[`${r.tbl}.${r.conname}`] = `${r.def}${r.convalidated ? '' : ' [NOT VALID]'}`;
     }
     const policies: SchemaSnapshot['policies'] = {};
-    for (const r of (await c.query(`SELECT tablename, policyname, cmd, roles::text[] AS roles, qual, with_check FROM pg_policies WHERE schemaname = 'public'`)).rows) {
-      policies[`${r.tablename}.${r.policyname}`] = { command: r.cmd, roles: r.roles, using: r.qual, check: r.with_check };
+    for (const r of (
+      await c.query(
+        `SELECT tablename, policyname, cmd, roles::text[] AS roles, qual, with_check FROM pg_policies WHERE schemaname = 'public'`,
+      )
+    ).rows) {
+      policies[`${r.tablename}.${r.policyname}`] = {
+        command: r.cmd,
+        roles: r.roles,
+        using: r.qual,
+        check: r.with_check,
+      };
     }
     const rls: Record<string, boolean> = {};
-    for (const r of (await c.query(`SELECT relname, relrowsecurity FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r' AND relname <> 'pgmigrations'`)).rows) {
+    for (const r of (
+      await c.query(
+        `SELECT relname, relrowsecurity FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r' AND relname <> 'pgmigrations'`,
+      )
+    ).rows) {
       rls[r.relname] = r.relrowsecurity;
     }
     const grants = (

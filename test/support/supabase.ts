@@ -18,7 +18,7 @@ export async function createSupabaseRoles(adminUrl: string): Promise<void> {
 }
 
 /** What Supabase's own `auth.uid()` says about itself; the migrations must keep that function. */
-export const SUPABASE_UID_COMMENT = 'Deprecated. Use auth.jwt() -> \'sub\' instead.';
+export const SUPABASE_UID_COMMENT = "Deprecated. Use auth.jwt() -> 'sub' instead.";
 
 /**
  * Prepares one database as Supabase does: its `auth` schema with `auth.uid()`, `auth.role()`

@@ -4,7 +4,13 @@ import { ExecuteStatementCommand, RDSDataClient } from '@aws-sdk/client-rds-data
 import { DescribeSecretCommand, RotateSecretCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { mockClient } from 'aws-sdk-client-mock';
 import { parseVerifyArgs } from '../../scripts/verify';
-import { formatChecklist, REQUIRED_OUTPUTS, verifyDeploy, type CheckResult, type VerifyClients } from '../../scripts/verify/checks';
+import {
+  formatChecklist,
+  REQUIRED_OUTPUTS,
+  verifyDeploy,
+  type CheckResult,
+  type VerifyClients,
+} from '../../scripts/verify/checks';
 import { fingerprintMigrations } from '../../lambda/migrate/migrations-hash';
 import { DEFAULT_MIGRATIONS_DIR } from '../../lambda/migrate/run-migrations';
 
@@ -30,15 +36,48 @@ const OUTPUTS = {
 const NEW_VERSION = 'b1c2d3e4-0000-4000-8000-000000000001';
 
 const encode = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
-const outputsOf = (o: Record<string, string>): Output[] => Object.entries(o).map(([OutputKey, OutputValue]) => ({ OutputKey, OutputValue }));
+const outputsOf = (o: Record<string, string>): Output[] =>
+  Object.entries(o).map(([OutputKey, OutputValue]) => ({ OutputKey, OutputValue }));
 
 /** A deploy that works: every mock answers as AWS would. */
 function healthyDeploy(outputs: Record<string, string> = OUTPUTS) {
-  cloudFormation.on(DescribeStacksCommand).resolves({ Stacks: [{ StackName: STACK, StackStatus: 'UPDATE_COMPLETE', CreationTime: new Date(), Outputs: outputsOf(outputs) }] });
-  rdsData.on(ExecuteStatementCommand, { sql: 'SELECT max(name) AS latest FROM pgmigrations' }).resolves({ formattedRecords: JSON.stringify([{ latest: LATEST }]) });
-  rdsData.on(ExecuteStatementCommand, { sql: 'SELECT current_user AS login' }).resolves({ formattedRecords: JSON.stringify([{ login: 'accounts_jobs' }]) });
-  lambda.on(InvokeCommand, { FunctionName: OUTPUTS.TokenRefreshFunctionName }).resolves({ StatusCode: 200, Payload: encode({ job: 'token-refresh', dryRun: true, due: 12, pausedByRateLimit: 0, pausedRegions: [] }) as never });
-  lambda.on(InvokeCommand, { FunctionName: OUTPUTS.AccountSyncFunctionName }).resolves({ StatusCode: 200, Payload: encode({ job: 'account-sync', dryRun: true, due: 40, waitingForTokenRefresh: 2, accountsToFlagForReauth: 1 }) as never });
+  cloudFormation
+    .on(DescribeStacksCommand)
+    .resolves({
+      Stacks: [
+        { StackName: STACK, StackStatus: 'UPDATE_COMPLETE', CreationTime: new Date(), Outputs: outputsOf(outputs) },
+      ],
+    });
+  rdsData
+    .on(ExecuteStatementCommand, { sql: 'SELECT max(name) AS latest FROM pgmigrations' })
+    .resolves({ formattedRecords: JSON.stringify([{ latest: LATEST }]) });
+  rdsData
+    .on(ExecuteStatementCommand, { sql: 'SELECT current_user AS login' })
+    .resolves({ formattedRecords: JSON.stringify([{ login: 'accounts_jobs' }]) });
+  lambda
+    .on(InvokeCommand, { FunctionName: OUTPUTS.TokenRefreshFunctionName })
+    .resolves({
+      StatusCode: 200,
+      Payload: encode({
+        job: 'token-refresh',
+        dryRun: true,
+        due: 12,
+        pausedByRateLimit: 0,
+        pausedRegions: [],
+      }) as never,
+    });
+  lambda
+    .on(InvokeCommand, { FunctionName: OUTPUTS.AccountSyncFunctionName })
+    .resolves({
+      StatusCode: 200,
+      Payload: encode({
+        job: 'account-sync',
+        dryRun: true,
+        due: 40,
+        waitingForTokenRefresh: 2,
+        accountsToFlagForReauth: 1,
+      }) as never,
+    });
   secretsManager.on(RotateSecretCommand).resolves({ ARN: OUTPUTS.WorkerSecretArn, VersionId: NEW_VERSION });
   secretsManager
     .on(DescribeSecretCommand)
@@ -96,24 +135,44 @@ test('a working deploy: every check passes, the API check is skipped without an 
   const r = byName(results);
   expect(r['schema version'].detail).toContain(LATEST);
   expect(r['token-refresh'].detail).toBe('dry run: 12 tokens due now');
-  expect(r['account-sync'].detail).toBe('dry run: 40 users due now, 2 waiting for a token refresh, 1 accounts to flag for re-authorisation');
+  expect(r['account-sync'].detail).toBe(
+    'dry run: 40 users due now, 2 waiting for a token refresh, 1 accounts to flag for re-authorisation',
+  );
   expect(r['API health'].detail).toBe('skipped: no API output in this stack');
   expect(r['password rotation'].detail).toContain(NEW_VERSION);
   expect(r['password rotation'].detail).toContain('as accounts_jobs');
   expect(fetchCalls).toEqual([]);
 
   // The calls, with what they carry.
-  expect(cloudFormation.commandCalls(DescribeStacksCommand).map((c) => c.args[0].input)).toEqual([{ StackName: STACK }]);
+  expect(cloudFormation.commandCalls(DescribeStacksCommand).map((c) => c.args[0].input)).toEqual([
+    { StackName: STACK },
+  ]);
   for (const call of rdsData.commandCalls(ExecuteStatementCommand)) {
-    expect(call.args[0].input).toMatchObject({ resourceArn: OUTPUTS.ClusterArn, secretArn: OUTPUTS.WorkerSecretArn, database: 'accounts', formatRecordsAs: 'JSON' });
+    expect(call.args[0].input).toMatchObject({
+      resourceArn: OUTPUTS.ClusterArn,
+      secretArn: OUTPUTS.WorkerSecretArn,
+      database: 'accounts',
+      formatRecordsAs: 'JSON',
+    });
   }
-  expect(rdsData.commandCalls(ExecuteStatementCommand).map((c) => c.args[0].input.sql)).toEqual(['SELECT max(name) AS latest FROM pgmigrations', 'SELECT current_user AS login']);
+  expect(rdsData.commandCalls(ExecuteStatementCommand).map((c) => c.args[0].input.sql)).toEqual([
+    'SELECT max(name) AS latest FROM pgmigrations',
+    'SELECT current_user AS login',
+  ]);
   const invocations = lambda.commandCalls(InvokeCommand).map((c) => c.args[0].input);
-  expect(invocations.map((i) => [i.FunctionName, i.InvocationType, JSON.parse(new TextDecoder().decode(i.Payload as Uint8Array))])).toEqual([
+  expect(
+    invocations.map((i) => [
+      i.FunctionName,
+      i.InvocationType,
+      JSON.parse(new TextDecoder().decode(i.Payload as Uint8Array)),
+    ]),
+  ).toEqual([
     [OUTPUTS.TokenRefreshFunctionName, 'RequestResponse', { dryRun: true }],
     [OUTPUTS.AccountSyncFunctionName, 'RequestResponse', { dryRun: true }],
   ]);
-  expect(secretsManager.commandCalls(RotateSecretCommand).map((c) => c.args[0].input)).toEqual([{ SecretId: OUTPUTS.WorkerSecretArn }]);
+  expect(secretsManager.commandCalls(RotateSecretCommand).map((c) => c.args[0].input)).toEqual([
+    { SecretId: OUTPUTS.WorkerSecretArn },
+  ]);
   expect(secretsManager.commandCalls(DescribeSecretCommand)).toHaveLength(3);
   expect(sleeps).toEqual([5000, 5000]);
   // The login with the new password comes after the rotation finished.
@@ -125,12 +184,17 @@ test('a working deploy: every check passes, the API check is skipped without an 
 test('with an API output, GET <url>/health must answer 200', async () => {
   healthyDeploy({ ...OUTPUTS, ApiUrl: 'https://abc123.execute-api.eu-west-1.amazonaws.com/' });
   const ok = byName(await verifyDeploy(clients(200), { stackName: STACK, rotate: false }));
-  expect(ok['API health']).toMatchObject({ status: 'pass', detail: 'GET https://abc123.execute-api.eu-west-1.amazonaws.com/health → 200' });
+  expect(ok['API health']).toMatchObject({
+    status: 'pass',
+    detail: 'GET https://abc123.execute-api.eu-west-1.amazonaws.com/health → 200',
+  });
   expect(fetchCalls).toEqual(['https://abc123.execute-api.eu-west-1.amazonaws.com/health']);
 
   const down = byName(await verifyDeploy(clients(503), { stackName: STACK, rotate: false }));
   expect(down['API health']).toMatchObject({ status: 'fail', detail: expect.stringContaining('→ 503') });
-  const unreachable = byName(await verifyDeploy(clients(new TypeError('fetch failed')), { stackName: STACK, rotate: false }));
+  const unreachable = byName(
+    await verifyDeploy(clients(new TypeError('fetch failed')), { stackName: STACK, rotate: false }),
+  );
   expect(unreachable['API health']).toMatchObject({ status: 'fail', detail: expect.stringContaining('fetch failed') });
 });
 
@@ -142,22 +206,57 @@ test('--no-rotation skips the rotation and starts none', async () => {
 });
 
 test('a stack that does not exist stops the check at once, with what to do', async () => {
-  cloudFormation.on(DescribeStacksCommand).rejects(Object.assign(new Error(`Stack with id ${STACK} does not exist`), { name: 'ValidationError' }));
+  cloudFormation
+    .on(DescribeStacksCommand)
+    .rejects(Object.assign(new Error(`Stack with id ${STACK} does not exist`), { name: 'ValidationError' }));
   const results = await verifyDeploy(clients(), { stackName: STACK });
-  expect(results).toEqual([{ name: 'stack', status: 'fail', detail: expect.stringContaining('does not exist'), hint: expect.stringContaining('cdk deploy') }]);
+  expect(results).toEqual([
+    {
+      name: 'stack',
+      status: 'fail',
+      detail: expect.stringContaining('does not exist'),
+      hint: expect.stringContaining('cdk deploy'),
+    },
+  ]);
   expect(lambda.calls()).toHaveLength(0);
   expect(rdsData.calls()).toHaveLength(0);
   expect(secretsManager.calls()).toHaveLength(0);
 });
 
 test('a rolled-back stack, or one without the outputs, fails the stack check', async () => {
-  cloudFormation.on(DescribeStacksCommand).resolves({ Stacks: [{ StackName: STACK, StackStatus: 'UPDATE_ROLLBACK_COMPLETE', CreationTime: new Date(), Outputs: outputsOf(OUTPUTS) }] });
-  expect(await verifyDeploy(clients(), { stackName: STACK })).toEqual([expect.objectContaining({ status: 'fail', detail: `${STACK} is UPDATE_ROLLBACK_COMPLETE`, hint: expect.stringContaining('Events') })]);
+  cloudFormation
+    .on(DescribeStacksCommand)
+    .resolves({
+      Stacks: [
+        {
+          StackName: STACK,
+          StackStatus: 'UPDATE_ROLLBACK_COMPLETE',
+          CreationTime: new Date(),
+          Outputs: outputsOf(OUTPUTS),
+        },
+      ],
+    });
+  expect(await verifyDeploy(clients(), { stackName: STACK })).toEqual([
+    expect.objectContaining({
+      status: 'fail',
+      detail: `${STACK} is UPDATE_ROLLBACK_COMPLETE`,
+      hint: expect.stringContaining('Events'),
+    }),
+  ]);
 
   const { TokenRefreshFunctionName: _dropped, ...partial } = OUTPUTS;
-  cloudFormation.on(DescribeStacksCommand).resolves({ Stacks: [{ StackName: STACK, StackStatus: 'CREATE_COMPLETE', CreationTime: new Date(), Outputs: outputsOf(partial) }] });
+  cloudFormation
+    .on(DescribeStacksCommand)
+    .resolves({
+      Stacks: [
+        { StackName: STACK, StackStatus: 'CREATE_COMPLETE', CreationTime: new Date(), Outputs: outputsOf(partial) },
+      ],
+    });
   const [result] = await verifyDeploy(clients(), { stackName: STACK });
-  expect(result).toMatchObject({ status: 'fail', detail: expect.stringContaining('outputs missing: TokenRefreshFunctionName') });
+  expect(result).toMatchObject({
+    status: 'fail',
+    detail: expect.stringContaining('outputs missing: TokenRefreshFunctionName'),
+  });
   expect(REQUIRED_OUTPUTS).toContain('TokenRefreshFunctionName');
 });
 
@@ -182,9 +281,19 @@ test('a cluster resuming from 0 ACU is waited for; a schema behind the deploy fa
 
 test('a Data API login that fails is reported with its message', async () => {
   healthyDeploy();
-  rdsData.on(ExecuteStatementCommand).rejects(Object.assign(new Error('password authentication failed for user "accounts_jobs"'), { name: 'BadRequestException' }));
+  rdsData
+    .on(ExecuteStatementCommand)
+    .rejects(
+      Object.assign(new Error('password authentication failed for user "accounts_jobs"'), {
+        name: 'BadRequestException',
+      }),
+    );
   const results = byName(await verifyDeploy(clients(), { stackName: STACK, rotate: false }));
-  expect(results['schema version']).toMatchObject({ status: 'fail', detail: expect.stringContaining('password authentication failed'), hint: expect.stringContaining('WorkerSecretArn') });
+  expect(results['schema version']).toMatchObject({
+    status: 'fail',
+    detail: expect.stringContaining('password authentication failed'),
+    hint: expect.stringContaining('WorkerSecretArn'),
+  });
 });
 
 test('a job whose dry run fails says so, and points at the secrets to fill in when those are the cause', async () => {
@@ -192,13 +301,22 @@ test('a job whose dry run fails says so, and points at the secrets to fill in wh
   lambda.on(InvokeCommand, { FunctionName: OUTPUTS.TokenRefreshFunctionName }).resolves({
     StatusCode: 200,
     FunctionError: 'Unhandled',
-    Payload: encode({ errorType: 'Error', errorMessage: 'Secret LWA_CLIENT_SECRET_ARN is not valid JSON with clientId and clientSecret' }) as never,
+    Payload: encode({
+      errorType: 'Error',
+      errorMessage: 'Secret LWA_CLIENT_SECRET_ARN is not valid JSON with clientId and clientSecret',
+    }) as never,
   });
-  lambda.on(InvokeCommand, { FunctionName: OUTPUTS.AccountSyncFunctionName }).resolves({ StatusCode: 200, Payload: encode({ job: 'account-sync', usersSynced: 3 }) as never });
+  lambda
+    .on(InvokeCommand, { FunctionName: OUTPUTS.AccountSyncFunctionName })
+    .resolves({ StatusCode: 200, Payload: encode({ job: 'account-sync', usersSynced: 3 }) as never });
 
   const results = byName(await verifyDeploy(clients(), { stackName: STACK, rotate: false }));
 
-  expect(results['token-refresh']).toMatchObject({ status: 'fail', detail: expect.stringContaining('not valid JSON'), hint: expect.stringContaining('LwaClientSecretArn') });
+  expect(results['token-refresh']).toMatchObject({
+    status: 'fail',
+    detail: expect.stringContaining('not valid JSON'),
+    hint: expect.stringContaining('LwaClientSecretArn'),
+  });
   expect(results['token-refresh'].hint).toContain(`/aws/lambda/${OUTPUTS.TokenRefreshFunctionName}`);
   // A function that ran for real instead of a dry run is old code.
   expect(results['account-sync']).toMatchObject({ status: 'fail', hint: expect.stringContaining('predates dry runs') });
@@ -206,9 +324,13 @@ test('a job whose dry run fails says so, and points at the secrets to fill in wh
 
 test('a rotation that does not finish in time fails with its stages and the rotation logs to read', async () => {
   healthyDeploy();
-  secretsManager.on(DescribeSecretCommand).resolves({ VersionIdsToStages: { old: ['AWSCURRENT'], [NEW_VERSION]: ['AWSPENDING'] } });
+  secretsManager
+    .on(DescribeSecretCommand)
+    .resolves({ VersionIdsToStages: { old: ['AWSCURRENT'], [NEW_VERSION]: ['AWSPENDING'] } });
 
-  const results = byName(await verifyDeploy(clients(), { stackName: STACK, rotationTimeoutMs: 60_000, pollMs: 10_000 }));
+  const results = byName(
+    await verifyDeploy(clients(), { stackName: STACK, rotationTimeoutMs: 60_000, pollMs: 10_000 }),
+  );
 
   expect(results['password rotation']).toMatchObject({
     status: 'fail',
@@ -221,14 +343,29 @@ test('a rotation that does not finish in time fails with its stages and the rota
 
 test('a rotation that cannot start, or whose new password does not log in, fails', async () => {
   healthyDeploy();
-  secretsManager.on(RotateSecretCommand).rejects(Object.assign(new Error("A previous rotation isn't complete. That rotation will be reattempted."), { name: 'InvalidRequestException' }));
+  secretsManager
+    .on(RotateSecretCommand)
+    .rejects(
+      Object.assign(new Error("A previous rotation isn't complete. That rotation will be reattempted."), {
+        name: 'InvalidRequestException',
+      }),
+    );
   const blocked = byName(await verifyDeploy(clients(), { stackName: STACK }));
-  expect(blocked['password rotation']).toMatchObject({ status: 'fail', detail: expect.stringContaining("previous rotation isn't complete"), hint: expect.stringContaining('AWSPENDING') });
+  expect(blocked['password rotation']).toMatchObject({
+    status: 'fail',
+    detail: expect.stringContaining("previous rotation isn't complete"),
+    hint: expect.stringContaining('AWSPENDING'),
+  });
 
   healthyDeploy();
-  rdsData.on(ExecuteStatementCommand, { sql: 'SELECT current_user AS login' }).rejects(Object.assign(new Error('password authentication failed'), { name: 'BadRequestException' }));
+  rdsData
+    .on(ExecuteStatementCommand, { sql: 'SELECT current_user AS login' })
+    .rejects(Object.assign(new Error('password authentication failed'), { name: 'BadRequestException' }));
   const refused = byName(await verifyDeploy(clients(), { stackName: STACK }));
-  expect(refused['password rotation']).toMatchObject({ status: 'fail', detail: expect.stringContaining('cannot log in with the new password') });
+  expect(refused['password rotation']).toMatchObject({
+    status: 'fail',
+    detail: expect.stringContaining('cannot log in with the new password'),
+  });
 });
 
 test('the checklist: one line per check, the hint under each failure, and a verdict', () => {
@@ -245,7 +382,11 @@ test('the checklist: one line per check, the hint under each failure, and a verd
     '                   → Look at the logs.',
     '1 of 3 checks failed, 1 skipped: see the → lines.',
   ]);
-  expect(formatChecklist(STACK, [{ name: 'stack', status: 'pass', detail: 'ok' }]).split('\n').at(-1)).toBe('All 1 checks passed.');
+  expect(
+    formatChecklist(STACK, [{ name: 'stack', status: 'pass', detail: 'ok' }])
+      .split('\n')
+      .at(-1),
+  ).toBe('All 1 checks passed.');
 });
 
 test('arguments: the environment as cdk takes it, and --no-rotation', () => {

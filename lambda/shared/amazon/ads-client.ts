@@ -66,7 +66,8 @@ export class AdsClient {
       defaultRetryAfterSeconds: this.options.defaultRetryAfterSeconds ?? 30,
     });
     if (response.status === 401) throw new AccessTokenRejectedError(itemId, region);
-    if (response.status !== 200) throw new MalformedResponseError(itemId, 'ads', region, response.status, [`unexpected HTTP ${response.status}`]);
+    if (response.status !== 200)
+      throw new MalformedResponseError(itemId, 'ads', region, response.status, [`unexpected HTTP ${response.status}`]);
     let json: unknown;
     try {
       json = parseJsonKeepingProfileIds(response.text);

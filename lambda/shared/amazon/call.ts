@@ -47,15 +47,20 @@ export async function callAmazon(call: AmazonCall): Promise<HttpResponse> {
           try {
             response = await sendHttp(call.request, call.fetch);
           } catch (error) {
-            if (error instanceof HttpTransportError) throw new TransientError(itemId, endpoint, region, undefined, error.kind, error.message, { cause: error });
+            if (error instanceof HttpTransportError)
+              throw new TransientError(itemId, endpoint, region, undefined, error.kind, error.message, {
+                cause: error,
+              });
             throw error;
           }
           if (response.status === 429) {
-            const seconds = parseRetryAfterSeconds(response.headers.get('retry-after')) ?? call.defaultRetryAfterSeconds;
+            const seconds =
+              parseRetryAfterSeconds(response.headers.get('retry-after')) ?? call.defaultRetryAfterSeconds;
             call.limiter.pauseFor(seconds);
             throw new RateLimitedError(itemId, endpoint, region, seconds);
           }
-          if (response.status >= 500) throw new TransientError(itemId, endpoint, region, response.status, 'http_5xx', `HTTP ${response.status}`);
+          if (response.status >= 500)
+            throw new TransientError(itemId, endpoint, region, response.status, 'http_5xx', `HTTP ${response.status}`);
           return response;
         }),
       {
@@ -69,7 +74,8 @@ export async function callAmazon(call: AmazonCall): Promise<HttpResponse> {
     );
   } catch (error) {
     // The last TransientError is more useful to the job than the retry wrapper.
-    if (error instanceof Error && error.name === 'RetriesExhaustedError' && error.cause instanceof TransientError) throw error.cause;
+    if (error instanceof Error && error.name === 'RetriesExhaustedError' && error.cause instanceof TransientError)
+      throw error.cause;
     throw error;
   }
 }

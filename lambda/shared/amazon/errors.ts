@@ -18,13 +18,17 @@ export abstract class AmazonApiError extends Error {
     message: string,
     options?: { cause?: unknown },
   ) {
-    super(`${endpoint === 'lwa' ? 'LWA token refresh' : 'Ads API profiles'} for ${itemId} (${region}): ${message}`, options);
+    super(
+      `${endpoint === 'lwa' ? 'LWA token refresh' : 'Ads API profiles'} for ${itemId} (${region}): ${message}`,
+      options,
+    );
     this.name = new.target.name;
   }
 }
 
 /** LWA error codes after which retrying the same request cannot succeed. */
-export type PermanentAuthErrorCode = 'invalid_grant' | 'invalid_client' | 'unsupported_grant_type' | 'invalid_request' | 'unauthorized_client';
+export type PermanentAuthErrorCode =
+  'invalid_grant' | 'invalid_client' | 'unsupported_grant_type' | 'invalid_request' | 'unauthorized_client';
 
 /**
  * The refresh token or the client is rejected for good: `invalid_grant` (revoked or expired:

@@ -1,4 +1,10 @@
-import { AccessTokenRejectedError, MalformedResponseError, PermanentAuthError, RateLimitedError, TransientError } from './errors';
+import {
+  AccessTokenRejectedError,
+  MalformedResponseError,
+  PermanentAuthError,
+  RateLimitedError,
+  TransientError,
+} from './errors';
 import { describeError } from '../jobs/runtime';
 
 /** How the jobs treat a failed Amazon call, whatever the client's error class. */
@@ -17,8 +23,11 @@ export type AmazonFailure =
 export function classifyAmazonError(error: unknown): AmazonFailure {
   if (error instanceof PermanentAuthError) return { kind: 'permanent', code: error.code };
   if (error instanceof RateLimitedError) return { kind: 'rate_limited', retryAfterSeconds: error.retryAfterSeconds };
-  if (error instanceof AccessTokenRejectedError) return { kind: 'transient', reason: 'access token rejected (401); the token refresh renews it' };
-  if (error instanceof TransientError) return { kind: 'transient', reason: `${error.reason}${error.status ? ` (HTTP ${error.status})` : ''}` };
-  if (error instanceof MalformedResponseError) return { kind: 'malformed', reason: `HTTP ${error.status}: ${error.problems.join('; ')}` };
+  if (error instanceof AccessTokenRejectedError)
+    return { kind: 'transient', reason: 'access token rejected (401); the token refresh renews it' };
+  if (error instanceof TransientError)
+    return { kind: 'transient', reason: `${error.reason}${error.status ? ` (HTTP ${error.status})` : ''}` };
+  if (error instanceof MalformedResponseError)
+    return { kind: 'malformed', reason: `HTTP ${error.status}: ${error.problems.join('; ')}` };
   return { kind: 'transient', reason: `unexpected ${describeError(error)}` };
 }

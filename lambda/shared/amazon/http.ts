@@ -39,7 +39,13 @@ export async function sendHttp(request: HttpRequest, fetchImpl: FetchFunction = 
   const target = describeTarget(request);
   const signal = AbortSignal.timeout(request.timeoutMs);
   try {
-    const response = await fetchImpl(request.url, { method: request.method, headers: request.headers, body: request.body, signal, redirect: 'error' });
+    const response = await fetchImpl(request.url, {
+      method: request.method,
+      headers: request.headers,
+      body: request.body,
+      signal,
+      redirect: 'error',
+    });
     const text = await response.text();
     return { status: response.status, headers: response.headers, text };
   } catch (error) {

@@ -46,7 +46,13 @@ export interface RefreshedTokens {
   readonly expiresInSeconds: number;
 }
 
-const PERMANENT_CODES = new Set<PermanentAuthErrorCode>(['invalid_grant', 'invalid_client', 'unsupported_grant_type', 'invalid_request', 'unauthorized_client']);
+const PERMANENT_CODES = new Set<PermanentAuthErrorCode>([
+  'invalid_grant',
+  'invalid_client',
+  'unsupported_grant_type',
+  'invalid_request',
+  'unauthorized_client',
+]);
 
 /**
  * Login with Amazon: the refresh-token grant, `POST /auth/o2/token`, form-encoded, on the
@@ -85,11 +91,26 @@ export class LwaClient {
     const json = parseJson(response.text);
     if (response.status === 200) {
       const parsed = lwaTokenResponseSchema.safeParse(json);
-      if (!parsed.success) throw new MalformedResponseError(itemId, 'lwa', region, 200, json === undefined ? ['body is not JSON'] : describeIssues(parsed.error));
-      return { accessToken: parsed.data.access_token, refreshToken: parsed.data.refresh_token, expiresInSeconds: parsed.data.expires_in };
+      if (!parsed.success)
+        throw new MalformedResponseError(
+          itemId,
+          'lwa',
+          region,
+          200,
+          json === undefined ? ['body is not JSON'] : describeIssues(parsed.error),
+        );
+      return {
+        accessToken: parsed.data.access_token,
+        refreshToken: parsed.data.refresh_token,
+        expiresInSeconds: parsed.data.expires_in,
+      };
     }
     const error = lwaErrorResponseSchema.safeParse(json);
-    if ((response.status === 400 || response.status === 401) && error.success && PERMANENT_CODES.has(error.data.error as PermanentAuthErrorCode)) {
+    if (
+      (response.status === 400 || response.status === 401) &&
+      error.success &&
+      PERMANENT_CODES.has(error.data.error as PermanentAuthErrorCode)
+    ) {
       throw new PermanentAuthError(itemId, region, response.status, error.data.error as PermanentAuthErrorCode);
     }
     throw new MalformedResponseError(itemId, 'lwa', region, response.status, [

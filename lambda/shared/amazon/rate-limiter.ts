@@ -111,7 +111,10 @@ export class EndpointLimiter {
   readonly bucket: TokenBucket;
   readonly concurrency: ConcurrencyLimiter;
 
-  constructor(limits: EndpointLimits, private readonly clock: LimiterClock = {}) {
+  constructor(
+    limits: EndpointLimits,
+    private readonly clock: LimiterClock = {},
+  ) {
     this.bucket = new TokenBucket({ ratePerSecond: limits.ratePerSecond, burst: limits.burst, ...clock });
     this.concurrency = new ConcurrencyLimiter(limits.maxConcurrency);
   }

@@ -31,6 +31,10 @@ export function isAmazonRegion(value: unknown): value is AmazonRegion {
  * The URL for `region`: the override with `{region}` replaced (so one fake server can serve
  * every region, e.g. `http://127.0.0.1:4010/{region}/auth/o2/token`), else Amazon's own.
  */
-export function regionalUrl(override: string | undefined, defaults: Readonly<Record<AmazonRegion, string>>, region: AmazonRegion): string {
+export function regionalUrl(
+  override: string | undefined,
+  defaults: Readonly<Record<AmazonRegion, string>>,
+  region: AmazonRegion,
+): string {
   return override ? override.replace(/\{region\}/g, region) : defaults[region];
 }

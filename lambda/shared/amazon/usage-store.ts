@@ -84,7 +84,17 @@ export async function readEndpointPauses(db: Database, endpointPrefix: string): 
 
 /** Accumulates a run's usage per (endpoint, user) before one {@link recordRateLimitUsage}. */
 export class RateLimitUsageRecorder {
-  private readonly usage = new Map<string, { endpoint: string; userId: string | null; requests: number; limitHits: number; retryAfterSeconds?: number; lastLimitHit?: Date }>();
+  private readonly usage = new Map<
+    string,
+    {
+      endpoint: string;
+      userId: string | null;
+      requests: number;
+      limitHits: number;
+      retryAfterSeconds?: number;
+      lastLimitHit?: Date;
+    }
+  >();
 
   request(endpoint: string, userId: string | null = null): void {
     this.entry(endpoint, userId).requests += 1;

@@ -139,7 +139,10 @@ export class DataApiDatabase implements Database {
     for (let start = 0; start < paramSets.length; start += chunkSize) {
       const parameterSets = paramSets.slice(start, start + chunkSize).map((params) => toSqlParameters(names, params));
       this.counters.batches += 1;
-      await this.send(() => new BatchExecuteStatementCommand({ ...this.target(), sql, parameterSets, transactionId: this.transactionId }));
+      await this.send(
+        () =>
+          new BatchExecuteStatementCommand({ ...this.target(), sql, parameterSets, transactionId: this.transactionId }),
+      );
     }
   }
 
@@ -147,7 +150,9 @@ export class DataApiDatabase implements Database {
     if (this.transactionId) throw new DatabaseError('Nested transactions are not supported');
     this.counters.transactionCalls += 1;
     const { resourceArn, secretArn, database } = this.options;
-    const begun = await this.send<BeginTransactionCommandOutput>(() => new BeginTransactionCommand({ resourceArn, secretArn, database }));
+    const begun = await this.send<BeginTransactionCommandOutput>(
+      () => new BeginTransactionCommand({ resourceArn, secretArn, database }),
+    );
     const transactionId = begun.transactionId;
     if (!transactionId) throw new DatabaseError('BeginTransaction returned no transaction id');
     let result: T;
@@ -156,7 +161,9 @@ export class DataApiDatabase implements Database {
     } catch (error) {
       this.counters.transactionCalls += 1;
       // The transaction may already be gone (an expired one is rolled back by the service).
-      await this.send(() => new RollbackTransactionCommand({ resourceArn, secretArn, transactionId })).catch(() => undefined);
+      await this.send(() => new RollbackTransactionCommand({ resourceArn, secretArn, transactionId })).catch(
+        () => undefined,
+      );
       throw error;
     }
     this.counters.transactionCalls += 1;
@@ -173,7 +180,11 @@ export class DataApiDatabase implements Database {
   }
 
   private target() {
-    return { resourceArn: this.options.resourceArn, secretArn: this.options.secretArn, database: this.options.database };
+    return {
+      resourceArn: this.options.resourceArn,
+      secretArn: this.options.secretArn,
+      database: this.options.database,
+    };
   }
 
   /** Sends one command with retries, translating service errors into the port's errors. */
@@ -211,13 +222,18 @@ function toDatabaseError(error: unknown): DatabaseError {
   if (error instanceof DatabaseError) return error;
   if (error instanceof RetriesExhaustedError) {
     const cause = error.cause as { name?: string; message?: string } | undefined;
-    return new DatabaseUnavailableError(`Data API unavailable after ${error.attempts} attempts: ${cause?.name ?? 'Error'}: ${cause?.message ?? ''}`.trim(), error.attempts, {
-      cause: error.cause,
-    });
+    return new DatabaseUnavailableError(
+      `Data API unavailable after ${error.attempts} attempts: ${cause?.name ?? 'Error'}: ${cause?.message ?? ''}`.trim(),
+      error.attempts,
+      {
+        cause: error.cause,
+      },
+    );
   }
   const e = error as { name?: string; message?: string };
   const message = e.message ?? String(error);
   if (TOO_LARGE.test(message)) return new ResultTooLargeError(message, { cause: error });
-  if (e.name === 'TransactionNotFoundException' || TRANSACTION_GONE.test(message)) return new TransactionExpiredError(message, { cause: error });
+  if (e.name === 'TransactionNotFoundException' || TRANSACTION_GONE.test(message))
+    return new TransactionExpiredError(message, { cause: error });
   return new DatabaseError(message, { cause: error });
 }

@@ -54,7 +54,8 @@ function decodeField(field: Field, typeName: string): unknown {
   if (field.booleanValue !== undefined) return field.booleanValue;
   if (field.blobValue !== undefined) return Buffer.from(field.blobValue);
   if (field.doubleValue !== undefined) return field.doubleValue;
-  if (field.longValue !== undefined) return type === 'int8' || type === 'bigserial' ? BigInt(field.longValue) : field.longValue;
+  if (field.longValue !== undefined)
+    return type === 'int8' || type === 'bigserial' ? BigInt(field.longValue) : field.longValue;
   if (field.stringValue !== undefined) return decodeString(field.stringValue, type);
   throw new DatabaseError(`Unsupported Data API field for a ${typeName} column`);
 }
@@ -84,10 +85,12 @@ function decodeString(text: string, type: string): unknown {
 }
 
 function decodeArray(value: ArrayValue, elementType: string): unknown[] {
-  if (value.arrayValues) return value.arrayValues.map((inner) => (inner === null ? null : decodeArray(inner, elementType)));
+  if (value.arrayValues)
+    return value.arrayValues.map((inner) => (inner === null ? null : decodeArray(inner, elementType)));
   if (value.booleanValues) return value.booleanValues;
   if (value.doubleValues) return value.doubleValues;
-  if (value.longValues) return elementType === 'int8' ? value.longValues.map((v) => (v === null ? null : BigInt(v))) : value.longValues;
+  if (value.longValues)
+    return elementType === 'int8' ? value.longValues.map((v) => (v === null ? null : BigInt(v))) : value.longValues;
   if (value.stringValues) return value.stringValues.map((v) => (v === null ? null : decodeString(v, elementType)));
   return [];
 }

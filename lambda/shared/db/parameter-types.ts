@@ -7,7 +7,11 @@ import { isSqlTypedValue, SqlValue } from './port';
  */
 export type BoundValue =
   | { readonly kind: 'null' }
-  | { readonly kind: 'string'; readonly pgType: 'varchar' | 'uuid' | 'json' | 'numeric' | 'timestamp'; readonly value: string }
+  | {
+      readonly kind: 'string';
+      readonly pgType: 'varchar' | 'uuid' | 'json' | 'numeric' | 'timestamp';
+      readonly value: string;
+    }
   | { readonly kind: 'long'; readonly pgType: 'int8'; readonly value: number }
   | { readonly kind: 'double'; readonly pgType: 'float8'; readonly value: number }
   | { readonly kind: 'boolean'; readonly pgType: 'bool'; readonly value: boolean }
@@ -57,7 +61,10 @@ export function formatUtcTimestamp(date: Date): string {
  * with an offset such as `+00` or `+05:30`) into a Date (millisecond precision).
  */
 export function parseUtcTimestamp(text: string): Date {
-  const m = /^(\d{4,})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d+))?(?:([+-])(\d\d)(?::?(\d\d))?(?::(\d\d))?)?( BC)?$/.exec(text);
+  const m =
+    /^(\d{4,})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d+))?(?:([+-])(\d\d)(?::?(\d\d))?(?::(\d\d))?)?( BC)?$/.exec(
+      text,
+    );
   if (!m) {
     if (text === 'infinity' || text === '-infinity') return new Date(text === 'infinity' ? 8.64e15 : -8.64e15);
     throw new TypeError(`Not a timestamp: ${text}`);

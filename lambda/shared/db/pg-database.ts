@@ -25,7 +25,9 @@ const OID = {
   textArray: 1009,
 } as const;
 
-const parseTextArray = pgTypes.getTypeParser(OID.textArray as Parameters<typeof pgTypes.getTypeParser>[0]) as (text: string) => (string | null)[];
+const parseTextArray = pgTypes.getTypeParser(OID.textArray as Parameters<typeof pgTypes.getTypeParser>[0]) as (
+  text: string,
+) => (string | null)[];
 
 /**
  * Decodes columns as the Data API adapter does (see port.ts "Rows"): int8 → bigint,
@@ -86,7 +88,8 @@ export class PgDatabase implements Database {
       this.options = options;
       return;
     }
-    const config: PoolConfig = typeof options.connection === 'string' ? { connectionString: options.connection } : { ...options.connection };
+    const config: PoolConfig =
+      typeof options.connection === 'string' ? { connectionString: options.connection } : { ...options.connection };
     this.pool = new Pool({
       ...config,
       max: options.maxConnections ?? config.max ?? 5,
@@ -128,7 +131,10 @@ export class PgDatabase implements Database {
 
   async transaction<T>(fn: (tx: Database) => Promise<T>): Promise<T> {
     if (this.inTransaction) throw new DatabaseError('Nested transactions are not supported');
-    return this.withTransaction((client) => fn(new PgDatabase(this.options, client as PoolClient, this.counters)), true);
+    return this.withTransaction(
+      (client) => fn(new PgDatabase(this.options, client as PoolClient, this.counters)),
+      true,
+    );
   }
 
   callCounts(): DatabaseCallCounts {
@@ -172,7 +178,8 @@ function compile(sql: string, params: SqlParams): { text: string; values: unknow
   const { text } = rewriteNamedParameters(sql, (name, position) => {
     if (!Object.prototype.hasOwnProperty.call(params, name)) throw new DatabaseError(`No value for parameter :${name}`);
     const bound = bindValue(name, params[name]);
-    values[position - 1] = bound.kind === 'null' ? null : bound.kind === 'blob' ? Buffer.from(bound.value) : bound.value;
+    values[position - 1] =
+      bound.kind === 'null' ? null : bound.kind === 'blob' ? Buffer.from(bound.value) : bound.value;
     return bound.kind === 'null' ? `$${position}` : `$${position}::${bound.pgType}`;
   });
   return { text, values };
@@ -184,6 +191,9 @@ async function run<T>(call: () => Promise<T>): Promise<T> {
   } catch (error) {
     if (error instanceof DatabaseError) throw error;
     const e = error as { message?: string; code?: string };
-    throw new DatabaseError(e.message ?? String(error), { cause: error, code: typeof e.code === 'string' ? e.code : undefined });
+    throw new DatabaseError(e.message ?? String(error), {
+      cause: error,
+      code: typeof e.code === 'string' ? e.code : undefined,
+    });
   }
 }

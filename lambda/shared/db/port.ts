@@ -37,15 +37,7 @@
  */
 
 /** A value that can be bound to a `:name` parameter. See the table above. */
-export type SqlValue =
-  | string
-  | number
-  | bigint
-  | boolean
-  | null
-  | Date
-  | Uint8Array
-  | SqlTypedValue;
+export type SqlValue = string | number | bigint | boolean | null | Date | Uint8Array | SqlTypedValue;
 
 /** A string or JSON value with an explicit PostgreSQL type (the Data API's `typeHint`). */
 export interface SqlTypedValue {

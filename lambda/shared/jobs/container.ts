@@ -54,7 +54,11 @@ async function build(service: string): Promise<JobContainer> {
       secretArn: config.databaseSecretArn,
       database: config.databaseName,
     }),
-    lwa: new LwaClient({ clientId: secrets.lwaClientId, clientSecret: secrets.lwaClientSecret, tokenUrl: optional(LOCAL_JOB_ENV.lwaTokenUrl) }),
+    lwa: new LwaClient({
+      clientId: secrets.lwaClientId,
+      clientSecret: secrets.lwaClientSecret,
+      tokenUrl: optional(LOCAL_JOB_ENV.lwaTokenUrl),
+    }),
     ads: new AdsClient({ clientId: secrets.lwaClientId, baseUrl: optional(LOCAL_JOB_ENV.adsApiUrl) }),
     cipher: new TokenCipher(secrets.tokenKey),
     ...observability,
@@ -86,7 +90,11 @@ export async function runJobInvocation<R>(
   c.logger.appendKeys(logKeys);
   c.metrics.captureColdStartMetric(context.functionName);
   try {
-    return await run(c, { logger: c.jobLogger, metrics: c.jobMetrics, remainingTimeMs: () => context.getRemainingTimeInMillis() });
+    return await run(c, {
+      logger: c.jobLogger,
+      metrics: c.jobMetrics,
+      remainingTimeMs: () => context.getRemainingTimeInMillis(),
+    });
   } catch (error) {
     c.logger.error(`${service} run failed`, error as Error);
     throw error;

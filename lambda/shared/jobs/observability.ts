@@ -9,10 +9,20 @@ import type { AppLogger } from '../logger';
  * dimension and log key), the metrics namespace, and the `environment` default dimension the
  * dashboards and alarms in lib/monitoring.ts read. Create once per container.
  */
-export function createObservability(service: string, environment: string): { logger: Logger; metrics: Metrics; jobLogger: AppLogger; jobMetrics: JobMetrics } {
+export function createObservability(
+  service: string,
+  environment: string,
+): { logger: Logger; metrics: Metrics; jobLogger: AppLogger; jobMetrics: JobMetrics } {
   const logger = new Logger({ serviceName: service, persistentKeys: { environment } });
-  const metrics = new Metrics({ namespace: METRICS_NAMESPACE, serviceName: service, defaultDimensions: { environment } });
-  const units: Record<MetricUnitName, (typeof MetricUnit)[keyof typeof MetricUnit]> = { Count: MetricUnit.Count, Milliseconds: MetricUnit.Milliseconds };
+  const metrics = new Metrics({
+    namespace: METRICS_NAMESPACE,
+    serviceName: service,
+    defaultDimensions: { environment },
+  });
+  const units: Record<MetricUnitName, (typeof MetricUnit)[keyof typeof MetricUnit]> = {
+    Count: MetricUnit.Count,
+    Milliseconds: MetricUnit.Milliseconds,
+  };
   return {
     logger,
     metrics,

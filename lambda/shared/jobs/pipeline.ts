@@ -64,7 +64,12 @@ export async function runPipeline<T, O>(o: PipelineOptions<T, O>): Promise<Pipel
           exhausted = true;
           return;
         }
-        const batch: Batch<T, O> = { items, outcomes: new Array<O | undefined>(items.length), remaining: items.length, started: Date.now() };
+        const batch: Batch<T, O> = {
+          items,
+          outcomes: new Array<O | undefined>(items.length),
+          remaining: items.length,
+          started: Date.now(),
+        };
         batches.push(batch);
         claimed += items.length;
         items.forEach((_, index) => queue.push({ batch, index }));
@@ -116,6 +121,7 @@ export async function runPipeline<T, O>(o: PipelineOptions<T, O>): Promise<Pipel
   // Stopped early: batches with unprocessed items are written back with those items released.
   for (const batch of batches) if (batch.remaining > 0) write(batch);
   await writes;
-  if (failure !== undefined) throw failure instanceof Error ? failure : new Error('pipeline failed', { cause: failure });
+  if (failure !== undefined)
+    throw failure instanceof Error ? failure : new Error('pipeline failed', { cause: failure });
   return { batches: batches.length, claimed };
 }
