@@ -78,13 +78,20 @@ export class AccountsPlatformStack extends Stack {
       logRetention,
       logRemovalPolicy: dependentRemoval,
     });
-    // The jobs' user exists once the migration ran; rotating it before would fail. Only the
-    // rotation application (and through it the schedule) waits: its security group must not,
-    // since the cluster's ingress rule for it comes before the migration.
+    // Both rotations start only after the migration: the jobs' user exists only then, and the
+    // master password must not change before the writer is up or under the running migration
+    // (a schedule rotates as soon as it is created). Only the rotation applications (and through
+    // them the schedules) wait: their security group must not, since the cluster's ingress
+    // rule for it comes before the migration.
+    const masterRotation = this.database.addMasterRotation({
+      vpc: network.vpc,
+      subnets: network.isolatedSubnets,
+      passwordRotation,
+    });
+    masterRotation.node.defaultChild!.node.addDependency(this.migration.resource);
     const workerRotation = this.database.addWorkerRotation({
       vpc: network.vpc,
       subnets: network.isolatedSubnets,
-      secretsManagerEndpoint: network.secretsManagerEndpoint,
       passwordRotation,
     });
     workerRotation.node.defaultChild!.node.addDependency(this.migration.resource);
@@ -126,6 +133,14 @@ export class AccountsPlatformStack extends Stack {
       description: "The jobs' database user (Data API)",
     });
     new CfnOutput(this, 'AlarmTopicArn', { value: this.monitoring.alarmTopic.topicArn });
+    // What `npm run verify` checks a deploy against.
+    new CfnOutput(this, 'DatabaseName', { value: this.database.databaseName });
+    new CfnOutput(this, 'LatestMigration', {
+      value: this.migration.latestMigration,
+      description: 'The last migration this deploy brought',
+    });
+    new CfnOutput(this, 'TokenRefreshFunctionName', { value: this.jobs.tokenRefresh.function.functionName });
+    new CfnOutput(this, 'AccountSyncFunctionName', { value: this.jobs.accountSync.function.functionName });
     new CfnOutput(this, 'DashboardName', { value: `AmazonAccounts-${config.name}` });
 
     Validations.of(this).acknowledge(

@@ -7,6 +7,12 @@ import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { Construct } from 'constructs';
 
 /** Characters kept out of generated passwords: they need quoting in URLs and shells. */
+/**
+ * The CA of the writer's certificate. The migration Lambda trusts only the RDS roots it ships
+ * (scripts/rds-ca-bundle.js); the tests check this one's root is among them for every region.
+ */
+export const CLUSTER_CA_CERTIFICATE = rds.CaCertificate.RDS_CA_RSA2048_G1;
+
 export const PASSWORD_EXCLUDED_CHARACTERS = ` %+~\`#$&*()|[]{}:;<>?!'/@"\\=,`;
 
 export interface DatabaseProps {
@@ -14,7 +20,11 @@ export interface DatabaseProps {
   readonly vpc: ec2.IVpc;
   /** Subnets of the cluster and of the rotation Lambdas. */
   readonly subnets: ec2.SubnetSelection;
-  /** Secrets Manager endpoint the rotation Lambdas use (they have no internet). */
+  /**
+   * Secrets Manager endpoint the rotation Lambdas reach (they have no internet). Private DNS is
+   * on, so they call Secrets Manager's regional name and land on it; only its security group
+   * rule is needed here.
+   */
   readonly secretsManagerEndpoint: ec2.IInterfaceVpcEndpoint;
   /** Serverless v2 minimum capacity in ACUs (0 = pause when idle). */
   readonly minCapacityAcu: number;
@@ -68,7 +78,12 @@ export class Database extends Construct {
 
     this.cluster = new rds.DatabaseCluster(this, 'Cluster', {
       engine,
-      writer: rds.ClusterInstance.serverlessV2('Writer', { publiclyAccessible: false, autoMinorVersionUpgrade: true }),
+      writer: rds.ClusterInstance.serverlessV2('Writer', {
+        publiclyAccessible: false,
+        autoMinorVersionUpgrade: true,
+        // Pinned, so a change of AWS's default cannot surprise the migration's TLS check.
+        caCertificate: CLUSTER_CA_CERTIFICATE,
+      }),
       serverlessV2MinCapacity: props.minCapacityAcu,
       serverlessV2MaxCapacity: props.maxCapacityAcu,
       ...(props.minCapacityAcu === 0 ? { serverlessV2AutoPauseDuration: props.autoPause ?? Duration.minutes(10) } : {}),
@@ -81,7 +96,9 @@ export class Database extends Construct {
       parameterGroup: new rds.ParameterGroup(this, 'Parameters', {
         engine,
         description: 'TLS only; log statements slower than 1 s',
-        parameters: { 'rds.force_ssl': '1', log_min_duration_statement: '1000' },
+        // The Data API logs in with SCRAM only: rotated passwords must be stored that way (the
+        // default since PostgreSQL 14, made explicit).
+        parameters: { 'rds.force_ssl': '1', password_encryption: 'scram-sha-256', log_min_duration_statement: '1000' },
       }),
       cloudwatchLogsExports: ['postgresql'],
       cloudwatchLogsRetention: props.logRetention,
@@ -99,13 +116,6 @@ export class Database extends Construct {
       description: 'Secrets Manager rotation Lambdas of the master and jobs database users',
     });
     props.secretsManagerEndpoint.connections.allowDefaultPortFrom(this.rotationSecurityGroup, 'Password rotation');
-    this.cluster.addRotationSingleUser({
-      automaticallyAfter: props.passwordRotation,
-      excludeCharacters: PASSWORD_EXCLUDED_CHARACTERS,
-      vpcSubnets: props.subnets,
-      endpoint: props.secretsManagerEndpoint,
-      securityGroup: this.rotationSecurityGroup,
-    });
 
     this.workerSecret = new rds.DatabaseSecret(this, 'WorkerSecret', {
       username: props.workerUsername ?? 'accounts_jobs',
@@ -138,19 +148,39 @@ export class Database extends Construct {
   }
 
   /**
+   * Rotates the master password every `passwordRotation`. Called once the migration ran: a
+   * rotation schedule rotates as soon as it exists, and the first rotation must neither come
+   * before the writer accepts connections nor change the password under the migration.
+   */
+  addMasterRotation(props: Pick<DatabaseProps, 'subnets' | 'passwordRotation' | 'vpc'>): secretsmanager.SecretRotation {
+    // What cluster.addRotationSingleUser builds, outside the cluster's construct: the migration
+    // depends on the cluster and everything in it, so a rotation in there could not wait for it.
+    return new secretsmanager.SecretRotation(this, 'MasterRotation', {
+      application: secretsmanager.SecretRotationApplication.POSTGRES_ROTATION_SINGLE_USER,
+      secret: this.masterSecret,
+      target: this.cluster,
+      vpc: props.vpc,
+      vpcSubnets: props.subnets,
+      // No `endpoint`: the rotation function then calls Secrets Manager's regional name, which
+      // private DNS on the VPC's interface endpoint resolves to that endpoint.
+      automaticallyAfter: props.passwordRotation,
+      excludeCharacters: PASSWORD_EXCLUDED_CHARACTERS,
+      securityGroup: this.rotationSecurityGroup,
+    });
+  }
+
+  /**
    * Rotates the jobs' password every `passwordRotation`. Called once the migration has created
    * the user, so the first rotation finds it.
    */
-  addWorkerRotation(
-    props: Pick<DatabaseProps, 'subnets' | 'secretsManagerEndpoint' | 'passwordRotation' | 'vpc'>,
-  ): secretsmanager.SecretRotation {
+  addWorkerRotation(props: Pick<DatabaseProps, 'subnets' | 'passwordRotation' | 'vpc'>): secretsmanager.SecretRotation {
     return new secretsmanager.SecretRotation(this, 'WorkerRotation', {
       application: secretsmanager.SecretRotationApplication.POSTGRES_ROTATION_SINGLE_USER,
       secret: this.workerSecret,
       target: this.cluster,
       vpc: props.vpc,
       vpcSubnets: props.subnets,
-      endpoint: props.secretsManagerEndpoint,
+      // No `endpoint`, as for the master rotation.
       automaticallyAfter: props.passwordRotation,
       excludeCharacters: PASSWORD_EXCLUDED_CHARACTERS,
       securityGroup: this.rotationSecurityGroup,

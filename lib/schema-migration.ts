@@ -8,6 +8,7 @@ import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as cr from 'aws-cdk-lib/custom-resources';
 import { Construct } from 'constructs';
 import { fingerprintMigrations } from '../lambda/migrate/migrations-hash';
+import { CA_BUNDLE_FILE, LAMBDA_TASK_ROOT } from '../lambda/migrate/tls';
 import { NodeFunction, PROJECT_ROOT } from './node-function';
 
 export interface SchemaMigrationProps {
@@ -43,8 +44,8 @@ export interface SchemaMigrationProps {
 /**
  * Runs node-pg-migrate on every deploy that changes `migrations/` (and on the first one).
  *
- * A Lambda in the VPC (pg over TLS, master secret through the Secrets Manager endpoint),
- * bundled with node-pg-migrate and a copy of the migrations, behind the CDK Provider framework:
+ * A Lambda in the VPC (pg over TLS verified against the RDS CAs it ships, master secret through
+ * the Secrets Manager endpoint), bundled with node-pg-migrate and a copy of the migrations, behind the CDK Provider framework:
  * the framework's own Lambda, outside the VPC, answers CloudFormation's pre-signed S3 URL (the
  * isolated subnets cannot), and reports FAILED with the error's message when the migration
  * Lambda throws, crashes or times out, so CloudFormation never waits an hour for an answer.
@@ -80,15 +81,17 @@ export class SchemaMigration extends Construct {
         WORKER_SECRET_ARN: props.workerSecret.secretArn,
         DB_NAME: props.databaseName,
         DB_TLS: 'verify-full',
-        // The runtime's bundle of CA certificates, RDS included (not loaded by default since Node.js 18).
-        NODE_EXTRA_CA_CERTS: '/var/runtime/ca-cert.pem',
+        // Amazon RDS's CAs, shipped with the function (see afterBundling), and nothing else.
+        DB_CA_FILE: `${LAMBDA_TASK_ROOT}/${CA_BUNDLE_FILE}`,
       },
       commandHooks: {
         beforeBundling: () => [],
         beforeInstall: () => [],
-        // node-pg-migrate reads migrations from disk: ship them next to index.js.
+        // node-pg-migrate reads migrations from disk: ship them next to index.js, with the RDS
+        // CA certificates the connection verifies the cluster against.
         afterBundling: (inputDir: string, outputDir: string) => [
           `cp -R "${join(inputDir, migrationsDir)}" "${join(outputDir, 'migrations')}"`,
+          `node "${join(inputDir, 'scripts', 'rds-ca-bundle.js')}" "${join(outputDir, CA_BUNDLE_FILE)}"`,
         ],
       },
     }).function;

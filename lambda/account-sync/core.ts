@@ -12,6 +12,7 @@ import {
   AccountRecord,
   claimUsers,
   ClaimedUser,
+  countDueUsers,
   flagAccountsNeedingReauth,
   saveOutcomes,
   SyncType,
@@ -262,6 +263,42 @@ export async function runAccountSync(
       }
     }
   }
+}
+
+/** What a dry run (`{"dryRun": true}`) reports instead of running. */
+export interface AccountSyncPreview {
+  readonly job: 'account-sync';
+  readonly dryRun: true;
+  /** Users a scheduled run started now would claim and sync. */
+  readonly due: number;
+  /** Due users whose access token expires too soon: they wait for the token refresh. */
+  readonly waitingForTokenRefresh: number;
+  /** Accounts a run would flag for re-authorisation (their user's token is off). */
+  readonly accountsToFlagForReauth: number;
+  readonly databaseCalls: number;
+}
+
+/**
+ * A dry run of the scheduled account sync: reads what a run would start on and returns it.
+ * Claims nothing, writes nothing (no history row either), calls no Amazon.
+ */
+export async function previewAccountSync(
+  deps: Pick<AccountSyncDeps, 'db' | 'settings' | 'logger'>,
+): Promise<AccountSyncPreview> {
+  const callsBefore = deps.db.callCounts().total;
+  const counts = await countDueUsers(deps.db, {
+    minTokenValiditySeconds: deps.settings?.minTokenValiditySeconds ?? 120,
+  });
+  const preview: AccountSyncPreview = {
+    job: 'account-sync',
+    dryRun: true,
+    due: counts.due,
+    waitingForTokenRefresh: counts.waitingForToken,
+    accountsToFlagForReauth: counts.needReauth,
+    databaseCalls: deps.db.callCounts().total - callsBefore,
+  };
+  deps.logger.info('Account sync dry run: nothing claimed, written or sent to Amazon', { ...preview });
+  return preview;
 }
 
 function failed(

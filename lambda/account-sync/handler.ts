@@ -1,12 +1,14 @@
 import * as z from '../shared/validation';
 import { runJobInvocation, type JobInvocationContext } from '../shared/jobs/container';
+import { DryRunEvent, isDryRun } from '../shared/jobs/dry-run';
 import { SERVICE_NAMES } from '../shared/jobs/metrics';
-import { AccountSyncRequest, AccountSyncSummary, runAccountSync } from './core';
+import { AccountSyncPreview, AccountSyncRequest, AccountSyncSummary, previewAccountSync, runAccountSync } from './core';
 
 /**
  * The events this Lambda takes: EventBridge's scheduled event (every 15 minutes: every due
  * user), or `{"syncType": "manual" | "webhook", "userId": "<uuid>"}` to sync one user now
- * (from the product's "refresh accounts" button or an Amazon notification).
+ * (from the product's "refresh accounts" button or an Amazon notification), or
+ * `{"dryRun": true}` (a deploy check: only reports how many users are due).
  */
 const onDemandEvent = z.object({ syncType: z.enum(['manual', 'webhook']), userId: z.uuid() });
 
@@ -29,7 +31,24 @@ export function parseSyncEvent(event: unknown): AccountSyncRequest {
   return { syncType: 'scheduled' };
 }
 
-export async function handler(event: unknown, context: JobInvocationContext): Promise<AccountSyncSummary> {
+/**
+ * One invocation: a scheduled or on-demand sync, or `{"dryRun": true}` (a deploy check), which
+ * only reports how many users are due.
+ */
+export async function handler(event: DryRunEvent, context: JobInvocationContext): Promise<AccountSyncPreview>;
+export async function handler(event: unknown, context: JobInvocationContext): Promise<AccountSyncSummary>;
+export async function handler(
+  event: unknown,
+  context: JobInvocationContext,
+): Promise<AccountSyncSummary | AccountSyncPreview> {
+  if (isDryRun(event)) {
+    return runJobInvocation(
+      SERVICE_NAMES.accountSync,
+      context,
+      (c, runtime) => previewAccountSync({ db: c.db, logger: runtime.logger }),
+      { syncType: 'dry-run' },
+    );
+  }
   const request = parseSyncEvent(event);
   return runJobInvocation(
     SERVICE_NAMES.accountSync,

@@ -114,6 +114,36 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
   }));
 }
 
+/**
+ * How many users a scheduled claim would take now (the claim's conditions, read only): for a
+ * dry run. `waitingForToken` counts due users whose access token expires too soon (the
+ * refresh job renews it first), and `needReauth` the accounts a run would flag for
+ * re-authorisation.
+ */
+export async function countDueUsers(
+  db: Database,
+  o: Pick<ClaimUsersOptions, 'minTokenValiditySeconds'>,
+): Promise<{ due: number; waitingForToken: number; needReauth: number }> {
+  const { rows } = await db.query<{ due: number; waiting: number; reauth: number }>(
+    `WITH due AS (
+       SELECT ua.user_id FROM user_accounts ua WHERE ua.next_sync_at <= now() AND ua.sync_status <> 'reauth_required'
+       UNION
+       SELECT t.user_id FROM oauth_tokens t WHERE t.sync_next_attempt_at <= now()
+     ), tokens AS (
+       SELECT t.expires_at > now() + make_interval(secs => :minTokenValiditySeconds) AS usable FROM oauth_tokens t
+        WHERE t.user_id IN (SELECT user_id FROM due)
+          AND t.proactive_refresh_enabled = TRUE
+          AND (t.sync_lease_expires_at IS NULL OR t.sync_lease_expires_at < now())
+     )
+     SELECT (SELECT count(*) FILTER (WHERE usable) FROM tokens)::int AS due,
+            (SELECT count(*) FILTER (WHERE NOT usable) FROM tokens)::int AS waiting,
+            (SELECT count(*) FROM user_accounts ua JOIN oauth_tokens t ON t.user_id = ua.user_id
+              WHERE t.proactive_refresh_enabled = FALSE AND ua.sync_status <> 'reauth_required')::int AS reauth`,
+    { minTokenValiditySeconds: o.minTokenValiditySeconds },
+  );
+  return { due: Number(rows[0].due), waitingForToken: Number(rows[0].waiting), needReauth: Number(rows[0].reauth) };
+}
+
 /** One profile as stored: `amazon_account_id` and the metadata keys docs/architecture.md fixes. */
 export interface AccountRecord {
   readonly amazonAccountId: string;

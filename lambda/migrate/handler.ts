@@ -6,6 +6,8 @@
  *   WORKER_SECRET_ARN  the jobs' database user (username, password)
  *   DB_NAME            database to migrate
  *   DB_TLS             'verify-full' (default) or 'disable' (local runs against a test server)
+ *   DB_CA_FILE         PEM file of the CAs the server's certificate must chain to (the RDS CA
+ *                      bundle shipped with the function; see tls.ts)
  */
 import { join } from 'node:path';
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
@@ -13,6 +15,7 @@ import type { CloudFormationCustomResourceEvent, Context } from 'aws-lambda';
 import type { ClientConfig } from 'pg';
 import { onSchemaMigrationEvent, type SchemaMigrationResponse } from './on-event';
 import type { AppLogger } from '../shared/logger';
+import { tlsSettings } from './tls';
 
 export { onSchemaMigrationEvent } from './on-event';
 
@@ -26,22 +29,8 @@ export async function handler(
   context: Context,
 ): Promise<SchemaMigrationResponse> {
   const env = requiredEnv(['MASTER_SECRET_ARN', 'WORKER_SECRET_ARN', 'DB_NAME']);
-  const tls = process.env.DB_TLS !== 'disable';
   return onSchemaMigrationEvent(event, {
-    masterConnection: async () => {
-      const secret = await readJsonSecret(env.MASTER_SECRET_ARN);
-      return {
-        host: String(secret.host),
-        port: Number(secret.port ?? 5432),
-        user: String(secret.username),
-        password: String(secret.password),
-        database: env.DB_NAME,
-        // The Lambda runtime trusts the RDS CAs through NODE_EXTRA_CA_CERTS (set by the stack).
-        ssl: tls ? { rejectUnauthorized: true } : false,
-        connectionTimeoutMillis: 10_000,
-        application_name: 'schema-migrations',
-      } satisfies ClientConfig;
-    },
+    masterConnection: async () => masterConnectionConfig(await readJsonSecret(env.MASTER_SECRET_ARN), process.env),
     workerCredentials: async () => {
       const secret = await readJsonSecret(env.WORKER_SECRET_ARN);
       return { username: String(secret.username), password: String(secret.password) };
@@ -50,6 +39,24 @@ export async function handler(
     remainingTimeMs: () => context.getRemainingTimeInMillis(),
     logger: consoleLogger,
   });
+}
+
+/**
+ * The master user's connection settings, from its secret (host, port, username, password) and
+ * the function's environment (DB_NAME, DB_TLS, DB_CA_FILE): what every connection of the
+ * migration uses.
+ */
+export function masterConnectionConfig(secret: Record<string, unknown>, env: NodeJS.ProcessEnv): ClientConfig {
+  return {
+    host: String(secret.host),
+    port: Number(secret.port ?? 5432),
+    user: String(secret.username),
+    password: String(secret.password),
+    database: env.DB_NAME,
+    ssl: tlsSettings(env.DB_TLS, env.DB_CA_FILE),
+    connectionTimeoutMillis: 10_000,
+    application_name: 'schema-migrations',
+  };
 }
 
 async function readJsonSecret(secretId: string): Promise<Record<string, unknown>> {

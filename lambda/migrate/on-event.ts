@@ -78,7 +78,7 @@ export async function onSchemaMigrationEvent(
   }
 
   const budgetMs = Math.max(0, Math.min(MAX_CONNECT_WAIT_MS, deps.remainingTimeMs() - MIGRATION_RESERVE_MS));
-  const database = await waitForDatabase({
+  let database = await waitForDatabase({
     connection: deps.masterConnection,
     budgetMs,
     sleep: deps.sleep,
@@ -86,27 +86,48 @@ export async function onSchemaMigrationEvent(
     onRetry: (attempt, error) =>
       deps.logger.warn(`Database not ready (attempt ${attempt}): ${(error as Error).message}`),
   });
-  const result: MigrationResult = await (deps.migrate ?? runMigrations)({
-    database,
-    dir: deps.migrationsDir,
-    logger: deps.logger,
-    sleep: deps.sleep,
-  });
+  // Every step opens connections of its own with the password read above. Should the master
+  // password be rotated in between (a rotation already under way when the deploy started),
+  // the step fails with 28P01: the secret is read once more and the step run again (the
+  // migrations resume where they stopped; the login step is idempotent).
+  let reread = false;
+  const withCurrentPassword = async <T>(step: () => Promise<T>): Promise<T> => {
+    try {
+      return await step();
+    } catch (error) {
+      if (reread || !isInvalidPassword(error)) throw error;
+      reread = true;
+      deps.logger.warn('The master password was refused (rotated meanwhile?): reading its secret again');
+      database = await deps.masterConnection();
+      return step();
+    }
+  };
+
+  const result: MigrationResult = await withCurrentPassword(() =>
+    (deps.migrate ?? runMigrations)({
+      database,
+      dir: deps.migrationsDir,
+      logger: deps.logger,
+      sleep: deps.sleep,
+    }),
+  );
   deps.logger.info(
     `Applied ${result.applied.length} migration(s) in ${result.attempts} attempt(s): ${result.applied.join(', ') || 'none'}`,
   );
 
   const worker = await deps.workerCredentials();
-  const client = new Client(database);
-  await client.connect();
-  try {
-    const outcome = await ensureWorkerLogin(client, worker, () =>
-      canLogIn({ ...database, user: worker.username, password: worker.password }),
-    );
-    deps.logger.info(`Worker login user ${outcome}`);
-  } finally {
-    await client.end();
-  }
+  await withCurrentPassword(async () => {
+    const client = new Client(database);
+    await client.connect();
+    try {
+      const outcome = await ensureWorkerLogin(client, worker, () =>
+        canLogIn({ ...database, user: worker.username, password: worker.password }),
+      );
+      deps.logger.info(`Worker login user ${outcome}`);
+    } finally {
+      await client.end();
+    }
+  });
   return respond(physicalId, 'migrated', result.applied);
 }
 
@@ -123,6 +144,15 @@ async function canLogIn(config: ClientConfig): Promise<boolean> {
   } finally {
     await client.end().catch(() => undefined);
   }
+}
+
+/** SQLSTATE 28P01 invalid_password, on the error or one of its causes (MigrationError wraps it). */
+function isInvalidPassword(error: unknown): boolean {
+  for (let e: unknown = error, depth = 0; e && depth < 5; depth++) {
+    if ((e as { code?: unknown }).code === '28P01') return true;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return false;
 }
 
 /**

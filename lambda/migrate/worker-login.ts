@@ -1,5 +1,6 @@
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
 import type { Client } from 'pg';
+import { MIGRATIONS_TABLE } from './run-migrations';
 
 /** The NOLOGIN role migration 0006 creates; the jobs' login user is a member of it. */
 export const WORKER_ROLE = 'accounts_worker';
@@ -16,9 +17,11 @@ export interface WorkerCredentials {
  * rewriting it during a rotation could undo the rotation's change.
  *
  * Identifiers and literals are quoted by the server (`format('%I', '%L')`), never by string
- * concatenation. The password is sent already hashed the way the server would hash it
- * (`password_encryption`: SCRAM-SHA-256, or MD5 on clusters still set to it), never in clear
- * text, so a statement log (log_statement = 'ddl', slow-statement logging) cannot show it.
+ * concatenation. The password is sent already hashed as a SCRAM-SHA-256 verifier (what the
+ * server stores itself with `password_encryption = scram-sha-256`), never in clear text, so a
+ * statement log (log_statement = 'ddl', slow-statement logging) cannot show it. Always SCRAM,
+ * whatever `password_encryption` says: the Data API logs in with SCRAM only, and a
+ * pre-hashed verifier is stored as it is.
  */
 export async function ensureWorkerLogin(
   client: Client,
@@ -26,11 +29,7 @@ export async function ensureWorkerLogin(
   /** Whether the secret's password logs in today. @default - assume it does not */
   passwordWorks: () => Promise<boolean> = () => Promise.resolve(false),
 ): Promise<'created' | 'updated' | 'unchanged'> {
-  const { rows: settings } = await client.query<{ password_encryption: string }>('SHOW password_encryption');
-  const verifier =
-    settings[0].password_encryption === 'md5'
-      ? md5Verifier(credentials.username, credentials.password)
-      : scramSha256Verifier(credentials.password);
+  const verifier = scramSha256Verifier(credentials.password);
   const exists = async () =>
     (await client.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [credentials.username])).rowCount === 1;
   const run = async (template: string, ...args: string[]) => {
@@ -44,6 +43,7 @@ export async function ensureWorkerLogin(
   if (!(await exists())) {
     try {
       await run('CREATE ROLE %I LOGIN PASSWORD %L IN ROLE %I', credentials.username, verifier, WORKER_ROLE);
+      await grantMigrationNames(client, credentials.username);
       return 'created';
     } catch (error) {
       // Another run created it between our check and CREATE ROLE: update it instead.
@@ -53,14 +53,8 @@ export async function ensureWorkerLogin(
   const works = await passwordWorks();
   if (!works) await run('ALTER ROLE %I WITH LOGIN PASSWORD %L', credentials.username, verifier);
   await run('GRANT %I TO %I', WORKER_ROLE, credentials.username);
+  await grantMigrationNames(client, credentials.username);
   return works ? 'unchanged' : 'updated';
-}
-
-/** PostgreSQL's stored form of an MD5 password: 'md5' + md5(password + username). */
-export function md5Verifier(username: string, password: string): string {
-  return `md5${createHash('md5')
-    .update(password + username)
-    .digest('hex')}`;
 }
 
 /** PostgreSQL's stored form of a SCRAM-SHA-256 password (RFC 5802/7677, as pg's own client builds it). */
@@ -70,4 +64,18 @@ export function scramSha256Verifier(password: string, salt = randomBytes(16), it
   const storedKey = createHash('sha256').update(clientKey).digest();
   const serverKey = createHmac('sha256', salted).update('Server Key').digest();
   return `SCRAM-SHA-256$${iterations}:${salt.toString('base64')}$${storedKey.toString('base64')}:${serverKey.toString('base64')}`;
+}
+
+/**
+ * Lets the login user (not the role `accounts_worker`, whose privileges stay the jobs' own)
+ * read the names of the applied migrations, and nothing else of node-pg-migrate's table, so
+ * a deploy check (`npm run verify`) can read the schema's version through the Data API as
+ * the jobs log in. Skipped where the table does not exist (no migration ran there).
+ */
+async function grantMigrationNames(client: Client, username: string): Promise<void> {
+  const { rows } = await client.query<{ statement: string | null }>(
+    `SELECT CASE WHEN to_regclass($1) IS NOT NULL THEN format('GRANT SELECT (name) ON %s TO %I', to_regclass($1), $2::text) END AS statement`,
+    [MIGRATIONS_TABLE, username],
+  );
+  if (rows[0].statement) await client.query(rows[0].statement);
 }

@@ -12,7 +12,7 @@ import {
 } from '../shared/amazon/usage-store';
 import { isEncrypted, TokenCipher } from '../shared/token-crypto';
 import type { AmazonRegion } from '../shared/amazon/regions';
-import { claimDueTokens, ClaimedToken, RefreshFailure, saveResults, TokenResult } from './store';
+import { claimDueTokens, ClaimedToken, countDueTokens, RefreshFailure, saveResults, TokenResult } from './store';
 
 /** What the core needs of the Login with Amazon client (LwaClient). */
 export interface TokenRefresher {
@@ -271,6 +271,44 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
       }
     }
   }
+}
+
+/** What a dry run (`{"dryRun": true}`) reports instead of running. */
+export interface TokenRefreshPreview {
+  readonly job: 'token-refresh';
+  readonly dryRun: true;
+  /** Tokens a run started now would claim and refresh. */
+  readonly due: number;
+  /** Due tokens of regions a Retry-After still pauses (left for a later run). */
+  readonly pausedByRateLimit: number;
+  readonly pausedRegions: readonly AmazonRegion[];
+  readonly databaseCalls: number;
+}
+
+/**
+ * A dry run of the token refresh: reads what a run would start on (due tokens, paused
+ * regions) and returns it. Claims nothing, writes nothing, calls no Amazon.
+ */
+export async function previewTokenRefresh(
+  deps: Pick<TokenRefreshDeps, 'db' | 'settings' | 'logger' | 'now'>,
+): Promise<TokenRefreshPreview> {
+  const windowSeconds = deps.settings?.windowSeconds ?? 1800;
+  const now = (deps.now ?? (() => new Date()))().getTime();
+  const callsBefore = deps.db.callCounts().total;
+  const pausedRegions = [...(await readEndpointPauses(deps.db, 'lwa-token:'))]
+    .filter(([, until]) => until.getTime() > now)
+    .map(([endpoint]) => endpoint.split(':')[1] as AmazonRegion);
+  const counts = await countDueTokens(deps.db, { windowSeconds, pausedRegions });
+  const preview: TokenRefreshPreview = {
+    job: 'token-refresh',
+    dryRun: true,
+    due: counts.due,
+    pausedByRateLimit: counts.paused,
+    pausedRegions,
+    databaseCalls: deps.db.callCounts().total - callsBefore,
+  };
+  deps.logger.info('Token refresh dry run: nothing claimed, written or sent to Amazon', { ...preview });
+  return preview;
 }
 
 function failure(

@@ -85,6 +85,28 @@ export async function claimDueTokens(db: Database, o: ClaimOptions): Promise<Cla
   }));
 }
 
+/**
+ * How many tokens a claim would take now (the claim's conditions, read only): for a dry run.
+ * `paused` counts the due tokens of regions a Retry-After pauses, which a claim leaves alone.
+ */
+export async function countDueTokens(
+  db: Database,
+  o: Pick<ClaimOptions, 'windowSeconds' | 'pausedRegions'>,
+): Promise<{ due: number; paused: number }> {
+  const { rows } = await db.query<{ due: number; paused: number }>(
+    `SELECT count(*) FILTER (WHERE NOT paused)::int AS due, count(*) FILTER (WHERE paused)::int AS paused
+       FROM (
+         SELECT region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)) AS paused FROM oauth_tokens
+          WHERE proactive_refresh_enabled = TRUE
+            AND expires_at < now() + make_interval(secs => :windowSeconds)
+            AND (refresh_lease_expires_at IS NULL OR refresh_lease_expires_at < now())
+            AND (next_refresh_attempt_at IS NULL OR next_refresh_attempt_at <= now())
+       ) t`,
+    { windowSeconds: o.windowSeconds, pausedRegions: sqlJson(o.pausedRegions) },
+  );
+  return { due: Number(rows[0].due), paused: Number(rows[0].paused) };
+}
+
 export interface RefreshSuccess {
   readonly token: ClaimedToken;
   /** Encrypted (`enc:v1:`) new access token. */

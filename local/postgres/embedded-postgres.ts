@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -31,6 +31,14 @@ export interface StartPostgresOptions {
   readonly settings?: Record<string, string>;
   /** Receives the server's log lines. @default - discarded */
   readonly onLog?: (line: string) => void;
+  /**
+   * How clients must prove their password (pg_hba.conf; passwords are stored as SCRAM either
+   * way). 'scram-sha-256' is the exchange Aurora and the Data API use.
+   * @default 'password'
+   */
+  readonly authMethod?: 'password' | 'scram-sha-256';
+  /** Turns TLS on with this certificate and key (PEM files; copied into the data folder). @default - no TLS */
+  readonly tls?: { readonly certFile: string; readonly keyFile: string };
 }
 
 export async function freePort(): Promise<number> {
@@ -90,11 +98,13 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
   const port = options.port ?? (await freePort());
   const user = 'postgres';
   const password = 'postgres';
-  const settings = {
+  const settings: Record<string, string> = {
     fsync: 'off',
     synchronous_commit: 'off',
     full_page_writes: 'off',
     max_connections: '200',
+    ...(options.authMethod === 'scram-sha-256' ? { password_encryption: 'scram-sha-256' } : {}),
+    ...(options.tls ? { ssl: 'on' } : {}),
     ...options.settings,
   };
   const log = options.onLog ?? (() => undefined);
@@ -104,12 +114,26 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
     user,
     password,
     persistent: !temporary,
+    ...(options.authMethod ? { authMethod: options.authMethod } : {}),
     createPostgresUser: typeof process.getuid === 'function' && process.getuid() === 0,
     postgresFlags: Object.entries(settings).flatMap(([k, v]) => ['-c', `${k}=${v}`]),
     onLog: (m: unknown) => log(String(m)),
     onError: (m: unknown) => log(`[error] ${String(m)}`),
   });
   if (!existsSync(join(dataDir, 'PG_VERSION'))) await server.initialise();
+  if (options.tls) {
+    // The server reads server.crt/server.key from its data folder; the key must belong to the
+    // user the server runs as and be private to it.
+    const owner = statSync(dataDir);
+    for (const [from, to] of [
+      [options.tls.certFile, 'server.crt'],
+      [options.tls.keyFile, 'server.key'],
+    ]) {
+      copyFileSync(from, join(dataDir, to));
+      chownSync(join(dataDir, to), owner.uid, owner.gid);
+      chmodSync(join(dataDir, to), 0o600);
+    }
+  }
   await server.start();
 
   const url = (database = 'postgres') => `postgres://${user}:${password}@127.0.0.1:${port}/${database}`;

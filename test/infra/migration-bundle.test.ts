@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -35,7 +36,7 @@ beforeAll(async () => {
   bundleDir = join(work, 'lambda-task');
   cpSync(bundles.find((b) => b.name === 'migration')!.dir, bundleDir, { recursive: true });
 
-  pg = await startPostgres();
+  pg = await startPostgres({ authMethod: 'scram-sha-256' });
   secretsServer = createServer((request, response) => {
     let body = '';
     request.on('data', (chunk) => (body += chunk));
@@ -98,6 +99,18 @@ test('the bundle ships the same migrations the custom resource\u2019s properties
   expect(bundled).toEqual(fingerprintMigrations(DEFAULT_MIGRATIONS_DIR));
   expect(resource.Properties).toMatchObject({ MigrationsHash: bundled.hash, LatestMigration: bundled.latest });
   expect(existsSync(join(bundleDir, 'node_modules'))).toBe(false);
+});
+
+test('the bundle ships the RDS CA certificates at the path the function\u2019s DB_CA_FILE names', () => {
+  const fn = Object.values(template.findResources('AWS::Lambda::Function')).find((r) =>
+    String(r.Properties.Description).startsWith('Applies node-pg-migrate'),
+  );
+  const caFile = String(fn?.Properties.Environment.Variables.DB_CA_FILE);
+  expect(caFile.startsWith('/var/task/')).toBe(true);
+  const bundled = readFileSync(join(bundleDir, caFile.slice('/var/task/'.length)), 'utf8');
+  const { rdsCaCertificates } = require('../../scripts/rds-ca-bundle.js') as { rdsCaCertificates: () => string[] };
+  expect(bundled).toBe(`${rdsCaCertificates().join('\n')}\n`);
+  expect(new X509Certificate(bundled).subject).toMatch(/CN=Amazon RDS /);
 });
 
 test('the bundled handler migrates a new database and creates the jobs\u2019 login user', async () => {

@@ -5,9 +5,9 @@ import type { CloudFormationCustomResourceEvent } from 'aws-lambda';
 import { Client, type ClientConfig } from 'pg';
 import { fingerprintMigrations } from '../../lambda/migrate/migrations-hash';
 import { isRollback, onSchemaMigrationEvent, type SchemaMigrationDeps } from '../../lambda/migrate/on-event';
-import { DEFAULT_MIGRATIONS_DIR, MigrationError } from '../../lambda/migrate/run-migrations';
+import { DEFAULT_MIGRATIONS_DIR, MigrationError, runMigrations } from '../../lambda/migrate/run-migrations';
 import { DatabaseUnavailableError, waitForDatabase } from '../../lambda/migrate/wait-for-database';
-import { ensureWorkerLogin } from '../../lambda/migrate/worker-login';
+import { ensureWorkerLogin, scramSha256Verifier } from '../../lambda/migrate/worker-login';
 import { freePort, startPostgres, type TestPostgres } from '../../local/postgres/embedded-postgres';
 import { appliedMigrations, snapshotSchema, withClient } from '../support/schema';
 
@@ -21,7 +21,8 @@ const temporaryDirs: string[] = [];
 const worker = { username: 'accounts_jobs', password: `p'w"d;${'x'.repeat(20)}` };
 
 beforeAll(async () => {
-  pg = await startPostgres();
+  // Logins go through the SCRAM exchange, as on Aurora and through the Data API.
+  pg = await startPostgres({ authMethod: 'scram-sha-256' });
   url = await pg.createDatabase();
   const parsed = new URL(url);
   master = {
@@ -164,6 +165,12 @@ describe('schema migration custom resource lifecycle', () => {
       await expect(client.query('DELETE FROM oauth_tokens')).rejects.toMatchObject({ code: '42501' });
       await expect(client.query('SELECT * FROM oauth_tokens_backup')).rejects.toMatchObject({ code: '42501' });
       await expect(client.query('DROP TABLE users')).rejects.toMatchObject({ code: '42501' });
+      // The schema's version (for `npm run verify`), and nothing else of the migrations table.
+      expect((await client.query('SELECT max(name) AS latest FROM pgmigrations')).rows[0].latest).toBe(
+        fingerprintMigrations(repository).latest,
+      );
+      await expect(client.query('SELECT run_on FROM pgmigrations')).rejects.toMatchObject({ code: '42501' });
+      await expect(client.query(`DELETE FROM pgmigrations WHERE name = 'x'`)).rejects.toMatchObject({ code: '42501' });
     } finally {
       await client.end();
     }
@@ -300,13 +307,95 @@ describe('waiting for a cluster that is starting or resuming', () => {
   });
 });
 
+describe('a master password rotated while the deploy runs', () => {
+  /** A superuser standing in for the master user, whose password the test "rotates". */
+  async function rotatingMaster(name: string) {
+    const database = new URL(await pg.createDatabase()).pathname.slice(1);
+    const secret = { password: 'first-password-0123456789' };
+    const rotate = async (password: string) => {
+      await withClient(url, async (c) => {
+        const { rows } = await c.query(
+          `SELECT format('ALTER ROLE %I LOGIN SUPERUSER PASSWORD %L', $1::text, $2::text) AS statement`,
+          [name, password],
+        );
+        await c.query(rows[0].statement);
+      });
+      secret.password = password;
+    };
+    await withClient(url, (c) => c.query(`CREATE ROLE ${name}`));
+    await rotate(secret.password);
+    // Reads "the secret" as the handler does: the current password each time.
+    const masterConnection = async (): Promise<ClientConfig> => ({
+      ...master,
+      database,
+      user: name,
+      password: secret.password,
+    });
+    return { database, masterConnection, rotate };
+  }
+
+  test('a migration whose password was rotated after the connection check reads the secret again once and succeeds', async () => {
+    const { database, masterConnection, rotate } = await rotatingMaster('rotating_master_a');
+    const warnings: string[] = [];
+    let runs = 0;
+
+    const response = await onSchemaMigrationEvent(
+      createEvent(DEFAULT_MIGRATIONS_DIR),
+      deps(DEFAULT_MIGRATIONS_DIR, {
+        masterConnection,
+        logger: { ...logger, warn: (m: string) => void warnings.push(m) },
+        // Secrets Manager's rotation changes the password between the wait and the migrations.
+        migrate: async (options) => {
+          if (++runs === 1) await rotate('second-password-0123456789');
+          return runMigrations(options);
+        },
+      }),
+    );
+
+    expect(response.Data.Outcome).toBe('migrated');
+    expect(runs).toBe(2);
+    expect(warnings).toContain('The master password was refused (rotated meanwhile?): reading its secret again');
+    expect((await appliedMigrations(url.replace(/\/[^/]*$/, `/${database}`))).at(-1)).toBe(
+      fingerprintMigrations(DEFAULT_MIGRATIONS_DIR).latest,
+    );
+  });
+
+  test('a password refused again after the second read fails the deploy with the database\u2019s error', async () => {
+    const { masterConnection, rotate } = await rotatingMaster('rotating_master_b');
+    let runs = 0;
+
+    const failure = onSchemaMigrationEvent(
+      createEvent(DEFAULT_MIGRATIONS_DIR),
+      deps(DEFAULT_MIGRATIONS_DIR, {
+        masterConnection,
+        migrate: async (options) => {
+          await rotate(`password-${++runs}-0123456789`);
+          return runMigrations(options);
+        },
+      }),
+    );
+
+    await expect(failure).rejects.toMatchObject({ code: '28P01' });
+    expect(runs).toBe(2);
+  });
+});
+
 describe('the jobs\u2019 login user', () => {
+  test('the server enforces SCRAM: a password login goes through the SCRAM exchange', async () => {
+    const hba = await withClient(url, async (c) =>
+      (await c.query(`SELECT DISTINCT auth_method FROM pg_hba_file_rules WHERE type = 'host'`)).rows.map(
+        (r) => r.auth_method as string,
+      ),
+    );
+    expect(hba).toEqual(['scram-sha-256']);
+  });
+
   test.each(['scram-sha-256', 'md5'])(
-    'is stored hashed the way the server hashes (%s), and can log in',
+    'is stored as a SCRAM verifier (password_encryption %s) and logs in through SCRAM',
     async (method) => {
       const credentials = {
         username: `login_${method.replace(/\W/g, '_')}`,
-        password: "pässword-with-unicode-and-'quotes'",
+        password: "p\u00e4ssword-with-unicode-and-'quotes'",
       };
       await withClient(url, async (client) => {
         await client.query(`SET password_encryption = '${method}'`);
@@ -316,12 +405,31 @@ describe('the jobs\u2019 login user', () => {
         const stored = await client.query('SELECT rolpassword FROM pg_authid WHERE rolname = $1', [
           credentials.username,
         ]);
-        expect(stored.rows[0].rolpassword).toMatch(method === 'md5' ? /^md5[0-9a-f]{32}$/ : /^SCRAM-SHA-256\$4096:/);
+        expect(stored.rows[0].rolpassword).toMatch(/^SCRAM-SHA-256\$4096:/);
       });
       const client = await loginAs(credentials);
       await client.end();
     },
   );
+
+  test('the verifier is byte for byte what the server computes from the same password, salt and iterations', async () => {
+    const password = 'p\u00e4ss-w0rd \'"; with everything';
+    const stored = await withClient(url, async (c) => {
+      await c.query(`SET password_encryption = 'scram-sha-256'`);
+      // The server hashes a clear-text password itself (random salt) …
+      const { rows } = await c.query(
+        `SELECT format('CREATE ROLE server_hashed LOGIN PASSWORD %L', $1::text) AS statement`,
+        [password],
+      );
+      await c.query(rows[0].statement);
+      return (await c.query(`SELECT rolpassword FROM pg_authid WHERE rolname = 'server_hashed'`)).rows[0]
+        .rolpassword as string;
+    });
+    // … and ours, given that salt and iteration count, must come out identical.
+    const match = /^SCRAM-SHA-256\$(\d+):([^$]+)\$/.exec(stored);
+    expect(match).not.toBeNull();
+    expect(scramSha256Verifier(password, Buffer.from(match![2], 'base64'), Number(match![1]))).toBe(stored);
+  });
 
   test('a user name that needs quoting is quoted, not executed', async () => {
     const credentials = { username: 'evil"; DROP TABLE users; --', password: 'x'.repeat(32) };

@@ -6,6 +6,7 @@ import { fingerprintMigrations } from '../../lambda/migrate/migrations-hash';
 import { DEFAULT_MIGRATIONS_DIR } from '../../lambda/migrate/run-migrations';
 import { JOB_ENV } from '../../lambda/shared/config';
 import { METRIC_NAMES, METRICS_NAMESPACE } from '../../lambda/shared/jobs/metrics';
+import { API_OUTPUT, REQUIRED_OUTPUTS } from '../../scripts/verify/checks';
 import { buildStack, onlyResource, resourcesOf, templateOf } from './support/stack';
 
 const ENVIRONMENTS = ['dev', 'staging', 'prod'] as const;
@@ -239,7 +240,22 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
       WORKER_SECRET_ARN: { Ref: STATEFUL_LOGICAL_IDS.workerSecret },
       DB_NAME: 'accounts',
       DB_TLS: 'verify-full',
-      NODE_EXTRA_CA_CERTS: '/var/runtime/ca-cert.pem',
+      // The RDS CA bundle shipped with the function (migration-bundle.test.ts finds it there).
+      DB_CA_FILE: '/var/task/rds-ca-bundle.pem',
+    });
+    expect(handler.properties.Environment.Variables.NODE_EXTRA_CA_CERTS).toBeUndefined();
+  });
+
+  test('the writer\u2019s certificate is pinned to a CA the migration\u2019s bundle holds', () => {
+    const { resource } = onlyResource(template(), 'AWS::RDS::DBInstance');
+    expect(resource.Properties?.CACertificateIdentifier).toBe('rds-ca-rsa2048-g1');
+  });
+
+  test('passwords are stored as SCRAM, the only kind the Data API can log in with', () => {
+    const { resource } = onlyResource(template(), 'AWS::RDS::DBClusterParameterGroup');
+    expect(resource.Properties?.Parameters).toMatchObject({
+      password_encryption: 'scram-sha-256',
+      'rds.force_ssl': '1',
     });
   });
 
@@ -251,6 +267,17 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
     expect(Object.keys(outputs)).toEqual(expect.arrayContaining(['ClusterArn', 'WorkerSecretArn', 'AlarmTopicArn']));
   });
 
+  test('outputs carry what `npm run verify` checks the deploy against', () => {
+    const outputs = template().toJSON().Outputs;
+    expect(Object.keys(outputs)).toEqual(expect.arrayContaining([...REQUIRED_OUTPUTS]));
+    expect(outputs.LatestMigration.Value).toBe(fingerprintMigrations(DEFAULT_MIGRATIONS_DIR).latest);
+    expect(outputs.DatabaseName.Value).toBe('accounts');
+    expect(outputs.TokenRefreshFunctionName.Value).toEqual({ Ref: tokenRefresh(template()).id });
+    expect(outputs.AccountSyncFunctionName.Value).toEqual({ Ref: accountSync(template()).id });
+    // No API yet: verify skips its health check.
+    expect(Object.keys(outputs).filter((key) => API_OUTPUT.test(key))).toEqual([]);
+  });
+
   test('the secrets operators fill in hold no value in the template', () => {
     for (const id of [STATEFUL_LOGICAL_IDS.lwaSecret, STATEFUL_LOGICAL_IDS.tokenKeySecret]) {
       const properties = template().toJSON().Resources[id].Properties;
@@ -259,12 +286,40 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
     }
   });
 
-  test('the jobs\u2019 password is first rotated after the migration created the user', () => {
+  test('both passwords are first rotated after the migration: the jobs\u2019 user exists, the master password stays put under it', () => {
     const { id } = onlyResource(template(), 'Custom::SchemaMigration');
-    const workerRotation = Object.entries(resourcesOf(template(), 'AWS::Serverless::Application')).find(([logicalId]) =>
-      logicalId.startsWith('DatabaseWorkerRotation'),
+    const applications = Object.entries(resourcesOf(template(), 'AWS::Serverless::Application'));
+    expect(applications.map(([logicalId]) => logicalId.replace(/[0-9A-F]{8}$/, '')).sort()).toEqual([
+      'DatabaseMasterRotation',
+      'DatabaseWorkerRotation',
+    ]);
+    for (const [, application] of applications) expect(application.DependsOn).toContain(id);
+    // Each schedule starts its first rotation at once, so it must come after its application.
+    const schedules = Object.values(resourcesOf(template(), 'AWS::SecretsManager::RotationSchedule'));
+    const rotationFunctions = schedules.map(
+      (schedule) => (schedule.Properties?.RotationLambdaARN as { 'Fn::GetAtt': string[] })['Fn::GetAtt'][0],
     );
-    expect(workerRotation?.[1].DependsOn).toContain(id);
+    expect(rotationFunctions.sort()).toEqual(applications.map(([logicalId]) => logicalId).sort());
+    const masterSchedule = schedules.find(
+      (schedule) =>
+        JSON.stringify(schedule.Properties?.SecretId) ===
+        JSON.stringify({ Ref: STATEFUL_LOGICAL_IDS.masterSecretAttachment }),
+    );
+    expect(masterSchedule).toBeDefined();
+  });
+
+  test('the rotation functions call Secrets Manager by its regional name (private DNS), not an endpoint-specific URL', () => {
+    const endpointId = Object.keys(resourcesOf(template(), 'AWS::EC2::VPCEndpoint')).find((logicalId) =>
+      logicalId.startsWith('NetworkVpcSecretsManager'),
+    );
+    expect(endpointId).toBeDefined();
+    for (const application of Object.values(resourcesOf(template(), 'AWS::Serverless::Application'))) {
+      const parameters = application.Properties?.Parameters as Record<string, unknown>;
+      expect(JSON.stringify(parameters)).not.toContain(endpointId!);
+      expect(parameters.endpoint).toEqual({
+        'Fn::Join': ['', ['https://secretsmanager.', { Ref: 'AWS::Region' }, '.', { Ref: 'AWS::URLSuffix' }]],
+      });
+    }
   });
 
   test('one dashboard with each Lambda, the jobs\u2019 metrics and Aurora', () => {

@@ -1,0 +1,371 @@
+import { CloudFormationClient, DescribeStacksCommand } from '@aws-sdk/client-cloudformation';
+import { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
+import { ExecuteStatementCommand, RDSDataClient } from '@aws-sdk/client-rds-data';
+import { DescribeSecretCommand, RotateSecretCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+
+/**
+ * `npm run verify`: checks a deployed environment from outside, with the caller's AWS
+ * credentials, and says what passed and where to look when something did not. Every AWS call
+ * goes through the clients passed in (tests pass mocked ones).
+ */
+
+export type CheckStatus = 'pass' | 'fail' | 'skip';
+
+export interface CheckResult {
+  readonly name: string;
+  readonly status: CheckStatus;
+  /** What was seen. */
+  readonly detail: string;
+  /** Where to look when it failed. */
+  readonly hint?: string;
+}
+
+export interface VerifyClients {
+  readonly cloudFormation: CloudFormationClient;
+  readonly lambda: LambdaClient;
+  readonly rdsData: RDSDataClient;
+  readonly secretsManager: SecretsManagerClient;
+  /** @default globalThis.fetch */
+  readonly fetch?: typeof fetch;
+  /** @default setTimeout */
+  readonly sleep?: (ms: number) => Promise<void>;
+  /** @default Date.now */
+  readonly now?: () => number;
+}
+
+export interface VerifyOptions {
+  readonly stackName: string;
+  /** Start a rotation of the jobs' database password and wait for it. @default true */
+  readonly rotate?: boolean;
+  /** How long to wait for the rotation. @default 5 minutes */
+  readonly rotationTimeoutMs?: number;
+  /** Between two looks at the rotation. @default 5 s */
+  readonly pollMs?: number;
+  /** How long to wait for a cluster paused at 0 ACU to resume. @default 2 minutes */
+  readonly resumeTimeoutMs?: number;
+  /** Receives each result as it is known (the CLI prints it). */
+  readonly onResult?: (result: CheckResult) => void;
+}
+
+/** Stack outputs the checks read (lib/accounts-platform-stack.ts). */
+export const REQUIRED_OUTPUTS = [
+  'ClusterArn',
+  'WorkerSecretArn',
+  'DatabaseName',
+  'LatestMigration',
+  'TokenRefreshFunctionName',
+  'AccountSyncFunctionName',
+] as const;
+type Outputs = Record<(typeof REQUIRED_OUTPUTS)[number], string> & Record<string, string>;
+
+/** An output holding the HTTP API's base URL (added with the API; none yet). */
+export const API_OUTPUT = /^(Http)?Api(Url|Endpoint)/i;
+
+const COMPLETE = /_COMPLETE$/;
+const NOT_COMPLETE = /ROLLBACK|FAILED|IN_PROGRESS|DELETE/;
+
+export async function verifyDeploy(clients: VerifyClients, options: VerifyOptions): Promise<CheckResult[]> {
+  const results: CheckResult[] = [];
+  const record = (result: CheckResult) => {
+    results.push(result);
+    options.onResult?.(result);
+    return result;
+  };
+  const sleep = clients.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const now = clients.now ?? Date.now;
+
+  const outputs = await readOutputs(clients, options.stackName, record);
+  if (!outputs) return results;
+
+  const dataApi = (sql: string) =>
+    executeWhenResumed(clients, sleep, now, options.resumeTimeoutMs ?? 120_000, {
+      resourceArn: outputs.ClusterArn,
+      secretArn: outputs.WorkerSecretArn,
+      database: outputs.DatabaseName,
+      sql,
+      formatRecordsAs: 'JSON',
+    });
+
+  record(await checkSchemaVersion(dataApi, outputs));
+  record(await checkJob(clients, 'token-refresh', outputs.TokenRefreshFunctionName, describeTokenRefresh));
+  record(await checkJob(clients, 'account-sync', outputs.AccountSyncFunctionName, describeAccountSync));
+  record(await checkApiHealth(clients.fetch ?? fetch, outputs));
+  if (options.rotate === false) {
+    record({ name: 'password rotation', status: 'skip', detail: 'skipped (--no-rotation)' });
+  } else {
+    record(await checkRotation(clients, dataApi, outputs, sleep, now, options));
+  }
+  return results;
+}
+
+async function readOutputs(
+  clients: VerifyClients,
+  stackName: string,
+  record: (r: CheckResult) => CheckResult,
+): Promise<Outputs | undefined> {
+  let stack;
+  try {
+    stack = (await clients.cloudFormation.send(new DescribeStacksCommand({ StackName: stackName }))).Stacks?.[0];
+  } catch (error) {
+    record({
+      name: 'stack',
+      status: 'fail',
+      detail: `cannot read stack ${stackName}: ${messageOf(error)}`,
+      hint: 'Deploy it first (npx cdk deploy -c env=<name>); check the AWS credentials and region (AWS_PROFILE, AWS_REGION).',
+    });
+    return undefined;
+  }
+  if (!stack) {
+    record({
+      name: 'stack',
+      status: 'fail',
+      detail: `stack ${stackName} not found`,
+      hint: 'Deploy it first (npx cdk deploy -c env=<name>).',
+    });
+    return undefined;
+  }
+  const status = String(stack.StackStatus);
+  const outputs: Record<string, string> = {};
+  for (const o of stack.Outputs ?? [])
+    if (o.OutputKey && o.OutputValue !== undefined) outputs[o.OutputKey] = o.OutputValue;
+  const missing = REQUIRED_OUTPUTS.filter((key) => !outputs[key]);
+  if (!COMPLETE.test(status) || NOT_COMPLETE.test(status) || missing.length > 0) {
+    record({
+      name: 'stack',
+      status: 'fail',
+      detail: `${stackName} is ${status}${missing.length ? `; outputs missing: ${missing.join(', ')}` : ''}`,
+      hint: missing.length
+        ? 'The stack predates these outputs: deploy the current code (npx cdk deploy -c env=<name>).'
+        : "CloudFormation console → the stack's Events tab: the first FAILED event names the resource and the reason.",
+    });
+    return undefined;
+  }
+  record({
+    name: 'stack',
+    status: 'pass',
+    detail: `${stackName} is ${status}, ${Object.keys(outputs).length} outputs`,
+  });
+  return outputs as Outputs;
+}
+
+type DataApi = (sql: string) => Promise<Array<Record<string, unknown>>>;
+
+/** Runs a statement, waiting while a cluster paused at 0 ACU resumes. */
+async function executeWhenResumed(
+  clients: VerifyClients,
+  sleep: (ms: number) => Promise<void>,
+  now: () => number,
+  timeoutMs: number,
+  input: ConstructorParameters<typeof ExecuteStatementCommand>[0],
+): Promise<Array<Record<string, unknown>>> {
+  const started = now();
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const { formattedRecords } = await clients.rdsData.send(new ExecuteStatementCommand(input));
+      return formattedRecords ? (JSON.parse(formattedRecords) as Array<Record<string, unknown>>) : [];
+    } catch (error) {
+      const name = (error as { name?: string }).name;
+      if (name !== 'DatabaseResumingException' || now() - started >= timeoutMs) throw error;
+      await sleep(Math.min(10_000, 1000 * 2 ** (attempt - 1)));
+    }
+  }
+}
+
+async function checkSchemaVersion(dataApi: DataApi, outputs: Outputs): Promise<CheckResult> {
+  const name = 'schema version';
+  try {
+    const rows = await dataApi('SELECT max(name) AS latest FROM pgmigrations');
+    const latest = rows[0]?.latest;
+    if (latest === outputs.LatestMigration) {
+      return { name, status: 'pass', detail: `${String(latest)} (read through the Data API as the jobs' login)` };
+    }
+    return {
+      name,
+      status: 'fail',
+      detail: `the database is at ${latest === null || latest === undefined ? 'no migration' : String(latest)}, the deploy brought ${outputs.LatestMigration}`,
+      hint: 'The schema migration log group (/aws/lambda/…SchemaMigrationHandler…) says what the custom resource did; the stack events show whether it ran.',
+    };
+  } catch (error) {
+    return {
+      name,
+      status: 'fail',
+      detail: `the Data API refused: ${messageOf(error)}`,
+      hint:
+        "The jobs' login (WorkerSecretArn) is created by the schema migration: check its log group. " +
+        'A wrong password means the secret and the database disagree: the migration sets it again on the next deploy that changes migrations/.',
+    };
+  }
+}
+
+async function checkJob(
+  clients: VerifyClients,
+  name: string,
+  functionName: string,
+  describe: (preview: Record<string, unknown>) => string,
+): Promise<CheckResult> {
+  const logs = `the function's log group /aws/lambda/${functionName}`;
+  let response;
+  try {
+    response = await clients.lambda.send(
+      new InvokeCommand({
+        FunctionName: functionName,
+        InvocationType: 'RequestResponse',
+        Payload: new TextEncoder().encode(JSON.stringify({ dryRun: true })),
+      }),
+    );
+  } catch (error) {
+    return {
+      name,
+      status: 'fail',
+      detail: `could not invoke ${functionName}: ${messageOf(error)}`,
+      hint: 'Your credentials need lambda:InvokeFunction on it.',
+    };
+  }
+  const text = response.Payload ? new TextDecoder().decode(response.Payload) : '';
+  let payload: Record<string, unknown> = {};
+  try {
+    payload = text ? (JSON.parse(text) as Record<string, unknown>) : {};
+  } catch {
+    payload = {};
+  }
+  if (response.FunctionError) {
+    const message = String(payload.errorMessage ?? text).slice(0, 300);
+    const secrets = /secret|client id|key/i.test(message);
+    return {
+      name,
+      status: 'fail',
+      detail: `dry run failed: ${message}`,
+      hint: secrets
+        ? `Fill in the LwaClientSecretArn and TokenEncryptionKeySecretArn secrets (see "Secrets to fill in"), then look at ${logs}.`
+        : `Look at ${logs}.`,
+    };
+  }
+  if (payload.dryRun !== true) {
+    return {
+      name,
+      status: 'fail',
+      detail: `the function did not answer as a dry run: ${text.slice(0, 200)}`,
+      hint: `The deployed code predates dry runs: deploy the current code. ${logs}`,
+    };
+  }
+  return { name, status: 'pass', detail: `dry run: ${describe(payload)}` };
+}
+
+const describeTokenRefresh = (p: Record<string, unknown>) => {
+  const paused =
+    Array.isArray(p.pausedRegions) && p.pausedRegions.length > 0
+      ? `, ${String(p.pausedByRateLimit)} more paused by Amazon's rate limit (${p.pausedRegions.join(', ')})`
+      : '';
+  return `${String(p.due)} tokens due now${paused}`;
+};
+const describeAccountSync = (p: Record<string, unknown>) =>
+  `${String(p.due)} users due now, ${String(p.waitingForTokenRefresh)} waiting for a token refresh, ${String(p.accountsToFlagForReauth)} accounts to flag for re-authorisation`;
+
+async function checkApiHealth(fetchImpl: typeof fetch, outputs: Outputs): Promise<CheckResult> {
+  const name = 'API health';
+  const key = Object.keys(outputs).find((k) => API_OUTPUT.test(k));
+  if (!key) return { name, status: 'skip', detail: 'skipped: no API output in this stack' };
+  const url = `${outputs[key].replace(/\/+$/, '')}/health`;
+  try {
+    const response = await fetchImpl(url, { signal: AbortSignal.timeout(15_000) });
+    if (response.status === 200) return { name, status: 'pass', detail: `GET ${url} → 200` };
+    return {
+      name,
+      status: 'fail',
+      detail: `GET ${url} → ${response.status}`,
+      hint: "The API function's log group; API Gateway's access log.",
+    };
+  } catch (error) {
+    return {
+      name,
+      status: 'fail',
+      detail: `GET ${url} failed: ${messageOf(error)}`,
+      hint: `Is ${key} the API's public URL?`,
+    };
+  }
+}
+
+async function checkRotation(
+  clients: VerifyClients,
+  dataApi: DataApi,
+  outputs: Outputs,
+  sleep: (ms: number) => Promise<void>,
+  now: () => number,
+  options: VerifyOptions,
+): Promise<CheckResult> {
+  const name = 'password rotation';
+  const secretId = outputs.WorkerSecretArn;
+  const rotationLogs = "the rotation function's log group (/aws/lambda/…DatabaseWorkerRotation…)";
+  let versionId: string | undefined;
+  const started = now();
+  try {
+    versionId = (await clients.secretsManager.send(new RotateSecretCommand({ SecretId: secretId }))).VersionId;
+  } catch (error) {
+    return {
+      name,
+      status: 'fail',
+      detail: `could not start a rotation of the jobs' secret: ${messageOf(error)}`,
+      hint: `A rotation still pending (AWSPENDING) blocks new ones: ${rotationLogs} says why it stopped.`,
+    };
+  }
+  if (!versionId)
+    return { name, status: 'fail', detail: 'Secrets Manager started no rotation (no version id)', hint: rotationLogs };
+
+  const timeoutMs = options.rotationTimeoutMs ?? 5 * 60_000;
+  const pollMs = options.pollMs ?? 5000;
+  for (;;) {
+    const secret = await clients.secretsManager.send(new DescribeSecretCommand({ SecretId: secretId }));
+    const stages = secret.VersionIdsToStages?.[versionId] ?? [];
+    if (stages.includes('AWSCURRENT')) break;
+    if (now() - started >= timeoutMs) {
+      return {
+        name,
+        status: 'fail',
+        detail: `the rotation (version ${versionId}) did not finish within ${Math.round(timeoutMs / 1000)} s; its stages: ${stages.join(', ') || 'none'}`,
+        hint: `${rotationLogs}: createSecret/setSecret/testSecret/finishSecret and the error. It must reach the cluster and the Secrets Manager endpoint.`,
+      };
+    }
+    await sleep(pollMs);
+  }
+  const seconds = Math.round((now() - started) / 1000);
+  try {
+    const rows = await dataApi('SELECT current_user AS login');
+    return {
+      name,
+      status: 'pass',
+      detail: `the jobs' password was rotated (version ${versionId}, ${seconds} s); the Data API logs in with the new one as ${String(rows[0]?.login)}`,
+    };
+  } catch (error) {
+    return {
+      name,
+      status: 'fail',
+      detail: `rotated (version ${versionId}), but the Data API cannot log in with the new password: ${messageOf(error)}`,
+      hint: `${rotationLogs}; the jobs fail the same way until this is fixed.`,
+    };
+  }
+}
+
+/** The checklist as the CLI prints it. */
+export function formatChecklist(stackName: string, results: readonly CheckResult[]): string {
+  const mark = { pass: '✓', fail: '✗', skip: '–' } as const;
+  const width = Math.max(...results.map((r) => r.name.length));
+  const lines = [`Deploy check of ${stackName}`];
+  for (const r of results) {
+    lines.push(`  ${mark[r.status]} ${r.name.padEnd(width)}  ${r.detail}`);
+    if (r.status === 'fail' && r.hint) lines.push(`    ${' '.repeat(width)}  → ${r.hint}`);
+  }
+  const failed = results.filter((r) => r.status === 'fail').length;
+  const skipped = results.filter((r) => r.status === 'skip').length;
+  const passed = results.filter((r) => r.status === 'pass').length;
+  lines.push(
+    failed === 0
+      ? `All ${passed} checks passed${skipped ? ` (${skipped} skipped)` : ''}.`
+      : `${failed} of ${results.length} checks failed${skipped ? `, ${skipped} skipped` : ''}: see the → lines.`,
+  );
+  return lines.join('\n');
+}
+
+function messageOf(error: unknown): string {
+  if (error instanceof Error) return `${error.name === 'Error' ? '' : `${error.name}: `}${error.message}`;
+  return String(error);
+}
