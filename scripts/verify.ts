@@ -34,10 +34,8 @@ export function parseVerifyArgs(argv: readonly string[]): VerifyArgs {
 
 async function main(): Promise<number> {
   const args = parseVerifyArgs(process.argv.slice(2));
-  const context = JSON.parse(readFileSync(join(__dirname, '..', 'cdk.json'), 'utf8')).context as Record<
-    string,
-    unknown
-  >;
+  const context = (JSON.parse(readFileSync(join(__dirname, '..', 'cdk.json'), 'utf8')) as { context: unknown })
+    .context as Record<string, unknown>;
   let config;
   try {
     config = resolveEnvironment(args.env, context.environments);

@@ -175,14 +175,15 @@ async function checkSchemaVersion(dataApi: DataApi, outputs: Outputs): Promise<C
   const name = 'schema version';
   try {
     const rows = await dataApi('SELECT max(name) AS latest FROM pgmigrations');
-    const latest = rows[0]?.latest;
+    const value = rows[0]?.latest;
+    const latest = typeof value === 'string' ? value : null;
     if (latest === outputs.LatestMigration) {
-      return { name, status: 'pass', detail: `${String(latest)} (read through the Data API as the jobs' login)` };
+      return { name, status: 'pass', detail: `${latest} (read through the Data API as the jobs' login)` };
     }
     return {
       name,
       status: 'fail',
-      detail: `the database is at ${latest === null || latest === undefined ? 'no migration' : String(latest)}, the deploy brought ${outputs.LatestMigration}`,
+      detail: `the database is at ${latest ?? 'no migration'}, the deploy brought ${outputs.LatestMigration}`,
       hint: 'The schema migration log group (/aws/lambda/…SchemaMigrationHandler…) says what the custom resource did; the stack events show whether it ran.',
     };
   } catch (error) {
@@ -222,14 +223,14 @@ async function checkJob(
     };
   }
   const text = response.Payload ? new TextDecoder().decode(response.Payload) : '';
-  let payload: Record<string, unknown> = {};
+  let payload: Record<string, unknown>;
   try {
     payload = text ? (JSON.parse(text) as Record<string, unknown>) : {};
   } catch {
     payload = {};
   }
   if (response.FunctionError) {
-    const message = String(payload.errorMessage ?? text).slice(0, 300);
+    const message = (typeof payload.errorMessage === 'string' ? payload.errorMessage : text).slice(0, 300);
     const secrets = /secret|client id|key/i.test(message);
     return {
       name,

@@ -140,11 +140,9 @@ describe('the Lambda handlers take {"dryRun": true}', () => {
       POWERTOOLS_DEV: 'false',
     });
     secrets.reset();
-    secrets
-      .on(GetSecretValueCommand, { SecretId: ARNS.lwa })
-      .resolves({
-        SecretString: JSON.stringify({ clientId: world.amazon.clientId, clientSecret: world.amazon.clientSecret }),
-      });
+    secrets.on(GetSecretValueCommand, { SecretId: ARNS.lwa }).resolves({
+      SecretString: JSON.stringify({ clientId: world.amazon.clientId, clientSecret: world.amazon.clientSecret }),
+    });
     secrets.on(GetSecretValueCommand, { SecretId: ARNS.key }).resolves({ SecretString: world.keyBase64 });
     // Powertools' JSON log lines and EMF metrics go to stdout; keep the test output clean.
     for (const stream of [process.stdout, process.stderr]) jest.spyOn(stream, 'write').mockImplementation(() => true);

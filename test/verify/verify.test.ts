@@ -41,43 +41,37 @@ const outputsOf = (o: Record<string, string>): Output[] =>
 
 /** A deploy that works: every mock answers as AWS would. */
 function healthyDeploy(outputs: Record<string, string> = OUTPUTS) {
-  cloudFormation
-    .on(DescribeStacksCommand)
-    .resolves({
-      Stacks: [
-        { StackName: STACK, StackStatus: 'UPDATE_COMPLETE', CreationTime: new Date(), Outputs: outputsOf(outputs) },
-      ],
-    });
+  cloudFormation.on(DescribeStacksCommand).resolves({
+    Stacks: [
+      { StackName: STACK, StackStatus: 'UPDATE_COMPLETE', CreationTime: new Date(), Outputs: outputsOf(outputs) },
+    ],
+  });
   rdsData
     .on(ExecuteStatementCommand, { sql: 'SELECT max(name) AS latest FROM pgmigrations' })
     .resolves({ formattedRecords: JSON.stringify([{ latest: LATEST }]) });
   rdsData
     .on(ExecuteStatementCommand, { sql: 'SELECT current_user AS login' })
     .resolves({ formattedRecords: JSON.stringify([{ login: 'accounts_jobs' }]) });
-  lambda
-    .on(InvokeCommand, { FunctionName: OUTPUTS.TokenRefreshFunctionName })
-    .resolves({
-      StatusCode: 200,
-      Payload: encode({
-        job: 'token-refresh',
-        dryRun: true,
-        due: 12,
-        pausedByRateLimit: 0,
-        pausedRegions: [],
-      }) as never,
-    });
-  lambda
-    .on(InvokeCommand, { FunctionName: OUTPUTS.AccountSyncFunctionName })
-    .resolves({
-      StatusCode: 200,
-      Payload: encode({
-        job: 'account-sync',
-        dryRun: true,
-        due: 40,
-        waitingForTokenRefresh: 2,
-        accountsToFlagForReauth: 1,
-      }) as never,
-    });
+  lambda.on(InvokeCommand, { FunctionName: OUTPUTS.TokenRefreshFunctionName }).resolves({
+    StatusCode: 200,
+    Payload: encode({
+      job: 'token-refresh',
+      dryRun: true,
+      due: 12,
+      pausedByRateLimit: 0,
+      pausedRegions: [],
+    }) as never,
+  });
+  lambda.on(InvokeCommand, { FunctionName: OUTPUTS.AccountSyncFunctionName }).resolves({
+    StatusCode: 200,
+    Payload: encode({
+      job: 'account-sync',
+      dryRun: true,
+      due: 40,
+      waitingForTokenRefresh: 2,
+      accountsToFlagForReauth: 1,
+    }) as never,
+  });
   secretsManager.on(RotateSecretCommand).resolves({ ARN: OUTPUTS.WorkerSecretArn, VersionId: NEW_VERSION });
   secretsManager
     .on(DescribeSecretCommand)
@@ -224,18 +218,16 @@ test('a stack that does not exist stops the check at once, with what to do', asy
 });
 
 test('a rolled-back stack, or one without the outputs, fails the stack check', async () => {
-  cloudFormation
-    .on(DescribeStacksCommand)
-    .resolves({
-      Stacks: [
-        {
-          StackName: STACK,
-          StackStatus: 'UPDATE_ROLLBACK_COMPLETE',
-          CreationTime: new Date(),
-          Outputs: outputsOf(OUTPUTS),
-        },
-      ],
-    });
+  cloudFormation.on(DescribeStacksCommand).resolves({
+    Stacks: [
+      {
+        StackName: STACK,
+        StackStatus: 'UPDATE_ROLLBACK_COMPLETE',
+        CreationTime: new Date(),
+        Outputs: outputsOf(OUTPUTS),
+      },
+    ],
+  });
   expect(await verifyDeploy(clients(), { stackName: STACK })).toEqual([
     expect.objectContaining({
       status: 'fail',
@@ -245,13 +237,11 @@ test('a rolled-back stack, or one without the outputs, fails the stack check', a
   ]);
 
   const { TokenRefreshFunctionName: _dropped, ...partial } = OUTPUTS;
-  cloudFormation
-    .on(DescribeStacksCommand)
-    .resolves({
-      Stacks: [
-        { StackName: STACK, StackStatus: 'CREATE_COMPLETE', CreationTime: new Date(), Outputs: outputsOf(partial) },
-      ],
-    });
+  cloudFormation.on(DescribeStacksCommand).resolves({
+    Stacks: [
+      { StackName: STACK, StackStatus: 'CREATE_COMPLETE', CreationTime: new Date(), Outputs: outputsOf(partial) },
+    ],
+  });
   const [result] = await verifyDeploy(clients(), { stackName: STACK });
   expect(result).toMatchObject({
     status: 'fail',
@@ -281,13 +271,11 @@ test('a cluster resuming from 0 ACU is waited for; a schema behind the deploy fa
 
 test('a Data API login that fails is reported with its message', async () => {
   healthyDeploy();
-  rdsData
-    .on(ExecuteStatementCommand)
-    .rejects(
-      Object.assign(new Error('password authentication failed for user "accounts_jobs"'), {
-        name: 'BadRequestException',
-      }),
-    );
+  rdsData.on(ExecuteStatementCommand).rejects(
+    Object.assign(new Error('password authentication failed for user "accounts_jobs"'), {
+      name: 'BadRequestException',
+    }),
+  );
   const results = byName(await verifyDeploy(clients(), { stackName: STACK, rotate: false }));
   expect(results['schema version']).toMatchObject({
     status: 'fail',
@@ -343,13 +331,11 @@ test('a rotation that does not finish in time fails with its stages and the rota
 
 test('a rotation that cannot start, or whose new password does not log in, fails', async () => {
   healthyDeploy();
-  secretsManager
-    .on(RotateSecretCommand)
-    .rejects(
-      Object.assign(new Error("A previous rotation isn't complete. That rotation will be reattempted."), {
-        name: 'InvalidRequestException',
-      }),
-    );
+  secretsManager.on(RotateSecretCommand).rejects(
+    Object.assign(new Error("A previous rotation isn't complete. That rotation will be reattempted."), {
+      name: 'InvalidRequestException',
+    }),
+  );
   const blocked = byName(await verifyDeploy(clients(), { stackName: STACK }));
   expect(blocked['password rotation']).toMatchObject({
     status: 'fail',
