@@ -3,7 +3,6 @@ import { CLIENT_ERROR_STOP_AFTER, runTokenRefresh, TokenRefreshDeps } from '../.
 import { claimDueTokens, saveResults, TokenResult } from '../../lambda/token-refresh/store';
 import { LwaClient, PermanentAuthError } from '../../lambda/shared/amazon';
 import { Database, PgDatabase } from '../../lambda/shared/db';
-import { JOB_TIMING, LEASE_MARGIN_SECONDS } from '../../lambda/shared/jobs/timing';
 import { JobWorld, runtime, seedUsers, useJobWorld } from './fixture';
 
 /** Token refresh against races, expired leases, poison answers and a misconfigured client. */
@@ -281,25 +280,4 @@ test('the application’s credentials rejected for several tokens in a row stops
     }
   }
   expect(backedOff).toBe(CLIENT_ERROR_STOP_AFTER);
-});
-
-test('leases outlast the function’s timeout by the margin', async () => {
-  const [user] = await seedUsers(world, { count: 1 });
-  let leaseSeconds = 0;
-  const lwa = world.lwa();
-  const measuring = {
-    refresh: async (request: Parameters<typeof lwa.refresh>[0]) => {
-      const { rows } = await world.admin.query<{ s: number }>(
-        `SELECT extract(epoch FROM refresh_lease_expires_at - now())::float8 AS s FROM oauth_tokens WHERE user_id = :id::uuid`,
-        { id: user.userId },
-      );
-      leaseSeconds = rows[0].s;
-      return lwa.refresh(request);
-    },
-  };
-  await runTokenRefresh(deps(world.dataApi(), { lwa: measuring }));
-  expect(leaseSeconds).toBeGreaterThan(JOB_TIMING.tokenRefresh.timeoutSeconds + LEASE_MARGIN_SECONDS - 30);
-  expect(JOB_TIMING.tokenRefresh.leaseSeconds).toBeGreaterThanOrEqual(
-    JOB_TIMING.tokenRefresh.timeoutSeconds + LEASE_MARGIN_SECONDS,
-  );
 });
