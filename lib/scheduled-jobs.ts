@@ -8,6 +8,7 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct, IDependable } from 'constructs';
 import { JOB_ENV } from '../lambda/shared/config';
 import { METRICS_NAMESPACE, SERVICE_NAMES } from '../lambda/shared/jobs/metrics';
+import { JOB_TIMING } from '../lambda/shared/jobs/timing';
 import type { Database } from './database';
 import { NodeFunction } from './node-function';
 
@@ -67,7 +68,7 @@ export class ScheduledJobs extends Construct {
       entry: 'lambda/token-refresh/handler.ts',
       description: 'Refreshes Login with Amazon tokens before they expire',
       schedule: props.tokenRefreshSchedule,
-      timeout: Duration.minutes(4),
+      timeout: Duration.seconds(JOB_TIMING.tokenRefresh.timeoutSeconds),
     });
     this.accountSync = this.job(props, {
       id: 'AccountSync',
@@ -75,7 +76,7 @@ export class ScheduledJobs extends Construct {
       entry: 'lambda/account-sync/handler.ts',
       description: "Syncs users' Amazon Advertising accounts",
       schedule: props.accountSyncSchedule,
-      timeout: Duration.minutes(10),
+      timeout: Duration.seconds(JOB_TIMING.accountSync.timeoutSeconds),
     });
   }
 

@@ -3,9 +3,10 @@ import type { Database } from '../shared/db/port';
 import { addCounts, describeError, JobRuntime, nextRetryAt } from '../shared/jobs/runtime';
 import { runPipeline } from '../shared/jobs/pipeline';
 import { METRIC_NAMES } from '../shared/jobs/metrics';
+import { JOB_TIMING } from '../shared/jobs/timing';
 import { endpointKey, RateLimitUsageRecorder, recordRateLimitUsage } from '../shared/amazon/usage-store';
 import type { TokenCipher } from '../shared/token-crypto';
-import type { AdsProfile } from '../shared/amazon/schemas';
+import { ATTRIBUTION_SUB_TYPE, type AdsProfile } from '../shared/amazon/schemas';
 import { classifyAmazonError } from '../shared/amazon/failure';
 import type { AmazonRegion } from '../shared/amazon/regions';
 import {
@@ -30,8 +31,6 @@ export interface AccountSyncSettings {
   readonly batchSize?: number;
   /** Ads API calls in flight at once. @default 16 */
   readonly concurrency?: number;
-  /** @default 300 */
-  readonly leaseSeconds?: number;
   /** Time between regular syncs of a user's accounts. @default 21600 (6 h) */
   readonly syncIntervalSeconds?: number;
   /** First retry delay after a failure; doubles per failure (jittered, floor of half). @default 300 */
@@ -62,6 +61,8 @@ export interface AccountSyncSummary {
   readonly usersSynced: number;
   readonly usersFailed: number;
   readonly usersReleased: number;
+  /** Users whose outcome the database refused even on its own (recorded as failures instead). */
+  readonly usersRejectedByDatabase: number;
   readonly accountsSynced: number;
   /** Accounts whose sync failed (every account of a failed user, at least one per user). */
   readonly accountsFailed: number;
@@ -75,6 +76,24 @@ export interface AccountSyncSummary {
 }
 
 export const REAUTH_MESSAGE = 'Amazon access needs re-authorisation: the user must reconnect their Amazon account';
+
+/**
+ * The profiles to store as accounts, and the ids of those that are not advertising accounts
+ * (Amazon Attribution, see ATTRIBUTION_SUB_TYPE): those are never stored, and any stored
+ * earlier are set inactive. A profile listed twice is stored once (the last one wins).
+ */
+export function accountsFromProfiles(
+  profiles: readonly AdsProfile[],
+  region: AmazonRegion,
+): { accounts: AccountRecord[]; excludedProfileIds: string[] } {
+  const isAttribution = (p: AdsProfile) => p.accountInfo.subType === ATTRIBUTION_SUB_TYPE;
+  const accounts = dedupe(profiles.filter((p) => !isAttribution(p)).map((p) => toAccountRecord(p, region)));
+  const kept = new Set(accounts.map((a) => a.amazonAccountId));
+  const excludedProfileIds = [
+    ...new Set(profiles.filter((p) => isAttribution(p) && !kept.has(p.profileId)).map((p) => p.profileId)),
+  ];
+  return { accounts, excludedProfileIds };
+}
 
 /** Maps a profile to its stored form: `amazon_account_id` and the metadata keys docs/architecture.md fixes. */
 export function toAccountRecord(profile: AdsProfile, region: AmazonRegion): AccountRecord {
@@ -97,39 +116,54 @@ export function toAccountRecord(profile: AdsProfile, region: AmazonRegion): Acco
   };
 }
 
+const DEFAULT_SETTINGS = {
+  batchSize: 250,
+  concurrency: 16,
+  syncIntervalSeconds: 21_600,
+  retryBaseSeconds: 300,
+  retryMaxSeconds: 21_600,
+  minTokenValiditySeconds: 120,
+  reserveMs: 30_000,
+};
+
+/** What syncing one user needs of its run (see {@link syncOneUser}). */
+interface SyncContext {
+  readonly deps: AccountSyncDeps;
+  readonly settings: typeof DEFAULT_SETTINGS;
+  readonly now: () => Date;
+  readonly random: () => number;
+  readonly usage: RateLimitUsageRecorder;
+}
+
 /**
  * One run of the account sync: claims due users in batches (a lease per user, so overlapping
- * invocations never sync one user twice), lists each user's profiles with bounded concurrency,
- * and writes every batch back in one statement (accounts upserted, history rows closed,
- * schedules and retries set). Keeps going until nothing is due or time runs low. Every
- * claimed user is written back or released before it returns.
+ * invocations never sync one user twice; the lease outlasts the function's timeout, see
+ * JOB_TIMING), lists each user's profiles with bounded concurrency, and writes every batch
+ * back (accounts upserted, history rows closed, schedules and retries set). Keeps going until
+ * nothing is due or time runs low. Every claimed user is written back or released before it
+ * returns.
  */
 export async function runAccountSync(
   deps: AccountSyncDeps,
   request: AccountSyncRequest = { syncType: 'scheduled' },
 ): Promise<AccountSyncSummary> {
-  const s = {
-    batchSize: 250,
-    concurrency: 16,
-    leaseSeconds: 300,
-    syncIntervalSeconds: 21_600,
-    retryBaseSeconds: 300,
-    retryMaxSeconds: 21_600,
-    minTokenValiditySeconds: 120,
-    reserveMs: 30_000,
-    ...deps.settings,
+  const s = { ...DEFAULT_SETTINGS, ...deps.settings };
+  const context: SyncContext = {
+    deps,
+    settings: s,
+    now: deps.now ?? (() => new Date()),
+    random: deps.random ?? Math.random,
+    usage: new RateLimitUsageRecorder(),
   };
-  const now = deps.now ?? (() => new Date());
-  const random = deps.random ?? Math.random;
   const started = Date.now();
   const callsBefore = deps.db.callCounts().total;
   const owner = randomUUID();
-  const usage = new RateLimitUsageRecorder();
   const totals = {
     usersClaimed: 0,
     usersSynced: 0,
     usersFailed: 0,
     usersReleased: 0,
+    usersRejectedByDatabase: 0,
     accountsSynced: 0,
     accountsFailed: 0,
     accountsMissing: 0,
@@ -137,61 +171,6 @@ export async function runAccountSync(
     batches: 0,
   };
   const single = request.syncType !== 'scheduled' ? request.userId : undefined;
-
-  const retryAt = (failures: number, atLeastSeconds = 0) =>
-    nextRetryAt(now(), failures, {
-      baseSeconds: s.retryBaseSeconds,
-      maxSeconds: s.retryMaxSeconds,
-      random,
-      atLeastSeconds,
-    });
-
-  const syncOne = async (user: ClaimedUser): Promise<UserSyncOutcome> => {
-    if (deps.remainingTimeMs() < s.reserveMs / 2) return { kind: 'released', user };
-    const failures = user.retryCount + 1;
-    let accessToken: string;
-    try {
-      accessToken = deps.cipher.decrypt(user.storedAccessToken);
-    } catch (error) {
-      return failed(
-        user,
-        `Stored access token is unreadable (${describeError(error)})`,
-        { class: 'token', reason: describeError(error) },
-        retryAt(failures),
-      );
-    }
-    const endpoint = endpointKey('ads', user.region);
-    // Requests are counted per endpoint; a user gets a row of their own only when Amazon
-    // throttled a call made for them (one row per synced user would make this write grow
-    // with every user: megabytes at 100,000 users, past the Data API's request limit).
-    usage.request(endpoint);
-    try {
-      const profiles = await deps.ads.listProfiles({ itemId: user.userId, region: user.region, accessToken });
-      const accounts = dedupe(profiles.map((p) => toAccountRecord(p, user.region)));
-      const jitter = 1 + (random() - 0.5) / 10; // ±5 %, so a cohort does not stay in lock-step
-      return {
-        kind: 'success',
-        user,
-        accounts,
-        nextSyncAt: new Date(now().getTime() + s.syncIntervalSeconds * 1000 * jitter),
-      };
-    } catch (error) {
-      const f = classifyAmazonError(error);
-      if (f.kind === 'rate_limited') {
-        usage.limitHit(endpoint, null, f.retryAfterSeconds, now());
-        usage.request(endpoint, user.userId);
-        usage.limitHit(endpoint, user.userId, f.retryAfterSeconds, now());
-        return failed(
-          user,
-          `rate_limited: Amazon Ads answered 429, retry after ${f.retryAfterSeconds} s`,
-          { class: 'rate_limited', retryAfterSeconds: f.retryAfterSeconds },
-          retryAt(failures, f.retryAfterSeconds),
-        );
-      }
-      const reason = f.kind === 'permanent' ? f.code : f.reason;
-      return failed(user, `${f.kind}: ${reason}`, { class: f.kind, reason }, retryAt(failures));
-    }
-  };
 
   const reauthFlagged = single ? 0 : await flagAccountsNeedingReauth(deps.db, REAUTH_MESSAGE);
   let claims = 0;
@@ -204,28 +183,36 @@ export async function runAccountSync(
         claims += 1;
         return claimUsers(deps.db, {
           owner,
-          leaseSeconds: s.leaseSeconds,
+          leaseSeconds: JOB_TIMING.accountSync.leaseSeconds,
           limit: single ? 1 : s.batchSize,
           syncType: request.syncType,
           userId: single,
           minTokenValiditySeconds: s.minTokenValiditySeconds,
         });
       },
-      process: syncOne,
+      process: (user) => syncOneUser(context, user),
       unprocessed: (user) => ({ kind: 'released', user }),
       writeBack: async (outcomes) => {
-        const { accountsMissing } = await saveOutcomes(deps.db, owner, outcomes);
+        const { accountsMissing, rejected } = await saveOutcomes(deps.db, owner, outcomes, {
+          onRefused: (outcome, error) => refusedByDatabase(context, outcome.user, error),
+        });
         totals.accountsMissing += accountsMissing;
+        totals.usersRejectedByDatabase += rejected.length;
+        for (const r of rejected)
+          deps.logger.error('Account sync outcome refused by the database; recorded as a failure', {
+            userId: r.user.userId,
+            error: r.error,
+          });
       },
       onBatchWritten: (outcomes, ms) => {
-        tally(outcomes);
+        tallyUserOutcomes(deps, totals, outcomes);
         deps.metrics.addMetric(METRIC_NAMES.batchDurationMs, 'Milliseconds', ms);
       },
     });
     totals.usersClaimed = run.claimed;
     totals.batches = run.batches;
   } finally {
-    await recordRateLimitUsage(deps.db, usage.drain()).catch((error) =>
+    await recordRateLimitUsage(deps.db, context.usage.drain()).catch((error) =>
       deps.logger.warn('Could not record rate-limit usage', { error: describeError(error) }),
     );
   }
@@ -247,20 +234,32 @@ export async function runAccountSync(
   });
   deps.logger.info('Account sync run finished', { ...summary });
   return summary;
+}
 
-  function tally(outcomes: UserSyncOutcome[]) {
-    for (const o of outcomes) {
-      if (o.kind === 'success') {
-        totals.usersSynced += 1;
-        totals.accountsSynced += o.accounts.length;
-      } else if (o.kind === 'released') {
-        totals.usersReleased += 1;
-      } else {
-        totals.usersFailed += 1;
-        totals.accountsFailed += Math.max(1, o.user.accountCount);
-        if (o.errorDetails.class === 'rate_limited') totals.rateLimited += 1;
-        deps.logger.warn('Account sync failed', { userId: o.user.userId, region: o.user.region, error: o.error });
-      }
+/** Adds a written batch's outcomes to the run's totals and logs its failures. */
+function tallyUserOutcomes(
+  deps: AccountSyncDeps,
+  totals: {
+    usersSynced: number;
+    accountsSynced: number;
+    usersReleased: number;
+    usersFailed: number;
+    accountsFailed: number;
+    rateLimited: number;
+  },
+  outcomes: readonly UserSyncOutcome[],
+): void {
+  for (const o of outcomes) {
+    if (o.kind === 'success') {
+      totals.usersSynced += 1;
+      totals.accountsSynced += o.accounts.length;
+    } else if (o.kind === 'released') {
+      totals.usersReleased += 1;
+    } else {
+      totals.usersFailed += 1;
+      totals.accountsFailed += Math.max(1, o.user.accountCount);
+      if (o.errorDetails.class === 'rate_limited') totals.rateLimited += 1;
+      deps.logger.warn('Account sync failed', { userId: o.user.userId, region: o.user.region, error: o.error });
     }
   }
 }
@@ -301,13 +300,87 @@ export async function previewAccountSync(
   return preview;
 }
 
-function failed(
-  user: ClaimedUser,
-  error: string,
-  errorDetails: Record<string, unknown>,
-  nextAttemptAt: Date,
-): UserSyncOutcome {
-  return { kind: 'failure', user, error, errorDetails: { ...errorDetails, userId: user.userId }, nextAttemptAt };
+function retryAt(c: SyncContext, failures: number, atLeastSeconds = 0): Date {
+  return nextRetryAt(c.now(), failures, {
+    baseSeconds: c.settings.retryBaseSeconds,
+    maxSeconds: c.settings.retryMaxSeconds,
+    random: c.random,
+    atLeastSeconds,
+  });
+}
+
+/** The failure recorded for a user whose outcome the database refused. */
+function refusedByDatabase(c: SyncContext, user: ClaimedUser, error: string): UserSyncOutcome {
+  return failed({
+    user,
+    error: `write_back: the database refused this user's outcome (${error})`,
+    errorDetails: { class: 'write_back', reason: error },
+    nextAttemptAt: retryAt(c, user.retryCount + 1),
+  });
+}
+
+/** Lists one claimed user's profiles and says what to write back. Never throws. */
+async function syncOneUser(c: SyncContext, user: ClaimedUser): Promise<UserSyncOutcome> {
+  const { deps, settings: s, now, random, usage } = c;
+  if (deps.remainingTimeMs() < s.reserveMs / 2) return { kind: 'released', user };
+  const failures = user.retryCount + 1;
+  let accessToken: string;
+  try {
+    accessToken = deps.cipher.decrypt(user.storedAccessToken);
+  } catch (error) {
+    return failed({
+      user,
+      error: `Stored access token is unreadable (${describeError(error)})`,
+      errorDetails: { class: 'token', reason: describeError(error) },
+      nextAttemptAt: retryAt(c, failures),
+    });
+  }
+  const endpoint = endpointKey('ads', user.region);
+  // Requests are counted per endpoint; a user gets a row of their own only when Amazon
+  // throttled a call made for them (one row per synced user would make this write grow
+  // with every user: megabytes at 100,000 users, past the Data API's request limit).
+  usage.request(endpoint);
+  try {
+    const profiles = await deps.ads.listProfiles({ itemId: user.userId, region: user.region, accessToken });
+    const { accounts, excludedProfileIds } = accountsFromProfiles(profiles, user.region);
+    const jitter = 1 + (random() - 0.5) / 10; // ±5 %, so a cohort does not stay in lock-step
+    return {
+      kind: 'success',
+      user,
+      accounts,
+      excludedProfileIds,
+      nextSyncAt: new Date(now().getTime() + s.syncIntervalSeconds * 1000 * jitter),
+    };
+  } catch (error) {
+    const f = classifyAmazonError(error);
+    if (f.kind === 'rate_limited') {
+      usage.limitHit(endpoint, null, f.retryAfterSeconds, now());
+      usage.request(endpoint, user.userId);
+      usage.limitHit(endpoint, user.userId, f.retryAfterSeconds, now());
+      return failed({
+        user,
+        error: `rate_limited: Amazon Ads answered 429, retry after ${f.retryAfterSeconds} s`,
+        errorDetails: { class: 'rate_limited', retryAfterSeconds: f.retryAfterSeconds },
+        nextAttemptAt: retryAt(c, failures, f.retryAfterSeconds),
+      });
+    }
+    const reason = f.kind === 'permanent' ? f.code : f.reason;
+    return failed({
+      user,
+      error: `${f.kind}: ${reason}`,
+      errorDetails: { class: f.kind, reason },
+      nextAttemptAt: retryAt(c, failures),
+    });
+  }
+}
+
+function failed(f: {
+  readonly user: ClaimedUser;
+  readonly error: string;
+  readonly errorDetails: Record<string, unknown>;
+  readonly nextAttemptAt: Date;
+}): UserSyncOutcome {
+  return { kind: 'failure', ...f, errorDetails: { ...f.errorDetails, userId: f.user.userId } };
 }
 
 /** Amazon should not list a profile twice; if it does, the last one wins (one row per profile). */

@@ -1,8 +1,13 @@
 import { Database, sqlJson, sqlUuid } from '../shared/db/port';
 import type { AmazonRegion } from '../shared/amazon/regions';
 import { CLAIM_TOKEN_CHARS } from '../shared/db/limits';
+import { databaseErrorSummary, writeInHalves } from '../shared/jobs/write-in-halves';
 
 export type SyncType = 'scheduled' | 'manual' | 'webhook';
+
+/** `error_details.reason` of a history row closed because the run that opened it died. */
+export const ABANDONED_ATTEMPT_REASON =
+  'abandoned: the run that started this attempt ended without recording its outcome';
 
 /** A user claimed for one sync attempt, with the history row opened for it. */
 export interface ClaimedUser {
@@ -35,7 +40,8 @@ export interface ClaimUsersOptions {
  * (refresh off) or is about to expire (the refresh job renews it first). The claim takes the
  * user's sync lease on their oauth_tokens row with FOR UPDATE SKIP LOCKED, so concurrent
  * invocations claim disjoint users and each gets a full batch; the same statement marks the
- * user's accounts 'in_progress' and opens one 'started' history row per user.
+ * user's accounts 'in_progress', closes the user's history rows that a run which died left
+ * 'started' ('failed', {@link ABANDONED_ATTEMPT_REASON}) and opens one 'started' row per user.
  */
 export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<ClaimedUser[]> {
   const { rows } = await db.query<{
@@ -79,6 +85,14 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
               (array_agg(ua.id ORDER BY ua.next_sync_at, ua.id))[1] AS first_account_id
          FROM user_accounts ua JOIN claimed c ON c.user_id = ua.user_id
         GROUP BY ua.user_id
+     ), abandoned AS (
+       -- History rows a run opened for these users and never closed: that run is gone (its
+       -- lease, which outlasts the function's timeout, has expired).
+       UPDATE account_sync_history h
+          SET sync_status = 'failed', completed_at = greatest(now(), h.started_at),
+              error_details = jsonb_build_object('reason', :abandonedReason::text, 'abandoned', true)
+         FROM claimed c
+        WHERE h.sync_status = 'started' AND h.metadata->>'userId' = c.user_id::text
      ), in_progress AS (
        UPDATE user_accounts ua SET sync_status = 'in_progress', updated_at = now()
          FROM claimed c WHERE ua.user_id = c.user_id AND ua.sync_status <> 'reauth_required'
@@ -102,6 +116,7 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
       userId: o.userId === undefined ? null : sqlUuid(o.userId),
       minTokenValiditySeconds: o.minTokenValiditySeconds,
       maxTokenChars: CLAIM_TOKEN_CHARS,
+      abandonedReason: ABANDONED_ATTEMPT_REASON,
     },
   );
   return rows.map((r) => ({
@@ -155,6 +170,8 @@ export type UserSyncOutcome =
       readonly kind: 'success';
       readonly user: ClaimedUser;
       readonly accounts: readonly AccountRecord[];
+      /** Profiles Amazon listed that are not advertising accounts (Amazon Attribution): not stored. */
+      readonly excludedProfileIds?: readonly string[];
       readonly nextSyncAt: Date;
     }
   | {
@@ -174,25 +191,113 @@ export type UserSyncOutcome =
 /** Sentence stored on accounts that Amazon stopped returning. */
 export const MISSING_PROFILE_MESSAGE = 'Amazon Ads no longer returns this profile for the user';
 
+/** Sentence stored on accounts that turned out to be Amazon Attribution profiles. */
+export const ATTRIBUTION_PROFILE_MESSAGE = 'Amazon Attribution profile: not an advertising account';
+
 /**
- * Writes a batch of outcomes back in one statement (data-modifying CTEs):
+ * Request budget per write-back statement, in bytes of the JSON parameters as they travel
+ * (escaped once more inside the Data API's request): well under its 4 MiB per request.
+ */
+const WRITE_BACK_BYTES = 3_000_000;
+
+interface UserRow {
+  readonly user_id: string;
+  readonly history_id: string;
+  readonly kind: UserSyncOutcome['kind'];
+  readonly profile_ids: readonly string[];
+  readonly excluded_ids: readonly string[];
+  readonly synced: number;
+  readonly failed: number;
+  readonly error: string | null;
+  readonly error_details: Record<string, unknown> | null;
+  readonly next_at: Date | null;
+}
+
+interface AccountRow {
+  readonly user_id: string;
+  readonly amazon_account_id: string;
+  readonly metadata: Record<string, unknown>;
+  readonly next_sync_at: Date;
+}
+
+/** One user's part of a write-back, with its size on the wire. */
+interface UserWrite {
+  readonly outcome: UserSyncOutcome;
+  readonly user: UserRow;
+  readonly accounts: readonly AccountRow[];
+  readonly bytes: number;
+}
+
+/** A user whose outcome the database refused even on its own. */
+export interface RejectedUser {
+  readonly user: ClaimedUser;
+  /** The first line of the database's message. */
+  readonly error: string;
+}
+
+export interface SaveOptions {
+  /**
+   * What to write instead for a user whose outcome the database refuses even on its own
+   * (a failure with a backoff); if that is refused too, the user is released.
+   */
+  readonly onRefused: (outcome: UserSyncOutcome, error: string) => UserSyncOutcome;
+}
+
+/**
+ * Writes a batch of outcomes back: one statement (data-modifying CTEs) per ~3 MB, so one for
+ * a normal batch:
  * - success: profiles upserted (metadata merged into what is there, status 'active', sync
  *   'completed', retry 0, next regular sync); accounts Amazon no longer returns are kept (history
  *   and references stay intact) but set 'inactive' with MISSING_PROFILE_MESSAGE and a
  *   `missingFromAmazonSince` metadata key, and come back to 'active' if the profile reappears;
+ *   stored accounts that are Amazon Attribution profiles are set 'inactive' with
+ *   ATTRIBUTION_PROFILE_MESSAGE;
  * - failure: the user's accounts 'failed', retry count + 1, message, retry time;
  * - every attempt: the history row closed ('success' | 'failed', counts, error_details), the
  *   lease released and the user's own schedule updated: after a success the user is due again
  *   only through their accounts (or, with none, at the next regular time); after a failure at
  *   the retry time.
+ * Every statement writes only for users whose sync lease this run still holds (a run whose
+ * lease expired and was taken over writes nothing). A user whose accounts alone exceed the
+ * budget (thousands of profiles) has them upserted in chunks first. A statement the database
+ * refuses with a data error is written again in halves, down to single users (writeInHalves);
+ * a user refused even alone gets `onRefused`'s outcome instead, and is returned.
  */
 export async function saveOutcomes(
   db: Database,
   owner: string,
   outcomes: readonly UserSyncOutcome[],
-): Promise<{ accountsMissing: number }> {
-  if (outcomes.length === 0) return { accountsMissing: 0 };
-  const accounts = outcomes.flatMap((o) =>
+  options: SaveOptions,
+): Promise<{ accountsMissing: number; rejected: RejectedUser[] }> {
+  const counts = { accountsMissing: 0 };
+  const rejected: RejectedUser[] = [];
+  for (const group of packBySize(outcomes.map(toUserWrite))) {
+    for (const r of await writeInHalves(group, (part) => writeUsers(db, owner, part, counts))) {
+      const error = databaseErrorSummary(r.error);
+      rejected.push({ user: r.item.outcome.user, error });
+      const instead = toUserWrite(options.onRefused(r.item.outcome, error));
+      const released = toUserWrite({ kind: 'released', user: r.item.outcome.user });
+      const again = await writeInHalves([instead], (part) => writeUsers(db, owner, part, counts));
+      if (again.length > 0) await writeUsers(db, owner, [released], counts);
+    }
+  }
+  return { accountsMissing: counts.accountsMissing, rejected };
+}
+
+function toUserWrite(o: UserSyncOutcome): UserWrite {
+  const user: UserRow = {
+    user_id: o.user.userId,
+    history_id: o.user.historyId,
+    kind: o.kind,
+    profile_ids: o.kind === 'success' ? o.accounts.map((a) => a.amazonAccountId) : [],
+    excluded_ids: o.kind === 'success' ? (o.excludedProfileIds ?? []) : [],
+    synced: o.kind === 'success' ? o.accounts.length : 0,
+    failed: o.kind === 'failure' ? Math.max(1, o.user.accountCount) : 0,
+    error: o.kind === 'failure' ? o.error : null,
+    error_details: o.kind === 'failure' ? o.errorDetails : null,
+    next_at: o.kind === 'success' ? o.nextSyncAt : o.kind === 'failure' ? o.nextAttemptAt : null,
+  };
+  const accounts =
     o.kind === 'success'
       ? o.accounts.map((a) => ({
           user_id: o.user.userId,
@@ -200,34 +305,107 @@ export async function saveOutcomes(
           metadata: a.metadata,
           next_sync_at: o.nextSyncAt,
         }))
-      : [],
+      : [];
+  return { outcome: o, user, accounts, bytes: wireBytes(user) + accounts.reduce((n, a) => n + wireBytes(a), 0) };
+}
+
+/** Bytes a row takes in the Data API request: its JSON, escaped again as a string value. */
+function wireBytes(row: object): number {
+  return Buffer.byteLength(JSON.stringify(JSON.stringify(row))) + 1;
+}
+
+/** Groups users in order so that each group's rows stay under the budget (at least one user per group). */
+function packBySize(writes: readonly UserWrite[]): UserWrite[][] {
+  const groups: UserWrite[][] = [];
+  let current: UserWrite[] = [];
+  let size = 0;
+  for (const w of writes) {
+    if (current.length > 0 && size + w.bytes > WRITE_BACK_BYTES) {
+      groups.push(current);
+      current = [];
+      size = 0;
+    }
+    current.push(w);
+    size += w.bytes;
+  }
+  if (current.length > 0) groups.push(current);
+  return groups;
+}
+
+/** Writes users' outcomes; a lone user over the budget has its accounts upserted in chunks first. */
+async function writeUsers(
+  db: Database,
+  owner: string,
+  writes: readonly UserWrite[],
+  counts: { accountsMissing: number },
+): Promise<void> {
+  let accounts = writes.flatMap((w) => w.accounts);
+  if (writes.reduce((n, w) => n + w.bytes, 0) > WRITE_BACK_BYTES) {
+    let chunk: AccountRow[] = [];
+    let size = 0;
+    for (const a of accounts) {
+      const bytes = wireBytes(a);
+      if (chunk.length > 0 && size + bytes > WRITE_BACK_BYTES) {
+        await upsertAccounts(db, owner, chunk);
+        chunk = [];
+        size = 0;
+      }
+      chunk.push(a);
+      size += bytes;
+    }
+    await upsertAccounts(db, owner, chunk);
+    accounts = [];
+  }
+  counts.accountsMissing += await writeUserOutcomes(
+    db,
+    owner,
+    writes.map((w) => w.user),
+    accounts,
   );
-  const users = outcomes.map((o) => ({
-    user_id: o.user.userId,
-    history_id: o.user.historyId,
-    kind: o.kind,
-    profile_ids: o.kind === 'success' ? o.accounts.map((a) => a.amazonAccountId) : [],
-    synced: o.kind === 'success' ? o.accounts.length : 0,
-    failed: o.kind === 'failure' ? Math.max(1, o.user.accountCount) : 0,
-    error: o.kind === 'failure' ? o.error : null,
-    error_details: o.kind === 'failure' ? o.errorDetails : null,
-    next_at: o.kind === 'success' ? o.nextSyncAt : o.kind === 'failure' ? o.nextAttemptAt : null,
-  }));
-  const { rows } = await db.query<{ missing: number }>(
-    `WITH u AS (
-       SELECT * FROM jsonb_to_recordset(:users::jsonb) AS x(
-         user_id uuid, history_id uuid, kind text, profile_ids jsonb, synced int, failed int,
-         error text, error_details jsonb, next_at timestamptz)
-     ), a AS (
-       SELECT * FROM jsonb_to_recordset(:accounts::jsonb) AS x(user_id uuid, amazon_account_id text, metadata jsonb, next_sync_at timestamptz)
-     ), upserted AS (
-       INSERT INTO user_accounts AS ua (user_id, amazon_account_id, status, metadata, sync_status, sync_error_message, sync_retry_count, next_sync_at, updated_at)
+}
+
+const UPSERT_ACCOUNTS = `INSERT INTO user_accounts AS ua (user_id, amazon_account_id, status, metadata, sync_status, sync_error_message, sync_retry_count, next_sync_at, updated_at)
        SELECT user_id, amazon_account_id, 'active', metadata, 'completed', NULL, 0, next_sync_at, now() FROM a
        ON CONFLICT (user_id, amazon_account_id) DO UPDATE
          SET status = CASE WHEN ua.status = 'pending' OR ua.metadata ? 'missingFromAmazonSince' THEN 'active' ELSE ua.status END,
              metadata = (ua.metadata - 'missingFromAmazonSince') || EXCLUDED.metadata,
              sync_status = 'completed', sync_error_message = NULL, sync_retry_count = 0,
-             next_sync_at = EXCLUDED.next_sync_at, updated_at = now()
+             next_sync_at = EXCLUDED.next_sync_at, updated_at = now()`;
+
+/** Upserts accounts of users whose lease this run holds (the accounts of one very large user). */
+async function upsertAccounts(db: Database, owner: string, accounts: readonly AccountRow[]): Promise<void> {
+  if (accounts.length === 0) return;
+  await db.query(
+    `WITH a AS (
+       SELECT x.* FROM jsonb_to_recordset(:accounts::jsonb) AS x(user_id uuid, amazon_account_id text, metadata jsonb, next_sync_at timestamptz)
+         JOIN oauth_tokens t ON t.user_id = x.user_id AND t.sync_lease_owner = :owner
+     )
+     ${UPSERT_ACCOUNTS}`,
+    { accounts: sqlJson(accounts), owner: sqlUuid(owner) },
+  );
+}
+
+/** The write-back statement proper; returns how many accounts were newly found missing. */
+async function writeUserOutcomes(
+  db: Database,
+  owner: string,
+  users: readonly UserRow[],
+  accounts: readonly AccountRow[],
+): Promise<number> {
+  const { rows } = await db.query<{ missing: number }>(
+    `WITH input AS (
+       SELECT * FROM jsonb_to_recordset(:users::jsonb) AS x(
+         user_id uuid, history_id uuid, kind text, profile_ids jsonb, excluded_ids jsonb, synced int, failed int,
+         error text, error_details jsonb, next_at timestamptz)
+     ), u AS (
+       -- Only users whose lease this run still holds (locked, so no run takes it meanwhile).
+       SELECT input.* FROM input JOIN oauth_tokens t ON t.user_id = input.user_id AND t.sync_lease_owner = :owner
+          FOR UPDATE OF t
+     ), a AS (
+       SELECT * FROM jsonb_to_recordset(:accounts::jsonb) AS x(user_id uuid, amazon_account_id text, metadata jsonb, next_sync_at timestamptz)
+        WHERE x.user_id IN (SELECT user_id FROM u)
+     ), upserted AS (
+       ${UPSERT_ACCOUNTS}
        RETURNING 1
      ), missing AS (
        UPDATE user_accounts ua
@@ -236,8 +414,15 @@ export async function saveOutcomes(
               metadata = ua.metadata || jsonb_build_object('missingFromAmazonSince', coalesce(ua.metadata->'missingFromAmazonSince', to_jsonb(now())))
          FROM u
         WHERE u.kind = 'success' AND ua.user_id = u.user_id AND NOT (u.profile_ids ? ua.amazon_account_id)
-          AND ua.sync_status <> 'reauth_required'
+          AND NOT (u.excluded_ids ? ua.amazon_account_id) AND ua.sync_status <> 'reauth_required'
        RETURNING 1
+     ), excluded AS (
+       UPDATE user_accounts ua
+          SET status = 'inactive', sync_status = 'completed', sync_error_message = :attributionMessage,
+              sync_retry_count = 0, next_sync_at = u.next_at, updated_at = now()
+         FROM u
+        WHERE u.kind = 'success' AND ua.user_id = u.user_id AND u.excluded_ids ? ua.amazon_account_id
+          AND ua.sync_status <> 'reauth_required'
      ), failed AS (
        UPDATE user_accounts ua
           SET sync_status = 'failed', sync_error_message = u.error, sync_retry_count = ua.sync_retry_count + 1,
@@ -257,23 +442,25 @@ export async function saveOutcomes(
               error_details = CASE u.kind WHEN 'released' THEN jsonb_build_object('reason', 'not attempted: invocation ran out of time') ELSE u.error_details END
          FROM u WHERE h.id = u.history_id
        RETURNING 1
+     ), leases AS (
+       UPDATE oauth_tokens t
+          SET sync_lease_owner = NULL, sync_lease_expires_at = NULL,
+              sync_next_attempt_at = CASE u.kind WHEN 'released' THEN t.sync_next_attempt_at ELSE u.next_at END,
+              sync_retry_count = CASE u.kind WHEN 'success' THEN 0 WHEN 'failure' THEN t.sync_retry_count + 1 ELSE t.sync_retry_count END,
+              sync_last_error = CASE u.kind WHEN 'success' THEN NULL WHEN 'failure' THEN u.error ELSE t.sync_last_error END
+         FROM u
+        WHERE t.user_id = u.user_id AND t.sync_lease_owner = :owner
      )
-     UPDATE oauth_tokens t
-        SET sync_lease_owner = NULL, sync_lease_expires_at = NULL,
-            sync_next_attempt_at = CASE u.kind WHEN 'released' THEN t.sync_next_attempt_at ELSE u.next_at END,
-            sync_retry_count = CASE u.kind WHEN 'success' THEN 0 WHEN 'failure' THEN t.sync_retry_count + 1 ELSE t.sync_retry_count END,
-            sync_last_error = CASE u.kind WHEN 'success' THEN NULL WHEN 'failure' THEN u.error ELSE t.sync_last_error END
-       FROM u
-      WHERE t.user_id = u.user_id AND t.sync_lease_owner = :owner
-     RETURNING (SELECT count(*)::int FROM missing) AS missing`,
+     SELECT count(*)::int AS missing FROM missing`,
     {
       users: sqlJson(users),
       accounts: sqlJson(accounts),
       owner: sqlUuid(owner),
       missingMessage: MISSING_PROFILE_MESSAGE,
+      attributionMessage: ATTRIBUTION_PROFILE_MESSAGE,
     },
   );
-  return { accountsMissing: rows[0]?.missing ?? 0 };
+  return rows[0]?.missing ?? 0;
 }
 
 /**

@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { classifyAmazonError } from '../shared/amazon/failure';
+import { AmazonFailure, classifyAmazonError } from '../shared/amazon/failure';
 import type { Database } from '../shared/db/port';
 import { addCounts, describeError, JobRuntime, nextRetryAt } from '../shared/jobs/runtime';
 import { runPipeline } from '../shared/jobs/pipeline';
 import { METRIC_NAMES } from '../shared/jobs/metrics';
+import { JOB_TIMING } from '../shared/jobs/timing';
 import {
   endpointKey,
   RateLimitUsageRecorder,
@@ -24,17 +25,28 @@ export interface TokenRefresher {
   }>;
 }
 
-/** Amazon said our application's credentials are wrong: no token is at fault, so stop the run. */
+/** Amazon rejected the application's credentials for several different tokens in a row: stop the run. */
 export class ClientCredentialsError extends Error {
-  constructor(readonly code: string) {
+  constructor(
+    readonly code: string,
+    readonly tokensInARow: number,
+  ) {
     super(
-      `Login with Amazon rejected the application's credentials (${code}); no token was changed. Check the LWA client id and secret.`,
+      `Login with Amazon rejected the application's credentials (${code}) for ${tokensInARow} different tokens in a row; the run stopped. Check the LWA client id and secret.`,
     );
     this.name = 'ClientCredentialsError';
   }
 }
 
+/** Codes that blame the application rather than the token. */
 const CLIENT_ERRORS = new Set(['invalid_client', 'unsupported_grant_type', 'unauthorized_client']);
+
+/**
+ * Distinct tokens in a row answered with a client error after which the run stops: one such
+ * answer may be about that token (an application it was not issued to), several in a row mean
+ * the client id or secret is wrong and every further call would fail the same way.
+ */
+export const CLIENT_ERROR_STOP_AFTER = 3;
 
 export interface TokenRefreshSettings {
   /** Tokens expiring within this window are refreshed. @default 1800 (30 min; the schedule runs every 5) */
@@ -43,8 +55,6 @@ export interface TokenRefreshSettings {
   readonly batchSize?: number;
   /** Amazon calls in flight at once. @default 16 */
   readonly concurrency?: number;
-  /** How long a claim holds before another invocation may take the token. @default 300 */
-  readonly leaseSeconds?: number;
   /** Failures in a row after which proactive refresh is turned off. @default 5 */
   readonly maxConsecutiveFailures?: number;
   /** First retry delay after a failure; doubles per failure (full jitter, floor of half). @default 60 */
@@ -71,6 +81,8 @@ export interface TokenRefreshSummary {
   readonly rateLimited: number;
   /** Claimed but given back unprocessed (time ran out, or the endpoint paused by a 429). */
   readonly released: number;
+  /** Results the database refused even one at a time (their leases were given back). */
+  readonly rejectedByDatabase: number;
   readonly batches: number;
   readonly databaseCalls: number;
   readonly durationMs: number;
@@ -78,134 +90,68 @@ export interface TokenRefreshSummary {
 
 type Outcome = TokenResult;
 
+const DEFAULT_SETTINGS = {
+  windowSeconds: 1800,
+  batchSize: 500,
+  concurrency: 16,
+  maxConsecutiveFailures: 5,
+  retryBaseSeconds: 60,
+  retryMaxSeconds: 3600,
+  reserveMs: 30_000,
+};
+
+/** What refreshing one token needs of its run (see {@link refreshOneToken}). */
+interface RefreshContext {
+  readonly deps: TokenRefreshDeps;
+  readonly settings: typeof DEFAULT_SETTINGS;
+  readonly now: () => Date;
+  readonly random: () => number;
+  readonly usage: RateLimitUsageRecorder;
+  /** Per region: until when its token endpoint is paused (epoch ms). */
+  readonly pausedUntil: Map<AmazonRegion, number>;
+  /** Set when the run must stop; `clientErrorStreak` holds the tokens of the current streak. */
+  readonly stop: { fatal?: ClientCredentialsError; clientErrorStreak: Set<string> };
+}
+
 /**
  * One run of the proactive token refresh: claims due tokens in batches (a lease per token,
- * so overlapping invocations never refresh one twice), refreshes them with bounded concurrency,
- * writes the results back in batches (claims and write-backs overlapping the Amazon calls, see
- * runPipeline), and keeps going until nothing is due or time runs low.
+ * so overlapping invocations never refresh one twice; the lease outlasts the function's
+ * timeout, see JOB_TIMING), refreshes them with bounded concurrency, writes the results back in
+ * batches (claims and write-backs overlapping the Amazon calls, see runPipeline), and keeps
+ * going until nothing is due or time runs low.
  * Every claimed token is written back or released before it returns, even when it throws.
  */
 export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefreshSummary> {
-  const s = {
-    windowSeconds: 1800,
-    batchSize: 500,
-    concurrency: 16,
-    leaseSeconds: 300,
-    maxConsecutiveFailures: 5,
-    retryBaseSeconds: 60,
-    retryMaxSeconds: 3600,
-    reserveMs: 30_000,
-    ...deps.settings,
-  };
-  const now = deps.now ?? (() => new Date());
-  const random = deps.random ?? Math.random;
+  const s = { ...DEFAULT_SETTINGS, ...deps.settings };
   const started = Date.now();
   const callsBefore = deps.db.callCounts().total;
   const owner = randomUUID();
-  const usage = new RateLimitUsageRecorder();
-  const totals = { claimed: 0, refreshed: 0, failed: 0, reauthRequired: 0, rateLimited: 0, released: 0, batches: 0 };
+  const totals = {
+    claimed: 0,
+    refreshed: 0,
+    failed: 0,
+    reauthRequired: 0,
+    rateLimited: 0,
+    released: 0,
+    rejectedByDatabase: 0,
+    batches: 0,
+  };
+  const context: RefreshContext = {
+    deps,
+    settings: s,
+    now: deps.now ?? (() => new Date()),
+    random: deps.random ?? Math.random,
+    usage: new RateLimitUsageRecorder(),
+    pausedUntil: new Map(),
+    stop: { clientErrorStreak: new Set() },
+  };
+  const { now, pausedUntil } = context;
 
   // Endpoints a previous invocation was told to leave alone, and those this one is told to.
-  const pausedUntil = new Map<AmazonRegion, number>();
   for (const [endpoint, until] of await readEndpointPauses(deps.db, 'lwa-token:')) {
     pausedUntil.set(endpoint.split(':')[1] as AmazonRegion, until.getTime());
   }
   const pausedRegions = () => [...pausedUntil].filter(([, until]) => until > now().getTime()).map(([region]) => region);
-
-  const retryAt = (failures: number) =>
-    nextRetryAt(now(), failures, { baseSeconds: s.retryBaseSeconds, maxSeconds: s.retryMaxSeconds, random });
-
-  // Set when Amazon rejects the application itself: the batch's other results are still
-  // written (a refresh token Amazon rotated must never be lost), then the run stops.
-  let fatal: ClientCredentialsError | undefined;
-
-  const refreshOne = async (token: ClaimedToken): Promise<Outcome> => {
-    // A 429 pauses the region's shared limiter, which holds later calls until Retry-After has
-    // passed; a token whose wait would outlast the invocation is given back instead.
-    const waitMs = Math.max(0, (pausedUntil.get(token.region) ?? 0) - now().getTime());
-    if (fatal || deps.remainingTimeMs() - waitMs < s.reserveMs / 2) return { kind: 'released', token };
-    const endpoint = endpointKey('lwa', token.region);
-    let refreshToken: string;
-    try {
-      refreshToken = deps.cipher.decrypt(token.storedRefreshToken);
-    } catch (error) {
-      // Cannot be refreshed by anyone until the web app stores it again: same as revoked.
-      const reason = `Stored refresh token is unreadable (${describeError(error)}); the user must reconnect Amazon`;
-      return {
-        kind: 'failure',
-        reauth: reason,
-        result: failure(token, true, true, reason, retryAt(token.refreshFailureCount + 1)),
-      };
-    }
-    const requestedAt = now();
-    usage.request(endpoint);
-    try {
-      const tokens = await deps.lwa.refresh({ itemId: token.id, region: token.region, refreshToken });
-      const newRefresh = tokens.refreshToken ?? refreshToken;
-      return {
-        kind: 'success',
-        result: {
-          token,
-          accessToken: deps.cipher.encrypt(tokens.accessToken),
-          // Amazon's new refresh token; else the one we have, re-encrypted only if it was legacy plaintext.
-          refreshToken:
-            tokens.refreshToken !== undefined || !isEncrypted(token.storedRefreshToken)
-              ? deps.cipher.encrypt(newRefresh)
-              : token.storedRefreshToken,
-          expiresAt: new Date(requestedAt.getTime() + tokens.expiresInSeconds * 1000),
-        },
-      };
-    } catch (error) {
-      const f = classifyAmazonError(error);
-      const failures = token.refreshFailureCount + 1;
-      switch (f.kind) {
-        case 'permanent': {
-          if (CLIENT_ERRORS.has(f.code)) {
-            fatal ??= new ClientCredentialsError(f.code);
-            return { kind: 'released', token };
-          }
-          const revoked = f.code === 'invalid_grant';
-          const disable = revoked || failures >= s.maxConsecutiveFailures;
-          const message = revoked
-            ? 'invalid_grant: the refresh token was revoked or has expired; the user must reconnect Amazon'
-            : `${f.code}: Login with Amazon refused the refresh`;
-          return {
-            kind: 'failure',
-            reauth: disable ? message : undefined,
-            result: failure(token, true, disable, message, retryAt(failures)),
-          };
-        }
-        case 'rate_limited': {
-          usage.limitHit(endpoint, null, f.retryAfterSeconds, now());
-          const until = now().getTime() + f.retryAfterSeconds * 1000;
-          pausedUntil.set(token.region, Math.max(until, pausedUntil.get(token.region) ?? 0));
-          const message = `rate_limited: Login with Amazon answered 429, retry after ${f.retryAfterSeconds} s`;
-          // The endpoint resumes after Retry-After for the other tokens; this one waits for a
-          // later run (at least the base retry delay), so one run never calls a token twice.
-          return {
-            kind: 'failure',
-            result: failure(
-              token,
-              false,
-              false,
-              message,
-              new Date(Math.max(until, now().getTime() + s.retryBaseSeconds * 1000)),
-            ),
-          };
-        }
-        case 'transient':
-        case 'malformed': {
-          const disable = failures >= s.maxConsecutiveFailures;
-          const message = `${f.kind}: ${f.reason}${disable ? ` (${failures} failures in a row: proactive refresh turned off)` : ''}`;
-          return {
-            kind: 'failure',
-            reauth: disable ? message : undefined,
-            result: failure(token, true, disable, message, retryAt(failures)),
-          };
-        }
-      }
-    }
-  };
 
   try {
     const run = await runPipeline<ClaimedToken, Outcome>({
@@ -215,27 +161,36 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
         claimDueTokens(deps.db, {
           owner,
           windowSeconds: s.windowSeconds,
-          leaseSeconds: s.leaseSeconds,
+          leaseSeconds: JOB_TIMING.tokenRefresh.leaseSeconds,
           limit: s.batchSize,
           pausedRegions: pausedRegions(),
         }),
-      process: refreshOne,
+      process: (token) => refreshOneToken(context, token),
       unprocessed: (token) => ({ kind: 'released', token }),
-      writeBack: (outcomes) => saveResults(deps.db, owner, outcomes),
-      shouldStop: () => fatal !== undefined,
+      writeBack: async (outcomes) => {
+        const { rejected } = await saveResults(deps.db, owner, outcomes);
+        totals.rejectedByDatabase += rejected.length;
+        for (const r of rejected)
+          deps.logger.error('Token refresh result refused by the database; its lease was given back', {
+            tokenId: r.token.id,
+            userId: r.token.userId,
+            error: r.error,
+          });
+      },
+      shouldStop: () => context.stop.fatal !== undefined,
       onBatchWritten: (outcomes, ms) => {
-        tally(outcomes);
+        tallyTokenOutcomes(deps, totals, outcomes);
         deps.metrics.addMetric(METRIC_NAMES.batchDurationMs, 'Milliseconds', ms);
       },
     });
     totals.claimed = run.claimed;
     totals.batches = run.batches;
   } finally {
-    await recordRateLimitUsage(deps.db, usage.drain()).catch((error) =>
+    await recordRateLimitUsage(deps.db, context.usage.drain()).catch((error) =>
       deps.logger.warn('Could not record rate-limit usage', { error: describeError(error) }),
     );
   }
-  if (fatal) throw fatal;
+  if (context.stop.fatal) throw context.stop.fatal;
 
   const summary: TokenRefreshSummary = {
     job: 'token-refresh',
@@ -252,23 +207,28 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
   });
   deps.logger.info('Token refresh run finished', { ...summary });
   return summary;
+}
 
-  function tally(outcomes: Outcome[]) {
-    for (const o of outcomes) {
-      if (o.kind === 'success') totals.refreshed += 1;
-      else if (o.kind === 'released') totals.released += 1;
-      else if (o.result.countsAsFailure) totals.failed += 1;
-      else totals.rateLimited += 1;
-      if (o.kind === 'failure' && o.reauth) totals.reauthRequired += 1;
-      if (o.kind === 'failure') {
-        deps.logger.warn('Token refresh failed', {
-          tokenId: o.result.token.id,
-          userId: o.result.token.userId,
-          region: o.result.token.region,
-          error: o.result.error,
-          refreshDisabled: o.result.disable,
-        });
-      }
+/** Adds a written batch's outcomes to the run's totals and logs its failures. */
+function tallyTokenOutcomes(
+  deps: TokenRefreshDeps,
+  totals: { refreshed: number; released: number; failed: number; rateLimited: number; reauthRequired: number },
+  outcomes: readonly Outcome[],
+): void {
+  for (const o of outcomes) {
+    if (o.kind === 'success') totals.refreshed += 1;
+    else if (o.kind === 'released') totals.released += 1;
+    else if (o.result.countsAsFailure) totals.failed += 1;
+    else totals.rateLimited += 1;
+    if (o.kind === 'failure' && o.reauth) totals.reauthRequired += 1;
+    if (o.kind === 'failure') {
+      deps.logger.warn('Token refresh failed', {
+        tokenId: o.result.token.id,
+        userId: o.result.token.userId,
+        region: o.result.token.region,
+        error: o.result.error,
+        refreshDisabled: o.result.disable,
+      });
     }
   }
 }
@@ -311,12 +271,123 @@ export async function previewTokenRefresh(
   return preview;
 }
 
-function failure(
-  token: ClaimedToken,
-  countsAsFailure: boolean,
-  disable: boolean,
-  error: string,
-  nextAttemptAt: Date,
-): RefreshFailure {
-  return { token, countsAsFailure, disable, error, nextAttemptAt };
+function retryAt(c: RefreshContext, failures: number): Date {
+  return nextRetryAt(c.now(), failures, {
+    baseSeconds: c.settings.retryBaseSeconds,
+    maxSeconds: c.settings.retryMaxSeconds,
+    random: c.random,
+  });
+}
+
+/**
+ * Refreshes one claimed token and says what to write back. Never throws: every Amazon
+ * failure becomes a failure outcome (backoff, count, refresh off where it must stop).
+ */
+async function refreshOneToken(c: RefreshContext, token: ClaimedToken): Promise<Outcome> {
+  const { deps, settings: s, now } = c;
+  // A 429 pauses the region's shared limiter, which holds later calls until Retry-After has
+  // passed; a token whose wait would outlast the invocation is given back instead.
+  const waitMs = Math.max(0, (c.pausedUntil.get(token.region) ?? 0) - now().getTime());
+  if (c.stop.fatal || deps.remainingTimeMs() - waitMs < s.reserveMs / 2) return { kind: 'released', token };
+  const endpoint = endpointKey('lwa', token.region);
+  let refreshToken: string;
+  try {
+    refreshToken = deps.cipher.decrypt(token.storedRefreshToken);
+  } catch (error) {
+    // Cannot be refreshed by anyone until the web app stores it again: same as revoked.
+    const reason = `Stored refresh token is unreadable (${describeError(error)}); the user must reconnect Amazon`;
+    return failureOutcome({
+      token,
+      error: reason,
+      countsAsFailure: true,
+      disable: true,
+      reauth: reason,
+      nextAttemptAt: retryAt(c, token.refreshFailureCount + 1),
+    });
+  }
+  const requestedAt = now();
+  c.usage.request(endpoint);
+  try {
+    const tokens = await deps.lwa.refresh({ itemId: token.id, region: token.region, refreshToken });
+    c.stop.clientErrorStreak.clear();
+    const newRefresh = tokens.refreshToken ?? refreshToken;
+    return {
+      kind: 'success',
+      result: {
+        token,
+        accessToken: deps.cipher.encrypt(tokens.accessToken),
+        // Amazon's new refresh token; else the one we have, re-encrypted only if it was legacy plaintext.
+        refreshToken:
+          tokens.refreshToken !== undefined || !isEncrypted(token.storedRefreshToken)
+            ? deps.cipher.encrypt(newRefresh)
+            : token.storedRefreshToken,
+        expiresAt: new Date(requestedAt.getTime() + tokens.expiresInSeconds * 1000),
+      },
+    };
+  } catch (error) {
+    return failedRefresh(c, token, classifyAmazonError(error));
+  }
+}
+
+/** The outcome of a refresh Amazon refused or did not answer properly. */
+function failedRefresh(c: RefreshContext, token: ClaimedToken, f: AmazonFailure): Outcome {
+  const { settings: s, now } = c;
+  const failures = token.refreshFailureCount + 1;
+  if (f.kind === 'permanent' && CLIENT_ERRORS.has(f.code)) {
+    // Backed off like any failure; the run stops only when several tokens in a row get it.
+    c.stop.clientErrorStreak.add(token.id);
+    if (c.stop.clientErrorStreak.size >= CLIENT_ERROR_STOP_AFTER)
+      c.stop.fatal ??= new ClientCredentialsError(f.code, c.stop.clientErrorStreak.size);
+  } else {
+    c.stop.clientErrorStreak.clear();
+  }
+  switch (f.kind) {
+    case 'permanent': {
+      const revoked = f.code === 'invalid_grant';
+      const disable = revoked || failures >= s.maxConsecutiveFailures;
+      const message = revoked
+        ? 'invalid_grant: the refresh token was revoked or has expired; the user must reconnect Amazon'
+        : `${f.code}: Login with Amazon refused the refresh`;
+      return failureOutcome({
+        token,
+        error: message,
+        countsAsFailure: true,
+        disable,
+        reauth: disable ? message : undefined,
+        nextAttemptAt: retryAt(c, failures),
+      });
+    }
+    case 'rate_limited': {
+      c.usage.limitHit(endpointKey('lwa', token.region), null, f.retryAfterSeconds, now());
+      const until = now().getTime() + f.retryAfterSeconds * 1000;
+      c.pausedUntil.set(token.region, Math.max(until, c.pausedUntil.get(token.region) ?? 0));
+      // The endpoint resumes after Retry-After for the other tokens; this one waits for a
+      // later run (at least the base retry delay), so one run never calls a token twice.
+      return failureOutcome({
+        token,
+        error: `rate_limited: Login with Amazon answered 429, retry after ${f.retryAfterSeconds} s`,
+        countsAsFailure: false,
+        disable: false,
+        nextAttemptAt: new Date(Math.max(until, now().getTime() + s.retryBaseSeconds * 1000)),
+      });
+    }
+    case 'transient':
+    case 'malformed': {
+      const disable = failures >= s.maxConsecutiveFailures;
+      const message = `${f.kind}: ${f.reason}${disable ? ` (${failures} failures in a row: proactive refresh turned off)` : ''}`;
+      return failureOutcome({
+        token,
+        error: message,
+        countsAsFailure: true,
+        disable,
+        reauth: disable ? message : undefined,
+        nextAttemptAt: retryAt(c, failures),
+      });
+    }
+  }
+}
+
+function failureOutcome(f: RefreshFailure & { readonly reauth?: string }): Outcome {
+  const { reauth, ...result } = f;
+  return { kind: 'failure', result, reauth };
 }

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { AmazonRegion } from '../shared/amazon/regions';
 import { CLAIM_TOKEN_CHARS } from '../shared/db/limits';
 import { Database, sqlJson, sqlUuid } from '../shared/db/port';
+import { databaseErrorSummary, writeInHalves } from '../shared/jobs/write-in-halves';
 
 /** A token claimed for refresh: the lease is this invocation's until `leaseSeconds` pass. */
 export interface ClaimedToken {
@@ -142,83 +143,135 @@ export type TokenResult =
 /** Request budget per write-back statement: well under the Data API's 4 MiB per request. */
 const WRITE_BACK_CHARS = 1_500_000;
 
+/** One result as the write-back statement reads it (`jsonb_to_recordset`). */
+interface ResultRow {
+  readonly id: string;
+  readonly kind: TokenResult['kind'];
+  /** md5 of the stored refresh token as claimed (success and failure). */
+  readonly claimed_md5?: string;
+  readonly access_token?: string;
+  readonly refresh_token?: string;
+  readonly expires_at?: string;
+  readonly increment?: number;
+  readonly error?: string;
+  readonly disable?: boolean;
+  readonly next_attempt_at?: string;
+  readonly reauth_user?: string | null;
+  readonly reauth_reason?: string | null;
+}
+
+/** A token whose result the database refused even on its own (its lease was given back instead). */
+export interface RejectedResult {
+  readonly token: ClaimedToken;
+  /** The first line of the database's message. */
+  readonly error: string;
+}
+
 /**
  * Writes a batch's results back, set-based: one statement per ~1.5 MB of results (one for a
- * normal batch), instead of one UPDATE per token.
- * - success: the new values, written only where the stored refresh token is still the one
- *   claimed (compared by md5): a token that the web app replaced meanwhile (a re-connection)
- *   keeps the web app's values, never ours from the old grant;
- * - failure: count (+0 for a 429), error, backoff, refresh off where it must stop, and the
- *   user's accounts flagged for re-authorisation;
- * - every result: the lease released. `refresh_lease_owner = :owner` keeps a run whose lease
- *   expired from writing at all. (All expressions of an UPDATE read the row as it was.)
+ * normal batch), instead of one UPDATE per token. Each outcome is its own data-modifying CTE:
+ * - `succeeded`: the new values, refresh failures reset;
+ * - `failed`: count (+0 for a 429), error, backoff, refresh off where it must stop, and (in
+ *   `flagged`) the user's accounts flagged for re-authorisation;
+ * - `given_back`: released tokens, and results for a token the web app replaced meanwhile;
+ * every one of them releases the lease. Two guards, on every statement:
+ * - `refresh_lease_owner = :owner`: a run whose lease expired (and that another run may have
+ *   re-claimed) writes nothing at all;
+ * - `md5(refresh_token) = claimed_md5` on success and failure: a token the web app replaced
+ *   during the run (a re-connection) keeps the web app's values: neither our new tokens from
+ *   the old grant nor a stale `invalid_grant` for it (which would turn refresh off and flag the
+ *   accounts of a user who has just reconnected).
+ * A chunk the database refuses with a data error is written again in halves, down to single
+ * tokens (see writeInHalves); a token refused even alone gets only its lease released, and is
+ * returned.
  */
-export async function saveResults(db: Database, owner: string, results: readonly TokenResult[]): Promise<void> {
-  const rows = results.map((r) => {
-    if (r.kind === 'released') return { id: r.token.id, kind: 'released' };
-    if (r.kind === 'success') {
-      const x = r.result;
-      return {
-        id: x.token.id,
-        kind: 'success',
-        claimed_md5: createHash('md5').update(x.token.storedRefreshToken).digest('hex'),
-        access_token: x.accessToken,
-        refresh_token: x.refreshToken,
-        expires_at: x.expiresAt.toISOString(),
-      };
-    }
-    const f = r.result;
-    return {
-      id: f.token.id,
-      kind: 'failure',
-      increment: f.countsAsFailure ? 1 : 0,
-      error: f.error,
-      disable: f.disable,
-      next_attempt_at: f.nextAttemptAt.toISOString(),
-      reauth_user: r.reauth ? f.token.userId : null,
-      reauth_reason: r.reauth ?? null,
-    };
-  });
+export async function saveResults(
+  db: Database,
+  owner: string,
+  results: readonly TokenResult[],
+): Promise<{ rejected: RejectedResult[] }> {
+  const rows = results.map(toResultRow);
+  const byId = new Map(results.map((r) => [resultToken(r).id, resultToken(r)]));
+  const rejected: RejectedResult[] = [];
   for (const chunk of chunkByLength(rows, WRITE_BACK_CHARS)) {
-    await db.query(
-      `WITH r AS (
-         SELECT * FROM jsonb_to_recordset(:results::jsonb) AS x(
-           id uuid, kind text, claimed_md5 text, access_token text, refresh_token text, expires_at timestamptz,
-           increment int, error text, disable boolean, next_attempt_at timestamptz, reauth_user uuid, reauth_reason text)
-       ), written AS (
-         UPDATE oauth_tokens t
-            SET access_token = CASE WHEN r.kind = 'success' AND md5(t.refresh_token) = r.claimed_md5 THEN r.access_token ELSE t.access_token END,
-                refresh_token = CASE WHEN r.kind = 'success' AND md5(t.refresh_token) = r.claimed_md5 THEN r.refresh_token ELSE t.refresh_token END,
-                expires_at = CASE WHEN r.kind = 'success' AND md5(t.refresh_token) = r.claimed_md5 THEN r.expires_at ELSE t.expires_at END,
-                refresh_failure_count = CASE
-                  WHEN r.kind = 'success' AND md5(t.refresh_token) = r.claimed_md5 THEN 0
-                  WHEN r.kind = 'failure' THEN t.refresh_failure_count + r.increment
-                  ELSE t.refresh_failure_count END,
-                last_refresh_error = CASE
-                  WHEN r.kind = 'success' AND md5(t.refresh_token) = r.claimed_md5 THEN NULL
-                  WHEN r.kind = 'failure' THEN r.error
-                  ELSE t.last_refresh_error END,
-                proactive_refresh_enabled = CASE WHEN r.kind = 'failure' THEN t.proactive_refresh_enabled AND NOT r.disable ELSE t.proactive_refresh_enabled END,
-                next_refresh_attempt_at = CASE
-                  WHEN r.kind = 'success' AND md5(t.refresh_token) = r.claimed_md5 THEN NULL
-                  WHEN r.kind = 'failure' THEN r.next_attempt_at
-                  ELSE t.next_refresh_attempt_at END,
-                last_refreshed_at = CASE WHEN r.kind = 'success' AND md5(t.refresh_token) = r.claimed_md5 THEN now() ELSE t.last_refreshed_at END,
-                refresh_lease_owner = NULL,
-                refresh_lease_expires_at = NULL,
-                updated_at = CASE WHEN r.kind = 'released' THEN t.updated_at ELSE now() END
-           FROM r
-          WHERE t.id = r.id AND t.refresh_lease_owner = :owner
-         RETURNING t.id
-       )
-       UPDATE user_accounts ua
-          SET sync_status = 'reauth_required', sync_error_message = r.reauth_reason, updated_at = now()
-         FROM r
-        WHERE r.reauth_user IS NOT NULL AND ua.user_id = r.reauth_user
-          AND EXISTS (SELECT 1 FROM written w WHERE w.id = r.id)`,
-      { results: sqlJson(chunk), owner: sqlUuid(owner) },
-    );
+    for (const r of await writeInHalves(chunk, (part) => writeResultRows(db, owner, part))) {
+      await writeResultRows(db, owner, [{ id: r.item.id, kind: 'released' }]);
+      rejected.push({ token: byId.get(r.item.id)!, error: databaseErrorSummary(r.error) });
+    }
   }
+  return { rejected };
+}
+
+function resultToken(r: TokenResult): ClaimedToken {
+  return r.kind === 'released' ? r.token : r.result.token;
+}
+
+function md5(text: string): string {
+  return createHash('md5').update(text).digest('hex');
+}
+
+function toResultRow(r: TokenResult): ResultRow {
+  if (r.kind === 'released') return { id: r.token.id, kind: 'released' };
+  if (r.kind === 'success') {
+    const x = r.result;
+    return {
+      id: x.token.id,
+      kind: 'success',
+      claimed_md5: md5(x.token.storedRefreshToken),
+      access_token: x.accessToken,
+      refresh_token: x.refreshToken,
+      expires_at: x.expiresAt.toISOString(),
+    };
+  }
+  const f = r.result;
+  return {
+    id: f.token.id,
+    kind: 'failure',
+    claimed_md5: md5(f.token.storedRefreshToken),
+    increment: f.countsAsFailure ? 1 : 0,
+    error: f.error,
+    disable: f.disable,
+    next_attempt_at: f.nextAttemptAt.toISOString(),
+    reauth_user: r.reauth ? f.token.userId : null,
+    reauth_reason: r.reauth ?? null,
+  };
+}
+
+async function writeResultRows(db: Database, owner: string, rows: readonly ResultRow[]): Promise<void> {
+  await db.query(
+    `WITH r AS (
+       SELECT * FROM jsonb_to_recordset(:results::jsonb) AS x(
+         id uuid, kind text, claimed_md5 text, access_token text, refresh_token text, expires_at timestamptz,
+         increment int, error text, disable boolean, next_attempt_at timestamptz, reauth_user uuid, reauth_reason text)
+     ), succeeded AS (
+       UPDATE oauth_tokens t
+          SET access_token = r.access_token, refresh_token = r.refresh_token, expires_at = r.expires_at,
+              refresh_failure_count = 0, last_refresh_error = NULL, next_refresh_attempt_at = NULL,
+              last_refreshed_at = now(), refresh_lease_owner = NULL, refresh_lease_expires_at = NULL, updated_at = now()
+         FROM r
+        WHERE r.kind = 'success' AND t.id = r.id AND t.refresh_lease_owner = :owner AND md5(t.refresh_token) = r.claimed_md5
+     ), failed AS (
+       UPDATE oauth_tokens t
+          SET refresh_failure_count = t.refresh_failure_count + r.increment, last_refresh_error = r.error,
+              proactive_refresh_enabled = t.proactive_refresh_enabled AND NOT r.disable,
+              next_refresh_attempt_at = r.next_attempt_at,
+              refresh_lease_owner = NULL, refresh_lease_expires_at = NULL, updated_at = now()
+         FROM r
+        WHERE r.kind = 'failure' AND t.id = r.id AND t.refresh_lease_owner = :owner AND md5(t.refresh_token) = r.claimed_md5
+       RETURNING t.id
+     ), given_back AS (
+       UPDATE oauth_tokens t
+          SET refresh_lease_owner = NULL, refresh_lease_expires_at = NULL
+         FROM r
+        WHERE t.id = r.id AND t.refresh_lease_owner = :owner
+          AND (r.kind = 'released' OR md5(t.refresh_token) IS DISTINCT FROM r.claimed_md5)
+     )
+     UPDATE user_accounts ua
+        SET sync_status = 'reauth_required', sync_error_message = r.reauth_reason, updated_at = now()
+       FROM r JOIN failed f ON f.id = r.id
+      WHERE r.reauth_user IS NOT NULL AND ua.user_id = r.reauth_user`,
+    { results: sqlJson(rows), owner: sqlUuid(owner) },
+  );
 }
 
 /** Splits rows into runs whose JSON stays under `maxChars` (at least one row per run). */

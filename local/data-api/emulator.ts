@@ -17,6 +17,9 @@ import { bindParameter, columnMetadata, encodeField, PgType, WireError, WirePara
  *   (`ERROR: … \n  Detail: …`), the error type in the `x-amzn-errortype` header;
  * - a response over 1 MiB answers BadRequestException "Database returned more than the
  *   allowed response size limit";
+ * - a request over 4 MiB (headers and JSON body together, as the service counts it) is not
+ *   run and answers BadRequestException ({@link REQUEST_TOO_LARGE_MESSAGE}: the service
+ *   documents the limit and that the request fails unprocessed, not its exact wording);
  * - a transaction with no call for 3 minutes is rolled back and forgotten;
  * - `failNextCalls(n)` answers DatabaseResumingException to the next n calls (auto-pause).
  *
@@ -36,6 +39,8 @@ export interface DataApiEmulatorOptions {
   readonly transactionIdleTimeoutMs?: number;
   /** Largest response body in bytes. @default 1048576 (1 MiB) */
   readonly maxResponseBytes?: number;
+  /** Largest request (headers and body) in bytes. @default 4194304 (4 MiB) */
+  readonly maxRequestBytes?: number;
   /** Clock for the idle timeout, so tests can move time. @default Date.now */
   readonly now?: () => number;
   /** @default - a random free port on 127.0.0.1 */
@@ -82,6 +87,7 @@ type Route = (typeof ROUTES)[number];
 const RESUMING_MESSAGE =
   'The Aurora DB instance db-emulator is resuming after being auto-paused. Please wait a few seconds and try again.';
 const TOO_LARGE_MESSAGE = 'Database returned more than the allowed response size limit';
+export const REQUEST_TOO_LARGE_MESSAGE = 'Request size exceeds the maximum allowed request size of 4 MiB';
 
 interface OpenTransaction {
   readonly client: PoolClient;
@@ -92,6 +98,7 @@ interface OpenTransaction {
 export async function startDataApiEmulator(options: DataApiEmulatorOptions): Promise<DataApiEmulator> {
   const idleTimeoutMs = options.transactionIdleTimeoutMs ?? 180_000;
   const maxResponseBytes = options.maxResponseBytes ?? 1024 * 1024;
+  const maxRequestBytes = options.maxRequestBytes ?? 4 * 1024 * 1024;
   const now = options.now ?? Date.now;
   const baseUrl = new URL(options.databaseUrl);
   const defaultDatabase = decodeURIComponent(baseUrl.pathname.replace(/^\//, '')) || 'postgres';
@@ -292,6 +299,9 @@ export async function startDataApiEmulator(options: DataApiEmulatorOptions): Pro
       if (req.method !== 'POST' || !ROUTES.includes(path))
         throw new WireError('UnknownOperationException', 404, `No route for ${req.method} ${path}`);
       calls.total += 1;
+      const headerBytes = req.rawHeaders.reduce((n, h) => n + Buffer.byteLength(h) + 2, 0);
+      if (headerBytes + chunks.reduce((n, c) => n + c.length, 0) > maxRequestBytes)
+        throw new WireError('BadRequestException', 400, REQUEST_TOO_LARGE_MESSAGE);
       if (failures.remaining > 0) {
         failures.remaining -= 1;
         calls.injectedFailures += 1;

@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { runTokenRefresh, TokenRefreshDeps } from '../../lambda/token-refresh/core';
 import { claimDueTokens } from '../../lambda/token-refresh/store';
-import { LwaClient } from '../../lambda/shared/amazon';
 import { Database } from '../../lambda/shared/db';
 import { JobWorld, runtime, seedUsers, useJobWorld } from './fixture';
 
@@ -288,25 +287,6 @@ test('a token the web app replaces during a refresh is not overwritten with the 
   expect(row.refresh_token).toBe(replaced);
   expect(row.refresh_lease_owner).toBeNull();
   expect(row.last_refreshed_at).toBeNull();
-});
-
-test('the application’s own credentials rejected (invalid_client) stops the run and changes no token', async () => {
-  const users = await seedUsers(world, { count: 10 });
-  const before = await tokens();
-  const badClient = new LwaClient({
-    clientId: world.amazon.clientId,
-    clientSecret: 'not-the-secret',
-    tokenUrl: world.amazon.lwaTokenUrl,
-  });
-  await expect(
-    runTokenRefresh(deps(world.dataApi(), { lwa: badClient, settings: { concurrency: 1 } })),
-  ).rejects.toThrow(/invalid_client/);
-  const after = await tokens();
-  for (const u of users) {
-    const row = after.get(u.userId)!;
-    expect(row.refresh_token).toBe(before.get(u.userId)!.refresh_token);
-    expect(row).toMatchObject({ proactive_refresh_enabled: true, refresh_failure_count: 0, refresh_lease_owner: null });
-  }
 });
 
 test('no token or secret reaches a log line', async () => {

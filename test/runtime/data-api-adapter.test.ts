@@ -1,11 +1,12 @@
 import { BadRequestException, ExecuteStatementCommand } from '@aws-sdk/client-rds-data';
 import {
   DataApiDatabase,
+  DatabaseError,
   DatabaseUnavailableError,
   ResultTooLargeError,
   TransactionExpiredError,
 } from '../../lambda/shared/db';
-import { DataApiEmulator, startDataApiEmulator } from '../../local/data-api/emulator';
+import { DataApiEmulator, REQUEST_TOO_LARGE_MESSAGE, startDataApiEmulator } from '../../local/data-api/emulator';
 import { startPostgres, TestPostgres } from '../../local/postgres/embedded-postgres';
 
 /** Data API specifics: resume retries, the 1 MiB limit, idle transaction expiry, wire errors. */
@@ -88,6 +89,30 @@ describe('1 MiB response limit', () => {
   test('the same rows under the limit are returned', async () => {
     const { rows } = await database().query('SELECT n, body FROM items WHERE n <= 500');
     expect(rows).toHaveLength(500);
+  });
+});
+
+describe('4 MiB request limit', () => {
+  test('a request over the limit is refused unrun, with the service’s BadRequestException; one just under is run', async () => {
+    const big = 'y'.repeat(4 * 1024 * 1024);
+    const before = emulator.calls.execute;
+    const error = await database()
+      .query(`INSERT INTO items (n, body) VALUES (5000, :body)`, { body: big })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DatabaseError);
+    expect((error as DatabaseError).message).toBe(REQUEST_TOO_LARGE_MESSAGE);
+    expect(((error as DatabaseError).cause as Error).name).toBe('BadRequestException');
+    expect(emulator.calls.execute).toBe(before); // refused before it reached the database
+    const { rows } = await database().query<{ n: number }>('SELECT count(*)::int AS n FROM items WHERE n = 5000');
+    expect(rows[0].n).toBe(0);
+
+    const body = 'z'.repeat(4 * 1024 * 1024 - 64 * 1024);
+    await database().query(`INSERT INTO items (n, body) VALUES (5001, :body)`, { body });
+    const { rows: stored } = await database().query<{ n: number }>(
+      'SELECT length(body) AS n FROM items WHERE n = 5001',
+    );
+    expect(stored[0].n).toBe(body.length);
+    await database().query('DELETE FROM items WHERE n = 5001');
   });
 });
 
