@@ -182,12 +182,16 @@ test('faults at 20% 5xx, 10% 429, 5% hangs, 5% malformed: every user ends synced
   let failed = 0;
   const h = await history();
   for (const u of users) {
-    expect(world.amazon.counters.profileCalls(u.userId)).toBe(1); // nobody called twice
+    // Nobody is called twice. A call that timed out on the client (a hang, or a busy machine)
+    // may never have reached the fake, so a transient failure may show no call at all.
+    const calls = world.amazon.counters.profileCalls(u.userId);
+    expect(calls).toBeLessThanOrEqual(1);
     const rows = await accounts(u.userId);
     const userHistory = h.filter((r) => r.metadata.userId === u.userId);
     expect(userHistory).toHaveLength(1);
     if (rows.every((r) => r.sync_status === 'completed')) {
       synced += 1;
+      expect(calls).toBe(1);
       expect(userHistory[0]).toMatchObject({ sync_status: 'success', accounts_synced: 2, accounts_failed: 0 });
     } else {
       failed += 1;
@@ -195,6 +199,7 @@ test('faults at 20% 5xx, 10% 429, 5% hangs, 5% malformed: every user ends synced
         expect(r.sync_status).toBe('failed');
         expect(r.sync_retry_count).toBe(1);
         expect(r.sync_error_message).toMatch(/^(transient|malformed|rate_limited): /);
+        if (!r.sync_error_message?.startsWith('transient')) expect(calls).toBe(1); // Amazon answered
         expect(r.next_sync_at.getTime()).toBeGreaterThan(started + 150_000); // backoff: at least half of 5 min
       }
       expect(userHistory[0]).toMatchObject({ sync_status: 'failed', accounts_synced: 0, accounts_failed: 2 });

@@ -91,7 +91,11 @@ test('faults at 20% 5xx, 10% 429, 5% hangs, 5% malformed: every token ends refre
   for (const u of users) {
     const row = rows.get(u.userId)!;
     expect(row.refresh_lease_owner).toBeNull();
-    expect(world.amazon.counters.refreshCalls(u.refreshToken)).toBe(1); // nothing attempted twice
+    // Nothing is attempted twice. A call that timed out on the client (a hang, or a busy
+    // machine) may never have reached the fake, so a transient failure may show no call at all.
+    const calls = world.amazon.counters.refreshCalls(u.refreshToken);
+    expect(calls).toBeLessThanOrEqual(1);
+    if (!row.last_refresh_error?.startsWith('transient')) expect(calls).toBe(1); // Amazon answered
     if (row.last_refresh_error === null) {
       refreshed += 1;
       expect(row.refresh_failure_count).toBe(0);
