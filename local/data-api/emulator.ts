@@ -336,6 +336,10 @@ export async function startDataApiEmulator(options: DataApiEmulatorOptions): Pro
       if (!res.headersSent) send(res, 500, JSON.stringify({ message: String(error) }));
     });
   });
+  // Keep idle connections open longer than the SDK client keeps them (as AWS's endpoints do):
+  // Node's default of 5 s closes a socket a busy client is about to reuse (ECONNRESET).
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port ?? 0, '127.0.0.1', () => resolve());
