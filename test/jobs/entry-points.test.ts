@@ -78,6 +78,8 @@ describe('Lambda handlers on the Data API path', () => {
       AWS_ACCESS_KEY_ID: 'test',
       AWS_SECRET_ACCESS_KEY: 'test',
       POWERTOOLS_DEV: 'false',
+      // What Lambda sets on a container started for an invocation (Powertools' cold-start check).
+      AWS_LAMBDA_INITIALIZATION_TYPE: 'on-demand',
     });
     secrets.reset();
     secrets.on(GetSecretValueCommand, { SecretId: ARNS.lwa }).resolves({
@@ -133,6 +135,11 @@ describe('Lambda handlers on the Data API path', () => {
       AccountsSynced: 22,
     });
     expect(output).toMatch(/Token refresh run finished/);
+    // Powertools' cold-start metric, once per container, and the Lambda context on every log line.
+    const coldStarts = emf.filter((m) => 'ColdStart' in m);
+    expect(coldStarts.map((m) => m.service).sort()).toEqual(['account-sync', 'token-refresh']);
+    const finished = stdout.find((l) => l.includes('Token refresh run finished'))!;
+    expect(JSON.parse(finished)).toMatchObject({ function_request_id: 'req-1', service: 'token-refresh' });
     expect(output).toMatch(/"level":"WARN","message":"Token refresh failed"/);
     for (const u of users)
       for (const secret of [u.accessToken, u.refreshToken, ...world.amazon.accessTokens(u.userId)])
