@@ -81,7 +81,14 @@ export class Database extends Construct {
       parameterGroup: new rds.ParameterGroup(this, 'Parameters', {
         engine,
         description: 'TLS only; log statements slower than 1 s',
-        parameters: { 'rds.force_ssl': '1', log_min_duration_statement: '1000' },
+        parameters: {
+          'rds.force_ssl': '1',
+          log_min_duration_statement: '1000',
+          // A slow statement is logged with its bind parameters, which carry encrypted tokens
+          // and profile data: log none of them (0), on success or on error.
+          log_parameter_max_length: '0',
+          log_parameter_max_length_on_error: '0',
+        },
       }),
       cloudwatchLogsExports: ['postgresql'],
       cloudwatchLogsRetention: props.logRetention,

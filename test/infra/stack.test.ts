@@ -59,7 +59,15 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
       EnableCloudwatchLogsExports: ['postgresql'],
       DatabaseName: 'accounts',
     });
-    template().hasResourceProperties('AWS::RDS::DBClusterParameterGroup', { Parameters: { 'rds.force_ssl': '1' } });
+    template().hasResourceProperties('AWS::RDS::DBClusterParameterGroup', {
+      Parameters: {
+        'rds.force_ssl': '1',
+        // Slow statements are logged; their bind parameters (tokens, profile data) are not.
+        log_min_duration_statement: '1000',
+        log_parameter_max_length: '0',
+        log_parameter_max_length_on_error: '0',
+      },
+    });
     template().hasResourceProperties('AWS::RDS::DBInstance', {
       DBInstanceClass: 'db.serverless',
       PubliclyAccessible: false,
