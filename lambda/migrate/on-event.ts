@@ -91,6 +91,7 @@ export async function onSchemaMigrationEvent(
     dir: deps.migrationsDir,
     logger: deps.logger,
     sleep: deps.sleep,
+    remainingTimeMs: deps.remainingTimeMs,
   });
   deps.logger.info(
     `Applied ${result.applied.length} migration(s) in ${result.attempts} attempt(s): ${result.applied.join(', ') || 'none'}`,
