@@ -96,9 +96,17 @@ export class Database extends Construct {
       parameterGroup: new rds.ParameterGroup(this, 'Parameters', {
         engine,
         description: 'TLS only; log statements slower than 1 s',
-        // The Data API logs in with SCRAM only: rotated passwords must be stored that way (the
-        // default since PostgreSQL 14, made explicit).
-        parameters: { 'rds.force_ssl': '1', password_encryption: 'scram-sha-256', log_min_duration_statement: '1000' },
+        parameters: {
+          'rds.force_ssl': '1',
+          // The Data API logs in with SCRAM only: rotated passwords must be stored that way (the
+          // default since PostgreSQL 14, made explicit).
+          password_encryption: 'scram-sha-256',
+          log_min_duration_statement: '1000',
+          // A slow statement is logged with its bind parameters, which carry encrypted tokens
+          // and profile data: log none of them (0), on success or on error.
+          log_parameter_max_length: '0',
+          log_parameter_max_length_on_error: '0',
+        },
       }),
       cloudwatchLogsExports: ['postgresql'],
       cloudwatchLogsRetention: props.logRetention,

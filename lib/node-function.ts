@@ -2,6 +2,7 @@ import { join, resolve } from 'node:path';
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as destinations from 'aws-cdk-lib/aws-lambda-destinations';
 import * as nodejs from 'aws-cdk-lib/aws-lambda-nodejs';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
@@ -37,11 +38,12 @@ export interface NodeFunctionProps {
    */
   readonly bundleAwsSdk?: boolean;
   /**
-   * For asynchronously invoked functions (schedules): failed invocations go to this queue and
-   * are not retried by Lambda (the next scheduled run is the retry).
+   * For asynchronously invoked functions (schedules): failed invocations go to this queue as
+   * Lambda's on-failure destination (the record carries the event and the error: type, message)
+   * and are not retried by Lambda (the next scheduled run is the retry).
    * @default - Lambda's default: two retries, then dropped
    */
-  readonly deadLetterQueue?: sqs.IQueue;
+  readonly onFailureQueue?: sqs.IQueue;
   /**
    * Imports replaced at bundling time: module name → file relative to the repository root
    * (esbuild's `alias`), for dependencies of dependencies the function never uses.
@@ -82,8 +84,12 @@ export class NodeFunction extends Construct {
       vpc: props.vpc,
       vpcSubnets: props.vpcSubnets,
       ...(props.vpc ? { allowAllOutbound: false } : {}),
-      ...(props.deadLetterQueue
-        ? { deadLetterQueue: props.deadLetterQueue, retryAttempts: 0, maxEventAge: Duration.hours(1) }
+      ...(props.onFailureQueue
+        ? {
+            onFailure: new destinations.SqsDestination(props.onFailureQueue),
+            retryAttempts: 0,
+            maxEventAge: Duration.hours(1),
+          }
         : {}),
       bundling: {
         forceDockerBundling: false,

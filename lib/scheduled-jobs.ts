@@ -38,7 +38,10 @@ export interface ScheduledJob {
   readonly service: string;
   readonly function: lambda.IFunction;
   readonly rule: events.Rule;
-  /** Events EventBridge could not deliver and invocations that failed. */
+  /**
+   * Events EventBridge could not deliver (its dead-letter queue) and invocations that failed
+   * (the function's on-failure destination: the record carries the error).
+   */
   readonly deadLetterQueue: sqs.Queue;
 }
 
@@ -99,7 +102,7 @@ export class ScheduledJobs extends Construct {
       memorySizeMb: 512,
       logRetention: props.logRetention,
       logRemovalPolicy: props.logRemovalPolicy,
-      deadLetterQueue,
+      onFailureQueue: deadLetterQueue,
       environment: {
         [JOB_ENV.environment]: props.environmentName,
         [JOB_ENV.clusterArn]: props.database.cluster.clusterArn,

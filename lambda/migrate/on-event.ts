@@ -109,6 +109,7 @@ export async function onSchemaMigrationEvent(
       dir: deps.migrationsDir,
       logger: deps.logger,
       sleep: deps.sleep,
+      remainingTimeMs: deps.remainingTimeMs,
     }),
   );
   deps.logger.info(

@@ -1,6 +1,7 @@
+import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { basename, resolve } from 'node:path';
-import type { ClientConfig } from 'pg';
+import { Client, type ClientConfig } from 'pg';
 import type { AppLogger } from '../shared/logger';
 
 /** Where the migrations live: next to the bundle in Lambda, `migrations/` in the repository. */
@@ -42,7 +43,19 @@ export interface RunMigrationsOptions {
   readonly logger?: AppLogger;
   /** Injected for tests. @default setTimeout */
   readonly sleep?: (ms: number) => Promise<void>;
+  /**
+   * Milliseconds the caller has left (the Lambda's remaining time). Each attempt then caps
+   * every statement, lock wait and node-pg-migrate's advisory-lock wait at that time minus
+   * `reserveMs`, and gives up with a clear error rather than outlive the caller.
+   * @default - no cap (local runs, the CLI)
+   */
+  readonly remainingTimeMs?: () => number;
+  /** Time kept back for the caller to report the outcome. @default 30000 */
+  readonly reserveMs?: number;
 }
+
+/** How often the server checks that the client of a running statement is still there. */
+export const CLIENT_CONNECTION_CHECK_INTERVAL = '10s';
 
 export interface MigrationResult {
   /** Names of the migrations applied (or undone) by this run, in order. */
@@ -102,7 +115,9 @@ const MIGRATION_LOADERS = [
 /**
  * Applies pending migrations with node-pg-migrate: each migration in its own transaction (or,
  * where a migration says so, none), the advisory lock in "wait" mode so that concurrent runners
- * apply each migration exactly once, and retries when a migration's lock_timeout fired.
+ * apply each migration exactly once, and retries when a migration's lock_timeout fired. With
+ * `remainingTimeMs`, nothing outlives the caller: each statement and lock wait (the advisory
+ * lock's too) is capped by the time left, and the run gives up with a clear MigrationError.
  */
 export async function runMigrations(options: RunMigrationsOptions): Promise<MigrationResult> {
   const runner = await loadRunner();
@@ -119,9 +134,21 @@ export async function runMigrations(options: RunMigrationsOptions): Promise<Migr
       if (match) started.push(match[1]);
       options.logger?.[level](message);
     };
+    const budgetMs = options.remainingTimeMs
+      ? Math.floor(options.remainingTimeMs() - (options.reserveMs ?? 30_000))
+      : undefined;
+    if (budgetMs !== undefined && budgetMs < 1000) {
+      throw new MigrationError(
+        started.at(-1),
+        `no time left to run migrations (attempt ${attempt}; ${Math.max(0, budgetMs)} ms of the function's time left after its reserve)`,
+        undefined,
+      );
+    }
+    const session = cappedSession(options.database, budgetMs);
+    const watchdog = budgetMs === undefined ? undefined : cancelAt(session, budgetMs);
     try {
       const done = await runner({
-        databaseUrl: options.database,
+        databaseUrl: session,
         dir: options.dir ?? DEFAULT_MIGRATIONS_DIR,
         migrationsTable: MIGRATIONS_TABLE,
         direction: options.direction ?? 'up',
@@ -138,14 +165,79 @@ export async function runMigrations(options: RunMigrationsOptions): Promise<Migr
       const code = findCode(error);
       const current = started.at(-1);
       applied.push(...started.slice(0, -1));
-      if (code && RETRYABLE.has(code) && attempt <= retries) {
+      const outOfTime =
+        watchdog?.fired() ||
+        (budgetMs !== undefined && options.remainingTimeMs!() - (options.reserveMs ?? 30_000) < 1000);
+      if (outOfTime && current === undefined && (code === '55P03' || code === '57014')) {
+        throw new MigrationError(
+          undefined,
+          `gave up waiting for the migration lock after ${budgetMs} ms (the function's time left): another ` +
+            `session holds node-pg-migrate's advisory lock (a concurrent deploy, or a session a killed run left behind)`,
+          code,
+          { cause: error },
+        );
+      }
+      if (outOfTime && code === '57014') {
+        throw new MigrationError(
+          current,
+          `cancelled after ${budgetMs} ms, the time the function had left (${rootMessage(error)}); ` +
+            'run a migration this long by hand before the deploy',
+          code,
+          { cause: error },
+        );
+      }
+      if (code && RETRYABLE.has(code) && attempt <= retries && !outOfTime) {
         options.logger?.warn(`Migration ${current ?? ''} attempt ${attempt} hit ${code}; retrying`);
         await sleep(Math.min(30_000, baseDelay * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2));
         continue;
       }
       throw new MigrationError(current, rootMessage(error), code, { cause: error });
+    } finally {
+      watchdog?.stop();
     }
   }
+}
+
+/**
+ * The connection node-pg-migrate opens: the server ends the session if the client is gone
+ * (a killed Lambda) while a statement runs, and, with a budget, statement_timeout and
+ * lock_timeout default to it (node-pg-migrate's advisory-lock wait included). A migration may
+ * SET a longer timeout for itself: {@link cancelAt} caps those too.
+ */
+function cappedSession(database: string | ClientConfig, budgetMs: number | undefined): ClientConfig {
+  const base: ClientConfig = typeof database === 'string' ? { connectionString: database } : database;
+  const settings = [`client_connection_check_interval=${CLIENT_CONNECTION_CHECK_INTERVAL}`];
+  if (budgetMs !== undefined) settings.push(`statement_timeout=${budgetMs}`, `lock_timeout=${budgetMs}`);
+  return {
+    ...base,
+    application_name: `schema-migration-${randomBytes(6).toString('hex')}`,
+    options: [base.options, ...settings.map((s) => `-c ${s}`)].filter(Boolean).join(' '),
+  };
+}
+
+/**
+ * At `budgetMs`, cancels whatever the run's session is still executing (found by its
+ * application_name), whatever statement_timeout a migration set for itself.
+ */
+function cancelAt(session: ClientConfig, budgetMs: number): { fired(): boolean; stop(): void } {
+  let fired = false;
+  const timer = setTimeout(() => {
+    fired = true;
+    const { application_name: name, options: _options, ...config } = session;
+    const client = new Client(config);
+    client
+      .connect()
+      .then(() =>
+        client.query(
+          `SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()`,
+          [name],
+        ),
+      )
+      .catch(() => undefined) // the statement_timeout of the session still applies
+      .finally(() => void client.end().catch(() => undefined));
+  }, budgetMs);
+  timer.unref();
+  return { fired: () => fired, stop: () => clearTimeout(timer) };
 }
 
 function findCode(error: unknown): string | undefined {

@@ -15,25 +15,54 @@ export class SecretError extends Error {
   }
 }
 
+/** How long a secret read is reused: a value replaced in Secrets Manager is seen within this. */
+export const SECRET_TTL_MS = 5 * 60_000;
+
+export interface SecretsCacheOptions {
+  /** @default SECRET_TTL_MS */
+  readonly ttlMs?: number;
+  /** @default Date.now */
+  readonly now?: () => number;
+}
+
 /**
- * Secrets Manager reads, once per secret per container: the first call fetches, every later
- * call (concurrent ones included) shares the result. A failed fetch is not cached, so the next
- * invocation tries again. Create one per container (module scope of the handler).
+ * Secrets Manager reads, per container, for a time to live: the first call fetches, later
+ * calls (concurrent ones included) share the result until it is `ttlMs` old, then the next
+ * call fetches again (a replaced LWA client secret or token key is picked up without a cold
+ * start). `refresh` re-reads at once (e.g. after Amazon said `invalid_client`). A failed fetch
+ * is not cached, so the next call tries again. Create one per container (module scope).
  */
 export class SecretsCache {
-  private readonly values = new Map<string, Promise<string>>();
+  private readonly values = new Map<string, { value: Promise<string>; fetchedAt: number }>();
+  private readonly ttlMs: number;
+  private readonly now: () => number;
 
-  constructor(private readonly client: SecretsManagerClient) {}
+  constructor(
+    private readonly client: SecretsManagerClient,
+    options: SecretsCacheOptions = {},
+  ) {
+    this.ttlMs = options.ttlMs ?? SECRET_TTL_MS;
+    this.now = options.now ?? Date.now;
+  }
 
   /** The secret's string value. */
   getString(secretArn: string): Promise<string> {
-    let value = this.values.get(secretArn);
-    if (!value) {
-      value = this.fetch(secretArn);
-      this.values.set(secretArn, value);
-      value.catch(() => this.values.delete(secretArn));
-    }
-    return value;
+    const entry = this.values.get(secretArn);
+    if (entry && this.now() - entry.fetchedAt < this.ttlMs) return entry.value;
+    return this.refresh(secretArn);
+  }
+
+  /**
+   * Reads the secret again now (sharing a read already under way that started after the
+   * cached one) and caches the new value.
+   */
+  refresh(secretArn: string): Promise<string> {
+    const entry = { value: this.fetch(secretArn), fetchedAt: this.now() };
+    this.values.set(secretArn, entry);
+    entry.value.catch(() => {
+      if (this.values.get(secretArn) === entry) this.values.delete(secretArn);
+    });
+    return entry.value;
   }
 
   /** The secret parsed as JSON and validated with `schema`. */
@@ -82,6 +111,29 @@ export interface JobSecrets {
   readonly lwaClientSecret: string;
   /** The decoded 32-byte token encryption key. */
   readonly tokenKey: Buffer;
+}
+
+/** The LWA client's credentials, read through the cache. */
+export interface LwaCredentials {
+  readonly clientId: string;
+  readonly clientSecret: string;
+}
+
+/**
+ * The LWA client's credentials from Secrets Manager for LwaClient: `get` through the cache
+ * (time to live), `refresh` reads the secret again at once.
+ */
+export function lwaCredentialsFromSecret(
+  cache: SecretsCache,
+  secretArn: string,
+): { get(): Promise<LwaCredentials>; refresh(): Promise<LwaCredentials> } {
+  return {
+    get: () => cache.getJson(secretArn, lwaClientSchema),
+    refresh: async () => {
+      await cache.refresh(secretArn);
+      return cache.getJson(secretArn, lwaClientSchema);
+    },
+  };
 }
 
 /** Reads (through the cache) and validates the LWA client and the token key. */

@@ -94,7 +94,10 @@ export interface FakeAmazon {
   /** `${url}/{region}`: AdsClient `baseUrl`, `ADS_API_URL`. */
   readonly adsBaseUrl: string;
   readonly clientId: string;
+  /** The client secret the token endpoint accepts now. */
   readonly clientSecret: string;
+  /** Replaces the client secret (as rotating it at Amazon does): the old one gets invalid_client. */
+  rotateClientSecret(secret: string): void;
   addUser(user: FakeUser): void;
   /** Adds profiles to a user. */
   addProfiles(userId: string, profiles: readonly FakeProfile[]): void;
@@ -158,7 +161,7 @@ function seededRandom(seed: number): () => number {
 
 export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Promise<FakeAmazon> {
   const clientId = options.clientId ?? 'amzn1.application-oa2-client.fake';
-  const clientSecret = options.clientSecret ?? 'fake-client-secret';
+  let clientSecret = options.clientSecret ?? 'fake-client-secret';
   const expiresIn = options.expiresInSeconds ?? 3600;
   const random = seededRandom(options.seed ?? 1);
   const knobs: Record<FakeEndpoint, FakeAmazonKnobs> = {
@@ -345,7 +348,12 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
     lwaTokenUrl: `${url}/{region}/auth/o2/token`,
     adsBaseUrl: `${url}/{region}`,
     clientId,
-    clientSecret,
+    get clientSecret() {
+      return clientSecret;
+    },
+    rotateClientSecret(secret) {
+      clientSecret = secret;
+    },
     addUser(input) {
       if (users.has(input.userId)) throw new Error(`Fake Amazon: user ${input.userId} exists`);
       const accessToken = input.accessToken ?? `Atza|fake-initial-${input.userId}`;

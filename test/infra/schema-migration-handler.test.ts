@@ -161,7 +161,11 @@ describe('schema migration custom resource lifecycle', () => {
     try {
       expect((await client.query('SELECT count(*)::int AS n FROM oauth_tokens')).rows[0].n).toBe(1);
       await client.query(`UPDATE oauth_tokens SET refresh_failure_count = 1`);
-      await client.query(`INSERT INTO user_accounts (user_id, amazon_account_id) SELECT id, '42' FROM users`);
+      await client.query(
+        `INSERT INTO user_accounts (user_id, amazon_account_id) SELECT user_id, '42' FROM oauth_tokens`,
+      );
+      await expect(client.query('SELECT id FROM users')).rejects.toMatchObject({ code: '42501' });
+      await expect(client.query('UPDATE oauth_tokens SET user_id = user_id')).rejects.toMatchObject({ code: '42501' });
       await expect(client.query('DELETE FROM oauth_tokens')).rejects.toMatchObject({ code: '42501' });
       await expect(client.query('SELECT * FROM oauth_tokens_backup')).rejects.toMatchObject({ code: '42501' });
       await expect(client.query('DROP TABLE users')).rejects.toMatchObject({ code: '42501' });

@@ -60,7 +60,15 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
       EnableCloudwatchLogsExports: ['postgresql'],
       DatabaseName: 'accounts',
     });
-    template().hasResourceProperties('AWS::RDS::DBClusterParameterGroup', { Parameters: { 'rds.force_ssl': '1' } });
+    template().hasResourceProperties('AWS::RDS::DBClusterParameterGroup', {
+      Parameters: {
+        'rds.force_ssl': '1',
+        // Slow statements are logged; their bind parameters (tokens, profile data) are not.
+        log_min_duration_statement: '1000',
+        log_parameter_max_length: '0',
+        log_parameter_max_length_on_error: '0',
+      },
+    });
     template().hasResourceProperties('AWS::RDS::DBInstance', {
       DBInstanceClass: 'db.serverless',
       PubliclyAccessible: false,
@@ -133,8 +141,25 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
       [accountSync(template()), 'rate(15 minutes)'],
     ] as const) {
       expect(fn.properties.VpcConfig).toBeUndefined();
-      const queue = fn.properties.DeadLetterConfig.TargetArn['Fn::GetAtt'][0];
+      // A failed run goes to the queue as an on-failure destination record (it carries the
+      // error); a function dead-letter queue would keep only the event.
+      expect(fn.properties.DeadLetterConfig).toBeUndefined();
+      const invokeConfig = Object.values(resourcesOf(template(), 'AWS::Lambda::EventInvokeConfig')).find(
+        (r) => JSON.stringify(r.Properties?.FunctionName) === JSON.stringify({ Ref: fn.id }),
+      );
+      const onFailure = (invokeConfig?.Properties?.DestinationConfig as any)?.OnFailure?.Destination;
+      const queue = onFailure['Fn::GetAtt'][0];
+      expect(onFailure).toEqual({ 'Fn::GetAtt': [queue, 'Arn'] });
       expect(resourcesOf(template(), 'AWS::SQS::Queue')[queue]).toBeDefined();
+      // The queue's depth is alarmed (a failed run or an undelivered event raises it).
+      const depthAlarms = Object.values(resourcesOf(template(), 'AWS::CloudWatch::Alarm')).filter((a) => {
+        const text = JSON.stringify(a.Properties);
+        return (
+          text.includes(JSON.stringify({ 'Fn::GetAtt': [queue, 'QueueName'] })) &&
+          text.includes('"ApproximateNumberOfMessagesVisible"')
+        );
+      });
+      expect(depthAlarms).toHaveLength(1);
       template().hasResourceProperties('AWS::Events::Rule', {
         ScheduleExpression: schedule,
         State: 'ENABLED',
@@ -150,7 +175,29 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
       template().hasResourceProperties('AWS::Lambda::EventInvokeConfig', {
         FunctionName: { Ref: fn.id },
         MaximumRetryAttempts: 0,
+        MaximumEventAgeInSeconds: 3600,
       });
+    }
+  });
+
+  test('the jobs may send to their own failure queue only', () => {
+    for (const fn of [tokenRefresh(template()), accountSync(template())]) {
+      const role = fn.properties.Role['Fn::GetAtt'][0];
+      const sqsStatements = Object.values(resourcesOf(template(), 'AWS::IAM::Policy'))
+        .filter((p) =>
+          (p.Properties?.Roles as unknown[]).some((r) => JSON.stringify(r) === JSON.stringify({ Ref: role })),
+        )
+        .flatMap((p) => (p.Properties?.PolicyDocument as { Statement: Array<Record<string, any>> }).Statement)
+        .filter((s) => [s.Action].flat().some((a: string) => a.startsWith('sqs:')));
+      const invokeConfig = Object.values(resourcesOf(template(), 'AWS::Lambda::EventInvokeConfig')).find(
+        (r) => JSON.stringify(r.Properties?.FunctionName) === JSON.stringify({ Ref: fn.id }),
+      );
+      const queue = (invokeConfig?.Properties?.DestinationConfig as any).OnFailure.Destination;
+      expect(sqsStatements.length).toBeGreaterThan(0);
+      for (const statement of sqsStatements) {
+        expect([statement.Resource].flat()).toEqual([queue]);
+        for (const action of [statement.Action].flat()) expect(action).not.toMatch(/^sqs:(Receive|Delete|Purge|\*)/);
+      }
     }
   });
 

@@ -3,9 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_MIGRATIONS_DIR, MIGRATIONS_TABLE, runMigrations } from '../../lambda/migrate/run-migrations';
 import { startPostgres, TestPostgres } from '../../local/postgres/embedded-postgres';
-import { checkPrivileges } from '../support/privileges';
+import { checkPrivileges, rolePrivileges } from '../support/privileges';
 import { snapshotSchema, withClient } from '../support/schema';
 import { createSupabaseRoles, prepareSupabaseDatabase, SUPABASE_UID_COMMENT } from '../support/supabase';
+import { EXPECTED_WORKER_PRIVILEGES } from './worker-privileges.expected';
 
 // The privilege matrix (test/support/privileges.ts) over every relation and function the
 // catalogue shows, on a database prepared the way Supabase prepares one and on plain
@@ -18,7 +19,11 @@ const ALL = readdirSync(DEFAULT_MIGRATIONS_DIR, { withFileTypes: true })
   .sort();
 const PRIVILEGES = '0009_privileges';
 const BEFORE_PRIVILEGES = ALL.indexOf(PRIVILEGES);
-const UP_SQL = readFileSync(join(DEFAULT_MIGRATIONS_DIR, `${PRIVILEGES}.sql`), 'utf8').split('-- Down Migration')[0];
+const upSql = (name: string) =>
+  readFileSync(join(DEFAULT_MIGRATIONS_DIR, `${name}.sql`), 'utf8').split('-- Down Migration')[0];
+const UP_SQL = upSql(PRIVILEGES);
+/** 0011 narrows the jobs' role to columns and drops 0009's read-all policy on users for it. */
+const WORKER_GRANTS_UP_SQL = upSql('0011_worker-column-grants');
 
 /** What `authenticated` is meant to hold, column by column where the grant is per column. */
 const AUTHENTICATED = [
@@ -225,27 +230,36 @@ describe.each([
     });
   });
 
-  test('the jobs’ role keeps what 0006 gave it, users included', async () => {
+  test('the jobs’ role holds exactly its listed column privileges, nothing on users', async () => {
     await withClient(golden, async (c) => {
+      expect(await rolePrivileges(c, 'accounts_worker')).toEqual([...EXPECTED_WORKER_PRIVILEGES].sort());
       await c.query('BEGIN');
       await c.query('SET LOCAL ROLE accounts_worker');
-      expect((await c.query('SELECT count(*)::int AS n FROM users')).rows[0].n).toBe(2);
+      await c.query('SAVEPOINT users');
+      await expect(c.query('SELECT count(*)::int AS n FROM users')).rejects.toMatchObject({ code: '42501' });
+      await c.query('ROLLBACK TO SAVEPOINT users');
       expect(
         (await c.query('SELECT count(*)::int AS n FROM oauth_tokens WHERE access_token LIKE $1', ['enc:v1:%'])).rows[0]
           .n,
       ).toBe(2);
       expect((await c.query(`UPDATE oauth_tokens SET refresh_token = refresh_token || '-new'`)).rowCount).toBe(2);
+      for (const table of ['oauth_tokens', 'user_accounts']) {
+        await c.query('SAVEPOINT move');
+        await expect(c.query(`UPDATE ${table} SET user_id = user_id`)).rejects.toMatchObject({ code: '42501' });
+        await c.query('ROLLBACK TO SAVEPOINT move');
+      }
       await c.query('ROLLBACK');
     });
   });
 
-  test('0009 is idempotent: applied again, nothing changes', async () => {
+  test('0009 is idempotent: applied again (then 0011, which narrows the jobs’ role after it), nothing changes', async () => {
     const url = await scratch();
     const before = await snapshotSchema(url);
     await withClient(url, async (c) => {
       for (let i = 0; i < 2; i++) {
         await c.query('BEGIN');
         await c.query(UP_SQL);
+        await c.query(WORKER_GRANTS_UP_SQL);
         await c.query('COMMIT');
       }
     });

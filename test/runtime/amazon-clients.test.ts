@@ -9,7 +9,10 @@ import {
   RateLimitedError,
   TransientError,
 } from '../../lambda/shared/amazon';
+import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { mockClient } from 'aws-sdk-client-mock';
 import { RateLimiterRegistry } from '../../lambda/shared/amazon/rate-limiter';
+import { lwaCredentialsFromSecret, SecretsCache } from '../../lambda/shared/secrets';
 import { FakeAmazon, startFakeAmazon } from '../../local/amazon/fake-amazon';
 import { fakeProfile } from '../../local/amazon/profiles';
 
@@ -133,6 +136,57 @@ describe('LWA client', () => {
       lwa({ clientSecret: 'wrong-secret' }).refresh({ itemId: 't', region: 'NA', refreshToken: user.refreshToken }),
     );
     expect(error).toMatchObject({ status: 401, code: 'invalid_client', needsReauthorisation: false });
+  });
+
+  describe('a client secret replaced in Secrets Manager (read through the cache)', () => {
+    const secretsManager = mockClient(SecretsManagerClient);
+    const ARN = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:lwa-client-AbCdEf';
+    let original: string;
+    beforeEach(() => {
+      original = fake.clientSecret;
+    });
+    afterEach(() => {
+      fake.rotateClientSecret(original);
+      secretsManager.reset();
+    });
+    function secretHolding(...values: string[]) {
+      let mock = secretsManager.on(GetSecretValueCommand, { SecretId: ARN });
+      for (const value of values.slice(0, -1)) {
+        mock = mock.resolvesOnce({ SecretString: JSON.stringify({ clientId: fake.clientId, clientSecret: value }) });
+      }
+      mock.resolves({ SecretString: JSON.stringify({ clientId: fake.clientId, clientSecret: values.at(-1) }) });
+      const cache = new SecretsCache(new SecretsManagerClient({ region: 'eu-west-1' }));
+      return lwaCredentialsFromSecret(cache, ARN);
+    }
+
+    test('on invalid_client the secret is read again once, and the refresh goes through with the new one', async () => {
+      const user = newUser();
+      SECRETS.push('rotated-secret');
+      const client = lwa({
+        clientId: undefined,
+        clientSecret: undefined,
+        credentials: secretHolding(original, 'rotated-secret'),
+      });
+      await client.refresh({ itemId: 't1', region: 'NA', refreshToken: user.refreshToken }); // cached: the old secret
+      fake.rotateClientSecret('rotated-secret');
+      const refreshed = await client.refresh({ itemId: 't2', region: 'NA', refreshToken: user.refreshToken });
+      expect(refreshed.accessToken).toBe(fake.accessTokens(user.userId).at(-1));
+      expect(secretsManager.commandCalls(GetSecretValueCommand)).toHaveLength(2);
+      await client.refresh({ itemId: 't3', region: 'NA', refreshToken: user.refreshToken }); // the new one, cached
+      expect(secretsManager.commandCalls(GetSecretValueCommand)).toHaveLength(2);
+    });
+
+    test('when the secret did not change, invalid_client fails after one re-read, not one per token', async () => {
+      const user = newUser();
+      const client = lwa({ clientId: undefined, clientSecret: undefined, credentials: secretHolding(original) });
+      fake.rotateClientSecret('rotated-at-amazon-only');
+      SECRETS.push('rotated-at-amazon-only');
+      for (const itemId of ['t1', 't2', 't3']) {
+        const error = await failure(client.refresh({ itemId, region: 'NA', refreshToken: user.refreshToken }));
+        expect(error).toMatchObject({ status: 401, code: 'invalid_client' });
+      }
+      expect(secretsManager.commandCalls(GetSecretValueCommand)).toHaveLength(2); // the first read, one re-read
+    });
   });
 
   test('429 is RateLimitedError with Retry-After, and pauses the endpoint’s shared limiter', async () => {

@@ -6,7 +6,7 @@ import {
 import { mockClient } from 'aws-sdk-client-mock';
 import { ConfigError, readJobConfig, readLocalJobConfig } from '../../lambda/shared/config';
 import { JOB_ENV, LOCAL_JOB_ENV } from '../../lambda/shared/config';
-import { loadJobSecrets, SecretError, SecretsCache } from '../../lambda/shared/secrets';
+import { loadJobSecrets, SECRET_TTL_MS, SecretError, SecretsCache } from '../../lambda/shared/secrets';
 
 const KEY = Buffer.alloc(32, 9).toString('base64');
 const LWA_ARN = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:lwa-AbCdEf';
@@ -122,6 +122,28 @@ describe('secrets', () => {
         .map((call) => call.args[0].input.SecretId)
         .sort(),
     ).toEqual([KEY_ARN, LWA_ARN].sort());
+  });
+
+  test('are read again once their time to live has passed, and at once on refresh', async () => {
+    let now = 1_000_000;
+    secretsManager
+      .on(GetSecretValueCommand, { SecretId: KEY_ARN })
+      .resolvesOnce({ SecretString: 'first' })
+      .resolvesOnce({ SecretString: 'second' })
+      .resolves({ SecretString: 'third' });
+    const cache = new SecretsCache(new SecretsManagerClient({ region: 'eu-west-1' }), {
+      ttlMs: SECRET_TTL_MS,
+      now: () => now,
+    });
+    await expect(cache.getString(KEY_ARN)).resolves.toBe('first');
+    now += SECRET_TTL_MS - 1;
+    await expect(cache.getString(KEY_ARN)).resolves.toBe('first');
+    now += 1;
+    await expect(cache.getString(KEY_ARN)).resolves.toBe('second');
+    await expect(cache.refresh(KEY_ARN)).resolves.toBe('third');
+    await expect(cache.getString(KEY_ARN)).resolves.toBe('third');
+    expect(secretsManager.commandCalls(GetSecretValueCommand)).toHaveLength(3);
+    expect(SECRET_TTL_MS).toBeGreaterThanOrEqual(60_000); // minutes, not per call
   });
 
   test('a failed fetch is not cached', async () => {

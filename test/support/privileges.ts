@@ -480,3 +480,38 @@ async function probe(
     await c.query('ROLLBACK');
   }
 }
+
+/**
+ * Everything one role holds in its own name, as sentences sorted: `SELECT ON t`, `UPDATE (c)
+ * ON t` (per column), `USAGE ON SCHEMA s`, `EXECUTE ON FUNCTION f(args)`, `MEMBER OF r`.
+ * Tables and functions outside `public` are named with their schema. Read from the
+ * catalogue's ACLs (what GRANT wrote), not from what PUBLIC or membership adds.
+ */
+export async function rolePrivileges(c: Client, role: string): Promise<string[]> {
+  const { rows } = await c.query(
+    `WITH r AS (SELECT oid FROM pg_roles WHERE rolname = $1),
+     rel AS (
+       SELECT c.oid, c.relacl, CASE WHEN n.nspname = 'public' THEN c.relname::text ELSE format('%I.%I', n.nspname, c.relname) END AS name
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     )
+     SELECT a.privilege_type || ' ON ' || rel.name AS p
+       FROM rel, aclexplode(rel.relacl) a, r WHERE a.grantee = r.oid
+     UNION ALL
+     SELECT a.privilege_type || ' (' || att.attname || ') ON ' || rel.name
+       FROM rel JOIN pg_attribute att ON att.attrelid = rel.oid, aclexplode(att.attacl) a, r
+      WHERE a.grantee = r.oid AND NOT att.attisdropped
+     UNION ALL
+     SELECT a.privilege_type || ' ON SCHEMA ' || n.nspname
+       FROM pg_namespace n, aclexplode(n.nspacl) a, r WHERE a.grantee = r.oid
+     UNION ALL
+     SELECT a.privilege_type || ' ON FUNCTION ' || p.oid::regprocedure
+       FROM pg_proc p, aclexplode(p.proacl) a, r WHERE a.grantee = r.oid
+     UNION ALL
+     SELECT a.privilege_type || ' ON DATABASE ' || d.datname
+       FROM pg_database d, aclexplode(d.datacl) a, r WHERE a.grantee = r.oid
+     UNION ALL
+     SELECT 'MEMBER OF ' || m.roleid::regrole FROM pg_auth_members m, r WHERE m.member = r.oid`,
+    [role],
+  );
+  return rows.map((row) => row.p as string).sort();
+}

@@ -2,7 +2,13 @@
 export { AdsClient } from './ads-client';
 export type { AdsClientOptions, ListProfilesRequest } from './ads-client';
 export { LwaClient } from './lwa-client';
-export type { LwaClientOptions, RefreshedTokens, RefreshRequest } from './lwa-client';
+export type {
+  LwaClientOptions,
+  LwaCredentials,
+  LwaCredentialsProvider,
+  RefreshedTokens,
+  RefreshRequest,
+} from './lwa-client';
 export { parseRetryAfterSeconds } from './call';
 export type { AmazonRetryOptions } from './call';
 export * from './errors';

@@ -5,11 +5,35 @@ import { MalformedResponseError, PermanentAuthError, PermanentAuthErrorCode } fr
 import { AmazonRegion, LWA_TOKEN_URLS, regionalUrl } from './regions';
 import { describeIssues, lwaErrorResponseSchema, lwaTokenResponseSchema } from './schemas';
 
-export interface LwaClientOptions {
-  /** The Login with Amazon client id. */
+/** The application's LWA credentials. */
+export interface LwaCredentials {
   readonly clientId: string;
-  /** The Login with Amazon client secret. */
   readonly clientSecret: string;
+}
+
+/**
+ * Where LwaClient gets its credentials on every call (e.g. Secrets Manager through a cache
+ * with a time to live); `refresh` reads them again at once.
+ */
+export interface LwaCredentialsProvider {
+  get(): Promise<LwaCredentials>;
+  refresh(): Promise<LwaCredentials>;
+}
+
+/** Credentials re-read for `invalid_client` are reused for this long (one re-read per burst). */
+export const CREDENTIALS_REREAD_INTERVAL_MS = 30_000;
+
+export interface LwaClientOptions {
+  /** The Login with Amazon client id (with `clientSecret`, or give `credentials`). */
+  readonly clientId?: string;
+  /** The Login with Amazon client secret. */
+  readonly clientSecret?: string;
+  /**
+   * Credentials read on every call instead of fixed ones. On `invalid_client` they are read
+   * again (at most once per {@link CREDENTIALS_REREAD_INTERVAL_MS}) and, when they changed,
+   * the call is made once more with the new ones before the error is given up.
+   */
+  readonly credentials?: LwaCredentialsProvider;
   /**
    * Token endpoint override; `{region}` is replaced by NA/EU/FE (the fake Amazon:
    * `${fake.url}/{region}/auth/o2/token`). @default - api.amazon.com / .co.uk / .co.jp
@@ -61,15 +85,50 @@ const PERMANENT_CODES = new Set<PermanentAuthErrorCode>([
  * @throws PermanentAuthError, RateLimitedError, TransientError, MalformedResponseError
  */
 export class LwaClient {
-  constructor(private readonly options: LwaClientOptions) {}
+  private reread: { at: number; credentials: Promise<LwaCredentials> } | undefined;
+
+  constructor(private readonly options: LwaClientOptions) {
+    if (!options.credentials && (options.clientId === undefined || options.clientSecret === undefined)) {
+      throw new TypeError('LwaClient needs clientId and clientSecret, or credentials');
+    }
+  }
 
   async refresh(request: RefreshRequest): Promise<RefreshedTokens> {
+    const provider = this.options.credentials;
+    const credentials = provider
+      ? await provider.get()
+      : { clientId: this.options.clientId!, clientSecret: this.options.clientSecret! };
+    try {
+      return await this.refreshWith(request, credentials);
+    } catch (error) {
+      if (!provider || !(error instanceof PermanentAuthError) || error.code !== 'invalid_client') throw error;
+      // The client secret may have been replaced (Secrets Manager, Amazon's console): read it
+      // again once; Amazon refused the client before looking at the refresh token.
+      const fresh = await this.rereadCredentials(provider);
+      if (fresh.clientId === credentials.clientId && fresh.clientSecret === credentials.clientSecret) throw error;
+      return this.refreshWith(request, fresh);
+    }
+  }
+
+  private rereadCredentials(provider: LwaCredentialsProvider): Promise<LwaCredentials> {
+    const now = Date.now();
+    if (!this.reread || now - this.reread.at >= CREDENTIALS_REREAD_INTERVAL_MS) {
+      const entry = { at: now, credentials: provider.refresh() };
+      this.reread = entry;
+      entry.credentials.catch(() => {
+        if (this.reread === entry) this.reread = undefined;
+      });
+    }
+    return this.reread.credentials;
+  }
+
+  private async refreshWith(request: RefreshRequest, credentials: LwaCredentials): Promise<RefreshedTokens> {
     const { itemId, region } = request;
     const body = new URLSearchParams({
       grant_type: 'refresh_token',
       refresh_token: request.refreshToken,
-      client_id: this.options.clientId,
-      client_secret: this.options.clientSecret,
+      client_id: credentials.clientId,
+      client_secret: credentials.clientSecret,
     }).toString();
     const response = await callAmazon({
       endpoint: 'lwa',

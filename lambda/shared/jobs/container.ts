@@ -7,7 +7,7 @@ import { AdsClient, LwaClient } from '../amazon';
 import { jobConfig, LOCAL_JOB_ENV } from '../config';
 import { DataApiDatabase } from '../db/data-api-database';
 import type { AppLogger } from '../logger';
-import { loadJobSecrets, SecretsCache } from '../secrets';
+import { loadJobSecrets, lwaCredentialsFromSecret, SecretsCache } from '../secrets';
 import { TokenCipher } from '../token-crypto';
 import { createObservability } from './observability';
 import type { JobMetrics, JobRuntime } from './runtime';
@@ -46,7 +46,8 @@ export function jobContainer(service: string): Promise<JobContainer> {
 async function build(service: string): Promise<JobContainer> {
   const config = jobConfig();
   const observability = createObservability(service, config.environment);
-  const secrets = await loadJobSecrets(config, new SecretsCache(new SecretsManagerClient({})));
+  const cache = new SecretsCache(new SecretsManagerClient({}));
+  const secrets = await loadJobSecrets(config, cache);
   return {
     db: new DataApiDatabase({
       client: new RDSDataClient({}),
@@ -55,8 +56,8 @@ async function build(service: string): Promise<JobContainer> {
       database: config.databaseName,
     }),
     lwa: new LwaClient({
-      clientId: secrets.lwaClientId,
-      clientSecret: secrets.lwaClientSecret,
+      // Read through the cache on every call (time to live), again at once on invalid_client.
+      credentials: lwaCredentialsFromSecret(cache, config.lwaClientSecretArn),
       tokenUrl: optional(LOCAL_JOB_ENV.lwaTokenUrl),
     }),
     ads: new AdsClient({ clientId: secrets.lwaClientId, baseUrl: optional(LOCAL_JOB_ENV.adsApiUrl) }),

@@ -1,0 +1,120 @@
+/**
+ * Every privilege the jobs' role `accounts_worker` holds, and the statement that needs it.
+ * Granted by migration 0011 (per column; 0006's table-wide grants are gone, and nothing on
+ * `users`). The test next to this file fails when the role holds anything not listed here,
+ * when a listed privilege is missing, and when no statement of the jobs needs one of them (it
+ * revokes each in turn and replays every statement the jobs ran).
+ *
+ * Statements, by the store function that runs them:
+ *   claimDueTokens, saveResults         lambda/token-refresh/store.ts
+ *   claimUsers, saveOutcomes, flagAccountsNeedingReauth   lambda/account-sync/store.ts
+ *   recordRateLimitUsage, readEndpointPauses              lambda/shared/amazon/usage-store.ts
+ *
+ * SELECT is needed for every column a statement reads (WHERE, SET expressions, ON CONFLICT,
+ * RETURNING, joins), UPDATE and INSERT for every column it assigns.
+ */
+export const EXPECTED_WORKER_PRIVILEGES: readonly string[] = [
+  'USAGE ON SCHEMA public', // every statement (the tables are in public; needed where PUBLIC has no USAGE)
+
+  // oauth_tokens: read
+  'SELECT (id) ON oauth_tokens', // claimDueTokens, claimUsers: the claimed rows; saveResults: row match
+  'SELECT (user_id) ON oauth_tokens', // claimUsers (due users), saveOutcomes (row match), flagAccountsNeedingReauth
+  'SELECT (access_token) ON oauth_tokens', // claimUsers returns it; saveResults keeps it on failure
+  'SELECT (refresh_token) ON oauth_tokens', // claimDueTokens returns it; saveResults: md5 guard
+  'SELECT (expires_at) ON oauth_tokens', // claimDueTokens (due, order), claimUsers (still valid)
+  'SELECT (region) ON oauth_tokens', // claimDueTokens (paused regions), both claims return it
+  'SELECT (proactive_refresh_enabled) ON oauth_tokens', // both claims; saveResults; flagAccountsNeedingReauth
+  'SELECT (refresh_failure_count) ON oauth_tokens', // claimDueTokens returns it; saveResults increments it
+  'SELECT (last_refresh_error) ON oauth_tokens', // saveResults (kept when released)
+  'SELECT (next_refresh_attempt_at) ON oauth_tokens', // claimDueTokens (backoff); saveResults (kept when released)
+  'SELECT (last_refreshed_at) ON oauth_tokens', // saveResults (kept unless success)
+  'SELECT (refresh_lease_owner) ON oauth_tokens', // saveResults: only the lease owner writes
+  'SELECT (refresh_lease_expires_at) ON oauth_tokens', // claimDueTokens: free or expired lease
+  'SELECT (updated_at) ON oauth_tokens', // saveResults (kept when released)
+  'SELECT (sync_lease_owner) ON oauth_tokens', // saveOutcomes: only the lease owner writes
+  'SELECT (sync_lease_expires_at) ON oauth_tokens', // claimUsers: free or expired lease
+  'SELECT (sync_next_attempt_at) ON oauth_tokens', // claimUsers (due users); saveOutcomes (kept when released)
+  'SELECT (sync_retry_count) ON oauth_tokens', // claimUsers returns it; saveOutcomes increments it
+  'SELECT (sync_last_error) ON oauth_tokens', // saveOutcomes (kept when released)
+
+  // oauth_tokens: write
+  'UPDATE (access_token) ON oauth_tokens', // saveResults: the new access token
+  'UPDATE (refresh_token) ON oauth_tokens', // saveResults: Amazon's rotated (or re-encrypted) refresh token
+  'UPDATE (expires_at) ON oauth_tokens', // saveResults
+  'UPDATE (refresh_failure_count) ON oauth_tokens', // saveResults
+  'UPDATE (last_refresh_error) ON oauth_tokens', // saveResults
+  'UPDATE (proactive_refresh_enabled) ON oauth_tokens', // saveResults: refresh off (invalid_grant, too many failures)
+  'UPDATE (next_refresh_attempt_at) ON oauth_tokens', // saveResults: backoff
+  'UPDATE (last_refreshed_at) ON oauth_tokens', // saveResults
+  'UPDATE (refresh_lease_owner) ON oauth_tokens', // claimDueTokens takes the lease, saveResults releases it
+  'UPDATE (refresh_lease_expires_at) ON oauth_tokens', // same
+  'UPDATE (updated_at) ON oauth_tokens', // saveResults
+  'UPDATE (sync_lease_owner) ON oauth_tokens', // claimUsers takes the lease, saveOutcomes releases it
+  'UPDATE (sync_lease_expires_at) ON oauth_tokens', // same
+  'UPDATE (sync_next_attempt_at) ON oauth_tokens', // saveOutcomes: the user's own schedule
+  'UPDATE (sync_retry_count) ON oauth_tokens', // saveOutcomes
+  'UPDATE (sync_last_error) ON oauth_tokens', // saveOutcomes
+
+  // user_accounts
+  'SELECT (id) ON user_accounts', // claimUsers: the history row's account
+  'SELECT (user_id) ON user_accounts', // claimUsers, saveOutcomes, flagAccountsNeedingReauth: the user's accounts
+  'SELECT (amazon_account_id) ON user_accounts', // saveOutcomes: upsert key, accounts Amazon no longer returns
+  'SELECT (status) ON user_accounts', // saveOutcomes: upsert keeps or reactivates the status
+  'SELECT (metadata) ON user_accounts', // saveOutcomes: metadata merged into what is there
+  'SELECT (sync_status) ON user_accounts', // claimUsers, saveOutcomes, flagAccountsNeedingReauth: reauth_required stays
+  'SELECT (sync_retry_count) ON user_accounts', // claimUsers returns the highest; saveOutcomes increments it
+  'SELECT (next_sync_at) ON user_accounts', // claimUsers: due accounts
+  'INSERT (user_id) ON user_accounts', // saveOutcomes: a new profile
+  'INSERT (amazon_account_id) ON user_accounts', // saveOutcomes
+  'INSERT (status) ON user_accounts', // saveOutcomes
+  'INSERT (metadata) ON user_accounts', // saveOutcomes
+  'INSERT (sync_status) ON user_accounts', // saveOutcomes
+  'INSERT (sync_error_message) ON user_accounts', // saveOutcomes
+  'INSERT (sync_retry_count) ON user_accounts', // saveOutcomes
+  'INSERT (next_sync_at) ON user_accounts', // saveOutcomes
+  'INSERT (updated_at) ON user_accounts', // saveOutcomes
+  'UPDATE (status) ON user_accounts', // saveOutcomes: active again, or inactive when Amazon drops it
+  'UPDATE (metadata) ON user_accounts', // saveOutcomes
+  'UPDATE (sync_status) ON user_accounts', // claimUsers (in_progress), saveOutcomes, flagAccountsNeedingReauth
+  'UPDATE (sync_error_message) ON user_accounts', // saveOutcomes, flagAccountsNeedingReauth
+  'UPDATE (sync_retry_count) ON user_accounts', // saveOutcomes
+  'UPDATE (next_sync_at) ON user_accounts', // saveOutcomes
+  'UPDATE (updated_at) ON user_accounts', // claimUsers, saveOutcomes, flagAccountsNeedingReauth
+
+  // account_sync_history
+  'SELECT (id) ON account_sync_history', // claimUsers returns it; saveOutcomes closes that row
+  'SELECT (started_at) ON account_sync_history', // saveOutcomes: completed_at is never before it
+  'SELECT (metadata) ON account_sync_history', // claimUsers: RETURNING metadata->>'userId'
+  'INSERT (user_account_id) ON account_sync_history', // claimUsers opens one row per user
+  'INSERT (sync_type) ON account_sync_history', // claimUsers
+  'INSERT (sync_status) ON account_sync_history', // claimUsers
+  'INSERT (metadata) ON account_sync_history', // claimUsers
+  'UPDATE (sync_status) ON account_sync_history', // saveOutcomes closes it
+  'UPDATE (completed_at) ON account_sync_history', // saveOutcomes
+  'UPDATE (accounts_synced) ON account_sync_history', // saveOutcomes
+  'UPDATE (accounts_failed) ON account_sync_history', // saveOutcomes
+  'UPDATE (error_details) ON account_sync_history', // saveOutcomes
+
+  // rate_limit_tracking
+  'SELECT (user_id) ON rate_limit_tracking', // recordRateLimitUsage (upsert key), readEndpointPauses
+  'SELECT (endpoint) ON rate_limit_tracking', // same
+  'SELECT (request_count) ON rate_limit_tracking', // recordRateLimitUsage adds to it
+  'SELECT (limit_hit_count) ON rate_limit_tracking', // recordRateLimitUsage adds to it
+  'SELECT (last_limit_hit) ON rate_limit_tracking', // recordRateLimitUsage, readEndpointPauses
+  'SELECT (retry_after_seconds) ON rate_limit_tracking', // recordRateLimitUsage, readEndpointPauses
+  'SELECT (window_start) ON rate_limit_tracking', // recordRateLimitUsage: counters restart per window
+  'INSERT (user_id) ON rate_limit_tracking', // recordRateLimitUsage
+  'INSERT (endpoint) ON rate_limit_tracking', // recordRateLimitUsage
+  'INSERT (request_count) ON rate_limit_tracking', // recordRateLimitUsage
+  'INSERT (limit_hit_count) ON rate_limit_tracking', // recordRateLimitUsage
+  'INSERT (last_limit_hit) ON rate_limit_tracking', // recordRateLimitUsage
+  'INSERT (retry_after_seconds) ON rate_limit_tracking', // recordRateLimitUsage
+  'INSERT (window_start) ON rate_limit_tracking', // recordRateLimitUsage
+  'INSERT (updated_at) ON rate_limit_tracking', // recordRateLimitUsage
+  'UPDATE (request_count) ON rate_limit_tracking', // recordRateLimitUsage
+  'UPDATE (limit_hit_count) ON rate_limit_tracking', // recordRateLimitUsage
+  'UPDATE (last_limit_hit) ON rate_limit_tracking', // recordRateLimitUsage
+  'UPDATE (retry_after_seconds) ON rate_limit_tracking', // recordRateLimitUsage
+  'UPDATE (window_start) ON rate_limit_tracking', // recordRateLimitUsage
+  'UPDATE (updated_at) ON rate_limit_tracking', // recordRateLimitUsage
+];

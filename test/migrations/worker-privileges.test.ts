@@ -1,0 +1,191 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { runAccountSync } from '../../lambda/account-sync/core';
+import { Database, DatabaseError, PgDatabase, QueryResult, Row, SqlParams } from '../../lambda/shared/db';
+import { runTokenRefresh } from '../../lambda/token-refresh/core';
+import { JobWorld, runtime, seedUsers, startJobWorld } from '../jobs/fixture';
+import { rolePrivileges } from '../support/privileges';
+import { withClient } from '../support/schema';
+import { EXPECTED_WORKER_PRIVILEGES } from './worker-privileges.expected';
+
+// What the jobs' role may do, against what the jobs' statements need. The jobs run here as
+// the jobs' login (member of accounts_worker, as in production) through a recorder; every
+// statement they ran is then replayed as accounts_worker with one privilege revoked at a time
+// (in a transaction that is rolled back). PostgreSQL checks column privileges before it
+// touches a row, so a statement that needs the privilege is refused whatever the data.
+
+const ROOT = join(__dirname, '..', '..');
+/** Where the jobs' SQL lives: every statement of the jobs is in one of these. */
+const STORES = ['lambda/token-refresh/store.ts', 'lambda/account-sync/store.ts', 'lambda/shared/amazon/usage-store.ts'];
+/** Code that runs SQL for other reasons: the adapters themselves, and the migration Lambda (as the owner). */
+const NOT_JOB_SQL = ['lambda/shared/db/', 'lambda/migrate/'];
+const CALL = /\.(?:query|batch)\s*(?:<[^()`]*?>)?\(/g;
+const HAS_CALL = /\.(?:query|batch)\s*(?:<[^()`]*?>)?\(/;
+const CALL_WITH_TEXT = /\.(?:query|batch)\s*(?:<[^()`]*?>)?\(\s*`([^`]*)`/g;
+const REFUSED = '42501'; // insufficient_privilege
+/** Without USAGE on a schema, its tables are not found: the statement fails with undefined_table. */
+const NOT_FOUND = '42P01';
+
+interface Statement {
+  readonly sql: string;
+  readonly params?: SqlParams;
+}
+
+/** A database that passes everything through and remembers each statement's text and parameters. */
+class RecordingDatabase implements Database {
+  constructor(
+    private readonly inner: Database,
+    readonly statements: Statement[] = [],
+  ) {}
+  query<T extends object = Row>(sql: string, params?: SqlParams): Promise<QueryResult<T>> {
+    this.statements.push({ sql, params });
+    return this.inner.query<T>(sql, params);
+  }
+  batch(sql: string, paramSets: readonly SqlParams[]): Promise<void> {
+    for (const params of paramSets.slice(0, 1)) this.statements.push({ sql, params });
+    return this.inner.batch(sql, paramSets);
+  }
+  transaction<T>(fn: (tx: Database) => Promise<T>): Promise<T> {
+    return this.inner.transaction((tx) => fn(new RecordingDatabase(tx, this.statements)));
+  }
+  callCounts() {
+    return this.inner.callCounts();
+  }
+  close() {
+    return this.inner.close();
+  }
+}
+
+function sourceFiles(dir: string): string[] {
+  return readdirSync(join(ROOT, dir), { withFileTypes: true, recursive: true })
+    .filter((d) => d.isFile() && d.name.endsWith('.ts'))
+    .map((d) => relative(ROOT, join(d.parentPath, d.name)));
+}
+
+/** The SQL texts of the stores, as written (each must be a template literal without `${}`). */
+function storeStatements(): string[] {
+  const texts: string[] = [];
+  for (const file of STORES) {
+    const source = readFileSync(join(ROOT, file), 'utf8');
+    const literal = [...source.matchAll(CALL_WITH_TEXT)].map((m) => m[1]);
+    expect({ file, calls: source.match(CALL)?.length ?? 0 }).toEqual({ file, calls: literal.length });
+    for (const text of literal) expect(text).not.toContain('${');
+    texts.push(...literal);
+  }
+  return texts;
+}
+
+let world: JobWorld;
+const recorded: Statement[] = [];
+
+beforeAll(async () => {
+  world = await startJobWorld();
+  const worker = new PgDatabase({ connection: world.workerUrl });
+  try {
+    const db = new RecordingDatabase(worker, recorded);
+    // Work for both jobs: tokens due (one with refresh off), users due for a sync with and
+    // without accounts, a few failures and 429s at Amazon, then each job twice (the second run
+    // reads the pauses and usage the first recorded).
+    await seedUsers(world, { count: 12, expiresInSeconds: 600, accountsDueInSeconds: -60 });
+    await seedUsers(world, { count: 6, expiresInSeconds: 7200 });
+    await seedUsers(world, { count: 2, expiresInSeconds: 600, refreshEnabled: () => false, accountsDueInSeconds: -60 });
+    world.amazon.setKnobs({ rate5xx: 0.2, rate429: 0.1, retryAfterSeconds: 1 });
+    for (let run = 0; run < 2; run++) {
+      const rt = runtime();
+      await runTokenRefresh({ db, lwa: world.lwa(), cipher: world.cipher, ...rt, settings: { concurrency: 4 } });
+      await runAccountSync({ db, ads: world.ads(), cipher: world.cipher, ...runtime(), settings: { concurrency: 4 } });
+    }
+  } finally {
+    await worker.close();
+  }
+}, 120_000);
+
+afterAll(async () => {
+  await world?.close();
+});
+
+/** The recorded statements, one per distinct text. */
+function distinctStatements(): Statement[] {
+  const byText = new Map<string, Statement>();
+  for (const s of recorded) if (!byText.has(s.sql)) byText.set(s.sql, s);
+  return [...byText.values()];
+}
+
+class Rollback extends Error {}
+
+/**
+ * Replays every statement as accounts_worker, after running `setup` as the owner, all in one
+ * transaction that is rolled back; returns the statements refused for want of a privilege.
+ */
+async function refused(setup: readonly string[]): Promise<Statement[]> {
+  const out: Statement[] = [];
+  await world.admin
+    .transaction(async (tx) => {
+      for (const sql of setup) await tx.query(sql);
+      await tx.query('SET LOCAL ROLE accounts_worker');
+      for (const statement of distinctStatements()) {
+        await tx.query('SAVEPOINT replay');
+        try {
+          await tx.query(statement.sql, statement.params);
+        } catch (error) {
+          if (!(error instanceof DatabaseError) || (error.code !== REFUSED && error.code !== NOT_FOUND)) throw error;
+          out.push(statement);
+        }
+        await tx.query('ROLLBACK TO SAVEPOINT replay');
+      }
+      throw new Rollback();
+    })
+    .catch((error: unknown) => {
+      if (!(error instanceof Rollback)) throw error;
+    });
+  return out;
+}
+
+/** The REVOKE (as the owner) that takes one listed privilege away. */
+function revoking(privilege: string): string[] {
+  const revoke = `REVOKE ${privilege} FROM accounts_worker`;
+  // PostgreSQL's own default lets PUBLIC use the schema `public`: take that too, so that the
+  // replay shows what the role's own grant is for (databases that revoke it, as hardening
+  // guides advise).
+  return privilege.includes(' ON SCHEMA ') ? [revoke, `REVOKE ${privilege} FROM PUBLIC`] : [revoke];
+}
+
+test('the jobs ran every statement of their stores, and no job code outside the stores runs SQL', () => {
+  const outside = sourceFiles('lambda')
+    .filter((f) => !STORES.includes(f) && !NOT_JOB_SQL.some((dir) => f.startsWith(dir)))
+    .filter((f) => HAS_CALL.test(readFileSync(join(ROOT, f), 'utf8')));
+  expect(outside).toEqual([]);
+  expect(
+    distinctStatements()
+      .map((s) => s.sql)
+      .sort(),
+  ).toEqual(storeStatements().sort());
+});
+
+test('accounts_worker holds exactly the listed privileges, and its login nothing of its own', async () => {
+  const login = new URL(world.workerUrl).username;
+  await withClient(world.url, async (c) => {
+    expect(await rolePrivileges(c, 'accounts_worker')).toEqual([...EXPECTED_WORKER_PRIVILEGES].sort());
+    expect(await rolePrivileges(c, login)).toEqual(['MEMBER OF accounts_worker']);
+  });
+});
+
+test('with its privileges, accounts_worker may run every statement of the jobs', async () => {
+  expect(distinctStatements().length).toBeGreaterThan(0);
+  expect(await refused([])).toEqual([]);
+});
+
+test('every privilege accounts_worker holds is needed by a statement of the jobs', async () => {
+  const unused: string[] = [];
+  for (const privilege of EXPECTED_WORKER_PRIVILEGES) {
+    if ((await refused(revoking(privilege))).length === 0) unused.push(privilege);
+  }
+  expect(unused).toEqual([]);
+});
+
+test('the worker reads nothing of users', async () => {
+  await withClient(world.workerUrl, async (c) => {
+    await expect(c.query('SELECT id FROM users LIMIT 1')).rejects.toMatchObject({ code: REFUSED });
+    await expect(c.query('SELECT count(*) FROM users')).rejects.toMatchObject({ code: REFUSED });
+  });
+});
