@@ -37,8 +37,8 @@ REVOKE ALL ON users, oauth_tokens, user_accounts, account_sync_history, rate_lim
 DROP POLICY IF EXISTS accounts_worker_read ON users;
 
 GRANT SELECT (id, user_id, access_token, refresh_token, expires_at, region, proactive_refresh_enabled,
-              refresh_failure_count, last_refresh_error, next_refresh_attempt_at, last_refreshed_at,
-              refresh_lease_owner, refresh_lease_expires_at, updated_at,
+              refresh_failure_count, next_refresh_attempt_at,
+              refresh_lease_owner, refresh_lease_expires_at,
               sync_lease_owner, sync_lease_expires_at, sync_next_attempt_at, sync_retry_count, sync_last_error)
   ON oauth_tokens TO accounts_worker;
 GRANT UPDATE (access_token, refresh_token, expires_at, proactive_refresh_enabled,
@@ -55,7 +55,7 @@ GRANT INSERT (user_id, amazon_account_id, status, metadata, sync_status, sync_er
 GRANT UPDATE (status, metadata, sync_status, sync_error_message, sync_retry_count, next_sync_at, updated_at)
   ON user_accounts TO accounts_worker;
 
-GRANT SELECT (id, started_at, metadata) ON account_sync_history TO accounts_worker;
+GRANT SELECT (id, sync_status, started_at, metadata) ON account_sync_history TO accounts_worker;
 GRANT INSERT (user_account_id, sync_type, sync_status, metadata) ON account_sync_history TO accounts_worker;
 GRANT UPDATE (sync_status, completed_at, accounts_synced, accounts_failed, error_details)
   ON account_sync_history TO accounts_worker;

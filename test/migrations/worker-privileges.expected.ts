@@ -25,12 +25,9 @@ export const EXPECTED_WORKER_PRIVILEGES: readonly string[] = [
   'SELECT (region) ON oauth_tokens', // claimDueTokens (paused regions), both claims return it
   'SELECT (proactive_refresh_enabled) ON oauth_tokens', // both claims; saveResults; flagAccountsNeedingReauth
   'SELECT (refresh_failure_count) ON oauth_tokens', // claimDueTokens returns it; saveResults increments it
-  'SELECT (last_refresh_error) ON oauth_tokens', // saveResults (kept when released)
   'SELECT (next_refresh_attempt_at) ON oauth_tokens', // claimDueTokens (backoff); saveResults (kept when released)
-  'SELECT (last_refreshed_at) ON oauth_tokens', // saveResults (kept unless success)
   'SELECT (refresh_lease_owner) ON oauth_tokens', // saveResults: only the lease owner writes
   'SELECT (refresh_lease_expires_at) ON oauth_tokens', // claimDueTokens: free or expired lease
-  'SELECT (updated_at) ON oauth_tokens', // saveResults (kept when released)
   'SELECT (sync_lease_owner) ON oauth_tokens', // saveOutcomes: only the lease owner writes
   'SELECT (sync_lease_expires_at) ON oauth_tokens', // claimUsers: free or expired lease
   'SELECT (sync_next_attempt_at) ON oauth_tokens', // claimUsers (due users); saveOutcomes (kept when released)
@@ -83,6 +80,7 @@ export const EXPECTED_WORKER_PRIVILEGES: readonly string[] = [
 
   // account_sync_history
   'SELECT (id) ON account_sync_history', // claimUsers returns it; saveOutcomes closes that row
+  'SELECT (sync_status) ON account_sync_history', // claimUsers closes rows a dead run left 'started'
   'SELECT (started_at) ON account_sync_history', // saveOutcomes: completed_at is never before it
   'SELECT (metadata) ON account_sync_history', // claimUsers: RETURNING metadata->>'userId'
   'INSERT (user_account_id) ON account_sync_history', // claimUsers opens one row per user
