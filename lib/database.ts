@@ -163,18 +163,7 @@ export class Database extends Construct {
   addMasterRotation(props: Pick<DatabaseProps, 'subnets' | 'passwordRotation' | 'vpc'>): secretsmanager.SecretRotation {
     // What cluster.addRotationSingleUser builds, outside the cluster's construct: the migration
     // depends on the cluster and everything in it, so a rotation in there could not wait for it.
-    return new secretsmanager.SecretRotation(this, 'MasterRotation', {
-      application: secretsmanager.SecretRotationApplication.POSTGRES_ROTATION_SINGLE_USER,
-      secret: this.masterSecret,
-      target: this.cluster,
-      vpc: props.vpc,
-      vpcSubnets: props.subnets,
-      // No `endpoint`: the rotation function then calls Secrets Manager's regional name, which
-      // private DNS on the VPC's interface endpoint resolves to that endpoint.
-      automaticallyAfter: props.passwordRotation,
-      excludeCharacters: PASSWORD_EXCLUDED_CHARACTERS,
-      securityGroup: this.rotationSecurityGroup,
-    });
+    return this.addRotation('MasterRotation', this.masterSecret, props);
   }
 
   /**
@@ -182,13 +171,23 @@ export class Database extends Construct {
    * the user, so the first rotation finds it.
    */
   addWorkerRotation(props: Pick<DatabaseProps, 'subnets' | 'passwordRotation' | 'vpc'>): secretsmanager.SecretRotation {
-    return new secretsmanager.SecretRotation(this, 'WorkerRotation', {
+    return this.addRotation('WorkerRotation', this.workerSecret, props);
+  }
+
+  /** A single-user PostgreSQL rotation of `secret`, in the VPC, through the rotation security group. */
+  private addRotation(
+    id: string,
+    secret: secretsmanager.ISecret,
+    props: Pick<DatabaseProps, 'subnets' | 'passwordRotation' | 'vpc'>,
+  ): secretsmanager.SecretRotation {
+    return new secretsmanager.SecretRotation(this, id, {
       application: secretsmanager.SecretRotationApplication.POSTGRES_ROTATION_SINGLE_USER,
-      secret: this.workerSecret,
+      secret,
       target: this.cluster,
       vpc: props.vpc,
       vpcSubnets: props.subnets,
-      // No `endpoint`, as for the master rotation.
+      // No `endpoint`: the rotation function then calls Secrets Manager's regional name, which
+      // private DNS on the VPC's interface endpoint resolves to that endpoint.
       automaticallyAfter: props.passwordRotation,
       excludeCharacters: PASSWORD_EXCLUDED_CHARACTERS,
       securityGroup: this.rotationSecurityGroup,
