@@ -3,7 +3,16 @@ import type { Database } from '../shared/db/port';
 import { addCounts, describeError, JobRuntime, nextRetryAt } from '../shared/jobs/runtime';
 import { runPipeline } from '../shared/jobs/pipeline';
 import { METRIC_NAMES } from '../shared/jobs/metrics';
-import { endpointKey, RateLimitUsageRecorder, recordRateLimitUsage } from '../shared/amazon/usage-store';
+import {
+  endpointKey,
+  RateLimitUsageRecorder,
+  readEndpointStates,
+  recordRateLimitUsage,
+} from '../shared/amazon/usage-store';
+import { DeadlineExceededError } from '../shared/backoff';
+import type { RateLimiterRegistry } from '../shared/amazon/rate-limiter';
+import { writeResiliently } from '../shared/jobs/write-back';
+import { restoreLimiters, saveLimiterRates } from '../shared/jobs/throttling';
 import type { TokenCipher } from '../shared/token-crypto';
 import type { AdsProfile } from '../shared/amazon/schemas';
 import { classifyAmazonError } from '../shared/amazon/failure';
@@ -20,8 +29,18 @@ import {
 
 /** What the core needs of the Ads API client (AdsClient). */
 export interface ProfileLister {
-  /** Lists every profile the access token can see in the region; throws the Amazon error classes. */
-  listProfiles(request: { itemId: string; region: AmazonRegion; accessToken: string }): Promise<readonly AdsProfile[]>;
+  /**
+   * Lists every profile the access token can see in the region; throws the Amazon error
+   * classes, and DeadlineExceededError when it would have to wait longer than `maxWaitMs`.
+   */
+  listProfiles(request: {
+    itemId: string;
+    region: AmazonRegion;
+    accessToken: string;
+    maxWaitMs?: number;
+  }): Promise<readonly AdsProfile[]>;
+  /** The client's rate limiters: their adaptive rate and pauses carry over through rate_limit_tracking. */
+  readonly limiters?: RateLimiterRegistry;
 }
 
 export interface AccountSyncSettings {
@@ -41,6 +60,8 @@ export interface AccountSyncSettings {
   readonly minTokenValiditySeconds?: number;
   /** Stop claiming when less than this remains of the invocation. @default 30000 */
   readonly reserveMs?: number;
+  /** Finished users wait at most this long for the rest of their batch before being written. @default 3000 */
+  readonly flushAfterMs?: number;
 }
 
 export interface AccountSyncDeps extends JobRuntime {
@@ -61,6 +82,8 @@ export interface AccountSyncSummary {
   readonly usersSynced: number;
   readonly usersFailed: number;
   readonly usersReleased: number;
+  /** Outcomes that could not be written back (logged; their lease expires and a later run retries). */
+  readonly usersNotWritten: number;
   readonly accountsSynced: number;
   /** Accounts whose sync failed (every account of a failed user, at least one per user). */
   readonly accountsFailed: number;
@@ -116,6 +139,7 @@ export async function runAccountSync(
     retryMaxSeconds: 21_600,
     minTokenValiditySeconds: 120,
     reserveMs: 30_000,
+    flushAfterMs: 3000,
     ...deps.settings,
   };
   const now = deps.now ?? (() => new Date());
@@ -129,6 +153,7 @@ export async function runAccountSync(
     usersSynced: 0,
     usersFailed: 0,
     usersReleased: 0,
+    usersNotWritten: 0,
     accountsSynced: 0,
     accountsFailed: 0,
     accountsMissing: 0,
@@ -145,8 +170,14 @@ export async function runAccountSync(
       atLeastSeconds,
     });
 
+  // How long a call may still wait (for the limiter, a pause, a retry) and leave the reserve.
+  const waitBudgetMs = () => deps.remainingTimeMs() - s.reserveMs / 2;
+  // Regions whose Ads endpoint an earlier invocation, or this one, was told to leave alone.
+  const pausedUntil = new Map<AmazonRegion, number>();
+
   const syncOne = async (user: ClaimedUser): Promise<UserSyncOutcome> => {
-    if (deps.remainingTimeMs() < s.reserveMs / 2) return { kind: 'released', user };
+    const waitMs = Math.max(0, (pausedUntil.get(user.region) ?? 0) - now().getTime());
+    if (waitMs > waitBudgetMs()) return { kind: 'released', user };
     const failures = user.retryCount + 1;
     let accessToken: string;
     try {
@@ -163,9 +194,14 @@ export async function runAccountSync(
     // Requests are counted per endpoint; a user gets a row of their own only when Amazon
     // throttled a call made for them (one row per synced user would make this write grow
     // with every user: megabytes at 100,000 users, past the Data API's request limit).
-    usage.request(endpoint);
     try {
-      const profiles = await deps.ads.listProfiles({ itemId: user.userId, region: user.region, accessToken });
+      const profiles = await deps.ads.listProfiles({
+        itemId: user.userId,
+        region: user.region,
+        accessToken,
+        maxWaitMs: waitBudgetMs(),
+      });
+      usage.request(endpoint);
       const accounts = dedupe(profiles.map((p) => toAccountRecord(p, user.region)));
       const jitter = 1 + (random() - 0.5) / 10; // ±5 %, so a cohort does not stay in lock-step
       return {
@@ -175,8 +211,13 @@ export async function runAccountSync(
         nextSyncAt: new Date(now().getTime() + s.syncIntervalSeconds * 1000 * jitter),
       };
     } catch (error) {
+      // The limiter (a pause, the reduced rate) or a retry would have waited past the deadline.
+      if (error instanceof DeadlineExceededError) return { kind: 'released', user };
+      usage.request(endpoint);
       const f = classifyAmazonError(error);
       if (f.kind === 'rate_limited') {
+        const until = now().getTime() + f.retryAfterSeconds * 1000;
+        pausedUntil.set(user.region, Math.max(until, pausedUntil.get(user.region) ?? 0));
         usage.limitHit(endpoint, null, f.retryAfterSeconds, now());
         usage.request(endpoint, user.userId);
         usage.limitHit(endpoint, user.userId, f.retryAfterSeconds, now());
@@ -192,6 +233,11 @@ export async function runAccountSync(
     }
   };
 
+  const states = await readEndpointStates(deps.db, 'ads-profiles:');
+  for (const [endpoint, state] of states) {
+    if (state.pausedUntil) pausedUntil.set(endpoint.split(':')[1] as AmazonRegion, state.pausedUntil.getTime());
+  }
+  restoreLimiters(deps.ads.limiters, 'ads', states);
   const reauthFlagged = single ? 0 : await flagAccountsNeedingReauth(deps.db, REAUTH_MESSAGE);
   let claims = 0;
   try {
@@ -213,17 +259,28 @@ export async function runAccountSync(
       process: syncOne,
       unprocessed: (user) => ({ kind: 'released', user }),
       writeBack: async (outcomes) => {
-        const { accountsMissing } = await saveOutcomes(deps.db, owner, outcomes);
-        totals.accountsMissing += accountsMissing;
+        const { written, unwritten } = await writeResiliently(outcomes, {
+          write: async (set) => {
+            const { accountsMissing } = await saveOutcomes(deps.db, owner, set);
+            totals.accountsMissing += accountsMissing;
+          },
+          waitBudgetMs: () => deps.remainingTimeMs() - 1000,
+          describe: (o) => ({ userId: o.user.userId, historyId: o.user.historyId, outcome: o.kind }),
+          logger: deps.logger,
+          random,
+        });
+        tally(written);
+        totals.usersNotWritten += unwritten.length;
       },
-      onBatchWritten: (outcomes, ms) => {
-        tally(outcomes);
+      flushAfterMs: s.flushAfterMs,
+      onBatchWritten: (_outcomes, ms) => {
         deps.metrics.addMetric(METRIC_NAMES.batchDurationMs, 'Milliseconds', ms);
       },
     });
     totals.usersClaimed = run.claimed;
     totals.batches = run.batches;
   } finally {
+    saveLimiterRates(deps.ads.limiters, 'ads', usage);
     await recordRateLimitUsage(deps.db, usage.drain()).catch((error) =>
       deps.logger.warn('Could not record rate-limit usage', { error: describeError(error) }),
     );

@@ -7,21 +7,30 @@ import { METRIC_NAMES } from '../shared/jobs/metrics';
 import {
   endpointKey,
   RateLimitUsageRecorder,
-  readEndpointPauses,
+  readEndpointStates,
   recordRateLimitUsage,
 } from '../shared/amazon/usage-store';
 import { isEncrypted, TokenCipher } from '../shared/token-crypto';
 import type { AmazonRegion } from '../shared/amazon/regions';
+import { DeadlineExceededError } from '../shared/backoff';
+import type { RateLimiterRegistry } from '../shared/amazon/rate-limiter';
+import { writeResiliently } from '../shared/jobs/write-back';
+import { restoreLimiters, saveLimiterRates } from '../shared/jobs/throttling';
 import { claimDueTokens, ClaimedToken, RefreshFailure, saveResults, TokenResult } from './store';
 
 /** What the core needs of the Login with Amazon client (LwaClient). */
 export interface TokenRefresher {
-  /** Exchanges a refresh token at the region's token endpoint; throws the Amazon error classes. */
-  refresh(request: { itemId: string; region: AmazonRegion; refreshToken: string }): Promise<{
+  /**
+   * Exchanges a refresh token at the region's token endpoint; throws the Amazon error classes,
+   * and DeadlineExceededError when it would have to wait longer than `maxWaitMs`.
+   */
+  refresh(request: { itemId: string; region: AmazonRegion; refreshToken: string; maxWaitMs?: number }): Promise<{
     accessToken: string;
     refreshToken: string | undefined;
     expiresInSeconds: number;
   }>;
+  /** The client's rate limiters: their adaptive rate and pauses carry over through rate_limit_tracking. */
+  readonly limiters?: RateLimiterRegistry;
 }
 
 /** Amazon said our application's credentials are wrong: no token is at fault, so stop the run. */
@@ -53,6 +62,8 @@ export interface TokenRefreshSettings {
   readonly retryMaxSeconds?: number;
   /** Stop claiming when less than this remains of the invocation. @default 30000 */
   readonly reserveMs?: number;
+  /** Finished results wait at most this long for the rest of their batch before being written. @default 3000 */
+  readonly flushAfterMs?: number;
 }
 
 export interface TokenRefreshDeps extends JobRuntime {
@@ -71,6 +82,8 @@ export interface TokenRefreshSummary {
   readonly rateLimited: number;
   /** Claimed but given back unprocessed (time ran out, or the endpoint paused by a 429). */
   readonly released: number;
+  /** Results that could not be written back (logged; their lease expires and a later run retries). */
+  readonly notWritten: number;
   readonly batches: number;
   readonly databaseCalls: number;
   readonly durationMs: number;
@@ -95,6 +108,7 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
     retryBaseSeconds: 60,
     retryMaxSeconds: 3600,
     reserveMs: 30_000,
+    flushAfterMs: 3000,
     ...deps.settings,
   };
   const now = deps.now ?? (() => new Date());
@@ -103,13 +117,27 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
   const callsBefore = deps.db.callCounts().total;
   const owner = randomUUID();
   const usage = new RateLimitUsageRecorder();
-  const totals = { claimed: 0, refreshed: 0, failed: 0, reauthRequired: 0, rateLimited: 0, released: 0, batches: 0 };
+  const totals = {
+    claimed: 0,
+    refreshed: 0,
+    failed: 0,
+    reauthRequired: 0,
+    rateLimited: 0,
+    released: 0,
+    notWritten: 0,
+    batches: 0,
+  };
+  // How long a call may still wait (for the limiter, a pause, a retry) and leave the reserve.
+  const waitBudgetMs = () => deps.remainingTimeMs() - s.reserveMs / 2;
 
-  // Endpoints a previous invocation was told to leave alone, and those this one is told to.
+  // Endpoints a previous invocation was told to leave alone, and those this one is told to;
+  // the limiters also take over the rate earlier 429s cut them to.
+  const states = await readEndpointStates(deps.db, 'lwa-token:');
   const pausedUntil = new Map<AmazonRegion, number>();
-  for (const [endpoint, until] of await readEndpointPauses(deps.db, 'lwa-token:')) {
-    pausedUntil.set(endpoint.split(':')[1] as AmazonRegion, until.getTime());
+  for (const [endpoint, state] of states) {
+    if (state.pausedUntil) pausedUntil.set(endpoint.split(':')[1] as AmazonRegion, state.pausedUntil.getTime());
   }
+  restoreLimiters(deps.lwa.limiters, 'lwa', states);
   const pausedRegions = () => [...pausedUntil].filter(([, until]) => until > now().getTime()).map(([region]) => region);
 
   const retryAt = (failures: number) =>
@@ -123,7 +151,7 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
     // A 429 pauses the region's shared limiter, which holds later calls until Retry-After has
     // passed; a token whose wait would outlast the invocation is given back instead.
     const waitMs = Math.max(0, (pausedUntil.get(token.region) ?? 0) - now().getTime());
-    if (fatal || deps.remainingTimeMs() - waitMs < s.reserveMs / 2) return { kind: 'released', token };
+    if (fatal || waitMs > waitBudgetMs()) return { kind: 'released', token };
     const endpoint = endpointKey('lwa', token.region);
     let refreshToken: string;
     try {
@@ -138,9 +166,14 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
       };
     }
     const requestedAt = now();
-    usage.request(endpoint);
     try {
-      const tokens = await deps.lwa.refresh({ itemId: token.id, region: token.region, refreshToken });
+      const tokens = await deps.lwa.refresh({
+        itemId: token.id,
+        region: token.region,
+        refreshToken,
+        maxWaitMs: waitBudgetMs(),
+      });
+      usage.request(endpoint);
       const newRefresh = tokens.refreshToken ?? refreshToken;
       return {
         kind: 'success',
@@ -156,6 +189,9 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
         },
       };
     } catch (error) {
+      // The limiter (a pause, the reduced rate) or a retry would have waited past the deadline.
+      if (error instanceof DeadlineExceededError) return { kind: 'released', token };
+      usage.request(endpoint);
       const f = classifyAmazonError(error);
       const failures = token.refreshFailureCount + 1;
       switch (f.kind) {
@@ -221,16 +257,30 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
         }),
       process: refreshOne,
       unprocessed: (token) => ({ kind: 'released', token }),
-      writeBack: (outcomes) => saveResults(deps.db, owner, outcomes),
+      writeBack: async (outcomes) => {
+        const { written, unwritten } = await writeResiliently(outcomes, {
+          write: (set) => saveResults(deps.db, owner, set),
+          waitBudgetMs: () => deps.remainingTimeMs() - 1000,
+          describe: (o) => {
+            const token = o.kind === 'success' || o.kind === 'failure' ? o.result.token : o.token;
+            return { tokenId: token.id, userId: token.userId, outcome: o.kind };
+          },
+          logger: deps.logger,
+          random,
+        });
+        tally(written);
+        totals.notWritten += unwritten.length;
+      },
+      flushAfterMs: s.flushAfterMs,
       shouldStop: () => fatal !== undefined,
-      onBatchWritten: (outcomes, ms) => {
-        tally(outcomes);
+      onBatchWritten: (_outcomes, ms) => {
         deps.metrics.addMetric(METRIC_NAMES.batchDurationMs, 'Milliseconds', ms);
       },
     });
     totals.claimed = run.claimed;
     totals.batches = run.batches;
   } finally {
+    saveLimiterRates(deps.lwa.limiters, 'lwa', usage);
     await recordRateLimitUsage(deps.db, usage.drain()).catch((error) =>
       deps.logger.warn('Could not record rate-limit usage', { error: describeError(error) }),
     );
