@@ -58,7 +58,10 @@ export class DeadlineExceededError extends Error {
     readonly budgetMs: number,
     options?: { cause?: unknown },
   ) {
-    super(`A wait of ${Math.round(waitMs)} ms would outlast the invocation (${Math.round(budgetMs)} ms left to wait)`, options);
+    super(
+      `A wait of ${Math.round(waitMs)} ms would outlast the invocation (${Math.round(budgetMs)} ms left to wait)`,
+      options,
+    );
     this.name = 'DeadlineExceededError';
   }
 }

@@ -156,16 +156,26 @@ export interface EndpointLimits {
  */
 export const ADAPTIVE_RATE = { decrease: 0.5, increaseFraction: 0.02, minFraction: 0.01 } as const;
 
+/** Longest pause that 429s in a row make (Retry-After doubled per 429). */
+export const MAX_PAUSE_SECONDS = 900;
+
 /**
- * The rate and concurrency limit of one endpoint in one region, adaptive: the rate starts at
- * the configured ceiling, is cut by every 429 (which also pauses the endpoint for its
- * Retry-After) and grows back slowly with calls that succeed.
+ * The rate and concurrency limit of one endpoint in one region, adaptive:
+ * - the rate starts at the configured ceiling, is cut by every 429 and grows back slowly with
+ *   calls Amazon answers without one (additive increase, multiplicative decrease);
+ * - every 429 pauses the endpoint for its Retry-After, doubled for each further 429 without a
+ *   success in between (at most {@link MAX_PAUSE_SECONDS});
+ * - until Amazon has answered without a 429 (at first, and again after each 429) one call at a
+ *   time goes out, the probe: a throttled endpoint is never hit by a burst.
  */
 export class EndpointLimiter {
   readonly bucket: TokenBucket;
   readonly concurrency: ConcurrencyLimiter;
   /** The configured requests per second: the most the adaptive rate ever allows. */
   readonly ceiling: number;
+  private probing = true;
+  private probe: Promise<void> | undefined;
+  private throttledInARow = 0;
 
   constructor(
     limits: EndpointLimits,
@@ -188,8 +198,21 @@ export class EndpointLimiter {
   run<T>(fn: () => Promise<T>, maxWaitMs: number = Infinity): Promise<T> {
     const notAfter = this.now() + maxWaitMs;
     return this.concurrency.run(async () => {
-      await this.bucket.take(Math.max(0, notAfter - this.now()));
-      return fn();
+      // While probing, wait for the probe in flight; then go as the next probe, or freely.
+      while (this.probing && this.probe) await this.probe;
+      if (!this.probing) {
+        await this.bucket.take(Math.max(0, notAfter - this.now()));
+        return fn();
+      }
+      let done!: () => void;
+      this.probe = new Promise<void>((resolve) => (done = resolve));
+      try {
+        await this.bucket.take(Math.max(0, notAfter - this.now()));
+        return await fn();
+      } finally {
+        this.probe = undefined;
+        done();
+      }
     });
   }
 
@@ -198,17 +221,27 @@ export class EndpointLimiter {
     this.bucket.pauseUntil(this.now() + seconds * 1000);
   }
 
-  /** Amazon answered 429: pause for Retry-After and cut the allowed rate. */
+  /**
+   * Amazon answered 429: pause for Retry-After (doubled per 429 in a row), cut the allowed
+   * rate, and probe with one call at a time until a call succeeds.
+   */
   throttled(retryAfterSeconds: number): void {
-    this.pauseFor(retryAfterSeconds);
-    this.bucket.setRate(Math.max(this.ceiling * ADAPTIVE_RATE.minFraction, this.allowedRate() * ADAPTIVE_RATE.decrease));
+    this.throttledInARow += 1;
+    this.pauseFor(Math.min(MAX_PAUSE_SECONDS, retryAfterSeconds * 2 ** Math.min(this.throttledInARow - 1, 20)));
+    this.bucket.setRate(
+      Math.max(this.ceiling * ADAPTIVE_RATE.minFraction, this.allowedRate() * ADAPTIVE_RATE.decrease),
+    );
     this.bucket.drain();
+    this.probing = true;
   }
 
-  /** Amazon answered without a 429: the allowed rate grows back towards the ceiling. */
+  /** Amazon answered without a 429: calls go out freely again, the rate grows back towards the ceiling. */
   succeeded(): void {
+    this.throttledInARow = 0;
+    this.probing = false;
     const rate = this.allowedRate();
-    if (rate < this.ceiling) this.bucket.setRate(Math.min(this.ceiling, rate + this.ceiling * ADAPTIVE_RATE.increaseFraction));
+    if (rate < this.ceiling)
+      this.bucket.setRate(Math.min(this.ceiling, rate + this.ceiling * ADAPTIVE_RATE.increaseFraction));
   }
 
   /** Requests per second allowed now (the ceiling unless Amazon pushed back). */

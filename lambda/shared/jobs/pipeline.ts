@@ -137,7 +137,8 @@ export async function runPipeline<T, O>(o: PipelineOptions<T, O>): Promise<Pipel
   const finished = (batch: Batch<T, O>, index: number) => {
     batch.unwritten.push(index);
     batch.remaining -= 1;
-    if (batch.remaining === 0) flush(batch); // chained on `writes`, awaited below
+    if (batch.remaining === 0)
+      flush(batch); // chained on `writes`, awaited below
     else batch.cancelFlush ??= setTimer(() => flush(batch), flushAfterMs);
   };
 
