@@ -87,6 +87,8 @@ export interface EmulatorFault {
   readonly message?: string;
   /** Only calls whose SQL matches. @default - every call */
   readonly sql?: RegExp;
+  /** Only calls whose request body (SQL and parameters, as JSON) matches. @default - every call */
+  readonly body?: RegExp;
   /** Calls to answer with the fault, then it is gone. @default Infinity */
   readonly count?: number;
 }
@@ -329,7 +331,12 @@ export async function startDataApiEmulator(options: DataApiEmulatorOptions): Pro
       } catch {
         throw new WireError('SerializationException', 400, 'Request body is not valid JSON');
       }
-      if (fault && (!fault.spec.sql || (typeof body.sql === 'string' && fault.spec.sql.test(body.sql)))) {
+      const raw = Buffer.concat(chunks).toString('utf8');
+      if (
+        fault &&
+        (!fault.spec.sql || (typeof body.sql === 'string' && fault.spec.sql.test(body.sql))) &&
+        (!fault.spec.body || fault.spec.body.test(raw))
+      ) {
         const { spec } = fault;
         fault.remaining -= 1;
         if (fault.remaining <= 0) fault = undefined;
