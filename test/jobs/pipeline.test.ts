@@ -159,5 +159,8 @@ test('finished outcomes are written back within flushAfterMs even while others o
   c.finish(4);
   await run;
   // The rest when the batch's last item finished; nothing written twice.
-  expect(written).toEqual([['done 2', 'done 3'], ['done 1', 'done 4']]);
+  expect(written).toEqual([
+    ['done 2', 'done 3'],
+    ['done 1', 'done 4'],
+  ]);
 });

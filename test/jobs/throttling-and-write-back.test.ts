@@ -105,7 +105,10 @@ describe('adaptive throttling', () => {
 });
 
 /** A node-postgres database whose write-back statements fail as `fail` decides (a real adapter underneath). */
-function faultyWriteBack(db: Database, fail: (params: SqlParams, attempt: number) => DatabaseError | undefined): Database {
+function faultyWriteBack(
+  db: Database,
+  fail: (params: SqlParams, attempt: number) => DatabaseError | undefined,
+): Database {
   let attempts = 0;
   return {
     query: async <T extends object = Row>(sql: string, params?: SqlParams): Promise<QueryResult<T>> => {
@@ -157,7 +160,9 @@ describe.each([
       ),
     (poisonId: string) =>
       faultyWriteBack(world.admin, (params) =>
-        JSON.stringify(params).includes(poisonId) ? new DatabaseError('invalid input syntax', { code: '22P02' }) : undefined,
+        JSON.stringify(params).includes(poisonId)
+          ? new DatabaseError('invalid input syntax', { code: '22P02' })
+          : undefined,
       ),
   ],
 ])('write-back failures lose nothing (%s)', (_path, transientFailures, failingRow) => {
@@ -170,9 +175,11 @@ describe.each([
       ...runtime(),
     });
     expect(summary).toMatchObject({ refreshed: 30, notWritten: 0 });
-    const { rows } = await world.admin.query<{ user_id: string; refresh_token: string; refresh_lease_owner: string | null }>(
-      `SELECT user_id, refresh_token, refresh_lease_owner FROM oauth_tokens`,
-    );
+    const { rows } = await world.admin.query<{
+      user_id: string;
+      refresh_token: string;
+      refresh_lease_owner: string | null;
+    }>(`SELECT user_id, refresh_token, refresh_lease_owner FROM oauth_tokens`);
     const byUser = new Map(rows.map((r) => [r.user_id, r]));
     for (const u of users) {
       const row = byUser.get(u.userId)!;
@@ -184,7 +191,9 @@ describe.each([
 
   test('a write-back that keeps failing is split until only the rows it cannot write are left; those are counted and logged', async () => {
     const users = await seedUsers(world, { count: 24 });
-    const { rows: ids } = await world.admin.query<{ id: string; user_id: string }>(`SELECT id, user_id FROM oauth_tokens`);
+    const { rows: ids } = await world.admin.query<{ id: string; user_id: string }>(
+      `SELECT id, user_id FROM oauth_tokens`,
+    );
     const poison = ids[7];
     const rt = runtime();
     const summary = await runTokenRefresh({
