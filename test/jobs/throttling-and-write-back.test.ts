@@ -3,7 +3,7 @@ import type { FetchFunction } from '../../lambda/shared/amazon/http';
 import { DEFAULT_ENDPOINT_LIMITS, RateLimiterRegistry } from '../../lambda/shared/amazon/rate-limiter';
 import { Database, DatabaseError, QueryResult, Row, SqlParams } from '../../lambda/shared/db';
 import { runTokenRefresh } from '../../lambda/token-refresh/core';
-import { JobWorld, RecordingLogger, runtime, seedUsers, useJobWorld } from './fixture';
+import { JobWorld, runtime, seedUsers, useJobWorld } from './fixture';
 
 let world: JobWorld;
 useJobWorld((w) => (world = w));
@@ -210,9 +210,9 @@ describe.each([
       if (r.id === poison.id) expect(r.last_refreshed_at).toBeNull();
       else expect(r.last_refreshed_at).not.toBeNull();
     }
-    const lost = (rt.logger as RecordingLogger).lines.filter((l) => l.message === 'Could not write an outcome back');
+    const lost = rt.logger.lines.filter((l) => l.message === 'Could not write an outcome back');
     expect(lost).toHaveLength(1);
     expect(lost[0]).toMatchObject({ level: 'error', attributes: { tokenId: poison.id, userId: poison.user_id } });
-    for (const u of users) expect((rt.logger as RecordingLogger).text()).not.toContain(u.refreshToken);
+    for (const u of users) expect(rt.logger.text()).not.toContain(u.refreshToken);
   });
 });
