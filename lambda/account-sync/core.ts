@@ -254,6 +254,13 @@ export async function runAccountSync(
           syncType: request.syncType,
           userId: single,
           minTokenValiditySeconds: s.minTokenValiditySeconds,
+          // Regions paused past what this run may wait: their users would only be given back.
+          // (A user asked for by name is claimed anyway, and given back if need be.)
+          pausedRegions: single
+            ? []
+            : [...pausedUntil]
+                .filter(([, until]) => until - now().getTime() > waitBudgetMs())
+                .map(([region]) => region),
         });
       },
       process: syncOne,

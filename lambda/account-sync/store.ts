@@ -31,6 +31,8 @@ export interface ClaimUsersOptions {
   readonly userId?: string;
   /** Access tokens expiring sooner than this are not used (the refresh job renews them first). */
   readonly minTokenValiditySeconds: number;
+  /** Regions whose Ads endpoint is paused by a Retry-After: their users are left alone. @default none */
+  readonly pausedRegions?: readonly AmazonRegion[];
 }
 
 /**
@@ -67,6 +69,7 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
           AND t.proactive_refresh_enabled = TRUE
           AND t.expires_at > now() + make_interval(secs => :minTokenValiditySeconds)
           AND (t.sync_lease_expires_at IS NULL OR t.sync_lease_expires_at < now())
+          AND NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
         LIMIT :limit
         FOR UPDATE OF t SKIP LOCKED
      ), sized AS (
@@ -118,6 +121,7 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
       userId: o.userId === undefined ? null : sqlUuid(o.userId),
       minTokenValiditySeconds: o.minTokenValiditySeconds,
       maxTokenChars: CLAIM_TOKEN_CHARS,
+      pausedRegions: sqlJson(o.pausedRegions ?? []),
     },
   );
   return rows.map((r) => ({
