@@ -63,6 +63,7 @@ export async function startLocalWorld(): Promise<LocalWorld> {
         'TRUNCATE users, oauth_tokens, user_accounts, account_sync_history, rate_limit_tracking CASCADE',
       );
       amazon.setKnobs({ latencyMs: 0, rate429: 0, rate5xx: 0, hangRate: 0, malformedRate: 0, failFirstN: 0 });
+      emulator.injectFault(undefined);
     },
     async close() {
       await admin.close();

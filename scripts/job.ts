@@ -5,6 +5,12 @@
  * Logs go to stderr; the last line on stdout is the run's JSON summary.
  *
  *   npm run job -- account-sync --user <uuid>     # a manual sync of one user
+ *   npm run job -- token-refresh --time-limit 60  # plays a 60-second Lambda timeout
+ *
+ * `--time-limit <seconds>` is the invocation's deadline, as Lambda's timeout: the core sees
+ * its remaining time count down from it (and stops claiming, gives back what it cannot
+ * finish), and a run still going at the deadline is killed (exit code 124), as Lambda would.
+ * Without it the core sees 14 minutes and is not killed.
  */
 import { runAccountSync } from '../lambda/account-sync/core';
 import { AdsClient, LwaClient } from '../lambda/shared/amazon';
@@ -16,6 +22,8 @@ import { runTokenRefresh } from '../lambda/token-refresh/core';
 import type { AppLogger } from '../lambda/shared/logger';
 
 const JOBS = ['token-refresh', 'account-sync'] as const;
+/** What the run sees as its remaining time without `--time-limit`. */
+const DEFAULT_TIME_LIMIT_SECONDS = 14 * 60;
 type JobName = (typeof JOBS)[number];
 
 const stderrLogger: AppLogger = {
@@ -27,8 +35,9 @@ const stderrLogger: AppLogger = {
 export async function runJobOnce(
   job: JobName,
   env: NodeJS.ProcessEnv,
-  options: { userId?: string; logger?: AppLogger } = {},
+  options: { userId?: string; logger?: AppLogger; timeLimitSeconds?: number } = {},
 ) {
+  const deadline = Date.now() + (options.timeLimitSeconds ?? DEFAULT_TIME_LIMIT_SECONDS) * 1000;
   const config = readLocalJobConfig(env);
   const db = new PgDatabase({ connection: config.databaseUrl });
   const cipher = new TokenCipher(config.tokenKey);
@@ -37,7 +46,7 @@ export async function runJobOnce(
     cipher,
     logger: options.logger ?? stderrLogger,
     metrics: new MetricTotals(),
-    remainingTimeMs: () => 14 * 60_000,
+    remainingTimeMs: () => Math.max(0, deadline - Date.now()),
   };
   try {
     if (job === 'token-refresh') {
@@ -61,14 +70,26 @@ export async function runJobOnce(
 
 async function main() {
   const [job, ...rest] = process.argv.slice(2);
-  if (!JOBS.includes(job as JobName)) {
-    console.error(`Usage: npm run job -- <${JOBS.join('|')}> [--user <uuid>]`);
+  const limitFlag = rest.indexOf('--time-limit');
+  const timeLimitSeconds = limitFlag >= 0 ? Number(rest[limitFlag + 1]) : undefined;
+  if (!JOBS.includes(job as JobName) || (timeLimitSeconds !== undefined && !(timeLimitSeconds > 0))) {
+    console.error(`Usage: npm run job -- <${JOBS.join('|')}> [--user <uuid>] [--time-limit <seconds>]`);
     process.exit(2);
   }
   const userFlag = rest.indexOf('--user');
+  // Lambda ends an invocation at its timeout whatever it is doing; so does this.
+  const kill =
+    timeLimitSeconds === undefined
+      ? undefined
+      : setTimeout(() => {
+          console.error(`Time limit of ${timeLimitSeconds} s reached: the run is killed, as Lambda would kill it`);
+          process.exit(124);
+        }, timeLimitSeconds * 1000);
   const summary = await runJobOnce(job as JobName, process.env, {
     userId: userFlag >= 0 ? rest[userFlag + 1] : undefined,
+    timeLimitSeconds,
   });
+  clearTimeout(kill);
   process.stdout.write(`${JSON.stringify(summary)}\n`);
 }
 

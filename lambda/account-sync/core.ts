@@ -4,7 +4,16 @@ import { addCounts, describeError, JobRuntime, nextRetryAt } from '../shared/job
 import { runPipeline } from '../shared/jobs/pipeline';
 import { METRIC_NAMES } from '../shared/jobs/metrics';
 import { JOB_TIMING } from '../shared/jobs/timing';
-import { endpointKey, RateLimitUsageRecorder, recordRateLimitUsage } from '../shared/amazon/usage-store';
+import {
+  endpointKey,
+  RateLimitUsageRecorder,
+  readEndpointStates,
+  recordRateLimitUsage,
+} from '../shared/amazon/usage-store';
+import { DeadlineExceededError } from '../shared/backoff';
+import type { RateLimiterRegistry } from '../shared/amazon/rate-limiter';
+import { writeResiliently } from '../shared/jobs/write-back';
+import { restoreLimiters, saveLimiterRates } from '../shared/jobs/throttling';
 import type { TokenCipher } from '../shared/token-crypto';
 import { ATTRIBUTION_SUB_TYPE, type AdsProfile } from '../shared/amazon/schemas';
 import { classifyAmazonError } from '../shared/amazon/failure';
@@ -22,8 +31,18 @@ import {
 
 /** What the core needs of the Ads API client (AdsClient). */
 export interface ProfileLister {
-  /** Lists every profile the access token can see in the region; throws the Amazon error classes. */
-  listProfiles(request: { itemId: string; region: AmazonRegion; accessToken: string }): Promise<readonly AdsProfile[]>;
+  /**
+   * Lists every profile the access token can see in the region; throws the Amazon error
+   * classes, and DeadlineExceededError when it would have to wait longer than `maxWaitMs`.
+   */
+  listProfiles(request: {
+    itemId: string;
+    region: AmazonRegion;
+    accessToken: string;
+    maxWaitMs?: number;
+  }): Promise<readonly AdsProfile[]>;
+  /** The client's rate limiters: their adaptive rate and pauses carry over through rate_limit_tracking. */
+  readonly limiters?: RateLimiterRegistry;
 }
 
 export interface AccountSyncSettings {
@@ -41,6 +60,8 @@ export interface AccountSyncSettings {
   readonly minTokenValiditySeconds?: number;
   /** Stop claiming when less than this remains of the invocation. @default 30000 */
   readonly reserveMs?: number;
+  /** Finished users wait at most this long for the rest of their batch before being written. @default 3000 */
+  readonly flushAfterMs?: number;
 }
 
 export interface AccountSyncDeps extends JobRuntime {
@@ -63,6 +84,8 @@ export interface AccountSyncSummary {
   readonly usersReleased: number;
   /** Users whose outcome the database refused even on its own (recorded as failures instead). */
   readonly usersRejectedByDatabase: number;
+  /** Outcomes that could not be written back (logged; their lease expires and a later run retries). */
+  readonly usersNotWritten: number;
   readonly accountsSynced: number;
   /** Accounts whose sync failed (every account of a failed user, at least one per user). */
   readonly accountsFailed: number;
@@ -124,6 +147,7 @@ const DEFAULT_SETTINGS = {
   retryMaxSeconds: 21_600,
   minTokenValiditySeconds: 120,
   reserveMs: 30_000,
+  flushAfterMs: 3000,
 };
 
 /** What syncing one user needs of its run (see {@link syncOneUser}). */
@@ -133,6 +157,10 @@ interface SyncContext {
   readonly now: () => Date;
   readonly random: () => number;
   readonly usage: RateLimitUsageRecorder;
+  /** Per region: until when its Ads endpoint is paused (epoch ms), by an earlier run or this one. */
+  readonly pausedUntil: Map<AmazonRegion, number>;
+  /** How long a call may still wait (for the limiter, a pause, a retry) and leave the reserve. */
+  readonly waitBudgetMs: () => number;
 }
 
 /**
@@ -154,7 +182,10 @@ export async function runAccountSync(
     now: deps.now ?? (() => new Date()),
     random: deps.random ?? Math.random,
     usage: new RateLimitUsageRecorder(),
+    pausedUntil: new Map(),
+    waitBudgetMs: () => deps.remainingTimeMs() - s.reserveMs / 2,
   };
+  const { now, pausedUntil, waitBudgetMs } = context;
   const started = Date.now();
   const callsBefore = deps.db.callCounts().total;
   const owner = randomUUID();
@@ -164,6 +195,7 @@ export async function runAccountSync(
     usersFailed: 0,
     usersReleased: 0,
     usersRejectedByDatabase: 0,
+    usersNotWritten: 0,
     accountsSynced: 0,
     accountsFailed: 0,
     accountsMissing: 0,
@@ -173,6 +205,13 @@ export async function runAccountSync(
   const single = request.syncType !== 'scheduled' ? request.userId : undefined;
 
   const reauthFlagged = single ? 0 : await flagAccountsNeedingReauth(deps.db, REAUTH_MESSAGE);
+  // Regions whose Ads endpoint an earlier invocation was told to leave alone; the limiters
+  // also take over the rate earlier 429s cut them to.
+  const states = await readEndpointStates(deps.db, 'ads-profiles:');
+  for (const [endpoint, state] of states) {
+    if (state.pausedUntil) pausedUntil.set(endpoint.split(':')[1] as AmazonRegion, state.pausedUntil.getTime());
+  }
+  restoreLimiters(deps.ads.limiters, 'ads', states);
   let claims = 0;
   try {
     const run = await runPipeline<ClaimedUser, UserSyncOutcome>({
@@ -188,30 +227,50 @@ export async function runAccountSync(
           syncType: request.syncType,
           userId: single,
           minTokenValiditySeconds: s.minTokenValiditySeconds,
+          // Regions paused past what this run may wait: their users would only be given back.
+          // (A user asked for by name is claimed anyway, and given back if need be.)
+          pausedRegions: single
+            ? []
+            : [...pausedUntil]
+                .filter(([, until]) => until - now().getTime() > waitBudgetMs())
+                .map(([region]) => region),
         });
       },
       process: (user) => syncOneUser(context, user),
       unprocessed: (user) => ({ kind: 'released', user }),
+      // Transient database errors are retried and the set split (writeResiliently); an outcome
+      // the database refuses as data is isolated by saveOutcomes and recorded as a failure.
       writeBack: async (outcomes) => {
-        const { accountsMissing, rejected } = await saveOutcomes(deps.db, owner, outcomes, {
-          onRefused: (outcome, error) => refusedByDatabase(context, outcome.user, error),
+        const { written, unwritten } = await writeResiliently(outcomes, {
+          write: async (set) => {
+            const { accountsMissing, rejected } = await saveOutcomes(deps.db, owner, set, {
+              onRefused: (outcome, error) => refusedByDatabase(context, outcome.user, error),
+            });
+            totals.accountsMissing += accountsMissing;
+            totals.usersRejectedByDatabase += rejected.length;
+            for (const r of rejected)
+              deps.logger.error('Account sync outcome refused by the database; recorded as a failure', {
+                userId: r.user.userId,
+                error: r.error,
+              });
+          },
+          waitBudgetMs: () => deps.remainingTimeMs() - 1000,
+          describe: (o) => ({ userId: o.user.userId, historyId: o.user.historyId, outcome: o.kind }),
+          logger: deps.logger,
+          random: context.random,
         });
-        totals.accountsMissing += accountsMissing;
-        totals.usersRejectedByDatabase += rejected.length;
-        for (const r of rejected)
-          deps.logger.error('Account sync outcome refused by the database; recorded as a failure', {
-            userId: r.user.userId,
-            error: r.error,
-          });
+        tallyUserOutcomes(deps, totals, written);
+        totals.usersNotWritten += unwritten.length;
       },
-      onBatchWritten: (outcomes, ms) => {
-        tallyUserOutcomes(deps, totals, outcomes);
+      flushAfterMs: s.flushAfterMs,
+      onBatchWritten: (_outcomes, ms) => {
         deps.metrics.addMetric(METRIC_NAMES.batchDurationMs, 'Milliseconds', ms);
       },
     });
     totals.usersClaimed = run.claimed;
     totals.batches = run.batches;
   } finally {
+    saveLimiterRates(deps.ads.limiters, 'ads', context.usage);
     await recordRateLimitUsage(deps.db, context.usage.drain()).catch((error) =>
       deps.logger.warn('Could not record rate-limit usage', { error: describeError(error) }),
     );
@@ -322,7 +381,10 @@ function refusedByDatabase(c: SyncContext, user: ClaimedUser, error: string): Us
 /** Lists one claimed user's profiles and says what to write back. Never throws. */
 async function syncOneUser(c: SyncContext, user: ClaimedUser): Promise<UserSyncOutcome> {
   const { deps, settings: s, now, random, usage } = c;
-  if (deps.remainingTimeMs() < s.reserveMs / 2) return { kind: 'released', user };
+  // A 429 pauses the region's shared limiter until Retry-After has passed; a user whose wait
+  // would outlast the invocation is given back instead.
+  const waitMs = Math.max(0, (c.pausedUntil.get(user.region) ?? 0) - now().getTime());
+  if (waitMs > c.waitBudgetMs()) return { kind: 'released', user };
   const failures = user.retryCount + 1;
   let accessToken: string;
   try {
@@ -339,9 +401,14 @@ async function syncOneUser(c: SyncContext, user: ClaimedUser): Promise<UserSyncO
   // Requests are counted per endpoint; a user gets a row of their own only when Amazon
   // throttled a call made for them (one row per synced user would make this write grow
   // with every user: megabytes at 100,000 users, past the Data API's request limit).
-  usage.request(endpoint);
   try {
-    const profiles = await deps.ads.listProfiles({ itemId: user.userId, region: user.region, accessToken });
+    const profiles = await deps.ads.listProfiles({
+      itemId: user.userId,
+      region: user.region,
+      accessToken,
+      maxWaitMs: c.waitBudgetMs(),
+    });
+    usage.request(endpoint);
     const { accounts, excludedProfileIds } = accountsFromProfiles(profiles, user.region);
     const jitter = 1 + (random() - 0.5) / 10; // ±5 %, so a cohort does not stay in lock-step
     return {
@@ -352,8 +419,13 @@ async function syncOneUser(c: SyncContext, user: ClaimedUser): Promise<UserSyncO
       nextSyncAt: new Date(now().getTime() + s.syncIntervalSeconds * 1000 * jitter),
     };
   } catch (error) {
+    // The limiter (a pause, the reduced rate) or a retry would have waited past the deadline.
+    if (error instanceof DeadlineExceededError) return { kind: 'released', user };
+    usage.request(endpoint);
     const f = classifyAmazonError(error);
     if (f.kind === 'rate_limited') {
+      const until = now().getTime() + f.retryAfterSeconds * 1000;
+      c.pausedUntil.set(user.region, Math.max(until, c.pausedUntil.get(user.region) ?? 0));
       usage.limitHit(endpoint, null, f.retryAfterSeconds, now());
       usage.request(endpoint, user.userId);
       usage.limitHit(endpoint, user.userId, f.retryAfterSeconds, now());

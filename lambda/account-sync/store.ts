@@ -20,6 +20,11 @@ export interface ClaimedUser {
   readonly retryCount: number;
   /** How many accounts the user had before this attempt. */
   readonly accountCount: number;
+  /**
+   * The accounts' sync_status before the claim marked them 'in_progress', to put back if the
+   * user is given back unattempted: the most common status, and the accounts that differ.
+   */
+  readonly previousStatus?: { readonly usual: string; readonly others: Readonly<Record<string, string>> };
 }
 
 export interface ClaimUsersOptions {
@@ -31,6 +36,8 @@ export interface ClaimUsersOptions {
   readonly userId?: string;
   /** Access tokens expiring sooner than this are not used (the refresh job renews them first). */
   readonly minTokenValiditySeconds: number;
+  /** Regions whose Ads endpoint is paused by a Retry-After: their users are left alone. @default none */
+  readonly pausedRegions?: readonly AmazonRegion[];
 }
 
 /**
@@ -51,6 +58,8 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
     region: AmazonRegion;
     retry_count: number;
     account_count: number | null;
+    usual_status: string | null;
+    other_statuses: Record<string, string> | null;
   }>(
     `WITH due AS (
        SELECT ua.user_id FROM user_accounts ua
@@ -66,6 +75,7 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
           AND t.proactive_refresh_enabled = TRUE
           AND t.expires_at > now() + make_interval(secs => :minTokenValiditySeconds)
           AND (t.sync_lease_expires_at IS NULL OR t.sync_lease_expires_at < now())
+          AND NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
         LIMIT :limit
         FOR UPDATE OF t SKIP LOCKED
      ), sized AS (
@@ -82,8 +92,15 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
        RETURNING t.user_id, t.access_token, t.region, t.sync_retry_count
      ), accounts AS (
        SELECT ua.user_id, max(ua.sync_retry_count) AS retry_count, count(*)::int AS account_count,
-              (array_agg(ua.id ORDER BY ua.next_sync_at, ua.id))[1] AS first_account_id
+              (array_agg(ua.id ORDER BY ua.next_sync_at, ua.id))[1] AS first_account_id,
+              mode() WITHIN GROUP (ORDER BY ua.sync_status) AS usual_status
          FROM user_accounts ua JOIN claimed c ON c.user_id = ua.user_id
+        GROUP BY ua.user_id
+     ), other_statuses AS (
+       -- (this statement's snapshot: the statuses as they were before in_progress below)
+       SELECT ua.user_id, jsonb_object_agg(ua.id, ua.sync_status) AS statuses
+         FROM user_accounts ua JOIN accounts a ON a.user_id = ua.user_id
+        WHERE ua.sync_status <> a.usual_status
         GROUP BY ua.user_id
      ), abandoned AS (
        -- History rows a run opened for these users and never closed: that run is gone (its
@@ -104,10 +121,12 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
        RETURNING id, (metadata->>'userId')::uuid AS user_id
      )
      SELECT c.user_id, h.id AS history_id, c.access_token, c.region,
-            greatest(c.sync_retry_count, coalesce(a.retry_count, 0)) AS retry_count, a.account_count
+            greatest(c.sync_retry_count, coalesce(a.retry_count, 0)) AS retry_count, a.account_count,
+            a.usual_status, o.statuses AS other_statuses
        FROM claimed c
        JOIN history h ON h.user_id = c.user_id
-       LEFT JOIN accounts a ON a.user_id = c.user_id`,
+       LEFT JOIN accounts a ON a.user_id = c.user_id
+       LEFT JOIN other_statuses o ON o.user_id = c.user_id`,
     {
       owner: sqlUuid(o.owner),
       leaseSeconds: o.leaseSeconds,
@@ -117,6 +136,7 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
       minTokenValiditySeconds: o.minTokenValiditySeconds,
       maxTokenChars: CLAIM_TOKEN_CHARS,
       abandonedReason: ABANDONED_ATTEMPT_REASON,
+      pausedRegions: sqlJson(o.pausedRegions ?? []),
     },
   );
   return rows.map((r) => ({
@@ -126,6 +146,7 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
     region: r.region,
     retryCount: Number(r.retry_count),
     accountCount: Number(r.account_count ?? 0),
+    ...(r.usual_status ? { previousStatus: { usual: r.usual_status, others: r.other_statuses ?? {} } } : {}),
   }));
 }
 
@@ -211,6 +232,9 @@ interface UserRow {
   readonly error: string | null;
   readonly error_details: Record<string, unknown> | null;
   readonly next_at: Date | null;
+  /** Given back: the status the accounts return to, and the accounts that return to another. */
+  readonly usual_status: string | null;
+  readonly other_statuses: Readonly<Record<string, string>> | null;
 }
 
 interface AccountRow {
@@ -296,6 +320,9 @@ function toUserWrite(o: UserSyncOutcome): UserWrite {
     error: o.kind === 'failure' ? o.error : null,
     error_details: o.kind === 'failure' ? o.errorDetails : null,
     next_at: o.kind === 'success' ? o.nextSyncAt : o.kind === 'failure' ? o.nextAttemptAt : null,
+    // Given back: the accounts return to the status they had before the claim.
+    usual_status: o.kind === 'released' ? (o.user.previousStatus?.usual ?? 'pending') : null,
+    other_statuses: o.kind === 'released' ? (o.user.previousStatus?.others ?? {}) : null,
   };
   const accounts =
     o.kind === 'success'
@@ -396,7 +423,7 @@ async function writeUserOutcomes(
     `WITH input AS (
        SELECT * FROM jsonb_to_recordset(:users::jsonb) AS x(
          user_id uuid, history_id uuid, kind text, profile_ids jsonb, excluded_ids jsonb, synced int, failed int,
-         error text, error_details jsonb, next_at timestamptz)
+         error text, error_details jsonb, next_at timestamptz, usual_status text, other_statuses jsonb)
      ), u AS (
        -- Only users whose lease this run still holds (locked, so no run takes it meanwhile).
        SELECT input.* FROM input JOIN oauth_tokens t ON t.user_id = input.user_id AND t.sync_lease_owner = :owner
@@ -431,7 +458,8 @@ async function writeUserOutcomes(
         WHERE u.kind = 'failure' AND ua.user_id = u.user_id AND ua.sync_status <> 'reauth_required'
        RETURNING 1
      ), released AS (
-       UPDATE user_accounts ua SET sync_status = 'pending', updated_at = now()
+       UPDATE user_accounts ua
+          SET sync_status = coalesce(u.other_statuses ->> ua.id::text, u.usual_status), updated_at = now()
          FROM u WHERE u.kind = 'released' AND ua.user_id = u.user_id AND ua.sync_status = 'in_progress'
        RETURNING 1
      ), closed AS (

@@ -38,6 +38,32 @@ export interface RetryOptions extends BackoffOptions {
   readonly onRetry?: (error: unknown, attempt: number, delayMs: number) => void;
   /** @default setTimeout-based {@link sleep} */
   readonly sleep?: (ms: number) => Promise<void>;
+  /**
+   * Milliseconds that waiting may still take (the invocation's remaining time minus its
+   * reserve): a retry whose delay would not fit is not made, {@link DeadlineExceededError}
+   * is thrown instead. @default - no limit
+   */
+  readonly waitBudgetMs?: () => number;
+}
+
+/**
+ * A wait (a limiter's pause or pace, a retry's backoff) would outlast the time the invocation
+ * has left: the item is given back instead of waiting. Not a failure of the item.
+ */
+export class DeadlineExceededError extends Error {
+  constructor(
+    /** How long the wait would have been. */
+    readonly waitMs: number,
+    /** How long waiting could still take. */
+    readonly budgetMs: number,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `A wait of ${Math.round(waitMs)} ms would outlast the invocation (${Math.round(budgetMs)} ms left to wait)`,
+      options,
+    );
+    this.name = 'DeadlineExceededError';
+  }
 }
 
 /** Thrown by {@link retry} when every attempt failed with a retryable error. */
@@ -53,7 +79,8 @@ export class RetriesExhaustedError extends Error {
 
 /**
  * Calls `fn` until it succeeds, fails with a non-retryable error (rethrown as is), or
- * `maxAttempts` is reached (the last error is wrapped in {@link RetriesExhaustedError}).
+ * `maxAttempts` is reached (the last error is wrapped in {@link RetriesExhaustedError}), or
+ * the next delay would exceed `waitBudgetMs` ({@link DeadlineExceededError}, the last error as cause).
  */
 export async function retry<T>(fn: (attempt: number) => Promise<T>, options: RetryOptions): Promise<T> {
   const wait = options.sleep ?? sleep;
@@ -64,6 +91,8 @@ export async function retry<T>(fn: (attempt: number) => Promise<T>, options: Ret
       if (!options.isRetryable(error)) throw error;
       if (attempt >= options.maxAttempts) throw new RetriesExhaustedError(attempt, error);
       const delay = Math.max(backoffDelayMs(attempt, options), options.minimumDelayMs?.(error) ?? 0);
+      const budget = options.waitBudgetMs?.() ?? Infinity;
+      if (delay > budget) throw new DeadlineExceededError(delay, budget, { cause: error });
       options.onRetry?.(error, attempt, delay);
       await wait(delay);
     }

@@ -9,20 +9,30 @@ import {
   endpointKey,
   RateLimitUsageRecorder,
   readEndpointPauses,
+  readEndpointStates,
   recordRateLimitUsage,
 } from '../shared/amazon/usage-store';
 import { isEncrypted, TokenCipher } from '../shared/token-crypto';
 import type { AmazonRegion } from '../shared/amazon/regions';
+import { DeadlineExceededError } from '../shared/backoff';
+import type { RateLimiterRegistry } from '../shared/amazon/rate-limiter';
+import { writeResiliently } from '../shared/jobs/write-back';
+import { restoreLimiters, saveLimiterRates } from '../shared/jobs/throttling';
 import { claimDueTokens, ClaimedToken, countDueTokens, RefreshFailure, saveResults, TokenResult } from './store';
 
 /** What the core needs of the Login with Amazon client (LwaClient). */
 export interface TokenRefresher {
-  /** Exchanges a refresh token at the region's token endpoint; throws the Amazon error classes. */
-  refresh(request: { itemId: string; region: AmazonRegion; refreshToken: string }): Promise<{
+  /**
+   * Exchanges a refresh token at the region's token endpoint; throws the Amazon error classes,
+   * and DeadlineExceededError when it would have to wait longer than `maxWaitMs`.
+   */
+  refresh(request: { itemId: string; region: AmazonRegion; refreshToken: string; maxWaitMs?: number }): Promise<{
     accessToken: string;
     refreshToken: string | undefined;
     expiresInSeconds: number;
   }>;
+  /** The client's rate limiters: their adaptive rate and pauses carry over through rate_limit_tracking. */
+  readonly limiters?: RateLimiterRegistry;
 }
 
 /** Amazon rejected the application's credentials for several different tokens in a row: stop the run. */
@@ -63,6 +73,8 @@ export interface TokenRefreshSettings {
   readonly retryMaxSeconds?: number;
   /** Stop claiming when less than this remains of the invocation. @default 30000 */
   readonly reserveMs?: number;
+  /** Finished results wait at most this long for the rest of their batch before being written. @default 3000 */
+  readonly flushAfterMs?: number;
 }
 
 export interface TokenRefreshDeps extends JobRuntime {
@@ -83,6 +95,8 @@ export interface TokenRefreshSummary {
   readonly released: number;
   /** Results the database refused even one at a time (their leases were given back). */
   readonly rejectedByDatabase: number;
+  /** Results that could not be written back (logged; their lease expires and a later run retries). */
+  readonly notWritten: number;
   readonly batches: number;
   readonly databaseCalls: number;
   readonly durationMs: number;
@@ -98,6 +112,7 @@ const DEFAULT_SETTINGS = {
   retryBaseSeconds: 60,
   retryMaxSeconds: 3600,
   reserveMs: 30_000,
+  flushAfterMs: 3000,
 };
 
 /** What refreshing one token needs of its run (see {@link refreshOneToken}). */
@@ -109,6 +124,8 @@ interface RefreshContext {
   readonly usage: RateLimitUsageRecorder;
   /** Per region: until when its token endpoint is paused (epoch ms). */
   readonly pausedUntil: Map<AmazonRegion, number>;
+  /** How long a call may still wait (for the limiter, a pause, a retry) and leave the reserve. */
+  readonly waitBudgetMs: () => number;
   /** Set when the run must stop; `clientErrorStreak` holds the tokens of the current streak. */
   readonly stop: { fatal?: ClientCredentialsError; clientErrorStreak: Set<string> };
 }
@@ -134,6 +151,7 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
     rateLimited: 0,
     released: 0,
     rejectedByDatabase: 0,
+    notWritten: 0,
     batches: 0,
   };
   const context: RefreshContext = {
@@ -143,14 +161,18 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
     random: deps.random ?? Math.random,
     usage: new RateLimitUsageRecorder(),
     pausedUntil: new Map(),
+    waitBudgetMs: () => deps.remainingTimeMs() - s.reserveMs / 2,
     stop: { clientErrorStreak: new Set() },
   };
   const { now, pausedUntil } = context;
 
-  // Endpoints a previous invocation was told to leave alone, and those this one is told to.
-  for (const [endpoint, until] of await readEndpointPauses(deps.db, 'lwa-token:')) {
-    pausedUntil.set(endpoint.split(':')[1] as AmazonRegion, until.getTime());
+  // Endpoints a previous invocation was told to leave alone, and those this one is told to;
+  // the limiters also take over the rate earlier 429s cut them to.
+  const states = await readEndpointStates(deps.db, 'lwa-token:');
+  for (const [endpoint, state] of states) {
+    if (state.pausedUntil) pausedUntil.set(endpoint.split(':')[1] as AmazonRegion, state.pausedUntil.getTime());
   }
+  restoreLimiters(deps.lwa.limiters, 'lwa', states);
   const pausedRegions = () => [...pausedUntil].filter(([, until]) => until > now().getTime()).map(([region]) => region);
 
   try {
@@ -167,25 +189,41 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
         }),
       process: (token) => refreshOneToken(context, token),
       unprocessed: (token) => ({ kind: 'released', token }),
+      // Transient database errors are retried and the set split (writeResiliently); a result the
+      // database refuses as data is isolated by saveResults itself and its lease given back.
       writeBack: async (outcomes) => {
-        const { rejected } = await saveResults(deps.db, owner, outcomes);
-        totals.rejectedByDatabase += rejected.length;
-        for (const r of rejected)
-          deps.logger.error('Token refresh result refused by the database; its lease was given back', {
-            tokenId: r.token.id,
-            userId: r.token.userId,
-            error: r.error,
-          });
+        const { written, unwritten } = await writeResiliently(outcomes, {
+          write: async (set) => {
+            const { rejected } = await saveResults(deps.db, owner, set);
+            totals.rejectedByDatabase += rejected.length;
+            for (const r of rejected)
+              deps.logger.error('Token refresh result refused by the database; its lease was given back', {
+                tokenId: r.token.id,
+                userId: r.token.userId,
+                error: r.error,
+              });
+          },
+          waitBudgetMs: () => deps.remainingTimeMs() - 1000,
+          describe: (o) => {
+            const token = o.kind === 'success' || o.kind === 'failure' ? o.result.token : o.token;
+            return { tokenId: token.id, userId: token.userId, outcome: o.kind };
+          },
+          logger: deps.logger,
+          random: context.random,
+        });
+        tallyTokenOutcomes(deps, totals, written);
+        totals.notWritten += unwritten.length;
       },
+      flushAfterMs: s.flushAfterMs,
       shouldStop: () => context.stop.fatal !== undefined,
-      onBatchWritten: (outcomes, ms) => {
-        tallyTokenOutcomes(deps, totals, outcomes);
+      onBatchWritten: (_outcomes, ms) => {
         deps.metrics.addMetric(METRIC_NAMES.batchDurationMs, 'Milliseconds', ms);
       },
     });
     totals.claimed = run.claimed;
     totals.batches = run.batches;
   } finally {
+    saveLimiterRates(deps.lwa.limiters, 'lwa', context.usage);
     await recordRateLimitUsage(deps.db, context.usage.drain()).catch((error) =>
       deps.logger.warn('Could not record rate-limit usage', { error: describeError(error) }),
     );
@@ -284,11 +322,11 @@ function retryAt(c: RefreshContext, failures: number): Date {
  * failure becomes a failure outcome (backoff, count, refresh off where it must stop).
  */
 async function refreshOneToken(c: RefreshContext, token: ClaimedToken): Promise<Outcome> {
-  const { deps, settings: s, now } = c;
+  const { deps, now } = c;
   // A 429 pauses the region's shared limiter, which holds later calls until Retry-After has
   // passed; a token whose wait would outlast the invocation is given back instead.
   const waitMs = Math.max(0, (c.pausedUntil.get(token.region) ?? 0) - now().getTime());
-  if (c.stop.fatal || deps.remainingTimeMs() - waitMs < s.reserveMs / 2) return { kind: 'released', token };
+  if (c.stop.fatal || waitMs > c.waitBudgetMs()) return { kind: 'released', token };
   const endpoint = endpointKey('lwa', token.region);
   let refreshToken: string;
   try {
@@ -306,9 +344,14 @@ async function refreshOneToken(c: RefreshContext, token: ClaimedToken): Promise<
     });
   }
   const requestedAt = now();
-  c.usage.request(endpoint);
   try {
-    const tokens = await deps.lwa.refresh({ itemId: token.id, region: token.region, refreshToken });
+    const tokens = await deps.lwa.refresh({
+      itemId: token.id,
+      region: token.region,
+      refreshToken,
+      maxWaitMs: c.waitBudgetMs(),
+    });
+    c.usage.request(endpoint);
     c.stop.clientErrorStreak.clear();
     const newRefresh = tokens.refreshToken ?? refreshToken;
     return {
@@ -325,6 +368,9 @@ async function refreshOneToken(c: RefreshContext, token: ClaimedToken): Promise<
       },
     };
   } catch (error) {
+    // The limiter (a pause, the reduced rate) or a retry would have waited past the deadline.
+    if (error instanceof DeadlineExceededError) return { kind: 'released', token };
+    c.usage.request(endpoint);
     return failedRefresh(c, token, classifyAmazonError(error));
   }
 }

@@ -1,7 +1,8 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http';
 import { AddressInfo } from 'node:net';
-import { RDSDataClient } from '@aws-sdk/client-rds-data';
+import type { RDSDataClient } from '@aws-sdk/client-rds-data';
+import { createDataApiClient } from '../../lambda/shared/db/data-api-database';
 import { DatabaseError as PgError, Pool, PoolClient, QueryResult } from 'pg';
 import { rewriteNamedParameters } from '../../lambda/shared/db/named-parameters';
 import { bindParameter, columnMetadata, encodeField, PgType, WireError, WireParameter } from './wire-values';
@@ -21,7 +22,9 @@ import { bindParameter, columnMetadata, encodeField, PgType, WireError, WirePara
  *   run and answers BadRequestException ({@link REQUEST_TOO_LARGE_MESSAGE}: the service
  *   documents the limit and that the request fails unprocessed, not its exact wording);
  * - a transaction with no call for 3 minutes is rolled back and forgotten;
- * - `failNextCalls(n)` answers DatabaseResumingException to the next n calls (auto-pause).
+ * - `failNextCalls(n)` answers DatabaseResumingException to the next n calls (auto-pause);
+ *   `injectFault(…)` answers any error, to every call or to the statements matching a pattern
+ *   (a service that stays unavailable, a deadlock on the write-back).
  *
  * Signatures and ARNs are not checked. Sessions run with TimeZone=UTC, as Aurora does.
  *
@@ -67,12 +70,32 @@ export interface DataApiEmulator {
   createClient(): RDSDataClient;
   /** Answers the next `count` calls with `errorType` (DatabaseResumingException by default). */
   failNextCalls(count: number, errorType?: string): void;
+  /**
+   * Answers calls with an error until `count` of them have been answered so (every call when
+   * `count` is omitted), or only those whose SQL matches `sql`. Replaces an earlier fault;
+   * `injectFault(undefined)` removes it.
+   */
+  injectFault(fault: EmulatorFault | undefined): void;
   /** Calls received so far. */
   readonly calls: Readonly<DataApiCallCounts>;
   /** Transactions currently open. */
   openTransactions(): number;
   /** Stops the server, rolls back open transactions and closes the pools. */
   close(): Promise<void>;
+}
+
+export interface EmulatorFault {
+  /** The error type (`x-amzn-errortype`), e.g. ServiceUnavailableError, BadRequestException. */
+  readonly errorType: string;
+  readonly statusCode: number;
+  /** @default - a message naming the fault */
+  readonly message?: string;
+  /** Only calls whose SQL matches. @default - every call */
+  readonly sql?: RegExp;
+  /** Only calls whose request body (SQL and parameters, as JSON) matches. @default - every call */
+  readonly body?: RegExp;
+  /** Calls to answer with the fault, then it is gone. @default Infinity */
+  readonly count?: number;
 }
 
 const ROUTES = [
@@ -115,6 +138,7 @@ export async function startDataApiEmulator(options: DataApiEmulatorOptions): Pro
     total: 0,
   };
   let failures: { remaining: number; errorType: string } = { remaining: 0, errorType: 'DatabaseResumingException' };
+  let fault: { spec: EmulatorFault; remaining: number } | undefined;
 
   function poolFor(database: string): Pool {
     let pool = pools.get(database);
@@ -317,6 +341,18 @@ export async function startDataApiEmulator(options: DataApiEmulatorOptions): Pro
       } catch {
         throw new WireError('SerializationException', 400, 'Request body is not valid JSON');
       }
+      const raw = Buffer.concat(chunks).toString('utf8');
+      if (
+        fault &&
+        (!fault.spec.sql || (typeof body.sql === 'string' && fault.spec.sql.test(body.sql))) &&
+        (!fault.spec.body || fault.spec.body.test(raw))
+      ) {
+        const { spec } = fault;
+        fault.remaining -= 1;
+        if (fault.remaining <= 0) fault = undefined;
+        calls.injectedFailures += 1;
+        throw new WireError(spec.errorType, spec.statusCode, spec.message ?? `Injected ${spec.errorType}`);
+      }
       requireString(body, 'resourceArn');
       requireString(body, 'secretArn');
       const output = await handlers[path](body);
@@ -355,15 +391,18 @@ export async function startDataApiEmulator(options: DataApiEmulatorOptions): Pro
     endpoint,
     target,
     calls,
+    // The jobs' own client factory (SDK retries off: the adapter retries), pointed here.
     createClient: () =>
-      new RDSDataClient({
+      createDataApiClient({
         endpoint,
         region: 'us-east-1',
         credentials: { accessKeyId: 'AKIDEMULATOR', secretAccessKey: 'emulator-secret' },
-        maxAttempts: 1,
       }),
     failNextCalls(count, errorType = 'DatabaseResumingException') {
       failures = { remaining: count, errorType };
+    },
+    injectFault(spec) {
+      fault = spec ? { spec, remaining: spec.count ?? Infinity } : undefined;
     },
     openTransactions: () => transactions.size,
     async close() {

@@ -5,6 +5,8 @@ import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-sec
 import { mockClient } from 'aws-sdk-client-mock';
 import { handler as sync } from '../../lambda/account-sync/handler';
 import { handler as refresh } from '../../lambda/token-refresh/handler';
+import { jobContainer } from '../../lambda/shared/jobs/container';
+import { DatabaseUnavailableError } from '../../lambda/shared/db';
 import { JobWorld, seedUsers, useJobWorld } from './fixture';
 
 const run = promisify(execFile);
@@ -42,6 +44,18 @@ describe('npm run job', () => {
       for (const u of users) expect(stdout + stderr).not.toContain(u.refreshToken);
     },
   );
+
+  test('--time-limit plays the Lambda deadline: with less time than the reserve nothing is claimed', async () => {
+    await seedUsers(world, { count: 5 });
+    const { stdout } = await run('npm', ['run', '--silent', 'job', '--', 'token-refresh', '--time-limit', '20'], {
+      cwd: ROOT,
+      env: localEnv(),
+    });
+    // 20 s left is less than the 30 s the run keeps in reserve: it stops before claiming.
+    expect(JSON.parse(stdout.trim().split('\n').at(-1)!)).toMatchObject({ claimed: 0, refreshed: 0 });
+    const leased = await world.admin.query(`SELECT id FROM oauth_tokens WHERE refresh_lease_owner IS NOT NULL`);
+    expect(leased.rows).toHaveLength(0);
+  });
 
   test('names every missing variable and exits non-zero', async () => {
     const env = { PATH: process.env.PATH, HOME: process.env.HOME };
@@ -111,6 +125,21 @@ describe('Lambda handlers on the Data API path', () => {
   });
 
   const context = { getRemainingTimeInMillis: () => 600_000, awsRequestId: 'req-1' };
+
+  test('the handlers’ Data API client leaves retries to the adapter: requests received equal calls counted', async () => {
+    const { db } = await jobContainer('token-refresh');
+    const counted = db.callCounts().total;
+    const received = world.emulator.calls.total;
+    world.emulator.injectFault({ errorType: 'ServiceUnavailableError', statusCode: 503 });
+    try {
+      await expect(db.query('SELECT 1')).rejects.toThrow(DatabaseUnavailableError);
+    } finally {
+      world.emulator.injectFault(undefined);
+    }
+    const calls = db.callCounts().total - counted;
+    expect(calls).toBe(8); // the adapter's attempts
+    expect(world.emulator.calls.total - received).toBe(calls);
+  });
 
   test('both handlers run their job, publish EMF metrics with service and environment, and log no secret', async () => {
     const users = await seedUsers(world, { count: 12, legacyPlaintext: (i) => i % 3 === 0 });

@@ -125,3 +125,42 @@ test('a failing claim or write-back is rethrown after everything claimed was wri
     }),
   ).rejects.toThrow('write failed');
 });
+
+test('finished outcomes are written back within flushAfterMs even while others of the batch are still in flight', async () => {
+  const written: string[][] = [];
+  const timers: Array<{ fn: () => void; ms: number; cancelled: boolean }> = [];
+  const c = controlled();
+  const batches = [[1, 2, 3, 4], []];
+  const run = runPipeline<number, string>({
+    concurrency: 4,
+    claim: async () => batches.shift() ?? [],
+    mayClaim: () => true,
+    process: c.process,
+    unprocessed: (i) => `released ${i}`,
+    writeBack: async (outcomes) => void written.push(outcomes),
+    flushAfterMs: 3000,
+    setTimer: (fn, ms) => {
+      const timer = { fn, ms, cancelled: false };
+      timers.push(timer);
+      return () => void (timer.cancelled = true);
+    },
+  });
+  await tick();
+  c.finish(2);
+  c.finish(3);
+  await tick();
+  expect(written).toEqual([]); // not yet: the timer has not fired
+  expect(timers).toHaveLength(1);
+  expect(timers[0].ms).toBe(3000);
+  timers[0].fn(); // flushAfterMs later, items 1 and 4 still in flight
+  await tick();
+  expect(written).toEqual([['done 2', 'done 3']]);
+  c.finish(1);
+  c.finish(4);
+  await run;
+  // The rest when the batch's last item finished; nothing written twice.
+  expect(written).toEqual([
+    ['done 2', 'done 3'],
+    ['done 1', 'done 4'],
+  ]);
+});

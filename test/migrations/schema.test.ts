@@ -59,6 +59,8 @@ describe('columns', () => {
     ['rate_limit_tracking.last_limit_hit', TIMESTAMPTZ, true, null],
     ['rate_limit_tracking.retry_after_seconds', 'integer', true, null],
     ['rate_limit_tracking.window_start', TIMESTAMPTZ, false, 'now()'],
+    // 0010: the allowed rate 429s cut an endpoint to (NULL: at the configured ceiling).
+    ['rate_limit_tracking.allowed_rate_per_second', 'numeric', true, null],
     ['rate_limit_tracking.created_at', TIMESTAMPTZ, false, 'now()'],
     ['rate_limit_tracking.updated_at', TIMESTAMPTZ, false, 'now()'],
   ])('%s is %s, nullable=%s, default %s', (column, type, nullable, defaultValue) => {

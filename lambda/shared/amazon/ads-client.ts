@@ -31,6 +31,8 @@ export interface ListProfilesRequest {
   readonly region: AmazonRegion;
   /** A valid (decrypted) LWA access token. */
   readonly accessToken: string;
+  /** Longest the call may wait for the limiter or a retry (DeadlineExceededError beyond). @default - no limit */
+  readonly maxWaitMs?: number;
 }
 
 /**
@@ -38,10 +40,15 @@ export interface ListProfilesRequest {
  * header, through the process-wide `ads` limiter of that region. `profileId` comes back as
  * text (exact digits), ready for `user_accounts.amazon_account_id`.
  *
- * @throws AccessTokenRejectedError, RateLimitedError, TransientError, MalformedResponseError
+ * @throws AccessTokenRejectedError, RateLimitedError, TransientError, MalformedResponseError, DeadlineExceededError
  */
 export class AdsClient {
   constructor(private readonly options: AdsClientOptions) {}
+
+  /** The limiters this client's calls go through (the jobs carry their state across invocations). */
+  get limiters(): RateLimiterRegistry {
+    return this.options.limiters ?? sharedRateLimiters;
+  }
 
   async listProfiles(request: ListProfilesRequest): Promise<AdsProfile[]> {
     const { itemId, region } = request;
@@ -59,11 +66,12 @@ export class AdsClient {
         },
         timeoutMs: this.options.timeoutMs ?? 10_000,
       },
-      limiter: (this.options.limiters ?? sharedRateLimiters).for('ads', region),
+      limiter: this.limiters.for('ads', region),
       fetch: this.options.fetch,
       retry: this.options.retry ?? {},
       defaultAttempts: 3,
       defaultRetryAfterSeconds: this.options.defaultRetryAfterSeconds ?? 30,
+      maxWaitMs: request.maxWaitMs,
     });
     if (response.status === 401) throw new AccessTokenRejectedError(itemId, region);
     if (response.status !== 200)

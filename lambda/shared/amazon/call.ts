@@ -29,16 +29,25 @@ export interface AmazonCall {
   readonly defaultAttempts: number;
   /** Retry-After used when a 429 has none. */
   readonly defaultRetryAfterSeconds: number;
+  /**
+   * Longest this call may spend waiting, for the limiter and between retries, counted from
+   * now (the invocation's remaining time minus its reserve). A wait that would be longer
+   * throws DeadlineExceededError instead. @default - no limit
+   */
+  readonly maxWaitMs?: number;
 }
 
 /**
  * Sends one request through the endpoint's shared limiter. Throws {@link RateLimitedError}
- * for 429 (after pausing the limiter for everyone) and {@link TransientError} for 5xx and
- * transport failures once retries are spent; any other response is returned to the client
- * to interpret.
+ * for 429 (after pausing the limiter for everyone and cutting its rate) and
+ * {@link TransientError} for 5xx and transport failures once retries are spent; any other
+ * response is returned to the client to interpret. Throws DeadlineExceededError when a wait
+ * (the limiter's, or a retry's backoff) would exceed `maxWaitMs`.
  */
 export async function callAmazon(call: AmazonCall): Promise<HttpResponse> {
   const { endpoint, region, itemId } = call;
+  const notAfter = call.limiter.now() + (call.maxWaitMs ?? Infinity);
+  const budget = () => Math.max(0, notAfter - call.limiter.now());
   try {
     return await retry(
       () =>
@@ -56,19 +65,21 @@ export async function callAmazon(call: AmazonCall): Promise<HttpResponse> {
           if (response.status === 429) {
             const seconds =
               parseRetryAfterSeconds(response.headers.get('retry-after')) ?? call.defaultRetryAfterSeconds;
-            call.limiter.pauseFor(seconds);
+            call.limiter.throttled(seconds);
             throw new RateLimitedError(itemId, endpoint, region, seconds);
           }
           if (response.status >= 500)
             throw new TransientError(itemId, endpoint, region, response.status, 'http_5xx', `HTTP ${response.status}`);
+          call.limiter.succeeded();
           return response;
-        }),
+        }, budget()),
       {
         maxAttempts: call.retry.maxAttempts ?? call.defaultAttempts,
         baseDelayMs: call.retry.baseDelayMs ?? 200,
         maxDelayMs: call.retry.maxDelayMs ?? 2000,
         random: call.retry.random,
         sleep: call.retry.sleep,
+        waitBudgetMs: budget,
         isRetryable: (error) => error instanceof TransientError,
       },
     );

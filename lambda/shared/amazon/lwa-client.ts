@@ -61,6 +61,8 @@ export interface RefreshRequest {
   readonly region: AmazonRegion;
   /** The decrypted refresh token. */
   readonly refreshToken: string;
+  /** Longest the call may wait for the limiter or a retry (DeadlineExceededError beyond). @default - no limit */
+  readonly maxWaitMs?: number;
 }
 
 export interface RefreshedTokens {
@@ -82,7 +84,7 @@ const PERMANENT_CODES = new Set<PermanentAuthErrorCode>([
  * Login with Amazon: the refresh-token grant, `POST /auth/o2/token`, form-encoded, on the
  * region's host, through the process-wide `lwa` limiter of that region.
  *
- * @throws PermanentAuthError, RateLimitedError, TransientError, MalformedResponseError
+ * @throws PermanentAuthError, RateLimitedError, TransientError, MalformedResponseError, DeadlineExceededError
  */
 export class LwaClient {
   private reread: { at: number; credentials: Promise<LwaCredentials> } | undefined;
@@ -91,6 +93,11 @@ export class LwaClient {
     if (!options.credentials && (options.clientId === undefined || options.clientSecret === undefined)) {
       throw new TypeError('LwaClient needs clientId and clientSecret, or credentials');
     }
+  }
+
+  /** The limiters this client's calls go through (the jobs carry their state across invocations). */
+  get limiters(): RateLimiterRegistry {
+    return this.options.limiters ?? sharedRateLimiters;
   }
 
   async refresh(request: RefreshRequest): Promise<RefreshedTokens> {
@@ -141,11 +148,12 @@ export class LwaClient {
         body,
         timeoutMs: this.options.timeoutMs ?? 10_000,
       },
-      limiter: (this.options.limiters ?? sharedRateLimiters).for('lwa', region),
+      limiter: this.limiters.for('lwa', region),
       fetch: this.options.fetch,
       retry: this.options.retry ?? {},
       defaultAttempts: 1,
       defaultRetryAfterSeconds: this.options.defaultRetryAfterSeconds ?? 30,
+      maxWaitMs: request.maxWaitMs,
     });
     const json = parseJson(response.text);
     if (response.status === 200) {

@@ -1,4 +1,4 @@
-import { sleep as defaultSleep } from '../backoff';
+import { DeadlineExceededError, sleep as defaultSleep } from '../backoff';
 import type { AmazonEndpoint } from './regions';
 
 /** Clock and sleep, injectable so tests move time instead of waiting. */
@@ -18,31 +18,61 @@ export interface TokenBucketOptions extends LimiterClock {
 
 /**
  * A token bucket: callers take one token per request and wait, in arrival order, while the
- * bucket is empty or paused (a 429's Retry-After pauses it for everyone).
+ * bucket is empty or paused (a 429's Retry-After pauses it for everyone). A caller may say how
+ * long it can wait at most: when its wait would be longer it gets {@link DeadlineExceededError}
+ * at once instead of waiting (and the callers behind it get their turn).
  */
 export class TokenBucket {
   private tokens: number;
   private updatedAt: number;
   private pausedUntil = 0;
+  private rate: number;
   private queue: Promise<void> = Promise.resolve();
   private readonly now: () => number;
   private readonly sleep: (ms: number) => Promise<void>;
   private readonly burst: number;
 
-  constructor(private readonly options: TokenBucketOptions) {
+  constructor(options: TokenBucketOptions) {
     if (!(options.ratePerSecond > 0)) throw new RangeError('ratePerSecond must be positive');
     this.now = options.now ?? Date.now;
     this.sleep = options.sleep ?? defaultSleep;
     this.burst = Math.max(1, options.burst ?? 1);
+    this.rate = options.ratePerSecond;
     this.tokens = this.burst;
     this.updatedAt = this.now();
   }
 
-  /** Waits for a token (FIFO). */
-  take(): Promise<void> {
-    const turn = this.queue.then(() => this.waitForToken());
+  /**
+   * Waits for a token (FIFO). With `maxWaitMs`, rejects with {@link DeadlineExceededError}
+   * (taking no token) when the token would come later than that from now.
+   */
+  take(maxWaitMs: number = Infinity): Promise<void> {
+    const notAfter = this.now() + maxWaitMs;
+    const turn = this.queue.then(() => this.waitForToken(notAfter));
     this.queue = turn.catch(() => undefined);
     return turn;
+  }
+
+  /** Requests per second handed out now. */
+  ratePerSecond(): number {
+    return this.rate;
+  }
+
+  /**
+   * Changes the pace. Below one request per second the bucket holds a single token, so a
+   * reduced rate is never exceeded by a burst.
+   */
+  setRate(ratePerSecond: number): void {
+    if (!(ratePerSecond > 0)) throw new RangeError('ratePerSecond must be positive');
+    this.refill(this.now());
+    this.rate = ratePerSecond;
+    this.tokens = Math.min(this.tokens, this.capacity());
+  }
+
+  /** Empties the bucket (after a 429: nothing more goes out in a burst). */
+  drain(): void {
+    this.refill(this.now());
+    this.tokens = Math.min(this.tokens, 0);
   }
 
   /** No token is handed out before `untilMs` (epoch ms); a later pause wins. */
@@ -55,20 +85,31 @@ export class TokenBucket {
     return this.pausedUntil;
   }
 
-  private async waitForToken(): Promise<void> {
+  private capacity(): number {
+    return Math.max(1, Math.min(this.burst, Math.floor(this.rate)));
+  }
+
+  private refill(now: number): void {
+    this.tokens = Math.min(this.capacity(), this.tokens + (Math.max(0, now - this.updatedAt) / 1000) * this.rate);
+    this.updatedAt = now;
+  }
+
+  private async waitForToken(notAfter: number): Promise<void> {
     for (;;) {
       const now = this.now();
       if (now < this.pausedUntil) {
+        if (this.pausedUntil > notAfter) throw new DeadlineExceededError(this.pausedUntil - now, notAfter - now);
         await this.sleep(this.pausedUntil - now);
         continue;
       }
-      this.tokens = Math.min(this.burst, this.tokens + ((now - this.updatedAt) / 1000) * this.options.ratePerSecond);
-      this.updatedAt = now;
+      this.refill(now);
       if (this.tokens >= 1) {
         this.tokens -= 1;
         return;
       }
-      await this.sleep(Math.ceil(((1 - this.tokens) / this.options.ratePerSecond) * 1000));
+      const wait = Math.ceil(((1 - this.tokens) / this.rate) * 1000);
+      if (now + wait > notAfter) throw new DeadlineExceededError(wait, notAfter - now);
+      await this.sleep(wait);
     }
   }
 }
@@ -101,35 +142,122 @@ export class ConcurrencyLimiter {
 }
 
 export interface EndpointLimits {
+  /** The ceiling: requests per second when Amazon does not push back. */
   readonly ratePerSecond: number;
   readonly burst: number;
   readonly maxConcurrency: number;
 }
 
-/** The rate and concurrency limit of one endpoint in one region. */
+/**
+ * How the allowed rate follows Amazon's answers (additive increase, multiplicative decrease):
+ * each 429 multiplies it by `decrease`, each call Amazon answers without a 429 adds
+ * `increaseFraction` of the ceiling, and it stays between `minFraction` of the ceiling and the
+ * ceiling.
+ */
+export const ADAPTIVE_RATE = { decrease: 0.5, increaseFraction: 0.02, minFraction: 0.01 } as const;
+
+/** Longest pause that 429s in a row make (Retry-After doubled per 429). */
+export const MAX_PAUSE_SECONDS = 900;
+
+/**
+ * The rate and concurrency limit of one endpoint in one region, adaptive:
+ * - the rate starts at the configured ceiling, is cut by every 429 and grows back slowly with
+ *   calls Amazon answers without one (additive increase, multiplicative decrease);
+ * - every 429 pauses the endpoint for its Retry-After, doubled for each further 429 without a
+ *   success in between (at most {@link MAX_PAUSE_SECONDS});
+ * - until Amazon has answered without a 429 (at first, and again after each 429) one call at a
+ *   time goes out, the probe: a throttled endpoint is never hit by a burst.
+ */
 export class EndpointLimiter {
   readonly bucket: TokenBucket;
   readonly concurrency: ConcurrencyLimiter;
+  /** The configured requests per second: the most the adaptive rate ever allows. */
+  readonly ceiling: number;
+  private probing = true;
+  private probe: Promise<void> | undefined;
+  private throttledInARow = 0;
 
   constructor(
     limits: EndpointLimits,
     private readonly clock: LimiterClock = {},
   ) {
+    this.ceiling = limits.ratePerSecond;
     this.bucket = new TokenBucket({ ratePerSecond: limits.ratePerSecond, burst: limits.burst, ...clock });
     this.concurrency = new ConcurrencyLimiter(limits.maxConcurrency);
   }
 
-  /** Runs `fn` holding a concurrency slot, after taking a rate token. */
-  run<T>(fn: () => Promise<T>): Promise<T> {
+  /** The limiter's clock (epoch ms). */
+  now(): number {
+    return (this.clock.now ?? Date.now)();
+  }
+
+  /**
+   * Runs `fn` holding a concurrency slot, after taking a rate token. With `maxWaitMs`, a wait
+   * for the token longer than that rejects with DeadlineExceededError instead (fn not called).
+   */
+  run<T>(fn: () => Promise<T>, maxWaitMs: number = Infinity): Promise<T> {
+    const notAfter = this.now() + maxWaitMs;
     return this.concurrency.run(async () => {
-      await this.bucket.take();
-      return fn();
+      // While probing, wait for the probe in flight; then go as the next probe, or freely.
+      while (this.probing && this.probe) await this.probe;
+      if (!this.probing) {
+        await this.bucket.take(Math.max(0, notAfter - this.now()));
+        return fn();
+      }
+      let done!: () => void;
+      this.probe = new Promise<void>((resolve) => (done = resolve));
+      try {
+        await this.bucket.take(Math.max(0, notAfter - this.now()));
+        return await fn();
+      } finally {
+        this.probe = undefined;
+        done();
+      }
     });
   }
 
   /** Backs the endpoint off for `seconds` (a 429's Retry-After). */
   pauseFor(seconds: number): void {
-    this.bucket.pauseUntil((this.clock.now ?? Date.now)() + seconds * 1000);
+    this.bucket.pauseUntil(this.now() + seconds * 1000);
+  }
+
+  /**
+   * Amazon answered 429: pause for Retry-After (doubled per 429 in a row), cut the allowed
+   * rate, and probe with one call at a time until a call succeeds.
+   */
+  throttled(retryAfterSeconds: number): void {
+    this.throttledInARow += 1;
+    this.pauseFor(Math.min(MAX_PAUSE_SECONDS, retryAfterSeconds * 2 ** Math.min(this.throttledInARow - 1, 20)));
+    this.bucket.setRate(
+      Math.max(this.ceiling * ADAPTIVE_RATE.minFraction, this.allowedRate() * ADAPTIVE_RATE.decrease),
+    );
+    this.bucket.drain();
+    this.probing = true;
+  }
+
+  /** Amazon answered without a 429: calls go out freely again, the rate grows back towards the ceiling. */
+  succeeded(): void {
+    this.throttledInARow = 0;
+    this.probing = false;
+    const rate = this.allowedRate();
+    if (rate < this.ceiling)
+      this.bucket.setRate(Math.min(this.ceiling, rate + this.ceiling * ADAPTIVE_RATE.increaseFraction));
+  }
+
+  /** Requests per second allowed now (the ceiling unless Amazon pushed back). */
+  allowedRate(): number {
+    return this.bucket.ratePerSecond();
+  }
+
+  /**
+   * Takes over what an earlier invocation left (from `rate_limit_tracking`): a lower allowed
+   * rate and a pause still in force. Never raises the rate or shortens a pause.
+   */
+  restore(state: { allowedRatePerSecond?: number; pausedUntilMs?: number }): void {
+    const rate = state.allowedRatePerSecond;
+    if (rate !== undefined && rate > 0 && rate < this.allowedRate())
+      this.bucket.setRate(Math.max(this.ceiling * ADAPTIVE_RATE.minFraction, rate));
+    if (state.pausedUntilMs !== undefined) this.bucket.pauseUntil(state.pausedUntilMs);
   }
 }
 
@@ -150,6 +278,14 @@ export class RateLimiterRegistry {
     private readonly limits: Partial<Record<AmazonEndpoint, EndpointLimits>> = {},
     private readonly clock: LimiterClock = {},
   ) {}
+
+  /** Every limiter created so far, with its endpoint and region. */
+  entries(): Array<{ endpoint: AmazonEndpoint; region: string; limiter: EndpointLimiter }> {
+    return [...this.limiters].map(([key, limiter]) => {
+      const [endpoint, region] = key.split(':') as [AmazonEndpoint, string];
+      return { endpoint, region, limiter };
+    });
+  }
 
   for(endpoint: AmazonEndpoint, region: string): EndpointLimiter {
     const key = `${endpoint}:${region}`;

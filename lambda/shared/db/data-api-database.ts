@@ -6,6 +6,7 @@ import {
   ExecuteStatementCommand,
   ExecuteStatementCommandOutput,
   RDSDataClient,
+  RDSDataClientConfig,
   RollbackTransactionCommand,
 } from '@aws-sdk/client-rds-data';
 import { retry, RetriesExhaustedError } from '../backoff';
@@ -22,6 +23,16 @@ import {
   SqlParams,
   TransactionExpiredError,
 } from './port';
+
+/**
+ * The RDS Data API client the jobs use: the SDK's own retries are off (`maxAttempts: 1`)
+ * because {@link DataApiDatabase} retries every call itself, longer and with the errors Aurora
+ * needs (a resuming cluster); both together would multiply (8 adapter attempts × 3 SDK
+ * attempts = 24 requests for one call the adapter counts as 8).
+ */
+export function createDataApiClient(config: RDSDataClientConfig = {}): RDSDataClient {
+  return new RDSDataClient({ ...config, maxAttempts: 1 });
+}
 
 export interface DataApiRetryOptions {
   /** Attempts per call, the first included. Aurora Serverless v2 resumes within ~15 s. @default 8 */

@@ -1,6 +1,6 @@
 /** The database port and its adapters: see port.ts for the parameter and row conventions. */
 export * from './port';
-export { DataApiDatabase, isRetryableDataApiError } from './data-api-database';
+export { createDataApiClient, DataApiDatabase, isRetryableDataApiError } from './data-api-database';
 export type { DataApiDatabaseOptions, DataApiRetryOptions } from './data-api-database';
 export { PgDatabase } from './pg-database';
 export type { PgDatabaseOptions } from './pg-database';

@@ -1,11 +1,10 @@
-import { RDSDataClient } from '@aws-sdk/client-rds-data';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { Metrics } from '@aws-lambda-powertools/metrics';
 import type { Context } from 'aws-lambda';
 import { AdsClient, LwaClient } from '../amazon';
 import { jobConfig, LOCAL_JOB_ENV } from '../config';
-import { DataApiDatabase } from '../db/data-api-database';
+import { createDataApiClient, DataApiDatabase } from '../db/data-api-database';
 import type { AppLogger } from '../logger';
 import { loadJobSecrets, lwaCredentialsFromSecret, SecretsCache } from '../secrets';
 import { TokenCipher } from '../token-crypto';
@@ -50,7 +49,7 @@ async function build(service: string): Promise<JobContainer> {
   const secrets = await loadJobSecrets(config, cache);
   return {
     db: new DataApiDatabase({
-      client: new RDSDataClient({}),
+      client: createDataApiClient(),
       resourceArn: config.clusterArn,
       secretArn: config.databaseSecretArn,
       database: config.databaseName,

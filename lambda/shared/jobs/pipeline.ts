@@ -5,6 +5,9 @@
  * in flight, and a finished batch is written back while the next one is being processed, so
  * `concurrency` calls stay in flight from the first item to the last (a loop that waits for
  * each step in turn idles at every batch boundary: measured at 77 % of concurrency ÷ latency).
+ * Finished outcomes are not held until the whole batch is done: they are written back at the
+ * latest `flushAfterMs` after the first of them finished, so an invocation cut short (Lambda's
+ * timeout, a hung call) loses at most that much finished work.
  */
 export interface PipelineOptions<T, O> {
   /** Items processed at once. */
@@ -15,13 +18,23 @@ export interface PipelineOptions<T, O> {
   readonly mayClaim: () => boolean;
   /** Processes one item. Must not throw: every item ends in an outcome. */
   readonly process: (item: T) => Promise<O>;
-  /** Writes a batch's outcomes back (one at a time, in the order batches finish). */
+  /**
+   * Writes finished outcomes back (one call at a time): a whole batch when it finishes within
+   * `flushAfterMs`, else its outcomes so far, then the rest.
+   */
   readonly writeBack: (outcomes: O[]) => Promise<void>;
+  /**
+   * Longest a finished outcome waits for the rest of its batch before it is written back
+   * anyway. @default 3000
+   */
+  readonly flushAfterMs?: number;
+  /** Runs `fn` after `ms` unless cancelled (tests pass a manual timer). @default setTimeout */
+  readonly setTimer?: (fn: () => void, ms: number) => () => void;
   /** The outcome of an item that was claimed but will not be processed (its lease is given back). */
   readonly unprocessed: (item: T) => O;
   /** Stop taking new items (a fatal condition seen while processing). @default never */
   readonly shouldStop?: () => boolean;
-  /** Called after each batch is written back. */
+  /** Called after each write-back, with the outcomes it wrote. */
   readonly onBatchWritten?: (outcomes: O[], ms: number) => void;
 }
 
@@ -35,7 +48,18 @@ interface Batch<T, O> {
   readonly outcomes: Array<O | undefined>;
   remaining: number;
   readonly started: number;
+  /** Indexes finished and not yet handed to writeBack. */
+  unwritten: number[];
+  /** Whether each item has been handed to writeBack. */
+  readonly written: boolean[];
+  /** Cancels the pending flush of `unwritten`. */
+  cancelFlush?: () => void;
 }
+
+const defaultTimer = (fn: () => void, ms: number) => {
+  const handle = setTimeout(fn, ms);
+  return () => clearTimeout(handle);
+};
 
 /**
  * Runs the pipeline to the end. Every claimed item is written back, processed or not, before
@@ -49,6 +73,8 @@ export async function runPipeline<T, O>(o: PipelineOptions<T, O>): Promise<Pipel
   let failure: unknown;
   let writes: Promise<void> = Promise.resolve();
   let claimed = 0;
+  const flushAfterMs = o.flushAfterMs ?? 3000;
+  const setTimer = o.setTimer ?? defaultTimer;
   const stopped = () => failure !== undefined || (o.shouldStop?.() ?? false);
 
   const startClaim = (): Promise<void> | undefined => {
@@ -69,6 +95,8 @@ export async function runPipeline<T, O>(o: PipelineOptions<T, O>): Promise<Pipel
           outcomes: new Array<O | undefined>(items.length),
           remaining: items.length,
           started: Date.now(),
+          unwritten: [],
+          written: new Array<boolean>(items.length).fill(false),
         };
         batches.push(batch);
         claimed += items.length;
@@ -83,9 +111,12 @@ export async function runPipeline<T, O>(o: PipelineOptions<T, O>): Promise<Pipel
     return claiming;
   };
 
-  const write = (batch: Batch<T, O>) => {
-    // (Array.from, not map: map skips the holes of items never processed.)
-    const outcomes = Array.from(batch.items, (item, i) => batch.outcomes[i] ?? o.unprocessed(item));
+  /** Hands `indexes` of the batch to writeBack (items never processed are released). */
+  const write = (batch: Batch<T, O>, indexes: number[]) => {
+    const fresh = indexes.filter((i) => !batch.written[i]);
+    if (fresh.length === 0) return;
+    for (const i of fresh) batch.written[i] = true;
+    const outcomes = fresh.map((i) => batch.outcomes[i] ?? o.unprocessed(batch.items[i]));
     writes = writes.then(async () => {
       try {
         await o.writeBack(outcomes);
@@ -94,6 +125,21 @@ export async function runPipeline<T, O>(o: PipelineOptions<T, O>): Promise<Pipel
         failure ??= error;
       }
     });
+  };
+
+  /** Writes what the batch has finished so far. */
+  const flush = (batch: Batch<T, O>) => {
+    batch.cancelFlush?.();
+    batch.cancelFlush = undefined;
+    write(batch, batch.unwritten.splice(0));
+  };
+
+  const finished = (batch: Batch<T, O>, index: number) => {
+    batch.unwritten.push(index);
+    batch.remaining -= 1;
+    if (batch.remaining === 0)
+      flush(batch); // chained on `writes`, awaited below
+    else batch.cancelFlush ??= setTimer(() => flush(batch), flushAfterMs);
   };
 
   const worker = async () => {
@@ -111,15 +157,20 @@ export async function runPipeline<T, O>(o: PipelineOptions<T, O>): Promise<Pipel
         return; // nothing queued, nothing being claimed, nothing more to claim
       }
       next.batch.outcomes[next.index] = await o.process(next.batch.items[next.index]);
-      next.batch.remaining -= 1;
-      if (next.batch.remaining === 0) write(next.batch); // chained on `writes`, awaited below
+      finished(next.batch, next.index);
     }
   };
 
   await Promise.all(Array.from({ length: Math.max(1, o.concurrency) }, worker));
   await claiming;
   // Stopped early: batches with unprocessed items are written back with those items released.
-  for (const batch of batches) if (batch.remaining > 0) write(batch);
+  for (const batch of batches) {
+    batch.cancelFlush?.();
+    write(
+      batch,
+      batch.items.map((_, i) => i),
+    );
+  }
   await writes;
   if (failure !== undefined)
     throw failure instanceof Error ? failure : new Error('pipeline failed', { cause: failure });

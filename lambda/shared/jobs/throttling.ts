@@ -1,0 +1,42 @@
+import type { RateLimiterRegistry } from '../amazon/rate-limiter';
+import type { AmazonEndpoint } from '../amazon/regions';
+import { EndpointState, endpointKey, RateLimitUsageRecorder } from '../amazon/usage-store';
+import type { AmazonRegion } from '../amazon/regions';
+
+/**
+ * The limiters take over what earlier invocations left in `rate_limit_tracking`: pauses still
+ * in force and rates that 429s cut (so a new container does not start at full speed against
+ * an endpoint that is throttling us).
+ */
+export function restoreLimiters(
+  limiters: RateLimiterRegistry | undefined,
+  endpoint: AmazonEndpoint,
+  states: ReadonlyMap<string, EndpointState>,
+): void {
+  if (!limiters) return;
+  for (const [key, state] of states) {
+    const region = key.split(':')[1];
+    if (!region || endpointKey(endpoint, region as AmazonRegion) !== key) continue;
+    limiters.for(endpoint, region).restore({
+      allowedRatePerSecond: state.allowedRatePerSecond,
+      pausedUntilMs: state.pausedUntil?.getTime(),
+    });
+  }
+}
+
+/** Adds each limiter's allowed rate at the end of the run to the usage written back. */
+export function saveLimiterRates(
+  limiters: RateLimiterRegistry | undefined,
+  endpoint: AmazonEndpoint,
+  usage: RateLimitUsageRecorder,
+): void {
+  if (!limiters) return;
+  for (const entry of limiters.entries()) {
+    if (entry.endpoint !== endpoint) continue;
+    const rate = entry.limiter.allowedRate();
+    usage.allowedRate(
+      endpointKey(endpoint, entry.region as AmazonRegion),
+      rate < entry.limiter.ceiling ? Number(rate.toPrecision(6)) : null,
+    );
+  }
+}

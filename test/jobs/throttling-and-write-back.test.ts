@@ -1,0 +1,218 @@
+import { LwaClient } from '../../lambda/shared/amazon';
+import type { FetchFunction } from '../../lambda/shared/amazon/http';
+import { DEFAULT_ENDPOINT_LIMITS, RateLimiterRegistry } from '../../lambda/shared/amazon/rate-limiter';
+import { Database, DatabaseError, QueryResult, Row, SqlParams } from '../../lambda/shared/db';
+import { runTokenRefresh } from '../../lambda/token-refresh/core';
+import { JobWorld, runtime, seedUsers, useJobWorld } from './fixture';
+
+let world: JobWorld;
+useJobWorld((w) => (world = w));
+
+/** Time that moves only when someone waits: the limiter sleeps, the run sees its remaining time shrink. */
+function virtualClock(start: number) {
+  let t = start;
+  return {
+    now: () => t,
+    sleep: async (ms: number) => {
+      t += ms;
+      await new Promise((resolve) => setImmediate(resolve));
+    },
+  };
+}
+
+/** Global fetch, recording the (virtual) time of every request. */
+function recordingFetch(clock: { now: () => number }, times: number[]): FetchFunction {
+  return (input, init) => {
+    times.push(clock.now());
+    return fetch(input, init);
+  };
+}
+
+describe('adaptive throttling', () => {
+  test('with Amazon answering 429 to everything, a run over 100 tokens makes a handful of calls, turns nothing off, and the next run starts slow', async () => {
+    const users = await seedUsers(world, { count: 100 });
+    // One region, so that one endpoint's limiter is what is measured.
+    await world.admin.query(`UPDATE oauth_tokens SET region = 'NA'`);
+    world.amazon.setKnobs({ rate429: 1, retryAfterSeconds: 1 });
+
+    const clock = virtualClock(Date.now());
+    const invocationEnd = clock.now() + 60_000;
+    const calls: number[] = [];
+    const lwa = (limiters: RateLimiterRegistry, c: typeof clock, times: number[]) =>
+      new LwaClient({
+        clientId: world.amazon.clientId,
+        clientSecret: world.amazon.clientSecret,
+        tokenUrl: world.amazon.lwaTokenUrl,
+        limiters,
+        fetch: recordingFetch(c, times),
+      });
+    const first = await runTokenRefresh({
+      db: world.dataApi(),
+      lwa: lwa(new RateLimiterRegistry({ lwa: DEFAULT_ENDPOINT_LIMITS.lwa }, clock), clock, calls),
+      cipher: world.cipher,
+      ...runtime({ remainingTimeMs: () => invocationEnd - clock.now() }),
+      now: () => new Date(clock.now()),
+      settings: { concurrency: 16 },
+    });
+
+    // A handful of calls, spaced further and further apart; the rest given back, none failed.
+    expect(calls.length).toBeGreaterThan(0);
+    expect(calls.length).toBeLessThanOrEqual(6);
+    expect(world.amazon.counters.total('lwa')).toBe(calls.length);
+    expect(first).toMatchObject({ claimed: 100, refreshed: 0, failed: 0, rateLimited: calls.length });
+    expect(first.released).toBe(100 - calls.length);
+    const { rows } = await world.admin.query<{
+      proactive_refresh_enabled: boolean;
+      refresh_failure_count: number;
+      refresh_lease_owner: string | null;
+    }>(`SELECT proactive_refresh_enabled, refresh_failure_count, refresh_lease_owner FROM oauth_tokens`);
+    for (const r of rows)
+      expect(r).toMatchObject({ proactive_refresh_enabled: true, refresh_failure_count: 0, refresh_lease_owner: null });
+
+    // The reduced rate is kept for the next invocation.
+    const stored = await world.admin.query<{ rate: string | null }>(
+      `SELECT allowed_rate_per_second::text AS rate FROM rate_limit_tracking WHERE endpoint = 'lwa-token:NA' AND user_id IS NULL`,
+    );
+    const rate = Number(stored.rows[0].rate);
+    expect(rate).toBeGreaterThan(0);
+    expect(rate).toBeLessThan(DEFAULT_ENDPOINT_LIMITS.lwa.ratePerSecond / 10);
+
+    // The next invocation, in a new container (a fresh limiter), after the pause, Amazon healthy
+    // again: it starts at the stored pace, not with a burst at the ceiling.
+    world.amazon.setKnobs({ rate429: 0 });
+    const later = virtualClock(clock.now() + 120_000);
+    const laterEnd = later.now() + 60_000;
+    const secondCalls: number[] = [];
+    const second = await runTokenRefresh({
+      db: world.dataApi(),
+      lwa: lwa(new RateLimiterRegistry({ lwa: DEFAULT_ENDPOINT_LIMITS.lwa }, later), later, secondCalls),
+      cipher: world.cipher,
+      ...runtime({ remainingTimeMs: () => laterEnd - later.now() }),
+      now: () => new Date(later.now()),
+      settings: { concurrency: 16 },
+    });
+    expect(second.refreshed).toBeGreaterThan(1);
+    expect(second.failed).toBe(0);
+    // At the ceiling (10/s, a burst of 10) the first calls would go out together.
+    expect(secondCalls[1] - secondCalls[0]).toBeGreaterThan(500);
+    // Calls that succeed raise the rate again.
+    const after = await world.admin.query<{ rate: string | null }>(
+      `SELECT allowed_rate_per_second::text AS rate FROM rate_limit_tracking WHERE endpoint = 'lwa-token:NA' AND user_id IS NULL`,
+    );
+    expect(after.rows[0].rate === null || Number(after.rows[0].rate) > rate).toBe(true);
+    for (const u of users) expect(world.amazon.counters.refreshCalls(u.refreshToken)).toBeLessThanOrEqual(1);
+  });
+});
+
+/** A node-postgres database whose write-back statements fail as `fail` decides (a real adapter underneath). */
+function faultyWriteBack(
+  db: Database,
+  fail: (params: SqlParams, attempt: number) => DatabaseError | undefined,
+): Database {
+  let attempts = 0;
+  return {
+    query: async <T extends object = Row>(sql: string, params?: SqlParams): Promise<QueryResult<T>> => {
+      if (/jsonb_to_recordset\(:results/.test(sql)) {
+        attempts += 1;
+        const error = fail(params ?? {}, attempts);
+        if (error) throw error;
+      }
+      return db.query<T>(sql, params);
+    },
+    batch: (sql, sets) => db.batch(sql, sets),
+    transaction: (fn) => db.transaction(fn),
+    callCounts: () => db.callCounts(),
+    close: async () => undefined,
+  };
+}
+
+const SERIALIZATION = 'could not serialize access due to concurrent update';
+
+describe.each([
+  [
+    'Data API',
+    (failFirst: number) => {
+      world.emulator.injectFault({
+        errorType: 'BadRequestException',
+        statusCode: 400,
+        message: `ERROR: ${SERIALIZATION}`,
+        sql: /jsonb_to_recordset\(:results/,
+        count: failFirst,
+      });
+      return world.dataApi();
+    },
+    (poisonId: string) => {
+      world.emulator.injectFault({
+        errorType: 'BadRequestException',
+        statusCode: 400,
+        message: 'ERROR: invalid input syntax',
+        sql: /jsonb_to_recordset\(:results/,
+        body: new RegExp(poisonId),
+      });
+      return world.dataApi();
+    },
+  ],
+  [
+    'node-postgres',
+    (failFirst: number) =>
+      faultyWriteBack(world.admin, (_p, attempt) =>
+        attempt <= failFirst ? new DatabaseError(SERIALIZATION, { code: '40001' }) : undefined,
+      ),
+    (poisonId: string) =>
+      faultyWriteBack(world.admin, (params) =>
+        JSON.stringify(params).includes(poisonId)
+          ? new DatabaseError('invalid input syntax', { code: '22P02' })
+          : undefined,
+      ),
+  ],
+])('write-back failures lose nothing (%s)', (_path, transientFailures, failingRow) => {
+  test('a write-back that fails transiently is retried: rotated refresh tokens are stored, nothing stays leased', async () => {
+    const users = await seedUsers(world, { count: 30, refreshTokenMode: 'rotate' });
+    const summary = await runTokenRefresh({
+      db: transientFailures(2),
+      lwa: world.lwa(),
+      cipher: world.cipher,
+      ...runtime(),
+    });
+    expect(summary).toMatchObject({ refreshed: 30, notWritten: 0 });
+    const { rows } = await world.admin.query<{
+      user_id: string;
+      refresh_token: string;
+      refresh_lease_owner: string | null;
+    }>(`SELECT user_id, refresh_token, refresh_lease_owner FROM oauth_tokens`);
+    const byUser = new Map(rows.map((r) => [r.user_id, r]));
+    for (const u of users) {
+      const row = byUser.get(u.userId)!;
+      expect(row.refresh_lease_owner).toBeNull();
+      expect(world.cipher.decrypt(row.refresh_token)).toBe(world.amazon.currentRefreshToken(u.userId));
+      expect(world.cipher.decrypt(row.refresh_token)).not.toBe(u.refreshToken);
+    }
+  });
+
+  test('a write-back that keeps failing is split until only the rows it cannot write are left; those are counted and logged', async () => {
+    const users = await seedUsers(world, { count: 24 });
+    const { rows: ids } = await world.admin.query<{ id: string; user_id: string }>(
+      `SELECT id, user_id FROM oauth_tokens`,
+    );
+    const poison = ids[7];
+    const rt = runtime();
+    const summary = await runTokenRefresh({
+      db: failingRow(poison.id),
+      lwa: world.lwa(),
+      cipher: world.cipher,
+      ...rt,
+    });
+    expect(summary).toMatchObject({ refreshed: 23, notWritten: 1 });
+    const { rows } = await world.admin.query<{ id: string; last_refreshed_at: Date | null }>(
+      `SELECT id, last_refreshed_at FROM oauth_tokens`,
+    );
+    for (const r of rows) {
+      if (r.id === poison.id) expect(r.last_refreshed_at).toBeNull();
+      else expect(r.last_refreshed_at).not.toBeNull();
+    }
+    const lost = rt.logger.lines.filter((l) => l.message === 'Could not write an outcome back');
+    expect(lost).toHaveLength(1);
+    expect(lost[0]).toMatchObject({ level: 'error', attributes: { tokenId: poison.id, userId: poison.user_id } });
+    for (const u of users) expect(rt.logger.text()).not.toContain(u.refreshToken);
+  });
+});
