@@ -10,8 +10,7 @@
 -- EXCLUSIVE held for milliseconds, no rewrite, no scan), behind lock_timeout like 0003. No
 -- CHECK constraint: validating one would scan the table under that lock (the job never writes
 -- a rate of 0 or below: the limiter keeps at least 1 % of the ceiling).
--- accounts_worker already has INSERT and UPDATE on the whole table (0006), which covers the
--- new column.
+-- accounts_worker reads and writes the new column through 0011's per-column grants.
 
 SET LOCAL lock_timeout = '500ms';
 SET LOCAL statement_timeout = '30s';

@@ -60,12 +60,14 @@ GRANT INSERT (user_account_id, sync_type, sync_status, metadata) ON account_sync
 GRANT UPDATE (sync_status, completed_at, accounts_synced, accounts_failed, error_details)
   ON account_sync_history TO accounts_worker;
 
-GRANT SELECT (user_id, endpoint, request_count, limit_hit_count, last_limit_hit, retry_after_seconds, window_start)
+GRANT SELECT (user_id, endpoint, request_count, limit_hit_count, last_limit_hit, retry_after_seconds, window_start,
+              allowed_rate_per_second)
   ON rate_limit_tracking TO accounts_worker;
 GRANT INSERT (user_id, endpoint, request_count, limit_hit_count, last_limit_hit, retry_after_seconds, window_start,
-              updated_at)
+              updated_at, allowed_rate_per_second)
   ON rate_limit_tracking TO accounts_worker;
-GRANT UPDATE (request_count, limit_hit_count, last_limit_hit, retry_after_seconds, window_start, updated_at)
+GRANT UPDATE (request_count, limit_hit_count, last_limit_hit, retry_after_seconds, window_start, updated_at,
+              allowed_rate_per_second)
   ON rate_limit_tracking TO accounts_worker;
 
 -- Down Migration

@@ -101,6 +101,7 @@ export const EXPECTED_WORKER_PRIVILEGES: readonly string[] = [
   'SELECT (last_limit_hit) ON rate_limit_tracking', // recordRateLimitUsage, readEndpointPauses
   'SELECT (retry_after_seconds) ON rate_limit_tracking', // recordRateLimitUsage, readEndpointPauses
   'SELECT (window_start) ON rate_limit_tracking', // recordRateLimitUsage: counters restart per window
+  'SELECT (allowed_rate_per_second) ON rate_limit_tracking', // readEndpointStates: the adaptive rate carried over
   'INSERT (user_id) ON rate_limit_tracking', // recordRateLimitUsage
   'INSERT (endpoint) ON rate_limit_tracking', // recordRateLimitUsage
   'INSERT (request_count) ON rate_limit_tracking', // recordRateLimitUsage
@@ -109,7 +110,9 @@ export const EXPECTED_WORKER_PRIVILEGES: readonly string[] = [
   'INSERT (retry_after_seconds) ON rate_limit_tracking', // recordRateLimitUsage
   'INSERT (window_start) ON rate_limit_tracking', // recordRateLimitUsage
   'INSERT (updated_at) ON rate_limit_tracking', // recordRateLimitUsage
+  'INSERT (allowed_rate_per_second) ON rate_limit_tracking', // recordRateLimitUsage: the rate a run ended at
   'UPDATE (request_count) ON rate_limit_tracking', // recordRateLimitUsage
+  'UPDATE (allowed_rate_per_second) ON rate_limit_tracking', // recordRateLimitUsage: the rate a run ended at
   'UPDATE (limit_hit_count) ON rate_limit_tracking', // recordRateLimitUsage
   'UPDATE (last_limit_hit) ON rate_limit_tracking', // recordRateLimitUsage
   'UPDATE (retry_after_seconds) ON rate_limit_tracking', // recordRateLimitUsage
