@@ -9,18 +9,10 @@ export default tseslint.config(
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
+    files: ['**/*.ts'],
     languageOptions: {
       parserOptions: {
-        projectService: {
-          allowDefaultProject: [
-            '*.js',
-            '*.mjs',
-            'migrations/*.js',
-            'migrations/lib/*.js',
-            'scripts/*.js',
-            'test/support/*.js',
-          ],
-        },
+        projectService: true,
         tsconfigRootDir: import.meta.dirname,
       },
     },
@@ -37,9 +29,10 @@ export default tseslint.config(
   {
     // Plain CommonJS files (jest config, migrations, the migration linter, jest's transformer):
     // untyped JavaScript, so the rules that need type information do not apply to them.
-    files: ['**/*.js', '**/*.cjs'],
+    files: ['**/*.js', '**/*.cjs', '**/*.mjs'],
     ...tseslint.configs.disableTypeChecked,
     languageOptions: {
+      parserOptions: { projectService: false, project: false, program: null },
       sourceType: 'commonjs',
       globals: {
         require: 'readonly',
