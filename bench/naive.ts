@@ -102,7 +102,7 @@ export async function naiveTokenRefresh(
 
 /**
  * Account sync, naively: SELECT the next due user with their token, list their profiles at
- * Amazon, then one INSERT … ON CONFLICT per profile, one INSERT of the history row and one
+ * Amazon, then one INSERT … ON CONFLICT per profile, an INSERT and an UPDATE of the history row and one
  * UPDATE of the user's schedule; repeat.
  */
 export async function naiveAccountSync(
@@ -147,11 +147,7 @@ export async function naiveAccountSync(
           },
         );
       }
-      await db.query(
-        `INSERT INTO account_sync_history (sync_type, sync_status, completed_at, accounts_synced, metadata)
-         VALUES ('scheduled', 'success', now(), :synced, :metadata)`,
-        { synced: profiles.length, metadata: sqlJson({ userId: row.user_id }) },
-      );
+      await recordHistory(db, row.user_id, { status: 'success', synced: profiles.length, failed: 0, details: null });
       await db.query(
         `UPDATE oauth_tokens SET sync_next_attempt_at = :next, sync_retry_count = 0, sync_last_error = NULL WHERE user_id = :userId`,
         {
@@ -164,11 +160,7 @@ export async function naiveAccountSync(
     } catch (error) {
       const message = describeError(error);
       const retryAt = new Date(Date.now() + 5 * 60_000);
-      await db.query(
-        `INSERT INTO account_sync_history (sync_type, sync_status, completed_at, accounts_failed, error_details, metadata)
-         VALUES ('scheduled', 'failed', now(), 1, :details, :metadata)`,
-        { details: sqlJson({ error: message }), metadata: sqlJson({ userId: row.user_id }) },
-      );
+      await recordHistory(db, row.user_id, { status: 'failed', synced: 0, failed: 1, details: { error: message } });
       await db.query(
         `UPDATE user_accounts SET sync_status = 'failed', sync_error_message = :error, sync_retry_count = sync_retry_count + 1, next_sync_at = :next WHERE user_id = :userId`,
         { userId: sqlUuid(row.user_id), error: message, next: retryAt },
@@ -185,4 +177,33 @@ export async function naiveAccountSync(
     }
   }
   return { ...r, databaseCalls: db.callCounts().total - callsBefore, seconds: (performance.now() - started) / 1000 };
+}
+
+/**
+ * One history row, the way the jobs' login may write it (it inserts a 'started' row and closes
+ * it, as the real job does): an INSERT and an UPDATE per user.
+ */
+async function recordHistory(
+  db: Database,
+  userId: string,
+  o: { status: 'success' | 'failed'; synced: number; failed: number; details: Record<string, unknown> | null },
+): Promise<void> {
+  const { rows } = await db.query<{ id: string }>(
+    `INSERT INTO account_sync_history (sync_type, sync_status, metadata)
+     VALUES ('scheduled', 'started', :metadata) RETURNING id`,
+    { metadata: sqlJson({ userId }) },
+  );
+  await db.query(
+    `UPDATE account_sync_history
+        SET sync_status = :status, completed_at = now(), accounts_synced = :synced, accounts_failed = :failed,
+            error_details = :details
+      WHERE id = :id`,
+    {
+      id: sqlUuid(rows[0].id),
+      status: o.status,
+      synced: o.synced,
+      failed: o.failed,
+      details: o.details ? sqlJson(o.details) : null,
+    },
+  );
 }

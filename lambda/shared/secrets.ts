@@ -1,7 +1,7 @@
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import * as z from './validation';
 import type { JobConfig } from './config';
-import { parseTokenKey } from './token-crypto';
+import { TokenCipher, parseTokenKey } from './token-crypto';
 
 /** A secret is unreadable or malformed. Names the secret, never its value. */
 export class SecretError extends Error {
@@ -133,6 +133,27 @@ export function lwaCredentialsFromSecret(
       await cache.refresh(secretArn);
       return cache.getJson(secretArn, lwaClientSchema);
     },
+  };
+}
+
+/**
+ * The token cipher for the token key secret as it is now: read through the cache (time to
+ * live), rebuilt only when the key changed, so a replaced key is used without a cold start.
+ */
+export function tokenCipherFromSecret(cache: SecretsCache, secretArn: string): () => Promise<TokenCipher> {
+  let current: { text: string; cipher: TokenCipher } | undefined;
+  return async () => {
+    const text = await cache.getString(secretArn);
+    if (current?.text !== text) {
+      let key: Buffer;
+      try {
+        key = parseTokenKey(text);
+      } catch (error) {
+        throw new SecretError(secretArn, (error as Error).message, { cause: error });
+      }
+      current = { text, cipher: new TokenCipher(key) };
+    }
+    return current.cipher;
   };
 }
 

@@ -6,7 +6,14 @@ import {
 import { mockClient } from 'aws-sdk-client-mock';
 import { ConfigError, readJobConfig, readLocalJobConfig } from '../../lambda/shared/config';
 import { JOB_ENV, LOCAL_JOB_ENV } from '../../lambda/shared/config';
-import { loadJobSecrets, SECRET_TTL_MS, SecretError, SecretsCache } from '../../lambda/shared/secrets';
+import {
+  loadJobSecrets,
+  SECRET_TTL_MS,
+  SecretError,
+  SecretsCache,
+  tokenCipherFromSecret,
+} from '../../lambda/shared/secrets';
+import { TokenCipher } from '../../lambda/shared/token-crypto';
 
 const KEY = Buffer.alloc(32, 9).toString('base64');
 const LWA_ARN = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:lwa-AbCdEf';
@@ -144,6 +151,26 @@ describe('secrets', () => {
     await expect(cache.getString(KEY_ARN)).resolves.toBe('third');
     expect(secretsManager.commandCalls(GetSecretValueCommand)).toHaveLength(3);
     expect(SECRET_TTL_MS).toBeGreaterThanOrEqual(60_000); // minutes, not per call
+  });
+
+  test('a replaced token key is used once the time to live has passed, without a cold start', async () => {
+    let now = 1_000_000;
+    const newKey = Buffer.alloc(32, 7).toString('base64');
+    secretsManager
+      .on(GetSecretValueCommand, { SecretId: KEY_ARN })
+      .resolvesOnce({ SecretString: KEY })
+      .resolves({ SecretString: newKey });
+    const cache = new SecretsCache(new SecretsManagerClient({ region: 'eu-west-1' }), { now: () => now });
+    const currentCipher = tokenCipherFromSecret(cache, KEY_ARN);
+    const first = await currentCipher();
+    expect(await currentCipher()).toBe(first); // within the time to live: the same cipher
+    const written = TokenCipher.fromBase64(newKey).encrypt('Atzr|after-the-key-changed');
+    expect(() => first.decrypt(written)).toThrow();
+    now += SECRET_TTL_MS;
+    const second = await currentCipher();
+    expect(second).not.toBe(first);
+    expect(second.decrypt(written)).toBe('Atzr|after-the-key-changed');
+    expect(await currentCipher()).toBe(second); // rebuilt only when the key changed
   });
 
   test('a failed fetch is not cached', async () => {

@@ -6,7 +6,7 @@ import { AdsClient, LwaClient } from '../amazon';
 import { jobConfig, LOCAL_JOB_ENV } from '../config';
 import { createDataApiClient, DataApiDatabase } from '../db/data-api-database';
 import type { AppLogger } from '../logger';
-import { loadJobSecrets, lwaCredentialsFromSecret, SecretsCache } from '../secrets';
+import { loadJobSecrets, lwaCredentialsFromSecret, SecretsCache, tokenCipherFromSecret } from '../secrets';
 import { TokenCipher } from '../token-crypto';
 import { createObservability } from './observability';
 import type { JobMetrics, JobRuntime } from './runtime';
@@ -16,7 +16,8 @@ export interface JobContainer {
   readonly db: DataApiDatabase;
   readonly lwa: LwaClient;
   readonly ads: AdsClient;
-  readonly cipher: TokenCipher;
+  /** The cipher for the token key as it is now (re-read through the secrets' time to live). */
+  readonly tokenCipher: () => Promise<TokenCipher>;
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly jobLogger: AppLogger;
@@ -60,7 +61,7 @@ async function build(service: string): Promise<JobContainer> {
       tokenUrl: optional(LOCAL_JOB_ENV.lwaTokenUrl),
     }),
     ads: new AdsClient({ clientId: secrets.lwaClientId, baseUrl: optional(LOCAL_JOB_ENV.adsApiUrl) }),
-    cipher: new TokenCipher(secrets.tokenKey),
+    tokenCipher: tokenCipherFromSecret(cache, config.tokenKeySecretArn),
     ...observability,
   };
 }
@@ -82,7 +83,7 @@ export type JobInvocationContext = Pick<Context, 'getRemainingTimeInMillis' | 'a
 export async function runJobInvocation<R>(
   service: string,
   context: JobInvocationContext,
-  run: (container: JobContainer, runtime: JobRuntime) => Promise<R>,
+  run: (container: JobContainer & { readonly cipher: TokenCipher }, runtime: JobRuntime) => Promise<R>,
   logKeys: Record<string, string> = {},
 ): Promise<R> {
   const c = await jobContainer(service);
@@ -90,11 +91,17 @@ export async function runJobInvocation<R>(
   c.logger.appendKeys(logKeys);
   c.metrics.captureColdStartMetric(context.functionName);
   try {
-    return await run(c, {
-      logger: c.jobLogger,
-      metrics: c.jobMetrics,
-      remainingTimeMs: () => context.getRemainingTimeInMillis(),
-    });
+    // The token key as it is now: a key replaced in Secrets Manager is used within the cache's
+    // time to live, without waiting for a cold start.
+    const cipher = await c.tokenCipher();
+    return await run(
+      { ...c, cipher },
+      {
+        logger: c.jobLogger,
+        metrics: c.jobMetrics,
+        remainingTimeMs: () => context.getRemainingTimeInMillis(),
+      },
+    );
   } catch (error) {
     c.logger.error(`${service} run failed`, error as Error);
     throw error;
