@@ -394,14 +394,7 @@ function failedRefresh(c: RefreshContext, token: ClaimedToken, f: AmazonFailure)
       const message = revoked
         ? 'invalid_grant: the refresh token was revoked or has expired; the user must reconnect Amazon'
         : `${f.code}: Login with Amazon refused the refresh`;
-      return failureOutcome({
-        token,
-        error: message,
-        countsAsFailure: true,
-        disable,
-        reauth: disable ? message : undefined,
-        nextAttemptAt: retryAt(c, failures),
-      });
+      return countedFailure(c, token, { message, disable, failures });
     }
     case 'rate_limited': {
       c.usage.limitHit(endpointKey('lwa', token.region), null, f.retryAfterSeconds, now());
@@ -421,16 +414,28 @@ function failedRefresh(c: RefreshContext, token: ClaimedToken, f: AmazonFailure)
     case 'malformed': {
       const disable = failures >= s.maxConsecutiveFailures;
       const message = `${f.kind}: ${f.reason}${disable ? ` (${failures} failures in a row: proactive refresh turned off)` : ''}`;
-      return failureOutcome({
-        token,
-        error: message,
-        countsAsFailure: true,
-        disable,
-        reauth: disable ? message : undefined,
-        nextAttemptAt: retryAt(c, failures),
-      });
+      return countedFailure(c, token, { message, disable, failures });
     }
   }
+}
+
+/**
+ * A failure that counts against the token: backed off, and when `disable`, proactive refresh
+ * turned off and the user's accounts flagged for re-authorisation with the same message.
+ */
+function countedFailure(
+  c: RefreshContext,
+  token: ClaimedToken,
+  f: { readonly message: string; readonly disable: boolean; readonly failures: number },
+): Outcome {
+  return failureOutcome({
+    token,
+    error: f.message,
+    countsAsFailure: true,
+    disable: f.disable,
+    reauth: f.disable ? f.message : undefined,
+    nextAttemptAt: retryAt(c, f.failures),
+  });
 }
 
 function failureOutcome(f: RefreshFailure & { readonly reauth?: string }): Outcome {
