@@ -4,16 +4,11 @@ import { addCounts, describeError, JobRuntime, nextRetryAt } from '../shared/job
 import { runPipeline } from '../shared/jobs/pipeline';
 import { METRIC_NAMES } from '../shared/jobs/metrics';
 import { JOB_TIMING } from '../shared/jobs/timing';
-import {
-  endpointKey,
-  RateLimitUsageRecorder,
-  readEndpointStates,
-  recordRateLimitUsage,
-} from '../shared/amazon/usage-store';
+import { endpointKey, RateLimitUsageRecorder, recordRateLimitUsage } from '../shared/amazon/usage-store';
 import { DeadlineExceededError } from '../shared/backoff';
 import type { RateLimiterRegistry } from '../shared/amazon/rate-limiter';
 import { writeResiliently } from '../shared/jobs/write-back';
-import { restoreLimiters, saveLimiterRates } from '../shared/jobs/throttling';
+import { restoreEndpointState, saveLimiterRates } from '../shared/jobs/throttling';
 import type { TokenCipher } from '../shared/token-crypto';
 import { ATTRIBUTION_SUB_TYPE, type AdsProfile } from '../shared/amazon/schemas';
 import { classifyAmazonError } from '../shared/amazon/failure';
@@ -207,11 +202,9 @@ export async function runAccountSync(
   const reauthFlagged = single ? 0 : await flagAccountsNeedingReauth(deps.db, REAUTH_MESSAGE);
   // Regions whose Ads endpoint an earlier invocation was told to leave alone; the limiters
   // also take over the rate earlier 429s cut them to.
-  const states = await readEndpointStates(deps.db, 'ads-profiles:');
-  for (const [endpoint, state] of states) {
-    if (state.pausedUntil) pausedUntil.set(endpoint.split(':')[1] as AmazonRegion, state.pausedUntil.getTime());
+  for (const [region, until] of await restoreEndpointState(deps.db, 'ads', deps.ads.limiters)) {
+    pausedUntil.set(region, until);
   }
-  restoreLimiters(deps.ads.limiters, 'ads', states);
   let claims = 0;
   try {
     const run = await runPipeline<ClaimedUser, UserSyncOutcome>({

@@ -9,7 +9,6 @@ import {
   endpointKey,
   RateLimitUsageRecorder,
   readEndpointPauses,
-  readEndpointStates,
   recordRateLimitUsage,
 } from '../shared/amazon/usage-store';
 import { isEncrypted, TokenCipher } from '../shared/token-crypto';
@@ -17,7 +16,7 @@ import type { AmazonRegion } from '../shared/amazon/regions';
 import { DeadlineExceededError } from '../shared/backoff';
 import type { RateLimiterRegistry } from '../shared/amazon/rate-limiter';
 import { writeResiliently } from '../shared/jobs/write-back';
-import { restoreLimiters, saveLimiterRates } from '../shared/jobs/throttling';
+import { restoreEndpointState, saveLimiterRates } from '../shared/jobs/throttling';
 import { claimDueTokens, ClaimedToken, countDueTokens, RefreshFailure, saveResults, TokenResult } from './store';
 
 /** What the core needs of the Login with Amazon client (LwaClient). */
@@ -168,11 +167,9 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
 
   // Endpoints a previous invocation was told to leave alone, and those this one is told to;
   // the limiters also take over the rate earlier 429s cut them to.
-  const states = await readEndpointStates(deps.db, 'lwa-token:');
-  for (const [endpoint, state] of states) {
-    if (state.pausedUntil) pausedUntil.set(endpoint.split(':')[1] as AmazonRegion, state.pausedUntil.getTime());
+  for (const [region, until] of await restoreEndpointState(deps.db, 'lwa', deps.lwa.limiters)) {
+    pausedUntil.set(region, until);
   }
-  restoreLimiters(deps.lwa.limiters, 'lwa', states);
   const pausedRegions = () => [...pausedUntil].filter(([, until]) => until > now().getTime()).map(([region]) => region);
 
   try {

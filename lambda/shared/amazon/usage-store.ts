@@ -16,7 +16,12 @@ export const RATE_LIMIT_WINDOW_SECONDS = 3600;
 const STORED_API_NAMES: Readonly<Record<AmazonEndpoint, string>> = { lwa: 'lwa-token', ads: 'ads-profiles' };
 
 export function endpointKey(endpoint: AmazonEndpoint, region: AmazonRegion): string {
-  return `${STORED_API_NAMES[endpoint]}:${region}`;
+  return `${endpointPrefix(endpoint)}${region}`;
+}
+
+/** What every stored name of the endpoint starts with, e.g. `lwa-token:`. */
+export function endpointPrefix(endpoint: AmazonEndpoint): string {
+  return `${STORED_API_NAMES[endpoint]}:`;
 }
 
 export interface RateLimitUsage {

@@ -1,7 +1,33 @@
 import type { RateLimiterRegistry } from '../amazon/rate-limiter';
 import type { AmazonEndpoint } from '../amazon/regions';
-import { EndpointState, endpointKey, RateLimitUsageRecorder } from '../amazon/usage-store';
+import type { Database } from '../db/port';
+import {
+  EndpointState,
+  endpointKey,
+  endpointPrefix,
+  RateLimitUsageRecorder,
+  readEndpointStates,
+} from '../amazon/usage-store';
 import type { AmazonRegion } from '../amazon/regions';
+
+/**
+ * What a run starts from for one Amazon endpoint: per region, until when earlier invocations
+ * were told to leave it alone (epoch ms), with the limiters restored as {@link restoreLimiters}
+ * says.
+ */
+export async function restoreEndpointState(
+  db: Database,
+  endpoint: AmazonEndpoint,
+  limiters: RateLimiterRegistry | undefined,
+): Promise<Map<AmazonRegion, number>> {
+  const states = await readEndpointStates(db, endpointPrefix(endpoint));
+  const pausedUntil = new Map<AmazonRegion, number>();
+  for (const [key, state] of states) {
+    if (state.pausedUntil) pausedUntil.set(key.split(':')[1] as AmazonRegion, state.pausedUntil.getTime());
+  }
+  restoreLimiters(limiters, endpoint, states);
+  return pausedUntil;
+}
 
 /**
  * The limiters take over what earlier invocations left in `rate_limit_tracking`: pauses still
