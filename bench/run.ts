@@ -113,6 +113,11 @@ export function readMigrationFigures(file: string): MigrationFigures | null {
   return { ...figures, measuredAt: statSync(file).mtime.toISOString() };
 }
 
+/** `--json FILE`: the report's figures, the same ones the table shows. */
+export function writeJsonReport(report: BenchReport, file: string): void {
+  writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
+}
+
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? process.argv[i + 1] : undefined;
@@ -126,7 +131,7 @@ async function main(): Promise<void> {
   process.stdout.write(`${renderMarkdown(report)}\n`);
   const json = arg('json');
   if (json) {
-    writeFileSync(json, `${JSON.stringify(report, null, 2)}\n`);
+    writeJsonReport(report, json);
     process.stderr.write(`Figures written to ${json}\n`);
   }
 }

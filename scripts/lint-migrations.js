@@ -16,7 +16,7 @@
 //   ban-drop-column          - only down migrations drop columns, and only ones their own up
 //                              added; dropping is what "down" means.
 //   ban-drop-table           - same, for tables.
-const { execFileSync } = require('node:child_process');
+const { spawnSync } = require('node:child_process');
 const { mkdtempSync, readdirSync, writeFileSync, rmSync } = require('node:fs');
 const { tmpdir } = require('node:os');
 const { join, resolve } = require('node:path');
@@ -59,41 +59,54 @@ async function recordJsMigration(file) {
 
 async function main() {
   const targets = [];
+  const failures = [];
   for (const file of readdirSync(dir, { withFileTypes: true })
     .filter((d) => d.isFile())
     .map((d) => d.name)
     .sort()) {
     if (file.endsWith('.sql')) targets.push(join(dir, file));
-    else if (file.endsWith('.js')) targets.push(...(await recordJsMigration(file)));
+    else if (file.endsWith('.js')) {
+      // A JS migration that cannot be recorded is a finding too; the other files are still linted.
+      try {
+        targets.push(...(await recordJsMigration(file)));
+      } catch (error) {
+        console.error(`${file}: could not be recorded: ${error instanceof Error ? error.message : String(error)}`);
+        failures.push(file);
+      }
+    }
   }
   const squawk = require.resolve('squawk-cli/js/bin/squawk', { paths: [__dirname] });
+  // Each group is linted whatever the other's result: every finding of every file is printed.
+  const groups = [
+    { name: 'SQL migrations', flags: ['--assume-in-transaction'], files: targets.filter((t) => !t.includes('.js.')) },
+    { name: 'JS migrations', flags: [], files: targets.filter((t) => t.includes('.js.')) },
+  ];
   try {
-    execFileSync(
-      process.execPath,
-      [
-        squawk,
-        '--pg-version',
-        '17',
-        '--assume-in-transaction',
-        ...EXCLUDED.flatMap((rule) => ['--exclude', rule]),
-        ...targets.filter((t) => !t.includes('.js.')),
-      ],
-      { stdio: 'inherit' },
-    );
-    execFileSync(
-      process.execPath,
-      [
-        squawk,
-        '--pg-version',
-        '17',
-        ...EXCLUDED.flatMap((rule) => ['--exclude', rule]),
-        ...targets.filter((t) => t.includes('.js.')),
-      ],
-      { stdio: 'inherit' },
-    );
-    console.log(`squawk: ${targets.length} migration files clean`);
+    for (const group of groups) {
+      if (group.files.length === 0) continue;
+      const result = spawnSync(
+        process.execPath,
+        [
+          squawk,
+          '--pg-version',
+          '17',
+          ...group.flags,
+          ...EXCLUDED.flatMap((rule) => ['--exclude', rule]),
+          ...group.files,
+        ],
+        { stdio: 'inherit' },
+      );
+      if (result.error) throw result.error;
+      if (result.status !== 0) failures.push(group.name);
+    }
   } finally {
     rmSync(out, { recursive: true, force: true });
+  }
+  if (failures.length > 0) {
+    console.error(`squawk: findings in ${failures.join(', ')} (${targets.length} migration files linted)`);
+    process.exitCode = 1;
+  } else {
+    console.log(`squawk: ${targets.length} migration files clean`);
   }
 }
 

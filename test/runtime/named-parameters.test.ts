@@ -37,4 +37,35 @@ describe('rewriteNamedParameters', () => {
   test('an unterminated literal swallows the rest, as PostgreSQL would reject it anyway', () => {
     expect(positional("SELECT ':x")).toEqual({ text: "SELECT ':x", names: [] });
   });
+
+  test('a name may start with an underscore and hold capitals and digits', () => {
+    expect(positional('SELECT :_a, :Ab9')).toEqual({ text: 'SELECT $1, $2', names: ['_a', 'Ab9'] });
+  });
+
+  test.each([
+    ["e'\\' :x'", "e'\\' :x'"], // lower-case escape string
+    ['"a"":x"', '"a"":x"'], // a doubled quote inside a quoted identifier
+  ])('ignores parameters inside %s', (sql, expected) => {
+    expect(positional(`${sql} :real`)).toEqual({ text: `${expected} $1`, names: ['real'] });
+  });
+
+  test('an escape string at the very start of the text takes backslash escapes', () => {
+    expect(positional("E'\\' :x' :real")).toEqual({ text: "E'\\' :x' $1", names: ['real'] });
+  });
+
+  test('a quote right after an identifier ending in E is a plain string, without backslash escapes', () => {
+    expect(positional("SELECT typE'a\\' , :p")).toEqual({ text: "SELECT typE'a\\' , $1", names: ['p'] });
+  });
+
+  test('a $ inside an identifier or before a digit does not open a dollar quote', () => {
+    expect(positional('SELECT foo$bar$, $1, :p')).toEqual({ text: 'SELECT foo$bar$, $1, $1', names: ['p'] });
+  });
+
+  test.each([
+    ['a line comment at the end, without a newline', 'SELECT :a -- :x'],
+    ['an unterminated dollar quote', 'SELECT :a, $$ :x'],
+    ['an unterminated block comment', 'SELECT :a /* :x'],
+  ])('%s swallows the rest', (_what, sql) => {
+    expect(positional(sql)).toEqual({ text: sql.replace(':a', '$1'), names: ['a'] });
+  });
 });

@@ -93,3 +93,63 @@ function flipByte(stored: string, index: number): string {
   bytes[i] ^= 0x01;
   return ENCRYPTED_TOKEN_PREFIX + bytes.toString('base64');
 }
+
+describe('token crypto edges', () => {
+  test('a key read from a secret keeps working with surrounding whitespace (a trailing newline)', () => {
+    expect(parseTokenKey(`  ${KEY_BASE64}\n`)).toEqual(key);
+  });
+
+  test.each([
+    ['junk after the base64', `${KEY_BASE64}!`],
+    ['junk before the base64', `!${KEY_BASE64}`],
+    ['too much padding', `${KEY_BASE64}==`],
+  ])('a 32-byte key with %s is not base64 and is rejected', (_what, text) => {
+    expect(() => parseTokenKey(text)).toThrow(new TokenKeyError('Token encryption key is not base64'));
+  });
+
+  test('a key of the wrong length says how long it was, and is refused by every entry point', () => {
+    const short = Buffer.alloc(16, 1);
+    const error = new TokenKeyError('Token encryption key must be 32 bytes, got 16');
+    expect(() => parseTokenKey(short.toString('base64'))).toThrow(error);
+    expect(() => encryptToken('x', short)).toThrow(error);
+    expect(() => decryptToken('Atzr|legacy', short)).toThrow(error);
+    expect(() => new TokenCipher(short)).toThrow(error);
+    expect(captured(() => parseTokenKey(short.toString('base64')))?.name).toBe('TokenKeyError');
+  });
+
+  test('an IV that is not 12 bytes is refused', () => {
+    expect(() => encryptToken('x', key, Buffer.alloc(16))).toThrow(new TypeError('IV must be 12 bytes'));
+  });
+
+  test('the empty token round-trips (the shortest stored value is IV and tag only)', () => {
+    const stored = encryptToken('', key);
+    expect(Buffer.from(stored.slice(ENCRYPTED_TOKEN_PREFIX.length), 'base64')).toHaveLength(12 + 16);
+    expect(decryptToken(stored, key)).toBe('');
+  });
+
+  test('a truncated value is reported as truncated; a failed one keeps its cause and its name', () => {
+    expect(() => decryptToken(`${ENCRYPTED_TOKEN_PREFIX}${Buffer.alloc(27).toString('base64')}`, key)).toThrow(
+      'Encrypted token is truncated',
+    );
+    const error = captured(() => decryptToken(flipByte(VECTORS[0][1], -1), key));
+    expect(error).toBeInstanceOf(TokenDecryptionError);
+    expect(error?.name).toBe('TokenDecryptionError');
+    expect(error?.message).toMatch(/failed authentication/);
+    expect(error?.cause).toMatchObject({ message: 'Unsupported state or unable to authenticate data' });
+  });
+
+  test('TokenCipher tells encrypted values from legacy ones', () => {
+    const cipher = new TokenCipher(key);
+    expect(cipher.isEncrypted(cipher.encrypt('Atzr|x'))).toBe(true);
+    expect(cipher.isEncrypted('Atzr|legacy')).toBe(false);
+  });
+});
+
+function captured(fn: () => unknown): Error | undefined {
+  try {
+    fn();
+  } catch (e) {
+    return e as Error;
+  }
+  return undefined;
+}
