@@ -133,7 +133,7 @@ function startLockMonitor(url: string) {
           `SELECT c.relname, l.mode FROM pg_locks l
            JOIN pg_class c ON c.oid = l.relation
            JOIN pg_stat_activity a ON a.pid = l.pid
-           WHERE a.application_name = 'migrate-bench' AND l.locktype = 'relation' AND l.granted AND c.relname = ANY($1)`,
+           WHERE a.application_name LIKE 'migrate-bench%' AND l.locktype = 'relation' AND l.granted AND c.relname = ANY($1)`,
           [TABLES],
         );
         const at = performance.now();

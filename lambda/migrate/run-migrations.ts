@@ -210,7 +210,8 @@ function cappedSession(database: string | ClientConfig, budgetMs: number | undef
   if (budgetMs !== undefined) settings.push(`statement_timeout=${budgetMs}`, `lock_timeout=${budgetMs}`);
   return {
     ...base,
-    application_name: `schema-migration-${randomBytes(6).toString('hex')}`,
+    // Unique per run, so the watchdog cancels only this session; the caller's name stays in front.
+    application_name: `${base.application_name ?? 'schema-migration'}-${randomBytes(6).toString('hex')}`,
     options: [base.options, ...settings.map((s) => `-c ${s}`)].filter(Boolean).join(' '),
   };
 }
