@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { synthesizeBundles, type LambdaBundleName } from '../test/infra/support/bundles';
+import { synthesizeBundles, type LambdaBundleName } from './lambda-bundles';
 
 export interface BundleFigures {
   readonly name: LambdaBundleName;

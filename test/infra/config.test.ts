@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { EnvironmentConfigError, resolveEnvironment, stackNameOf } from '../../lib/config';
-import { cdkJsonContext, ROOT as PROJECT_ROOT } from './support/cdk-json';
+import { cdkJsonContext, ROOT as PROJECT_ROOT } from '../../bin/environment-stack';
 
 const run = promisify(execFile);
 const environments = cdkJsonContext().environments as Record<string, any>;

@@ -10,7 +10,7 @@ import { fingerprintMigrations } from '../../lambda/migrate/migrations-hash';
 import { DEFAULT_MIGRATIONS_DIR } from '../../lambda/migrate/run-migrations';
 import { startPostgres, type TestPostgres } from '../../local/postgres/embedded-postgres';
 import { appliedMigrations, withClient } from '../support/schema';
-import { LAMBDA_BUNDLES, LambdaBundle, synthesizeBundles } from './support/bundles';
+import { LAMBDA_BUNDLES, LambdaBundle, synthesizeBundles } from '../../bench/lambda-bundles';
 import { onlyResource } from './support/stack';
 
 // One real synth with esbuild bundling (no Docker), then the migration Lambda's bundle, copied

@@ -1,7 +1,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Template } from 'aws-cdk-lib/assertions';
-import { buildStack } from './stack';
+import { buildStack } from '../bin/environment-stack';
 
 /** The stack's Lambda bundles, recognised by their function's description. */
 export const LAMBDA_BUNDLES = [
@@ -31,12 +31,14 @@ export function synthesizeBundles(env: string, outdir: string): { template: Temp
   const { app, stack } = buildStack(env, { bundle: true, outdir });
   app.synth();
   const template = Template.fromStack(stack);
-  const functions = Object.values(template.findResources('AWS::Lambda::Function'));
+  const functions = Object.values(template.findResources('AWS::Lambda::Function')) as Array<{
+    Properties: { Description?: string; Code: { S3Key: string } };
+  }>;
   const bundles = LAMBDA_BUNDLES.map(({ name, description, maxBytes }) => {
-    const matches = functions.filter((r) => String(r.Properties.Description ?? '').startsWith(description));
+    const matches = functions.filter((r) => (r.Properties.Description ?? '').startsWith(description));
     if (matches.length !== 1)
       throw new Error(`expected one function described "${description}…", found ${matches.length}`);
-    const key = String(matches[0].Properties.Code.S3Key);
+    const key = matches[0].Properties.Code.S3Key;
     const dir = join(outdir, `asset.${key.replace(/\.zip$/, '')}`);
     const map = join(dir, 'index.js.map');
     return {
