@@ -95,11 +95,17 @@ beforeAll(async () => {
     await seedUsers(world, { count: 12, expiresInSeconds: 600, accountsDueInSeconds: -60 });
     await seedUsers(world, { count: 6, expiresInSeconds: 7200 });
     await seedUsers(world, { count: 2, expiresInSeconds: 600, refreshEnabled: () => false, accountsDueInSeconds: -60 });
-    // An agency user with more accounts than one write-back request carries (chunked upserts).
-    await seedUsers(world, { count: 1, expiresInSeconds: 7200, profilesPerUser: 9000 });
     // The deploy check's dry runs read what is due.
     await previewTokenRefresh({ db, logger: runtime().logger });
     await previewAccountSync({ db, logger: runtime().logger });
+    // An agency user with more accounts than one write-back request carries (chunked upserts),
+    // synced on demand before Amazon's faults are switched on, so that path always runs.
+    const [agency] = await seedUsers(world, { count: 1, expiresInSeconds: 7200, profilesPerUser: 9000 });
+    const agencySync = await runAccountSync(
+      { db, ads: world.ads(), cipher: world.cipher, ...runtime() },
+      { syncType: 'manual', userId: agency.userId },
+    );
+    expect(agencySync.accountsSynced).toBe(9000);
     world.amazon.setKnobs({ rate5xx: 0.2, rate429: 0.1, retryAfterSeconds: 1 });
     for (let run = 0; run < 2; run++) {
       const rt = runtime();
