@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Database } from '../shared/db/port';
-import { addCounts, describeError, JobRuntime, nextRetryAt } from '../shared/jobs/runtime';
+import { addCounts, describeError, JobRunContext, JobRuntime, nextRetryAt } from '../shared/jobs/runtime';
 import { runPipeline } from '../shared/jobs/pipeline';
 import { METRIC_NAMES } from '../shared/jobs/metrics';
 import { JOB_TIMING } from '../shared/jobs/timing';
@@ -146,17 +146,7 @@ const DEFAULT_SETTINGS = {
 };
 
 /** What syncing one user needs of its run (see {@link syncOneUser}). */
-interface SyncContext {
-  readonly deps: AccountSyncDeps;
-  readonly settings: typeof DEFAULT_SETTINGS;
-  readonly now: () => Date;
-  readonly random: () => number;
-  readonly usage: RateLimitUsageRecorder;
-  /** Per region: until when its Ads endpoint is paused (epoch ms), by an earlier run or this one. */
-  readonly pausedUntil: Map<AmazonRegion, number>;
-  /** How long a call may still wait (for the limiter, a pause, a retry) and leave the reserve. */
-  readonly waitBudgetMs: () => number;
-}
+type SyncContext = JobRunContext<AccountSyncDeps, typeof DEFAULT_SETTINGS>;
 
 /**
  * One run of the account sync: claims due users in batches (a lease per user, so overlapping

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { AmazonFailure, classifyAmazonError } from '../shared/amazon/failure';
 import type { Database } from '../shared/db/port';
-import { addCounts, describeError, JobRuntime, nextRetryAt } from '../shared/jobs/runtime';
+import { addCounts, describeError, JobRunContext, JobRuntime, nextRetryAt } from '../shared/jobs/runtime';
 import { runPipeline } from '../shared/jobs/pipeline';
 import { METRIC_NAMES } from '../shared/jobs/metrics';
 import { JOB_TIMING } from '../shared/jobs/timing';
@@ -115,16 +115,7 @@ const DEFAULT_SETTINGS = {
 };
 
 /** What refreshing one token needs of its run (see {@link refreshOneToken}). */
-interface RefreshContext {
-  readonly deps: TokenRefreshDeps;
-  readonly settings: typeof DEFAULT_SETTINGS;
-  readonly now: () => Date;
-  readonly random: () => number;
-  readonly usage: RateLimitUsageRecorder;
-  /** Per region: until when its token endpoint is paused (epoch ms). */
-  readonly pausedUntil: Map<AmazonRegion, number>;
-  /** How long a call may still wait (for the limiter, a pause, a retry) and leave the reserve. */
-  readonly waitBudgetMs: () => number;
+interface RefreshContext extends JobRunContext<TokenRefreshDeps, typeof DEFAULT_SETTINGS> {
   /** Set when the run must stop; `clientErrorStreak` holds the tokens of the current streak. */
   readonly stop: { fatal?: ClientCredentialsError; clientErrorStreak: Set<string> };
 }

@@ -1,3 +1,5 @@
+import type { RateLimitUsageRecorder } from '../amazon/usage-store';
+import type { AmazonRegion } from '../amazon/regions';
 import type { AppLogger } from '../logger';
 import { backoffDelayMs } from '../backoff';
 
@@ -60,4 +62,21 @@ export function nextRetryAt(
   const ceilingHalf = Math.min(half.maxDelayMs, half.baseDelayMs * 2 ** Math.max(0, failures - 1));
   const delay = ceilingHalf + backoffDelayMs(failures, half);
   return new Date(now.getTime() + Math.max(delay, (o.atLeastSeconds ?? 0) * 1000));
+}
+
+/**
+ * What the per-item work of a run needs of the run (both cores' `…Context`): its collaborators
+ * and settings, the clock and randomness, the usage it records, the endpoint pauses per region
+ * and how long a call may still wait.
+ */
+export interface JobRunContext<Deps, Settings> {
+  readonly deps: Deps;
+  readonly settings: Settings;
+  readonly now: () => Date;
+  readonly random: () => number;
+  readonly usage: RateLimitUsageRecorder;
+  /** Per region: until when its Amazon endpoint is paused (epoch ms), by an earlier run or this one. */
+  readonly pausedUntil: Map<AmazonRegion, number>;
+  /** How long a call may still wait (for the limiter, a pause, a retry) and leave the reserve. */
+  readonly waitBudgetMs: () => number;
 }
