@@ -7,32 +7,17 @@ import {
   saveOutcomes,
   UserSyncOutcome,
 } from '../../lambda/account-sync/store';
-import { Database, PgDatabase } from '../../lambda/shared/db';
+import { Database } from '../../lambda/shared/db';
 import { JOB_TIMING, LEASE_MARGIN_SECONDS } from '../../lambda/shared/jobs/timing';
 import { fakeProfile } from '../../local/amazon/profiles';
-import { JobWorld, runtime, seedUsers, useJobWorld } from './fixture';
+import { JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from './fixture';
 
 /** Account sync against poison data, lost leases, dead runs and very large users. */
 let world: JobWorld;
 useJobWorld((w) => (world = w));
 
-const opened: PgDatabase[] = [];
-afterEach(async () => {
-  await Promise.all(opened.splice(0).map((db) => db.close()));
-});
-
 /** Both database paths, as the jobs' own login: the Data API (emulator) and node-postgres. */
-const PATHS: Array<[string, () => Database]> = [
-  ['Data API', () => world.dataApi()],
-  [
-    'node-postgres',
-    () => {
-      const db = new PgDatabase({ connection: world.workerUrl });
-      opened.push(db);
-      return db;
-    },
-  ],
-];
+const PATHS = useBothDatabasePaths(() => world);
 
 function deps(db: Database, extra: Partial<AccountSyncDeps> = {}): AccountSyncDeps {
   return { db, ads: world.ads(), cipher: world.cipher, ...runtime(), settings: { concurrency: 8 }, ...extra };

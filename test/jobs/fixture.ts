@@ -1,6 +1,6 @@
 import { AdsClient, LwaClient } from '../../lambda/shared/amazon';
 import { RateLimiterRegistry } from '../../lambda/shared/amazon/rate-limiter';
-import { Database, DataApiDatabase } from '../../lambda/shared/db';
+import { Database, DataApiDatabase, PgDatabase } from '../../lambda/shared/db';
 import { MetricTotals } from '../../lambda/shared/jobs/runtime';
 import { LocalWorld, startLocalWorld } from '../../local/world';
 import type { AppLogger } from '../../lambda/shared/logger';
@@ -84,6 +84,28 @@ export function useJobWorld(use: (world: JobWorld) => void): void {
   beforeEach(async () => {
     await world!.reset();
   });
+}
+
+/**
+ * The two database paths a job test runs on, both as the jobs' own login: the Data API (through
+ * the emulator) and node-postgres. Registers an afterEach that closes the node-postgres pools.
+ */
+export function useBothDatabasePaths(world: () => JobWorld): Array<[string, () => Database]> {
+  const opened: PgDatabase[] = [];
+  afterEach(async () => {
+    await Promise.all(opened.splice(0).map((db) => db.close()));
+  });
+  return [
+    ['Data API', () => world().dataApi()],
+    [
+      'node-postgres',
+      () => {
+        const db = new PgDatabase({ connection: world().workerUrl });
+        opened.push(db);
+        return db;
+      },
+    ],
+  ];
 }
 
 /** A logger that keeps every line, to assert on and to scan for secrets. */

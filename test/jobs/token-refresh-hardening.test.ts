@@ -2,30 +2,15 @@ import { randomUUID } from 'node:crypto';
 import { CLIENT_ERROR_STOP_AFTER, runTokenRefresh, TokenRefreshDeps } from '../../lambda/token-refresh/core';
 import { claimDueTokens, saveResults, TokenResult } from '../../lambda/token-refresh/store';
 import { LwaClient, PermanentAuthError } from '../../lambda/shared/amazon';
-import { Database, PgDatabase } from '../../lambda/shared/db';
-import { JobWorld, runtime, seedUsers, useJobWorld } from './fixture';
+import { Database } from '../../lambda/shared/db';
+import { JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from './fixture';
 
 /** Token refresh against races, expired leases, poison answers and a misconfigured client. */
 let world: JobWorld;
 useJobWorld((w) => (world = w));
 
-const opened: PgDatabase[] = [];
-afterEach(async () => {
-  await Promise.all(opened.splice(0).map((db) => db.close()));
-});
-
 /** Both database paths, as the jobs' own login: the Data API (emulator) and node-postgres. */
-const PATHS: Array<[string, () => Database]> = [
-  ['Data API', () => world.dataApi()],
-  [
-    'node-postgres',
-    () => {
-      const db = new PgDatabase({ connection: world.workerUrl });
-      opened.push(db);
-      return db;
-    },
-  ],
-];
+const PATHS = useBothDatabasePaths(() => world);
 
 function deps(db: Database, extra: Partial<TokenRefreshDeps> = {}): TokenRefreshDeps {
   return { db, lwa: world.lwa(), cipher: world.cipher, ...runtime(), settings: { concurrency: 8 }, ...extra };
