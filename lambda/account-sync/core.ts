@@ -1,10 +1,17 @@
 import { randomUUID } from 'node:crypto';
 import type { Database } from '../shared/db/port';
-import { addCounts, describeError, JobRunContext, JobRuntime, nextRetryAt } from '../shared/jobs/runtime';
+import {
+  addCounts,
+  describeError,
+  JobRunContext,
+  jobRunContext,
+  JobRuntime,
+  nextRetryAt,
+} from '../shared/jobs/runtime';
 import { runPipeline } from '../shared/jobs/pipeline';
 import { METRIC_NAMES } from '../shared/jobs/metrics';
 import { JOB_TIMING } from '../shared/jobs/timing';
-import { endpointKey, RateLimitUsageRecorder, recordRateLimitUsage } from '../shared/amazon/usage-store';
+import { endpointKey, recordRateLimitUsage } from '../shared/amazon/usage-store';
 import { DeadlineExceededError } from '../shared/backoff';
 import type { RateLimiterRegistry } from '../shared/amazon/rate-limiter';
 import { writeResiliently } from '../shared/jobs/write-back';
@@ -161,15 +168,7 @@ export async function runAccountSync(
   request: AccountSyncRequest = { syncType: 'scheduled' },
 ): Promise<AccountSyncSummary> {
   const s = { ...DEFAULT_SETTINGS, ...deps.settings };
-  const context: SyncContext = {
-    deps,
-    settings: s,
-    now: deps.now ?? (() => new Date()),
-    random: deps.random ?? Math.random,
-    usage: new RateLimitUsageRecorder(),
-    pausedUntil: new Map(),
-    waitBudgetMs: () => deps.remainingTimeMs() - s.reserveMs / 2,
-  };
+  const context: SyncContext = jobRunContext(deps, s);
   const { now, pausedUntil, waitBudgetMs } = context;
   const started = Date.now();
   const callsBefore = deps.db.callCounts().total;

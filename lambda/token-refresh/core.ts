@@ -1,16 +1,18 @@
 import { randomUUID } from 'node:crypto';
 import { AmazonFailure, classifyAmazonError } from '../shared/amazon/failure';
 import type { Database } from '../shared/db/port';
-import { addCounts, describeError, JobRunContext, JobRuntime, nextRetryAt } from '../shared/jobs/runtime';
+import {
+  addCounts,
+  describeError,
+  JobRunContext,
+  jobRunContext,
+  JobRuntime,
+  nextRetryAt,
+} from '../shared/jobs/runtime';
 import { runPipeline } from '../shared/jobs/pipeline';
 import { METRIC_NAMES } from '../shared/jobs/metrics';
 import { JOB_TIMING } from '../shared/jobs/timing';
-import {
-  endpointKey,
-  RateLimitUsageRecorder,
-  readEndpointPauses,
-  recordRateLimitUsage,
-} from '../shared/amazon/usage-store';
+import { endpointKey, readEndpointPauses, recordRateLimitUsage } from '../shared/amazon/usage-store';
 import { isEncrypted, TokenCipher } from '../shared/token-crypto';
 import type { AmazonRegion } from '../shared/amazon/regions';
 import { DeadlineExceededError } from '../shared/backoff';
@@ -144,16 +146,7 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
     notWritten: 0,
     batches: 0,
   };
-  const context: RefreshContext = {
-    deps,
-    settings: s,
-    now: deps.now ?? (() => new Date()),
-    random: deps.random ?? Math.random,
-    usage: new RateLimitUsageRecorder(),
-    pausedUntil: new Map(),
-    waitBudgetMs: () => deps.remainingTimeMs() - s.reserveMs / 2,
-    stop: { clientErrorStreak: new Set() },
-  };
+  const context: RefreshContext = { ...jobRunContext(deps, s), stop: { clientErrorStreak: new Set() } };
   const { now, pausedUntil } = context;
 
   // Endpoints a previous invocation was told to leave alone, and those this one is told to;

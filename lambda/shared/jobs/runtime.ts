@@ -1,4 +1,4 @@
-import type { RateLimitUsageRecorder } from '../amazon/usage-store';
+import { RateLimitUsageRecorder } from '../amazon/usage-store';
 import type { AmazonRegion } from '../amazon/regions';
 import type { AppLogger } from '../logger';
 import { backoffDelayMs } from '../backoff';
@@ -79,4 +79,20 @@ export interface JobRunContext<Deps, Settings> {
   readonly pausedUntil: Map<AmazonRegion, number>;
   /** How long a call may still wait (for the limiter, a pause, a retry) and leave the reserve. */
   readonly waitBudgetMs: () => number;
+}
+
+/** A run's context for its per-item work, with the defaults both cores use. */
+export function jobRunContext<Deps extends JobRuntime, Settings extends { readonly reserveMs: number }>(
+  deps: Deps,
+  settings: Settings,
+): JobRunContext<Deps, Settings> {
+  return {
+    deps,
+    settings,
+    now: deps.now ?? (() => new Date()),
+    random: deps.random ?? Math.random,
+    usage: new RateLimitUsageRecorder(),
+    pausedUntil: new Map(),
+    waitBudgetMs: () => deps.remainingTimeMs() - settings.reserveMs / 2,
+  };
 }
