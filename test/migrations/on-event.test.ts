@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CloudFormationCustomResourceEvent } from 'aws-lambda';
-import type { ClientConfig } from 'pg';
+import { Client, type ClientConfig } from 'pg';
 import {
   isRollback,
   MAX_APPLIED_LENGTH,
@@ -303,5 +303,62 @@ describe('waiting for the database', () => {
     const { error, sleeps } = await waitFailure(60_000);
     expect(error.message).toMatch(/^Database not reachable after 1 attempts over 0 s/);
     expect(sleeps).toEqual([]);
+  });
+});
+
+describe('the jobs’ login user, when its secret and the database disagree', () => {
+  const noMigrations = { migrate: async () => ({ applied: [], attempts: 1 }) };
+  const login = async (username: string, password: string) => {
+    const client = new Client({ ...master, user: username, password });
+    await client.connect();
+    await client.end();
+  };
+
+  test('a password the secret no longer has is replaced; a working one is left alone', async () => {
+    const user = { username: 'on_event_rotated', password: 'first-password-0123456789' };
+    const rotated = { ...user, password: 'second-password-0123456789' };
+    const first = recording({ ...noMigrations, workerCredentials: async () => user });
+    await onSchemaMigrationEvent(create, first.deps);
+    expect(first.lines).toContainEqual(['info', 'Worker login user created']);
+    const second = recording({ ...noMigrations, workerCredentials: async () => rotated });
+    await onSchemaMigrationEvent(create, second.deps);
+    expect(second.lines).toContainEqual(['info', 'Worker login user updated']);
+    await login(rotated.username, rotated.password);
+    const third = recording({ ...noMigrations, workerCredentials: async () => rotated });
+    await onSchemaMigrationEvent(create, third.deps);
+    expect(third.lines).toContainEqual(['info', 'Worker login user unchanged']);
+  });
+
+  test('a user that may not log in (28000) is given its login back', async () => {
+    const user = { username: 'on_event_nologin', password: 'nologin-password-0123456789' };
+    await onSchemaMigrationEvent(create, recording({ ...noMigrations, workerCredentials: async () => user }).deps);
+    await withClient(pg.url(master.database), (c) => c.query('ALTER ROLE on_event_nologin NOLOGIN'));
+    const again = recording({ ...noMigrations, workerCredentials: async () => user });
+    await onSchemaMigrationEvent(create, again.deps);
+    expect(again.lines).toContainEqual(['info', 'Worker login user updated']);
+    await login(user.username, user.password);
+  });
+
+  test('the master password is read again once per event, not once per step', async () => {
+    const refused = { ...master, password: 'not-the-password' };
+    let attempts = 0;
+    const { deps, calls } = recording({
+      migrate: async () => {
+        attempts += 1;
+        if (attempts === 1) throw refusedPassword(0);
+        return { applied: [], attempts: 1 };
+      },
+    });
+    const connections = [master, refused, master];
+    const result = onSchemaMigrationEvent(create, {
+      ...deps,
+      masterConnection: async () => {
+        calls.masterConnection += 1;
+        return connections[calls.masterConnection - 1];
+      },
+    });
+    // The migrations ran with the second read; the login step is refused with it, and fails.
+    await expect(result).rejects.toMatchObject({ code: '28P01' });
+    expect(calls.masterConnection).toBe(2);
   });
 });
