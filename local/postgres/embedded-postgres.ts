@@ -83,7 +83,81 @@ function letPostgresUserThrough(paths: string[]): void {
     );
 }
 
+/**
+ * Environment variable naming a running PostgreSQL (superuser URL) that `startPostgres()`
+ * uses instead of starting a server of its own. `npm run test:mutation` (scripts/mutation.ts)
+ * starts one server for the whole Stryker run and sets it, so that a mutant's test run does
+ * not pay a server start per test file. Unset (as in `npm test`), every call starts its own.
+ */
+export const SHARED_POSTGRES_ENV = 'TEST_SHARED_POSTGRES_URL';
+
+/**
+ * The calls the shared server can stand in for: a temporary server with default settings.
+ * Its authentication is SCRAM (the stricter one; a client asking for either method logs in).
+ */
+function canUseSharedServer(options: StartPostgresOptions): boolean {
+  return (
+    options.dataDir === undefined &&
+    options.port === undefined &&
+    options.settings === undefined &&
+    options.tls === undefined &&
+    options.onLog === undefined
+  );
+}
+
+/**
+ * A TestPostgres on an already running server: each `createDatabase` makes a fresh database
+ * (a unique name), so a test file still gets its own clean database; `stop` drops the
+ * databases this handle created and the roles created since it was opened (roles belong to
+ * the server, and tests create and alter them), and leaves the server running. One handle at
+ * a time: test files that share the server run one after the other.
+ */
+async function onSharedServer(sharedUrl: string): Promise<TestPostgres> {
+  const parsed = new URL(sharedUrl);
+  const user = decodeURIComponent(parsed.username);
+  const password = decodeURIComponent(parsed.password);
+  const port = Number(parsed.port);
+  const url = (database = 'postgres') => {
+    const u = new URL(sharedUrl);
+    u.pathname = `/${database}`;
+    return u.toString();
+  };
+  const created: string[] = [];
+  const admin = async (sql: string) => {
+    const client = new Client({ connectionString: url() });
+    await client.connect();
+    try {
+      return (await client.query<{ rolname: string }>(sql)).rows;
+    } finally {
+      await client.end();
+    }
+  };
+  const rolesSql = 'SELECT rolname FROM pg_roles';
+  const rolesBefore = new Set((await admin(rolesSql)).map((r) => r.rolname));
+  let stopped = false;
+  return {
+    port,
+    user,
+    password,
+    url,
+    async createDatabase(name = `t_${randomBytes(6).toString('hex')}`) {
+      await admin(`CREATE DATABASE "${name.replace(/"/g, '""')}"`);
+      created.push(name);
+      return url(name);
+    },
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      for (const name of created) await admin(`DROP DATABASE IF EXISTS "${name.replace(/"/g, '""')}" WITH (FORCE)`);
+      for (const { rolname } of await admin(rolesSql))
+        if (!rolesBefore.has(rolname)) await admin(`DROP ROLE "${rolname.replace(/"/g, '""')}"`);
+    },
+  };
+}
+
 export async function startPostgres(options: StartPostgresOptions = {}): Promise<TestPostgres> {
+  const shared = process.env[SHARED_POSTGRES_ENV];
+  if (shared && canUseSharedServer(options)) return await onSharedServer(shared);
   const temporary = options.dataDir === undefined;
   let root: string | undefined;
   let dataDir = options.dataDir;

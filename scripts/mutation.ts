@@ -1,0 +1,151 @@
+/**
+ * `npm run test:mutation [-- <group>...] [-- <stryker options>]`: StrykerJS over the modules
+ * where a bug costs most, one Stryker run per group (docs/mutation.md).
+ *
+ *   npm run test:mutation                      # every group, one after the other
+ *   npm run test:mutation -- crypto db-values  # these groups only
+ *   npm run test:mutation -- on-event --force  # options after the groups go to `stryker run`
+ *
+ * Each group mutates its modules and runs only the jest files that test them (a group's score
+ * is what those files detect; other files could only kill more). One PostgreSQL server is
+ * started for the whole run and named in TEST_SHARED_POSTGRES_URL: the tests' startPostgres()
+ * then creates a fresh database on it instead of starting a server per test file, which is
+ * most of what a mutant cost (local/postgres/embedded-postgres.ts).
+ *
+ * Incremental: each group keeps its results in reports/stryker-incremental-<group>.json
+ * (committed), so a run only tests the mutants whose code or tests changed since; `--force`
+ * tests them all again. The exit code is Stryker's last non-zero one: below 85 % detected in a
+ * group (`thresholds.break`) fails the run, after every group has run.
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { SHARED_POSTGRES_ENV, startPostgres } from '../local/postgres/embedded-postgres';
+
+const ROOT = resolve(__dirname, '..');
+
+interface Group {
+  readonly mutate: readonly string[];
+  /** jest testMatch globs (relative to the repository) of the files that test the modules. */
+  readonly tests: readonly string[];
+}
+
+export const GROUPS: Record<string, Group> = {
+  crypto: {
+    mutate: ['lambda/shared/token-crypto.ts'],
+    tests: ['test/runtime/token-crypto*.test.ts', 'test/runtime/config.test.ts'],
+  },
+  'db-values': {
+    mutate: [
+      'lambda/shared/db/named-parameters.ts',
+      'lambda/shared/db/data-api-values.ts',
+      'lambda/shared/db/parameter-types.ts',
+    ],
+    // The unit tests: the PostgreSQL contract tests (database-contract, data-api-adapter) run
+    // the same values through a database at several seconds per mutant, and could only add kills.
+    tests: ['test/runtime/named-parameters*.test.ts', 'test/runtime/data-api-values*.test.ts'],
+  },
+  // The tests on small migrations of their own; the ones that apply the repository's
+  // migrations (lifecycle, schema, the custom resource's full lifecycle) take a minute per
+  // mutant here, and could only add kills.
+  'on-event': {
+    mutate: ['lambda/migrate/on-event.ts'],
+    tests: ['test/migrations/on-event*.test.ts'],
+  },
+  'run-migrations': {
+    mutate: ['lambda/migrate/run-migrations.ts'],
+    tests: ['test/migrations/run-migrations*.test.ts', 'test/migrations/deadline.test.ts'],
+  },
+  // Being rewritten on other branches (multi-region connections, the accounts API): run once
+  // that work is merged.
+  'worker-login': {
+    mutate: ['lambda/migrate/worker-login.ts'],
+    tests: ['test/infra/schema-migration-handler.test.ts'],
+  },
+  jobs: {
+    mutate: [
+      'lambda/token-refresh/core.ts',
+      'lambda/token-refresh/store.ts',
+      'lambda/account-sync/core.ts',
+      'lambda/account-sync/store.ts',
+    ],
+    tests: ['test/jobs/**/*.test.ts'],
+  },
+};
+
+function parseArgs(argv: string[]): { groups: string[]; strykerArgs: string[] } {
+  const groups: string[] = [];
+  let i = 0;
+  for (; i < argv.length && !argv[i].startsWith('-'); i += 1) {
+    if (!(argv[i] in GROUPS)) throw new Error(`unknown group "${argv[i]}" (groups: ${Object.keys(GROUPS).join(', ')})`);
+    groups.push(argv[i]);
+  }
+  return { groups: groups.length ? groups : Object.keys(GROUPS), strykerArgs: argv.slice(i) };
+}
+
+/** stryker.config.json with the group's modules, tests, reports and incremental file. */
+function writeGroupConfig(name: string, group: Group): string {
+  const base = JSON.parse(readFileSync(join(ROOT, 'stryker.config.json'), 'utf8')) as Record<string, unknown>;
+  const jest = base.jest as Record<string, unknown>;
+  const config = {
+    ...base,
+    $schema: undefined,
+    mutate: group.mutate,
+    // One jest process: test files that share the PostgreSQL server run one after the other.
+    concurrency: 1,
+    jest: { ...jest, config: { testMatch: group.tests.map((glob) => `<rootDir>/${glob}`) } },
+    incrementalFile: `reports/stryker-incremental-${name}.json`,
+    htmlReporter: { fileName: `reports/mutation/${name}.html` },
+    jsonReporter: { fileName: `reports/mutation/${name}.json` },
+  };
+  const dir = join(ROOT, 'reports', 'mutation');
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `${name}.config.json`);
+  writeFileSync(file, JSON.stringify(config, null, 2));
+  return file;
+}
+
+function stryker(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(join(ROOT, 'node_modules', '.bin', 'stryker'), ['run', ...args], {
+      cwd: ROOT,
+      env,
+      stdio: 'inherit',
+    });
+    child.on('error', reject);
+    child.on('exit', (code, signal) => resolvePromise(code ?? (signal ? 1 : 0)));
+  });
+}
+
+async function main(): Promise<number> {
+  const { groups, strykerArgs } = parseArgs(process.argv.slice(2));
+  const pg = await startPostgres({ authMethod: 'scram-sha-256' });
+  const stop = () => void pg.stop().finally(() => process.exit(130));
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  let exitCode = 0;
+  try {
+    for (const name of groups) {
+      const started = Date.now();
+      process.stdout.write(`\n== mutation group ${name}: ${GROUPS[name].mutate.join(', ')}\n`);
+      const code = await stryker([writeGroupConfig(name, GROUPS[name]), '--incremental', ...strykerArgs], {
+        ...process.env,
+        [SHARED_POSTGRES_ENV]: pg.url(),
+      });
+      const seconds = Math.round((Date.now() - started) / 1000);
+      process.stdout.write(`== mutation group ${name}: exit code ${code}, ${seconds} s\n`);
+      if (code !== 0) exitCode = code;
+    }
+  } finally {
+    await pg.stop();
+  }
+  return exitCode;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    console.error(error);
+    process.exit(1);
+  },
+);
