@@ -11,6 +11,12 @@ export interface SchemaMigrationProperties {
   readonly MigrationsHash: string;
   /** Name of the last migration the deployment brings. */
   readonly LatestMigration: string;
+  /**
+   * The accounts API's login secret. Not read from here (the function's environment names it):
+   * its arrival in the properties makes CloudFormation run the resource again, which creates
+   * the login on a stack deployed before the API.
+   */
+  readonly ApiSecretArn?: string;
 }
 
 /** What the Provider framework expects back; `Data` becomes the resource's attributes. */
