@@ -85,9 +85,9 @@ export interface AccountsApiProps {
  *
  * No API Gateway authorizer: the Lambda verifies the caller's `Authorization: Bearer <JWT>`
  * itself (aws-jwt-verify, JWKS cached per container). The product's identity provider is
- * Supabase, which signs ES256; API Gateway's built-in JWT authorizer is documented for RS256
- * only, and a Lambda authorizer would add a second invocation (and its latency and cost) to
- * every request for the same check. The function answers 401 to anything it cannot verify, so
+ * Supabase, which signs ES256, an algorithm API Gateway's built-in JWT authorizer is not
+ * documented to accept; a Lambda authorizer would add a second invocation (and its latency and
+ * cost) to every request for the same check. The function answers 401 to anything it cannot verify, so
  * no route serves data without a valid token, and the token's `sub` becomes the database
  * request's claims, on which Row Level Security decides what is visible.
  *
