@@ -8,6 +8,7 @@ export const LAMBDA_BUNDLES = [
   { name: 'token-refresh', description: 'Refreshes Login with Amazon', maxBytes: 300_000 },
   { name: 'account-sync', description: "Syncs users' Amazon", maxBytes: 300_000 },
   { name: 'migration', description: 'Applies node-pg-migrate', maxBytes: 1_000_000 },
+  { name: 'accounts-api', description: 'Accounts API:', maxBytes: 300_000 },
 ] as const;
 export type LambdaBundleName = (typeof LAMBDA_BUNDLES)[number]['name'];
 

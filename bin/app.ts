@@ -19,7 +19,7 @@ const config = (() => {
 })();
 new AccountsPlatformStack(app, stackNameOf(config.name), {
   config,
-  description: `Amazon accounts platform (${config.name}): Aurora PostgreSQL, schema migrations, token refresh and account sync jobs`,
+  description: `Amazon accounts platform (${config.name}): Aurora PostgreSQL, schema migrations, token refresh and account sync jobs, accounts API`,
   env: config.account ? { account: config.account, region: config.region } : undefined,
 });
 Validations.of(app).addPlugins(new AwsSolutionsChecks(app, { verbose: true }));

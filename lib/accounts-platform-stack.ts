@@ -1,6 +1,8 @@
 import { CfnOutput, Duration, RemovalPolicy, Stack, type StackProps, Tags, Validations } from 'aws-cdk-lib';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
+import { AccountsApi } from './accounts-api';
+import { addApiMonitoring } from './api-monitoring';
 import { ApplicationSecrets } from './application-secrets';
 import type { EnvironmentConfig } from './config';
 import { Database } from './database';
@@ -30,6 +32,7 @@ export class AccountsPlatformStack extends Stack {
   readonly migration: SchemaMigration;
   readonly jobs: ScheduledJobs;
   readonly monitoring: Monitoring;
+  readonly api: AccountsApi;
 
   constructor(scope: Construct, id: string, props: AccountsPlatformStackProps) {
     // A stack whose database refuses deletion refuses it too.
@@ -72,6 +75,7 @@ export class AccountsPlatformStack extends Stack {
       databaseName: this.database.databaseName,
       masterSecret: this.database.masterSecret,
       workerSecret: this.database.workerSecret,
+      apiSecret: this.database.apiSecret,
       vpc: network.vpc,
       subnets: network.isolatedSubnets,
       secretsManagerEndpoint: network.secretsManagerEndpoint,
@@ -95,6 +99,12 @@ export class AccountsPlatformStack extends Stack {
       passwordRotation,
     });
     workerRotation.node.defaultChild!.node.addDependency(this.migration.resource);
+    const apiRotation = this.database.addApiRotation({
+      vpc: network.vpc,
+      subnets: network.isolatedSubnets,
+      passwordRotation,
+    });
+    apiRotation.node.defaultChild!.node.addDependency(this.migration.resource);
 
     this.jobs = new ScheduledJobs(this, 'Jobs', {
       environmentName: config.name,
@@ -103,6 +113,18 @@ export class AccountsPlatformStack extends Stack {
       tokenEncryptionKeySecret: secrets.tokenEncryptionKey,
       tokenRefreshSchedule: config.schedules.tokenRefresh,
       accountSyncSchedule: config.schedules.accountSync,
+      after: this.migration.resource,
+      logRetention,
+      logRemovalPolicy: dependentRemoval,
+    });
+
+    this.api = new AccountsApi(this, 'Api', {
+      environmentName: config.name,
+      config: config.api,
+      database: this.database,
+      lwaClientSecret: secrets.lwaClient,
+      tokenEncryptionKeySecret: secrets.tokenEncryptionKey,
+      accountSyncFunction: this.jobs.accountSync.function,
       after: this.migration.resource,
       logRetention,
       logRemovalPolicy: dependentRemoval,
@@ -117,6 +139,9 @@ export class AccountsPlatformStack extends Stack {
       notify: config.alarms.notify,
       alarmEmail: config.alarms.email,
     });
+
+    // The accounts API's row and alarms, apart from the jobs' (lib/api-monitoring.ts).
+    addApiMonitoring(this.monitoring, { api: this.api });
 
     // What operators need after a deploy (README, "Deploying to AWS"): the secrets to fill in, where to look.
     new CfnOutput(this, 'LwaClientSecretArn', {
@@ -142,6 +167,14 @@ export class AccountsPlatformStack extends Stack {
     new CfnOutput(this, 'TokenRefreshFunctionName', { value: this.jobs.tokenRefresh.function.functionName });
     new CfnOutput(this, 'AccountSyncFunctionName', { value: this.jobs.accountSync.function.functionName });
     new CfnOutput(this, 'DashboardName', { value: `AmazonAccounts-${config.name}` });
+    new CfnOutput(this, 'ApiUrl', {
+      value: this.api.url,
+      description: 'The accounts API (HTTP API, $default stage): the web app calls <ApiUrl>v1/…',
+    });
+    new CfnOutput(this, 'ApiSecretArn', {
+      value: this.database.apiSecret.secretArn,
+      description: "The accounts API's database user (Data API), member of authenticated",
+    });
 
     Validations.of(this).acknowledge(
       {

@@ -19,6 +19,31 @@ export interface EnvironmentConfig {
   readonly alarms: AlarmConfig;
   /** Retention of every log group of the environment (Lambda, PostgreSQL, VPC flow logs), in days. */
   readonly logRetentionDays: number;
+  /** The accounts API: who signs its callers in, which web origins may call it, how fast. */
+  readonly api: ApiConfig;
+}
+
+export interface ApiConfig {
+  /**
+   * Expected `iss` of the product's identity provider's JWTs, an https URL; for Supabase
+   * `https://<project-ref>.supabase.co/auth/v1`.
+   */
+  readonly jwtIssuer: string;
+  /** Expected `aud`: one value or several (Supabase: `authenticated`). */
+  readonly jwtAudience: string | readonly string[];
+  /** The issuer's JWKS, an https URL. @default - `<jwtIssuer>/.well-known/jwks.json` */
+  readonly jwksUrl?: string;
+  /** Web origins (`https://app.example.com`, no path) whose browsers may call the API (CORS). */
+  readonly corsAllowedOrigins: readonly string[];
+  /** API Gateway's throttling of every route of the stage. */
+  readonly throttle: ApiThrottleConfig;
+}
+
+export interface ApiThrottleConfig {
+  /** Steady-state requests per second. */
+  readonly rateLimit: number;
+  /** Requests accepted at once above the steady rate (the bucket's size). */
+  readonly burstLimit: number;
 }
 
 export interface DatabaseConfig {
@@ -69,6 +94,35 @@ const acu = z
   .max(256)
   .refine((v) => Number.isInteger(v * 2), 'must be a multiple of 0.5');
 
+const httpsUrl = z.url({ protocol: /^https$/, error: 'must be an https URL' });
+/** A browser origin: scheme, host and optional port; https, or http for a local development server. */
+const origin = z
+  .string()
+  .regex(
+    /^(https:\/\/[a-z0-9.-]+(:\d{1,5})?|http:\/\/(localhost|127\.0\.0\.1)(:\d{1,5})?)$/,
+    'must be an origin such as https://app.example.com (no path, no trailing slash; http only for localhost)',
+  );
+const audience = z
+  .string()
+  .min(1)
+  .regex(/^[^,]+$/, 'must not contain a comma (give a list instead)');
+const apiSchema = z.strictObject({
+  jwtIssuer: httpsUrl,
+  jwtAudience: z.union([audience, z.array(audience).min(1)]),
+  jwksUrl: httpsUrl.optional(),
+  corsAllowedOrigins: z.array(origin).min(1),
+  throttle: z
+    .strictObject({
+      // API Gateway's account-level quota per region (10,000 requests per second, burst 5,000) caps both.
+      rateLimit: z.number().positive().max(10_000),
+      burstLimit: z.number().int().min(1).max(5_000),
+    })
+    .refine((t) => t.burstLimit >= t.rateLimit || t.burstLimit === 5_000, {
+      message: 'burstLimit should be at least rateLimit (or the 5,000 maximum)',
+      path: ['burstLimit'],
+    }),
+});
+
 const environmentSchema = z
   .object({
     account: z
@@ -93,6 +147,7 @@ const environmentSchema = z
     logRetentionDays: z.number().refine((v) => (LOG_RETENTION_DAYS as readonly number[]).includes(v), {
       message: `must be one of ${LOG_RETENTION_DAYS.join(', ')}`,
     }),
+    api: apiSchema,
   })
   .strict()
   .refine((c) => c.database.minCapacityAcu <= c.database.maxCapacityAcu, {
@@ -112,6 +167,8 @@ function checkProduction(config: EnvironmentConfig): string[] {
   if (config.database.removalPolicy === 'destroy') problems.push('database.removalPolicy must be snapshot or retain');
   if (config.database.backupRetentionDays < 7) problems.push('database.backupRetentionDays must be at least 7');
   if (!config.alarms.notify) problems.push('alarms.notify must be true');
+  if (config.api.corsAllowedOrigins.some((o) => !o.startsWith('https://')))
+    problems.push('api.corsAllowedOrigins must all be https origins');
   return problems;
 }
 

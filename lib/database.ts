@@ -48,6 +48,8 @@ export interface DatabaseProps {
   readonly databaseName?: string;
   /** Login user of the scheduled jobs (member of the role `accounts_worker`). @default 'accounts_jobs' */
   readonly workerUsername?: string;
+  /** Login user of the accounts API (member of the role `authenticated`). @default 'accounts_api' */
+  readonly apiUsername?: string;
 }
 
 /**
@@ -62,6 +64,11 @@ export class Database extends Construct {
   readonly masterSecret: secretsmanager.ISecret;
   /** The jobs' least-privilege user; the Data API signs in with it. Created in the database by the migration. */
   readonly workerSecret: rds.DatabaseSecret;
+  /**
+   * The accounts API's login user (member of `authenticated`, subject to Row Level Security);
+   * the API's Data API calls sign in with it. Created in the database by the migration.
+   */
+  readonly apiSecret: rds.DatabaseSecret;
   /** Security group of both rotation Lambdas: may reach the cluster and the Secrets Manager endpoint. */
   readonly rotationSecurityGroup: ec2.SecurityGroup;
 
@@ -134,6 +141,14 @@ export class Database extends Construct {
     // host, port, engine: what the Data API and the rotation Lambda need besides the password.
     this.workerSecret.attach(this.cluster);
 
+    this.apiSecret = new rds.DatabaseSecret(this, 'ApiSecret', {
+      username: props.apiUsername ?? 'accounts_api',
+      dbname: this.databaseName,
+      excludeCharacters: PASSWORD_EXCLUDED_CHARACTERS,
+    });
+    this.apiSecret.applyRemovalPolicy(props.dependentRemovalPolicy);
+    this.apiSecret.attach(this.cluster);
+
     Validations.of(this.cluster).acknowledge(
       {
         id: 'AwsSolutions-RDS6',
@@ -174,6 +189,14 @@ export class Database extends Construct {
     return this.addRotation('WorkerRotation', this.workerSecret, props);
   }
 
+  /**
+   * Rotates the accounts API's password every `passwordRotation`. Called once the migration has
+   * created the user, so the first rotation finds it.
+   */
+  addApiRotation(props: Pick<DatabaseProps, 'subnets' | 'passwordRotation' | 'vpc'>): secretsmanager.SecretRotation {
+    return this.addRotation('ApiRotation', this.apiSecret, props);
+  }
+
   /** A single-user PostgreSQL rotation of `secret`, in the VPC, through the rotation security group. */
   private addRotation(
     id: string,
@@ -199,6 +222,18 @@ export class Database extends Construct {
    * jobs' secret only (never the master secret, unlike `grantDataApiAccess`).
    */
   grantDataApiAccessAsWorker(grantee: iam.IGrantable): void {
+    this.grantDataApiAccessAs(grantee, this.workerSecret);
+  }
+
+  /**
+   * Data API access as the accounts API's user: rds-data on this cluster only, and read access
+   * to the API's secret only.
+   */
+  grantDataApiAccessAsApi(grantee: iam.IGrantable): void {
+    this.grantDataApiAccessAs(grantee, this.apiSecret);
+  }
+
+  private grantDataApiAccessAs(grantee: iam.IGrantable, secret: secretsmanager.ISecret): void {
     iam.Grant.addToPrincipal({
       grantee,
       actions: [
@@ -210,6 +245,6 @@ export class Database extends Construct {
       ],
       resourceArns: [this.cluster.clusterArn],
     });
-    this.workerSecret.grantRead(grantee);
+    secret.grantRead(grantee);
   }
 }

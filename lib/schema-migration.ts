@@ -20,6 +20,8 @@ export interface SchemaMigrationProps {
   readonly masterSecret: secretsmanager.ISecret;
   /** The jobs' user, created or updated after the migrations. */
   readonly workerSecret: secretsmanager.ISecret;
+  /** The accounts API's user, created or updated after the migrations (member of `authenticated`). */
+  readonly apiSecret: secretsmanager.ISecret;
   /** The VPC the migration Lambda runs in. */
   readonly vpc: ec2.IVpc;
   /** Subnets of the migration Lambda (the cluster's isolated subnets). */
@@ -79,6 +81,7 @@ export class SchemaMigration extends Construct {
       environment: {
         MASTER_SECRET_ARN: props.masterSecret.secretArn,
         WORKER_SECRET_ARN: props.workerSecret.secretArn,
+        API_SECRET_ARN: props.apiSecret.secretArn,
         DB_NAME: props.databaseName,
         DB_TLS: 'verify-full',
         // Amazon RDS's CAs, shipped with the function (see afterBundling), and nothing else.
@@ -98,6 +101,7 @@ export class SchemaMigration extends Construct {
     this.handler = fn;
     props.masterSecret.grantRead(fn);
     props.workerSecret.grantRead(fn);
+    props.apiSecret.grantRead(fn);
     props.cluster.connections.allowDefaultPortFrom(fn, 'Schema migrations');
     props.secretsManagerEndpoint.connections.allowDefaultPortFrom(fn, 'Schema migrations read the database secrets');
 
@@ -112,7 +116,13 @@ export class SchemaMigration extends Construct {
     this.resource = new CustomResource(this, 'Resource', {
       serviceToken: provider.serviceToken,
       resourceType: 'Custom::SchemaMigration',
-      properties: { MigrationsHash: fingerprint.hash, LatestMigration: fingerprint.latest },
+      // ApiSecretArn: the deploy that brings the API's secret runs the resource once more, even
+      // with no new migration, so the API's login exists before the API's function.
+      properties: {
+        MigrationsHash: fingerprint.hash,
+        LatestMigration: fingerprint.latest,
+        ApiSecretArn: props.apiSecret.secretArn,
+      },
       // Backstop if even the Provider framework could not answer.
       serviceTimeout: Duration.minutes(20),
     });

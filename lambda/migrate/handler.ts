@@ -4,6 +4,7 @@
  * core in on-event.ts. Environment, set by lib/schema-migration.ts:
  *   MASTER_SECRET_ARN  the cluster's master secret (host, port, username, password, dbname)
  *   WORKER_SECRET_ARN  the jobs' database user (username, password)
+ *   API_SECRET_ARN     the accounts API's database user (username, password)
  *   DB_NAME            database to migrate
  *   DB_TLS             'verify-full' (default) or 'disable' (local runs against a test server)
  *   DB_CA_FILE         PEM file of the CAs the server's certificate must chain to (the RDS CA
@@ -28,13 +29,15 @@ export async function handler(
   event: CloudFormationCustomResourceEvent,
   context: Context,
 ): Promise<SchemaMigrationResponse> {
-  const env = requiredEnv(['MASTER_SECRET_ARN', 'WORKER_SECRET_ARN', 'DB_NAME']);
+  const env = requiredEnv(['MASTER_SECRET_ARN', 'WORKER_SECRET_ARN', 'API_SECRET_ARN', 'DB_NAME']);
+  const credentials = async (secretId: string) => {
+    const secret = await readJsonSecret(secretId);
+    return { username: String(secret.username), password: String(secret.password) };
+  };
   return onSchemaMigrationEvent(event, {
     masterConnection: async () => masterConnectionConfig(await readJsonSecret(env.MASTER_SECRET_ARN), process.env),
-    workerCredentials: async () => {
-      const secret = await readJsonSecret(env.WORKER_SECRET_ARN);
-      return { username: String(secret.username), password: String(secret.password) };
-    },
+    workerCredentials: () => credentials(env.WORKER_SECRET_ARN),
+    apiCredentials: () => credentials(env.API_SECRET_ARN),
     migrationsDir: BUNDLED_MIGRATIONS_DIR,
     remainingTimeMs: () => context.getRemainingTimeInMillis(),
     logger: consoleLogger,

@@ -2,7 +2,7 @@ import type { CloudFormationCustomResourceEvent } from 'aws-lambda';
 import { Client, type ClientConfig } from 'pg';
 import { runMigrations, type MigrationResult } from './run-migrations';
 import { waitForDatabase } from './wait-for-database';
-import { ensureWorkerLogin, type WorkerCredentials } from './worker-login';
+import { ensureApiLogin, ensureWorkerLogin, type LoginCredentials, type WorkerCredentials } from './worker-login';
 import type { AppLogger } from '../shared/logger';
 
 /** The custom resource's properties, as the CDK construct sets them. */
@@ -11,6 +11,12 @@ export interface SchemaMigrationProperties {
   readonly MigrationsHash: string;
   /** Name of the last migration the deployment brings. */
   readonly LatestMigration: string;
+  /**
+   * The accounts API's login secret. Not read from here (the function's environment names it):
+   * its arrival in the properties makes CloudFormation run the resource again, which creates
+   * the login on a stack deployed before the API.
+   */
+  readonly ApiSecretArn?: string;
 }
 
 /** What the Provider framework expects back; `Data` becomes the resource's attributes. */
@@ -27,6 +33,12 @@ export interface SchemaMigrationDeps {
   readonly masterConnection: () => Promise<ClientConfig>;
   /** Username and password of the jobs' login user (its secret). */
   readonly workerCredentials: () => Promise<WorkerCredentials>;
+  /**
+   * Username and password of the accounts API's login user (its secret). The Lambda always
+   * passes it; a local run that serves no API may leave it out.
+   * @default - no API login is created or updated
+   */
+  readonly apiCredentials?: () => Promise<LoginCredentials>;
   /** The folder holding the migrations bundled with this code. */
   readonly migrationsDir: string;
   /** Milliseconds left before the Lambda times out. */
@@ -51,7 +63,8 @@ export const MAX_CONNECT_WAIT_MS = 5 * 60_000;
  * The migration custom resource.
  *
  * - Create/Update: waits for the cluster (starting, resuming from 0 ACU), applies pending
- *   migrations with node-pg-migrate (always `up`), then creates or updates the jobs' login user.
+ *   migrations with node-pg-migrate (always `up`), then creates or updates the jobs' login user
+ *   (member of `accounts_worker`) and the accounts API's (member of `authenticated`).
  *   A failed migration throws MigrationError ("Migration <name> failed: <database message>"),
  *   which the Provider framework reports as FAILED, so CloudFormation rolls the stack back.
  * - Update that is a rollback (the new properties name an earlier last migration than the old
@@ -116,19 +129,26 @@ export async function onSchemaMigrationEvent(
     `Applied ${result.applied.length} migration(s) in ${result.attempts} attempt(s): ${result.applied.join(', ') || 'none'}`,
   );
 
-  const worker = await deps.workerCredentials();
-  await withCurrentPassword(async () => {
-    const client = new Client(database);
-    await client.connect();
-    try {
-      const outcome = await ensureWorkerLogin(client, worker, () =>
-        canLogIn({ ...database, user: worker.username, password: worker.password }),
-      );
-      deps.logger.info(`Worker login user ${outcome}`);
-    } finally {
-      await client.end();
-    }
-  });
+  const logins = [
+    { label: 'Worker', credentials: await deps.workerCredentials(), ensure: ensureWorkerLogin },
+    ...(deps.apiCredentials
+      ? [{ label: 'API', credentials: await deps.apiCredentials(), ensure: ensureApiLogin }]
+      : []),
+  ];
+  for (const { label, credentials, ensure } of logins) {
+    await withCurrentPassword(async () => {
+      const client = new Client(database);
+      await client.connect();
+      try {
+        const outcome = await ensure(client, credentials, () =>
+          canLogIn({ ...database, user: credentials.username, password: credentials.password }),
+        );
+        deps.logger.info(`${label} login user ${outcome}`);
+      } finally {
+        await client.end();
+      }
+    });
+  }
   return respond(physicalId, 'migrated', result.applied);
 }
 

@@ -5,16 +5,73 @@ import { MIGRATIONS_TABLE } from './run-migrations';
 /** The NOLOGIN role migration 0006 creates; the jobs' login user is a member of it. */
 export const WORKER_ROLE = 'accounts_worker';
 
-export interface WorkerCredentials {
+/**
+ * The end users' role (migration 0001, Supabase-compatible): the accounts API's login user is a
+ * member of it and inherits its privileges, so the Row Level Security policies `TO authenticated`
+ * decide what each request sees.
+ */
+export const API_ROLE = 'authenticated';
+
+export interface LoginCredentials {
   readonly username: string;
   readonly password: string;
+}
+/** The jobs' login (the name predates the API's login). */
+export type WorkerCredentials = LoginCredentials;
+
+export type LoginOutcome = 'created' | 'updated' | 'unchanged';
+
+/** A login user is not what it must be (it bypasses RLS, owns objects, …); the deploy stops. */
+export class UnsafeLoginError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UnsafeLoginError';
+  }
 }
 
 /**
  * Creates the jobs' LOGIN user (member of `accounts_worker`) or, when it exists and its
- * secret's password does not work, sets its password to the secret's, so the Data API can log
- * in with that secret. A password that works is left alone: Secrets Manager rotates it, and
- * rewriting it during a rotation could undo the rotation's change.
+ * secret's password does not work, sets its password to the secret's (see ensureLogin). The
+ * jobs' login may also read the names of the applied migrations (grantMigrationNames).
+ */
+export function ensureWorkerLogin(
+  client: Client,
+  credentials: WorkerCredentials,
+  /** Whether the secret's password logs in today. @default - assume it does not */
+  passwordWorks?: () => Promise<boolean>,
+): Promise<LoginOutcome> {
+  return ensureLogin(client, credentials, WORKER_ROLE, { passwordWorks, readMigrationNames: true });
+}
+
+/**
+ * Creates the accounts API's LOGIN user (member of `authenticated`, inheriting its privileges)
+ * or updates its password, as ensureLogin does. Nothing else: the API reads and writes only
+ * through `authenticated`'s grants and its Row Level Security policies.
+ */
+export function ensureApiLogin(
+  client: Client,
+  credentials: LoginCredentials,
+  /** Whether the secret's password logs in today. @default - assume it does not */
+  passwordWorks?: () => Promise<boolean>,
+): Promise<LoginOutcome> {
+  return ensureLogin(client, credentials, API_ROLE, { passwordWorks });
+}
+
+export interface EnsureLoginOptions {
+  /** Whether the secret's password logs in today. @default - assume it does not */
+  readonly passwordWorks?: () => Promise<boolean>;
+  /** Let the login read `pgmigrations.name` (see grantMigrationNames). @default false */
+  readonly readMigrationNames?: boolean;
+}
+
+/**
+ * Creates a LOGIN user that is a member of the NOLOGIN role `groupRole` and inherits its
+ * privileges, or, when it exists and its secret's password does not work, sets its password to
+ * the secret's, so the Data API can log in with that secret. A password that works is left
+ * alone: Secrets Manager rotates it, and rewriting it during a rotation could undo the
+ * rotation's change. Afterwards the login is checked (checkLogin): it must not be a superuser,
+ * must not bypass Row Level Security, must inherit `groupRole` and must own nothing; otherwise
+ * UnsafeLoginError stops the deploy, since the login's privileges would not be `groupRole`'s.
  *
  * Identifiers and literals are quoted by the server (`format('%I', '%L')`), never by string
  * concatenation. The password is sent already hashed as a SCRAM-SHA-256 verifier (what the
@@ -23,12 +80,12 @@ export interface WorkerCredentials {
  * whatever `password_encryption` says: the Data API logs in with SCRAM only, and a
  * pre-hashed verifier is stored as it is.
  */
-export async function ensureWorkerLogin(
+export async function ensureLogin(
   client: Client,
-  credentials: WorkerCredentials,
-  /** Whether the secret's password logs in today. @default - assume it does not */
-  passwordWorks: () => Promise<boolean> = () => Promise.resolve(false),
-): Promise<'created' | 'updated' | 'unchanged'> {
+  credentials: LoginCredentials,
+  groupRole: string,
+  options: EnsureLoginOptions = {},
+): Promise<LoginOutcome> {
   const verifier = scramSha256Verifier(credentials.password);
   const exists = async () =>
     (await client.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [credentials.username])).rowCount === 1;
@@ -40,21 +97,58 @@ export async function ensureWorkerLogin(
     );
     await client.query(rows[0].statement);
   };
+  const finish = async (outcome: LoginOutcome) => {
+    if (options.readMigrationNames) await grantMigrationNames(client, credentials.username);
+    await checkLogin(client, credentials.username, groupRole);
+    return outcome;
+  };
   if (!(await exists())) {
     try {
-      await run('CREATE ROLE %I LOGIN PASSWORD %L IN ROLE %I', credentials.username, verifier, WORKER_ROLE);
-      await grantMigrationNames(client, credentials.username);
-      return 'created';
+      await run('CREATE ROLE %I LOGIN PASSWORD %L IN ROLE %I', credentials.username, verifier, groupRole);
+      return await finish('created');
     } catch (error) {
       // Another run created it between our check and CREATE ROLE: update it instead.
       if ((error as { code?: string }).code !== '42710') throw error;
     }
   }
-  const works = await passwordWorks();
+  const works = await (options.passwordWorks ?? (() => Promise.resolve(false)))();
   if (!works) await run('ALTER ROLE %I WITH LOGIN PASSWORD %L', credentials.username, verifier);
-  await run('GRANT %I TO %I', WORKER_ROLE, credentials.username);
-  await grantMigrationNames(client, credentials.username);
-  return works ? 'unchanged' : 'updated';
+  await run('GRANT %I TO %I', groupRole, credentials.username);
+  return finish(works ? 'unchanged' : 'updated');
+}
+
+/**
+ * What makes a login's privileges exactly its group role's: no superuser, no BYPASSRLS (Row
+ * Level Security applies to it), the group's privileges inherited (`pg_has_role(…, 'USAGE')`),
+ * and no object owned in any database (an owner is not subject to its table's RLS and may
+ * grant on it). Not repaired here: changing SUPERUSER or BYPASSRLS needs a superuser, which
+ * the master user on Aurora is not, and ownership is a decision for a person.
+ */
+async function checkLogin(client: Client, username: string, groupRole: string): Promise<void> {
+  const { rows } = await client.query<{
+    rolsuper: boolean;
+    rolbypassrls: boolean;
+    inherits: boolean;
+    owned: number;
+  }>(
+    `SELECT r.rolsuper, r.rolbypassrls, pg_has_role(r.oid, $2::text, 'USAGE') AS inherits,
+            (SELECT count(*)::int FROM pg_shdepend d
+              WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = r.oid AND d.deptype = 'o') AS owned
+       FROM pg_roles r WHERE r.rolname = $1`,
+    [username, groupRole],
+  );
+  const login = rows[0];
+  const problems = [
+    login.rolsuper ? 'is a superuser' : '',
+    login.rolbypassrls ? 'bypasses Row Level Security (BYPASSRLS)' : '',
+    login.inherits ? '' : `does not inherit the privileges of ${groupRole}`,
+    login.owned > 0 ? `owns ${login.owned} object(s)` : '',
+  ].filter(Boolean);
+  if (problems.length > 0) {
+    throw new UnsafeLoginError(
+      `Login user ${username} ${problems.join(', ')}: it must have exactly the privileges of ${groupRole}. Fix the role by hand (as a superuser), then deploy again.`,
+    );
+  }
 }
 
 /** PostgreSQL's stored form of a SCRAM-SHA-256 password (RFC 5802/7677, as pg's own client builds it). */

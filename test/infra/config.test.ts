@@ -56,8 +56,57 @@ test.each([
   ['an account without a region', (d: any) => (d.account = '123456789012'), 'give both account and region'],
   ['a misspelt field', (d: any) => (d.database.backupRetention = 7), 'backupRetention'],
   ['a malformed e-mail address', (d: any) => (d.alarms.email = 'ops'), 'alarms.email'],
+  ['no sign-in configuration', (d: any) => delete d.api, 'api'],
+  ['an issuer over plain http', (d: any) => (d.api.jwtIssuer = 'http://auth.example.com'), 'api.jwtIssuer'],
+  ['a JWKS URL that is not a URL', (d: any) => (d.api.jwksUrl = 'keys.json'), 'api.jwksUrl'],
+  ['an empty audience list', (d: any) => (d.api.jwtAudience = []), 'api.jwtAudience'],
+  ['an audience written as a comma-separated string', (d: any) => (d.api.jwtAudience = 'a,b'), 'api.jwtAudience'],
+  ['no CORS origin', (d: any) => (d.api.corsAllowedOrigins = []), 'api.corsAllowedOrigins'],
+  ['a CORS wildcard', (d: any) => (d.api.corsAllowedOrigins = ['*']), 'api.corsAllowedOrigins'],
+  [
+    'a CORS origin with a path',
+    (d: any) => (d.api.corsAllowedOrigins = ['https://app.example.com/']),
+    'api.corsAllowedOrigins',
+  ],
+  [
+    'a CORS origin over http that is not localhost',
+    (d: any) => (d.api.corsAllowedOrigins = ['http://app.example.com']),
+    'api.corsAllowedOrigins',
+  ],
+  ['a throttle rate of 0', (d: any) => (d.api.throttle.rateLimit = 0), 'api.throttle.rateLimit'],
+  ['a burst below the rate', (d: any) => (d.api.throttle.burstLimit = 1), 'burstLimit should be at least rateLimit'],
+  ['a misspelt API field', (d: any) => (d.api.issuer = 'https://auth.example.com'), 'issuer'],
 ])('a config with %s is rejected, naming the field', (_name, change, message) => {
   expect(() => resolveEnvironment('dev', devWith(change))).toThrow(message);
+});
+
+test('each environment names its identity provider, its web origins and its throttling', () => {
+  for (const name of Object.keys(environments)) {
+    const { api } = resolveEnvironment(name, environments);
+    expect(api.jwtIssuer).toMatch(/^https:\/\//);
+    expect([api.jwtAudience].flat().length).toBeGreaterThan(0);
+    expect(api.corsAllowedOrigins.length).toBeGreaterThan(0);
+    expect(api.throttle.burstLimit).toBeGreaterThanOrEqual(api.throttle.rateLimit);
+  }
+  // Only dev lets a local web app on http://localhost call it.
+  expect(resolveEnvironment('dev', environments).api.corsAllowedOrigins).toContain('http://localhost:3000');
+  for (const name of ['staging', 'prod'])
+    for (const origin of resolveEnvironment(name, environments).api.corsAllowedOrigins)
+      expect(origin).toMatch(/^https:\/\//);
+});
+
+test('an audience may be a list, and the JWKS URL is optional', () => {
+  const config = resolveEnvironment(
+    'dev',
+    devWith((d) => {
+      d.api.jwtAudience = ['authenticated', 'mobile'];
+      d.api.jwksUrl = 'https://keys.example.com/jwks.json';
+    }),
+  );
+  expect(config.api).toMatchObject({
+    jwtAudience: ['authenticated', 'mobile'],
+    jwksUrl: 'https://keys.example.com/jwks.json',
+  });
 });
 
 test('an environment named prod cannot drop its protections', () => {
@@ -66,8 +115,9 @@ test('an environment named prod cannot drop its protections', () => {
   prod.database.removalPolicy = 'destroy';
   prod.database.backupRetentionDays = 1;
   prod.alarms.notify = false;
+  prod.api.corsAllowedOrigins = ['http://localhost:3000'];
   expect(() => resolveEnvironment('prod', { prod })).toThrow(
-    /deletionProtection must be true\n✖ database.removalPolicy must be snapshot or retain\n✖ database.backupRetentionDays must be at least 7\n✖ alarms.notify must be true/,
+    /deletionProtection must be true\n✖ database.removalPolicy must be snapshot or retain\n✖ database.backupRetentionDays must be at least 7\n✖ alarms.notify must be true\n✖ api.corsAllowedOrigins must all be https origins/,
   );
 });
 

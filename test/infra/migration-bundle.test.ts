@@ -81,6 +81,7 @@ async function invoke(
       EVENT: JSON.stringify(event),
       MASTER_SECRET_ARN: 'master',
       WORKER_SECRET_ARN: 'worker',
+      API_SECRET_ARN: 'api',
       DB_NAME: database,
       DB_TLS: 'disable',
       AWS_REGION: 'eu-west-1',
@@ -115,7 +116,7 @@ test('the bundle ships the RDS CA certificates at the path the function\u2019s D
   expect(new X509Certificate(bundled).subject).toMatch(/CN=Amazon RDS /);
 });
 
-test('the bundled handler migrates a new database and creates the jobs\u2019 login user', async () => {
+test('the bundled handler migrates a new database and creates the jobs\u2019 and the API\u2019s login users', async () => {
   const url = await pg.createDatabase();
   const database = new URL(url).pathname.slice(1);
   secrets.master = JSON.stringify({
@@ -127,6 +128,7 @@ test('the bundled handler migrates a new database and creates the jobs\u2019 log
     engine: 'postgres',
   });
   secrets.worker = JSON.stringify({ username: 'accounts_jobs', password: 'bundle-test-password-1234567890' });
+  secrets.api = JSON.stringify({ username: 'accounts_api', password: 'bundle-test-api-password-1234567890' });
   const { resource } = onlyResource(template, 'Custom::SchemaMigration');
   const event = {
     RequestType: 'Create',
@@ -147,11 +149,22 @@ test('the bundled handler migrates a new database and creates the jobs\u2019 log
     Data: { AppliedCount: all.count, Outcome: 'migrated' },
   });
   expect((await appliedMigrations(url)).at(-1)).toBe(all.latest);
-  const canLogin = await withClient(
+  const logins = await withClient(
     url,
-    async (c) => (await c.query(`SELECT rolcanlogin FROM pg_roles WHERE rolname = 'accounts_jobs'`)).rows[0],
+    async (c) =>
+      (
+        await c.query(
+          `SELECT rolname, rolcanlogin,
+                  ARRAY(SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                         WHERE m.member = r.oid) AS groups
+             FROM pg_roles r WHERE rolname IN ('accounts_jobs', 'accounts_api') ORDER BY rolname`,
+        )
+      ).rows,
   );
-  expect(canLogin).toEqual({ rolcanlogin: true });
+  expect(logins).toEqual([
+    { rolname: 'accounts_api', rolcanlogin: true, groups: ['authenticated'] },
+    { rolname: 'accounts_jobs', rolcanlogin: true, groups: ['accounts_worker'] },
+  ]);
 
   const again = await invoke(
     {
@@ -166,7 +179,7 @@ test('the bundled handler migrates a new database and creates the jobs\u2019 log
 });
 
 test('every bundle is minified with its source map beside it, and within its size limit', () => {
-  expect(bundles.map((b) => b.name).sort()).toEqual(['account-sync', 'migration', 'token-refresh']);
+  expect(bundles.map((b) => b.name).sort()).toEqual(['account-sync', 'accounts-api', 'migration', 'token-refresh']);
   for (const bundle of bundles) {
     const code = readFileSync(join(bundle.dir, 'index.js'), 'utf8');
     // A separate map (not an inline data: URL), found by --enable-source-maps.

@@ -7,7 +7,13 @@ import { fingerprintMigrations } from '../../lambda/migrate/migrations-hash';
 import { isRollback, onSchemaMigrationEvent, type SchemaMigrationDeps } from '../../lambda/migrate/on-event';
 import { DEFAULT_MIGRATIONS_DIR, MigrationError, runMigrations } from '../../lambda/migrate/run-migrations';
 import { DatabaseUnavailableError, waitForDatabase } from '../../lambda/migrate/wait-for-database';
-import { ensureWorkerLogin, scramSha256Verifier } from '../../lambda/migrate/worker-login';
+import {
+  ensureApiLogin,
+  ensureLogin,
+  ensureWorkerLogin,
+  scramSha256Verifier,
+  UnsafeLoginError,
+} from '../../lambda/migrate/worker-login';
 import { freePort, startPostgres, type TestPostgres } from '../../local/postgres/embedded-postgres';
 import { appliedMigrations, snapshotSchema, withClient } from '../support/schema';
 
@@ -19,6 +25,7 @@ let url: string;
 let master: ClientConfig;
 const temporaryDirs: string[] = [];
 const worker = { username: 'accounts_jobs', password: `p'w"d;${'x'.repeat(20)}` };
+const api = { username: 'accounts_api', password: `api-p'w"d;${'y'.repeat(20)}` };
 
 beforeAll(async () => {
   // Logins go through the SCRAM exchange, as on Aurora and through the Data API.
@@ -83,6 +90,7 @@ function deps(migrationsDir: string, overrides: Partial<SchemaMigrationDeps> = {
   return {
     masterConnection: async () => master,
     workerCredentials: async () => worker,
+    apiCredentials: async () => api,
     migrationsDir,
     remainingTimeMs: () => 14 * 60_000,
     logger,
@@ -149,6 +157,7 @@ describe('schema migration custom resource lifecycle', () => {
         ).rows[0],
     );
     expect(role).toEqual({ rolcanlogin: true, rolsuper: false, rolbypassrls: false, member: true });
+    expect(await loginAttributes(url, api.username)).toEqual(API_LOGIN);
   });
 
   test('the login user can do what the jobs need and nothing more', async () => {
@@ -446,6 +455,159 @@ describe('the jobs\u2019 login user', () => {
     ).toBe(true);
     const client = await loginAs(credentials);
     await client.end();
+  });
+});
+
+/** The attributes that make a login's privileges exactly its group role's (`authenticated` for the API). */
+const API_LOGIN = {
+  rolcanlogin: true,
+  rolsuper: false,
+  rolbypassrls: false,
+  rolinherit: true,
+  memberOf: ['authenticated'],
+  inheritsAuthenticated: true,
+  ownedObjects: 0,
+};
+async function loginAttributes(databaseUrl: string, username: string) {
+  return withClient(databaseUrl, async (c) => {
+    const { rows } = await c.query(
+      `SELECT r.rolcanlogin, r.rolsuper, r.rolbypassrls, r.rolinherit,
+              ARRAY(SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                     WHERE m.member = r.oid ORDER BY 1) AS "memberOf",
+              pg_has_role(r.oid, 'authenticated', 'USAGE') AS "inheritsAuthenticated",
+              (SELECT count(*)::int FROM pg_shdepend d
+                WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = r.oid AND d.deptype = 'o') AS "ownedObjects"
+         FROM pg_roles r WHERE r.rolname = $1`,
+      [username],
+    );
+    return rows[0] as Record<string, unknown> | undefined;
+  });
+}
+
+describe('the accounts API\u2019s login user', () => {
+  let databaseUrl: string;
+  let connection: ClientConfig;
+  const users = { a: '', b: '' };
+
+  beforeAll(async () => {
+    databaseUrl = await pg.createDatabase();
+    connection = { ...master, database: new URL(databaseUrl).pathname.slice(1) };
+    const response = await onSchemaMigrationEvent(
+      createEvent(DEFAULT_MIGRATIONS_DIR),
+      deps(DEFAULT_MIGRATIONS_DIR, { masterConnection: async () => connection }),
+    );
+    expect(response.Data.Outcome).toBe('migrated');
+    await withClient(databaseUrl, async (c) => {
+      for (const key of ['a', 'b'] as const) {
+        const { rows } = await c.query<{ id: string }>(
+          `WITH u AS (INSERT INTO users (email) VALUES ($1) RETURNING id),
+                t AS (INSERT INTO oauth_tokens (user_id, access_token, refresh_token, expires_at)
+                      SELECT id, 'enc:v1:access', 'enc:v1:refresh', now() FROM u)
+           INSERT INTO user_accounts (user_id, amazon_account_id) SELECT id, $2 FROM u RETURNING user_id AS id`,
+          [`${key}@example.com`, `profile-${key}`],
+        );
+        users[key] = rows[0].id;
+      }
+    });
+  });
+
+  const asApi = async <T>(fn: (client: Client) => Promise<T>): Promise<T> => {
+    const client = new Client({ ...connection, user: api.username, password: api.password });
+    await client.connect();
+    try {
+      return await fn(client);
+    } finally {
+      await client.end();
+    }
+  };
+
+  test('is created by the deploy as a LOGIN member of authenticated that inherits its grants, cannot bypass RLS and owns nothing', async () => {
+    expect(await loginAttributes(databaseUrl, api.username)).toEqual(API_LOGIN);
+  });
+
+  test('sees rows only through the policies TO authenticated: none without claims, the caller\u2019s own with transaction-local claims', async () => {
+    await asApi(async (client) => {
+      expect((await client.query('SELECT count(*)::int AS n FROM user_accounts')).rows[0].n).toBe(0);
+      await client.query('BEGIN');
+      await client.query(`SELECT set_config('request.jwt.claims', $1, true)`, [JSON.stringify({ sub: users.a })]);
+      const own = await client.query('SELECT user_id, amazon_account_id FROM user_accounts');
+      expect(own.rows).toEqual([{ user_id: users.a, amazon_account_id: 'profile-a' }]);
+      expect((await client.query('SELECT user_id FROM oauth_tokens')).rows).toEqual([{ user_id: users.a }]);
+      await client.query('COMMIT');
+      // The claims were transaction-local: the next statement sees nothing again.
+      expect((await client.query('SELECT count(*)::int AS n FROM user_accounts')).rows[0].n).toBe(0);
+      // Never the tokens, never a delete, nothing of the schema's owner.
+      await expect(client.query('SELECT access_token FROM oauth_tokens')).rejects.toMatchObject({ code: '42501' });
+      await expect(client.query('SELECT refresh_token FROM oauth_tokens')).rejects.toMatchObject({ code: '42501' });
+      await expect(client.query('DELETE FROM user_accounts')).rejects.toMatchObject({ code: '42501' });
+      await expect(client.query('DROP TABLE user_accounts')).rejects.toMatchObject({ code: '42501' });
+      await expect(client.query('SELECT name FROM pgmigrations')).rejects.toMatchObject({ code: '42501' });
+    });
+  });
+
+  test('is idempotent: another deploy leaves it as it is, and a working password alone', async () => {
+    const stored = () =>
+      withClient(
+        databaseUrl,
+        async (c) =>
+          (await c.query('SELECT rolpassword FROM pg_authid WHERE rolname = $1', [api.username])).rows[0]
+            .rolpassword as string,
+      );
+    const before = await stored();
+    const response = await onSchemaMigrationEvent(
+      updateEvent(DEFAULT_MIGRATIONS_DIR, DEFAULT_MIGRATIONS_DIR),
+      deps(DEFAULT_MIGRATIONS_DIR, { masterConnection: async () => connection }),
+    );
+    expect(response.Data).toEqual({ Applied: '', AppliedCount: 0, Outcome: 'migrated' });
+    expect(await stored()).toBe(before);
+    expect(await loginAttributes(databaseUrl, api.username)).toEqual(API_LOGIN);
+    await withClient(databaseUrl, async (client) => {
+      expect(await ensureApiLogin(client, api, async () => true)).toBe('unchanged');
+      expect(await ensureApiLogin(client, api)).toBe('updated');
+    });
+    expect(await loginAttributes(databaseUrl, api.username)).toEqual(API_LOGIN);
+    await asApi(async (client) => expect((await client.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]));
+  });
+
+  test('follows a rotated password, as the jobs\u2019 login does', async () => {
+    const rotated = { ...api, password: 'api-rotated-password-0123456789' };
+    await onSchemaMigrationEvent(
+      updateEvent(DEFAULT_MIGRATIONS_DIR, DEFAULT_MIGRATIONS_DIR),
+      deps(DEFAULT_MIGRATIONS_DIR, { masterConnection: async () => connection, apiCredentials: async () => rotated }),
+    );
+    const client = new Client({ ...connection, user: rotated.username, password: rotated.password });
+    await client.connect();
+    await client.end();
+    await expect(asApi(async () => undefined)).rejects.toMatchObject({ code: '28P01' });
+  });
+
+  test.each([
+    ['bypasses RLS', 'CREATE ROLE %I LOGIN BYPASSRLS', /bypasses Row Level Security/],
+    ['does not inherit', 'CREATE ROLE %I LOGIN NOINHERIT', /does not inherit the privileges of authenticated/],
+    [
+      'owns a table',
+      'CREATE ROLE %I LOGIN; CREATE TABLE %1$I_table (id int); ALTER TABLE %1$I_table OWNER TO %1$I',
+      /owns 1 object/,
+    ],
+  ])('an existing login that %s stops the deploy instead of serving the API', async (_, template, message) => {
+    const credentials = { username: `unsafe_${_.replace(/\W/g, '_')}`, password: 'x'.repeat(32) };
+    await withClient(databaseUrl, async (client) => {
+      const { rows } = await client.query(`SELECT format($1, $2::text) AS statement`, [template, credentials.username]);
+      await client.query(rows[0].statement);
+      const failure = ensureApiLogin(client, credentials);
+      await expect(failure).rejects.toThrow(UnsafeLoginError);
+      await expect(failure).rejects.toThrow(message);
+    });
+  });
+
+  test('ensureLogin makes a login member of the group role it is given (here accounts_worker)', async () => {
+    await withClient(databaseUrl, async (client) => {
+      expect(await ensureLogin(client, { username: 'some_login', password: 'z'.repeat(32) }, 'accounts_worker')).toBe(
+        'created',
+      );
+    });
+    const attributes = await loginAttributes(databaseUrl, 'some_login');
+    expect(attributes).toMatchObject({ memberOf: ['accounts_worker'], rolbypassrls: false, ownedObjects: 0 });
   });
 });
 

@@ -6,8 +6,11 @@ import { fingerprintMigrations } from '../../lambda/migrate/migrations-hash';
 import { DEFAULT_MIGRATIONS_DIR } from '../../lambda/migrate/run-migrations';
 import { JOB_ENV } from '../../lambda/shared/config';
 import { METRIC_NAMES, METRICS_NAMESPACE } from '../../lambda/shared/jobs/metrics';
+import { API_ENV } from '../../lambda/shared/api-env';
 import { API_OUTPUT, REQUIRED_OUTPUTS } from '../../scripts/verify/checks';
-import { buildStack, onlyResource, resourcesOf, templateOf } from './support/stack';
+import { accessLogFields, API_ROUTES, API_THROTTLED_METRIC } from '../../lib/accounts-api';
+import { resolveEnvironment } from '../../lib/config';
+import { buildStack, cdkJsonContext, onlyResource, resourcesOf, templateOf } from './support/stack';
 
 const ENVIRONMENTS = ['dev', 'staging', 'prod'] as const;
 
@@ -19,6 +22,7 @@ const STATEFUL_LOGICAL_IDS = {
   /** The master secret with host and port attached: what rotation and the migration read. */
   masterSecretAttachment: 'DatabaseMasterSecretAttachment67754D68',
   workerSecret: 'DatabaseWorkerSecretFF17536B',
+  apiSecret: 'DatabaseApiSecretAD850E10',
   lwaSecret: 'SecretsLwaClient81E48E60',
   tokenKeySecret: 'SecretsTokenEncryptionKey16D2D7BA',
 };
@@ -33,6 +37,15 @@ function functionByDescription(template: Template, prefix: string): { id: string
 const tokenRefresh = (t: Template) => functionByDescription(t, 'Refreshes Login with Amazon');
 const accountSync = (t: Template) => functionByDescription(t, "Syncs users' Amazon");
 const migrationHandler = (t: Template) => functionByDescription(t, 'Applies node-pg-migrate');
+const apiHandler = (t: Template) => functionByDescription(t, 'Accounts API:');
+
+/** Every statement of the policies attached to a function's role. */
+function statementsOf(template: Template, fn: { properties: Record<string, any> }): Array<Record<string, any>> {
+  const role = fn.properties.Role['Fn::GetAtt'][0];
+  return Object.values(resourcesOf(template, 'AWS::IAM::Policy'))
+    .filter((p) => (p.Properties?.Roles as unknown[]).some((r) => JSON.stringify(r) === JSON.stringify({ Ref: role })))
+    .flatMap((p) => (p.Properties?.PolicyDocument as { Statement: Array<Record<string, any>> }).Statement);
+}
 
 describe.each(ENVIRONMENTS)('%s template', (env) => {
   const template = () => templateOf(env);
@@ -45,6 +58,7 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
       expect.arrayContaining([
         STATEFUL_LOGICAL_IDS.masterSecret,
         STATEFUL_LOGICAL_IDS.workerSecret,
+        STATEFUL_LOGICAL_IDS.apiSecret,
         STATEFUL_LOGICAL_IDS.lwaSecret,
         STATEFUL_LOGICAL_IDS.tokenKeySecret,
       ]),
@@ -113,14 +127,15 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
     ).toBeUndefined();
   });
 
-  test('the master and the jobs\u2019 secrets rotate every 30 days', () => {
+  test('the master, the jobs\u2019 and the API\u2019s secrets rotate every 30 days', () => {
     const schedules = Object.values(resourcesOf(template(), 'AWS::SecretsManager::RotationSchedule'));
-    expect(schedules).toHaveLength(2);
+    expect(schedules).toHaveLength(3);
     for (const schedule of schedules)
       expect(schedule.Properties?.RotationRules).toEqual({ ScheduleExpression: 'rate(30 days)' });
     expect(schedules.map((s) => s.Properties?.SecretId)).toEqual(
       expect.arrayContaining([
         { Ref: STATEFUL_LOGICAL_IDS.workerSecret },
+        { Ref: STATEFUL_LOGICAL_IDS.apiSecret },
         { Ref: STATEFUL_LOGICAL_IDS.masterSecretAttachment },
       ]),
     );
@@ -130,7 +145,12 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
     for (const fn of Object.values(resourcesOf(template(), 'AWS::Lambda::Function'))) {
       expect(fn.Properties?.Runtime).toBe('nodejs24.x');
     }
-    for (const fn of [tokenRefresh(template()), accountSync(template()), migrationHandler(template())]) {
+    for (const fn of [
+      tokenRefresh(template()),
+      accountSync(template()),
+      migrationHandler(template()),
+      apiHandler(template()),
+    ]) {
       expect(fn.properties.Architectures).toEqual(['arm64']);
     }
   });
@@ -269,6 +289,8 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
     expect(resource.Properties).toMatchObject({
       MigrationsHash: fingerprint.hash,
       LatestMigration: fingerprint.latest,
+      // A stack deployed before the API gets the API's login on the deploy that brings it.
+      ApiSecretArn: { Ref: STATEFUL_LOGICAL_IDS.apiSecret },
     });
     expect(resource.DependsOn).toEqual(
       expect.arrayContaining([
@@ -276,7 +298,7 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
         STATEFUL_LOGICAL_IDS['AWS::RDS::DBInstance'],
       ]),
     );
-    for (const fn of [tokenRefresh(template()), accountSync(template())]) {
+    for (const fn of [tokenRefresh(template()), accountSync(template()), apiHandler(template())]) {
       expect(resourcesOf(template())[fn.id].DependsOn).toContain(id);
     }
     const handler = migrationHandler(template());
@@ -285,6 +307,7 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
     expect(handler.properties.Environment.Variables).toMatchObject({
       MASTER_SECRET_ARN: { Ref: STATEFUL_LOGICAL_IDS.masterSecretAttachment },
       WORKER_SECRET_ARN: { Ref: STATEFUL_LOGICAL_IDS.workerSecret },
+      API_SECRET_ARN: { Ref: STATEFUL_LOGICAL_IDS.apiSecret },
       DB_NAME: 'accounts',
       DB_TLS: 'verify-full',
       // The RDS CA bundle shipped with the function (migration-bundle.test.ts finds it there).
@@ -321,8 +344,8 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
     expect(outputs.DatabaseName.Value).toBe('accounts');
     expect(outputs.TokenRefreshFunctionName.Value).toEqual({ Ref: tokenRefresh(template()).id });
     expect(outputs.AccountSyncFunctionName.Value).toEqual({ Ref: accountSync(template()).id });
-    // No API yet: verify skips its health check.
-    expect(Object.keys(outputs).filter((key) => API_OUTPUT.test(key))).toEqual([]);
+    // The API's URL, under the name verify looks for.
+    expect(Object.keys(outputs).filter((key) => API_OUTPUT.test(key))).toEqual(['ApiUrl']);
   });
 
   test('the secrets operators fill in hold no value in the template', () => {
@@ -337,6 +360,7 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
     const { id } = onlyResource(template(), 'Custom::SchemaMigration');
     const applications = Object.entries(resourcesOf(template(), 'AWS::Serverless::Application'));
     expect(applications.map(([logicalId]) => logicalId.replace(/[0-9A-F]{8}$/, '')).sort()).toEqual([
+      'DatabaseApiRotation',
       'DatabaseMasterRotation',
       'DatabaseWorkerRotation',
     ]);
@@ -389,11 +413,15 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
     expect(body).toContain(`\\"environment\\",\\"${env}\\"`);
   });
 
-  test('alarms: job errors, refresh failure rate, dead-letter queues, migration failure — all to the topic', () => {
+  test('alarms: job errors, refresh failure rate, dead-letter queues, migration failure, the API — all to the topic', () => {
     const alarms = Object.values(resourcesOf(template(), 'AWS::CloudWatch::Alarm'));
     expect(alarms.map((a) => a.Properties?.AlarmName).sort()).toEqual([
       `AmazonAccounts-${env}-account-sync-dlq-Queue-Message-Count-Max-Critical`,
       `AmazonAccounts-${env}-account-sync-lambda-Fault-Count-Critical`,
+      `AmazonAccounts-${env}-accounts-api-Fault-Rate-Critical`,
+      `AmazonAccounts-${env}-accounts-api-Latency-P95-Critical`,
+      `AmazonAccounts-${env}-accounts-api-gateway-throttled-Critical`,
+      `AmazonAccounts-${env}-accounts-api-lambda-Throttled-Count-Critical`,
       `AmazonAccounts-${env}-schema-migration-Fault-Count-Critical`,
       `AmazonAccounts-${env}-token-refresh-dlq-Queue-Message-Count-Max-Critical`,
       `AmazonAccounts-${env}-token-refresh-lambda-Fault-Count-Critical`,
@@ -429,6 +457,294 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
   });
 });
 
+describe.each(ENVIRONMENTS)('%s accounts API', (env) => {
+  const template = () => templateOf(env);
+  const config = () => resolveEnvironment(env, cdkJsonContext().environments).api;
+  const httpApi = () => onlyResource(template(), 'AWS::ApiGatewayV2::Api');
+  const stage = () => onlyResource(template(), 'AWS::ApiGatewayV2::Stage').resource.Properties as Record<string, any>;
+
+  test('exactly the listed routes, each to the one Lambda integration (payload 2.0), no other route and no authorizer', () => {
+    const routes = Object.values(resourcesOf(template(), 'AWS::ApiGatewayV2::Route')).map(
+      (r) => r.Properties as Record<string, any>,
+    );
+    expect(routes.map((r) => r.RouteKey).sort()).toEqual([...API_ROUTES].sort());
+    const { id: integrationId, resource: integration } = onlyResource(template(), 'AWS::ApiGatewayV2::Integration');
+    expect(integration.Properties).toEqual({
+      ApiId: { Ref: httpApi().id },
+      IntegrationType: 'AWS_PROXY',
+      IntegrationUri: { 'Fn::GetAtt': [apiHandler(template()).id, 'Arn'] },
+      PayloadFormatVersion: '2.0',
+    });
+    for (const route of routes) {
+      expect(route).toEqual({
+        ApiId: { Ref: httpApi().id },
+        RouteKey: route.RouteKey,
+        // The Lambda verifies the JWT itself (ES256); API Gateway authorizes nothing.
+        AuthorizationType: 'NONE',
+        Target: { 'Fn::Join': ['', ['integrations/', { Ref: integrationId }]] },
+      });
+    }
+    template().resourceCountIs('AWS::ApiGatewayV2::Authorizer', 0);
+    template().resourceCountIs('AWS::ApiGatewayV2::Stage', 1);
+  });
+
+  test('API Gateway may invoke the function through those routes\u2019 paths only', () => {
+    const permissions = Object.values(resourcesOf(template(), 'AWS::Lambda::Permission')).filter(
+      (p) =>
+        JSON.stringify(p.Properties?.FunctionName) ===
+        JSON.stringify({ 'Fn::GetAtt': [apiHandler(template()).id, 'Arn'] }),
+    );
+    expect(permissions).toHaveLength(API_ROUTES.length);
+    const scopes = permissions.map((p) => {
+      expect(p.Properties?.Principal).toBe('apigateway.amazonaws.com');
+      expect(p.Properties?.Action).toBe('lambda:InvokeFunction');
+      const parts = (p.Properties?.SourceArn as { 'Fn::Join': [string, unknown[]] })['Fn::Join'][1];
+      expect(parts).toContainEqual({ Ref: httpApi().id });
+      // …/<apiId>/*/*/<path>: any stage and method (CDK's scoping), this path only.
+      return String(parts.at(-1));
+    });
+    expect(scopes.sort()).toEqual(API_ROUTES.map((r) => `/*/*${r.split(' ')[1]}`).sort());
+  });
+
+  test('the stage throttles every route at the environment\u2019s rate and burst', () => {
+    expect(stage()).toMatchObject({
+      StageName: '$default',
+      AutoDeploy: true,
+      DefaultRouteSettings: {
+        ThrottlingRateLimit: config().throttle.rateLimit,
+        ThrottlingBurstLimit: config().throttle.burstLimit,
+      },
+    });
+    expect(stage().RouteSettings).toBeUndefined();
+  });
+
+  test('access logs: one JSON object per request, in a log group with the environment\u2019s retention, never the Authorization header', () => {
+    const settings = stage().AccessLogSettings as { DestinationArn: any; Format: string };
+    const logGroup = settings.DestinationArn['Fn::GetAtt'][0];
+    expect(resourcesOf(template(), 'AWS::Logs::LogGroup')[logGroup].Properties?.RetentionInDays).toBe(
+      resolveEnvironment(env, cdkJsonContext().environments).logRetentionDays,
+    );
+    const fields = JSON.parse(settings.Format) as Record<string, string>;
+    expect(fields).toEqual(accessLogFields(env));
+    expect(fields).toMatchObject({
+      requestId: '$context.requestId',
+      routeKey: '$context.routeKey',
+      status: '$context.status',
+      responseLatency: '$context.responseLatency',
+      integrationError: '$context.integrationErrorMessage',
+      environment: env,
+    });
+    // No header, no query string, nothing of a token.
+    expect(settings.Format).not.toMatch(/authorization|\$request\.|header|querystring|authorizer|jwt/i);
+  });
+
+  test('CORS: the environment\u2019s origins, the Authorization and Content-Type headers, the methods the routes use', () => {
+    const methods = [...new Set(API_ROUTES.map((r) => r.split(' ')[0]))];
+    expect(httpApi().resource.Properties?.CorsConfiguration).toEqual({
+      AllowOrigins: config().corsAllowedOrigins,
+      AllowHeaders: ['authorization', 'content-type'],
+      AllowMethods: [...methods, 'OPTIONS'],
+      ExposeHeaders: ['retry-after'],
+      AllowCredentials: false,
+      MaxAge: 3600,
+    });
+  });
+
+  test('the function: Node.js 24 on ARM64, outside the VPC, synchronous (no destination), below the integration timeout', () => {
+    const fn = apiHandler(template()).properties;
+    expect(fn).toMatchObject({ Runtime: 'nodejs24.x', Architectures: ['arm64'] });
+    expect(fn.VpcConfig).toBeUndefined();
+    expect(fn.Timeout).toBeLessThan(29);
+    const invokeConfigs = Object.values(resourcesOf(template(), 'AWS::Lambda::EventInvokeConfig')).filter(
+      (r) => JSON.stringify(r.Properties?.FunctionName) === JSON.stringify({ Ref: apiHandler(template()).id }),
+    );
+    expect(invokeConfigs).toEqual([]);
+  });
+
+  test('the function gets the API\u2019s environment variables: its own database login, the sign-in settings, the sync function', () => {
+    expect(apiHandler(template()).properties.Environment.Variables).toEqual({
+      [API_ENV.environment]: env,
+      [API_ENV.clusterArn]: expect.objectContaining({
+        'Fn::Join': expect.arrayContaining([
+          expect.arrayContaining([{ Ref: STATEFUL_LOGICAL_IDS['AWS::RDS::DBCluster'] }]),
+        ]),
+      }),
+      [API_ENV.databaseSecretArn]: { Ref: STATEFUL_LOGICAL_IDS.apiSecret },
+      [API_ENV.databaseName]: 'accounts',
+      [API_ENV.lwaClientSecretArn]: { Ref: STATEFUL_LOGICAL_IDS.lwaSecret },
+      [API_ENV.tokenKeySecretArn]: { Ref: STATEFUL_LOGICAL_IDS.tokenKeySecret },
+      [API_ENV.jwtIssuer]: config().jwtIssuer,
+      [API_ENV.jwtAudience]: [config().jwtAudience].flat().join(','),
+      ...(config().jwksUrl ? { [API_ENV.jwksUrl]: config().jwksUrl } : {}),
+      [API_ENV.accountSyncFunctionName]: { Ref: accountSync(template()).id },
+      POWERTOOLS_SERVICE_NAME: 'accounts-api',
+      NODE_OPTIONS: '--enable-source-maps',
+    });
+  });
+
+  test('least privilege: the Data API on this cluster, exactly three secrets, and invoking exactly the account-sync function', () => {
+    const fn = apiHandler(template());
+    const statements = statementsOf(template(), fn).map((s) => ({
+      ...s,
+      Action: [s.Action].flat().sort(),
+      Resource: [s.Resource].flat(),
+    }));
+    expect(statements).toEqual([
+      {
+        Effect: 'Allow',
+        Action: [
+          'rds-data:BatchExecuteStatement',
+          'rds-data:BeginTransaction',
+          'rds-data:CommitTransaction',
+          'rds-data:ExecuteStatement',
+          'rds-data:RollbackTransaction',
+        ],
+        Resource: [
+          {
+            'Fn::Join': [
+              '',
+              [
+                'arn:',
+                { Ref: 'AWS::Partition' },
+                ':rds:',
+                { Ref: 'AWS::Region' },
+                ':',
+                { Ref: 'AWS::AccountId' },
+                ':cluster:',
+                { Ref: STATEFUL_LOGICAL_IDS['AWS::RDS::DBCluster'] },
+              ],
+            ],
+          },
+        ],
+      },
+      {
+        Effect: 'Allow',
+        Action: ['secretsmanager:DescribeSecret', 'secretsmanager:GetSecretValue'],
+        Resource: [
+          { Ref: STATEFUL_LOGICAL_IDS.apiSecret },
+          { Ref: STATEFUL_LOGICAL_IDS.lwaSecret },
+          { Ref: STATEFUL_LOGICAL_IDS.tokenKeySecret },
+        ],
+      },
+      {
+        Effect: 'Allow',
+        Action: ['lambda:InvokeFunction'],
+        Resource: [{ 'Fn::GetAtt': [accountSync(template()).id, 'Arn'] }],
+      },
+    ]);
+    // Logs through Lambda's own managed policy, nothing else attached.
+    const role = resourcesOf(template(), 'AWS::IAM::Role')[fn.properties.Role['Fn::GetAtt'][0]];
+    expect(JSON.stringify(role.Properties?.ManagedPolicyArns)).toBe(
+      JSON.stringify([
+        {
+          'Fn::Join': [
+            '',
+            ['arn:', { Ref: 'AWS::Partition' }, ':iam::aws:policy/service-role/AWSLambdaBasicExecutionRole'],
+          ],
+        },
+      ]),
+    );
+    expect(role.Properties?.Policies).toBeUndefined();
+  });
+
+  test('the API\u2019s database login has its own generated secret, attached to the cluster', () => {
+    const secret = template().toJSON().Resources[STATEFUL_LOGICAL_IDS.apiSecret];
+    expect(secret.Type).toBe('AWS::SecretsManager::Secret');
+    expect(secret.Properties.GenerateSecretString).toMatchObject({
+      SecretStringTemplate: JSON.stringify({ username: 'accounts_api', dbname: 'accounts' }),
+      GenerateStringKey: 'password',
+    });
+    template().hasResourceProperties('AWS::SecretsManager::SecretTargetAttachment', {
+      SecretId: { Ref: STATEFUL_LOGICAL_IDS.apiSecret },
+      TargetType: 'AWS::RDS::DBCluster',
+    });
+  });
+
+  test('alarms: 5xx rate, p95 latency, the function\u2019s throttles and API Gateway\u2019s throttling, counted from the access logs', () => {
+    const alarms = Object.values(resourcesOf(template(), 'AWS::CloudWatch::Alarm')).map(
+      (a) => a.Properties as Record<string, any>,
+    );
+    const named = (suffix: string) =>
+      alarms.find((a) => a.AlarmName === `AmazonAccounts-${env}-accounts-api-${suffix}`)!;
+    const apiDimensions = [
+      { Name: 'ApiId', Value: { Ref: httpApi().id } },
+      { Name: 'Stage', Value: '$default' },
+    ];
+
+    const faults = named('Fault-Rate-Critical');
+    expect(faults).toMatchObject({ Threshold: 0.05, ComparisonOperator: 'GreaterThanThreshold' });
+    const faultMetric = faults.Metrics.find((m: any) => m.MetricStat?.Stat === 'Average').MetricStat;
+    expect(faultMetric.Metric).toEqual({ Namespace: 'AWS/ApiGateway', MetricName: '5xx', Dimensions: apiDimensions });
+    // Evaluated only with more than 10 requests in the period.
+    expect(faults.Metrics.find((m: any) => m.ReturnData !== false).Expression).toBe('IF(sampleCount > 10, metric)');
+
+    const latency = named('Latency-P95-Critical');
+    expect(latency).toMatchObject({ Threshold: 2000, DatapointsToAlarm: 3, EvaluationPeriods: 3 });
+    expect(latency.Metrics[0].MetricStat).toMatchObject({
+      Stat: 'p95',
+      Metric: { Namespace: 'AWS/ApiGateway', MetricName: 'Latency', Dimensions: apiDimensions },
+    });
+
+    expect(named('lambda-Throttled-Count-Critical').Metrics[0].MetricStat.Metric).toEqual({
+      Namespace: 'AWS/Lambda',
+      MetricName: 'Throttles',
+      Dimensions: [{ Name: 'FunctionName', Value: { Ref: apiHandler(template()).id } }],
+    });
+
+    // API Gateway's own 429s: the metric filter on the access logs and the alarm read the same metric.
+    const { resource: filter } = onlyResource(template(), 'AWS::Logs::MetricFilter');
+    expect(filter.Properties?.FilterPattern).toBe('{ ($.status = "429") && ($.integrationStatus = "-") }');
+    expect(filter.Properties?.LogGroupName).toEqual({
+      Ref: stage().AccessLogSettings.DestinationArn['Fn::GetAtt'][0],
+    });
+    const transformation = (filter.Properties?.MetricTransformations as any[])[0];
+    expect(transformation).toMatchObject({ MetricNamespace: METRICS_NAMESPACE, MetricName: API_THROTTLED_METRIC });
+    const throttled = named('gateway-throttled-Critical');
+    expect(throttled).toMatchObject({ DatapointsToAlarm: 2, EvaluationPeriods: 3, TreatMissingData: 'notBreaching' });
+    const metric = throttled.Metrics[0].MetricStat.Metric;
+    expect(metric).toMatchObject({ Namespace: METRICS_NAMESPACE, MetricName: API_THROTTLED_METRIC });
+    // The log's constant fields give exactly the alarm's dimensions.
+    const logged = accessLogFields(env);
+    expect(
+      Object.fromEntries(
+        (transformation.Dimensions as Array<{ Key: string; Value: string }>).map((d) => [
+          d.Key,
+          logged[d.Value.replace('$.', '')],
+        ]),
+      ),
+    ).toEqual(
+      Object.fromEntries((metric.Dimensions as Array<{ Name: string; Value: string }>).map((d) => [d.Name, d.Value])),
+    );
+  });
+
+  test('the dashboard has the API\u2019s row: requests, 4xx, 5xx, p50/p95 latency, the function\u2019s errors and throttles', () => {
+    const body = JSON.stringify(
+      onlyResource(template(), 'AWS::CloudWatch::Dashboard').resource.Properties?.DashboardBody,
+    );
+    for (const text of ['Accounts API', '4xx', '5xx', 'Latency', 'P50', 'P95', API_THROTTLED_METRIC, 'Throttles'])
+      expect(body).toContain(text);
+  });
+
+  test('outputs: the API\u2019s URL and its database login\u2019s secret', () => {
+    const outputs = template().toJSON().Outputs;
+    expect(outputs.ApiUrl.Value).toEqual({
+      'Fn::Join': [
+        '',
+        [
+          'https://',
+          { Ref: httpApi().id },
+          '.execute-api.',
+          { Ref: 'AWS::Region' },
+          '.',
+          { Ref: 'AWS::URLSuffix' },
+          '/',
+        ],
+      ],
+    });
+    expect(outputs.ApiSecretArn.Value).toEqual({ Ref: STATEFUL_LOGICAL_IDS.apiSecret });
+  });
+});
+
 function acknowledgementsIn(root: IConstruct): Array<{ path: string; id: string; reason: string }> {
   return root.node
     .findAll()
@@ -453,6 +769,7 @@ describe('per-environment settings', () => {
     for (const id of [
       STATEFUL_LOGICAL_IDS.masterSecret,
       STATEFUL_LOGICAL_IDS.workerSecret,
+      STATEFUL_LOGICAL_IDS.apiSecret,
       STATEFUL_LOGICAL_IDS.lwaSecret,
     ]) {
       expect(t.toJSON().Resources[id].DeletionPolicy).toBe('Delete');
@@ -475,6 +792,7 @@ describe('per-environment settings', () => {
       for (const id of [
         STATEFUL_LOGICAL_IDS.masterSecret,
         STATEFUL_LOGICAL_IDS.workerSecret,
+        STATEFUL_LOGICAL_IDS.apiSecret,
         STATEFUL_LOGICAL_IDS.lwaSecret,
         STATEFUL_LOGICAL_IDS.tokenKeySecret,
       ]) {
