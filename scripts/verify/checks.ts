@@ -262,18 +262,22 @@ const describeTokenRefresh = (p: Record<string, unknown>) => {
 const describeAccountSync = (p: Record<string, unknown>) =>
   `${String(p.due)} users due now, ${String(p.waitingForTokenRefresh)} waiting for a token refresh, ${String(p.accountsToFlagForReauth)} accounts to flag for re-authorisation`;
 
+/**
+ * The API answers and checks sign-in: `GET /v1/accounts` without a token must be 401 (the route,
+ * the Lambda and its JWT check are live; nothing is read without a user).
+ */
 async function checkApiHealth(fetchImpl: typeof fetch, outputs: Outputs): Promise<CheckResult> {
-  const name = 'API health';
+  const name = 'API sign-in';
   const key = Object.keys(outputs).find((k) => API_OUTPUT.test(k));
   if (!key) return { name, status: 'skip', detail: 'skipped: no API output in this stack' };
-  const url = `${outputs[key].replace(/\/+$/, '')}/health`;
+  const url = `${outputs[key].replace(/\/+$/, '')}/v1/accounts`;
   try {
     const response = await fetchImpl(url, { signal: AbortSignal.timeout(15_000) });
-    if (response.status === 200) return { name, status: 'pass', detail: `GET ${url} → 200` };
+    if (response.status === 401) return { name, status: 'pass', detail: `GET ${url} without a token → 401` };
     return {
       name,
       status: 'fail',
-      detail: `GET ${url} → ${response.status}`,
+      detail: `GET ${url} without a token → ${response.status} (expected 401)`,
       hint: "The API function's log group; API Gateway's access log.",
     };
   } catch (error) {

@@ -122,7 +122,7 @@ test('a working deploy: every check passes, the API check is skipped without an 
     ['schema version', 'pass'],
     ['token-refresh', 'pass'],
     ['account-sync', 'pass'],
-    ['API health', 'skip'],
+    ['API sign-in', 'skip'],
     ['password rotation', 'pass'],
   ]);
   expect(seen).toEqual(results.map((r) => r.name));
@@ -132,7 +132,7 @@ test('a working deploy: every check passes, the API check is skipped without an 
   expect(r['account-sync'].detail).toBe(
     'dry run: 40 users due now, 2 waiting for a token refresh, 1 accounts to flag for re-authorisation',
   );
-  expect(r['API health'].detail).toBe('skipped: no API output in this stack');
+  expect(r['API sign-in'].detail).toBe('skipped: no API output in this stack');
   expect(r['password rotation'].detail).toContain(NEW_VERSION);
   expect(r['password rotation'].detail).toContain('as accounts_jobs');
   expect(fetchCalls).toEqual([]);
@@ -175,21 +175,27 @@ test('a working deploy: every check passes, the API check is skipped without an 
   expect(login.calledAfter(lastDescribe as never)).toBe(true);
 });
 
-test('with an API output, GET <url>/health must answer 200', async () => {
+test('with an API output, GET <url>/v1/accounts without a token must answer 401', async () => {
   healthyDeploy({ ...OUTPUTS, ApiUrl: 'https://abc123.execute-api.eu-west-1.amazonaws.com/' });
-  const ok = byName(await verifyDeploy(clients(200), { stackName: STACK, rotate: false }));
-  expect(ok['API health']).toMatchObject({
+  const ok = byName(await verifyDeploy(clients(401), { stackName: STACK, rotate: false }));
+  expect(ok['API sign-in']).toMatchObject({
     status: 'pass',
-    detail: 'GET https://abc123.execute-api.eu-west-1.amazonaws.com/health → 200',
+    detail: 'GET https://abc123.execute-api.eu-west-1.amazonaws.com/v1/accounts without a token → 401',
   });
-  expect(fetchCalls).toEqual(['https://abc123.execute-api.eu-west-1.amazonaws.com/health']);
+  expect(fetchCalls).toEqual(['https://abc123.execute-api.eu-west-1.amazonaws.com/v1/accounts']);
+  // An API that lets an anonymous request through is a failure, not a pass.
+  const open = byName(await verifyDeploy(clients(200), { stackName: STACK, rotate: false }));
+  expect(open['API sign-in']).toMatchObject({
+    status: 'fail',
+    detail: expect.stringContaining('→ 200 (expected 401)'),
+  });
 
   const down = byName(await verifyDeploy(clients(503), { stackName: STACK, rotate: false }));
-  expect(down['API health']).toMatchObject({ status: 'fail', detail: expect.stringContaining('→ 503') });
+  expect(down['API sign-in']).toMatchObject({ status: 'fail', detail: expect.stringContaining('→ 503') });
   const unreachable = byName(
     await verifyDeploy(clients(new TypeError('fetch failed')), { stackName: STACK, rotate: false }),
   );
-  expect(unreachable['API health']).toMatchObject({ status: 'fail', detail: expect.stringContaining('fetch failed') });
+  expect(unreachable['API sign-in']).toMatchObject({ status: 'fail', detail: expect.stringContaining('fetch failed') });
 });
 
 test('--no-rotation skips the rotation and starts none', async () => {
@@ -357,13 +363,13 @@ test('a rotation that cannot start, or whose new password does not log in, fails
 test('the checklist: one line per check, the hint under each failure, and a verdict', () => {
   const text = formatChecklist(STACK, [
     { name: 'stack', status: 'pass', detail: `${STACK} is UPDATE_COMPLETE, 10 outputs` },
-    { name: 'API health', status: 'skip', detail: 'skipped: no API output in this stack' },
+    { name: 'API sign-in', status: 'skip', detail: 'skipped: no API output in this stack' },
     { name: 'token-refresh', status: 'fail', detail: 'dry run failed: boom', hint: 'Look at the logs.' },
   ]);
   expect(text.split('\n')).toEqual([
     `Deploy check of ${STACK}`,
     `  ✓ stack          ${STACK} is UPDATE_COMPLETE, 10 outputs`,
-    '  – API health     skipped: no API output in this stack',
+    '  – API sign-in    skipped: no API output in this stack',
     '  ✗ token-refresh  dry run failed: boom',
     '                   → Look at the logs.',
     '1 of 3 checks failed, 1 skipped: see the → lines.',
