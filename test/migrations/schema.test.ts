@@ -250,6 +250,7 @@ describe('row level security', () => {
           'next_sync_at',
           'created_at',
           'updated_at',
+          'region',
         ]),
         ...columns('INSERT', 'rate_limit_tracking', [
           'user_id',
