@@ -217,7 +217,7 @@ async function main() {
         refresh,
         sync,
         seeded,
-        users: registered.length,
+        users: new Set(registered.map((u) => u.userId)).size,
         applied: migration.Data.Applied,
         overview,
         dataApiCalls: emulator.calls,
