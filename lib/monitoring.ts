@@ -6,7 +6,14 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import { DefaultDashboardFactory, MonitoringFacade, SnsAlarmActionStrategy } from 'cdk-monitoring-constructs';
 import { Construct } from 'constructs';
-import { METRIC_NAMES, METRICS_NAMESPACE, SERVICE_NAMES } from '../lambda/shared/jobs/metrics';
+import { AMAZON_REGIONS } from '../lambda/shared/amazon/regions';
+import {
+  METRIC_DIMENSIONS,
+  METRIC_NAMES,
+  METRICS_NAMESPACE,
+  REGIONAL_METRICS,
+  SERVICE_NAMES,
+} from '../lambda/shared/jobs/metrics';
 import type { ScheduledJob } from './scheduled-jobs';
 
 export interface MonitoringProps {
@@ -103,6 +110,26 @@ export class Monitoring extends Construct {
         period: Duration.minutes(5),
         label,
       });
+    // One graph per regional metric, a line per Amazon region (no alarms: those read the totals,
+    // so connections per region add graphs, not alarms).
+    const byRegion = (service: string, metricNames: readonly string[], titles: Record<string, string>) =>
+      metricNames.map((metricName) => ({
+        title: `${titles[metricName]} by region`,
+        metrics: AMAZON_REGIONS.map(
+          (region) =>
+            new cloudwatch.Metric({
+              namespace: METRICS_NAMESPACE,
+              metricName,
+              dimensionsMap: {
+                ...jobMetricDimensions(service, props.environmentName),
+                [METRIC_DIMENSIONS.region]: region,
+              },
+              statistic: 'Sum',
+              period: Duration.minutes(5),
+              label: region,
+            }),
+        ),
+      }));
     const refreshed = metric(SERVICE_NAMES.tokenRefresh, METRIC_NAMES.tokensRefreshed, 'Tokens refreshed');
     const refreshFailed = metric(SERVICE_NAMES.tokenRefresh, METRIC_NAMES.refreshFailures, 'Refresh failures');
     const failureRate = new cloudwatch.MathExpression({
@@ -150,6 +177,10 @@ export class Monitoring extends Construct {
             metric(SERVICE_NAMES.tokenRefresh, METRIC_NAMES.dataApiCalls, 'Data API calls'),
           ],
         },
+        ...byRegion(SERVICE_NAMES.tokenRefresh, REGIONAL_METRICS.tokenRefresh, {
+          [METRIC_NAMES.refreshFailures]: 'Refresh failures',
+          [METRIC_NAMES.rateLimitHits]: 'LWA rate-limit hits',
+        }),
       ],
     });
     this.facade.monitorCustom({
@@ -171,6 +202,10 @@ export class Monitoring extends Construct {
             metric(SERVICE_NAMES.accountSync, METRIC_NAMES.dataApiCalls, 'Data API calls'),
           ],
         },
+        ...byRegion(SERVICE_NAMES.accountSync, REGIONAL_METRICS.accountSync, {
+          [METRIC_NAMES.accountsFailed]: 'Accounts failed',
+          [METRIC_NAMES.rateLimitHits]: 'Ads rate-limit hits',
+        }),
       ],
     });
 

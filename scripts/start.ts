@@ -177,7 +177,7 @@ async function main() {
     const registered = await demoAmazonUsers(admin, cipher);
     for (const user of registered) {
       amazon.addUser(user);
-      if (user.revoked) amazon.revoke(user.userId);
+      if (user.revoked) amazon.revoke(user.userId, user.region);
     }
 
     // The handlers read exactly what the CDK stack sets, plus endpoint overrides for the
@@ -217,7 +217,7 @@ async function main() {
         refresh,
         sync,
         seeded,
-        users: registered.length,
+        users: new Set(registered.map((u) => u.userId)).size,
         applied: migration.Data.Applied,
         overview,
         dataApiCalls: emulator.calls,
@@ -270,6 +270,9 @@ async function main() {
 
 interface Overview {
   users: number;
+  /** Connections (oauth_tokens rows) per region, and users by how many regions they connected. */
+  connectionsByRegion: Record<string, number>;
+  usersByRegionCount: Record<string, number>;
   tokensActive: number;
   tokensNeedReauth: number;
   tokensDueSoon: number;
@@ -283,6 +286,12 @@ async function databaseOverview(c: Client): Promise<Overview> {
     Object.fromEntries((await c.query<{ k: string; n: string }>(sql)).rows.map((r) => [r.k, Number(r.n)]));
   return {
     users: await one('SELECT count(*) AS n FROM users'),
+    connectionsByRegion: await grouped(
+      `SELECT region AS k, count(*) AS n FROM oauth_tokens GROUP BY 1 ORDER BY array_position(ARRAY['NA','EU','FE'], region)`,
+    ),
+    usersByRegionCount: await grouped(
+      'SELECT regions AS k, count(*) AS n FROM (SELECT count(*) AS regions FROM oauth_tokens GROUP BY user_id) r GROUP BY 1 ORDER BY 1',
+    ),
     tokensActive: await one('SELECT count(*) AS n FROM oauth_tokens WHERE proactive_refresh_enabled'),
     tokensNeedReauth: await one('SELECT count(*) AS n FROM oauth_tokens WHERE NOT proactive_refresh_enabled'),
     tokensDueSoon: await one(
@@ -311,7 +320,7 @@ function summaryText(o: {
     ['token refreshes failed (will retry)', `${refresh.failed}`],
     ['tokens needing re-authorisation (this run)', `${refresh.reauthRequired}`],
     ['rate-limit hits (LWA / Ads)', `${refresh.rateLimited} / ${sync.rateLimited}`],
-    ['users synced / failed', `${sync.usersSynced} / ${sync.usersFailed}`],
+    ['connections synced / failed', `${sync.usersSynced} / ${sync.usersFailed}`],
     [
       'accounts synced / failed / no longer at Amazon',
       `${sync.accountsSynced} / ${sync.accountsFailed} / ${sync.accountsMissing}`,
@@ -321,6 +330,14 @@ function summaryText(o: {
     [
       'database now',
       `${overview.users} users, ${overview.tokensActive} tokens refreshing (${overview.tokensDueSoon} due within 30 min), ${overview.tokensNeedReauth} needing re-authorisation`,
+    ],
+    [
+      'connections by region',
+      `${Object.entries(overview.connectionsByRegion)
+        .map(([k, n]) => `${k} ${n}`)
+        .join(
+          ', ',
+        )} (users in 1 / 2 / 3 regions: ${[1, 2, 3].map((r) => overview.usersByRegionCount[r] ?? 0).join(' / ')})`,
     ],
     [
       'accounts by sync status',

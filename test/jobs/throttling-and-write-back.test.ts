@@ -30,9 +30,8 @@ function recordingFetch(clock: { now: () => number }, times: number[]): FetchFun
 
 describe('adaptive throttling', () => {
   test('with Amazon answering 429 to everything, a run over 100 tokens makes a handful of calls, turns nothing off, and the next run starts slow', async () => {
-    const users = await seedUsers(world, { count: 100 });
     // One region, so that one endpoint's limiter is what is measured.
-    await world.admin.query(`UPDATE oauth_tokens SET region = 'NA'`);
+    const users = await seedUsers(world, { count: 100, regions: () => ['NA'] });
     world.amazon.setKnobs({ rate429: 1, retryAfterSeconds: 1 });
 
     const clock = virtualClock(Date.now());

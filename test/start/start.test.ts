@@ -37,7 +37,16 @@ test('npm start runs the whole system, prints the summary and exits 0; a second 
   const refreshed = Number(/tokens refreshed\s+(\d+) of (\d+) due/.exec(first.stdout)![1]);
   expect(refreshed).toBeGreaterThan(20);
   expect(first.stdout).toMatch(/tokens needing re-authorisation \(this run\)\s+[1-9]/);
-  expect(Number(/users synced \/ failed\s+(\d+)/.exec(first.stdout)![1])).toBeGreaterThan(50);
+  expect(Number(/connections synced \/ failed\s+(\d+)/.exec(first.stdout)![1])).toBeGreaterThan(50);
+  // Demo users connected in one, two and three regions; connections counted per region.
+  const [, na, eu, fe, one, two, three] =
+    /connections by region\s+NA (\d+), EU (\d+), FE (\d+) \(users in 1 \/ 2 \/ 3 regions: (\d+) \/ (\d+) \/ (\d+)\)/
+      .exec(first.stdout)!
+      .map(Number);
+  expect(one + two + three).toBe(300);
+  expect(two).toBeGreaterThan(0);
+  expect(three).toBeGreaterThan(0);
+  expect(na + eu + fe).toBe(one + 2 * two + 3 * three);
   expect(first.stdout).toMatch(/Where to look next/);
   expect(existsSync(join(local, 'logs', 'jobs.log'))).toBe(true);
   const port = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(first.stdout)![1]);
