@@ -66,7 +66,6 @@ export async function startApiWorld(): Promise<ApiWorld> {
     logger,
   );
   const adapters: Array<{ close(): Promise<void> }> = [];
-  const verifier = createTokenVerifier({ issuer: issuer.issuer, audience: issuer.audience, jwksUrl: jwks.url });
   const apiDataApi = () => {
     const db = new DataApiDatabase({
       client: apiEmulator.createClient(),
@@ -88,6 +87,8 @@ export async function startApiWorld(): Promise<ApiWorld> {
     apiDataApi,
     api(options = {}) {
       const lwa = world.lwa();
+      // A verifier per API instance: its own JWKS cache, as one Lambda container has.
+      const verifier = createTokenVerifier({ issuer: issuer.issuer, audience: issuer.audience, jwksUrl: jwks.url });
       return createAccountsApi({
         store: new AccountsStore({
           db: options.db ?? apiDataApi(),
