@@ -1,4 +1,4 @@
-import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, randomUUID } from 'node:crypto';
 import { createTokenVerifier, Unauthenticated } from '../../lambda/accounts-api/jwt';
 import { ephemeralIssuer } from '../../local/identity/issuer';
 import { signJwt } from '../../local/identity/sign';
@@ -128,7 +128,7 @@ describe('sign-in', () => {
     const ed = generateKeyPairSync('ed25519').privateKey;
     const es = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
     const jwk = (key: typeof rsa, kid: string, alg: string) => ({
-      ...(require('node:crypto') as typeof import('node:crypto')).createPublicKey(key).export({ format: 'jwk' }),
+      ...createPublicKey(key).export({ format: 'jwk' }),
       kid,
       alg,
       use: 'sig',
