@@ -144,3 +144,8 @@ export function request(
 }
 
 export { RecordingLogger };
+
+/** Runtime collaborators for a job core run from a test, logging to the world's logger. */
+export function runtimeFor(world: ApiWorld) {
+  return { ...runtime(), logger: world.logger };
+}
