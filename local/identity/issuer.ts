@@ -32,7 +32,8 @@ export interface LocalIssuer {
   token(options: { sub: string; email?: string; expiresInSeconds?: number; extra?: Record<string, unknown> }): string;
 }
 
-export const DEFAULT_IDENTITY_DIR = join('.local', 'identity');
+/** `.local/identity` (or `$ACCOUNTS_LOCAL_DIR/identity`, as `npm start` moves `.local`). */
+export const DEFAULT_IDENTITY_DIR = join(process.env.ACCOUNTS_LOCAL_DIR ?? '.local', 'identity');
 
 /** Loads the local issuer's key from `dir`, creating it there on first use. */
 export function localIssuer(dir: string = DEFAULT_IDENTITY_DIR): LocalIssuer {
