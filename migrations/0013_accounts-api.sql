@@ -15,7 +15,9 @@
 -- per-user indexes; the API's tests drop those filters and check that RLS alone still
 -- isolates.
 --
--- SECURITY INVOKER everywhere but one function: `api.store_connection` writes the tokens.
+-- SECURITY INVOKER everywhere but two functions (each explained where it is defined):
+-- `api.accounts_matching` lets the GIN index serve metadata filters, and
+-- `api.store_connection` writes the tokens.
 -- `authenticated` must never hold a privilege on `access_token` or `refresh_token` (not even
 -- INSERT or UPDATE: a column privilege there is what the privilege tests refuse, and Supabase
 -- clients use the same role), so the one write of token columns goes through a SECURITY
@@ -97,10 +99,34 @@ AS $$
    GROUP BY a.region;
 $$;
 
+-- The caller's accounts whose metadata contains `meta`, by id: the GIN index on metadata.
+-- SECURITY DEFINER, the second and last one, for a reason of the planner: under Row Level
+-- Security PostgreSQL evaluates the policy's qual before any qual whose operator is not
+-- LEAKPROOF, so it will not use `metadata @> …` (jsonb_contains is not leakproof) as an index
+-- condition on a table with RLS, and a metadata filter would scan every account of the
+-- caller. This function runs as the owner, reads only the rows of `auth.uid()` (none without
+-- a caller), and returns ids only; api.list_accounts then reads those rows as the caller,
+-- under RLS, so even an id of another user returned here would not be shown.
+CREATE OR REPLACE FUNCTION api.accounts_matching(meta jsonb) RETURNS SETOF uuid
+  LANGUAGE plpgsql STABLE
+  SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+  SET plan_cache_mode = force_custom_plan
+AS $$
+BEGIN
+  RETURN QUERY
+    SELECT ua.id FROM public.user_accounts ua
+     WHERE /* own rows */ ua.user_id = auth.uid()
+       AND ua.metadata @> meta;
+END
+$$;
+
 -- GET /v1/accounts: up to `page_size` accounts after the keyset position, in
--- (amazon_account_id, id) order. `meta` is a jsonb object the metadata must contain (the GIN
--- index serves `metadata @> meta`); NULL filters match everything. Planned for the actual
--- values on every call (plan_cache_mode), so a filter that is absent costs nothing.
+-- (amazon_account_id, id) order. `meta` is a jsonb object the metadata must contain; NULL
+-- filters match everything. Planned for the actual values on every call (plan_cache_mode).
+-- With a metadata filter the candidates come from api.accounts_matching (the GIN index, see
+-- there), and the rows themselves are still read under RLS; without one, the page is read in
+-- key order from idx_user_accounts_user_amazon.
 CREATE OR REPLACE FUNCTION api.list_accounts(
   claims jsonb, meta jsonb, p_region text, p_status text, p_sync_status text,
   page_size integer, after_account text, after_id uuid
@@ -110,28 +136,48 @@ CREATE OR REPLACE FUNCTION api.list_accounts(
   SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
+  page jsonb;
   result jsonb;
 BEGIN
   PERFORM api.set_claims(claims);
-  SELECT coalesce(jsonb_agg(api.account_json(page.id, page.amazon_account_id, page.region, page.status,
-                                              page.sync_status, page.sync_error_message, page.next_sync_at,
-                                              page.metadata, ls.completed_at)
-                             ORDER BY page.amazon_account_id, page.id), '[]'::jsonb)
+  IF meta IS NULL THEN
+    SELECT coalesce(jsonb_agg(to_jsonb(p) ORDER BY p.amazon_account_id, p.id), '[]'::jsonb) INTO page
+      FROM (
+        SELECT ua.id, ua.amazon_account_id, ua.region, ua.status, ua.sync_status, ua.sync_error_message,
+               ua.next_sync_at, ua.metadata
+          FROM public.user_accounts ua
+         WHERE /* own rows */ ua.user_id = auth.uid()
+           AND (p_region IS NULL OR ua.region = p_region)
+           AND (p_status IS NULL OR ua.status = p_status)
+           AND (p_sync_status IS NULL OR ua.sync_status = p_sync_status)
+           AND (after_account IS NULL OR (ua.amazon_account_id, ua.id) > (after_account, after_id))
+         ORDER BY ua.amazon_account_id, ua.id
+         LIMIT page_size
+      ) p;
+  ELSE
+    SELECT coalesce(jsonb_agg(to_jsonb(p) ORDER BY p.amazon_account_id, p.id), '[]'::jsonb) INTO page
+      FROM (
+        SELECT ua.id, ua.amazon_account_id, ua.region, ua.status, ua.sync_status, ua.sync_error_message,
+               ua.next_sync_at, ua.metadata
+          FROM public.user_accounts ua
+         WHERE ua.id IN (SELECT api.accounts_matching(meta))
+           AND /* own rows */ ua.user_id = auth.uid()
+           AND ua.metadata @> meta
+           AND (p_region IS NULL OR ua.region = p_region)
+           AND (p_status IS NULL OR ua.status = p_status)
+           AND (p_sync_status IS NULL OR ua.sync_status = p_sync_status)
+           AND (after_account IS NULL OR (ua.amazon_account_id, ua.id) > (after_account, after_id))
+         ORDER BY ua.amazon_account_id, ua.id
+         LIMIT page_size
+      ) p;
+  END IF;
+  SELECT coalesce(jsonb_agg(api.account_json((a ->> 'id')::uuid, a ->> 'amazon_account_id', a ->> 'region',
+                                             a ->> 'status', a ->> 'sync_status', a ->> 'sync_error_message',
+                                             (a ->> 'next_sync_at')::timestamptz, a -> 'metadata', ls.completed_at)
+                            ORDER BY ord), '[]'::jsonb)
     INTO result
-    FROM (
-      SELECT ua.id, ua.amazon_account_id, ua.region, ua.status, ua.sync_status, ua.sync_error_message,
-             ua.next_sync_at, ua.metadata
-        FROM public.user_accounts ua
-       WHERE /* own rows */ ua.user_id = auth.uid()
-         AND (meta IS NULL OR ua.metadata @> meta)
-         AND (p_region IS NULL OR ua.region = p_region)
-         AND (p_status IS NULL OR ua.status = p_status)
-         AND (p_sync_status IS NULL OR ua.sync_status = p_sync_status)
-         AND (after_account IS NULL OR (ua.amazon_account_id, ua.id) > (after_account, after_id))
-       ORDER BY ua.amazon_account_id, ua.id
-       LIMIT page_size
-    ) page
-    LEFT JOIN api.last_synced() ls ON ls.region = page.region;
+    FROM jsonb_array_elements(page) WITH ORDINALITY AS x(a, ord)
+    LEFT JOIN api.last_synced() ls ON ls.region = a ->> 'region';
   RETURN result;
 END
 $$;
