@@ -26,6 +26,7 @@ import {
   measureNaiveTokenRefresh,
   measureTokenRefresh,
 } from './jobs';
+import { measureAccountsApi, renderApiMarkdown } from './api';
 import { measureBundles } from './bundles';
 import { BenchReport, buildReport, MigrationFigures, renderMarkdown } from './report';
 import { startBenchWorld } from './world';
@@ -129,6 +130,12 @@ async function main(): Promise<void> {
   const latency = arg('latency');
   const report = await runBench({ ...options, ...(latency ? { latencyMs: Number(latency) } : {}) });
   process.stdout.write(`${renderMarkdown(report)}\n`);
+  process.stderr.write('Accounts API (GET /v1/accounts, 50 items, Data API path)…\n');
+  const api = await measureAccountsApi({
+    ...(quick ? { users: 4, accountsPerUser: 60, requests: 40 } : {}),
+    progress: (line) => process.stderr.write(`${line}\n`),
+  });
+  process.stdout.write(`\n${renderApiMarkdown(api)}\n`);
   const json = arg('json');
   if (json) {
     writeJsonReport(report, json);

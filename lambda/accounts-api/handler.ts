@@ -1,19 +1,73 @@
-/**
- * PLACEHOLDER, only so that the stack on this branch can bundle the accounts API function: the
- * real handler comes from the API's own branch, which replaces this file on merge.
- */
-import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
+import { LambdaClient } from '@aws-sdk/client-lambda';
+import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { Logger } from '@aws-lambda-powertools/logger';
+import type { Context } from 'aws-lambda';
+import { LwaClient } from '../shared/amazon';
+import { readApiConfig } from '../shared/api-env';
+import { LOCAL_JOB_ENV } from '../shared/config';
+import { createDataApiClient, DataApiDatabase } from '../shared/db';
+import { lwaCredentialsFromSecret, SecretsCache, tokenCipherFromSecret } from '../shared/secrets';
+import { createAccountsApi } from './core';
+import { ApiRequestEvent, ApiResult, problemResult, problems } from './http';
+import { createTokenVerifier } from './jwt';
+import { AccountsStore } from './store';
+import { lambdaSyncStarter } from './sync-starter';
 
-export function handler(event: APIGatewayProxyEventV2): Promise<APIGatewayProxyStructuredResultV2> {
-  return Promise.resolve({
-    statusCode: 503,
-    headers: { 'content-type': 'application/problem+json' },
-    body: JSON.stringify({
-      type: 'about:blank',
-      title: 'Service Unavailable',
-      status: 503,
-      detail: 'not implemented in this branch',
-      instance: event.rawPath,
+/**
+ * The accounts API Lambda behind an API Gateway HTTP API (payload format 2.0). Built once per
+ * container: configuration validated, the Data API as the `accounts_api` login, the JWT
+ * verifier with its JWKS cache, the LWA client and token key through the secrets cache, the
+ * account-sync invoker. A container that cannot be built answers 500 (problem+json) and tries
+ * again on the next request.
+ */
+export const SERVICE_NAME = 'accounts-api';
+
+const logger = new Logger({ serviceName: SERVICE_NAME });
+let api: Promise<(event: ApiRequestEvent) => Promise<ApiResult>> | undefined;
+
+// eslint-disable-next-line @typescript-eslint/require-await -- async so that a configuration error rejects instead of throwing
+async function build(): Promise<(event: ApiRequestEvent) => Promise<ApiResult>> {
+  const config = readApiConfig(process.env);
+  logger.appendPersistentKeys({ environment: config.environment });
+  const cache = new SecretsCache(new SecretsManagerClient({}));
+  const tokenUrl = process.env[LOCAL_JOB_ENV.lwaTokenUrl]?.trim() || undefined;
+  return createAccountsApi({
+    store: new AccountsStore({
+      db: new DataApiDatabase({
+        client: createDataApiClient(),
+        resourceArn: config.clusterArn,
+        secretArn: config.databaseSecretArn,
+        database: config.databaseName,
+      }),
     }),
+    verifier: createTokenVerifier({
+      issuer: config.jwtIssuer,
+      audience: config.jwtAudience,
+      jwksUrl: config.jwksUrl,
+    }),
+    lwa: new LwaClient({ credentials: lwaCredentialsFromSecret(cache, config.lwaClientSecretArn), tokenUrl }),
+    cipher: tokenCipherFromSecret(cache, config.tokenKeySecretArn),
+    syncs: lambdaSyncStarter(new LambdaClient({}), config.accountSyncFunctionName),
+    logger: {
+      info: (message, attributes) => logger.info(message, attributes ?? {}),
+      warn: (message, attributes) => logger.warn(message, attributes ?? {}),
+      error: (message, attributes) => logger.error(message, attributes ?? {}),
+    },
   });
+}
+
+export async function handler(event: ApiRequestEvent, context?: Partial<Context>): Promise<ApiResult> {
+  if (context) logger.addContext(context as Context);
+  if (!api) {
+    api = build();
+    api.catch(() => (api = undefined));
+  }
+  try {
+    const handle = await api;
+    return await handle(event);
+  } catch (error) {
+    api = undefined;
+    logger.error('accounts-api container failed', { error: (error as Error).name, message: (error as Error).message });
+    return problemResult(problems.internal(), event.requestContext?.requestId);
+  }
 }

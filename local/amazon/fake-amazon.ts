@@ -129,6 +129,21 @@ export interface FakeAmazon {
   reconnect(userId: string, region?: AmazonRegion): string;
   /** Invalidates the access tokens of the user's connection in `region` (all without it): the Ads API answers 401. */
   expireAccessTokens(userId: string, region?: AmazonRegion): void;
+  /**
+   * `${url}/{region}/ap/oa`: the consent page. `GET` with `client_id`, `response_type=code`,
+   * `redirect_uri`, optional `state`, and the fake's own `user` (which known user consents)
+   * redirects (302) to `redirect_uri?code=…&scope=…&state=…`, as Login with Amazon does after
+   * the user agrees. The code is for that region's connection of the user.
+   */
+  readonly consentUrl: string;
+  /**
+   * An authorization code for the user's connection in `region` (NA by default), as the
+   * consent page issues it: single use, valid for 5 minutes, for exactly this redirect URI and
+   * only at that region's token endpoint. Exchanging it (`grant_type=authorization_code`)
+   * issues a new refresh token (the old one stops working, a revoked grant is granted again)
+   * and an access token; a user without a connection in that region gets one.
+   */
+  issueAuthorizationCode(userId: string, redirectUri: string, region?: AmazonRegion): string;
   /** Changes knobs for one endpoint or both; failFirstN restarts counting. */
   setKnobs(knobs: Partial<FakeAmazonKnobs>, endpoint?: FakeEndpoint): void;
   readonly counters: FakeAmazonCounters;
@@ -199,6 +214,18 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
   const statuses: Record<FakeEndpoint, Record<number, number>> = { lwa: {}, ads: {} };
   const sockets = new Set<Socket>();
   const bump = (map: Map<string, number>, key: string) => map.set(key, (map.get(key) ?? 0) + 1);
+  const authorizationCodes = new Map<
+    string,
+    { userId: string; redirectUri: string; region: AmazonRegion; expiresAt: number }
+  >();
+  let codesIssued = 0;
+  function issueAuthorizationCode(userId: string, redirectUri: string, region: AmazonRegion = 'NA'): string {
+    if (!users.has(userId)) throw new Error(`Fake Amazon: unknown user ${userId}`);
+    codesIssued += 1;
+    const code = `ANfake${codesIssued}${randomUUID().replace(/-/g, '')}`;
+    authorizationCodes.set(code, { userId, redirectUri, region, expiresAt: Date.now() + 5 * 60_000 });
+    return code;
+  }
 
   /** The user's connections, or the one in `region` (a connection for every region counts too). */
   function connections(userId: string, region?: AmazonRegion): UserState[] {
@@ -297,6 +324,7 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
     if (!(req.headers['content-type'] ?? '').startsWith('application/x-www-form-urlencoded')) {
       return error(400, 'invalid_request', 'Content-Type must be application/x-www-form-urlencoded');
     }
+    if (form.get('grant_type') === 'authorization_code') return authorizationCodeGrant(res, form, error, region);
     if (form.get('grant_type') !== 'refresh_token')
       return error(400, 'unsupported_grant_type', 'Only the refresh_token grant is supported');
     if (!refreshToken || !form.get('client_id') || !form.get('client_secret'))
@@ -332,6 +360,85 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
         ...(state.mode === 'omit' ? {} : { refresh_token: state.refreshToken }),
       }),
     );
+  }
+
+  function authorizationCodeGrant(
+    res: ServerResponse,
+    form: URLSearchParams,
+    error: (status: number, code: string, description: string) => void,
+    region: AmazonRegion,
+  ): void {
+    const code = form.get('code');
+    if (!code || !form.get('redirect_uri') || !form.get('client_id') || !form.get('client_secret'))
+      return error(400, 'invalid_request', 'A required parameter is missing');
+    if (form.get('client_id') !== clientId || form.get('client_secret') !== clientSecret)
+      return error(401, 'invalid_client', 'Client authentication failed');
+    const grant = authorizationCodes.get(code);
+    authorizationCodes.delete(code); // single use, whatever the outcome
+    // A code is good once, for its redirect URI, at its own region's token endpoint.
+    if (
+      !grant ||
+      grant.expiresAt < Date.now() ||
+      grant.redirectUri !== form.get('redirect_uri') ||
+      grant.region !== region
+    )
+      return error(400, 'invalid_grant', 'The request has an invalid grant parameter : code');
+    const existing = (users.get(grant.userId) ?? []).find((c) => c.region === region || c.region === undefined);
+    const state =
+      existing ??
+      (() => {
+        // The user's first consent in this region: a new connection there.
+        const created: UserState = {
+          userId: grant.userId,
+          region,
+          refreshToken: '',
+          revoked: false,
+          mode: 'echo',
+          accessTokens: [],
+          profiles: users.get(grant.userId)![0].profiles,
+          issued: 0,
+        };
+        users.set(grant.userId, [...users.get(grant.userId)!, created]);
+        return created;
+      })();
+    state.issued += 1;
+    byRefreshToken.delete(state.refreshToken);
+    state.refreshToken = `Atzr|fake-${state.userId}${state.region ? `-${state.region}` : ''}-consent-${state.issued}`;
+    state.revoked = false;
+    byRefreshToken.set(state.refreshToken, state);
+    const accessToken = `Atza|fake-${state.userId}${state.region ? `-${state.region}` : ''}-consent-${state.issued}`;
+    state.accessTokens.push(accessToken);
+    byAccessToken.set(accessToken, state);
+    answer(
+      res,
+      'lwa',
+      200,
+      JSON.stringify({
+        access_token: accessToken,
+        token_type: 'bearer',
+        expires_in: expiresIn,
+        refresh_token: state.refreshToken,
+      }),
+    );
+  }
+
+  function consentPage(req: IncomingMessage, res: ServerResponse, region: AmazonRegion): void {
+    const query = new URL(req.url ?? '/', 'http://fake').searchParams;
+    const redirectUri = query.get('redirect_uri');
+    const userId = query.get('user');
+    const refuse = (message: string) =>
+      void res.writeHead(400, { 'content-type': 'text/plain; charset=utf-8' }).end(message);
+    if (req.method !== 'GET') return refuse('The consent page takes GET');
+    if (query.get('client_id') !== clientId) return refuse('Unknown client_id');
+    if (query.get('response_type') !== 'code') return refuse('response_type must be code');
+    if (!redirectUri || !/^https?:\/\//.test(redirectUri)) return refuse('redirect_uri must be an http(s) URL');
+    if (!userId || !users.has(userId)) return refuse('The fake needs user=<a user it knows> to consent as');
+    const target = new URL(redirectUri);
+    target.searchParams.set('code', issueAuthorizationCode(userId, redirectUri, region));
+    target.searchParams.set('scope', query.get('scope') ?? 'advertising::campaign_management');
+    const state = query.get('state');
+    if (state !== null) target.searchParams.set('state', state);
+    res.writeHead(302, { location: target.toString() }).end();
   }
 
   async function profilesEndpoint(req: IncomingMessage, res: ServerResponse, region: AmazonRegion): Promise<void> {
@@ -371,9 +478,11 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
           ? tokenEndpoint(req, res, Buffer.concat(chunks).toString('utf8'), region)
           : route === '/v2/profiles'
             ? profilesEndpoint(req, res, region)
-            : Promise.resolve(
-                void res.writeHead(404, { 'content-type': 'application/json' }).end('{"message":"Not Found"}'),
-              );
+            : route === '/ap/oa'
+              ? Promise.resolve(consentPage(req, res, region))
+              : Promise.resolve(
+                  void res.writeHead(404, { 'content-type': 'application/json' }).end('{"message":"Not Found"}'),
+                );
       handled.catch(() => {
         if (!res.headersSent && !res.destroyed) res.writeHead(500).end();
       });
@@ -393,6 +502,8 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
     url,
     lwaTokenUrl: `${url}/{region}/auth/o2/token`,
     adsBaseUrl: `${url}/{region}`,
+    consentUrl: `${url}/{region}/ap/oa`,
+    issueAuthorizationCode,
     clientId,
     get clientSecret() {
       return clientSecret;

@@ -307,7 +307,9 @@ describe('row level security as `authenticated`', () => {
     'SELECT * FROM user_accounts_backup',
     'SELECT * FROM pgmigrations',
     `UPDATE users SET email = 'x@example.com'`,
-    `UPDATE user_accounts SET status = 'active'`,
+    // 0013 lets the accounts API's disconnect update status (own rows only); never these:
+    `UPDATE user_accounts SET sync_status = 'completed'`,
+    `UPDATE user_accounts SET metadata = '{}'`,
     'DELETE FROM account_sync_history',
     'TRUNCATE rate_limit_tracking',
   ])('authenticated is refused: %s', async (sql) => {

@@ -26,10 +26,23 @@ const UP_SQL = upSql(PRIVILEGES);
 const WORKER_GRANTS_UP_SQL = upSql('0011_worker-column-grants');
 /** 0014 grants the region columns of 0012 (a re-applied 0009 or 0011 takes them back). */
 const REGION_GRANTS_UP_SQL = upSql('0014_region-column-grants');
+/** 0013 grants `authenticated` what the accounts API's functions do as the caller (idempotent). */
+const API_UP_SQL = upSql('0013_accounts-api');
+/** The accounts API's SECURITY DEFINER functions (0013): metadata matches by GIN, the token writer. */
+const API_METADATA_MATCH = 'api.accounts_matching(meta jsonb)';
+const API_TOKEN_WRITER =
+  'api.store_connection(p_region text, p_access_token text, p_refresh_token text, p_expires_at timestamp with time zone)';
 
 /** What `authenticated` is meant to hold, column by column where the grant is per column. */
 const AUTHENTICATED = [
   ...['id', 'email', 'created_at'].map((c) => `authenticated SELECT (${c}) ON users`),
+  // 0013 (accounts API): the first connect creates the caller's users row; disconnect deletes
+  // the connection and marks its accounts inactive; the region and last refresh are shown.
+  ...['id', 'email'].map((c) => `authenticated INSERT (${c}) ON users`),
+  'authenticated DELETE ON oauth_tokens',
+  'authenticated SELECT (last_refreshed_at) ON oauth_tokens',
+  'authenticated SELECT (region) ON user_accounts',
+  ...['status', 'sync_error_message', 'updated_at'].map((c) => `authenticated UPDATE (${c}) ON user_accounts`),
   ...[
     'id',
     'user_id',
@@ -165,6 +178,7 @@ describe.each([
       userA: users.A,
       userB: users.B,
       withoutRls: [`public.${MIGRATIONS_TABLE}`],
+      definerExecutors: { [API_TOKEN_WRITER]: ['authenticated'], [API_METADATA_MATCH]: ['authenticated'] },
     };
 
     // The matrix before 0009. On plain PostgreSQL `anon` is made for the check and dropped
@@ -255,7 +269,7 @@ describe.each([
     });
   });
 
-  test('0009 is idempotent: applied again (then 0011 and 0014, which grant per column after it), nothing changes', async () => {
+  test('0009 is idempotent: applied again (then 0011, 0013 and 0014, which grant after it), nothing changes', async () => {
     const url = await scratch();
     const before = await snapshotSchema(url);
     await withClient(url, async (c) => {
@@ -263,6 +277,7 @@ describe.each([
         await c.query('BEGIN');
         await c.query(UP_SQL);
         await c.query(WORKER_GRANTS_UP_SQL);
+        await c.query(API_UP_SQL);
         await c.query(REGION_GRANTS_UP_SQL);
         await c.query('COMMIT');
       }

@@ -3,6 +3,8 @@ export { AdsClient } from './ads-client';
 export type { AdsClientOptions, ListProfilesRequest } from './ads-client';
 export { LwaClient } from './lwa-client';
 export type {
+  AuthorizationCodeRequest,
+  AuthorizedTokens,
   LwaClientOptions,
   LwaCredentials,
   LwaCredentialsProvider,

@@ -72,6 +72,23 @@ export interface RefreshedTokens {
   readonly expiresInSeconds: number;
 }
 
+/** An authorization code from Login with Amazon's consent page, to exchange for tokens. */
+export interface AuthorizationCodeRequest {
+  /** What errors are recorded against (the caller's user id). */
+  readonly itemId: string;
+  readonly region: AmazonRegion;
+  readonly code: string;
+  /** The redirect URI the code was issued for (LWA requires the same value). */
+  readonly redirectUri: string;
+}
+
+/** Both tokens of a new connection. */
+export interface AuthorizedTokens {
+  readonly accessToken: string;
+  readonly refreshToken: string;
+  readonly expiresInSeconds: number;
+}
+
 const PERMANENT_CODES = new Set<PermanentAuthErrorCode>([
   'invalid_grant',
   'invalid_client',
@@ -115,6 +132,75 @@ export class LwaClient {
       if (fresh.clientId === credentials.clientId && fresh.clientSecret === credentials.clientSecret) throw error;
       return this.refreshWith(request, fresh);
     }
+  }
+
+  /**
+   * The authorization-code grant (`grant_type=authorization_code`, the code, the redirect URI
+   * and the client's credentials) at the region's token endpoint, once: a code can be used
+   * only once, so a lost answer is not retried. Amazon's refusal (`invalid_grant` for a used,
+   * expired or unknown code, …) is a {@link PermanentAuthError} with Amazon's code; an answer
+   * without a refresh token is malformed.
+   */
+  async exchangeAuthorizationCode(request: AuthorizationCodeRequest): Promise<AuthorizedTokens> {
+    const credentials = this.options.credentials
+      ? await this.options.credentials.get()
+      : { clientId: this.options.clientId!, clientSecret: this.options.clientSecret! };
+    const { itemId, region } = request;
+    const response = await callAmazon({
+      endpoint: 'lwa',
+      region,
+      itemId,
+      request: {
+        method: 'POST',
+        url: regionalUrl(this.options.tokenUrl, LWA_TOKEN_URLS, region),
+        headers: { 'content-type': 'application/x-www-form-urlencoded;charset=UTF-8', accept: 'application/json' },
+        body: new URLSearchParams({
+          grant_type: 'authorization_code',
+          code: request.code,
+          redirect_uri: request.redirectUri,
+          client_id: credentials.clientId,
+          client_secret: credentials.clientSecret,
+        }).toString(),
+        timeoutMs: this.options.timeoutMs ?? 10_000,
+      },
+      limiter: this.limiters.for('lwa', region),
+      fetch: this.options.fetch,
+      retry: { maxAttempts: 1 },
+      defaultAttempts: 1,
+      defaultRetryAfterSeconds: this.options.defaultRetryAfterSeconds ?? 30,
+    });
+    const json = parseJson(response.text);
+    if (response.status === 200) {
+      const parsed = lwaTokenResponseSchema.safeParse(json);
+      if (!parsed.success || parsed.data.refresh_token === undefined)
+        throw new MalformedResponseError(
+          itemId,
+          'lwa',
+          region,
+          200,
+          json === undefined
+            ? ['body is not JSON']
+            : parsed.success
+              ? ['refresh_token: missing']
+              : describeIssues(parsed.error),
+        );
+      return {
+        accessToken: parsed.data.access_token,
+        refreshToken: parsed.data.refresh_token,
+        expiresInSeconds: parsed.data.expires_in,
+      };
+    }
+    const error = lwaErrorResponseSchema.safeParse(json);
+    if (
+      (response.status === 400 || response.status === 401) &&
+      error.success &&
+      PERMANENT_CODES.has(error.data.error as PermanentAuthErrorCode)
+    ) {
+      throw new PermanentAuthError(itemId, region, response.status, error.data.error as PermanentAuthErrorCode);
+    }
+    throw new MalformedResponseError(itemId, 'lwa', region, response.status, [
+      error.success ? `unexpected error code for HTTP ${response.status}` : `unexpected HTTP ${response.status}`,
+    ]);
   }
 
   private rereadCredentials(provider: LwaCredentialsProvider): Promise<LwaCredentials> {

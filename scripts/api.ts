@@ -1,0 +1,209 @@
+/**
+ * `npm run api`: the accounts API on this machine, the same core as the Lambda (handler.ts),
+ * served over HTTP on PORT (default 8787) against DATABASE_URL through node-postgres. Every
+ * request runs in a transaction as `authenticated` (`SET LOCAL ROLE`), so Row Level Security
+ * applies even when DATABASE_URL names a superuser. Amazon at LWA_TOKEN_URL / ADS_API_URL,
+ * credentials from LWA_CLIENT_ID, LWA_CLIENT_SECRET, TOKEN_ENCRYPTION_KEY (as `npm run job`).
+ *
+ * Sign-in: with API_JWT_ISSUER and API_JWT_AUDIENCE (and API_JWKS_URL when the key set is not
+ * at `<issuer>/.well-known/jwks.json`) it trusts that issuer; without them, only the local
+ * issuer, whose key is created in .local/identity and whose JWKS this server serves at
+ * /.well-known/jwks.json (`npm run token` prints its tokens). A manual sync runs the
+ * account-sync core in this process. The first line on stdout is
+ * `Accounts API on http://127.0.0.1:<port>`; request logs go to stderr.
+ */
+import { createServer, IncomingMessage, Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { runAccountSync } from '../lambda/account-sync/core';
+import { createAccountsApi } from '../lambda/accounts-api/core';
+import { ApiRequestEvent, MAX_BODY_BYTES, problemResult, problems } from '../lambda/accounts-api/http';
+import { inProcessSyncStarter, InProcessSyncStarter } from '../lambda/accounts-api/in-process-sync';
+import { createTokenVerifier, TokenVerifier } from '../lambda/accounts-api/jwt';
+import { AccountsStore } from '../lambda/accounts-api/store';
+import { AdsClient, LwaClient } from '../lambda/shared/amazon';
+import { LOCAL_API_ENV } from '../lambda/shared/api-env';
+import { readLocalJobConfig } from '../lambda/shared/config';
+import { PgDatabase } from '../lambda/shared/db';
+import { MetricTotals } from '../lambda/shared/jobs/runtime';
+import type { AppLogger } from '../lambda/shared/logger';
+import { TokenCipher } from '../lambda/shared/token-crypto';
+import { localIssuer, LocalIssuer } from '../local/identity/issuer';
+
+export const DEFAULT_API_PORT = 8787;
+
+export interface LocalApiOptions {
+  readonly databaseUrl: string;
+  readonly lwa: LwaClient;
+  readonly ads: AdsClient;
+  readonly cipher: TokenCipher;
+  /** The issuer to trust; the local issuer (its JWKS served here) when absent. */
+  readonly issuer?: { issuer: string; audience: readonly string[]; jwksUrl?: string };
+  /** Where the local issuer keeps its key. @default .local/identity */
+  readonly identityDir?: string;
+  readonly port?: number;
+  readonly logger: AppLogger;
+}
+
+export interface LocalApi {
+  readonly url: string;
+  /** The local issuer, when it is the one trusted. */
+  readonly localIssuer: LocalIssuer | undefined;
+  readonly syncs: InProcessSyncStarter;
+  close(): Promise<void>;
+}
+
+/** Starts the API server (see the file's header). */
+export async function startLocalApi(options: LocalApiOptions): Promise<LocalApi> {
+  const issuer = options.issuer ? undefined : localIssuer(options.identityDir);
+  const db = new PgDatabase({ connection: options.databaseUrl, maxConnections: 10 });
+  const syncDb = new PgDatabase({ connection: options.databaseUrl, maxConnections: 4 });
+  const syncs = inProcessSyncStarter(
+    (request) =>
+      runAccountSync(
+        {
+          db: syncDb,
+          ads: options.ads,
+          cipher: options.cipher,
+          logger: options.logger,
+          metrics: new MetricTotals(),
+          remainingTimeMs: () => 60_000,
+        },
+        request,
+      ),
+    options.logger,
+  );
+  const verifier: TokenVerifier = issuer
+    ? {
+        // Built once the port is known (the JWKS URL names it).
+        verify: (token) => createdVerifier!.verify(token),
+      }
+    : createTokenVerifier({
+        issuer: options.issuer!.issuer,
+        audience: options.issuer!.audience,
+        jwksUrl: options.issuer!.jwksUrl,
+      });
+  let createdVerifier: TokenVerifier | undefined;
+  const handle = createAccountsApi({
+    store: new AccountsStore({ db, assumeAuthenticatedRole: true }),
+    verifier,
+    lwa: options.lwa,
+    cipher: () => Promise.resolve(options.cipher),
+    syncs,
+    logger: options.logger,
+  });
+  const server: Server = createServer((req, res) => {
+    void (async () => {
+      const url = new URL(req.url ?? '/', 'http://local');
+      if (issuer && req.method === 'GET' && url.pathname === '/.well-known/jwks.json') {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(issuer.jwks));
+        return;
+      }
+      const body = await readBody(req);
+      const result =
+        body === undefined
+          ? problemResult(problems.tooLarge())
+          : await handle(toEvent(req, url, body)).catch(() => problemResult(problems.internal()));
+      res.writeHead(result.statusCode, result.headers).end(result.body);
+    })();
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? DEFAULT_API_PORT, '127.0.0.1', () => resolve());
+  });
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  if (issuer)
+    createdVerifier = createTokenVerifier({
+      issuer: issuer.issuer,
+      audience: issuer.audience,
+      jwksUrl: `${base}/.well-known/jwks.json`,
+      jwks: issuer.jwks,
+    });
+  return {
+    url: base,
+    localIssuer: issuer,
+    syncs,
+    async close() {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await syncs.idle();
+      await db.close();
+      await syncDb.close();
+    },
+  };
+}
+
+/** The body, or undefined when it is larger than the API accepts (answered 413 at once). */
+function readBody(req: IncomingMessage): Promise<string | undefined> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= MAX_BODY_BYTES + 1) chunks.push(chunk);
+    });
+    req.on('end', () => resolve(size > MAX_BODY_BYTES ? undefined : Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+/** An incoming request as API Gateway (HTTP API, payload 2.0) would pass it to the Lambda. */
+function toEvent(req: IncomingMessage, url: URL, body: string): ApiRequestEvent {
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(req.headers))
+    if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(',') : value;
+  return {
+    rawPath: url.pathname,
+    rawQueryString: url.search.replace(/^\?/, ''),
+    headers,
+    body: body.length ? body : undefined,
+    isBase64Encoded: false,
+    requestContext: { http: { method: req.method ?? 'GET', path: url.pathname } },
+  };
+}
+
+const stderrLogger: AppLogger = {
+  info: (message, attributes) => console.error(JSON.stringify({ level: 'INFO', message, ...attributes })),
+  warn: (message, attributes) => console.error(JSON.stringify({ level: 'WARN', message, ...attributes })),
+  error: (message, attributes) => console.error(JSON.stringify({ level: 'ERROR', message, ...attributes })),
+};
+
+async function main() {
+  const env = process.env;
+  const config = readLocalJobConfig(env);
+  const issuerName = env[LOCAL_API_ENV.jwtIssuer]?.trim();
+  const audience = env[LOCAL_API_ENV.jwtAudience]?.trim();
+  if (issuerName && !audience)
+    throw new Error(`${LOCAL_API_ENV.jwtAudience} is required with ${LOCAL_API_ENV.jwtIssuer}`);
+  const port = env[LOCAL_API_ENV.port] ? Number(env[LOCAL_API_ENV.port]) : DEFAULT_API_PORT;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`${LOCAL_API_ENV.port} is not a port`);
+  const api = await startLocalApi({
+    databaseUrl: config.databaseUrl,
+    lwa: new LwaClient({
+      clientId: config.lwaClientId,
+      clientSecret: config.lwaClientSecret,
+      tokenUrl: config.lwaTokenUrl,
+    }),
+    ads: new AdsClient({ clientId: config.lwaClientId, baseUrl: config.adsApiUrl }),
+    cipher: new TokenCipher(config.tokenKey),
+    issuer: issuerName
+      ? { issuer: issuerName, audience: audience!.split(','), jwksUrl: env[LOCAL_API_ENV.jwksUrl]?.trim() || undefined }
+      : undefined,
+    port,
+    logger: stderrLogger,
+  });
+  process.stdout.write(`Accounts API on ${api.url}\n`);
+  process.stdout.write(
+    api.localIssuer
+      ? `Sign-in: the local issuer (${api.localIssuer.issuer}); tokens: npm run token -- --sub <user uuid>\n`
+      : `Sign-in: ${issuerName}\n`,
+  );
+  const stop = () => void api.close().then(() => process.exit(0));
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+}
+
+if (require.main === module) {
+  main().catch((error: Error) => {
+    console.error(`npm run api failed: ${error.message}`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,151 @@
+import { randomBytes } from 'node:crypto';
+import { Client } from 'pg';
+import { runAccountSync } from '../../lambda/account-sync/core';
+import { createAccountsApi, SyncStarter } from '../../lambda/accounts-api/core';
+import type { ApiRequestEvent, ApiResult } from '../../lambda/accounts-api/http';
+import { inProcessSyncStarter, InProcessSyncStarter } from '../../lambda/accounts-api/in-process-sync';
+import { createTokenVerifier } from '../../lambda/accounts-api/jwt';
+import { AccountsStore } from '../../lambda/accounts-api/store';
+import { Database, DataApiDatabase } from '../../lambda/shared/db';
+import { DataApiEmulator, startDataApiEmulator } from '../../local/data-api/emulator';
+import { ephemeralIssuer, LocalIssuer } from '../../local/identity/issuer';
+import { serveJwks } from '../../local/identity/jwks-server';
+import { JobWorld, RecordingLogger, runtime, startJobWorld } from '../jobs/fixture';
+
+/**
+ * The accounts API against the local world: PostgreSQL with every migration, the Data API
+ * emulator connected as the API's own login (`accounts_api`, LOGIN, member of
+ * `authenticated`, owner of nothing, no BYPASSRLS), an issuer with its JWKS served over HTTP,
+ * the fake Amazon, and manual syncs run in-process by the account-sync core (as the jobs'
+ * login, through the jobs' emulator).
+ */
+export interface ApiWorld extends JobWorld {
+  /** node-postgres URL of the API login. */
+  readonly apiLoginUrl: string;
+  readonly apiEmulator: DataApiEmulator;
+  readonly issuer: LocalIssuer;
+  readonly jwksUrl: string;
+  readonly jwksDownloads: () => number;
+  readonly syncs: InProcessSyncStarter;
+  readonly logger: RecordingLogger;
+  /** A Data API adapter as `accounts_api` (the production path). */
+  apiDataApi(): DataApiDatabase;
+  /** The API's handler function on the Data API path (or on `db`, with `assumeAuthenticatedRole`). */
+  api(options?: {
+    db?: Database;
+    assumeAuthenticatedRole?: boolean;
+    manualSyncWindowSeconds?: number;
+    syncs?: SyncStarter;
+  }): Handler;
+  token(sub: string, options?: { email?: string; expiresInSeconds?: number; extra?: Record<string, unknown> }): string;
+}
+
+export type Handler = (event: ApiRequestEvent) => Promise<ApiResult>;
+
+export const API_LOGIN = 'accounts_api';
+
+export async function startApiWorld(): Promise<ApiWorld> {
+  const world = await startJobWorld();
+  const password = randomBytes(12).toString('hex');
+  const owner = new Client({ connectionString: world.url });
+  await owner.connect();
+  try {
+    // What the deploy's login creation does (api-infra's shared code replaces this on merge).
+    await owner.query(`CREATE ROLE ${API_LOGIN} LOGIN PASSWORD '${password}' IN ROLE authenticated`);
+  } finally {
+    await owner.end();
+  }
+  const apiLoginUrl = `postgres://${API_LOGIN}:${password}@127.0.0.1:${world.pg.port}/${new URL(world.url).pathname.slice(1)}`;
+  const apiEmulator = await startDataApiEmulator({ databaseUrl: apiLoginUrl });
+  const issuer = ephemeralIssuer();
+  const jwks = await serveJwks(() => issuer.jwks);
+  const logger = new RecordingLogger();
+  const syncs = inProcessSyncStarter(
+    (request) =>
+      runAccountSync({ db: world.dataApi(), ads: world.ads(), cipher: world.cipher, ...runtime(), logger }, request),
+    logger,
+  );
+  const adapters: Array<{ close(): Promise<void> }> = [];
+  const apiDataApi = () => {
+    const db = new DataApiDatabase({
+      client: apiEmulator.createClient(),
+      ...apiEmulator.target,
+      retry: { baseDelayMs: 5, maxDelayMs: 20 },
+    });
+    adapters.push(db);
+    return db;
+  };
+  return {
+    ...world,
+    apiLoginUrl,
+    apiEmulator,
+    issuer,
+    jwksUrl: jwks.url,
+    jwksDownloads: jwks.downloads,
+    syncs,
+    logger,
+    apiDataApi,
+    api(options = {}) {
+      const lwa = world.lwa();
+      // A verifier per API instance: its own JWKS cache, as one Lambda container has.
+      const verifier = createTokenVerifier({ issuer: issuer.issuer, audience: issuer.audience, jwksUrl: jwks.url });
+      return createAccountsApi({
+        store: new AccountsStore({
+          db: options.db ?? apiDataApi(),
+          assumeAuthenticatedRole: options.assumeAuthenticatedRole,
+        }),
+        verifier,
+        lwa,
+        cipher: () => Promise.resolve(world.cipher),
+        syncs: options.syncs ?? syncs,
+        logger,
+        settings: { manualSyncWindowSeconds: options.manualSyncWindowSeconds },
+      });
+    },
+    token: (sub, o = {}) => issuer.token({ sub, ...o }),
+    async close() {
+      await syncs.idle();
+      await Promise.all(adapters.map((a) => a.close()));
+      await apiEmulator.close();
+      await jwks.close();
+      await world.close();
+    },
+  };
+}
+
+/** An API Gateway HTTP API (payload 2.0) event. */
+export function request(
+  method: string,
+  path: string,
+  options: {
+    token?: string;
+    query?: Record<string, string>;
+    rawQuery?: string;
+    body?: unknown;
+    rawBody?: string;
+    contentType?: string;
+    headers?: Record<string, string>;
+  } = {},
+): ApiRequestEvent {
+  const rawQueryString = options.rawQuery ?? new URLSearchParams(options.query ?? {}).toString();
+  const body = options.rawBody ?? (options.body === undefined ? undefined : JSON.stringify(options.body));
+  return {
+    rawPath: path,
+    rawQueryString,
+    headers: {
+      ...(options.token ? { authorization: `Bearer ${options.token}` } : {}),
+      ...(body !== undefined ? { 'content-type': options.contentType ?? 'application/json' } : {}),
+      ...options.headers,
+    },
+    body,
+    isBase64Encoded: false,
+    requestContext: { requestId: randomBytes(8).toString('hex'), http: { method, path } },
+  };
+}
+
+export { RecordingLogger };
+
+/** Runtime collaborators for a job core run from a test, logging to the world's logger. */
+export function runtimeFor(world: ApiWorld) {
+  return { ...runtime(), logger: world.logger };
+}
