@@ -7,6 +7,7 @@
  * (the same `api.list_accounts` call) through an emulator signed in as the tables' owner,
  * whom RLS does not apply to: the difference is the measured cost of isolation.
  */
+import { ensureApiLogin } from '../lambda/migrate/worker-login';
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { Client } from 'pg';
@@ -54,7 +55,7 @@ export async function measureAccountsApi(options: ApiBenchOptions = {}): Promise
   await c.connect();
   const rows: ApiBenchRow[] = [];
   try {
-    await c.query(`CREATE ROLE accounts_api LOGIN PASSWORD '${password}' IN ROLE authenticated`);
+    await ensureApiLogin(c, { username: 'accounts_api', password });
     await c.query(`INSERT INTO users (email) SELECT 'bench' || n || '@example.com' FROM generate_series(1, $1) n`, [
       users,
     ]);

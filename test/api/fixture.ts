@@ -1,3 +1,4 @@
+import { ensureApiLogin } from '../../lambda/migrate/worker-login';
 import { randomBytes } from 'node:crypto';
 import { Client } from 'pg';
 import { runAccountSync } from '../../lambda/account-sync/core';
@@ -50,8 +51,8 @@ export async function startApiWorld(): Promise<ApiWorld> {
   const owner = new Client({ connectionString: world.url });
   await owner.connect();
   try {
-    // What the deploy's login creation does (api-infra's shared code replaces this on merge).
-    await owner.query(`CREATE ROLE ${API_LOGIN} LOGIN PASSWORD '${password}' IN ROLE authenticated`);
+    // The login as the deploy creates it (the migration custom resource's own code).
+    await ensureApiLogin(owner, { username: API_LOGIN, password });
   } finally {
     await owner.end();
   }
