@@ -171,8 +171,12 @@ export interface SharedBudgetStats {
 export class SharedRateBudget {
   private slots: number[] = [];
   private queue: Promise<void> = Promise.resolve();
-  /** Database clock minus local clock, estimated at each reservation. */
+  /**
+   * Database clock minus local clock, from the reservation with the shortest round trip so far
+   * (its error is at most half that round trip; a slow answer says little about the clocks).
+   */
   private offsetMs = 0;
+  private offsetRoundTripMs = Infinity;
   /** Half the last reservation's round trip: how long the answer takes to come back. */
   private leadMs = 0;
   private rate: number;
@@ -278,7 +282,11 @@ export class SharedRateBudget {
     const receivedAt = this.now();
     this.leadMs = (receivedAt - sentAt) / 2;
     // The database's clock against ours, taken at the middle of the round trip.
-    this.offsetMs = reservation.databaseNowMs - (sentAt + receivedAt) / 2;
+    const roundTrip = receivedAt - sentAt;
+    if (roundTrip <= this.offsetRoundTripMs) {
+      this.offsetRoundTripMs = roundTrip;
+      this.offsetMs = reservation.databaseNowMs - (sentAt + receivedAt) / 2;
+    }
     this.rate = reservation.ratePerSecond;
     this.counters.reservations += 1;
     const first = reservation.firstSlotAtMs - this.offsetMs;
