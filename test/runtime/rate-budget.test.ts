@@ -10,6 +10,7 @@ import {
   ThrottleReport,
   ThrottleResult,
 } from '../../lambda/shared/amazon/rate-budget';
+import { RateLimiterRegistry } from '../../lambda/shared/amazon/rate-limiter';
 import { Database, JobWorld, useBothDatabasePaths, useJobWorld } from '../jobs/fixture';
 
 // The shared request budget (migration 0015) on the real database, through both database
@@ -278,5 +279,42 @@ describe('shared budget client (store and clock replaced)', () => {
     expect(budget.ratePerSecond()).toBe(5);
     await budget.take();
     expect(clock.now).toBeGreaterThanOrEqual(pausedUntil);
+  });
+
+  test('a limiter registry with a budget store paces every call by the shared budget and reports its 429s to it', async () => {
+    const clock = { now: 0 };
+    const store = new MemoryStore(clock);
+    const reserved = jest.spyOn(store, 'reserve');
+    const reported = jest.spyOn(store, 'throttled');
+    const registry = new RateLimiterRegistry(
+      { lwa: { ratePerSecond: 4, burst: 100, maxConcurrency: 8 } },
+      {
+        now: () => clock.now,
+        sleep: (ms) => {
+          clock.now += ms;
+          return Promise.resolve();
+        },
+      },
+      store,
+    );
+    const limiter = registry.for('lwa', 'EU');
+    expect(limiter.shared?.key).toEqual({ endpoint: 'lwa', region: 'EU' });
+    const sent: number[] = [];
+    limiter.succeeded(); // past the first probe: calls go out freely
+    await Promise.all(Array.from({ length: 8 }, () => limiter.run(() => Promise.resolve(sent.push(clock.now)))));
+    // The bucket alone would have let all 8 go at once (burst 100); the budget spaces them at 4/s.
+    expect(sent[7] - sent[0]).toBeGreaterThanOrEqual(7 * (1050 / 4) - 1);
+    expect(reserved).toHaveBeenCalled();
+    expect(reserved.mock.calls.every(([key, request]) => key.region === 'EU' && request.ceiling === 4)).toBe(true);
+
+    limiter.throttled(3, clock.now - 100);
+    await limiter.run(() => Promise.resolve(sent.push(clock.now)));
+    expect(reported).toHaveBeenCalledWith(
+      { endpoint: 'lwa', region: 'EU' },
+      expect.objectContaining({ ceiling: 4, pauseSeconds: 3 }),
+    );
+    // The call after the 429 waited for the pause the budget holds for everyone.
+    expect(sent[8]).toBeGreaterThanOrEqual(store.next - 1050 / 2);
+    expect(limiter.allowedRate()).toBeLessThan(4);
   });
 });

@@ -160,6 +160,8 @@ export interface SharedBudgetStats {
   readonly slotsUsed: number;
   /** Slots that passed unused (reserved ahead and not needed in time). */
   readonly slotsDropped: number;
+  /** 429 reports the store refused (see {@link SharedRateBudget.reportThrottle}). */
+  readonly reportFailures: number;
 }
 
 /**
@@ -187,7 +189,7 @@ export class SharedRateBudget {
   private readonly toleranceMs: number;
   /** Callers waiting for a slot, this one included: what the next reservation asks for. */
   private waiting = 0;
-  private counters = { reservations: 0, slotsReserved: 0, slotsUsed: 0, slotsDropped: 0 };
+  private counters = { reservations: 0, slotsReserved: 0, slotsUsed: 0, slotsDropped: 0, reportFailures: 0 };
 
   constructor(
     private readonly store: RateBudgetStore,
@@ -227,6 +229,21 @@ export class SharedRateBudget {
     this.rate = result.ratePerSecond;
     this.pausedUntil = Math.max(this.pausedUntil, result.pausedUntilMs - this.offsetMs);
     return result;
+  }
+
+  /**
+   * {@link throttled} without waiting for it: queued before every later {@link take}, so this
+   * client's next request already waits for the pause. A report the store refuses is counted
+   * in `reportFailures` and lost (this container's own limiter has paused all the same).
+   */
+  reportThrottle(sentAtMs: number, pauseSeconds: number): void {
+    const report = this.queue.then(() => this.throttled(sentAtMs, pauseSeconds));
+    this.queue = report.then(
+      () => undefined,
+      () => {
+        this.counters.reportFailures += 1;
+      },
+    );
   }
 
   /** The allowed rate as of the last reservation or 429. */
