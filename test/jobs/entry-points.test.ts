@@ -5,7 +5,7 @@ import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-sec
 import { mockClient } from 'aws-sdk-client-mock';
 import { handler as sync } from '../../lambda/account-sync/handler';
 import { handler as refresh } from '../../lambda/token-refresh/handler';
-import { jobContainer } from '../../lambda/shared/jobs/container';
+import { DATA_API_REQUEST_RESERVE_MS, jobContainer, runJobInvocation } from '../../lambda/shared/jobs/container';
 import { DatabaseUnavailableError } from '../../lambda/shared/db';
 import { JobWorld, seedUsers, useJobWorld } from './fixture';
 
@@ -139,6 +139,25 @@ describe('Lambda handlers on the Data API path', () => {
     const calls = db.callCounts().total - counted;
     expect(calls).toBe(8); // the adapter's attempts
     expect(world.emulator.calls.total - received).toBe(calls);
+  });
+
+  test('inside an invocation the adapter retries only while the invocation has time: near the timeout it fails at once', async () => {
+    const received = world.emulator.calls.total;
+    world.emulator.injectFault({ errorType: 'ServiceUnavailableError', statusCode: 503 });
+    let error: unknown;
+    try {
+      // Less time left than one request may take: no retry fits.
+      const nearTimeout = { getRemainingTimeInMillis: () => DATA_API_REQUEST_RESERVE_MS - 500, awsRequestId: 'req-2' };
+      error = await runJobInvocation('deadline-probe', nearTimeout, ({ db }) => db.query('SELECT 1')).catch(
+        (e: unknown) => e,
+      );
+    } finally {
+      world.emulator.injectFault(undefined);
+    }
+    expect(error).toBeInstanceOf(DatabaseUnavailableError);
+    expect(error).toMatchObject({ attempts: 1 });
+    expect((error as Error).message).toMatch(/not retried: the next attempt .* would outlast the time left/);
+    expect(world.emulator.calls.total - received).toBe(1);
   });
 
   test('both handlers run their job, publish EMF metrics with service and environment, and log no secret', async () => {

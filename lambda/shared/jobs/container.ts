@@ -43,6 +43,15 @@ export function jobContainer(service: string): Promise<JobContainer> {
   return container;
 }
 
+/**
+ * The invocation running now (a Lambda container runs one at a time): the Data API adapter,
+ * built once per container, bounds its retries by this invocation's remaining time.
+ */
+let current: JobInvocationContext | undefined;
+
+/** What one Data API request may take at most, kept back from the retries' waiting time. */
+export const DATA_API_REQUEST_RESERVE_MS = 2_000;
+
 async function build(service: string): Promise<JobContainer> {
   const config = jobConfig();
   const observability = createObservability(service, config.environment);
@@ -54,6 +63,10 @@ async function build(service: string): Promise<JobContainer> {
       resourceArn: config.clusterArn,
       secretArn: config.databaseSecretArn,
       database: config.databaseName,
+      retry: {
+        waitBudgetMs: () =>
+          current ? current.getRemainingTimeInMillis() - DATA_API_REQUEST_RESERVE_MS : Number.POSITIVE_INFINITY,
+      },
     }),
     lwa: new LwaClient({
       // Read through the cache on every call (time to live), again at once on invalid_client.
@@ -87,6 +100,7 @@ export async function runJobInvocation<R>(
   logKeys: Record<string, string> = {},
 ): Promise<R> {
   const c = await jobContainer(service);
+  current = context;
   c.logger.addContext(context as Context);
   c.logger.appendKeys(logKeys);
   c.metrics.captureColdStartMetric(context.functionName);
@@ -106,6 +120,7 @@ export async function runJobInvocation<R>(
     c.logger.error(`${service} run failed`, error as Error);
     throw error;
   } finally {
+    current = undefined;
     c.metrics.publishStoredMetrics();
   }
 }
