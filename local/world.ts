@@ -3,6 +3,7 @@ import { Client } from 'pg';
 import { runMigrations } from '../lambda/migrate/run-migrations';
 import { ensureWorkerLogin } from '../lambda/migrate/worker-login';
 import { PgDatabase } from '../lambda/shared/db';
+import type { AmazonRegion } from '../lambda/shared/amazon/regions';
 import { TokenCipher } from '../lambda/shared/token-crypto';
 import { FakeAmazon, FakeAmazonKnobs, RefreshTokenMode, startFakeAmazon } from './amazon/fake-amazon';
 import { FakeProfile, fakeProfile } from './amazon/profiles';
@@ -74,13 +75,25 @@ export async function startLocalWorld(): Promise<LocalWorld> {
   };
 }
 
+/** One of a seeded user's connections: an oauth_tokens row, and the same connection at the fake Amazon. */
+export interface SeedConnection {
+  readonly region: AmazonRegion;
+  readonly refreshToken: string;
+  readonly accessToken: string;
+  /** The profiles Amazon lists in this region. */
+  readonly profiles: FakeProfile[];
+}
+
 export interface SeedUser {
   readonly userId: string;
   readonly email: string;
+  /** The first connection's tokens and region (the only one unless `regions` gave more). */
   readonly refreshToken: string;
   readonly accessToken: string;
-  readonly region: 'NA' | 'EU' | 'FE';
+  readonly region: AmazonRegion;
+  /** Every connection's profiles. */
   readonly profiles: FakeProfile[];
+  readonly connections: readonly SeedConnection[];
 }
 
 export interface SeedOptions {
@@ -88,7 +101,9 @@ export interface SeedOptions {
   /** Token expiry relative to now, in seconds. @default 300 (due for refresh) */
   readonly expiresInSeconds?: number | ((i: number) => number);
   readonly refreshEnabled?: (i: number) => boolean;
-  /** Profiles per user at Amazon. @default 2 */
+  /** The user's connections, one per region. @default - one, in NA, EU, FE by turns */
+  readonly regions?: (i: number) => readonly AmazonRegion[];
+  /** Profiles per connection at Amazon. @default 2 */
   readonly profilesPerUser?: number | ((i: number) => number);
   /** Store tokens as legacy plaintext instead of enc:v1. @default false */
   readonly legacyPlaintext?: (i: number) => boolean;
@@ -102,40 +117,53 @@ export interface SeedOptions {
 
 const REGIONS = ['NA', 'EU', 'FE'] as const;
 
-/** Creates users with tokens in the database and the same users at the fake Amazon. */
+/**
+ * Creates users with their connections (tokens) in the database and the same users at the
+ * fake Amazon, each connection bound to its region there.
+ */
 export async function seedUsers(world: LocalWorld, o: SeedOptions): Promise<SeedUser[]> {
   const prefix = o.prefix ?? randomBytes(3).toString('hex');
   const users: SeedUser[] = [];
   const rows: Array<Record<string, unknown>> = [];
   for (let i = 0; i < o.count; i++) {
-    const region = REGIONS[i % 3];
     const profilesPerUser = typeof o.profilesPerUser === 'function' ? o.profilesPerUser(i) : (o.profilesPerUser ?? 2);
-    const profiles = Array.from({ length: profilesPerUser }, () => fakeProfile(region));
+    const regions = o.regions?.(i) ?? [REGIONS[i % 3]];
+    const connections = regions.map((region, n) => {
+      const suffix = n === 0 ? '' : `-${region}`;
+      return {
+        region,
+        refreshToken: pad(`Atzr|${prefix}-refresh-${i}${suffix}-${randomBytes(6).toString('hex')}`, o.tokenChars),
+        accessToken: pad(`Atza|${prefix}-access-${i}${suffix}-${randomBytes(6).toString('hex')}`, o.tokenChars),
+        profiles: Array.from({ length: profilesPerUser }, () => fakeProfile(region)),
+      };
+    });
     const user: SeedUser = {
       userId: '',
       email: `${prefix}-${i}@example.com`,
-      refreshToken: pad(`Atzr|${prefix}-refresh-${i}-${randomBytes(6).toString('hex')}`, o.tokenChars),
-      accessToken: pad(`Atza|${prefix}-access-${i}-${randomBytes(6).toString('hex')}`, o.tokenChars),
-      region,
-      profiles,
+      refreshToken: connections[0].refreshToken,
+      accessToken: connections[0].accessToken,
+      region: connections[0].region,
+      profiles: connections.flatMap((c) => c.profiles),
+      connections,
     };
     users.push(user);
     const legacy = o.legacyPlaintext?.(i) ?? false;
     const expires = typeof o.expiresInSeconds === 'function' ? o.expiresInSeconds(i) : (o.expiresInSeconds ?? 300);
-    rows.push({
-      email: user.email,
-      refresh_token: legacy ? user.refreshToken : world.cipher.encrypt(user.refreshToken),
-      access_token: legacy ? user.accessToken : world.cipher.encrypt(user.accessToken),
-      expires_in: expires,
-      region,
-      enabled: o.refreshEnabled?.(i) ?? true,
-    });
+    for (const c of connections)
+      rows.push({
+        email: user.email,
+        refresh_token: legacy ? c.refreshToken : world.cipher.encrypt(c.refreshToken),
+        access_token: legacy ? c.accessToken : world.cipher.encrypt(c.accessToken),
+        expires_in: expires,
+        region: c.region,
+        enabled: o.refreshEnabled?.(i) ?? true,
+      });
   }
   const { rows: ids } = await world.admin.query<{ id: string; email: string }>(
     `WITH input AS (
        SELECT * FROM jsonb_to_recordset(:rows::jsonb) AS x(email text, refresh_token text, access_token text, expires_in int, region text, enabled boolean)
      ), u AS (
-       INSERT INTO users (email) SELECT email FROM input RETURNING id, email
+       INSERT INTO users (email) SELECT DISTINCT email FROM input RETURNING id, email
      ), t AS (
        INSERT INTO oauth_tokens (user_id, access_token, refresh_token, expires_at, region, proactive_refresh_enabled)
        SELECT u.id, i.access_token, i.refresh_token, now() + make_interval(secs => i.expires_in), i.region, i.enabled
@@ -147,22 +175,24 @@ export async function seedUsers(world: LocalWorld, o: SeedOptions): Promise<Seed
   const idByEmail = new Map(ids.map((r) => [r.email, r.id]));
   const seeded = users.map((u) => ({ ...u, userId: idByEmail.get(u.email)! }));
   for (const u of seeded) {
-    world.amazon.addUser({
-      userId: u.userId,
-      refreshToken: u.refreshToken,
-      accessToken: u.accessToken,
-      refreshTokenMode: o.refreshTokenMode ?? 'echo',
-      profiles: u.profiles,
-    });
+    for (const c of u.connections)
+      world.amazon.addUser({
+        userId: u.userId,
+        region: c.region,
+        refreshToken: c.refreshToken,
+        accessToken: c.accessToken,
+        refreshTokenMode: o.refreshTokenMode ?? 'echo',
+        profiles: c.profiles,
+      });
   }
   if (o.accountsDueInSeconds !== undefined) {
     const accounts = seeded.flatMap((u) =>
-      u.profiles.map((p) => ({ user_id: u.userId, amazon_account_id: p.profileId })),
+      u.profiles.map((p) => ({ user_id: u.userId, amazon_account_id: p.profileId, region: p.region })),
     );
     await world.admin.query(
-      `INSERT INTO user_accounts (user_id, amazon_account_id, status, sync_status, next_sync_at)
-       SELECT user_id, amazon_account_id, 'active', 'completed', now() + make_interval(secs => :due)
-         FROM jsonb_to_recordset(:accounts::jsonb) AS x(user_id uuid, amazon_account_id text)`,
+      `INSERT INTO user_accounts (user_id, amazon_account_id, region, status, sync_status, next_sync_at)
+       SELECT user_id, amazon_account_id, region, 'active', 'completed', now() + make_interval(secs => :due)
+         FROM jsonb_to_recordset(:accounts::jsonb) AS x(user_id uuid, amazon_account_id text, region text)`,
       { accounts: { sqlType: 'json', value: JSON.stringify(accounts) }, due: o.accountsDueInSeconds },
     );
     // Users with accounts were synced before: their own schedule follows their accounts'.

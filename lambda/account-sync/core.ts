@@ -2,11 +2,14 @@ import { randomUUID } from 'node:crypto';
 import type { Database } from '../shared/db/port';
 import {
   addCounts,
+  addRegionalCounts,
+  countInRegion,
   describeError,
   JobRunContext,
   jobRunContext,
   JobRuntime,
   nextRetryAt,
+  RegionalCounts,
 } from '../shared/jobs/runtime';
 import { runPipeline } from '../shared/jobs/pipeline';
 import { METRIC_NAMES } from '../shared/jobs/metrics';
@@ -19,7 +22,7 @@ import { restoreEndpointState, saveLimiterRates } from '../shared/jobs/throttlin
 import type { TokenCipher } from '../shared/token-crypto';
 import { ATTRIBUTION_SUB_TYPE, type AdsProfile } from '../shared/amazon/schemas';
 import { classifyAmazonError } from '../shared/amazon/failure';
-import type { AmazonRegion } from '../shared/amazon/regions';
+import { AMAZON_REGIONS, type AmazonRegion } from '../shared/amazon/regions';
 import {
   AccountRecord,
   claimUsers,
@@ -73,10 +76,14 @@ export interface AccountSyncDeps extends JobRuntime {
   readonly settings?: AccountSyncSettings;
 }
 
-/** What to sync: every due user (the schedule), or one user on demand. */
+/** What to sync: every due connection (the schedule), or one user's connections on demand. */
 export type AccountSyncRequest =
   { readonly syncType: 'scheduled' } | { readonly syncType: 'manual' | 'webhook'; readonly userId: string };
 
+/**
+ * A run's counts. The unit of work is a connection (one user in one region), so the `users…`
+ * counts are connections: a user connected in NA and EU who is synced counts twice.
+ */
 export interface AccountSyncSummary {
   readonly job: 'account-sync';
   readonly syncType: SyncType;
@@ -187,6 +194,8 @@ export async function runAccountSync(
     batches: 0,
   };
   const single = request.syncType !== 'scheduled' ? request.userId : undefined;
+  /** Failed accounts and 429s by region, for the per-region graphs. */
+  const regional: Record<string, RegionalCounts> = {};
 
   const reauthFlagged = single ? 0 : await flagAccountsNeedingReauth(deps.db, REAUTH_MESSAGE);
   // Regions whose Ads endpoint an earlier invocation was told to leave alone; the limiters
@@ -198,14 +207,14 @@ export async function runAccountSync(
   try {
     const run = await runPipeline<ClaimedUser, UserSyncOutcome>({
       concurrency: s.concurrency,
-      // A manual or webhook request is one claim of one user.
+      // A manual or webhook request is one claim: the user's connections, one per region.
       mayClaim: () => deps.remainingTimeMs() > s.reserveMs && !(single && claims > 0),
       claim: () => {
         claims += 1;
         return claimUsers(deps.db, {
           owner,
           leaseSeconds: JOB_TIMING.accountSync.leaseSeconds,
-          limit: single ? 1 : s.batchSize,
+          limit: single ? AMAZON_REGIONS.length : s.batchSize,
           syncType: request.syncType,
           userId: single,
           minTokenValiditySeconds: s.minTokenValiditySeconds,
@@ -241,7 +250,7 @@ export async function runAccountSync(
           logger: deps.logger,
           random: context.random,
         });
-        tallyUserOutcomes(deps, totals, written);
+        tallyUserOutcomes(deps, totals, written, regional);
         totals.usersNotWritten += unwritten.length;
       },
       flushAfterMs: s.flushAfterMs,
@@ -273,6 +282,7 @@ export async function runAccountSync(
     [METRIC_NAMES.reauthRequired]: summary.reauthFlagged,
     [METRIC_NAMES.dataApiCalls]: summary.databaseCalls,
   });
+  addRegionalCounts(deps.metrics, regional);
   deps.logger.info('Account sync run finished', { ...summary });
   return summary;
 }
@@ -289,6 +299,7 @@ function tallyUserOutcomes(
     rateLimited: number;
   },
   outcomes: readonly UserSyncOutcome[],
+  regional: Record<string, RegionalCounts>,
 ): void {
   for (const o of outcomes) {
     if (o.kind === 'success') {
@@ -299,7 +310,11 @@ function tallyUserOutcomes(
     } else {
       totals.usersFailed += 1;
       totals.accountsFailed += Math.max(1, o.user.accountCount);
-      if (o.errorDetails.class === 'rate_limited') totals.rateLimited += 1;
+      countInRegion(regional, METRIC_NAMES.accountsFailed, o.user.region, Math.max(1, o.user.accountCount));
+      if (o.errorDetails.class === 'rate_limited') {
+        totals.rateLimited += 1;
+        countInRegion(regional, METRIC_NAMES.rateLimitHits, o.user.region);
+      }
       deps.logger.warn('Account sync failed', { userId: o.user.userId, region: o.user.region, error: o.error });
     }
   }
@@ -434,7 +449,11 @@ function failed(f: {
   readonly errorDetails: Record<string, unknown>;
   readonly nextAttemptAt: Date;
 }): UserSyncOutcome {
-  return { kind: 'failure', ...f, errorDetails: { ...f.errorDetails, userId: f.user.userId } };
+  return {
+    kind: 'failure',
+    ...f,
+    errorDetails: { ...f.errorDetails, userId: f.user.userId, region: f.user.region },
+  };
 }
 
 /** Amazon should not list a profile twice; if it does, the last one wins (one row per profile). */

@@ -9,16 +9,21 @@ export type SyncType = 'scheduled' | 'manual' | 'webhook';
 export const ABANDONED_ATTEMPT_REASON =
   'abandoned: the run that started this attempt ended without recording its outcome';
 
-/** A user claimed for one sync attempt, with the history row opened for it. */
+/**
+ * A connection (one oauth_tokens row: a user in one region) claimed for one sync attempt, with
+ * the history row opened for it. Everything the attempt writes stays within its region.
+ */
 export interface ClaimedUser {
+  /** The connection: oauth_tokens.id. */
+  readonly tokenId: string;
   readonly userId: string;
   readonly historyId: string;
   /** The stored access token (`enc:v1:…` or legacy plaintext). */
   readonly storedAccessToken: string;
   readonly region: AmazonRegion;
-  /** Failed attempts in a row so far (the highest of the user's accounts, or the user's own). */
+  /** Failed attempts in a row so far (the highest of the region's accounts, or the connection's own). */
   readonly retryCount: number;
-  /** How many accounts the user had before this attempt. */
+  /** How many accounts the user had in this region before this attempt. */
   readonly accountCount: number;
   /**
    * The accounts' sync_status before the claim marked them 'in_progress', to put back if the
@@ -32,7 +37,7 @@ export interface ClaimUsersOptions {
   readonly leaseSeconds: number;
   readonly limit: number;
   readonly syncType: SyncType;
-  /** Claim only this user (manual/webhook); due or not. @default - every due user */
+  /** Claim only this user's connections (manual/webhook); due or not. @default - every due connection */
   readonly userId?: string;
   /** Access tokens expiring sooner than this are not used (the refresh job renews them first). */
   readonly minTokenValiditySeconds: number;
@@ -41,17 +46,22 @@ export interface ClaimUsersOptions {
 }
 
 /**
- * Claims due users in one statement. A user is due when one of their accounts' next_sync_at
- * has passed (the spec's schedule) or their own sync_next_attempt_at has (a user without an
- * account yet, or one waiting for a retry); never while their token needs re-authorisation
- * (refresh off) or is about to expire (the refresh job renews it first). The claim takes the
- * user's sync lease on their oauth_tokens row with FOR UPDATE SKIP LOCKED, so concurrent
- * invocations claim disjoint users and each gets a full batch; the same statement marks the
- * user's accounts 'in_progress', closes the user's history rows that a run which died left
- * 'started' ('failed', {@link ABANDONED_ATTEMPT_REASON}) and opens one 'started' row per user.
+ * Claims due connections in one statement. The unit of work is a connection (an oauth_tokens
+ * row: one user in one region), because one GET /v2/profiles on a region's host with that
+ * connection's token lists that region's profiles. A connection is due when one of its
+ * region's accounts' next_sync_at has passed (the spec's schedule) or its own
+ * sync_next_attempt_at has (no account in its region yet, or waiting for a retry); never
+ * while its token needs re-authorisation (refresh off) or is about to expire (the refresh job
+ * renews it first). The claim takes the connection's sync lease with FOR UPDATE SKIP LOCKED,
+ * so concurrent invocations claim disjoint connections (two regions of one user may be worked
+ * on by two runs at once) and each gets a full batch; the same statement marks the region's
+ * accounts 'in_progress', closes the connection's history rows that a run which died left
+ * 'started' ('failed', {@link ABANDONED_ATTEMPT_REASON}) and opens one 'started' row per
+ * connection, with its region.
  */
 export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<ClaimedUser[]> {
   const { rows } = await db.query<{
+    token_id: string;
     user_id: string;
     history_id: string;
     access_token: string;
@@ -62,16 +72,16 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
     other_statuses: Record<string, string> | null;
   }>(
     `WITH due AS (
-       SELECT ua.user_id FROM user_accounts ua
+       SELECT ua.user_id, ua.region FROM user_accounts ua
         WHERE :userId::uuid IS NULL AND ua.next_sync_at <= now() AND ua.sync_status <> 'reauth_required'
        UNION
-       SELECT t.user_id FROM oauth_tokens t
+       SELECT t.user_id, t.region FROM oauth_tokens t
         WHERE :userId::uuid IS NULL AND t.sync_next_attempt_at <= now()
        UNION
-       SELECT :userId::uuid WHERE :userId::uuid IS NOT NULL
+       SELECT t.user_id, t.region FROM oauth_tokens t WHERE t.user_id = :userId::uuid
      ), candidates AS (
        SELECT t.id FROM oauth_tokens t
-        WHERE t.user_id IN (SELECT user_id FROM due)
+        WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
           AND t.proactive_refresh_enabled = TRUE
           AND t.expires_at > now() + make_interval(secs => :minTokenValiditySeconds)
           AND (t.sync_lease_expires_at IS NULL OR t.sync_lease_expires_at < now())
@@ -89,44 +99,50 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
        UPDATE oauth_tokens t
           SET sync_lease_owner = :owner, sync_lease_expires_at = now() + make_interval(secs => :leaseSeconds)
          FROM sized c WHERE t.id = c.id
-       RETURNING t.user_id, t.access_token, t.region, t.sync_retry_count
+       RETURNING t.id, t.user_id, t.access_token, t.region, t.sync_retry_count
      ), accounts AS (
-       SELECT ua.user_id, max(ua.sync_retry_count) AS retry_count, count(*)::int AS account_count,
+       -- The connection's accounts: the user's accounts in its region.
+       SELECT c.id AS token_id, max(ua.sync_retry_count) AS retry_count, count(*)::int AS account_count,
               (array_agg(ua.id ORDER BY ua.next_sync_at, ua.id))[1] AS first_account_id,
               mode() WITHIN GROUP (ORDER BY ua.sync_status) AS usual_status
-         FROM user_accounts ua JOIN claimed c ON c.user_id = ua.user_id
-        GROUP BY ua.user_id
+         FROM user_accounts ua JOIN claimed c ON c.user_id = ua.user_id AND c.region = ua.region
+        GROUP BY c.id
      ), other_statuses AS (
        -- (this statement's snapshot: the statuses as they were before in_progress below)
-       SELECT ua.user_id, jsonb_object_agg(ua.id, ua.sync_status) AS statuses
-         FROM user_accounts ua JOIN accounts a ON a.user_id = ua.user_id
+       SELECT c.id AS token_id, jsonb_object_agg(ua.id, ua.sync_status) AS statuses
+         FROM user_accounts ua
+         JOIN claimed c ON c.user_id = ua.user_id AND c.region = ua.region
+         JOIN accounts a ON a.token_id = c.id
         WHERE ua.sync_status <> a.usual_status
-        GROUP BY ua.user_id
+        GROUP BY c.id
      ), abandoned AS (
-       -- History rows a run opened for these users and never closed: that run is gone (its
-       -- lease, which outlasts the function's timeout, has expired).
+       -- History rows a run opened for these connections and never closed: that run is gone
+       -- (its lease, which outlasts the function's timeout, has expired). Rows from before
+       -- connections per region have no region; they were for the user's only connection.
        UPDATE account_sync_history h
           SET sync_status = 'failed', completed_at = greatest(now(), h.started_at),
               error_details = jsonb_build_object('reason', :abandonedReason::text, 'abandoned', true)
          FROM claimed c
         WHERE h.sync_status = 'started' AND h.metadata->>'userId' = c.user_id::text
+          AND (h.region = c.region OR h.region IS NULL)
      ), in_progress AS (
        UPDATE user_accounts ua SET sync_status = 'in_progress', updated_at = now()
-         FROM claimed c WHERE ua.user_id = c.user_id AND ua.sync_status <> 'reauth_required'
+         FROM claimed c
+        WHERE ua.user_id = c.user_id AND ua.region = c.region AND ua.sync_status <> 'reauth_required'
      ), history AS (
-       INSERT INTO account_sync_history (user_account_id, sync_type, sync_status, metadata)
+       INSERT INTO account_sync_history (user_account_id, sync_type, sync_status, metadata, region)
        SELECT a.first_account_id, :syncType, 'started',
-              jsonb_build_object('userId', c.user_id, 'accountsBefore', coalesce(a.account_count, 0))
-         FROM claimed c LEFT JOIN accounts a ON a.user_id = c.user_id
-       RETURNING id, (metadata->>'userId')::uuid AS user_id
+              jsonb_build_object('userId', c.user_id, 'accountsBefore', coalesce(a.account_count, 0)), c.region
+         FROM claimed c LEFT JOIN accounts a ON a.token_id = c.id
+       RETURNING id, (metadata->>'userId')::uuid AS user_id, region
      )
-     SELECT c.user_id, h.id AS history_id, c.access_token, c.region,
+     SELECT c.id AS token_id, c.user_id, h.id AS history_id, c.access_token, c.region,
             greatest(c.sync_retry_count, coalesce(a.retry_count, 0)) AS retry_count, a.account_count,
             a.usual_status, o.statuses AS other_statuses
        FROM claimed c
-       JOIN history h ON h.user_id = c.user_id
-       LEFT JOIN accounts a ON a.user_id = c.user_id
-       LEFT JOIN other_statuses o ON o.user_id = c.user_id`,
+       JOIN history h ON h.user_id = c.user_id AND h.region = c.region
+       LEFT JOIN accounts a ON a.token_id = c.id
+       LEFT JOIN other_statuses o ON o.token_id = c.id`,
     {
       owner: sqlUuid(o.owner),
       leaseSeconds: o.leaseSeconds,
@@ -140,6 +156,7 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
     },
   );
   return rows.map((r) => ({
+    tokenId: r.token_id,
     userId: r.user_id,
     historyId: r.history_id,
     storedAccessToken: r.access_token,
@@ -151,9 +168,9 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
 }
 
 /**
- * How many users a scheduled claim would take now (the claim's conditions, read only): for a
- * dry run. `waitingForToken` counts due users whose access token expires too soon (the
- * refresh job renews it first), and `needReauth` the accounts a run would flag for
+ * How many connections a scheduled claim would take now (the claim's conditions, read only):
+ * for a dry run. `waitingForToken` counts due connections whose access token expires too soon
+ * (the refresh job renews it first), and `needReauth` the accounts a run would flag for
  * re-authorisation.
  */
 export async function countDueUsers(
@@ -162,18 +179,19 @@ export async function countDueUsers(
 ): Promise<{ due: number; waitingForToken: number; needReauth: number }> {
   const { rows } = await db.query<{ due: number; waiting: number; reauth: number }>(
     `WITH due AS (
-       SELECT ua.user_id FROM user_accounts ua WHERE ua.next_sync_at <= now() AND ua.sync_status <> 'reauth_required'
+       SELECT ua.user_id, ua.region FROM user_accounts ua
+        WHERE ua.next_sync_at <= now() AND ua.sync_status <> 'reauth_required'
        UNION
-       SELECT t.user_id FROM oauth_tokens t WHERE t.sync_next_attempt_at <= now()
+       SELECT t.user_id, t.region FROM oauth_tokens t WHERE t.sync_next_attempt_at <= now()
      ), tokens AS (
        SELECT t.expires_at > now() + make_interval(secs => :minTokenValiditySeconds) AS usable FROM oauth_tokens t
-        WHERE t.user_id IN (SELECT user_id FROM due)
+        WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
           AND t.proactive_refresh_enabled = TRUE
           AND (t.sync_lease_expires_at IS NULL OR t.sync_lease_expires_at < now())
      )
      SELECT (SELECT count(*) FILTER (WHERE usable) FROM tokens)::int AS due,
             (SELECT count(*) FILTER (WHERE NOT usable) FROM tokens)::int AS waiting,
-            (SELECT count(*) FROM user_accounts ua JOIN oauth_tokens t ON t.user_id = ua.user_id
+            (SELECT count(*) FROM user_accounts ua JOIN oauth_tokens t ON t.user_id = ua.user_id AND t.region = ua.region
               WHERE t.proactive_refresh_enabled = FALSE AND ua.sync_status <> 'reauth_required')::int AS reauth`,
     { minTokenValiditySeconds: o.minTokenValiditySeconds },
   );
@@ -222,7 +240,9 @@ export const ATTRIBUTION_PROFILE_MESSAGE = 'Amazon Attribution profile: not an a
 const WRITE_BACK_BYTES = 3_000_000;
 
 interface UserRow {
+  readonly token_id: string;
   readonly user_id: string;
+  readonly region: AmazonRegion;
   readonly history_id: string;
   readonly kind: UserSyncOutcome['kind'];
   readonly profile_ids: readonly string[];
@@ -239,6 +259,7 @@ interface UserRow {
 
 interface AccountRow {
   readonly user_id: string;
+  readonly region: AmazonRegion;
   readonly amazon_account_id: string;
   readonly metadata: Record<string, unknown>;
   readonly next_sync_at: Date;
@@ -269,18 +290,19 @@ export interface SaveOptions {
 
 /**
  * Writes a batch of outcomes back: one statement (data-modifying CTEs) per ~3 MB, so one for
- * a normal batch:
+ * a normal batch. Every outcome is one connection's, and only the accounts of its region are
+ * touched (a sync of NA never changes an EU account):
  * - success: profiles upserted (metadata merged into what is there, status 'active', sync
  *   'completed', retry 0, next regular sync); accounts Amazon no longer returns are kept (history
  *   and references stay intact) but set 'inactive' with MISSING_PROFILE_MESSAGE and a
  *   `missingFromAmazonSince` metadata key, and come back to 'active' if the profile reappears;
  *   stored accounts that are Amazon Attribution profiles are set 'inactive' with
  *   ATTRIBUTION_PROFILE_MESSAGE;
- * - failure: the user's accounts 'failed', retry count + 1, message, retry time;
+ * - failure: the region's accounts 'failed', retry count + 1, message, retry time;
  * - every attempt: the history row closed ('success' | 'failed', counts, error_details), the
- *   lease released and the user's own schedule updated: after a success the user is due again
- *   only through their accounts (or, with none, at the next regular time); after a failure at
- *   the retry time.
+ *   lease released and the connection's own schedule updated: after a success it is due again
+ *   only through its region's accounts (or, with none, at the next regular time); after a
+ *   failure at the retry time.
  * Every statement writes only for users whose sync lease this run still holds (a run whose
  * lease expired and was taken over writes nothing). A user whose accounts alone exceed the
  * budget (thousands of profiles) has them upserted in chunks first. A statement the database
@@ -310,7 +332,9 @@ export async function saveOutcomes(
 
 function toUserWrite(o: UserSyncOutcome): UserWrite {
   const user: UserRow = {
+    token_id: o.user.tokenId,
     user_id: o.user.userId,
+    region: o.user.region,
     history_id: o.user.historyId,
     kind: o.kind,
     profile_ids: o.kind === 'success' ? o.accounts.map((a) => a.amazonAccountId) : [],
@@ -328,6 +352,7 @@ function toUserWrite(o: UserSyncOutcome): UserWrite {
     o.kind === 'success'
       ? o.accounts.map((a) => ({
           user_id: o.user.userId,
+          region: o.user.region,
           amazon_account_id: a.amazonAccountId,
           metadata: a.metadata,
           next_sync_at: o.nextSyncAt,
@@ -391,10 +416,13 @@ async function writeUsers(
   );
 }
 
-const UPSERT_ACCOUNTS = `INSERT INTO user_accounts AS ua (user_id, amazon_account_id, status, metadata, sync_status, sync_error_message, sync_retry_count, next_sync_at, updated_at)
-       SELECT user_id, amazon_account_id, 'active', metadata, 'completed', NULL, 0, next_sync_at, now() FROM a
+// region = EXCLUDED.region: an account belongs to the region whose profiles list it (this
+// also corrects an account that migration 0012 could only guess the region of).
+const UPSERT_ACCOUNTS = `INSERT INTO user_accounts AS ua (user_id, amazon_account_id, region, status, metadata, sync_status, sync_error_message, sync_retry_count, next_sync_at, updated_at)
+       SELECT user_id, amazon_account_id, region, 'active', metadata, 'completed', NULL, 0, next_sync_at, now() FROM a
        ON CONFLICT (user_id, amazon_account_id) DO UPDATE
          SET status = CASE WHEN ua.status = 'pending' OR ua.metadata ? 'missingFromAmazonSince' THEN 'active' ELSE ua.status END,
+             region = EXCLUDED.region,
              metadata = (ua.metadata - 'missingFromAmazonSince') || EXCLUDED.metadata,
              sync_status = 'completed', sync_error_message = NULL, sync_retry_count = 0,
              next_sync_at = EXCLUDED.next_sync_at, updated_at = now()`;
@@ -404,8 +432,8 @@ async function upsertAccounts(db: Database, owner: string, accounts: readonly Ac
   if (accounts.length === 0) return;
   await db.query(
     `WITH a AS (
-       SELECT x.* FROM jsonb_to_recordset(:accounts::jsonb) AS x(user_id uuid, amazon_account_id text, metadata jsonb, next_sync_at timestamptz)
-         JOIN oauth_tokens t ON t.user_id = x.user_id AND t.sync_lease_owner = :owner
+       SELECT x.* FROM jsonb_to_recordset(:accounts::jsonb) AS x(user_id uuid, region text, amazon_account_id text, metadata jsonb, next_sync_at timestamptz)
+         JOIN oauth_tokens t ON t.user_id = x.user_id AND t.region = x.region AND t.sync_lease_owner = :owner
      )
      ${UPSERT_ACCOUNTS}`,
     { accounts: sqlJson(accounts), owner: sqlUuid(owner) },
@@ -422,15 +450,15 @@ async function writeUserOutcomes(
   const { rows } = await db.query<{ missing: number }>(
     `WITH input AS (
        SELECT * FROM jsonb_to_recordset(:users::jsonb) AS x(
-         user_id uuid, history_id uuid, kind text, profile_ids jsonb, excluded_ids jsonb, synced int, failed int,
+         token_id uuid, user_id uuid, region text, history_id uuid, kind text, profile_ids jsonb, excluded_ids jsonb, synced int, failed int,
          error text, error_details jsonb, next_at timestamptz, usual_status text, other_statuses jsonb)
      ), u AS (
-       -- Only users whose lease this run still holds (locked, so no run takes it meanwhile).
-       SELECT input.* FROM input JOIN oauth_tokens t ON t.user_id = input.user_id AND t.sync_lease_owner = :owner
+       -- Only connections whose lease this run still holds (locked, so no run takes it meanwhile).
+       SELECT input.* FROM input JOIN oauth_tokens t ON t.id = input.token_id AND t.sync_lease_owner = :owner
           FOR UPDATE OF t
      ), a AS (
-       SELECT * FROM jsonb_to_recordset(:accounts::jsonb) AS x(user_id uuid, amazon_account_id text, metadata jsonb, next_sync_at timestamptz)
-        WHERE x.user_id IN (SELECT user_id FROM u)
+       SELECT * FROM jsonb_to_recordset(:accounts::jsonb) AS x(user_id uuid, region text, amazon_account_id text, metadata jsonb, next_sync_at timestamptz)
+        WHERE (x.user_id, x.region) IN (SELECT user_id, region FROM u)
      ), upserted AS (
        ${UPSERT_ACCOUNTS}
        RETURNING 1
@@ -440,7 +468,8 @@ async function writeUserOutcomes(
               sync_retry_count = 0, next_sync_at = u.next_at, updated_at = now(),
               metadata = ua.metadata || jsonb_build_object('missingFromAmazonSince', coalesce(ua.metadata->'missingFromAmazonSince', to_jsonb(now())))
          FROM u
-        WHERE u.kind = 'success' AND ua.user_id = u.user_id AND NOT (u.profile_ids ? ua.amazon_account_id)
+        WHERE u.kind = 'success' AND ua.user_id = u.user_id AND ua.region = u.region
+          AND NOT (u.profile_ids ? ua.amazon_account_id)
           AND NOT (u.excluded_ids ? ua.amazon_account_id) AND ua.sync_status <> 'reauth_required'
        RETURNING 1
      ), excluded AS (
@@ -448,19 +477,20 @@ async function writeUserOutcomes(
           SET status = 'inactive', sync_status = 'completed', sync_error_message = :attributionMessage,
               sync_retry_count = 0, next_sync_at = u.next_at, updated_at = now()
          FROM u
-        WHERE u.kind = 'success' AND ua.user_id = u.user_id AND u.excluded_ids ? ua.amazon_account_id
+        WHERE u.kind = 'success' AND ua.user_id = u.user_id AND ua.region = u.region AND u.excluded_ids ? ua.amazon_account_id
           AND ua.sync_status <> 'reauth_required'
      ), failed AS (
        UPDATE user_accounts ua
           SET sync_status = 'failed', sync_error_message = u.error, sync_retry_count = ua.sync_retry_count + 1,
               next_sync_at = u.next_at, updated_at = now()
          FROM u
-        WHERE u.kind = 'failure' AND ua.user_id = u.user_id AND ua.sync_status <> 'reauth_required'
+        WHERE u.kind = 'failure' AND ua.user_id = u.user_id AND ua.region = u.region AND ua.sync_status <> 'reauth_required'
        RETURNING 1
      ), released AS (
        UPDATE user_accounts ua
           SET sync_status = coalesce(u.other_statuses ->> ua.id::text, u.usual_status), updated_at = now()
-         FROM u WHERE u.kind = 'released' AND ua.user_id = u.user_id AND ua.sync_status = 'in_progress'
+         FROM u
+        WHERE u.kind = 'released' AND ua.user_id = u.user_id AND ua.region = u.region AND ua.sync_status = 'in_progress'
        RETURNING 1
      ), closed AS (
        UPDATE account_sync_history h
@@ -477,7 +507,7 @@ async function writeUserOutcomes(
               sync_retry_count = CASE u.kind WHEN 'success' THEN 0 WHEN 'failure' THEN t.sync_retry_count + 1 ELSE t.sync_retry_count END,
               sync_last_error = CASE u.kind WHEN 'success' THEN NULL WHEN 'failure' THEN u.error ELSE t.sync_last_error END
          FROM u
-        WHERE t.user_id = u.user_id AND t.sync_lease_owner = :owner
+        WHERE t.id = u.token_id AND t.sync_lease_owner = :owner
      )
      SELECT count(*)::int AS missing FROM missing`,
     {
@@ -492,16 +522,17 @@ async function writeUserOutcomes(
 }
 
 /**
- * Makes sure the accounts of users whose token needs re-authorisation say so (the token
- * refresh sets this when it turns refresh off; this catches tokens turned off any other way).
- * Returns how many accounts were newly flagged.
+ * Makes sure the accounts of connections that need re-authorisation say so, region by region
+ * (the token refresh sets this when it turns refresh off; this catches connections turned off
+ * any other way). Returns how many accounts were newly flagged.
  */
 export async function flagAccountsNeedingReauth(db: Database, message: string): Promise<number> {
   const { rows } = await db.query<{ n: number }>(
     `WITH flagged AS (
        UPDATE user_accounts ua SET sync_status = 'reauth_required', sync_error_message = :message, updated_at = now()
          FROM oauth_tokens t
-        WHERE t.user_id = ua.user_id AND t.proactive_refresh_enabled = FALSE AND ua.sync_status <> 'reauth_required'
+        WHERE t.user_id = ua.user_id AND t.region = ua.region AND t.proactive_refresh_enabled = FALSE
+          AND ua.sync_status <> 'reauth_required'
        RETURNING 1
      ) SELECT count(*)::int AS n FROM flagged`,
     { message },

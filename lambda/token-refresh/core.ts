@@ -3,11 +3,14 @@ import { AmazonFailure, classifyAmazonError } from '../shared/amazon/failure';
 import type { Database } from '../shared/db/port';
 import {
   addCounts,
+  addRegionalCounts,
+  countInRegion,
   describeError,
   JobRunContext,
   jobRunContext,
   JobRuntime,
   nextRetryAt,
+  RegionalCounts,
 } from '../shared/jobs/runtime';
 import { runPipeline } from '../shared/jobs/pipeline';
 import { METRIC_NAMES } from '../shared/jobs/metrics';
@@ -135,6 +138,8 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
   const started = Date.now();
   const callsBefore = deps.db.callCounts().total;
   const owner = randomUUID();
+  /** Failures and 429s by region, for the per-region graphs. */
+  const regional: Record<string, RegionalCounts> = {};
   const totals = {
     claimed: 0,
     refreshed: 0,
@@ -192,7 +197,7 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
           logger: deps.logger,
           random: context.random,
         });
-        tallyTokenOutcomes(deps, totals, written);
+        tallyTokenOutcomes(deps, totals, written, regional);
         totals.notWritten += unwritten.length;
       },
       flushAfterMs: s.flushAfterMs,
@@ -224,6 +229,7 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
     [METRIC_NAMES.rateLimitHits]: summary.rateLimited,
     [METRIC_NAMES.dataApiCalls]: summary.databaseCalls,
   });
+  addRegionalCounts(deps.metrics, regional);
   deps.logger.info('Token refresh run finished', { ...summary });
   return summary;
 }
@@ -233,12 +239,18 @@ function tallyTokenOutcomes(
   deps: TokenRefreshDeps,
   totals: { refreshed: number; released: number; failed: number; rateLimited: number; reauthRequired: number },
   outcomes: readonly Outcome[],
+  regional: Record<string, RegionalCounts>,
 ): void {
   for (const o of outcomes) {
     if (o.kind === 'success') totals.refreshed += 1;
     else if (o.kind === 'released') totals.released += 1;
-    else if (o.result.countsAsFailure) totals.failed += 1;
-    else totals.rateLimited += 1;
+    else if (o.result.countsAsFailure) {
+      totals.failed += 1;
+      countInRegion(regional, METRIC_NAMES.refreshFailures, o.result.token.region);
+    } else {
+      totals.rateLimited += 1;
+      countInRegion(regional, METRIC_NAMES.rateLimitHits, o.result.token.region);
+    }
     if (o.kind === 'failure' && o.reauth) totals.reauthRequired += 1;
     if (o.kind === 'failure') {
       deps.logger.warn('Token refresh failed', {

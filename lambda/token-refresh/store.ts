@@ -171,8 +171,9 @@ export interface RejectedResult {
  * Writes a batch's results back, set-based: one statement per ~1.5 MB of results (one for a
  * normal batch), instead of one UPDATE per token. Each outcome is its own data-modifying CTE:
  * - `succeeded`: the new values, refresh failures reset;
- * - `failed`: count (+0 for a 429), error, backoff, refresh off where it must stop, and (in
- *   `flagged`) the user's accounts flagged for re-authorisation;
+ * - `failed`: count (+0 for a 429), error, backoff, refresh off where it must stop, and (the
+ *   last UPDATE) the accounts of that connection's region flagged for re-authorisation (a user's
+ *   connections in other regions, and their accounts, are left alone);
  * - `given_back`: released tokens, and results for a token the web app replaced meanwhile;
  * every one of them releases the lease. Two guards, on every statement:
  * - `refresh_lease_owner = :owner`: a run whose lease expired (and that another run may have
@@ -258,7 +259,7 @@ async function writeResultRows(db: Database, owner: string, rows: readonly Resul
               refresh_lease_owner = NULL, refresh_lease_expires_at = NULL, updated_at = now()
          FROM r
         WHERE r.kind = 'failure' AND t.id = r.id AND t.refresh_lease_owner = :owner AND md5(t.refresh_token) = r.claimed_md5
-       RETURNING t.id
+       RETURNING t.id, t.user_id, t.region
      ), given_back AS (
        UPDATE oauth_tokens t
           SET refresh_lease_owner = NULL, refresh_lease_expires_at = NULL
@@ -266,10 +267,11 @@ async function writeResultRows(db: Database, owner: string, rows: readonly Resul
         WHERE t.id = r.id AND t.refresh_lease_owner = :owner
           AND (r.kind = 'released' OR md5(t.refresh_token) IS DISTINCT FROM r.claimed_md5)
      )
+     -- Only the accounts of this connection's region: the user's other connections are fine.
      UPDATE user_accounts ua
         SET sync_status = 'reauth_required', sync_error_message = r.reauth_reason, updated_at = now()
        FROM r JOIN failed f ON f.id = r.id
-      WHERE r.reauth_user IS NOT NULL AND ua.user_id = r.reauth_user`,
+      WHERE r.reauth_user IS NOT NULL AND ua.user_id = f.user_id AND ua.region = f.region`,
     { results: sqlJson(rows), owner: sqlUuid(owner) },
   );
 }

@@ -17,6 +17,13 @@ import { FakeProfile, profilesToWireJson } from './profiles';
  * (`LWA_TOKEN_URL` / `ADS_API_URL` take the same templates.) A Host header naming one of
  * Amazon's regional hosts (api.amazon.co.uk, advertising-api-fe.amazon.com…) also selects the region.
  *
+ * Regions are kept apart as Amazon Ads keeps them: a region's host lists only that region's
+ * profiles, and a user connected per region (FakeUser.region, one addUser per connection) has
+ * a refresh token that only that region's token endpoint accepts (`invalid_grant` elsewhere)
+ * and access tokens that only that region's Ads host accepts (401 elsewhere), so a job that
+ * uses the wrong host fails loudly. A FakeUser without a region is one connection valid in
+ * every region (its profiles still filtered by the host's region).
+ *
  * Behaviour is deterministic for a given seed and request order.
  */
 export interface FakeAmazonKnobs {
@@ -48,6 +55,11 @@ export type RefreshTokenMode = 'echo' | 'omit' | 'rotate';
 export interface FakeUser {
   /** Any id (the tests use users.id). */
   readonly userId: string;
+  /**
+   * The region of this connection: its tokens work only on that region's hosts. A user may be
+   * added once per region. @default - one connection valid in every region
+   */
+  readonly region?: AmazonRegion;
   /** The user's current refresh token. */
   readonly refreshToken: string;
   /** An access token the Ads API accepts before any refresh. @default `Atza|fake-initial-<userId>` */
@@ -76,10 +88,10 @@ export interface StartFakeAmazonOptions {
 export interface FakeAmazonCounters {
   /** Token endpoint calls that carried this refresh token (whatever the answer). */
   refreshCalls(refreshToken: string): number;
-  /** Successful refreshes of this user's tokens. */
-  refreshSuccesses(userId: string): number;
-  /** Profiles calls authenticated as this user (whatever the answer). */
-  profileCalls(userId: string): number;
+  /** Successful refreshes of this user's tokens (at that region's token endpoint only, if given). */
+  refreshSuccesses(userId: string, region?: AmazonRegion): number;
+  /** Profiles calls authenticated as this user (whatever the answer; on that region's host only, if given). */
+  profileCalls(userId: string, region?: AmazonRegion): number;
   /** Calls per endpoint. */
   total(endpoint: FakeEndpoint): number;
   /** Answers per endpoint and HTTP status (hangs count as status 0). */
@@ -98,19 +110,25 @@ export interface FakeAmazon {
   readonly clientSecret: string;
   /** Replaces the client secret (as rotating it at Amazon does): the old one gets invalid_client. */
   rotateClientSecret(secret: string): void;
+  /** Adds a user's connection (one per region, or one for every region). */
   addUser(user: FakeUser): void;
-  /** Adds profiles to a user. */
+  /** Adds profiles to a user (listed on their region's host to the user's connection there). */
   addProfiles(userId: string, profiles: readonly FakeProfile[]): void;
   /** Stops listing these profiles for the user (as when an account is closed or unlinked). */
   removeProfiles(userId: string, profileIds: readonly string[]): void;
-  /** The refresh token now valid for the user (changes under `rotate`). */
-  currentRefreshToken(userId: string): string;
-  /** Access tokens issued to the user so far, the initial one included. */
-  accessTokens(userId: string): string[];
-  /** Revokes the user's refresh token: the token endpoint answers `invalid_grant`. */
-  revoke(userId: string): void;
-  /** Invalidates the user's access tokens: the Ads API answers 401. */
-  expireAccessTokens(userId: string): void;
+  /** The refresh token now valid for the user's connection (changes under `rotate`); `region` picks one of several. */
+  currentRefreshToken(userId: string, region?: AmazonRegion): string;
+  /** Access tokens issued to the user's connection so far, the initial one included. */
+  accessTokens(userId: string, region?: AmazonRegion): string[];
+  /** Revokes the refresh token of the user's connection in `region` (every connection without it): `invalid_grant`. */
+  revoke(userId: string, region?: AmazonRegion): void;
+  /**
+   * The user consents again for the connection in `region`: a fresh refresh token is issued
+   * (the old one stays invalid, a revocation is lifted) and returned, for the test to store.
+   */
+  reconnect(userId: string, region?: AmazonRegion): string;
+  /** Invalidates the access tokens of the user's connection in `region` (all without it): the Ads API answers 401. */
+  expireAccessTokens(userId: string, region?: AmazonRegion): void;
   /** Changes knobs for one endpoint or both; failFirstN restarts counting. */
   setKnobs(knobs: Partial<FakeAmazonKnobs>, endpoint?: FakeEndpoint): void;
   readonly counters: FakeAmazonCounters;
@@ -139,6 +157,7 @@ const REGION_HOSTS: Record<string, AmazonRegion> = {
 
 interface UserState {
   readonly userId: string;
+  readonly region?: AmazonRegion;
   refreshToken: string;
   revoked: boolean;
   readonly mode: RefreshTokenMode;
@@ -169,7 +188,8 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
     ads: { ...DEFAULT_KNOBS, ...options.knobs },
   };
   const callsSinceKnobs: Record<FakeEndpoint, number> = { lwa: 0, ads: 0 };
-  const users = new Map<string, UserState>();
+  /** Each user's connections. */
+  const users = new Map<string, UserState[]>();
   const byRefreshToken = new Map<string, UserState>();
   const byAccessToken = new Map<string, UserState>();
   const refreshCalls = new Map<string, number>();
@@ -180,11 +200,27 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
   const sockets = new Set<Socket>();
   const bump = (map: Map<string, number>, key: string) => map.set(key, (map.get(key) ?? 0) + 1);
 
-  function user(userId: string): UserState {
-    const state = users.get(userId);
-    if (!state) throw new Error(`Fake Amazon: unknown user ${userId}`);
-    return state;
+  /** The user's connections, or the one in `region` (a connection for every region counts too). */
+  function connections(userId: string, region?: AmazonRegion): UserState[] {
+    const all = users.get(userId) ?? [];
+    const found = region === undefined ? all : all.filter((c) => c.region === region || c.region === undefined);
+    if (found.length === 0) throw new Error(`Fake Amazon: unknown user ${userId}${region ? ` in ${region}` : ''}`);
+    return found;
   }
+
+  function user(userId: string, region?: AmazonRegion): UserState {
+    const found = connections(userId, region);
+    if (found.length > 1) throw new Error(`Fake Amazon: user ${userId} has several connections; name the region`);
+    return found[0];
+  }
+
+  /** Counters per user, and per user and region of the host called. */
+  const bumpUser = (map: Map<string, number>, userId: string, region: AmazonRegion) => {
+    bump(map, userId);
+    bump(map, `${userId}/${region}`);
+  };
+  const userCount = (map: Map<string, number>, userId: string, region?: AmazonRegion) =>
+    map.get(region ? `${userId}/${region}` : userId) ?? 0;
 
   function answer(
     res: ServerResponse,
@@ -244,7 +280,12 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
     return truncated ? '[{"profileId":12' : '[{"profileId":"not-a-number","countryCode":1}]';
   }
 
-  async function tokenEndpoint(req: IncomingMessage, res: ServerResponse, body: string): Promise<void> {
+  async function tokenEndpoint(
+    req: IncomingMessage,
+    res: ServerResponse,
+    body: string,
+    region: AmazonRegion,
+  ): Promise<void> {
     totals.lwa += 1;
     const form = new URLSearchParams(body);
     const refreshToken = form.get('refresh_token');
@@ -263,20 +304,23 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
     if (form.get('client_id') !== clientId || form.get('client_secret') !== clientSecret)
       return error(401, 'invalid_client', 'Client authentication failed');
     const state = byRefreshToken.get(refreshToken);
-    if (!state || state.revoked || state.refreshToken !== refreshToken)
+    // A connection's refresh token is good only at its own region's endpoint.
+    if (!state || state.revoked || state.refreshToken !== refreshToken || (state.region && state.region !== region))
       return error(400, 'invalid_grant', 'The request has an invalid grant parameter : refresh_token');
     const bad = malformed('lwa');
     if (bad !== undefined) return answer(res, 'lwa', 200, bad);
     state.issued += 1;
-    const accessToken = `Atza|fake-${state.userId}-${state.issued}`;
+    // Named per connection: two regions' tokens never collide.
+    const name = `${state.userId}${state.region ? `-${state.region}` : ''}-${state.issued}`;
+    const accessToken = `Atza|fake-${name}`;
     state.accessTokens.push(accessToken);
     byAccessToken.set(accessToken, state);
     if (state.mode === 'rotate') {
       byRefreshToken.delete(state.refreshToken);
-      state.refreshToken = `Atzr|fake-${state.userId}-${state.issued}`;
+      state.refreshToken = `Atzr|fake-${name}`;
       byRefreshToken.set(state.refreshToken, state);
     }
-    bump(refreshSuccesses, state.userId);
+    bumpUser(refreshSuccesses, state.userId, region);
     answer(
       res,
       'lwa',
@@ -294,7 +338,7 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
     totals.ads += 1;
     const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
     const state = token ? byAccessToken.get(token) : undefined;
-    if (state) bump(profileCalls, state.userId);
+    if (state) bumpUser(profileCalls, state.userId, region);
     if (await misbehave(res, 'ads')) return;
     const unauthorized = () =>
       answer(
@@ -305,6 +349,8 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
       );
     if (req.method !== 'GET') return answer(res, 'ads', 405, '{"code":"405","details":"Method Not Allowed"}');
     if (!state || req.headers['amazon-advertising-api-clientid'] !== clientId) return unauthorized();
+    // A connection's access token is good only on its own region's host.
+    if (state.region && state.region !== region) return unauthorized();
     const bad = malformed('ads');
     if (bad !== undefined) return answer(res, 'ads', 200, bad);
     answer(res, 'ads', 200, profilesToWireJson(state.profiles.filter((p) => p.region === region)));
@@ -322,7 +368,7 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
       const route = `/${segments.join('/')}`;
       const handled =
         route === '/auth/o2/token'
-          ? tokenEndpoint(req, res, Buffer.concat(chunks).toString('utf8'))
+          ? tokenEndpoint(req, res, Buffer.concat(chunks).toString('utf8'), region)
           : route === '/v2/profiles'
             ? profilesEndpoint(req, res, region)
             : Promise.resolve(
@@ -355,39 +401,51 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
       clientSecret = secret;
     },
     addUser(input) {
-      if (users.has(input.userId)) throw new Error(`Fake Amazon: user ${input.userId} exists`);
-      const accessToken = input.accessToken ?? `Atza|fake-initial-${input.userId}`;
+      const existing = users.get(input.userId) ?? [];
+      if (existing.some((c) => c.region === undefined || input.region === undefined || c.region === input.region))
+        throw new Error(`Fake Amazon: user ${input.userId} exists${input.region ? ` in ${input.region}` : ''}`);
+      const accessToken =
+        input.accessToken ?? `Atza|fake-initial-${input.userId}${input.region ? `-${input.region}` : ''}`;
       const state: UserState = {
         userId: input.userId,
+        region: input.region,
         refreshToken: input.refreshToken,
         revoked: false,
         mode: input.refreshTokenMode ?? 'echo',
         accessTokens: [accessToken],
-        profiles: [...(input.profiles ?? [])],
+        // One list per user, shared by the user's connections (each host lists its region's).
+        profiles: existing[0]?.profiles ?? [],
         issued: 0,
       };
-      users.set(input.userId, state);
+      state.profiles.push(...(input.profiles ?? []));
+      users.set(input.userId, [...existing, state]);
       byRefreshToken.set(input.refreshToken, state);
       byAccessToken.set(accessToken, state);
     },
     addProfiles(userId, profiles) {
-      user(userId).profiles.push(...profiles);
+      connections(userId)[0].profiles.push(...profiles);
     },
     removeProfiles(userId, profileIds) {
-      const state = user(userId);
-      state.profiles.splice(
-        0,
-        state.profiles.length,
-        ...state.profiles.filter((p) => !profileIds.includes(p.profileId)),
-      );
+      const shared = connections(userId)[0].profiles;
+      shared.splice(0, shared.length, ...shared.filter((p) => !profileIds.includes(p.profileId)));
     },
-    currentRefreshToken: (userId) => user(userId).refreshToken,
-    accessTokens: (userId) => [...user(userId).accessTokens],
-    revoke(userId) {
-      user(userId).revoked = true;
+    currentRefreshToken: (userId, region) => user(userId, region).refreshToken,
+    accessTokens: (userId, region) => [...user(userId, region).accessTokens],
+    revoke(userId, region) {
+      for (const state of connections(userId, region)) state.revoked = true;
     },
-    expireAccessTokens(userId) {
-      for (const token of user(userId).accessTokens) byAccessToken.delete(token);
+    reconnect(userId, region) {
+      const state = user(userId, region);
+      state.issued += 1;
+      byRefreshToken.delete(state.refreshToken);
+      state.refreshToken = `Atzr|fake-${userId}${state.region ? `-${state.region}` : ''}-reconnected-${state.issued}`;
+      state.revoked = false;
+      byRefreshToken.set(state.refreshToken, state);
+      return state.refreshToken;
+    },
+    expireAccessTokens(userId, region) {
+      for (const state of connections(userId, region))
+        for (const token of state.accessTokens) byAccessToken.delete(token);
     },
     setKnobs(changes, endpoint) {
       for (const e of endpoint ? [endpoint] : (['lwa', 'ads'] as const)) {
@@ -397,8 +455,8 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
     },
     counters: {
       refreshCalls: (refreshToken) => refreshCalls.get(refreshToken) ?? 0,
-      refreshSuccesses: (userId) => refreshSuccesses.get(userId) ?? 0,
-      profileCalls: (userId) => profileCalls.get(userId) ?? 0,
+      refreshSuccesses: (userId, region) => userCount(refreshSuccesses, userId, region),
+      profileCalls: (userId, region) => userCount(profileCalls, userId, region),
       total: (endpoint) => totals[endpoint],
       byStatus: (endpoint) => ({ ...statuses[endpoint] }),
     },

@@ -24,6 +24,8 @@ const upSql = (name: string) =>
 const UP_SQL = upSql(PRIVILEGES);
 /** 0011 narrows the jobs' role to columns and drops 0009's read-all policy on users for it. */
 const WORKER_GRANTS_UP_SQL = upSql('0011_worker-column-grants');
+/** 0014 grants the region columns of 0012 (a re-applied 0009 or 0011 takes them back). */
+const REGION_GRANTS_UP_SQL = upSql('0014_region-column-grants');
 
 /** What `authenticated` is meant to hold, column by column where the grant is per column. */
 const AUTHENTICATED = [
@@ -51,6 +53,7 @@ const AUTHENTICATED = [
     'next_sync_at',
     'created_at',
     'updated_at',
+    'region',
   ].map((c) => `authenticated SELECT (${c}) ON user_accounts`),
   'authenticated SELECT ON account_sync_history',
   'authenticated SELECT ON rate_limit_tracking',
@@ -252,7 +255,7 @@ describe.each([
     });
   });
 
-  test('0009 is idempotent: applied again (then 0011, which narrows the jobs’ role after it), nothing changes', async () => {
+  test('0009 is idempotent: applied again (then 0011 and 0014, which grant per column after it), nothing changes', async () => {
     const url = await scratch();
     const before = await snapshotSchema(url);
     await withClient(url, async (c) => {
@@ -260,6 +263,7 @@ describe.each([
         await c.query('BEGIN');
         await c.query(UP_SQL);
         await c.query(WORKER_GRANTS_UP_SQL);
+        await c.query(REGION_GRANTS_UP_SQL);
         await c.query('COMMIT');
       }
     });

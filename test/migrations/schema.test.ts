@@ -135,7 +135,8 @@ describe('indexes', () => {
 describe('constraints', () => {
   test.each([
     ['oauth_tokens.oauth_tokens_user_id_fkey', 'FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE'],
-    ['oauth_tokens.oauth_tokens_user_id_key', 'UNIQUE (user_id)'],
+    // 0012: one connection per user and region.
+    ['oauth_tokens.oauth_tokens_user_id_region_key', 'UNIQUE (user_id, region)'],
     ['user_accounts.user_accounts_user_id_fkey', 'FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE'],
     [
       'account_sync_history.account_sync_history_user_account_id_fkey',
@@ -249,6 +250,7 @@ describe('row level security', () => {
           'next_sync_at',
           'created_at',
           'updated_at',
+          'region',
         ]),
         ...columns('INSERT', 'rate_limit_tracking', [
           'user_id',

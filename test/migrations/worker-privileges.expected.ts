@@ -1,7 +1,7 @@
 /**
  * Every privilege the jobs' role `accounts_worker` holds, and the statement that needs it.
  * Granted by migration 0011 (per column; 0006's table-wide grants are gone, and nothing on
- * `users`). The test next to this file fails when the role holds anything not listed here,
+ * `users`) and 0014 (the region columns of 0012). The test next to this file fails when the role holds anything not listed here,
  * when a listed privilege is missing, and when no statement of the jobs needs one of them (it
  * revokes each in turn and replays every statement the jobs ran).
  *
@@ -61,6 +61,7 @@ export const EXPECTED_WORKER_PRIVILEGES: readonly string[] = [
   'SELECT (sync_status) ON user_accounts', // claimUsers, saveOutcomes, flagAccountsNeedingReauth: reauth_required stays
   'SELECT (sync_retry_count) ON user_accounts', // claimUsers returns the highest; saveOutcomes increments it
   'SELECT (next_sync_at) ON user_accounts', // claimUsers: due accounts
+  'SELECT (region) ON user_accounts', // claimUsers, saveOutcomes, saveResults, flagAccountsNeedingReauth: the connection's accounts
   'INSERT (user_id) ON user_accounts', // saveOutcomes: a new profile
   'INSERT (amazon_account_id) ON user_accounts', // saveOutcomes
   'INSERT (status) ON user_accounts', // saveOutcomes
@@ -70,6 +71,7 @@ export const EXPECTED_WORKER_PRIVILEGES: readonly string[] = [
   'INSERT (sync_retry_count) ON user_accounts', // saveOutcomes
   'INSERT (next_sync_at) ON user_accounts', // saveOutcomes
   'INSERT (updated_at) ON user_accounts', // saveOutcomes
+  'INSERT (region) ON user_accounts', // saveOutcomes: a new profile belongs to the synced region
   'UPDATE (status) ON user_accounts', // saveOutcomes: active again, or inactive when Amazon drops it
   'UPDATE (metadata) ON user_accounts', // saveOutcomes
   'UPDATE (sync_status) ON user_accounts', // claimUsers (in_progress), saveOutcomes, flagAccountsNeedingReauth
@@ -77,16 +79,19 @@ export const EXPECTED_WORKER_PRIVILEGES: readonly string[] = [
   'UPDATE (sync_retry_count) ON user_accounts', // saveOutcomes
   'UPDATE (next_sync_at) ON user_accounts', // saveOutcomes
   'UPDATE (updated_at) ON user_accounts', // claimUsers, saveOutcomes, flagAccountsNeedingReauth
+  'UPDATE (region) ON user_accounts', // saveOutcomes: a known profile takes the region that lists it
 
   // account_sync_history
   'SELECT (id) ON account_sync_history', // claimUsers returns it; saveOutcomes closes that row
   'SELECT (sync_status) ON account_sync_history', // claimUsers closes rows a dead run left 'started'
   'SELECT (started_at) ON account_sync_history', // saveOutcomes: completed_at is never before it
   'SELECT (metadata) ON account_sync_history', // claimUsers: RETURNING metadata->>'userId'
-  'INSERT (user_account_id) ON account_sync_history', // claimUsers opens one row per user
+  'SELECT (region) ON account_sync_history', // claimUsers: abandoned rows of the connection; RETURNING region
+  'INSERT (user_account_id) ON account_sync_history', // claimUsers opens one row per connection
   'INSERT (sync_type) ON account_sync_history', // claimUsers
   'INSERT (sync_status) ON account_sync_history', // claimUsers
   'INSERT (metadata) ON account_sync_history', // claimUsers
+  'INSERT (region) ON account_sync_history', // claimUsers: which connection the row is for
   'UPDATE (sync_status) ON account_sync_history', // saveOutcomes closes it
   'UPDATE (completed_at) ON account_sync_history', // saveOutcomes
   'UPDATE (accounts_synced) ON account_sync_history', // saveOutcomes

@@ -11,6 +11,12 @@ export const SERVICE_NAMES = {
   accountSync: 'account-sync',
 } as const;
 
+/**
+ * The dimension some metrics also carry per Amazon region (besides `service` and
+ * `environment`): the dashboard graphs them by region; the alarms read the metrics without it.
+ */
+export const METRIC_DIMENSIONS = { region: 'region' } as const;
+
 export const METRIC_NAMES = {
   tokensRefreshed: 'TokensRefreshed',
   refreshFailures: 'RefreshFailures',
@@ -20,4 +26,10 @@ export const METRIC_NAMES = {
   rateLimitHits: 'RateLimitHits',
   dataApiCalls: 'DataApiCalls',
   batchDurationMs: 'BatchDurationMs',
+} as const;
+
+/** The metrics also emitted per region (with the `region` dimension), by job. */
+export const REGIONAL_METRICS = {
+  tokenRefresh: [METRIC_NAMES.refreshFailures, METRIC_NAMES.rateLimitHits],
+  accountSync: [METRIC_NAMES.accountsFailed, METRIC_NAMES.rateLimitHits],
 } as const;

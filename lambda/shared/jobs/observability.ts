@@ -1,7 +1,7 @@
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import type { JobMetrics, MetricUnitName } from './runtime';
-import { METRICS_NAMESPACE } from './metrics';
+import { METRIC_DIMENSIONS, METRICS_NAMESPACE } from './metrics';
 import type { AppLogger } from '../logger';
 
 /**
@@ -31,6 +31,14 @@ export function createObservability(
       warn: (message, attributes) => logger.warn(message, attributes ?? {}),
       error: (message, attributes) => logger.error(message, attributes ?? {}),
     },
-    jobMetrics: { addMetric: (name, unit, value) => metrics.addMetric(name, units[unit], value) },
+    jobMetrics: {
+      addMetric: (name, unit, value) => metrics.addMetric(name, units[unit], value),
+      // A metric of its own (emitted at once) with the default dimensions plus `region`.
+      addRegionalMetric: (name, region, unit, value) => {
+        const single = metrics.singleMetric();
+        single.addDimension(METRIC_DIMENSIONS.region, region);
+        single.addMetric(name, units[unit], value);
+      },
+    },
   };
 }

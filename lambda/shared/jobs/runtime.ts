@@ -12,6 +12,34 @@ export type MetricUnitName = 'Count' | 'Milliseconds';
 
 export interface JobMetrics {
   addMetric(name: string, unit: MetricUnitName, value: number): void;
+  /**
+   * The same metric for one Amazon region only (a `region` dimension besides the usual ones),
+   * for the dashboard's per-region graphs; the alarms read the metric without it.
+   * @default - not recorded
+   */
+  addRegionalMetric?(name: string, region: AmazonRegion, unit: MetricUnitName, value: number): void;
+}
+
+/** Counts of one metric per region. */
+export type RegionalCounts = Partial<Record<AmazonRegion, number>>;
+
+/** Adds one to `region`'s count of `name`. */
+export function countInRegion(
+  counts: Record<string, RegionalCounts>,
+  name: string,
+  region: AmazonRegion,
+  by = 1,
+): void {
+  const byRegion = (counts[name] ??= {});
+  byRegion[region] = (byRegion[region] ?? 0) + by;
+}
+
+/** Adds one regional `Count` metric per metric and region counted (a run's totals by region). */
+export function addRegionalCounts(metrics: JobMetrics, counts: Readonly<Record<string, RegionalCounts>>): void {
+  if (!metrics.addRegionalMetric) return;
+  for (const [name, byRegion] of Object.entries(counts))
+    for (const [region, value] of Object.entries(byRegion))
+      metrics.addRegionalMetric(name, region as AmazonRegion, 'Count', value);
 }
 
 export interface JobRuntime {
@@ -33,11 +61,15 @@ export function addCounts(metrics: JobMetrics, counts: Readonly<Record<string, n
 /** A logger that drops everything (for callers that want none). */
 export const silentLogger: AppLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };
 
-/** A metrics sink that keeps totals per metric name (tests, `npm run job`, `npm start`). */
+/** A metrics sink that keeps totals per metric name, and per region (tests, `npm run job`, `npm start`). */
 export class MetricTotals implements JobMetrics {
   readonly totals: Record<string, number> = {};
+  readonly byRegion: Record<string, RegionalCounts> = {};
   addMetric(name: string, _unit: MetricUnitName, value: number): void {
     this.totals[name] = (this.totals[name] ?? 0) + value;
+  }
+  addRegionalMetric(name: string, region: AmazonRegion, _unit: MetricUnitName, value: number): void {
+    countInRegion(this.byRegion, name, region, value);
   }
 }
 
