@@ -89,14 +89,15 @@ AS $$
                b.rate_per_second + ceiling * recovery_per_second * greatest(0, extract(epoch FROM at_time - b.rate_at)::double precision))
 $$;
 
--- Reserves `wanted` consecutive slots when the first can start within max_wait_ms; otherwise
--- reserves nothing (granted 0) and says when the first free slot is. No slot starts before
+-- Reserves up to `wanted` consecutive slots (as many as start within p_horizon_ms from now)
+-- when the first can start within max_wait_ms; otherwise reserves nothing (granted 0) and says
+-- when the first free slot is (the caller waits until it is within the horizon and asks again). No slot starts before
 -- now + p_lead_ms: the answer's way back to the caller, so its first slot is not already late. Returns the first slot,
 -- the interval between slots and the rate they were spaced for.
 CREATE OR REPLACE FUNCTION public.reserve_amazon_requests(
   p_endpoint text, p_region text, p_ceiling double precision, p_wanted integer,
   p_max_wait_ms double precision, p_tolerance_ms double precision, p_recovery_per_second double precision,
-  p_lead_ms double precision)
+  p_lead_ms double precision, p_horizon_ms double precision)
 RETURNS TABLE (granted integer, first_slot_at timestamptz, interval_ms double precision, rate_per_second double precision)
 LANGUAGE plpgsql SECURITY INVOKER
 SET search_path = public, pg_temp
@@ -108,11 +109,13 @@ DECLARE
   rate double precision;
   step double precision;
   start_at timestamptz;
+  fits integer;
 BEGIN
   IF p_ceiling IS NULL OR NOT p_ceiling > 0 OR p_wanted IS NULL OR p_wanted < 1 OR p_wanted > 10000
      OR p_max_wait_ms IS NULL OR p_max_wait_ms < 0 OR p_tolerance_ms IS NULL OR p_tolerance_ms < 0
      OR p_recovery_per_second IS NULL OR p_recovery_per_second < 0
-     OR p_lead_ms IS NULL OR p_lead_ms < 0 OR p_lead_ms > 10000 THEN
+     OR p_lead_ms IS NULL OR p_lead_ms < 0 OR p_lead_ms > 10000
+     OR p_horizon_ms IS NULL OR p_horizon_ms < 0 OR p_horizon_ms > 60000 THEN
     RAISE EXCEPTION 'reserve_amazon_requests: invalid argument' USING ERRCODE = '22023';
   END IF;
   INSERT INTO amazon_rate_budget AS r (endpoint, region, ceiling_per_second, rate_per_second, rate_at, next_slot_at)
@@ -123,15 +126,19 @@ BEGIN
   rate := public.amazon_rate_now(b, p_ceiling, p_recovery_per_second, now_at);
   step := (1000 + p_tolerance_ms) / rate;
   start_at := greatest(b.next_slot_at, now_at + make_interval(secs => p_lead_ms / 1000), coalesce(b.paused_until, now_at));
-  IF start_at > now_at + make_interval(secs => p_max_wait_ms / 1000) THEN
+  -- Slots are handed out at most p_horizon_ms ahead, whoever asks: all invocations together
+  -- never hold more than that much of the schedule, so a pause after a 429 is kept by
+  -- everyone within that time.
+  fits := floor(extract(epoch FROM now_at + make_interval(secs => p_horizon_ms / 1000) - start_at) * 1000 / step)::integer + 1;
+  IF start_at > now_at + make_interval(secs => p_max_wait_ms / 1000) OR fits < 1 THEN
     RETURN QUERY SELECT 0, start_at, step, rate;
     RETURN;
   END IF;
   UPDATE amazon_rate_budget
      SET ceiling_per_second = p_ceiling, rate_per_second = rate, rate_at = now_at,
-         next_slot_at = start_at + make_interval(secs => p_wanted * step / 1000), updated_at = now_at
+         next_slot_at = start_at + make_interval(secs => least(p_wanted, fits) * step / 1000), updated_at = now_at
    WHERE endpoint = p_endpoint AND region = p_region;
-  RETURN QUERY SELECT p_wanted, start_at, step, rate;
+  RETURN QUERY SELECT least(p_wanted, fits), start_at, step, rate;
 END
 $$;
 
@@ -184,7 +191,7 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION public.amazon_rate_now(public.amazon_rate_budget, double precision, double precision, timestamptz) FROM PUBLIC;
-REVOKE ALL ON FUNCTION public.reserve_amazon_requests(text, text, double precision, integer, double precision, double precision, double precision, double precision) FROM PUBLIC;
+REVOKE ALL ON FUNCTION public.reserve_amazon_requests(text, text, double precision, integer, double precision, double precision, double precision, double precision, double precision) FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.amazon_requests_throttled(text, text, double precision, timestamptz, double precision, double precision, double precision, double precision) FROM PUBLIC;
 DO $$
 DECLARE
@@ -194,7 +201,7 @@ BEGIN
   -- Default privileges (Supabase's schema `public`) may have granted EXECUTE to named roles.
   FOREACH fn IN ARRAY ARRAY[
     'public.amazon_rate_now(public.amazon_rate_budget, double precision, double precision, timestamptz)',
-    'public.reserve_amazon_requests(text, text, double precision, integer, double precision, double precision, double precision, double precision)',
+    'public.reserve_amazon_requests(text, text, double precision, integer, double precision, double precision, double precision, double precision, double precision)',
     'public.amazon_requests_throttled(text, text, double precision, timestamptz, double precision, double precision, double precision, double precision)'
   ]::regprocedure[] LOOP
     FOR grantee IN
@@ -208,7 +215,7 @@ BEGIN
 END
 $$;
 GRANT EXECUTE ON FUNCTION public.amazon_rate_now(public.amazon_rate_budget, double precision, double precision, timestamptz) TO accounts_worker;
-GRANT EXECUTE ON FUNCTION public.reserve_amazon_requests(text, text, double precision, integer, double precision, double precision, double precision, double precision) TO accounts_worker;
+GRANT EXECUTE ON FUNCTION public.reserve_amazon_requests(text, text, double precision, integer, double precision, double precision, double precision, double precision, double precision) TO accounts_worker;
 GRANT EXECUTE ON FUNCTION public.amazon_requests_throttled(text, text, double precision, timestamptz, double precision, double precision, double precision, double precision) TO accounts_worker;
 
 -- Down Migration
@@ -216,6 +223,6 @@ GRANT EXECUTE ON FUNCTION public.amazon_requests_throttled(text, text, double pr
 SET LOCAL lock_timeout = '500ms';
 
 DROP FUNCTION IF EXISTS public.amazon_requests_throttled(text, text, double precision, timestamptz, double precision, double precision, double precision, double precision);
-DROP FUNCTION IF EXISTS public.reserve_amazon_requests(text, text, double precision, integer, double precision, double precision, double precision, double precision);
+DROP FUNCTION IF EXISTS public.reserve_amazon_requests(text, text, double precision, integer, double precision, double precision, double precision, double precision, double precision);
 DROP FUNCTION IF EXISTS public.amazon_rate_now(public.amazon_rate_budget, double precision, double precision, timestamptz);
 DROP TABLE IF EXISTS amazon_rate_budget;

@@ -117,7 +117,14 @@ describe.each(useBothDatabasePaths(() => world))('shared Amazon request budget (
   test('a reservation nobody uses (a crashed invocation) only passes: the next invocation gets the slots after it', async () => {
     const db = database();
     const store = new DatabaseRateBudgetStore(db);
-    const crashed = await store.reserve(LWA_NA, { ceiling: 20, wanted: 10, maxWaitMs: 0, toleranceMs: 50, leadMs: 0 });
+    const crashed = await store.reserve(LWA_NA, {
+      ceiling: 20,
+      wanted: 10,
+      maxWaitMs: 0,
+      toleranceMs: 50,
+      leadMs: 0,
+      horizonMs: 10_000,
+    });
     expect(crashed.granted).toBe(10);
     const end = crashed.firstSlotAtMs + 10 * crashed.intervalMs;
     const [next] = budgets(1, 20);
@@ -133,7 +140,14 @@ describe.each(useBothDatabasePaths(() => world))('shared Amazon request budget (
   test('a wait longer than the deadline is refused at once and reserves nothing', async () => {
     const store = new DatabaseRateBudgetStore(database());
     // Someone holds the next ten seconds of a 1-per-second budget.
-    const held = await store.reserve(LWA_NA, { ceiling: 1, wanted: 10, maxWaitMs: 0, toleranceMs: 0, leadMs: 0 });
+    const held = await store.reserve(LWA_NA, {
+      ceiling: 1,
+      wanted: 10,
+      maxWaitMs: 0,
+      toleranceMs: 0,
+      leadMs: 0,
+      horizonMs: 10_000,
+    });
     expect(held.granted).toBe(10);
     const before = await budgetRow();
     const [late] = budgets(1, 1);
@@ -150,9 +164,9 @@ describe.each(useBothDatabasePaths(() => world))('shared Amazon request budget (
       { ceiling: 5, wanted: 10_001 },
       { ceiling: -1, wanted: 1 },
     ]) {
-      await expect(store.reserve(LWA_NA, { ...bad, maxWaitMs: 0, toleranceMs: 0, leadMs: 0 })).rejects.toThrow(
-        /reserve_amazon_requests: invalid argument/,
-      );
+      await expect(
+        store.reserve(LWA_NA, { ...bad, maxWaitMs: 0, toleranceMs: 0, leadMs: 0, horizonMs: 500 }),
+      ).rejects.toThrow(/reserve_amazon_requests: invalid argument/);
     }
     await expect(
       store.reserve(
@@ -163,6 +177,7 @@ describe.each(useBothDatabasePaths(() => world))('shared Amazon request budget (
           maxWaitMs: 0,
           toleranceMs: 0,
           leadMs: 0,
+          horizonMs: 500,
         },
       ),
     ).rejects.toBeInstanceOf(DatabaseError);
@@ -182,12 +197,14 @@ describe('shared budget client (store and clock replaced)', () => {
   class MemoryStore implements RateBudgetStore {
     next = 0;
     requests: ReserveRequest[] = [];
+    grants: number[] = [];
     constructor(private readonly clock: { now: number }) {}
     reserve(_key: BudgetKey, request: ReserveRequest): Promise<Reservation> {
       this.requests.push(request);
       const interval = (1000 + request.toleranceMs) / request.ceiling;
       const first = Math.max(this.next, this.clock.now + request.leadMs);
-      if (first > this.clock.now + request.maxWaitMs)
+      const fits = Math.floor((this.clock.now + request.horizonMs - first) / interval) + 1;
+      if (first > this.clock.now + request.maxWaitMs || fits < 1)
         return Promise.resolve({
           granted: 0,
           firstSlotAtMs: first,
@@ -195,9 +212,11 @@ describe('shared budget client (store and clock replaced)', () => {
           ratePerSecond: request.ceiling,
           databaseNowMs: this.clock.now,
         });
-      this.next = first + request.wanted * interval;
+      const granted = Math.min(request.wanted, fits);
+      this.grants.push(granted);
+      this.next = first + granted * interval;
       return Promise.resolve({
-        granted: request.wanted,
+        granted,
         firstSlotAtMs: first,
         intervalMs: interval,
         ratePerSecond: request.ceiling,
@@ -244,7 +263,7 @@ describe('shared budget client (store and clock replaced)', () => {
     expect(slow.stats().slotsUsed).toBe(1);
   });
 
-  test('reservations ask for as many slots as callers wait, never more than half a second of the rate', async () => {
+  test('reservations ask for as many slots as callers wait and get those within the horizon (half a second)', async () => {
     const clock = { now: 0 };
     const store = new MemoryStore(clock);
     const budget = new SharedRateBudget(store, LWA_NA, {
@@ -256,9 +275,16 @@ describe('shared budget client (store and clock replaced)', () => {
       },
     });
     await Promise.all(Array.from({ length: 12 }, () => budget.take()));
-    // 12 callers, 5 slots per half second at 10/s: 5, 5, then the 2 still waiting.
-    expect(store.requests.map((r) => r.wanted)).toEqual([5, 5, 2]);
-    expect(budget.stats()).toMatchObject({ reservations: 3, slotsReserved: 12, slotsUsed: 12, slotsDropped: 0 });
+    // 12 callers at once ask for 12; at 10/s (105 ms apart with the tolerance) 5 fit in the
+    // horizon of 500 ms; later reservations ask for those still waiting.
+    expect(store.requests[0]).toMatchObject({ wanted: 12, horizonMs: 500 });
+    expect(store.grants[0]).toBe(5);
+    expect(Math.max(...store.grants)).toBeLessThanOrEqual(5);
+    expect(store.grants.reduce((a, b) => a + b, 0)).toBe(12);
+    expect(store.requests.map((r) => r.wanted)).toEqual(
+      store.requests.map((_, i) => 12 - store.grants.slice(0, i).reduce((a, b) => a + b, 0)),
+    );
+    expect(budget.stats()).toMatchObject({ slotsReserved: 12, slotsUsed: 12, slotsDropped: 0 });
   });
 
   test('after a 429 the slots still held are given up and the next ones start after the pause', async () => {

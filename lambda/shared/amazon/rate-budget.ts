@@ -34,10 +34,15 @@ export interface ReserveRequest {
   readonly toleranceMs: number;
   /** No slot before this long from now (the answer's way back). */
   readonly leadMs: number;
+  /** No slot later than this long from now: what all invocations together may hold ahead. */
+  readonly horizonMs: number;
 }
 
 export interface Reservation {
-  /** Slots reserved: `wanted`, or 0 when the first free slot is beyond `maxWaitMs`. */
+  /**
+   * Slots reserved: up to `wanted` (as many as start within the horizon), or 0 when the first
+   * free slot is beyond `maxWaitMs` or beyond the horizon.
+   */
   readonly granted: number;
   /** The first slot (the first free one when nothing was granted), database clock, epoch ms. */
   readonly firstSlotAtMs: number;
@@ -97,7 +102,8 @@ export class DatabaseRateBudgetStore implements RateBudgetStore {
     }>(
       `SELECT r.granted, r.first_slot_at, r.interval_ms, r.rate_per_second, clock_timestamp() AS database_now
          FROM reserve_amazon_requests(:endpoint, :region, :ceiling::float8, :wanted::int, :maxWaitMs::float8,
-                                      :toleranceMs::float8, :recovery::float8, :leadMs::float8) AS r`,
+                                      :toleranceMs::float8, :recovery::float8, :leadMs::float8,
+                                      :horizonMs::float8) AS r`,
       {
         endpoint: storedEndpoint(key.endpoint),
         region: key.region,
@@ -107,6 +113,7 @@ export class DatabaseRateBudgetStore implements RateBudgetStore {
         toleranceMs: request.toleranceMs,
         recovery: RECOVERY_PER_SECOND,
         leadMs: Math.min(10_000, Math.max(0, request.leadMs)),
+        horizonMs: Math.min(60_000, Math.max(0, request.horizonMs)),
       },
     );
     const row = rows[0];
@@ -147,9 +154,12 @@ export class DatabaseRateBudgetStore implements RateBudgetStore {
 export interface SharedBudgetOptions extends LimiterClock {
   /** Configured requests per second for this endpoint and region. */
   readonly ceiling: number;
-  /** The most of the schedule one reservation takes, in ms at the current rate. @default 500 */
-  readonly reserveMs?: number;
-  /** How late a slot may be used before it is dropped. @default 50 */
+  /**
+   * How far ahead slots are handed out, to this and every other invocation together: after a
+   * 429, the slots others already hold end within this time. @default 500
+   */
+  readonly horizonMs?: number;
+  /** How late a slot may be used before it is dropped (timers, a busy event loop, the network). @default 100 */
   readonly toleranceMs?: number;
 }
 
@@ -173,6 +183,8 @@ export interface SharedBudgetStats {
 export class SharedRateBudget {
   private slots: number[] = [];
   private queue: Promise<void> = Promise.resolve();
+  /** The last 429 report, while the store has not answered it. */
+  private reporting: Promise<void> | undefined;
   /**
    * Database clock minus local clock, from the reservation with the shortest round trip so far
    * (its error is at most half that round trip; a slow answer says little about the clocks).
@@ -185,7 +197,7 @@ export class SharedRateBudget {
   private pausedUntil = 0;
   private readonly now: () => number;
   private readonly sleep: (ms: number) => Promise<void>;
-  private readonly reserveMs: number;
+  private readonly horizonMs: number;
   private readonly toleranceMs: number;
   /** Callers waiting for a slot, this one included: what the next reservation asks for. */
   private waiting = 0;
@@ -199,8 +211,8 @@ export class SharedRateBudget {
     if (!(options.ceiling > 0)) throw new RangeError('ceiling must be positive');
     this.now = options.now ?? Date.now;
     this.sleep = options.sleep ?? defaultSleep;
-    this.reserveMs = options.reserveMs ?? 500;
-    this.toleranceMs = options.toleranceMs ?? 50;
+    this.horizonMs = options.horizonMs ?? 500;
+    this.toleranceMs = options.toleranceMs ?? 100;
     this.rate = options.ceiling;
   }
 
@@ -219,31 +231,35 @@ export class SharedRateBudget {
    * client still holds are given up: they were spaced for the old rate.
    */
   async throttled(sentAtMs: number, pauseSeconds: number): Promise<ThrottleResult> {
-    const result = await this.store.throttled(this.key, {
+    // At once, before the store answers: this client sends nothing more until the pause ends.
+    this.counters.slotsDropped += this.slots.length;
+    this.slots = [];
+    this.pausedUntil = Math.max(this.pausedUntil, this.now() + pauseSeconds * 1000);
+    const report = this.store.throttled(this.key, {
       ceiling: this.options.ceiling,
       sentAtMs: sentAtMs + this.offsetMs,
       pauseSeconds,
     });
-    this.counters.slotsDropped += this.slots.length;
-    this.slots = [];
+    // Reservations wait for the report: the slots they get then start after the shared pause.
+    this.reporting = report.then(
+      () => undefined,
+      () => undefined,
+    );
+    const result = await report;
     this.rate = result.ratePerSecond;
     this.pausedUntil = Math.max(this.pausedUntil, result.pausedUntilMs - this.offsetMs);
     return result;
   }
 
   /**
-   * {@link throttled} without waiting for it: queued before every later {@link take}, so this
-   * client's next request already waits for the pause. A report the store refuses is counted
-   * in `reportFailures` and lost (this container's own limiter has paused all the same).
+   * {@link throttled} without waiting for it: this client stops at once and its next
+   * reservation waits for the report. A report the store refuses is counted in
+   * `reportFailures` and lost (this client and its container's limiter pause all the same).
    */
   reportThrottle(sentAtMs: number, pauseSeconds: number): void {
-    const report = this.queue.then(() => this.throttled(sentAtMs, pauseSeconds));
-    this.queue = report.then(
-      () => undefined,
-      () => {
-        this.counters.reportFailures += 1;
-      },
-    );
+    this.throttled(sentAtMs, pauseSeconds).catch(() => {
+      this.counters.reportFailures += 1;
+    });
   }
 
   /** The allowed rate as of the last reservation or 429. */
@@ -262,7 +278,12 @@ export class SharedRateBudget {
 
   private async waitForSlot(notAfter: number): Promise<void> {
     for (;;) {
-      const now = this.now();
+      let now = this.now();
+      if (now < this.pausedUntil) {
+        if (this.pausedUntil > notAfter) throw new DeadlineExceededError(this.pausedUntil - now, notAfter - now);
+        await this.sleep(this.pausedUntil - now);
+        now = this.now();
+      }
       while (this.slots.length > 0 && this.slots[0] + this.toleranceMs < now) {
         this.slots.shift();
         this.counters.slotsDropped += 1;
@@ -284,17 +305,22 @@ export class SharedRateBudget {
   }
 
   private async reserve(notAfter: number): Promise<void> {
+    const reporting = this.reporting;
+    if (reporting) {
+      await reporting;
+      if (this.reporting === reporting) this.reporting = undefined;
+    }
     const sentAt = this.now();
-    // As many slots as callers are waiting, at most `reserveMs` of the schedule: a reservation
-    // is small, and what one invocation holds is what it is about to use.
-    const most = Math.max(1, Math.floor((this.rate * this.reserveMs) / 1000));
-    const wanted = Math.min(10_000, most, Math.max(1, this.waiting));
+    // As many slots as callers are waiting (the store hands out only those within the
+    // horizon): what one invocation holds is what it is about to use.
+    const wanted = Math.min(10_000, Math.max(1, this.waiting));
     const reservation = await this.store.reserve(this.key, {
       ceiling: this.options.ceiling,
       wanted,
       maxWaitMs: Number.isFinite(notAfter) ? Math.max(0, notAfter - sentAt) : 24 * 3600 * 1000,
       toleranceMs: this.toleranceMs,
       leadMs: this.leadMs,
+      horizonMs: this.horizonMs,
     });
     const receivedAt = this.now();
     this.leadMs = (receivedAt - sentAt) / 2;
@@ -308,9 +334,17 @@ export class SharedRateBudget {
     this.counters.reservations += 1;
     const first = reservation.firstSlotAtMs - this.offsetMs;
     if (reservation.granted === 0) {
-      throw new DeadlineExceededError(first - receivedAt, notAfter - receivedAt);
+      if (first > notAfter) throw new DeadlineExceededError(first - receivedAt, notAfter - receivedAt);
+      // The schedule is taken up to the horizon: ask again when the first free slot is within it.
+      await this.sleep(Math.max(1, first - this.horizonMs - receivedAt));
+      return;
     }
     this.counters.slotsReserved += reservation.granted;
-    for (let i = 0; i < reservation.granted; i += 1) this.slots.push(first + i * reservation.intervalMs);
+    for (let i = 0; i < reservation.granted; i += 1) {
+      const slot = first + i * reservation.intervalMs;
+      // A 429 arrived while this reservation was on its way: its slots inside the pause go.
+      if (slot < this.pausedUntil) this.counters.slotsDropped += 1;
+      else this.slots.push(slot);
+    }
   }
 }
