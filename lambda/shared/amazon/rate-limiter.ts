@@ -289,6 +289,23 @@ export const DEFAULT_ENDPOINT_LIMITS: Readonly<Record<AmazonEndpoint, EndpointLi
   ads: { ratePerSecond: 5, burst: 5, maxConcurrency: 5 },
 };
 
+/**
+ * Limits for the given rates (requests per second per region; absent ones keep the
+ * defaults): burst one second's worth, and as many calls in flight as the rate allows.
+ */
+export function endpointLimitsFor(rates: {
+  readonly lwa?: number;
+  readonly ads?: number;
+}): Record<AmazonEndpoint, EndpointLimits> {
+  const limits = (endpoint: AmazonEndpoint): EndpointLimits => {
+    const rate = rates[endpoint];
+    if (rate === undefined) return DEFAULT_ENDPOINT_LIMITS[endpoint];
+    const whole = Math.max(1, Math.ceil(rate));
+    return { ratePerSecond: rate, burst: whole, maxConcurrency: Math.min(64, whole) };
+  };
+  return { lwa: limits('lwa'), ads: limits('ads') };
+}
+
 /** One {@link EndpointLimiter} per endpoint and region, created on first use. */
 export class RateLimiterRegistry {
   private readonly limiters = new Map<string, EndpointLimiter>();

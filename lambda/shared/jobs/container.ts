@@ -1,3 +1,5 @@
+import { DatabaseRateBudgetStore } from '../amazon/rate-budget';
+import { endpointLimitsFor, RateLimiterRegistry } from '../amazon/rate-limiter';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { Metrics } from '@aws-lambda-powertools/metrics';
@@ -57,23 +59,28 @@ async function build(service: string): Promise<JobContainer> {
   const observability = createObservability(service, config.environment);
   const cache = new SecretsCache(new SecretsManagerClient({}));
   const secrets = await loadJobSecrets(config, cache);
+  const db = new DataApiDatabase({
+    client: createDataApiClient(),
+    resourceArn: config.clusterArn,
+    secretArn: config.databaseSecretArn,
+    database: config.databaseName,
+    retry: {
+      waitBudgetMs: () =>
+        current ? current.getRemainingTimeInMillis() - DATA_API_REQUEST_RESERVE_MS : Number.POSITIVE_INFINITY,
+    },
+  });
+  // Amazon's rate per endpoint and region is one budget in the database, shared by every
+  // invocation of every job (lambda/shared/amazon/rate-budget.ts).
+  const limiters = new RateLimiterRegistry(endpointLimitsFor(config.amazonRates), {}, new DatabaseRateBudgetStore(db));
   return {
-    db: new DataApiDatabase({
-      client: createDataApiClient(),
-      resourceArn: config.clusterArn,
-      secretArn: config.databaseSecretArn,
-      database: config.databaseName,
-      retry: {
-        waitBudgetMs: () =>
-          current ? current.getRemainingTimeInMillis() - DATA_API_REQUEST_RESERVE_MS : Number.POSITIVE_INFINITY,
-      },
-    }),
+    db,
     lwa: new LwaClient({
       // Read through the cache on every call (time to live), again at once on invalid_client.
       credentials: lwaCredentialsFromSecret(cache, config.lwaClientSecretArn),
       tokenUrl: optional(LOCAL_JOB_ENV.lwaTokenUrl),
+      limiters,
     }),
-    ads: new AdsClient({ clientId: secrets.lwaClientId, baseUrl: optional(LOCAL_JOB_ENV.adsApiUrl) }),
+    ads: new AdsClient({ clientId: secrets.lwaClientId, baseUrl: optional(LOCAL_JOB_ENV.adsApiUrl), limiters }),
     tokenCipher: tokenCipherFromSecret(cache, config.tokenKeySecretArn),
     ...observability,
   };
