@@ -101,7 +101,7 @@ export class DatabaseRateBudgetStore implements RateBudgetStore {
       database_now: Date;
     }>(
       `SELECT r.granted, r.first_slot_at, r.interval_ms, r.rate_per_second, clock_timestamp() AS database_now
-         FROM reserve_amazon_requests(:endpoint, :region, :ceiling::float8, :wanted::int, :maxWaitMs::float8,
+         FROM reserve_amazon_requests(:endpoint::text, :region::text, :ceiling::float8, :wanted::int, :maxWaitMs::float8,
                                       :toleranceMs::float8, :recovery::float8, :leadMs::float8,
                                       :horizonMs::float8) AS r`,
       {
@@ -129,7 +129,7 @@ export class DatabaseRateBudgetStore implements RateBudgetStore {
   async throttled(key: BudgetKey, report: ThrottleReport): Promise<ThrottleResult> {
     const { rows } = await this.db.query<{ rate_per_second: number; paused_until: Date; rate_cut: boolean }>(
       `SELECT r.rate_per_second, r.paused_until, r.rate_cut
-         FROM amazon_requests_throttled(:endpoint, :region, :ceiling::float8, :sentAt::timestamptz, :pause::float8,
+         FROM amazon_requests_throttled(:endpoint::text, :region::text, :ceiling::float8, :sentAt::timestamptz, :pause::float8,
                                         :decrease::float8, :minFraction::float8, :recovery::float8) AS r`,
       {
         endpoint: storedEndpoint(key.endpoint),
