@@ -15,6 +15,8 @@
 import { runAccountSync } from '../lambda/account-sync/core';
 import { AdsClient, LwaClient } from '../lambda/shared/amazon';
 import { readLocalJobConfig } from '../lambda/shared/config';
+import { DatabaseRateBudgetStore } from '../lambda/shared/amazon/rate-budget';
+import { endpointLimitsFor, RateLimiterRegistry } from '../lambda/shared/amazon/rate-limiter';
 import { PgDatabase } from '../lambda/shared/db';
 import { MetricTotals } from '../lambda/shared/jobs/runtime';
 import { TokenCipher } from '../lambda/shared/token-crypto';
@@ -41,6 +43,9 @@ export async function runJobOnce(
   const config = readLocalJobConfig(env);
   const db = new PgDatabase({ connection: config.databaseUrl });
   const cipher = new TokenCipher(config.tokenKey);
+  // The same shared budgets as the Lambdas: concurrent `npm run job` processes on one database
+  // together stay under LWA_REQUESTS_PER_SECOND / ADS_REQUESTS_PER_SECOND per region.
+  const limiters = new RateLimiterRegistry(endpointLimitsFor(config.amazonRates), {}, new DatabaseRateBudgetStore(db));
   const common = {
     db,
     cipher,
@@ -56,11 +61,12 @@ export async function runJobOnce(
           clientId: config.lwaClientId,
           clientSecret: config.lwaClientSecret,
           tokenUrl: config.lwaTokenUrl,
+          limiters,
         }),
       });
     }
     return await runAccountSync(
-      { ...common, ads: new AdsClient({ clientId: config.lwaClientId, baseUrl: config.adsApiUrl }) },
+      { ...common, ads: new AdsClient({ clientId: config.lwaClientId, baseUrl: config.adsApiUrl, limiters }) },
       options.userId ? { syncType: 'manual', userId: options.userId } : { syncType: 'scheduled' },
     );
   } finally {

@@ -15,6 +15,10 @@ export const JOB_ENV = {
   databaseName: 'DB_NAME',
   lwaClientSecretArn: 'LWA_CLIENT_SECRET_ARN',
   tokenKeySecretArn: 'TOKEN_ENCRYPTION_KEY_SECRET_ARN',
+  /** Requests per second per region to the Login with Amazon token endpoint, all invocations together. Optional. */
+  lwaRequestsPerSecond: 'LWA_REQUESTS_PER_SECOND',
+  /** Requests per second per region to the Ads API, all invocations together. Optional. */
+  adsRequestsPerSecond: 'ADS_REQUESTS_PER_SECOND',
 } as const;
 
 /**
@@ -28,6 +32,8 @@ export const LOCAL_JOB_ENV = {
   lwaClientId: 'LWA_CLIENT_ID',
   lwaClientSecret: 'LWA_CLIENT_SECRET',
   tokenEncryptionKey: 'TOKEN_ENCRYPTION_KEY',
+  lwaRequestsPerSecond: JOB_ENV.lwaRequestsPerSecond,
+  adsRequestsPerSecond: JOB_ENV.adsRequestsPerSecond,
 } as const;
 
 /** The environment is incomplete or malformed. Lists every variable at fault; never values. */
@@ -59,6 +65,30 @@ export interface JobConfig {
   readonly lwaClientSecretArn: string;
   /** Secret whose string is the base64 token encryption key. */
   readonly tokenKeySecretArn: string;
+  /** The shared request budgets' rates; absent ones take the defaults. */
+  readonly amazonRates: AmazonRates;
+}
+
+/** Requests per second per region, all invocations together (the shared budgets' ceilings). */
+export interface AmazonRates {
+  readonly lwa?: number;
+  readonly ads?: number;
+}
+
+/** A positive number of requests per second, at most 10,000. */
+const requestsPerSecond = z
+  .string()
+  .check(
+    z.refine((v) => /^\d+(\.\d+)?$/.test(v) && Number(v) > 0 && Number(v) <= 10_000, 'not a rate between 0 and 10000'),
+  );
+
+function amazonRates(values: Record<string, string | undefined>): AmazonRates {
+  const lwa = values[JOB_ENV.lwaRequestsPerSecond];
+  const ads = values[JOB_ENV.adsRequestsPerSecond];
+  return {
+    ...(lwa === undefined ? {} : { lwa: Number(lwa) }),
+    ...(ads === undefined ? {} : { ads: Number(ads) }),
+  };
 }
 
 const arn = (service: string) =>
@@ -71,11 +101,17 @@ const jobSchema = z.object({
   [JOB_ENV.databaseName]: z.string().check(z.regex(/^[A-Za-z_][A-Za-z0-9_$]*$/, 'not a database name')),
   [JOB_ENV.lwaClientSecretArn]: arn('secretsmanager'),
   [JOB_ENV.tokenKeySecretArn]: arn('secretsmanager'),
+  [JOB_ENV.lwaRequestsPerSecond]: z.optional(requestsPerSecond),
+  [JOB_ENV.adsRequestsPerSecond]: z.optional(requestsPerSecond),
 });
 
 /** Reads and validates the Lambda configuration from `env`. Pure: use {@link jobConfig} in handlers. */
 export function readJobConfig(env: Readonly<Record<string, string | undefined>> = process.env): JobConfig {
-  const values = validate(jobSchema, env, Object.values(JOB_ENV));
+  const values = validate(
+    jobSchema,
+    env,
+    Object.values(JOB_ENV).filter((n) => n !== JOB_ENV.lwaRequestsPerSecond && n !== JOB_ENV.adsRequestsPerSecond),
+  );
   return {
     environment: values[JOB_ENV.environment],
     clusterArn: values[JOB_ENV.clusterArn],
@@ -83,6 +119,7 @@ export function readJobConfig(env: Readonly<Record<string, string | undefined>> 
     databaseName: values[JOB_ENV.databaseName],
     lwaClientSecretArn: values[JOB_ENV.lwaClientSecretArn],
     tokenKeySecretArn: values[JOB_ENV.tokenKeySecretArn],
+    amazonRates: amazonRates(values),
   };
 }
 
@@ -105,6 +142,8 @@ export interface LocalJobConfig {
   readonly lwaClientSecret: string;
   /** The decoded 32-byte token encryption key. */
   readonly tokenKey: Buffer;
+  /** The shared request budgets' rates; absent ones take the defaults. */
+  readonly amazonRates: AmazonRates;
 }
 
 const url = z.string().check(z.url('not a URL'));
@@ -115,6 +154,8 @@ const localSchema = z.object({
   [LOCAL_JOB_ENV.lwaClientId]: z.string(),
   [LOCAL_JOB_ENV.lwaClientSecret]: z.string(),
   [LOCAL_JOB_ENV.tokenEncryptionKey]: z.string(),
+  [LOCAL_JOB_ENV.lwaRequestsPerSecond]: z.optional(requestsPerSecond),
+  [LOCAL_JOB_ENV.adsRequestsPerSecond]: z.optional(requestsPerSecond),
 });
 
 /** Reads and validates the local-run configuration from `env`. */
@@ -142,6 +183,7 @@ export function readLocalJobConfig(env: Readonly<Record<string, string | undefin
     lwaClientId: values[LOCAL_JOB_ENV.lwaClientId],
     lwaClientSecret: values[LOCAL_JOB_ENV.lwaClientSecret],
     tokenKey: parseTokenKey(values[LOCAL_JOB_ENV.tokenEncryptionKey]),
+    amazonRates: amazonRates(values),
   };
 }
 

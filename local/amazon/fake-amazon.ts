@@ -41,6 +41,12 @@ export interface FakeAmazonKnobs {
   readonly malformedRate: number;
   /** The first N calls (counted per endpoint from this setting on) answer 500. @default 0 */
   readonly failFirstN: number;
+  /**
+   * Amazon's own limit, per region: a call that would make more than this many in the last
+   * second (arrivals, this endpoint and region) is answered 429 with Retry-After. 0 is no
+   * limit. @default 0
+   */
+  readonly limitPerSecond: number;
 }
 
 export type FakeEndpoint = 'lwa' | 'ads';
@@ -96,6 +102,12 @@ export interface FakeAmazonCounters {
   total(endpoint: FakeEndpoint): number;
   /** Answers per endpoint and HTTP status (hangs count as status 0). */
   byStatus(endpoint: FakeEndpoint): Readonly<Record<number, number>>;
+  /** When each call to the endpoint in the region arrived (epoch ms, in order). */
+  arrivals(endpoint: FakeEndpoint, region: AmazonRegion): readonly number[];
+  /** When calls over `limitPerSecond` arrived (answered 429), epoch ms. */
+  limitedAt(endpoint: FakeEndpoint, region: AmazonRegion): readonly number[];
+  /** The most calls to the endpoint in the region that arrived within any one second (sliding). */
+  busiestSecond(endpoint: FakeEndpoint, region: AmazonRegion): number;
 }
 
 export interface FakeAmazon {
@@ -159,6 +171,7 @@ const DEFAULT_KNOBS: FakeAmazonKnobs = {
   hangRate: 0,
   malformedRate: 0,
   failFirstN: 0,
+  limitPerSecond: 0,
 };
 
 const REGION_HOSTS: Record<string, AmazonRegion> = {
@@ -262,10 +275,36 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
     res.end(body);
   }
 
+  const arrivals = new Map<string, number[]>();
+  /** Calls let through by limitPerSecond (a refused call does not use up Amazon's allowance). */
+  const admitted = new Map<string, number[]>();
+  const refused = new Map<string, number[]>();
+  /** Records the arrival; true when it is over the endpoint's limit per second in that region. */
+  function overLimit(endpoint: FakeEndpoint, region: AmazonRegion): boolean {
+    const key = `${endpoint}:${region}`;
+    const now = Date.now();
+    arrivals.set(key, [...(arrivals.get(key) ?? []), now]);
+    const limit = knobs[endpoint].limitPerSecond;
+    if (!(limit > 0)) return false;
+    const recent = (admitted.get(key) ?? []).filter((t) => now - t < 1000);
+    if (recent.length >= limit) {
+      admitted.set(key, recent);
+      refused.set(key, [...(refused.get(key) ?? []), now]);
+      return true;
+    }
+    admitted.set(key, [...recent, now]);
+    return false;
+  }
+
   /** Applies the knobs; returns true when the call was answered (or left hanging). */
-  async function misbehave(res: ServerResponse, endpoint: FakeEndpoint): Promise<boolean> {
+  async function misbehave(res: ServerResponse, endpoint: FakeEndpoint, region: AmazonRegion): Promise<boolean> {
     const k = knobs[endpoint];
     callsSinceKnobs[endpoint] += 1;
+    if (overLimit(endpoint, region)) {
+      const body = endpoint === 'lwa' ? '{"error":"TooManyRequests"}' : '{"code":"429","details":"Too Many Requests"}';
+      answer(res, endpoint, 429, body, { 'retry-after': String(k.retryAfterSeconds) });
+      return true;
+    }
     if (callsSinceKnobs[endpoint] <= k.failFirstN) {
       answer(
         res,
@@ -317,7 +356,7 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
     const form = new URLSearchParams(body);
     const refreshToken = form.get('refresh_token');
     if (refreshToken) bump(refreshCalls, refreshToken);
-    if (await misbehave(res, 'lwa')) return;
+    if (await misbehave(res, 'lwa', region)) return;
     const error = (status: number, code: string, description: string) =>
       answer(res, 'lwa', status, JSON.stringify({ error: code, error_description: description }));
     if (req.method !== 'POST') return error(400, 'invalid_request', 'The request method must be POST');
@@ -446,7 +485,7 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
     const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
     const state = token ? byAccessToken.get(token) : undefined;
     if (state) bumpUser(profileCalls, state.userId, region);
-    if (await misbehave(res, 'ads')) return;
+    if (await misbehave(res, 'ads', region)) return;
     const unauthorized = () =>
       answer(
         res,
@@ -570,6 +609,17 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
       profileCalls: (userId, region) => userCount(profileCalls, userId, region),
       total: (endpoint) => totals[endpoint],
       byStatus: (endpoint) => ({ ...statuses[endpoint] }),
+      arrivals: (endpoint, region) => [...(arrivals.get(`${endpoint}:${region}`) ?? [])],
+      limitedAt: (endpoint, region) => [...(refused.get(`${endpoint}:${region}`) ?? [])],
+      busiestSecond: (endpoint, region) => {
+        const times = arrivals.get(`${endpoint}:${region}`) ?? [];
+        let most = 0;
+        for (let i = 0, j = 0; i < times.length; i += 1) {
+          while (times[i] - times[j] >= 1000) j += 1;
+          most = Math.max(most, i - j + 1);
+        }
+        return most;
+      },
     },
     async close() {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));

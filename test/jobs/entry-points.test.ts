@@ -5,8 +5,9 @@ import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-sec
 import { mockClient } from 'aws-sdk-client-mock';
 import { handler as sync } from '../../lambda/account-sync/handler';
 import { handler as refresh } from '../../lambda/token-refresh/handler';
-import { jobContainer } from '../../lambda/shared/jobs/container';
+import { DATA_API_REQUEST_RESERVE_MS, jobContainer, runJobInvocation } from '../../lambda/shared/jobs/container';
 import { DatabaseUnavailableError } from '../../lambda/shared/db';
+import { DatabaseRateBudgetStore, SharedRateBudget } from '../../lambda/shared/amazon/rate-budget';
 import { JobWorld, seedUsers, useJobWorld } from './fixture';
 
 const run = promisify(execFile);
@@ -44,6 +45,37 @@ describe('npm run job', () => {
       for (const u of users) expect(stdout + stderr).not.toContain(u.refreshToken);
     },
   );
+
+  test('draws from the shared budget in the database: with another process taking the same budget, together they stay under LWA_REQUESTS_PER_SECOND', async () => {
+    await seedUsers(world, { count: 12, regions: () => ['NA'] });
+    const start = Date.now();
+    const job = run('npm', ['run', '--silent', 'job', '--', 'token-refresh'], {
+      cwd: ROOT,
+      env: { ...localEnv(), LWA_REQUESTS_PER_SECOND: '6' },
+    });
+    // Another process on the same database sends 12 requests of its own through the same budget.
+    const budget = new DatabaseRateBudgetStore(world.admin);
+    const other = new SharedRateBudget(budget, { endpoint: 'lwa', region: 'NA' }, { ceiling: 6 });
+    for (let i = 0; i < 12; i += 1) {
+      await other.take();
+      await fetch(world.amazon.lwaTokenUrl.replace('{region}', 'NA'), { method: 'POST' }).then((r) => r.text());
+    }
+    const { stdout } = await job;
+    expect(JSON.parse(stdout.trim().split('\n').at(-1)!)).toMatchObject({ refreshed: 12 });
+    // Amazon saw both processes' requests, 24 in all, never more than 6 in any one second.
+    const all = world.amazon.counters.arrivals('lwa', 'NA').filter((t) => t >= start);
+    expect(all).toHaveLength(24);
+    let busiest = 0;
+    for (let i = 0, j = 0; i < all.length; i += 1) {
+      while (all[i] - all[j] >= 1000) j += 1;
+      busiest = Math.max(busiest, i - j + 1);
+    }
+    expect(busiest).toBeLessThanOrEqual(6);
+    const { rows } = await world.admin.query<{ ceiling_per_second: number }>(
+      `SELECT ceiling_per_second FROM amazon_rate_budget WHERE endpoint = 'lwa-token' AND region = 'NA'`,
+    );
+    expect(rows).toEqual([{ ceiling_per_second: 6 }]);
+  });
 
   test('--time-limit plays the Lambda deadline: with less time than the reserve nothing is claimed', async () => {
     await seedUsers(world, { count: 5 });
@@ -139,6 +171,25 @@ describe('Lambda handlers on the Data API path', () => {
     const calls = db.callCounts().total - counted;
     expect(calls).toBe(8); // the adapter's attempts
     expect(world.emulator.calls.total - received).toBe(calls);
+  });
+
+  test('inside an invocation the adapter retries only while the invocation has time: near the timeout it fails at once', async () => {
+    const received = world.emulator.calls.total;
+    world.emulator.injectFault({ errorType: 'ServiceUnavailableError', statusCode: 503 });
+    let error: unknown;
+    try {
+      // Less time left than one request may take: no retry fits.
+      const nearTimeout = { getRemainingTimeInMillis: () => DATA_API_REQUEST_RESERVE_MS - 500, awsRequestId: 'req-2' };
+      error = await runJobInvocation('deadline-probe', nearTimeout, ({ db }) => db.query('SELECT 1')).catch(
+        (e: unknown) => e,
+      );
+    } finally {
+      world.emulator.injectFault(undefined);
+    }
+    expect(error).toBeInstanceOf(DatabaseUnavailableError);
+    expect(error).toMatchObject({ attempts: 1 });
+    expect((error as Error).message).toMatch(/not retried: the next attempt .* would outlast the time left/);
+    expect(world.emulator.calls.total - received).toBe(1);
   });
 
   test('both handlers run their job, publish EMF metrics with service and environment, and log no secret', async () => {

@@ -9,6 +9,7 @@
  *   claimDueTokens, saveResults         lambda/token-refresh/store.ts
  *   claimUsers, saveOutcomes, flagAccountsNeedingReauth   lambda/account-sync/store.ts
  *   recordRateLimitUsage, readEndpointPauses              lambda/shared/amazon/usage-store.ts
+ *   DatabaseRateBudgetStore.reserve, .throttled            lambda/shared/amazon/rate-budget.ts (0015)
  *
  * SELECT is needed for every column a statement reads (WHERE, SET expressions, ON CONFLICT,
  * RETURNING, joins), UPDATE and INSERT for every column it assigns.
@@ -123,4 +124,33 @@ export const EXPECTED_WORKER_PRIVILEGES: readonly string[] = [
   'UPDATE (retry_after_seconds) ON rate_limit_tracking', // recordRateLimitUsage
   'UPDATE (window_start) ON rate_limit_tracking', // recordRateLimitUsage
   'UPDATE (updated_at) ON rate_limit_tracking', // recordRateLimitUsage
+
+  // amazon_rate_budget (0015): the shared request budgets, through the two functions
+  'EXECUTE ON FUNCTION reserve_amazon_requests(text,text,double precision,integer,double precision,double precision,double precision,double precision,double precision)', // DatabaseRateBudgetStore.reserve
+  'EXECUTE ON FUNCTION amazon_requests_throttled(text,text,double precision,timestamp with time zone,double precision,double precision,double precision,double precision)', // DatabaseRateBudgetStore.throttled
+  'EXECUTE ON FUNCTION amazon_rate_now(amazon_rate_budget,double precision,double precision,timestamp with time zone)', // both: the rate grown back since the last cut
+  'SELECT (endpoint) ON amazon_rate_budget', // both: the budget's row, locked (SELECT * … FOR UPDATE)
+  'SELECT (region) ON amazon_rate_budget', // same
+  'SELECT (ceiling_per_second) ON amazon_rate_budget', // same
+  'SELECT (rate_per_second) ON amazon_rate_budget', // same; the rate now
+  'SELECT (rate_at) ON amazon_rate_budget', // same; the rate now
+  'SELECT (next_slot_at) ON amazon_rate_budget', // same; the first free slot
+  'SELECT (paused_until) ON amazon_rate_budget', // same; no slot in a pause
+  'SELECT (last_cut_at) ON amazon_rate_budget', // same; throttled: one cut per wave of 429s
+  'SELECT (throttled_count) ON amazon_rate_budget', // same; throttled adds to it
+  'SELECT (updated_at) ON amazon_rate_budget', // same (the whole row is read)
+  'INSERT (endpoint) ON amazon_rate_budget', // both: the row on first use
+  'INSERT (region) ON amazon_rate_budget', // same
+  'INSERT (ceiling_per_second) ON amazon_rate_budget', // same
+  'INSERT (rate_per_second) ON amazon_rate_budget', // same
+  'INSERT (rate_at) ON amazon_rate_budget', // same
+  'INSERT (next_slot_at) ON amazon_rate_budget', // same
+  'UPDATE (ceiling_per_second) ON amazon_rate_budget', // both: the configured ceiling, as last passed
+  'UPDATE (rate_per_second) ON amazon_rate_budget', // both
+  'UPDATE (rate_at) ON amazon_rate_budget', // both
+  'UPDATE (next_slot_at) ON amazon_rate_budget', // reserve: past the slots handed out; throttled: past the pause
+  'UPDATE (updated_at) ON amazon_rate_budget', // both
+  'UPDATE (paused_until) ON amazon_rate_budget', // throttled
+  'UPDATE (last_cut_at) ON amazon_rate_budget', // throttled
+  'UPDATE (throttled_count) ON amazon_rate_budget', // throttled
 ];

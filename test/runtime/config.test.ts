@@ -46,7 +46,31 @@ describe('job configuration', () => {
       databaseName: 'accounts',
       lwaClientSecretArn: LWA_ARN,
       tokenKeySecretArn: KEY_ARN,
+      amazonRates: {},
     });
+  });
+
+  test('the shared budgets’ rates are optional, positive and at most 10,000 per second', () => {
+    expect(
+      readJobConfig({ ...validEnv, [JOB_ENV.lwaRequestsPerSecond]: '25', [JOB_ENV.adsRequestsPerSecond]: '2.5' })
+        .amazonRates,
+    ).toEqual({ lwa: 25, ads: 2.5 });
+    for (const bad of ['0', '-3', 'fast', '1e3', '10001']) {
+      const error = configError(() => readJobConfig({ ...validEnv, [JOB_ENV.lwaRequestsPerSecond]: bad }));
+      expect(error.invalid.join(' ')).toContain(JOB_ENV.lwaRequestsPerSecond);
+    }
+    for (const bad of ['0', '-3', 'fast', '1e3', '10001']) {
+      const error = configError(() =>
+        readLocalJobConfig({
+          [LOCAL_JOB_ENV.databaseUrl]: 'postgres://u:p@127.0.0.1:5432/db',
+          [LOCAL_JOB_ENV.lwaClientId]: 'client',
+          [LOCAL_JOB_ENV.lwaClientSecret]: 'shh',
+          [LOCAL_JOB_ENV.tokenEncryptionKey]: KEY,
+          [LOCAL_JOB_ENV.adsRequestsPerSecond]: bad,
+        }),
+      );
+      expect(error.invalid).toEqual([`${LOCAL_JOB_ENV.adsRequestsPerSecond}: not a rate between 0 and 10000`]);
+    }
   });
 
   test('fails fast naming every missing variable at once (empty counts as missing)', () => {

@@ -64,6 +64,32 @@ describe('DatabaseResumingException', () => {
     expect((error as Error).message).toMatch(/DatabaseResumingException/);
   });
 
+  test('does not retry past the time it has left: DatabaseUnavailableError at once, the wait never started', async () => {
+    const delays: number[] = [];
+    let left = 1_000;
+    const db = database({
+      baseDelayMs: 400,
+      maxDelayMs: 5_000,
+      random: () => 0.999,
+      sleep: async (ms) => {
+        delays.push(ms);
+        left -= ms;
+      },
+      waitBudgetMs: () => left,
+    });
+    emulator.failNextCalls(10);
+    const error = await db.query('SELECT 1').catch((e: unknown) => e);
+    emulator.failNextCalls(0);
+    // 399 ms fits in 1,000; then 601 left and the next delay is 799: not made.
+    expect(delays).toEqual([399]);
+    expect(error).toBeInstanceOf(DatabaseUnavailableError);
+    expect(error).toMatchObject({ attempts: 2 });
+    expect((error as Error).message).toMatch(
+      /not retried: the next attempt \(in 799 ms\) would outlast the time left \(601 ms\)/,
+    );
+    expect((error as Error).message).toMatch(/DatabaseResumingException/);
+  });
+
   test('retries BeginTransaction and the statements of a transaction', async () => {
     const db = database();
     emulator.failNextCalls(2);

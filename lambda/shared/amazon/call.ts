@@ -53,6 +53,7 @@ export async function callAmazon(call: AmazonCall): Promise<HttpResponse> {
       () =>
         call.limiter.run(async () => {
           let response: HttpResponse;
+          const sentAt = call.limiter.now();
           try {
             response = await sendHttp(call.request, call.fetch);
           } catch (error) {
@@ -65,7 +66,7 @@ export async function callAmazon(call: AmazonCall): Promise<HttpResponse> {
           if (response.status === 429) {
             const seconds =
               parseRetryAfterSeconds(response.headers.get('retry-after')) ?? call.defaultRetryAfterSeconds;
-            call.limiter.throttled(seconds);
+            call.limiter.throttled(seconds, sentAt);
             throw new RateLimitedError(itemId, endpoint, region, seconds);
           }
           if (response.status >= 500)

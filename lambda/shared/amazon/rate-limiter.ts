@@ -1,5 +1,6 @@
 import { DeadlineExceededError, sleep as defaultSleep } from '../backoff';
-import type { AmazonEndpoint } from './regions';
+import { RateBudgetStore, SharedRateBudget } from './rate-budget';
+import type { AmazonEndpoint, AmazonRegion } from './regions';
 
 /** Clock and sleep, injectable so tests move time instead of waiting. */
 export interface LimiterClock {
@@ -170,6 +171,11 @@ export const MAX_PAUSE_SECONDS = 900;
  */
 export class EndpointLimiter {
   readonly bucket: TokenBucket;
+  /**
+   * The budget every invocation shares (in the database), when there is one: the pace then
+   * comes from it instead of from {@link bucket}, and 429s are reported to it.
+   */
+  readonly shared: SharedRateBudget | undefined;
   readonly concurrency: ConcurrencyLimiter;
   /** The configured requests per second: the most the adaptive rate ever allows. */
   readonly ceiling: number;
@@ -180,10 +186,17 @@ export class EndpointLimiter {
   constructor(
     limits: EndpointLimits,
     private readonly clock: LimiterClock = {},
+    shared?: SharedRateBudget,
   ) {
     this.ceiling = limits.ratePerSecond;
     this.bucket = new TokenBucket({ ratePerSecond: limits.ratePerSecond, burst: limits.burst, ...clock });
     this.concurrency = new ConcurrencyLimiter(limits.maxConcurrency);
+    this.shared = shared;
+  }
+
+  /** One request's turn: a slot of the shared budget, or a token of this container's bucket. */
+  private take(maxWaitMs: number): Promise<void> {
+    return this.shared ? this.shared.take(maxWaitMs) : this.bucket.take(maxWaitMs);
   }
 
   /** The limiter's clock (epoch ms). */
@@ -201,13 +214,13 @@ export class EndpointLimiter {
       // While probing, wait for the probe in flight; then go as the next probe, or freely.
       while (this.probing && this.probe) await this.probe;
       if (!this.probing) {
-        await this.bucket.take(Math.max(0, notAfter - this.now()));
+        await this.take(Math.max(0, notAfter - this.now()));
         return fn();
       }
       let done!: () => void;
       this.probe = new Promise<void>((resolve) => (done = resolve));
       try {
-        await this.bucket.take(Math.max(0, notAfter - this.now()));
+        await this.take(Math.max(0, notAfter - this.now()));
         return await fn();
       } finally {
         this.probe = undefined;
@@ -222,12 +235,16 @@ export class EndpointLimiter {
   }
 
   /**
-   * Amazon answered 429: pause for Retry-After (doubled per 429 in a row), cut the allowed
-   * rate, and probe with one call at a time until a call succeeds.
+   * Amazon answered 429 to a request sent at `sentAtMs`: pause for Retry-After (doubled per
+   * 429 in a row), cut the allowed rate, and probe with one call at a time until a call
+   * succeeds. With a shared budget, the pause and the cut go to it too (before this
+   * container's next request), so every invocation slows down.
    */
-  throttled(retryAfterSeconds: number): void {
+  throttled(retryAfterSeconds: number, sentAtMs: number = this.now()): void {
     this.throttledInARow += 1;
-    this.pauseFor(Math.min(MAX_PAUSE_SECONDS, retryAfterSeconds * 2 ** Math.min(this.throttledInARow - 1, 20)));
+    const pauseSeconds = Math.min(MAX_PAUSE_SECONDS, retryAfterSeconds * 2 ** Math.min(this.throttledInARow - 1, 20));
+    this.pauseFor(pauseSeconds);
+    this.shared?.reportThrottle(sentAtMs, pauseSeconds);
     this.bucket.setRate(
       Math.max(this.ceiling * ADAPTIVE_RATE.minFraction, this.allowedRate() * ADAPTIVE_RATE.decrease),
     );
@@ -246,7 +263,9 @@ export class EndpointLimiter {
 
   /** Requests per second allowed now (the ceiling unless Amazon pushed back). */
   allowedRate(): number {
-    return this.bucket.ratePerSecond();
+    return this.shared
+      ? Math.min(this.shared.ratePerSecond(), this.bucket.ratePerSecond())
+      : this.bucket.ratePerSecond();
   }
 
   /**
@@ -270,6 +289,23 @@ export const DEFAULT_ENDPOINT_LIMITS: Readonly<Record<AmazonEndpoint, EndpointLi
   ads: { ratePerSecond: 5, burst: 5, maxConcurrency: 5 },
 };
 
+/**
+ * Limits for the given rates (requests per second per region; absent ones keep the
+ * defaults): burst one second's worth, and as many calls in flight as the rate allows.
+ */
+export function endpointLimitsFor(rates: {
+  readonly lwa?: number;
+  readonly ads?: number;
+}): Record<AmazonEndpoint, EndpointLimits> {
+  const limits = (endpoint: AmazonEndpoint): EndpointLimits => {
+    const rate = rates[endpoint];
+    if (rate === undefined) return DEFAULT_ENDPOINT_LIMITS[endpoint];
+    const whole = Math.max(1, Math.ceil(rate));
+    return { ratePerSecond: rate, burst: whole, maxConcurrency: Math.min(64, whole) };
+  };
+  return { lwa: limits('lwa'), ads: limits('ads') };
+}
+
 /** One {@link EndpointLimiter} per endpoint and region, created on first use. */
 export class RateLimiterRegistry {
   private readonly limiters = new Map<string, EndpointLimiter>();
@@ -277,6 +313,12 @@ export class RateLimiterRegistry {
   constructor(
     private readonly limits: Partial<Record<AmazonEndpoint, EndpointLimits>> = {},
     private readonly clock: LimiterClock = {},
+    /**
+     * Where the budgets every invocation shares are kept. With it, each limiter paces its
+     * calls by the shared budget of its endpoint and region (the limits' `ratePerSecond` is
+     * that budget's ceiling); without it, by its own token bucket (one container's limit).
+     */
+    private readonly sharedBudgets?: RateBudgetStore,
   ) {}
 
   /** Every limiter created so far, with its endpoint and region. */
@@ -291,7 +333,15 @@ export class RateLimiterRegistry {
     const key = `${endpoint}:${region}`;
     let limiter = this.limiters.get(key);
     if (!limiter) {
-      limiter = new EndpointLimiter(this.limits[endpoint] ?? DEFAULT_ENDPOINT_LIMITS[endpoint], this.clock);
+      const limits = this.limits[endpoint] ?? DEFAULT_ENDPOINT_LIMITS[endpoint];
+      const shared = this.sharedBudgets
+        ? new SharedRateBudget(
+            this.sharedBudgets,
+            { endpoint, region: region as AmazonRegion },
+            { ceiling: limits.ratePerSecond, ...this.clock },
+          )
+        : undefined;
+      limiter = new EndpointLimiter(limits, this.clock, shared);
       this.limiters.set(key, limiter);
     }
     return limiter;

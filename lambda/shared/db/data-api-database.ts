@@ -9,7 +9,7 @@ import {
   RDSDataClientConfig,
   RollbackTransactionCommand,
 } from '@aws-sdk/client-rds-data';
-import { retry, RetriesExhaustedError } from '../backoff';
+import { DeadlineExceededError, retry, RetriesExhaustedError } from '../backoff';
 import { decodeRecords, toSqlParameters } from './data-api-values';
 import { rewriteNamedParameters } from './named-parameters';
 import {
@@ -45,6 +45,13 @@ export interface DataApiRetryOptions {
   readonly random?: () => number;
   /** @default setTimeout */
   readonly sleep?: (ms: number) => Promise<void>;
+  /**
+   * How long retries may still wait, asked before each one (e.g. the Lambda invocation's
+   * remaining time minus the time one request takes). A retry whose delay would not fit is not
+   * made: the call fails at once with {@link DatabaseUnavailableError}, so a resuming cluster
+   * never keeps an invocation past its timeout. @default - no limit
+   */
+  readonly waitBudgetMs?: () => number;
 }
 
 export interface DataApiDatabaseOptions {
@@ -201,9 +208,11 @@ export class DataApiDatabase implements Database {
   /** Sends one command with retries, translating service errors into the port's errors. */
   private async send<Output>(command: () => unknown): Promise<Output> {
     const r = this.options.retry ?? {};
+    let attempts = 0;
     try {
       return await retry(
         async () => {
+          attempts += 1;
           this.counters.total += 1;
           return (await this.options.client.send(command() as never)) as Output;
         },
@@ -214,12 +223,22 @@ export class DataApiDatabase implements Database {
           random: r.random,
           sleep: r.sleep,
           isRetryable: isRetryableDataApiError,
+          waitBudgetMs: r.waitBudgetMs,
           onRetry: () => {
             this.counters.retries += 1;
           },
         },
       );
     } catch (error) {
+      if (error instanceof DeadlineExceededError) {
+        const cause = error.cause as { name?: string; message?: string } | undefined;
+        throw new DatabaseUnavailableError(
+          `Data API unavailable after ${attempts} attempts, not retried: the next attempt (in ${Math.round(error.waitMs)} ms) ` +
+            `would outlast the time left (${Math.max(0, Math.round(error.budgetMs))} ms): ${cause?.name ?? 'Error'}: ${cause?.message ?? ''}`.trim(),
+          attempts,
+          { cause: error.cause },
+        );
+      }
       throw toDatabaseError(error);
     }
   }

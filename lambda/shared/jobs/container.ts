@@ -1,3 +1,5 @@
+import { DatabaseRateBudgetStore } from '../amazon/rate-budget';
+import { endpointLimitsFor, RateLimiterRegistry } from '../amazon/rate-limiter';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { Metrics } from '@aws-lambda-powertools/metrics';
@@ -43,24 +45,42 @@ export function jobContainer(service: string): Promise<JobContainer> {
   return container;
 }
 
+/**
+ * The invocation running now (a Lambda container runs one at a time): the Data API adapter,
+ * built once per container, bounds its retries by this invocation's remaining time.
+ */
+let current: JobInvocationContext | undefined;
+
+/** What one Data API request may take at most, kept back from the retries' waiting time. */
+export const DATA_API_REQUEST_RESERVE_MS = 2_000;
+
 async function build(service: string): Promise<JobContainer> {
   const config = jobConfig();
   const observability = createObservability(service, config.environment);
   const cache = new SecretsCache(new SecretsManagerClient({}));
   const secrets = await loadJobSecrets(config, cache);
+  const db = new DataApiDatabase({
+    client: createDataApiClient(),
+    resourceArn: config.clusterArn,
+    secretArn: config.databaseSecretArn,
+    database: config.databaseName,
+    retry: {
+      waitBudgetMs: () =>
+        current ? current.getRemainingTimeInMillis() - DATA_API_REQUEST_RESERVE_MS : Number.POSITIVE_INFINITY,
+    },
+  });
+  // Amazon's rate per endpoint and region is one budget in the database, shared by every
+  // invocation of every job (lambda/shared/amazon/rate-budget.ts).
+  const limiters = new RateLimiterRegistry(endpointLimitsFor(config.amazonRates), {}, new DatabaseRateBudgetStore(db));
   return {
-    db: new DataApiDatabase({
-      client: createDataApiClient(),
-      resourceArn: config.clusterArn,
-      secretArn: config.databaseSecretArn,
-      database: config.databaseName,
-    }),
+    db,
     lwa: new LwaClient({
       // Read through the cache on every call (time to live), again at once on invalid_client.
       credentials: lwaCredentialsFromSecret(cache, config.lwaClientSecretArn),
       tokenUrl: optional(LOCAL_JOB_ENV.lwaTokenUrl),
+      limiters,
     }),
-    ads: new AdsClient({ clientId: secrets.lwaClientId, baseUrl: optional(LOCAL_JOB_ENV.adsApiUrl) }),
+    ads: new AdsClient({ clientId: secrets.lwaClientId, baseUrl: optional(LOCAL_JOB_ENV.adsApiUrl), limiters }),
     tokenCipher: tokenCipherFromSecret(cache, config.tokenKeySecretArn),
     ...observability,
   };
@@ -87,6 +107,7 @@ export async function runJobInvocation<R>(
   logKeys: Record<string, string> = {},
 ): Promise<R> {
   const c = await jobContainer(service);
+  current = context;
   c.logger.addContext(context as Context);
   c.logger.appendKeys(logKeys);
   c.metrics.captureColdStartMetric(context.functionName);
@@ -106,6 +127,7 @@ export async function runJobInvocation<R>(
     c.logger.error(`${service} run failed`, error as Error);
     throw error;
   } finally {
+    current = undefined;
     c.metrics.publishStoredMetrics();
   }
 }
