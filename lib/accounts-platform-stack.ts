@@ -113,6 +113,7 @@ export class AccountsPlatformStack extends Stack {
       tokenEncryptionKeySecret: secrets.tokenEncryptionKey,
       tokenRefreshSchedule: config.schedules.tokenRefresh,
       accountSyncSchedule: config.schedules.accountSync,
+      amazonLimits: config.amazonLimits,
       after: this.migration.resource,
       logRetention,
       logRemovalPolicy: dependentRemoval,

@@ -21,6 +21,18 @@ export interface EnvironmentConfig {
   readonly logRetentionDays: number;
   /** The accounts API: who signs its callers in, which web origins may call it, how fast. */
   readonly api: ApiConfig;
+  /**
+   * Amazon's request rates for this environment, per region, all invocations together (the
+   * shared budgets of migration 0015).
+   */
+  readonly amazonLimits: AmazonLimitsConfig;
+}
+
+export interface AmazonLimitsConfig {
+  /** Login with Amazon token endpoint, requests per second per region. */
+  readonly lwaRequestsPerSecond: number;
+  /** Ads API, requests per second per region. */
+  readonly adsRequestsPerSecond: number;
 }
 
 export interface ApiConfig {
@@ -148,6 +160,10 @@ const environmentSchema = z
       message: `must be one of ${LOG_RETENTION_DAYS.join(', ')}`,
     }),
     api: apiSchema,
+    amazonLimits: z.strictObject({
+      lwaRequestsPerSecond: z.number().positive().max(10_000),
+      adsRequestsPerSecond: z.number().positive().max(10_000),
+    }),
   })
   .strict()
   .refine((c) => c.database.minCapacityAcu <= c.database.maxCapacityAcu, {

@@ -25,6 +25,8 @@ export interface ScheduledJobsProps {
   readonly tokenRefreshSchedule: string;
   /** EventBridge schedule expression of the account sync job. */
   readonly accountSyncSchedule: string;
+  /** Amazon's request rates per region, shared by every invocation of both jobs. */
+  readonly amazonLimits: { readonly lwaRequestsPerSecond: number; readonly adsRequestsPerSecond: number };
   /** The jobs are created only after this (the schema migration) succeeded. */
   readonly after: IDependable;
   /** Retention of the jobs' logs. */
@@ -110,6 +112,8 @@ export class ScheduledJobs extends Construct {
         [JOB_ENV.databaseName]: props.database.databaseName,
         [JOB_ENV.lwaClientSecretArn]: props.lwaClientSecret.secretArn,
         [JOB_ENV.tokenKeySecretArn]: props.tokenEncryptionKeySecret.secretArn,
+        [JOB_ENV.lwaRequestsPerSecond]: String(props.amazonLimits.lwaRequestsPerSecond),
+        [JOB_ENV.adsRequestsPerSecond]: String(props.amazonLimits.adsRequestsPerSecond),
         POWERTOOLS_SERVICE_NAME: definition.service,
         POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
       },

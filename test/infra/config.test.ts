@@ -76,6 +76,13 @@ test.each([
   ['a throttle rate of 0', (d: any) => (d.api.throttle.rateLimit = 0), 'api.throttle.rateLimit'],
   ['a burst below the rate', (d: any) => (d.api.throttle.burstLimit = 1), 'burstLimit should be at least rateLimit'],
   ['a misspelt API field', (d: any) => (d.api.issuer = 'https://auth.example.com'), 'issuer'],
+  ['no Amazon request rates', (d: any) => delete d.amazonLimits, 'amazonLimits'],
+  ['an LWA rate of 0', (d: any) => (d.amazonLimits.lwaRequestsPerSecond = 0), 'amazonLimits.lwaRequestsPerSecond'],
+  [
+    'an Ads API rate given as text',
+    (d: any) => (d.amazonLimits.adsRequestsPerSecond = '5'),
+    'amazonLimits.adsRequestsPerSecond',
+  ],
 ])('a config with %s is rejected, naming the field', (_name, change, message) => {
   expect(() => resolveEnvironment('dev', devWith(change))).toThrow(message);
 });

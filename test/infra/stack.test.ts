@@ -233,6 +233,8 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
         [JOB_ENV.databaseName]: 'accounts',
         [JOB_ENV.lwaClientSecretArn]: { Ref: STATEFUL_LOGICAL_IDS.lwaSecret },
         [JOB_ENV.tokenKeySecretArn]: { Ref: STATEFUL_LOGICAL_IDS.tokenKeySecret },
+        [JOB_ENV.lwaRequestsPerSecond]: '10',
+        [JOB_ENV.adsRequestsPerSecond]: '5',
         POWERTOOLS_SERVICE_NAME: service,
         POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
         NODE_OPTIONS: '--enable-source-maps',
