@@ -149,9 +149,9 @@ export interface FakeAmazon {
    */
   readonly consentUrl: string;
   /**
-   * An authorization code for the user's connection in `region` (NA by default), as the
-   * consent page issues it: single use, valid for 5 minutes, for exactly this redirect URI and
-   * only at that region's token endpoint. Exchanging it (`grant_type=authorization_code`)
+   * An authorization code for the user's connection in `region`, as the consent page issues
+   * it: single use, valid for 5 minutes, for exactly this redirect URI and only at that
+   * region's token endpoint (without `region`: at whichever region's endpoint exchanges it). Exchanging it (`grant_type=authorization_code`)
    * issues a new refresh token (the old one stops working, a revoked grant is granted again)
    * and an access token; a user without a connection in that region gets one.
    */
@@ -229,10 +229,10 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
   const bump = (map: Map<string, number>, key: string) => map.set(key, (map.get(key) ?? 0) + 1);
   const authorizationCodes = new Map<
     string,
-    { userId: string; redirectUri: string; region: AmazonRegion; expiresAt: number }
+    { userId: string; redirectUri: string; region: AmazonRegion | undefined; expiresAt: number }
   >();
   let codesIssued = 0;
-  function issueAuthorizationCode(userId: string, redirectUri: string, region: AmazonRegion = 'NA'): string {
+  function issueAuthorizationCode(userId: string, redirectUri: string, region?: AmazonRegion): string {
     if (!users.has(userId)) throw new Error(`Fake Amazon: unknown user ${userId}`);
     codesIssued += 1;
     const code = `ANfake${codesIssued}${randomUUID().replace(/-/g, '')}`;
@@ -419,7 +419,7 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
       !grant ||
       grant.expiresAt < Date.now() ||
       grant.redirectUri !== form.get('redirect_uri') ||
-      grant.region !== region
+      (grant.region !== undefined && grant.region !== region)
     )
       return error(400, 'invalid_grant', 'The request has an invalid grant parameter : code');
     const existing = (users.get(grant.userId) ?? []).find((c) => c.region === region || c.region === undefined);

@@ -41,7 +41,6 @@ const AUTHENTICATED = [
   ...['id', 'email'].map((c) => `authenticated INSERT (${c}) ON users`),
   'authenticated DELETE ON oauth_tokens',
   'authenticated SELECT (last_refreshed_at) ON oauth_tokens',
-  'authenticated SELECT (region) ON user_accounts',
   ...['status', 'sync_error_message', 'updated_at'].map((c) => `authenticated UPDATE (${c}) ON user_accounts`),
   ...[
     'id',

@@ -232,7 +232,6 @@ describe('row level security', () => {
         ...columns('INSERT', 'users', ['id', 'email']),
         'authenticated DELETE ON oauth_tokens',
         ...columns('SELECT', 'oauth_tokens', ['last_refreshed_at']),
-        ...columns('SELECT', 'user_accounts', ['region']),
         ...columns('UPDATE', 'user_accounts', ['status', 'sync_error_message', 'updated_at']),
         ...columns('SELECT', 'oauth_tokens', [
           'id',

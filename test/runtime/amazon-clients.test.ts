@@ -414,7 +414,7 @@ describe('fake Amazon', () => {
         headers: { 'content-type': 'application/x-www-form-urlencoded' },
         body,
       }).then(async (r) => [r.status, await r.json()]);
-    expect(await post('grant_type=authorization_code')).toEqual([
+    expect(await post('grant_type=password')).toEqual([
       400,
       { error: 'unsupported_grant_type', error_description: expect.any(String) },
     ]);

@@ -88,7 +88,9 @@ describe.each(useBothDatabasePaths(() => world))('shared Amazon request budget (
   test('a 429 seen by one invocation pauses all of them and halves the rate they share', async () => {
     const four = budgets(4, 20);
     await Promise.all(four.map((b) => drain(b, 3, 2)));
-    const sentAt = Date.now();
+    // The request went out a while before its 429 came back (far more than any clock offset
+    // between the invocations' estimates).
+    const sentAt = Date.now() - 1000;
     const result = await four[0].throttled(sentAt, 1.5);
     const throttledAt = Date.now();
     expect(result.rateCut).toBe(true);
@@ -132,7 +134,9 @@ describe.each(useBothDatabasePaths(() => world))('shared Amazon request budget (
     // The crashed reservation's slots were never handed out again, and nothing waited beyond them.
     const row = await budgetRow();
     expect(row.next_slot_at.getTime()).toBeGreaterThanOrEqual(end);
-    expect(next.stats()).toMatchObject({ reservations: 1, slotsUsed: 1 });
+    // (It may have asked twice: slots are handed out at most half a second ahead, and the
+    // crashed reservation held more than that.)
+    expect(next.stats()).toMatchObject({ slotsUsed: 1 });
     // A slot of the crashed reservation that is now in the past is not given to anyone.
     expect(row.next_slot_at.getTime() - end).toBeLessThan(crashed.intervalMs * 2);
   });
