@@ -26,6 +26,8 @@ const UP_SQL = upSql(PRIVILEGES);
 const WORKER_GRANTS_UP_SQL = upSql('0011_worker-column-grants');
 /** 0014 grants the region columns of 0012 (a re-applied 0009 or 0011 takes them back). */
 const REGION_GRANTS_UP_SQL = upSql('0014_region-column-grants');
+/** 0016 adds oauth_tokens.last_used_at and grants it to the jobs (likewise taken back by 0011). */
+const LAST_USED_UP_SQL = upSql('0016_connection-last-used');
 
 /** What `authenticated` is meant to hold, column by column where the grant is per column. */
 const AUTHENTICATED = [
@@ -255,7 +257,7 @@ describe.each([
     });
   });
 
-  test('0009 is idempotent: applied again (then 0011 and 0014, which grant per column after it), nothing changes', async () => {
+  test('0009 is idempotent: applied again (then 0011, 0014 and 0016, which grant per column after it), nothing changes', async () => {
     const url = await scratch();
     const before = await snapshotSchema(url);
     await withClient(url, async (c) => {
@@ -264,6 +266,7 @@ describe.each([
         await c.query(UP_SQL);
         await c.query(WORKER_GRANTS_UP_SQL);
         await c.query(REGION_GRANTS_UP_SQL);
+        await c.query(LAST_USED_UP_SQL);
         await c.query('COMMIT');
       }
     });

@@ -123,4 +123,8 @@ export const EXPECTED_WORKER_PRIVILEGES: readonly string[] = [
   'UPDATE (retry_after_seconds) ON rate_limit_tracking', // recordRateLimitUsage
   'UPDATE (window_start) ON rate_limit_tracking', // recordRateLimitUsage
   'UPDATE (updated_at) ON rate_limit_tracking', // recordRateLimitUsage
+
+  // oauth_tokens.last_used_at, granted by 0016 (refresh what is used)
+  'SELECT (last_used_at) ON oauth_tokens', // claimDueTokens, countDueTokens: used within the window (NULL counts as used)
+  'UPDATE (last_used_at) ON oauth_tokens', // claimUsers: a claimed connection, and a due one waiting for its token, is used
 ];
