@@ -15,7 +15,15 @@ export const JOB_ENV = {
   databaseName: 'DB_NAME',
   lwaClientSecretArn: 'LWA_CLIENT_SECRET_ARN',
   tokenKeySecretArn: 'TOKEN_ENCRYPTION_KEY_SECRET_ARN',
+  /**
+   * Optional, token refresh only: proactive refresh covers connections used within this many
+   * seconds (unset: every connection). Also read by `npm run job`.
+   */
+  proactiveRefreshUsedWithinSeconds: 'PROACTIVE_REFRESH_USED_WITHIN_SECONDS',
 } as const;
+
+/** The variables of `JOB_ENV` a job may run without. */
+const OPTIONAL_JOB_ENV: readonly string[] = [JOB_ENV.proactiveRefreshUsedWithinSeconds];
 
 /**
  * Environment variables of `npm run job` and `npm start` (local runs on node-postgres, no
@@ -59,10 +67,22 @@ export interface JobConfig {
   readonly lwaClientSecretArn: string;
   /** Secret whose string is the base64 token encryption key. */
   readonly tokenKeySecretArn: string;
+  /** Proactive refresh covers connections used within this many seconds. @default - every connection */
+  readonly proactiveRefreshUsedWithinSeconds?: number;
 }
 
 const arn = (service: string) =>
   z.string().check(z.regex(new RegExp(`^arn:aws[a-z-]*:${service}:[a-z0-9-]+:\\d{12}:`), `not a ${service} ARN`));
+
+/** A whole number of seconds, at least one, that PostgreSQL's `int` holds (as the variable's text). */
+const seconds = z
+  .string()
+  .check(
+    z.refine(
+      (v) => /^[1-9][0-9]*$/.test(v) && Number(v) <= 2_147_483_647,
+      'not a whole number of seconds from 1 to 2147483647',
+    ),
+  );
 
 const jobSchema = z.object({
   [JOB_ENV.environment]: z.enum(['dev', 'staging', 'prod']),
@@ -71,11 +91,20 @@ const jobSchema = z.object({
   [JOB_ENV.databaseName]: z.string().check(z.regex(/^[A-Za-z_][A-Za-z0-9_$]*$/, 'not a database name')),
   [JOB_ENV.lwaClientSecretArn]: arn('secretsmanager'),
   [JOB_ENV.tokenKeySecretArn]: arn('secretsmanager'),
+  [JOB_ENV.proactiveRefreshUsedWithinSeconds]: z.optional(seconds),
 });
+
+function optionalSeconds(value: string | undefined): number | undefined {
+  return value === undefined ? undefined : Number(value);
+}
 
 /** Reads and validates the Lambda configuration from `env`. Pure: use {@link jobConfig} in handlers. */
 export function readJobConfig(env: Readonly<Record<string, string | undefined>> = process.env): JobConfig {
-  const values = validate(jobSchema, env, Object.values(JOB_ENV));
+  const values = validate(
+    jobSchema,
+    env,
+    Object.values(JOB_ENV).filter((name) => !OPTIONAL_JOB_ENV.includes(name)),
+  );
   return {
     environment: values[JOB_ENV.environment],
     clusterArn: values[JOB_ENV.clusterArn],
@@ -83,6 +112,7 @@ export function readJobConfig(env: Readonly<Record<string, string | undefined>> 
     databaseName: values[JOB_ENV.databaseName],
     lwaClientSecretArn: values[JOB_ENV.lwaClientSecretArn],
     tokenKeySecretArn: values[JOB_ENV.tokenKeySecretArn],
+    proactiveRefreshUsedWithinSeconds: optionalSeconds(values[JOB_ENV.proactiveRefreshUsedWithinSeconds]),
   };
 }
 
@@ -105,6 +135,8 @@ export interface LocalJobConfig {
   readonly lwaClientSecret: string;
   /** The decoded 32-byte token encryption key. */
   readonly tokenKey: Buffer;
+  /** `PROACTIVE_REFRESH_USED_WITHIN_SECONDS`, as in AWS. @default - every connection */
+  readonly proactiveRefreshUsedWithinSeconds?: number;
 }
 
 const url = z.string().check(z.url('not a URL'));
@@ -115,6 +147,7 @@ const localSchema = z.object({
   [LOCAL_JOB_ENV.lwaClientId]: z.string(),
   [LOCAL_JOB_ENV.lwaClientSecret]: z.string(),
   [LOCAL_JOB_ENV.tokenEncryptionKey]: z.string(),
+  [JOB_ENV.proactiveRefreshUsedWithinSeconds]: z.optional(seconds),
 });
 
 /** Reads and validates the local-run configuration from `env`. */
@@ -142,6 +175,7 @@ export function readLocalJobConfig(env: Readonly<Record<string, string | undefin
     lwaClientId: values[LOCAL_JOB_ENV.lwaClientId],
     lwaClientSecret: values[LOCAL_JOB_ENV.lwaClientSecret],
     tokenKey: parseTokenKey(values[LOCAL_JOB_ENV.tokenEncryptionKey]),
+    proactiveRefreshUsedWithinSeconds: optionalSeconds(values[JOB_ENV.proactiveRefreshUsedWithinSeconds]),
   };
 }
 
