@@ -2,7 +2,7 @@ import { CfnOutput, Duration, RemovalPolicy, Stack, type StackProps, Tags, Valid
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
 import { ApplicationSecrets } from './application-secrets';
-import type { EnvironmentConfig } from './config';
+import { proactiveRefreshUsedWithinSeconds, type EnvironmentConfig } from './config';
 import { Database } from './database';
 import { Monitoring } from './monitoring';
 import { Network } from './network';
@@ -103,6 +103,7 @@ export class AccountsPlatformStack extends Stack {
       tokenEncryptionKeySecret: secrets.tokenEncryptionKey,
       tokenRefreshSchedule: config.schedules.tokenRefresh,
       accountSyncSchedule: config.schedules.accountSync,
+      proactiveRefreshUsedWithinSeconds: proactiveRefreshUsedWithinSeconds(config),
       after: this.migration.resource,
       logRetention,
       logRemovalPolicy: dependentRemoval,

@@ -25,6 +25,12 @@ export interface ScheduledJobsProps {
   readonly tokenRefreshSchedule: string;
   /** EventBridge schedule expression of the account sync job. */
   readonly accountSyncSchedule: string;
+  /**
+   * Proactive token refresh covers only connections used within this many seconds
+   * (PROACTIVE_REFRESH_USED_WITHIN_SECONDS, on the token refresh function only).
+   * @default - every connection
+   */
+  readonly proactiveRefreshUsedWithinSeconds?: number;
   /** The jobs are created only after this (the schema migration) succeeded. */
   readonly after: IDependable;
   /** Retention of the jobs' logs. */
@@ -52,6 +58,8 @@ interface JobDefinition {
   readonly description: string;
   readonly schedule: string;
   readonly timeout: Duration;
+  /** Variables of this job only, added to the ones every job gets. @default - none */
+  readonly environment?: Record<string, string>;
 }
 
 /**
@@ -72,6 +80,10 @@ export class ScheduledJobs extends Construct {
       description: 'Refreshes Login with Amazon tokens before they expire',
       schedule: props.tokenRefreshSchedule,
       timeout: Duration.seconds(JOB_TIMING.tokenRefresh.timeoutSeconds),
+      environment:
+        props.proactiveRefreshUsedWithinSeconds === undefined
+          ? undefined
+          : { [JOB_ENV.proactiveRefreshUsedWithinSeconds]: String(props.proactiveRefreshUsedWithinSeconds) },
     });
     this.accountSync = this.job(props, {
       id: 'AccountSync',
@@ -112,6 +124,7 @@ export class ScheduledJobs extends Construct {
         [JOB_ENV.tokenKeySecretArn]: props.tokenEncryptionKeySecret.secretArn,
         POWERTOOLS_SERVICE_NAME: definition.service,
         POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
+        ...definition.environment,
       },
     }).function;
     props.database.grantDataApiAccessAsWorker(fn);
