@@ -4,7 +4,7 @@ import { Construct } from 'constructs';
 import { AccountsApi } from './accounts-api';
 import { addApiMonitoring } from './api-monitoring';
 import { ApplicationSecrets } from './application-secrets';
-import type { EnvironmentConfig } from './config';
+import { proactiveRefreshUsedWithinSeconds, type EnvironmentConfig } from './config';
 import { Database } from './database';
 import { Monitoring } from './monitoring';
 import { Network } from './network';
@@ -114,6 +114,7 @@ export class AccountsPlatformStack extends Stack {
       tokenRefreshSchedule: config.schedules.tokenRefresh,
       accountSyncSchedule: config.schedules.accountSync,
       amazonLimits: config.amazonLimits,
+      proactiveRefreshUsedWithinSeconds: proactiveRefreshUsedWithinSeconds(config),
       after: this.migration.resource,
       logRetention,
       logRemovalPolicy: dependentRemoval,

@@ -26,6 +26,18 @@ export interface EnvironmentConfig {
    * shared budgets of migration 0015).
    */
   readonly amazonLimits: AmazonLimitsConfig;
+  /** How the scheduled jobs work. @default - every default of JobsConfig */
+  readonly jobs?: JobsConfig;
+}
+
+export interface JobsConfig {
+  /**
+   * Proactive token refresh covers only connections whose access token was used (or wanted:
+   * by the account sync, the product's token route) within this many hours; idle connections
+   * are refreshed once something wants their token again. At least 1 (an access token lives
+   * an hour). @default - every connection, used or not
+   */
+  readonly proactiveRefreshUsedWithinHours?: number;
 }
 
 export interface AmazonLimitsConfig {
@@ -164,6 +176,15 @@ const environmentSchema = z
       lwaRequestsPerSecond: z.number().positive().max(10_000),
       adsRequestsPerSecond: z.number().positive().max(10_000),
     }),
+    jobs: z
+      .strictObject({
+        proactiveRefreshUsedWithinHours: z
+          .number()
+          .min(1, 'must be at least 1 (an access token lives an hour)')
+          .max(8760, 'must be at most 8760 (a year); leave it out to refresh every connection')
+          .optional(),
+      })
+      .optional(),
   })
   .strict()
   .refine((c) => c.database.minCapacityAcu <= c.database.maxCapacityAcu, {
@@ -226,4 +247,10 @@ export function resolveEnvironment(name: unknown, environments: unknown): Enviro
 /** CloudFormation stack name of an environment; unique per environment, so several share an account. */
 export function stackNameOf(environment: string): string {
   return `AmazonAccounts-${environment}`;
+}
+
+/** The token refresh's window in seconds (PROACTIVE_REFRESH_USED_WITHIN_SECONDS), if the environment sets one. */
+export function proactiveRefreshUsedWithinSeconds(config: EnvironmentConfig): number | undefined {
+  const hours = config.jobs?.proactiveRefreshUsedWithinHours;
+  return hours === undefined ? undefined : Math.round(hours * 3600);
 }

@@ -27,6 +27,12 @@ export interface ScheduledJobsProps {
   readonly accountSyncSchedule: string;
   /** Amazon's request rates per region, shared by every invocation of both jobs. */
   readonly amazonLimits: { readonly lwaRequestsPerSecond: number; readonly adsRequestsPerSecond: number };
+  /**
+   * Proactive token refresh covers only connections used within this many seconds
+   * (PROACTIVE_REFRESH_USED_WITHIN_SECONDS, on the token refresh function only).
+   * @default - every connection
+   */
+  readonly proactiveRefreshUsedWithinSeconds?: number;
   /** The jobs are created only after this (the schema migration) succeeded. */
   readonly after: IDependable;
   /** Retention of the jobs' logs. */
@@ -54,6 +60,8 @@ interface JobDefinition {
   readonly description: string;
   readonly schedule: string;
   readonly timeout: Duration;
+  /** Variables of this job only, added to the ones every job gets. @default - none */
+  readonly environment?: Record<string, string>;
 }
 
 /**
@@ -74,6 +82,10 @@ export class ScheduledJobs extends Construct {
       description: 'Refreshes Login with Amazon tokens before they expire',
       schedule: props.tokenRefreshSchedule,
       timeout: Duration.seconds(JOB_TIMING.tokenRefresh.timeoutSeconds),
+      environment:
+        props.proactiveRefreshUsedWithinSeconds === undefined
+          ? undefined
+          : { [JOB_ENV.proactiveRefreshUsedWithinSeconds]: String(props.proactiveRefreshUsedWithinSeconds) },
     });
     this.accountSync = this.job(props, {
       id: 'AccountSync',
@@ -116,6 +128,7 @@ export class ScheduledJobs extends Construct {
         [JOB_ENV.adsRequestsPerSecond]: String(props.amazonLimits.adsRequestsPerSecond),
         POWERTOOLS_SERVICE_NAME: definition.service,
         POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
+        ...definition.environment,
       },
     }).function;
     props.database.grantDataApiAccessAsWorker(fn);

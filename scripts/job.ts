@@ -2,6 +2,8 @@
  * `npm run job -- token-refresh|account-sync`: one run of a job's real core against
  * DATABASE_URL (node-postgres), with Amazon at LWA_TOKEN_URL / ADS_API_URL (default: Amazon's
  * regional hosts) and credentials from LWA_CLIENT_ID, LWA_CLIENT_SECRET, TOKEN_ENCRYPTION_KEY.
+ * PROACTIVE_REFRESH_USED_WITHIN_SECONDS (optional) limits the token refresh to connections used
+ * within that many seconds, as in AWS.
  * Logs go to stderr; the last line on stdout is the run's JSON summary.
  *
  *   npm run job -- account-sync --user <uuid>     # a manual sync of one user
@@ -63,6 +65,7 @@ export async function runJobOnce(
           tokenUrl: config.lwaTokenUrl,
           limiters,
         }),
+        settings: { usedWithinSeconds: config.proactiveRefreshUsedWithinSeconds },
       });
     }
     return await runAccountSync(

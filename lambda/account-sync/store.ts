@@ -57,7 +57,10 @@ export interface ClaimUsersOptions {
  * on by two runs at once) and each gets a full batch; the same statement marks the region's
  * accounts 'in_progress', closes the connection's history rows that a run which died left
  * 'started' ('failed', {@link ABANDONED_ATTEMPT_REASON}) and opens one 'started' row per
- * connection, with its region.
+ * connection, with its region. It also records the use of each connection's access token
+ * (`last_used_at`): of every claimed connection, and of every due one it leaves because its
+ * token expires too soon, so that the token refresh renews that token even when its window
+ * leaves idle connections alone (the next sync then proceeds).
  */
 export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<ClaimedUser[]> {
   const { rows } = await db.query<{
@@ -95,9 +98,25 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
            FROM candidates c JOIN oauth_tokens t ON t.id = c.id
        ) r
         WHERE running <= :maxTokenChars OR running = chars
+     ), waiting AS (
+       -- Due connections the claim leaves because their access token expires too soon: the
+       -- sync wants that token too. SKIP LOCKED: a row another statement holds is marked by a
+       -- later run (never a wait, so never a deadlock with the token refresh's write-back).
+       SELECT t.id FROM oauth_tokens t
+        WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
+          AND t.proactive_refresh_enabled = TRUE
+          AND t.expires_at <= now() + make_interval(secs => :minTokenValiditySeconds)
+          AND (t.sync_lease_expires_at IS NULL OR t.sync_lease_expires_at < now())
+          AND NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
+        LIMIT :limit
+        FOR UPDATE OF t SKIP LOCKED
+     ), wanted AS (
+       -- Used: the token refresh renews them even when they had been idle past its window.
+       UPDATE oauth_tokens t SET last_used_at = now() FROM waiting w WHERE t.id = w.id
      ), claimed AS (
        UPDATE oauth_tokens t
-          SET sync_lease_owner = :owner, sync_lease_expires_at = now() + make_interval(secs => :leaseSeconds)
+          SET sync_lease_owner = :owner, sync_lease_expires_at = now() + make_interval(secs => :leaseSeconds),
+              last_used_at = now()
          FROM sized c WHERE t.id = c.id
        RETURNING t.id, t.user_id, t.access_token, t.region, t.sync_retry_count
      ), accounts AS (

@@ -19,7 +19,19 @@ export const JOB_ENV = {
   lwaRequestsPerSecond: 'LWA_REQUESTS_PER_SECOND',
   /** Requests per second per region to the Ads API, all invocations together. Optional. */
   adsRequestsPerSecond: 'ADS_REQUESTS_PER_SECOND',
+  /**
+   * Optional, token refresh only: proactive refresh covers connections used within this many
+   * seconds (unset: every connection). Also read by `npm run job`.
+   */
+  proactiveRefreshUsedWithinSeconds: 'PROACTIVE_REFRESH_USED_WITHIN_SECONDS',
 } as const;
+
+/** The variables of `JOB_ENV` a job may run without. */
+const OPTIONAL_JOB_ENV: readonly string[] = [
+  JOB_ENV.proactiveRefreshUsedWithinSeconds,
+  JOB_ENV.lwaRequestsPerSecond,
+  JOB_ENV.adsRequestsPerSecond,
+];
 
 /**
  * Environment variables of `npm run job` and `npm start` (local runs on node-postgres, no
@@ -67,6 +79,8 @@ export interface JobConfig {
   readonly tokenKeySecretArn: string;
   /** The shared request budgets' rates; absent ones take the defaults. */
   readonly amazonRates: AmazonRates;
+  /** Proactive refresh covers connections used within this many seconds. @default - every connection */
+  readonly proactiveRefreshUsedWithinSeconds?: number;
 }
 
 /** Requests per second per region, all invocations together (the shared budgets' ceilings). */
@@ -94,6 +108,16 @@ function amazonRates(values: Record<string, string | undefined>): AmazonRates {
 const arn = (service: string) =>
   z.string().check(z.regex(new RegExp(`^arn:aws[a-z-]*:${service}:[a-z0-9-]+:\\d{12}:`), `not a ${service} ARN`));
 
+/** A whole number of seconds, at least one, that PostgreSQL's `int` holds (as the variable's text). */
+const seconds = z
+  .string()
+  .check(
+    z.refine(
+      (v) => /^[1-9][0-9]*$/.test(v) && Number(v) <= 2_147_483_647,
+      'not a whole number of seconds from 1 to 2147483647',
+    ),
+  );
+
 const jobSchema = z.object({
   [JOB_ENV.environment]: z.enum(['dev', 'staging', 'prod']),
   [JOB_ENV.clusterArn]: arn('rds'),
@@ -103,14 +127,19 @@ const jobSchema = z.object({
   [JOB_ENV.tokenKeySecretArn]: arn('secretsmanager'),
   [JOB_ENV.lwaRequestsPerSecond]: z.optional(requestsPerSecond),
   [JOB_ENV.adsRequestsPerSecond]: z.optional(requestsPerSecond),
+  [JOB_ENV.proactiveRefreshUsedWithinSeconds]: z.optional(seconds),
 });
+
+function optionalSeconds(value: string | undefined): number | undefined {
+  return value === undefined ? undefined : Number(value);
+}
 
 /** Reads and validates the Lambda configuration from `env`. Pure: use {@link jobConfig} in handlers. */
 export function readJobConfig(env: Readonly<Record<string, string | undefined>> = process.env): JobConfig {
   const values = validate(
     jobSchema,
     env,
-    Object.values(JOB_ENV).filter((n) => n !== JOB_ENV.lwaRequestsPerSecond && n !== JOB_ENV.adsRequestsPerSecond),
+    Object.values(JOB_ENV).filter((name) => !OPTIONAL_JOB_ENV.includes(name)),
   );
   return {
     environment: values[JOB_ENV.environment],
@@ -120,6 +149,7 @@ export function readJobConfig(env: Readonly<Record<string, string | undefined>> 
     lwaClientSecretArn: values[JOB_ENV.lwaClientSecretArn],
     tokenKeySecretArn: values[JOB_ENV.tokenKeySecretArn],
     amazonRates: amazonRates(values),
+    proactiveRefreshUsedWithinSeconds: optionalSeconds(values[JOB_ENV.proactiveRefreshUsedWithinSeconds]),
   };
 }
 
@@ -144,6 +174,8 @@ export interface LocalJobConfig {
   readonly tokenKey: Buffer;
   /** The shared request budgets' rates; absent ones take the defaults. */
   readonly amazonRates: AmazonRates;
+  /** `PROACTIVE_REFRESH_USED_WITHIN_SECONDS`, as in AWS. @default - every connection */
+  readonly proactiveRefreshUsedWithinSeconds?: number;
 }
 
 const url = z.string().check(z.url('not a URL'));
@@ -156,6 +188,7 @@ const localSchema = z.object({
   [LOCAL_JOB_ENV.tokenEncryptionKey]: z.string(),
   [LOCAL_JOB_ENV.lwaRequestsPerSecond]: z.optional(requestsPerSecond),
   [LOCAL_JOB_ENV.adsRequestsPerSecond]: z.optional(requestsPerSecond),
+  [JOB_ENV.proactiveRefreshUsedWithinSeconds]: z.optional(seconds),
 });
 
 /** Reads and validates the local-run configuration from `env`. */
@@ -184,6 +217,7 @@ export function readLocalJobConfig(env: Readonly<Record<string, string | undefin
     lwaClientSecret: values[LOCAL_JOB_ENV.lwaClientSecret],
     tokenKey: parseTokenKey(values[LOCAL_JOB_ENV.tokenEncryptionKey]),
     amazonRates: amazonRates(values),
+    proactiveRefreshUsedWithinSeconds: optionalSeconds(values[JOB_ENV.proactiveRefreshUsedWithinSeconds]),
   };
 }
 

@@ -79,6 +79,13 @@ export interface TokenRefreshSettings {
   readonly reserveMs?: number;
   /** Finished results wait at most this long for the rest of their batch before being written. @default 3000 */
   readonly flushAfterMs?: number;
+  /**
+   * Refresh only connections used within this many seconds (`last_used_at`, set by the account
+   * sync when it wants the token; never recorded counts as used). Idle connections are left to
+   * expire and are refreshed once something wants their token again.
+   * @default - every connection (PROACTIVE_REFRESH_USED_WITHIN_SECONDS in AWS)
+   */
+  readonly usedWithinSeconds?: number;
 }
 
 export interface TokenRefreshDeps extends JobRuntime {
@@ -172,6 +179,7 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
           leaseSeconds: JOB_TIMING.tokenRefresh.leaseSeconds,
           limit: s.batchSize,
           pausedRegions: pausedRegions(),
+          usedWithinSeconds: s.usedWithinSeconds,
         }),
       process: (token) => refreshOneToken(context, token),
       unprocessed: (token) => ({ kind: 'released', token }),
@@ -268,7 +276,7 @@ function tallyTokenOutcomes(
 export interface TokenRefreshPreview {
   readonly job: 'token-refresh';
   readonly dryRun: true;
-  /** Tokens a run started now would claim and refresh. */
+  /** Tokens a run started now would claim and refresh (used within the window, when one is set). */
   readonly due: number;
   /** Due tokens of regions a Retry-After still pauses (left for a later run). */
   readonly pausedByRateLimit: number;
@@ -289,7 +297,11 @@ export async function previewTokenRefresh(
   const pausedRegions = [...(await readEndpointPauses(deps.db, 'lwa-token:'))]
     .filter(([, until]) => until.getTime() > now)
     .map(([endpoint]) => endpoint.split(':')[1] as AmazonRegion);
-  const counts = await countDueTokens(deps.db, { windowSeconds, pausedRegions });
+  const counts = await countDueTokens(deps.db, {
+    windowSeconds,
+    pausedRegions,
+    usedWithinSeconds: deps.settings?.usedWithinSeconds,
+  });
   const preview: TokenRefreshPreview = {
     job: 'token-refresh',
     dryRun: true,

@@ -24,6 +24,12 @@ export interface ClaimOptions {
   /** Regions whose token endpoint is paused by a Retry-After: their tokens are left alone. */
   readonly pausedRegions: readonly AmazonRegion[];
   /**
+   * Only connections used within this many seconds (`last_used_at`; NULL, never recorded,
+   * counts as used) are due; idle ones are refreshed when they are next wanted.
+   * @default - every connection, used or not
+   */
+  readonly usedWithinSeconds?: number;
+  /**
    * Most characters of stored refresh tokens one claim returns, so its response stays under
    * the Data API's 1 MiB limit whatever the tokens' size (Amazon allows refresh tokens of
    * 2,048 bytes: 2,775 characters encrypted). @default CLAIM_TOKEN_CHARS
@@ -33,7 +39,8 @@ export interface ClaimOptions {
 
 /**
  * Claims up to `limit` due tokens in one statement: proactive refresh on, expiring within the
- * window, not leased (or the lease expired: a run that died), not waiting for a retry. FOR
+ * window, used within `usedWithinSeconds` when that is set (or never recorded), not leased (or
+ * the lease expired: a run that died), not waiting for a retry. FOR
  * UPDATE SKIP LOCKED plus the lease make overlapping invocations claim disjoint sets.
  */
 export async function claimDueTokens(db: Database, o: ClaimOptions): Promise<ClaimedToken[]> {
@@ -51,6 +58,8 @@ export async function claimDueTokens(db: Database, o: ClaimOptions): Promise<Cla
           AND (refresh_lease_expires_at IS NULL OR refresh_lease_expires_at < now())
           AND (next_refresh_attempt_at IS NULL OR next_refresh_attempt_at <= now())
           AND NOT (region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
+          AND (:usedWithinSeconds::int IS NULL OR last_used_at IS NULL
+               OR last_used_at >= now() - make_interval(secs => :usedWithinSeconds::int))
         ORDER BY expires_at
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
@@ -74,6 +83,7 @@ export async function claimDueTokens(db: Database, o: ClaimOptions): Promise<Cla
       leaseSeconds: o.leaseSeconds,
       limit: o.limit,
       pausedRegions: sqlJson(o.pausedRegions),
+      usedWithinSeconds: o.usedWithinSeconds ?? null,
       maxTokenChars: o.maxTokenChars ?? CLAIM_TOKEN_CHARS,
     },
   );
@@ -92,7 +102,7 @@ export async function claimDueTokens(db: Database, o: ClaimOptions): Promise<Cla
  */
 export async function countDueTokens(
   db: Database,
-  o: Pick<ClaimOptions, 'windowSeconds' | 'pausedRegions'>,
+  o: Pick<ClaimOptions, 'windowSeconds' | 'pausedRegions' | 'usedWithinSeconds'>,
 ): Promise<{ due: number; paused: number }> {
   const { rows } = await db.query<{ due: number; paused: number }>(
     `SELECT count(*) FILTER (WHERE NOT paused)::int AS due, count(*) FILTER (WHERE paused)::int AS paused
@@ -102,8 +112,14 @@ export async function countDueTokens(
             AND expires_at < now() + make_interval(secs => :windowSeconds)
             AND (refresh_lease_expires_at IS NULL OR refresh_lease_expires_at < now())
             AND (next_refresh_attempt_at IS NULL OR next_refresh_attempt_at <= now())
+            AND (:usedWithinSeconds::int IS NULL OR last_used_at IS NULL
+                 OR last_used_at >= now() - make_interval(secs => :usedWithinSeconds::int))
        ) t`,
-    { windowSeconds: o.windowSeconds, pausedRegions: sqlJson(o.pausedRegions) },
+    {
+      windowSeconds: o.windowSeconds,
+      pausedRegions: sqlJson(o.pausedRegions),
+      usedWithinSeconds: o.usedWithinSeconds ?? null,
+    },
   );
   return { due: Number(rows[0].due), paused: Number(rows[0].paused) };
 }

@@ -3,7 +3,12 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { EnvironmentConfigError, resolveEnvironment, stackNameOf } from '../../lib/config';
+import {
+  EnvironmentConfigError,
+  proactiveRefreshUsedWithinSeconds,
+  resolveEnvironment,
+  stackNameOf,
+} from '../../lib/config';
 import { cdkJsonContext, ROOT as PROJECT_ROOT } from '../../bin/environment-stack';
 
 const run = promisify(execFile);
@@ -113,6 +118,46 @@ test('an audience may be a list, and the JWKS URL is optional', () => {
   expect(config.api).toMatchObject({
     jwtAudience: ['authenticated', 'mobile'],
     jwksUrl: 'https://keys.example.com/jwks.json',
+  });
+});
+
+describe('jobs.proactiveRefreshUsedWithinHours', () => {
+  test('absent (as in cdk.json today): every connection is refreshed, no window', () => {
+    for (const name of Object.keys(environments))
+      expect(proactiveRefreshUsedWithinSeconds(resolveEnvironment(name, environments))).toBeUndefined();
+    expect(
+      proactiveRefreshUsedWithinSeconds(
+        resolveEnvironment(
+          'dev',
+          devWith((d) => (d.jobs = {})),
+        ),
+      ),
+    ).toBeUndefined();
+  });
+
+  test('hours become the seconds the token refresh reads', () => {
+    const config = (hours: number) =>
+      resolveEnvironment(
+        'dev',
+        devWith((d) => (d.jobs = { proactiveRefreshUsedWithinHours: hours })),
+      );
+    expect(proactiveRefreshUsedWithinSeconds(config(24))).toBe(86_400);
+    expect(proactiveRefreshUsedWithinSeconds(config(1.5))).toBe(5400);
+  });
+
+  test.each([
+    ['less than an hour', { proactiveRefreshUsedWithinHours: 0.5 }, 'must be at least 1'],
+    ['zero', { proactiveRefreshUsedWithinHours: 0 }, 'must be at least 1'],
+    ['more than a year', { proactiveRefreshUsedWithinHours: 10_000 }, 'must be at most 8760'],
+    ['a string', { proactiveRefreshUsedWithinHours: '24' }, 'jobs.proactiveRefreshUsedWithinHours'],
+    ['a misspelt field', { proactiveRefreshUsedWithinHour: 24 }, 'proactiveRefreshUsedWithinHour'],
+  ])('%s is rejected, naming the field', (_name, jobs, message) => {
+    expect(() =>
+      resolveEnvironment(
+        'dev',
+        devWith((d) => (d.jobs = jobs)),
+      ),
+    ).toThrow(message);
   });
 });
 

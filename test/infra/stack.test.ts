@@ -811,6 +811,20 @@ describe('per-environment settings', () => {
     templateOf('dev').resourceCountIs('AWS::SNS::Subscription', 0);
   });
 
+  test('jobs.proactiveRefreshUsedWithinHours reaches the token refresh function only, in seconds; absent, no function has it', () => {
+    const variable = JOB_ENV.proactiveRefreshUsedWithinSeconds;
+    /** The functions of a template that carry the variable, with its value. */
+    const carrying = (t: Template) =>
+      Object.entries(resourcesOf(t, 'AWS::Lambda::Function'))
+        .filter(([, fn]) => JSON.stringify(fn.Properties?.Environment ?? {}).includes(variable))
+        .map(([id, fn]) => [id, (fn.Properties as Record<string, any>).Environment.Variables[variable]]);
+    const dev = structuredClone((cdkJsonContext().environments as Record<string, any>).dev);
+    dev.jobs = { proactiveRefreshUsedWithinHours: 24 };
+    const configured = Template.fromStack(buildStack('dev', { environments: { dev } }).stack);
+    expect(carrying(configured)).toEqual([[tokenRefresh(configured).id, '86400']]);
+    for (const env of ENVIRONMENTS) expect(carrying(templateOf(env))).toEqual([]);
+  });
+
   test('stacks whose database refuses deletion have termination protection', () => {
     expect(ENVIRONMENTS.map((env) => buildStack(env).stack.terminationProtection)).toEqual([false, true, true]);
   });

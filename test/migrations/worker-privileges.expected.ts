@@ -153,4 +153,7 @@ export const EXPECTED_WORKER_PRIVILEGES: readonly string[] = [
   'UPDATE (paused_until) ON amazon_rate_budget', // throttled
   'UPDATE (last_cut_at) ON amazon_rate_budget', // throttled
   'UPDATE (throttled_count) ON amazon_rate_budget', // throttled
+  // oauth_tokens.last_used_at, granted by 0016 (refresh what is used)
+  'SELECT (last_used_at) ON oauth_tokens', // claimDueTokens, countDueTokens: used within the window (NULL counts as used)
+  'UPDATE (last_used_at) ON oauth_tokens', // claimUsers: a claimed connection, and a due one waiting for its token, is used
 ];

@@ -97,6 +97,45 @@ describe('job configuration', () => {
     expect(error.message).not.toContain('secret-looking-value');
   });
 
+  test('the proactive refresh window is optional, a whole number of seconds', () => {
+    expect(readJobConfig(validEnv).proactiveRefreshUsedWithinSeconds).toBeUndefined();
+    expect(
+      readJobConfig({ ...validEnv, [JOB_ENV.proactiveRefreshUsedWithinSeconds]: '86400' })
+        .proactiveRefreshUsedWithinSeconds,
+    ).toBe(86400);
+    expect(
+      readJobConfig({ ...validEnv, [JOB_ENV.proactiveRefreshUsedWithinSeconds]: ' ' })
+        .proactiveRefreshUsedWithinSeconds,
+    ).toBeUndefined();
+    for (const value of ['0', '-3600', '1.5', '1h', '99999999999']) {
+      const error = configError(() =>
+        readJobConfig({ ...validEnv, [JOB_ENV.proactiveRefreshUsedWithinSeconds]: value }),
+      );
+      expect(error.missing).toEqual([]);
+      expect(error.invalid).toHaveLength(1);
+      expect(error.invalid[0]).toContain(JOB_ENV.proactiveRefreshUsedWithinSeconds);
+      expect(error.invalid[0]).not.toContain(value);
+    }
+  });
+
+  test('local runs read the proactive refresh window under the same name', () => {
+    const local = {
+      [LOCAL_JOB_ENV.databaseUrl]: 'postgres://u:p@127.0.0.1:5432/db',
+      [LOCAL_JOB_ENV.lwaClientId]: 'client',
+      [LOCAL_JOB_ENV.lwaClientSecret]: 'shh',
+      [LOCAL_JOB_ENV.tokenEncryptionKey]: KEY,
+    };
+    expect(readLocalJobConfig(local).proactiveRefreshUsedWithinSeconds).toBeUndefined();
+    expect(
+      readLocalJobConfig({ ...local, [JOB_ENV.proactiveRefreshUsedWithinSeconds]: '3600' })
+        .proactiveRefreshUsedWithinSeconds,
+    ).toBe(3600);
+    const error = configError(() =>
+      readLocalJobConfig({ ...local, [JOB_ENV.proactiveRefreshUsedWithinSeconds]: 'soon' }),
+    );
+    expect(error.invalid.join(' ')).toContain(JOB_ENV.proactiveRefreshUsedWithinSeconds);
+  });
+
   test('local runs: DATABASE_URL, LWA credentials and the token key, Amazon URLs optional', () => {
     const config = readLocalJobConfig({
       [LOCAL_JOB_ENV.databaseUrl]: 'postgres://u:p@127.0.0.1:5432/db',
