@@ -10,7 +10,10 @@
 --   was for; a claim closes only that connection's abandoned rows). The token refresh flags
 --   only the failing connection's region 'reauth_required', which reads the same column.
 --   test/migrations/worker-privileges.expected.ts lists each privilege with its statement.
--- * authenticated: reads every column of its own user_accounts (0009), so region too.
+-- * authenticated: reads every column of its own user_accounts (0009), so region too; 0013
+--   (the accounts API, which lists accounts by region) grants it, with the rest of what the
+--   API reads, and takes it back in its own Down. Granting it here as well would let this
+--   Down take away a privilege 0013 still relies on.
 --
 -- Numbered 0014 because 0013 belongs to the accounts API. GRANT and REVOKE change catalogue
 -- rows only; the limits only make a stuck migration fail fast.
@@ -20,11 +23,9 @@ SET LOCAL statement_timeout = '30s';
 
 GRANT SELECT (region), INSERT (region), UPDATE (region) ON user_accounts TO accounts_worker;
 GRANT SELECT (region), INSERT (region) ON account_sync_history TO accounts_worker;
-GRANT SELECT (region) ON user_accounts TO authenticated;
 
 -- Down Migration
 SET LOCAL lock_timeout = '500ms';
 SET LOCAL statement_timeout = '30s';
-REVOKE SELECT (region) ON user_accounts FROM authenticated;
 REVOKE SELECT (region), INSERT (region) ON account_sync_history FROM accounts_worker;
 REVOKE SELECT (region), INSERT (region), UPDATE (region) ON user_accounts FROM accounts_worker;
