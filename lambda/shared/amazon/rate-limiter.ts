@@ -319,6 +319,11 @@ export class RateLimiterRegistry {
      * that budget's ceiling); without it, by its own token bucket (one container's limit).
      */
     private readonly sharedBudgets?: RateBudgetStore,
+    /**
+     * How late a shared slot may be used (see SharedBudgetOptions.toleranceMs): it must cover
+     * how unevenly requests reach Amazon after they leave. @default 100
+     */
+    private readonly budgetToleranceMs?: number,
   ) {}
 
   /** Every limiter created so far, with its endpoint and region. */
@@ -338,7 +343,7 @@ export class RateLimiterRegistry {
         ? new SharedRateBudget(
             this.sharedBudgets,
             { endpoint, region: region as AmazonRegion },
-            { ceiling: limits.ratePerSecond, ...this.clock },
+            { ceiling: limits.ratePerSecond, toleranceMs: this.budgetToleranceMs, ...this.clock },
           )
         : undefined;
       limiter = new EndpointLimiter(limits, this.clock, shared);
