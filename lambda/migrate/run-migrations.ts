@@ -226,6 +226,9 @@ function cancelAt(session: ClientConfig, budgetMs: number): { fired(): boolean; 
     fired = true;
     const { application_name: name, options: _options, ...config } = session;
     const client = new Client(config);
+    // A connection the server ends (a restart, a terminated backend) emits 'error'; without a
+    // listener that would crash the process. The cancel is best effort either way.
+    client.on('error', () => undefined);
     client
       .connect()
       .then(() =>
