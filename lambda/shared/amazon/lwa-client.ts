@@ -190,17 +190,7 @@ export class LwaClient {
         expiresInSeconds: parsed.data.expires_in,
       };
     }
-    const error = lwaErrorResponseSchema.safeParse(json);
-    if (
-      (response.status === 400 || response.status === 401) &&
-      error.success &&
-      PERMANENT_CODES.has(error.data.error as PermanentAuthErrorCode)
-    ) {
-      throw new PermanentAuthError(itemId, region, response.status, error.data.error as PermanentAuthErrorCode);
-    }
-    throw new MalformedResponseError(itemId, 'lwa', region, response.status, [
-      error.success ? `unexpected error code for HTTP ${response.status}` : `unexpected HTTP ${response.status}`,
-    ]);
+    throwLwaError(itemId, region, response.status, json);
   }
 
   private rereadCredentials(provider: LwaCredentialsProvider): Promise<LwaCredentials> {
@@ -258,17 +248,7 @@ export class LwaClient {
         expiresInSeconds: parsed.data.expires_in,
       };
     }
-    const error = lwaErrorResponseSchema.safeParse(json);
-    if (
-      (response.status === 400 || response.status === 401) &&
-      error.success &&
-      PERMANENT_CODES.has(error.data.error as PermanentAuthErrorCode)
-    ) {
-      throw new PermanentAuthError(itemId, region, response.status, error.data.error as PermanentAuthErrorCode);
-    }
-    throw new MalformedResponseError(itemId, 'lwa', region, response.status, [
-      error.success ? `unexpected error code for HTTP ${response.status}` : `unexpected HTTP ${response.status}`,
-    ]);
+    throwLwaError(itemId, region, response.status, json);
   }
 }
 
@@ -278,4 +258,21 @@ function parseJson(text: string): unknown {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * A token endpoint answer that is not a success: Amazon's permanent refusals (`invalid_grant`,
+ * `invalid_client`, …) as {@link PermanentAuthError}, anything else as malformed.
+ */
+function throwLwaError(itemId: string, region: AmazonRegion, status: number, json: unknown): never {
+  const error = lwaErrorResponseSchema.safeParse(json);
+  if (
+    (status === 400 || status === 401) &&
+    error.success &&
+    PERMANENT_CODES.has(error.data.error as PermanentAuthErrorCode)
+  )
+    throw new PermanentAuthError(itemId, region, status, error.data.error as PermanentAuthErrorCode);
+  throw new MalformedResponseError(itemId, 'lwa', region, status, [
+    error.success ? `unexpected error code for HTTP ${status}` : `unexpected HTTP ${status}`,
+  ]);
 }
