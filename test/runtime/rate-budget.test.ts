@@ -233,17 +233,29 @@ describe('shared budget client (store and clock replaced)', () => {
     }
   }
 
+  /**
+   * A clock the test moves: `sleep` advances it by the time asked (plus `lateMs`, a process
+   * whose timers fire late) instead of waiting.
+   */
+  function fakeTime(clock: { now: number }, lateMs = 0) {
+    return {
+      now: () => clock.now,
+      sleep: (ms: number) => {
+        clock.now += ms + lateMs;
+        return Promise.resolve();
+      },
+    };
+  }
+
   test('a slot that comes too late to use (the caller was not ready) is dropped, never sent late', async () => {
     const clock = { now: 1_000_000 };
+    const time = fakeTime(clock);
     const store = new MemoryStore(clock);
     const budget = new SharedRateBudget(store, LWA_NA, {
       ceiling: 10,
       toleranceMs: 50,
-      now: () => clock.now,
-      sleep: (ms) => {
-        clock.now += ms;
-        return Promise.resolve();
-      },
+      now: time.now,
+      sleep: time.sleep,
     });
     // Three callers at once: one reservation of three slots, 105 ms apart.
     await Promise.all([budget.take(), budget.take(), budget.take()]);
@@ -253,15 +265,7 @@ describe('shared budget client (store and clock replaced)', () => {
     // A process whose timers fire 200 ms late (busy): its slot, 100 ms ahead, has passed by
     // more than the tolerance when it wakes, so it is dropped and a fresh one reserved.
     store.next = clock.now + 100;
-    const slow = new SharedRateBudget(store, LWA_NA, {
-      ceiling: 10,
-      toleranceMs: 50,
-      now: () => clock.now,
-      sleep: (ms) => {
-        clock.now += ms + 200;
-        return Promise.resolve();
-      },
-    });
+    const slow = new SharedRateBudget(store, LWA_NA, { ceiling: 10, toleranceMs: 50, ...fakeTime(clock, 200) });
     await slow.take();
     expect(slow.stats().slotsDropped).toBeGreaterThanOrEqual(1);
     expect(slow.stats().slotsUsed).toBe(1);
@@ -269,15 +273,9 @@ describe('shared budget client (store and clock replaced)', () => {
 
   test('reservations ask for as many slots as callers wait and get those within the horizon (half a second)', async () => {
     const clock = { now: 0 };
+    const time = fakeTime(clock);
     const store = new MemoryStore(clock);
-    const budget = new SharedRateBudget(store, LWA_NA, {
-      ceiling: 10,
-      now: () => clock.now,
-      sleep: (ms) => {
-        clock.now += ms;
-        return Promise.resolve();
-      },
-    });
+    const budget = new SharedRateBudget(store, LWA_NA, { ceiling: 10, ...time });
     await Promise.all(Array.from({ length: 12 }, () => budget.take()));
     // 12 callers at once ask for 12; at 10/s (105 ms apart with the tolerance) 5 fit in the
     // horizon of 500 ms; later reservations ask for those still waiting.
@@ -293,15 +291,9 @@ describe('shared budget client (store and clock replaced)', () => {
 
   test('after a 429 the slots still held are given up and the next ones start after the pause', async () => {
     const clock = { now: 0 };
+    const time = fakeTime(clock);
     const store = new MemoryStore(clock);
-    const budget = new SharedRateBudget(store, LWA_NA, {
-      ceiling: 10,
-      now: () => clock.now,
-      sleep: (ms) => {
-        clock.now += ms;
-        return Promise.resolve();
-      },
-    });
+    const budget = new SharedRateBudget(store, LWA_NA, { ceiling: 10, ...time });
     await Promise.all(Array.from({ length: 3 }, () => budget.take()));
     await budget.throttled(clock.now, 5);
     const pausedUntil = budget.pausedUntilMs();
@@ -313,20 +305,11 @@ describe('shared budget client (store and clock replaced)', () => {
 
   test('a limiter registry with a budget store paces every call by the shared budget and reports its 429s to it', async () => {
     const clock = { now: 0 };
+    const time = fakeTime(clock);
     const store = new MemoryStore(clock);
     const reserved = jest.spyOn(store, 'reserve');
     const reported = jest.spyOn(store, 'throttled');
-    const registry = new RateLimiterRegistry(
-      { lwa: { ratePerSecond: 4, burst: 100, maxConcurrency: 8 } },
-      {
-        now: () => clock.now,
-        sleep: (ms) => {
-          clock.now += ms;
-          return Promise.resolve();
-        },
-      },
-      store,
-    );
+    const registry = new RateLimiterRegistry({ lwa: { ratePerSecond: 4, burst: 100, maxConcurrency: 8 } }, time, store);
     const limiter = registry.for('lwa', 'EU');
     expect(limiter.shared?.key).toEqual({ endpoint: 'lwa', region: 'EU' });
     const sent: number[] = [];
