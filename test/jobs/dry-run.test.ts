@@ -1,12 +1,10 @@
-import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import { mockClient } from 'aws-sdk-client-mock';
 import { previewAccountSync, runAccountSync } from '../../lambda/account-sync/core';
 import { handler as sync } from '../../lambda/account-sync/handler';
 import { isDryRun } from '../../lambda/shared/jobs/dry-run';
 import { endpointKey, RateLimitUsageRecorder, recordRateLimitUsage } from '../../lambda/shared/amazon/usage-store';
 import { previewTokenRefresh, runTokenRefresh } from '../../lambda/token-refresh/core';
 import { handler as refresh } from '../../lambda/token-refresh/handler';
-import { JobWorld, runtime, seedUsers, useJobWorld } from './fixture';
+import { JobWorld, runtime, seedUsers, useJobHandlerEnvironment, useJobWorld } from './fixture';
 
 // `{"dryRun": true}` against the real cores on the Data API path (as the jobs' login user):
 // it reports what a run would start on, and claims nothing, writes nothing, calls no Amazon.
@@ -115,43 +113,12 @@ test('account sync: the dry run counts the due users, those waiting for a token,
 });
 
 describe('the Lambda handlers take {"dryRun": true}', () => {
-  const secrets = mockClient(SecretsManagerClient);
-  const ARNS = {
-    lwa: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:lwa-client-AbCdEf',
-    key: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:token-key-AbCdEf',
-  };
-  let saved: NodeJS.ProcessEnv;
-
+  useJobHandlerEnvironment(() => world);
   beforeEach(() => {
-    saved = { ...process.env };
-    Object.assign(process.env, {
-      APP_ENVIRONMENT: 'dev',
-      DB_CLUSTER_ARN: world.emulator.target.resourceArn,
-      DB_SECRET_ARN: world.emulator.target.secretArn,
-      DB_NAME: world.emulator.target.database,
-      LWA_CLIENT_SECRET_ARN: ARNS.lwa,
-      TOKEN_ENCRYPTION_KEY_SECRET_ARN: ARNS.key,
-      LWA_TOKEN_URL: world.amazon.lwaTokenUrl,
-      ADS_API_URL: world.amazon.adsBaseUrl,
-      AWS_ENDPOINT_URL_RDS_DATA: world.emulator.endpoint,
-      AWS_REGION: 'eu-west-1',
-      AWS_ACCESS_KEY_ID: 'test',
-      AWS_SECRET_ACCESS_KEY: 'test',
-      POWERTOOLS_DEV: 'false',
-    });
-    secrets.reset();
-    secrets.on(GetSecretValueCommand, { SecretId: ARNS.lwa }).resolves({
-      SecretString: JSON.stringify({ clientId: world.amazon.clientId, clientSecret: world.amazon.clientSecret }),
-    });
-    secrets.on(GetSecretValueCommand, { SecretId: ARNS.key }).resolves({ SecretString: world.keyBase64 });
     // Powertools' JSON log lines and EMF metrics go to stdout; keep the test output clean.
     for (const stream of [process.stdout, process.stderr]) jest.spyOn(stream, 'write').mockImplementation(() => true);
     for (const level of ['log', 'info', 'warn', 'error'] as const)
       jest.spyOn(console, level).mockImplementation(() => undefined);
-  });
-  afterEach(() => {
-    jest.restoreAllMocks();
-    process.env = saved;
   });
 
   const context = { getRemainingTimeInMillis: () => 600_000, awsRequestId: 'verify-1' };

@@ -1,14 +1,12 @@
 import { execFile } from 'node:child_process';
 import { resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import { mockClient } from 'aws-sdk-client-mock';
 import { handler as sync } from '../../lambda/account-sync/handler';
 import { handler as refresh } from '../../lambda/token-refresh/handler';
 import { DATA_API_REQUEST_RESERVE_MS, jobContainer, runJobInvocation } from '../../lambda/shared/jobs/container';
 import { DatabaseUnavailableError } from '../../lambda/shared/db';
 import { DatabaseRateBudgetStore, SharedRateBudget } from '../../lambda/shared/amazon/rate-budget';
-import { JobWorld, seedUsers, useJobWorld } from './fixture';
+import { JobWorld, seedUsers, useJobHandlerEnvironment, useJobWorld } from './fixture';
 
 const run = promisify(execFile);
 const ROOT = resolve(__dirname, '..', '..');
@@ -100,38 +98,14 @@ describe('npm run job', () => {
 });
 
 describe('Lambda handlers on the Data API path', () => {
-  const secrets = mockClient(SecretsManagerClient);
-  const ARNS = {
-    lwa: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:lwa-client-AbCdEf',
-    key: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:token-key-AbCdEf',
-  };
-  let saved: NodeJS.ProcessEnv;
   let stdout: string[];
 
+  useJobHandlerEnvironment(
+    () => world,
+    // What Lambda sets on a container started for an invocation (Powertools' cold-start check).
+    () => ({ AWS_LAMBDA_INITIALIZATION_TYPE: 'on-demand' }),
+  );
   beforeEach(() => {
-    saved = { ...process.env };
-    Object.assign(process.env, {
-      APP_ENVIRONMENT: 'dev',
-      DB_CLUSTER_ARN: world.emulator.target.resourceArn,
-      DB_SECRET_ARN: world.emulator.target.secretArn,
-      DB_NAME: world.emulator.target.database,
-      LWA_CLIENT_SECRET_ARN: ARNS.lwa,
-      TOKEN_ENCRYPTION_KEY_SECRET_ARN: ARNS.key,
-      LWA_TOKEN_URL: world.amazon.lwaTokenUrl,
-      ADS_API_URL: world.amazon.adsBaseUrl,
-      AWS_ENDPOINT_URL_RDS_DATA: world.emulator.endpoint,
-      AWS_REGION: 'eu-west-1',
-      AWS_ACCESS_KEY_ID: 'test',
-      AWS_SECRET_ACCESS_KEY: 'test',
-      POWERTOOLS_DEV: 'false',
-      // What Lambda sets on a container started for an invocation (Powertools' cold-start check).
-      AWS_LAMBDA_INITIALIZATION_TYPE: 'on-demand',
-    });
-    secrets.reset();
-    secrets.on(GetSecretValueCommand, { SecretId: ARNS.lwa }).resolves({
-      SecretString: JSON.stringify({ clientId: world.amazon.clientId, clientSecret: world.amazon.clientSecret }),
-    });
-    secrets.on(GetSecretValueCommand, { SecretId: ARNS.key }).resolves({ SecretString: world.keyBase64 });
     stdout = [];
     // Powertools writes log lines and EMF metrics to stdout, warnings and errors to stderr.
     for (const stream of [process.stdout, process.stderr]) {
@@ -150,10 +124,6 @@ describe('Lambda handlers on the Data API path', () => {
     jest
       .spyOn(console, 'error')
       .mockImplementation((...args: unknown[]) => void stdout.push(args.map(String).join(' ')));
-  });
-  afterEach(() => {
-    jest.restoreAllMocks();
-    process.env = saved;
   });
 
   const context = { getRemainingTimeInMillis: () => 600_000, awsRequestId: 'req-1' };

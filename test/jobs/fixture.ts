@@ -1,4 +1,7 @@
+import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { mockClient } from 'aws-sdk-client-mock';
 import { AdsClient, LwaClient } from '../../lambda/shared/amazon';
+import { JOB_ENV } from '../../lambda/shared/config';
 import { RateLimiterRegistry } from '../../lambda/shared/amazon/rate-limiter';
 import { Database, DataApiDatabase, PgDatabase } from '../../lambda/shared/db';
 import { MetricTotals } from '../../lambda/shared/jobs/runtime';
@@ -135,3 +138,50 @@ export function runtime(overrides: { remainingTimeMs?: () => number } = {}) {
 }
 
 export type { Database };
+
+/** Secrets Manager ids the job handlers are given in the handler tests (answered by a mock). */
+export const HANDLER_SECRET_ARNS = {
+  lwa: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:lwa-client-AbCdEf',
+  key: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:token-key-AbCdEf',
+} as const;
+
+/**
+ * Registers hooks that give each test of the enclosing block the environment the stack sets on
+ * a job function (the Data API emulator as the cluster, the fake Amazon's URLs), plus `extra`,
+ * with Secrets Manager answering the LWA client and token key from the world; restores the
+ * environment and every jest spy after each test. Output (Powertools writes to stdout) is left
+ * to the test file.
+ */
+export function useJobHandlerEnvironment(world: () => JobWorld, extra: () => NodeJS.ProcessEnv = () => ({})): void {
+  const secrets = mockClient(SecretsManagerClient);
+  let saved: NodeJS.ProcessEnv;
+  beforeEach(() => {
+    const w = world();
+    saved = { ...process.env };
+    Object.assign(process.env, {
+      [JOB_ENV.environment]: 'dev',
+      [JOB_ENV.clusterArn]: w.emulator.target.resourceArn,
+      [JOB_ENV.databaseSecretArn]: w.emulator.target.secretArn,
+      [JOB_ENV.databaseName]: w.emulator.target.database,
+      [JOB_ENV.lwaClientSecretArn]: HANDLER_SECRET_ARNS.lwa,
+      [JOB_ENV.tokenKeySecretArn]: HANDLER_SECRET_ARNS.key,
+      LWA_TOKEN_URL: w.amazon.lwaTokenUrl,
+      ADS_API_URL: w.amazon.adsBaseUrl,
+      AWS_ENDPOINT_URL_RDS_DATA: w.emulator.endpoint,
+      AWS_REGION: 'eu-west-1',
+      AWS_ACCESS_KEY_ID: 'test',
+      AWS_SECRET_ACCESS_KEY: 'test',
+      POWERTOOLS_DEV: 'false',
+      ...extra(),
+    });
+    secrets.reset();
+    secrets.on(GetSecretValueCommand, { SecretId: HANDLER_SECRET_ARNS.lwa }).resolves({
+      SecretString: JSON.stringify({ clientId: w.amazon.clientId, clientSecret: w.amazon.clientSecret }),
+    });
+    secrets.on(GetSecretValueCommand, { SecretId: HANDLER_SECRET_ARNS.key }).resolves({ SecretString: w.keyBase64 });
+  });
+  afterEach(() => {
+    jest.restoreAllMocks();
+    process.env = saved;
+  });
+}

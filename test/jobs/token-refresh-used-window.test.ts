@@ -1,12 +1,18 @@
-import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import { mockClient } from 'aws-sdk-client-mock';
 import { runAccountSync } from '../../lambda/account-sync/core';
 import { JOB_ENV } from '../../lambda/shared/config';
 import { Database } from '../../lambda/shared/db';
 import { handler } from '../../lambda/token-refresh/handler';
 import { runJobOnce } from '../../scripts/job';
 import { previewTokenRefresh, runTokenRefresh, TokenRefreshSettings } from '../../lambda/token-refresh/core';
-import { JobWorld, runtime, seedUsers, SeedUser, useBothDatabasePaths, useJobWorld } from './fixture';
+import {
+  JobWorld,
+  runtime,
+  seedUsers,
+  SeedUser,
+  useBothDatabasePaths,
+  useJobHandlerEnvironment,
+  useJobWorld,
+} from './fixture';
 
 /**
  * Refresh what is used: with `usedWithinSeconds` set, the proactive refresh leaves connections
@@ -157,42 +163,13 @@ test('npm run job reads PROACTIVE_REFRESH_USED_WITHIN_SECONDS as the Lambda does
 });
 
 describe('the Lambda handler', () => {
-  const secrets = mockClient(SecretsManagerClient);
-  const ARNS = {
-    lwa: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:lwa-client-AbCdEf',
-    key: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:token-key-AbCdEf',
-  };
-  let saved: NodeJS.ProcessEnv;
-
+  // As the stack sets it on the token refresh function (read once per container).
+  useJobHandlerEnvironment(
+    () => world,
+    () => ({ [JOB_ENV.proactiveRefreshUsedWithinSeconds]: String(HOUR), POWERTOOLS_LOG_LEVEL: 'SILENT' }),
+  );
   beforeEach(() => {
-    saved = { ...process.env };
-    // As the stack sets it on the token refresh function (read once per container).
-    Object.assign(process.env, {
-      [JOB_ENV.environment]: 'dev',
-      [JOB_ENV.clusterArn]: world.emulator.target.resourceArn,
-      [JOB_ENV.databaseSecretArn]: world.emulator.target.secretArn,
-      [JOB_ENV.databaseName]: world.emulator.target.database,
-      [JOB_ENV.lwaClientSecretArn]: ARNS.lwa,
-      [JOB_ENV.tokenKeySecretArn]: ARNS.key,
-      [JOB_ENV.proactiveRefreshUsedWithinSeconds]: String(HOUR),
-      LWA_TOKEN_URL: world.amazon.lwaTokenUrl,
-      AWS_ENDPOINT_URL_RDS_DATA: world.emulator.endpoint,
-      AWS_REGION: 'eu-west-1',
-      AWS_ACCESS_KEY_ID: 'test',
-      AWS_SECRET_ACCESS_KEY: 'test',
-      POWERTOOLS_DEV: 'false',
-      POWERTOOLS_LOG_LEVEL: 'SILENT',
-    });
-    secrets.reset();
-    secrets.on(GetSecretValueCommand, { SecretId: ARNS.lwa }).resolves({
-      SecretString: JSON.stringify({ clientId: world.amazon.clientId, clientSecret: world.amazon.clientSecret }),
-    });
-    secrets.on(GetSecretValueCommand, { SecretId: ARNS.key }).resolves({ SecretString: world.keyBase64 });
     jest.spyOn(process.stdout, 'write').mockImplementation(() => true);
-  });
-  afterEach(() => {
-    jest.restoreAllMocks();
-    process.env = saved;
   });
 
   const context = { getRemainingTimeInMillis: () => 600_000, awsRequestId: 'req-1' };
