@@ -284,3 +284,90 @@ export function expectedAccountsFor(users: number): number {
   }
   return total;
 }
+
+/**
+ * A job run as it is paced in AWS: the Amazon clients limited to `ratePerSecond` per endpoint
+ * and region through the shared rate budget in the database, with the fake Amazon enforcing
+ * the same limit (a call over it is answered 429). Shows what the budget costs in Data API calls
+ * and that the rate Amazon sees stays under the limit.
+ */
+export interface BudgetMeasurement {
+  readonly job: JobName;
+  /** Requests per second per region: the budget's ceiling and the fake Amazon's own limit. */
+  readonly ratePerSecond: number;
+  readonly regions: number;
+  readonly concurrency: number;
+  readonly latencyMs: number;
+  /** Tokens refreshed, or users (connections) synced. */
+  readonly items: number;
+  readonly seconds: number;
+  readonly perSecond: number;
+  /** ratePerSecond × regions: the most the budget lets through. */
+  readonly limitPerSecond: number;
+  /** perSecond ÷ limitPerSecond × 100 */
+  readonly percentOfLimit: number;
+  /** The most calls the fake Amazon received within any one second, per region of the job's endpoint. */
+  readonly busiestSecond: Readonly<Record<string, number>>;
+  /** Calls the fake Amazon refused (429) for exceeding its limit. */
+  readonly refused: number;
+  /** Data API calls of the job itself (claims, write-backs…). */
+  readonly jobDataApiCalls: number;
+  /** Data API calls of the budget (reservations, 429 reports). */
+  readonly budgetDataApiCalls: number;
+  /** budgetDataApiCalls ÷ items × 1000 */
+  readonly budgetCallsPer1000: number;
+}
+
+export async function measureWithSharedBudget(
+  w: BenchWorld,
+  o: { job: JobName; ratePerSecond: number; concurrency: number; items: number; latencyMs: number },
+): Promise<BudgetMeasurement> {
+  await w.reset({ lwaMs: o.latencyMs, adsMs: o.latencyMs, limitPerSecond: o.ratePerSecond });
+  await (o.job === 'token-refresh' ? seedTokens(w, o.items) : seedUsers(w, o.items))();
+  const jobDb = w.dataApi();
+  const budgetDb = w.dataApi();
+  const clients = w.budgeted(budgetDb, o.ratePerSecond);
+  const startedAtMs = Date.now();
+  const started = performance.now();
+  let items: number;
+  if (o.job === 'token-refresh') {
+    const r = await runTokenRefresh({ db: jobDb, lwa: clients.lwa, ...benchRuntime(w, o.concurrency) });
+    expectEqual('tokens refreshed or failed', r.refreshed + r.failed, o.items);
+    items = r.refreshed;
+  } else {
+    const r = await runAccountSync({ db: jobDb, ads: clients.ads, ...benchRuntime(w, o.concurrency) });
+    expectEqual('users synced or failed', r.usersSynced + r.usersFailed, o.items);
+    items = r.usersSynced;
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const counters = await w.counters(startedAtMs);
+  const endpoint = o.job === 'token-refresh' ? 'lwa' : 'ads';
+  const busiestSecond = Object.fromEntries(
+    Object.entries(counters.busiestSecond)
+      .filter(([key]) => key.startsWith(`${endpoint}:`))
+      .map(([key, n]) => [key.slice(endpoint.length + 1), n]),
+  );
+  const refused = Object.entries(counters.refused)
+    .filter(([key]) => key.startsWith(`${endpoint}:`))
+    .reduce((sum, [, n]) => sum + n, 0);
+  const regions = Object.keys(busiestSecond).length;
+  const perSecond = items / seconds;
+  const budgetDataApiCalls = budgetDb.callCounts().total;
+  return {
+    job: o.job,
+    ratePerSecond: o.ratePerSecond,
+    regions,
+    concurrency: o.concurrency,
+    latencyMs: o.latencyMs,
+    items,
+    seconds,
+    perSecond,
+    limitPerSecond: o.ratePerSecond * regions,
+    percentOfLimit: (perSecond / (o.ratePerSecond * regions)) * 100,
+    busiestSecond,
+    refused,
+    jobDataApiCalls: jobDb.callCounts().total,
+    budgetDataApiCalls,
+    budgetCallsPer1000: items > 0 ? (budgetDataApiCalls / items) * 1000 : 0,
+  };
+}

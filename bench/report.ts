@@ -3,7 +3,7 @@
  * the JSON `--json FILE` writes: ratios against the naive baseline and the targets checked.
  */
 import { type BundleFigures, renderBundles } from './bundles';
-import type { JobMeasurement, JobName } from './jobs';
+import type { BudgetMeasurement, JobMeasurement, JobName } from './jobs';
 
 /** bench/migrate-bench.ts's result file (`npm run bench:migrate`), when it exists. */
 export interface MigrationFigures {
@@ -42,6 +42,8 @@ export interface BenchReport {
   readonly migration: MigrationFigures | null;
   /** The Lambda bundles' sizes and load times (bench/bundles.ts), when measured. */
   readonly bundles: readonly BundleFigures[] | null;
+  /** The jobs paced by the shared rate budget at production-like limits. */
+  readonly budget: readonly BudgetMeasurement[];
   readonly totalSeconds: number;
 }
 
@@ -54,6 +56,7 @@ export function buildReport(o: {
   runs: readonly JobMeasurement[];
   migration: MigrationFigures | null;
   bundles?: readonly BundleFigures[] | null;
+  budget?: readonly BudgetMeasurement[];
   totalSeconds: number;
 }): BenchReport {
   const naive = (job: JobName) => o.runs.find((r) => r.job === job && r.way === 'naive');
@@ -113,6 +116,7 @@ export function buildReport(o: {
     targets,
     migration: o.migration,
     bundles,
+    budget: o.budget ?? [],
     totalSeconds: o.totalSeconds,
   };
 }
@@ -167,6 +171,7 @@ export function renderMarkdown(report: BenchReport): string {
     }
   }
   if (report.bundles) lines.push('', ...renderBundles(report.bundles));
+  if (report.budget.length > 0) lines.push('', ...renderBudget(report.budget));
   lines.push('');
   lines.push('| Target | Measured | Target | Result |', '|---|---|---|---|');
   for (const t of report.targets)
@@ -186,6 +191,43 @@ export function renderMarkdown(report: BenchReport): string {
     lines.push('Migration figures: bench/results/migrate.json not found (run `npm run bench:migrate` to produce it).');
   }
   return lines.join('\n');
+}
+
+/** The shared-budget runs: Amazon's rate as Amazon saw it, and what the budget cost in Data API calls. */
+export function renderBudget(runs: readonly BudgetMeasurement[]): string[] {
+  const lines = [
+    '| Job, paced by the shared rate budget | Limit per region | Concurrency | Items | Seconds | Throughput | % of the limit (all regions) | Busiest second at Amazon, per region | 429s | Data API calls: job | Data API calls: budget | Budget calls per 1,000 |',
+    '|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|',
+  ];
+  for (const r of runs) {
+    const unit = r.job === 'token-refresh' ? 'tokens' : 'users';
+    lines.push(
+      [
+        '',
+        r.job,
+        `${fmt(r.ratePerSecond, 0)}/s`,
+        r.concurrency,
+        `${fmt(r.items, 0)} ${unit}`,
+        fmt(r.seconds, 1),
+        `${fmt(r.perSecond, 1)} ${unit}/s`,
+        `${fmt(r.percentOfLimit, 0)}% of ${fmt(r.limitPerSecond, 0)}/s`,
+        Object.entries(r.busiestSecond)
+          .map(([region, n]) => `${region} ${n}`)
+          .join(', '),
+        fmt(r.refused, 0),
+        fmt(r.jobDataApiCalls, 0),
+        fmt(r.budgetDataApiCalls, 0),
+        fmt(r.budgetCallsPer1000, 1),
+        '',
+      ]
+        .join(' | ')
+        .trim(),
+    );
+  }
+  lines.push(
+    "The Amazon clients as a job invocation has them in AWS: every request waits for a slot of the budget in the database (`amazon_rate_budget`), reserved a few at a time, at most 0.5 s ahead; the fake Amazon enforces the same limit per region and answers 429 above it. The budget's reservations are Data API calls of their own, on top of the job's.",
+  );
+  return lines;
 }
 
 export function fmt(value: number, digits: number): string {

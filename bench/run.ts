@@ -12,6 +12,9 @@
  * then the naive baseline (bench/naive.ts) of both jobs; then the migration figures from
  * bench/results/migrate.json when `npm run bench:migrate` has written it. Each concurrency
  * level gets enough items to run `--seconds` (12) at its ceiling, concurrency ÷ latency.
+ * Last, each job paced as in AWS by the shared rate budget in the database at 10 requests/s per
+ * region, with the fake Amazon enforcing that limit: the rate Amazon saw and the budget's own
+ * Data API calls.
  * The Amazon clients get limits far above the ceiling (BENCH_LIMITS) so the client-side rate
  * limiter is not what is measured; production's limits are discussed in the README's "Scale" section.
  */
@@ -20,11 +23,13 @@ import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import {
+  BudgetMeasurement,
   JobMeasurement,
   measureAccountSync,
   measureNaiveAccountSync,
   measureNaiveTokenRefresh,
   measureTokenRefresh,
+  measureWithSharedBudget,
 } from './jobs';
 import { measureAccountsApi, renderApiMarkdown } from './api';
 import { measureBundles } from './bundles';
@@ -44,6 +49,12 @@ export interface BenchOptions {
   readonly migrationFile: string;
   /** Synthesize the prod stack and measure the Lambda bundles (bench/bundles.ts). @default true */
   readonly bundles: boolean;
+  /**
+   * The shared-budget runs: Amazon's limit per region (the prod stack's LWA limit; the same for
+   * Ads here) and how many seconds of work at that limit each job gets. @default 10 and 10
+   */
+  readonly budgetRatePerSecond: number;
+  readonly budgetSeconds: number;
   /** Progress lines (stderr). */
   readonly progress: (line: string) => void;
 }
@@ -55,6 +66,8 @@ export const DEFAULT_OPTIONS: BenchOptions = {
   naiveItems: 100,
   migrationFile: join(__dirname, 'results', 'migrate.json'),
   bundles: true,
+  budgetRatePerSecond: 10,
+  budgetSeconds: 10,
   progress: (line) => process.stderr.write(`${line}\n`),
 };
 
@@ -69,6 +82,7 @@ export async function runBench(options: Partial<BenchOptions> = {}): Promise<Ben
   o.progress('Starting PostgreSQL 17, the Data API emulator and the fake Amazon…');
   const world = await startBenchWorld();
   const runs: JobMeasurement[] = [];
+  const budget: BudgetMeasurement[] = [];
   const note = (r: JobMeasurement) =>
     o.progress(
       `  ${r.job} ${r.way} c=${r.concurrency}: ${r.items} in ${r.seconds.toFixed(1)} s = ${r.perSecond.toFixed(1)}/s (${r.percentOfCeiling.toFixed(0)}% of ceiling), ${r.dataApiCalls} Data API calls, machine CPU ${r.machineBusyPercent.toFixed(0)}% busy`,
@@ -93,6 +107,20 @@ export async function runBench(options: Partial<BenchOptions> = {}): Promise<Ben
     o.progress('Naive account sync…');
     runs.push(await measureNaiveAccountSync(world, { items: o.naiveItems, latencyMs: o.latencyMs }));
     note(runs[runs.length - 1]);
+    for (const job of ['token-refresh', 'account-sync'] as const) {
+      o.progress(`${job} paced by the shared rate budget at ${o.budgetRatePerSecond}/s per region…`);
+      const b = await measureWithSharedBudget(world, {
+        job,
+        ratePerSecond: o.budgetRatePerSecond,
+        concurrency: 16, // the cores' production default
+        items: Math.max(3, Math.round(o.budgetRatePerSecond * 3 * o.budgetSeconds)),
+        latencyMs: o.latencyMs,
+      });
+      budget.push(b);
+      o.progress(
+        `  ${b.items} in ${b.seconds.toFixed(1)} s = ${b.perSecond.toFixed(1)}/s (${b.percentOfLimit.toFixed(0)}% of ${b.limitPerSecond}/s), busiest second ${JSON.stringify(b.busiestSecond)}, ${b.refused} refused, Data API calls ${b.jobDataApiCalls} + ${b.budgetDataApiCalls} for the budget`,
+      );
+    }
   } finally {
     await world.close();
   }
@@ -104,6 +132,7 @@ export async function runBench(options: Partial<BenchOptions> = {}): Promise<Ben
     runs: [...runs].sort((a, b) => order(a) - order(b) || a.concurrency - b.concurrency),
     migration: readMigrationFigures(o.migrationFile),
     bundles,
+    budget,
     totalSeconds: (performance.now() - started) / 1000,
   });
 }
@@ -126,7 +155,7 @@ function arg(name: string): string | undefined {
 
 async function main(): Promise<void> {
   const quick = process.argv.includes('--quick');
-  const options: Partial<BenchOptions> = quick ? { secondsAtCeiling: 1, naiveItems: 8 } : {};
+  const options: Partial<BenchOptions> = quick ? { secondsAtCeiling: 1, naiveItems: 8, budgetSeconds: 1 } : {};
   const latency = arg('latency');
   const report = await runBench({ ...options, ...(latency ? { latencyMs: Number(latency) } : {}) });
   process.stdout.write(`${renderMarkdown(report)}\n`);

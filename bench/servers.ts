@@ -7,11 +7,12 @@
  */
 import { seedUsers, startLocalWorld } from '../local/world';
 import { profilesFor, SEED_CHUNK } from './seeding';
+import { AMAZON_REGIONS, type AmazonRegion } from '../lambda/shared/amazon/regions';
 
 export type ServerRequest =
-  | { op: 'reset'; lwaMs: number; adsMs: number }
+  | { op: 'reset'; lwaMs: number; adsMs: number; limitPerSecond?: number }
   | { op: 'seed'; kind: SeedKind; count: number; prefix: string }
-  | { op: 'counters' }
+  | { op: 'counters'; sinceMs?: number }
   | { op: 'close' };
 
 /**
@@ -38,6 +39,34 @@ export interface ServerCounters {
   readonly emulatorCalls: number;
   /** CPU time this process (emulator and fake Amazon) has used, user + system. */
   readonly cpuMs: number;
+  /**
+   * Per endpoint and region (`lwa:NA`…): the most calls that arrived within any one second
+   * (sliding), counting calls since `sinceMs` (epoch ms; 0: since the start).
+   */
+  readonly busiestSecond: Readonly<Record<string, number>>;
+  /** Per endpoint and region: calls answered 429 for exceeding `limitPerSecond`, since `sinceMs`. */
+  readonly refused: Readonly<Record<string, number>>;
+}
+
+function perRegion(count: (endpoint: 'lwa' | 'ads', region: AmazonRegion) => number): Record<string, number> {
+  const figures: Record<string, number> = {};
+  for (const endpoint of ['lwa', 'ads'] as const)
+    for (const region of AMAZON_REGIONS) figures[`${endpoint}:${region}`] = count(endpoint, region);
+  return figures;
+}
+
+/** The most of `times` (ascending epoch ms) at or after `since` that fall within one second. */
+function busiestSecond(times: readonly number[], since: number): number {
+  let most = 0;
+  for (let i = 0, j = 0; i < times.length; i += 1) {
+    if (times[i] < since) {
+      j = i + 1;
+      continue;
+    }
+    while (times[i] - times[j] >= 1000) j += 1;
+    most = Math.max(most, i - j + 1);
+  }
+  return most;
 }
 
 async function main(): Promise<void> {
@@ -59,8 +88,8 @@ async function main(): Promise<void> {
     switch (request.op) {
       case 'reset':
         await world.reset();
-        world.amazon.setKnobs({ latencyMs: request.lwaMs }, 'lwa');
-        world.amazon.setKnobs({ latencyMs: request.adsMs }, 'ads');
+        world.amazon.setKnobs({ latencyMs: request.lwaMs, limitPerSecond: request.limitPerSecond ?? 0 }, 'lwa');
+        world.amazon.setKnobs({ latencyMs: request.adsMs, limitPerSecond: request.limitPerSecond ?? 0 }, 'ads');
         return null;
       case 'seed': {
         let seeded = 0;
@@ -83,11 +112,14 @@ async function main(): Promise<void> {
       }
       case 'counters': {
         const cpu = process.cpuUsage();
+        const since = request.sinceMs ?? 0;
         return {
           lwaCalls: world.amazon.counters.total('lwa'),
           adsCalls: world.amazon.counters.total('ads'),
           emulatorCalls: world.emulator.calls.total,
           cpuMs: (cpu.user + cpu.system) / 1000,
+          busiestSecond: perRegion((e, r) => busiestSecond(world.amazon.counters.arrivals(e, r), since)),
+          refused: perRegion((e, r) => world.amazon.counters.limitedAt(e, r).filter((t) => t >= since).length),
         } satisfies ServerCounters;
       }
       case 'close':

@@ -9,8 +9,9 @@ import { ChildProcess, fork } from 'node:child_process';
 import { join } from 'node:path';
 import { RDSDataClient } from '@aws-sdk/client-rds-data';
 import { AdsClient, LwaClient } from '../lambda/shared/amazon';
-import { DataApiDatabase, PgDatabase } from '../lambda/shared/db';
-import { EndpointLimits, RateLimiterRegistry } from '../lambda/shared/amazon/rate-limiter';
+import { Database, DataApiDatabase, PgDatabase } from '../lambda/shared/db';
+import { EndpointLimits, endpointLimitsFor, RateLimiterRegistry } from '../lambda/shared/amazon/rate-limiter';
+import { DatabaseRateBudgetStore } from '../lambda/shared/amazon/rate-budget';
 import { TokenCipher } from '../lambda/shared/token-crypto';
 import type { ServerCounters, ServerInfo, ServerRequest } from './servers';
 
@@ -36,16 +37,25 @@ export interface BenchWorld {
   lwa(): LwaClient;
   /** Ads client on the fake Amazon with {@link BENCH_LIMITS}; production retry settings. */
   ads(): AdsClient;
-  /** Empties the data tables and sets the fake Amazon's latency per endpoint. */
-  reset(latency: { lwaMs: number; adsMs: number }): Promise<void>;
+  /**
+   * Empties the data tables (the shared rate budget's too) and sets the fake Amazon's latency
+   * per endpoint and its own limit per endpoint and region (0: none).
+   */
+  reset(latency: { lwaMs: number; adsMs: number; limitPerSecond?: number }): Promise<void>;
+  /**
+   * LWA and Ads clients as a job invocation has them in AWS: limited to `ratePerSecond` per
+   * endpoint and region through the shared rate budget in the database (`amazon_rate_budget`),
+   * whose reservations go through `budgetDb`.
+   */
+  budgeted(budgetDb: Database, ratePerSecond: number): { lwa: LwaClient; ads: AdsClient };
   /** Users whose tokens are due for refresh (expiring in 5 minutes). */
   seedRefreshDue(count: number): Promise<number>;
   /** Users due for account sync: valid token, 1-4 accounts each whose next_sync_at has passed. */
   seedSyncDue(count: number): Promise<number>;
   /** Tokens due for refresh and accounts due for sync (the scale simulation). */
   seedBothDue(count: number): Promise<number>;
-  /** Calls the fake Amazon and the emulator have received so far. */
-  counters(): Promise<ServerCounters>;
+  /** Calls the fake Amazon and the emulator have received so far (per-second figures since `sinceMs`). */
+  counters(sinceMs?: number): Promise<ServerCounters>;
   close(): Promise<void>;
 }
 
@@ -88,11 +98,27 @@ export async function startBenchWorld(): Promise<BenchWorld> {
       }),
     ads: () => new AdsClient({ clientId: info.clientId, baseUrl: info.adsBaseUrl, limiters: limiters() }),
     reset: async (latency) => void (await call({ op: 'reset', ...latency })),
+    budgeted: (budgetDb, ratePerSecond) => {
+      const limiters = new RateLimiterRegistry(
+        endpointLimitsFor({ lwa: ratePerSecond, ads: ratePerSecond }),
+        {},
+        new DatabaseRateBudgetStore(budgetDb),
+      );
+      return {
+        lwa: new LwaClient({
+          clientId: info.clientId,
+          clientSecret: info.clientSecret,
+          tokenUrl: info.lwaTokenUrl,
+          limiters,
+        }),
+        ads: new AdsClient({ clientId: info.clientId, baseUrl: info.adsBaseUrl, limiters }),
+      };
+    },
     seedRefreshDue: async (count) =>
       (await call({ op: 'seed', kind: 'refresh-due', count, prefix: prefix() })) as number,
     seedSyncDue: async (count) => (await call({ op: 'seed', kind: 'sync-due', count, prefix: prefix() })) as number,
     seedBothDue: async (count) => (await call({ op: 'seed', kind: 'both-due', count, prefix: prefix() })) as number,
-    counters: async () => (await call({ op: 'counters' })) as ServerCounters,
+    counters: async (sinceMs) => (await call({ op: 'counters', sinceMs })) as ServerCounters,
     async close() {
       client.destroy();
       await admin.close().catch(() => undefined);

@@ -283,13 +283,18 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
   function overLimit(endpoint: FakeEndpoint, region: AmazonRegion): boolean {
     const key = `${endpoint}:${region}`;
     const now = Date.now();
-    arrivals.set(key, [...(arrivals.get(key) ?? []), now]);
+    // Appended in place: a copy per call made a long run (the scale simulation) quadratic.
+    const seen = arrivals.get(key) ?? [];
+    if (seen.length === 0) arrivals.set(key, seen);
+    seen.push(now);
     const limit = knobs[endpoint].limitPerSecond;
     if (!(limit > 0)) return false;
     const recent = (admitted.get(key) ?? []).filter((t) => now - t < 1000);
     if (recent.length >= limit) {
       admitted.set(key, recent);
-      refused.set(key, [...(refused.get(key) ?? []), now]);
+      const over = refused.get(key) ?? [];
+      if (over.length === 0) refused.set(key, over);
+      over.push(now);
       return true;
     }
     admitted.set(key, [...recent, now]);

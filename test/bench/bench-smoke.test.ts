@@ -13,6 +13,7 @@ import { expectedAccountsFor } from '../../bench/jobs';
 
 const LATENCY_MS = 10;
 const NAIVE_ITEMS = 6;
+const BUDGET_RATE = 20;
 let report: BenchReport;
 
 beforeAll(async () => {
@@ -23,6 +24,8 @@ beforeAll(async () => {
     naiveItems: NAIVE_ITEMS,
     migrationFile: join(mkdtempSync(join(tmpdir(), 'bench-')), 'missing.json'),
     bundles: false, // test/bench/bundles.test.ts
+    budgetRatePerSecond: BUDGET_RATE,
+    budgetSeconds: 0.2, // 12 items per job, 3 regions at 20/s
     progress: () => undefined,
   });
 }, 60_000);
@@ -103,7 +106,7 @@ test('ratios are taken against the naive run of the same job, and every target i
 test('the table shows every run and every target', () => {
   const markdown = renderMarkdown(report);
   expect(markdown).toContain('| Job | Way | Concurrency |');
-  expect(markdown.match(/^\| (token-refresh|account-sync) \|/gm)).toHaveLength(report.runs.length);
+  expect(markdown.match(/^\| (token-refresh|account-sync) \| (job core|naive)/gm)).toHaveLength(report.runs.length);
   for (const t of report.targets)
     expect(markdown).toContain(`| ${t.name} | ${t.measured} | ${t.target} | ${t.met ? 'met' : '**NOT MET**'} |`);
   expect(markdown).toContain('bench/results/migrate.json not found');
@@ -143,6 +146,32 @@ test('`--json` writes the measured figures, the ones the table shows', () => {
     met: at32('token-refresh')!.callsPer1000 <= 30,
   });
   expect(json.targets.map((t) => t.name)).toEqual(report.targets.map((t) => t.name));
+});
+
+test('the shared-budget runs did their work through the budget, and their figures follow from the counts', () => {
+  expect(report.budget.map((b) => [b.job, b.ratePerSecond, b.regions])).toEqual([
+    ['token-refresh', BUDGET_RATE, 3],
+    ['account-sync', BUDGET_RATE, 3],
+  ]);
+  for (const b of report.budget) {
+    // Every item went through Amazon (12 given; a 429 would have made one fail and shown here).
+    expect(b.items + b.refused).toBe(12);
+    expect(b.limitPerSecond).toBe(BUDGET_RATE * 3);
+    expect(b.perSecond).toBeCloseTo(b.items / b.seconds, 6);
+    expect(b.percentOfLimit).toBeCloseTo((b.perSecond / b.limitPerSecond) * 100, 6);
+    expect(Object.keys(b.busiestSecond)).toEqual(['NA', 'EU', 'FE']);
+    // The seeded connections are spread over the regions, and only this run's calls are counted.
+    for (const n of Object.values(b.busiestSecond)) expect(n).toBeGreaterThanOrEqual(1);
+    expect(Object.values(b.busiestSecond).reduce((a, n) => a + n, 0)).toBeLessThanOrEqual(12 + b.refused);
+    // The budget reserves slots in the database: at least one call, never more than one per request.
+    expect(b.budgetDataApiCalls).toBeGreaterThan(0);
+    expect(b.budgetDataApiCalls).toBeLessThanOrEqual(b.items + b.refused + 3);
+    expect(b.budgetCallsPer1000).toBeCloseTo((b.budgetDataApiCalls / b.items) * 1000, 6);
+    expect(b.jobDataApiCalls).toBeGreaterThan(0);
+  }
+  const markdown = renderMarkdown(report);
+  expect(markdown).toContain('| Job, paced by the shared rate budget |');
+  expect(markdown).toContain(`| token-refresh | ${BUDGET_RATE}/s | 16 | ${report.budget[0].items} tokens |`);
 });
 
 test('migration figures are read from the migrations benchmark file when it exists', () => {
