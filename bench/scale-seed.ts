@@ -12,7 +12,8 @@
  *   interval); the ones used within the window were renewed then and are still valid, the
  *   others' tokens expired 65 minutes after that use (the refresh ran about 5 minutes after the
  *   sync marked them): they are the rows the windowed claim must step over.
- * Every row has proactive refresh on, no lease, no retry pending. Refresh tokens are a fixed
+ * Every row has proactive refresh on, no lease, no retry pending, and its next sync within the
+ * coming 6 hours (no accounts are seeded: the rows are what the token refresh's claim reads). Refresh tokens are a fixed
  * string of `tokenChars` characters (the claim's cost depends on the row, not on the value);
  * these rows are never sent to Amazon: nothing seeded here is due, except used and
  * never-recorded ones, and the measurement claims them only in a transaction it rolls back.
@@ -60,7 +61,7 @@ export async function seedSteadyState(admin: PgDatabase, o: SteadyStateOptions):
   );
   // Classes: bucket < used: used; < used + nulls: never recorded; else idle.
   await admin.query(
-    `INSERT INTO oauth_tokens (user_id, access_token, refresh_token, expires_at, region, last_used_at)
+    `INSERT INTO oauth_tokens (user_id, access_token, refresh_token, expires_at, region, last_used_at, sync_next_attempt_at)
      SELECT md5(:prefix || '-' || c.g)::uuid, 'enc:v1:access', repeat('r', :tokenChars::int),
             CASE WHEN c.kind <> 'idle' OR c.idle_used_at >= now() - make_interval(secs => :window::int)
                  THEN now() + make_interval(secs => 1500 + c.r * 2100)
@@ -68,7 +69,8 @@ export async function seedSteadyState(admin: PgDatabase, o: SteadyStateOptions):
             (ARRAY['NA', 'EU', 'FE'])[c.g % 3 + 1],
             CASE c.kind WHEN 'used' THEN now() - make_interval(secs => c.r * 900)
                         WHEN 'null' THEN NULL
-                        ELSE c.idle_used_at END
+                        ELSE c.idle_used_at END,
+            c.idle_used_at + interval '6 hours'
        FROM (SELECT g, r,
                     CASE WHEN ${BUCKET} < :used THEN 'used' WHEN ${BUCKET} < :used + :nulls THEN 'null' ELSE 'idle' END AS kind,
                     now() - make_interval(secs => r * 21600) AS idle_used_at
