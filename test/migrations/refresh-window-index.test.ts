@@ -45,13 +45,15 @@ interface PlanNode {
 }
 
 /**
- * The plan of the token refresh's real claim (claimDueTokens' own statement and parameters),
- * run under EXPLAIN ANALYZE in a transaction that is rolled back: no lease stays behind.
+ * The plan of the token refresh's real claim (claimDueTokens' own statement and parameters), as
+ * the jobs' role (accounts_worker: Row Level Security applies to it), run under EXPLAIN ANALYZE
+ * in a transaction that is rolled back: no lease stays behind.
  */
 async function claimPlan(usedWithinSeconds: number | undefined): Promise<PlanNode> {
   let plan: PlanNode | undefined;
   await admin
     .transaction(async (tx) => {
+      await tx.query('SET LOCAL ROLE accounts_worker');
       const explaining: Database = {
         batch: (sql, paramSets) => tx.batch(sql, paramSets),
         transaction: (fn) => tx.transaction(fn),
