@@ -170,7 +170,6 @@ export async function measureRateRun(
         AND coalesce(last_used_at, 'infinity') >= now() - make_interval(secs => :w::int)`,
     { w: o.usedWithinSeconds },
   );
-  await world.admin.query(`UPDATE oauth_tokens SET sync_next_attempt_at = now() + interval '6 hours'`);
   for (let start = 0, chunk = 0; start < o.due; start += 4000, chunk++)
     await seedUsers(world, {
       count: Math.min(4000, o.due - start),
