@@ -13,10 +13,11 @@
  *   others' tokens expired 65 minutes after that use (the refresh ran about 5 minutes after the
  *   sync marked them): they are the rows the windowed claim must step over.
  * Every row has proactive refresh on, no lease, no retry pending, and its next sync within the
- * coming 6 hours (no accounts are seeded: the rows are what the token refresh's claim reads). Refresh tokens are a fixed
- * string of `tokenChars` characters (the claim's cost depends on the row, not on the value);
- * these rows are never sent to Amazon: nothing seeded here is due, except used and
- * never-recorded ones, and the measurement claims them only in a transaction it rolls back.
+ * coming 6 hours (no accounts are seeded: the rows are what the token refresh's claim reads).
+ * Refresh tokens are a fixed string of `tokenChars` characters (the claim's cost depends on the
+ * row, not on the value), unknown to the fake Amazon: bench/scale-measure.ts claims and writes
+ * back some of them without calling Amazon, and moves the rest out of the refresh window before
+ * the real cores run.
  */
 import type { PgDatabase } from '../lambda/shared/db';
 
