@@ -1,278 +1,419 @@
 /**
- * `npm run bench:scale`: the job cores at environment scale, by simulation. Not part of `npm test`
- * (it takes several minutes).
+ * `npm run bench:scale`: how many connections one environment serves, measured as far as this
+ * machine allows and modelled beyond, with the model checked against the measurements.
  *
- *   npm run bench:scale                                   # 100,000 users (one token each, 250,000 accounts)
- *   npm run bench:scale -- --users 20000 --json out.json  # smaller; also write the figures as JSON
- *   npm run bench:scale -- --concurrency 16               # the cores' production default
+ *   npm run bench:scale                          # 100,000, 300,000 and 1,000,000 connections
+ *   npm run bench:scale -- --quick               # small sizes (the smoke test's)
+ *   npm run bench:scale -- --json out.json       # also write the figures as JSON
+ *   npm run bench:scale -- --sizes 100000,300000 --model-connections 1000000 --used 0.1
+ *   npm run bench:scale -- --lwa 10 --ads 5 --model-lwa 80 --model-ads 30 --workers 4
  *
- * Seeds USERS users whose tokens are all due for refresh and whose accounts (1-4 each, 2.5 on
- * average) are all due for sync — the worst case, everything due at once — then runs, as
- * scheduled Lambda invocations would, the token refresh core in invocations of 4 minutes (the
- * function's timeout) until nothing is due, then the account sync core in invocations of 10
- * minutes. The invocations run back to back here; in AWS they start on the schedule (every 5 and
- * 15 minutes). Each invocation gets `remainingTimeMs` counting down from its timeout, so the
- * cores' own stop-and-release logic decides when an invocation ends.
- *
- * Database: the Data API path (DataApiDatabase → @aws-sdk/client-rds-data → the Data API
- * emulator → PostgreSQL 17), the path production uses, so the calls counted are Data API calls
- * and every batch goes through the Data API's request/response limits (1 MiB per response,
- * BatchExecute chunks). node-postgres would be faster here but would hide exactly those costs.
- * Amazon: the fake Amazon with a latency per call (LWA 100 ms, Ads 150 ms by default: assumed,
- * Amazon publishes no latency figures), client rate limits raised out of the way (BENCH_LIMITS)
- * so the figures show what the cores, the database path and latency allow; Amazon's own rate
- * limits are applied on paper in the README's "Scale" section.
+ * 1. Measured (bench/scale-measure.ts), on PostgreSQL 17 through the Data API emulator: for each
+ *    size, the steady state of an environment whose proactive refresh covers connections used
+ *    within the last hour (bench/scale-seed.ts; `--used` of them used by the product, the rest
+ *    idle, last touched by the 6-hourly account sync), and the token refresh's windowed claim
+ *    and write-back of 500 timed on it. Then, on the largest table, the real token refresh and
+ *    account sync cores run at once for `--seconds` against the fake Amazon limited to `--lwa`
+ *    and `--ads` requests per second per region (default: cdk.json's prod `amazonLimits`), the
+ *    cores drawing from the shared budget at the same rates: the fake's busiest second per
+ *    region must not exceed the rate and no call may be refused.
+ * 2. Modelled (bench/scale-model.ts): `--model-connections` connections over `--hours` hours of
+ *    virtual time (after a 6-hour warm-up), one second at a time, at `--model-lwa` and
+ *    `--model-ads` per region: the product's uses through the on-demand route, the scheduled
+ *    token refresh, the account sync, one budget per endpoint and region. It must show no use of
+ *    an expired token and an account sync that keeps its cycle. Then the connections one
+ *    environment serves at the configured limits (`--lwa`, `--ads`), estimated from the model's
+ *    requests per connection and confirmed by a model run at that size.
+ * 3. Checked: the model replays the measured run (same connections, rates and seconds); its
+ *    refreshes, syncs and Amazon requests must be within 20 % of the measured ones and its Data
+ *    API calls within 50 % (the write-back cadence is approximated). Any failed check ends the
+ *    run with an error after printing the figures.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { runAccountSync } from '../lambda/account-sync/core';
-import { runTokenRefresh } from '../lambda/token-refresh/core';
-import { benchRuntime, busyPercentSince, cpuTimes } from './jobs';
+import { startLocalWorld } from '../local/world';
 import { fmt } from './report';
-import { CallTimes, emptyTimes, TimedDatabase, timeCalls } from './timed';
-import { startBenchWorld } from './world';
+import { MODEL_DEFAULTS, ModelOptions, ModelResult, runModel } from './scale-model';
+import {
+  measureRateRun,
+  measureSize,
+  RATE_RUN_TOLERANCE_MS,
+  RateRunMeasurement,
+  REGIONS,
+  SizeMeasurement,
+} from './scale-measure';
 
 export interface ScaleOptions {
-  readonly users: number;
-  readonly concurrency: number;
-  readonly lwaLatencyMs: number;
-  readonly adsLatencyMs: number;
-  /** Lambda timeouts (lib/scheduled-jobs.ts). */
-  readonly refreshInvocationMs: number;
-  readonly syncInvocationMs: number;
+  readonly sizes: readonly number[];
+  readonly usedShare: number;
+  readonly usedWithinSeconds: number;
+  readonly claimBatches: number;
+  /** The configured limits per region (requests per second). */
+  readonly lwaPerSecond: number;
+  readonly adsPerSecond: number;
+  readonly rateRunSeconds: number;
+  readonly modelConnections: number;
+  readonly modelLwaPerSecond: number;
+  readonly modelAdsPerSecond: number;
+  readonly modelHours: number;
+  readonly modelWarmupHours: number;
+  /**
+   * Invocations of each job working at once in the model (the fan-out: SQS consumers with a
+   * maximum concurrency); each does at most concurrency 16 ÷ Amazon latency items per second.
+   */
+  readonly modelWorkers: number;
   readonly progress: (line: string) => void;
 }
 
-export const DEFAULT_SCALE_OPTIONS: ScaleOptions = {
-  users: 100_000,
-  concurrency: 32,
-  lwaLatencyMs: 100,
-  adsLatencyMs: 150,
-  refreshInvocationMs: 4 * 60_000,
-  syncInvocationMs: 10 * 60_000,
-  progress: (line) => process.stderr.write(`${line}\n`),
-};
-
-export interface InvocationFigures {
-  readonly items: number;
-  readonly seconds: number;
-  readonly released: number;
-  readonly dataApiCalls: number;
+/** cdk.json's prod amazonLimits: the rates an environment is deployed with. */
+export function deployedLimits(): { lwa: number; ads: number } {
+  const cdk = JSON.parse(readFileSync(join(__dirname, '..', 'cdk.json'), 'utf8')) as {
+    context: {
+      environments: Record<string, { amazonLimits: { lwaRequestsPerSecond: number; adsRequestsPerSecond: number } }>;
+    };
+  };
+  const limits = cdk.context.environments.prod.amazonLimits;
+  return { lwa: limits.lwaRequestsPerSecond, ads: limits.adsRequestsPerSecond };
 }
 
-export interface JobScaleFigures {
-  readonly job: 'token-refresh' | 'account-sync';
-  readonly items: number;
-  readonly accounts: number;
-  readonly failed: number;
-  readonly invocations: readonly InvocationFigures[];
-  readonly seconds: number;
-  readonly perSecond: number;
-  readonly accountsPerSecond: number;
-  readonly ceilingPerSecond: number;
-  readonly percentOfCeiling: number;
-  readonly dataApiCalls: number;
-  readonly callsPer1000: number;
-  /** Wall time the core spent waiting for the database (calls are sequential within a run). */
-  readonly databaseSeconds: number;
-  readonly databaseCallMaxMs: number;
-  /** Database time per statement (port calls; a batch call may be several BatchExecute requests). */
-  readonly statements: ReadonlyArray<{
-    readonly statement: string;
-    readonly calls: number;
-    readonly totalSeconds: number;
-    readonly meanMs: number;
-    readonly maxMs: number;
-  }>;
-  /** Mean duration of one Amazon call as the core saw it (fake latency + client + queueing). */
-  readonly amazonCallMeanMs: number;
-  readonly machineBusyPercent: number;
-  /** Seconds one environment needs for 100,000 items at this rate. */
-  readonly secondsPer100k: number;
+export function defaultOptions(quick: boolean): ScaleOptions {
+  const limits = deployedLimits();
+  const common = {
+    usedShare: 0.1,
+    usedWithinSeconds: 3600,
+    lwaPerSecond: limits.lwa,
+    adsPerSecond: limits.ads,
+    progress: (line: string) => process.stderr.write(`${line}\n`),
+  };
+  return quick
+    ? {
+        ...common,
+        sizes: [2_000, 6_000],
+        claimBatches: 1,
+        rateRunSeconds: 20,
+        modelConnections: 6_000,
+        modelLwaPerSecond: 2,
+        modelAdsPerSecond: 1,
+        modelHours: 6,
+        modelWarmupHours: 6,
+        modelWorkers: 1,
+      }
+    : {
+        ...common,
+        sizes: [100_000, 300_000, 1_000_000],
+        claimBatches: 4,
+        rateRunSeconds: 60,
+        modelConnections: 1_000_000,
+        modelLwaPerSecond: 80,
+        modelAdsPerSecond: 30,
+        modelHours: 12,
+        modelWarmupHours: 6,
+        modelWorkers: 4,
+      };
+}
+
+export interface Check {
+  readonly name: string;
+  readonly measured: number;
+  readonly expected: number;
+  /** Largest accepted |measured − expected| ÷ expected, or an upper bound when `atMost`. */
+  readonly tolerance: number;
+  readonly atMost?: boolean;
+  readonly ok: boolean;
+}
+
+export interface Verdict {
+  readonly name: string;
+  readonly value: number;
+  readonly ok: boolean;
 }
 
 export interface ScaleReport {
   readonly measuredAt: string;
   readonly options: Omit<ScaleOptions, 'progress'>;
-  readonly seedSeconds: number;
-  readonly tokenRefresh: JobScaleFigures;
-  readonly accountSync: JobScaleFigures;
+  readonly sizes: readonly SizeMeasurement[];
+  readonly rateRun: RateRunMeasurement;
+  readonly replay: ModelResult;
+  readonly model: ModelResult;
+  /** Connections one environment serves at the configured limits, and the model run that confirms it. */
+  readonly capacity: { readonly connections: number; readonly model: ModelResult; readonly beyond: ModelResult };
+  /** Database seconds per hour the token refresh's claims and write-backs cost at the model's size (from the measured costs). */
+  readonly refreshDatabaseSecondsPerHour: number;
+  readonly checks: readonly Check[];
+  readonly verdicts: readonly Verdict[];
+  readonly ok: boolean;
 }
 
-export async function simulateScale(options: Partial<ScaleOptions> = {}): Promise<ScaleReport> {
-  const o = { ...DEFAULT_SCALE_OPTIONS, ...options };
+export function within(name: string, measured: number, expected: number, tolerance: number): Check {
+  const ok = expected === 0 ? measured === 0 : Math.abs(measured - expected) / expected <= tolerance;
+  return { name, measured, expected, tolerance, ok };
+}
+
+export function atMost(name: string, measured: number, limit: number): Check {
+  return { name, measured, expected: limit, tolerance: 0, atMost: true, ok: measured <= limit };
+}
+
+/** A model run's promises: no use of an expired token, the sync keeps its cycle, the budget held. */
+export function verdictsFor(label: string, m: ModelResult): Verdict[] {
+  const o = m.options;
+  return [
+    {
+      name: `${label}: uses that found an expired token`,
+      value: m.usesWithExpiredToken,
+      ok: m.usesWithExpiredToken === 0,
+    },
+    {
+      name: `${label}: used connections expired at a refresh tick`,
+      value: m.usedExpiredAtTicks,
+      ok: m.usedExpiredAtTicks === 0,
+    },
+    {
+      name: `${label}: busiest second, LWA requests per region`,
+      value: m.busiestSecond.lwa,
+      ok: m.busiestSecond.lwa <= o.lwaPerSecond,
+    },
+    {
+      name: `${label}: busiest second, Ads requests per region`,
+      value: m.busiestSecond.ads,
+      ok: m.busiestSecond.ads <= o.adsPerSecond,
+    },
+    // The sync keeps its 6-hour cycle: no connection waits more than an hour past its time
+    // (an expiring one waits for the next refresh tick and the sync after it: ~30 minutes).
+    { name: `${label}: longest sync wait past due (s)`, value: m.maxSyncLagSeconds, ok: m.maxSyncLagSeconds <= 3600 },
+  ];
+}
+
+/** Linear interpolation (and extrapolation from the last two) of a measured cost by table size. */
+export function costAt(sizes: readonly SizeMeasurement[], pick: (s: SizeMeasurement) => number, n: number): number {
+  const pts = [...sizes].sort((a, b) => a.connections - b.connections);
+  if (pts.length === 1) return pick(pts[0]);
+  let i = pts.findIndex((p) => p.connections >= n);
+  if (i <= 0) i = i === 0 ? 1 : pts.length - 1;
+  const a = pts[i - 1];
+  const b = pts[i];
+  return pick(a) + ((pick(b) - pick(a)) * (n - a.connections)) / (b.connections - a.connections);
+}
+
+function modelOptions(
+  o: ScaleOptions,
+  costs: ModelOptions['costs'],
+  connections: number,
+  lwa: number,
+  ads: number,
+): ModelOptions {
+  return {
+    ...MODEL_DEFAULTS,
+    costs,
+    connections,
+    usedShare: o.usedShare,
+    usedWithinSeconds: o.usedWithinSeconds,
+    lwaPerSecond: lwa,
+    adsPerSecond: ads,
+    refresh: {
+      ...MODEL_DEFAULTS.refresh,
+      ceilingPerSecond: MODEL_DEFAULTS.refresh.ceilingPerSecond * o.modelWorkers,
+      fixedCalls: MODEL_DEFAULTS.refresh.fixedCalls * o.modelWorkers,
+    },
+    sync: {
+      ...MODEL_DEFAULTS.sync,
+      ceilingPerSecond: MODEL_DEFAULTS.sync.ceilingPerSecond * o.modelWorkers,
+      fixedCalls: MODEL_DEFAULTS.sync.fixedCalls * o.modelWorkers,
+    },
+    hours: o.modelHours,
+    warmupHours: o.modelWarmupHours,
+  };
+}
+
+export async function simulateScale(o: ScaleOptions): Promise<ScaleReport> {
   const measuredAt = new Date().toISOString();
   o.progress('Starting PostgreSQL 17, the Data API emulator and the fake Amazon…');
-  const w = await startBenchWorld();
+  const world = await startLocalWorld();
+  const sizes: SizeMeasurement[] = [];
+  let rateRun: RateRunMeasurement;
   try {
-    await w.reset({ lwaMs: o.lwaLatencyMs, adsMs: o.adsLatencyMs });
-    o.progress(`Seeding ${fmt(o.users, 0)} users (tokens due for refresh, accounts due for sync)…`);
-    const seedStarted = performance.now();
-    const seeded = await w.seedBothDue(o.users);
-    if (seeded !== o.users) throw new Error(`Seeded ${seeded} users, expected ${o.users}`);
-    await w.admin.query('VACUUM ANALYZE oauth_tokens, user_accounts, users');
-    const seedSeconds = (performance.now() - seedStarted) / 1000;
-    o.progress(`  seeded in ${seedSeconds.toFixed(0)} s`);
-
-    const tokenRefresh = await simulateJob(
-      'token-refresh',
-      o.refreshInvocationMs,
-      o.lwaLatencyMs,
-      async (remainingTimeMs, db, times) => {
-        const s = await runTokenRefresh({
-          db,
-          lwa: timeCalls(w.lwa(), times),
-          ...benchRuntime(w, o.concurrency, remainingTimeMs),
-        });
-        return {
-          items: s.refreshed,
-          accounts: 0,
-          failed: s.failed + s.rateLimited,
-          released: s.released,
-          claimed: s.claimed,
-        };
-      },
-    );
-    const accountSync = await simulateJob(
-      'account-sync',
-      o.syncInvocationMs,
-      o.adsLatencyMs,
-      async (remainingTimeMs, db, times) => {
-        const s = await runAccountSync({
-          db,
-          ads: timeCalls(w.ads(), times),
-          ...benchRuntime(w, o.concurrency, remainingTimeMs),
-        });
-        return {
-          items: s.usersSynced,
-          accounts: s.accountsSynced,
-          failed: s.usersFailed,
-          released: s.usersReleased,
-          claimed: s.usersClaimed,
-        };
-      },
-    );
-    return {
-      measuredAt,
-      options: { ...o, progress: undefined } as Omit<ScaleOptions, 'progress'>,
-      seedSeconds,
-      tokenRefresh,
-      accountSync,
-    };
-  } finally {
-    await w.close();
-  }
-
-  async function simulateJob(
-    job: 'token-refresh' | 'account-sync',
-    invocationMs: number,
-    latencyMs: number,
-    invoke: (
-      remainingTimeMs: () => number,
-      db: TimedDatabase,
-      amazonTimes: CallTimes,
-    ) => Promise<{ items: number; accounts: number; failed: number; released: number; claimed: number }>,
-  ): Promise<JobScaleFigures> {
-    o.progress(
-      `${job}: invocations of ${invocationMs / 60_000} min, concurrency ${o.concurrency}, Amazon latency ${latencyMs} ms…`,
-    );
-    const db = new TimedDatabase(w.dataApi());
-    const amazonTimes = emptyTimes();
-    const invocations: InvocationFigures[] = [];
-    const cpu0 = cpuTimes();
-    const started = performance.now();
-    let items = 0;
-    let accounts = 0;
-    let failed = 0;
-    for (;;) {
-      const invocationStarted = performance.now();
-      const callsBefore = db.callCounts().total;
-      const r = await invoke(() => invocationMs - (performance.now() - invocationStarted), db, amazonTimes);
-      const inv = {
-        items: r.items,
-        seconds: (performance.now() - invocationStarted) / 1000,
-        released: r.released,
-        dataApiCalls: db.callCounts().total - callsBefore,
-      };
-      if (r.claimed === 0) break; // nothing was due: the previous invocation finished the work
-      invocations.push(inv);
-      items += r.items;
-      accounts += r.accounts;
-      failed += r.failed;
+    for (const connections of o.sizes) {
+      o.progress(`Seeding ${fmt(connections, 0)} connections (${o.usedShare * 100} % used) and timing the claim…`);
+      const s = await measureSize(world, {
+        connections,
+        usedShare: o.usedShare,
+        usedWithinSeconds: o.usedWithinSeconds,
+        batches: o.claimBatches,
+      });
       o.progress(
-        `  invocation ${invocations.length}: ${fmt(r.items, 0)} in ${inv.seconds.toFixed(0)} s (${fmt(r.items / inv.seconds, 1)}/s), ${r.released} released, ${inv.dataApiCalls} Data API calls; ${fmt(items, 0)} of ${fmt(o.users, 0)} done`,
+        `  seeded in ${fmt(s.seedSeconds, 0)} s; claim ${fmt(s.claim.meanMs, 0)} ms, write-back ${fmt(s.writeBack.meanMs, 0)} ms (mean of ${s.claim.calls})`,
       );
-      if (failed > 0) throw new Error(`${job}: ${failed} items failed; the simulation expects none`);
+      sizes.push(s);
     }
-    const seconds = (performance.now() - started) / 1000;
-    if (items !== o.users) throw new Error(`${job}: processed ${items}, expected ${o.users}`);
-    const perSecond = items / seconds;
-    const ceilingPerSecond = o.concurrency / (latencyMs / 1000);
-    const dataApiCalls = db.callCounts().total;
-    return {
-      job,
-      items,
-      accounts,
-      failed,
-      invocations,
-      seconds,
-      perSecond,
-      accountsPerSecond: accounts / seconds,
-      ceilingPerSecond,
-      percentOfCeiling: (perSecond / ceilingPerSecond) * 100,
-      dataApiCalls,
-      callsPer1000: (dataApiCalls / items) * 1000,
-      databaseSeconds: db.times.totalMs / 1000,
-      databaseCallMaxMs: db.times.maxMs,
-      statements: [...db.byStatement]
-        .map(([statement, t]) => ({
-          statement,
-          calls: t.calls,
-          totalSeconds: t.totalMs / 1000,
-          meanMs: t.calls ? t.totalMs / t.calls : 0,
-          maxMs: t.maxMs,
-        }))
-        .sort((a, b) => b.totalSeconds - a.totalSeconds),
-      amazonCallMeanMs: amazonTimes.calls ? amazonTimes.totalMs / amazonTimes.calls : 0,
-      machineBusyPercent: busyPercentSince(cpu0),
-      secondsPer100k: (100_000 / items) * seconds,
-    };
+    const largest = o.sizes[o.sizes.length - 1];
+    const due = Math.ceil(1.3 * 3 * o.lwaPerSecond * o.rateRunSeconds);
+    o.progress(
+      `Rate run on ${fmt(largest, 0)} connections: ${fmt(due, 0)} due, ${o.rateRunSeconds} s, LWA ${o.lwaPerSecond}/s and Ads ${o.adsPerSecond}/s per region…`,
+    );
+    rateRun = await measureRateRun(world, {
+      due,
+      seconds: o.rateRunSeconds,
+      lwaPerSecond: o.lwaPerSecond,
+      adsPerSecond: o.adsPerSecond,
+      tableConnections: largest,
+      usedWithinSeconds: o.usedWithinSeconds,
+    });
+    o.progress(`  ${rateRun.refreshed} refreshed, ${rateRun.synced} synced`);
+  } finally {
+    await world.close();
   }
+
+  // Measured parameters of the model: the shared budget's reservations per Amazon request.
+  const costs = {
+    ...MODEL_DEFAULTS.costs,
+    budgetCallsPerRequest: {
+      lwa: rateRun.reservations.refresh / Math.max(1, rateRun.lwaCalls),
+      ads: rateRun.reservations.sync / Math.max(1, rateRun.adsCalls),
+    },
+  };
+  // The model replays the measured run: the same connections, rates and seconds, each job
+  // starting when its first call reached the fake Amazon.
+  const work = o.rateRunSeconds - 1; // the cores stop claiming with 1 s left (reserveMs)
+  const replay = runModel({
+    ...MODEL_DEFAULTS,
+    costs,
+    budgetToleranceMs: RATE_RUN_TOLERANCE_MS,
+    initial: 'all-due',
+    connections: rateRun.dueConnections,
+    lwaPerSecond: o.lwaPerSecond,
+    adsPerSecond: o.adsPerSecond,
+    hours: o.rateRunSeconds / 3600,
+    refresh: {
+      ...MODEL_DEFAULTS.refresh,
+      workSeconds: work,
+      startSeconds: Math.round(rateRun.firstCallAfterSeconds.lwa),
+    },
+    sync: { ...MODEL_DEFAULTS.sync, workSeconds: work, startSeconds: Math.round(rateRun.firstCallAfterSeconds.ads) },
+  });
+  const checks: Check[] = [
+    within('replay: tokens refreshed', rateRun.refreshed, replay.totals.refreshed, 0.2),
+    within('replay: connections synced', rateRun.synced, replay.totals.synced, 0.2),
+    within('replay: LWA requests', rateRun.lwaCalls, replay.totals.lwa, 0.2),
+    within('replay: Ads requests', rateRun.adsCalls, replay.totals.ads, 0.2),
+    within('replay: token refresh Data API calls', rateRun.dataApi.refresh, replay.totals.refreshCalls, 0.5),
+    within('replay: account sync Data API calls', rateRun.dataApi.sync, replay.totals.syncCalls, 0.5),
+    atMost('measured: failed items', rateRun.failed, 0),
+    atMost('measured: calls the fake Amazon refused (429)', rateRun.refused.lwa + rateRun.refused.ads, 0),
+    ...REGIONS.flatMap((r) => [
+      atMost(`measured: busiest second, LWA ${r}`, rateRun.busiest.lwa[r], o.lwaPerSecond),
+      atMost(`measured: busiest second, Ads ${r}`, rateRun.busiest.ads[r], o.adsPerSecond),
+    ]),
+  ];
+
+  o.progress(
+    `Model: ${fmt(o.modelConnections, 0)} connections, ${o.modelWarmupHours} h warm-up + ${o.modelHours} h, LWA ${o.modelLwaPerSecond}/s and Ads ${o.modelAdsPerSecond}/s per region…`,
+  );
+  const model = runModel(modelOptions(o, costs, o.modelConnections, o.modelLwaPerSecond, o.modelAdsPerSecond));
+  o.progress(`  modelled in ${fmt(model.modelSeconds, 0)} s`);
+
+  // Connections served at the configured limits: the model's requests per connection and
+  // working second, against the limits' allowance in the jobs' working time, 10 % kept back.
+  const perRegion = o.modelConnections / 3;
+  const busiestRegion = (f: (p: ModelResult['perRegionHour']['NA']) => number) =>
+    Math.max(...REGIONS.map((r) => f(model.perRegionHour[r])));
+  const lwaNeed = busiestRegion((p) => p.lwa) / perRegion; // per connection-hour
+  const adsNeed = busiestRegion((p) => p.ads) / perRegion;
+  const refreshDuty = MODEL_DEFAULTS.refresh.workSeconds / MODEL_DEFAULTS.refresh.everySeconds;
+  const syncDuty = MODEL_DEFAULTS.sync.workSeconds / MODEL_DEFAULTS.sync.everySeconds;
+  const perRegionCapacity = Math.min(
+    (o.lwaPerSecond * 3600 * refreshDuty) / lwaNeed,
+    (o.adsPerSecond * 3600 * syncDuty) / adsNeed,
+  );
+  const capacityConnections = Math.floor((perRegionCapacity * 3 * 0.9) / 1000) * 1000;
+  o.progress(
+    `Confirming ${fmt(capacityConnections, 0)} connections at LWA ${o.lwaPerSecond}/s, Ads ${o.adsPerSecond}/s…`,
+  );
+  const capacityModel = runModel(modelOptions(o, costs, capacityConnections, o.lwaPerSecond, o.adsPerSecond));
+  const beyond = runModel(
+    modelOptions(o, costs, Math.round(capacityConnections * 1.5), o.lwaPerSecond, o.adsPerSecond),
+  );
+
+  const claimMs = costAt(sizes, (s) => s.claim.meanMs, o.modelConnections);
+  const writeBackMs = costAt(sizes, (s) => s.writeBack.meanMs, o.modelConnections);
+  const refreshDatabaseSecondsPerHour =
+    (model.perHour.refreshClaims * claimMs + model.perHour.refreshWriteBacks * writeBackMs) / 1000;
+
+  const verdicts = [...verdictsFor('model', model), ...verdictsFor('at the configured limits', capacityModel)];
+  const ok = checks.every((c) => c.ok) && verdicts.every((v) => v.ok);
+  return {
+    measuredAt,
+    options: { ...o, progress: undefined } as Omit<ScaleOptions, 'progress'>,
+    sizes,
+    rateRun,
+    replay,
+    model,
+    capacity: { connections: capacityConnections, model: capacityModel, beyond },
+    refreshDatabaseSecondsPerHour,
+    checks,
+    verdicts,
+    ok,
+  };
 }
+
+const pct = (x: number) => `${fmt(x * 100, 0)} %`;
 
 export function renderScaleMarkdown(r: ScaleReport): string {
   const o = r.options;
-  const lines = [
-    `Measured ${r.measuredAt} by \`npm run bench:scale\`: ${fmt(o.users, 0)} users (one token each, ${fmt(r.accountSync.accounts, 0)} accounts), everything due at once; concurrency ${o.concurrency}; fake Amazon latency LWA ${o.lwaLatencyMs} ms, Ads ${o.adsLatencyMs} ms; Data API path; client rate limits raised out of the way. Seeding took ${fmt(r.seedSeconds, 0)} s (not counted).`,
+  const m = r.model;
+  const lines: string[] = [];
+  lines.push(
+    `Measured ${r.measuredAt} by \`npm run bench:scale\` (Data API path, PostgreSQL 17, fake Amazon; ${pct(o.usedShare)} of connections used by the product, proactive refresh for connections used within ${o.usedWithinSeconds / 3600} h).`,
     '',
-    '| Job | Items | Invocations (timeout) | Wall time | Throughput | % of concurrency ÷ latency | Data API calls | Calls per 1,000 | Time waiting for the database | Slowest database call | Mean Amazon call | Machine CPU busy | Time per 100,000 |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
-  ];
-  for (const [j, timeoutMin] of [
-    [r.tokenRefresh, o.refreshInvocationMs / 60_000],
-    [r.accountSync, o.syncInvocationMs / 60_000],
-  ] as const) {
-    const sync = j.job === 'account-sync';
+    '**Measured: the windowed claim and the write-back on the steady state** (batches of 500, one Data API call each)',
+    '',
+    '| Connections | Used or never recorded | Idle, token expired | Due now | Seeding | Claim of 500, mean (max) | Write-back of 500, mean (max) |',
+    '|---:|---:|---:|---:|---:|---:|---:|',
+  );
+  for (const s of r.sizes)
     lines.push(
-      `| ${j.job} | ${fmt(j.items, 0)} ${sync ? `users (${fmt(j.accounts, 0)} accounts)` : 'tokens'} | ${j.invocations.length} (${timeoutMin} min) | ${fmt(j.seconds, 0)} s | ${fmt(j.perSecond, 1)} ${sync ? `users/s (${fmt(j.accountsPerSecond, 1)} accounts/s)` : 'tokens/s'} | ${fmt(j.percentOfCeiling, 0)}% of ${fmt(j.ceilingPerSecond, 0)}/s | ${fmt(j.dataApiCalls, 0)} | ${fmt(j.callsPer1000, 1)} | ${fmt(j.databaseSeconds, 0)} s (${fmt((j.databaseSeconds / j.seconds) * 100, 0)}%) | ${fmt(j.databaseCallMaxMs, 0)} ms | ${fmt(j.amazonCallMeanMs, 0)} ms | ${fmt(j.machineBusyPercent, 0)}% | ${fmt(j.secondsPer100k / 60, 1)} min |`,
+      `| ${fmt(s.connections, 0)} | ${fmt(s.counts.used + s.counts.neverRecorded, 0)} | ${fmt(s.counts.idleExpired, 0)} | ${fmt(s.counts.dueInWindow, 0)} | ${fmt(s.seedSeconds, 0)} s | ${fmt(s.claim.meanMs, 0)} ms (${fmt(s.claim.maxMs, 0)}) | ${fmt(s.writeBack.meanMs, 0)} ms (${fmt(s.writeBack.maxMs, 0)}) |`,
     );
-  }
-  lines.push('');
-  lines.push('', '| Job | Statement (port call) | Calls | Total | Mean | Slowest |', '|---|---|---:|---:|---:|---:|');
-  for (const j of [r.tokenRefresh, r.accountSync]) {
-    for (const st of j.statements) {
-      lines.push(
-        `| ${j.job} | \`${st.statement.replace(/\|/g, '\\|')}…\` | ${fmt(st.calls, 0)} | ${fmt(st.totalSeconds, 1)} s | ${fmt(st.meanMs, 0)} ms | ${fmt(st.maxMs, 0)} ms |`,
-      );
-    }
-  }
-  lines.push('');
-  for (const j of [r.tokenRefresh, r.accountSync]) {
+  const rr = r.rateRun;
+  lines.push(
+    '',
+    `**Measured: the real cores against Amazon's limit** (${fmt(rr.tableConnections, 0)} connections in the table, ${fmt(rr.dueConnections, 0)} of them due; one token refresh and one account sync invocation at once for ${rr.seconds} s; fake Amazon limited to LWA ${rr.lwaPerSecond}/s and Ads ${rr.adsPerSecond}/s per region, 100 and 150 ms per call)`,
+    '',
+    '| | Refreshed | Synced | LWA calls | Ads calls | Busiest second LWA (NA/EU/FE) | Busiest second Ads (NA/EU/FE) | Refused (429) | Data API calls (refresh/sync) |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+    `| measured | ${fmt(rr.refreshed, 0)} | ${fmt(rr.synced, 0)} | ${fmt(rr.lwaCalls, 0)} | ${fmt(rr.adsCalls, 0)} | ${REGIONS.map((x) => rr.busiest.lwa[x]).join('/')} (limit ${rr.lwaPerSecond}) | ${REGIONS.map((x) => rr.busiest.ads[x]).join('/')} (limit ${rr.adsPerSecond}) | ${rr.refused.lwa + rr.refused.ads} | ${rr.dataApi.refresh}/${rr.dataApi.sync} |`,
+    `| model replay | ${fmt(r.replay.totals.refreshed, 0)} | ${fmt(r.replay.totals.synced, 0)} | ${fmt(r.replay.totals.lwa, 0)} | ${fmt(r.replay.totals.ads, 0)} | ${r.replay.busiestSecond.lwa} | ${r.replay.busiestSecond.ads} | – | ${r.replay.totals.refreshCalls}/${r.replay.totals.syncCalls} |`,
+    '',
+    '| Check | Measured | Expected | Tolerance | Result |',
+    '|---|---:|---:|---:|---|',
+  );
+  for (const c of r.checks)
     lines.push(
-      `${j.job} invocations: ${j.invocations.map((i) => `${fmt(i.items, 0)} in ${fmt(i.seconds, 0)} s${i.released ? ` (${i.released} released)` : ''}`).join('; ')}.`,
+      `| ${c.name} | ${fmt(c.measured, 0)} | ${c.atMost ? `≤ ${fmt(c.expected, 0)}` : fmt(c.expected, 0)} | ${c.atMost ? '–' : `± ${pct(c.tolerance)}`} | ${c.ok ? 'ok' : '**FAILED**'} |`,
     );
-  }
+  const row = (label: string, x: ModelResult) => {
+    const lwa = Math.max(...REGIONS.map((g) => x.perRegionHour[g].lwa));
+    const onDemand = Math.max(...REGIONS.map((g) => x.perRegionHour[g].lwaOnDemand));
+    const ads = Math.max(...REGIONS.map((g) => x.perRegionHour[g].ads));
+    const opt = x.options;
+    return `| ${label} | ${fmt(opt.connections, 0)} | ${opt.lwaPerSecond} / ${opt.adsPerSecond} | ${fmt(lwa, 0)} (${fmt(lwa / 3600, 1)}/s; on demand ${fmt(onDemand, 0)}) | ${x.busiestSecond.lwa} | ${fmt(ads, 0)} (${fmt(ads / 3600, 1)}/s) | ${x.busiestSecond.ads} | ${fmt(x.usesWithExpiredToken, 0)} of ${fmt(x.uses, 0)} | ${fmt(x.maxSyncLagSeconds / 60, 0)} min | ${fmt(x.perHour.dataApi.refresh + x.perHour.dataApi.sync, 0)} + route ${fmt(x.perHour.dataApi.route, 0)} | ${fmt(x.perHour.rowsWritten, 0)} |`;
+  };
+  lines.push(
+    '',
+    `**Modelled** (${o.modelWarmupHours} h warm-up, then ${o.modelHours} h counted; per hour, the busiest region; the product uses each used connection every ${MODEL_DEFAULTS.useIntervalSeconds / 60} min through the on-demand route; ${o.modelWorkers} worker(s) per job, each at most ${MODEL_DEFAULTS.refresh.ceilingPerSecond} refreshes or ${MODEL_DEFAULTS.sync.ceilingPerSecond} syncs per second; the budget's slots spaced for a ${MODEL_DEFAULTS.budgetToleranceMs} ms tolerance)`,
+    '',
+    '| Run | Connections | Limit per region LWA / Ads (req/s) | LWA requests per hour | Busiest second LWA | Ads requests per hour | Busiest second Ads | Uses that found an expired token | Longest sync wait past due | Data API calls per hour: jobs + route | Rows written per hour |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    row('model', m),
+    row('at the configured limits', r.capacity.model),
+    row('× 1.5 beyond them', r.capacity.beyond),
+    '',
+    `Token refresh database time at ${fmt(o.modelConnections, 0)} connections: ${fmt(m.perHour.refreshClaims, 0)} claims and ${fmt(m.perHour.refreshWriteBacks, 0)} write-backs per hour at the measured costs (interpolated by size) ≈ ${fmt(r.refreshDatabaseSecondsPerHour, 0)} s of database time per hour.`,
+    '',
+    '| Promise | Value | Result |',
+    '|---|---:|---|',
+  );
+  for (const v of r.verdicts) lines.push(`| ${v.name} | ${fmt(v.value, 0)} | ${v.ok ? 'ok' : '**FAILED**'} |`);
+  lines.push('', r.ok ? 'Every check passed.' : '**Some checks FAILED** (see above).');
   return lines.join('\n');
 }
 
@@ -282,23 +423,32 @@ function arg(name: string): string | undefined {
 }
 
 async function main(): Promise<void> {
-  const num = (name: string) => (arg(name) === undefined ? undefined : Number(arg(name)));
-  const options: Partial<ScaleOptions> = Object.fromEntries(
-    Object.entries({
-      users: num('users'),
-      concurrency: num('concurrency'),
-      lwaLatencyMs: num('lwa-latency'),
-      adsLatencyMs: num('ads-latency'),
-    }).filter(([, v]) => v !== undefined),
-  );
+  const base = defaultOptions(process.argv.includes('--quick'));
+  const num = (name: string, fallback: number) => (arg(name) === undefined ? fallback : Number(arg(name)));
+  const options: ScaleOptions = {
+    ...base,
+    sizes: arg('sizes') ? arg('sizes')!.split(',').map(Number) : base.sizes,
+    usedShare: num('used', base.usedShare),
+    lwaPerSecond: num('lwa', base.lwaPerSecond),
+    adsPerSecond: num('ads', base.adsPerSecond),
+    rateRunSeconds: num('seconds', base.rateRunSeconds),
+    modelConnections: num('model-connections', base.modelConnections),
+    modelLwaPerSecond: num('model-lwa', base.modelLwaPerSecond),
+    modelAdsPerSecond: num('model-ads', base.modelAdsPerSecond),
+    modelHours: num('hours', base.modelHours),
+    modelWorkers: num('workers', base.modelWorkers),
+  };
+  const started = performance.now();
   const report = await simulateScale(options);
   process.stdout.write(`${renderScaleMarkdown(report)}\n`);
+  process.stderr.write(`(${fmt((performance.now() - started) / 1000, 0)} s)\n`);
   const text = `${JSON.stringify(report, null, 2)}\n`;
   const resultsDir = join(__dirname, 'results');
   mkdirSync(resultsDir, { recursive: true });
   writeFileSync(join(resultsDir, 'scale.json'), text);
   const json = arg('json');
   if (json) writeFileSync(json, text);
+  if (!report.ok) process.exitCode = 1;
 }
 
 if (require.main === module) {

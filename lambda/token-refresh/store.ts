@@ -58,8 +58,10 @@ export async function claimDueTokens(db: Database, o: ClaimOptions): Promise<Cla
           AND (refresh_lease_expires_at IS NULL OR refresh_lease_expires_at < now())
           AND (next_refresh_attempt_at IS NULL OR next_refresh_attempt_at <= now())
           AND NOT (region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
-          AND (:usedWithinSeconds::int IS NULL OR last_used_at IS NULL
-               OR last_used_at >= now() - make_interval(secs => :usedWithinSeconds::int))
+          -- NULL (never recorded) counts as used: 'infinity'. Written so, the window is an
+          -- index condition of idx_oauth_tokens_refresh_due_used (0017), not a row filter.
+          AND (:usedWithinSeconds::int IS NULL
+               OR coalesce(last_used_at, 'infinity') >= now() - make_interval(secs => :usedWithinSeconds::int))
         ORDER BY expires_at
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
@@ -112,8 +114,8 @@ export async function countDueTokens(
             AND expires_at < now() + make_interval(secs => :windowSeconds)
             AND (refresh_lease_expires_at IS NULL OR refresh_lease_expires_at < now())
             AND (next_refresh_attempt_at IS NULL OR next_refresh_attempt_at <= now())
-            AND (:usedWithinSeconds::int IS NULL OR last_used_at IS NULL
-                 OR last_used_at >= now() - make_interval(secs => :usedWithinSeconds::int))
+            AND (:usedWithinSeconds::int IS NULL
+                 OR coalesce(last_used_at, 'infinity') >= now() - make_interval(secs => :usedWithinSeconds::int))
        ) t`,
     {
       windowSeconds: o.windowSeconds,

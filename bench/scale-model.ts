@@ -1,0 +1,511 @@
+/**
+ * The model behind `npm run bench:scale`: one environment's connections over hours of virtual
+ * time, one connection at a time, in steps of one second. What it plays, per region (NA, EU, FE,
+ * connections spread evenly):
+ *
+ * - **The product** uses each *used* connection every `useIntervalSeconds` through the on-demand
+ *   token route: the use is recorded (`last_used_at`), and a token with `onDemandFreshSeconds` or
+ *   less left is refreshed at once, drawing from the same LWA budget (first in line each second).
+ *   A use that finds an expired token is a failure of the design: it must never happen.
+ * - **The token refresh** (every `refresh.everySeconds`, working `refresh.workSeconds` of it)
+ *   claims connections with refresh on, expiring within `refreshWindowSeconds` and used within
+ *   `usedWithinSeconds`, earliest expiry first, at most the LWA budget per region per second and
+ *   the core's ceiling (concurrency ÷ latency) in all.
+ * - **The account sync** (every `sync.everySeconds`, working `sync.workSeconds`) takes connections
+ *   whose next sync has come, earliest first: a token valid for `sync.minValiditySeconds` more is
+ *   used for one Ads call (drawing from the Ads budget), the connection is marked used and its
+ *   next sync set `sync.intervalSeconds` on; an expiring one is only marked used, so the next
+ *   token refresh renews it and a later sync proceeds (what the account sync core does).
+ * - **The budget** is one allowance per endpoint and region per second, shared by all of the
+ *   above (the database budget the invocations draw from): rate × 1000 ÷ (1000 + tolerance),
+ *   as its slots are spaced; the model never spends more, and records the busiest second.
+ *
+ * Data API calls are counted per invocation as the cores make them (fixed calls, one claim per
+ * batch, a write-back per batch and per `writeBackEverySeconds` a batch is in flight), and the
+ * route's per use; rows written per item come from the measured runs (`rowsPer*`). The model is
+ * checked against the measured runs by replaying them (`initial: 'all-due'`): see
+ * bench/simulate-scale.ts.
+ */
+
+export interface JobShape {
+  readonly everySeconds: number;
+  /** Seconds of each invocation that claim work (the timeout minus the cores' reserve). */
+  readonly workSeconds: number;
+  readonly batch: number;
+  /** Items per second one invocation can do whatever the budget: concurrency ÷ Amazon latency. */
+  readonly ceilingPerSecond: number;
+  /** Data API calls every invocation makes besides claims and write-backs. */
+  readonly fixedCalls: number;
+  /** Seconds from an invocation's start to its first Amazon call (claim, first reservation). @default 0 */
+  readonly startSeconds?: number;
+}
+
+export interface ModelCosts {
+  /** A batch in flight writes its finished outcomes back every this many seconds. @default 3 */
+  readonly writeBackEverySeconds: number;
+  /** Data API calls of one route request that finds a fresh token (read + record the use). */
+  readonly routeCallsPerUse: number;
+  /** Extra Data API calls of a route request that refreshes (lease, write-back). */
+  readonly routeCallsPerRefresh: number;
+  /** Data API calls of the shared budget (slot reservations) per LWA and per Ads request, measured. */
+  readonly budgetCallsPerRequest: { readonly lwa: number; readonly ads: number };
+  /** Rows written per refreshed token (claim's lease + write-back), counted from the statements. */
+  readonly rowsPerRefresh: number;
+  /** Rows written per synced connection (lease, accounts, history), counted from the statements. */
+  readonly rowsPerSync: number;
+  /** Rows written per use the route records. */
+  readonly rowsPerUse: number;
+}
+
+export interface ModelOptions {
+  readonly connections: number;
+  /** Share of connections the product uses (every useIntervalSeconds). */
+  readonly usedShare: number;
+  readonly useIntervalSeconds: number;
+  /** LWA requests per second per region (amazonLimits.lwaRequestsPerSecond). */
+  readonly lwaPerSecond: number;
+  /** Ads requests per second per region (amazonLimits.adsRequestsPerSecond). */
+  readonly adsPerSecond: number;
+  /** jobs.proactiveRefreshUsedWithinHours, in seconds. */
+  readonly usedWithinSeconds: number;
+  readonly refreshWindowSeconds: number;
+  readonly tokenLifetimeSeconds: number;
+  readonly onDemandFreshSeconds: number;
+  readonly refresh: JobShape;
+  readonly sync: JobShape & { readonly intervalSeconds: number; readonly minValiditySeconds: number };
+  readonly costs: ModelCosts;
+  /**
+   * The shared budget's tolerance for late slots: it spaces slots (1000 + tolerance) ÷ rate ms
+   * apart (migration 0015), so the jobs get rate × 1000 ÷ (1000 + tolerance) per second at
+   * most. @default 100 (the Lambdas' setting)
+   */
+  readonly budgetToleranceMs: number;
+  /** Virtual hours played before counting (a full sync interval settles the schedule). */
+  readonly warmupHours: number;
+  /** Virtual hours counted. */
+  readonly hours: number;
+  /**
+   * 'steady': as bench/scale-seed.ts seeds (used connections fresh, idle ones last used by a sync
+   * in the last interval). 'all-due': every connection used, its token expiring in 300 s and its
+   * sync due (the measured runs' start), one refresh and one sync invocation from t = 0.
+   */
+  readonly initial: 'steady' | 'all-due';
+  /** Seed of the phases and the spread of the initial state. @default 1 */
+  readonly seed?: number;
+}
+
+export const MODEL_DEFAULTS: Omit<ModelOptions, 'connections' | 'lwaPerSecond' | 'adsPerSecond'> = {
+  usedShare: 0.1,
+  useIntervalSeconds: 600,
+  usedWithinSeconds: 3600,
+  refreshWindowSeconds: 1800,
+  tokenLifetimeSeconds: 3600,
+  onDemandFreshSeconds: 300,
+  // lib/scheduled-jobs.ts and the cores' defaults: every 5 min, 4-min timeout, 30 s reserve,
+  // batches of 500, concurrency 16 at ~100 ms per LWA call.
+  refresh: { everySeconds: 300, workSeconds: 210, batch: 500, ceilingPerSecond: 160, fixedCalls: 3 },
+  // Every 15 min, 10-min timeout, 30 s reserve, batches of 250, concurrency 16 at ~150 ms per Ads call.
+  sync: {
+    everySeconds: 900,
+    workSeconds: 570,
+    batch: 250,
+    ceilingPerSecond: 106,
+    fixedCalls: 4,
+    intervalSeconds: 21_600,
+    minValiditySeconds: 120,
+  },
+  costs: {
+    writeBackEverySeconds: 3,
+    budgetCallsPerRequest: { lwa: 0.5, ads: 0.5 },
+    routeCallsPerUse: 1,
+    routeCallsPerRefresh: 2,
+    rowsPerRefresh: 2,
+    rowsPerSync: 9,
+    rowsPerUse: 1,
+  },
+  budgetToleranceMs: 100,
+  warmupHours: 6,
+  hours: 24,
+  initial: 'steady',
+};
+
+export interface PerRegionHour {
+  readonly lwaProactive: number;
+  readonly lwaOnDemand: number;
+  readonly lwa: number;
+  readonly ads: number;
+}
+
+export interface ModelResult {
+  readonly options: ModelOptions;
+  readonly hours: number;
+  /** Per region, per counted hour on average. */
+  readonly perRegionHour: Readonly<Record<'NA' | 'EU' | 'FE', PerRegionHour>>;
+  /** Most requests the model spent in any one second, per endpoint, any region. */
+  readonly busiestSecond: { readonly lwa: number; readonly ads: number };
+  /** Product uses that found an expired token (must be 0). */
+  readonly usesWithExpiredToken: number;
+  /** Checks at every refresh tick: used connections whose token had expired (must be 0). */
+  readonly usedExpiredAtTicks: number;
+  readonly uses: number;
+  /** Uses that waited for an on-demand refresh (fresh token needed, less than onDemandFreshSeconds left). */
+  readonly onDemandRefreshes: number;
+  /** Longest a due connection waited past its next-sync time at a sync invocation's start (s). */
+  readonly maxSyncLagSeconds: number;
+  /** Connections due for sync at the end (backlog). */
+  readonly syncBacklogAtEnd: number;
+  /** Per counted hour. */
+  readonly perHour: {
+    readonly refreshed: number;
+    readonly synced: number;
+    readonly markedForRefresh: number;
+    readonly dataApi: {
+      readonly refresh: number;
+      readonly sync: number;
+      readonly route: number;
+      readonly total: number;
+    };
+    readonly refreshClaims: number;
+    readonly refreshWriteBacks: number;
+    readonly syncClaims: number;
+    readonly syncWriteBacks: number;
+    /** Budget reservations of both jobs. */
+    readonly budgetCalls: number;
+    readonly rowsWritten: number;
+  };
+  /** Totals over the whole run (replays compare these with a measured run). */
+  readonly totals: {
+    readonly refreshed: number;
+    readonly synced: number;
+    readonly refreshCalls: number;
+    readonly syncCalls: number;
+    readonly lwa: number;
+    readonly ads: number;
+  };
+  readonly modelSeconds: number;
+}
+
+const REGION_NAMES = ['NA', 'EU', 'FE'] as const;
+
+/** mulberry32: a small deterministic generator. */
+function random(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Data API calls of one invocation that did `items` in `busySeconds` of claiming. */
+function invocationCalls(job: JobShape, costs: ModelCosts, items: number, busySeconds: number, perRequest: number) {
+  const claims = Math.ceil(items / job.batch);
+  const writeBacks = items === 0 ? 0 : Math.max(claims, Math.ceil(busySeconds / costs.writeBackEverySeconds));
+  const budget = Math.round(items * perRequest);
+  return { claims, writeBacks, budget, total: job.fixedCalls + claims + writeBacks + budget };
+}
+
+export function runModel(o: ModelOptions): ModelResult {
+  const started = performance.now();
+  const n = o.connections;
+  const rnd = random(o.seed ?? 1);
+  const region = new Uint8Array(n);
+  const used = new Uint8Array(n);
+  const expiresAt = new Float64Array(n);
+  const lastUsedAt = new Float64Array(n);
+  const nextSyncAt = new Float64Array(n);
+  const W = o.usedWithinSeconds;
+  for (let i = 0; i < n; i++) {
+    region[i] = i % 3;
+    if (o.initial === 'all-due') {
+      used[i] = 0; // no product uses in a replay: the jobs alone, as in the measured run
+      lastUsedAt[i] = 0;
+      expiresAt[i] = 300;
+      nextSyncAt[i] = 0;
+      continue;
+    }
+    used[i] = rnd() < o.usedShare ? 1 : 0;
+    const syncedAgo = rnd() * o.sync.intervalSeconds;
+    nextSyncAt[i] = o.sync.intervalSeconds - syncedAgo;
+    if (used[i]) {
+      lastUsedAt[i] = -rnd() * o.useIntervalSeconds;
+      expiresAt[i] = 1500 + rnd() * 2100;
+    } else {
+      lastUsedAt[i] = -syncedAgo;
+      expiresAt[i] = syncedAgo <= W ? 1500 + rnd() * 2100 : -syncedAgo + 3900;
+    }
+  }
+  // Product uses: each used connection at a fixed phase of the use interval.
+  const useBuckets: number[][] = Array.from({ length: o.useIntervalSeconds }, () => []);
+  for (let i = 0; i < n; i++) if (used[i]) useBuckets[Math.floor(rnd() * o.useIntervalSeconds)].push(i);
+
+  const warmup = o.initial === 'all-due' ? 0 : o.warmupHours * 3600;
+  const end = warmup + o.hours * 3600;
+  const lwaAt = [0, 0, 0];
+  const adsAt = [0, 0, 0];
+  const count = {
+    lwaProactive: [0, 0, 0],
+    lwaOnDemand: [0, 0, 0],
+    ads: [0, 0, 0],
+    uses: 0,
+    expiredAtUse: 0,
+    expiredAtTicks: 0,
+    onDemand: 0,
+    refreshed: 0,
+    synced: 0,
+    marked: 0,
+    refreshClaims: 0,
+    refreshWriteBacks: 0,
+    refreshCalls: 0,
+    syncClaims: 0,
+    syncWriteBacks: 0,
+    syncCalls: 0,
+    budgetCalls: 0,
+    routeCalls: 0,
+    rows: 0,
+  };
+  const totals = { refreshed: 0, synced: 0, refreshCalls: 0, syncCalls: 0, lwa: 0, ads: 0 };
+  let busiestLwa = 0;
+  let busiestAds = 0;
+  let maxSyncLag = 0;
+  const pendingOnDemand: number[][] = [[], [], []];
+  let refreshQueue: number[][] = [[], [], []];
+  let refreshHead = [0, 0, 0];
+  let refreshItems = 0;
+  let refreshBusy = 0;
+  let syncQueue: number[][] = [[], [], []];
+  let syncHead = [0, 0, 0];
+  let syncItems = 0;
+  let syncBusy = 0;
+
+  const counting = (t: number) => t >= warmup;
+  const closeRefresh = (t: number) => {
+    const c = invocationCalls(o.refresh, o.costs, refreshItems, refreshBusy, o.costs.budgetCallsPerRequest.lwa);
+    totals.refreshCalls += c.total;
+    if (counting(t)) {
+      count.refreshClaims += c.claims;
+      count.refreshWriteBacks += c.writeBacks;
+      count.budgetCalls += c.budget;
+      count.refreshCalls += c.total;
+    }
+  };
+  const closeSync = (t: number) => {
+    const c = invocationCalls(o.sync, o.costs, syncItems, syncBusy, o.costs.budgetCallsPerRequest.ads);
+    totals.syncCalls += c.total;
+    if (counting(t)) {
+      count.syncClaims += c.claims;
+      count.syncWriteBacks += c.writeBacks;
+      count.budgetCalls += c.budget;
+      count.syncCalls += c.total;
+    }
+  };
+
+  // Slots per second the budget hands out; unused ones are dropped, only the fraction carries.
+  const share = 1000 / (1000 + o.budgetToleranceMs);
+  const lwaCarry = [0, 0, 0];
+  const adsCarry = [0, 0, 0];
+  const lwaAllow = [0, 0, 0];
+  const adsAllow = [0, 0, 0];
+  for (let t = 0; t < end; t++) {
+    const on = counting(t);
+    for (let r = 0; r < 3; r++) {
+      lwaAt[r] = adsAt[r] = 0;
+      const l = lwaCarry[r] + o.lwaPerSecond * share;
+      lwaAllow[r] = Math.floor(l);
+      lwaCarry[r] = l - lwaAllow[r];
+      const a = adsCarry[r] + o.adsPerSecond * share;
+      adsAllow[r] = Math.floor(a);
+      adsCarry[r] = a - adsAllow[r];
+    }
+
+    // The product's uses, and on-demand refreshes first in line for the LWA budget.
+    for (let r = 0; r < 3; r++) {
+      const waiting = pendingOnDemand[r];
+      let k = 0;
+      while (k < waiting.length && lwaAt[r] < lwaAllow[r]) {
+        const i = waiting[k++];
+        expiresAt[i] = t + o.tokenLifetimeSeconds;
+        lwaAt[r]++;
+        if (on) count.lwaOnDemand[r]++;
+      }
+      if (k > 0) pendingOnDemand[r] = waiting.slice(k);
+    }
+    for (const i of useBuckets[t % o.useIntervalSeconds]) {
+      lastUsedAt[i] = t;
+      const r = region[i];
+      if (on) {
+        count.uses++;
+        count.routeCalls += o.costs.routeCallsPerUse;
+        count.rows += o.costs.rowsPerUse;
+        if (expiresAt[i] <= t) count.expiredAtUse++;
+      }
+      if (expiresAt[i] - t <= o.onDemandFreshSeconds) {
+        if (on) {
+          count.onDemand++;
+          count.routeCalls += o.costs.routeCallsPerRefresh + o.costs.budgetCallsPerRequest.lwa;
+          count.rows += o.costs.rowsPerRefresh;
+        }
+        if (lwaAt[r] < lwaAllow[r]) {
+          expiresAt[i] = t + o.tokenLifetimeSeconds;
+          lwaAt[r]++;
+          if (on) count.lwaOnDemand[r]++;
+        } else pendingOnDemand[r].push(i);
+      }
+    }
+
+    // Token refresh invocation: claims at its start (the due set as of then), then works.
+    const rPhase = o.initial === 'all-due' ? t : t % o.refresh.everySeconds;
+    if (rPhase === 0) {
+      if (t > 0) closeRefresh(t);
+      refreshItems = 0;
+      refreshBusy = 0;
+      refreshQueue = [[], [], []];
+      refreshHead = [0, 0, 0];
+      for (let i = 0; i < n; i++) {
+        if (on && used[i] && expiresAt[i] <= t) count.expiredAtTicks++;
+        if (expiresAt[i] < t + o.refreshWindowSeconds && lastUsedAt[i] >= t - W) refreshQueue[region[i]].push(i);
+      }
+      for (const q of refreshQueue) q.sort((a, b) => expiresAt[a] - expiresAt[b]);
+    }
+    if (rPhase >= (o.refresh.startSeconds ?? 0) && rPhase < o.refresh.workSeconds) {
+      let room = o.refresh.ceilingPerSecond;
+      let did = 0;
+      // Regions take turns for the core's ceiling (its calls to the three are interleaved).
+      for (let progress = true; progress && room > 0;) {
+        progress = false;
+        for (let r = 0; r < 3 && room > 0; r++) {
+          const q = refreshQueue[r];
+          while (refreshHead[r] < q.length && lwaAt[r] < lwaAllow[r]) {
+            const i = q[refreshHead[r]++];
+            if (expiresAt[i] >= t + o.refreshWindowSeconds) continue; // renewed on demand meanwhile
+            expiresAt[i] = t + o.tokenLifetimeSeconds;
+            lwaAt[r]++;
+            room--;
+            did++;
+            progress = true;
+            totals.refreshed++;
+            if (on) {
+              count.lwaProactive[r]++;
+              count.refreshed++;
+              count.rows += o.costs.rowsPerRefresh;
+            }
+            break;
+          }
+        }
+      }
+      refreshItems += did;
+      if (did > 0) refreshBusy++;
+    }
+
+    // Account sync invocation.
+    const sPhase = o.initial === 'all-due' ? t : t % o.sync.everySeconds;
+    if (sPhase === 0) {
+      if (t > 0) closeSync(t);
+      syncItems = 0;
+      syncBusy = 0;
+      syncQueue = [[], [], []];
+      syncHead = [0, 0, 0];
+      for (let i = 0; i < n; i++) {
+        if (nextSyncAt[i] > t) continue;
+        if (on) maxSyncLag = Math.max(maxSyncLag, t - nextSyncAt[i]);
+        if (expiresAt[i] - t < o.sync.minValiditySeconds) {
+          lastUsedAt[i] = t; // left, marked used: the next refresh renews it
+          if (on) {
+            count.marked++;
+            count.rows += 1;
+          }
+        } else syncQueue[region[i]].push(i);
+      }
+      for (const q of syncQueue) q.sort((a, b) => nextSyncAt[a] - nextSyncAt[b]);
+    }
+    if (sPhase >= (o.sync.startSeconds ?? 0) && sPhase < o.sync.workSeconds) {
+      let room = o.sync.ceilingPerSecond;
+      let did = 0;
+      for (let progress = true; progress && room > 0;) {
+        progress = false;
+        for (let r = 0; r < 3 && room > 0; r++) {
+          const q = syncQueue[r];
+          while (syncHead[r] < q.length && adsAt[r] < adsAllow[r]) {
+            const i = q[syncHead[r]++];
+            if (expiresAt[i] - t < o.sync.minValiditySeconds) {
+              lastUsedAt[i] = t;
+              continue;
+            }
+            adsAt[r]++;
+            room--;
+            did++;
+            progress = true;
+            lastUsedAt[i] = t;
+            nextSyncAt[i] = t + o.sync.intervalSeconds;
+            totals.synced++;
+            if (on) {
+              count.ads[r]++;
+              count.synced++;
+              count.rows += o.costs.rowsPerSync;
+            }
+            break;
+          }
+        }
+      }
+      syncItems += did;
+      if (did > 0) syncBusy++;
+    }
+
+    for (let r = 0; r < 3; r++) {
+      totals.lwa += lwaAt[r];
+      totals.ads += adsAt[r];
+      if (lwaAt[r] > busiestLwa) busiestLwa = lwaAt[r];
+      if (adsAt[r] > busiestAds) busiestAds = adsAt[r];
+    }
+  }
+  closeRefresh(end);
+  closeSync(end);
+  let backlog = 0;
+  for (let i = 0; i < n; i++) if (nextSyncAt[i] <= end) backlog++;
+
+  const h = o.hours;
+  const perRegionHour = Object.fromEntries(
+    REGION_NAMES.map((name, r) => [
+      name,
+      {
+        lwaProactive: count.lwaProactive[r] / h,
+        lwaOnDemand: count.lwaOnDemand[r] / h,
+        lwa: (count.lwaProactive[r] + count.lwaOnDemand[r]) / h,
+        ads: count.ads[r] / h,
+      },
+    ]),
+  ) as unknown as ModelResult['perRegionHour'];
+  return {
+    options: o,
+    hours: h,
+    perRegionHour,
+    busiestSecond: { lwa: busiestLwa, ads: busiestAds },
+    usesWithExpiredToken: count.expiredAtUse,
+    usedExpiredAtTicks: count.expiredAtTicks,
+    uses: count.uses,
+    onDemandRefreshes: count.onDemand,
+    maxSyncLagSeconds: maxSyncLag,
+    syncBacklogAtEnd: backlog,
+    perHour: {
+      refreshed: count.refreshed / h,
+      synced: count.synced / h,
+      markedForRefresh: count.marked / h,
+      dataApi: {
+        refresh: count.refreshCalls / h,
+        sync: count.syncCalls / h,
+        route: count.routeCalls / h,
+        total: (count.refreshCalls + count.syncCalls + count.routeCalls) / h,
+      },
+      refreshClaims: count.refreshClaims / h,
+      refreshWriteBacks: count.refreshWriteBacks / h,
+      syncClaims: count.syncClaims / h,
+      syncWriteBacks: count.syncWriteBacks / h,
+      budgetCalls: count.budgetCalls / h,
+      rowsWritten: count.rows / h,
+    },
+    totals,
+    modelSeconds: (performance.now() - started) / 1000,
+  };
+}
