@@ -2,6 +2,7 @@ import { Database, sqlJson, sqlUuid } from '../shared/db/port';
 import type { AmazonRegion } from '../shared/amazon/regions';
 import { CLAIM_TOKEN_CHARS } from '../shared/db/limits';
 import { databaseErrorSummary, writeInHalves } from '../shared/jobs/write-in-halves';
+import type { GivenIds } from '../shared/jobs/fan-out';
 
 export type SyncType = 'scheduled' | 'manual' | 'webhook';
 
@@ -43,6 +44,43 @@ export interface ClaimUsersOptions {
   readonly minTokenValiditySeconds: number;
   /** Regions whose Ads endpoint is paused by a Retry-After: their users are left alone. @default none */
   readonly pausedRegions?: readonly AmazonRegion[];
+  /** With `userId`: only the user's connections in these regions. @default - all the user's connections */
+  readonly regions?: readonly AmazonRegion[];
+  /**
+   * Claim only these connections (oauth_tokens ids a fan-out dispatcher sent), on the scheduled
+   * claim's conditions: an id no longer due, or leased by a live run, is skipped. Their dispatch
+   * mark (a sync lease held by `dispatchId`, see {@link markDueConnectionsDispatched}) counts as free.
+   * @default - the next due connections
+   */
+  readonly given?: GivenIds;
+}
+
+/**
+ * The connections due for a sync (user_id, region): one of the region's accounts is due, or the
+ * connection's own retry time has passed; with `given`, only among those connections. The one
+ * definition the claim and the fan-out dispatcher share (`:userId` selects the on-demand form).
+ */
+function dueConnections(given: GivenIds | undefined, regions: readonly AmazonRegion[] | undefined): string {
+  const givenIds = 'SELECT jsonb_array_elements_text(:ids::jsonb)::uuid';
+  return `SELECT ua.user_id, ua.region FROM user_accounts ua
+        WHERE :userId::uuid IS NULL AND ua.next_sync_at <= now() AND ua.sync_status <> 'reauth_required'${
+          given
+            ? `\n          AND (ua.user_id, ua.region) IN (SELECT user_id, region FROM oauth_tokens WHERE id IN (${givenIds}))`
+            : ''
+        }
+       UNION
+       SELECT t.user_id, t.region FROM oauth_tokens t
+        WHERE :userId::uuid IS NULL AND t.sync_next_attempt_at <= now()${given ? `\n          AND t.id IN (${givenIds})` : ''}
+       UNION
+       SELECT t.user_id, t.region FROM oauth_tokens t WHERE t.user_id = :userId::uuid${
+         regions ? '\n          AND t.region = ANY (SELECT jsonb_array_elements_text(:regions::jsonb))' : ''
+       }`;
+}
+
+/** A connection's sync lease is free: none, expired (a run that died), or the given dispatch's mark. */
+function syncLeaseFree(given: GivenIds | undefined): string {
+  const free = '(t.sync_lease_expires_at IS NULL OR t.sync_lease_expires_at < now())';
+  return given?.dispatchId === undefined ? free : `(${free.slice(1, -1)} OR t.sync_lease_owner = :dispatchId)`;
 }
 
 /**
@@ -75,19 +113,13 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
     other_statuses: Record<string, string> | null;
   }>(
     `WITH due AS (
-       SELECT ua.user_id, ua.region FROM user_accounts ua
-        WHERE :userId::uuid IS NULL AND ua.next_sync_at <= now() AND ua.sync_status <> 'reauth_required'
-       UNION
-       SELECT t.user_id, t.region FROM oauth_tokens t
-        WHERE :userId::uuid IS NULL AND t.sync_next_attempt_at <= now()
-       UNION
-       SELECT t.user_id, t.region FROM oauth_tokens t WHERE t.user_id = :userId::uuid
+       ${dueConnections(o.given, o.regions)}
      ), candidates AS (
        SELECT t.id FROM oauth_tokens t
         WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
           AND t.proactive_refresh_enabled = TRUE
           AND t.expires_at > now() + make_interval(secs => :minTokenValiditySeconds)
-          AND (t.sync_lease_expires_at IS NULL OR t.sync_lease_expires_at < now())
+          AND ${syncLeaseFree(o.given)}
           AND NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
         LIMIT :limit
         FOR UPDATE OF t SKIP LOCKED
@@ -106,7 +138,7 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
         WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
           AND t.proactive_refresh_enabled = TRUE
           AND t.expires_at <= now() + make_interval(secs => :minTokenValiditySeconds)
-          AND (t.sync_lease_expires_at IS NULL OR t.sync_lease_expires_at < now())
+          AND ${syncLeaseFree(o.given)}
           AND NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
         LIMIT :limit
         FOR UPDATE OF t SKIP LOCKED
@@ -175,6 +207,9 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
       maxTokenChars: CLAIM_TOKEN_CHARS,
       abandonedReason: ABANDONED_ATTEMPT_REASON,
       pausedRegions: sqlJson(o.pausedRegions ?? []),
+      ...(o.regions ? { regions: sqlJson(o.regions) } : {}),
+      ...(o.given ? { ids: sqlJson(o.given.ids) } : {}),
+      ...(o.given?.dispatchId === undefined ? {} : { dispatchId: sqlUuid(o.given.dispatchId) }),
     },
   );
   return rows.map((r) => ({
@@ -187,6 +222,82 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
     accountCount: Number(r.account_count ?? 0),
     ...(r.usual_status ? { previousStatus: { usual: r.usual_status, others: r.other_statuses ?? {} } } : {}),
   }));
+}
+
+export interface DispatchConnectionsOptions {
+  /** This dispatch's id: the owner of the mark. */
+  readonly dispatchId: string;
+  /** How long the mark holds: a lost message delays its connections by at most this. */
+  readonly markSeconds: number;
+  readonly limit: number;
+  readonly minTokenValiditySeconds: number;
+  /** @default none */
+  readonly pausedRegions?: readonly AmazonRegion[];
+}
+
+/**
+ * The fan-out dispatcher's selection: up to `limit` connections a scheduled claim would take
+ * (the claim's due and claimable conditions), marked as dispatched by taking their sync lease
+ * for `markSeconds` in `dispatchId`'s name, so the next tick does not send them again while they
+ * wait in the queue; the consumer's claim of given ids takes the lease over from the mark. Like
+ * the claim, it records the use of the tokens of due connections left because their access
+ * token expires too soon (the token refresh renews them, a later tick dispatches them).
+ * Returns only the ids.
+ */
+export async function markDueConnectionsDispatched(db: Database, o: DispatchConnectionsOptions): Promise<string[]> {
+  const { rows } = await db.query<{ id: string }>(
+    `WITH due AS (
+       ${dueConnections(undefined, undefined)}
+     ), candidates AS (
+       SELECT t.id FROM oauth_tokens t
+        WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
+          AND t.proactive_refresh_enabled = TRUE
+          AND t.expires_at > now() + make_interval(secs => :minTokenValiditySeconds)
+          AND ${syncLeaseFree(undefined)}
+          AND NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
+        ORDER BY t.id
+        LIMIT :limit
+        FOR UPDATE OF t SKIP LOCKED
+     ), waiting AS (
+       SELECT t.id FROM oauth_tokens t
+        WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
+          AND t.proactive_refresh_enabled = TRUE
+          AND t.expires_at <= now() + make_interval(secs => :minTokenValiditySeconds)
+          AND ${syncLeaseFree(undefined)}
+          AND NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
+        LIMIT :limit
+        FOR UPDATE OF t SKIP LOCKED
+     ), wanted AS (
+       UPDATE oauth_tokens t SET last_used_at = now() FROM waiting w WHERE t.id = w.id
+     )
+     UPDATE oauth_tokens t
+        SET sync_lease_owner = :dispatchId, sync_lease_expires_at = now() + make_interval(secs => :markSeconds)
+       FROM candidates c
+      WHERE t.id = c.id
+     RETURNING t.id`,
+    {
+      userId: null,
+      dispatchId: sqlUuid(o.dispatchId),
+      markSeconds: o.markSeconds,
+      limit: o.limit,
+      minTokenValiditySeconds: o.minTokenValiditySeconds,
+      pausedRegions: sqlJson(o.pausedRegions ?? []),
+    },
+  );
+  return rows.map((r) => r.id);
+}
+
+/** Takes the dispatch mark off connections that could not be sent, so the next tick sends them. */
+export async function releaseDispatchedConnections(
+  db: Database,
+  dispatchId: string,
+  ids: readonly string[],
+): Promise<void> {
+  await db.query(
+    `UPDATE oauth_tokens SET sync_lease_owner = NULL, sync_lease_expires_at = NULL
+      WHERE sync_lease_owner = :dispatchId AND id IN (SELECT jsonb_array_elements_text(:ids::jsonb)::uuid)`,
+    { dispatchId: sqlUuid(dispatchId), ids: sqlJson(ids) },
+  );
 }
 
 /**

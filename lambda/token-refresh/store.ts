@@ -3,6 +3,9 @@ import type { AmazonRegion } from '../shared/amazon/regions';
 import { CLAIM_TOKEN_CHARS } from '../shared/db/limits';
 import { Database, sqlJson, sqlUuid } from '../shared/db/port';
 import { databaseErrorSummary, writeInHalves } from '../shared/jobs/write-in-halves';
+import type { GivenIds } from '../shared/jobs/fan-out';
+
+export type { GivenIds };
 
 /** A token claimed for refresh: the lease is this invocation's until `leaseSeconds` pass. */
 export interface ClaimedToken {
@@ -35,6 +38,35 @@ export interface ClaimOptions {
    * 2,048 bytes: 2,775 characters encrypted). @default CLAIM_TOKEN_CHARS
    */
   readonly maxTokenChars?: number;
+  /**
+   * Claim only these tokens (ids a fan-out dispatcher sent), on the same conditions: an id no
+   * longer due, or leased by a live run, is skipped. Their dispatch mark (a lease held by
+   * `dispatchId`, see {@link markDueTokensDispatched}) counts as free.
+   * @default - the next due tokens
+   */
+  readonly given?: GivenIds;
+}
+
+/**
+ * When a token is due for proactive refresh, besides its lease: the one definition the claim,
+ * the dry run's count and the fan-out dispatcher share.
+ */
+const TOKEN_DUE = `proactive_refresh_enabled = TRUE
+          AND expires_at < now() + make_interval(secs => :windowSeconds)
+          AND (next_refresh_attempt_at IS NULL OR next_refresh_attempt_at <= now())
+          AND NOT (region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
+          AND (:usedWithinSeconds::int IS NULL OR last_used_at IS NULL
+               OR last_used_at >= now() - make_interval(secs => :usedWithinSeconds::int))`;
+
+/** Not leased, or the lease expired (a run that died). */
+const LEASE_FREE = '(refresh_lease_expires_at IS NULL OR refresh_lease_expires_at < now())';
+
+/** The lease condition and id filter of a claim of given ids (nothing for the next due ones). */
+function givenFilter(given: GivenIds | undefined): string {
+  if (!given) return `AND ${LEASE_FREE}`;
+  const marked = given.dispatchId === undefined ? '' : ' OR refresh_lease_owner = :dispatchId';
+  return `AND (${LEASE_FREE}${marked})
+          AND id IN (SELECT jsonb_array_elements_text(:ids::jsonb)::uuid)`;
 }
 
 /**
@@ -53,13 +85,8 @@ export async function claimDueTokens(db: Database, o: ClaimOptions): Promise<Cla
   }>(
     `WITH due AS (
        SELECT id, expires_at, length(refresh_token) AS chars FROM oauth_tokens
-        WHERE proactive_refresh_enabled = TRUE
-          AND expires_at < now() + make_interval(secs => :windowSeconds)
-          AND (refresh_lease_expires_at IS NULL OR refresh_lease_expires_at < now())
-          AND (next_refresh_attempt_at IS NULL OR next_refresh_attempt_at <= now())
-          AND NOT (region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
-          AND (:usedWithinSeconds::int IS NULL OR last_used_at IS NULL
-               OR last_used_at >= now() - make_interval(secs => :usedWithinSeconds::int))
+        WHERE ${TOKEN_DUE}
+          ${givenFilter(o.given)}
         ORDER BY expires_at
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
@@ -85,6 +112,8 @@ export async function claimDueTokens(db: Database, o: ClaimOptions): Promise<Cla
       pausedRegions: sqlJson(o.pausedRegions),
       usedWithinSeconds: o.usedWithinSeconds ?? null,
       maxTokenChars: o.maxTokenChars ?? CLAIM_TOKEN_CHARS,
+      ...(o.given ? { ids: sqlJson(o.given.ids) } : {}),
+      ...(o.given?.dispatchId === undefined ? {} : { dispatchId: sqlUuid(o.given.dispatchId) }),
     },
   );
   return rows.map((r) => ({
@@ -122,6 +151,57 @@ export async function countDueTokens(
     },
   );
   return { due: Number(rows[0].due), paused: Number(rows[0].paused) };
+}
+
+export interface DispatchOptions extends Pick<ClaimOptions, 'windowSeconds' | 'pausedRegions' | 'usedWithinSeconds'> {
+  /** This dispatch's id: the owner of the mark. */
+  readonly dispatchId: string;
+  /** How long the mark holds: a lost message delays its tokens by at most this. */
+  readonly markSeconds: number;
+  readonly limit: number;
+}
+
+/**
+ * The fan-out dispatcher's selection: up to `limit` due tokens (the claim's conditions, same
+ * order), marked as dispatched by taking their lease for `markSeconds` in `dispatchId`'s name,
+ * so the next tick does not send them again while they wait in the queue; the consumer's claim
+ * of given ids takes the lease over from the mark. Returns only their ids.
+ */
+export async function markDueTokensDispatched(db: Database, o: DispatchOptions): Promise<string[]> {
+  const { rows } = await db.query<{ id: string }>(
+    `WITH due AS (
+       SELECT id FROM oauth_tokens
+        WHERE ${TOKEN_DUE}
+          AND ${LEASE_FREE}
+        ORDER BY expires_at
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+     )
+     UPDATE oauth_tokens t
+        SET refresh_lease_owner = :dispatchId,
+            refresh_lease_expires_at = now() + make_interval(secs => :markSeconds)
+       FROM due
+      WHERE t.id = due.id
+     RETURNING t.id`,
+    {
+      dispatchId: sqlUuid(o.dispatchId),
+      markSeconds: o.markSeconds,
+      limit: o.limit,
+      windowSeconds: o.windowSeconds,
+      pausedRegions: sqlJson(o.pausedRegions),
+      usedWithinSeconds: o.usedWithinSeconds ?? null,
+    },
+  );
+  return rows.map((r) => r.id);
+}
+
+/** Takes the dispatch mark off tokens that could not be sent, so the next tick sends them. */
+export async function releaseDispatchedTokens(db: Database, dispatchId: string, ids: readonly string[]): Promise<void> {
+  await db.query(
+    `UPDATE oauth_tokens SET refresh_lease_owner = NULL, refresh_lease_expires_at = NULL
+      WHERE refresh_lease_owner = :dispatchId AND id IN (SELECT jsonb_array_elements_text(:ids::jsonb)::uuid)`,
+    { dispatchId: sqlUuid(dispatchId), ids: sqlJson(ids) },
+  );
 }
 
 export interface RefreshSuccess {
