@@ -76,7 +76,7 @@ export async function handler(
           onFailure: (messageId, error) =>
             runtime.logger.error('Fan-out message failed', { messageId, error: describeError(error) }),
         }),
-      { syncType: 'scheduled', trigger: 'fan-out' },
+      { syncType: 'scheduled' },
     );
   }
   const request = parseSyncEvent(event);

@@ -38,25 +38,21 @@ export async function handler(
   }
   if (isSqsBatch(event)) {
     // Fan-out: each message's ids, one run per message; failed messages are delivered again.
-    return runJobInvocation(
-      SERVICE_NAMES.tokenRefresh,
-      context,
-      (c, runtime) =>
-        consumeBatch(event, 'token-refresh', {
-          work: (message) =>
-            runTokenRefresh({
-              db: c.db,
-              lwa: c.lwa,
-              cipher: c.cipher,
-              ...runtime,
-              settings: { ...settings(), given: message },
-            }),
-          remainingTimeMs: runtime.remainingTimeMs,
-          reserveMs: MESSAGE_RESERVE_MS,
-          onFailure: (messageId, error) =>
-            runtime.logger.error('Fan-out message failed', { messageId, error: describeError(error) }),
-        }),
-      { trigger: 'fan-out' },
+    return runJobInvocation(SERVICE_NAMES.tokenRefresh, context, (c, runtime) =>
+      consumeBatch(event, 'token-refresh', {
+        work: (message) =>
+          runTokenRefresh({
+            db: c.db,
+            lwa: c.lwa,
+            cipher: c.cipher,
+            ...runtime,
+            settings: { ...settings(), given: message },
+          }),
+        remainingTimeMs: runtime.remainingTimeMs,
+        reserveMs: MESSAGE_RESERVE_MS,
+        onFailure: (messageId, error) =>
+          runtime.logger.error('Fan-out message failed', { messageId, error: describeError(error) }),
+      }),
     );
   }
   return runJobInvocation(SERVICE_NAMES.tokenRefresh, context, (c, runtime) =>
