@@ -233,13 +233,15 @@ export async function runAccountSync(
           limit: single ? AMAZON_REGIONS.length : s.batchSize,
           syncType: request.syncType,
           userId: single,
-          regions: request.syncType === 'scheduled' ? undefined : request.regions,
           given,
           minTokenValiditySeconds: s.minTokenValiditySeconds,
           // Regions paused past what this run may wait: their users would only be given back.
-          // (A user asked for by name is claimed anyway, and given back if need be.)
+          // (A user asked for by name is claimed anyway, and given back if need be; in the
+          // regions asked for only, when the request names some: the others are left alone.)
           pausedRegions: single
-            ? []
+            ? AMAZON_REGIONS.filter(
+                (r) => request.syncType !== 'scheduled' && request.regions && !request.regions.includes(r),
+              )
             : [...pausedUntil]
                 .filter(([, until]) => until - now().getTime() > waitBudgetMs())
                 .map(([region]) => region),

@@ -44,8 +44,6 @@ export interface ClaimUsersOptions {
   readonly minTokenValiditySeconds: number;
   /** Regions whose Ads endpoint is paused by a Retry-After: their users are left alone. @default none */
   readonly pausedRegions?: readonly AmazonRegion[];
-  /** With `userId`: only the user's connections in these regions. @default - all the user's connections */
-  readonly regions?: readonly AmazonRegion[];
   /**
    * Claim only these connections (oauth_tokens ids a fan-out dispatcher sent), on the scheduled
    * claim's conditions: an id no longer due, or leased by a live run, is skipped. Their dispatch
@@ -57,92 +55,37 @@ export interface ClaimUsersOptions {
 
 /**
  * The connections due for a sync (user_id, region): one of the region's accounts is due, or the
- * connection's own retry time has passed; with `given`, only among those connections. The one
- * definition the claim and the fan-out dispatcher share (`:userId` selects the on-demand form).
+ * connection's own retry time has passed (`:userId` null); or a user's connections on demand.
+ * The one definition the claim and the fan-out dispatcher share.
  */
-function dueConnections(given: GivenIds | undefined, regions: readonly AmazonRegion[] | undefined): string {
-  const givenIds = 'SELECT jsonb_array_elements_text(:ids::jsonb)::uuid';
-  return `SELECT ua.user_id, ua.region FROM user_accounts ua
-        WHERE :userId::uuid IS NULL AND ua.next_sync_at <= now() AND ua.sync_status <> 'reauth_required'${
-          given
-            ? `\n          AND (ua.user_id, ua.region) IN (SELECT user_id, region FROM oauth_tokens WHERE id IN (${givenIds}))`
-            : ''
-        }
+const DUE_CONNECTIONS = `SELECT ua.user_id, ua.region FROM user_accounts ua
+        WHERE :userId::uuid IS NULL AND ua.next_sync_at <= now() AND ua.sync_status <> 'reauth_required'
        UNION
        SELECT t.user_id, t.region FROM oauth_tokens t
-        WHERE :userId::uuid IS NULL AND t.sync_next_attempt_at <= now()${given ? `\n          AND t.id IN (${givenIds})` : ''}
+        WHERE :userId::uuid IS NULL AND t.sync_next_attempt_at <= now()
        UNION
-       SELECT t.user_id, t.region FROM oauth_tokens t WHERE t.user_id = :userId::uuid${
-         regions ? '\n          AND t.region = ANY (SELECT jsonb_array_elements_text(:regions::jsonb))' : ''
-       }`;
-}
-
-/** A connection's sync lease is free: none, expired (a run that died), or the given dispatch's mark. */
-function syncLeaseFree(given: GivenIds | undefined): string {
-  const free = '(t.sync_lease_expires_at IS NULL OR t.sync_lease_expires_at < now())';
-  return given?.dispatchId === undefined ? free : `(${free.slice(1, -1)} OR t.sync_lease_owner = :dispatchId)`;
-}
+       SELECT t.user_id, t.region FROM oauth_tokens t WHERE t.user_id = :userId::uuid`;
 
 /**
- * Claims due connections in one statement. The unit of work is a connection (an oauth_tokens
- * row: one user in one region), because one GET /v2/profiles on a region's host with that
- * connection's token lists that region's profiles. A connection is due when one of its
- * region's accounts' next_sync_at has passed (the spec's schedule) or its own
- * sync_next_attempt_at has (no account in its region yet, or waiting for a retry); never
- * while its token needs re-authorisation (refresh off) or is about to expire (the refresh job
- * renews it first). The claim takes the connection's sync lease with FOR UPDATE SKIP LOCKED,
- * so concurrent invocations claim disjoint connections (two regions of one user may be worked
- * on by two runs at once) and each gets a full batch; the same statement marks the region's
- * accounts 'in_progress', closes the connection's history rows that a run which died left
- * 'started' ('failed', {@link ABANDONED_ATTEMPT_REASON}) and opens one 'started' row per
- * connection, with its region. It also records the use of each connection's access token
- * (`last_used_at`): of every claimed connection, and of every due one it leaves because its
- * token expires too soon, so that the token refresh renews that token even when its window
- * leaves idle connections alone (the next sync then proceeds).
+ * The same conditions among given connections only (a fan-out message's ids), without a scan of
+ * every due row: {@link DUE_CONNECTIONS} restricted to `:ids`.
  */
-export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<ClaimedUser[]> {
-  const { rows } = await db.query<{
-    token_id: string;
-    user_id: string;
-    history_id: string;
-    access_token: string;
-    region: AmazonRegion;
-    retry_count: number;
-    account_count: number | null;
-    usual_status: string | null;
-    other_statuses: Record<string, string> | null;
-  }>(
-    `WITH due AS (
-       ${dueConnections(o.given, o.regions)}
-     ), candidates AS (
-       SELECT t.id FROM oauth_tokens t
-        WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
-          AND t.proactive_refresh_enabled = TRUE
-          AND t.expires_at > now() + make_interval(secs => :minTokenValiditySeconds)
-          AND ${syncLeaseFree(o.given)}
-          AND NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
-        LIMIT :limit
-        FOR UPDATE OF t SKIP LOCKED
-     ), sized AS (
-       -- The response carries each user's access token: stop before the Data API's 1 MiB.
-       SELECT id FROM (
-         SELECT c.id, length(t.access_token) AS chars, sum(length(t.access_token)) OVER (ORDER BY c.id) AS running
-           FROM candidates c JOIN oauth_tokens t ON t.id = c.id
-       ) r
-        WHERE running <= :maxTokenChars OR running = chars
-     ), waiting AS (
-       -- Due connections the claim leaves because their access token expires too soon: the
-       -- sync wants that token too. SKIP LOCKED: a row another statement holds is marked by a
-       -- later run (never a wait, so never a deadlock with the token refresh's write-back).
-       SELECT t.id FROM oauth_tokens t
-        WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
-          AND t.proactive_refresh_enabled = TRUE
-          AND t.expires_at <= now() + make_interval(secs => :minTokenValiditySeconds)
-          AND ${syncLeaseFree(o.given)}
-          AND NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
-        LIMIT :limit
-        FOR UPDATE OF t SKIP LOCKED
-     ), wanted AS (
+const DUE_GIVEN_CONNECTIONS = `SELECT ua.user_id, ua.region FROM user_accounts ua
+        WHERE ua.next_sync_at <= now() AND ua.sync_status <> 'reauth_required'
+          AND (ua.user_id, ua.region) IN (
+            SELECT user_id, region FROM oauth_tokens WHERE id IN (SELECT jsonb_array_elements_text(:ids::jsonb)::uuid))
+       UNION
+       SELECT t.user_id, t.region FROM oauth_tokens t
+        WHERE t.sync_next_attempt_at <= now() AND t.id IN (SELECT jsonb_array_elements_text(:ids::jsonb)::uuid)`;
+
+/** A connection's sync lease is free: none, or expired (a run that died). */
+const SYNC_LEASE_FREE = `(t.sync_lease_expires_at IS NULL OR t.sync_lease_expires_at < now())`;
+
+/** Free, or the mark of the dispatch that sent the given ids. */
+const SYNC_GIVEN_LEASE_FREE = `(t.sync_lease_expires_at IS NULL OR t.sync_lease_expires_at < now() OR t.sync_lease_owner = :dispatchId)`;
+
+/** What a claim does with the connections it locked (see {@link claimUsers}). */
+const CLAIM_USERS_REST = `wanted AS (
        -- Used: the token refresh renews them even when they had been idle past its window.
        UPDATE oauth_tokens t SET last_used_at = now() FROM waiting w WHERE t.id = w.id
      ), claimed AS (
@@ -196,22 +139,118 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
        FROM claimed c
        JOIN history h ON h.user_id = c.user_id AND h.region = c.region
        LEFT JOIN accounts a ON a.token_id = c.id
-       LEFT JOIN other_statuses o ON o.token_id = c.id`,
-    {
-      owner: sqlUuid(o.owner),
-      leaseSeconds: o.leaseSeconds,
-      limit: o.limit,
-      syncType: o.syncType,
-      userId: o.userId === undefined ? null : sqlUuid(o.userId),
-      minTokenValiditySeconds: o.minTokenValiditySeconds,
-      maxTokenChars: CLAIM_TOKEN_CHARS,
-      abandonedReason: ABANDONED_ATTEMPT_REASON,
-      pausedRegions: sqlJson(o.pausedRegions ?? []),
-      ...(o.regions ? { regions: sqlJson(o.regions) } : {}),
-      ...(o.given ? { ids: sqlJson(o.given.ids) } : {}),
-      ...(o.given?.dispatchId === undefined ? {} : { dispatchId: sqlUuid(o.given.dispatchId) }),
-    },
-  );
+       LEFT JOIN other_statuses o ON o.token_id = c.id`;
+
+interface ClaimedUserRow {
+  token_id: string;
+  user_id: string;
+  history_id: string;
+  access_token: string;
+  region: AmazonRegion;
+  retry_count: number;
+  account_count: number | null;
+  usual_status: string | null;
+  other_statuses: Record<string, string> | null;
+}
+
+/**
+ * Claims due connections in one statement. The unit of work is a connection (an oauth_tokens
+ * row: one user in one region), because one GET /v2/profiles on a region's host with that
+ * connection's token lists that region's profiles. A connection is due when one of its
+ * region's accounts' next_sync_at has passed (the spec's schedule) or its own
+ * sync_next_attempt_at has (no account in its region yet, or waiting for a retry); never
+ * while its token needs re-authorisation (refresh off) or is about to expire (the refresh job
+ * renews it first). The claim takes the connection's sync lease with FOR UPDATE SKIP LOCKED,
+ * so concurrent invocations claim disjoint connections (two regions of one user may be worked
+ * on by two runs at once) and each gets a full batch; the same statement marks the region's
+ * accounts 'in_progress', closes the connection's history rows that a run which died left
+ * 'started' ('failed', {@link ABANDONED_ATTEMPT_REASON}) and opens one 'started' row per
+ * connection, with its region. It also records the use of each connection's access token
+ * (`last_used_at`): of every claimed connection, and of every due one it leaves because its
+ * token expires too soon, so that the token refresh renews that token even when its window
+ * leaves idle connections alone (the next sync then proceeds).
+ */
+export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<ClaimedUser[]> {
+  const params = {
+    owner: sqlUuid(o.owner),
+    leaseSeconds: o.leaseSeconds,
+    limit: o.limit,
+    syncType: o.syncType,
+    userId: o.userId === undefined ? null : sqlUuid(o.userId),
+    minTokenValiditySeconds: o.minTokenValiditySeconds,
+    maxTokenChars: CLAIM_TOKEN_CHARS,
+    abandonedReason: ABANDONED_ATTEMPT_REASON,
+    pausedRegions: sqlJson(o.pausedRegions ?? []),
+  };
+  const { rows } = o.given
+    ? await db.query<ClaimedUserRow>(
+        `WITH due AS (
+       ${DUE_GIVEN_CONNECTIONS}
+     ), candidates AS (
+       SELECT t.id FROM oauth_tokens t
+        WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
+          AND t.proactive_refresh_enabled = TRUE
+          AND t.expires_at > now() + make_interval(secs => :minTokenValiditySeconds)
+          AND ${SYNC_GIVEN_LEASE_FREE}
+          AND NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
+        LIMIT :limit
+        FOR UPDATE OF t SKIP LOCKED
+     ), sized AS (
+       -- The response carries each user's access token: stop before the Data API's 1 MiB.
+       SELECT id FROM (
+         SELECT c.id, length(t.access_token) AS chars, sum(length(t.access_token)) OVER (ORDER BY c.id) AS running
+           FROM candidates c JOIN oauth_tokens t ON t.id = c.id
+       ) r
+        WHERE running <= :maxTokenChars OR running = chars
+     ), waiting AS (
+       -- Due connections the claim leaves because their access token expires too soon: the
+       -- sync wants that token too. SKIP LOCKED: a row another statement holds is marked by a
+       -- later run (never a wait, so never a deadlock with the token refresh's write-back).
+       SELECT t.id FROM oauth_tokens t
+        WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
+          AND t.proactive_refresh_enabled = TRUE
+          AND t.expires_at <= now() + make_interval(secs => :minTokenValiditySeconds)
+          AND ${SYNC_GIVEN_LEASE_FREE}
+          AND NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
+        LIMIT :limit
+        FOR UPDATE OF t SKIP LOCKED
+     ), ${CLAIM_USERS_REST}`,
+        { ...params, ids: sqlJson(o.given.ids), dispatchId: sqlUuid(o.given.dispatchId) },
+      )
+    : await db.query<ClaimedUserRow>(
+        `WITH due AS (
+       ${DUE_CONNECTIONS}
+     ), candidates AS (
+       SELECT t.id FROM oauth_tokens t
+        WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
+          AND t.proactive_refresh_enabled = TRUE
+          AND t.expires_at > now() + make_interval(secs => :minTokenValiditySeconds)
+          AND ${SYNC_LEASE_FREE}
+          AND NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
+        LIMIT :limit
+        FOR UPDATE OF t SKIP LOCKED
+     ), sized AS (
+       -- The response carries each user's access token: stop before the Data API's 1 MiB.
+       SELECT id FROM (
+         SELECT c.id, length(t.access_token) AS chars, sum(length(t.access_token)) OVER (ORDER BY c.id) AS running
+           FROM candidates c JOIN oauth_tokens t ON t.id = c.id
+       ) r
+        WHERE running <= :maxTokenChars OR running = chars
+     ), waiting AS (
+       -- Due connections the claim leaves because their access token expires too soon: the
+       -- sync wants that token too. SKIP LOCKED: a row another statement holds is marked by a
+       -- later run (never a wait, so never a deadlock with the token refresh's write-back).
+       SELECT t.id FROM oauth_tokens t
+        WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
+          AND t.proactive_refresh_enabled = TRUE
+          AND t.expires_at <= now() + make_interval(secs => :minTokenValiditySeconds)
+          AND ${SYNC_LEASE_FREE}
+          AND NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
+        LIMIT :limit
+        FOR UPDATE OF t SKIP LOCKED
+     ), ${CLAIM_USERS_REST}`,
+        params,
+      );
   return rows.map((r) => ({
     tokenId: r.token_id,
     userId: r.user_id,
@@ -247,13 +286,13 @@ export interface DispatchConnectionsOptions {
 export async function markDueConnectionsDispatched(db: Database, o: DispatchConnectionsOptions): Promise<string[]> {
   const { rows } = await db.query<{ id: string }>(
     `WITH due AS (
-       ${dueConnections(undefined, undefined)}
+       ${DUE_CONNECTIONS}
      ), candidates AS (
        SELECT t.id FROM oauth_tokens t
         WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
           AND t.proactive_refresh_enabled = TRUE
           AND t.expires_at > now() + make_interval(secs => :minTokenValiditySeconds)
-          AND ${syncLeaseFree(undefined)}
+          AND ${SYNC_LEASE_FREE}
           AND NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
         ORDER BY t.id
         LIMIT :limit
@@ -263,7 +302,7 @@ export async function markDueConnectionsDispatched(db: Database, o: DispatchConn
         WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
           AND t.proactive_refresh_enabled = TRUE
           AND t.expires_at <= now() + make_interval(secs => :minTokenValiditySeconds)
-          AND ${syncLeaseFree(undefined)}
+          AND ${SYNC_LEASE_FREE}
           AND NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
         LIMIT :limit
         FOR UPDATE OF t SKIP LOCKED

@@ -48,49 +48,27 @@ export interface ClaimOptions {
 }
 
 /**
- * When a token is due for proactive refresh, besides its lease: the one definition the claim,
- * the dry run's count and the fan-out dispatcher share.
+ * When a token is due for proactive refresh, besides its lease (in the order the claim has
+ * always had them): the one definition both claims (the next due ones, given ids) and the
+ * fan-out dispatcher share.
  */
-const TOKEN_DUE = `proactive_refresh_enabled = TRUE
-          AND expires_at < now() + make_interval(secs => :windowSeconds)
-          AND (next_refresh_attempt_at IS NULL OR next_refresh_attempt_at <= now())
+const TOKEN_EXPIRING = `proactive_refresh_enabled = TRUE
+          AND expires_at < now() + make_interval(secs => :windowSeconds)`;
+const TOKEN_DUE_REST = `(next_refresh_attempt_at IS NULL OR next_refresh_attempt_at <= now())
           AND NOT (region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
           AND (:usedWithinSeconds::int IS NULL OR last_used_at IS NULL
                OR last_used_at >= now() - make_interval(secs => :usedWithinSeconds::int))`;
 
 /** Not leased, or the lease expired (a run that died). */
-const LEASE_FREE = '(refresh_lease_expires_at IS NULL OR refresh_lease_expires_at < now())';
+const LEASE_FREE = `(refresh_lease_expires_at IS NULL OR refresh_lease_expires_at < now())`;
 
-/** The lease condition and id filter of a claim of given ids (nothing for the next due ones). */
-function givenFilter(given: GivenIds | undefined): string {
-  if (!given) return `AND ${LEASE_FREE}`;
-  const marked = given.dispatchId === undefined ? '' : ' OR refresh_lease_owner = :dispatchId';
-  return `AND (${LEASE_FREE}${marked})
+/** A claim of given ids: free as above, or marked by the dispatch that sent them; and only those ids. */
+const GIVEN_LEASE_FREE = `(refresh_lease_expires_at IS NULL OR refresh_lease_expires_at < now()
+               OR refresh_lease_owner = :dispatchId)
           AND id IN (SELECT jsonb_array_elements_text(:ids::jsonb)::uuid)`;
-}
 
-/**
- * Claims up to `limit` due tokens in one statement: proactive refresh on, expiring within the
- * window, used within `usedWithinSeconds` when that is set (or never recorded), not leased (or
- * the lease expired: a run that died), not waiting for a retry. FOR
- * UPDATE SKIP LOCKED plus the lease make overlapping invocations claim disjoint sets.
- */
-export async function claimDueTokens(db: Database, o: ClaimOptions): Promise<ClaimedToken[]> {
-  const { rows } = await db.query<{
-    id: string;
-    user_id: string;
-    refresh_token: string;
-    region: AmazonRegion;
-    refresh_failure_count: number;
-  }>(
-    `WITH due AS (
-       SELECT id, expires_at, length(refresh_token) AS chars FROM oauth_tokens
-        WHERE ${TOKEN_DUE}
-          ${givenFilter(o.given)}
-        ORDER BY expires_at
-        LIMIT :limit
-        FOR UPDATE SKIP LOCKED
-     ), sized AS (
+/** What a claim does with the due rows it locked: lease them within the response budget, return them. */
+const CLAIM_LEASE = `sized AS (
        -- Rows past the response budget stay unleased (locked only until this statement ends).
        -- (The first row always goes: its running total is its own size.)
        SELECT id FROM (
@@ -103,19 +81,57 @@ export async function claimDueTokens(db: Database, o: ClaimOptions): Promise<Cla
             refresh_lease_expires_at = now() + make_interval(secs => :leaseSeconds)
        FROM sized
       WHERE t.id = sized.id
-     RETURNING t.id, t.user_id, t.refresh_token, t.region, t.refresh_failure_count`,
-    {
-      owner: sqlUuid(o.owner),
-      windowSeconds: o.windowSeconds,
-      leaseSeconds: o.leaseSeconds,
-      limit: o.limit,
-      pausedRegions: sqlJson(o.pausedRegions),
-      usedWithinSeconds: o.usedWithinSeconds ?? null,
-      maxTokenChars: o.maxTokenChars ?? CLAIM_TOKEN_CHARS,
-      ...(o.given ? { ids: sqlJson(o.given.ids) } : {}),
-      ...(o.given?.dispatchId === undefined ? {} : { dispatchId: sqlUuid(o.given.dispatchId) }),
-    },
-  );
+     RETURNING t.id, t.user_id, t.refresh_token, t.region, t.refresh_failure_count`;
+
+interface ClaimedRow {
+  id: string;
+  user_id: string;
+  refresh_token: string;
+  region: AmazonRegion;
+  refresh_failure_count: number;
+}
+
+/**
+ * Claims up to `limit` due tokens in one statement: proactive refresh on, expiring within the
+ * window, used within `usedWithinSeconds` when that is set (or never recorded), not leased (or
+ * the lease expired: a run that died), not waiting for a retry. FOR
+ * UPDATE SKIP LOCKED plus the lease make overlapping invocations claim disjoint sets.
+ */
+export async function claimDueTokens(db: Database, o: ClaimOptions): Promise<ClaimedToken[]> {
+  const params = {
+    owner: sqlUuid(o.owner),
+    windowSeconds: o.windowSeconds,
+    leaseSeconds: o.leaseSeconds,
+    limit: o.limit,
+    pausedRegions: sqlJson(o.pausedRegions),
+    usedWithinSeconds: o.usedWithinSeconds ?? null,
+    maxTokenChars: o.maxTokenChars ?? CLAIM_TOKEN_CHARS,
+  };
+  const { rows } = o.given
+    ? await db.query<ClaimedRow>(
+        `WITH due AS (
+       SELECT id, expires_at, length(refresh_token) AS chars FROM oauth_tokens
+        WHERE ${TOKEN_EXPIRING}
+          AND ${GIVEN_LEASE_FREE}
+          AND ${TOKEN_DUE_REST}
+        ORDER BY expires_at
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+     ), ${CLAIM_LEASE}`,
+        { ...params, ids: sqlJson(o.given.ids), dispatchId: sqlUuid(o.given.dispatchId) },
+      )
+    : await db.query<ClaimedRow>(
+        `WITH due AS (
+       SELECT id, expires_at, length(refresh_token) AS chars FROM oauth_tokens
+        WHERE ${TOKEN_EXPIRING}
+          AND ${LEASE_FREE}
+          AND ${TOKEN_DUE_REST}
+        ORDER BY expires_at
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+     ), ${CLAIM_LEASE}`,
+        params,
+      );
   return rows.map((r) => ({
     id: r.id,
     userId: r.user_id,
@@ -171,8 +187,9 @@ export async function markDueTokensDispatched(db: Database, o: DispatchOptions):
   const { rows } = await db.query<{ id: string }>(
     `WITH due AS (
        SELECT id FROM oauth_tokens
-        WHERE ${TOKEN_DUE}
+        WHERE ${TOKEN_EXPIRING}
           AND ${LEASE_FREE}
+          AND ${TOKEN_DUE_REST}
         ORDER BY expires_at
         LIMIT :limit
         FOR UPDATE SKIP LOCKED

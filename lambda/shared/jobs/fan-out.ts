@@ -9,8 +9,8 @@ import * as z from '../validation';
 /** Ids a fan-out dispatcher sent, and the owner of the mark it put on them. */
 export interface GivenIds {
   readonly ids: readonly string[];
-  /** The dispatch whose mark (a lease in its name) counts as free. @default - only free items */
-  readonly dispatchId?: string;
+  /** The dispatch whose mark (a lease in its name) counts as free. */
+  readonly dispatchId: string;
 }
 
 /** The two jobs that fan out, by the name their messages carry. */
@@ -23,7 +23,6 @@ export const IDS_PER_MESSAGE = 200;
 /** One message's body. */
 export interface FanOutMessage extends GivenIds {
   readonly job: FanOutJob;
-  readonly dispatchId: string;
 }
 
 const messageSchema = z.object({
