@@ -115,6 +115,7 @@ export class AccountsPlatformStack extends Stack {
       accountSyncSchedule: config.schedules.accountSync,
       amazonLimits: config.amazonLimits,
       proactiveRefreshUsedWithinSeconds: proactiveRefreshUsedWithinSeconds(config),
+      fanOut: config.jobs?.fanOut,
       after: this.migration.resource,
       logRetention,
       logRemovalPolicy: dependentRemoval,

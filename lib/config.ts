@@ -38,6 +38,23 @@ export interface JobsConfig {
    * an hour). @default - every connection, used or not
    */
   readonly proactiveRefreshUsedWithinHours?: number;
+  /**
+   * Fan-out (docs/architecture.md): each job's schedule invokes a dispatcher that sends the due
+   * ids to the job's SQS queue, which the job function consumes with at most this many
+   * invocations at once. Absent, the schedule invokes the job function directly (one
+   * invocation per tick, which covers a few tens of thousands of connections).
+   * @default - no fan-out
+   */
+  readonly fanOut?: FanOutConfig;
+}
+
+export interface FanOutConfig {
+  /**
+   * Most concurrent invocations of each job function consuming its queue (the event source
+   * mapping's maximum concurrency, 2-1000). Amazon's rate stays the shared budget's whatever
+   * this is; more invocations than the budget keeps busy only wait.
+   */
+  readonly maxConcurrency: number;
 }
 
 export interface AmazonLimitsConfig {
@@ -182,6 +199,15 @@ const environmentSchema = z
           .number()
           .min(1, 'must be at least 1 (an access token lives an hour)')
           .max(8760, 'must be at most 8760 (a year); leave it out to refresh every connection')
+          .optional(),
+        fanOut: z
+          .strictObject({
+            maxConcurrency: z
+              .number()
+              .int()
+              .min(2, 'must be at least 2 (SQS event source mappings start at 2)')
+              .max(1000),
+          })
           .optional(),
       })
       .optional(),

@@ -14,6 +14,7 @@ import {
   REGIONAL_METRICS,
   SERVICE_NAMES,
 } from '../lambda/shared/jobs/metrics';
+import { DISPATCH_METRICS } from '../lambda/dispatcher/core';
 import type { ScheduledJob } from './scheduled-jobs';
 
 export interface MonitoringProps {
@@ -21,9 +22,9 @@ export interface MonitoringProps {
   readonly environmentName: string;
   /** The Aurora cluster (capacity, connections, CPU). */
   readonly cluster: rds.IDatabaseCluster;
-  /** The token refresh job: function, dead-letter queue. */
+  /** The token refresh job: function, dead-letter queue, and with fan-out its dispatcher and queue. */
   readonly tokenRefresh: ScheduledJob;
-  /** The account sync job: function, dead-letter queue. */
+  /** The account sync job: function, dead-letter queue, and with fan-out its dispatcher and queue. */
   readonly accountSync: ScheduledJob;
   /** The migration Lambda: any error means a failed deploy. */
   readonly migrationHandler: lambda.IFunction;
@@ -47,7 +48,8 @@ export function jobMetricDimensions(service: string, environmentName: string): R
 /**
  * The environment's dashboard and alarms, declared through cdk-monitoring-constructs:
  * each Lambda's invocations, errors, duration and throttles; the jobs' own metrics; Aurora
- * capacity, connections and CPU; the dead-letter queues. Alarms go to one SNS topic.
+ * capacity, connections and CPU; the dead-letter queues; with fan-out, the dispatchers (errors,
+ * ids sent) and the job queues (depth, age of the oldest message). Alarms go to one SNS topic.
  */
 export class Monitoring extends Construct {
   readonly alarmTopic: sns.Topic;
@@ -215,6 +217,41 @@ export class Monitoring extends Construct {
         humanReadableName: `${name} dead-letter queue`,
         alarmFriendlyName: `${job.service}-dlq`,
         addQueueMaxSizeAlarm: { Critical: { maxMessageCount: 0 } },
+      });
+    }
+
+    // Fan-out: each dispatcher's errors and the ids it sent, each queue's depth and age.
+    for (const { job, name } of jobs) {
+      if (!job.fanOut) continue;
+      const fanOut = job.fanOut;
+      this.facade.monitorLambdaFunction({
+        lambdaFunction: fanOut.dispatcher,
+        humanReadableName: `${name} dispatcher Lambda`,
+        alarmFriendlyName: `${fanOut.dispatcherService}-lambda`,
+        // Two failed ticks within three periods: one is made good by the next tick.
+        addFaultCountAlarm: { Critical: { maxErrorCount: 0, datapointsToAlarm: 2, evaluationPeriods: 3 } },
+      });
+      this.facade.monitorCustom({
+        humanReadableName: `${name} dispatcher`,
+        alarmFriendlyName: fanOut.dispatcherService,
+        metricGroups: [
+          {
+            title: 'Ids sent to the queue',
+            metrics: [
+              metric(fanOut.dispatcherService, DISPATCH_METRICS.dispatched, 'Ids dispatched'),
+              metric(fanOut.dispatcherService, DISPATCH_METRICS.notSent, 'Ids SQS refused'),
+            ],
+          },
+        ],
+      });
+      this.facade.monitorSqsQueue({
+        queue: fanOut.queue,
+        humanReadableName: `${name} queue`,
+        alarmFriendlyName: `${job.service}-queue`,
+        // Messages older than the dispatch mark: the job falls behind, and their ids are sent again.
+        addQueueMaxMessageAgeAlarm: {
+          Critical: { maxAgeInSeconds: fanOut.maxMessageAgeSeconds, datapointsToAlarm: 2, evaluationPeriods: 3 },
+        },
       });
     }
 

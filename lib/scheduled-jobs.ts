@@ -2,13 +2,17 @@ import { Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
+import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct, IDependable } from 'constructs';
 import { JOB_ENV } from '../lambda/shared/config';
+import { DISPATCHER_ENV } from '../lambda/dispatcher/config';
+import { DISPATCH_MARK_SECONDS, type FanOutJob } from '../lambda/shared/jobs/fan-out';
 import { METRICS_NAMESPACE, SERVICE_NAMES } from '../lambda/shared/jobs/metrics';
 import { JOB_TIMING } from '../lambda/shared/jobs/timing';
+import type { FanOutConfig } from './config';
 import type { Database } from './database';
 import { NodeFunction } from './node-function';
 
@@ -33,6 +37,12 @@ export interface ScheduledJobsProps {
    * @default - every connection
    */
   readonly proactiveRefreshUsedWithinSeconds?: number;
+  /**
+   * Fan-out: the schedules invoke a dispatcher per job that sends the due ids to the job's queue,
+   * consumed by the job function with at most `maxConcurrency` invocations at once.
+   * @default - the schedules invoke the job functions directly
+   */
+  readonly fanOut?: FanOutConfig;
   /** The jobs are created only after this (the schema migration) succeeded. */
   readonly after: IDependable;
   /** Retention of the jobs' logs. */
@@ -51,7 +61,26 @@ export interface ScheduledJob {
    * (the function's on-failure destination: the record carries the error).
    */
   readonly deadLetterQueue: sqs.Queue;
+  /** With fan-out: the dispatcher the schedule invokes and the queue the function consumes. @default - none */
+  readonly fanOut?: JobFanOut;
 }
+
+/** One job's fan-out: its dispatcher and queue. */
+export interface JobFanOut {
+  readonly dispatcher: lambda.IFunction;
+  /** Due ids waiting for the job function; after a few receives a message goes to the job's dead-letter queue. */
+  readonly queue: sqs.Queue;
+  /** The dispatcher's `service` (its metrics and logs). */
+  readonly dispatcherService: string;
+  /** Age of the oldest message past which the job is falling behind (the dispatch mark: then its ids are sent again). */
+  readonly maxMessageAgeSeconds: number;
+}
+
+/** Messages per invocation of a job function consuming its queue (processed one after the other). */
+export const FAN_OUT_BATCH_SIZE = 5;
+
+/** Receives of a message before it goes to the dead-letter queue. */
+export const FAN_OUT_MAX_RECEIVE_COUNT = 3;
 
 interface JobDefinition {
   readonly id: string;
@@ -60,6 +89,10 @@ interface JobDefinition {
   readonly description: string;
   readonly schedule: string;
   readonly timeout: Duration;
+  /** The job's name in fan-out messages. */
+  readonly fanOutJob: FanOutJob;
+  /** Requests per second per region of the job's Amazon endpoint (the dispatcher's cap per tick). */
+  readonly requestsPerSecond: number;
   /** Variables of this job only, added to the ones every job gets. @default - none */
   readonly environment?: Record<string, string>;
 }
@@ -82,6 +115,8 @@ export class ScheduledJobs extends Construct {
       description: 'Refreshes Login with Amazon tokens before they expire',
       schedule: props.tokenRefreshSchedule,
       timeout: Duration.seconds(JOB_TIMING.tokenRefresh.timeoutSeconds),
+      fanOutJob: 'token-refresh',
+      requestsPerSecond: props.amazonLimits.lwaRequestsPerSecond,
       environment:
         props.proactiveRefreshUsedWithinSeconds === undefined
           ? undefined
@@ -94,6 +129,8 @@ export class ScheduledJobs extends Construct {
       description: "Syncs users' Amazon Advertising accounts",
       schedule: props.accountSyncSchedule,
       timeout: Duration.seconds(JOB_TIMING.accountSync.timeoutSeconds),
+      fanOutJob: 'account-sync',
+      requestsPerSecond: props.amazonLimits.adsRequestsPerSecond,
     });
   }
 
@@ -136,11 +173,13 @@ export class ScheduledJobs extends Construct {
     props.tokenEncryptionKeySecret.grantRead(fn);
     fn.node.addDependency(props.after);
 
+    const fanOut = props.fanOut ? this.fanOut(scope, props, definition, fn, deadLetterQueue, props.fanOut) : undefined;
+
     const rule = new events.Rule(scope, 'Schedule', {
       description: `${definition.description} (${definition.schedule})`,
       schedule: events.Schedule.expression(definition.schedule),
       targets: [
-        new targets.LambdaFunction(fn, {
+        new targets.LambdaFunction(fanOut?.dispatcher ?? fn, {
           // Delivery retries (throttling, service errors) before the event goes to the queue.
           retryAttempts: 3,
           maxEventAge: Duration.hours(1),
@@ -148,6 +187,71 @@ export class ScheduledJobs extends Construct {
         }),
       ],
     });
-    return { service: definition.service, function: fn, rule, deadLetterQueue };
+    return { service: definition.service, function: fn, rule, deadLetterQueue, fanOut };
+  }
+
+  /**
+   * The job's queue (the function consumes it: at most `maxConcurrency` invocations, failed
+   * messages reported one by one, a message received {@link FAN_OUT_MAX_RECEIVE_COUNT} times moved
+   * to the job's dead-letter queue) and its dispatcher (the schedule's target: marks due ids and
+   * sends them to the queue; its failed invocations go to the same dead-letter queue).
+   */
+  private fanOut(
+    scope: Construct,
+    props: ScheduledJobsProps,
+    definition: JobDefinition,
+    fn: lambda.IFunction,
+    deadLetterQueue: sqs.Queue,
+    config: FanOutConfig,
+  ): JobFanOut {
+    const queue = new sqs.Queue(scope, 'Queue', {
+      // AWS's advice for an event source mapping: at least six times the function's timeout, so
+      // a batch being retried after throttling is not delivered again meanwhile.
+      visibilityTimeout: Duration.seconds(6 * definition.timeout.toSeconds()),
+      // A message older than a day is stale: its ids' dispatch mark expired long ago.
+      retentionPeriod: Duration.days(1),
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      deadLetterQueue: { queue: deadLetterQueue, maxReceiveCount: FAN_OUT_MAX_RECEIVE_COUNT },
+    });
+    fn.addEventSource(
+      new SqsEventSource(queue, {
+        batchSize: FAN_OUT_BATCH_SIZE,
+        maxConcurrency: config.maxConcurrency,
+        reportBatchItemFailures: true,
+      }),
+    );
+
+    const dispatcherService = `${definition.service}-dispatcher`;
+    const dispatcher = new NodeFunction(scope, 'Dispatcher', {
+      entry: 'lambda/dispatcher/handler.ts',
+      description: `Dispatches due ids to the queue of: ${definition.description}`,
+      timeout: Duration.minutes(2),
+      memorySizeMb: 256,
+      logRetention: props.logRetention,
+      logRemovalPolicy: props.logRemovalPolicy,
+      onFailureQueue: deadLetterQueue,
+      environment: {
+        [JOB_ENV.environment]: props.environmentName,
+        [JOB_ENV.clusterArn]: props.database.cluster.clusterArn,
+        [JOB_ENV.databaseSecretArn]: props.database.workerSecret.secretArn,
+        [JOB_ENV.databaseName]: props.database.databaseName,
+        [DISPATCHER_ENV.job]: definition.fanOutJob,
+        [DISPATCHER_ENV.queueUrl]: queue.queueUrl,
+        [DISPATCHER_ENV.requestsPerSecond]: String(definition.requestsPerSecond),
+        POWERTOOLS_SERVICE_NAME: dispatcherService,
+        POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
+        ...definition.environment,
+      },
+    }).function;
+    props.database.grantDataApiAccessAsWorker(dispatcher);
+    queue.grantSendMessages(dispatcher);
+    dispatcher.node.addDependency(props.after);
+    return {
+      dispatcher,
+      queue,
+      dispatcherService,
+      maxMessageAgeSeconds: DISPATCH_MARK_SECONDS[definition.fanOutJob],
+    };
   }
 }

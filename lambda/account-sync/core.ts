@@ -20,6 +20,7 @@ import type { RateLimiterRegistry } from '../shared/amazon/rate-limiter';
 import { writeResiliently } from '../shared/jobs/write-back';
 import { restoreEndpointState, saveLimiterRates } from '../shared/jobs/throttling';
 import type { TokenCipher } from '../shared/token-crypto';
+import type { GivenIds } from '../shared/jobs/fan-out';
 import { ATTRIBUTION_SUB_TYPE, type AdsProfile } from '../shared/amazon/schemas';
 import { classifyAmazonError } from '../shared/amazon/failure';
 import { AMAZON_REGIONS, type AmazonRegion } from '../shared/amazon/regions';
@@ -78,7 +79,17 @@ export interface AccountSyncDeps extends JobRuntime {
 
 /** What to sync: every due connection (the schedule), or one user's connections on demand. */
 export type AccountSyncRequest =
-  { readonly syncType: 'scheduled' } | { readonly syncType: 'manual' | 'webhook'; readonly userId: string };
+  | {
+      readonly syncType: 'scheduled';
+      /** Only these connections (a fan-out message), on the same conditions. @default - the next due ones */
+      readonly given?: GivenIds;
+    }
+  | {
+      readonly syncType: 'manual' | 'webhook';
+      readonly userId: string;
+      /** Only the user's connections in these regions. @default - all of them */
+      readonly regions?: readonly AmazonRegion[];
+    };
 
 /**
  * A run's counts. The unit of work is a connection (one user in one region), so the `users…`
@@ -148,13 +159,16 @@ export function toAccountRecord(profile: AdsProfile, region: AmazonRegion): Acco
   };
 }
 
+/** Access tokens expiring sooner than this are not used (the default; the fan-out dispatcher's too). */
+export const MIN_TOKEN_VALIDITY_SECONDS = 120;
+
 const DEFAULT_SETTINGS = {
   batchSize: 250,
   concurrency: 16,
   syncIntervalSeconds: 21_600,
   retryBaseSeconds: 300,
   retryMaxSeconds: 21_600,
-  minTokenValiditySeconds: 120,
+  minTokenValiditySeconds: MIN_TOKEN_VALIDITY_SECONDS,
   reserveMs: 30_000,
   flushAfterMs: 3000,
 };
@@ -197,7 +211,9 @@ export async function runAccountSync(
   /** Failed accounts and 429s by region, for the per-region graphs. */
   const regional: Record<string, RegionalCounts> = {};
 
-  const reauthFlagged = single ? 0 : await flagAccountsNeedingReauth(deps.db, REAUTH_MESSAGE);
+  const given = request.syncType === 'scheduled' ? request.given : undefined;
+  // (With fan-out the dispatcher flags them, once per tick.)
+  const reauthFlagged = single || given ? 0 : await flagAccountsNeedingReauth(deps.db, REAUTH_MESSAGE);
   // Regions whose Ads endpoint an earlier invocation was told to leave alone; the limiters
   // also take over the rate earlier 429s cut them to.
   for (const [region, until] of await restoreEndpointState(deps.db, 'ads', deps.ads.limiters)) {
@@ -217,11 +233,15 @@ export async function runAccountSync(
           limit: single ? AMAZON_REGIONS.length : s.batchSize,
           syncType: request.syncType,
           userId: single,
+          given,
           minTokenValiditySeconds: s.minTokenValiditySeconds,
           // Regions paused past what this run may wait: their users would only be given back.
-          // (A user asked for by name is claimed anyway, and given back if need be.)
+          // (A user asked for by name is claimed anyway, and given back if need be; in the
+          // regions asked for only, when the request names some: the others are left alone.)
           pausedRegions: single
-            ? []
+            ? AMAZON_REGIONS.filter(
+                (r) => request.syncType !== 'scheduled' && request.regions && !request.regions.includes(r),
+              )
             : [...pausedUntil]
                 .filter(([, until]) => until - now().getTime() > waitBudgetMs())
                 .map(([region]) => region),

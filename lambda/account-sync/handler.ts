@@ -1,16 +1,24 @@
 import * as z from '../shared/validation';
 import { runJobInvocation, type JobInvocationContext } from '../shared/jobs/container';
 import { DryRunEvent, isDryRun } from '../shared/jobs/dry-run';
+import { consumeBatch, isSqsBatch, MESSAGE_RESERVE_MS, SqsBatchEvent, SqsBatchResponse } from '../shared/jobs/fan-out';
+import { describeError } from '../shared/jobs/runtime';
+import { AMAZON_REGIONS } from '../shared/amazon/regions';
 import { SERVICE_NAMES } from '../shared/jobs/metrics';
 import { AccountSyncPreview, AccountSyncRequest, AccountSyncSummary, previewAccountSync, runAccountSync } from './core';
 
 /**
  * The events this Lambda takes: EventBridge's scheduled event (every 15 minutes: every due
- * user), or `{"syncType": "manual" | "webhook", "userId": "<uuid>"}` to sync one user now
+ * user), or `{"syncType": "manual" | "webhook", "userId": "<uuid>", "regions"?: ["NA", …]}` to sync one user now
  * (from the product's "refresh accounts" button or an Amazon notification), or
  * `{"dryRun": true}` (a deploy check: only reports how many users are due).
  */
-const onDemandEvent = z.object({ syncType: z.enum(['manual', 'webhook']), userId: z.uuid() });
+const onDemandEvent = z.object({
+  syncType: z.enum(['manual', 'webhook']),
+  userId: z.uuid(),
+  /** Only the user's connections in these regions (the accounts API's `POST /v1/syncs {"region"}`). */
+  regions: z.optional(z.array(z.enum(AMAZON_REGIONS)).check(z.minLength(1))),
+});
 
 export class InvalidSyncEventError extends Error {
   constructor(problems: string) {
@@ -32,21 +40,43 @@ export function parseSyncEvent(event: unknown): AccountSyncRequest {
 }
 
 /**
- * One invocation: a scheduled or on-demand sync, or `{"dryRun": true}` (a deploy check), which
+ * One invocation: a scheduled or on-demand sync, a batch from the job's fan-out queue (one run
+ * per message on its connections, failed messages reported), or `{"dryRun": true}` (a deploy check), which
  * only reports how many users are due.
  */
 export async function handler(event: DryRunEvent, context: JobInvocationContext): Promise<AccountSyncPreview>;
+export async function handler(event: SqsBatchEvent, context: JobInvocationContext): Promise<SqsBatchResponse>;
 export async function handler(event: unknown, context: JobInvocationContext): Promise<AccountSyncSummary>;
 export async function handler(
   event: unknown,
   context: JobInvocationContext,
-): Promise<AccountSyncSummary | AccountSyncPreview> {
+): Promise<AccountSyncSummary | AccountSyncPreview | SqsBatchResponse> {
   if (isDryRun(event)) {
     return runJobInvocation(
       SERVICE_NAMES.accountSync,
       context,
       (c, runtime) => previewAccountSync({ db: c.db, logger: runtime.logger }),
       { syncType: 'dry-run' },
+    );
+  }
+  if (isSqsBatch(event)) {
+    // Fan-out: each message's connections, one run per message; failed messages are delivered again.
+    return runJobInvocation(
+      SERVICE_NAMES.accountSync,
+      context,
+      (c, runtime) =>
+        consumeBatch(event, 'account-sync', {
+          work: (message) =>
+            runAccountSync(
+              { db: c.db, ads: c.ads, cipher: c.cipher, ...runtime },
+              { syncType: 'scheduled', given: message },
+            ),
+          remainingTimeMs: runtime.remainingTimeMs,
+          reserveMs: MESSAGE_RESERVE_MS,
+          onFailure: (messageId, error) =>
+            runtime.logger.error('Fan-out message failed', { messageId, error: describeError(error) }),
+        }),
+      { syncType: 'scheduled' },
     );
   }
   const request = parseSyncEvent(event);

@@ -2,6 +2,7 @@ import { Database, sqlJson, sqlUuid } from '../shared/db/port';
 import type { AmazonRegion } from '../shared/amazon/regions';
 import { CLAIM_TOKEN_CHARS } from '../shared/db/limits';
 import { databaseErrorSummary, writeInHalves } from '../shared/jobs/write-in-halves';
+import type { GivenIds } from '../shared/jobs/fan-out';
 
 export type SyncType = 'scheduled' | 'manual' | 'webhook';
 
@@ -43,74 +44,48 @@ export interface ClaimUsersOptions {
   readonly minTokenValiditySeconds: number;
   /** Regions whose Ads endpoint is paused by a Retry-After: their users are left alone. @default none */
   readonly pausedRegions?: readonly AmazonRegion[];
+  /**
+   * Claim only these connections (oauth_tokens ids a fan-out dispatcher sent), on the scheduled
+   * claim's conditions: an id no longer due, or leased by a live run, is skipped. Their dispatch
+   * mark (a sync lease held by `dispatchId`, see {@link markDueConnectionsDispatched}) counts as free.
+   * @default - the next due connections
+   */
+  readonly given?: GivenIds;
 }
 
 /**
- * Claims due connections in one statement. The unit of work is a connection (an oauth_tokens
- * row: one user in one region), because one GET /v2/profiles on a region's host with that
- * connection's token lists that region's profiles. A connection is due when one of its
- * region's accounts' next_sync_at has passed (the spec's schedule) or its own
- * sync_next_attempt_at has (no account in its region yet, or waiting for a retry); never
- * while its token needs re-authorisation (refresh off) or is about to expire (the refresh job
- * renews it first). The claim takes the connection's sync lease with FOR UPDATE SKIP LOCKED,
- * so concurrent invocations claim disjoint connections (two regions of one user may be worked
- * on by two runs at once) and each gets a full batch; the same statement marks the region's
- * accounts 'in_progress', closes the connection's history rows that a run which died left
- * 'started' ('failed', {@link ABANDONED_ATTEMPT_REASON}) and opens one 'started' row per
- * connection, with its region. It also records the use of each connection's access token
- * (`last_used_at`): of every claimed connection, and of every due one it leaves because its
- * token expires too soon, so that the token refresh renews that token even when its window
- * leaves idle connections alone (the next sync then proceeds).
+ * The connections due for a sync (user_id, region): one of the region's accounts is due, or the
+ * connection's own retry time has passed (`:userId` null); or a user's connections on demand.
+ * The one definition the claim and the fan-out dispatcher share.
  */
-export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<ClaimedUser[]> {
-  const { rows } = await db.query<{
-    token_id: string;
-    user_id: string;
-    history_id: string;
-    access_token: string;
-    region: AmazonRegion;
-    retry_count: number;
-    account_count: number | null;
-    usual_status: string | null;
-    other_statuses: Record<string, string> | null;
-  }>(
-    `WITH due AS (
-       SELECT ua.user_id, ua.region FROM user_accounts ua
+const DUE_CONNECTIONS = `SELECT ua.user_id, ua.region FROM user_accounts ua
         WHERE :userId::uuid IS NULL AND ua.next_sync_at <= now() AND ua.sync_status <> 'reauth_required'
        UNION
        SELECT t.user_id, t.region FROM oauth_tokens t
         WHERE :userId::uuid IS NULL AND t.sync_next_attempt_at <= now()
        UNION
-       SELECT t.user_id, t.region FROM oauth_tokens t WHERE t.user_id = :userId::uuid
-     ), candidates AS (
-       SELECT t.id FROM oauth_tokens t
-        WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
-          AND t.proactive_refresh_enabled = TRUE
-          AND t.expires_at > now() + make_interval(secs => :minTokenValiditySeconds)
-          AND (t.sync_lease_expires_at IS NULL OR t.sync_lease_expires_at < now())
-          AND NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
-        LIMIT :limit
-        FOR UPDATE OF t SKIP LOCKED
-     ), sized AS (
-       -- The response carries each user's access token: stop before the Data API's 1 MiB.
-       SELECT id FROM (
-         SELECT c.id, length(t.access_token) AS chars, sum(length(t.access_token)) OVER (ORDER BY c.id) AS running
-           FROM candidates c JOIN oauth_tokens t ON t.id = c.id
-       ) r
-        WHERE running <= :maxTokenChars OR running = chars
-     ), waiting AS (
-       -- Due connections the claim leaves because their access token expires too soon: the
-       -- sync wants that token too. SKIP LOCKED: a row another statement holds is marked by a
-       -- later run (never a wait, so never a deadlock with the token refresh's write-back).
-       SELECT t.id FROM oauth_tokens t
-        WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
-          AND t.proactive_refresh_enabled = TRUE
-          AND t.expires_at <= now() + make_interval(secs => :minTokenValiditySeconds)
-          AND (t.sync_lease_expires_at IS NULL OR t.sync_lease_expires_at < now())
-          AND NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
-        LIMIT :limit
-        FOR UPDATE OF t SKIP LOCKED
-     ), wanted AS (
+       SELECT t.user_id, t.region FROM oauth_tokens t WHERE t.user_id = :userId::uuid`;
+
+/**
+ * The same conditions among given connections only (a fan-out message's ids), without a scan of
+ * every due row: {@link DUE_CONNECTIONS} restricted to `:ids`.
+ */
+const DUE_GIVEN_CONNECTIONS = `SELECT ua.user_id, ua.region FROM user_accounts ua
+        WHERE ua.next_sync_at <= now() AND ua.sync_status <> 'reauth_required'
+          AND (ua.user_id, ua.region) IN (
+            SELECT user_id, region FROM oauth_tokens WHERE id IN (SELECT jsonb_array_elements_text(:ids::jsonb)::uuid))
+       UNION
+       SELECT t.user_id, t.region FROM oauth_tokens t
+        WHERE t.sync_next_attempt_at <= now() AND t.id IN (SELECT jsonb_array_elements_text(:ids::jsonb)::uuid)`;
+
+/** A connection's sync lease is free: none, or expired (a run that died). */
+const SYNC_LEASE_FREE = `(t.sync_lease_expires_at IS NULL OR t.sync_lease_expires_at < now())`;
+
+/** Free, or the mark of the dispatch that sent the given ids. */
+const SYNC_GIVEN_LEASE_FREE = `(t.sync_lease_expires_at IS NULL OR t.sync_lease_expires_at < now() OR t.sync_lease_owner = :dispatchId)`;
+
+/** What a claim does with the connections it locked (see {@link claimUsers}). */
+const CLAIM_USERS_REST = `wanted AS (
        -- Used: the token refresh renews them even when they had been idle past its window.
        UPDATE oauth_tokens t SET last_used_at = now() FROM waiting w WHERE t.id = w.id
      ), claimed AS (
@@ -164,19 +139,118 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
        FROM claimed c
        JOIN history h ON h.user_id = c.user_id AND h.region = c.region
        LEFT JOIN accounts a ON a.token_id = c.id
-       LEFT JOIN other_statuses o ON o.token_id = c.id`,
-    {
-      owner: sqlUuid(o.owner),
-      leaseSeconds: o.leaseSeconds,
-      limit: o.limit,
-      syncType: o.syncType,
-      userId: o.userId === undefined ? null : sqlUuid(o.userId),
-      minTokenValiditySeconds: o.minTokenValiditySeconds,
-      maxTokenChars: CLAIM_TOKEN_CHARS,
-      abandonedReason: ABANDONED_ATTEMPT_REASON,
-      pausedRegions: sqlJson(o.pausedRegions ?? []),
-    },
-  );
+       LEFT JOIN other_statuses o ON o.token_id = c.id`;
+
+interface ClaimedUserRow {
+  token_id: string;
+  user_id: string;
+  history_id: string;
+  access_token: string;
+  region: AmazonRegion;
+  retry_count: number;
+  account_count: number | null;
+  usual_status: string | null;
+  other_statuses: Record<string, string> | null;
+}
+
+/**
+ * Claims due connections in one statement. The unit of work is a connection (an oauth_tokens
+ * row: one user in one region), because one GET /v2/profiles on a region's host with that
+ * connection's token lists that region's profiles. A connection is due when one of its
+ * region's accounts' next_sync_at has passed (the spec's schedule) or its own
+ * sync_next_attempt_at has (no account in its region yet, or waiting for a retry); never
+ * while its token needs re-authorisation (refresh off) or is about to expire (the refresh job
+ * renews it first). The claim takes the connection's sync lease with FOR UPDATE SKIP LOCKED,
+ * so concurrent invocations claim disjoint connections (two regions of one user may be worked
+ * on by two runs at once) and each gets a full batch; the same statement marks the region's
+ * accounts 'in_progress', closes the connection's history rows that a run which died left
+ * 'started' ('failed', {@link ABANDONED_ATTEMPT_REASON}) and opens one 'started' row per
+ * connection, with its region. It also records the use of each connection's access token
+ * (`last_used_at`): of every claimed connection, and of every due one it leaves because its
+ * token expires too soon, so that the token refresh renews that token even when its window
+ * leaves idle connections alone (the next sync then proceeds).
+ */
+export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<ClaimedUser[]> {
+  const params = {
+    owner: sqlUuid(o.owner),
+    leaseSeconds: o.leaseSeconds,
+    limit: o.limit,
+    syncType: o.syncType,
+    userId: o.userId === undefined ? null : sqlUuid(o.userId),
+    minTokenValiditySeconds: o.minTokenValiditySeconds,
+    maxTokenChars: CLAIM_TOKEN_CHARS,
+    abandonedReason: ABANDONED_ATTEMPT_REASON,
+    pausedRegions: sqlJson(o.pausedRegions ?? []),
+  };
+  const { rows } = o.given
+    ? await db.query<ClaimedUserRow>(
+        `WITH due AS (
+       ${DUE_GIVEN_CONNECTIONS}
+     ), candidates AS (
+       SELECT t.id FROM oauth_tokens t
+        WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
+          AND t.proactive_refresh_enabled = TRUE
+          AND t.expires_at > now() + make_interval(secs => :minTokenValiditySeconds)
+          AND ${SYNC_GIVEN_LEASE_FREE}
+          AND NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
+        LIMIT :limit
+        FOR UPDATE OF t SKIP LOCKED
+     ), sized AS (
+       -- The response carries each user's access token: stop before the Data API's 1 MiB.
+       SELECT id FROM (
+         SELECT c.id, length(t.access_token) AS chars, sum(length(t.access_token)) OVER (ORDER BY c.id) AS running
+           FROM candidates c JOIN oauth_tokens t ON t.id = c.id
+       ) r
+        WHERE running <= :maxTokenChars OR running = chars
+     ), waiting AS (
+       -- Due connections the claim leaves because their access token expires too soon: the
+       -- sync wants that token too. SKIP LOCKED: a row another statement holds is marked by a
+       -- later run (never a wait, so never a deadlock with the token refresh's write-back).
+       SELECT t.id FROM oauth_tokens t
+        WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
+          AND t.proactive_refresh_enabled = TRUE
+          AND t.expires_at <= now() + make_interval(secs => :minTokenValiditySeconds)
+          AND ${SYNC_GIVEN_LEASE_FREE}
+          AND NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
+        LIMIT :limit
+        FOR UPDATE OF t SKIP LOCKED
+     ), ${CLAIM_USERS_REST}`,
+        { ...params, ids: sqlJson(o.given.ids), dispatchId: sqlUuid(o.given.dispatchId) },
+      )
+    : await db.query<ClaimedUserRow>(
+        `WITH due AS (
+       ${DUE_CONNECTIONS}
+     ), candidates AS (
+       SELECT t.id FROM oauth_tokens t
+        WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
+          AND t.proactive_refresh_enabled = TRUE
+          AND t.expires_at > now() + make_interval(secs => :minTokenValiditySeconds)
+          AND ${SYNC_LEASE_FREE}
+          AND NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
+        LIMIT :limit
+        FOR UPDATE OF t SKIP LOCKED
+     ), sized AS (
+       -- The response carries each user's access token: stop before the Data API's 1 MiB.
+       SELECT id FROM (
+         SELECT c.id, length(t.access_token) AS chars, sum(length(t.access_token)) OVER (ORDER BY c.id) AS running
+           FROM candidates c JOIN oauth_tokens t ON t.id = c.id
+       ) r
+        WHERE running <= :maxTokenChars OR running = chars
+     ), waiting AS (
+       -- Due connections the claim leaves because their access token expires too soon: the
+       -- sync wants that token too. SKIP LOCKED: a row another statement holds is marked by a
+       -- later run (never a wait, so never a deadlock with the token refresh's write-back).
+       SELECT t.id FROM oauth_tokens t
+        WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
+          AND t.proactive_refresh_enabled = TRUE
+          AND t.expires_at <= now() + make_interval(secs => :minTokenValiditySeconds)
+          AND ${SYNC_LEASE_FREE}
+          AND NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
+        LIMIT :limit
+        FOR UPDATE OF t SKIP LOCKED
+     ), ${CLAIM_USERS_REST}`,
+        params,
+      );
   return rows.map((r) => ({
     tokenId: r.token_id,
     userId: r.user_id,
@@ -187,6 +261,82 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
     accountCount: Number(r.account_count ?? 0),
     ...(r.usual_status ? { previousStatus: { usual: r.usual_status, others: r.other_statuses ?? {} } } : {}),
   }));
+}
+
+export interface DispatchConnectionsOptions {
+  /** This dispatch's id: the owner of the mark. */
+  readonly dispatchId: string;
+  /** How long the mark holds: a lost message delays its connections by at most this. */
+  readonly markSeconds: number;
+  readonly limit: number;
+  readonly minTokenValiditySeconds: number;
+  /** @default none */
+  readonly pausedRegions?: readonly AmazonRegion[];
+}
+
+/**
+ * The fan-out dispatcher's selection: up to `limit` connections a scheduled claim would take
+ * (the claim's due and claimable conditions), marked as dispatched by taking their sync lease
+ * for `markSeconds` in `dispatchId`'s name, so the next tick does not send them again while they
+ * wait in the queue; the consumer's claim of given ids takes the lease over from the mark. Like
+ * the claim, it records the use of the tokens of due connections left because their access
+ * token expires too soon (the token refresh renews them, a later tick dispatches them).
+ * Returns only the ids.
+ */
+export async function markDueConnectionsDispatched(db: Database, o: DispatchConnectionsOptions): Promise<string[]> {
+  const { rows } = await db.query<{ id: string }>(
+    `WITH due AS (
+       ${DUE_CONNECTIONS}
+     ), candidates AS (
+       SELECT t.id FROM oauth_tokens t
+        WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
+          AND t.proactive_refresh_enabled = TRUE
+          AND t.expires_at > now() + make_interval(secs => :minTokenValiditySeconds)
+          AND ${SYNC_LEASE_FREE}
+          AND NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
+        ORDER BY t.id
+        LIMIT :limit
+        FOR UPDATE OF t SKIP LOCKED
+     ), waiting AS (
+       SELECT t.id FROM oauth_tokens t
+        WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
+          AND t.proactive_refresh_enabled = TRUE
+          AND t.expires_at <= now() + make_interval(secs => :minTokenValiditySeconds)
+          AND ${SYNC_LEASE_FREE}
+          AND NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
+        LIMIT :limit
+        FOR UPDATE OF t SKIP LOCKED
+     ), wanted AS (
+       UPDATE oauth_tokens t SET last_used_at = now() FROM waiting w WHERE t.id = w.id
+     )
+     UPDATE oauth_tokens t
+        SET sync_lease_owner = :dispatchId, sync_lease_expires_at = now() + make_interval(secs => :markSeconds)
+       FROM candidates c
+      WHERE t.id = c.id
+     RETURNING t.id`,
+    {
+      userId: null,
+      dispatchId: sqlUuid(o.dispatchId),
+      markSeconds: o.markSeconds,
+      limit: o.limit,
+      minTokenValiditySeconds: o.minTokenValiditySeconds,
+      pausedRegions: sqlJson(o.pausedRegions ?? []),
+    },
+  );
+  return rows.map((r) => r.id);
+}
+
+/** Takes the dispatch mark off connections that could not be sent, so the next tick sends them. */
+export async function releaseDispatchedConnections(
+  db: Database,
+  dispatchId: string,
+  ids: readonly string[],
+): Promise<void> {
+  await db.query(
+    `UPDATE oauth_tokens SET sync_lease_owner = NULL, sync_lease_expires_at = NULL
+      WHERE sync_lease_owner = :dispatchId AND id IN (SELECT jsonb_array_elements_text(:ids::jsonb)::uuid)`,
+    { dispatchId: sqlUuid(dispatchId), ids: sqlJson(ids) },
+  );
 }
 
 /**

@@ -22,7 +22,15 @@ import { DeadlineExceededError } from '../shared/backoff';
 import type { RateLimiterRegistry } from '../shared/amazon/rate-limiter';
 import { writeResiliently } from '../shared/jobs/write-back';
 import { restoreEndpointState, saveLimiterRates } from '../shared/jobs/throttling';
-import { claimDueTokens, ClaimedToken, countDueTokens, RefreshFailure, saveResults, TokenResult } from './store';
+import {
+  claimDueTokens,
+  ClaimedToken,
+  countDueTokens,
+  GivenIds,
+  RefreshFailure,
+  saveResults,
+  TokenResult,
+} from './store';
 
 /** What the core needs of the Login with Amazon client (LwaClient). */
 export interface TokenRefresher {
@@ -86,6 +94,12 @@ export interface TokenRefreshSettings {
    * @default - every connection (PROACTIVE_REFRESH_USED_WITHIN_SECONDS in AWS)
    */
   readonly usedWithinSeconds?: number;
+  /**
+   * Work on these tokens only (a fan-out message: ids and the dispatcher's mark), on the same
+   * conditions as the next due ones: ids no longer due or leased by a live run are skipped.
+   * @default - the next due tokens, until none are left or time runs low
+   */
+  readonly given?: GivenIds;
 }
 
 export interface TokenRefreshDeps extends JobRuntime {
@@ -115,8 +129,11 @@ export interface TokenRefreshSummary {
 
 type Outcome = TokenResult;
 
+/** Tokens expiring within this many seconds are due (the default window; the fan-out dispatcher's too). */
+export const TOKEN_REFRESH_WINDOW_SECONDS = 1800;
+
 const DEFAULT_SETTINGS = {
-  windowSeconds: 1800,
+  windowSeconds: TOKEN_REFRESH_WINDOW_SECONDS,
   batchSize: 500,
   concurrency: 16,
   maxConsecutiveFailures: 5,
@@ -180,6 +197,7 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
           limit: s.batchSize,
           pausedRegions: pausedRegions(),
           usedWithinSeconds: s.usedWithinSeconds,
+          given: s.given,
         }),
       process: (token) => refreshOneToken(context, token),
       unprocessed: (token) => ({ kind: 'released', token }),
@@ -291,7 +309,7 @@ export interface TokenRefreshPreview {
 export async function previewTokenRefresh(
   deps: Pick<TokenRefreshDeps, 'db' | 'settings' | 'logger' | 'now'>,
 ): Promise<TokenRefreshPreview> {
-  const windowSeconds = deps.settings?.windowSeconds ?? 1800;
+  const windowSeconds = deps.settings?.windowSeconds ?? TOKEN_REFRESH_WINDOW_SECONDS;
   const now = (deps.now ?? (() => new Date()))().getTime();
   const callsBefore = deps.db.callCounts().total;
   const pausedRegions = [...(await readEndpointPauses(deps.db, 'lwa-token:'))]

@@ -3,6 +3,9 @@ import type { AmazonRegion } from '../shared/amazon/regions';
 import { CLAIM_TOKEN_CHARS } from '../shared/db/limits';
 import { Database, sqlJson, sqlUuid } from '../shared/db/port';
 import { databaseErrorSummary, writeInHalves } from '../shared/jobs/write-in-halves';
+import type { GivenIds } from '../shared/jobs/fan-out';
+
+export type { GivenIds };
 
 /** A token claimed for refresh: the lease is this invocation's until `leaseSeconds` pass. */
 export interface ClaimedToken {
@@ -35,37 +38,39 @@ export interface ClaimOptions {
    * 2,048 bytes: 2,775 characters encrypted). @default CLAIM_TOKEN_CHARS
    */
   readonly maxTokenChars?: number;
+  /**
+   * Claim only these tokens (ids a fan-out dispatcher sent), on the same conditions: an id no
+   * longer due, or leased by a live run, is skipped. Their dispatch mark (a lease held by
+   * `dispatchId`, see {@link markDueTokensDispatched}) counts as free.
+   * @default - the next due tokens
+   */
+  readonly given?: GivenIds;
 }
 
 /**
- * Claims up to `limit` due tokens in one statement: proactive refresh on, expiring within the
- * window, used within `usedWithinSeconds` when that is set (or never recorded), not leased (or
- * the lease expired: a run that died), not waiting for a retry. FOR
- * UPDATE SKIP LOCKED plus the lease make overlapping invocations claim disjoint sets.
+ * When a token is due for proactive refresh, besides its lease (in the order the claim has
+ * always had them): the one definition both claims (the next due ones, given ids) and the
+ * fan-out dispatcher share.
  */
-export async function claimDueTokens(db: Database, o: ClaimOptions): Promise<ClaimedToken[]> {
-  const { rows } = await db.query<{
-    id: string;
-    user_id: string;
-    refresh_token: string;
-    region: AmazonRegion;
-    refresh_failure_count: number;
-  }>(
-    `WITH due AS (
-       SELECT id, expires_at, length(refresh_token) AS chars FROM oauth_tokens
-        WHERE proactive_refresh_enabled = TRUE
-          AND expires_at < now() + make_interval(secs => :windowSeconds)
-          AND (refresh_lease_expires_at IS NULL OR refresh_lease_expires_at < now())
-          AND (next_refresh_attempt_at IS NULL OR next_refresh_attempt_at <= now())
+const TOKEN_EXPIRING = `proactive_refresh_enabled = TRUE
+          AND expires_at < now() + make_interval(secs => :windowSeconds)`;
+const TOKEN_DUE_REST = `(next_refresh_attempt_at IS NULL OR next_refresh_attempt_at <= now())
           AND NOT (region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
           -- NULL (never recorded) counts as used: 'infinity'. Written so, the window is an
           -- index condition of idx_oauth_tokens_refresh_due_used (0017), not a row filter.
           AND (:usedWithinSeconds::int IS NULL
-               OR coalesce(last_used_at, 'infinity') >= now() - make_interval(secs => :usedWithinSeconds::int))
-        ORDER BY expires_at
-        LIMIT :limit
-        FOR UPDATE SKIP LOCKED
-     ), sized AS (
+               OR coalesce(last_used_at, 'infinity') >= now() - make_interval(secs => :usedWithinSeconds::int))`;
+
+/** Not leased, or the lease expired (a run that died). */
+const LEASE_FREE = `(refresh_lease_expires_at IS NULL OR refresh_lease_expires_at < now())`;
+
+/** A claim of given ids: free as above, or marked by the dispatch that sent them; and only those ids. */
+const GIVEN_LEASE_FREE = `(refresh_lease_expires_at IS NULL OR refresh_lease_expires_at < now()
+               OR refresh_lease_owner = :dispatchId)
+          AND id IN (SELECT jsonb_array_elements_text(:ids::jsonb)::uuid)`;
+
+/** What a claim does with the due rows it locked: lease them within the response budget, return them. */
+const CLAIM_LEASE = `sized AS (
        -- Rows past the response budget stay unleased (locked only until this statement ends).
        -- (The first row always goes: its running total is its own size.)
        SELECT id FROM (
@@ -78,17 +83,57 @@ export async function claimDueTokens(db: Database, o: ClaimOptions): Promise<Cla
             refresh_lease_expires_at = now() + make_interval(secs => :leaseSeconds)
        FROM sized
       WHERE t.id = sized.id
-     RETURNING t.id, t.user_id, t.refresh_token, t.region, t.refresh_failure_count`,
-    {
-      owner: sqlUuid(o.owner),
-      windowSeconds: o.windowSeconds,
-      leaseSeconds: o.leaseSeconds,
-      limit: o.limit,
-      pausedRegions: sqlJson(o.pausedRegions),
-      usedWithinSeconds: o.usedWithinSeconds ?? null,
-      maxTokenChars: o.maxTokenChars ?? CLAIM_TOKEN_CHARS,
-    },
-  );
+     RETURNING t.id, t.user_id, t.refresh_token, t.region, t.refresh_failure_count`;
+
+interface ClaimedRow {
+  id: string;
+  user_id: string;
+  refresh_token: string;
+  region: AmazonRegion;
+  refresh_failure_count: number;
+}
+
+/**
+ * Claims up to `limit` due tokens in one statement: proactive refresh on, expiring within the
+ * window, used within `usedWithinSeconds` when that is set (or never recorded), not leased (or
+ * the lease expired: a run that died), not waiting for a retry. FOR
+ * UPDATE SKIP LOCKED plus the lease make overlapping invocations claim disjoint sets.
+ */
+export async function claimDueTokens(db: Database, o: ClaimOptions): Promise<ClaimedToken[]> {
+  const params = {
+    owner: sqlUuid(o.owner),
+    windowSeconds: o.windowSeconds,
+    leaseSeconds: o.leaseSeconds,
+    limit: o.limit,
+    pausedRegions: sqlJson(o.pausedRegions),
+    usedWithinSeconds: o.usedWithinSeconds ?? null,
+    maxTokenChars: o.maxTokenChars ?? CLAIM_TOKEN_CHARS,
+  };
+  const { rows } = o.given
+    ? await db.query<ClaimedRow>(
+        `WITH due AS (
+       SELECT id, expires_at, length(refresh_token) AS chars FROM oauth_tokens
+        WHERE ${TOKEN_EXPIRING}
+          AND ${GIVEN_LEASE_FREE}
+          AND ${TOKEN_DUE_REST}
+        ORDER BY expires_at
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+     ), ${CLAIM_LEASE}`,
+        { ...params, ids: sqlJson(o.given.ids), dispatchId: sqlUuid(o.given.dispatchId) },
+      )
+    : await db.query<ClaimedRow>(
+        `WITH due AS (
+       SELECT id, expires_at, length(refresh_token) AS chars FROM oauth_tokens
+        WHERE ${TOKEN_EXPIRING}
+          AND ${LEASE_FREE}
+          AND ${TOKEN_DUE_REST}
+        ORDER BY expires_at
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+     ), ${CLAIM_LEASE}`,
+        params,
+      );
   return rows.map((r) => ({
     id: r.id,
     userId: r.user_id,
@@ -124,6 +169,58 @@ export async function countDueTokens(
     },
   );
   return { due: Number(rows[0].due), paused: Number(rows[0].paused) };
+}
+
+export interface DispatchOptions extends Pick<ClaimOptions, 'windowSeconds' | 'pausedRegions' | 'usedWithinSeconds'> {
+  /** This dispatch's id: the owner of the mark. */
+  readonly dispatchId: string;
+  /** How long the mark holds: a lost message delays its tokens by at most this. */
+  readonly markSeconds: number;
+  readonly limit: number;
+}
+
+/**
+ * The fan-out dispatcher's selection: up to `limit` due tokens (the claim's conditions, same
+ * order), marked as dispatched by taking their lease for `markSeconds` in `dispatchId`'s name,
+ * so the next tick does not send them again while they wait in the queue; the consumer's claim
+ * of given ids takes the lease over from the mark. Returns only their ids.
+ */
+export async function markDueTokensDispatched(db: Database, o: DispatchOptions): Promise<string[]> {
+  const { rows } = await db.query<{ id: string }>(
+    `WITH due AS (
+       SELECT id FROM oauth_tokens
+        WHERE ${TOKEN_EXPIRING}
+          AND ${LEASE_FREE}
+          AND ${TOKEN_DUE_REST}
+        ORDER BY expires_at
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+     )
+     UPDATE oauth_tokens t
+        SET refresh_lease_owner = :dispatchId,
+            refresh_lease_expires_at = now() + make_interval(secs => :markSeconds)
+       FROM due
+      WHERE t.id = due.id
+     RETURNING t.id`,
+    {
+      dispatchId: sqlUuid(o.dispatchId),
+      markSeconds: o.markSeconds,
+      limit: o.limit,
+      windowSeconds: o.windowSeconds,
+      pausedRegions: sqlJson(o.pausedRegions),
+      usedWithinSeconds: o.usedWithinSeconds ?? null,
+    },
+  );
+  return rows.map((r) => r.id);
+}
+
+/** Takes the dispatch mark off tokens that could not be sent, so the next tick sends them. */
+export async function releaseDispatchedTokens(db: Database, dispatchId: string, ids: readonly string[]): Promise<void> {
+  await db.query(
+    `UPDATE oauth_tokens SET refresh_lease_owner = NULL, refresh_lease_expires_at = NULL
+      WHERE refresh_lease_owner = :dispatchId AND id IN (SELECT jsonb_array_elements_text(:ids::jsonb)::uuid)`,
+    { dispatchId: sqlUuid(dispatchId), ids: sqlJson(ids) },
+  );
 }
 
 export interface RefreshSuccess {

@@ -44,7 +44,7 @@ test('a missing or malformed variable fails with every name at once, never a val
   expect((error as Error).message).not.toContain('insecure.example.com');
 });
 
-test('a manual sync in AWS is an asynchronous Invoke of the account-sync function with the user id', async () => {
+test('a manual sync in AWS is an asynchronous Invoke of the account-sync function with the user id and the regions asked for', async () => {
   const sent: InvokeCommand[] = [];
   const starter = lambdaSyncStarter(
     {
@@ -61,6 +61,7 @@ test('a manual sync in AWS is an asynchronous Invoke of the account-sync functio
   expect(JSON.parse(Buffer.from(sent[0].input.Payload as Uint8Array).toString())).toEqual({
     syncType: 'manual',
     userId: 'c0ffee00-0000-4000-8000-000000000001',
+    regions: ['NA'],
   });
   const refusing = lambdaSyncStarter({ send: () => Promise.resolve({ StatusCode: 500 }) } as never, 'f');
   await expect(refusing.start({ userId: 'u', regions: [] })).rejects.toThrow(/500/);

@@ -161,6 +161,33 @@ describe('jobs.proactiveRefreshUsedWithinHours', () => {
   });
 });
 
+describe('jobs.fanOut', () => {
+  test('cdk.json: staging and prod fan out, dev runs the jobs directly', () => {
+    expect(resolveEnvironment('dev', environments).jobs?.fanOut).toBeUndefined();
+    for (const name of ['staging', 'prod'])
+      expect(resolveEnvironment(name, environments).jobs?.fanOut?.maxConcurrency).toBeGreaterThanOrEqual(2);
+  });
+
+  test.each([
+    [
+      'a concurrency of 1 (SQS event source mappings start at 2)',
+      { fanOut: { maxConcurrency: 1 } },
+      'must be at least 2',
+    ],
+    ['more than 1000', { fanOut: { maxConcurrency: 1001 } }, 'jobs.fanOut.maxConcurrency'],
+    ['a fraction', { fanOut: { maxConcurrency: 2.5 } }, 'jobs.fanOut.maxConcurrency'],
+    ['no concurrency', { fanOut: {} }, 'jobs.fanOut.maxConcurrency'],
+    ['a misspelt field', { fanOut: { maxConcurency: 4 } }, 'maxConcurency'],
+  ])('%s is rejected, naming the field', (_name, jobs, message) => {
+    expect(() =>
+      resolveEnvironment(
+        'dev',
+        devWith((d) => (d.jobs = jobs)),
+      ),
+    ).toThrow(message);
+  });
+});
+
 test('an environment named prod cannot drop its protections', () => {
   const prod = structuredClone(environments.prod);
   prod.database.deletionProtection = false;

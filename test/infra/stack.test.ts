@@ -10,6 +10,10 @@ import { API_ENV } from '../../lambda/shared/api-env';
 import { API_OUTPUT, REQUIRED_OUTPUTS } from '../../scripts/verify/checks';
 import { accessLogFields, API_ROUTES, API_THROTTLED_METRIC } from '../../lib/accounts-api';
 import { resolveEnvironment } from '../../lib/config';
+import { FAN_OUT_BATCH_SIZE, FAN_OUT_MAX_RECEIVE_COUNT } from '../../lib/scheduled-jobs';
+import { DISPATCHER_ENV } from '../../lambda/dispatcher/config';
+import { DISPATCH_METRICS } from '../../lambda/dispatcher/core';
+import { DISPATCH_MARK_SECONDS } from '../../lambda/shared/jobs/fan-out';
 import { buildStack, cdkJsonContext, onlyResource, resourcesOf, templateOf } from './support/stack';
 
 const ENVIRONMENTS = ['dev', 'staging', 'prod'] as const;
@@ -37,6 +41,12 @@ function functionByDescription(template: Template, prefix: string): { id: string
 const tokenRefresh = (t: Template) => functionByDescription(t, 'Refreshes Login with Amazon');
 const accountSync = (t: Template) => functionByDescription(t, "Syncs users' Amazon");
 const migrationHandler = (t: Template) => functionByDescription(t, 'Applies node-pg-migrate');
+const DISPATCHER_PREFIX = 'Dispatches due ids to the queue of: ';
+const tokenRefreshDispatcher = (t: Template) =>
+  functionByDescription(t, `${DISPATCHER_PREFIX}Refreshes Login with Amazon`);
+const accountSyncDispatcher = (t: Template) => functionByDescription(t, `${DISPATCHER_PREFIX}Syncs users' Amazon`);
+/** The environments whose cdk.json turns fan-out on, with its maximum concurrency. */
+const fanOutOf = (env: string) => resolveEnvironment(env, cdkJsonContext().environments).jobs?.fanOut;
 const apiHandler = (t: Template) => functionByDescription(t, 'Accounts API:');
 
 /** Every statement of the policies attached to a function's role. */
@@ -155,10 +165,12 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
     }
   });
 
-  test('the jobs run outside the VPC on the environment\u2019s schedules, with retries and a dead-letter queue', () => {
+  test('the jobs run outside the VPC on the environment\u2019s schedules (directly, or through their dispatcher with fan-out), with retries and a dead-letter queue', () => {
+    const fanOut = fanOutOf(env) !== undefined;
+    // `fn` is what the schedule invokes: the job function, or its dispatcher with fan-out.
     for (const [fn, schedule] of [
-      [tokenRefresh(template()), 'rate(5 minutes)'],
-      [accountSync(template()), 'rate(15 minutes)'],
+      [fanOut ? tokenRefreshDispatcher(template()) : tokenRefresh(template()), 'rate(5 minutes)'],
+      [fanOut ? accountSyncDispatcher(template()) : accountSync(template()), 'rate(15 minutes)'],
     ] as const) {
       expect(fn.properties.VpcConfig).toBeUndefined();
       // A failed run goes to the queue as an on-failure destination record (it carries the
@@ -200,7 +212,7 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
     }
   });
 
-  test('the jobs may send to their own failure queue only', () => {
+  test('the jobs may send to their own failure queue only (and, with fan-out, consume their own queue)', () => {
     for (const fn of [tokenRefresh(template()), accountSync(template())]) {
       const role = fn.properties.Role['Fn::GetAtt'][0];
       const sqsStatements = Object.values(resourcesOf(template(), 'AWS::IAM::Policy'))
@@ -213,9 +225,19 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
         (r) => JSON.stringify(r.Properties?.FunctionName) === JSON.stringify({ Ref: fn.id }),
       );
       const queue = (invokeConfig?.Properties?.DestinationConfig as any).OnFailure.Destination;
+      const mapping = Object.values(resourcesOf(template(), 'AWS::Lambda::EventSourceMapping')).find(
+        (r) => JSON.stringify(r.Properties?.FunctionName) === JSON.stringify({ Ref: fn.id }),
+      );
+      expect(mapping !== undefined).toBe(fanOutOf(env) !== undefined);
+      const workQueue = mapping?.Properties?.EventSourceArn;
       expect(sqsStatements.length).toBeGreaterThan(0);
       for (const statement of sqsStatements) {
-        expect([statement.Resource].flat()).toEqual([queue]);
+        const resources = [statement.Resource].flat();
+        if (workQueue && JSON.stringify(resources) === JSON.stringify([workQueue])) {
+          for (const action of [statement.Action].flat()) expect(action).not.toMatch(/^sqs:(Send|Purge|\*)/);
+          continue;
+        }
+        expect(resources).toEqual([queue]);
         for (const action of [statement.Action].flat()) expect(action).not.toMatch(/^sqs:(Receive|Delete|Purge|\*)/);
       }
     }
@@ -417,18 +439,29 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
 
   test('alarms: job errors, refresh failure rate, dead-letter queues, migration failure, the API — all to the topic', () => {
     const alarms = Object.values(resourcesOf(template(), 'AWS::CloudWatch::Alarm'));
-    expect(alarms.map((a) => a.Properties?.AlarmName).sort()).toEqual([
-      `AmazonAccounts-${env}-account-sync-dlq-Queue-Message-Count-Max-Critical`,
-      `AmazonAccounts-${env}-account-sync-lambda-Fault-Count-Critical`,
-      `AmazonAccounts-${env}-accounts-api-Fault-Rate-Critical`,
-      `AmazonAccounts-${env}-accounts-api-Latency-P95-Critical`,
-      `AmazonAccounts-${env}-accounts-api-gateway-throttled-Critical`,
-      `AmazonAccounts-${env}-accounts-api-lambda-Throttled-Count-Critical`,
-      `AmazonAccounts-${env}-schema-migration-Fault-Count-Critical`,
-      `AmazonAccounts-${env}-token-refresh-dlq-Queue-Message-Count-Max-Critical`,
-      `AmazonAccounts-${env}-token-refresh-lambda-Fault-Count-Critical`,
-      `AmazonAccounts-${env}-token-refresh-refresh-failure-rate-Critical`,
-    ]);
+    expect(alarms.map((a) => a.Properties?.AlarmName).sort()).toEqual(
+      [
+        `AmazonAccounts-${env}-account-sync-dlq-Queue-Message-Count-Max-Critical`,
+        `AmazonAccounts-${env}-account-sync-lambda-Fault-Count-Critical`,
+        `AmazonAccounts-${env}-accounts-api-Fault-Rate-Critical`,
+        `AmazonAccounts-${env}-accounts-api-Latency-P95-Critical`,
+        `AmazonAccounts-${env}-accounts-api-gateway-throttled-Critical`,
+        `AmazonAccounts-${env}-accounts-api-lambda-Throttled-Count-Critical`,
+        `AmazonAccounts-${env}-schema-migration-Fault-Count-Critical`,
+        `AmazonAccounts-${env}-token-refresh-dlq-Queue-Message-Count-Max-Critical`,
+        `AmazonAccounts-${env}-token-refresh-lambda-Fault-Count-Critical`,
+        `AmazonAccounts-${env}-token-refresh-refresh-failure-rate-Critical`,
+        // With fan-out: each dispatcher's errors and the age of each queue's oldest message.
+        ...(fanOutOf(env)
+          ? [
+              `AmazonAccounts-${env}-account-sync-dispatcher-lambda-Fault-Count-Critical`,
+              `AmazonAccounts-${env}-account-sync-queue-Queue-Message-Age-Max-Critical`,
+              `AmazonAccounts-${env}-token-refresh-dispatcher-lambda-Fault-Count-Critical`,
+              `AmazonAccounts-${env}-token-refresh-queue-Queue-Message-Age-Max-Critical`,
+            ]
+          : []),
+      ].sort(),
+    );
     const topic = onlyResource(template(), 'AWS::SNS::Topic').id;
     for (const alarm of alarms) {
       expect(alarm.Properties?.AlarmActions).toEqual([{ Ref: topic }]);
@@ -758,6 +791,110 @@ function acknowledgementsIn(root: IConstruct): Array<{ path: string; id: string;
         ),
     );
 }
+
+describe.each(ENVIRONMENTS.filter((env) => fanOutOf(env) !== undefined))('%s fan-out', (env) => {
+  const template = () => templateOf(env);
+  const jobs = () =>
+    [
+      { fn: tokenRefresh(template()), dispatcher: tokenRefreshDispatcher(template()), job: 'token-refresh' },
+      { fn: accountSync(template()), dispatcher: accountSyncDispatcher(template()), job: 'account-sync' },
+    ] as const;
+  const mappingOf = (fn: { id: string }) => {
+    const found = Object.values(resourcesOf(template(), 'AWS::Lambda::EventSourceMapping')).filter(
+      (r) => JSON.stringify(r.Properties?.FunctionName) === JSON.stringify({ Ref: fn.id }),
+    );
+    expect(found).toHaveLength(1);
+    return found[0].Properties as Record<string, any>;
+  };
+  const failureQueueOf = (fn: { id: string }) => {
+    const invokeConfig = Object.values(resourcesOf(template(), 'AWS::Lambda::EventInvokeConfig')).find(
+      (r) => JSON.stringify(r.Properties?.FunctionName) === JSON.stringify({ Ref: fn.id }),
+    );
+    return (invokeConfig?.Properties?.DestinationConfig as any).OnFailure.Destination['Fn::GetAtt'][0] as string;
+  };
+
+  test('each job function consumes its own queue: cdk.json\u2019s maximum concurrency, failures reported per message, redrive to the job\u2019s dead-letter queue', () => {
+    for (const { fn } of jobs()) {
+      const mapping = mappingOf(fn);
+      expect(mapping).toMatchObject({
+        BatchSize: FAN_OUT_BATCH_SIZE,
+        ScalingConfig: { MaximumConcurrency: fanOutOf(env)!.maxConcurrency },
+        FunctionResponseTypes: ['ReportBatchItemFailures'],
+      });
+      const queueId = mapping.EventSourceArn['Fn::GetAtt'][0] as string;
+      const queue = resourcesOf(template(), 'AWS::SQS::Queue')[queueId].Properties as Record<string, any>;
+      expect(queue.RedrivePolicy).toEqual({
+        deadLetterTargetArn: { 'Fn::GetAtt': [failureQueueOf(fn), 'Arn'] },
+        maxReceiveCount: FAN_OUT_MAX_RECEIVE_COUNT,
+      });
+      // AWS's advice for an event source mapping: six times the function's timeout.
+      expect(queue.VisibilityTimeout).toBe(6 * (fn.properties.Timeout as number));
+      expect(queue.SqsManagedSseEnabled).toBe(true);
+    }
+  });
+
+  test('each dispatcher: outside the VPC, the database and its queue in its variables, sending to its job\u2019s queue only, failures to the dead-letter queue', () => {
+    for (const { fn, dispatcher, job } of jobs()) {
+      const queueId = mappingOf(fn).EventSourceArn['Fn::GetAtt'][0] as string;
+      expect(dispatcher.properties.VpcConfig).toBeUndefined();
+      expect(dispatcher.properties.Environment.Variables).toMatchObject({
+        [JOB_ENV.environment]: env,
+        [JOB_ENV.databaseSecretArn]: { Ref: STATEFUL_LOGICAL_IDS.workerSecret },
+        [DISPATCHER_ENV.job]: job,
+        [DISPATCHER_ENV.queueUrl]: { Ref: queueId },
+        [DISPATCHER_ENV.requestsPerSecond]: job === 'token-refresh' ? '10' : '5',
+        POWERTOOLS_SERVICE_NAME: `${job}-dispatcher`,
+      });
+      // No secret but the database login's: it never sees a token it could use.
+      expect(JSON.stringify(dispatcher.properties.Environment.Variables)).not.toContain(STATEFUL_LOGICAL_IDS.lwaSecret);
+      const sqsStatements = statementsOf(template(), dispatcher).filter((st) =>
+        [st.Action].flat().some((a: string) => a.startsWith('sqs:')),
+      );
+      // Its own queue, and the dead-letter queue its failed invocations go to: nothing else.
+      const sentTo = sqsStatements
+        .filter((st) => [st.Action].flat().includes('sqs:SendMessage'))
+        .flatMap((st) => [st.Resource].flat().map((r) => JSON.stringify(r)));
+      expect([...new Set(sentTo)].sort()).toEqual(
+        [queueId, failureQueueOf(fn)].map((id) => JSON.stringify({ 'Fn::GetAtt': [id, 'Arn'] })).sort(),
+      );
+      for (const st of sqsStatements)
+        for (const action of [st.Action].flat()) expect(action).not.toMatch(/^sqs:(Receive|Delete|Purge|\*)/);
+      expect(failureQueueOf(dispatcher)).toBe(failureQueueOf(fn));
+    }
+  });
+
+  test('the dashboard graphs each queue\u2019s depth and age and the ids each dispatcher sent; the age alarm is at the dispatch mark', () => {
+    const body = JSON.stringify(
+      onlyResource(template(), 'AWS::CloudWatch::Dashboard').resource.Properties?.DashboardBody,
+    );
+    for (const name of [
+      'ApproximateNumberOfMessagesVisible',
+      'ApproximateAgeOfOldestMessage',
+      DISPATCH_METRICS.dispatched,
+      DISPATCH_METRICS.notSent,
+      '\\"service\\",\\"token-refresh-dispatcher\\"',
+      '\\"service\\",\\"account-sync-dispatcher\\"',
+    ])
+      expect(body).toContain(name);
+    const alarms = Object.values(resourcesOf(template(), 'AWS::CloudWatch::Alarm'));
+    for (const job of ['token-refresh', 'account-sync'] as const) {
+      const age = alarms.find(
+        (a) => a.Properties?.AlarmName === `AmazonAccounts-${env}-${job}-queue-Queue-Message-Age-Max-Critical`,
+      );
+      expect(age?.Properties?.Threshold).toBe(DISPATCH_MARK_SECONDS[job]);
+      expect(JSON.stringify(age?.Properties)).toContain('ApproximateAgeOfOldestMessage');
+    }
+  });
+});
+
+test('dev does not fan out: no dispatcher, no event source mapping; the schedules invoke the job functions', () => {
+  expect(fanOutOf('dev')).toBeUndefined();
+  expect(Object.keys(resourcesOf(templateOf('dev'), 'AWS::Lambda::EventSourceMapping'))).toEqual([]);
+  const descriptions = Object.values(resourcesOf(templateOf('dev'), 'AWS::Lambda::Function')).map((r) =>
+    String(r.Properties?.Description),
+  );
+  expect(descriptions.filter((d) => d.startsWith(DISPATCHER_PREFIX))).toEqual([]);
+});
 
 describe('per-environment settings', () => {
   test('dev pauses at 0 ACU and is destroyed cleanly', () => {

@@ -10,6 +10,9 @@ import { EXPECTED_WORKER_PRIVILEGES } from './worker-privileges.expected';
 import { AdsClient, LwaClient } from '../../lambda/shared/amazon';
 import { DatabaseRateBudgetStore } from '../../lambda/shared/amazon/rate-budget';
 import { endpointLimitsFor, RateLimiterRegistry } from '../../lambda/shared/amazon/rate-limiter';
+import { QueueSender, runDispatch } from '../../lambda/dispatcher/core';
+import { accountSyncSelection, tokenRefreshSelection } from '../../lambda/dispatcher/selections';
+import type { FanOutMessage } from '../../lambda/shared/jobs/fan-out';
 
 // What the jobs' role may do, against what the jobs' statements need. The jobs run here as
 // the jobs' login (member of accounts_worker, as in production) through a recorder; every
@@ -136,6 +139,30 @@ beforeAll(async () => {
       const rt = runtime();
       await runTokenRefresh({ db, lwa, cipher: world.cipher, ...rt, settings: { concurrency: 4 } });
       await runAccountSync({ db, ads, cipher: world.cipher, ...runtime(), settings: { concurrency: 4 } });
+    }
+    // Fan-out: the dispatchers mark due ids (one message refused, so its ids' mark is taken off),
+    // and the jobs claim the ids of the messages sent.
+    await seedUsers(world, { count: 4, expiresInSeconds: 600, accountsDueInSeconds: -60 });
+    for (const selection of [tokenRefreshSelection(db), accountSyncSelection(db)]) {
+      const sent: FanOutMessage[] = [];
+      let refuse = true;
+      const queue: QueueSender = {
+        sendBatch: (bodies) => {
+          if (!refuse) sent.push(...bodies.map((b) => JSON.parse(b) as FanOutMessage));
+          return Promise.resolve({ failed: refuse ? bodies.map((_b, i) => i) : [] });
+        },
+      };
+      // The first tick's request is refused, and its retry (the ids' mark is taken off); the second tick sends.
+      await expect(runDispatch({ selection, queue, ...runtime(), settings: { maxIds: 100 } })).rejects.toThrow(
+        /could not be sent/,
+      );
+      refuse = false;
+      await runDispatch({ selection, queue, ...runtime(), settings: { maxIds: 100 } });
+      expect(sent.length).toBeGreaterThan(0);
+      for (const given of sent)
+        if (selection.job === 'token-refresh')
+          await runTokenRefresh({ db, lwa, cipher: world.cipher, ...runtime(), settings: { given } });
+        else await runAccountSync({ db, ads, cipher: world.cipher, ...runtime() }, { syncType: 'scheduled', given });
     }
   } finally {
     await worker.close();

@@ -1,0 +1,67 @@
+import {
+  flagAccountsNeedingReauth,
+  markDueConnectionsDispatched,
+  releaseDispatchedConnections,
+} from '../account-sync/store';
+import { MIN_TOKEN_VALIDITY_SECONDS, REAUTH_MESSAGE } from '../account-sync/core';
+import type { AmazonRegion } from '../shared/amazon/regions';
+import { endpointPrefix, readEndpointPauses } from '../shared/amazon/usage-store';
+import type { Database } from '../shared/db/port';
+import { DISPATCH_MARK_SECONDS } from '../shared/jobs/fan-out';
+import { TOKEN_REFRESH_WINDOW_SECONDS } from '../token-refresh/core';
+import { markDueTokensDispatched, releaseDispatchedTokens } from '../token-refresh/store';
+import type { DispatchSelection } from './core';
+
+/** Regions whose endpoint a Retry-After pauses now: their ids are not dispatched. */
+async function pausedRegions(db: Database, prefix: string): Promise<AmazonRegion[]> {
+  const now = Date.now();
+  return [...(await readEndpointPauses(db, prefix))]
+    .filter(([, until]) => until.getTime() > now)
+    .map(([endpoint]) => endpoint.slice(prefix.length) as AmazonRegion);
+}
+
+/**
+ * The token refresh's due tokens, on the claim's conditions (the default window, the used-within
+ * window when the environment sets one), marked for DISPATCH_MARK_SECONDS.
+ */
+export function tokenRefreshSelection(
+  db: Database,
+  o: { readonly usedWithinSeconds?: number; readonly markSeconds?: number } = {},
+): DispatchSelection {
+  return {
+    job: 'token-refresh',
+    select: async ({ dispatchId, limit }) =>
+      markDueTokensDispatched(db, {
+        dispatchId,
+        limit,
+        markSeconds: o.markSeconds ?? DISPATCH_MARK_SECONDS['token-refresh'],
+        windowSeconds: TOKEN_REFRESH_WINDOW_SECONDS,
+        pausedRegions: await pausedRegions(db, endpointPrefix('lwa')),
+        usedWithinSeconds: o.usedWithinSeconds,
+      }),
+    release: (dispatchId, ids) => releaseDispatchedTokens(db, dispatchId, ids),
+  };
+}
+
+/**
+ * The account sync's due connections, on the scheduled claim's conditions, marked for
+ * DISPATCH_MARK_SECONDS; once per tick, the accounts of connections that need re-authorisation
+ * are flagged first (what a scheduled run does when it does not fan out).
+ */
+export function accountSyncSelection(db: Database, o: { readonly markSeconds?: number } = {}): DispatchSelection {
+  return {
+    job: 'account-sync',
+    beforeTick: async () => {
+      await flagAccountsNeedingReauth(db, REAUTH_MESSAGE);
+    },
+    select: async ({ dispatchId, limit }) =>
+      markDueConnectionsDispatched(db, {
+        dispatchId,
+        limit,
+        markSeconds: o.markSeconds ?? DISPATCH_MARK_SECONDS['account-sync'],
+        minTokenValiditySeconds: MIN_TOKEN_VALIDITY_SECONDS,
+        pausedRegions: await pausedRegions(db, endpointPrefix('ads')),
+      }),
+    release: (dispatchId, ids) => releaseDispatchedConnections(db, dispatchId, ids),
+  };
+}
