@@ -19,6 +19,7 @@ import {
 } from '../accounts-api/http';
 import type { TokenRefresher } from '../token-refresh/core';
 import { saveResults, TokenResult } from '../token-refresh/store';
+import { TOKEN_ROUTE, TOKEN_ROUTE_PATH } from './route';
 import { ConnectionState, readConnection, useConnection } from './store';
 
 /**
@@ -41,9 +42,6 @@ import { ConnectionState, readConnection, useConnection } from './store';
  * handler refuses an event without an IAM identity as well. Responses are never logged: a
  * request's log line has its route, status, user, region and whether a refresh happened.
  */
-
-export const TOKEN_ROUTE = 'POST /internal/v1/access-tokens';
-export const TOKEN_ROUTE_PATH = '/internal/v1/access-tokens';
 
 export interface TokenVendingSettings {
   /** A stored token with more than this left is returned as it is. @default 300 */

@@ -1,9 +1,7 @@
 import type { ApiRequestEvent, ApiResult } from '../accounts-api/http';
 import { runJobInvocation, type JobInvocationContext } from '../shared/jobs/container';
 import { createTokenVending } from './core';
-
-/** The `service` of this function's logs and metrics. */
-export const TOKEN_VENDING_SERVICE = 'token-vending';
+import { TOKEN_VENDING_SERVICE } from './route';
 
 /**
  * `POST /internal/v1/access-tokens` behind the HTTP API's IAM authorisation (see core.ts). Its
