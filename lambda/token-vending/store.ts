@@ -56,19 +56,22 @@ interface StateRow {
   refresh_failure_count: number;
 }
 
-/** The columns both statements return; `lease` as seen after the statement. */
-const STATE_COLUMNS = (alias: string, owner: string) => `
-  ${alias}.id, ${alias}.user_id, ${alias}.region, ${alias}.access_token, ${alias}.expires_at,
-  ${alias}.expires_at > now() + make_interval(secs => :minRemainingSeconds) AS fresh,
-  ${alias}.proactive_refresh_enabled,
-  CASE WHEN ${owner} THEN 'mine'
-       WHEN ${alias}.refresh_lease_expires_at IS NULL THEN 'free'
-       WHEN ${alias}.refresh_lease_expires_at < now() THEN 'expired'
+/**
+ * The columns both statements return (as `t`); `lease` as seen after the statement, 'mine'
+ * when `:owner` (the request's id) holds it.
+ */
+const STATE_COLUMNS = `
+  t.id, t.user_id, t.region, t.access_token, t.expires_at,
+  t.expires_at > now() + make_interval(secs => :minRemainingSeconds) AS fresh,
+  t.proactive_refresh_enabled,
+  CASE WHEN t.refresh_lease_owner IS NOT DISTINCT FROM :owner THEN 'mine'
+       WHEN t.refresh_lease_expires_at IS NULL THEN 'free'
+       WHEN t.refresh_lease_expires_at < now() THEN 'expired'
        ELSE 'held' END AS lease,
-  CASE WHEN ${alias}.next_refresh_attempt_at > now()
-       THEN ceil(extract(epoch FROM ${alias}.next_refresh_attempt_at - now()))::int END AS retry_in_seconds,
-  CASE WHEN ${owner} THEN ${alias}.refresh_token END AS refresh_token,
-  ${alias}.refresh_failure_count`;
+  CASE WHEN t.next_refresh_attempt_at > now()
+       THEN ceil(extract(epoch FROM t.next_refresh_attempt_at - now()))::int END AS retry_in_seconds,
+  CASE WHEN t.refresh_lease_owner IS NOT DISTINCT FROM :owner THEN t.refresh_token END AS refresh_token,
+  t.refresh_failure_count`;
 
 /**
  * When this request may take the lease: refresh on, less than `minRemainingSeconds` left, the
@@ -103,7 +106,7 @@ export async function useConnection(db: Database, o: UseOptions): Promise<Connec
             refresh_lease_expires_at = CASE WHEN ${CLAIMABLE} THEN now() + make_interval(secs => :leaseSeconds)
                                             ELSE t.refresh_lease_expires_at END
       WHERE t.user_id = :userId AND t.region = :region
-     RETURNING ${STATE_COLUMNS('t', 't.refresh_lease_owner IS NOT DISTINCT FROM :owner')}`,
+     RETURNING ${STATE_COLUMNS}`,
     {
       userId: sqlUuid(o.userId),
       region: o.region,
@@ -118,13 +121,18 @@ export async function useConnection(db: Database, o: UseOptions): Promise<Connec
 /** Reads the connection (no write): what a request waiting for another's refresh polls. */
 export async function readConnection(
   db: Database,
-  o: Pick<UseOptions, 'userId' | 'region' | 'minRemainingSeconds'>,
+  o: Pick<UseOptions, 'userId' | 'region' | 'owner' | 'minRemainingSeconds'>,
 ): Promise<ConnectionState | undefined> {
   const { rows } = await db.query<StateRow>(
-    `SELECT ${STATE_COLUMNS('t', 'FALSE')}
+    `SELECT ${STATE_COLUMNS}
        FROM oauth_tokens t
       WHERE t.user_id = :userId AND t.region = :region`,
-    { userId: sqlUuid(o.userId), region: o.region, minRemainingSeconds: o.minRemainingSeconds },
+    {
+      userId: sqlUuid(o.userId),
+      region: o.region,
+      owner: sqlUuid(o.owner),
+      minRemainingSeconds: o.minRemainingSeconds,
+    },
   );
   return rows.length ? toState(rows[0]) : undefined;
 }
