@@ -1,6 +1,7 @@
 import { Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
 import { AccessLogFormat } from 'aws-cdk-lib/aws-apigateway';
 import * as apigwv2 from 'aws-cdk-lib/aws-apigatewayv2';
+import { HttpIamAuthorizer } from 'aws-cdk-lib/aws-apigatewayv2-authorizers';
 import { HttpLambdaIntegration } from 'aws-cdk-lib/aws-apigatewayv2-integrations';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -9,7 +10,9 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { Construct, IDependable } from 'constructs';
 import { API_ENV } from '../lambda/shared/api-env';
+import { JOB_ENV } from '../lambda/shared/config';
 import { METRICS_NAMESPACE } from '../lambda/shared/jobs/metrics';
+import { TOKEN_ROUTE, TOKEN_VENDING_SERVICE } from '../lambda/token-vending/route';
 import type { ApiConfig } from './config';
 import type { Database } from './database';
 import { NodeFunction } from './node-function';
@@ -25,6 +28,12 @@ export const API_ROUTES = [
   'DELETE /v1/connections/{region}',
   'POST /v1/syncs',
 ] as const;
+
+/**
+ * The internal route the product's servers call for a fresh access token (lambda/token-vending):
+ * authorised by AWS IAM (SigV4), not by a user's JWT, served by its own function.
+ */
+export const INTERNAL_TOKEN_ROUTE = TOKEN_ROUTE;
 
 /** The `service` of the API's logs (Powertools) and of its access-log metric. */
 export const API_SERVICE_NAME = 'accounts-api';
@@ -72,6 +81,11 @@ export interface AccountsApiProps {
   readonly tokenEncryptionKeySecret: secretsmanager.ISecret;
   /** The account-sync job's function, which a manual sync invokes asynchronously. */
   readonly accountSyncFunction: lambda.IFunction;
+  /**
+   * Amazon's request rates per region, the ceilings of the shared budgets both functions draw
+   * from (the jobs' values: one budget per endpoint and region for everyone).
+   */
+  readonly amazonLimits: { readonly lwaRequestsPerSecond: number; readonly adsRequestsPerSecond: number };
   /** The API is created only after this (the schema migration, which creates its login) succeeded. */
   readonly after: IDependable;
   /** Retention of the function's and the access logs. */
@@ -81,7 +95,9 @@ export interface AccountsApiProps {
 }
 
 /**
- * The accounts API: an API Gateway HTTP API whose routes (API_ROUTES) all go to one Lambda.
+ * The accounts API: an API Gateway HTTP API whose user routes (API_ROUTES) all go to one
+ * Lambda, plus the internal token route (INTERNAL_TOKEN_ROUTE: IAM authorisation, its own
+ * Lambda, see the constructor).
  *
  * No API Gateway authorizer: the Lambda verifies the caller's `Authorization: Bearer <JWT>`
  * itself (aws-jwt-verify, JWKS cached per container). The product's identity provider is
@@ -99,6 +115,15 @@ export class AccountsApi extends Construct {
   readonly httpApi: apigwv2.HttpApi;
   readonly stage: apigwv2.HttpStage;
   readonly function: lambda.IFunction;
+  /** The internal token route's function (the jobs' database login, the token key, the LWA client). */
+  readonly tokenFunction: lambda.IFunction;
+  /** The internal token route (IAM authorisation). */
+  readonly tokenRoute: apigwv2.HttpRoute;
+  /**
+   * `execute-api:Invoke` on exactly the internal token route of this stage: the product's roles
+   * attach it (its ARN is a stack output) to call the route.
+   */
+  readonly tokenRoutePolicy: iam.ManagedPolicy;
   readonly accessLogs: logs.LogGroup;
   /** The API's base URL (the `$default` stage), ending in `/`. */
   readonly url: string;
@@ -130,6 +155,8 @@ export class AccountsApi extends Construct {
         [API_ENV.databaseName]: props.database.databaseName,
         [API_ENV.lwaClientSecretArn]: props.lwaClientSecret.secretArn,
         [API_ENV.tokenKeySecretArn]: props.tokenEncryptionKeySecret.secretArn,
+        // The authorization-code exchange draws from the shared LWA budget too (migration 0019).
+        [API_ENV.lwaRequestsPerSecond]: String(props.amazonLimits.lwaRequestsPerSecond),
         [API_ENV.jwtIssuer]: config.jwtIssuer,
         [API_ENV.jwtAudience]: [config.jwtAudience].flat().join(','),
         ...(config.jwksUrl ? { [API_ENV.jwksUrl]: config.jwksUrl } : {}),
@@ -196,10 +223,61 @@ export class AccountsApi extends Construct {
       this.httpApi.addRoutes({ path, methods: [method as apigwv2.HttpMethod], integration });
     }
 
+    // The internal token route: its own function, since it needs what the user-facing one must
+    // not have (the jobs' database login, which writes the token columns; no JWT involved).
+    // The jobs' container code (Data API as the worker login, LWA client on the shared budget).
+    const tokenFunction = new NodeFunction(this, 'TokenHandler', {
+      entry: 'lambda/token-vending/handler.ts',
+      description: "Internal route: a user's fresh Login with Amazon access token for the product's servers (IAM)",
+      // Under the integration's 29 s; the route's own wait for a concurrent refresh ends at 20 s.
+      timeout: Duration.seconds(25),
+      memorySizeMb: 512,
+      logRetention: props.logRetention,
+      logRemovalPolicy: props.logRemovalPolicy,
+      environment: {
+        [JOB_ENV.environment]: props.environmentName,
+        [JOB_ENV.clusterArn]: props.database.cluster.clusterArn,
+        [JOB_ENV.databaseSecretArn]: props.database.workerSecret.secretArn,
+        [JOB_ENV.databaseName]: props.database.databaseName,
+        [JOB_ENV.lwaClientSecretArn]: props.lwaClientSecret.secretArn,
+        [JOB_ENV.tokenKeySecretArn]: props.tokenEncryptionKeySecret.secretArn,
+        [JOB_ENV.lwaRequestsPerSecond]: String(props.amazonLimits.lwaRequestsPerSecond),
+        [JOB_ENV.adsRequestsPerSecond]: String(props.amazonLimits.adsRequestsPerSecond),
+        POWERTOOLS_SERVICE_NAME: TOKEN_VENDING_SERVICE,
+        POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
+      },
+    }).function;
+    this.tokenFunction = tokenFunction;
+    props.database.grantDataApiAccessAsWorker(tokenFunction);
+    props.lwaClientSecret.grantRead(tokenFunction);
+    props.tokenEncryptionKeySecret.grantRead(tokenFunction);
+    tokenFunction.node.addDependency(props.after);
+
+    const [tokenMethod, tokenPath] = INTERNAL_TOKEN_ROUTE.split(' ');
+    [this.tokenRoute] = this.httpApi.addRoutes({
+      path: tokenPath,
+      methods: [tokenMethod as apigwv2.HttpMethod],
+      integration: new HttpLambdaIntegration('TokenHandler', tokenFunction, {
+        payloadFormatVersion: apigwv2.PayloadFormatVersion.VERSION_2_0,
+      }),
+      // SigV4-signed requests of principals allowed execute-api:Invoke on this route only.
+      authorizer: new HttpIamAuthorizer(),
+    });
+    this.tokenRoutePolicy = new iam.ManagedPolicy(this, 'TokenRouteInvokePolicy', {
+      description: `Call ${INTERNAL_TOKEN_ROUTE} of the accounts API (${props.environmentName}): fresh Amazon access tokens`,
+      statements: [
+        new iam.PolicyStatement({
+          actions: ['execute-api:Invoke'],
+          // …/<apiId>/$default/POST/internal/v1/access-tokens: this route, method and stage only.
+          resources: [this.httpApi.arnForExecuteApi(tokenMethod, tokenPath, this.stage.stageName)],
+        }),
+      ],
+    });
+
     Validations.of(this.httpApi).acknowledge({
       id: 'AwsSolutions-APIG4',
       reason:
-        'Every route is authenticated by the Lambda itself (ES256 JWTs of the identity provider, which the built-in JWT authorizer does not document); Row Level Security then isolates each caller.',
+        'Every user route is authenticated by the Lambda itself (ES256 JWTs of the identity provider, which the built-in JWT authorizer does not document); Row Level Security then isolates each caller. The internal token route has the IAM authorizer.',
     });
     this.throttledRequests = new logs.MetricFilter(this, 'ThrottledRequests', {
       logGroup: this.accessLogs,

@@ -128,6 +128,7 @@ export class AccountsPlatformStack extends Stack {
       lwaClientSecret: secrets.lwaClient,
       tokenEncryptionKeySecret: secrets.tokenEncryptionKey,
       accountSyncFunction: this.jobs.accountSync.function,
+      amazonLimits: config.amazonLimits,
       after: this.migration.resource,
       logRetention,
       logRemovalPolicy: dependentRemoval,
@@ -173,6 +174,10 @@ export class AccountsPlatformStack extends Stack {
     new CfnOutput(this, 'ApiUrl', {
       value: this.api.url,
       description: 'The accounts API (HTTP API, $default stage): the web app calls <ApiUrl>v1/…',
+    });
+    new CfnOutput(this, 'TokenRoutePolicyArn', {
+      value: this.api.tokenRoutePolicy.managedPolicyArn,
+      description: "Attach to the product's roles: execute-api:Invoke on POST <ApiUrl>internal/v1/access-tokens",
     });
     new CfnOutput(this, 'ApiSecretArn', {
       value: this.database.apiSecret.secretArn,

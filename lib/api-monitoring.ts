@@ -27,6 +27,8 @@ export interface ApiMonitoringProps {
  *   rate and on p95 latency;
  * - the function: invocations, errors, duration, throttles; alarm on any throttle (the account's
  *   Lambda concurrency is exhausted: callers get 5xx);
+ * - the internal token route's function (POST /internal/v1/access-tokens): the same graphs;
+ *   alarms on any error and any throttle;
  * - requests the stage's throttling refused (429 before the function, counted from the access
  *   logs, since HTTP APIs publish no throttling metric and count these 429s among the 4xx);
  *   alarm when that lasts (2 of 3 periods), i.e. the configured rate is too low or someone is
@@ -60,6 +62,17 @@ export function addApiMonitoring(monitoring: Monitoring, props: ApiMonitoringPro
     lambdaFunction: api.function,
     humanReadableName: 'Accounts API Lambda',
     alarmFriendlyName: 'accounts-api-lambda',
+    addThrottlesCountAlarm: { Critical: { maxErrorCount: 0 } },
+  });
+  // The internal token route's function answers every request itself (problem+json, a 5xx when
+  // Amazon fails): an invocation error is a container that could not be built (configuration,
+  // secrets, the token key), so the product's servers get no token at all. Alarm on any, and on
+  // any throttle (they would get API Gateway's 5xx).
+  monitoring.facade.monitorLambdaFunction({
+    lambdaFunction: api.tokenFunction,
+    humanReadableName: 'Internal token route Lambda',
+    alarmFriendlyName: 'token-route-lambda',
+    addFaultCountAlarm: { Critical: { maxErrorCount: 0 } },
     addThrottlesCountAlarm: { Critical: { maxErrorCount: 0 } },
   });
   monitoring.facade.monitorCustom({

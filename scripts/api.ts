@@ -11,6 +11,12 @@
  * /.well-known/jwks.json (`npm run token` prints its tokens). A manual sync runs the
  * account-sync core in this process. The first line on stdout is
  * `Accounts API on http://127.0.0.1:<port>`; request logs go to stderr.
+ *
+ * The internal token route (POST /internal/v1/access-tokens, lambda/token-vending) is served
+ * only when INTERNAL_API_KEY is set. In AWS it is authorised by IAM (SigV4), which cannot be
+ * checked here; locally the caller must send that key in `X-Internal-Api-Key` instead, the
+ * server listens on 127.0.0.1 only, and the second line on stdout says which of the two it is.
+ * Without the key the route answers 404, as an unknown route does.
  */
 import { createServer, IncomingMessage, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -27,9 +33,19 @@ import { PgDatabase } from '../lambda/shared/db';
 import { MetricTotals } from '../lambda/shared/jobs/runtime';
 import type { AppLogger } from '../lambda/shared/logger';
 import { TokenCipher } from '../lambda/shared/token-crypto';
+import { DatabaseRateBudgetStore } from '../lambda/shared/amazon/rate-budget';
+import { endpointLimitsFor, RateLimiterRegistry } from '../lambda/shared/amazon/rate-limiter';
+import { createTokenVending, sharedSecretCaller } from '../lambda/token-vending/core';
+import { TOKEN_ROUTE, TOKEN_ROUTE_PATH } from '../lambda/token-vending/route';
 import { localIssuer, LocalIssuer } from '../local/identity/issuer';
 
 export const DEFAULT_API_PORT = 8787;
+
+/**
+ * The local stand-in for IAM on the internal token route: the caller sends this variable's
+ * value in `X-Internal-Api-Key`. Unset: the route is not served.
+ */
+export const INTERNAL_API_KEY_ENV = 'INTERNAL_API_KEY';
 
 export interface LocalApiOptions {
   readonly databaseUrl: string;
@@ -42,6 +58,11 @@ export interface LocalApiOptions {
   readonly identityDir?: string;
   readonly port?: number;
   readonly logger: AppLogger;
+  /**
+   * Serve the internal token route, for callers that send this key in `X-Internal-Api-Key`
+   * (the local stand-in for IAM). @default - the route is not served (404)
+   */
+  readonly internalApiKey?: string;
 }
 
 export interface LocalApi {
@@ -49,6 +70,8 @@ export interface LocalApi {
   /** The local issuer, when it is the one trusted. */
   readonly localIssuer: LocalIssuer | undefined;
   readonly syncs: InProcessSyncStarter;
+  /** Whether the internal token route is served (an internal API key was given). */
+  readonly tokenRoute: boolean;
   close(): Promise<void>;
 }
 
@@ -91,6 +114,20 @@ export async function startLocalApi(options: LocalApiOptions): Promise<LocalApi>
     syncs,
     logger: options.logger,
   });
+  // The internal token route, as the jobs' code would run it (node-postgres here), its LWA
+  // calls on the shared budget; its own logger line per request never carries the token.
+  const tokenDb = options.internalApiKey
+    ? new PgDatabase({ connection: options.databaseUrl, maxConnections: 4 })
+    : undefined;
+  const handleToken =
+    tokenDb &&
+    createTokenVending({
+      db: tokenDb,
+      lwa: options.lwa,
+      cipher: options.cipher,
+      logger: options.logger,
+      authorize: sharedSecretCaller(options.internalApiKey!),
+    });
   const server: Server = createServer((req, res) => {
     void (async () => {
       const url = new URL(req.url ?? '/', 'http://local');
@@ -99,10 +136,11 @@ export async function startLocalApi(options: LocalApiOptions): Promise<LocalApi>
         return;
       }
       const body = await readBody(req);
+      const route = handleToken && url.pathname.replace(/\/+$/, '') === TOKEN_ROUTE_PATH ? handleToken : handle;
       const result =
         body === undefined
           ? problemResult(problems.tooLarge())
-          : await handle(toEvent(req, url, body)).catch(() => problemResult(problems.internal()));
+          : await route(toEvent(req, url, body)).catch(() => problemResult(problems.internal()));
       res.writeHead(result.statusCode, result.headers).end(result.body);
     })();
   });
@@ -122,11 +160,13 @@ export async function startLocalApi(options: LocalApiOptions): Promise<LocalApi>
     url: base,
     localIssuer: issuer,
     syncs,
+    tokenRoute: handleToken !== undefined,
     async close() {
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await syncs.idle();
       await db.close();
       await syncDb.close();
+      await tokenDb?.close();
     },
   };
 }
@@ -175,12 +215,21 @@ async function main() {
     throw new Error(`${LOCAL_API_ENV.jwtAudience} is required with ${LOCAL_API_ENV.jwtIssuer}`);
   const port = env[LOCAL_API_ENV.port] ? Number(env[LOCAL_API_ENV.port]) : DEFAULT_API_PORT;
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`${LOCAL_API_ENV.port} is not a port`);
+  // Amazon's rates are one budget in the database, shared with `npm run job` on the same one.
+  const budgetDb = new PgDatabase({ connection: config.databaseUrl, maxConnections: 2 });
+  const limiters = new RateLimiterRegistry(
+    endpointLimitsFor(config.amazonRates),
+    {},
+    new DatabaseRateBudgetStore(budgetDb),
+  );
+  const internalApiKey = env[INTERNAL_API_KEY_ENV]?.trim() || undefined;
   const api = await startLocalApi({
     databaseUrl: config.databaseUrl,
     lwa: new LwaClient({
       clientId: config.lwaClientId,
       clientSecret: config.lwaClientSecret,
       tokenUrl: config.lwaTokenUrl,
+      limiters,
     }),
     ads: new AdsClient({ clientId: config.lwaClientId, baseUrl: config.adsApiUrl }),
     cipher: new TokenCipher(config.tokenKey),
@@ -189,14 +238,20 @@ async function main() {
       : undefined,
     port,
     logger: stderrLogger,
+    internalApiKey,
   });
   process.stdout.write(`Accounts API on ${api.url}\n`);
+  process.stdout.write(
+    api.tokenRoute
+      ? `Internal token route: ${TOKEN_ROUTE} on ${api.url} (IAM cannot be checked locally: callers send ${INTERNAL_API_KEY_ENV} in X-Internal-Api-Key; loopback only)\n`
+      : `Internal token route: not served (set ${INTERNAL_API_KEY_ENV} to serve it with that key in X-Internal-Api-Key instead of IAM)\n`,
+  );
   process.stdout.write(
     api.localIssuer
       ? `Sign-in: the local issuer (${api.localIssuer.issuer}); tokens: npm run token -- --sub <user uuid>\n`
       : `Sign-in: ${issuerName}\n`,
   );
-  const stop = () => void api.close().then(() => process.exit(0));
+  const stop = () => void Promise.all([api.close(), budgetDb.close()]).then(() => process.exit(0));
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
 }

@@ -3,6 +3,8 @@ import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { Logger } from '@aws-lambda-powertools/logger';
 import type { Context } from 'aws-lambda';
 import { LwaClient } from '../shared/amazon';
+import { DatabaseRateBudgetStore } from '../shared/amazon/rate-budget';
+import { endpointLimitsFor, RateLimiterRegistry } from '../shared/amazon/rate-limiter';
 import { readApiConfig } from '../shared/api-env';
 import { LOCAL_JOB_ENV } from '../shared/config';
 import { createDataApiClient, DataApiDatabase } from '../shared/db';
@@ -16,8 +18,8 @@ import { lambdaSyncStarter } from './sync-starter';
 /**
  * The accounts API Lambda behind an API Gateway HTTP API (payload format 2.0). Built once per
  * container: configuration validated, the Data API as the `accounts_api` login, the JWT
- * verifier with its JWKS cache, the LWA client and token key through the secrets cache, the
- * account-sync invoker. A container that cannot be built answers 500 (problem+json) and tries
+ * verifier with its JWKS cache, the LWA client (on the shared rate budget) and token key
+ * through the secrets cache, the account-sync invoker. A container that cannot be built answers 500 (problem+json) and tries
  * again on the next request.
  */
 export const SERVICE_NAME = 'accounts-api';
@@ -31,21 +33,23 @@ async function build(): Promise<(event: ApiRequestEvent) => Promise<ApiResult>> 
   logger.appendPersistentKeys({ environment: config.environment });
   const cache = new SecretsCache(new SecretsManagerClient({}));
   const tokenUrl = process.env[LOCAL_JOB_ENV.lwaTokenUrl]?.trim() || undefined;
+  const db = new DataApiDatabase({
+    client: createDataApiClient(),
+    resourceArn: config.clusterArn,
+    secretArn: config.databaseSecretArn,
+    database: config.databaseName,
+  });
+  // The authorization-code exchange draws from the shared LWA budget in the database, as every
+  // job invocation does (the login's privilege on it: migration 0019).
+  const limiters = new RateLimiterRegistry(endpointLimitsFor(config.amazonRates), {}, new DatabaseRateBudgetStore(db));
   return createAccountsApi({
-    store: new AccountsStore({
-      db: new DataApiDatabase({
-        client: createDataApiClient(),
-        resourceArn: config.clusterArn,
-        secretArn: config.databaseSecretArn,
-        database: config.databaseName,
-      }),
-    }),
+    store: new AccountsStore({ db }),
     verifier: createTokenVerifier({
       issuer: config.jwtIssuer,
       audience: config.jwtAudience,
       jwksUrl: config.jwksUrl,
     }),
-    lwa: new LwaClient({ credentials: lwaCredentialsFromSecret(cache, config.lwaClientSecretArn), tokenUrl }),
+    lwa: new LwaClient({ credentials: lwaCredentialsFromSecret(cache, config.lwaClientSecretArn), tokenUrl, limiters }),
     cipher: tokenCipherFromSecret(cache, config.tokenKeySecretArn),
     syncs: lambdaSyncStarter(new LambdaClient({}), config.accountSyncFunctionName),
     logger: {

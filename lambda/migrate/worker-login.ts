@@ -44,17 +44,30 @@ export function ensureWorkerLogin(
 }
 
 /**
- * Creates the accounts API's LOGIN user (member of `authenticated`, inheriting its privileges)
- * or updates its password, as ensureLogin does. Nothing else: the API reads and writes only
- * through `authenticated`'s grants and its Row Level Security policies.
+ * The NOLOGIN role of migration 0019 whose members may draw from the shared Amazon rate budget
+ * (its functions and table, nothing else): the accounts API's authorization-code exchange.
  */
-export function ensureApiLogin(
+export const RATE_BUDGET_ROLE = 'amazon_rate_budget_user';
+
+/**
+ * Creates the accounts API's LOGIN user (member of `authenticated`, inheriting its privileges)
+ * or updates its password, as ensureLogin does. Besides `authenticated`'s grants and its Row
+ * Level Security policies, the login is made a member of {@link RATE_BUDGET_ROLE} where that
+ * role exists (migration 0019 applied), so its LWA call draws from the shared budget.
+ */
+export async function ensureApiLogin(
   client: Client,
   credentials: LoginCredentials,
   /** Whether the secret's password logs in today. @default - assume it does not */
   passwordWorks?: () => Promise<boolean>,
 ): Promise<LoginOutcome> {
-  return ensureLogin(client, credentials, API_ROLE, { passwordWorks });
+  const outcome = await ensureLogin(client, credentials, API_ROLE, { passwordWorks });
+  const { rows } = await client.query<{ statement: string | null }>(
+    `SELECT CASE WHEN to_regrole($1) IS NOT NULL THEN format('GRANT %I TO %I', $1::text, $2::text) END AS statement`,
+    [RATE_BUDGET_ROLE, credentials.username],
+  );
+  if (rows[0].statement) await client.query(rows[0].statement);
+  return outcome;
 }
 
 export interface EnsureLoginOptions {

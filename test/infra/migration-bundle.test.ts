@@ -156,13 +156,14 @@ test('the bundled handler migrates a new database and creates the jobs\u2019 and
         await c.query(
           `SELECT rolname, rolcanlogin,
                   ARRAY(SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
-                         WHERE m.member = r.oid) AS groups
+                         WHERE m.member = r.oid ORDER BY 1) AS groups
              FROM pg_roles r WHERE rolname IN ('accounts_jobs', 'accounts_api') ORDER BY rolname`,
         )
       ).rows,
   );
   expect(logins).toEqual([
-    { rolname: 'accounts_api', rolcanlogin: true, groups: ['authenticated'] },
+    // amazon_rate_budget_user: the shared Amazon rate budget only (migration 0019).
+    { rolname: 'accounts_api', rolcanlogin: true, groups: ['amazon_rate_budget_user', 'authenticated'] },
     { rolname: 'accounts_jobs', rolcanlogin: true, groups: ['accounts_worker'] },
   ]);
 

@@ -464,7 +464,8 @@ const API_LOGIN = {
   rolsuper: false,
   rolbypassrls: false,
   rolinherit: true,
-  memberOf: ['authenticated'],
+  // amazon_rate_budget_user: the shared Amazon rate budget only (migration 0019).
+  memberOf: ['amazon_rate_budget_user', 'authenticated'],
   inheritsAuthenticated: true,
   ownedObjects: 0,
 };

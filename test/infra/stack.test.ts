@@ -8,7 +8,7 @@ import { JOB_ENV } from '../../lambda/shared/config';
 import { METRIC_NAMES, METRICS_NAMESPACE } from '../../lambda/shared/jobs/metrics';
 import { API_ENV } from '../../lambda/shared/api-env';
 import { API_OUTPUT, REQUIRED_OUTPUTS } from '../../scripts/verify/checks';
-import { accessLogFields, API_ROUTES, API_THROTTLED_METRIC } from '../../lib/accounts-api';
+import { accessLogFields, API_ROUTES, API_THROTTLED_METRIC, INTERNAL_TOKEN_ROUTE } from '../../lib/accounts-api';
 import { resolveEnvironment } from '../../lib/config';
 import { FAN_OUT_BATCH_SIZE, FAN_OUT_MAX_RECEIVE_COUNT } from '../../lib/scheduled-jobs';
 import { DISPATCHER_ENV } from '../../lambda/dispatcher/config';
@@ -451,6 +451,8 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
         `AmazonAccounts-${env}-token-refresh-dlq-Queue-Message-Count-Max-Critical`,
         `AmazonAccounts-${env}-token-refresh-lambda-Fault-Count-Critical`,
         `AmazonAccounts-${env}-token-refresh-refresh-failure-rate-Critical`,
+        `AmazonAccounts-${env}-token-route-lambda-Fault-Count-Critical`,
+        `AmazonAccounts-${env}-token-route-lambda-Throttled-Count-Critical`,
         // With fan-out: each dispatcher's errors and the age of each queue's oldest message.
         ...(fanOutOf(env)
           ? [
@@ -499,11 +501,16 @@ describe.each(ENVIRONMENTS)('%s accounts API', (env) => {
   const stage = () => onlyResource(template(), 'AWS::ApiGatewayV2::Stage').resource.Properties as Record<string, any>;
 
   test('exactly the listed routes, each to the one Lambda integration (payload 2.0), no other route and no authorizer', () => {
-    const routes = Object.values(resourcesOf(template(), 'AWS::ApiGatewayV2::Route')).map(
-      (r) => r.Properties as Record<string, any>,
-    );
+    // The internal token route (IAM, its own function) has its own tests (test/api/token-route-stack.test.ts).
+    const routes = Object.values(resourcesOf(template(), 'AWS::ApiGatewayV2::Route'))
+      .map((r) => r.Properties as Record<string, any>)
+      .filter((r) => r.RouteKey !== INTERNAL_TOKEN_ROUTE);
     expect(routes.map((r) => r.RouteKey).sort()).toEqual([...API_ROUTES].sort());
-    const { id: integrationId, resource: integration } = onlyResource(template(), 'AWS::ApiGatewayV2::Integration');
+    const [integrationId, integration] = Object.entries(resourcesOf(template(), 'AWS::ApiGatewayV2::Integration')).find(
+      ([, i]) =>
+        JSON.stringify(i.Properties?.IntegrationUri) ===
+        JSON.stringify({ 'Fn::GetAtt': [apiHandler(template()).id, 'Arn'] }),
+    )!;
     expect(integration.Properties).toEqual({
       ApiId: { Ref: httpApi().id },
       IntegrationType: 'AWS_PROXY',
@@ -608,6 +615,9 @@ describe.each(ENVIRONMENTS)('%s accounts API', (env) => {
       [API_ENV.databaseName]: 'accounts',
       [API_ENV.lwaClientSecretArn]: { Ref: STATEFUL_LOGICAL_IDS.lwaSecret },
       [API_ENV.tokenKeySecretArn]: { Ref: STATEFUL_LOGICAL_IDS.tokenKeySecret },
+      [API_ENV.lwaRequestsPerSecond]: String(
+        resolveEnvironment(env, cdkJsonContext().environments).amazonLimits.lwaRequestsPerSecond,
+      ),
       [API_ENV.jwtIssuer]: config().jwtIssuer,
       [API_ENV.jwtAudience]: [config().jwtAudience].flat().join(','),
       ...(config().jwksUrl ? { [API_ENV.jwksUrl]: config().jwksUrl } : {}),

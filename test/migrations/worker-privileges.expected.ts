@@ -10,6 +10,8 @@
  *   claimUsers, saveOutcomes, flagAccountsNeedingReauth   lambda/account-sync/store.ts
  *   recordRateLimitUsage, readEndpointPauses              lambda/shared/amazon/usage-store.ts
  *   DatabaseRateBudgetStore.reserve, .throttled            lambda/shared/amazon/rate-budget.ts (0015)
+ *   useConnection, readConnection (+ saveResults)          lambda/token-vending/store.ts (on-demand token route;
+ *                                                          no privilege of its own: it uses the ones listed)
  *
  * SELECT is needed for every column a statement reads (WHERE, SET expressions, ON CONFLICT,
  * RETURNING, joins), UPDATE and INSERT for every column it assigns.
@@ -44,7 +46,7 @@ export const EXPECTED_WORKER_PRIVILEGES: readonly string[] = [
   'UPDATE (proactive_refresh_enabled) ON oauth_tokens', // saveResults: refresh off (invalid_grant, too many failures)
   'UPDATE (next_refresh_attempt_at) ON oauth_tokens', // saveResults: backoff
   'UPDATE (last_refreshed_at) ON oauth_tokens', // saveResults
-  'UPDATE (refresh_lease_owner) ON oauth_tokens', // claimDueTokens takes the lease, saveResults releases it
+  'UPDATE (refresh_lease_owner) ON oauth_tokens', // claimDueTokens, useConnection take the lease, saveResults releases it
   'UPDATE (refresh_lease_expires_at) ON oauth_tokens', // same
   'UPDATE (updated_at) ON oauth_tokens', // saveResults
   'UPDATE (sync_lease_owner) ON oauth_tokens', // claimUsers takes the lease, saveOutcomes releases it
@@ -155,5 +157,5 @@ export const EXPECTED_WORKER_PRIVILEGES: readonly string[] = [
   'UPDATE (throttled_count) ON amazon_rate_budget', // throttled
   // oauth_tokens.last_used_at, granted by 0016 (refresh what is used)
   'SELECT (last_used_at) ON oauth_tokens', // claimDueTokens, countDueTokens: used within the window (NULL counts as used)
-  'UPDATE (last_used_at) ON oauth_tokens', // claimUsers: a claimed connection, and a due one waiting for its token, is used
+  'UPDATE (last_used_at) ON oauth_tokens', // claimUsers: a claimed connection, and a due one waiting for its token, is used; useConnection: the on-demand route's use
 ];

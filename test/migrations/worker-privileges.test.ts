@@ -3,6 +3,8 @@ import { join, relative } from 'node:path';
 import { previewAccountSync, runAccountSync } from '../../lambda/account-sync/core';
 import { Database, DatabaseError, PgDatabase, QueryResult, Row, SqlParams } from '../../lambda/shared/db';
 import { previewTokenRefresh, runTokenRefresh } from '../../lambda/token-refresh/core';
+import { createTokenVending } from '../../lambda/token-vending/core';
+import type { ApiRequestEvent } from '../../lambda/accounts-api/http';
 import { JobWorld, runtime, seedUsers, startJobWorld } from '../jobs/fixture';
 import { rolePrivileges } from '../support/privileges';
 import { withClient } from '../support/schema';
@@ -27,6 +29,8 @@ const STORES = [
   'lambda/account-sync/store.ts',
   'lambda/shared/amazon/usage-store.ts',
   'lambda/shared/amazon/rate-budget.ts',
+  // The on-demand token route runs as the jobs' login too (its own Lambda, the worker secret).
+  'lambda/token-vending/store.ts',
 ];
 /** Code that runs SQL for other reasons: the adapters themselves, and the migration Lambda (as the owner). */
 // The accounts API's SQL runs as its own login (authenticated, under RLS), not as the jobs'
@@ -163,6 +167,34 @@ beforeAll(async () => {
         if (selection.job === 'token-refresh')
           await runTokenRefresh({ db, lwa, cipher: world.cipher, ...runtime(), settings: { given } });
         else await runAccountSync({ db, ads, cipher: world.cipher, ...runtime() }, { syncType: 'scheduled', given });
+    }
+    // The on-demand token route: a token refreshed at once (lease, Amazon, write-back), one
+    // served as stored, and one whose lease another run holds (polled until the deadline).
+    const [expiring, fresh, leased] = await seedUsers(world, {
+      count: 3,
+      expiresInSeconds: (i) => (i === 1 ? 7200 : 60),
+    });
+    await world.admin.query(
+      `UPDATE oauth_tokens SET refresh_lease_owner = gen_random_uuid(), refresh_lease_expires_at = now() + interval '1 minute'
+        WHERE user_id = :userId::uuid`,
+      { userId: leased.userId },
+    );
+    const vend = createTokenVending({
+      db,
+      lwa,
+      cipher: world.cipher,
+      logger: runtime().logger,
+      authorize: () => ({ ok: true, caller: 'worker-privileges test' }),
+      settings: { pollIntervalMs: 1, waitDeadlineMs: 20 },
+    });
+    for (const user of [expiring, fresh, leased]) {
+      const event: ApiRequestEvent = {
+        rawPath: '/internal/v1/access-tokens',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ userId: user.userId, region: user.region }),
+        requestContext: { http: { method: 'POST' } },
+      };
+      expect([200, 502, 503]).toContain((await vend(event)).statusCode);
     }
   } finally {
     await worker.close();
