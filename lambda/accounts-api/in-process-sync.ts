@@ -1,3 +1,4 @@
+import type { AmazonRegion } from '../shared/amazon/regions';
 import type { AppLogger } from '../shared/logger';
 import type { SyncStarter } from './core';
 
@@ -11,13 +12,14 @@ export interface InProcessSyncStarter extends SyncStarter {
 }
 
 export function inProcessSyncStarter(
-  run: (request: { syncType: 'manual'; userId: string }) => Promise<unknown>,
+  run: (request: { syncType: 'manual'; userId: string; regions: readonly AmazonRegion[] }) => Promise<unknown>,
   logger: AppLogger,
 ): InProcessSyncStarter {
   const running = new Set<Promise<void>>();
   return {
-    start({ userId }) {
-      const done = run({ syncType: 'manual', userId }).then(
+    start({ userId, regions }) {
+      // Only the regions asked for, as the account-sync function does with the same request in AWS.
+      const done = run({ syncType: 'manual', userId, regions: regions as readonly AmazonRegion[] }).then(
         () => undefined,
         (error: unknown) => logger.error('In-process account sync failed', { userId, error: (error as Error).name }),
       );

@@ -251,6 +251,25 @@ test('manual sync: 202 then synced; a second within 60 s is 429 with Retry-After
   );
 });
 
+test("a manual sync of one region syncs that region's connection only", async () => {
+  const u = amazonUser({ NA: 1, EU: 2 });
+  for (const region of ['NA', 'EU'])
+    expect((await connect(u.token, region, world.amazon.issueAuthorizationCode(u.userId, REDIRECT))).statusCode).toBe(
+      201,
+    );
+  await world.syncs.idle();
+  const calls = () => ({
+    NA: world.amazon.counters.profileCalls(u.userId, 'NA'),
+    EU: world.amazon.counters.profileCalls(u.userId, 'EU'),
+  });
+  const before = calls();
+
+  const one = await api(request('POST', '/v1/syncs', { token: u.token, body: { region: 'EU' } }));
+  expect(json(one)).toEqual({ status: 'accepted', regions: ['EU'] });
+  await world.syncs.idle();
+  expect(calls()).toEqual({ NA: before.NA, EU: before.EU + 1 });
+});
+
 test('a read costs one Data API call', async () => {
   const [a] = await seedApiUsers(world, [{ regions: ['NA', 'EU'], accountsPerRegion: 60 }]);
   const db = world.apiDataApi();
