@@ -100,6 +100,18 @@ test('the API’s login: created as a LOGIN member of authenticated, without the
   expect(await asLogin(login, 'SELECT count(*)::int AS n FROM secrets')).toEqual({ code: '42501' });
 });
 
+test('the API’s login: a password that works is left alone, one that does not is replaced', async () => {
+  const login = fresh('api_existing');
+  await withClient(url, async (c) => {
+    expect(await ensureApiLogin(c, login)).toBe('created');
+    const before = (await attributes(login.username))!.rolpassword;
+    expect(await ensureApiLogin(c, login, async () => true)).toBe('unchanged');
+    expect((await attributes(login.username))!.rolpassword).toBe(before);
+    expect(await ensureApiLogin(c, login, async () => false)).toBe('updated');
+    expect((await attributes(login.username))!.rolpassword).not.toBe(before);
+  });
+});
+
 test('where no migration ran (no pgmigrations), the jobs’ login is made all the same', async () => {
   const empty = await pg.createDatabase();
   const login = fresh('jobs_empty');
