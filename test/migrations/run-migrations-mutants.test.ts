@@ -143,7 +143,8 @@ test('a lock wait given up at the deadline keeps the database error as its cause
   await holder.connect();
   try {
     await holder.query('SELECT pg_advisory_lock(7241865325823964)'); // node-pg-migrate's lock
-    const deadline = Date.now() + RESERVE + 1_500;
+    // 3 s beyond the reserve: the first look at the clock must still find more than 1 s on a busy machine.
+    const deadline = Date.now() + RESERVE + 3_000;
     const error = await failure(
       runMigrations({ database: url, dir, reserveMs: RESERVE, remainingTimeMs: () => deadline - Date.now() }),
     );
@@ -157,7 +158,8 @@ test('a lock wait given up at the deadline keeps the database error as its cause
 test('a statement cancelled at the deadline says what to do, with the database error as its cause', async () => {
   const url = await pg.createDatabase();
   const dir = migrations({ '0001_slow.sql': sql('SELECT pg_sleep(600);') });
-  const deadline = Date.now() + RESERVE + 1_500;
+  // 3 s beyond the reserve: the first look at the clock must still find more than 1 s on a busy machine.
+  const deadline = Date.now() + RESERVE + 3_000;
   const error = await failure(
     runMigrations({ database: url, dir, reserveMs: RESERVE, remainingTimeMs: () => deadline - Date.now() }),
   );
