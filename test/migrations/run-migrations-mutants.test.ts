@@ -1,0 +1,197 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Client } from 'pg';
+import { DEFAULT_MIGRATIONS_DIR, MigrationError, runMigrations } from '../../lambda/migrate/run-migrations';
+import { freePort, startPostgres, TestPostgres } from '../../local/postgres/embedded-postgres';
+import { appliedMigrations, withClient } from '../support/schema';
+
+// runMigrations' behaviours that a mutation run of lambda/migrate/run-migrations.ts found
+// untested (docs/mutation.md): each test here fails on the mutant it is named after.
+
+let pg: TestPostgres;
+const dirs: string[] = [];
+
+beforeAll(async () => {
+  pg = await startPostgres();
+});
+afterAll(async () => {
+  await pg?.stop();
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+function migrations(files: Record<string, string>): string {
+  const dir = mkdtempSync(join(tmpdir(), 'run-migrations-mutants-'));
+  dirs.push(dir);
+  for (const [name, body] of Object.entries(files)) writeFileSync(join(dir, name), body);
+  return dir;
+}
+
+const sql = (up: string, down = '') => `-- Up Migration\n${up}\n-- Down Migration\n${down}\n`;
+
+async function failure(promise: Promise<unknown>): Promise<MigrationError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(MigrationError);
+  return error as MigrationError;
+}
+
+test('a pending migration older than an applied one is refused (checkOrder), and nothing is applied', async () => {
+  const url = await pg.createDatabase();
+  const dir = migrations({ '0002_b.sql': sql('CREATE TABLE b (id int);') });
+  await runMigrations({ database: url, dir });
+  writeFileSync(join(dir, '0001_a.sql'), sql('CREATE TABLE a (id int);'));
+  const error = await failure(runMigrations({ database: url, dir, sleep: async () => undefined }));
+  expect(error.message).toMatch(/0001_a/);
+  expect(await appliedMigrations(url)).toEqual(['0002_b']);
+});
+
+test('a failing down migration is named', async () => {
+  const url = await pg.createDatabase();
+  const dir = migrations({
+    '0001_a.sql': sql('CREATE TABLE a (id int);', 'DROP TABLE a;'),
+    '0002_b.sql': sql('CREATE TABLE b (id int);', 'DROP TABLE no_such_table;'),
+  });
+  await runMigrations({ database: url, dir });
+  const error = await failure(runMigrations({ database: url, dir, direction: 'down', count: 2 }));
+  expect(error.migration).toBe('0002_b');
+  expect(error.message).toBe('Migration 0002_b failed: table "no_such_table" does not exist');
+  expect(await appliedMigrations(url)).toEqual(['0001_a', '0002_b']);
+});
+
+test('with less time left than the reserve, the message says 0 ms, not a negative time', async () => {
+  const url = await pg.createDatabase();
+  const dir = migrations({ '0001_a.sql': sql('CREATE TABLE a (id int);') });
+  const error = await failure(runMigrations({ database: url, dir, remainingTimeMs: () => 5_000, reserveMs: 30_000 }));
+  expect(error.message).toBe(
+    "Migration (before any migration) failed: no time left to run migrations (attempt 1; 0 ms of the function's time left after its reserve)",
+  );
+  expect(error.code).toBeUndefined();
+  expect(await appliedMigrations(url)).toEqual([]);
+});
+
+/** A migration that fails with `code` on its first `failures` runs (a sequence counts them). */
+async function flaky(url: string, failures: number, code: string): Promise<string> {
+  await withClient(url, (c) => c.query('CREATE SEQUENCE attempts'));
+  return sql(`DO $$ BEGIN
+    IF nextval('attempts') <= ${failures} THEN RAISE EXCEPTION 'not this time' USING ERRCODE = '${code}'; END IF;
+  END $$;
+  CREATE TABLE flaky (id int);`);
+}
+
+/** A Lambda clock that answers the given times left, one per call, then the last one again. */
+function clock(...answers: number[]): () => number {
+  return () => (answers.length > 1 ? answers.shift()! : answers[0]);
+}
+
+const RESERVE = 30_000;
+
+test('the default folder is the repository’s migrations/', () => {
+  expect(DEFAULT_MIGRATIONS_DIR).toBe(resolve(__dirname, '..', '..', 'migrations'));
+});
+
+test('without an injected sleep, the retry waits with setTimeout and then runs again', async () => {
+  const url = await pg.createDatabase();
+  const dir = migrations({ '0001_flaky.sql': await flaky(url, 1, '55P03') });
+  expect(await runMigrations({ database: url, dir, retryBaseDelayMs: 1 })).toEqual({
+    applied: ['0001_flaky'],
+    attempts: 2,
+  });
+});
+
+test('every refused TypeScript or ESM file is named', async () => {
+  const url = await pg.createDatabase();
+  const dir = migrations({ '0001_a.ts': 'export {};\n', '0002_b.ts': 'export {};\n' });
+  const error = await failure(runMigrations({ database: url, dir }));
+  expect(error.message).toMatch(/0001_a\.ts, 0002_b\.ts: migrations must be \.sql or CommonJS \.js files/);
+});
+
+test('with a deadline and time to spare, a lock timeout is retried; with exactly 1 s left after the reserve too', async () => {
+  const url = await pg.createDatabase();
+  const dir = migrations({ '0001_flaky.sql': await flaky(url, 1, '55P03') });
+  // Budget of the first attempt, the look after it failed (1 s beyond the reserve: not out of
+  // time), then the second attempt's budget.
+  const result = await runMigrations({
+    database: url,
+    dir,
+    reserveMs: RESERVE,
+    remainingTimeMs: clock(RESERVE + 60_000, RESERVE + 1_000, RESERVE + 60_000),
+    sleep: async () => undefined,
+  });
+  expect(result).toEqual({ applied: ['0001_flaky'], attempts: 2 });
+});
+
+test('out of time before any migration, an error other than a lock wait is reported as it is', async () => {
+  const error = await failure(
+    runMigrations({
+      database: pg.url('no_such_database'),
+      dir: migrations({ '0001_a.sql': sql('CREATE TABLE a (id int);') }),
+      reserveMs: RESERVE,
+      remainingTimeMs: clock(RESERVE + 60_000, RESERVE),
+    }),
+  );
+  expect(error.code).toBe('3D000');
+  expect(error.message).toBe('Migration (before any migration) failed: database "no_such_database" does not exist');
+});
+
+test('a lock wait given up at the deadline keeps the database error as its cause', async () => {
+  const url = await pg.createDatabase();
+  const dir = migrations({ '0001_a.sql': sql('CREATE TABLE a (id int);') });
+  const holder = new Client({ connectionString: url });
+  await holder.connect();
+  try {
+    await holder.query('SELECT pg_advisory_lock(7241865325823964)'); // node-pg-migrate's lock
+    // 3 s beyond the reserve: the first look at the clock must still find more than 1 s on a busy machine.
+    const deadline = Date.now() + RESERVE + 3_000;
+    const error = await failure(
+      runMigrations({ database: url, dir, reserveMs: RESERVE, remainingTimeMs: () => deadline - Date.now() }),
+    );
+    expect(error.message).toMatch(/failed: gave up waiting for the migration lock/);
+    expect(['55P03', '57014']).toContain((error.cause as { code?: string }).code);
+  } finally {
+    await holder.end();
+  }
+});
+
+test('a statement cancelled at the deadline says what to do, with the database error as its cause', async () => {
+  const url = await pg.createDatabase();
+  const dir = migrations({ '0001_slow.sql': sql('SELECT pg_sleep(600);') });
+  // 3 s beyond the reserve: the first look at the clock must still find more than 1 s on a busy machine.
+  const deadline = Date.now() + RESERVE + 3_000;
+  const error = await failure(
+    runMigrations({ database: url, dir, reserveMs: RESERVE, remainingTimeMs: () => deadline - Date.now() }),
+  );
+  expect(error.message).toMatch(
+    /the time the function had left \(.+\); run a migration this long by hand before the deploy$/,
+  );
+  expect((error.cause as { code?: string }).code).toBe('57014');
+});
+
+test('a connection error is not taken for a SQLSTATE (Node’s ECONNREFUSED has five capitals in a row)', async () => {
+  const port = await freePort();
+  const error = await failure(
+    runMigrations({
+      database: `postgres://nobody:nothing@127.0.0.1:${port}/none`,
+      dir: migrations({ '0001_a.sql': sql('CREATE TABLE a (id int);') }),
+    }),
+  );
+  expect((error.cause as { code?: string }).code).toBe('ECONNREFUSED');
+  expect(error.code).toBeUndefined();
+});
+
+test('the message is the innermost cause’s; a cause chain that loops is still reported', async () => {
+  const url = await pg.createDatabase();
+  const dir = migrations({
+    '0001_nested.js': `exports.up = () => { throw new Error('outer', { cause: new Error('inner') }); };\n`,
+  });
+  const nested = await failure(runMigrations({ database: url, dir }));
+  expect(nested.databaseMessage).toBe('inner');
+  const loopDir = migrations({
+    '0001_loop.js': `exports.up = () => { const e = new Error('loops'); e.cause = e; throw e; };\n`,
+  });
+  const loop = await failure(runMigrations({ database: await pg.createDatabase(), dir: loopDir }));
+  expect(loop.databaseMessage).toBe('loops');
+  expect(loop.code).toBeUndefined();
+});
