@@ -155,7 +155,7 @@ export class AccountsApi extends Construct {
         [API_ENV.databaseName]: props.database.databaseName,
         [API_ENV.lwaClientSecretArn]: props.lwaClientSecret.secretArn,
         [API_ENV.tokenKeySecretArn]: props.tokenEncryptionKeySecret.secretArn,
-        // The authorization-code exchange draws from the shared LWA budget too (migration 0019).
+        // The authorization-code exchange draws from the shared LWA budget too (migration 0018).
         [API_ENV.lwaRequestsPerSecond]: String(props.amazonLimits.lwaRequestsPerSecond),
         [API_ENV.jwtIssuer]: config.jwtIssuer,
         [API_ENV.jwtAudience]: [config.jwtAudience].flat().join(','),

@@ -20,7 +20,7 @@
 // Built CONCURRENTLY outside a transaction (writes go on while it scans), an INVALID index left
 // by an interrupted build dropped first, lock_timeout around both (migrations/lib/online.js, as
 // 0005, 0008 and 0012). No privilege changes: the claim reads the same columns.
-// Down drops it concurrently. Numbered 0017: 0018 and 0019 belong to other changes.
+// Down drops it concurrently.
 
 const { createIndexesConcurrently, dropIndexesConcurrently } = require('./lib/online');
 

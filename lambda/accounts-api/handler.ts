@@ -40,7 +40,7 @@ async function build(): Promise<(event: ApiRequestEvent) => Promise<ApiResult>> 
     database: config.databaseName,
   });
   // The authorization-code exchange draws from the shared LWA budget in the database, as every
-  // job invocation does (the login's privilege on it: migration 0019).
+  // job invocation does (the login's privilege on it: migration 0018).
   const limiters = new RateLimiterRegistry(endpointLimitsFor(config.amazonRates), {}, new DatabaseRateBudgetStore(db));
   return createAccountsApi({
     store: new AccountsStore({ db }),

@@ -44,7 +44,7 @@ export function ensureWorkerLogin(
 }
 
 /**
- * The NOLOGIN role of migration 0019 whose members may draw from the shared Amazon rate budget
+ * The NOLOGIN role of migration 0018 whose members may draw from the shared Amazon rate budget
  * (its functions and table, nothing else): the accounts API's authorization-code exchange.
  */
 export const RATE_BUDGET_ROLE = 'amazon_rate_budget_user';
@@ -53,7 +53,7 @@ export const RATE_BUDGET_ROLE = 'amazon_rate_budget_user';
  * Creates the accounts API's LOGIN user (member of `authenticated`, inheriting its privileges)
  * or updates its password, as ensureLogin does. Besides `authenticated`'s grants and its Row
  * Level Security policies, the login is made a member of {@link RATE_BUDGET_ROLE} where that
- * role exists (migration 0019 applied), so its LWA call draws from the shared budget.
+ * role exists (migration 0018 applied), so its LWA call draws from the shared budget.
  */
 export async function ensureApiLogin(
   client: Client,

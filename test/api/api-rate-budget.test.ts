@@ -9,7 +9,7 @@ import { DatabaseRateBudgetStore } from '../../lambda/shared/amazon/rate-budget'
 import { RateLimiterRegistry } from '../../lambda/shared/amazon/rate-limiter';
 import { ApiWorld, request, startApiWorld } from './fixture';
 
-// Migration 0019: the accounts API's own Login with Amazon call (the authorization-code
+// Migration 0018: the accounts API's own Login with Amazon call (the authorization-code
 // exchange of POST /v1/connections) draws from the shared rate budget, as the API's login
 // (`accounts_api`) on the Data API path, and that login gets nothing else from it.
 

@@ -464,7 +464,7 @@ const API_LOGIN = {
   rolsuper: false,
   rolbypassrls: false,
   rolinherit: true,
-  // amazon_rate_budget_user: the shared Amazon rate budget only (migration 0019).
+  // amazon_rate_budget_user: the shared Amazon rate budget only (migration 0018).
   memberOf: ['amazon_rate_budget_user', 'authenticated'],
   inheritsAuthenticated: true,
   ownedObjects: 0,

@@ -22,7 +22,6 @@
 --
 -- Locks: CREATE ROLE, GRANT and CREATE POLICY are catalogue changes (CREATE POLICY takes
 -- ACCESS EXCLUSIVE on amazon_rate_budget for milliseconds), behind lock_timeout.
--- Numbered 0019: 0017 and 0018 belong to other changes.
 
 SET LOCAL lock_timeout = '500ms';
 SET LOCAL statement_timeout = '30s';
