@@ -225,6 +225,7 @@ export function renderBudget(runs: readonly BudgetMeasurement[]): string[] {
     );
   }
   lines.push(
+    '',
     "The Amazon clients as a job invocation has them in AWS: every request waits for a slot of the budget in the database (`amazon_rate_budget`), reserved a few at a time, at most 0.5 s ahead; the fake Amazon enforces the same limit per region and answers 429 above it. The budget's reservations are Data API calls of their own, on top of the job's.",
   );
   return lines;
