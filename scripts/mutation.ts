@@ -44,6 +44,7 @@ const TOKEN_REFRESH_TESTS = [
   'test/jobs/dry-run.test.ts',
   'test/jobs/entry-points.test.ts',
   'test/jobs/regions.test.ts',
+  'test/jobs/fan-out*.test.ts', // the claims of given ids
 ];
 
 /** The job test files that run the account sync (its core, store or handler). */
@@ -53,6 +54,7 @@ const ACCOUNT_SYNC_TESTS = [
   'test/jobs/dry-run.test.ts',
   'test/jobs/entry-points.test.ts',
   'test/jobs/regions.test.ts',
+  'test/jobs/fan-out*.test.ts', // the claims of given ids
 ];
 
 export const GROUPS: Record<string, Group> = {
