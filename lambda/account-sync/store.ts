@@ -85,6 +85,27 @@ const SYNC_LEASE_FREE = `(t.sync_lease_expires_at IS NULL OR t.sync_lease_expire
 const SYNC_GIVEN_LEASE_FREE = `(t.sync_lease_expires_at IS NULL OR t.sync_lease_expires_at < now() OR t.sync_lease_owner = :dispatchId)`;
 
 /** What a claim does with the connections it locked (see {@link claimUsers}). */
+/** A token row of a due connection, with proactive refresh on (both claims' candidates and waiting rows). */
+const TOKEN_OF_DUE_CONNECTION = `(t.user_id, t.region) IN (SELECT user_id, region FROM due)
+          AND t.proactive_refresh_enabled = TRUE`;
+
+/**
+ * Paused regions left alone; rows locked SKIP LOCKED: a row another statement holds is left to a
+ * later run (never a wait, so never a deadlock with the token refresh's write-back).
+ */
+const REGION_NOT_PAUSED_LOCKED = `NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
+        LIMIT :limit
+        FOR UPDATE OF t SKIP LOCKED`;
+
+/** The candidates a claim leases: the response carries each access token, so stop before the Data API's 1 MiB. */
+const SIZED_BY_TOKEN_CHARS = `sized AS (
+       SELECT id FROM (
+         SELECT c.id, length(t.access_token) AS chars, sum(length(t.access_token)) OVER (ORDER BY c.id) AS running
+           FROM candidates c JOIN oauth_tokens t ON t.id = c.id
+       ) r
+        WHERE running <= :maxTokenChars OR running = chars
+     )`;
+
 const CLAIM_USERS_REST = `wanted AS (
        -- Used: the token refresh renews them even when they had been idle past its window.
        UPDATE oauth_tokens t SET last_used_at = now() FROM waiting w WHERE t.id = w.id
@@ -188,32 +209,18 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
        ${DUE_GIVEN_CONNECTIONS}
      ), candidates AS (
        SELECT t.id FROM oauth_tokens t
-        WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
-          AND t.proactive_refresh_enabled = TRUE
+        WHERE ${TOKEN_OF_DUE_CONNECTION}
           AND t.expires_at > now() + make_interval(secs => :minTokenValiditySeconds)
           AND ${SYNC_GIVEN_LEASE_FREE}
-          AND NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
-        LIMIT :limit
-        FOR UPDATE OF t SKIP LOCKED
-     ), sized AS (
-       -- The response carries each user's access token: stop before the Data API's 1 MiB.
-       SELECT id FROM (
-         SELECT c.id, length(t.access_token) AS chars, sum(length(t.access_token)) OVER (ORDER BY c.id) AS running
-           FROM candidates c JOIN oauth_tokens t ON t.id = c.id
-       ) r
-        WHERE running <= :maxTokenChars OR running = chars
-     ), waiting AS (
+          AND ${REGION_NOT_PAUSED_LOCKED}
+     ), ${SIZED_BY_TOKEN_CHARS}, waiting AS (
        -- Due connections the claim leaves because their access token expires too soon: the
-       -- sync wants that token too. SKIP LOCKED: a row another statement holds is marked by a
-       -- later run (never a wait, so never a deadlock with the token refresh's write-back).
+       -- sync wants that token too.
        SELECT t.id FROM oauth_tokens t
-        WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
-          AND t.proactive_refresh_enabled = TRUE
+        WHERE ${TOKEN_OF_DUE_CONNECTION}
           AND t.expires_at <= now() + make_interval(secs => :minTokenValiditySeconds)
           AND ${SYNC_GIVEN_LEASE_FREE}
-          AND NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
-        LIMIT :limit
-        FOR UPDATE OF t SKIP LOCKED
+          AND ${REGION_NOT_PAUSED_LOCKED}
      ), ${CLAIM_USERS_REST}`,
         { ...params, ids: sqlJson(o.given.ids), dispatchId: sqlUuid(o.given.dispatchId) },
       )
@@ -222,32 +229,18 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
        ${DUE_CONNECTIONS}
      ), candidates AS (
        SELECT t.id FROM oauth_tokens t
-        WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
-          AND t.proactive_refresh_enabled = TRUE
+        WHERE ${TOKEN_OF_DUE_CONNECTION}
           AND t.expires_at > now() + make_interval(secs => :minTokenValiditySeconds)
           AND ${SYNC_LEASE_FREE}
-          AND NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
-        LIMIT :limit
-        FOR UPDATE OF t SKIP LOCKED
-     ), sized AS (
-       -- The response carries each user's access token: stop before the Data API's 1 MiB.
-       SELECT id FROM (
-         SELECT c.id, length(t.access_token) AS chars, sum(length(t.access_token)) OVER (ORDER BY c.id) AS running
-           FROM candidates c JOIN oauth_tokens t ON t.id = c.id
-       ) r
-        WHERE running <= :maxTokenChars OR running = chars
-     ), waiting AS (
+          AND ${REGION_NOT_PAUSED_LOCKED}
+     ), ${SIZED_BY_TOKEN_CHARS}, waiting AS (
        -- Due connections the claim leaves because their access token expires too soon: the
-       -- sync wants that token too. SKIP LOCKED: a row another statement holds is marked by a
-       -- later run (never a wait, so never a deadlock with the token refresh's write-back).
+       -- sync wants that token too.
        SELECT t.id FROM oauth_tokens t
-        WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
-          AND t.proactive_refresh_enabled = TRUE
+        WHERE ${TOKEN_OF_DUE_CONNECTION}
           AND t.expires_at <= now() + make_interval(secs => :minTokenValiditySeconds)
           AND ${SYNC_LEASE_FREE}
-          AND NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))
-        LIMIT :limit
-        FOR UPDATE OF t SKIP LOCKED
+          AND ${REGION_NOT_PAUSED_LOCKED}
      ), ${CLAIM_USERS_REST}`,
         params,
       );
