@@ -135,19 +135,12 @@ export class AccountsApi extends Construct {
     const { config } = props;
     this.environmentName = props.environmentName;
 
-    const handler = new NodeFunction(this, 'Handler', {
+    const handler = this.routeFunction(props, 'Handler', {
       entry: 'lambda/accounts-api/handler.ts',
       description: 'Accounts API: lists, connects, disconnects and syncs Amazon accounts (HTTP API)',
-      // Below the integration's 29 s, so a slow request ends in the function (with its log)
-      // rather than as API Gateway's bare 503.
-      timeout: Duration.seconds(25),
       // Requests wait on cold starts: more memory is more CPU for loading the bundle and
       // verifying the first token.
       memorySizeMb: 1024,
-      logRetention: props.logRetention,
-      logRemovalPolicy: props.logRemovalPolicy,
-      // No onFailureQueue: API Gateway invokes synchronously, so Lambda neither retries nor
-      // sends to a destination; a failure is the caller's 5xx, counted and alarmed (monitoring).
       environment: {
         [API_ENV.environment]: props.environmentName,
         [API_ENV.clusterArn]: props.database.cluster.clusterArn,
@@ -163,18 +156,15 @@ export class AccountsApi extends Construct {
         [API_ENV.accountSyncFunctionName]: props.accountSyncFunction.functionName,
         POWERTOOLS_SERVICE_NAME: API_SERVICE_NAME,
       },
-    }).function;
+      grantDatabase: (fn) => props.database.grantDataApiAccessAsApi(fn),
+    });
     this.function = handler;
-    props.database.grantDataApiAccessAsApi(handler);
-    props.lwaClientSecret.grantRead(handler);
-    props.tokenEncryptionKeySecret.grantRead(handler);
     // The function itself, unqualified: the API invokes `$LATEST`, never a version or alias.
     iam.Grant.addToPrincipal({
       grantee: handler,
       actions: ['lambda:InvokeFunction'],
       resourceArns: [props.accountSyncFunction.functionArn],
     });
-    handler.node.addDependency(props.after);
 
     this.accessLogs = new logs.LogGroup(this, 'AccessLogs', {
       retention: props.logRetention,
@@ -226,14 +216,11 @@ export class AccountsApi extends Construct {
     // The internal token route: its own function, since it needs what the user-facing one must
     // not have (the jobs' database login, which writes the token columns; no JWT involved).
     // The jobs' container code (Data API as the worker login, LWA client on the shared budget).
-    const tokenFunction = new NodeFunction(this, 'TokenHandler', {
+    // The route's own wait for a concurrent refresh ends at 20 s, under the function's 25 s.
+    const tokenFunction = this.routeFunction(props, 'TokenHandler', {
       entry: 'lambda/token-vending/handler.ts',
       description: "Internal route: a user's fresh Login with Amazon access token for the product's servers (IAM)",
-      // Under the integration's 29 s; the route's own wait for a concurrent refresh ends at 20 s.
-      timeout: Duration.seconds(25),
       memorySizeMb: 512,
-      logRetention: props.logRetention,
-      logRemovalPolicy: props.logRemovalPolicy,
       environment: {
         [JOB_ENV.environment]: props.environmentName,
         [JOB_ENV.clusterArn]: props.database.cluster.clusterArn,
@@ -246,12 +233,9 @@ export class AccountsApi extends Construct {
         POWERTOOLS_SERVICE_NAME: TOKEN_VENDING_SERVICE,
         POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
       },
-    }).function;
+      grantDatabase: (fn) => props.database.grantDataApiAccessAsWorker(fn),
+    });
     this.tokenFunction = tokenFunction;
-    props.database.grantDataApiAccessAsWorker(tokenFunction);
-    props.lwaClientSecret.grantRead(tokenFunction);
-    props.tokenEncryptionKeySecret.grantRead(tokenFunction);
-    tokenFunction.node.addDependency(props.after);
 
     const [tokenMethod, tokenPath] = INTERNAL_TOKEN_ROUTE.split(' ');
     [this.tokenRoute] = this.httpApi.addRoutes({
@@ -294,6 +278,40 @@ export class AccountsApi extends Construct {
       // The jobs' dimension set (service, environment), from the access log's constant fields.
       dimensions: { service: '$.service', environment: '$.environment' },
     });
+  }
+
+  /**
+   * A function behind one of the API's routes: what both routes' functions share. Its timeout is
+   * below the integration's 29 s, so a slow request ends in the function (with its log) rather
+   * than as API Gateway's bare 503. No onFailureQueue: API Gateway invokes synchronously, so
+   * Lambda neither retries nor sends to a destination; a failure is the caller's 5xx, counted
+   * and alarmed (monitoring). Both use the Data API (each as its own login), read the LWA client
+   * and the token key, and start after the migrations (`props.after`).
+   */
+  private routeFunction(
+    props: AccountsApiProps,
+    id: string,
+    options: {
+      entry: string;
+      description: string;
+      memorySizeMb: number;
+      environment: Record<string, string>;
+      /** Its Data API access, as the login its work needs. */
+      grantDatabase: (fn: lambda.Function) => void;
+    },
+  ): lambda.Function {
+    const { grantDatabase, ...functionOptions } = options;
+    const fn = new NodeFunction(this, id, {
+      ...functionOptions,
+      timeout: Duration.seconds(25),
+      logRetention: props.logRetention,
+      logRemovalPolicy: props.logRemovalPolicy,
+    }).function;
+    grantDatabase(fn);
+    props.lwaClientSecret.grantRead(fn);
+    props.tokenEncryptionKeySecret.grantRead(fn);
+    fn.node.addDependency(props.after);
+    return fn;
   }
 
   /**
