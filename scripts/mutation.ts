@@ -57,6 +57,9 @@ const ACCOUNT_SYNC_TESTS = [
   'test/jobs/fan-out*.test.ts', // the claims of given ids
 ];
 
+/** Stryker's timeoutMS for the job groups (see below). */
+const JOB_TIMEOUT_MS = 20_000;
+
 export const GROUPS: Record<string, Group> = {
   crypto: {
     mutate: ['lambda/shared/token-crypto.ts'],
@@ -95,21 +98,27 @@ export const GROUPS: Record<string, Group> = {
   },
   // The job stores and cores, one group per module with the test files that call it (through
   // the core, the handler or directly), so that each group finishes and keeps its results.
+  // The jobs run against a deadline in every test (a few seconds), so a mutant that takes a
+  // deadline or a cap away hangs until the timeout: 20 s on top of Stryker's estimate is ample.
   'token-refresh-core': {
     mutate: ['lambda/token-refresh/core.ts'],
     tests: TOKEN_REFRESH_TESTS,
+    timeoutMS: JOB_TIMEOUT_MS,
   },
   'token-refresh-store': {
     mutate: ['lambda/token-refresh/store.ts'],
     tests: [...TOKEN_REFRESH_TESTS, 'test/jobs/claim-cost.test.ts'],
+    timeoutMS: JOB_TIMEOUT_MS,
   },
   'account-sync-core': {
     mutate: ['lambda/account-sync/core.ts'],
     tests: ACCOUNT_SYNC_TESTS,
+    timeoutMS: JOB_TIMEOUT_MS,
   },
   'account-sync-store': {
     mutate: ['lambda/account-sync/store.ts'],
     tests: [...ACCOUNT_SYNC_TESTS, 'test/jobs/claim-cost.test.ts'],
+    timeoutMS: JOB_TIMEOUT_MS,
   },
 };
 
