@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
-import { basename, resolve } from 'node:path';
+import { basename, extname, resolve } from 'node:path';
 import { Client, type ClientConfig } from 'pg';
 import type { AppLogger } from '../shared/logger';
 
@@ -82,35 +82,74 @@ interface MigrationUnit {
   actions: unknown;
 }
 
+type MigrationAction = (pgm: unknown, done?: () => void) => unknown;
+
+interface MigrationModule {
+  up?: MigrationAction | false;
+  down?: MigrationAction | false;
+  [other: string]: unknown;
+}
+
+/**
+ * A JS migration's action that reports its migration's name when node-pg-migrate calls it.
+ * node-pg-migrate announces a migration ("### MIGRATION … ###") only after its action has
+ * returned the SQL to run, so an action that throws (or awaits a query that fails) would be
+ * blamed on the migration before it. Keeps the arity: node-pg-migrate passes a callback to
+ * two-argument actions.
+ */
+function reporting(name: string, action: MigrationAction | false | undefined, onStart: (name: string) => void) {
+  if (typeof action !== 'function') return action;
+  if (action.length === 2) {
+    return (pgm: unknown, done?: () => void) => {
+      onStart(name);
+      return action(pgm, done);
+    };
+  }
+  return (pgm: unknown) => {
+    onStart(name);
+    return action(pgm);
+  };
+}
+
 /**
  * How migration files are loaded, the same everywhere (tests, `npm start`, the Lambda): `.sql`
  * by node-pg-migrate's own SQL loader, `.js`/`.cjs` with Node's `require` (CommonJS, as the
  * migrations are written), never through node-pg-migrate's default loader, jiti, which the
  * Lambda bundle leaves out (lambda/migrate/jiti-unavailable.ts). TypeScript and ESM migrations
  * are refused with a clear message instead of working locally and failing in the deploy.
+ * `onStart` hears each JS migration's name as its action starts.
  */
 const requireMigration = createRequire(__filename);
-const MIGRATION_LOADERS = [
-  { extensions: ['.sql'], loader: 'legacySql' },
-  {
-    extensions: ['.js', '.cjs'],
-    loader: (filePaths: string[]): Promise<MigrationUnit[]> =>
-      Promise.resolve(
-        filePaths.map((filePath) => ({
-          id: filePath,
-          filePaths: [filePath],
-          actions: requireMigration(filePath) as unknown,
-        })),
-      ),
-  },
-  {
-    extensions: ['.ts', '.mts', '.cts', '.mjs'],
-    loader: (filePaths: string[]): Promise<MigrationUnit[]> =>
-      Promise.reject(
-        new Error(`${filePaths.map((f) => basename(f)).join(', ')}: migrations must be .sql or CommonJS .js files`),
-      ),
-  },
-];
+function migrationLoaders(onStart: (name: string) => void) {
+  return [
+    { extensions: ['.sql'], loader: 'legacySql' },
+    {
+      extensions: ['.js', '.cjs'],
+      loader: (filePaths: string[]): Promise<MigrationUnit[]> =>
+        Promise.resolve(
+          filePaths.map((filePath) => {
+            const migration = requireMigration(filePath) as MigrationModule;
+            const name = basename(filePath, extname(filePath)); // node-pg-migrate's name for it
+            // A missing `down` stays missing: node-pg-migrate then undoes the migration by
+            // running `up` in reverse, and `down: false` still refuses to undo it.
+            const actions = {
+              ...migration,
+              up: reporting(name, migration.up, onStart),
+              down: reporting(name, migration.down, onStart),
+            };
+            return { id: filePath, filePaths: [filePath], actions };
+          }),
+        ),
+    },
+    {
+      extensions: ['.ts', '.mts', '.cts', '.mjs'],
+      loader: (filePaths: string[]): Promise<MigrationUnit[]> =>
+        Promise.reject(
+          new Error(`${filePaths.map((f) => basename(f)).join(', ')}: migrations must be .sql or CommonJS .js files`),
+        ),
+    },
+  ];
+}
 
 /**
  * Applies pending migrations with node-pg-migrate: each migration in its own transaction (or,
@@ -125,13 +164,20 @@ export async function runMigrations(options: RunMigrationsOptions): Promise<Migr
   const baseDelay = options.retryBaseDelayMs ?? 1000;
   const sleep = options.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
   const applied: string[] = [];
+  // The migration the previous attempt stopped at (a lock timeout), which the next one resumes.
+  let resuming: string | undefined;
   for (let attempt = 1; ; attempt++) {
     // node-pg-migrate announces each migration just before running it: the last one
     // announced is the one that failed, the ones before it were applied.
+    // A JS migration is known from its action's start (see `reporting`), an SQL one from the
+    // announcement, which comes before any of its SQL runs.
     const started: string[] = [];
+    const starting = (name: string) => {
+      if (started.at(-1) !== name) started.push(name);
+    };
     const log = (level: keyof AppLogger) => (message: string) => {
       const match = /^### MIGRATION (.+) \((UP|DOWN)\) ###$/.exec(message);
-      if (match) started.push(match[1]);
+      if (match) starting(match[1]);
       options.logger?.[level](message);
     };
     const budgetMs = options.remainingTimeMs
@@ -139,7 +185,7 @@ export async function runMigrations(options: RunMigrationsOptions): Promise<Migr
       : undefined;
     if (budgetMs !== undefined && budgetMs < 1000) {
       throw new MigrationError(
-        started.at(-1),
+        resuming,
         `no time left to run migrations (attempt ${attempt}; ${Math.max(0, budgetMs)} ms of the function's time left after its reserve)`,
         undefined,
       );
@@ -152,11 +198,12 @@ export async function runMigrations(options: RunMigrationsOptions): Promise<Migr
         dir: options.dir ?? DEFAULT_MIGRATIONS_DIR,
         migrationsTable: MIGRATIONS_TABLE,
         direction: options.direction ?? 'up',
-        count: options.count ?? (options.direction === 'down' ? 1 : undefined),
+        // Undefined: node-pg-migrate applies every pending one up, and undoes one down.
+        count: options.count,
         singleTransaction: false,
         checkOrder: true,
         advisoryLockMode: 'wait',
-        migrationLoaderStrategies: MIGRATION_LOADERS,
+        migrationLoaderStrategies: migrationLoaders(starting),
         logger: { debug: () => undefined, info: log('info'), warn: log('warn'), error: log('error') },
       });
       applied.push(...done.map((m) => m.name));
@@ -187,7 +234,10 @@ export async function runMigrations(options: RunMigrationsOptions): Promise<Migr
         );
       }
       if (code && RETRYABLE.has(code) && attempt <= retries && !outOfTime) {
-        options.logger?.warn(`Migration ${current ?? ''} attempt ${attempt} hit ${code}; retrying`);
+        options.logger?.warn(
+          `${current ? `Migration ${current}` : 'Before any migration,'} attempt ${attempt} hit ${code}; retrying`,
+        );
+        resuming = current;
         await sleep(Math.min(30_000, baseDelay * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2));
         continue;
       }

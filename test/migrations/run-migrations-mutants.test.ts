@@ -92,11 +92,135 @@ test('the default folder is the repository’s migrations/', () => {
   expect(DEFAULT_MIGRATIONS_DIR).toBe(resolve(__dirname, '..', '..', 'migrations'));
 });
 
-test('without an injected sleep, the retry waits with setTimeout and then runs again', async () => {
+test('without an injected sleep, the retry waits with setTimeout for half to all of the base delay, then runs again', async () => {
   const url = await pg.createDatabase();
   const dir = migrations({ '0001_flaky.sql': await flaky(url, 1, '55P03') });
-  expect(await runMigrations({ database: url, dir, retryBaseDelayMs: 1 })).toEqual({
-    applied: ['0001_flaky'],
+  const timers = jest.spyOn(global, 'setTimeout');
+  try {
+    expect(await runMigrations({ database: url, dir, retryBaseDelayMs: 300 })).toEqual({
+      applied: ['0001_flaky'],
+      attempts: 2,
+    });
+    const delays = timers.mock.calls.map(([, ms]) => ms ?? 0);
+    expect(delays.filter((ms) => ms >= 150 && ms <= 300)).toHaveLength(1);
+  } finally {
+    timers.mockRestore();
+  }
+});
+
+test('a lock timeout before any migration is retried, and the log says where it happened', async () => {
+  const url = await pg.createDatabase();
+  const dir = migrations({ '0001_a.sql': sql('CREATE TABLE a (id int);') });
+  await runMigrations({ database: url, dir });
+  writeFileSync(join(dir, '0002_b.sql'), sql('CREATE TABLE b (id int);'));
+  // The run sets no lock_timeout without a deadline: the database's default applies.
+  await withClient(url, (c) =>
+    c.query(`ALTER DATABASE "${new URL(url).pathname.slice(1)}" SET lock_timeout = '200ms'`),
+  );
+  const holder = new Client({ connectionString: url });
+  await holder.connect();
+  const warnings: string[] = [];
+  const logger = {
+    debug: () => undefined,
+    info: () => undefined,
+    warn: (m: string) => void warnings.push(m),
+    error: () => undefined,
+  };
+  try {
+    // node-pg-migrate reads its table before the first migration: a lock on it times out there.
+    await holder.query('BEGIN; LOCK TABLE pgmigrations IN ACCESS EXCLUSIVE MODE');
+    const result = await runMigrations({
+      database: url,
+      dir,
+      logger: logger,
+      sleep: async () => void (await holder.query('COMMIT')),
+    });
+    expect(result).toEqual({ applied: ['0002_b'], attempts: 2 });
+    expect(warnings).toEqual(['Before any migration, attempt 1 hit 55P03; retrying']);
+  } finally {
+    await holder.end();
+  }
+});
+
+test('out of time after a lock timeout, the error names the migration the next attempt would have resumed', async () => {
+  const url = await pg.createDatabase();
+  const dir = migrations({
+    '0001_a.sql': sql('CREATE TABLE a (id int);'),
+    '0002_flaky.sql': await flaky(url, 1, '55P03'),
+  });
+  // The first attempt's budget, the look after it failed (1 s beyond the reserve: a retry),
+  // then the second attempt's: 500 ms, too little to start.
+  const error = await failure(
+    runMigrations({
+      database: url,
+      dir,
+      reserveMs: RESERVE,
+      remainingTimeMs: clock(RESERVE + 60_000, RESERVE + 1_000, RESERVE + 500),
+      sleep: async () => undefined,
+    }),
+  );
+  expect(error.migration).toBe('0002_flaky');
+  expect(error.message).toBe(
+    "Migration 0002_flaky failed: no time left to run migrations (attempt 2; 500 ms of the function's time left after its reserve)",
+  );
+  expect(await appliedMigrations(url)).toEqual(['0001_a']);
+});
+
+test('a JS migration whose action throws is named, not the migration before it; a thrown null is reported as such', async () => {
+  const url = await pg.createDatabase();
+  // node-pg-migrate announces a migration only after its action returned: without the
+  // loader's report, 0001_a (applied) would be named.
+  const dir = migrations({
+    '0001_a.sql': sql('CREATE TABLE a (id int);'),
+    '0002_null.js': 'exports.up = () => { throw null; };\n',
+  });
+  const error = await failure(runMigrations({ database: url, dir }));
+  expect(error.message).toBe('Migration 0002_null failed: null');
+  expect(error.code).toBeUndefined();
+  expect(await appliedMigrations(url)).toEqual(['0001_a']);
+});
+
+test('JS migrations keep their shape: without down, up is run in reverse; down: false refuses; a callback action completes', async () => {
+  const url = await pg.createDatabase();
+  const dir = migrations({
+    '0001_kept.js': "exports.up = (pgm) => { pgm.createTable('a', { id: 'int' }); };\nexports.down = false;\n",
+    '0002_no_down.js': "exports.up = (pgm) => { pgm.createTable('b', { id: 'int' }); };\n",
+    '0003_callback.js':
+      "exports.up = (pgm, done) => { pgm.createTable('c', { id: 'int' }); setImmediate(done); };\n" +
+      "exports.down = (pgm, done) => { pgm.dropTable('c'); done(); };\n",
+  });
+  const tables = () =>
+    withClient(url, async (c) =>
+      (
+        await c.query<{ t: string }>(
+          "SELECT tablename AS t FROM pg_tables WHERE tablename IN ('a', 'b', 'c') ORDER BY 1",
+        )
+      ).rows.map((r) => r.t),
+    );
+  expect(await runMigrations({ database: url, dir })).toEqual({
+    applied: ['0001_kept', '0002_no_down', '0003_callback'],
+    attempts: 1,
+  });
+  expect(await tables()).toEqual(['a', 'b', 'c']);
+  expect(await runMigrations({ database: url, dir, direction: 'down', count: 2 })).toEqual({
+    applied: ['0003_callback', '0002_no_down'],
+    attempts: 1,
+  });
+  expect(await tables()).toEqual(['a']);
+  const refused = await failure(runMigrations({ database: url, dir, direction: 'down' }));
+  expect(refused.message).toMatch(/disabled down migration on file: 0001_kept/);
+  expect(await tables()).toEqual(['a']);
+  expect(await appliedMigrations(url)).toEqual(['0001_kept']);
+});
+
+test('a JS migration applied before a retried one is counted once', async () => {
+  const url = await pg.createDatabase();
+  const dir = migrations({
+    '0001_js.js': "exports.up = (pgm) => { pgm.createTable('a', { id: 'int' }); };\n",
+    '0002_flaky.sql': await flaky(url, 1, '55P03'),
+  });
+  expect(await runMigrations({ database: url, dir, sleep: async () => undefined })).toEqual({
+    applied: ['0001_js', '0002_flaky'],
     attempts: 2,
   });
 });
