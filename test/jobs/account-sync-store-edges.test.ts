@@ -1,0 +1,184 @@
+import { randomUUID } from 'node:crypto';
+import { claimUsers, saveOutcomes, UserSyncOutcome } from '../../lambda/account-sync/store';
+import { DispatchSendError, QueueSender, runDispatch } from '../../lambda/dispatcher/core';
+import { accountSyncSelection } from '../../lambda/dispatcher/selections';
+import { endpointKey, RateLimitUsageRecorder, recordRateLimitUsage } from '../../lambda/shared/amazon/usage-store';
+import { FanOutMessage } from '../../lambda/shared/jobs/fan-out';
+import { Database, JobWorld, runtime, seedUsers, SeedUser, useBothDatabasePaths, useJobWorld } from './fixture';
+
+/**
+ * The account sync store's less travelled paths, the first three found untested by a mutation
+ * run (docs/mutation.md): the dispatcher and a paused region, entries SQS refuses, an outcome
+ * refused twice; and a user given back whose accounts appeared during the run (only the
+ * accounts the claim marked are put back).
+ */
+let world: JobWorld;
+useJobWorld((w) => (world = w));
+const PATHS = useBothDatabasePaths(() => world);
+
+function recordingQueue(refuse: (call: number, index: number) => boolean = () => false) {
+  const messages: FanOutMessage[] = [];
+  let calls = 0;
+  const queue: QueueSender = {
+    sendBatch(bodies) {
+      const call = calls++;
+      const failed: number[] = [];
+      bodies.forEach((body, i) => {
+        if (refuse(call, i)) failed.push(i);
+        else messages.push(JSON.parse(body) as FanOutMessage);
+      });
+      return Promise.resolve({ failed });
+    },
+  };
+  return { queue, messages };
+}
+
+function dispatch(db: Database, queue: QueueSender, idsPerMessage: number) {
+  return runDispatch({
+    selection: accountSyncSelection(db),
+    queue,
+    ...runtime(),
+    settings: { maxIds: 10_000, idsPerMessage },
+  });
+}
+
+async function tokenIds(users: readonly SeedUser[]): Promise<string[]> {
+  const { rows } = await world.admin.query<{ id: string }>(
+    'SELECT id FROM oauth_tokens WHERE user_id IN (SELECT jsonb_array_elements_text(:ids::jsonb)::uuid) ORDER BY id',
+    { ids: JSON.stringify(users.map((u) => u.userId)) },
+  );
+  return rows.map((r) => r.id);
+}
+
+const sentIds = (messages: readonly FanOutMessage[]) => messages.flatMap((m) => m.ids).sort();
+
+describe.each(PATHS)('%s path', (_path, database) => {
+  test('the dispatcher leaves the connections of a region whose profiles endpoint is paused by a Retry-After', async () => {
+    const users = await seedUsers(world, { count: 9 });
+    const paused = users[0].region;
+    // What a run that got a 429 with Retry-After: 600 from that region's profiles endpoint records.
+    const usage = new RateLimitUsageRecorder();
+    usage.request(endpointKey('ads', paused));
+    usage.limitHit(endpointKey('ads', paused), null, 600, new Date());
+    await recordRateLimitUsage(world.admin, usage.drain());
+    const { queue, messages } = recordingQueue();
+
+    await dispatch(database(), queue, 100);
+
+    const open = users.filter((u) => u.region !== paused);
+    expect(open.length).toBeGreaterThan(0);
+    expect(open.length).toBeLessThan(users.length);
+    expect(sentIds(messages)).toEqual(await tokenIds(open));
+  });
+
+  test('entries SQS refuses twice lose their dispatch mark: the next tick sends them', async () => {
+    const users = await seedUsers(world, { count: 6 });
+    const db = database();
+    // The second entry is refused on the first request and on its retry.
+    const refusing = recordingQueue((call, index) => (call === 0 && index === 1) || (call === 1 && index === 0));
+
+    const error = await dispatch(db, refusing.queue, 2).catch((e: unknown) => e);
+
+    expect(error).toBeInstanceOf(DispatchSendError);
+    expect((error as DispatchSendError).summary).toMatchObject({ dispatched: 4, notSent: 2 });
+    const next = recordingQueue();
+    expect(await dispatch(db, next.queue, 2)).toMatchObject({ dispatched: 2 });
+    expect([...sentIds(refusing.messages), ...sentIds(next.messages)].sort()).toEqual(await tokenIds(users));
+  });
+
+  test('a user whose outcome and whose failure in its place are both refused is given back: lease free, accounts as they were', async () => {
+    const users = await seedUsers(world, { count: 3, accountsDueInSeconds: -60 });
+    await world.admin.query(
+      `UPDATE user_accounts SET sync_status = 'failed', sync_retry_count = 1
+        WHERE id = (SELECT min(id::text)::uuid FROM user_accounts WHERE user_id = :id::uuid)`,
+      { id: users[0].userId },
+    );
+    const before = await world.admin.query<{ id: string; sync_status: string }>(
+      'SELECT id, sync_status FROM user_accounts WHERE user_id = :id::uuid ORDER BY id',
+      { id: users[0].userId },
+    );
+    const owner = randomUUID();
+    const claimed = await claimUsers(world.admin, {
+      owner,
+      leaseSeconds: 60,
+      limit: 10,
+      syncType: 'scheduled',
+      minTokenValiditySeconds: 0,
+    });
+    expect(claimed).toHaveLength(3);
+    const poisoned = claimed.find((u) => u.userId === users[0].userId)!;
+    const outcomes: UserSyncOutcome[] = claimed.map((user) => ({
+      kind: 'success',
+      user,
+      accounts: [
+        {
+          amazonAccountId: `1${user.userId.replace(/\D/g, '').slice(0, 12)}`,
+          // PostgreSQL refuses NUL in jsonb and in text.
+          metadata: { accountName: user === poisoned ? 'bad\u0000name' : 'fine' },
+        },
+      ],
+      nextSyncAt: new Date(Date.now() + 6 * 3600_000),
+    }));
+
+    const { rejected } = await saveOutcomes(database(), owner, outcomes, {
+      onRefused: (outcome, error) => ({
+        kind: 'failure',
+        user: outcome.user,
+        error: `write_back: ${error}\u0000`, // refused too
+        errorDetails: { class: 'write_back' },
+        nextAttemptAt: new Date(Date.now() + 600_000),
+      }),
+    });
+
+    expect(rejected.map((r) => r.user.userId)).toEqual([poisoned.userId]);
+    const leases = await world.admin.query<{ user_id: string; sync_lease_owner: string | null }>(
+      'SELECT user_id, sync_lease_owner FROM oauth_tokens',
+    );
+    for (const l of leases.rows) expect(l.sync_lease_owner).toBeNull();
+    const after = await world.admin.query<{ id: string; sync_status: string }>(
+      'SELECT id, sync_status FROM user_accounts WHERE user_id = :id::uuid ORDER BY id',
+      { id: users[0].userId },
+    );
+    expect(after.rows).toEqual(before.rows);
+    expect(before.rows.map((r) => r.sync_status)).toContain('failed');
+    const history = await world.admin.query<{ sync_status: string; completed_at: Date | null }>(
+      `SELECT sync_status, completed_at FROM account_sync_history WHERE metadata->>'userId' = :id`,
+      { id: poisoned.userId },
+    );
+    expect(history.rows).toHaveLength(1);
+    expect(history.rows[0].completed_at).not.toBeNull();
+  });
+
+  test('a user claimed with no accounts in its region and given back: accounts that appeared meanwhile stay pending', async () => {
+    const [user] = await seedUsers(world, { count: 1 });
+    const owner = randomUUID();
+    const [claimed] = await claimUsers(world.admin, {
+      owner,
+      leaseSeconds: 60,
+      limit: 10,
+      syncType: 'scheduled',
+      minTokenValiditySeconds: 0,
+    });
+    expect(claimed.userId).toBe(user.userId);
+    expect(claimed.previousStatus).toBeUndefined();
+    // The web app stores an account for the user while the run holds the lease.
+    await world.admin.query(
+      `INSERT INTO user_accounts (user_id, amazon_account_id, region, status, sync_status)
+       VALUES (:id::uuid, '123456789', :region, 'pending', 'pending')`,
+      { id: user.userId, region: user.region },
+    );
+
+    const { rejected } = await saveOutcomes(database(), owner, [{ kind: 'released', user: claimed }], {
+      onRefused: () => {
+        throw new Error('not expected');
+      },
+    });
+
+    expect(rejected).toEqual([]);
+    const { rows } = await world.admin.query<{ sync_status: string }>(
+      'SELECT sync_status FROM user_accounts WHERE user_id = :id::uuid',
+      { id: user.userId },
+    );
+    expect(rows).toEqual([{ sync_status: 'pending' }]);
+  });
+});
