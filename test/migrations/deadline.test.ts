@@ -1,9 +1,7 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Client } from 'pg';
-import { MigrationError, runMigrations } from '../../lambda/migrate/run-migrations';
-import { startPostgres, TestPostgres } from '../../local/postgres/embedded-postgres';
+import { runMigrations } from '../../lambda/migrate/run-migrations';
+import type { TestPostgres } from '../../local/postgres/embedded-postgres';
+import { migrationFailure, useMigrationRuns } from '../support/migration-runs';
 import { withClient } from '../support/schema';
 
 // The migration Lambda never outlives its invocation: every statement, lock wait and the wait
@@ -17,36 +15,12 @@ const RESERVE_MS = 30_000;
 const BUDGET_MS = 1_500;
 
 let pg: TestPostgres;
-const dirs: string[] = [];
-
-beforeAll(async () => {
-  pg = await startPostgres();
-});
-afterAll(async () => {
-  await pg?.stop();
-  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
-});
-
-function migrationsDir(files: Record<string, string>): string {
-  const dir = mkdtempSync(join(tmpdir(), 'deadline-migrations-'));
-  dirs.push(dir);
-  for (const [name, sql] of Object.entries(files)) writeFileSync(join(dir, name), `-- Up Migration\n${sql}\n`);
-  return dir;
-}
+const migrationsDir = useMigrationRuns((server) => (pg = server), 'deadline-migrations-');
 
 /** A Lambda's remaining time: the reserve plus BUDGET_MS from now, counting down. */
 function lambdaClock(): () => number {
   const deadline = Date.now() + RESERVE_MS + BUDGET_MS;
   return () => deadline - Date.now();
-}
-
-async function failure(promise: Promise<unknown>): Promise<MigrationError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(MigrationError);
-  return error as MigrationError;
 }
 
 async function applied(url: string): Promise<string[]> {
@@ -77,7 +51,7 @@ test('with another session holding the migration lock, the run gives up before i
   try {
     await holder.query(`SELECT pg_advisory_lock(${MIGRATE_LOCK_ID})`);
     const remainingTimeMs = lambdaClock();
-    const error = await failure(
+    const error = await migrationFailure(
       runMigrations({ database: url, dir, remainingTimeMs, reserveMs: RESERVE_MS, sleep: async () => undefined }),
     );
     expect(remainingTimeMs()).toBeGreaterThan(0); // it gave up while the function still had its reserve
@@ -105,7 +79,7 @@ test.each([
   const url = await pg.createDatabase();
   const dir = migrationsDir({ '0001_fast.sql': 'CREATE TABLE fast (id int);', '0002_slow.sql': sql });
   const remainingTimeMs = lambdaClock();
-  const error = await failure(runMigrations({ database: url, dir, remainingTimeMs, reserveMs: RESERVE_MS }));
+  const error = await migrationFailure(runMigrations({ database: url, dir, remainingTimeMs, reserveMs: RESERVE_MS }));
   expect(remainingTimeMs()).toBeGreaterThan(0);
   expect(error.migration).toBe('0002_slow');
   expect(error.code).toBe('57014'); // query_canceled
@@ -117,7 +91,7 @@ test.each([
 test('the run gives up at once when the function has no time left beyond its reserve', async () => {
   const url = await pg.createDatabase();
   const dir = migrationsDir({ '0001_widgets.sql': 'CREATE TABLE widgets (id int);' });
-  const error = await failure(
+  const error = await migrationFailure(
     runMigrations({ database: url, dir, remainingTimeMs: () => RESERVE_MS, reserveMs: RESERVE_MS }),
   );
   expect(error.message).toMatch(/no time left to run migrations/);

@@ -1,49 +1,25 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Client } from 'pg';
-import { DEFAULT_MIGRATIONS_DIR, MigrationError, runMigrations } from '../../lambda/migrate/run-migrations';
-import { freePort, startPostgres, TestPostgres } from '../../local/postgres/embedded-postgres';
+import { DEFAULT_MIGRATIONS_DIR, runMigrations } from '../../lambda/migrate/run-migrations';
+import { freePort, type TestPostgres } from '../../local/postgres/embedded-postgres';
+import { migrationFailure, useMigrationRuns } from '../support/migration-runs';
 import { appliedMigrations, withClient } from '../support/schema';
 
 // runMigrations' behaviours that a mutation run of lambda/migrate/run-migrations.ts found
 // untested (docs/mutation.md): each test here fails on the mutant it is named after.
 
 let pg: TestPostgres;
-const dirs: string[] = [];
-
-beforeAll(async () => {
-  pg = await startPostgres();
-});
-afterAll(async () => {
-  await pg?.stop();
-  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
-});
-
-function migrations(files: Record<string, string>): string {
-  const dir = mkdtempSync(join(tmpdir(), 'run-migrations-mutants-'));
-  dirs.push(dir);
-  for (const [name, body] of Object.entries(files)) writeFileSync(join(dir, name), body);
-  return dir;
-}
+const migrations = useMigrationRuns((server) => (pg = server), 'run-migrations-mutants-');
 
 const sql = (up: string, down = '') => `-- Up Migration\n${up}\n-- Down Migration\n${down}\n`;
-
-async function failure(promise: Promise<unknown>): Promise<MigrationError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(MigrationError);
-  return error as MigrationError;
-}
 
 test('a pending migration older than an applied one is refused (checkOrder), and nothing is applied', async () => {
   const url = await pg.createDatabase();
   const dir = migrations({ '0002_b.sql': sql('CREATE TABLE b (id int);') });
   await runMigrations({ database: url, dir });
   writeFileSync(join(dir, '0001_a.sql'), sql('CREATE TABLE a (id int);'));
-  const error = await failure(runMigrations({ database: url, dir, sleep: async () => undefined }));
+  const error = await migrationFailure(runMigrations({ database: url, dir, sleep: async () => undefined }));
   expect(error.message).toMatch(/0001_a/);
   expect(await appliedMigrations(url)).toEqual(['0002_b']);
 });
@@ -55,7 +31,7 @@ test('a failing down migration is named', async () => {
     '0002_b.sql': sql('CREATE TABLE b (id int);', 'DROP TABLE no_such_table;'),
   });
   await runMigrations({ database: url, dir });
-  const error = await failure(runMigrations({ database: url, dir, direction: 'down', count: 2 }));
+  const error = await migrationFailure(runMigrations({ database: url, dir, direction: 'down', count: 2 }));
   expect(error.migration).toBe('0002_b');
   expect(error.message).toBe('Migration 0002_b failed: table "no_such_table" does not exist');
   expect(await appliedMigrations(url)).toEqual(['0001_a', '0002_b']);
@@ -64,7 +40,9 @@ test('a failing down migration is named', async () => {
 test('with less time left than the reserve, the message says 0 ms, not a negative time', async () => {
   const url = await pg.createDatabase();
   const dir = migrations({ '0001_a.sql': sql('CREATE TABLE a (id int);') });
-  const error = await failure(runMigrations({ database: url, dir, remainingTimeMs: () => 5_000, reserveMs: 30_000 }));
+  const error = await migrationFailure(
+    runMigrations({ database: url, dir, remainingTimeMs: () => 5_000, reserveMs: 30_000 }),
+  );
   expect(error.message).toBe(
     "Migration (before any migration) failed: no time left to run migrations (attempt 1; 0 ms of the function's time left after its reserve)",
   );
@@ -150,7 +128,7 @@ test('out of time after a lock timeout, the error names the migration the next a
   });
   // The first attempt's budget, the look after it failed (1 s beyond the reserve: a retry),
   // then the second attempt's: 500 ms, too little to start.
-  const error = await failure(
+  const error = await migrationFailure(
     runMigrations({
       database: url,
       dir,
@@ -174,7 +152,7 @@ test('a JS migration whose action throws is named, not the migration before it; 
     '0001_a.sql': sql('CREATE TABLE a (id int);'),
     '0002_null.js': 'exports.up = () => { throw null; };\n',
   });
-  const error = await failure(runMigrations({ database: url, dir }));
+  const error = await migrationFailure(runMigrations({ database: url, dir }));
   expect(error.message).toBe('Migration 0002_null failed: null');
   expect(error.code).toBeUndefined();
   expect(await appliedMigrations(url)).toEqual(['0001_a']);
@@ -207,7 +185,7 @@ test('JS migrations keep their shape: without down, up is run in reverse; down: 
     attempts: 1,
   });
   expect(await tables()).toEqual(['a']);
-  const refused = await failure(runMigrations({ database: url, dir, direction: 'down' }));
+  const refused = await migrationFailure(runMigrations({ database: url, dir, direction: 'down' }));
   expect(refused.message).toMatch(/disabled down migration on file: 0001_kept/);
   expect(await tables()).toEqual(['a']);
   expect(await appliedMigrations(url)).toEqual(['0001_kept']);
@@ -228,7 +206,7 @@ test('a JS migration applied before a retried one is counted once', async () => 
 test('every refused TypeScript or ESM file is named', async () => {
   const url = await pg.createDatabase();
   const dir = migrations({ '0001_a.ts': 'export {};\n', '0002_b.ts': 'export {};\n' });
-  const error = await failure(runMigrations({ database: url, dir }));
+  const error = await migrationFailure(runMigrations({ database: url, dir }));
   expect(error.message).toMatch(/0001_a\.ts, 0002_b\.ts: migrations must be \.sql or CommonJS \.js files/);
 });
 
@@ -248,7 +226,7 @@ test('with a deadline and time to spare, a lock timeout is retried; with exactly
 });
 
 test('out of time before any migration, an error other than a lock wait is reported as it is', async () => {
-  const error = await failure(
+  const error = await migrationFailure(
     runMigrations({
       database: pg.url('no_such_database'),
       dir: migrations({ '0001_a.sql': sql('CREATE TABLE a (id int);') }),
@@ -269,7 +247,7 @@ test('a lock wait given up at the deadline keeps the database error as its cause
     await holder.query('SELECT pg_advisory_lock(7241865325823964)'); // node-pg-migrate's lock
     // 3 s beyond the reserve: the first look at the clock must still find more than 1 s on a busy machine.
     const deadline = Date.now() + RESERVE + 3_000;
-    const error = await failure(
+    const error = await migrationFailure(
       runMigrations({ database: url, dir, reserveMs: RESERVE, remainingTimeMs: () => deadline - Date.now() }),
     );
     expect(error.message).toMatch(/failed: gave up waiting for the migration lock/);
@@ -284,7 +262,7 @@ test('a statement cancelled at the deadline says what to do, with the database e
   const dir = migrations({ '0001_slow.sql': sql('SELECT pg_sleep(600);') });
   // 3 s beyond the reserve: the first look at the clock must still find more than 1 s on a busy machine.
   const deadline = Date.now() + RESERVE + 3_000;
-  const error = await failure(
+  const error = await migrationFailure(
     runMigrations({ database: url, dir, reserveMs: RESERVE, remainingTimeMs: () => deadline - Date.now() }),
   );
   expect(error.message).toMatch(
@@ -295,7 +273,7 @@ test('a statement cancelled at the deadline says what to do, with the database e
 
 test('a connection error is not taken for a SQLSTATE (Node’s ECONNREFUSED has five capitals in a row)', async () => {
   const port = await freePort();
-  const error = await failure(
+  const error = await migrationFailure(
     runMigrations({
       database: `postgres://nobody:nothing@127.0.0.1:${port}/none`,
       dir: migrations({ '0001_a.sql': sql('CREATE TABLE a (id int);') }),
@@ -310,12 +288,12 @@ test('the message is the innermost cause’s; a cause chain that loops is still 
   const dir = migrations({
     '0001_nested.js': `exports.up = () => { throw new Error('outer', { cause: new Error('inner') }); };\n`,
   });
-  const nested = await failure(runMigrations({ database: url, dir }));
+  const nested = await migrationFailure(runMigrations({ database: url, dir }));
   expect(nested.databaseMessage).toBe('inner');
   const loopDir = migrations({
     '0001_loop.js': `exports.up = () => { const e = new Error('loops'); e.cause = e; throw e; };\n`,
   });
-  const loop = await failure(runMigrations({ database: await pg.createDatabase(), dir: loopDir }));
+  const loop = await migrationFailure(runMigrations({ database: await pg.createDatabase(), dir: loopDir }));
   expect(loop.databaseMessage).toBe('loops');
   expect(loop.code).toBeUndefined();
 });

@@ -1,8 +1,6 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { MigrationError, runMigrations, type RunMigrationsOptions } from '../../lambda/migrate/run-migrations';
-import { startPostgres, TestPostgres } from '../../local/postgres/embedded-postgres';
+import { runMigrations, type RunMigrationsOptions } from '../../lambda/migrate/run-migrations';
+import type { TestPostgres } from '../../local/postgres/embedded-postgres';
+import { migrationFailure, useMigrationRuns } from '../support/migration-runs';
 import { appliedMigrations, withClient } from '../support/schema';
 
 // runMigrations on small migrations of the test's own (the repository's are
@@ -10,38 +8,10 @@ import { appliedMigrations, withClient } from '../support/schema';
 // its session looks like.
 
 let pg: TestPostgres;
-const dirs: string[] = [];
-
-beforeAll(async () => {
-  pg = await startPostgres();
-});
-afterAll(async () => {
-  await pg?.stop();
-  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
-});
+const migrations = useMigrationRuns((server) => (pg = server), 'run-migrations-');
 afterEach(() => jest.restoreAllMocks());
 
-function migrations(files: Record<string, string>): string {
-  const dir = mkdtempSync(join(tmpdir(), 'run-migrations-'));
-  dirs.push(dir);
-  for (const [name, body] of Object.entries(files))
-    writeFileSync(
-      join(dir, name),
-      name.endsWith('.sql') && !body.startsWith('-- Up') ? `-- Up Migration\n${body}\n-- Down Migration\n` : body,
-    );
-  return dir;
-}
-
 const sqlUpDown = (up: string, down: string) => `-- Up Migration\n${up}\n-- Down Migration\n${down}\n`;
-
-async function failure(promise: Promise<unknown>): Promise<MigrationError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(MigrationError);
-  return error as MigrationError;
-}
 
 function recordingLogger() {
   const lines: [string, string][] = [];
@@ -100,7 +70,7 @@ test('a failing migration is named with the database message and code; the ones 
   });
   const { lines, logger } = recordingLogger();
   const sleep = jest.fn(async () => undefined);
-  const error = await failure(runMigrations({ database: url, dir, logger, sleep }));
+  const error = await migrationFailure(runMigrations({ database: url, dir, logger, sleep }));
   expect(error.name).toBe('MigrationError');
   expect(error.migration).toBe('0002_broken');
   expect(error.code).toBe('42P01'); // undefined_table: not retried
@@ -116,7 +86,7 @@ test('a failing migration is named with the database message and code; the ones 
 });
 
 test('an error before any migration says so', async () => {
-  const error = await failure(runMigrations({ database: pg.url('no_such_database'), dir: migrations({}) }));
+  const error = await migrationFailure(runMigrations({ database: pg.url('no_such_database'), dir: migrations({}) }));
   expect(error.migration).toBeUndefined();
   expect(error.code).toBe('3D000');
   expect(error.message).toBe('Migration (before any migration) failed: database "no_such_database" does not exist');
@@ -151,7 +121,9 @@ test('by default 5 retries, 1 s doubling up to 30 s, half to full of it; then th
   const dir = migrations({ '0001_flaky.sql': await flaky(url, 100, '55P03') });
   jest.spyOn(Math, 'random').mockReturnValue(1);
   const delays: number[] = [];
-  const error = await failure(runMigrations({ database: url, dir, sleep: async (ms) => void delays.push(ms) }));
+  const error = await migrationFailure(
+    runMigrations({ database: url, dir, sleep: async (ms) => void delays.push(ms) }),
+  );
   expect(delays).toEqual([1000, 2000, 4000, 8000, 16000]);
   expect(error.migration).toBe('0001_flaky');
   expect(error.code).toBe('55P03');
@@ -161,7 +133,7 @@ test('by default 5 retries, 1 s doubling up to 30 s, half to full of it; then th
   const dir2 = migrations({ '0001_flaky.sql': await flaky(url2, 100, '55P03') });
   jest.spyOn(Math, 'random').mockReturnValue(0);
   const halves: number[] = [];
-  await failure(
+  await migrationFailure(
     runMigrations({
       database: url2,
       dir: dir2,
@@ -176,7 +148,7 @@ test('by default 5 retries, 1 s doubling up to 30 s, half to full of it; then th
 test('TypeScript and ESM migrations are refused with a clear message', async () => {
   const url = await pg.createDatabase();
   const dir = migrations({ '0001_a.ts': 'export const up = () => undefined;\n' });
-  const error = await failure(runMigrations({ database: url, dir }));
+  const error = await migrationFailure(runMigrations({ database: url, dir }));
   expect(error.message).toMatch(/0001_a\.ts: migrations must be \.sql or CommonJS \.js files/);
 });
 
@@ -219,7 +191,7 @@ test('with a deadline, a lock timeout that keeps the run busy past its budget is
   const dir = migrations({ '0001_flaky.sql': await flaky(url, 100, '55P03') });
   let remaining = 60_000;
   const sleep = jest.fn(async () => undefined);
-  const error = await failure(
+  const error = await migrationFailure(
     runMigrations({
       database: url,
       dir,
