@@ -3,8 +3,8 @@ import { claimUsers, saveOutcomes, UserSyncOutcome } from '../../lambda/account-
 import { DispatchSendError, QueueSender, runDispatch } from '../../lambda/dispatcher/core';
 import { accountSyncSelection } from '../../lambda/dispatcher/selections';
 import { endpointKey, RateLimitUsageRecorder, recordRateLimitUsage } from '../../lambda/shared/amazon/usage-store';
-import { FanOutMessage } from '../../lambda/shared/jobs/fan-out';
-import { Database, JobWorld, runtime, seedUsers, SeedUser, useBothDatabasePaths, useJobWorld } from './fixture';
+import { recordingQueue, sentIds, tokenIds } from './recording-queue';
+import { Database, JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from './fixture';
 
 /**
  * The account sync store's less travelled paths, the first three found untested by a mutation
@@ -16,23 +16,6 @@ let world: JobWorld;
 useJobWorld((w) => (world = w));
 const PATHS = useBothDatabasePaths(() => world);
 
-function recordingQueue(refuse: (call: number, index: number) => boolean = () => false) {
-  const messages: FanOutMessage[] = [];
-  let calls = 0;
-  const queue: QueueSender = {
-    sendBatch(bodies) {
-      const call = calls++;
-      const failed: number[] = [];
-      bodies.forEach((body, i) => {
-        if (refuse(call, i)) failed.push(i);
-        else messages.push(JSON.parse(body) as FanOutMessage);
-      });
-      return Promise.resolve({ failed });
-    },
-  };
-  return { queue, messages };
-}
-
 function dispatch(db: Database, queue: QueueSender, idsPerMessage: number) {
   return runDispatch({
     selection: accountSyncSelection(db),
@@ -41,16 +24,6 @@ function dispatch(db: Database, queue: QueueSender, idsPerMessage: number) {
     settings: { maxIds: 10_000, idsPerMessage },
   });
 }
-
-async function tokenIds(users: readonly SeedUser[]): Promise<string[]> {
-  const { rows } = await world.admin.query<{ id: string }>(
-    'SELECT id FROM oauth_tokens WHERE user_id IN (SELECT jsonb_array_elements_text(:ids::jsonb)::uuid) ORDER BY id',
-    { ids: JSON.stringify(users.map((u) => u.userId)) },
-  );
-  return rows.map((r) => r.id);
-}
-
-const sentIds = (messages: readonly FanOutMessage[]) => messages.flatMap((m) => m.ids).sort();
 
 describe.each(PATHS)('%s path', (_path, database) => {
   test('the dispatcher leaves the connections of a region whose profiles endpoint is paused by a Retry-After', async () => {
@@ -68,7 +41,7 @@ describe.each(PATHS)('%s path', (_path, database) => {
     const open = users.filter((u) => u.region !== paused);
     expect(open.length).toBeGreaterThan(0);
     expect(open.length).toBeLessThan(users.length);
-    expect(sentIds(messages)).toEqual(await tokenIds(open));
+    expect(sentIds(messages)).toEqual(await tokenIds(world, open));
   });
 
   test('entries SQS refuses twice lose their dispatch mark: the next tick sends them', async () => {
@@ -83,7 +56,7 @@ describe.each(PATHS)('%s path', (_path, database) => {
     expect((error as DispatchSendError).summary).toMatchObject({ dispatched: 4, notSent: 2 });
     const next = recordingQueue();
     expect(await dispatch(db, next.queue, 2)).toMatchObject({ dispatched: 2 });
-    expect([...sentIds(refusing.messages), ...sentIds(next.messages)].sort()).toEqual(await tokenIds(users));
+    expect([...sentIds(refusing.messages), ...sentIds(next.messages)].sort()).toEqual(await tokenIds(world, users));
   });
 
   test('a user whose outcome and whose failure in its place are both refused is given back: lease free, accounts as they were', async () => {

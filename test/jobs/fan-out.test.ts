@@ -6,7 +6,8 @@ import { consumeBatch, FanOutMessage, IDS_PER_MESSAGE, parseFanOutMessage } from
 import { JOB_TIMING } from '../../lambda/shared/jobs/timing';
 import { runTokenRefresh } from '../../lambda/token-refresh/core';
 import { claimDueTokens } from '../../lambda/token-refresh/store';
-import { Database, JobWorld, runtime, seedUsers, SeedUser, useBothDatabasePaths, useJobWorld } from './fixture';
+import { recordingQueue, sentIds, tokenIds } from './recording-queue';
+import { Database, JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from './fixture';
 
 /**
  * The fan-out (docs/architecture.md): a dispatcher marks due ids and sends them to the job's
@@ -17,24 +18,6 @@ let world: JobWorld;
 useJobWorld((w) => (world = w));
 const PATHS = useBothDatabasePaths(() => world);
 
-/** A queue that keeps what was sent; `refuse(i)` makes it fail the entries at those indexes. */
-function recordingQueue(refuse: (call: number, index: number) => boolean = () => false) {
-  const messages: FanOutMessage[] = [];
-  let calls = 0;
-  const queue: QueueSender = {
-    sendBatch(bodies) {
-      const call = calls++;
-      const failed: number[] = [];
-      bodies.forEach((body, i) => {
-        if (refuse(call, i)) failed.push(i);
-        else messages.push(JSON.parse(body) as FanOutMessage);
-      });
-      return Promise.resolve({ failed });
-    },
-  };
-  return { queue, messages, calls: () => calls };
-}
-
 function dispatch(selection: DispatchSelection, queue: QueueSender, idsPerMessage = IDS_PER_MESSAGE) {
   return runDispatch({
     selection,
@@ -43,16 +26,6 @@ function dispatch(selection: DispatchSelection, queue: QueueSender, idsPerMessag
     settings: { maxIds: 10_000, idsPerMessage },
   });
 }
-
-async function tokenIds(users: readonly SeedUser[]): Promise<string[]> {
-  const { rows } = await world.admin.query<{ id: string }>(
-    'SELECT id FROM oauth_tokens WHERE user_id IN (SELECT jsonb_array_elements_text(:ids::jsonb)::uuid) ORDER BY id',
-    { ids: JSON.stringify(users.map((u) => u.userId)) },
-  );
-  return rows.map((r) => r.id);
-}
-
-const sentIds = (messages: readonly FanOutMessage[]) => messages.flatMap((m) => m.ids).sort();
 
 function refresh(db: Database, message: FanOutMessage) {
   return runTokenRefresh({ db, lwa: world.lwa(), cipher: world.cipher, ...runtime(), settings: { given: message } });
@@ -76,7 +49,7 @@ describe.each(PATHS)('%s: token refresh', (_path, database) => {
     const second = await dispatch(tokenRefreshSelection(db), queue, 2);
 
     expect(first).toMatchObject({ dispatched: 5, messages: 3, notSent: 0 });
-    expect(sentIds(messages)).toEqual(await tokenIds(due));
+    expect(sentIds(messages)).toEqual(await tokenIds(world, due));
     expect(messages.map((m) => m.ids.length)).toEqual([2, 2, 1]);
     expect(new Set(messages.map((m) => m.dispatchId))).toEqual(new Set([first.dispatchId]));
     expect(second).toMatchObject({ dispatched: 0, messages: 0 });
@@ -99,7 +72,7 @@ describe.each(PATHS)('%s: token refresh', (_path, database) => {
       given: messages[0],
     });
 
-    expect(claimed.map((t) => t.id).sort()).toEqual(await tokenIds(users));
+    expect(claimed.map((t) => t.id).sort()).toEqual(await tokenIds(world, users));
     const { rows } = await world.admin.query<{ owner: string; seconds: number }>(
       `SELECT refresh_lease_owner AS owner,
               round(extract(epoch FROM refresh_lease_expires_at - now()))::int AS seconds
@@ -169,7 +142,7 @@ describe.each(PATHS)('%s: token refresh', (_path, database) => {
     const third = await dispatch(tokenRefreshSelection(db), again.queue);
 
     expect(third.dispatched).toBe(3);
-    expect(sentIds(again.messages)).toEqual(await tokenIds(users));
+    expect(sentIds(again.messages)).toEqual(await tokenIds(world, users));
     // The first message, delivered late after all: its mark is no longer the tokens' lease.
     expect(await refresh(db, lost.messages[0])).toMatchObject({ claimed: 0 });
     expect(await refresh(db, again.messages[0])).toMatchObject({ claimed: 3, refreshed: 3 });
@@ -187,7 +160,7 @@ describe.each(PATHS)('%s: token refresh', (_path, database) => {
     expect((error as DispatchSendError).summary).toMatchObject({ dispatched: 4, messages: 2, notSent: 2 });
     const next = recordingQueue();
     expect(await dispatch(tokenRefreshSelection(db), next.queue)).toMatchObject({ dispatched: 2 });
-    expect([...sentIds(refusing.messages), ...sentIds(next.messages)].sort()).toEqual(await tokenIds(users));
+    expect([...sentIds(refusing.messages), ...sentIds(next.messages)].sort()).toEqual(await tokenIds(world, users));
   });
 
   test('a failure is reported per message (partial batch response): the others are done and deleted', async () => {
@@ -229,7 +202,7 @@ describe.each(PATHS)('%s: account sync', (_path, database) => {
     const first = await dispatch(accountSyncSelection(db), queue, 4);
     expect(await dispatch(accountSyncSelection(db), queue, 4)).toMatchObject({ dispatched: 0 });
     expect(first.dispatched).toBe(6);
-    expect(sentIds(messages)).toEqual(await tokenIds(users));
+    expect(sentIds(messages)).toEqual(await tokenIds(world, users));
 
     const runs = await Promise.all(messages.flatMap((m) => [sync(db, m), sync(db, m)]));
     expect(runs.reduce((n, r) => n + r.usersSynced, 0)).toBe(6);
