@@ -192,9 +192,16 @@ export async function runMigrations(options: RunMigrationsOptions): Promise<Migr
     }
     const session = cappedSession(options.database, budgetMs);
     const watchdog = budgetMs === undefined ? undefined : cancelAt(session, budgetMs);
+    // Our own client, not node-pg-migrate's: it does not wait for its connection to close, so
+    // the server could end that session after the run (a restart, a terminated backend) and
+    // the 'error' it emits, with no listener, would crash the process. Errors of a running
+    // statement still reach its query; the client is closed before the attempt returns.
+    const client = new Client(session);
+    client.on('error', () => undefined);
     try {
+      await client.connect();
       const done = await runner({
-        databaseUrl: session,
+        dbClient: client,
         dir: options.dir ?? DEFAULT_MIGRATIONS_DIR,
         migrationsTable: MIGRATIONS_TABLE,
         direction: options.direction ?? 'up',
@@ -244,6 +251,7 @@ export async function runMigrations(options: RunMigrationsOptions): Promise<Migr
       throw new MigrationError(current, rootMessage(error), code, { cause: error });
     } finally {
       watchdog?.stop();
+      await client.end().catch(() => undefined);
     }
   }
 }

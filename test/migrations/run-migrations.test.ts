@@ -186,6 +186,37 @@ test('the session keeps the caller’s name and options, adds a unique suffix, a
   ]);
 });
 
+test('a session the server ends is a named failure, not a crash; no session is left when the run returns', async () => {
+  const url = await pg.createDatabase();
+  const sessions = () =>
+    withClient(url, async (c) =>
+      Number(
+        (
+          await c.query(
+            `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'schema-migration-%'`,
+          )
+        ).rows[0].count,
+      ),
+    );
+  await runMigrations({ database: url, dir: migrations({ '0001_a.sql': 'CREATE TABLE a (id int);' }) });
+  expect(await sessions()).toBe(0);
+  // The server ends the run's own session mid-migration (as a failover or an operator would):
+  // the client then emits 'error', which would end the process if nothing listened.
+  const error = await migrationFailure(
+    runMigrations({
+      database: url,
+      dir: migrations({
+        '0001_a.sql': 'CREATE TABLE a (id int);',
+        '0002_ended.sql': 'SELECT pg_terminate_backend(pg_backend_pid());',
+      }),
+    }),
+  );
+  expect(error.migration).toBe('0002_ended');
+  expect(error.code).toBe('57P01');
+  expect(await appliedMigrations(url)).toEqual(['0001_a']);
+  expect(await sessions()).toBe(0);
+});
+
 test('with a deadline, a lock timeout that keeps the run busy past its budget is not retried', async () => {
   const url = await pg.createDatabase();
   const dir = migrations({ '0001_flaky.sql': await flaky(url, 100, '55P03') });
