@@ -252,6 +252,8 @@ export async function runAccountSync(
       // Transient database errors are retried and the set split (writeResiliently); an outcome
       // the database refuses as data is isolated by saveOutcomes and recorded as a failure.
       writeBack: async (outcomes) => {
+        // A refused outcome is counted as what was written in its place (a failure, or a release).
+        const recordedAs = new Map<ClaimedUser, UserSyncOutcome>();
         const { written, unwritten } = await writeResiliently(outcomes, {
           write: async (set) => {
             const { accountsMissing, rejected } = await saveOutcomes(deps.db, owner, set, {
@@ -259,18 +261,25 @@ export async function runAccountSync(
             });
             totals.accountsMissing += accountsMissing;
             totals.usersRejectedByDatabase += rejected.length;
-            for (const r of rejected)
+            for (const r of rejected) {
+              recordedAs.set(r.user, r.recordedAs);
               deps.logger.error('Account sync outcome refused by the database; recorded as a failure', {
                 userId: r.user.userId,
                 error: r.error,
               });
+            }
           },
           waitBudgetMs: () => deps.remainingTimeMs() - 1000,
           describe: (o) => ({ userId: o.user.userId, historyId: o.user.historyId, outcome: o.kind }),
           logger: deps.logger,
           random: context.random,
         });
-        tallyUserOutcomes(deps, totals, written, regional);
+        tallyUserOutcomes(
+          deps,
+          totals,
+          written.map((o) => recordedAs.get(o.user) ?? o),
+          regional,
+        );
         totals.usersNotWritten += unwritten.length;
       },
       flushAfterMs: s.flushAfterMs,

@@ -443,6 +443,8 @@ export interface RejectedUser {
   readonly user: ClaimedUser;
   /** The first line of the database's message. */
   readonly error: string;
+  /** What was written in its place: `onRefused`'s outcome, or the user released if that was refused too. */
+  readonly recordedAs: UserSyncOutcome;
 }
 
 export interface SaveOptions {
@@ -485,11 +487,11 @@ export async function saveOutcomes(
   for (const group of packBySize(outcomes.map(toUserWrite))) {
     for (const r of await writeInHalves(group, (part) => writeUsers(db, owner, part, counts))) {
       const error = databaseErrorSummary(r.error);
-      rejected.push({ user: r.item.outcome.user, error });
-      const instead = toUserWrite(options.onRefused(r.item.outcome, error));
-      const released = toUserWrite({ kind: 'released', user: r.item.outcome.user });
-      const again = await writeInHalves([instead], (part) => writeUsers(db, owner, part, counts));
-      if (again.length > 0) await writeUsers(db, owner, [released], counts);
+      const instead = options.onRefused(r.item.outcome, error);
+      const released: UserSyncOutcome = { kind: 'released', user: r.item.outcome.user };
+      const again = await writeInHalves([toUserWrite(instead)], (part) => writeUsers(db, owner, part, counts));
+      if (again.length > 0) await writeUsers(db, owner, [toUserWrite(released)], counts);
+      rejected.push({ user: r.item.outcome.user, error, recordedAs: again.length > 0 ? released : instead });
     }
   }
   return { accountsMissing: counts.accountsMissing, rejected };

@@ -103,7 +103,9 @@ describe.each(PATHS)('%s path', (_path, database) => {
       }),
     });
 
-    expect(rejected.map((r) => r.user.userId)).toEqual([poisoned.userId]);
+    expect(rejected.map((r) => [r.user.userId, r.recordedAs])).toEqual([
+      [poisoned.userId, { kind: 'released', user: poisoned }],
+    ]);
     const leases = await world.admin.query<{ user_id: string; sync_lease_owner: string | null }>(
       'SELECT user_id, sync_lease_owner FROM oauth_tokens',
     );
