@@ -28,6 +28,7 @@ import {
   countDueTokens,
   GivenIds,
   RefreshFailure,
+  resultToken,
   saveResults,
   TokenResult,
 } from './store';
@@ -204,26 +205,32 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
       // Transient database errors are retried and the set split (writeResiliently); a result the
       // database refuses as data is isolated by saveResults itself and its lease given back.
       writeBack: async (outcomes) => {
+        // A refused result is counted as what was written in its place: its lease given back.
+        const givenBack = new Set<string>();
         const { written, unwritten } = await writeResiliently(outcomes, {
           write: async (set) => {
             const { rejected } = await saveResults(deps.db, owner, set);
             totals.rejectedByDatabase += rejected.length;
-            for (const r of rejected)
+            for (const r of rejected) {
+              givenBack.add(r.token.id);
               deps.logger.error('Token refresh result refused by the database; its lease was given back', {
                 tokenId: r.token.id,
                 userId: r.token.userId,
                 error: r.error,
               });
+            }
           },
           waitBudgetMs: () => deps.remainingTimeMs() - 1000,
-          describe: (o) => {
-            const token = o.kind === 'success' || o.kind === 'failure' ? o.result.token : o.token;
-            return { tokenId: token.id, userId: token.userId, outcome: o.kind };
-          },
+          describe: (o) => ({ tokenId: resultToken(o).id, userId: resultToken(o).userId, outcome: o.kind }),
           logger: deps.logger,
           random: context.random,
         });
-        tallyTokenOutcomes(deps, totals, written, regional);
+        tallyTokenOutcomes(
+          deps,
+          totals,
+          written.map((o) => (givenBack.has(resultToken(o).id) ? { kind: 'released', token: resultToken(o) } : o)),
+          regional,
+        );
         totals.notWritten += unwritten.length;
       },
       flushAfterMs: s.flushAfterMs,

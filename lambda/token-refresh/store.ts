@@ -318,7 +318,8 @@ export async function saveResults(
   return { rejected };
 }
 
-function resultToken(r: TokenResult): ClaimedToken {
+/** The token an outcome is about. */
+export function resultToken(r: TokenResult): ClaimedToken {
   return r.kind === 'released' ? r.token : r.result.token;
 }
 
