@@ -27,30 +27,14 @@ describe.each(PATHS)('%s path', (_path, database) => {
     expect(summary).toMatchObject({ usersClaimed: 2, usersSynced: 1, usersFailed: 1 });
     expect(world.amazon.counters.profileCalls(broken.userId)).toBe(0);
     expect(world.amazon.counters.profileCalls(fine.userId)).toBe(1);
-    const { rows } = await world.admin.query<{
-      sync_status: string;
-      error_details: { class?: string; reason?: string } | null;
-    }>(`SELECT sync_status, error_details FROM account_sync_history WHERE metadata->>'userId' = :id`, {
-      id: broken.userId,
-    });
-    expect(rows).toHaveLength(1);
-    expect(rows[0].sync_status).toBe('failed');
-    expect(rows[0].error_details?.class).toBe('token');
-    expect(rows[0].error_details?.reason).toBeTruthy();
-    const { rows: tokens } = await world.admin.query<{
-      sync_retry_count: number;
-      sync_next_attempt_at: Date;
-      sync_lease_owner: string | null;
-      sync_last_error: string | null;
-    }>(
-      `SELECT sync_retry_count, sync_next_attempt_at, sync_lease_owner, sync_last_error FROM oauth_tokens WHERE user_id = :id::uuid`,
-      {
-        id: broken.userId,
-      },
-    );
-    expect(tokens[0]).toMatchObject({ sync_retry_count: 1, sync_lease_owner: null });
-    expect(tokens[0].sync_last_error).toMatch(/^Stored access token is unreadable \(.+\)$/);
-    expect(tokens[0].sync_next_attempt_at.getTime()).toBeGreaterThan(before);
+    const rows = await history(broken.userId);
+    expect(rows).toEqual([
+      { sync_status: 'failed', error_details: expect.objectContaining({ class: 'token', reason: expect.any(String) }) },
+    ]);
+    const next = await nextAttempt(broken.userId);
+    expect(next).toMatchObject({ sync_retry_count: 1, sync_lease_owner: null });
+    expect(next.sync_last_error).toMatch(/^Stored access token is unreadable \(.+\)$/);
+    expect(next.sync_next_attempt_at.getTime()).toBeGreaterThan(before);
     expect(rt.logger.text()).not.toContain(corrupt);
   });
 
@@ -63,13 +47,17 @@ describe.each(PATHS)('%s path', (_path, database) => {
     const settings = { batchSize: 1, concurrency: 1 };
     const calls = world.amazon.counters.arrivals('ads', 'NA').length;
 
-    const first = await runAccountSync({
-      db: database(),
-      ads: world.ads(),
-      cipher: world.cipher,
-      settings,
-      ...runtime({ remainingTimeMs: left }),
-    });
+    // Each run as a new container would make it: fresh limiters, the same database.
+    const run = () =>
+      runAccountSync({
+        db: database(),
+        ads: world.ads(),
+        cipher: world.cipher,
+        settings,
+        ...runtime({ remainingTimeMs: left }),
+      });
+
+    const first = await run();
 
     // The first user got the 429; the second was claimed before it came (the pipeline claims
     // one batch ahead) and is given back without a call; the region's other users are not
@@ -77,16 +65,10 @@ describe.each(PATHS)('%s path', (_path, database) => {
     expect(first).toMatchObject({ usersClaimed: 2, usersFailed: 1, usersReleased: 1, rateLimited: 1 });
     expect(world.amazon.counters.arrivals('ads', 'NA')).toHaveLength(calls + 1);
 
-    // A later run (another container: fresh limiters) finds the pause in the database and
+    // A later run finds the pause in the database and
     // claims nobody in the region until it has passed, even though Amazon would answer now.
     world.amazon.setKnobs({ rate429: 0 }, 'ads');
-    const second = await runAccountSync({
-      db: database(),
-      ads: world.ads(),
-      cipher: world.cipher,
-      settings,
-      ...runtime({ remainingTimeMs: left }),
-    });
+    const second = await run();
     expect(second).toMatchObject({ usersClaimed: 0, usersReleased: 0 });
     expect(world.amazon.counters.arrivals('ads', 'NA')).toHaveLength(calls + 1);
   });
@@ -158,12 +140,7 @@ describe.each(PATHS)('%s path', (_path, database) => {
     expect(next.sync_last_error).toMatch(/^write_back: the database refused this user's outcome \(.+\)$/);
     expect(next.sync_next_attempt_at.getTime()).toBeGreaterThanOrEqual(before + 600_000);
     expect(next.sync_next_attempt_at.getTime()).toBeLessThanOrEqual(Date.now() + 1_200_000);
-    const { rows } = await world.admin.query<{
-      sync_status: string;
-      error_details: { class?: string; reason?: string };
-    }>(`SELECT sync_status, error_details FROM account_sync_history WHERE metadata->>'userId' = :id`, {
-      id: poisoned.userId,
-    });
+    const rows = await history(poisoned.userId);
     expect(rows).toEqual([
       {
         sync_status: 'failed',
@@ -273,6 +250,15 @@ describe.each(PATHS)('%s path', (_path, database) => {
     ]);
   });
 });
+
+/** The user's account_sync_history rows. */
+async function history(userId: string) {
+  const { rows } = await world.admin.query<{
+    sync_status: string;
+    error_details: { class?: string; reason?: string };
+  }>(`SELECT sync_status, error_details FROM account_sync_history WHERE metadata->>'userId' = :id`, { id: userId });
+  return rows;
+}
 
 /** The connection's retry state (its only connection). */
 async function nextAttempt(userId: string) {
