@@ -297,3 +297,25 @@ test('the message is the innermost cause’s; a cause chain that loops is still 
   expect(loop.databaseMessage).toBe('loops');
   expect(loop.code).toBeUndefined();
 });
+
+test.each(['.mts', '.cts', '.mjs'])('a %s migration is refused like a .ts one, and nothing is applied', async (ext) => {
+  const url = await pg.createDatabase();
+  const dir = migrations({
+    '0001_a.sql': sql('CREATE TABLE a (id int);'),
+    [`0002_b${ext}`]: 'export const up = () => undefined;\n',
+  });
+  const error = await migrationFailure(runMigrations({ database: url, dir }));
+  expect(error.message).toContain(`0002_b${ext}: migrations must be .sql or CommonJS .js files`);
+  expect(await appliedMigrations(url)).toEqual([]);
+});
+
+test('a .cjs migration is loaded like a .js one: applied, and named when its action throws', async () => {
+  const url = await pg.createDatabase();
+  const dir = migrations({ '0001_a.cjs': `exports.up = (pgm) => { pgm.sql('CREATE TABLE a (id int)'); };\n` });
+  expect(await runMigrations({ database: url, dir })).toEqual({ applied: ['0001_a'], attempts: 1 });
+  writeFileSync(join(dir, '0002_b.cjs'), `exports.up = () => { throw new Error('not today'); };\n`);
+  const error = await migrationFailure(runMigrations({ database: url, dir }));
+  expect(error.migration).toBe('0002_b');
+  expect(error.databaseMessage).toBe('not today');
+  expect(await appliedMigrations(url)).toEqual(['0001_a']);
+});
