@@ -1,7 +1,7 @@
 import { type AccountSyncDeps, previewAccountSync, runAccountSync } from '../../lambda/account-sync/core';
-import { type Database, DatabaseError } from '../../lambda/shared/db';
+import { DatabaseError } from '../../lambda/shared/db';
 import { METRIC_NAMES } from '../../lambda/shared/jobs/metrics';
-import { JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from './fixture';
+import { failingOnce, JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from './fixture';
 
 /**
  * Account sync core paths its mutation run (docs/mutation.md) found unasserted by the group's
@@ -273,22 +273,4 @@ async function nextAttempt(userId: string) {
   );
   expect(rows).toHaveLength(1);
   return rows[0];
-}
-
-/** `db`, but the first statement matching `sql` fails with what `fail` returns (a real adapter underneath). */
-function failingOnce(db: Database, sql: RegExp, fail: () => Error): Database {
-  let failed = false;
-  return {
-    query: (text, params) => {
-      if (!failed && sql.test(text)) {
-        failed = true;
-        return Promise.reject(fail());
-      }
-      return db.query(text, params);
-    },
-    batch: (text, sets) => db.batch(text, sets),
-    transaction: (fn) => db.transaction(fn),
-    callCounts: () => db.callCounts(),
-    close: () => db.close(),
-  };
 }

@@ -128,6 +128,24 @@ export class RecordingLogger implements AppLogger {
   }
 }
 
+/** `db`, but the first statement matching `sql` fails with what `fail` returns (a real adapter underneath). */
+export function failingOnce(db: Database, sql: RegExp, fail: () => Error): Database {
+  let failed = false;
+  return {
+    query: (text, params) => {
+      if (!failed && sql.test(text)) {
+        failed = true;
+        return Promise.reject(fail());
+      }
+      return db.query(text, params);
+    },
+    batch: (text, sets) => db.batch(text, sets),
+    transaction: (fn) => db.transaction(fn),
+    callCounts: () => db.callCounts(),
+    close: () => db.close(),
+  };
+}
+
 /** Runtime collaborators for a core: plenty of time, recorded logs and metrics. */
 export function runtime(overrides: { remainingTimeMs?: () => number } = {}) {
   return {

@@ -1,8 +1,8 @@
 import { previewTokenRefresh, runTokenRefresh } from '../../lambda/token-refresh/core';
 import { LwaClient } from '../../lambda/shared/amazon';
 import { endpointKey, RateLimitUsageRecorder, recordRateLimitUsage } from '../../lambda/shared/amazon/usage-store';
-import { type Database, DatabaseError } from '../../lambda/shared/db';
-import { JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from './fixture';
+import { DatabaseError } from '../../lambda/shared/db';
+import { failingOnce, JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from './fixture';
 
 /**
  * Token refresh core paths its mutation run (docs/mutation.md) found unasserted by the group's
@@ -220,22 +220,4 @@ async function token(userId: string) {
   );
   expect(rows).toHaveLength(1);
   return rows[0];
-}
-
-/** `db`, but the first statement matching `sql` fails with what `fail` returns (a real adapter underneath). */
-function failingOnce(db: Database, sql: RegExp, fail: () => Error): Database {
-  let failed = false;
-  return {
-    query: (text, params) => {
-      if (!failed && sql.test(text)) {
-        failed = true;
-        return Promise.reject(fail());
-      }
-      return db.query(text, params);
-    },
-    batch: (text, sets) => db.batch(text, sets),
-    transaction: (fn) => db.transaction(fn),
-    callCounts: () => db.callCounts(),
-    close: () => db.close(),
-  };
 }
