@@ -102,7 +102,7 @@ export interface AccountSyncSummary {
   readonly usersSynced: number;
   readonly usersFailed: number;
   readonly usersReleased: number;
-  /** Users whose outcome the database refused even on its own (recorded as failures instead). */
+  /** Users whose outcome the database refused even on its own (counted as the failure written instead, or as released if that was refused too). */
   readonly usersRejectedByDatabase: number;
   /** Outcomes that could not be written back (logged; their lease expires and a later run retries). */
   readonly usersNotWritten: number;
