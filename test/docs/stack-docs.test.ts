@@ -34,3 +34,51 @@ test('every environment variable the stack sets on a function is in docs/archite
   expect(set.has('DB_CLUSTER_ARN')).toBe(true);
   expect([...set].filter(([name]) => !documented.has(name)).map(([n, id]) => `${n} (${id})`)).toEqual([]);
 });
+
+/** The mermaid block under "The picture" in docs/architecture.md. */
+function picture(): string {
+  const block = /```mermaid\n([\s\S]*?)```/.exec(section(read('docs/architecture.md'), 'The picture'));
+  if (!block) throw new Error('docs/architecture.md has no mermaid picture under "The picture"');
+  return block[1];
+}
+
+/** A logical ID without CDK's 8-character hash: the picture's name for the resource. */
+function pictureName(logicalId: string): string {
+  return logicalId.replace(/[0-9A-F]{8}$/, '');
+}
+
+/** Whether the picture defines a node of that id (`id["label"]`, `id[("label")]`, `id("label")`…). */
+function hasNode(mermaid: string, id: string): boolean {
+  return new RegExp(`(^|[\\s&>|])${id}[[({>]`, 'm').test(mermaid);
+}
+
+const PICTURED = [
+  'AWS::Lambda::Function',
+  'AWS::SQS::Queue',
+  'AWS::Events::Rule',
+  'AWS::Scheduler::Schedule',
+  'AWS::ApiGatewayV2::Api',
+];
+
+test.each(PICTURED)('every %s of the prod stack is a node of the architecture picture', (type) => {
+  const mermaid = picture();
+  const ids = Object.keys(resourcesOf(template, type)).map(pictureName);
+  if (type !== 'AWS::Scheduler::Schedule') expect(ids.length).toBeGreaterThan(0);
+  expect(ids.filter((id) => !hasNode(mermaid, id))).toEqual([]);
+});
+
+test('every route of the HTTP API is named in the architecture picture', () => {
+  const mermaid = picture();
+  const routes = propertiesOf('AWS::ApiGatewayV2::Route').map(([, p]) => String(p.RouteKey));
+  expect(routes).toContain('POST /internal/v1/access-tokens');
+  expect(routes.filter((route) => !mermaid.includes(route))).toEqual([]);
+});
+
+test('the picture names no resource the prod stack lacks', () => {
+  // Nodes named like the stack's constructs (Jobs…, Api…, SchemaMigration…) must exist in it.
+  const all = new Set(Object.keys(resourcesOf(template)).map(pictureName));
+  const nodes = [...picture().matchAll(/(?:^|[\s&>|])([A-Za-z][A-Za-z0-9]*)[[({]/gm)].map((m) => m[1]);
+  const constructLike = nodes.filter((id) => /^(Jobs|Api|SchemaMigration|LogRetention|CustomVpc)/.test(id));
+  expect(constructLike.length).toBeGreaterThan(10);
+  expect(constructLike.filter((id) => !all.has(id))).toEqual([]);
+});
