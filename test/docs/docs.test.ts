@@ -10,9 +10,9 @@ import { brokenReason, codeSpans, headingAnchors, markdownFiles, read, relativeL
 // the architecture picture are checked against the synthesized stack in stack-docs.test.ts.
 
 function tsFiles(dir: string): string[] {
-  return readdirSync(join(ROOT, dir), { recursive: true, withFileTypes: true })
-    .filter((e) => e.isFile() && e.name.endsWith('.ts'))
-    .map((e) => join(e.parentPath, e.name).slice(ROOT.length + 1));
+  return readdirSync(join(ROOT, dir), { recursive: true, encoding: 'utf8' })
+    .filter((name) => name.endsWith('.ts'))
+    .map((name) => join(dir, name));
 }
 
 /**
