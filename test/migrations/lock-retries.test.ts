@@ -65,6 +65,18 @@ async function untilWaiting(url: string, text: string, waitEvent: 'PgSleep' | 'L
   });
 }
 
+/** Resolves once a session waits for a lock on `table` (rejects as untilWaiting does). */
+async function untilLockWaiter(url: string, table: string, settled: () => boolean) {
+  await withClient(url, async (c) => {
+    for (;;) {
+      if (settled()) throw new Error(`the migration finished before it was seen waiting for ${table}`);
+      const { rows } = await c.query(`SELECT 1 FROM pg_locks WHERE NOT granted AND relation = $1::regclass`, [table]);
+      if (rows.length > 0) return;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  });
+}
+
 /** Sessions holding node-pg-migrate's advisory lock (or any advisory lock). */
 async function advisoryLocks(url: string): Promise<number> {
   return withClient(
@@ -197,6 +209,23 @@ describe('the repository migrations through `npm run migrate` (no runner around 
     }
     await cli.promise;
     expect((await appliedMigrations(url)).at(-1)).toBe('0004_backfill-sync-state');
+  });
+
+  test('0003 (an SQL migration) waits behind SHARE UPDATE EXCLUSIVE, what autovacuum holds, past its lock_timeout', async () => {
+    const url = await pg.createDatabase();
+    await runMigrations({ database: url, count: 2 });
+    const vacuum = await holdLock(url, 'user_accounts', 'SHARE UPDATE EXCLUSIVE');
+    const cli = tracked(npmMigrate(url, ['up', '1']));
+    try {
+      await untilLockWaiter(url, 'user_accounts', cli.settled);
+      await vacuum.query('SELECT pg_sleep(1)'); // longer than its 500 ms lock_timeout
+      expect(cli.settled()).toBe(false);
+    } finally {
+      await vacuum.query('COMMIT');
+      await vacuum.end();
+    }
+    await cli.promise;
+    expect((await appliedMigrations(url)).at(-1)).toBe('0003_token-refresh-and-account-sync-schema');
   });
 
   test('past migrations.lock_wait, 0004 fails naming itself, applies nothing of the step, and frees the advisory lock', async () => {
