@@ -8,10 +8,11 @@
 //   makes one thundering herd an hour after the deploy. Accounts keep the spec's "not before an
 //   hour from now" and are spread over the hour after that, by a hash of the user id, so a
 //   user's accounts come due together (the sync job's unit of work is a user).
-// * Batches of 5,000 rows in key order, each committed on its own (COMMIT inside the DO block,
-//   which is why this migration runs outside a transaction): a row lock is held for one batch
-//   only, and a write to an existing account waits at most one batch. The backfill only
-//   touches rows that are still NULL, so re-running it after an interruption resumes.
+// * Batches of at most 5,000 rows in key order (fewer while batches run slow, see
+//   lib/online.js), each committed on its own (COMMIT inside the DO block, which is why this
+//   migration runs outside a transaction): a row lock is held for one batch only, and a write
+//   to an existing account waits at most one batch. The backfill only touches rows that are
+//   still NULL, so re-running it after an interruption resumes.
 // * Then NOT NULL, without a long lock: a CHECK (col IS NOT NULL) constraint is added NOT VALID
 //   (brief lock, no scan), validated (SHARE UPDATE EXCLUSIVE: writes continue during the scan),
 //   and SET NOT NULL uses the validated constraint instead of scanning the table again.

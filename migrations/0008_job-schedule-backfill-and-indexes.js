@@ -2,7 +2,7 @@
 // * users without any account yet become due for their first account sync
 //   (sync_next_attempt_at = now()); users with accounts keep following their accounts'
 //   next_sync_at (spread over an hour by 0004), so the first deploy is not one thundering herd.
-//   Batches of 5,000 tokens in key order, each committed on its own; re-running resumes.
+//   Batches of at most 5,000 tokens in key order (fewer while batches run slow), each committed on its own; re-running resumes.
 // * 0007's CHECK is validated under SHARE UPDATE EXCLUSIVE (writes continue).
 // * The indexes the jobs' claim queries use, built CONCURRENTLY: the account sync's due users
 //   (sync_next_attempt_at, partial: most rows are NULL) and the refresh/sync leases are read

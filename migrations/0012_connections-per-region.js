@@ -15,9 +15,10 @@
 //   the new index's leading column.
 // * user_accounts.region text NOT NULL, CHECK (region IN ('NA', 'EU', 'FE')): the region of the
 //   connection the account belongs to, so hot queries ("this connection's accounts") never
-//   parse metadata. Existing rows are backfilled in batches of 1,000 in key order, each
-//   committed on its own (smaller than 0004's 5,000: every row also looks up the user's
-//   connection and updates the GIN index of 0005, so a batch holds its row locks longer), with:
+//   parse metadata. Existing rows are backfilled in batches of at most 1,000 (fewer while
+//   batches run slow, see lib/online.js) in key order, each committed on its own (smaller
+//   than 0004's 5,000: every row also looks up the user's connection and updates the GIN
+//   index of 0005, so a batch holds its row locks longer), with:
 //     1. metadata->>'region' when it is NA, EU or FE: the account sync has always written the
 //        region of the host that returned the profile there, so this is what Amazon said;
 //     2. else the region of the user's connection: before this migration a user had exactly

@@ -49,6 +49,8 @@ const DEADLINE = `coalesce(
 
 /** The lock_timeout of each try: writers queue behind a waiting ACCESS EXCLUSIVE for at most this. */
 const TRY_LOCK_TIMEOUT = '500ms';
+/** How long a backfill batch (and so a writer waiting on one of its rows) should take at most. */
+const BATCH_TARGET = '200ms';
 /** The pause between tries, during which writers run freely. */
 const PAUSE_SECONDS = 0.5;
 
@@ -143,9 +145,11 @@ function indent(text, prefix) {
 }
 
 /**
- * A DO block that updates `table` (aliased `alias`, keyed by uuid `id`) in batches of
+ * A DO block that updates `table` (aliased `alias`, keyed by uuid `id`) in batches of at most
  * `batchSize` rows in key order, committing after each batch, so row locks are held for one
- * batch only and a concurrent write waits at most that long. `set` and `where` are SQL over
+ * batch only and a concurrent write waits at most that long. A batch that took longer than
+ * BATCH_TARGET (a busy or slow server) halves the next batch, down to 100 rows, and a quick
+ * one doubles it again up to `batchSize`, so that wait stays short whatever the load. `set` and `where` are SQL over
  * `alias`; `where` must select only rows that still need the change, so that re-running the
  * block after an interruption resumes. A batch that waits longer than 500 ms for a lock (a
  * row a writer holds) is rolled back and tried again after a pause, like lockStep's tries,
@@ -158,16 +162,19 @@ DO $backfill$
 DECLARE
   last_id uuid := '00000000-0000-0000-0000-000000000000';
   batch_last uuid;
+  batch_size integer := ${batchSize};
+  batch_started timestamptz;
   busy boolean;
   tries integer := 0;
   deadline timestamptz;
 BEGIN
   LOOP
     busy := false;
+    batch_started := clock_timestamp();
     BEGIN
       SET LOCAL lock_timeout = '${TRY_LOCK_TIMEOUT}';
       WITH batch AS (
-        SELECT id FROM ${table} WHERE id > last_id ORDER BY id LIMIT ${batchSize}
+        SELECT id FROM ${table} WHERE id > last_id ORDER BY id LIMIT batch_size
       ), updated AS (
         UPDATE ${table} ${alias} SET ${set}
           FROM batch
@@ -193,6 +200,11 @@ BEGIN
     EXIT WHEN batch_last IS NULL;
     last_id := batch_last;
     COMMIT;
+    IF clock_timestamp() - batch_started > interval '${BATCH_TARGET}' THEN
+      batch_size := greatest(100, batch_size / 2);
+    ELSIF clock_timestamp() - batch_started < interval '${BATCH_TARGET}' / 4 THEN
+      batch_size := least(${batchSize}, batch_size * 2);
+    END IF;
   END LOOP;
 END
 $backfill$;`;
