@@ -5,14 +5,13 @@ import type { IConstruct } from 'constructs';
 import { fingerprintMigrations } from '../../lambda/migrate/migrations-hash';
 import { DEFAULT_MIGRATIONS_DIR } from '../../lambda/migrate/run-migrations';
 import { JOB_ENV } from '../../lambda/shared/config';
-import { METRIC_NAMES, METRICS_NAMESPACE } from '../../lambda/shared/jobs/metrics';
+import { DISPATCH_METRICS, METRIC_NAMES, METRICS_NAMESPACE } from '../../lambda/shared/jobs/metrics';
 import { API_ENV } from '../../lambda/shared/api-env';
 import { API_OUTPUT, REQUIRED_OUTPUTS } from '../../scripts/verify/checks';
 import { accessLogFields, API_ROUTES, API_THROTTLED_METRIC, INTERNAL_TOKEN_ROUTE } from '../../lib/accounts-api';
 import { resolveEnvironment } from '../../lib/config';
 import { FAN_OUT_BATCH_SIZE, FAN_OUT_MAX_RECEIVE_COUNT } from '../../lib/scheduled-jobs';
 import { DISPATCHER_ENV } from '../../lambda/dispatcher/config';
-import { DISPATCH_METRICS } from '../../lambda/dispatcher/core';
 import { DISPATCH_MARK_SECONDS } from '../../lambda/shared/jobs/fan-out';
 import { buildStack, cdkJsonContext, onlyResource, resourcesOf, templateOf } from './support/stack';
 
@@ -25,6 +24,9 @@ const STATEFUL_LOGICAL_IDS = {
   masterSecret: 'DatabaseMasterSecretC5C2A01F',
   /** The master secret with host and port attached: what rotation and the migration read. */
   masterSecretAttachment: 'DatabaseMasterSecretAttachment67754D68',
+  /** The jobs' and the API's secrets with host, port and engine attached: what their rotations read. */
+  workerSecretAttachment: 'DatabaseWorkerSecretAttachment',
+  apiSecretAttachment: 'DatabaseApiSecretAttachment',
   workerSecret: 'DatabaseWorkerSecretFF17536B',
   apiSecret: 'DatabaseApiSecretAD850E10',
   lwaSecret: 'SecretsLwaClient81E48E60',
@@ -137,17 +139,39 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
     ).toBeUndefined();
   });
 
-  test('the master, the jobs\u2019 and the API\u2019s secrets rotate every 30 days', () => {
+  test('the master, the jobs\u2019 and the API\u2019s secrets rotate every 30 days, each through its attachment to the cluster', () => {
     const schedules = Object.values(resourcesOf(template(), 'AWS::SecretsManager::RotationSchedule'));
     expect(schedules).toHaveLength(3);
     for (const schedule of schedules)
       expect(schedule.Properties?.RotationRules).toEqual({ ScheduleExpression: 'rate(30 days)' });
-    expect(schedules.map((s) => s.Properties?.SecretId)).toEqual(
-      expect.arrayContaining([
-        { Ref: STATEFUL_LOGICAL_IDS.workerSecret },
-        { Ref: STATEFUL_LOGICAL_IDS.apiSecret },
-        { Ref: STATEFUL_LOGICAL_IDS.masterSecretAttachment },
-      ]),
+    // The attachment (AWS::SecretsManager::SecretTargetAttachment) adds host, port and engine,
+    // which the rotation function connects with: a schedule on the bare secret could rotate first.
+    const attachments = resourcesOf(template(), 'AWS::SecretsManager::SecretTargetAttachment');
+    const attachmentOf = (secret: string) => {
+      const found = Object.entries(attachments).filter(
+        ([, a]) => JSON.stringify(a.Properties?.SecretId) === JSON.stringify({ Ref: secret }),
+      );
+      expect(found).toHaveLength(1);
+      expect(found[0][1].Properties?.TargetType).toBe('AWS::RDS::DBCluster');
+      return found[0][0];
+    };
+    // The schedules keep the logical ids they had on the bare secrets: one resource each, updated
+    // in place, never a second schedule created beside the first and the first then deleted.
+    expect(Object.keys(resourcesOf(template(), 'AWS::SecretsManager::RotationSchedule')).sort()).toEqual([
+      'DatabaseApiSecretRotationScheduleE646FAB3',
+      'DatabaseMasterSecretAttachmentRotationSchedule8ADE63F4',
+      'DatabaseWorkerSecretRotationScheduleCA63A5F0',
+    ]);
+    const worker = attachmentOf(STATEFUL_LOGICAL_IDS.workerSecret);
+    const api = attachmentOf(STATEFUL_LOGICAL_IDS.apiSecret);
+    expect(worker.startsWith(STATEFUL_LOGICAL_IDS.workerSecretAttachment)).toBe(true);
+    expect(api.startsWith(STATEFUL_LOGICAL_IDS.apiSecretAttachment)).toBe(true);
+    expect(
+      schedules.map((s) => s.Properties?.SecretId).sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b))),
+    ).toEqual(
+      [{ Ref: api }, { Ref: STATEFUL_LOGICAL_IDS.masterSecretAttachment }, { Ref: worker }].sort((a, b) =>
+        JSON.stringify(a).localeCompare(JSON.stringify(b)),
+      ),
     );
   });
 
@@ -194,7 +218,8 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
       expect(depthAlarms).toHaveLength(1);
       template().hasResourceProperties('AWS::Events::Rule', {
         ScheduleExpression: schedule,
-        State: 'ENABLED',
+        // Dev's schedules are off (cdk.json): its cluster pauses when nobody calls it.
+        State: env === 'dev' ? 'DISABLED' : 'ENABLED',
         Targets: [
           {
             Arn: { 'Fn::GetAtt': [fn.id, 'Arn'] },
@@ -907,6 +932,25 @@ test('dev does not fan out: no dispatcher, no event source mapping; the schedule
 });
 
 describe('per-environment settings', () => {
+  test('dev\u2019s schedules are off by default, so nothing wakes its paused cluster; staging\u2019s and prod\u2019s run', () => {
+    const states = (env: string) =>
+      Object.values(resourcesOf(templateOf(env), 'AWS::Events::Rule'))
+        .filter((r) => r.Properties?.ScheduleExpression !== undefined)
+        .map((r) => r.Properties?.State);
+    expect(states('dev')).toEqual(['DISABLED', 'DISABLED']);
+    expect(states('staging')).toEqual(['ENABLED', 'ENABLED']);
+    expect(states('prod')).toEqual(['ENABLED', 'ENABLED']);
+    // Turned on in cdk.json, dev's schedules run like the others'.
+    const dev = structuredClone((cdkJsonContext().environments as Record<string, any>).dev);
+    dev.schedules.enabled = true;
+    const enabled = Template.fromStack(buildStack('dev', { environments: { dev } }).stack);
+    expect(
+      Object.values(resourcesOf(enabled, 'AWS::Events::Rule'))
+        .filter((r) => r.Properties?.ScheduleExpression !== undefined)
+        .map((r) => r.Properties?.State),
+    ).toEqual(['ENABLED', 'ENABLED']);
+  });
+
   test('dev pauses at 0 ACU and is destroyed cleanly', () => {
     const t = templateOf('dev');
     t.hasResourceProperties('AWS::RDS::DBCluster', {
