@@ -163,6 +163,10 @@ export class AccountsPlatformStack extends Stack {
       description: "The jobs' database user (Data API)",
     });
     new CfnOutput(this, 'AlarmTopicArn', { value: this.monitoring.alarmTopic.topicArn });
+    new CfnOutput(this, 'AlarmDeliveryCheckAlarmName', {
+      value: this.monitoring.deliveryCheckAlarm.alarmName,
+      description: '`npm run verify` sets it to prove CloudWatch reaches the alarm topic (filtered out for e-mail)',
+    });
     // What `npm run verify` checks a deploy against.
     new CfnOutput(this, 'DatabaseName', { value: this.database.databaseName });
     new CfnOutput(this, 'LatestMigration', {

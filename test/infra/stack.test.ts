@@ -7,7 +7,8 @@ import { DEFAULT_MIGRATIONS_DIR } from '../../lambda/migrate/run-migrations';
 import { JOB_ENV } from '../../lambda/shared/config';
 import { DISPATCH_METRICS, METRIC_NAMES, METRICS_NAMESPACE } from '../../lambda/shared/jobs/metrics';
 import { API_ENV } from '../../lambda/shared/api-env';
-import { API_OUTPUT, REQUIRED_OUTPUTS } from '../../scripts/verify/checks';
+import { API_OUTPUT, REQUIRED_OUTPUTS, topicPolicyAllowsCloudWatch } from '../../scripts/verify/checks';
+import { deliveryCheckAlarmName } from '../../lib/monitoring';
 import { accessLogFields, API_ROUTES, API_THROTTLED_METRIC, INTERNAL_TOKEN_ROUTE } from '../../lib/accounts-api';
 import { resolveEnvironment } from '../../lib/config';
 import { FAN_OUT_BATCH_SIZE, FAN_OUT_MAX_RECEIVE_COUNT } from '../../lib/scheduled-jobs';
@@ -467,6 +468,8 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
     expect(alarms.map((a) => a.Properties?.AlarmName).sort()).toEqual(
       [
         `AmazonAccounts-${env}-account-sync-dlq-Queue-Message-Count-Max-Critical`,
+        // Not an incident: `npm run verify` sets it (below).
+        deliveryCheckAlarmName(env),
         `AmazonAccounts-${env}-account-sync-lambda-Fault-Count-Critical`,
         `AmazonAccounts-${env}-accounts-api-Fault-Rate-Critical`,
         `AmazonAccounts-${env}-accounts-api-Latency-P95-Critical`,
@@ -501,6 +504,79 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
     expect(expression).toContain(METRIC_NAMES.tokensRefreshed);
     expect(expression).toContain('{"Name":"service","Value":"token-refresh"}');
     expect(expression).toContain(`{"Name":"environment","Value":"${env}"}`);
+  });
+
+  test('the alarm topic\u2019s policy lets this account\u2019s CloudWatch alarms publish, beside the TLS-only rule', () => {
+    const topic = onlyResource(template(), 'AWS::SNS::Topic').id;
+    const { resource } = onlyResource(template(), 'AWS::SNS::TopicPolicy');
+    expect(resource.Properties?.Topics).toEqual([{ Ref: topic }]);
+    const statements = (resource.Properties?.PolicyDocument as { Statement: Array<Record<string, unknown>> }).Statement;
+    // The policy replaces SNS's default one: without an Allow, CloudWatch could not publish.
+    expect(statements).toEqual([
+      {
+        Sid: 'AllowPublishThroughSSLOnly',
+        Effect: 'Deny',
+        Principal: '*',
+        Action: 'sns:Publish',
+        Resource: { Ref: topic },
+        Condition: { Bool: { 'aws:SecureTransport': 'false' } },
+      },
+      {
+        Sid: 'AllowCloudWatchAlarmsOfThisAccount',
+        Effect: 'Allow',
+        Principal: { Service: 'cloudwatch.amazonaws.com' },
+        Action: 'sns:Publish',
+        Resource: { Ref: topic },
+        // Only this account's alarms in this region (the confused-deputy guard).
+        Condition: {
+          ArnLike: {
+            'aws:SourceArn': {
+              'Fn::Join': [
+                '',
+                [
+                  'arn:',
+                  { Ref: 'AWS::Partition' },
+                  ':cloudwatch:',
+                  { Ref: 'AWS::Region' },
+                  ':',
+                  { Ref: 'AWS::AccountId' },
+                  ':alarm:*',
+                ],
+              ],
+            },
+          },
+          StringEquals: { 'aws:SourceAccount': { Ref: 'AWS::AccountId' } },
+        },
+      },
+    ]);
+    // What `npm run verify` looks for in the deployed policy.
+    expect(topicPolicyAllowsCloudWatch(JSON.stringify(resource.Properties?.PolicyDocument))).toBe(true);
+  });
+
+  test('the delivery-check alarm: on a metric nothing publishes, to the topic, actions on where alarms notify; the e-mail subscription filters it out', () => {
+    const topic = onlyResource(template(), 'AWS::SNS::Topic').id;
+    const alarm = Object.values(resourcesOf(template(), 'AWS::CloudWatch::Alarm')).find(
+      (a) => a.Properties?.AlarmName === deliveryCheckAlarmName(env),
+    );
+    expect(alarm?.Properties).toMatchObject({
+      AlarmActions: [{ Ref: topic }],
+      ActionsEnabled: env !== 'dev',
+      Namespace: METRICS_NAMESPACE,
+      MetricName: 'AlarmDeliveryCheck',
+      TreatMissingData: 'notBreaching',
+    });
+    expect(alarm?.Properties?.OKActions).toBeUndefined();
+    for (const subscription of Object.values(resourcesOf(template(), 'AWS::SNS::Subscription'))) {
+      expect(subscription.Properties).toMatchObject({
+        FilterPolicyScope: 'MessageBody',
+        FilterPolicy: { AlarmName: [{ 'anything-but': [deliveryCheckAlarmName(env)] }] },
+      });
+    }
+    expect(template().toJSON().Outputs.AlarmDeliveryCheckAlarmName.Value).toEqual({
+      Ref: Object.entries(resourcesOf(template(), 'AWS::CloudWatch::Alarm')).find(
+        ([, a]) => a.Properties?.AlarmName === deliveryCheckAlarmName(env),
+      )![0],
+    });
   });
 
   test('cdk-nag AWS Solutions checks find nothing unacknowledged, and every acknowledgement has a reason', () => {
