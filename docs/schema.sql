@@ -706,30 +706,30 @@ CREATE OR REPLACE FUNCTION public.oauth_tokens_reconnected()
  SECURITY DEFINER
  SET search_path TO 'public', 'pg_temp'
 AS $function$
-      BEGIN
-        IF TG_OP = 'UPDATE' THEN
-          IF NEW.refresh_token IS NOT DISTINCT FROM OLD.refresh_token OR OLD.proactive_refresh_enabled THEN
-            RETURN NEW;
-          END IF;
-          NEW.proactive_refresh_enabled := true;
-          NEW.refresh_failure_count := 0;
-          NEW.last_refresh_error := NULL;
-          NEW.next_refresh_attempt_at := NULL;
-          NEW.refresh_lease_owner := NULL;
-          NEW.refresh_lease_expires_at := NULL;
-          NEW.sync_next_attempt_at := now();
-          NEW.sync_retry_count := 0;
-          NEW.sync_last_error := NULL;
-        ELSIF NOT NEW.proactive_refresh_enabled THEN
-          RETURN NEW; -- an INSERT that deliberately starts with refresh off
-        END IF;
-        UPDATE user_accounts
-           SET sync_status = 'pending', sync_error_message = NULL, sync_retry_count = 0,
-               next_sync_at = now(), updated_at = now()
-         WHERE user_id = NEW.user_id AND sync_status = 'reauth_required' AND region = NEW.region;
-        RETURN NEW;
-      END
-      $function$;
+BEGIN
+  IF TG_OP = 'UPDATE' THEN
+    IF NEW.refresh_token IS NOT DISTINCT FROM OLD.refresh_token OR OLD.proactive_refresh_enabled THEN
+      RETURN NEW;
+    END IF;
+    NEW.proactive_refresh_enabled := true;
+    NEW.refresh_failure_count := 0;
+    NEW.last_refresh_error := NULL;
+    NEW.next_refresh_attempt_at := NULL;
+    NEW.refresh_lease_owner := NULL;
+    NEW.refresh_lease_expires_at := NULL;
+    NEW.sync_next_attempt_at := now();
+    NEW.sync_retry_count := 0;
+    NEW.sync_last_error := NULL;
+  ELSIF NOT NEW.proactive_refresh_enabled THEN
+    RETURN NEW; -- an INSERT that deliberately starts with refresh off
+  END IF;
+  UPDATE user_accounts
+     SET sync_status = 'pending', sync_error_message = NULL, sync_retry_count = 0,
+         next_sync_at = now(), updated_at = now()
+   WHERE user_id = NEW.user_id AND sync_status = 'reauth_required' AND region = NEW.region;
+  RETURN NEW;
+END
+$function$;
 
 CREATE OR REPLACE FUNCTION public.reserve_amazon_requests(p_endpoint text, p_region text, p_ceiling double precision, p_wanted integer, p_max_wait_ms double precision, p_tolerance_ms double precision, p_recovery_per_second double precision, p_lead_ms double precision, p_horizon_ms double precision)
  RETURNS TABLE(granted integer, first_slot_at timestamp with time zone, interval_ms double precision, rate_per_second double precision)
@@ -784,15 +784,15 @@ CREATE OR REPLACE FUNCTION public.user_accounts_default_region()
  SECURITY DEFINER
  SET search_path TO 'public', 'pg_temp'
 AS $function$
-      BEGIN
-        IF NEW.region IS NULL THEN
-          IF NEW.metadata->>'region' IN ('NA', 'EU', 'FE') THEN
-            NEW.region := NEW.metadata->>'region';
-          ELSE
-            SELECT t.region INTO NEW.region FROM oauth_tokens t WHERE t.user_id = NEW.user_id ORDER BY t.created_at, t.id LIMIT 1;
-            NEW.region := coalesce(NEW.region, 'NA');
-          END IF;
-        END IF;
-        RETURN NEW;
-      END
-      $function$;
+BEGIN
+  IF NEW.region IS NULL THEN
+    IF NEW.metadata->>'region' IN ('NA', 'EU', 'FE') THEN
+      NEW.region := NEW.metadata->>'region';
+    ELSE
+      SELECT t.region INTO NEW.region FROM oauth_tokens t WHERE t.user_id = NEW.user_id ORDER BY t.created_at, t.id LIMIT 1;
+      NEW.region := coalesce(NEW.region, 'NA');
+    END IF;
+  END IF;
+  RETURN NEW;
+END
+$function$;
