@@ -34,6 +34,7 @@ const API_TOKEN_WRITER =
   'api.store_connection(p_region text, p_access_token text, p_refresh_token text, p_expires_at timestamp with time zone)';
 /** 0016 adds oauth_tokens.last_used_at and grants it to the jobs (likewise taken back by 0011). */
 const LAST_USED_UP_SQL = upSql('0016_connection-last-used');
+const LIFECYCLE_UP_SQL = upSql('0021_connection-lifecycle');
 
 /** What `authenticated` is meant to hold, column by column where the grant is per column. */
 const AUTHENTICATED = [
@@ -270,7 +271,7 @@ describe.each([
     });
   });
 
-  test('0009 is idempotent: applied again (then 0011, 0013, 0014 and 0016, which grant after it), nothing changes', async () => {
+  test('0009 is idempotent: applied again (then 0011, 0013, 0014, 0016 and 0021, which grant or redefine after it), nothing changes', async () => {
     const url = await scratch();
     const before = await snapshotSchema(url);
     await withClient(url, async (c) => {
@@ -281,6 +282,7 @@ describe.each([
         await c.query(API_UP_SQL);
         await c.query(REGION_GRANTS_UP_SQL);
         await c.query(LAST_USED_UP_SQL);
+        await c.query(LIFECYCLE_UP_SQL);
         await c.query('COMMIT');
       }
     });
