@@ -29,6 +29,7 @@ export const EXPECTED_WORKER_PRIVILEGES: readonly string[] = [
   'SELECT (proactive_refresh_enabled) ON oauth_tokens', // both claims; saveResults; flagAccountsNeedingReauth
   'SELECT (refresh_failure_count) ON oauth_tokens', // claimDueTokens returns it; saveResults increments it
   'SELECT (refresh_refusal_count) ON oauth_tokens', // claimDueTokens returns it; saveResults increments it (0021)
+  'SELECT (connection_generation) ON oauth_tokens', // claimUsers returns it; saveOutcomes writes only for it (0021)
   'SELECT (next_refresh_attempt_at) ON oauth_tokens', // claimDueTokens (backoff); saveResults (kept when released)
   'SELECT (refresh_lease_owner) ON oauth_tokens', // saveResults: only the lease owner writes
   'SELECT (refresh_lease_expires_at) ON oauth_tokens', // claimDueTokens: free or expired lease
