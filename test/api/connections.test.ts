@@ -291,7 +291,7 @@ test('a read costs one Data API call', async () => {
   }
 });
 
-test('node-postgres as a superuser still applies RLS (SET LOCAL ROLE authenticated per request)', async () => {
+test('node-postgres as a superuser still applies RLS (SET LOCAL ROLE accounts_api_caller per request)', async () => {
   const [a, b] = await seedApiUsers(world, [
     { regions: ['NA'], accountsPerRegion: 3 },
     { regions: ['NA', 'FE'], accountsPerRegion: 4 },
