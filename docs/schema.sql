@@ -4,13 +4,18 @@
 -- disagree. Owners, grantors and node-pg-migrate’s table are left out.
 
 -- Roles the migrations create (NOLOGIN unless stated), and their memberships
+CREATE ROLE accounts_api_caller NOLOGIN;
 CREATE ROLE accounts_worker NOLOGIN;
 CREATE ROLE amazon_rate_budget_user NOLOGIN;
 CREATE ROLE authenticated NOLOGIN;
+GRANT authenticated TO accounts_api_caller;
+
+-- Default privileges of the role that runs the migrations
+ALTER DEFAULT PRIVILEGES IN SCHEMA api GRANT EXECUTE ON FUNCTIONS TO accounts_api_caller;
 
 -- ===== schema api =====
 CREATE SCHEMA IF NOT EXISTS api;
-GRANT USAGE ON SCHEMA api TO authenticated;
+GRANT USAGE ON SCHEMA api TO accounts_api_caller;
 
 CREATE OR REPLACE FUNCTION api.account_json(id uuid, amazon_account_id text, region text, status text, sync_status text, sync_error_message text, next_sync_at timestamp with time zone, metadata jsonb, last_synced_at timestamp with time zone)
  RETURNS jsonb
@@ -37,7 +42,7 @@ AS $function$
                             WHEN 'boolean' THEN (metadata -> 'validPaymentMethod')::boolean END
   );
 $function$;
-GRANT EXECUTE ON FUNCTION api.account_json(uuid,text,text,text,text,text,timestamp with time zone,jsonb,timestamp with time zone) TO authenticated;
+GRANT EXECUTE ON FUNCTION api.account_json(uuid,text,text,text,text,text,timestamp with time zone,jsonb,timestamp with time zone) TO accounts_api_caller;
 
 CREATE OR REPLACE FUNCTION api.accounts_matching(meta jsonb)
  RETURNS SETOF uuid
@@ -53,7 +58,7 @@ BEGIN
        AND ua.metadata @> meta;
 END
 $function$;
-GRANT EXECUTE ON FUNCTION api.accounts_matching(jsonb) TO authenticated;
+GRANT EXECUTE ON FUNCTION api.accounts_matching(jsonb) TO accounts_api_caller;
 
 CREATE OR REPLACE FUNCTION api.connect(claims jsonb, p_region text, p_access_token text, p_refresh_token text, p_expires_at timestamp with time zone)
  RETURNS jsonb
@@ -78,7 +83,7 @@ BEGIN
   RETURN api.connection_json(stored);
 END
 $function$;
-GRANT EXECUTE ON FUNCTION api.connect(jsonb,text,text,text,timestamp with time zone) TO authenticated;
+GRANT EXECUTE ON FUNCTION api.connect(jsonb,text,text,text,timestamp with time zone) TO accounts_api_caller;
 
 CREATE OR REPLACE FUNCTION api.connection_json(connection_id uuid)
  RETURNS jsonb
@@ -118,7 +123,7 @@ AS $function$
    WHERE t.id = connection_id
      AND /* own rows */ t.user_id = auth.uid();
 $function$;
-GRANT EXECUTE ON FUNCTION api.connection_json(uuid) TO authenticated;
+GRANT EXECUTE ON FUNCTION api.connection_json(uuid) TO accounts_api_caller;
 
 CREATE OR REPLACE FUNCTION api.disconnect(claims jsonb, p_region text, message text)
  RETURNS boolean
@@ -140,7 +145,7 @@ BEGIN
   RETURN true;
 END
 $function$;
-GRANT EXECUTE ON FUNCTION api.disconnect(jsonb,text,text) TO authenticated;
+GRANT EXECUTE ON FUNCTION api.disconnect(jsonb,text,text) TO accounts_api_caller;
 
 CREATE OR REPLACE FUNCTION api.get_account(claims jsonb, account_id uuid)
  RETURNS jsonb
@@ -161,7 +166,7 @@ BEGIN
   RETURN result;
 END
 $function$;
-GRANT EXECUTE ON FUNCTION api.get_account(jsonb,uuid) TO authenticated;
+GRANT EXECUTE ON FUNCTION api.get_account(jsonb,uuid) TO accounts_api_caller;
 
 CREATE OR REPLACE FUNCTION api.last_synced()
  RETURNS TABLE(region text, completed_at timestamp with time zone)
@@ -176,7 +181,7 @@ AS $function$
      AND h.sync_status = 'success'
    GROUP BY a.region;
 $function$;
-GRANT EXECUTE ON FUNCTION api.last_synced() TO authenticated;
+GRANT EXECUTE ON FUNCTION api.last_synced() TO accounts_api_caller;
 
 CREATE OR REPLACE FUNCTION api.list_accounts(claims jsonb, meta jsonb, p_region text, p_status text, p_sync_status text, page_size integer, after_account text, after_id uuid)
  RETURNS jsonb
@@ -230,7 +235,7 @@ BEGIN
   RETURN result;
 END
 $function$;
-GRANT EXECUTE ON FUNCTION api.list_accounts(jsonb,jsonb,text,text,text,integer,text,uuid) TO authenticated;
+GRANT EXECUTE ON FUNCTION api.list_accounts(jsonb,jsonb,text,text,text,integer,text,uuid) TO accounts_api_caller;
 
 CREATE OR REPLACE FUNCTION api.list_connections(claims jsonb)
  RETURNS jsonb
@@ -248,7 +253,7 @@ BEGIN
   RETURN result;
 END
 $function$;
-GRANT EXECUTE ON FUNCTION api.list_connections(jsonb) TO authenticated;
+GRANT EXECUTE ON FUNCTION api.list_connections(jsonb) TO accounts_api_caller;
 
 CREATE OR REPLACE FUNCTION api.list_sync_history(claims jsonb, account_id uuid, page_size integer, after_started timestamp with time zone, after_id uuid)
  RETURNS jsonb
@@ -292,7 +297,7 @@ BEGIN
   RETURN jsonb_build_object('found', true, 'items', items);
 END
 $function$;
-GRANT EXECUTE ON FUNCTION api.list_sync_history(jsonb,uuid,integer,timestamp with time zone,uuid) TO authenticated;
+GRANT EXECUTE ON FUNCTION api.list_sync_history(jsonb,uuid,integer,timestamp with time zone,uuid) TO accounts_api_caller;
 
 CREATE OR REPLACE FUNCTION api.request_manual_sync(claims jsonb, p_region text, window_seconds integer)
  RETURNS jsonb
@@ -330,7 +335,7 @@ BEGIN
   RETURN jsonb_build_object('allowed', false, 'retryAfterSeconds', wait_seconds, 'regions', regions);
 END
 $function$;
-GRANT EXECUTE ON FUNCTION api.request_manual_sync(jsonb,text,integer) TO authenticated;
+GRANT EXECUTE ON FUNCTION api.request_manual_sync(jsonb,text,integer) TO accounts_api_caller;
 
 CREATE OR REPLACE FUNCTION api.set_claims(claims jsonb)
  RETURNS void
@@ -340,7 +345,7 @@ AS $function$
   SELECT set_config('request.jwt.claims', coalesce(claims::text, ''), true),
          set_config('request.jwt.claim.sub', coalesce(claims ->> 'sub', ''), true);
 $function$;
-GRANT EXECUTE ON FUNCTION api.set_claims(jsonb) TO authenticated;
+GRANT EXECUTE ON FUNCTION api.set_claims(jsonb) TO accounts_api_caller;
 
 CREATE OR REPLACE FUNCTION api.store_connection(p_region text, p_access_token text, p_refresh_token text, p_expires_at timestamp with time zone)
  RETURNS uuid
@@ -371,19 +376,37 @@ BEGIN
         expires_at = excluded.expires_at,
         proactive_refresh_enabled = true,
         refresh_failure_count = 0,
+        refresh_refusal_count = 0,
         last_refresh_error = NULL,
         next_refresh_attempt_at = NULL,
         refresh_lease_owner = NULL,
         refresh_lease_expires_at = NULL,
+        sync_lease_owner = NULL,
+        sync_lease_expires_at = NULL,
+        connection_generation = t.connection_generation + 1,
         sync_next_attempt_at = now(),
         sync_retry_count = 0,
         sync_last_error = NULL,
         updated_at = now()
   RETURNING t.id INTO stored;
+  -- A sync still running for this region was started under the connection just replaced: its
+  -- write-back will find another generation and write nothing, so its history row is closed here.
+  UPDATE public.account_sync_history h
+     SET sync_status = 'failed', completed_at = greatest(now(), h.started_at),
+         error_details = jsonb_build_object(
+           'reason', 'superseded: the connection was stored again while this sync was running', 'superseded', true)
+   WHERE h.sync_status = 'started' AND h.metadata->>'userId' = caller::text
+     AND (h.region = p_region OR h.region IS NULL);
+  -- The next sync decides what is active, as for a new connection.
+  UPDATE public.user_accounts ua
+     SET status = CASE WHEN ua.status = 'inactive' THEN 'pending' ELSE ua.status END,
+         sync_status = 'pending', sync_error_message = NULL, sync_retry_count = 0,
+         next_sync_at = now(), updated_at = now()
+   WHERE ua.user_id = caller AND ua.region = p_region;
   RETURN stored;
 END
 $function$;
-GRANT EXECUTE ON FUNCTION api.store_connection(text,text,text,timestamp with time zone) TO authenticated;
+GRANT EXECUTE ON FUNCTION api.store_connection(text,text,text,timestamp with time zone) TO accounts_api_caller;
 
 -- ===== schema auth =====
 CREATE SCHEMA IF NOT EXISTS auth;
@@ -502,7 +525,9 @@ CREATE TABLE public.oauth_tokens (
   sync_next_attempt_at timestamp with time zone DEFAULT now(),
   sync_retry_count integer NOT NULL DEFAULT 0,
   sync_last_error text,
-  last_used_at timestamp with time zone
+  last_used_at timestamp with time zone,
+  refresh_refusal_count integer NOT NULL DEFAULT 0,
+  connection_generation integer NOT NULL DEFAULT 1
 );
 ALTER TABLE public.oauth_tokens ADD CONSTRAINT oauth_tokens_refresh_failure_count_check CHECK ((refresh_failure_count >= 0));
 ALTER TABLE public.oauth_tokens ADD CONSTRAINT oauth_tokens_region_check CHECK ((region = ANY (ARRAY['NA'::text, 'EU'::text, 'FE'::text])));
@@ -517,14 +542,15 @@ ALTER TABLE public.oauth_tokens ENABLE ROW LEVEL SECURITY;
 CREATE POLICY accounts_worker_all ON public.oauth_tokens AS PERMISSIVE FOR ALL TO accounts_worker
   USING (true)
   WITH CHECK (true);
-CREATE POLICY oauth_tokens_owner_delete_policy ON public.oauth_tokens AS PERMISSIVE FOR DELETE TO authenticated
+CREATE POLICY oauth_tokens_owner_delete_policy ON public.oauth_tokens AS PERMISSIVE FOR DELETE TO accounts_api_caller
   USING ((user_id = auth.uid()));
 CREATE POLICY oauth_tokens_owner_read_policy ON public.oauth_tokens AS PERMISSIVE FOR SELECT TO authenticated
   USING ((user_id = auth.uid()));
+CREATE TRIGGER oauth_tokens_disconnected AFTER DELETE ON public.oauth_tokens FOR EACH ROW EXECUTE FUNCTION oauth_tokens_disconnected();
 CREATE TRIGGER oauth_tokens_reconnected BEFORE INSERT OR UPDATE OF refresh_token ON public.oauth_tokens FOR EACH ROW EXECUTE FUNCTION oauth_tokens_reconnected();
-GRANT SELECT (access_token, expires_at, id, last_used_at, next_refresh_attempt_at, proactive_refresh_enabled, refresh_failure_count, refresh_lease_expires_at, refresh_lease_owner, refresh_token, region, sync_last_error, sync_lease_expires_at, sync_lease_owner, sync_next_attempt_at, sync_retry_count, user_id) ON public.oauth_tokens TO accounts_worker;
-GRANT UPDATE (access_token, expires_at, last_refresh_error, last_refreshed_at, last_used_at, next_refresh_attempt_at, proactive_refresh_enabled, refresh_failure_count, refresh_lease_expires_at, refresh_lease_owner, refresh_token, sync_last_error, sync_lease_expires_at, sync_lease_owner, sync_next_attempt_at, sync_retry_count, updated_at) ON public.oauth_tokens TO accounts_worker;
-GRANT DELETE ON public.oauth_tokens TO authenticated;
+GRANT DELETE ON public.oauth_tokens TO accounts_api_caller;
+GRANT SELECT (access_token, connection_generation, expires_at, id, last_used_at, next_refresh_attempt_at, proactive_refresh_enabled, refresh_failure_count, refresh_lease_expires_at, refresh_lease_owner, refresh_refusal_count, refresh_token, region, sync_last_error, sync_lease_expires_at, sync_lease_owner, sync_next_attempt_at, sync_retry_count, user_id) ON public.oauth_tokens TO accounts_worker;
+GRANT UPDATE (access_token, expires_at, last_refresh_error, last_refreshed_at, last_used_at, next_refresh_attempt_at, proactive_refresh_enabled, refresh_failure_count, refresh_lease_expires_at, refresh_lease_owner, refresh_refusal_count, refresh_token, sync_last_error, sync_lease_expires_at, sync_lease_owner, sync_next_attempt_at, sync_retry_count, updated_at) ON public.oauth_tokens TO accounts_worker;
 GRANT SELECT (created_at, expires_at, id, last_refresh_error, last_refreshed_at, proactive_refresh_enabled, refresh_failure_count, region, updated_at, user_id) ON public.oauth_tokens TO authenticated;
 
 CREATE TABLE public.oauth_tokens_backup (
@@ -603,15 +629,15 @@ CREATE POLICY accounts_worker_all ON public.user_accounts AS PERMISSIVE FOR ALL 
   WITH CHECK (true);
 CREATE POLICY user_accounts_owner_read_policy ON public.user_accounts AS PERMISSIVE FOR SELECT TO authenticated
   USING ((user_id = auth.uid()));
-CREATE POLICY user_accounts_owner_update_policy ON public.user_accounts AS PERMISSIVE FOR UPDATE TO authenticated
+CREATE POLICY user_accounts_owner_update_policy ON public.user_accounts AS PERMISSIVE FOR UPDATE TO accounts_api_caller
   USING ((user_id = auth.uid()))
   WITH CHECK ((user_id = auth.uid()));
 CREATE TRIGGER user_accounts_default_region BEFORE INSERT ON public.user_accounts FOR EACH ROW EXECUTE FUNCTION user_accounts_default_region();
+GRANT UPDATE (status, sync_error_message, updated_at) ON public.user_accounts TO accounts_api_caller;
 GRANT INSERT (amazon_account_id, metadata, next_sync_at, region, status, sync_error_message, sync_retry_count, sync_status, updated_at, user_id) ON public.user_accounts TO accounts_worker;
 GRANT SELECT (amazon_account_id, id, metadata, next_sync_at, region, status, sync_retry_count, sync_status, user_id) ON public.user_accounts TO accounts_worker;
 GRANT UPDATE (metadata, next_sync_at, region, status, sync_error_message, sync_retry_count, sync_status, updated_at) ON public.user_accounts TO accounts_worker;
 GRANT SELECT (amazon_account_id, created_at, id, metadata, next_sync_at, region, status, sync_error_message, sync_retry_count, sync_status, updated_at, user_id) ON public.user_accounts TO authenticated;
-GRANT UPDATE (status, sync_error_message, updated_at) ON public.user_accounts TO authenticated;
 
 CREATE TABLE public.user_accounts_backup (
   id uuid,
@@ -632,11 +658,11 @@ CREATE TABLE public.users (
 ALTER TABLE public.users ADD CONSTRAINT users_pkey PRIMARY KEY (id);
 ALTER TABLE public.users ADD CONSTRAINT users_email_key UNIQUE (email);
 ALTER TABLE public.users ENABLE ROW LEVEL SECURITY;
-CREATE POLICY users_owner_insert_policy ON public.users AS PERMISSIVE FOR INSERT TO authenticated
+CREATE POLICY users_owner_insert_policy ON public.users AS PERMISSIVE FOR INSERT TO accounts_api_caller
   WITH CHECK ((id = auth.uid()));
 CREATE POLICY users_owner_read_policy ON public.users AS PERMISSIVE FOR SELECT TO authenticated
   USING ((id = auth.uid()));
-GRANT INSERT (email, id) ON public.users TO authenticated;
+GRANT INSERT (email, id) ON public.users TO accounts_api_caller;
 GRANT SELECT (created_at, email, id) ON public.users TO authenticated;
 
 CREATE OR REPLACE FUNCTION public.amazon_rate_now(b amazon_rate_budget, ceiling double precision, recovery_per_second double precision, at_time timestamp with time zone)
@@ -695,36 +721,59 @@ $function$;
 GRANT EXECUTE ON FUNCTION amazon_requests_throttled(text,text,double precision,timestamp with time zone,double precision,double precision,double precision,double precision) TO accounts_worker;
 GRANT EXECUTE ON FUNCTION amazon_requests_throttled(text,text,double precision,timestamp with time zone,double precision,double precision,double precision,double precision) TO amazon_rate_budget_user;
 
+CREATE OR REPLACE FUNCTION public.oauth_tokens_disconnected()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+BEGIN
+  UPDATE account_sync_history h
+     SET sync_status = 'failed', completed_at = greatest(now(), h.started_at),
+         error_details = jsonb_build_object(
+           'reason', 'disconnected: the connection was removed while this sync was running', 'disconnected', true)
+   WHERE h.sync_status = 'started' AND h.metadata->>'userId' = OLD.user_id::text
+     AND (h.region = OLD.region OR h.region IS NULL);
+  UPDATE user_accounts ua
+     SET sync_status = 'failed',
+         sync_error_message = 'disconnected: the connection was removed while this account was being synced',
+         updated_at = now()
+   WHERE ua.user_id = OLD.user_id AND ua.region = OLD.region AND ua.sync_status = 'in_progress';
+  RETURN OLD;
+END
+$function$;
+
 CREATE OR REPLACE FUNCTION public.oauth_tokens_reconnected()
  RETURNS trigger
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO 'public', 'pg_temp'
 AS $function$
-      BEGIN
-        IF TG_OP = 'UPDATE' THEN
-          IF NEW.refresh_token IS NOT DISTINCT FROM OLD.refresh_token OR OLD.proactive_refresh_enabled THEN
-            RETURN NEW;
-          END IF;
-          NEW.proactive_refresh_enabled := true;
-          NEW.refresh_failure_count := 0;
-          NEW.last_refresh_error := NULL;
-          NEW.next_refresh_attempt_at := NULL;
-          NEW.refresh_lease_owner := NULL;
-          NEW.refresh_lease_expires_at := NULL;
-          NEW.sync_next_attempt_at := now();
-          NEW.sync_retry_count := 0;
-          NEW.sync_last_error := NULL;
-        ELSIF NOT NEW.proactive_refresh_enabled THEN
-          RETURN NEW; -- an INSERT that deliberately starts with refresh off
-        END IF;
-        UPDATE user_accounts
-           SET sync_status = 'pending', sync_error_message = NULL, sync_retry_count = 0,
-               next_sync_at = now(), updated_at = now()
-         WHERE user_id = NEW.user_id AND sync_status = 'reauth_required' AND region = NEW.region;
-        RETURN NEW;
-      END
-      $function$;
+BEGIN
+  IF TG_OP = 'UPDATE' THEN
+    IF NEW.refresh_token IS NOT DISTINCT FROM OLD.refresh_token OR OLD.proactive_refresh_enabled THEN
+      RETURN NEW;
+    END IF;
+    NEW.proactive_refresh_enabled := true;
+    NEW.refresh_failure_count := 0;
+    NEW.refresh_refusal_count := 0;
+    NEW.last_refresh_error := NULL;
+    NEW.next_refresh_attempt_at := NULL;
+    NEW.refresh_lease_owner := NULL;
+    NEW.refresh_lease_expires_at := NULL;
+    NEW.sync_next_attempt_at := now();
+    NEW.sync_retry_count := 0;
+    NEW.sync_last_error := NULL;
+  ELSIF NOT NEW.proactive_refresh_enabled THEN
+    RETURN NEW; -- an INSERT that deliberately starts with refresh off
+  END IF;
+  UPDATE user_accounts
+     SET sync_status = 'pending', sync_error_message = NULL, sync_retry_count = 0,
+         next_sync_at = now(), updated_at = now()
+   WHERE user_id = NEW.user_id AND sync_status = 'reauth_required' AND region = NEW.region;
+  RETURN NEW;
+END
+$function$;
 
 CREATE OR REPLACE FUNCTION public.reserve_amazon_requests(p_endpoint text, p_region text, p_ceiling double precision, p_wanted integer, p_max_wait_ms double precision, p_tolerance_ms double precision, p_recovery_per_second double precision, p_lead_ms double precision, p_horizon_ms double precision)
  RETURNS TABLE(granted integer, first_slot_at timestamp with time zone, interval_ms double precision, rate_per_second double precision)
@@ -779,15 +828,15 @@ CREATE OR REPLACE FUNCTION public.user_accounts_default_region()
  SECURITY DEFINER
  SET search_path TO 'public', 'pg_temp'
 AS $function$
-      BEGIN
-        IF NEW.region IS NULL THEN
-          IF NEW.metadata->>'region' IN ('NA', 'EU', 'FE') THEN
-            NEW.region := NEW.metadata->>'region';
-          ELSE
-            SELECT t.region INTO NEW.region FROM oauth_tokens t WHERE t.user_id = NEW.user_id ORDER BY t.created_at, t.id LIMIT 1;
-            NEW.region := coalesce(NEW.region, 'NA');
-          END IF;
-        END IF;
-        RETURN NEW;
-      END
-      $function$;
+BEGIN
+  IF NEW.region IS NULL THEN
+    IF NEW.metadata->>'region' IN ('NA', 'EU', 'FE') THEN
+      NEW.region := NEW.metadata->>'region';
+    ELSE
+      SELECT t.region INTO NEW.region FROM oauth_tokens t WHERE t.user_id = NEW.user_id ORDER BY t.created_at, t.id LIMIT 1;
+      NEW.region := coalesce(NEW.region, 'NA');
+    END IF;
+  END IF;
+  RETURN NEW;
+END
+$function$;
