@@ -195,8 +195,9 @@ test('an environment named prod cannot drop its protections', () => {
   prod.database.backupRetentionDays = 1;
   prod.alarms.notify = false;
   prod.api.corsAllowedOrigins = ['http://localhost:3000'];
+  prod.schedules.enabled = false;
   expect(() => resolveEnvironment('prod', { prod })).toThrow(
-    /deletionProtection must be true\n✖ database.removalPolicy must be snapshot or retain\n✖ database.backupRetentionDays must be at least 7\n✖ alarms.notify must be true\n✖ api.corsAllowedOrigins must all be https origins/,
+    /deletionProtection must be true\n✖ database.removalPolicy must be snapshot or retain\n✖ database.backupRetentionDays must be at least 7\n✖ alarms.notify must be true\n✖ api.corsAllowedOrigins must all be https origins\n✖ schedules.enabled must not be false/,
   );
 });
 

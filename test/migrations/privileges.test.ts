@@ -42,6 +42,7 @@ const API_CALLER_DOWN_SQL = readFileSync(join(DEFAULT_MIGRATIONS_DIR, `${API_CAL
 )[1];
 /** 0016 adds oauth_tokens.last_used_at and grants it to the jobs (likewise taken back by 0011). */
 const LAST_USED_UP_SQL = upSql('0016_connection-last-used');
+const LIFECYCLE_UP_SQL = upSql('0021_connection-lifecycle');
 
 /** What `authenticated` is meant to hold, column by column where the grant is per column. */
 const AUTHENTICATED = [
@@ -279,7 +280,7 @@ describe.each([
     });
   });
 
-  test('0009 is idempotent: applied again (then 0011, 0013, 0014, 0016 and 0019, which grant after it), nothing changes', async () => {
+  test('0009 is idempotent: applied again (then 0011, 0013, 0014, 0016, 0019 and 0021, which grant or redefine after it), nothing changes', async () => {
     const url = await scratch();
     const before = await snapshotSchema(url);
     await withClient(url, async (c) => {
@@ -291,6 +292,7 @@ describe.each([
         await c.query(REGION_GRANTS_UP_SQL);
         await c.query(LAST_USED_UP_SQL);
         await c.query(API_CALLER_UP_SQL);
+        await c.query(LIFECYCLE_UP_SQL);
         await c.query('COMMIT');
       }
     });
