@@ -376,15 +376,33 @@ BEGIN
         expires_at = excluded.expires_at,
         proactive_refresh_enabled = true,
         refresh_failure_count = 0,
+        refresh_refusal_count = 0,
         last_refresh_error = NULL,
         next_refresh_attempt_at = NULL,
         refresh_lease_owner = NULL,
         refresh_lease_expires_at = NULL,
+        sync_lease_owner = NULL,
+        sync_lease_expires_at = NULL,
+        connection_generation = t.connection_generation + 1,
         sync_next_attempt_at = now(),
         sync_retry_count = 0,
         sync_last_error = NULL,
         updated_at = now()
   RETURNING t.id INTO stored;
+  -- A sync still running for this region was started under the connection just replaced: its
+  -- write-back will find another generation and write nothing, so its history row is closed here.
+  UPDATE public.account_sync_history h
+     SET sync_status = 'failed', completed_at = greatest(now(), h.started_at),
+         error_details = jsonb_build_object(
+           'reason', 'superseded: the connection was stored again while this sync was running', 'superseded', true)
+   WHERE h.sync_status = 'started' AND h.metadata->>'userId' = caller::text
+     AND (h.region = p_region OR h.region IS NULL);
+  -- The next sync decides what is active, as for a new connection.
+  UPDATE public.user_accounts ua
+     SET status = CASE WHEN ua.status = 'inactive' THEN 'pending' ELSE ua.status END,
+         sync_status = 'pending', sync_error_message = NULL, sync_retry_count = 0,
+         next_sync_at = now(), updated_at = now()
+   WHERE ua.user_id = caller AND ua.region = p_region;
   RETURN stored;
 END
 $function$;
@@ -507,7 +525,9 @@ CREATE TABLE public.oauth_tokens (
   sync_next_attempt_at timestamp with time zone DEFAULT now(),
   sync_retry_count integer NOT NULL DEFAULT 0,
   sync_last_error text,
-  last_used_at timestamp with time zone
+  last_used_at timestamp with time zone,
+  refresh_refusal_count integer NOT NULL DEFAULT 0,
+  connection_generation integer NOT NULL DEFAULT 1
 );
 ALTER TABLE public.oauth_tokens ADD CONSTRAINT oauth_tokens_refresh_failure_count_check CHECK ((refresh_failure_count >= 0));
 ALTER TABLE public.oauth_tokens ADD CONSTRAINT oauth_tokens_region_check CHECK ((region = ANY (ARRAY['NA'::text, 'EU'::text, 'FE'::text])));
@@ -526,10 +546,11 @@ CREATE POLICY oauth_tokens_owner_delete_policy ON public.oauth_tokens AS PERMISS
   USING ((user_id = auth.uid()));
 CREATE POLICY oauth_tokens_owner_read_policy ON public.oauth_tokens AS PERMISSIVE FOR SELECT TO authenticated
   USING ((user_id = auth.uid()));
+CREATE TRIGGER oauth_tokens_disconnected AFTER DELETE ON public.oauth_tokens FOR EACH ROW EXECUTE FUNCTION oauth_tokens_disconnected();
 CREATE TRIGGER oauth_tokens_reconnected BEFORE INSERT OR UPDATE OF refresh_token ON public.oauth_tokens FOR EACH ROW EXECUTE FUNCTION oauth_tokens_reconnected();
 GRANT DELETE ON public.oauth_tokens TO accounts_api_caller;
-GRANT SELECT (access_token, expires_at, id, last_used_at, next_refresh_attempt_at, proactive_refresh_enabled, refresh_failure_count, refresh_lease_expires_at, refresh_lease_owner, refresh_token, region, sync_last_error, sync_lease_expires_at, sync_lease_owner, sync_next_attempt_at, sync_retry_count, user_id) ON public.oauth_tokens TO accounts_worker;
-GRANT UPDATE (access_token, expires_at, last_refresh_error, last_refreshed_at, last_used_at, next_refresh_attempt_at, proactive_refresh_enabled, refresh_failure_count, refresh_lease_expires_at, refresh_lease_owner, refresh_token, sync_last_error, sync_lease_expires_at, sync_lease_owner, sync_next_attempt_at, sync_retry_count, updated_at) ON public.oauth_tokens TO accounts_worker;
+GRANT SELECT (access_token, connection_generation, expires_at, id, last_used_at, next_refresh_attempt_at, proactive_refresh_enabled, refresh_failure_count, refresh_lease_expires_at, refresh_lease_owner, refresh_refusal_count, refresh_token, region, sync_last_error, sync_lease_expires_at, sync_lease_owner, sync_next_attempt_at, sync_retry_count, user_id) ON public.oauth_tokens TO accounts_worker;
+GRANT UPDATE (access_token, expires_at, last_refresh_error, last_refreshed_at, last_used_at, next_refresh_attempt_at, proactive_refresh_enabled, refresh_failure_count, refresh_lease_expires_at, refresh_lease_owner, refresh_refusal_count, refresh_token, sync_last_error, sync_lease_expires_at, sync_lease_owner, sync_next_attempt_at, sync_retry_count, updated_at) ON public.oauth_tokens TO accounts_worker;
 GRANT SELECT (created_at, expires_at, id, last_refresh_error, last_refreshed_at, proactive_refresh_enabled, refresh_failure_count, region, updated_at, user_id) ON public.oauth_tokens TO authenticated;
 
 CREATE TABLE public.oauth_tokens_backup (
@@ -700,36 +721,59 @@ $function$;
 GRANT EXECUTE ON FUNCTION amazon_requests_throttled(text,text,double precision,timestamp with time zone,double precision,double precision,double precision,double precision) TO accounts_worker;
 GRANT EXECUTE ON FUNCTION amazon_requests_throttled(text,text,double precision,timestamp with time zone,double precision,double precision,double precision,double precision) TO amazon_rate_budget_user;
 
+CREATE OR REPLACE FUNCTION public.oauth_tokens_disconnected()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+BEGIN
+  UPDATE account_sync_history h
+     SET sync_status = 'failed', completed_at = greatest(now(), h.started_at),
+         error_details = jsonb_build_object(
+           'reason', 'disconnected: the connection was removed while this sync was running', 'disconnected', true)
+   WHERE h.sync_status = 'started' AND h.metadata->>'userId' = OLD.user_id::text
+     AND (h.region = OLD.region OR h.region IS NULL);
+  UPDATE user_accounts ua
+     SET sync_status = 'failed',
+         sync_error_message = 'disconnected: the connection was removed while this account was being synced',
+         updated_at = now()
+   WHERE ua.user_id = OLD.user_id AND ua.region = OLD.region AND ua.sync_status = 'in_progress';
+  RETURN OLD;
+END
+$function$;
+
 CREATE OR REPLACE FUNCTION public.oauth_tokens_reconnected()
  RETURNS trigger
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO 'public', 'pg_temp'
 AS $function$
-      BEGIN
-        IF TG_OP = 'UPDATE' THEN
-          IF NEW.refresh_token IS NOT DISTINCT FROM OLD.refresh_token OR OLD.proactive_refresh_enabled THEN
-            RETURN NEW;
-          END IF;
-          NEW.proactive_refresh_enabled := true;
-          NEW.refresh_failure_count := 0;
-          NEW.last_refresh_error := NULL;
-          NEW.next_refresh_attempt_at := NULL;
-          NEW.refresh_lease_owner := NULL;
-          NEW.refresh_lease_expires_at := NULL;
-          NEW.sync_next_attempt_at := now();
-          NEW.sync_retry_count := 0;
-          NEW.sync_last_error := NULL;
-        ELSIF NOT NEW.proactive_refresh_enabled THEN
-          RETURN NEW; -- an INSERT that deliberately starts with refresh off
-        END IF;
-        UPDATE user_accounts
-           SET sync_status = 'pending', sync_error_message = NULL, sync_retry_count = 0,
-               next_sync_at = now(), updated_at = now()
-         WHERE user_id = NEW.user_id AND sync_status = 'reauth_required' AND region = NEW.region;
-        RETURN NEW;
-      END
-      $function$;
+BEGIN
+  IF TG_OP = 'UPDATE' THEN
+    IF NEW.refresh_token IS NOT DISTINCT FROM OLD.refresh_token OR OLD.proactive_refresh_enabled THEN
+      RETURN NEW;
+    END IF;
+    NEW.proactive_refresh_enabled := true;
+    NEW.refresh_failure_count := 0;
+    NEW.refresh_refusal_count := 0;
+    NEW.last_refresh_error := NULL;
+    NEW.next_refresh_attempt_at := NULL;
+    NEW.refresh_lease_owner := NULL;
+    NEW.refresh_lease_expires_at := NULL;
+    NEW.sync_next_attempt_at := now();
+    NEW.sync_retry_count := 0;
+    NEW.sync_last_error := NULL;
+  ELSIF NOT NEW.proactive_refresh_enabled THEN
+    RETURN NEW; -- an INSERT that deliberately starts with refresh off
+  END IF;
+  UPDATE user_accounts
+     SET sync_status = 'pending', sync_error_message = NULL, sync_retry_count = 0,
+         next_sync_at = now(), updated_at = now()
+   WHERE user_id = NEW.user_id AND sync_status = 'reauth_required' AND region = NEW.region;
+  RETURN NEW;
+END
+$function$;
 
 CREATE OR REPLACE FUNCTION public.reserve_amazon_requests(p_endpoint text, p_region text, p_ceiling double precision, p_wanted integer, p_max_wait_ms double precision, p_tolerance_ms double precision, p_recovery_per_second double precision, p_lead_ms double precision, p_horizon_ms double precision)
  RETURNS TABLE(granted integer, first_slot_at timestamp with time zone, interval_ms double precision, rate_per_second double precision)
