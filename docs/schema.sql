@@ -828,15 +828,15 @@ CREATE OR REPLACE FUNCTION public.user_accounts_default_region()
  SECURITY DEFINER
  SET search_path TO 'public', 'pg_temp'
 AS $function$
-      BEGIN
-        IF NEW.region IS NULL THEN
-          IF NEW.metadata->>'region' IN ('NA', 'EU', 'FE') THEN
-            NEW.region := NEW.metadata->>'region';
-          ELSE
-            SELECT t.region INTO NEW.region FROM oauth_tokens t WHERE t.user_id = NEW.user_id ORDER BY t.created_at, t.id LIMIT 1;
-            NEW.region := coalesce(NEW.region, 'NA');
-          END IF;
-        END IF;
-        RETURN NEW;
-      END
-      $function$;
+BEGIN
+  IF NEW.region IS NULL THEN
+    IF NEW.metadata->>'region' IN ('NA', 'EU', 'FE') THEN
+      NEW.region := NEW.metadata->>'region';
+    ELSE
+      SELECT t.region INTO NEW.region FROM oauth_tokens t WHERE t.user_id = NEW.user_id ORDER BY t.created_at, t.id LIMIT 1;
+      NEW.region := coalesce(NEW.region, 'NA');
+    END IF;
+  END IF;
+  RETURN NEW;
+END
+$function$;

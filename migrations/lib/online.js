@@ -72,6 +72,7 @@ const PAUSE_SECONDS = 0.5;
  *    nothing of `body` is applied, and the session is left outside any transaction (the runner
  *    can release node-pg-migrate's advisory lock on it).
  *
+ * `body` goes in verbatim (not re-indented: function bodies it creates keep their text).
  * `body` must be idempotent only as far as the migration as a whole must be (a step that failed
  * applied nothing). Must be the only statement of its query, outside a transaction
  * (pgm.noTransaction()); it runs as one transaction of its own.
@@ -98,7 +99,7 @@ BEGIN
     tries := tries + 1;
     BEGIN
       SET LOCAL lock_timeout = '${TRY_LOCK_TIMEOUT}';
-${indent(body, '      ')}
+${body.trim()}
       RETURN;
     EXCEPTION WHEN lock_not_available THEN
       IF clock_timestamp() + make_interval(secs => ${PAUSE_SECONDS}) + interval '${TRY_LOCK_TIMEOUT}' > deadline THEN
@@ -134,14 +135,6 @@ END IF;`;
 
 function sqlString(text) {
   return `'${text.replace(/'/g, "''")}'`;
-}
-
-function indent(text, prefix) {
-  return text
-    .trim()
-    .split('\n')
-    .map((line) => (line ? prefix + line : line))
-    .join('\n');
 }
 
 /**

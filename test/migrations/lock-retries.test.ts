@@ -195,6 +195,45 @@ describe('a lock step (migrations/lib/online.js)', () => {
   });
 });
 
+describe('a batched backfill (keysetBackfill)', () => {
+  test('waits out a writer holding one of its rows past one lock_timeout, then backfills every row', async () => {
+    const url = await pg.createDatabase();
+    const dir = migrations({
+      '0001_items.sql': `CREATE TABLE items (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), done boolean);
+        INSERT INTO items (done) SELECT NULL FROM generate_series(1, 30);`,
+      '0002_backfill.js': `const { keysetBackfill } = require(${ONLINE});
+exports.up = (pgm) => {
+  pgm.noTransaction();
+  pgm.sql(keysetBackfill({ table: 'items', alias: 'i', set: 'done = true', where: 'i.done IS NULL', batchSize: 10 }));
+};
+exports.down = false;
+`,
+    });
+    await runMigrations({ database: url, dir, count: 1 });
+    // A writer in the middle of a transaction on the 15th row (in the backfill's second batch).
+    const writer = new Client({ connectionString: url });
+    await writer.connect();
+    await writer.query('BEGIN');
+    await writer.query(
+      'SELECT 1 FROM items WHERE id = (SELECT id FROM items ORDER BY id OFFSET 14 LIMIT 1) FOR UPDATE',
+    );
+    // No retries of the run: the backfill must wait the writer out itself.
+    const migration = tracked(runMigrations({ database: url, dir, lockRetries: 0 }));
+    try {
+      await untilWaiting(url, '$backfill$', 'PgSleep', migration.settled);
+    } finally {
+      await writer.query('COMMIT');
+      await writer.end();
+    }
+    expect(await migration.promise).toEqual({ applied: ['0002_backfill'], attempts: 1 });
+    const left = await withClient(
+      url,
+      async (c) => (await c.query('SELECT count(*)::int AS n FROM items WHERE done IS NULL')).rows[0].n,
+    );
+    expect(left).toBe(0);
+  });
+});
+
 describe('the repository migrations through `npm run migrate` (no runner around them)', () => {
   test('0004 waits out a writer holding user_accounts past its lock_timeout and applies', async () => {
     const url = await pg.createDatabase();
