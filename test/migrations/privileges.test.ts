@@ -28,10 +28,14 @@ const WORKER_GRANTS_UP_SQL = upSql('0011_worker-column-grants');
 const REGION_GRANTS_UP_SQL = upSql('0014_region-column-grants');
 /** 0013 grants `authenticated` what the accounts API's functions do as the caller (idempotent). */
 const API_UP_SQL = upSql('0013_accounts-api');
-/** The accounts API's SECURITY DEFINER functions (0013): metadata matches by GIN, the token writer. */
+/** The accounts API's SECURITY DEFINER functions (0013): metadata matches by GIN, the token writer; (0020) connect sessions. */
 const API_METADATA_MATCH = 'api.accounts_matching(meta jsonb)';
 const API_TOKEN_WRITER =
   'api.store_connection(p_region text, p_access_token text, p_refresh_token text, p_expires_at timestamp with time zone)';
+const API_SESSION_CREATE =
+  'api.create_connect_session(claims jsonb, p_region text, p_redirect_uri text, p_state_digest text, p_code_verifier text, ttl_seconds integer, max_sessions integer, window_seconds integer)';
+const API_SESSION_CLAIM =
+  'api.claim_connect_session(claims jsonb, p_region text, p_state_digest text, max_connects integer, window_seconds integer)';
 /** 0016 adds oauth_tokens.last_used_at and grants it to the jobs (likewise taken back by 0011). */
 const LAST_USED_UP_SQL = upSql('0016_connection-last-used');
 
@@ -179,7 +183,12 @@ describe.each([
       userA: users.A,
       userB: users.B,
       withoutRls: [`public.${MIGRATIONS_TABLE}`],
-      definerExecutors: { [API_TOKEN_WRITER]: ['authenticated'], [API_METADATA_MATCH]: ['authenticated'] },
+      definerExecutors: {
+        [API_TOKEN_WRITER]: ['authenticated'],
+        [API_METADATA_MATCH]: ['authenticated'],
+        [API_SESSION_CREATE]: ['authenticated'],
+        [API_SESSION_CLAIM]: ['authenticated'],
+      },
     };
 
     // The matrix before 0009. On plain PostgreSQL `anon` is made for the check and dropped
