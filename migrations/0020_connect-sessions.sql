@@ -39,8 +39,17 @@
 -- `accounts_api_caller` (the accounts API's role, 0019) or, on a database where that role does
 -- not exist yet, to `authenticated` as the other api functions of 0013.
 --
--- Locks: a new table, index, policy and functions; nothing existing is rewritten or scanned.
--- Idempotent: IF NOT EXISTS / CREATE OR REPLACE / DROP POLICY IF EXISTS throughout.
+-- The API's share of the Amazon budget (lambda/shared/amazon/api-share.ts): amazon_rate_budget
+-- also holds a quota row per endpoint and region for API traffic (`lwa-token:api`,
+-- `ads-profiles:api`), paced at a share of the ceiling, so that the API can never take more than
+-- that share of a region's budget from the scheduled jobs. Only the endpoint CHECK changes (the
+-- API's budget role of 0018 already reaches every row).
+--
+-- Locks: a new table, index, policy and functions; on amazon_rate_budget (a handful of rows)
+-- the CHECK is replaced NOT VALID (ACCESS EXCLUSIVE for milliseconds, behind lock_timeout, no
+-- scan). It is left unvalidated: it is wider than the one it replaces, so every existing row
+-- satisfies it, and PostgreSQL checks it on every insert and update all the same. Nothing else existing is rewritten or scanned.
+-- Idempotent: IF NOT EXISTS / CREATE OR REPLACE / DROP … IF EXISTS throughout.
 
 SET LOCAL lock_timeout = '500ms';
 SET LOCAL statement_timeout = '30s';
@@ -81,6 +90,10 @@ CREATE POLICY connect_sessions_owner_policy ON public.connect_sessions
   FOR ALL
   USING (user_id = auth.uid())
   WITH CHECK (user_id = auth.uid());
+
+ALTER TABLE public.amazon_rate_budget DROP CONSTRAINT IF EXISTS amazon_rate_budget_endpoint_check;
+ALTER TABLE public.amazon_rate_budget ADD CONSTRAINT amazon_rate_budget_endpoint_check
+  CHECK (endpoint IN ('lwa-token', 'ads-profiles', 'lwa-token:api', 'ads-profiles:api')) NOT VALID;
 
 -- A fixed-window limit per caller in rate_limit_tracking: at most `max_count` hits of
 -- `p_endpoint` per `window_seconds`. Returns 0 when this hit is allowed (counted), else the
@@ -254,3 +267,10 @@ DROP FUNCTION IF EXISTS api.claim_connect_session(jsonb, text, text, integer, in
 DROP FUNCTION IF EXISTS api.create_connect_session(jsonb, text, text, text, text, integer, integer, integer);
 DROP FUNCTION IF EXISTS api.take_user_limit(text, integer, integer);
 DROP TABLE IF EXISTS public.connect_sessions;
+DELETE FROM public.amazon_rate_budget WHERE endpoint LIKE '%:api';
+ALTER TABLE public.amazon_rate_budget DROP CONSTRAINT IF EXISTS amazon_rate_budget_endpoint_check;
+ALTER TABLE public.amazon_rate_budget ADD CONSTRAINT amazon_rate_budget_endpoint_check
+  CHECK (endpoint IN ('lwa-token', 'ads-profiles')) NOT VALID;
+-- Validated, as 0015 made it (the ':api' rows are gone; a handful of rows to scan).
+-- squawk-ignore constraint-missing-not-valid
+ALTER TABLE public.amazon_rate_budget VALIDATE CONSTRAINT amazon_rate_budget_endpoint_check;

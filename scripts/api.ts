@@ -9,7 +9,11 @@
  * at `<issuer>/.well-known/jwks.json`) it trusts that issuer; without them, only the local
  * issuer, whose key is created in .local/identity and whose JWKS this server serves at
  * /.well-known/jwks.json (`npm run token` prints its tokens). A manual sync runs the
- * account-sync core in this process. The first line on stdout is
+ * account-sync core in this process. Connect sessions allow the redirect URIs in
+ * CONNECT_REDIRECT_URIS (comma-separated; loopback URIs when unset) and send the browser to
+ * LWA_AUTHORIZE_URL (with `{region}`; Amazon's regional consent pages when unset). An aborted
+ * or malformed request is answered or dropped, never a crash; every answer carries
+ * `X-Content-Type-Options: nosniff`. The first line on stdout is
  * `Accounts API on http://127.0.0.1:<port>`; request logs go to stderr.
  *
  * The internal token route (POST /internal/v1/access-tokens, lambda/token-vending) is served
@@ -33,6 +37,7 @@ import { PgDatabase } from '../lambda/shared/db';
 import { MetricTotals } from '../lambda/shared/jobs/runtime';
 import type { AppLogger } from '../lambda/shared/logger';
 import { TokenCipher } from '../lambda/shared/token-crypto';
+import { ApiShareBudgetStore } from '../lambda/shared/amazon/api-share';
 import { DatabaseRateBudgetStore } from '../lambda/shared/amazon/rate-budget';
 import { endpointLimitsFor, RateLimiterRegistry } from '../lambda/shared/amazon/rate-limiter';
 import { createTokenVending, sharedSecretCaller } from '../lambda/token-vending/core';
@@ -272,12 +277,13 @@ async function main() {
     throw new Error(`${LOCAL_API_ENV.jwtAudience} is required with ${LOCAL_API_ENV.jwtIssuer}`);
   const port = env[LOCAL_API_ENV.port] ? Number(env[LOCAL_API_ENV.port]) : DEFAULT_API_PORT;
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`${LOCAL_API_ENV.port} is not a port`);
-  // Amazon's rates are one budget in the database, shared with `npm run job` on the same one.
+  // Amazon's rates are one budget in the database, shared with `npm run job` on the same one;
+  // this server's calls (connects, the token route) take at most the API's share of it.
   const budgetDb = new PgDatabase({ connection: config.databaseUrl, maxConnections: 2 });
   const limiters = new RateLimiterRegistry(
     endpointLimitsFor(config.amazonRates),
     {},
-    new DatabaseRateBudgetStore(budgetDb),
+    new ApiShareBudgetStore(new DatabaseRateBudgetStore(budgetDb)),
   );
   const internalApiKey = env[INTERNAL_API_KEY_ENV]?.trim() || undefined;
   const api = await startLocalApi({
