@@ -82,7 +82,7 @@ export class AccountsPlatformStack extends Stack {
       logRetention,
       logRemovalPolicy: dependentRemoval,
     });
-    // Both rotations start only after the migration: the jobs' user exists only then, and the
+    // The three rotations start only after the migration: the jobs' and API's users exist only then, and the
     // master password must not change before the writer is up or under the running migration
     // (a schedule rotates as soon as it is created). Only the rotation applications (and through
     // them the schedules) wait: their security group must not, since the cluster's ingress
@@ -113,6 +113,7 @@ export class AccountsPlatformStack extends Stack {
       tokenEncryptionKeySecret: secrets.tokenEncryptionKey,
       tokenRefreshSchedule: config.schedules.tokenRefresh,
       accountSyncSchedule: config.schedules.accountSync,
+      schedulesEnabled: config.schedules.enabled,
       amazonLimits: config.amazonLimits,
       proactiveRefreshUsedWithinSeconds: proactiveRefreshUsedWithinSeconds(config),
       fanOut: config.jobs?.fanOut,
@@ -162,6 +163,10 @@ export class AccountsPlatformStack extends Stack {
       description: "The jobs' database user (Data API)",
     });
     new CfnOutput(this, 'AlarmTopicArn', { value: this.monitoring.alarmTopic.topicArn });
+    new CfnOutput(this, 'AlarmDeliveryCheckAlarmName', {
+      value: this.monitoring.deliveryCheckAlarm.alarmName,
+      description: '`npm run verify` sets it to prove CloudWatch reaches the alarm topic (filtered out for e-mail)',
+    });
     // What `npm run verify` checks a deploy against.
     new CfnOutput(this, 'DatabaseName', { value: this.database.databaseName });
     new CfnOutput(this, 'LatestMigration', {

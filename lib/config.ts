@@ -109,7 +109,7 @@ export interface DatabaseConfig {
    * Secrets and log groups are retained unless this is `destroy`.
    */
   readonly removalPolicy: 'destroy' | 'snapshot' | 'retain';
-  /** Days between rotations of the master and the jobs' database passwords. */
+  /** Days between rotations of the master, the jobs' and the accounts API's database passwords. */
   readonly passwordRotationDays: number;
 }
 
@@ -118,6 +118,12 @@ export interface ScheduleConfig {
   readonly tokenRefresh: string;
   /** EventBridge schedule expression of the account sync job, e.g. `rate(15 minutes)`. */
   readonly accountSync: string;
+  /**
+   * Whether the schedules run. Off, the rules exist disabled and the jobs run only when invoked
+   * (`aws lambda invoke`, see README): dev's cluster, at 0 ACU, then pauses once idle instead of
+   * being woken every 5 minutes. @default true
+   */
+  readonly enabled?: boolean;
 }
 
 export interface AlarmConfig {
@@ -198,7 +204,7 @@ const environmentSchema = z
       removalPolicy: z.enum(['destroy', 'snapshot', 'retain']),
       passwordRotationDays: z.number().int().min(1).max(365),
     }),
-    schedules: z.strictObject({ tokenRefresh: schedule, accountSync: schedule }),
+    schedules: z.strictObject({ tokenRefresh: schedule, accountSync: schedule, enabled: z.boolean().optional() }),
     alarms: z.strictObject({ notify: z.boolean(), email: z.email().optional() }),
     logRetentionDays: z.number().refine((v) => (LOG_RETENTION_DAYS as readonly number[]).includes(v), {
       message: `must be one of ${LOG_RETENTION_DAYS.join(', ')}`,
@@ -249,6 +255,7 @@ function checkProduction(config: EnvironmentConfig): string[] {
     problems.push('api.corsAllowedOrigins must all be https origins');
   if (config.api.connectRedirectUris.some((u) => !u.startsWith('https://')))
     problems.push('api.connectRedirectUris must all be https URLs');
+  if (config.schedules.enabled === false) problems.push('schedules.enabled must not be false');
   return problems;
 }
 

@@ -42,7 +42,7 @@ export interface DatabaseProps {
   readonly dependentRemovalPolicy: RemovalPolicy;
   /** Retention of the exported PostgreSQL log. */
   readonly logRetention: logs.RetentionDays;
-  /** Days between password rotations (master and jobs' user). */
+  /** Days between password rotations (master, jobs' and API's logins). */
   readonly passwordRotation: Duration;
   /** @default 'accounts' */
   readonly databaseName?: string;
@@ -54,8 +54,9 @@ export interface DatabaseProps {
 
 /**
  * Aurora PostgreSQL 17 Serverless v2 in isolated subnets, with the Data API on, storage
- * encrypted, TLS enforced, PostgreSQL logs in CloudWatch, and two secrets: the generated master
- * secret (migrations only) and the jobs' user (the Data API), both rotated.
+ * encrypted, TLS enforced, PostgreSQL logs in CloudWatch, and three database secrets, each
+ * attached to the cluster (host, port, engine added) and rotated: the generated master secret
+ * (migrations only), the jobs' login and the accounts API's login (the Data API).
  */
 export class Database extends Construct {
   readonly cluster: rds.DatabaseCluster;
@@ -69,7 +70,14 @@ export class Database extends Construct {
    * the API's Data API calls sign in with it. Created in the database by the migration.
    */
   readonly apiSecret: rds.DatabaseSecret;
-  /** Security group of both rotation Lambdas: may reach the cluster and the Secrets Manager endpoint. */
+  /**
+   * The jobs' and the API's secrets as attached to the cluster (AWS::SecretsManager::SecretTargetAttachment,
+   * which adds host, port and engine): what their rotation schedules reference, so a rotation
+   * never starts before the secret carries what the rotation function connects with.
+   */
+  readonly workerSecretAttachment: secretsmanager.ISecret;
+  readonly apiSecretAttachment: secretsmanager.ISecret;
+  /** Security group of the three rotation Lambdas: may reach the cluster and the Secrets Manager endpoint. */
   readonly rotationSecurityGroup: ec2.SecurityGroup;
 
   constructor(scope: Construct, id: string, props: DatabaseProps) {
@@ -139,7 +147,7 @@ export class Database extends Construct {
     });
     this.workerSecret.applyRemovalPolicy(props.dependentRemovalPolicy);
     // host, port, engine: what the Data API and the rotation Lambda need besides the password.
-    this.workerSecret.attach(this.cluster);
+    this.workerSecretAttachment = this.workerSecret.attach(this.cluster);
 
     this.apiSecret = new rds.DatabaseSecret(this, 'ApiSecret', {
       username: props.apiUsername ?? 'accounts_api',
@@ -147,7 +155,7 @@ export class Database extends Construct {
       excludeCharacters: PASSWORD_EXCLUDED_CHARACTERS,
     });
     this.apiSecret.applyRemovalPolicy(props.dependentRemovalPolicy);
-    this.apiSecret.attach(this.cluster);
+    this.apiSecretAttachment = this.apiSecret.attach(this.cluster);
 
     Validations.of(this.cluster).acknowledge(
       {
@@ -186,7 +194,12 @@ export class Database extends Construct {
    * the user, so the first rotation finds it.
    */
   addWorkerRotation(props: Pick<DatabaseProps, 'subnets' | 'passwordRotation' | 'vpc'>): secretsmanager.SecretRotation {
-    return this.addRotation('WorkerRotation', this.workerSecret, props);
+    return this.addRotation(
+      'WorkerRotation',
+      this.workerSecretAttachment,
+      props,
+      'DatabaseWorkerSecretRotationScheduleCA63A5F0',
+    );
   }
 
   /**
@@ -194,16 +207,25 @@ export class Database extends Construct {
    * created the user, so the first rotation finds it.
    */
   addApiRotation(props: Pick<DatabaseProps, 'subnets' | 'passwordRotation' | 'vpc'>): secretsmanager.SecretRotation {
-    return this.addRotation('ApiRotation', this.apiSecret, props);
+    return this.addRotation(
+      'ApiRotation',
+      this.apiSecretAttachment,
+      props,
+      'DatabaseApiSecretRotationScheduleE646FAB3',
+    );
   }
 
-  /** A single-user PostgreSQL rotation of `secret`, in the VPC, through the rotation security group. */
+  /**
+   * A single-user PostgreSQL rotation of `secret` (an attachment: its schedule then depends on
+   * the attachment, not only on the bare secret), in the VPC, through the rotation security group.
+   */
   private addRotation(
     id: string,
     secret: secretsmanager.ISecret,
     props: Pick<DatabaseProps, 'subnets' | 'passwordRotation' | 'vpc'>,
+    scheduleLogicalId?: string,
   ): secretsmanager.SecretRotation {
-    return new secretsmanager.SecretRotation(this, id, {
+    const rotation = new secretsmanager.SecretRotation(this, id, {
       application: secretsmanager.SecretRotationApplication.POSTGRES_ROTATION_SINGLE_USER,
       secret,
       target: this.cluster,
@@ -215,6 +237,17 @@ export class Database extends Construct {
       excludeCharacters: PASSWORD_EXCLUDED_CHARACTERS,
       securityGroup: this.rotationSecurityGroup,
     });
+    if (scheduleLogicalId) {
+      // The schedule now lives under the attachment, which would give it a new logical id: a
+      // stack deployed with it on the bare secret would create a second schedule for the same
+      // secret and then delete the first (cancelling the rotation). Its old id keeps it one
+      // resource, whose SecretId resolves to the same ARN as before.
+      const schedule = secret.node.tryFindChild('RotationSchedule')?.node.defaultChild;
+      if (!(schedule instanceof secretsmanager.CfnRotationSchedule))
+        throw new Error(`no rotation schedule under ${secret.node.path}`);
+      schedule.overrideLogicalId(scheduleLogicalId);
+    }
+    return rotation;
   }
 
   /**

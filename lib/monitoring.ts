@@ -1,5 +1,7 @@
-import { Duration, Validations } from 'aws-cdk-lib';
+import { Duration, Stack, Validations } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import * as cloudwatchActions from 'aws-cdk-lib/aws-cloudwatch-actions';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as rds from 'aws-cdk-lib/aws-rds';
 import * as sns from 'aws-cdk-lib/aws-sns';
@@ -8,13 +10,13 @@ import { DefaultDashboardFactory, MonitoringFacade, SnsAlarmActionStrategy } fro
 import { Construct } from 'constructs';
 import { AMAZON_REGIONS } from '../lambda/shared/amazon/regions';
 import {
+  DISPATCH_METRICS,
   METRIC_DIMENSIONS,
   METRIC_NAMES,
   METRICS_NAMESPACE,
   REGIONAL_METRICS,
   SERVICE_NAMES,
 } from '../lambda/shared/jobs/metrics';
-import { DISPATCH_METRICS } from '../lambda/dispatcher/core';
 import type { ScheduledJob } from './scheduled-jobs';
 
 export interface MonitoringProps {
@@ -40,6 +42,18 @@ export interface MonitoringProps {
   readonly refreshFailureRateThresholdPercent?: number;
 }
 
+/**
+ * Name of the environment's delivery-check alarm: an alarm on a metric nothing publishes, whose
+ * only use is `npm run verify` setting it to ALARM to prove CloudWatch can publish to the alarm
+ * topic. The e-mail subscription filters its notifications out, so nobody is paged by it.
+ */
+export function deliveryCheckAlarmName(environmentName: string): string {
+  return `AmazonAccounts-${environmentName}-alarm-delivery-check`;
+}
+
+/** The metric of the delivery-check alarm: never published, so the alarm rests in OK. */
+export const DELIVERY_CHECK_METRIC = 'AlarmDeliveryCheck';
+
 /** Dimensions every job metric carries: Powertools' `service` and the environment. */
 export function jobMetricDimensions(service: string, environmentName: string): Record<string, string> {
   return { service, environment: environmentName };
@@ -54,12 +68,62 @@ export function jobMetricDimensions(service: string, environmentName: string): R
 export class Monitoring extends Construct {
   readonly alarmTopic: sns.Topic;
   readonly facade: MonitoringFacade;
+  /** The alarm `npm run verify` sets to prove the alarm topic accepts CloudWatch's notifications. */
+  readonly deliveryCheckAlarm: cloudwatch.Alarm;
 
   constructor(scope: Construct, id: string, props: MonitoringProps) {
     super(scope, id);
     const prefix = `AmazonAccounts-${props.environmentName}`;
     this.alarmTopic = new sns.Topic(this, 'AlarmTopic', { displayName: `${prefix} alarms`, enforceSSL: true });
-    if (props.alarmEmail) this.alarmTopic.addSubscription(new subscriptions.EmailSubscription(props.alarmEmail));
+    // enforceSSL writes an AWS::SNS::TopicPolicy, and a topic policy replaces SNS's default one
+    // (the one that lets this account's services publish): without this statement CloudWatch may
+    // not publish and no alarm would reach anyone. Scoped to this account's alarms in this
+    // region (aws:SourceArn, aws:SourceAccount: the confused-deputy guard AWS recommends for
+    // service principals).
+    const { account, region, partition } = Stack.of(this);
+    this.alarmTopic.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'AllowCloudWatchAlarmsOfThisAccount',
+        effect: iam.Effect.ALLOW,
+        principals: [new iam.ServicePrincipal('cloudwatch.amazonaws.com')],
+        actions: ['sns:Publish'],
+        resources: [this.alarmTopic.topicArn],
+        conditions: {
+          ArnLike: { 'aws:SourceArn': `arn:${partition}:cloudwatch:${region}:${account}:alarm:*` },
+          StringEquals: { 'aws:SourceAccount': account },
+        },
+      }),
+    );
+    const checkAlarmName = deliveryCheckAlarmName(props.environmentName);
+    if (props.alarmEmail)
+      this.alarmTopic.addSubscription(
+        new subscriptions.EmailSubscription(props.alarmEmail, {
+          // Every alarm's notification but the delivery check's (CloudWatch's message body is JSON
+          // with its AlarmName): `npm run verify` proves delivery without paging anyone.
+          filterPolicyWithMessageBody: {
+            AlarmName: sns.FilterOrPolicy.filter(sns.SubscriptionFilter.stringFilter({ denylist: [checkAlarmName] })),
+          },
+        }),
+      );
+    this.deliveryCheckAlarm = new cloudwatch.Alarm(this, 'DeliveryCheckAlarm', {
+      alarmName: checkAlarmName,
+      alarmDescription:
+        'Not an incident: `npm run verify` sets this alarm to ALARM to prove CloudWatch can publish to the alarm topic (the e-mail subscription filters it out). Nothing publishes its metric, so it returns to OK by itself.',
+      metric: new cloudwatch.Metric({
+        namespace: METRICS_NAMESPACE,
+        metricName: DELIVERY_CHECK_METRIC,
+        dimensionsMap: { environment: props.environmentName },
+        statistic: 'Sum',
+        period: Duration.minutes(1),
+      }),
+      threshold: 0,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+      evaluationPeriods: 1,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      // Like every alarm of the environment: no notification where alarms notify nobody (dev).
+      actionsEnabled: props.notify,
+    });
+    this.deliveryCheckAlarm.addAlarmAction(new cloudwatchActions.SnsAction(this.alarmTopic));
     Validations.of(this.alarmTopic).acknowledge({
       id: 'AwsSolutions-SNS2',
       reason:

@@ -29,6 +29,8 @@ export interface ScheduledJobsProps {
   readonly tokenRefreshSchedule: string;
   /** EventBridge schedule expression of the account sync job. */
   readonly accountSyncSchedule: string;
+  /** Whether the schedules run (off: the rules exist, disabled; the jobs run when invoked). @default true */
+  readonly schedulesEnabled?: boolean;
   /** Amazon's request rates per region, shared by every invocation of both jobs. */
   readonly amazonLimits: { readonly lwaRequestsPerSecond: number; readonly adsRequestsPerSecond: number };
   /**
@@ -178,6 +180,7 @@ export class ScheduledJobs extends Construct {
     const rule = new events.Rule(scope, 'Schedule', {
       description: `${definition.description} (${definition.schedule})`,
       schedule: events.Schedule.expression(definition.schedule),
+      enabled: props.schedulesEnabled ?? true,
       targets: [
         new targets.LambdaFunction(fanOut?.dispatcher ?? fn, {
           // Delivery retries (throttling, service errors) before the event goes to the queue.

@@ -51,8 +51,14 @@
 -- satisfies it, and PostgreSQL checks it on every insert and update all the same. Nothing else existing is rewritten or scanned.
 -- Idempotent: IF NOT EXISTS / CREATE OR REPLACE / DROP … IF EXISTS throughout.
 
-SET LOCAL lock_timeout = '500ms';
 SET LOCAL statement_timeout = '30s';
+-- The foreign key to users (SHARE ROW EXCLUSIVE on users) and the CHECK on amazon_rate_budget
+-- need locks an autovacuum of those tables holds off; SHARE UPDATE EXCLUSIVE first, waited for
+-- up to 20 s, makes the server cancel such an autovacuum after deadlock_timeout (1 s), which a
+-- 500 ms lock_timeout alone never waits for (as 0021 does); writers do not queue behind it.
+SET LOCAL lock_timeout = '20s';
+LOCK TABLE public.users, public.amazon_rate_budget IN SHARE UPDATE EXCLUSIVE MODE;
+SET LOCAL lock_timeout = '500ms';
 
 CREATE TABLE IF NOT EXISTS public.connect_sessions (
   id uuid PRIMARY KEY DEFAULT gen_random_uuid(),

@@ -6,9 +6,11 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CloudFormationClient } from '@aws-sdk/client-cloudformation';
+import { CloudWatchClient } from '@aws-sdk/client-cloudwatch';
 import { LambdaClient } from '@aws-sdk/client-lambda';
 import { RDSDataClient } from '@aws-sdk/client-rds-data';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { SNSClient } from '@aws-sdk/client-sns';
 import { EnvironmentConfigError, resolveEnvironment, stackNameOf } from '../lib/config';
 import { formatChecklist, verifyDeploy } from './verify/checks';
 
@@ -50,6 +52,8 @@ async function main(): Promise<number> {
     lambda: new LambdaClient({ region }),
     rdsData: new RDSDataClient({ region }),
     secretsManager: new SecretsManagerClient({ region }),
+    cloudWatch: new CloudWatchClient({ region }),
+    sns: new SNSClient({ region }),
   };
   const stackName = stackNameOf(config.name);
   process.stdout.write(`Checking ${stackName}${args.rotate ? ' (the rotation check takes a minute or two)' : ''} …\n`);

@@ -1,4 +1,12 @@
 import { CloudFormationClient, DescribeStacksCommand } from '@aws-sdk/client-cloudformation';
+import {
+  CloudWatchClient,
+  DescribeAlarmHistoryCommand,
+  DescribeAlarmsCommand,
+  GetMetricStatisticsCommand,
+  SetAlarmStateCommand,
+} from '@aws-sdk/client-cloudwatch';
+import { GetTopicAttributesCommand, ListSubscriptionsByTopicCommand, SNSClient } from '@aws-sdk/client-sns';
 import { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
 import { ExecuteStatementCommand, RDSDataClient } from '@aws-sdk/client-rds-data';
 import { DescribeSecretCommand, RotateSecretCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
@@ -25,6 +33,8 @@ export interface VerifyClients {
   readonly lambda: LambdaClient;
   readonly rdsData: RDSDataClient;
   readonly secretsManager: SecretsManagerClient;
+  readonly cloudWatch: CloudWatchClient;
+  readonly sns: SNSClient;
   /** @default globalThis.fetch */
   readonly fetch?: typeof fetch;
   /** @default setTimeout */
@@ -41,6 +51,8 @@ export interface VerifyOptions {
   readonly rotationTimeoutMs?: number;
   /** Between two looks at the rotation. @default 5 s */
   readonly pollMs?: number;
+  /** How long to wait for CloudWatch to run the delivery-check alarm's action. @default 2 minutes */
+  readonly alarmTimeoutMs?: number;
   /** How long to wait for a cluster paused at 0 ACU to resume. @default 2 minutes */
   readonly resumeTimeoutMs?: number;
   /** Receives each result as it is known (the CLI prints it). */
@@ -55,6 +67,8 @@ export const REQUIRED_OUTPUTS = [
   'LatestMigration',
   'TokenRefreshFunctionName',
   'AccountSyncFunctionName',
+  'AlarmTopicArn',
+  'AlarmDeliveryCheckAlarmName',
 ] as const;
 type Outputs = Record<(typeof REQUIRED_OUTPUTS)[number], string> & Record<string, string>;
 
@@ -90,6 +104,7 @@ export async function verifyDeploy(clients: VerifyClients, options: VerifyOption
   record(await checkJob(clients, 'token-refresh', outputs.TokenRefreshFunctionName, describeTokenRefresh));
   record(await checkJob(clients, 'account-sync', outputs.AccountSyncFunctionName, describeAccountSync));
   record(await checkApiHealth(clients.fetch ?? fetch, outputs));
+  record(await checkAlarmDelivery(clients, outputs, sleep, now, options));
   if (options.rotate === false) {
     record({ name: 'password rotation', status: 'skip', detail: 'skipped (--no-rotation)' });
   } else {
@@ -288,6 +303,208 @@ async function checkApiHealth(fetchImpl: typeof fetch, outputs: Outputs): Promis
       hint: `Is ${key} the API's public URL?`,
     };
   }
+}
+
+/** The principal every CloudWatch alarm publishes as. */
+const CLOUDWATCH_PRINCIPAL = 'cloudwatch.amazonaws.com';
+
+interface PolicyStatement {
+  readonly Effect?: string;
+  readonly Principal?: string | { readonly Service?: string | string[]; readonly AWS?: string | string[] };
+  readonly Action?: string | string[];
+  readonly Condition?: unknown;
+}
+
+/** Whether the topic's policy has an Allow of sns:Publish for CloudWatch's alarms. */
+export function topicPolicyAllowsCloudWatch(policy: string | undefined): boolean {
+  if (!policy) return false;
+  let statements: PolicyStatement[];
+  try {
+    const document = JSON.parse(policy) as { Statement?: PolicyStatement | PolicyStatement[] };
+    statements = [document.Statement ?? []].flat();
+  } catch {
+    return false;
+  }
+  return statements.some((s) => {
+    if (s.Effect !== 'Allow' || typeof s.Principal !== 'object') return false;
+    const services = [s.Principal.Service ?? []].flat();
+    const actions = [s.Action ?? []].flat().map((a) => a.toLowerCase());
+    return services.includes(CLOUDWATCH_PRINCIPAL) && (actions.includes('sns:publish') || actions.includes('sns:*'));
+  });
+}
+
+/**
+ * Alarms reach someone: the topic lets CloudWatch publish, at least one subscription is
+ * confirmed, no notification failed delivery in the last day, and CloudWatch really publishes:
+ * the delivery-check alarm (whose notifications the e-mail subscription filters out, so nobody
+ * is paged) is set to ALARM, and its history must show the action on the topic succeeded. It
+ * is set back to OK whatever happens.
+ */
+async function checkAlarmDelivery(
+  clients: VerifyClients,
+  outputs: Outputs,
+  sleep: (ms: number) => Promise<void>,
+  now: () => number,
+  options: VerifyOptions,
+): Promise<CheckResult> {
+  const name = 'alarm delivery';
+  const topicArn = outputs.AlarmTopicArn;
+  const alarmName = outputs.AlarmDeliveryCheckAlarmName;
+  try {
+    const alarm = (await clients.cloudWatch.send(new DescribeAlarmsCommand({ AlarmNames: [alarmName] })))
+      .MetricAlarms?.[0];
+    if (!alarm) {
+      return {
+        name,
+        status: 'fail',
+        detail: `the delivery-check alarm ${alarmName} does not exist`,
+        hint: 'Deploy the current code (npx cdk deploy -c env=<name>).',
+      };
+    }
+    if (alarm.ActionsEnabled === false) {
+      return { name, status: 'skip', detail: 'skipped: alarm actions are off in this environment (alarms.notify)' };
+    }
+
+    const { Attributes } = await clients.sns.send(new GetTopicAttributesCommand({ TopicArn: topicArn }));
+    if (!topicPolicyAllowsCloudWatch(Attributes?.Policy)) {
+      return {
+        name,
+        status: 'fail',
+        detail: `the alarm topic's policy does not allow ${CLOUDWATCH_PRINCIPAL} to publish: no alarm reaches anyone`,
+        hint: "Deploy the current code (lib/monitoring.ts adds the statement); someone may have replaced the topic's policy by hand.",
+      };
+    }
+
+    const subscriptions = [];
+    let nextToken: string | undefined;
+    do {
+      const page = await clients.sns.send(
+        new ListSubscriptionsByTopicCommand({ TopicArn: topicArn, NextToken: nextToken }),
+      );
+      subscriptions.push(...(page.Subscriptions ?? []));
+      nextToken = page.NextToken;
+    } while (nextToken);
+    const confirmed = subscriptions.filter((s) => s.SubscriptionArn?.startsWith('arn:'));
+    if (confirmed.length === 0) {
+      const pending = subscriptions.filter((s) => s.SubscriptionArn === 'PendingConfirmation');
+      return {
+        name,
+        status: 'fail',
+        detail: `the alarm topic has no confirmed subscription${pending.length ? ` (${pending.length} pending confirmation)` : ''}`,
+        hint: pending.length
+          ? 'AWS e-mailed a confirmation link to alarms.email when the stack created the subscription: follow it (SNS console → the topic → Subscriptions → "Request confirmation" sends it again).'
+          : 'Set alarms.email in cdk.json and deploy.',
+      };
+    }
+
+    const end = new Date(now());
+    const failed = await clients.cloudWatch.send(
+      new GetMetricStatisticsCommand({
+        Namespace: 'AWS/SNS',
+        MetricName: 'NumberOfNotificationsFailed',
+        Dimensions: [{ Name: 'TopicName', Value: topicArn.split(':').at(-1)! }],
+        StartTime: new Date(end.getTime() - 24 * 3600_000),
+        EndTime: end,
+        Period: 24 * 3600,
+        Statistics: ['Sum'],
+      }),
+    );
+    const failures = (failed.Datapoints ?? []).reduce((n, d) => n + (d.Sum ?? 0), 0);
+    if (failures > 0) {
+      return {
+        name,
+        status: 'fail',
+        detail: `${failures} notifications of the alarm topic failed delivery in the last 24 h`,
+        hint: "A subscription's endpoint refuses them (a bouncing address?): the SNS console's topic metrics and the subscriptions' endpoints.",
+      };
+    }
+
+    return await setAndWatch(clients, alarmName, topicArn, confirmed.length, sleep, now, options);
+  } catch (error) {
+    return {
+      name,
+      status: 'fail',
+      detail: `could not check the alarm topic: ${messageOf(error)}`,
+      hint: 'Your credentials need cloudwatch:DescribeAlarms, SetAlarmState, DescribeAlarmHistory, GetMetricStatistics and sns:GetTopicAttributes, ListSubscriptionsByTopic.',
+    };
+  }
+}
+
+async function setAndWatch(
+  clients: VerifyClients,
+  alarmName: string,
+  topicArn: string,
+  confirmed: number,
+  sleep: (ms: number) => Promise<void>,
+  now: () => number,
+  options: VerifyOptions,
+): Promise<CheckResult> {
+  const name = 'alarm delivery';
+  const reason = 'npm run verify: alarm delivery check (not an incident)';
+  // From OK, so the change to ALARM is a transition and its action runs.
+  await clients.cloudWatch.send(
+    new SetAlarmStateCommand({ AlarmName: alarmName, StateValue: 'OK', StateReason: reason }),
+  );
+  try {
+    await clients.cloudWatch.send(
+      new SetAlarmStateCommand({ AlarmName: alarmName, StateValue: 'ALARM', StateReason: reason }),
+    );
+    // CloudWatch's own clock: the action comes at or after the state change it records.
+    const alarm = (await clients.cloudWatch.send(new DescribeAlarmsCommand({ AlarmNames: [alarmName] })))
+      .MetricAlarms?.[0];
+    const since = alarm?.StateUpdatedTimestamp ?? new Date(now() - 60_000);
+    const started = now();
+    const timeoutMs = options.alarmTimeoutMs ?? 120_000;
+    for (;;) {
+      const history = await clients.cloudWatch.send(
+        new DescribeAlarmHistoryCommand({ AlarmName: alarmName, HistoryItemType: 'Action', StartDate: since }),
+      );
+      const action = (history.AlarmHistoryItems ?? []).find(
+        (item) => item.Timestamp && item.Timestamp.getTime() >= since.getTime(),
+      );
+      if (action) {
+        const outcome = actionOutcome(action.HistoryData, action.HistorySummary);
+        if (outcome === 'succeeded') {
+          return {
+            name,
+            status: 'pass',
+            detail: `CloudWatch published ${alarmName} to the alarm topic (not e-mailed: filtered out); ${confirmed} confirmed subscription${confirmed === 1 ? '' : 's'}; no failed notification in 24 h`,
+          };
+        }
+        return {
+          name,
+          status: 'fail',
+          detail: `CloudWatch could not publish to the alarm topic: ${action.HistorySummary ?? 'action failed'}`,
+          hint: `The topic's policy (${topicArn}) must allow ${CLOUDWATCH_PRINCIPAL} sns:Publish for this account's alarms.`,
+        };
+      }
+      if (now() - started >= timeoutMs) {
+        return {
+          name,
+          status: 'fail',
+          detail: `CloudWatch recorded no action of ${alarmName} within ${Math.round(timeoutMs / 1000)} s of setting it to ALARM`,
+          hint: 'CloudWatch console → the alarm → History.',
+        };
+      }
+      await sleep(options.pollMs ?? 5000);
+    }
+  } finally {
+    await clients.cloudWatch.send(
+      new SetAlarmStateCommand({ AlarmName: alarmName, StateValue: 'OK', StateReason: reason }),
+    );
+  }
+}
+
+/** An alarm action history item's outcome: its HistoryData's actionState, else its summary. */
+function actionOutcome(data: string | undefined, summary: string | undefined): 'succeeded' | 'failed' {
+  try {
+    const state = (JSON.parse(data ?? '') as { actionState?: unknown }).actionState;
+    if (state === 'Succeeded') return 'succeeded';
+    if (state === 'Failed') return 'failed';
+  } catch {
+    // Not JSON: the summary says.
+  }
+  return /^Successfully executed action/i.test(summary ?? '') ? 'succeeded' : 'failed';
 }
 
 async function checkRotation(

@@ -207,8 +207,9 @@ test('an environment named prod cannot drop its protections', () => {
   prod.alarms.notify = false;
   prod.api.corsAllowedOrigins = ['http://localhost:3000'];
   prod.api.connectRedirectUris = ['http://localhost:3000/amazon/callback'];
+  prod.schedules.enabled = false;
   expect(() => resolveEnvironment('prod', { prod })).toThrow(
-    /deletionProtection must be true\n✖ database.removalPolicy must be snapshot or retain\n✖ database.backupRetentionDays must be at least 7\n✖ alarms.notify must be true\n✖ api.corsAllowedOrigins must all be https origins\n✖ api.connectRedirectUris must all be https URLs/,
+    /deletionProtection must be true\n✖ database.removalPolicy must be snapshot or retain\n✖ database.backupRetentionDays must be at least 7\n✖ alarms.notify must be true\n✖ api.corsAllowedOrigins must all be https origins\n✖ api.connectRedirectUris must all be https URLs\n✖ schedules.enabled must not be false/,
   );
 });
 

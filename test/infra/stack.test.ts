@@ -5,14 +5,14 @@ import type { IConstruct } from 'constructs';
 import { fingerprintMigrations } from '../../lambda/migrate/migrations-hash';
 import { DEFAULT_MIGRATIONS_DIR } from '../../lambda/migrate/run-migrations';
 import { JOB_ENV } from '../../lambda/shared/config';
-import { METRIC_NAMES, METRICS_NAMESPACE } from '../../lambda/shared/jobs/metrics';
+import { DISPATCH_METRICS, METRIC_NAMES, METRICS_NAMESPACE } from '../../lambda/shared/jobs/metrics';
 import { API_ENV } from '../../lambda/shared/api-env';
-import { API_OUTPUT, REQUIRED_OUTPUTS } from '../../scripts/verify/checks';
+import { API_OUTPUT, REQUIRED_OUTPUTS, topicPolicyAllowsCloudWatch } from '../../scripts/verify/checks';
+import { deliveryCheckAlarmName } from '../../lib/monitoring';
 import { accessLogFields, API_ROUTES, API_THROTTLED_METRIC, INTERNAL_TOKEN_ROUTE } from '../../lib/accounts-api';
 import { resolveEnvironment } from '../../lib/config';
 import { FAN_OUT_BATCH_SIZE, FAN_OUT_MAX_RECEIVE_COUNT } from '../../lib/scheduled-jobs';
 import { DISPATCHER_ENV } from '../../lambda/dispatcher/config';
-import { DISPATCH_METRICS } from '../../lambda/dispatcher/core';
 import { DISPATCH_MARK_SECONDS } from '../../lambda/shared/jobs/fan-out';
 import { buildStack, cdkJsonContext, onlyResource, resourcesOf, templateOf } from './support/stack';
 
@@ -25,6 +25,9 @@ const STATEFUL_LOGICAL_IDS = {
   masterSecret: 'DatabaseMasterSecretC5C2A01F',
   /** The master secret with host and port attached: what rotation and the migration read. */
   masterSecretAttachment: 'DatabaseMasterSecretAttachment67754D68',
+  /** The jobs' and the API's secrets with host, port and engine attached: what their rotations read. */
+  workerSecretAttachment: 'DatabaseWorkerSecretAttachment',
+  apiSecretAttachment: 'DatabaseApiSecretAttachment',
   workerSecret: 'DatabaseWorkerSecretFF17536B',
   apiSecret: 'DatabaseApiSecretAD850E10',
   lwaSecret: 'SecretsLwaClient81E48E60',
@@ -137,17 +140,39 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
     ).toBeUndefined();
   });
 
-  test('the master, the jobs\u2019 and the API\u2019s secrets rotate every 30 days', () => {
+  test('the master, the jobs\u2019 and the API\u2019s secrets rotate every 30 days, each through its attachment to the cluster', () => {
     const schedules = Object.values(resourcesOf(template(), 'AWS::SecretsManager::RotationSchedule'));
     expect(schedules).toHaveLength(3);
     for (const schedule of schedules)
       expect(schedule.Properties?.RotationRules).toEqual({ ScheduleExpression: 'rate(30 days)' });
-    expect(schedules.map((s) => s.Properties?.SecretId)).toEqual(
-      expect.arrayContaining([
-        { Ref: STATEFUL_LOGICAL_IDS.workerSecret },
-        { Ref: STATEFUL_LOGICAL_IDS.apiSecret },
-        { Ref: STATEFUL_LOGICAL_IDS.masterSecretAttachment },
-      ]),
+    // The attachment (AWS::SecretsManager::SecretTargetAttachment) adds host, port and engine,
+    // which the rotation function connects with: a schedule on the bare secret could rotate first.
+    const attachments = resourcesOf(template(), 'AWS::SecretsManager::SecretTargetAttachment');
+    const attachmentOf = (secret: string) => {
+      const found = Object.entries(attachments).filter(
+        ([, a]) => JSON.stringify(a.Properties?.SecretId) === JSON.stringify({ Ref: secret }),
+      );
+      expect(found).toHaveLength(1);
+      expect(found[0][1].Properties?.TargetType).toBe('AWS::RDS::DBCluster');
+      return found[0][0];
+    };
+    // The schedules keep the logical ids they had on the bare secrets: one resource each, updated
+    // in place, never a second schedule created beside the first and the first then deleted.
+    expect(Object.keys(resourcesOf(template(), 'AWS::SecretsManager::RotationSchedule')).sort()).toEqual([
+      'DatabaseApiSecretRotationScheduleE646FAB3',
+      'DatabaseMasterSecretAttachmentRotationSchedule8ADE63F4',
+      'DatabaseWorkerSecretRotationScheduleCA63A5F0',
+    ]);
+    const worker = attachmentOf(STATEFUL_LOGICAL_IDS.workerSecret);
+    const api = attachmentOf(STATEFUL_LOGICAL_IDS.apiSecret);
+    expect(worker.startsWith(STATEFUL_LOGICAL_IDS.workerSecretAttachment)).toBe(true);
+    expect(api.startsWith(STATEFUL_LOGICAL_IDS.apiSecretAttachment)).toBe(true);
+    expect(
+      schedules.map((s) => s.Properties?.SecretId).sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b))),
+    ).toEqual(
+      [{ Ref: api }, { Ref: STATEFUL_LOGICAL_IDS.masterSecretAttachment }, { Ref: worker }].sort((a, b) =>
+        JSON.stringify(a).localeCompare(JSON.stringify(b)),
+      ),
     );
   });
 
@@ -194,7 +219,8 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
       expect(depthAlarms).toHaveLength(1);
       template().hasResourceProperties('AWS::Events::Rule', {
         ScheduleExpression: schedule,
-        State: 'ENABLED',
+        // Dev's schedules are off (cdk.json): its cluster pauses when nobody calls it.
+        State: env === 'dev' ? 'DISABLED' : 'ENABLED',
         Targets: [
           {
             Arn: { 'Fn::GetAtt': [fn.id, 'Arn'] },
@@ -442,6 +468,8 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
     expect(alarms.map((a) => a.Properties?.AlarmName).sort()).toEqual(
       [
         `AmazonAccounts-${env}-account-sync-dlq-Queue-Message-Count-Max-Critical`,
+        // Not an incident: `npm run verify` sets it (below).
+        deliveryCheckAlarmName(env),
         `AmazonAccounts-${env}-account-sync-lambda-Fault-Count-Critical`,
         `AmazonAccounts-${env}-accounts-api-Fault-Rate-Critical`,
         `AmazonAccounts-${env}-accounts-api-Latency-P95-Critical`,
@@ -476,6 +504,79 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
     expect(expression).toContain(METRIC_NAMES.tokensRefreshed);
     expect(expression).toContain('{"Name":"service","Value":"token-refresh"}');
     expect(expression).toContain(`{"Name":"environment","Value":"${env}"}`);
+  });
+
+  test('the alarm topic\u2019s policy lets this account\u2019s CloudWatch alarms publish, beside the TLS-only rule', () => {
+    const topic = onlyResource(template(), 'AWS::SNS::Topic').id;
+    const { resource } = onlyResource(template(), 'AWS::SNS::TopicPolicy');
+    expect(resource.Properties?.Topics).toEqual([{ Ref: topic }]);
+    const statements = (resource.Properties?.PolicyDocument as { Statement: Array<Record<string, unknown>> }).Statement;
+    // The policy replaces SNS's default one: without an Allow, CloudWatch could not publish.
+    expect(statements).toEqual([
+      {
+        Sid: 'AllowPublishThroughSSLOnly',
+        Effect: 'Deny',
+        Principal: '*',
+        Action: 'sns:Publish',
+        Resource: { Ref: topic },
+        Condition: { Bool: { 'aws:SecureTransport': 'false' } },
+      },
+      {
+        Sid: 'AllowCloudWatchAlarmsOfThisAccount',
+        Effect: 'Allow',
+        Principal: { Service: 'cloudwatch.amazonaws.com' },
+        Action: 'sns:Publish',
+        Resource: { Ref: topic },
+        // Only this account's alarms in this region (the confused-deputy guard).
+        Condition: {
+          ArnLike: {
+            'aws:SourceArn': {
+              'Fn::Join': [
+                '',
+                [
+                  'arn:',
+                  { Ref: 'AWS::Partition' },
+                  ':cloudwatch:',
+                  { Ref: 'AWS::Region' },
+                  ':',
+                  { Ref: 'AWS::AccountId' },
+                  ':alarm:*',
+                ],
+              ],
+            },
+          },
+          StringEquals: { 'aws:SourceAccount': { Ref: 'AWS::AccountId' } },
+        },
+      },
+    ]);
+    // What `npm run verify` looks for in the deployed policy.
+    expect(topicPolicyAllowsCloudWatch(JSON.stringify(resource.Properties?.PolicyDocument))).toBe(true);
+  });
+
+  test('the delivery-check alarm: on a metric nothing publishes, to the topic, actions on where alarms notify; the e-mail subscription filters it out', () => {
+    const topic = onlyResource(template(), 'AWS::SNS::Topic').id;
+    const alarm = Object.values(resourcesOf(template(), 'AWS::CloudWatch::Alarm')).find(
+      (a) => a.Properties?.AlarmName === deliveryCheckAlarmName(env),
+    );
+    expect(alarm?.Properties).toMatchObject({
+      AlarmActions: [{ Ref: topic }],
+      ActionsEnabled: env !== 'dev',
+      Namespace: METRICS_NAMESPACE,
+      MetricName: 'AlarmDeliveryCheck',
+      TreatMissingData: 'notBreaching',
+    });
+    expect(alarm?.Properties?.OKActions).toBeUndefined();
+    for (const subscription of Object.values(resourcesOf(template(), 'AWS::SNS::Subscription'))) {
+      expect(subscription.Properties).toMatchObject({
+        FilterPolicyScope: 'MessageBody',
+        FilterPolicy: { AlarmName: [{ 'anything-but': [deliveryCheckAlarmName(env)] }] },
+      });
+    }
+    expect(template().toJSON().Outputs.AlarmDeliveryCheckAlarmName.Value).toEqual({
+      Ref: Object.entries(resourcesOf(template(), 'AWS::CloudWatch::Alarm')).find(
+        ([, a]) => a.Properties?.AlarmName === deliveryCheckAlarmName(env),
+      )![0],
+    });
   });
 
   test('cdk-nag AWS Solutions checks find nothing unacknowledged, and every acknowledgement has a reason', () => {
@@ -908,6 +1009,25 @@ test('dev does not fan out: no dispatcher, no event source mapping; the schedule
 });
 
 describe('per-environment settings', () => {
+  test('dev\u2019s schedules are off by default, so nothing wakes its paused cluster; staging\u2019s and prod\u2019s run', () => {
+    const states = (env: string) =>
+      Object.values(resourcesOf(templateOf(env), 'AWS::Events::Rule'))
+        .filter((r) => r.Properties?.ScheduleExpression !== undefined)
+        .map((r) => r.Properties?.State);
+    expect(states('dev')).toEqual(['DISABLED', 'DISABLED']);
+    expect(states('staging')).toEqual(['ENABLED', 'ENABLED']);
+    expect(states('prod')).toEqual(['ENABLED', 'ENABLED']);
+    // Turned on in cdk.json, dev's schedules run like the others'.
+    const dev = structuredClone((cdkJsonContext().environments as Record<string, any>).dev);
+    dev.schedules.enabled = true;
+    const enabled = Template.fromStack(buildStack('dev', { environments: { dev } }).stack);
+    expect(
+      Object.values(resourcesOf(enabled, 'AWS::Events::Rule'))
+        .filter((r) => r.Properties?.ScheduleExpression !== undefined)
+        .map((r) => r.Properties?.State),
+    ).toEqual(['ENABLED', 'ENABLED']);
+  });
+
   test('dev pauses at 0 ACU and is destroyed cleanly', () => {
     const t = templateOf('dev');
     t.hasResourceProperties('AWS::RDS::DBCluster', {

@@ -1,4 +1,12 @@
 import { CloudFormationClient, DescribeStacksCommand, type Output } from '@aws-sdk/client-cloudformation';
+import {
+  CloudWatchClient,
+  DescribeAlarmHistoryCommand,
+  DescribeAlarmsCommand,
+  GetMetricStatisticsCommand,
+  SetAlarmStateCommand,
+} from '@aws-sdk/client-cloudwatch';
+import { GetTopicAttributesCommand, ListSubscriptionsByTopicCommand, SNSClient } from '@aws-sdk/client-sns';
 import { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
 import { ExecuteStatementCommand, RDSDataClient } from '@aws-sdk/client-rds-data';
 import { DescribeSecretCommand, RotateSecretCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
@@ -21,6 +29,8 @@ const cloudFormation = mockClient(CloudFormationClient);
 const lambda = mockClient(LambdaClient);
 const rdsData = mockClient(RDSDataClient);
 const secretsManager = mockClient(SecretsManagerClient);
+const cloudWatch = mockClient(CloudWatchClient);
+const sns = mockClient(SNSClient);
 
 const STACK = 'AmazonAccounts-dev';
 const LATEST = fingerprintMigrations(DEFAULT_MIGRATIONS_DIR).latest;
@@ -32,7 +42,48 @@ const OUTPUTS = {
   TokenRefreshFunctionName: 'AmazonAccounts-dev-TokenRefresh',
   AccountSyncFunctionName: 'AmazonAccounts-dev-AccountSync',
   LwaClientSecretArn: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:lwa-AbCdEf',
+  AlarmTopicArn: 'arn:aws:sns:eu-west-1:123456789012:AmazonAccounts-dev-MonitoringAlarmTopic-AbCdEf',
+  AlarmDeliveryCheckAlarmName: 'AmazonAccounts-dev-alarm-delivery-check',
 };
+
+/** The alarm topic's policy as the stack deploys it (lib/monitoring.ts): the TLS rule and CloudWatch's Allow. */
+const TLS_ONLY = {
+  Sid: 'AllowPublishThroughSSLOnly',
+  Effect: 'Deny',
+  Principal: '*',
+  Action: 'sns:Publish',
+  Resource: OUTPUTS.AlarmTopicArn,
+  Condition: { Bool: { 'aws:SecureTransport': 'false' } },
+};
+const CLOUDWATCH_ALLOWED = {
+  Sid: 'AllowCloudWatchAlarmsOfThisAccount',
+  Effect: 'Allow',
+  Principal: { Service: 'cloudwatch.amazonaws.com' },
+  Action: 'sns:Publish',
+  Resource: OUTPUTS.AlarmTopicArn,
+  Condition: {
+    ArnLike: { 'aws:SourceArn': 'arn:aws:cloudwatch:eu-west-1:123456789012:alarm:*' },
+    StringEquals: { 'aws:SourceAccount': '123456789012' },
+  },
+};
+const policy = (...statements: object[]) => JSON.stringify({ Version: '2012-10-17', Statement: statements });
+/** When CloudWatch records the delivery-check alarm's change to ALARM (its clock, not ours). */
+const ALARM_SET_AT = new Date('2026-12-07T02:00:00Z');
+/** The alarm's action, recorded a moment after the change. */
+const PUBLISHED = {
+  AlarmName: OUTPUTS.AlarmDeliveryCheckAlarmName,
+  HistoryItemType: 'Action' as const,
+  Timestamp: new Date(ALARM_SET_AT.getTime() + 1500),
+  HistorySummary: `Successfully executed action ${OUTPUTS.AlarmTopicArn}`,
+  HistoryData: JSON.stringify({ actionState: 'Succeeded', notificationResource: OUTPUTS.AlarmTopicArn }),
+};
+/** The action is not yet recorded at the first look. */
+function actionRecordedLate() {
+  cloudWatch
+    .on(DescribeAlarmHistoryCommand)
+    .resolvesOnce({ AlarmHistoryItems: [] })
+    .resolves({ AlarmHistoryItems: [PUBLISHED] });
+}
 const NEW_VERSION = 'b1c2d3e4-0000-4000-8000-000000000001';
 
 const encode = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
@@ -72,6 +123,25 @@ function healthyDeploy(outputs: Record<string, string> = OUTPUTS) {
       accountsToFlagForReauth: 1,
     }) as never,
   });
+  cloudWatch.on(DescribeAlarmsCommand).resolves({
+    MetricAlarms: [
+      { AlarmName: OUTPUTS.AlarmDeliveryCheckAlarmName, ActionsEnabled: true, StateUpdatedTimestamp: ALARM_SET_AT },
+    ],
+  });
+  cloudWatch.on(SetAlarmStateCommand).resolves({});
+  cloudWatch.on(GetMetricStatisticsCommand).resolves({ Datapoints: [] });
+  cloudWatch.on(DescribeAlarmHistoryCommand).resolves({ AlarmHistoryItems: [PUBLISHED] });
+  sns.on(GetTopicAttributesCommand).resolves({ Attributes: { Policy: policy(TLS_ONLY, CLOUDWATCH_ALLOWED) } });
+  sns.on(ListSubscriptionsByTopicCommand).resolves({
+    Subscriptions: [
+      {
+        SubscriptionArn: `${OUTPUTS.AlarmTopicArn}:0b1c2d3e-0000-4000-8000-000000000001`,
+        Protocol: 'email',
+        Endpoint: 'alerts@example.com',
+        TopicArn: OUTPUTS.AlarmTopicArn,
+      },
+    ],
+  });
   secretsManager.on(RotateSecretCommand).resolves({ ARN: OUTPUTS.WorkerSecretArn, VersionId: NEW_VERSION });
   secretsManager
     .on(DescribeSecretCommand)
@@ -89,6 +159,8 @@ function clients(fetchStatus?: number | Error): VerifyClients {
     lambda: new LambdaClient({ region: 'eu-west-1' }),
     rdsData: new RDSDataClient({ region: 'eu-west-1' }),
     secretsManager: new SecretsManagerClient({ region: 'eu-west-1' }),
+    cloudWatch: new CloudWatchClient({ region: 'eu-west-1' }),
+    sns: new SNSClient({ region: 'eu-west-1' }),
     now: () => clock,
     sleep: async (ms) => {
       sleeps.push(ms);
@@ -103,7 +175,7 @@ function clients(fetchStatus?: number | Error): VerifyClients {
 }
 
 beforeEach(() => {
-  for (const mock of [cloudFormation, lambda, rdsData, secretsManager]) mock.reset();
+  for (const mock of [cloudFormation, lambda, rdsData, secretsManager, cloudWatch, sns]) mock.reset();
   clock = 0;
   sleeps = [];
   fetchCalls = [];
@@ -113,6 +185,7 @@ const byName = (results: CheckResult[]) => Object.fromEntries(results.map((r) =>
 
 test('a working deploy: every check passes, the API check is skipped without an API output', async () => {
   healthyDeploy();
+  actionRecordedLate();
   const seen: string[] = [];
 
   const results = await verifyDeploy(clients(), { stackName: STACK, pollMs: 5000, onResult: (r) => seen.push(r.name) });
@@ -123,6 +196,7 @@ test('a working deploy: every check passes, the API check is skipped without an 
     ['token-refresh', 'pass'],
     ['account-sync', 'pass'],
     ['API sign-in', 'skip'],
+    ['alarm delivery', 'pass'],
     ['password rotation', 'pass'],
   ]);
   expect(seen).toEqual(results.map((r) => r.name));
@@ -168,11 +242,147 @@ test('a working deploy: every check passes, the API check is skipped without an 
     { SecretId: OUTPUTS.WorkerSecretArn },
   ]);
   expect(secretsManager.commandCalls(DescribeSecretCommand)).toHaveLength(3);
-  expect(sleeps).toEqual([5000, 5000]);
+  // One look at the alarm's history, two at the rotation.
+  expect(sleeps).toEqual([5000, 5000, 5000]);
   // The login with the new password comes after the rotation finished.
   const lastDescribe = secretsManager.commandCalls(DescribeSecretCommand).at(-1)!;
   const login = rdsData.commandCalls(ExecuteStatementCommand).at(-1)!;
   expect(login.calledAfter(lastDescribe as never)).toBe(true);
+});
+
+test('alarm delivery: the topic lets CloudWatch publish, a subscription is confirmed, and the delivery-check alarm set to ALARM is published — then set back to OK', async () => {
+  healthyDeploy();
+  actionRecordedLate();
+
+  const result = byName(await verifyDeploy(clients(), { stackName: STACK, rotate: false }))['alarm delivery'];
+
+  expect(result).toEqual({
+    name: 'alarm delivery',
+    status: 'pass',
+    detail: `CloudWatch published ${OUTPUTS.AlarmDeliveryCheckAlarmName} to the alarm topic (not e-mailed: filtered out); 1 confirmed subscription; no failed notification in 24 h`,
+  });
+  expect(sns.commandCalls(GetTopicAttributesCommand).map((c) => c.args[0].input)).toEqual([
+    { TopicArn: OUTPUTS.AlarmTopicArn },
+  ]);
+  // Only the delivery-check alarm is touched: OK (so ALARM is a change, whose action runs), ALARM, OK again.
+  expect(
+    cloudWatch.commandCalls(SetAlarmStateCommand).map((c) => [c.args[0].input.AlarmName, c.args[0].input.StateValue]),
+  ).toEqual([
+    [OUTPUTS.AlarmDeliveryCheckAlarmName, 'OK'],
+    [OUTPUTS.AlarmDeliveryCheckAlarmName, 'ALARM'],
+    [OUTPUTS.AlarmDeliveryCheckAlarmName, 'OK'],
+  ]);
+  // Its actions since CloudWatch recorded the change, read until one is there.
+  expect(cloudWatch.commandCalls(DescribeAlarmHistoryCommand).map((c) => c.args[0].input)).toEqual([
+    { AlarmName: OUTPUTS.AlarmDeliveryCheckAlarmName, HistoryItemType: 'Action', StartDate: ALARM_SET_AT },
+    { AlarmName: OUTPUTS.AlarmDeliveryCheckAlarmName, HistoryItemType: 'Action', StartDate: ALARM_SET_AT },
+  ]);
+  expect(cloudWatch.commandCalls(GetMetricStatisticsCommand)[0].args[0].input).toMatchObject({
+    Namespace: 'AWS/SNS',
+    MetricName: 'NumberOfNotificationsFailed',
+    Dimensions: [{ Name: 'TopicName', Value: 'AmazonAccounts-dev-MonitoringAlarmTopic-AbCdEf' }],
+    Statistics: ['Sum'],
+  });
+});
+
+test('alarm delivery fails, before paging anything, on a topic policy without CloudWatch\u2019s Allow (the TLS rule alone)', async () => {
+  healthyDeploy();
+  sns.on(GetTopicAttributesCommand).resolves({ Attributes: { Policy: policy(TLS_ONLY) } });
+
+  const result = byName(await verifyDeploy(clients(), { stackName: STACK, rotate: false }))['alarm delivery'];
+
+  expect(result).toMatchObject({
+    status: 'fail',
+    detail: expect.stringContaining('does not allow cloudwatch.amazonaws.com to publish'),
+    hint: expect.stringContaining('lib/monitoring.ts'),
+  });
+  expect(cloudWatch.commandCalls(SetAlarmStateCommand)).toHaveLength(0);
+  // A statement for another service, or for CloudWatch but another action, does not count.
+  sns.on(GetTopicAttributesCommand).resolves({
+    Attributes: {
+      Policy: policy(
+        TLS_ONLY,
+        { ...CLOUDWATCH_ALLOWED, Principal: { Service: 'events.amazonaws.com' } },
+        {
+          ...CLOUDWATCH_ALLOWED,
+          Action: 'sns:Subscribe',
+        },
+      ),
+    },
+  });
+  const other = byName(await verifyDeploy(clients(), { stackName: STACK, rotate: false }))['alarm delivery'];
+  expect(other.status).toBe('fail');
+});
+
+test('alarm delivery fails while the e-mail subscription waits for its confirmation, and says how to confirm', async () => {
+  healthyDeploy();
+  sns.on(ListSubscriptionsByTopicCommand).resolves({
+    Subscriptions: [{ SubscriptionArn: 'PendingConfirmation', Protocol: 'email', Endpoint: 'alerts@example.com' }],
+  });
+
+  const result = byName(await verifyDeploy(clients(), { stackName: STACK, rotate: false }))['alarm delivery'];
+
+  expect(result).toMatchObject({
+    status: 'fail',
+    detail: 'the alarm topic has no confirmed subscription (1 pending confirmation)',
+    hint: expect.stringContaining('confirmation link'),
+  });
+  expect(cloudWatch.commandCalls(SetAlarmStateCommand)).toHaveLength(0);
+});
+
+test('alarm delivery fails when notifications failed delivery in the last day', async () => {
+  healthyDeploy();
+  cloudWatch.on(GetMetricStatisticsCommand).resolves({ Datapoints: [{ Sum: 3 }] });
+  const result = byName(await verifyDeploy(clients(), { stackName: STACK, rotate: false }))['alarm delivery'];
+  expect(result).toMatchObject({
+    status: 'fail',
+    detail: '3 notifications of the alarm topic failed delivery in the last 24 h',
+  });
+});
+
+test('alarm delivery fails when CloudWatch could not publish, or records no action in time; the alarm is set back to OK either way', async () => {
+  healthyDeploy();
+  cloudWatch.on(DescribeAlarmHistoryCommand).resolves({
+    AlarmHistoryItems: [
+      // An action of an earlier run does not count.
+      {
+        HistoryItemType: 'Action',
+        Timestamp: new Date(ALARM_SET_AT.getTime() - 3600_000),
+        HistorySummary: `Successfully executed action ${OUTPUTS.AlarmTopicArn}`,
+        HistoryData: JSON.stringify({ actionState: 'Succeeded' }),
+      },
+      {
+        HistoryItemType: 'Action',
+        Timestamp: new Date(ALARM_SET_AT.getTime() + 1000),
+        HistorySummary: `Failed to execute action ${OUTPUTS.AlarmTopicArn}. Received error: "CloudWatch Alarms is not authorized to perform: SNS:Publish"`,
+        HistoryData: JSON.stringify({ actionState: 'Failed' }),
+      },
+    ],
+  });
+  const refused = byName(await verifyDeploy(clients(), { stackName: STACK, rotate: false }))['alarm delivery'];
+  expect(refused).toMatchObject({ status: 'fail', detail: expect.stringContaining('not authorized') });
+  expect(cloudWatch.commandCalls(SetAlarmStateCommand).at(-1)!.args[0].input.StateValue).toBe('OK');
+
+  healthyDeploy();
+  cloudWatch.on(DescribeAlarmHistoryCommand).resolves({ AlarmHistoryItems: [] });
+  sleeps = [];
+  const silent = byName(
+    await verifyDeploy(clients(), { stackName: STACK, rotate: false, alarmTimeoutMs: 30_000, pollMs: 10_000 }),
+  )['alarm delivery'];
+  expect(silent).toMatchObject({ status: 'fail', detail: expect.stringContaining('no action') });
+  expect(sleeps).toEqual([10_000, 10_000, 10_000]);
+  expect(cloudWatch.commandCalls(SetAlarmStateCommand).at(-1)!.args[0].input.StateValue).toBe('OK');
+});
+
+test('alarm delivery is skipped where alarm actions are off (dev), and touches no alarm', async () => {
+  healthyDeploy();
+  cloudWatch.on(DescribeAlarmsCommand).resolves({
+    MetricAlarms: [{ AlarmName: OUTPUTS.AlarmDeliveryCheckAlarmName, ActionsEnabled: false }],
+  });
+  const result = byName(await verifyDeploy(clients(), { stackName: STACK, rotate: false }))['alarm delivery'];
+  expect(result).toMatchObject({ status: 'skip', detail: expect.stringContaining('alarms.notify') });
+  expect(cloudWatch.commandCalls(SetAlarmStateCommand)).toHaveLength(0);
+  expect(sns.calls()).toHaveLength(0);
 });
 
 test('with an API output, GET <url>/v1/accounts without a token must answer 401', async () => {
