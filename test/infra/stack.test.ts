@@ -723,6 +723,7 @@ describe.each(ENVIRONMENTS)('%s accounts API', (env) => {
       [API_ENV.jwtAudience]: [config().jwtAudience].flat().join(','),
       ...(config().jwksUrl ? { [API_ENV.jwksUrl]: config().jwksUrl } : {}),
       [API_ENV.accountSyncFunctionName]: { Ref: accountSync(template()).id },
+      [API_ENV.connectRedirectUris]: config().connectRedirectUris.join(','),
       POWERTOOLS_SERVICE_NAME: 'accounts-api',
       NODE_OPTIONS: '--enable-source-maps',
     });
