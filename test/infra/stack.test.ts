@@ -1051,7 +1051,6 @@ describe('per-environment settings', () => {
     (env) => {
       const t = templateOf(env);
       t.hasResourceProperties('AWS::RDS::DBCluster', {
-        DeletionProtection: true,
         BackupRetentionPeriod: Match.anyValue(),
         ServerlessV2ScalingConfiguration: Match.objectLike({ MinCapacity: 0.5 }),
       });
@@ -1066,10 +1065,82 @@ describe('per-environment settings', () => {
         STATEFUL_LOGICAL_IDS.lwaSecret,
         STATEFUL_LOGICAL_IDS.tokenKeySecret,
       ]) {
-        expect(t.toJSON().Resources[id].DeletionPolicy).toBe('Retain');
+        // Kept on update and delete, but not by the create that made them: a failed first
+        // create leaves nothing behind.
+        expect(t.toJSON().Resources[id].DeletionPolicy).toBe('RetainExceptOnCreate');
       }
     },
   );
+
+  test.each(['staging', 'prod'])(
+    '%s: the cluster is created unprotected and deletion protection is turned on as the stack\u2019s last step, after the migration',
+    (env) => {
+      const t = templateOf(env);
+      const cluster = onlyResource(t, 'AWS::RDS::DBCluster');
+      // No DeletionProtection property at all: CloudFormation's cluster update handler sends the
+      // template's value with every update, so `false` would switch it off again.
+      expect(cluster.resource.Properties).not.toHaveProperty('DeletionProtection');
+      const { id, resource } = onlyResource(t, 'Custom::ClusterDeletionProtection');
+      const properties = resource.Properties as Record<string, any>;
+      // rds:ModifyDBCluster DeletionProtection=true on this cluster, on create and on update
+      // (a replaced cluster); nothing on delete, so deleting the stack cannot delete the data.
+      for (const phase of ['Create', 'Update'])
+        expect(JSON.stringify(properties[phase])).toBe(
+          JSON.stringify({
+            'Fn::Join': [
+              '',
+              [
+                '{"service":"RDS","action":"modifyDBCluster","parameters":{"DBClusterIdentifier":"',
+                { Ref: cluster.id },
+                '","DeletionProtection":true,"ApplyImmediately":true},"physicalResourceId":{"id":"',
+                { Ref: cluster.id },
+                '-deletion-protection"},"outputPaths":["DBCluster.DeletionProtection"]}',
+              ],
+            ],
+          }),
+        );
+      expect(properties.Delete).toBeUndefined();
+      // After the migration, and after every other resource of the stack (its own log group aside):
+      // until it runs, a failed create rolls back to nothing.
+      const dependsOn = resource.DependsOn ?? [];
+      expect(dependsOn).toContain(onlyResource(t, 'Custom::SchemaMigration').id);
+      expect(dependsOn).toContain(apiHandler(t).id);
+      const others = Object.keys(resourcesOf(t)).filter(
+        (other) => other !== id && !other.startsWith('ClusterDeletionProtectionLogs'),
+      );
+      expect(others.filter((other) => !dependsOn.includes(other))).toEqual([]);
+      // Its function may modify this cluster only.
+      const policy = Object.entries(resourcesOf(t, 'AWS::IAM::Policy')).find(([policyId]) =>
+        policyId.startsWith('ClusterDeletionProtectionCustomResourcePolicy'),
+      )![1];
+      expect((policy.Properties?.PolicyDocument as any).Statement).toEqual([
+        {
+          Action: 'rds:ModifyDBCluster',
+          Effect: 'Allow',
+          Resource: {
+            'Fn::Join': [
+              '',
+              [
+                'arn:',
+                { Ref: 'AWS::Partition' },
+                ':rds:',
+                { Ref: 'AWS::Region' },
+                ':',
+                { Ref: 'AWS::AccountId' },
+                ':cluster:',
+                { Ref: cluster.id },
+              ],
+            ],
+          },
+        },
+      ]);
+    },
+  );
+
+  test('dev: no deletion protection, none turned on later', () => {
+    expect(onlyResource(templateOf('dev'), 'AWS::RDS::DBCluster').resource.Properties?.DeletionProtection).toBe(false);
+    templateOf('dev').resourceCountIs('Custom::ClusterDeletionProtection', 0);
+  });
 
   test('prod alarms e-mail the configured address; dev has no subscription', () => {
     templateOf('prod').hasResourceProperties('AWS::SNS::Subscription', {
