@@ -14,7 +14,7 @@ import { resolveEnvironment } from '../../lib/config';
 import { FAN_OUT_BATCH_SIZE, FAN_OUT_MAX_RECEIVE_COUNT } from '../../lib/scheduled-jobs';
 import { DISPATCHER_ENV } from '../../lambda/dispatcher/config';
 import { DISPATCH_METRICS } from '../../lambda/dispatcher/core';
-import { DISPATCH_MARK_SECONDS } from '../../lambda/shared/jobs/fan-out';
+import { DISPATCH_MARK_SECONDS, FAN_OUT_QUEUE_URL_ENV } from '../../lambda/shared/jobs/fan-out';
 import { buildStack, cdkJsonContext, onlyResource, resourcesOf, templateOf } from './support/stack';
 
 const ENVIRONMENTS = ['dev', 'staging', 'prod'] as const;
@@ -259,14 +259,27 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
       const workQueue = mapping?.Properties?.EventSourceArn;
       expect(sqsStatements.length).toBeGreaterThan(0);
       for (const statement of sqsStatements) {
-        const resources = [statement.Resource].flat();
-        if (workQueue && JSON.stringify(resources) === JSON.stringify([workQueue])) {
-          for (const action of [statement.Action].flat()) expect(action).not.toMatch(/^sqs:(Send|Purge|\*)/);
-          continue;
-        }
-        expect(resources).toEqual([queue]);
-        for (const action of [statement.Action].flat()) expect(action).not.toMatch(/^sqs:(Receive|Delete|Purge|\*)/);
+        const resources = [statement.Resource].flat().map((r) => JSON.stringify(r));
+        const actions = [statement.Action].flat() as string[];
+        // Only its failure queue and (with fan-out) its own queue.
+        for (const resource of resources)
+          expect([JSON.stringify(queue), ...(workQueue ? [JSON.stringify(workQueue)] : [])]).toContain(resource);
+        for (const action of actions) expect(action).not.toMatch(/^sqs:(Purge|\*)/);
+        // The failure queue: sending only.
+        if (resources.includes(JSON.stringify(queue)))
+          for (const action of actions) expect(action).toMatch(/^sqs:(SendMessage|GetQueue)/);
       }
+      // Sending to its failure queue (on-failure records); with fan-out, consuming its own queue
+      // and sending back the messages it had no time to start.
+      const allowed = (resource: unknown) =>
+        sqsStatements
+          .filter((s) => [s.Resource].flat().some((r) => JSON.stringify(r) === JSON.stringify(resource)))
+          .flatMap((s) => [s.Action].flat());
+      expect(allowed(queue)).toContain('sqs:SendMessage');
+      if (workQueue)
+        expect(allowed(workQueue)).toEqual(
+          expect.arrayContaining(['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:SendMessage']),
+        );
     }
   });
 
@@ -287,6 +300,16 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
         POWERTOOLS_SERVICE_NAME: service,
         POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
         NODE_OPTIONS: '--enable-source-maps',
+        // With fan-out, its own queue (unstarted messages are sent back to it).
+        ...(fanOutOf(env)
+          ? {
+              [FAN_OUT_QUEUE_URL_ENV]: {
+                Ref: expect.stringMatching(
+                  new RegExp(`^Jobs${service === 'token-refresh' ? 'TokenRefresh' : 'AccountSync'}Queue`),
+                ),
+              },
+            }
+          : {}),
       });
       expect(JSON.stringify(fn.properties.Environment.Variables[JOB_ENV.clusterArn])).toContain(
         STATEFUL_LOGICAL_IDS['AWS::RDS::DBCluster'],
@@ -939,6 +962,8 @@ describe.each(ENVIRONMENTS.filter((env) => fanOutOf(env) !== undefined))('%s fan
         deadLetterTargetArn: { 'Fn::GetAtt': [failureQueueOf(fn), 'Arn'] },
         maxReceiveCount: FAN_OUT_MAX_RECEIVE_COUNT,
       });
+      // AWS's Lambda guidance for an SQS event source: a maxReceiveCount of at least 5.
+      expect(queue.RedrivePolicy.maxReceiveCount).toBeGreaterThanOrEqual(5);
       // AWS's advice for an event source mapping: six times the function's timeout.
       expect(queue.VisibilityTimeout).toBe(6 * (fn.properties.Timeout as number));
       expect(queue.SqsManagedSseEnabled).toBe(true);
