@@ -2,7 +2,12 @@
  * Migration benchmark: applies every migration to a database holding ROWS users, oauth_tokens
  * and user_accounts while one connection per table writes continuously, and reports per step:
  * how long it took, the strongest lock it was seen holding on each table, and the longest
- * write stall on each table while it ran. Target: no write stalls longer than 1 s.
+ * write stall on each table while it ran. Target: every migration applies, in one run of the
+ * runner, and no write stalls longer than 1 s.
+ *
+ * Autovacuum is as eager as on a busy production database (AUTOVACUUM: it wakes every second
+ * and vacuums a table once 1 % of its rows changed), so the migrations' lock-needing steps meet
+ * a running autovacuum on the tables they alter, as they would in production.
  *
  *   npm run bench:migrate                    # 1,000,000 rows per table
  *   npm run bench:migrate -- --rows 100000   # smaller
@@ -17,6 +22,22 @@ import { runMigrations } from '../lambda/migrate/run-migrations';
 import { startPostgres } from '../local/postgres/embedded-postgres';
 
 const TABLES = ['users', 'oauth_tokens', 'user_accounts'] as const;
+
+/**
+ * Server settings for an autovacuum as eager as a busy database's: it wakes each second, and a
+ * table qualifies after 1 % of its rows (plus 1,000) changed or were inserted. Cost-based
+ * delay is PostgreSQL's default for autovacuum (2 ms), so a run on a million rows lasts seconds.
+ */
+export const AUTOVACUUM: Record<string, string> = {
+  autovacuum: 'on',
+  autovacuum_naptime: '1s',
+  autovacuum_vacuum_scale_factor: '0.01',
+  autovacuum_vacuum_threshold: '1000',
+  autovacuum_vacuum_insert_scale_factor: '0.01',
+  autovacuum_vacuum_insert_threshold: '1000',
+  autovacuum_analyze_scale_factor: '0.01',
+  autovacuum_analyze_threshold: '1000',
+};
 type Table = (typeof TABLES)[number];
 
 /** PostgreSQL's table lock modes, weakest first. */
@@ -47,6 +68,10 @@ export interface MigrateBenchResult {
   seedSeconds: number;
   /** Runs of the migration runner: more than 1 when a step gave up on a lock (lock_timeout) and was retried. */
   attempts: number;
+  /** Autovacuum and autoanalyze runs on the three tables while the migrations ran (pg_stat_user_tables). */
+  autovacuumRuns?: number;
+  /** The server's autovacuum_naptime during the run (AUTOVACUUM). */
+  autovacuumNaptime?: string;
   writes: Record<Table, number>;
   maxStallMs: Record<Table, number>;
   steps: Array<{
@@ -153,6 +178,31 @@ function startLockMonitor(url: string) {
   };
 }
 
+async function withClient<T>(url: string, use: (c: Client) => Promise<T>): Promise<T> {
+  const c = new Client({ connectionString: url });
+  await c.connect();
+  try {
+    return await use(c);
+  } finally {
+    await c.end();
+  }
+}
+
+/** Autovacuum and autoanalyze runs so far on the benchmark's tables. */
+function autovacuumRuns(url: string): Promise<number> {
+  return withClient(
+    url,
+    async (c) =>
+      (
+        await c.query<{ n: number }>(
+          `SELECT coalesce(sum(autovacuum_count + autoanalyze_count), 0)::int AS n
+             FROM pg_stat_user_tables WHERE relname = ANY($1)`,
+          [TABLES],
+        )
+      ).rows[0].n,
+  );
+}
+
 /** The longest write (a reduce: the samples are too many to spread into Math.max). */
 function longest(samples: ReadonlyArray<{ ms: number }>): number {
   return samples.reduce((max, s) => Math.max(max, s.ms), 0);
@@ -166,7 +216,7 @@ export async function runMigrateBench(
   rows: number,
   log: (line: string) => void = console.log,
 ): Promise<MigrateBenchResult> {
-  const pg = await startPostgres({ settings: { maintenance_work_mem: '256MB', max_wal_size: '4GB' } });
+  const pg = await startPostgres({ settings: { maintenance_work_mem: '256MB', max_wal_size: '4GB', ...AUTOVACUUM } });
   try {
     const url = await pg.createDatabase('bench');
     await runMigrations({ database: url, count: 1 });
@@ -184,6 +234,7 @@ export async function runMigrateBench(
       ).rows.map((r) => r.id);
     await c.end();
 
+    const autovacuumBefore = await autovacuumRuns(url);
     const writers = startWriters(url, ids);
     const locks = startLockMonitor(url);
     await new Promise((r) => setTimeout(r, 500)); // writers warm up before the first step
@@ -213,6 +264,11 @@ export async function runMigrateBench(
     await new Promise((r) => setTimeout(r, 300));
     await locks.stop();
     await writers.stop();
+    const autovacuumDuring = (await autovacuumRuns(url)) - autovacuumBefore;
+    const naptime = await withClient(
+      url,
+      async (c) => (await c.query<{ s: string }>(`SELECT current_setting('autovacuum_naptime') AS s`)).rows[0].s,
+    );
 
     const maxStallMs = {} as Record<Table, number>;
     const writes = {} as Record<Table, number>;
@@ -235,6 +291,8 @@ export async function runMigrateBench(
       seedSeconds,
       totalSeconds: (migrateEnd - migrateStart) / 1000,
       attempts,
+      autovacuumRuns: autovacuumDuring,
+      autovacuumNaptime: naptime,
       writes,
       maxStallMs,
       steps: steps.map((s) => ({
@@ -243,7 +301,7 @@ export async function runMigrateBench(
         locks: s.locks,
         maxStallMs: s.maxStallMs,
       })),
-      targetMet: TABLES.every((t) => maxStallMs[t] <= 1000),
+      targetMet: attempts === 1 && TABLES.every((t) => maxStallMs[t] <= 1000),
     };
     return result;
   } finally {
@@ -267,8 +325,9 @@ export function formatMigrateBench(r: MigrateBenchResult): string {
     `| **all** | **${r.totalSeconds.toFixed(1)} s** | | | | **${ms(r.maxStallMs.users)} / ${ms(r.maxStallMs.oauth_tokens)} / ${ms(r.maxStallMs.user_accounts)}** |`,
     '',
     `writes completed during the migration: users ${r.writes.users}, oauth_tokens ${r.writes.oauth_tokens}, user_accounts ${r.writes.user_accounts}`,
-    `runner attempts: ${r.attempts}${r.attempts > 1 ? ' (a step gave up waiting for a lock after 500 ms and the runner retried it; a retried step appears twice above)' : ''}`,
-    `target (no write stall above 1 s): ${r.targetMet ? 'met' : 'NOT MET'}`,
+    `autovacuum (naptime ${r.autovacuumNaptime ?? '?'}, 1 % scale factors): ${r.autovacuumRuns ?? '?'} autovacuum/autoanalyze runs on the three tables during the migrations`,
+    `runner attempts: ${r.attempts}${r.attempts > 1 ? ' (a migration failed on a lock and the runner retried it; a retried step appears twice above)' : ''}`,
+    `target (every migration applies in one run of the runner, no write stall above 1 s): ${r.targetMet ? 'met' : 'NOT MET'}`,
   ];
   return lines.join('\n');
 }

@@ -17,7 +17,7 @@ import { runAccountSync } from '../lambda/account-sync/core';
 import { AdsClient, LwaClient } from '../lambda/shared/amazon';
 import { DatabaseRateBudgetStore } from '../lambda/shared/amazon/rate-budget';
 import { RateLimiterRegistry } from '../lambda/shared/amazon/rate-limiter';
-import type { AmazonRegion } from '../lambda/shared/amazon/regions';
+import { AMAZON_REGIONS, type AmazonRegion } from '../lambda/shared/amazon/regions';
 import { DataApiDatabase } from '../lambda/shared/db';
 import { MetricTotals, silentLogger } from '../lambda/shared/jobs/runtime';
 import { runTokenRefresh } from '../lambda/token-refresh/core';
@@ -26,7 +26,8 @@ import { LocalWorld, seedUsers } from '../local/world';
 import { seedSteadyState, SteadyStateCounts, steadyStateCounts } from './scale-seed';
 import { profilesFor } from './seeding';
 
-export const REGIONS: readonly AmazonRegion[] = ['NA', 'EU', 'FE'];
+/** The regions the measured run covers: every Amazon region. */
+export const REGIONS: readonly AmazonRegion[] = AMAZON_REGIONS;
 
 /**
  * The shared budget's tolerance for late slots in the rate run: 300 ms, as

@@ -26,6 +26,7 @@
  * checked against the measured runs by replaying them (`initial: 'all-due'`): see
  * bench/simulate-scale.ts.
  */
+import { AMAZON_REGIONS } from '../lambda/shared/amazon/regions';
 
 export interface JobShape {
   readonly everySeconds: number;
@@ -184,8 +185,6 @@ export interface ModelResult {
   };
   readonly modelSeconds: number;
 }
-
-const REGION_NAMES = ['NA', 'EU', 'FE'] as const;
 
 /** mulberry32: a small deterministic generator. */
 function random(seed: number): () => number {
@@ -467,7 +466,7 @@ export function runModel(o: ModelOptions): ModelResult {
 
   const h = o.hours;
   const perRegionHour = Object.fromEntries(
-    REGION_NAMES.map((name, r) => [
+    AMAZON_REGIONS.map((name, r) => [
       name,
       {
         lwaProactive: count.lwaProactive[r] / h,

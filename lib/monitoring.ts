@@ -10,13 +10,13 @@ import { DefaultDashboardFactory, MonitoringFacade, SnsAlarmActionStrategy } fro
 import { Construct } from 'constructs';
 import { AMAZON_REGIONS } from '../lambda/shared/amazon/regions';
 import {
+  DISPATCH_METRICS,
   METRIC_DIMENSIONS,
   METRIC_NAMES,
   METRICS_NAMESPACE,
   REGIONAL_METRICS,
   SERVICE_NAMES,
 } from '../lambda/shared/jobs/metrics';
-import { DISPATCH_METRICS } from '../lambda/dispatcher/core';
 import type { ScheduledJob } from './scheduled-jobs';
 
 export interface MonitoringProps {

@@ -3,7 +3,7 @@ import { Client } from 'pg';
 import { runMigrations } from '../lambda/migrate/run-migrations';
 import { ensureWorkerLogin } from '../lambda/migrate/worker-login';
 import { PgDatabase } from '../lambda/shared/db';
-import type { AmazonRegion } from '../lambda/shared/amazon/regions';
+import { AMAZON_REGIONS, type AmazonRegion } from '../lambda/shared/amazon/regions';
 import { TokenCipher } from '../lambda/shared/token-crypto';
 import { FakeAmazon, FakeAmazonKnobs, RefreshTokenMode, startFakeAmazon } from './amazon/fake-amazon';
 import { FakeProfile, fakeProfile } from './amazon/profiles';
@@ -115,8 +115,6 @@ export interface SeedOptions {
   readonly tokenChars?: number;
 }
 
-const REGIONS = ['NA', 'EU', 'FE'] as const;
-
 /**
  * Creates users with their connections (tokens) in the database and the same users at the
  * fake Amazon, each connection bound to its region there.
@@ -127,7 +125,7 @@ export async function seedUsers(world: LocalWorld, o: SeedOptions): Promise<Seed
   const rows: Array<Record<string, unknown>> = [];
   for (let i = 0; i < o.count; i++) {
     const profilesPerUser = typeof o.profilesPerUser === 'function' ? o.profilesPerUser(i) : (o.profilesPerUser ?? 2);
-    const regions = o.regions?.(i) ?? [REGIONS[i % 3]];
+    const regions = o.regions?.(i) ?? [AMAZON_REGIONS[i % AMAZON_REGIONS.length]];
     const connections = regions.map((region, n) => {
       const suffix = n === 0 ? '' : `-${region}`;
       return {

@@ -38,8 +38,14 @@
 -- FOR ALL policies with only USING also check new rows against USING: a user cannot insert
 -- or move a row into another user's account.
 
-SET LOCAL lock_timeout = '500ms';
 SET LOCAL statement_timeout = '30s';
+-- Autovacuum out of the way first (as lockStep in migrations/lib/online.js): waiting for SHARE
+-- UPDATE EXCLUSIVE blocks no writer and makes the server cancel an autovacuum running on the
+-- table after deadlock_timeout (1 s), which a 500 ms lock_timeout alone never waits for; and
+-- autovacuum skips a table it cannot lock. Added after release (how, not what, it applies).
+SET LOCAL lock_timeout = '20s';
+LOCK TABLE users, oauth_tokens, user_accounts IN SHARE UPDATE EXCLUSIVE MODE;
+SET LOCAL lock_timeout = '500ms';
 
 ALTER TABLE oauth_tokens
   ADD COLUMN IF NOT EXISTS refresh_failure_count integer NOT NULL DEFAULT 0,
@@ -138,6 +144,13 @@ GRANT SELECT (id, user_id) ON user_accounts TO authenticated;
 GRANT SELECT, INSERT, UPDATE, DELETE ON account_sync_history, rate_limit_tracking TO authenticated;
 
 -- Down Migration
+SET LOCAL statement_timeout = '30s';
+-- Autovacuum out of the way first (as lockStep in migrations/lib/online.js): waiting for SHARE
+-- UPDATE EXCLUSIVE blocks no writer and makes the server cancel an autovacuum running on the
+-- table after deadlock_timeout (1 s), which a 500 ms lock_timeout alone never waits for; and
+-- autovacuum skips a table it cannot lock. Added after release (how, not what, it applies).
+SET LOCAL lock_timeout = '20s';
+LOCK TABLE oauth_tokens, user_accounts IN SHARE UPDATE EXCLUSIVE MODE;
 SET LOCAL lock_timeout = '500ms';
 DROP TABLE IF EXISTS rate_limit_tracking;
 DROP TABLE IF EXISTS account_sync_history;

@@ -8,17 +8,31 @@
 //   makes one thundering herd an hour after the deploy. Accounts keep the spec's "not before an
 //   hour from now" and are spread over the hour after that, by a hash of the user id, so a
 //   user's accounts come due together (the sync job's unit of work is a user).
-// * Batches of 5,000 rows in key order, each committed on its own (COMMIT inside the DO block,
-//   which is why this migration runs outside a transaction): a row lock is held for one batch
-//   only, and a write to an existing account waits at most one batch. The backfill only
-//   touches rows that are still NULL, so re-running it after an interruption resumes.
+// * Batches of at most 5,000 rows in key order (fewer while batches run slow, see
+//   lib/online.js), each committed on its own (COMMIT inside the DO block, which is why this
+//   migration runs outside a transaction): a row lock is held for one batch only, and a write
+//   to an existing account waits at most one batch. The backfill only touches rows that are
+//   still NULL, so re-running it after an interruption resumes.
 // * Then NOT NULL, without a long lock: a CHECK (col IS NOT NULL) constraint is added NOT VALID
 //   (brief lock, no scan), validated (SHARE UPDATE EXCLUSIVE: writes continue during the scan),
 //   and SET NOT NULL uses the validated constraint instead of scanning the table again.
 // * The CHECK constraints 0003 added NOT VALID are validated here the same way.
+// * Steps that take a lock writers queue behind (ADD CONSTRAINT, SET NOT NULL) go through
+//   lockStep (migrations/lib/online.js): SHARE UPDATE EXCLUSIVE first (which gets a running
+//   autovacuum out of the way without making writers wait), then each try under a 500 ms
+//   lock_timeout, retried after a pause until the migration's time limit, so a busy table
+//   delays the step instead of failing the deploy. A backfill batch that waits on a row lock is
+//   retried the same way.
 // Every step is idempotent, so the runner can retry the migration after a lock timeout.
+//
+// Changed after release (applied databases are unaffected): the lock-needing steps used to give
+// up after one 500 ms lock_timeout, which on a busy database (autovacuum on user_accounts, woken
+// by the backfill, yields only after deadlock_timeout, 1 s) failed the migration; they now
+// retry as above. What the migration produces is unchanged.
 
-const { keysetBackfill } = require('./lib/online');
+const { addNotValidCheck, keysetBackfill, lockStep } = require('./lib/online');
+
+const MIGRATION = '0004_backfill-sync-state';
 
 const backfill = keysetBackfill({
   table: 'user_accounts',
@@ -33,27 +47,20 @@ const backfill = keysetBackfill({
   where: 'ua.sync_status IS NULL OR ua.next_sync_at IS NULL',
 });
 
-/** ADD CONSTRAINT ... NOT VALID, skipped when the constraint is already there. */
-const addNotValidCheck = (table, name, expression) => `
-DO $add$
-BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = '${name}' AND conrelid = '${table}'::regclass) THEN
-    SET LOCAL lock_timeout = '500ms';
-    ALTER TABLE ${table} ADD CONSTRAINT ${name} CHECK (${expression}) NOT VALID;
-  END IF;
-END
-$add$;`;
-
 exports.up = (pgm) => {
   pgm.noTransaction();
-  // Session settings (no transaction to scope them to). Each step below sets its own tighter
-  // lock_timeout where it takes a lock that blocks writes; VALIDATE CONSTRAINT takes SHARE
-  // UPDATE EXCLUSIVE, which writers do not queue behind, so it may wait longer.
+  // Session settings (no transaction to scope them to). Each step below that takes a lock which
+  // blocks writes retries under its own 500 ms lock_timeout (lockStep); VALIDATE CONSTRAINT
+  // takes SHARE UPDATE EXCLUSIVE, which writers do not queue behind, so it may wait longer.
   pgm.sql("SET lock_timeout = '5min';");
   pgm.sql("SET statement_timeout = '60min';");
   pgm.sql(backfill);
-  pgm.sql(addNotValidCheck('user_accounts', 'user_accounts_sync_status_not_null', 'sync_status IS NOT NULL'));
-  pgm.sql(addNotValidCheck('user_accounts', 'user_accounts_next_sync_at_not_null', 'next_sync_at IS NOT NULL'));
+  pgm.sql(
+    addNotValidCheck(MIGRATION, 'user_accounts', 'user_accounts_sync_status_not_null', 'sync_status IS NOT NULL'),
+  );
+  pgm.sql(
+    addNotValidCheck(MIGRATION, 'user_accounts', 'user_accounts_next_sync_at_not_null', 'next_sync_at IS NOT NULL'),
+  );
   pgm.sql('ALTER TABLE user_accounts VALIDATE CONSTRAINT user_accounts_sync_status_not_null;');
   pgm.sql('ALTER TABLE user_accounts VALIDATE CONSTRAINT user_accounts_next_sync_at_not_null;');
   pgm.sql('ALTER TABLE user_accounts VALIDATE CONSTRAINT user_accounts_sync_status_check;');
@@ -61,16 +68,19 @@ exports.up = (pgm) => {
   pgm.sql('ALTER TABLE oauth_tokens VALIDATE CONSTRAINT oauth_tokens_refresh_failure_count_check;');
   // One short transaction: SET NOT NULL finds the validated CHECKs and skips the scan; the
   // helper CHECKs are then redundant.
-  pgm.sql(`
-BEGIN;
-SET LOCAL lock_timeout = '500ms';
+  pgm.sql(
+    lockStep({
+      step: `${MIGRATION}: SET NOT NULL`,
+      tables: ['user_accounts'],
+      body: `
 ALTER TABLE user_accounts
   ALTER COLUMN sync_status SET NOT NULL,
   ALTER COLUMN next_sync_at SET NOT NULL;
 ALTER TABLE user_accounts
   DROP CONSTRAINT IF EXISTS user_accounts_sync_status_not_null,
-  DROP CONSTRAINT IF EXISTS user_accounts_next_sync_at_not_null;
-COMMIT;`);
+  DROP CONSTRAINT IF EXISTS user_accounts_next_sync_at_not_null;`,
+    }),
+  );
   pgm.sql('RESET lock_timeout;');
   pgm.sql('RESET statement_timeout;');
 };

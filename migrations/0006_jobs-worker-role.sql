@@ -12,8 +12,14 @@
 --     users), while `authenticated` stays limited to its own rows by the policies of 0003.
 -- Later job tables grant their privileges to accounts_worker in their own migrations.
 
-SET LOCAL lock_timeout = '500ms';
 SET LOCAL statement_timeout = '30s';
+-- Autovacuum out of the way first (as lockStep in migrations/lib/online.js): waiting for SHARE
+-- UPDATE EXCLUSIVE blocks no writer and makes the server cancel an autovacuum running on the
+-- table after deadlock_timeout (1 s), which a 500 ms lock_timeout alone never waits for; and
+-- autovacuum skips a table it cannot lock. Added after release (how, not what, it applies).
+SET LOCAL lock_timeout = '20s';
+LOCK TABLE oauth_tokens, user_accounts, account_sync_history, rate_limit_tracking IN SHARE UPDATE EXCLUSIVE MODE;
+SET LOCAL lock_timeout = '500ms';
 
 -- Roles are cluster-wide: another database of the cluster may have made it already, possibly
 -- concurrently; both are fine.
@@ -49,8 +55,14 @@ CREATE POLICY accounts_worker_all ON rate_limit_tracking
 -- Drops the policies and takes the privileges back. The cluster-wide role is kept (as 0001
 -- keeps `authenticated`): the login user the custom resource made is a member of it, other
 -- databases of the cluster may use it, and an `up` after this `down` finds it and carries on.
-SET LOCAL lock_timeout = '500ms';
 SET LOCAL statement_timeout = '30s';
+-- Autovacuum out of the way first (as lockStep in migrations/lib/online.js): waiting for SHARE
+-- UPDATE EXCLUSIVE blocks no writer and makes the server cancel an autovacuum running on the
+-- table after deadlock_timeout (1 s), which a 500 ms lock_timeout alone never waits for; and
+-- autovacuum skips a table it cannot lock. Added after release (how, not what, it applies).
+SET LOCAL lock_timeout = '20s';
+LOCK TABLE oauth_tokens, user_accounts, account_sync_history, rate_limit_tracking IN SHARE UPDATE EXCLUSIVE MODE;
+SET LOCAL lock_timeout = '500ms';
 DROP POLICY IF EXISTS accounts_worker_all ON rate_limit_tracking;
 DROP POLICY IF EXISTS accounts_worker_all ON account_sync_history;
 DROP POLICY IF EXISTS accounts_worker_all ON user_accounts;

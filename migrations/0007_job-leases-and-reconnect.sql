@@ -30,8 +30,14 @@
 -- lock_timeout, like 0003. The accounts_worker role of 0006 already has SELECT, UPDATE on
 -- oauth_tokens, which covers the new columns.
 
-SET LOCAL lock_timeout = '500ms';
 SET LOCAL statement_timeout = '30s';
+-- Autovacuum out of the way first (as lockStep in migrations/lib/online.js): waiting for SHARE
+-- UPDATE EXCLUSIVE blocks no writer and makes the server cancel an autovacuum running on the
+-- table after deadlock_timeout (1 s), which a 500 ms lock_timeout alone never waits for; and
+-- autovacuum skips a table it cannot lock. Added after release (how, not what, it applies).
+SET LOCAL lock_timeout = '20s';
+LOCK TABLE oauth_tokens IN SHARE UPDATE EXCLUSIVE MODE;
+SET LOCAL lock_timeout = '500ms';
 
 ALTER TABLE oauth_tokens
   ADD COLUMN IF NOT EXISTS refresh_lease_owner uuid,
@@ -83,8 +89,14 @@ CREATE TRIGGER oauth_tokens_reconnected
   FOR EACH ROW EXECUTE FUNCTION public.oauth_tokens_reconnected();
 
 -- Down Migration
-SET LOCAL lock_timeout = '500ms';
 SET LOCAL statement_timeout = '30s';
+-- Autovacuum out of the way first (as lockStep in migrations/lib/online.js): waiting for SHARE
+-- UPDATE EXCLUSIVE blocks no writer and makes the server cancel an autovacuum running on the
+-- table after deadlock_timeout (1 s), which a 500 ms lock_timeout alone never waits for; and
+-- autovacuum skips a table it cannot lock. Added after release (how, not what, it applies).
+SET LOCAL lock_timeout = '20s';
+LOCK TABLE oauth_tokens IN SHARE UPDATE EXCLUSIVE MODE;
+SET LOCAL lock_timeout = '500ms';
 DROP TRIGGER IF EXISTS oauth_tokens_reconnected ON oauth_tokens;
 DROP FUNCTION IF EXISTS public.oauth_tokens_reconnected();
 ALTER TABLE oauth_tokens

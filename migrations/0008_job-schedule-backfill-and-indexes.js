@@ -2,12 +2,16 @@
 // * users without any account yet become due for their first account sync
 //   (sync_next_attempt_at = now()); users with accounts keep following their accounts'
 //   next_sync_at (spread over an hour by 0004), so the first deploy is not one thundering herd.
-//   Batches of 5,000 tokens in key order, each committed on its own; re-running resumes.
+//   Batches of at most 5,000 tokens in key order (fewer while batches run slow), each committed on its own; re-running resumes.
 // * 0007's CHECK is validated under SHARE UPDATE EXCLUSIVE (writes continue).
 // * The indexes the jobs' claim queries use, built CONCURRENTLY: the account sync's due users
 //   (sync_next_attempt_at, partial: most rows are NULL) and the refresh/sync leases are read
 //   through the existing indexes.
-const { createIndexesConcurrently, dropIndexesConcurrently, keysetBackfill } = require('./lib/online');
+// * The backfill's batches retry a row lock they waited 500 ms for, and down's catalogue change
+//   retries its lock, until the migration's time limit (migrations/lib/online.js); changed after
+//   release (applied databases are unaffected): they used to fail the migration instead. What
+//   it produces is unchanged.
+const { createIndexesConcurrently, dropIndexesConcurrently, keysetBackfill, lockStep } = require('./lib/online');
 
 const indexes = [
   {
@@ -38,12 +42,14 @@ exports.up = async (pgm) => {
 exports.down = (pgm) => {
   pgm.noTransaction();
   dropIndexesConcurrently(pgm, indexes);
-  pgm.sql(`
-BEGIN;
-SET LOCAL lock_timeout = '500ms';
-SET LOCAL statement_timeout = '30s';
+  pgm.sql(
+    lockStep({
+      step: '0008_job-schedule-backfill-and-indexes (down): CHECK back to NOT VALID',
+      tables: ['oauth_tokens'],
+      body: `
 ALTER TABLE oauth_tokens
   DROP CONSTRAINT oauth_tokens_sync_retry_count_check,
-  ADD CONSTRAINT oauth_tokens_sync_retry_count_check CHECK (sync_retry_count >= 0) NOT VALID;
-COMMIT;`);
+  ADD CONSTRAINT oauth_tokens_sync_retry_count_check CHECK (sync_retry_count >= 0) NOT VALID;`,
+    }),
+  );
 };

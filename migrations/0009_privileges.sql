@@ -44,8 +44,14 @@
 -- changes take ACCESS EXCLUSIVE on their table for a catalogue change (no scan), behind
 -- lock_timeout like 0003, and the runner retries after a timeout.
 
-SET LOCAL lock_timeout = '500ms';
 SET LOCAL statement_timeout = '30s';
+-- Autovacuum out of the way first (as lockStep in migrations/lib/online.js): waiting for SHARE
+-- UPDATE EXCLUSIVE blocks no writer and makes the server cancel an autovacuum running on the
+-- table after deadlock_timeout (1 s), which a 500 ms lock_timeout alone never waits for; and
+-- autovacuum skips a table it cannot lock. Added after release (how, not what, it applies).
+SET LOCAL lock_timeout = '20s';
+LOCK TABLE users, oauth_tokens, account_sync_history, rate_limit_tracking IN SHARE UPDATE EXCLUSIVE MODE;
+SET LOCAL lock_timeout = '500ms';
 
 DO $$
 DECLARE
@@ -153,8 +159,14 @@ GRANT UPDATE (request_count, limit_hit_count, last_limit_hit, retry_after_second
 -- Back to the grants and policies 0003 and 0006 left (on a database without default
 -- privileges). What was taken from `anon` and from the trigger function's grantees is not
 -- given back: those grants were never meant to be there.
-SET LOCAL lock_timeout = '500ms';
 SET LOCAL statement_timeout = '30s';
+-- Autovacuum out of the way first (as lockStep in migrations/lib/online.js): waiting for SHARE
+-- UPDATE EXCLUSIVE blocks no writer and makes the server cancel an autovacuum running on the
+-- table after deadlock_timeout (1 s), which a 500 ms lock_timeout alone never waits for; and
+-- autovacuum skips a table it cannot lock. Added after release (how, not what, it applies).
+SET LOCAL lock_timeout = '20s';
+LOCK TABLE users, oauth_tokens, account_sync_history, rate_limit_tracking IN SHARE UPDATE EXCLUSIVE MODE;
+SET LOCAL lock_timeout = '500ms';
 REVOKE ALL ON users, oauth_tokens, user_accounts, account_sync_history, rate_limit_tracking FROM authenticated;
 DROP POLICY IF EXISTS oauth_tokens_owner_read_policy ON oauth_tokens;
 DROP POLICY IF EXISTS accounts_worker_read ON users;

@@ -30,8 +30,14 @@
 -- users for a catalogue change (no scan), behind lock_timeout like 0003, and the runner
 -- retries after a timeout.
 
-SET LOCAL lock_timeout = '500ms';
 SET LOCAL statement_timeout = '30s';
+-- Autovacuum out of the way first (as lockStep in migrations/lib/online.js): waiting for SHARE
+-- UPDATE EXCLUSIVE blocks no writer and makes the server cancel an autovacuum running on the
+-- table after deadlock_timeout (1 s), which a 500 ms lock_timeout alone never waits for; and
+-- autovacuum skips a table it cannot lock. Added after release (how, not what, it applies).
+SET LOCAL lock_timeout = '20s';
+LOCK TABLE users IN SHARE UPDATE EXCLUSIVE MODE;
+SET LOCAL lock_timeout = '500ms';
 
 REVOKE ALL ON users, oauth_tokens, user_accounts, account_sync_history, rate_limit_tracking FROM accounts_worker;
 DROP POLICY IF EXISTS accounts_worker_read ON users;
@@ -73,8 +79,14 @@ GRANT UPDATE (request_count, limit_hit_count, last_limit_hit, retry_after_second
 -- Down Migration
 --
 -- Back to the table-wide grants of 0006 and the users policy of 0009.
-SET LOCAL lock_timeout = '500ms';
 SET LOCAL statement_timeout = '30s';
+-- Autovacuum out of the way first (as lockStep in migrations/lib/online.js): waiting for SHARE
+-- UPDATE EXCLUSIVE blocks no writer and makes the server cancel an autovacuum running on the
+-- table after deadlock_timeout (1 s), which a 500 ms lock_timeout alone never waits for; and
+-- autovacuum skips a table it cannot lock. Added after release (how, not what, it applies).
+SET LOCAL lock_timeout = '20s';
+LOCK TABLE users IN SHARE UPDATE EXCLUSIVE MODE;
+SET LOCAL lock_timeout = '500ms';
 REVOKE ALL ON users, oauth_tokens, user_accounts, account_sync_history, rate_limit_tracking FROM accounts_worker;
 GRANT SELECT ON users TO accounts_worker;
 GRANT SELECT, UPDATE ON oauth_tokens TO accounts_worker;

@@ -15,9 +15,10 @@
 //   the new index's leading column.
 // * user_accounts.region text NOT NULL, CHECK (region IN ('NA', 'EU', 'FE')): the region of the
 //   connection the account belongs to, so hot queries ("this connection's accounts") never
-//   parse metadata. Existing rows are backfilled in batches of 1,000 in key order, each
-//   committed on its own (smaller than 0004's 5,000: every row also looks up the user's
-//   connection and updates the GIN index of 0005, so a batch holds its row locks longer), with:
+//   parse metadata. Existing rows are backfilled in batches of at most 1,000 (fewer while
+//   batches run slow, see lib/online.js) in key order, each committed on its own (smaller
+//   than 0004's 5,000: every row also looks up the user's connection and updates the GIN
+//   index of 0005, so a batch holds its row locks longer), with:
 //     1. metadata->>'region' when it is NA, EU or FE: the account sync has always written the
 //        region of the host that returned the profile there, so this is what Amazon said;
 //     2. else the region of the user's connection: before this migration a user had exactly
@@ -47,11 +48,30 @@
 //   authenticated and service_role; nobody calls a trigger function). The columns' grants to
 //   `authenticated` and to the jobs' role are in 0014, with the statements that need them.
 //
+// * Every step that takes a lock writers queue behind (the catalogue changes, SET NOT NULL, the
+//   constraint swap) goes through lockStep (migrations/lib/online.js): SHARE UPDATE EXCLUSIVE
+//   first (gets a running autovacuum out of the way without making writers wait), then tries
+//   under a 500 ms lock_timeout, retried after a pause until the migration's time limit; a
+//   backfill batch that waits on a row lock is retried the same way. Changed after release
+//   (applied databases are unaffected): these steps used to give up after one 500 ms
+//   lock_timeout, which failed the migration on a busy database (autovacuum on user_accounts,
+//   woken by the backfill, yields only after deadlock_timeout, 1 s). What it produces is
+//   unchanged.
+//
 // Down refuses while any user has connections in two regions (the old UNIQUE (user_id) could
 // not hold them); it names how many and what to do. Otherwise it builds UNIQUE (user_id)
 // concurrently and swaps the constraints back, and removes the columns, trigger and index.
 
-const { createIndexesConcurrently, dropIndexesConcurrently, keysetBackfill } = require('./lib/online');
+const {
+  addNotValidCheck,
+  addNotValidCheckBody,
+  createIndexesConcurrently,
+  dropIndexesConcurrently,
+  keysetBackfill,
+  lockStep,
+} = require('./lib/online');
+
+const MIGRATION = '0012_connections-per-region';
 
 const REGIONS = "('NA', 'EU', 'FE')";
 
@@ -82,17 +102,6 @@ const backfill = keysetBackfill({
   where: 'ua.region IS NULL',
   batchSize: 1000,
 });
-
-/** ADD CONSTRAINT ... NOT VALID, skipped when the constraint is already there. */
-const addNotValidCheck = (table, name, expression) => `
-DO $add$
-BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = '${name}' AND conrelid = '${table}'::regclass) THEN
-    SET LOCAL lock_timeout = '500ms';
-    ALTER TABLE ${table} ADD CONSTRAINT ${name} CHECK (${expression}) NOT VALID;
-  END IF;
-END
-$add$;`;
 
 /** The re-connection trigger function; `perRegion` false gives back 0007's body. */
 const reconnectedFunction = (perRegion) => `
@@ -151,17 +160,17 @@ exports.indexes = indexes;
 exports.up = async (pgm) => {
   pgm.noTransaction();
   // Catalogue changes only (ADD COLUMN without a default, NOT VALID checks, functions,
-  // triggers, a grant): ACCESS EXCLUSIVE for milliseconds, behind lock_timeout.
-  pgm.sql(`
-BEGIN;
-SET LOCAL lock_timeout = '500ms';
-SET LOCAL statement_timeout = '30s';
+  // triggers, a grant): ACCESS EXCLUSIVE for milliseconds, one transaction, through lockStep.
+  pgm.sql(
+    lockStep({
+      step: `${MIGRATION}: columns, checks and triggers`,
+      tables: ['user_accounts', 'account_sync_history'],
+      body: `
 ALTER TABLE user_accounts ADD COLUMN IF NOT EXISTS region text;
 ALTER TABLE account_sync_history ADD COLUMN IF NOT EXISTS region text;
-${addNotValidCheck('user_accounts', 'user_accounts_region_check', `region IN ${REGIONS}`)}
-${addNotValidCheck('account_sync_history', 'account_sync_history_region_check', `region IN ${REGIONS}`)}
+${addNotValidCheckBody('user_accounts', 'user_accounts_region_check', `region IN ${REGIONS}`)}
+${addNotValidCheckBody('account_sync_history', 'account_sync_history_region_check', `region IN ${REGIONS}`)}
 ${defaultRegionFunction}
-DO $revoke$
 DECLARE
   grantee regrole;
 BEGIN
@@ -174,48 +183,49 @@ BEGIN
   LOOP
     EXECUTE format('REVOKE ALL ON FUNCTION public.user_accounts_default_region() FROM %s', grantee);
   END LOOP;
-END
-$revoke$;
+END;
 DROP TRIGGER IF EXISTS user_accounts_default_region ON user_accounts;
 CREATE TRIGGER user_accounts_default_region
   BEFORE INSERT ON user_accounts
   FOR EACH ROW EXECUTE FUNCTION public.user_accounts_default_region();
-${reconnectedFunction(true)}
-COMMIT;`);
+${reconnectedFunction(true)}`,
+    }),
+  );
   pgm.sql("SET lock_timeout = '5min';");
   pgm.sql("SET statement_timeout = '60min';");
   pgm.sql(backfill);
-  pgm.sql(addNotValidCheck('user_accounts', 'user_accounts_region_not_null', 'region IS NOT NULL'));
+  pgm.sql(addNotValidCheck(MIGRATION, 'user_accounts', 'user_accounts_region_not_null', 'region IS NOT NULL'));
   // SHARE UPDATE EXCLUSIVE: writes continue during the scans.
   pgm.sql('ALTER TABLE user_accounts VALIDATE CONSTRAINT user_accounts_region_not_null;');
   pgm.sql('ALTER TABLE user_accounts VALIDATE CONSTRAINT user_accounts_region_check;');
   pgm.sql('ALTER TABLE account_sync_history VALIDATE CONSTRAINT account_sync_history_region_check;');
-  pgm.sql(`
-BEGIN;
-SET LOCAL lock_timeout = '500ms';
+  pgm.sql(
+    lockStep({
+      step: `${MIGRATION}: SET NOT NULL`,
+      tables: ['user_accounts'],
+      body: `
 ALTER TABLE user_accounts ALTER COLUMN region SET NOT NULL;
-ALTER TABLE user_accounts DROP CONSTRAINT IF EXISTS user_accounts_region_not_null;
-COMMIT;`);
+ALTER TABLE user_accounts DROP CONSTRAINT IF EXISTS user_accounts_region_not_null;`,
+    }),
+  );
   pgm.sql('RESET lock_timeout;');
   pgm.sql('RESET statement_timeout;');
   await createIndexesConcurrently(pgm, indexes);
   // The swap: both are catalogue changes (the old constraint's index is dropped, the new,
   // already valid index becomes the constraint); skipped when already done.
-  pgm.sql(`
-BEGIN;
-SET LOCAL lock_timeout = '500ms';
-SET LOCAL statement_timeout = '30s';
-DO $swap$
-BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'oauth_tokens_user_id_region_key'
-                  AND conrelid = 'oauth_tokens'::regclass) THEN
-    ALTER TABLE oauth_tokens
-      DROP CONSTRAINT IF EXISTS oauth_tokens_user_id_key,
-      ADD CONSTRAINT oauth_tokens_user_id_region_key UNIQUE USING INDEX oauth_tokens_user_id_region_key;
-  END IF;
-END
-$swap$;
-COMMIT;`);
+  pgm.sql(
+    lockStep({
+      step: `${MIGRATION}: constraint swap`,
+      tables: ['oauth_tokens'],
+      body: `
+IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'oauth_tokens_user_id_region_key'
+                AND conrelid = 'oauth_tokens'::regclass) THEN
+  ALTER TABLE oauth_tokens
+    DROP CONSTRAINT IF EXISTS oauth_tokens_user_id_key,
+    ADD CONSTRAINT oauth_tokens_user_id_region_key UNIQUE USING INDEX oauth_tokens_user_id_region_key;
+END IF;`,
+    }),
+  );
 };
 
 exports.down = async (pgm) => {
@@ -234,30 +244,30 @@ BEGIN
 END
 $refuse$;`);
   await createIndexesConcurrently(pgm, oldUniqueIndex);
-  pgm.sql(`
-BEGIN;
-SET LOCAL lock_timeout = '500ms';
-SET LOCAL statement_timeout = '30s';
-DO $swap$
-BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'oauth_tokens_user_id_key'
-                  AND conrelid = 'oauth_tokens'::regclass) THEN
-    ALTER TABLE oauth_tokens
-      DROP CONSTRAINT IF EXISTS oauth_tokens_user_id_region_key,
-      ADD CONSTRAINT oauth_tokens_user_id_key UNIQUE USING INDEX oauth_tokens_user_id_key;
-  END IF;
-END
-$swap$;
-COMMIT;`);
+  pgm.sql(
+    lockStep({
+      step: `${MIGRATION}: constraint swap back`,
+      tables: ['oauth_tokens'],
+      body: `
+IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'oauth_tokens_user_id_key'
+                AND conrelid = 'oauth_tokens'::regclass) THEN
+  ALTER TABLE oauth_tokens
+    DROP CONSTRAINT IF EXISTS oauth_tokens_user_id_region_key,
+    ADD CONSTRAINT oauth_tokens_user_id_key UNIQUE USING INDEX oauth_tokens_user_id_key;
+END IF;`,
+    }),
+  );
   dropIndexesConcurrently(pgm, indexes);
-  pgm.sql(`
-BEGIN;
-SET LOCAL lock_timeout = '500ms';
-SET LOCAL statement_timeout = '30s';
+  pgm.sql(
+    lockStep({
+      step: `${MIGRATION} (down): columns and triggers`,
+      tables: ['user_accounts', 'account_sync_history'],
+      body: `
 ${reconnectedFunction(false)}
 DROP TRIGGER IF EXISTS user_accounts_default_region ON user_accounts;
 DROP FUNCTION IF EXISTS public.user_accounts_default_region();
 ALTER TABLE account_sync_history DROP COLUMN IF EXISTS region;
-ALTER TABLE user_accounts DROP COLUMN IF EXISTS region;
-COMMIT;`);
+ALTER TABLE user_accounts DROP COLUMN IF EXISTS region;`,
+    }),
+  );
 };

@@ -40,8 +40,14 @@
 -- Locks: CREATE SCHEMA/FUNCTION, GRANT/REVOKE change catalogue rows only; CREATE POLICY takes
 -- ACCESS EXCLUSIVE on its table for a catalogue change (no scan), behind lock_timeout.
 
-SET LOCAL lock_timeout = '500ms';
 SET LOCAL statement_timeout = '30s';
+-- Autovacuum out of the way first (as lockStep in migrations/lib/online.js): waiting for SHARE
+-- UPDATE EXCLUSIVE blocks no writer and makes the server cancel an autovacuum running on the
+-- table after deadlock_timeout (1 s), which a 500 ms lock_timeout alone never waits for; and
+-- autovacuum skips a table it cannot lock. Added after release (how, not what, it applies).
+SET LOCAL lock_timeout = '20s';
+LOCK TABLE public.users, public.oauth_tokens, public.user_accounts IN SHARE UPDATE EXCLUSIVE MODE;
+SET LOCAL lock_timeout = '500ms';
 
 CREATE SCHEMA IF NOT EXISTS api;
 REVOKE ALL ON SCHEMA api FROM PUBLIC;
@@ -484,8 +490,14 @@ CREATE POLICY user_accounts_owner_update_policy ON public.user_accounts
   WITH CHECK (user_id = auth.uid());
 
 -- Down Migration
-SET LOCAL lock_timeout = '500ms';
 SET LOCAL statement_timeout = '30s';
+-- Autovacuum out of the way first (as lockStep in migrations/lib/online.js): waiting for SHARE
+-- UPDATE EXCLUSIVE blocks no writer and makes the server cancel an autovacuum running on the
+-- table after deadlock_timeout (1 s), which a 500 ms lock_timeout alone never waits for; and
+-- autovacuum skips a table it cannot lock. Added after release (how, not what, it applies).
+SET LOCAL lock_timeout = '20s';
+LOCK TABLE public.users, public.oauth_tokens, public.user_accounts IN SHARE UPDATE EXCLUSIVE MODE;
+SET LOCAL lock_timeout = '500ms';
 DROP POLICY IF EXISTS user_accounts_owner_update_policy ON public.user_accounts;
 REVOKE UPDATE (status, sync_error_message, updated_at) ON public.user_accounts FROM authenticated;
 REVOKE SELECT (region) ON public.user_accounts FROM authenticated;

@@ -24,8 +24,14 @@
 -- Numbered 0016: 0013 to 0015 belong to other changes (accounts API, region grants, shared
 -- rate budget).
 
-SET LOCAL lock_timeout = '500ms';
 SET LOCAL statement_timeout = '30s';
+-- Autovacuum out of the way first (as lockStep in migrations/lib/online.js): waiting for SHARE
+-- UPDATE EXCLUSIVE blocks no writer and makes the server cancel an autovacuum running on the
+-- table after deadlock_timeout (1 s), which a 500 ms lock_timeout alone never waits for; and
+-- autovacuum skips a table it cannot lock. Added after release (how, not what, it applies).
+SET LOCAL lock_timeout = '20s';
+LOCK TABLE oauth_tokens IN SHARE UPDATE EXCLUSIVE MODE;
+SET LOCAL lock_timeout = '500ms';
 
 ALTER TABLE oauth_tokens ADD COLUMN IF NOT EXISTS last_used_at timestamptz;
 
@@ -36,8 +42,14 @@ GRANT SELECT (last_used_at), UPDATE (last_used_at) ON oauth_tokens TO accounts_w
 
 -- Down Migration
 
-SET LOCAL lock_timeout = '500ms';
 SET LOCAL statement_timeout = '30s';
+-- Autovacuum out of the way first (as lockStep in migrations/lib/online.js): waiting for SHARE
+-- UPDATE EXCLUSIVE blocks no writer and makes the server cancel an autovacuum running on the
+-- table after deadlock_timeout (1 s), which a 500 ms lock_timeout alone never waits for; and
+-- autovacuum skips a table it cannot lock. Added after release (how, not what, it applies).
+SET LOCAL lock_timeout = '20s';
+LOCK TABLE oauth_tokens IN SHARE UPDATE EXCLUSIVE MODE;
+SET LOCAL lock_timeout = '500ms';
 
 REVOKE SELECT (last_used_at), UPDATE (last_used_at) ON oauth_tokens FROM accounts_worker;
 ALTER TABLE oauth_tokens DROP COLUMN IF EXISTS last_used_at;

@@ -1,7 +1,7 @@
 /**
  * `npm run api`: the accounts API on this machine, the same core as the Lambda (handler.ts),
  * served over HTTP on PORT (default 8787) against DATABASE_URL through node-postgres. Every
- * request runs in a transaction as `authenticated` (`SET LOCAL ROLE`), so Row Level Security
+ * request runs in a transaction as `accounts_api_caller` (`SET LOCAL ROLE`), so Row Level Security
  * applies even when DATABASE_URL names a superuser. Amazon at LWA_TOKEN_URL / ADS_API_URL,
  * credentials from LWA_CLIENT_ID, LWA_CLIENT_SECRET, TOKEN_ENCRYPTION_KEY (as `npm run job`).
  *

@@ -1,5 +1,6 @@
 import type { Client } from 'pg';
 import type { TokenCipher } from '../lambda/shared/token-crypto';
+import { AMAZON_REGIONS as REGIONS, type AmazonRegion } from '../lambda/shared/amazon/regions';
 import type { FakeUser } from '../local/amazon/fake-amazon';
 import { FakeProfile, fakeProfile } from '../local/amazon/profiles';
 
@@ -11,7 +12,6 @@ import { FakeProfile, fakeProfile } from '../local/amazon/profiles';
  * same users, connections and profiles again on every run.
  */
 export const DEMO_USERS = 300;
-const REGIONS = ['NA', 'EU', 'FE'] as const;
 
 /** Marketplaces per region (Amazon Ads), so accounts spread over several countries. */
 const MARKETPLACES = {
@@ -33,7 +33,7 @@ const MARKETPLACES = {
 
 const TYPES = ['seller', 'vendor', 'agency'] as const;
 
-type Region = (typeof REGIONS)[number];
+type Region = AmazonRegion;
 
 interface DemoConnection {
   readonly region: Region;

@@ -12,7 +12,7 @@
  * then creates a fresh database on it instead of starting a server per test file, which is
  * most of what a mutant cost (local/postgres/embedded-postgres.ts).
  *
- * Incremental: each group keeps its results in reports/stryker-incremental-<group>.json
+ * Incremental: each group keeps its results in scripts/mutation-results/<group>.json
  * (committed), so a run only tests the mutants whose code or tests changed since; `--force`
  * tests them all again. The exit code is Stryker's last non-zero one: below 85 % detected in a
  * group (`thresholds.break`) fails the run, after every group has run.
@@ -23,6 +23,9 @@ import { join, resolve } from 'node:path';
 import { SHARED_POSTGRES_ENV, startPostgres } from '../local/postgres/embedded-postgres';
 
 const ROOT = resolve(__dirname, '..');
+
+/** Where each group's incremental results are kept (committed), relative to ROOT. */
+export const RESULTS_DIR = 'scripts/mutation-results';
 
 interface Group {
   readonly mutate: readonly string[];
@@ -144,7 +147,7 @@ function writeGroupConfig(name: string, group: Group): string {
     concurrency: 1,
     ...(group.timeoutMS === undefined ? {} : { timeoutMS: group.timeoutMS }),
     jest: { ...jest, config: { testMatch: group.tests.map((glob) => `<rootDir>/${glob}`) } },
-    incrementalFile: `reports/stryker-incremental-${name}.json`,
+    incrementalFile: `${RESULTS_DIR}/${name}.json`,
     htmlReporter: { fileName: `reports/mutation/${name}.html` },
     jsonReporter: { fileName: `reports/mutation/${name}.json` },
   };

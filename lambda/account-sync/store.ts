@@ -17,6 +17,11 @@ export const ABANDONED_ATTEMPT_REASON =
 export interface ClaimedUser {
   /** The connection: oauth_tokens.id. */
   readonly tokenId: string;
+  /**
+   * The connection's `connection_generation` when claimed: storing the connection again
+   * (reconnecting) changes it, and a write-back for another generation writes nothing.
+   */
+  readonly generation: number;
   readonly userId: string;
   readonly historyId: string;
   /** The stored access token (`enc:v1:…` or legacy plaintext). */
@@ -114,7 +119,7 @@ const CLAIM_USERS_REST = `wanted AS (
           SET sync_lease_owner = :owner, sync_lease_expires_at = now() + make_interval(secs => :leaseSeconds),
               last_used_at = now()
          FROM sized c WHERE t.id = c.id
-       RETURNING t.id, t.user_id, t.access_token, t.region, t.sync_retry_count
+       RETURNING t.id, t.user_id, t.access_token, t.region, t.sync_retry_count, t.connection_generation
      ), accounts AS (
        -- The connection's accounts: the user's accounts in its region.
        SELECT c.id AS token_id, c.user_id, c.region, max(ua.sync_retry_count) AS retry_count,
@@ -154,7 +159,7 @@ const CLAIM_USERS_REST = `wanted AS (
          FROM claimed c LEFT JOIN accounts a ON a.token_id = c.id
        RETURNING id, (metadata->>'userId')::uuid AS user_id, region
      )
-     SELECT c.id AS token_id, c.user_id, h.id AS history_id, c.access_token, c.region,
+     SELECT c.id AS token_id, c.connection_generation AS generation, c.user_id, h.id AS history_id, c.access_token, c.region,
             greatest(c.sync_retry_count, coalesce(a.retry_count, 0)) AS retry_count, a.account_count,
             a.usual_status, o.statuses AS other_statuses
        FROM claimed c
@@ -164,6 +169,7 @@ const CLAIM_USERS_REST = `wanted AS (
 
 interface ClaimedUserRow {
   token_id: string;
+  generation: number;
   user_id: string;
   history_id: string;
   access_token: string;
@@ -246,6 +252,7 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
       );
   return rows.map((r) => ({
     tokenId: r.token_id,
+    generation: Number(r.generation),
     userId: r.user_id,
     historyId: r.history_id,
     storedAccessToken: r.access_token,
@@ -406,6 +413,7 @@ const WRITE_BACK_BYTES = 3_000_000;
 
 interface UserRow {
   readonly token_id: string;
+  readonly generation: number;
   readonly user_id: string;
   readonly region: AmazonRegion;
   readonly history_id: string;
@@ -424,6 +432,8 @@ interface UserRow {
 
 interface AccountRow {
   readonly user_id: string;
+  /** The claim's generation of the connection: only upserted while it is still the connection's. */
+  readonly generation: number;
   readonly region: AmazonRegion;
   readonly amazon_account_id: string;
   readonly metadata: Record<string, unknown>;
@@ -471,7 +481,9 @@ export interface SaveOptions {
  *   only through its region's accounts (or, with none, at the next regular time); after a
  *   failure at the retry time.
  * Every statement writes only for users whose sync lease this run still holds (a run whose
- * lease expired and was taken over writes nothing). A user whose accounts alone exceed the
+ * lease expired and was taken over writes nothing) and whose connection is still the
+ * generation it claimed (a region connected again meanwhile, or disconnected, gets nothing of
+ * the old connection's profiles; api.store_connection closed that attempt's history row). A user whose accounts alone exceed the
  * budget (thousands of profiles) has them upserted in chunks first. A statement the database
  * refuses with a data error is written again in halves, down to single users (writeInHalves);
  * a user refused even alone gets `onRefused`'s outcome instead, and is returned.
@@ -500,6 +512,7 @@ export async function saveOutcomes(
 function toUserWrite(o: UserSyncOutcome): UserWrite {
   const user: UserRow = {
     token_id: o.user.tokenId,
+    generation: o.user.generation,
     user_id: o.user.userId,
     region: o.user.region,
     history_id: o.user.historyId,
@@ -519,6 +532,7 @@ function toUserWrite(o: UserSyncOutcome): UserWrite {
     o.kind === 'success'
       ? o.accounts.map((a) => ({
           user_id: o.user.userId,
+          generation: o.user.generation,
           region: o.user.region,
           amazon_account_id: a.amazonAccountId,
           metadata: a.metadata,
@@ -594,13 +608,17 @@ const UPSERT_ACCOUNTS = `INSERT INTO user_accounts AS ua (user_id, amazon_accoun
              sync_status = 'completed', sync_error_message = NULL, sync_retry_count = 0,
              next_sync_at = EXCLUDED.next_sync_at, updated_at = now()`;
 
-/** Upserts accounts of users whose lease this run holds (the accounts of one very large user). */
+/**
+ * Upserts accounts of users whose lease this run holds, on the connection generation it claimed
+ * (the accounts of one very large user).
+ */
 async function upsertAccounts(db: Database, owner: string, accounts: readonly AccountRow[]): Promise<void> {
   if (accounts.length === 0) return;
   await db.query(
     `WITH a AS (
-       SELECT x.* FROM jsonb_to_recordset(:accounts::jsonb) AS x(user_id uuid, region text, amazon_account_id text, metadata jsonb, next_sync_at timestamptz)
+       SELECT x.* FROM jsonb_to_recordset(:accounts::jsonb) AS x(user_id uuid, generation int, region text, amazon_account_id text, metadata jsonb, next_sync_at timestamptz)
          JOIN oauth_tokens t ON t.user_id = x.user_id AND t.region = x.region AND t.sync_lease_owner = :owner
+                            AND t.connection_generation = x.generation
      )
      ${UPSERT_ACCOUNTS}`,
     { accounts: sqlJson(accounts), owner: sqlUuid(owner) },
@@ -617,14 +635,16 @@ async function writeUserOutcomes(
   const { rows } = await db.query<{ missing: number }>(
     `WITH input AS (
        SELECT * FROM jsonb_to_recordset(:users::jsonb) AS x(
-         token_id uuid, user_id uuid, region text, history_id uuid, kind text, profile_ids jsonb, excluded_ids jsonb, synced int, failed int,
+         token_id uuid, generation int, user_id uuid, region text, history_id uuid, kind text, profile_ids jsonb, excluded_ids jsonb, synced int, failed int,
          error text, error_details jsonb, next_at timestamptz, usual_status text, other_statuses jsonb)
      ), u AS (
-       -- Only connections whose lease this run still holds (locked, so no run takes it meanwhile).
+       -- Only connections whose lease this run still holds, and that have not been stored again
+       -- since the claim (a reconnect: another generation); locked, so no run takes them meanwhile.
        SELECT input.* FROM input JOIN oauth_tokens t ON t.id = input.token_id AND t.sync_lease_owner = :owner
+                                                    AND t.connection_generation = input.generation
           FOR UPDATE OF t
      ), a AS (
-       SELECT * FROM jsonb_to_recordset(:accounts::jsonb) AS x(user_id uuid, region text, amazon_account_id text, metadata jsonb, next_sync_at timestamptz)
+       SELECT * FROM jsonb_to_recordset(:accounts::jsonb) AS x(user_id uuid, generation int, region text, amazon_account_id text, metadata jsonb, next_sync_at timestamptz)
         WHERE (x.user_id, x.region) IN (SELECT user_id, region FROM u)
      ), upserted AS (
        ${UPSERT_ACCOUNTS}
@@ -674,7 +694,7 @@ async function writeUserOutcomes(
               sync_retry_count = CASE u.kind WHEN 'success' THEN 0 WHEN 'failure' THEN t.sync_retry_count + 1 ELSE t.sync_retry_count END,
               sync_last_error = CASE u.kind WHEN 'success' THEN NULL WHEN 'failure' THEN u.error ELSE t.sync_last_error END
          FROM u
-        WHERE t.id = u.token_id AND t.sync_lease_owner = :owner
+        WHERE t.id = u.token_id AND t.sync_lease_owner = :owner AND t.connection_generation = u.generation
      )
      SELECT count(*)::int AS missing FROM missing`,
     {

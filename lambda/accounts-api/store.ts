@@ -6,15 +6,17 @@ import type { Caller } from './jwt';
  * Every function takes the caller's claims and sets them transaction-locally before reading, so
  * Row Level Security decides what the statement sees.
  *
- * - Data API (production): the login is `accounts_api`, a member of `authenticated`, and each
+ * - Data API (production): the login is `accounts_api`, a member of `accounts_api_caller` (the
+ *   only role that may call the `api` functions, migration 0019) and of `authenticated`, and each
  *   call is one statement in its own transaction: 1 Data API call per request.
  * - node-postgres (`npm run api`, `npm start`): `DATABASE_URL` may name a superuser or the
  *   table owner, whom RLS does not restrict, so each call runs in a transaction that first
- *   does `SET LOCAL ROLE authenticated` ({@link AccountsStoreOptions.assumeAuthenticatedRole}).
+ *   does `SET LOCAL ROLE accounts_api_caller` ({@link AccountsStoreOptions.assumeAuthenticatedRole}), a
+ *   member of `authenticated` whose own-row policies then apply.
  */
 export interface AccountsStoreOptions {
   readonly db: Database;
-  /** Run each call in a transaction as `authenticated` (node-postgres). @default false */
+  /** Run each call in a transaction as `accounts_api_caller` (node-postgres). @default false */
   readonly assumeAuthenticatedRole?: boolean;
 }
 
@@ -64,7 +66,7 @@ export class AccountsStore {
         return (await this.options.db.query<{ result: T }>(statement, params)).rows[0].result;
       }
       return await this.options.db.transaction(async (tx) => {
-        await tx.query('SET LOCAL ROLE authenticated');
+        await tx.query('SET LOCAL ROLE accounts_api_caller');
         return (await tx.query<{ result: T }>(statement, params)).rows[0].result;
       });
     } catch (error) {

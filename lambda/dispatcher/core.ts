@@ -4,6 +4,7 @@ import type { AppLogger } from '../shared/logger';
 import type { JobMetrics } from '../shared/jobs/runtime';
 import { describeError } from '../shared/jobs/runtime';
 import { FanOutJob, FanOutMessage, IDS_PER_MESSAGE } from '../shared/jobs/fan-out';
+import { DISPATCH_METRICS } from '../shared/jobs/metrics';
 
 /** SQS accepts at most this many entries per SendMessageBatch. */
 export const MESSAGES_PER_BATCH = 10;
@@ -66,9 +67,6 @@ export class DispatchSendError extends Error {
     this.name = 'DispatchSendError';
   }
 }
-
-/** Metric names of the dispatchers (service `<job>-dispatcher`). */
-export const DISPATCH_METRICS = { dispatched: 'IdsDispatched', notSent: 'IdsNotDispatched' } as const;
 
 /**
  * The most ids one tick should dispatch: what the shared Amazon budget serves, in every region,

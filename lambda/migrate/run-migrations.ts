@@ -33,7 +33,9 @@ export interface RunMigrationsOptions {
   /**
    * How many times to retry the run when a migration gave up waiting for a lock
    * (lock_timeout, SQLSTATE 55P03) or the server was starting up; each migration is in its
-   * own transaction or idempotent, so a retry resumes where the failed attempt stopped.
+   * own transaction or idempotent, so a retry resumes where the failed attempt stopped. (The
+   * lock steps of the non-transactional migrations retry a busy lock themselves, up to the
+   * deadline: migrations/lib/online.js; this retries the SQL migrations' transactions.)
    * @default 5
    */
   readonly lockRetries?: number;
@@ -53,6 +55,17 @@ export interface RunMigrationsOptions {
   /** Time kept back for the caller to report the outcome. @default 30000 */
   readonly reserveMs?: number;
 }
+
+/**
+ * The session setting (epoch seconds) up to which the migrations' lock-needing steps retry a
+ * busy lock (migrations/lib/online.js); without it they retry for `migrations.lock_wait`
+ * (default 5 minutes) each, which is what the CLI (`npm run migrate`) gets.
+ */
+export const LOCK_RETRY_DEADLINE_SETTING = 'migrations.deadline';
+/** How long before the cap the lock retries stop (at most a fifth of the budget). */
+const LOCK_RETRY_MARGIN_MS = 2000;
+/** One try of a lock step and its pause (500 ms each in migrations/lib/online.js). */
+const LOCK_TRY_MS = 1000;
 
 /** How often the server checks that the client of a running statement is still there. */
 export const CLIENT_CONNECTION_CHECK_INTERVAL = '10s';
@@ -190,7 +203,11 @@ export async function runMigrations(options: RunMigrationsOptions): Promise<Migr
         undefined,
       );
     }
-    const session = cappedSession(options.database, budgetMs);
+    // Until when a migration step retries a busy lock (migrations/lib/online.js): a little
+    // before the cap, so that it gives up with its own error naming the step, not a cancel.
+    const lockDeadline =
+      budgetMs === undefined ? undefined : Date.now() + budgetMs - Math.min(LOCK_RETRY_MARGIN_MS, budgetMs / 5);
+    const session = cappedSession(options.database, budgetMs, lockDeadline);
     const watchdog = budgetMs === undefined ? undefined : cancelAt(session, budgetMs);
     // Our own client, not node-pg-migrate's: it does not wait for its connection to close, so
     // the server could end that session after the run (a restart, a terminated backend) and
@@ -221,7 +238,9 @@ export async function runMigrations(options: RunMigrationsOptions): Promise<Migr
       applied.push(...started.slice(0, -1));
       const outOfTime =
         watchdog?.fired() ||
-        (budgetMs !== undefined && options.remainingTimeMs!() - (options.reserveMs ?? 30_000) < 1000);
+        (budgetMs !== undefined && options.remainingTimeMs!() - (options.reserveMs ?? 30_000) < 1000) ||
+        // A step that retried its lock until the deadline has used the time a new attempt would need.
+        (lockDeadline !== undefined && Date.now() + LOCK_TRY_MS > lockDeadline);
       if (outOfTime && current === undefined && (code === '55P03' || code === '57014')) {
         throw new MigrationError(
           undefined,
@@ -251,6 +270,7 @@ export async function runMigrations(options: RunMigrationsOptions): Promise<Migr
       throw new MigrationError(current, rootMessage(error), code, { cause: error });
     } finally {
       watchdog?.stop();
+      await releaseSession(client);
       await client.end().catch(() => undefined);
     }
   }
@@ -262,10 +282,15 @@ export async function runMigrations(options: RunMigrationsOptions): Promise<Migr
  * lock_timeout default to it (node-pg-migrate's advisory-lock wait included). A migration may
  * SET a longer timeout for itself: {@link cancelAt} caps those too.
  */
-function cappedSession(database: string | ClientConfig, budgetMs: number | undefined): ClientConfig {
+function cappedSession(
+  database: string | ClientConfig,
+  budgetMs: number | undefined,
+  lockDeadline: number | undefined,
+): ClientConfig {
   const base: ClientConfig = typeof database === 'string' ? { connectionString: database } : database;
   const settings = [`client_connection_check_interval=${CLIENT_CONNECTION_CHECK_INTERVAL}`];
   if (budgetMs !== undefined) settings.push(`statement_timeout=${budgetMs}`, `lock_timeout=${budgetMs}`);
+  if (lockDeadline !== undefined) settings.push(`${LOCK_RETRY_DEADLINE_SETTING}=${(lockDeadline / 1000).toFixed(3)}`);
   return {
     ...base,
     // Unique per run, so the watchdog cancels only this session; the caller's name stays in front.
@@ -300,6 +325,21 @@ function cancelAt(session: ClientConfig, budgetMs: number): { fired(): boolean; 
   }, budgetMs);
   timer.unref();
   return { fired: () => fired, stop: () => clearTimeout(timer) };
+}
+
+/**
+ * Leaves the session as node-pg-migrate should have: outside any transaction and without its
+ * advisory lock. A migration that failed inside its transaction leaves the transaction aborted,
+ * in which node-pg-migrate's own pg_advisory_unlock fails (it only warns); the lock would then
+ * live until the connection is gone. Best effort: closing the connection releases it anyway.
+ */
+async function releaseSession(client: Client): Promise<void> {
+  try {
+    await client.query('ROLLBACK');
+    await client.query('SELECT pg_advisory_unlock_all()');
+  } catch {
+    // the connection is gone, and with it the session's locks
+  }
 }
 
 function findCode(error: unknown): string | undefined {

@@ -50,10 +50,18 @@ export function ensureWorkerLogin(
 export const RATE_BUDGET_ROLE = 'amazon_rate_budget_user';
 
 /**
+ * The NOLOGIN role of migration 0019, the only one that may call the functions of schema `api`
+ * and hold the writes of connect and disconnect (a member of `authenticated`, so the own-row
+ * policies apply to it). Not `authenticated` itself: that role is every signed-in Supabase user.
+ */
+export const API_CALLER_ROLE = 'accounts_api_caller';
+
+/**
  * Creates the accounts API's LOGIN user (member of `authenticated`, inheriting its privileges)
- * or updates its password, as ensureLogin does. Besides `authenticated`'s grants and its Row
- * Level Security policies, the login is made a member of {@link RATE_BUDGET_ROLE} where that
- * role exists (migration 0018 applied), so its LWA call draws from the shared budget.
+ * or updates its password, as ensureLogin does. The login is also made a member of
+ * {@link API_CALLER_ROLE} (migration 0019: EXECUTE on the `api` functions, the writes of
+ * connect and disconnect) and of {@link RATE_BUDGET_ROLE} (migration 0018: its LWA call draws
+ * from the shared budget), each where that role exists (its migration applied).
  */
 export async function ensureApiLogin(
   client: Client,
@@ -62,11 +70,13 @@ export async function ensureApiLogin(
   passwordWorks?: () => Promise<boolean>,
 ): Promise<LoginOutcome> {
   const outcome = await ensureLogin(client, credentials, API_ROLE, { passwordWorks });
-  const { rows } = await client.query<{ statement: string | null }>(
-    `SELECT CASE WHEN to_regrole($1) IS NOT NULL THEN format('GRANT %I TO %I', $1::text, $2::text) END AS statement`,
-    [RATE_BUDGET_ROLE, credentials.username],
-  );
-  if (rows[0].statement) await client.query(rows[0].statement);
+  for (const role of [API_CALLER_ROLE, RATE_BUDGET_ROLE]) {
+    const { rows } = await client.query<{ statement: string | null }>(
+      `SELECT CASE WHEN to_regrole($1) IS NOT NULL THEN format('GRANT %I TO %I', $1::text, $2::text) END AS statement`,
+      [role, credentials.username],
+    );
+    if (rows[0].statement) await client.query(rows[0].statement);
+  }
   return outcome;
 }
 

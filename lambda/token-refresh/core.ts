@@ -9,7 +9,6 @@ import {
   JobRunContext,
   jobRunContext,
   JobRuntime,
-  nextRetryAt,
   RegionalCounts,
 } from '../shared/jobs/runtime';
 import { runPipeline } from '../shared/jobs/pipeline';
@@ -22,16 +21,8 @@ import { DeadlineExceededError } from '../shared/backoff';
 import type { RateLimiterRegistry } from '../shared/amazon/rate-limiter';
 import { writeResiliently } from '../shared/jobs/write-back';
 import { restoreEndpointState, saveLimiterRates } from '../shared/jobs/throttling';
-import {
-  claimDueTokens,
-  ClaimedToken,
-  countDueTokens,
-  GivenIds,
-  RefreshFailure,
-  resultToken,
-  saveResults,
-  TokenResult,
-} from './store';
+import { claimDueTokens, ClaimedToken, countDueTokens, GivenIds, resultToken, saveResults, TokenResult } from './store';
+import { REFRESH_OUTCOME_DEFAULTS, refreshFailureOutcome, unreadableTokenOutcome } from './outcome';
 
 /** What the core needs of the Login with Amazon client (LwaClient). */
 export interface TokenRefresher {
@@ -78,8 +69,11 @@ export interface TokenRefreshSettings {
   readonly batchSize?: number;
   /** Amazon calls in flight at once. @default 16 */
   readonly concurrency?: number;
-  /** Failures in a row after which proactive refresh is turned off. @default 5 */
-  readonly maxConsecutiveFailures?: number;
+  /**
+   * Amazon's definite refusals in a row after which proactive refresh is turned off (5xx,
+   * timeouts, malformed answers and 429s never count: see outcome.ts). @default 5
+   */
+  readonly maxConsecutiveRefusals?: number;
   /** First retry delay after a failure; doubles per failure (full jitter, floor of half). @default 60 */
   readonly retryBaseSeconds?: number;
   /** @default 3600 */
@@ -137,9 +131,9 @@ const DEFAULT_SETTINGS = {
   windowSeconds: TOKEN_REFRESH_WINDOW_SECONDS,
   batchSize: 500,
   concurrency: 16,
-  maxConsecutiveFailures: 5,
-  retryBaseSeconds: 60,
-  retryMaxSeconds: 3600,
+  maxConsecutiveRefusals: REFRESH_OUTCOME_DEFAULTS.maxConsecutiveRefusals,
+  retryBaseSeconds: REFRESH_OUTCOME_DEFAULTS.retryBaseSeconds,
+  retryMaxSeconds: REFRESH_OUTCOME_DEFAULTS.retryMaxSeconds,
   reserveMs: 30_000,
   flushAfterMs: 3000,
 };
@@ -339,14 +333,6 @@ export async function previewTokenRefresh(
   return preview;
 }
 
-function retryAt(c: RefreshContext, failures: number): Date {
-  return nextRetryAt(c.now(), failures, {
-    baseSeconds: c.settings.retryBaseSeconds,
-    maxSeconds: c.settings.retryMaxSeconds,
-    random: c.random,
-  });
-}
-
 /**
  * Refreshes one claimed token and says what to write back. Never throws: every Amazon
  * failure becomes a failure outcome (backoff, count, refresh off where it must stop).
@@ -363,15 +349,7 @@ async function refreshOneToken(c: RefreshContext, token: ClaimedToken): Promise<
     refreshToken = deps.cipher.decrypt(token.storedRefreshToken);
   } catch (error) {
     // Cannot be refreshed by anyone until the web app stores it again: same as revoked.
-    const reason = `Stored refresh token is unreadable (${describeError(error)}); the user must reconnect Amazon`;
-    return failureOutcome({
-      token,
-      error: reason,
-      countsAsFailure: true,
-      disable: true,
-      reauth: reason,
-      nextAttemptAt: retryAt(c, token.refreshFailureCount + 1),
-    });
+    return unreadableTokenOutcome(token, describeError(error), c.settings, { now: now(), random: c.random });
   }
   const requestedAt = now();
   try {
@@ -405,10 +383,13 @@ async function refreshOneToken(c: RefreshContext, token: ClaimedToken): Promise<
   }
 }
 
-/** The outcome of a refresh Amazon refused or did not answer properly. */
+/**
+ * The outcome of a refresh Amazon refused or did not answer properly: the policy shared with
+ * the on-demand route (outcome.ts); what is the run's own is the client-error streak and the
+ * region's pause after a 429.
+ */
 function failedRefresh(c: RefreshContext, token: ClaimedToken, f: AmazonFailure): Outcome {
-  const { settings: s, now } = c;
-  const failures = token.refreshFailureCount + 1;
+  const { now } = c;
   if (f.kind === 'permanent' && CLIENT_ERRORS.has(f.code)) {
     // Backed off like any failure; the run stops only when several tokens in a row get it.
     c.stop.clientErrorStreak.add(token.id);
@@ -417,58 +398,12 @@ function failedRefresh(c: RefreshContext, token: ClaimedToken, f: AmazonFailure)
   } else {
     c.stop.clientErrorStreak.clear();
   }
-  switch (f.kind) {
-    case 'permanent': {
-      const revoked = f.code === 'invalid_grant';
-      const disable = revoked || failures >= s.maxConsecutiveFailures;
-      const message = revoked
-        ? 'invalid_grant: the refresh token was revoked or has expired; the user must reconnect Amazon'
-        : `${f.code}: Login with Amazon refused the refresh`;
-      return countedFailure(c, token, { message, disable, failures });
-    }
-    case 'rate_limited': {
-      c.usage.limitHit(endpointKey('lwa', token.region), null, f.retryAfterSeconds, now());
-      const until = now().getTime() + f.retryAfterSeconds * 1000;
-      c.pausedUntil.set(token.region, Math.max(until, c.pausedUntil.get(token.region) ?? 0));
-      // The endpoint resumes after Retry-After for the other tokens; this one waits for a
-      // later run (at least the base retry delay), so one run never calls a token twice.
-      return failureOutcome({
-        token,
-        error: `rate_limited: Login with Amazon answered 429, retry after ${f.retryAfterSeconds} s`,
-        countsAsFailure: false,
-        disable: false,
-        nextAttemptAt: new Date(Math.max(until, now().getTime() + s.retryBaseSeconds * 1000)),
-      });
-    }
-    case 'transient':
-    case 'malformed': {
-      const disable = failures >= s.maxConsecutiveFailures;
-      const message = `${f.kind}: ${f.reason}${disable ? ` (${failures} failures in a row: proactive refresh turned off)` : ''}`;
-      return countedFailure(c, token, { message, disable, failures });
-    }
+  if (f.kind === 'rate_limited') {
+    // The endpoint resumes after Retry-After for the other tokens; this one waits for a
+    // later run (at least the base retry delay), so one run never calls a token twice.
+    c.usage.limitHit(endpointKey('lwa', token.region), null, f.retryAfterSeconds, now());
+    const until = now().getTime() + f.retryAfterSeconds * 1000;
+    c.pausedUntil.set(token.region, Math.max(until, c.pausedUntil.get(token.region) ?? 0));
   }
-}
-
-/**
- * A failure that counts against the token: backed off, and when `disable`, proactive refresh
- * turned off and the user's accounts flagged for re-authorisation with the same message.
- */
-function countedFailure(
-  c: RefreshContext,
-  token: ClaimedToken,
-  f: { readonly message: string; readonly disable: boolean; readonly failures: number },
-): Outcome {
-  return failureOutcome({
-    token,
-    error: f.message,
-    countsAsFailure: true,
-    disable: f.disable,
-    reauth: f.disable ? f.message : undefined,
-    nextAttemptAt: retryAt(c, f.failures),
-  });
-}
-
-function failureOutcome(f: RefreshFailure & { readonly reauth?: string }): Outcome {
-  const { reauth, ...result } = f;
-  return { kind: 'failure', result, reauth };
+  return refreshFailureOutcome(token, f, c.settings, { now: now(), random: c.random });
 }

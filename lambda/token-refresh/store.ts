@@ -15,6 +15,8 @@ export interface ClaimedToken {
   readonly storedRefreshToken: string;
   readonly region: AmazonRegion;
   readonly refreshFailureCount: number;
+  /** Amazon's definite refusals in a row so far (`refresh_refusal_count`, 0021); see outcome.ts. */
+  readonly refreshRefusalCount?: number;
 }
 
 export interface ClaimOptions {
@@ -83,7 +85,7 @@ const CLAIM_LEASE = `sized AS (
             refresh_lease_expires_at = now() + make_interval(secs => :leaseSeconds)
        FROM sized
       WHERE t.id = sized.id
-     RETURNING t.id, t.user_id, t.refresh_token, t.region, t.refresh_failure_count`;
+     RETURNING t.id, t.user_id, t.refresh_token, t.region, t.refresh_failure_count, t.refresh_refusal_count`;
 
 interface ClaimedRow {
   id: string;
@@ -91,6 +93,7 @@ interface ClaimedRow {
   refresh_token: string;
   region: AmazonRegion;
   refresh_failure_count: number;
+  refresh_refusal_count: number;
 }
 
 /**
@@ -140,6 +143,7 @@ export async function claimDueTokens(db: Database, o: ClaimOptions): Promise<Cla
     storedRefreshToken: r.refresh_token,
     region: r.region,
     refreshFailureCount: Number(r.refresh_failure_count),
+    refreshRefusalCount: Number(r.refresh_refusal_count),
   }));
 }
 
@@ -236,7 +240,12 @@ export interface RefreshFailure {
   readonly token: ClaimedToken;
   /** Counts towards `refresh_failure_count` (a 429 does not: it is Amazon's pace, not the token's fault). */
   readonly countsAsFailure: boolean;
-  /** Turn proactive refresh off (invalid_grant, or too many failures in a row). */
+  /**
+   * Counts towards `refresh_refusal_count`: Amazon refused for good (invalid_grant,
+   * invalid_client, …). 5xx, timeouts, malformed answers and 429s never do. @default false
+   */
+  readonly countsAsRefusal?: boolean;
+  /** Turn proactive refresh off (invalid_grant, or too many refusals in a row). */
   readonly disable: boolean;
   /** Recorded in `last_refresh_error`: a classification and Amazon's error code, never a token. */
   readonly error: string;
@@ -268,6 +277,7 @@ interface ResultRow {
   readonly refresh_token?: string;
   readonly expires_at?: string;
   readonly increment?: number;
+  readonly refusal?: number;
   readonly error?: string;
   readonly disable?: boolean;
   readonly next_attempt_at?: string;
@@ -346,6 +356,7 @@ function toResultRow(r: TokenResult): ResultRow {
     kind: 'failure',
     claimed_md5: md5(f.token.storedRefreshToken),
     increment: f.countsAsFailure ? 1 : 0,
+    refusal: f.countsAsRefusal ? 1 : 0,
     error: f.error,
     disable: f.disable,
     next_attempt_at: f.nextAttemptAt.toISOString(),
@@ -359,17 +370,18 @@ async function writeResultRows(db: Database, owner: string, rows: readonly Resul
     `WITH r AS (
        SELECT * FROM jsonb_to_recordset(:results::jsonb) AS x(
          id uuid, kind text, claimed_md5 text, access_token text, refresh_token text, expires_at timestamptz,
-         increment int, error text, disable boolean, next_attempt_at timestamptz, reauth_user uuid, reauth_reason text)
+         increment int, refusal int, error text, disable boolean, next_attempt_at timestamptz, reauth_user uuid, reauth_reason text)
      ), succeeded AS (
        UPDATE oauth_tokens t
           SET access_token = r.access_token, refresh_token = r.refresh_token, expires_at = r.expires_at,
-              refresh_failure_count = 0, last_refresh_error = NULL, next_refresh_attempt_at = NULL,
+              refresh_failure_count = 0, refresh_refusal_count = 0, last_refresh_error = NULL, next_refresh_attempt_at = NULL,
               last_refreshed_at = now(), refresh_lease_owner = NULL, refresh_lease_expires_at = NULL, updated_at = now()
          FROM r
         WHERE r.kind = 'success' AND t.id = r.id AND t.refresh_lease_owner = :owner AND md5(t.refresh_token) = r.claimed_md5
      ), failed AS (
        UPDATE oauth_tokens t
-          SET refresh_failure_count = t.refresh_failure_count + r.increment, last_refresh_error = r.error,
+          SET refresh_failure_count = t.refresh_failure_count + r.increment,
+              refresh_refusal_count = t.refresh_refusal_count + r.refusal, last_refresh_error = r.error,
               proactive_refresh_enabled = t.proactive_refresh_enabled AND NOT r.disable,
               next_refresh_attempt_at = r.next_attempt_at,
               refresh_lease_owner = NULL, refresh_lease_expires_at = NULL, updated_at = now()

@@ -3,7 +3,7 @@ import { AmazonFailure, classifyAmazonError } from '../shared/amazon/failure';
 import type { AmazonRegion } from '../shared/amazon/regions';
 import { DeadlineExceededError, sleep as defaultSleep } from '../shared/backoff';
 import type { Database } from '../shared/db/port';
-import { describeError, nextRetryAt } from '../shared/jobs/runtime';
+import { describeError } from '../shared/jobs/runtime';
 import type { AppLogger } from '../shared/logger';
 import { isEncrypted, TokenCipher } from '../shared/token-crypto';
 import {
@@ -18,6 +18,12 @@ import {
   problems,
 } from '../accounts-api/http';
 import type { TokenRefresher } from '../token-refresh/core';
+import {
+  needsReauthorisation,
+  REFRESH_OUTCOME_DEFAULTS,
+  refreshFailureOutcome,
+  unreadableTokenOutcome,
+} from '../token-refresh/outcome';
 import { saveResults, TokenResult } from '../token-refresh/store';
 import { TOKEN_ROUTE, TOKEN_ROUTE_PATH } from './route';
 import { ConnectionState, readConnection, useConnection } from './store';
@@ -28,15 +34,21 @@ import { ConnectionState, readConnection, useConnection } from './store';
  *
  * - A stored token with more than five minutes left is returned as it is.
  * - Otherwise it is refreshed at once under the connection's refresh lease, the lease the
- *   scheduled token refresh takes too: of concurrent requests (and the job) one refreshes,
- *   the others poll the row until the winner's write-back (or until the wait deadline, well
- *   under API Gateway's 30 s: 503 with Retry-After). A holder that died leaves a lease that
+ *   scheduled token refresh takes too, and only when the connection is not backing off after a
+ *   failure (`next_refresh_attempt_at`, as the job's claim): of concurrent requests (and the
+ *   job) one refreshes, the others poll the row until the winner's write-back (or until the
+ *   wait deadline, well under API Gateway's 30 s). A holder that died leaves a lease that
  *   expires; a waiter then takes it over.
+ * - The route serves what it has: when the refresh fails (other than a revoked grant), is
+ *   backing off, or cannot be waited for, a stored token still valid for at least a minute is
+ *   returned (`refreshed: false`); only without one is the answer 502/503.
  * - Every request that finds the connection records its use (`last_used_at`), so the
  *   proactive refresh's window keeps the connection fresh from then on.
- * - The refresh draws from the shared Amazon rate budget (the LWA client's limiters) and its
- *   result is written by the token refresh's own `saveResults`: invalid_grant turns refresh off
- *   and flags the region's accounts for re-authorisation exactly as the job does.
+ * - The refresh draws from the shared Amazon rate budget (the LWA client's limiters); what a
+ *   failure does to the connection is the token refresh's own policy
+ *   (lambda/token-refresh/outcome.ts: invalid_grant turns refresh off and flags the region's
+ *   accounts, 5xx, timeouts, malformed answers and 429s only back off), written by its own
+ *   `saveResults`.
  *
  * In AWS the route is authorised by IAM at API Gateway (the caller signs with SigV4); the
  * handler refuses an event without an IAM identity as well. Responses are never logged: a
@@ -56,12 +68,17 @@ export interface TokenVendingSettings {
   readonly waitDeadlineMs?: number;
   /** Between two reads of a connection another request is refreshing. @default 250 */
   readonly pollIntervalMs?: number;
+  /**
+   * A stored token with at least this left is returned when no new one can be had (the refresh
+   * failed, is backing off, or another holder's write-back did not come in time). @default 60
+   */
+  readonly usableSeconds?: number;
   /** As the token refresh's (backoff after a failure). @default 60 */
   readonly retryBaseSeconds?: number;
   /** @default 3600 */
   readonly retryMaxSeconds?: number;
-  /** As the token refresh's: failures in a row after which refresh is turned off. @default 5 */
-  readonly maxConsecutiveFailures?: number;
+  /** As the token refresh's: Amazon's definite refusals in a row after which refresh is turned off. @default 5 */
+  readonly maxConsecutiveRefusals?: number;
 }
 
 /** How the caller was authenticated, checked before anything else. */
@@ -90,16 +107,12 @@ const DEFAULTS = {
   leaseSeconds: 30,
   waitDeadlineMs: 20_000,
   pollIntervalMs: 250,
-  retryBaseSeconds: 60,
-  retryMaxSeconds: 3600,
-  maxConsecutiveFailures: 5,
+  usableSeconds: 60,
+  ...REFRESH_OUTCOME_DEFAULTS,
 };
 
 const REGIONS: readonly AmazonRegion[] = ['NA', 'EU', 'FE'];
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-/** The token refresh's message, so the job and the route record a revoked grant alike. */
-const REVOKED = 'invalid_grant: the refresh token was revoked or has expired; the user must reconnect Amazon';
 
 /** The IAM identity API Gateway puts in the event of a route with IAM authorisation. */
 interface IamContext {
@@ -181,30 +194,46 @@ export function createTokenVending(deps: TokenVendingDeps): (event: ApiRequestEv
     const owner = randomUUID();
     const deadline = now() + s.waitDeadlineMs;
     const options = { userId, region, owner, minRemainingSeconds: s.minRemainingSeconds, leaseSeconds: s.leaseSeconds };
-    let state = await useConnection(deps.db, options);
-    if (!state) throw problems.notFound(`No Amazon connection in ${region} for this user.`);
+    const found = (state: ConnectionState | undefined): Read => {
+      if (!state) throw problems.notFound(`No Amazon connection in ${region} for this user.`);
+      return { state, at: now() };
+    };
+    let read = found(await useConnection(deps.db, options));
     let waited = false;
     for (;;) {
+      const { state } = read;
       if (!state.refreshEnabled) throw reauthRequired(region);
       if (state.fresh) return stored(state, waited);
-      if (state.claimed) return refresh(state, deadline, owner);
-      if (state.lease === 'expired' || (state.lease === 'free' && state.retryInSeconds === null)) {
+      if (state.claimed) return refresh(read, deadline, owner);
+      if (state.retryInSeconds !== null && state.lease !== 'held') {
+        // Backing off after a failure (this route's, another request's or the job's): nobody
+        // calls Amazon for it until then. Serve what is stored while it is usable.
+        return storedOr(read, () =>
+          unavailable('The refresh of this connection failed recently; try again later.', state.retryInSeconds!),
+        );
+      }
+      if (state.lease !== 'held') {
         // The holder died (its lease ran out) or let go without a result: take over.
-        state = await useConnection(deps.db, options);
-        if (!state) throw problems.notFound(`No Amazon connection in ${region} for this user.`);
+        if (now() > deadline) return storedOr(read, () => unavailable('Try again shortly.', 2));
+        read = found(await useConnection(deps.db, options));
         continue;
       }
-      if (state.lease === 'free')
-        // The holder's refresh failed and recorded a backoff: report it instead of calling again.
-        throw unavailable('The refresh of this connection just failed; try again later.', state.retryInSeconds!);
       // Another request or the scheduled refresh is refreshing it: wait for its write-back.
       if (now() + s.pollIntervalMs > deadline)
-        throw unavailable('The connection is being refreshed by another run; try again shortly.', 2);
+        return storedOr(read, () =>
+          unavailable('The connection is being refreshed by another run; try again shortly.', 2),
+        );
       await sleep(s.pollIntervalMs);
       waited = true;
-      state = await readConnection(deps.db, options);
-      if (!state) throw problems.notFound(`No Amazon connection in ${region} for this user.`);
+      read = found(await readConnection(deps.db, options));
     }
+  }
+
+  /** The stored token while it has at least `usableSeconds` left (counted from its read), else `otherwise`'s problem. */
+  function storedOr(read: Read, otherwise: () => ApiProblem): Served {
+    const left = read.state.remainingSeconds - (now() - read.at) / 1000;
+    if (left >= s.usableSeconds) return stored(read.state, false);
+    throw otherwise();
   }
 
   function stored(state: ConnectionState, refreshed: boolean): Served {
@@ -223,8 +252,9 @@ export function createTokenVending(deps: TokenVendingDeps): (event: ApiRequestEv
   }
 
   /** Refreshes under this request's lease and writes the result back (releasing the lease). */
-  async function refresh(state: ConnectionState, deadline: number, owner: string): Promise<Served> {
-    const token = state.claimed!;
+  async function refresh(read: Read, deadline: number, owner: string): Promise<Served> {
+    const token = read.state.claimed!;
+    const clock = () => ({ now: new Date(now()), random });
     const write = async (result: TokenResult) => {
       const { rejected } = await saveResults(deps.db, owner, [result]);
       for (const r of rejected)
@@ -238,9 +268,8 @@ export function createTokenVending(deps: TokenVendingDeps): (event: ApiRequestEv
     try {
       refreshToken = deps.cipher.decrypt(token.storedRefreshToken);
     } catch (error) {
-      const reason = `Stored refresh token is unreadable (${describeError(error)}); the user must reconnect Amazon`;
-      await write(failure(token, { error: reason, countsAsFailure: true, disable: true, reauth: reason }));
-      throw reauthRequired(state.region);
+      await write(unreadableTokenOutcome(token, describeError(error), s, clock()));
+      throw reauthRequired(token.region);
     }
     const requestedAt = now();
     try {
@@ -269,82 +298,34 @@ export function createTokenVending(deps: TokenVendingDeps): (event: ApiRequestEv
       if (error instanceof DeadlineExceededError) {
         // The shared budget (a pause after a 429, or the rate) would have made us wait too long.
         await write({ kind: 'released', token });
-        throw unavailable("Amazon's request budget for this region is used up; try again shortly.", 2);
+        return storedOr(read, () =>
+          unavailable("Amazon's request budget for this region is used up; try again shortly.", 2),
+        );
       }
       const f = classifyAmazonError(error);
-      await write(failed(token, f));
-      throw problemFor(f, token.region);
+      const outcome = refreshFailureOutcome(token, f, s, clock());
+      if (f.kind === 'permanent' && f.code !== 'invalid_grant')
+        deps.logger.error("Login with Amazon refused the application's request", {
+          tokenId: token.id,
+          amazonError: f.code,
+        });
+      else if (f.kind !== 'permanent')
+        deps.logger.warn('Token refresh on demand failed', {
+          tokenId: token.id,
+          region: token.region,
+          error: outcome.kind === 'failure' ? outcome.result.error : f.kind,
+        });
+      await write(outcome);
+      if (needsReauthorisation(outcome)) throw reauthRequired(token.region);
+      return storedOr(read, () => problemFor(f, token.region));
     }
   }
+}
 
-  /** The write-back of a failed refresh, as the token refresh job records it. */
-  function failed(token: NonNullable<ConnectionState['claimed']>, f: AmazonFailure): TokenResult {
-    const failures = token.refreshFailureCount + 1;
-    switch (f.kind) {
-      case 'permanent': {
-        const revoked = f.code === 'invalid_grant';
-        const disable = revoked || failures >= s.maxConsecutiveFailures;
-        const message = revoked ? REVOKED : `${f.code}: Login with Amazon refused the refresh`;
-        if (!revoked)
-          deps.logger.error("Login with Amazon refused the application's request", {
-            tokenId: token.id,
-            amazonError: f.code,
-          });
-        return failure(token, {
-          error: message,
-          countsAsFailure: true,
-          disable,
-          reauth: disable ? message : undefined,
-        });
-      }
-      case 'rate_limited':
-        return failure(
-          token,
-          {
-            error: `rate_limited: Login with Amazon answered 429, retry after ${f.retryAfterSeconds} s`,
-            countsAsFailure: false,
-            disable: false,
-          },
-          new Date(Math.max(now() + f.retryAfterSeconds * 1000, now() + s.retryBaseSeconds * 1000)),
-        );
-      case 'transient':
-      case 'malformed': {
-        const disable = failures >= s.maxConsecutiveFailures;
-        const message = `${f.kind}: ${f.reason}${disable ? ` (${failures} failures in a row: proactive refresh turned off)` : ''}`;
-        deps.logger.warn('Token refresh on demand failed', { tokenId: token.id, region: token.region, error: message });
-        return failure(token, {
-          error: message,
-          countsAsFailure: true,
-          disable,
-          reauth: disable ? message : undefined,
-        });
-      }
-    }
-  }
-
-  function failure(
-    token: NonNullable<ConnectionState['claimed']>,
-    f: { error: string; countsAsFailure: boolean; disable: boolean; reauth?: string },
-    nextAttemptAt?: Date,
-  ): TokenResult {
-    return {
-      kind: 'failure',
-      result: {
-        token,
-        error: f.error,
-        countsAsFailure: f.countsAsFailure,
-        disable: f.disable,
-        nextAttemptAt:
-          nextAttemptAt ??
-          nextRetryAt(new Date(now()), token.refreshFailureCount + 1, {
-            baseSeconds: s.retryBaseSeconds,
-            maxSeconds: s.retryMaxSeconds,
-            random,
-          }),
-      },
-      reauth: f.reauth,
-    };
-  }
+/** A connection as read, and when (this function's clock), to count down what its token has left. */
+interface Read {
+  readonly state: ConnectionState;
+  readonly at: number;
 }
 
 function problemFor(f: AmazonFailure, region: AmazonRegion): ApiProblem {

@@ -33,10 +33,15 @@ export interface ConnectionState {
   readonly expiresAt: Date;
   /** More than `minRemainingSeconds` left (database clock). */
   readonly fresh: boolean;
+  /** Seconds the stored access token has left when the row was read (database clock; negative once expired). */
+  readonly remainingSeconds: number;
   /** `proactive_refresh_enabled`: false when the user must re-authorise (or refresh was switched off). */
   readonly refreshEnabled: boolean;
   readonly lease: LeaseState;
-  /** Seconds until `next_refresh_attempt_at` (a recorded failure's backoff), when it is in the future. */
+  /**
+   * Seconds until `next_refresh_attempt_at` (a recorded failure's backoff), when it is in the
+   * future: until then nobody takes the lease, neither this route nor the scheduled refresh.
+   */
   readonly retryInSeconds: number | null;
   /** When `lease` is 'mine': the token as the token refresh's write-back expects it. */
   readonly claimed?: ClaimedToken;
@@ -49,11 +54,13 @@ interface StateRow {
   access_token: string;
   expires_at: Date | string;
   fresh: boolean;
+  remaining_seconds: number | string;
   proactive_refresh_enabled: boolean;
   lease: LeaseState;
   retry_in_seconds: number | null;
   refresh_token: string | null;
   refresh_failure_count: number;
+  refresh_refusal_count: number;
 }
 
 /**
@@ -63,6 +70,7 @@ interface StateRow {
 const STATE_COLUMNS = `
   t.id, t.user_id, t.region, t.access_token, t.expires_at,
   t.expires_at > now() + make_interval(secs => :minRemainingSeconds) AS fresh,
+  extract(epoch FROM t.expires_at - now())::float8 AS remaining_seconds,
   t.proactive_refresh_enabled,
   CASE WHEN t.refresh_lease_owner IS NOT DISTINCT FROM :owner THEN 'mine'
        WHEN t.refresh_lease_expires_at IS NULL THEN 'free'
@@ -71,17 +79,19 @@ const STATE_COLUMNS = `
   CASE WHEN t.next_refresh_attempt_at > now()
        THEN ceil(extract(epoch FROM t.next_refresh_attempt_at - now()))::int END AS retry_in_seconds,
   CASE WHEN t.refresh_lease_owner IS NOT DISTINCT FROM :owner THEN t.refresh_token END AS refresh_token,
-  t.refresh_failure_count`;
+  t.refresh_failure_count, t.refresh_refusal_count`;
 
 /**
  * When this request may take the lease: refresh on, less than `minRemainingSeconds` left, the
- * lease free or expired. Evaluated on the row as it is when the UPDATE gets its lock (PostgreSQL
+ * lease free or expired, and not waiting for a retry (`next_refresh_attempt_at`, the backoff
+ * after a failure or a 429, which the scheduled refresh's claim honours too). Evaluated on the row as it is when the UPDATE gets its lock (PostgreSQL
  * re-evaluates SET expressions on the newest version after waiting for a concurrent writer),
  * so of many requests at once exactly one takes it.
  */
 const CLAIMABLE = `(t.proactive_refresh_enabled
    AND t.expires_at <= now() + make_interval(secs => :minRemainingSeconds)
-   AND (t.refresh_lease_expires_at IS NULL OR t.refresh_lease_expires_at < now()))`;
+   AND (t.refresh_lease_expires_at IS NULL OR t.refresh_lease_expires_at < now())
+   AND (t.next_refresh_attempt_at IS NULL OR t.next_refresh_attempt_at <= now()))`;
 
 export interface UseOptions {
   readonly userId: string;
@@ -145,6 +155,7 @@ function toState(r: StateRow): ConnectionState {
     storedAccessToken: r.access_token,
     expiresAt: r.expires_at instanceof Date ? r.expires_at : new Date(r.expires_at),
     fresh: r.fresh,
+    remainingSeconds: Number(r.remaining_seconds),
     refreshEnabled: r.proactive_refresh_enabled,
     lease: r.lease,
     retryInSeconds: r.retry_in_seconds === null ? null : Number(r.retry_in_seconds),
@@ -158,6 +169,7 @@ function toState(r: StateRow): ConnectionState {
       storedRefreshToken: r.refresh_token,
       region: r.region,
       refreshFailureCount: Number(r.refresh_failure_count),
+      refreshRefusalCount: Number(r.refresh_refusal_count),
     },
   };
 }

@@ -163,7 +163,7 @@ test('reconnect after reauth_required restores refresh', async () => {
   expect(refreshed).toMatchObject({ refreshed: 1, reauthRequired: 0 });
 });
 
-test('disconnect: tokens gone, accounts inactive with a message, history kept, the next refresh run skips it', async () => {
+test('disconnect: tokens gone, accounts inactive with a message, history kept, the next refresh run skips it; connecting again brings them back', async () => {
   const u = amazonUser();
   expect((await connect(u.token, 'NA', world.amazon.issueAuthorizationCode(u.userId, REDIRECT))).statusCode).toBe(201);
   await world.syncs.idle();
@@ -194,6 +194,15 @@ test('disconnect: tokens gone, accounts inactive with a message, history kept, t
   expect(run.claimed).toBe(0);
   expect(world.amazon.counters.refreshCalls(refreshToken)).toBe(callsBefore);
   expect((await api(request('DELETE', '/v1/connections/NA', { token: u.token }))).statusCode).toBe(404);
+
+  // Connecting again: the first sync decides what is active, as for a new connection (0021).
+  expect((await connect(u.token, 'NA', world.amazon.issueAuthorizationCode(u.userId, REDIRECT))).statusCode).toBe(201);
+  await world.syncs.idle();
+  const back = json<{ items: Json[] }>(await api(request('GET', '/v1/accounts', { token: u.token }))).items;
+  expect(back.map((a) => [a.status, a.syncStatus, a.syncErrorMessage])).toEqual([
+    ['active', 'completed', null],
+    ['active', 'completed', null],
+  ]);
 });
 
 test('manual sync: 202 then synced; a second within 60 s is 429 with Retry-After and a row the caller reads', async () => {
@@ -282,7 +291,7 @@ test('a read costs one Data API call', async () => {
   }
 });
 
-test('node-postgres as a superuser still applies RLS (SET LOCAL ROLE authenticated per request)', async () => {
+test('node-postgres as a superuser still applies RLS (SET LOCAL ROLE accounts_api_caller per request)', async () => {
   const [a, b] = await seedApiUsers(world, [
     { regions: ['NA'], accountsPerRegion: 3 },
     { regions: ['NA', 'FE'], accountsPerRegion: 4 },

@@ -5,7 +5,7 @@ import { runMigrations } from '../../lambda/migrate/run-migrations';
 // The account filters on metadata (marketplace, account type, country) are `metadata @> …` in
 // the API's SQL, so the GIN index of the specification serves them. Shown with the plan of
 // the API's own statement (api.list_accounts, through auto_explain's nested statements) on
-// 100,000 accounts, run as `authenticated` under RLS exactly as a request runs it.
+// 100,000 accounts, run as `accounts_api_caller` under RLS exactly as a request runs it.
 
 const ACCOUNTS = 100_000;
 const RARE = 'A2Q3Y263D00KWC';
@@ -58,7 +58,7 @@ async function nestedPlans(meta: object | null): Promise<{ plans: string; items:
     await c.query(`SET auto_explain.log_nested_statements = on`);
     await c.query(`SET client_min_messages = log`);
     await c.query('BEGIN');
-    await c.query('SET LOCAL ROLE authenticated');
+    await c.query('SET LOCAL ROLE accounts_api_caller');
     const { rows } = await c.query<{ r: unknown[] }>(
       `SELECT api.list_accounts($1::jsonb, $2::jsonb, NULL, NULL, NULL, 51, NULL, NULL) AS r`,
       [JSON.stringify({ sub: agency, role: 'authenticated' }), meta === null ? null : JSON.stringify(meta)],

@@ -112,15 +112,33 @@ async function row(user: SeedUser) {
     refresh_lease_owner: string | null;
     proactive_refresh_enabled: boolean;
     refresh_failure_count: number;
+    refresh_refusal_count: number;
     next_refresh_attempt_at: Date | null;
     last_refresh_error: string | null;
   }>(
     `SELECT access_token, expires_at, last_used_at, refresh_lease_owner, proactive_refresh_enabled,
-            refresh_failure_count, next_refresh_attempt_at, last_refresh_error
+            refresh_failure_count, refresh_refusal_count, next_refresh_attempt_at, last_refresh_error
        FROM oauth_tokens WHERE user_id = :userId::uuid AND region = :region`,
     { userId: user.userId, region: user.region },
   );
   return rows[0];
+}
+
+/** The user's accounts, as the tests compare them before and after. */
+async function accounts(user: SeedUser) {
+  const { rows } = await world.admin.query<{ id: string; status: string; sync_status: string }>(
+    `SELECT id, status, sync_status, sync_error_message FROM user_accounts WHERE user_id = :userId::uuid ORDER BY id`,
+    { userId: user.userId },
+  );
+  return rows;
+}
+
+/** The connection's backoff has run out (as if its time had passed). */
+async function backOffPassed(user: SeedUser) {
+  await world.admin.query(
+    `UPDATE oauth_tokens SET next_refresh_attempt_at = now() - interval '1 second' WHERE user_id = :userId::uuid`,
+    { userId: user.userId },
+  );
 }
 
 async function databaseNow(): Promise<Date> {
@@ -368,6 +386,85 @@ describe.each(PATHS)('%s', (_path, database) => {
     expect(after.refresh_failure_count).toBe(1);
     expect(after.refresh_lease_owner).toBeNull();
     expect(after.last_refresh_error).toMatch(/^malformed/);
+  });
+
+  test('Login with Amazon answering 5xx for a minute: 100 requests make a handful of calls, get the stored token, and leave the connection enabled and its accounts untouched', async () => {
+    // Four minutes left: due for a refresh (under five), but usable (over one).
+    const [user] = await seed(1, 240, { accountsDueInSeconds: 3600 });
+    const accountsBefore = await accounts(user);
+    world.amazon.setKnobs({ rate5xx: 1 }, 'lwa');
+    const handle = route(database());
+
+    const results: ApiResult[] = [];
+    for (let wave = 0; wave < 4; wave += 1) {
+      // Half-way through, the first backoff has passed (as it would have a minute in): one more attempt.
+      if (wave === 2) await backOffPassed(user);
+      results.push(...(await Promise.all(Array.from({ length: 25 }, () => handle(tokenRequest(body(user)))))));
+    }
+
+    expect(results.map((r) => r.statusCode)).toEqual(Array(100).fill(200));
+    for (const r of results) expect(json(r)).toMatchObject({ accessToken: user.accessToken, refreshed: false });
+    // Two refreshes (the first, and the one after the backoff), each the client's own attempts.
+    expect(world.amazon.counters.refreshCalls(user.refreshToken)).toBeGreaterThanOrEqual(2);
+    expect(world.amazon.counters.refreshCalls(user.refreshToken)).toBeLessThanOrEqual(6);
+    const after = await row(user);
+    expect(after).toMatchObject({
+      proactive_refresh_enabled: true,
+      refresh_failure_count: 2,
+      refresh_refusal_count: 0,
+      refresh_lease_owner: null,
+    });
+    expect(after.last_refresh_error).toMatch(/^transient: /);
+    expect(after.next_refresh_attempt_at!.getTime()).toBeGreaterThan((await databaseNow()).getTime());
+    expect(await accounts(user)).toEqual(accountsBefore);
+  });
+
+  test('a connection backing off after a failure is not refreshed on demand: its stored token while usable, else 503 with Retry-After', async () => {
+    const [usable, expiring] = await seed(2, 240);
+    await world.admin.query(
+      `UPDATE oauth_tokens SET next_refresh_attempt_at = now() + interval '90 seconds', refresh_failure_count = 1,
+              expires_at = CASE WHEN user_id = :expiring::uuid THEN now() + interval '50 seconds' ELSE expires_at END`,
+      { expiring: expiring.userId },
+    );
+    const handle = route(database());
+
+    const served = await handle(tokenRequest(body(usable)));
+    expect(served.statusCode).toBe(200);
+    expect(json(served)).toMatchObject({ accessToken: usable.accessToken, refreshed: false });
+
+    const refused = await handle(tokenRequest(body(expiring)));
+    expect(refused.statusCode).toBe(503);
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThanOrEqual(85);
+    expect(Number(refused.headers['retry-after'])).toBeLessThanOrEqual(90);
+    expect(lwaCalls()).toBe(0);
+    expect((await row(expiring)).refresh_lease_owner).toBeNull();
+
+    // Once the backoff has passed, the next request refreshes.
+    await backOffPassed(expiring);
+    const refreshed = await handle(tokenRequest(body(expiring)));
+    expect(refreshed.statusCode).toBe(200);
+    expect(json(refreshed).refreshed).toBe(true);
+    secrets.push(String(json(refreshed).accessToken));
+    expect(lwaCalls()).toBe(1);
+  });
+
+  test('a failed refresh with the stored token still usable answers it (refreshed: false); malformed and 429 alike', async () => {
+    const [user] = await seed(1, 240);
+    const handle = route(database());
+    for (const knobs of [{ malformedRate: 1 }, { rate429: 1, retryAfterSeconds: 1 }, { rate5xx: 1 }]) {
+      world.amazon.setKnobs({ malformedRate: 0, rate429: 0, rate5xx: 0, ...knobs }, 'lwa');
+      await backOffPassed(user);
+      await world.admin.query('DELETE FROM amazon_rate_budget');
+      const result = await handle(tokenRequest(body(user)));
+      expect(result.statusCode).toBe(200);
+      expect(json(result)).toMatchObject({ accessToken: user.accessToken, refreshed: false });
+    }
+    // Three failures, none of them a refusal (the 429 not even a failure).
+    expect(await row(user)).toMatchObject({
+      proactive_refresh_enabled: true,
+      refresh_failure_count: 2,
+      refresh_refusal_count: 0,
+    });
   });
 
   test('unknown connections are 404; a connection whose refresh is off is 409 without calling Amazon', async () => {

@@ -162,8 +162,13 @@ test('the bundled handler migrates a new database and creates the jobs\u2019 and
       ).rows,
   );
   expect(logins).toEqual([
-    // amazon_rate_budget_user: the shared Amazon rate budget only (migration 0018).
-    { rolname: 'accounts_api', rolcanlogin: true, groups: ['amazon_rate_budget_user', 'authenticated'] },
+    // accounts_api_caller: the api functions (migration 0019); amazon_rate_budget_user: the
+    // shared Amazon rate budget only (migration 0018).
+    {
+      rolname: 'accounts_api',
+      rolcanlogin: true,
+      groups: ['accounts_api_caller', 'amazon_rate_budget_user', 'authenticated'],
+    },
     { rolname: 'accounts_jobs', rolcanlogin: true, groups: ['accounts_worker'] },
   ]);
 

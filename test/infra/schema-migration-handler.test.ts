@@ -464,8 +464,9 @@ const API_LOGIN = {
   rolsuper: false,
   rolbypassrls: false,
   rolinherit: true,
+  // accounts_api_caller: the api functions and the writes of connect and disconnect (0019);
   // amazon_rate_budget_user: the shared Amazon rate budget only (migration 0018).
-  memberOf: ['amazon_rate_budget_user', 'authenticated'],
+  memberOf: ['accounts_api_caller', 'amazon_rate_budget_user', 'authenticated'],
   inheritsAuthenticated: true,
   ownedObjects: 0,
 };

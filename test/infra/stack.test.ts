@@ -5,7 +5,7 @@ import type { IConstruct } from 'constructs';
 import { fingerprintMigrations } from '../../lambda/migrate/migrations-hash';
 import { DEFAULT_MIGRATIONS_DIR } from '../../lambda/migrate/run-migrations';
 import { JOB_ENV } from '../../lambda/shared/config';
-import { METRIC_NAMES, METRICS_NAMESPACE } from '../../lambda/shared/jobs/metrics';
+import { DISPATCH_METRICS, METRIC_NAMES, METRICS_NAMESPACE } from '../../lambda/shared/jobs/metrics';
 import { API_ENV } from '../../lambda/shared/api-env';
 import { API_OUTPUT, REQUIRED_OUTPUTS, topicPolicyAllowsCloudWatch } from '../../scripts/verify/checks';
 import { deliveryCheckAlarmName } from '../../lib/monitoring';
@@ -13,7 +13,6 @@ import { accessLogFields, API_ROUTES, API_THROTTLED_METRIC, INTERNAL_TOKEN_ROUTE
 import { resolveEnvironment } from '../../lib/config';
 import { FAN_OUT_BATCH_SIZE, FAN_OUT_MAX_RECEIVE_COUNT } from '../../lib/scheduled-jobs';
 import { DISPATCHER_ENV } from '../../lambda/dispatcher/config';
-import { DISPATCH_METRICS } from '../../lambda/dispatcher/core';
 import { DISPATCH_MARK_SECONDS, FAN_OUT_QUEUE_URL_ENV } from '../../lambda/shared/jobs/fan-out';
 import { buildStack, cdkJsonContext, onlyResource, resourcesOf, templateOf } from './support/stack';
 

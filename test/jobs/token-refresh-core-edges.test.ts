@@ -50,16 +50,18 @@ describe.each(PATHS)('%s path', (_path, database) => {
     expect(rt.logger.text()).not.toContain(corrupt);
   });
 
-  test('the fifth failure in a row turns refresh off; the fourth does not', async () => {
+  test('the fifth definite refusal in a row turns refresh off; the fourth does not, nor do earlier 5xx failures', async () => {
     const [fifth, fourth] = await seedUsers(world, { count: 2 });
-    for (const [u, count] of [
+    // Both have failed four times in a row; `fifth` was refused four times, `fourth` three
+    // times and once with a 5xx (which is not a refusal).
+    for (const [u, refusals] of [
       [fifth, 4],
       [fourth, 3],
     ] as const)
-      await world.admin.query(`UPDATE oauth_tokens SET refresh_failure_count = :count WHERE user_id = :id::uuid`, {
-        count,
-        id: u.userId,
-      });
+      await world.admin.query(
+        `UPDATE oauth_tokens SET refresh_failure_count = 4, refresh_refusal_count = :refusals WHERE user_id = :id::uuid`,
+        { refusals, id: u.userId },
+      );
 
     // Two tokens refused for the application's credentials: fewer in a row than stop the run.
     const summary = await runTokenRefresh({
@@ -70,9 +72,20 @@ describe.each(PATHS)('%s path', (_path, database) => {
       ...runtime(),
     });
 
-    expect(summary).toMatchObject({ claimed: 2, failed: 2 });
-    expect(await token(fifth.userId)).toMatchObject({ refresh_failure_count: 5, proactive_refresh_enabled: false });
-    expect(await token(fourth.userId)).toMatchObject({ refresh_failure_count: 4, proactive_refresh_enabled: true });
+    expect(summary).toMatchObject({ claimed: 2, failed: 2, reauthRequired: 1 });
+    expect(await token(fifth.userId)).toMatchObject({
+      refresh_failure_count: 5,
+      refresh_refusal_count: 5,
+      proactive_refresh_enabled: false,
+    });
+    expect((await token(fifth.userId)).last_refresh_error).toBe(
+      'invalid_client: Login with Amazon refused the refresh (5 refusals in a row: proactive refresh turned off)',
+    );
+    expect(await token(fourth.userId)).toMatchObject({
+      refresh_failure_count: 5,
+      refresh_refusal_count: 4,
+      proactive_refresh_enabled: true,
+    });
   });
 
   test('the run stops with a ClientCredentialsError that names the code and the streak', async () => {
@@ -209,12 +222,13 @@ async function token(userId: string) {
     refresh_token: string;
     proactive_refresh_enabled: boolean;
     refresh_failure_count: number;
+    refresh_refusal_count: number;
     last_refresh_error: string | null;
     next_refresh_attempt_at: Date | null;
     refresh_lease_owner: string | null;
   }>(
-    `SELECT refresh_token, proactive_refresh_enabled, refresh_failure_count, last_refresh_error, next_refresh_attempt_at,
-            refresh_lease_owner
+    `SELECT refresh_token, proactive_refresh_enabled, refresh_failure_count, refresh_refusal_count, last_refresh_error,
+            next_refresh_attempt_at, refresh_lease_owner
        FROM oauth_tokens WHERE user_id = :id::uuid`,
     { id: userId },
   );

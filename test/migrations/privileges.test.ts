@@ -30,20 +30,26 @@ const REGION_GRANTS_UP_SQL = upSql('0014_region-column-grants');
 const API_UP_SQL = upSql('0013_accounts-api');
 /** The accounts API's SECURITY DEFINER functions (0013): metadata matches by GIN, the token writer. */
 const API_METADATA_MATCH = 'api.accounts_matching(meta jsonb)';
+/** 0019: the only role that may call the accounts API's functions (the API's login holds it). */
+const API_CALLER = 'accounts_api_caller';
 const API_TOKEN_WRITER =
   'api.store_connection(p_region text, p_access_token text, p_refresh_token text, p_expires_at timestamp with time zone)';
+/** 0019 takes the `api` functions and the writes of connect and disconnect from `authenticated`. */
+const API_CALLER_MIGRATION = '0019_api-caller-role';
+const API_CALLER_UP_SQL = upSql(API_CALLER_MIGRATION);
+const API_CALLER_DOWN_SQL = readFileSync(join(DEFAULT_MIGRATIONS_DIR, `${API_CALLER_MIGRATION}.sql`), 'utf8').split(
+  '-- Down Migration',
+)[1];
 /** 0016 adds oauth_tokens.last_used_at and grants it to the jobs (likewise taken back by 0011). */
 const LAST_USED_UP_SQL = upSql('0016_connection-last-used');
+const LIFECYCLE_UP_SQL = upSql('0021_connection-lifecycle');
 
 /** What `authenticated` is meant to hold, column by column where the grant is per column. */
 const AUTHENTICATED = [
   ...['id', 'email', 'created_at'].map((c) => `authenticated SELECT (${c}) ON users`),
-  // 0013 (accounts API): the first connect creates the caller's users row; disconnect deletes
-  // the connection and marks its accounts inactive; the region and last refresh are shown.
-  ...['id', 'email'].map((c) => `authenticated INSERT (${c}) ON users`),
-  'authenticated DELETE ON oauth_tokens',
+  // 0013 (accounts API): the region and last refresh are shown. The writes of connect and
+  // disconnect (0013) are accounts_api_caller's since 0019, not every signed-in user's.
   'authenticated SELECT (last_refreshed_at) ON oauth_tokens',
-  ...['status', 'sync_error_message', 'updated_at'].map((c) => `authenticated UPDATE (${c}) ON user_accounts`),
   ...[
     'id',
     'user_id',
@@ -101,6 +107,10 @@ async function endUserGrants(url: string): Promise<string[]> {
          ORDER BY 1`)
     ).rows.map((r) => r.g as string),
   );
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 function databaseName(url: string): string {
@@ -179,7 +189,7 @@ describe.each([
       userA: users.A,
       userB: users.B,
       withoutRls: [`public.${MIGRATIONS_TABLE}`],
-      definerExecutors: { [API_TOKEN_WRITER]: ['authenticated'], [API_METADATA_MATCH]: ['authenticated'] },
+      definerExecutors: { [API_TOKEN_WRITER]: [API_CALLER], [API_METADATA_MATCH]: [API_CALLER] },
     };
 
     // The matrix before 0009. On plain PostgreSQL `anon` is made for the check and dropped
@@ -270,7 +280,7 @@ describe.each([
     });
   });
 
-  test('0009 is idempotent: applied again (then 0011, 0013, 0014 and 0016, which grant after it), nothing changes', async () => {
+  test('0009 is idempotent: applied again (then 0011, 0013, 0014, 0016, 0019 and 0021, which grant or redefine after it), nothing changes', async () => {
     const url = await scratch();
     const before = await snapshotSchema(url);
     await withClient(url, async (c) => {
@@ -281,11 +291,84 @@ describe.each([
         await c.query(API_UP_SQL);
         await c.query(REGION_GRANTS_UP_SQL);
         await c.query(LAST_USED_UP_SQL);
+        await c.query(API_CALLER_UP_SQL);
+        await c.query(LIFECYCLE_UP_SQL);
         await c.query('COMMIT');
       }
     });
     expect(await snapshotSchema(url)).toEqual(before);
     expect(await checkPrivileges(url, options)).toEqual([]);
+  });
+
+  test('without 0019 (its Down applied) a signed-in user acts as another through the api functions; 0019 again closes it', async () => {
+    const url = await scratch();
+    const before = await snapshotSchema(url);
+    await withClient(url, (c) => c.query(`BEGIN; ${API_CALLER_DOWN_SQL}; COMMIT`));
+    const open = await checkPrivileges(url, {
+      ...options,
+      definerExecutors: { [API_TOKEN_WRITER]: ['authenticated'], [API_METADATA_MATCH]: ['authenticated'] },
+    });
+    const asA = (fn: string, what: string) => `authenticated as A calling api.${fn} with B’s claims ${what}`;
+    const LIST_ACCOUNTS =
+      'list_accounts(claims jsonb, meta jsonb, p_region text, p_status text, p_sync_status text, page_size integer, after_account text, after_id uuid)';
+    const HISTORY =
+      'list_sync_history(claims jsonb, account_id uuid, page_size integer, after_started timestamp with time zone, after_id uuid)';
+    const SYNC = 'request_manual_sync(claims jsonb, p_region text, window_seconds integer)';
+    expect(open).toEqual(
+      expect.arrayContaining([
+        'authenticated may DELETE token rows of public.oauth_tokens',
+        ...['list_connections(claims jsonb)', LIST_ACCOUNTS, HISTORY, SYNC].map((fn) => asA(fn, 'makes auth.uid() B')),
+        asA('disconnect(claims jsonb, p_region text, message text)', 'makes auth.uid() B'),
+        asA('get_account(claims jsonb, account_id uuid)', 'makes auth.uid() B'),
+        expect.stringMatching(
+          new RegExp(`^${escapeRegExp(asA(LIST_ACCOUNTS, 'as argument 1 only returns B’s data'))} \\(\\d+ value`),
+        ),
+        ...['list_connections(claims jsonb)', HISTORY].map((fn) =>
+          expect.stringMatching(new RegExp(`^${escapeRegExp(asA(fn, 'returns B’s data'))} \\(\\d+ value`)),
+        ),
+        asA(SYNC, 'changes B’s rows'),
+        'authenticated without claims calling api.get_account(claims jsonb, account_id uuid) with B’s claims makes auth.uid() B',
+      ]),
+    );
+    // Every api function that takes claims and runs with NULL in the rest (six and set_claims;
+    // connect refuses a NULL region) lets the caller choose them; anon reaches none.
+    const chosen = open.filter((v) => v.endsWith('makes auth.uid() B'));
+    expect(chosen.every((v) => v.startsWith('authenticated'))).toBe(true);
+    expect(new Set(chosen.filter((v) => v.startsWith('authenticated as A')).map((v) => v.split(' ')[4])).size).toBe(7);
+
+    await withClient(url, (c) => c.query(`BEGIN; ${API_CALLER_UP_SQL}; COMMIT`));
+    expect(await checkPrivileges(url, options)).toEqual([]);
+    expect(await snapshotSchema(url)).toEqual(before);
+  });
+
+  test('the API’s caller role reaches its own rows only, and plain authenticated no api function', async () => {
+    await withClient(golden, async (c) => {
+      await c.query('BEGIN');
+      await c.query(`SET LOCAL ROLE ${API_CALLER}`);
+      const claims = JSON.stringify({ sub: users.A, role: 'authenticated' });
+      const connections = (await c.query(`SELECT api.list_connections($1::jsonb) AS r`, [claims])).rows[0].r;
+      expect(connections).toEqual([expect.objectContaining({ region: 'NA' })]);
+      // Disconnect: the policies TO accounts_api_caller let it delete only A's token row.
+      expect((await c.query(`SELECT api.disconnect($1::jsonb, 'NA', 'gone') AS r`, [claims])).rows[0].r).toBe(true);
+      await c.query('RESET ROLE');
+      expect((await c.query('SELECT user_id FROM oauth_tokens')).rows).toEqual([{ user_id: users.B }]);
+      await c.query(`SET LOCAL ROLE ${API_CALLER}`);
+      await c.query('SAVEPOINT b');
+      expect((await c.query('DELETE FROM oauth_tokens')).rowCount).toBe(0);
+      await c.query('RELEASE SAVEPOINT b');
+      await c.query('SET LOCAL ROLE authenticated');
+      for (const sql of [
+        `SELECT api.list_connections('{}'::jsonb)`,
+        'DELETE FROM oauth_tokens',
+        `UPDATE user_accounts SET status = 'inactive'`,
+        `INSERT INTO users (id, email) VALUES (gen_random_uuid(), 'x@example.com')`,
+      ]) {
+        await c.query('SAVEPOINT s');
+        await expect(c.query(sql)).rejects.toMatchObject({ code: '42501' });
+        await c.query('ROLLBACK TO SAVEPOINT s');
+      }
+      await c.query('ROLLBACK');
+    });
   });
 
   if (supabase) {
@@ -307,7 +390,7 @@ describe.each([
     });
   }
 
-  const holes: Array<[string, string, string[]]> = [
+  const holes: Array<[string, string, unknown[]]> = [
     [
       'a new table without row level security',
       `CREATE TABLE notes (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), user_id uuid REFERENCES users (id), body text);`,
@@ -324,6 +407,38 @@ describe.each([
       'a grant to PUBLIC',
       `GRANT SELECT (amazon_account_id) ON user_accounts TO PUBLIC;`,
       ['anon may SELECT public.user_accounts.amazon_account_id', 'anon reads public.user_accounts.amazon_account_id'],
+    ],
+    [
+      // What Supabase's guide for exposing a schema runs (without its USAGE grant: the matrix
+      // judges the functions as if the schema were reachable). One function alone is not
+      // enough: each calls api.set_claims, which authenticated may then not execute.
+      'EXECUTE on the api functions for authenticated',
+      `GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA api TO authenticated;`,
+      [
+        'authenticated as A calling api.list_connections(claims jsonb) with B’s claims (given USAGE on schema api) makes auth.uid() B',
+        expect.stringMatching(
+          /^authenticated as A calling api\.list_connections\(claims jsonb\) with B’s claims \(given USAGE on schema api\) returns B’s data/,
+        ),
+      ],
+    ],
+    [
+      'a new api function whose EXECUTE nobody revoked (PUBLIC’s by default)',
+      `CREATE FUNCTION api.act_as(claims jsonb) RETURNS text LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+         AS $$ SELECT set_config('request.jwt.claims', claims::text, true) || set_config('request.jwt.claim.sub', claims ->> 'sub', true) $$;`,
+      [
+        'anon calling api.act_as(claims jsonb) with B’s claims (given USAGE on schema api) makes auth.uid() B',
+        'authenticated as A calling api.act_as(claims jsonb) with B’s claims (given USAGE on schema api) makes auth.uid() B',
+      ],
+    ],
+    [
+      'DELETE on token rows for authenticated',
+      `GRANT DELETE ON oauth_tokens TO authenticated;`,
+      ['authenticated may DELETE token rows of public.oauth_tokens'],
+    ],
+    [
+      'an UPDATE of a non-token column of token rows for authenticated',
+      `GRANT UPDATE (proactive_refresh_enabled) ON oauth_tokens TO authenticated;`,
+      ['authenticated may UPDATE token rows of public.oauth_tokens'],
     ],
   ];
   if (supabase) {

@@ -227,12 +227,9 @@ describe('row level security', () => {
         'authenticated SELECT ON account_sync_history',
         'authenticated SELECT ON rate_limit_tracking',
         ...columns('SELECT', 'users', ['id', 'email', 'created_at']),
-        // 0013 (accounts API): the first connect creates the caller's users row; disconnect
-        // deletes the connection and marks its accounts inactive; region and last refresh shown.
-        ...columns('INSERT', 'users', ['id', 'email']),
-        'authenticated DELETE ON oauth_tokens',
+        // 0013 (accounts API): region and last refresh shown. The writes of connect and
+        // disconnect are accounts_api_caller's since 0019, not every signed-in user's.
         ...columns('SELECT', 'oauth_tokens', ['last_refreshed_at']),
-        ...columns('UPDATE', 'user_accounts', ['status', 'sync_error_message', 'updated_at']),
         ...columns('SELECT', 'oauth_tokens', [
           'id',
           'user_id',

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Client } from 'pg';
 import {
+  API_CALLER_ROLE,
   API_ROLE,
   ensureApiLogin,
   ensureLogin,
@@ -98,6 +99,28 @@ test('the API’s login: created as a LOGIN member of authenticated, without the
   expect(await attributes(login.username)).toMatchObject({ rolcanlogin: true, memberOf: [API_ROLE] });
   expect(await asLogin(login, 'SELECT name FROM pgmigrations')).toEqual({ code: '42501' });
   expect(await asLogin(login, 'SELECT count(*)::int AS n FROM secrets')).toEqual({ code: '42501' });
+});
+
+test('the API’s login: made a member of accounts_api_caller where that role exists (0019), and so may call what it may', async () => {
+  const login = fresh('api_caller');
+  await withClient(url, async (c) => {
+    await c.query(`CREATE ROLE ${API_CALLER_ROLE} NOLOGIN`);
+    await c.query(`CREATE FUNCTION only_for_the_api() RETURNS int LANGUAGE sql AS 'SELECT 1'`);
+    await c.query(`REVOKE ALL ON FUNCTION only_for_the_api() FROM PUBLIC`);
+    await c.query(`GRANT EXECUTE ON FUNCTION only_for_the_api() TO ${API_CALLER_ROLE}`);
+  });
+  try {
+    expect(await withClient(url, (c) => ensureApiLogin(c, login))).toBe('created');
+    expect(await attributes(login.username)).toMatchObject({ memberOf: [API_CALLER_ROLE, API_ROLE] });
+    expect(await asLogin(login, 'SELECT only_for_the_api() AS one')).toEqual([{ one: 1 }]);
+  } finally {
+    await withClient(url, async (c) => {
+      await c.query(`DROP FUNCTION only_for_the_api()`);
+      await c.query(`DROP OWNED BY ${login.username}`);
+      await c.query(`DROP ROLE ${login.username}`);
+      await c.query(`DROP ROLE ${API_CALLER_ROLE}`);
+    });
+  }
 });
 
 test('the API’s login: a password that works is left alone, one that does not is replaced', async () => {

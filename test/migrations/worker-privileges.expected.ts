@@ -1,7 +1,7 @@
 /**
  * Every privilege the jobs' role `accounts_worker` holds, and the statement that needs it.
  * Granted by migration 0011 (per column; 0006's table-wide grants are gone, and nothing on
- * `users`) and 0014 (the region columns of 0012). The test next to this file fails when the role holds anything not listed here,
+ * `users`), 0014 (the region columns of 0012), 0016 and 0021. The test next to this file fails when the role holds anything not listed here,
  * when a listed privilege is missing, and when no statement of the jobs needs one of them (it
  * revokes each in turn and replays every statement the jobs ran).
  *
@@ -28,6 +28,8 @@ export const EXPECTED_WORKER_PRIVILEGES: readonly string[] = [
   'SELECT (region) ON oauth_tokens', // claimDueTokens (paused regions), both claims return it
   'SELECT (proactive_refresh_enabled) ON oauth_tokens', // both claims; saveResults; flagAccountsNeedingReauth
   'SELECT (refresh_failure_count) ON oauth_tokens', // claimDueTokens returns it; saveResults increments it
+  'SELECT (refresh_refusal_count) ON oauth_tokens', // claimDueTokens returns it; saveResults increments it (0021)
+  'SELECT (connection_generation) ON oauth_tokens', // claimUsers returns it; saveOutcomes writes only for it (0021)
   'SELECT (next_refresh_attempt_at) ON oauth_tokens', // claimDueTokens (backoff); saveResults (kept when released)
   'SELECT (refresh_lease_owner) ON oauth_tokens', // saveResults: only the lease owner writes
   'SELECT (refresh_lease_expires_at) ON oauth_tokens', // claimDueTokens: free or expired lease
@@ -42,6 +44,7 @@ export const EXPECTED_WORKER_PRIVILEGES: readonly string[] = [
   'UPDATE (refresh_token) ON oauth_tokens', // saveResults: Amazon's rotated (or re-encrypted) refresh token
   'UPDATE (expires_at) ON oauth_tokens', // saveResults
   'UPDATE (refresh_failure_count) ON oauth_tokens', // saveResults
+  'UPDATE (refresh_refusal_count) ON oauth_tokens', // saveResults: Amazon's definite refusals in a row (0021)
   'UPDATE (last_refresh_error) ON oauth_tokens', // saveResults
   'UPDATE (proactive_refresh_enabled) ON oauth_tokens', // saveResults: refresh off (invalid_grant, too many failures)
   'UPDATE (next_refresh_attempt_at) ON oauth_tokens', // saveResults: backoff

@@ -19,6 +19,19 @@ import { Client, escapeIdentifier } from 'pg';
  *    column, or a foreign key chain to a table that has one; a row with none is nobody's.
  *    Violations: anon gets anything done; anyone reads a token column; an authenticated
  *    actor reads, changes, deletes or creates a row that is not its own.
+ * 3. Functions. Every function `anon` or `authenticated` may execute (has_function_privilege:
+ *    its own grants, PUBLIC's and its roles'), in any schema but PostgreSQL's own and not an
+ *    extension's, is called by each actor with B's claims in every json/jsonb argument (NULL
+ *    in the others), in a transaction that is rolled back. USAGE on the function's schema is
+ *    granted for the probe when the role lacks it, so a function is judged by what it does,
+ *    not by the schema grant in front of it that one later GRANT can open (a Supabase project
+ *    exposing the schema does exactly that). Violations: afterwards `auth.uid()` is not what
+ *    it was (the caller chose whose rows it reaches); the result holds any of B's data (a
+ *    value of B's rows that no other row holds); any of B's rows changed. A call that fails
+ *    did nothing.
+ * Also from the catalogue: neither role may change or delete rows of a table that holds
+ *    token columns (DELETE, TRUNCATE, UPDATE or INSERT of any column): tokens are written by
+ *    the jobs and by the API's own role only.
  *
  * Returns the violations as sentences; none means the database passes.
  */
@@ -84,6 +97,8 @@ export async function checkPrivileges(url: string, options: PrivilegeCheckOption
     const violations = [
       ...(await catalogueViolations(c, relations, options)),
       ...(await functionViolations(c, options)),
+      ...(await tokenRowViolations(c, relations)),
+      ...(await claimsViolations(c, relations, options)),
     ];
     const actors: Actor[] = [
       { name: 'anon', role: 'anon', sub: null },
@@ -254,6 +269,172 @@ async function functionViolations(c: Client, options: PrivilegeCheckOptions): Pr
     }
   }
   return violations;
+}
+
+/** Neither end-user role may change, remove or create rows of a table holding tokens. */
+async function tokenRowViolations(c: Client, relations: Relation[]): Promise<string[]> {
+  const violations: string[] = [];
+  for (const relation of relations.filter((r) => r.columns.some((col) => TOKEN_COLUMNS.includes(col.name)))) {
+    for (const role of ROLES) {
+      const { rows } = await c.query<{ p: string }>(
+        `SELECT p FROM unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) p WHERE has_table_privilege($1, $2::oid, p)
+         UNION
+         SELECT p FROM unnest(ARRAY['INSERT', 'UPDATE']) p
+          WHERE has_any_column_privilege($1, $2::oid, p) AND NOT has_table_privilege($1, $2::oid, p)
+         ORDER BY 1`,
+        [role, relation.oid],
+      );
+      for (const { p } of rows) violations.push(`${role} may ${p} token rows of ${relation.name}`);
+    }
+  }
+  return violations;
+}
+
+interface CallableFunction {
+  readonly oid: number;
+  readonly name: string; // schema.name(args), for messages
+  readonly sql: string; // schema.name, quoted
+  readonly schema: string;
+  readonly procedure: boolean;
+  readonly argTypes: string[]; // format_type of each input argument
+  readonly executors: string[]; // of ROLES
+}
+
+/**
+ * Part 3 of the matrix (see the top of this file): every function `anon` or `authenticated`
+ * may execute, called with B's claims in every json/jsonb argument.
+ */
+async function claimsViolations(c: Client, relations: Relation[], options: PrivilegeCheckOptions): Promise<string[]> {
+  const { rows } = await c.query(
+    `SELECT p.oid::int AS oid, format('%s.%s(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)) AS name,
+            format('%I.%I', n.nspname, p.proname) AS sql,
+            n.nspname AS schema, p.prokind = 'p' AS procedure,
+            ARRAY(SELECT format_type(t, NULL) FROM unnest(coalesce(p.proargtypes::oid[], '{}')) t)::text[] AS "argTypes",
+            ARRAY(SELECT r FROM unnest($1::text[]) r
+                   WHERE to_regrole(r) IS NOT NULL AND has_function_privilege(r, p.oid, 'EXECUTE'))::text[] AS executors
+       FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+      WHERE p.prokind IN ('f', 'p')
+        AND p.prorettype NOT IN ('trigger'::regtype, 'event_trigger'::regtype)
+        AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+        AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                         WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+      ORDER BY 2`,
+    [ROLES],
+  );
+  const functions = (rows as CallableFunction[]).filter((f) => f.executors.length > 0);
+  if (functions.length === 0) return [];
+  const claimsOfB = JSON.stringify({ sub: options.userB, role: 'authenticated' });
+  const fingerprints = await dataOf(c, relations, options.userB, [options.userB]);
+  const digestOfB = () => digestOf(c, relations, options.userB);
+  const uidNow = async () => (await c.query<{ uid: string | null }>(`SELECT ${UID_SQL} AS uid`)).rows[0].uid;
+  const actors: Actor[] = [
+    { name: 'anon', role: 'anon', sub: null },
+    { name: 'anon with A’s claims', role: 'anon', sub: options.userA },
+    { name: 'authenticated as A', role: 'authenticated', sub: options.userA },
+    { name: 'authenticated without claims', role: 'authenticated', sub: null },
+  ];
+  const violations: string[] = [];
+  for (const fn of functions) {
+    // B's claims in every json/jsonb argument at once, and (when there are several) in each
+    // alone with NULL in the others: a second jsonb argument may be a filter that B's claims
+    // would match nothing with.
+    const jsonArgs = fn.argTypes.flatMap((type, i) => (/^jsonb?$/.test(type) ? [i] : []));
+    const variants: Array<{ claimsAt: number[]; label: string }> = [
+      { claimsAt: jsonArgs, label: jsonArgs.length ? ' with B’s claims' : '' },
+      ...(jsonArgs.length > 1
+        ? jsonArgs.map((i) => ({ claimsAt: [i], label: ` with B’s claims as argument ${i + 1} only` }))
+        : []),
+    ];
+    for (const variant of variants) {
+      const args = fn.argTypes.map((type, i) => (variant.claimsAt.includes(i) ? `$1::${type}` : `NULL::${type}`));
+      const call = fn.procedure
+        ? `CALL ${fn.sql}(${args.join(', ')})`
+        : `SELECT (SELECT string_agg(to_jsonb(x)::text, ',') FROM ${fn.sql}(${args.join(', ')}) x) AS result`;
+      violations.push(...(await callAsEachActor(fn, call, variant.claimsAt.length > 0, variant.label)));
+    }
+  }
+  return [...new Set(violations)];
+
+  async function callAsEachActor(
+    fn: CallableFunction,
+    call: string,
+    withClaims: boolean,
+    label: string,
+  ): Promise<string[]> {
+    const found: string[] = [];
+    for (const actor of actors.filter((a) => fn.executors.includes(a.role))) {
+      await c.query('BEGIN');
+      try {
+        const schemaGranted = (
+          await c.query<{ u: boolean }>(`SELECT has_schema_privilege($1, $2, 'USAGE') AS u`, [actor.role, fn.schema])
+        ).rows[0].u;
+        if (!schemaGranted) await c.query(`GRANT USAGE ON SCHEMA ${escapeIdentifier(fn.schema)} TO ${actor.role}`);
+        const before = await digestOfB();
+        await c.query('SAVEPOINT call');
+        await becomeActor(c, actor);
+        const uidBefore = await uidNow();
+        let result: string | null = null;
+        try {
+          const out = await c.query(call, withClaims ? [claimsOfB] : []);
+          result = fn.procedure ? JSON.stringify(out.rows) : ((out.rows[0]?.result as string | null) ?? null);
+        } catch {
+          await c.query('ROLLBACK TO SAVEPOINT call');
+          continue; // refused or failed: rolled back, nothing done
+        }
+        const uidAfter = await uidNow();
+        await c.query('RESET ROLE');
+        const what = `${actor.name} calling ${fn.name}${label}${schemaGranted ? '' : ` (given USAGE on schema ${fn.schema})`}`;
+        if (uidAfter !== uidBefore) {
+          const who = uidAfter === options.userB ? 'B' : uidAfter === options.userA ? 'A' : String(uidAfter);
+          found.push(`${what} makes auth.uid() ${who}`);
+        }
+        const leaked = fingerprints.filter((v) => result?.includes(v));
+        if (leaked.length) found.push(`${what} returns B’s data (${leaked.length} value(s) only B’s rows hold)`);
+        if ((await digestOfB()) !== before) found.push(`${what} changes B’s rows`);
+      } finally {
+        await c.query('ROLLBACK');
+      }
+    }
+    return found;
+  }
+}
+
+/** auth.uid() as PostgreSQL and Supabase define it, read from the transaction's settings. */
+const UID_SQL = `coalesce(nullif(current_setting('request.jwt.claim.sub', true), ''),
+  nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')`;
+
+/**
+ * Values only `user`'s rows hold: every value of a row it owns, as JSON shows it (a timestamp
+ * as to_jsonb writes it), 6 characters or more, that no row of anyone else (or of nobody)
+ * holds, except those in `given` (what the call was passed: echoing an argument back reveals
+ * nothing).
+ */
+async function dataOf(c: Client, relations: Relation[], user: string, given: string[]): Promise<string[]> {
+  const own = new Set<string>();
+  const others = new Set<string>(given);
+  for (const relation of relations.filter((r) => (r.kind === 'r' || r.kind === 'p') && r.columns.length > 0)) {
+    const { rows } = await c.query<{ owner: string | null; v: string }>(
+      `SELECT ${relation.ownerSql ?? 'NULL'}::text AS owner, x.v
+         FROM ${relation.sql} t
+        CROSS JOIN LATERAL (VALUES ${relation.columns.map((col) => `(to_jsonb(t.${escapeIdentifier(col.name)}) #>> '{}')`).join(', ')}) x(v)
+        WHERE x.v IS NOT NULL`,
+    );
+    for (const r of rows) (r.owner === user ? own : others).add(r.v);
+  }
+  return [...own].filter((v) => v.length >= 6 && !others.has(v)).sort();
+}
+
+/** A digest of every row `user` owns, in every table (read by the superuser). */
+async function digestOf(c: Client, relations: Relation[], user: string): Promise<string> {
+  const parts: string[] = [];
+  for (const relation of relations.filter((r) => (r.kind === 'r' || r.kind === 'p') && r.ownerSql !== null)) {
+    const { rows } = await c.query<{ d: string | null }>(
+      `SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) AS d FROM ${relation.sql} t WHERE ${relation.ownerSql}::text = $1`,
+      [user],
+    );
+    parts.push(`${relation.name}:${rows[0].d ?? ''}`);
+  }
+  return parts.join(',');
 }
 
 async function behaviourViolations(

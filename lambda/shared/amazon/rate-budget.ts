@@ -1,6 +1,6 @@
 import { DeadlineExceededError, sleep as defaultSleep } from '../backoff';
 import type { Database } from '../db/port';
-import { ADAPTIVE_RATE, type LimiterClock } from './rate-limiter';
+import { ADAPTIVE_RATE, type LimiterClock } from './adaptive-rate';
 import type { AmazonEndpoint, AmazonRegion } from './regions';
 import { endpointPrefix } from './usage-store';
 

@@ -1,14 +1,7 @@
 import { DeadlineExceededError, sleep as defaultSleep } from '../backoff';
+import { ADAPTIVE_RATE, type LimiterClock } from './adaptive-rate';
 import { RateBudgetStore, SharedRateBudget } from './rate-budget';
 import type { AmazonEndpoint, AmazonRegion } from './regions';
-
-/** Clock and sleep, injectable so tests move time instead of waiting. */
-export interface LimiterClock {
-  /** @default Date.now */
-  readonly now?: () => number;
-  /** @default setTimeout */
-  readonly sleep?: (ms: number) => Promise<void>;
-}
 
 export interface TokenBucketOptions extends LimiterClock {
   /** Sustained requests per second. */
@@ -148,14 +141,6 @@ export interface EndpointLimits {
   readonly burst: number;
   readonly maxConcurrency: number;
 }
-
-/**
- * How the allowed rate follows Amazon's answers (additive increase, multiplicative decrease):
- * each 429 multiplies it by `decrease`, each call Amazon answers without a 429 adds
- * `increaseFraction` of the ceiling, and it stays between `minFraction` of the ceiling and the
- * ceiling.
- */
-export const ADAPTIVE_RATE = { decrease: 0.5, increaseFraction: 0.02, minFraction: 0.01 } as const;
 
 /** Longest pause that 429s in a row make (Retry-After doubled per 429). */
 export const MAX_PAUSE_SECONDS = 900;

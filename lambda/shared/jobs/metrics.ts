@@ -28,6 +28,9 @@ export const METRIC_NAMES = {
   batchDurationMs: 'BatchDurationMs',
 } as const;
 
+/** Metric names of the dispatchers (service `<job>-dispatcher`). */
+export const DISPATCH_METRICS = { dispatched: 'IdsDispatched', notSent: 'IdsNotDispatched' } as const;
+
 /** The metrics also emitted per region (with the `region` dimension), by job. */
 export const REGIONAL_METRICS = {
   tokenRefresh: [METRIC_NAMES.refreshFailures, METRIC_NAMES.rateLimitHits],
