@@ -102,7 +102,10 @@ export interface DatabaseConfig {
   readonly autoPauseMinutes?: number;
   /** Days of automated backups (1-35). */
   readonly backupRetentionDays: number;
-  /** Whether the cluster refuses to be deleted. */
+  /**
+   * Whether the cluster refuses to be deleted. Turned on as the stack's last step
+   * (lib/deletion-protection.ts), so a failed first deploy still rolls back.
+   */
   readonly deletionProtection: boolean;
   /**
    * What happens to the cluster when it leaves the stack: `destroy` (dev), `snapshot` or `retain`.

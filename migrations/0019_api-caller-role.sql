@@ -41,10 +41,14 @@
 --
 -- Locks: CREATE ROLE, GRANT, REVOKE and ALTER DEFAULT PRIVILEGES change catalogue rows only;
 -- CREATE/DROP POLICY take ACCESS EXCLUSIVE on users, oauth_tokens and user_accounts for a
--- catalogue change (no scan), behind lock_timeout.
+-- catalogue change (no scan), behind lock_timeout. First SHARE UPDATE EXCLUSIVE on the three
+-- tables (up to 20 s; it blocks no writer and makes the server cancel a running autovacuum
+-- after deadlock_timeout, which a 500 ms lock_timeout alone never waits for), as 0013 and 0021.
 
-SET LOCAL lock_timeout = '500ms';
 SET LOCAL statement_timeout = '30s';
+SET LOCAL lock_timeout = '20s';
+LOCK TABLE public.users, public.oauth_tokens, public.user_accounts IN SHARE UPDATE EXCLUSIVE MODE;
+SET LOCAL lock_timeout = '500ms';
 
 DO $$
 BEGIN
@@ -136,8 +140,10 @@ CREATE POLICY user_accounts_owner_update_policy ON public.user_accounts
 -- Back to 0013's grants: `authenticated` executes the functions and holds the writes again.
 -- The cluster-wide role is kept (as 0006 and 0018 keep theirs: the API's login is a member,
 -- other databases of the cluster may use it); it holds nothing in this database afterwards.
-SET LOCAL lock_timeout = '500ms';
 SET LOCAL statement_timeout = '30s';
+SET LOCAL lock_timeout = '20s';
+LOCK TABLE public.users, public.oauth_tokens, public.user_accounts IN SHARE UPDATE EXCLUSIVE MODE;
+SET LOCAL lock_timeout = '500ms';
 
 DROP POLICY IF EXISTS user_accounts_owner_update_policy ON public.user_accounts;
 REVOKE UPDATE (status, sync_error_message, updated_at) ON public.user_accounts FROM accounts_api_caller;

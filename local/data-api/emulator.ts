@@ -22,6 +22,11 @@ import { bindParameter, columnMetadata, encodeField, PgType, WireError, WirePara
  *   run and answers BadRequestException ({@link REQUEST_TOO_LARGE_MESSAGE}: the service
  *   documents the limit and that the request fails unprocessed, not its exact wording);
  * - a transaction with no call for 3 minutes is rolled back and forgotten;
+ * - a connection the database refuses (SQLSTATE class 28, e.g. a password changed by a
+ *   rotation before its secret) answers DatabaseErrorException `ERROR: <message>; SQLState:
+ *   <code>`, the shape Aurora's Data API gives connection errors (e.g. `ERROR: database "x"
+ *   does not exist; SQLState: 3D000`); with `password` the emulator reads the login's password
+ *   for every new connection, as the service reads the secret's current version per call;
  * - `failNextCalls(n)` answers DatabaseResumingException to the next n calls (auto-pause);
  *   `injectFault(…)` answers any error, to every call or to the statements matching a pattern
  *   (a service that stays unavailable, a deadlock on the write-back).
@@ -48,6 +53,17 @@ export interface DataApiEmulatorOptions {
   readonly now?: () => number;
   /** @default - a random free port on 127.0.0.1 */
   readonly port?: number;
+  /**
+   * The login's password, asked for every new connection (a Secrets Manager read, in a
+   * rotation test). @default - the password in `databaseUrl`
+   */
+  readonly password?: () => string | Promise<string>;
+  /**
+   * Open a new connection for every call instead of reusing idle ones, so that a password
+   * change reaches the next call (the service's own connection reuse is not specified).
+   * @default false
+   */
+  readonly newConnectionPerCall?: boolean;
 }
 
 export interface DataApiCallCounts {
@@ -146,7 +162,18 @@ export async function startDataApiEmulator(options: DataApiEmulatorOptions): Pro
       const url = new URL(baseUrl.toString());
       url.pathname = `/${encodeURIComponent(database)}`;
       pool = new Pool({
-        connectionString: url.toString(),
+        // node-postgres lets a connection string's password (even an empty one) win over
+        // `password`: with a password source, the URL's parts are given one by one.
+        ...(options.password
+          ? {
+              host: url.hostname,
+              port: Number(url.port || 5432),
+              database,
+              user: decodeURIComponent(url.username),
+              password: options.password,
+            }
+          : { connectionString: url.toString() }),
+        ...(options.newConnectionPerCall ? { maxUses: 1 } : {}),
         max: 20,
         options: '-c TimeZone=UTC',
         // Values stay in PostgreSQL's text form; encodeField converts them to wire fields.
@@ -431,6 +458,9 @@ function requireString(body: Body, key: string): void {
 /** The service's rendering of a PostgreSQL error: pgjdbc's message lines. */
 function fromDatabaseError(error: unknown): WireError {
   const e = error as Partial<PgError>;
+  if (typeof e?.code === 'string' && e.code.startsWith('28')) {
+    return new WireError('DatabaseErrorException', 400, `ERROR: ${e.message}; SQLState: ${e.code}`);
+  }
   if (typeof e?.severity === 'string' || typeof e?.code === 'string') {
     let message = `ERROR: ${e.message}`;
     if (e.detail) message += `\n  Detail: ${e.detail}`;

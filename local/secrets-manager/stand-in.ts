@@ -12,6 +12,8 @@ export interface SecretsManagerStandIn {
   readonly endpoint: string;
   /** How many GetSecretValue calls were answered, per secret id. */
   readonly reads: ReadonlyMap<string, number>;
+  /** Makes `value` the secret's current version (what a rotation's last step does). */
+  put(id: string, value: string): void;
   close(): Promise<void>;
 }
 
@@ -19,6 +21,7 @@ export async function startSecretsManagerStandIn(
   secrets: Readonly<Record<string, string>>,
 ): Promise<SecretsManagerStandIn> {
   const reads = new Map<string, number>();
+  const current = new Map(Object.entries(secrets));
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -42,7 +45,7 @@ export async function startSecretsManagerStandIn(
         send(400, { __type: 'InvalidRequestException', message: 'Body is not JSON' });
         return;
       }
-      if (typeof id !== 'string' || !(id in secrets)) {
+      if (typeof id !== 'string' || !current.has(id)) {
         send(400, { __type: 'ResourceNotFoundException', message: "Secrets Manager can't find the specified secret." });
         return;
       }
@@ -51,7 +54,7 @@ export async function startSecretsManagerStandIn(
       send(200, {
         ARN: id,
         Name: name,
-        SecretString: secrets[id],
+        SecretString: current.get(id),
         VersionId: 'local',
         VersionStages: ['AWSCURRENT'],
         CreatedDate: Date.now() / 1000,
@@ -62,6 +65,7 @@ export async function startSecretsManagerStandIn(
   return {
     endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     reads,
+    put: (id, value) => void current.set(id, value),
     close: () => new Promise((resolve) => server.close(() => resolve())),
   };
 }

@@ -10,6 +10,7 @@ import {
   RollbackTransactionCommand,
 } from '@aws-sdk/client-rds-data';
 import { DeadlineExceededError, retry, RetriesExhaustedError } from '../backoff';
+import { AUTHENTICATION_RETRY_DELAY_MS, retryingAuthentication } from './authentication';
 import { decodeRecords, toSqlParameters } from './data-api-values';
 import { rewriteNamedParameters } from './named-parameters';
 import {
@@ -52,6 +53,13 @@ export interface DataApiRetryOptions {
    * never keeps an invocation past its timeout. @default - no limit
    */
   readonly waitBudgetMs?: () => number;
+  /**
+   * The pause before the one retry of a call the database refused the login's password for
+   * (a rotation between its password change and the secret's update; the Data API reads the
+   * secret's current version on each call), within `waitBudgetMs`. `false`: not retried.
+   * @default 1500 ({@link AUTHENTICATION_RETRY_DELAY_MS})
+   */
+  readonly authenticationRetryDelayMs?: number | false;
 }
 
 export interface DataApiDatabaseOptions {
@@ -111,7 +119,8 @@ interface Counters {
  *   `formatRecordsAs: 'JSON'`: the column's type name says how to decode (timestamp → Date,
  *   jsonb → value, int8 → bigint), where JSON records would have lost that distinction.
  * - Each call is retried with capped exponential backoff and full jitter while the cluster is
- *   resuming or the service is unavailable ({@link isRetryableDataApiError}).
+ *   resuming or the service is unavailable ({@link isRetryableDataApiError}), and once, after a
+ *   pause, when the database refused the login's password (a rotation under way).
  * - A response may not exceed 1 MiB: such a query fails with {@link ResultTooLargeError};
  *   `readAllPages` reads any size in keyset pages.
  * - Every call, retries included, is counted ({@link DataApiDatabase.callCounts}).
@@ -205,8 +214,23 @@ export class DataApiDatabase implements Database {
     };
   }
 
-  /** Sends one command with retries, translating service errors into the port's errors. */
-  private async send<Output>(command: () => unknown): Promise<Output> {
+  /**
+   * Sends one command with retries, translating service errors into the port's errors; a call
+   * refused for the login's password is sent once more after a pause (see authentication.ts).
+   */
+  private send<Output>(command: () => unknown): Promise<Output> {
+    const r = this.options.retry ?? {};
+    return retryingAuthentication(() => this.sendRetrying<Output>(command), {
+      delayMs: r.authenticationRetryDelayMs ?? AUTHENTICATION_RETRY_DELAY_MS,
+      sleep: r.sleep,
+      waitBudgetMs: r.waitBudgetMs,
+      onRetry: () => {
+        this.counters.retries += 1;
+      },
+    });
+  }
+
+  private async sendRetrying<Output>(command: () => unknown): Promise<Output> {
     const r = this.options.retry ?? {};
     let attempts = 0;
     try {

@@ -3,6 +3,7 @@ export * from './port';
 export { createDataApiClient, DataApiDatabase, isRetryableDataApiError } from './data-api-database';
 export type { DataApiDatabaseOptions, DataApiRetryOptions } from './data-api-database';
 export { PgDatabase } from './pg-database';
+export { AUTHENTICATION_RETRY_DELAY_MS, isAuthenticationFailure } from './authentication';
 export type { PgDatabaseOptions } from './pg-database';
 export { readAllPages, readPages } from './paging';
 export type { PagedQuery } from './paging';

@@ -1,15 +1,30 @@
 import { Pool, PoolClient, PoolConfig, types as pgTypes } from 'pg';
+import { AUTHENTICATION_RETRY_DELAY_MS, retryingAuthentication } from './authentication';
 import { rewriteNamedParameters } from './named-parameters';
 import { bindValue, parseUtcTimestamp } from './parameter-types';
 import { Database, DatabaseCallCounts, DatabaseError, QueryResult, Row, SqlParams } from './port';
 
 export interface PgDatabaseOptions {
-  /** A connection URL, or a node-postgres pool config (TLS, password from a secret). */
+  /**
+   * A connection URL, or a node-postgres pool config (TLS, password from a secret). Its
+   * `password` may be a function: node-postgres calls it for every new connection, so one that
+   * reads the secret follows a rotation.
+   */
   readonly connection: string | PoolConfig;
   /** Pool size. @default 5 */
   readonly maxConnections?: number;
   /** Parameter sets applied per statement round outside a transaction. @default 500 */
   readonly maxBatchSize?: number;
+  /**
+   * The pause before the one retry of a connection the database refused the login's password
+   * for (SQLSTATE 28P01: a rotation between its password change and the secret's update).
+   * `false`: not retried. @default 1500 ({@link AUTHENTICATION_RETRY_DELAY_MS})
+   */
+  readonly authenticationRetryDelayMs?: number | false;
+  /** @default setTimeout */
+  readonly sleep?: (ms: number) => Promise<void>;
+  /** How long the pause may still take (the caller's deadline). @default - no limit */
+  readonly waitBudgetMs?: () => number;
 }
 
 /** PostgreSQL type OIDs whose text form is decoded differently from node-postgres' defaults. */
@@ -107,7 +122,10 @@ export class PgDatabase implements Database {
   async query<T extends object = Row>(sql: string, params: SqlParams = {}): Promise<QueryResult<T>> {
     const { text, values } = compile(sql, params);
     this.counters.statements += 1;
-    const result = await run(() => this.executor.query(text, values));
+    // Outside a transaction the pool connects first: a refused password is retried there.
+    const result = this.inTransaction
+      ? await run(() => this.executor.query(text, values))
+      : await this.connecting(() => run(() => this.executor.query(text, values)));
     const returnsRows = Array.isArray(result.fields) && result.fields.length > 0;
     return { rows: result.rows as T[], rowsAffected: returnsRows ? 0 : (result.rowCount ?? 0) };
   }
@@ -146,11 +164,20 @@ export class PgDatabase implements Database {
     await this.pool?.end();
   }
 
+  /** A call that opens a connection: once more after a pause if the password was refused. */
+  private connecting<T>(call: () => Promise<T>): Promise<T> {
+    return retryingAuthentication(call, {
+      delayMs: this.options.authenticationRetryDelayMs ?? AUTHENTICATION_RETRY_DELAY_MS,
+      sleep: this.options.sleep,
+      waitBudgetMs: this.options.waitBudgetMs,
+    });
+  }
+
   /** Runs `fn` between BEGIN and COMMIT; `counted` is false for a batch's own transaction (one call). */
   private async withTransaction<T>(fn: (client: Executor) => Promise<T>, counted: boolean): Promise<T> {
     const count = counted ? 1 : 0;
     if (!this.pool) throw new DatabaseError('Nested transactions are not supported');
-    const client = await run(() => this.pool!.connect());
+    const client = await this.connecting(() => run(() => this.pool!.connect()));
     let broken: unknown;
     try {
       this.counters.transactionCalls += count;
