@@ -610,7 +610,7 @@ CREATE TABLE public.amazon_rate_budget (
   updated_at timestamp with time zone NOT NULL DEFAULT now()
 );
 ALTER TABLE public.amazon_rate_budget ADD CONSTRAINT amazon_rate_budget_ceiling_check CHECK ((ceiling_per_second > (0)::double precision));
-ALTER TABLE public.amazon_rate_budget ADD CONSTRAINT amazon_rate_budget_endpoint_check CHECK ((endpoint = ANY (ARRAY['lwa-token'::text, 'ads-profiles'::text, 'lwa-token:api'::text, 'ads-profiles:api'::text]))) NOT VALID; -- NOT VALID
+ALTER TABLE public.amazon_rate_budget ADD CONSTRAINT amazon_rate_budget_endpoint_check CHECK ((endpoint = ANY (ARRAY['lwa-token'::text, 'ads-profiles'::text, 'lwa-token:api'::text, 'ads-profiles:api'::text])));
 ALTER TABLE public.amazon_rate_budget ADD CONSTRAINT amazon_rate_budget_rate_check CHECK ((rate_per_second > (0)::double precision));
 ALTER TABLE public.amazon_rate_budget ADD CONSTRAINT amazon_rate_budget_region_check CHECK ((region = ANY (ARRAY['NA'::text, 'EU'::text, 'FE'::text])));
 ALTER TABLE public.amazon_rate_budget ADD CONSTRAINT amazon_rate_budget_pkey PRIMARY KEY (endpoint, region);
