@@ -31,7 +31,7 @@ import {
   measureTokenRefresh,
   measureWithSharedBudget,
 } from './jobs';
-import { measureAccountsApi, renderApiMarkdown } from './api';
+import { measureAccountsApi, measureConnectFlow, renderApiMarkdown, renderConnectFlowMarkdown } from './api';
 import { measureBundles } from './bundles';
 import { BenchReport, buildReport, MigrationFigures, renderMarkdown } from './report';
 import { startBenchWorld } from './world';
@@ -165,6 +165,12 @@ async function main(): Promise<void> {
     progress: (line) => process.stderr.write(`${line}\n`),
   });
   process.stdout.write(`\n${renderApiMarkdown(api)}\n`);
+  process.stderr.write('Accounts API connect flow (session → consent → connect, Data API path, fake Amazon)…\n');
+  const connectFlow = await measureConnectFlow({
+    connects: quick ? 10 : 100,
+    progress: (line) => process.stderr.write(`${line}\n`),
+  });
+  process.stdout.write(`\n${renderConnectFlowMarkdown(connectFlow)}\n`);
   const json = arg('json');
   if (json) {
     writeJsonReport(report, json);

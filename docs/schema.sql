@@ -60,6 +60,47 @@ END
 $function$;
 GRANT EXECUTE ON FUNCTION api.accounts_matching(jsonb) TO accounts_api_caller;
 
+CREATE OR REPLACE FUNCTION api.claim_connect_session(claims jsonb, p_region text, p_state_digest text, max_connects integer, window_seconds integer)
+ RETURNS jsonb
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+  caller uuid;
+  wait_seconds integer;
+  uri text;
+  verifier text;
+BEGIN
+  PERFORM api.set_claims(claims);
+  caller := auth.uid();
+  IF caller IS NULL THEN
+    RAISE EXCEPTION 'accounts-api: no caller' USING ERRCODE = '42501';
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM public.users u WHERE u.id = caller) THEN
+    -- Nobody without a users row has a session (a session creates it).
+    RETURN jsonb_build_object('outcome', 'invalid');
+  END IF;
+  wait_seconds := api.take_user_limit('accounts-api:connect', max_connects, window_seconds);
+  IF wait_seconds > 0 THEN
+    RETURN jsonb_build_object('outcome', 'limited', 'retryAfterSeconds', wait_seconds);
+  END IF;
+  UPDATE public.connect_sessions s
+     SET used_at = now()
+   WHERE s.user_id = caller
+     AND s.state_digest = p_state_digest
+     AND s.region = p_region
+     AND s.used_at IS NULL
+     AND s.expires_at > now()
+  RETURNING s.redirect_uri, s.code_verifier INTO uri, verifier;
+  IF uri IS NULL THEN
+    RETURN jsonb_build_object('outcome', 'invalid');
+  END IF;
+  RETURN jsonb_build_object('outcome', 'ok', 'redirectUri', uri, 'codeVerifier', verifier);
+END
+$function$;
+GRANT EXECUTE ON FUNCTION api.claim_connect_session(jsonb,text,text,integer,integer) TO accounts_api_caller;
+
 CREATE OR REPLACE FUNCTION api.connect(claims jsonb, p_region text, p_access_token text, p_refresh_token text, p_expires_at timestamp with time zone)
  RETURNS jsonb
  LANGUAGE plpgsql
@@ -124,6 +165,53 @@ AS $function$
      AND /* own rows */ t.user_id = auth.uid();
 $function$;
 GRANT EXECUTE ON FUNCTION api.connection_json(uuid) TO accounts_api_caller;
+
+CREATE OR REPLACE FUNCTION api.create_connect_session(claims jsonb, p_region text, p_redirect_uri text, p_state_digest text, p_code_verifier text, ttl_seconds integer, max_sessions integer, window_seconds integer)
+ RETURNS jsonb
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+  caller uuid;
+  email text := nullif(claims ->> 'email', '');
+  wait_seconds integer;
+  expires timestamptz;
+BEGIN
+  PERFORM api.set_claims(claims);
+  caller := auth.uid();
+  IF caller IS NULL THEN
+    RAISE EXCEPTION 'accounts-api: no caller' USING ERRCODE = '42501';
+  END IF;
+  IF p_region IS NULL OR p_region NOT IN ('NA', 'EU', 'FE') THEN
+    RAISE EXCEPTION 'accounts-api: invalid region' USING ERRCODE = '22023';
+  END IF;
+  IF ttl_seconds IS NULL OR ttl_seconds < 1 OR ttl_seconds > 3600 THEN
+    RAISE EXCEPTION 'accounts-api: invalid limit' USING ERRCODE = '22023';
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM public.users u WHERE u.id = caller) THEN
+    IF email IS NULL THEN
+      RAISE EXCEPTION 'accounts-api: user not creatable' USING ERRCODE = '22023';
+    END IF;
+    BEGIN
+      INSERT INTO public.users (id, email) VALUES (caller, email) ON CONFLICT (id) DO NOTHING;
+    EXCEPTION WHEN unique_violation THEN
+      RAISE EXCEPTION 'accounts-api: user not creatable' USING ERRCODE = '23505';
+    END;
+  END IF;
+  wait_seconds := api.take_user_limit('accounts-api:connect-session', max_sessions, window_seconds);
+  IF wait_seconds > 0 THEN
+    RETURN jsonb_build_object('allowed', false, 'retryAfterSeconds', wait_seconds);
+  END IF;
+  DELETE FROM public.connect_sessions s
+   WHERE s.user_id = caller AND (s.used_at IS NOT NULL OR s.expires_at <= now());
+  expires := now() + make_interval(secs => ttl_seconds);
+  INSERT INTO public.connect_sessions (user_id, region, redirect_uri, state_digest, code_verifier, expires_at)
+  VALUES (caller, p_region, p_redirect_uri, p_state_digest, p_code_verifier, expires);
+  RETURN jsonb_build_object('allowed', true, 'expiresAt', expires);
+END
+$function$;
+GRANT EXECUTE ON FUNCTION api.create_connect_session(jsonb,text,text,text,text,integer,integer,integer) TO accounts_api_caller;
 
 CREATE OR REPLACE FUNCTION api.disconnect(claims jsonb, p_region text, message text)
  RETURNS boolean
@@ -408,6 +496,42 @@ END
 $function$;
 GRANT EXECUTE ON FUNCTION api.store_connection(text,text,text,timestamp with time zone) TO accounts_api_caller;
 
+CREATE OR REPLACE FUNCTION api.take_user_limit(p_endpoint text, max_count integer, window_seconds integer)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+  granted boolean;
+  wait_seconds integer;
+BEGIN
+  IF max_count IS NULL OR max_count < 1 OR window_seconds IS NULL OR window_seconds < 1 THEN
+    RAISE EXCEPTION 'accounts-api: invalid limit' USING ERRCODE = '22023';
+  END IF;
+  INSERT INTO public.rate_limit_tracking AS r (user_id, endpoint, request_count, window_start)
+  VALUES (auth.uid(), p_endpoint, 1, now())
+  ON CONFLICT ON CONSTRAINT rate_limit_tracking_endpoint_user_key DO UPDATE
+    SET request_count = CASE WHEN r.window_start <= now() - make_interval(secs => window_seconds) THEN 1
+                             ELSE r.request_count + 1 END,
+        window_start = CASE WHEN r.window_start <= now() - make_interval(secs => window_seconds) THEN now()
+                            ELSE r.window_start END,
+        updated_at = now()
+    WHERE r.window_start <= now() - make_interval(secs => window_seconds) OR r.request_count < max_count
+  RETURNING true INTO granted;
+  IF granted THEN
+    RETURN 0;
+  END IF;
+  UPDATE public.rate_limit_tracking r
+     SET limit_hit_count = r.limit_hit_count + 1,
+         last_limit_hit = now(),
+         retry_after_seconds = greatest(1, ceil(extract(epoch FROM r.window_start + make_interval(secs => window_seconds) - now())))::integer,
+         updated_at = now()
+   WHERE r.user_id = auth.uid() AND r.endpoint = p_endpoint -- the caller's row (run as the definer: no RLS)
+  RETURNING r.retry_after_seconds INTO wait_seconds;
+  RETURN coalesce(wait_seconds, 1);
+END
+$function$;
+
 -- ===== schema auth =====
 CREATE SCHEMA IF NOT EXISTS auth;
 GRANT USAGE ON SCHEMA auth TO authenticated;
@@ -486,7 +610,7 @@ CREATE TABLE public.amazon_rate_budget (
   updated_at timestamp with time zone NOT NULL DEFAULT now()
 );
 ALTER TABLE public.amazon_rate_budget ADD CONSTRAINT amazon_rate_budget_ceiling_check CHECK ((ceiling_per_second > (0)::double precision));
-ALTER TABLE public.amazon_rate_budget ADD CONSTRAINT amazon_rate_budget_endpoint_check CHECK ((endpoint = ANY (ARRAY['lwa-token'::text, 'ads-profiles'::text])));
+ALTER TABLE public.amazon_rate_budget ADD CONSTRAINT amazon_rate_budget_endpoint_check CHECK ((endpoint = ANY (ARRAY['lwa-token'::text, 'ads-profiles'::text, 'lwa-token:api'::text, 'ads-profiles:api'::text])));
 ALTER TABLE public.amazon_rate_budget ADD CONSTRAINT amazon_rate_budget_rate_check CHECK ((rate_per_second > (0)::double precision));
 ALTER TABLE public.amazon_rate_budget ADD CONSTRAINT amazon_rate_budget_region_check CHECK ((region = ANY (ARRAY['NA'::text, 'EU'::text, 'FE'::text])));
 ALTER TABLE public.amazon_rate_budget ADD CONSTRAINT amazon_rate_budget_pkey PRIMARY KEY (endpoint, region);
@@ -503,6 +627,31 @@ GRANT UPDATE (ceiling_per_second, last_cut_at, next_slot_at, paused_until, rate_
 GRANT INSERT (ceiling_per_second, endpoint, next_slot_at, rate_at, rate_per_second, region) ON public.amazon_rate_budget TO amazon_rate_budget_user;
 GRANT SELECT (ceiling_per_second, endpoint, last_cut_at, next_slot_at, paused_until, rate_at, rate_per_second, region, throttled_count, updated_at) ON public.amazon_rate_budget TO amazon_rate_budget_user;
 GRANT UPDATE (ceiling_per_second, last_cut_at, next_slot_at, paused_until, rate_at, rate_per_second, throttled_count, updated_at) ON public.amazon_rate_budget TO amazon_rate_budget_user;
+
+CREATE TABLE public.connect_sessions (
+  id uuid NOT NULL DEFAULT gen_random_uuid(),
+  user_id uuid NOT NULL,
+  region text NOT NULL,
+  redirect_uri text NOT NULL,
+  state_digest text NOT NULL,
+  code_verifier text NOT NULL,
+  expires_at timestamp with time zone NOT NULL,
+  used_at timestamp with time zone,
+  created_at timestamp with time zone NOT NULL DEFAULT now()
+);
+ALTER TABLE public.connect_sessions ADD CONSTRAINT connect_sessions_code_verifier_check CHECK (("left"(code_verifier, 7) = 'enc:v1:'::text));
+ALTER TABLE public.connect_sessions ADD CONSTRAINT connect_sessions_redirect_uri_check CHECK (((length(redirect_uri) >= 1) AND (length(redirect_uri) <= 2048)));
+ALTER TABLE public.connect_sessions ADD CONSTRAINT connect_sessions_region_check CHECK ((region = ANY (ARRAY['NA'::text, 'EU'::text, 'FE'::text])));
+ALTER TABLE public.connect_sessions ADD CONSTRAINT connect_sessions_state_digest_check CHECK ((state_digest ~ '^[0-9a-f]{64}$'::text));
+ALTER TABLE public.connect_sessions ADD CONSTRAINT connect_sessions_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
+ALTER TABLE public.connect_sessions ADD CONSTRAINT connect_sessions_pkey PRIMARY KEY (id);
+ALTER TABLE public.connect_sessions ADD CONSTRAINT connect_sessions_state_digest_key UNIQUE (state_digest);
+CREATE INDEX idx_connect_sessions_user ON public.connect_sessions USING btree (user_id, expires_at);
+ALTER TABLE public.connect_sessions ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.connect_sessions FORCE ROW LEVEL SECURITY;
+CREATE POLICY connect_sessions_owner_policy ON public.connect_sessions AS PERMISSIVE FOR ALL TO public
+  USING ((user_id = auth.uid()))
+  WITH CHECK ((user_id = auth.uid()));
 
 CREATE TABLE public.oauth_tokens (
   id uuid NOT NULL DEFAULT gen_random_uuid(),

@@ -154,6 +154,7 @@ export class AccountsApi extends Construct {
         [API_ENV.jwtAudience]: [config.jwtAudience].flat().join(','),
         ...(config.jwksUrl ? { [API_ENV.jwksUrl]: config.jwksUrl } : {}),
         [API_ENV.accountSyncFunctionName]: props.accountSyncFunction.functionName,
+        [API_ENV.connectRedirectUris]: config.connectRedirectUris.join(','),
         POWERTOOLS_SERVICE_NAME: API_SERVICE_NAME,
       },
       grantDatabase: (fn) => props.database.grantDataApiAccessAsApi(fn),

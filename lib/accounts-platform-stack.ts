@@ -6,6 +6,7 @@ import { addApiMonitoring } from './api-monitoring';
 import { ApplicationSecrets } from './application-secrets';
 import { proactiveRefreshUsedWithinSeconds, type EnvironmentConfig } from './config';
 import { Database } from './database';
+import { ClusterDeletionProtection } from './deletion-protection';
 import { Monitoring } from './monitoring';
 import { Network } from './network';
 import { ScheduledJobs } from './scheduled-jobs';
@@ -33,6 +34,8 @@ export class AccountsPlatformStack extends Stack {
   readonly jobs: ScheduledJobs;
   readonly monitoring: Monitoring;
   readonly api: AccountsApi;
+  /** Where the environment keeps its data: the cluster's deletion protection, turned on last. */
+  readonly deletionProtection?: ClusterDeletionProtection;
 
   constructor(scope: Construct, id: string, props: AccountsPlatformStackProps) {
     // A stack whose database refuses deletion refuses it too.
@@ -43,8 +46,9 @@ export class AccountsPlatformStack extends Stack {
 
     const destroy = config.database.removalPolicy === 'destroy';
     const clusterRemoval = REMOVAL_POLICIES[config.database.removalPolicy];
-    // Secrets and logs cannot be snapshotted: keep them unless the environment is disposable.
-    const dependentRemoval = destroy ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN;
+    // Secrets and logs cannot be snapshotted: keep them unless the environment is disposable
+    // (RetainExceptOnCreate: a failed first create still deletes them, leaving nothing behind).
+    const dependentRemoval = destroy ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE;
     const logRetention = config.logRetentionDays as logs.RetentionDays;
 
     const network = new Network(this, 'Network', { logRetention, removalPolicy: dependentRemoval });
@@ -63,7 +67,8 @@ export class AccountsPlatformStack extends Stack {
       autoPause:
         config.database.autoPauseMinutes === undefined ? undefined : Duration.minutes(config.database.autoPauseMinutes),
       backupRetention: Duration.days(config.database.backupRetentionDays),
-      deletionProtection: config.database.deletionProtection,
+      // Created unprotected; protection comes last (below), so a failed first create rolls back.
+      deletionProtection: false,
       removalPolicy: clusterRemoval,
       dependentRemovalPolicy: dependentRemoval,
       logRetention,
@@ -147,6 +152,19 @@ export class AccountsPlatformStack extends Stack {
 
     // The accounts API's row and alarms, apart from the jobs' (lib/api-monitoring.ts).
     addApiMonitoring(this.monitoring, { api: this.api });
+
+    if (config.database.deletionProtection) {
+      // The stack's last step: after the migration, the rotations, the jobs, the API and the
+      // alarms. Until it runs the cluster can be deleted, so a first create that fails anywhere
+      // rolls back to nothing instead of ending in ROLLBACK_FAILED on a protected cluster.
+      this.deletionProtection = new ClusterDeletionProtection(this, 'ClusterDeletionProtection', {
+        cluster: this.database.cluster,
+        logRetention,
+        logRemovalPolicy: dependentRemoval,
+      });
+      for (const child of this.node.children)
+        if (child !== this.deletionProtection) this.deletionProtection.resource.node.addDependency(child);
+    }
 
     // What operators need after a deploy (README, "Deploying to AWS"): the secrets to fill in, where to look.
     new CfnOutput(this, 'LwaClientSecretArn', {

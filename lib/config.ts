@@ -76,6 +76,12 @@ export interface ApiConfig {
   readonly jwksUrl?: string;
   /** Web origins (`https://app.example.com`, no path) whose browsers may call the API (CORS). */
   readonly corsAllowedOrigins: readonly string[];
+  /**
+   * Redirect URIs a connect session may name (exact match): where Login with Amazon sends the
+   * user back with the code. https, or http on localhost for a local development server; each
+   * must also be one of the LWA security profile's allowed return URLs.
+   */
+  readonly connectRedirectUris: readonly string[];
   /** API Gateway's throttling of every route of the stage. */
   readonly throttle: ApiThrottleConfig;
 }
@@ -96,7 +102,10 @@ export interface DatabaseConfig {
   readonly autoPauseMinutes?: number;
   /** Days of automated backups (1-35). */
   readonly backupRetentionDays: number;
-  /** Whether the cluster refuses to be deleted. */
+  /**
+   * Whether the cluster refuses to be deleted. Turned on as the stack's last step
+   * (lib/deletion-protection.ts), so a failed first deploy still rolls back.
+   */
   readonly deletionProtection: boolean;
   /**
    * What happens to the cluster when it leaves the stack: `destroy` (dev), `snapshot` or `retain`.
@@ -149,6 +158,14 @@ const origin = z
     /^(https:\/\/[a-z0-9.-]+(:\d{1,5})?|http:\/\/(localhost|127\.0\.0\.1)(:\d{1,5})?)$/,
     'must be an origin such as https://app.example.com (no path, no trailing slash; http only for localhost)',
   );
+/** A connect redirect URI: absolute, https (or http on localhost), no fragment, no comma. */
+const redirectUri = z
+  .string()
+  .max(2048)
+  .regex(
+    /^(https:\/\/[a-z0-9.-]+(:\d{1,5})?|http:\/\/(localhost|127\.0\.0\.1)(:\d{1,5})?)\/[^\s#,]*$/,
+    'must be a URL such as https://app.example.com/amazon/callback (no fragment, no comma; http only for localhost)',
+  );
 const audience = z
   .string()
   .min(1)
@@ -158,6 +175,7 @@ const apiSchema = z.strictObject({
   jwtAudience: z.union([audience, z.array(audience).min(1)]),
   jwksUrl: httpsUrl.optional(),
   corsAllowedOrigins: z.array(origin).min(1),
+  connectRedirectUris: z.array(redirectUri).min(1),
   throttle: z
     .strictObject({
       // API Gateway's account-level quota per region (10,000 requests per second, burst 5,000) caps both.
@@ -238,6 +256,8 @@ function checkProduction(config: EnvironmentConfig): string[] {
   if (!config.alarms.notify) problems.push('alarms.notify must be true');
   if (config.api.corsAllowedOrigins.some((o) => !o.startsWith('https://')))
     problems.push('api.corsAllowedOrigins must all be https origins');
+  if (config.api.connectRedirectUris.some((u) => !u.startsWith('https://')))
+    problems.push('api.connectRedirectUris must all be https URLs');
   if (config.schedules.enabled === false) problems.push('schedules.enabled must not be false');
   return problems;
 }

@@ -169,7 +169,7 @@ export class Database extends Construct {
           'Only reachable from inside isolated subnets through security groups; a non-default port would add nothing.',
       },
     );
-    if (!props.deletionProtection) {
+    if (!props.deletionProtection && props.removalPolicy === RemovalPolicy.DESTROY) {
       Validations.of(this.cluster).acknowledge({
         id: 'AwsSolutions-RDS10',
         reason:

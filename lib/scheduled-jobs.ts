@@ -9,7 +9,7 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct, IDependable } from 'constructs';
 import { JOB_ENV } from '../lambda/shared/config';
 import { DISPATCHER_ENV } from '../lambda/dispatcher/config';
-import { DISPATCH_MARK_SECONDS, type FanOutJob } from '../lambda/shared/jobs/fan-out';
+import { DISPATCH_MARK_SECONDS, FAN_OUT_QUEUE_URL_ENV, type FanOutJob } from '../lambda/shared/jobs/fan-out';
 import { METRICS_NAMESPACE, SERVICE_NAMES } from '../lambda/shared/jobs/metrics';
 import { JOB_TIMING } from '../lambda/shared/jobs/timing';
 import type { FanOutConfig } from './config';
@@ -81,8 +81,12 @@ export interface JobFanOut {
 /** Messages per invocation of a job function consuming its queue (processed one after the other). */
 export const FAN_OUT_BATCH_SIZE = 5;
 
-/** Receives of a message before it goes to the dead-letter queue. */
-export const FAN_OUT_MAX_RECEIVE_COUNT = 3;
+/**
+ * Receives of a message before it goes to the dead-letter queue: AWS's Lambda guidance for an
+ * SQS event source asks for at least 5. Only real failures spend them: a message the function
+ * had no time to start is sent back as a new message (lambda/shared/jobs/fan-out.ts).
+ */
+export const FAN_OUT_MAX_RECEIVE_COUNT = 5;
 
 interface JobDefinition {
   readonly id: string;
@@ -203,7 +207,7 @@ export class ScheduledJobs extends Construct {
     scope: Construct,
     props: ScheduledJobsProps,
     definition: JobDefinition,
-    fn: lambda.IFunction,
+    fn: lambda.Function,
     deadLetterQueue: sqs.Queue,
     config: FanOutConfig,
   ): JobFanOut {
@@ -217,6 +221,9 @@ export class ScheduledJobs extends Construct {
       enforceSSL: true,
       deadLetterQueue: { queue: deadLetterQueue, maxReceiveCount: FAN_OUT_MAX_RECEIVE_COUNT },
     });
+    // Unstarted messages go back to the queue (consumeBatch's requeue).
+    fn.addEnvironment(FAN_OUT_QUEUE_URL_ENV, queue.queueUrl);
+    queue.grantSendMessages(fn);
     fn.addEventSource(
       new SqsEventSource(queue, {
         batchSize: FAN_OUT_BATCH_SIZE,

@@ -9,7 +9,11 @@
  * at `<issuer>/.well-known/jwks.json`) it trusts that issuer; without them, only the local
  * issuer, whose key is created in .local/identity and whose JWKS this server serves at
  * /.well-known/jwks.json (`npm run token` prints its tokens). A manual sync runs the
- * account-sync core in this process. The first line on stdout is
+ * account-sync core in this process. Connect sessions allow the redirect URIs in
+ * CONNECT_REDIRECT_URIS (comma-separated; loopback URIs when unset) and send the browser to
+ * LWA_AUTHORIZE_URL (with `{region}`; Amazon's regional consent pages when unset). An aborted
+ * or malformed request is answered or dropped, never a crash; every answer carries
+ * `X-Content-Type-Options: nosniff`. The first line on stdout is
  * `Accounts API on http://127.0.0.1:<port>`; request logs go to stderr.
  *
  * The internal token route (POST /internal/v1/access-tokens, lambda/token-vending) is served
@@ -18,7 +22,7 @@
  * server listens on 127.0.0.1 only, and the second line on stdout says which of the two it is.
  * Without the key the route answers 404, as an unknown route does.
  */
-import { createServer, IncomingMessage, Server } from 'node:http';
+import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { runAccountSync } from '../lambda/account-sync/core';
 import { createAccountsApi } from '../lambda/accounts-api/core';
@@ -27,12 +31,13 @@ import { inProcessSyncStarter, InProcessSyncStarter } from '../lambda/accounts-a
 import { createTokenVerifier, TokenVerifier } from '../lambda/accounts-api/jwt';
 import { AccountsStore } from '../lambda/accounts-api/store';
 import { AdsClient, LwaClient } from '../lambda/shared/amazon';
-import { LOCAL_API_ENV } from '../lambda/shared/api-env';
+import { LOCAL_API_ENV, LOCAL_CONNECT_REDIRECT_URIS, parseRedirectUris } from '../lambda/shared/api-env';
 import { readLocalJobConfig } from '../lambda/shared/config';
 import { PgDatabase } from '../lambda/shared/db';
 import { MetricTotals } from '../lambda/shared/jobs/runtime';
 import type { AppLogger } from '../lambda/shared/logger';
 import { TokenCipher } from '../lambda/shared/token-crypto';
+import { ApiShareBudgetStore } from '../lambda/shared/amazon/api-share';
 import { DatabaseRateBudgetStore } from '../lambda/shared/amazon/rate-budget';
 import { endpointLimitsFor, RateLimiterRegistry } from '../lambda/shared/amazon/rate-limiter';
 import { createTokenVending, sharedSecretCaller } from '../lambda/token-vending/core';
@@ -58,6 +63,10 @@ export interface LocalApiOptions {
   readonly identityDir?: string;
   readonly port?: number;
   readonly logger: AppLogger;
+  /** Redirect URIs a connect session may name. @default LOCAL_CONNECT_REDIRECT_URIS */
+  readonly connectRedirectUris?: readonly string[];
+  /** Consent page with `{region}` (the fake Amazon's). @default Amazon's regional consent pages */
+  readonly consentUrl?: string;
   /**
    * Serve the internal token route, for callers that send this key in `X-Internal-Api-Key`
    * (the local stand-in for IAM). @default - the route is not served (404)
@@ -113,6 +122,10 @@ export async function startLocalApi(options: LocalApiOptions): Promise<LocalApi>
     cipher: () => Promise.resolve(options.cipher),
     syncs,
     logger: options.logger,
+    settings: {
+      connectRedirectUris: options.connectRedirectUris ?? LOCAL_CONNECT_REDIRECT_URIS,
+      consentUrl: options.consentUrl,
+    },
   });
   // The internal token route, as the jobs' code would run it (node-postgres here), its LWA
   // calls on the shared budget; its own logger line per request never carries the token.
@@ -129,20 +142,43 @@ export async function startLocalApi(options: LocalApiOptions): Promise<LocalApi>
       authorize: sharedSecretCaller(options.internalApiKey!),
     });
   const server: Server = createServer((req, res) => {
+    // Nothing a client does may end the process: an aborted upload, a reset socket, a request
+    // line Node cannot parse (clientError below), a path that is not a URL. Each is answered
+    // when the socket is still there, else dropped.
+    req.on('error', () => undefined);
+    res.on('error', () => undefined);
     void (async () => {
-      const url = new URL(req.url ?? '/', 'http://local');
+      let url: URL;
+      try {
+        url = new URL(req.url ?? '/', 'http://local');
+      } catch {
+        send(res, problemResult(problems.badRequest('The request target is not valid.')));
+        return;
+      }
       if (issuer && req.method === 'GET' && url.pathname === '/.well-known/jwks.json') {
-        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(issuer.jwks));
+        send(res, {
+          statusCode: 200,
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(issuer.jwks),
+        });
         return;
       }
       const body = await readBody(req);
+      if (body.status === 'aborted') return;
       const route = handleToken && url.pathname.replace(/\/+$/, '') === TOKEN_ROUTE_PATH ? handleToken : handle;
       const result =
-        body === undefined
+        body.status === 'too large'
           ? problemResult(problems.tooLarge())
-          : await route(toEvent(req, url, body)).catch(() => problemResult(problems.internal()));
-      res.writeHead(result.statusCode, result.headers).end(result.body);
-    })();
+          : await route(toEvent(req, url, body.text)).catch(() => problemResult(problems.internal()));
+      send(res, result);
+    })().catch((error: Error) => {
+      options.logger.error('Local API request failed', { error: error?.name ?? 'unknown' });
+      send(res, problemResult(problems.internal()));
+    });
+  });
+  server.on('clientError', (_error, socket) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    else socket.destroy();
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -171,17 +207,43 @@ export async function startLocalApi(options: LocalApiOptions): Promise<LocalApi>
   };
 }
 
-/** The body, or undefined when it is larger than the API accepts (answered 413 at once). */
-function readBody(req: IncomingMessage): Promise<string | undefined> {
-  return new Promise((resolve, reject) => {
+/** Headers every answer of the local server carries, as API Gateway's do (lib/accounts-api.ts). */
+export const LOCAL_RESPONSE_HEADERS: Readonly<Record<string, string>> = { 'x-content-type-options': 'nosniff' };
+
+/** Writes the result unless the client is gone (then nothing: the socket is closed). */
+function send(res: ServerResponse, result: { statusCode: number; headers: Record<string, string>; body: string }) {
+  if (res.headersSent || res.destroyed || res.writableEnded) return;
+  res.writeHead(result.statusCode, { ...LOCAL_RESPONSE_HEADERS, ...result.headers }).end(result.body);
+}
+
+/** A request's body as read: its text, or why there is none to pass on. */
+export type ReadBody =
+  | { readonly status: 'read'; readonly text: string }
+  /** Larger than the API accepts: answered 413 at once. */
+  | { readonly status: 'too large' }
+  /** The client went away before sending all of it: nothing to answer. */
+  | { readonly status: 'aborted' };
+
+/** Reads the body; never rejects (an aborted upload or a socket error is 'aborted'). */
+export function readBody(req: IncomingMessage): Promise<ReadBody> {
+  return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (chunk: Buffer) => {
       size += chunk.length;
       if (size <= MAX_BODY_BYTES + 1) chunks.push(chunk);
     });
-    req.on('end', () => resolve(size > MAX_BODY_BYTES ? undefined : Buffer.concat(chunks).toString('utf8')));
-    req.on('error', reject);
+    req.on('end', () =>
+      resolve(
+        size > MAX_BODY_BYTES
+          ? { status: 'too large' }
+          : { status: 'read', text: Buffer.concat(chunks).toString('utf8') },
+      ),
+    );
+    req.on('error', () => resolve({ status: 'aborted' }));
+    req.on('close', () => {
+      if (!req.complete) resolve({ status: 'aborted' });
+    });
   });
 }
 
@@ -215,12 +277,13 @@ async function main() {
     throw new Error(`${LOCAL_API_ENV.jwtAudience} is required with ${LOCAL_API_ENV.jwtIssuer}`);
   const port = env[LOCAL_API_ENV.port] ? Number(env[LOCAL_API_ENV.port]) : DEFAULT_API_PORT;
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`${LOCAL_API_ENV.port} is not a port`);
-  // Amazon's rates are one budget in the database, shared with `npm run job` on the same one.
+  // Amazon's rates are one budget in the database, shared with `npm run job` on the same one;
+  // this server's calls (connects, the token route) take at most the API's share of it.
   const budgetDb = new PgDatabase({ connection: config.databaseUrl, maxConnections: 2 });
   const limiters = new RateLimiterRegistry(
     endpointLimitsFor(config.amazonRates),
     {},
-    new DatabaseRateBudgetStore(budgetDb),
+    new ApiShareBudgetStore(new DatabaseRateBudgetStore(budgetDb)),
   );
   const internalApiKey = env[INTERNAL_API_KEY_ENV]?.trim() || undefined;
   const api = await startLocalApi({
@@ -239,6 +302,10 @@ async function main() {
     port,
     logger: stderrLogger,
     internalApiKey,
+    connectRedirectUris: env[LOCAL_API_ENV.connectRedirectUris]?.trim()
+      ? parseRedirectUris(env[LOCAL_API_ENV.connectRedirectUris]!)
+      : LOCAL_CONNECT_REDIRECT_URIS,
+    consentUrl: env[LOCAL_API_ENV.lwaAuthorizeUrl]?.trim() || undefined,
   });
   process.stdout.write(`Accounts API on ${api.url}\n`);
   process.stdout.write(

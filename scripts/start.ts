@@ -367,7 +367,7 @@ function summaryText(o: {
 async function serveAccountsApi(
   admin: Client,
   adminUrl: string,
-  amazon: { clientId: string; clientSecret: string; lwaTokenUrl: string; adsBaseUrl: string },
+  amazon: { clientId: string; clientSecret: string; lwaTokenUrl: string; adsBaseUrl: string; consentUrl: string },
   cipher: TokenCipher,
   watch: boolean,
   cleanups: Array<() => Promise<unknown>>,
@@ -378,6 +378,8 @@ async function serveAccountsApi(
     ads: new AdsClient({ clientId: amazon.clientId, baseUrl: amazon.adsBaseUrl }),
     cipher,
     identityDir: join(LOCAL, 'identity'),
+    // Connect sessions send the browser to the fake Amazon's consent page.
+    consentUrl: amazon.consentUrl,
     logger: { info: () => undefined, warn: () => undefined, error: () => undefined },
   };
   const api = await startLocalApi({ ...options, port: watch ? DEFAULT_API_PORT : 0 }).catch(() =>

@@ -1,7 +1,16 @@
 import * as z from '../shared/validation';
 import { runJobInvocation, type JobInvocationContext } from '../shared/jobs/container';
 import { DryRunEvent, isDryRun } from '../shared/jobs/dry-run';
-import { consumeBatch, isSqsBatch, MESSAGE_RESERVE_MS, SqsBatchEvent, SqsBatchResponse } from '../shared/jobs/fan-out';
+import { SQSClient } from '@aws-sdk/client-sqs';
+import {
+  consumeBatch,
+  FAN_OUT_QUEUE_URL_ENV,
+  isSqsBatch,
+  MESSAGE_RESERVE_MS,
+  sqsRequeue,
+  SqsBatchEvent,
+  SqsBatchResponse,
+} from '../shared/jobs/fan-out';
 import { describeError } from '../shared/jobs/runtime';
 import { AMAZON_REGIONS } from '../shared/amazon/regions';
 import { SERVICE_NAMES } from '../shared/jobs/metrics';
@@ -39,6 +48,8 @@ export function parseSyncEvent(event: unknown): AccountSyncRequest {
   return { syncType: 'scheduled' };
 }
 
+/** The SQS client that sends unstarted fan-out messages back (built on first use, once per container). */
+let sqs: SQSClient | undefined;
 /**
  * One invocation: a scheduled or on-demand sync, a batch from the job's fan-out queue (one run
  * per message on its connections, failed messages reported), or `{"dryRun": true}` (a deploy check), which
@@ -75,6 +86,8 @@ export async function handler(
           reserveMs: MESSAGE_RESERVE_MS,
           onFailure: (messageId, error) =>
             runtime.logger.error('Fan-out message failed', { messageId, error: describeError(error) }),
+          // Unstarted messages go back to the queue as new ones, spending none of their receives.
+          requeue: sqsRequeue((sqs ??= new SQSClient({})), process.env[FAN_OUT_QUEUE_URL_ENV]),
         }),
       { syncType: 'scheduled' },
     );

@@ -1,9 +1,13 @@
+import { createHash, randomBytes } from 'node:crypto';
 import {
   PermanentAuthError,
+  RateLimitedError,
   type AmazonRegion,
   type AuthorizationCodeRequest,
   type AuthorizedTokens,
 } from '../shared/amazon';
+import { LWA_CONSENT_URLS, regionalUrl } from '../shared/amazon/regions';
+import { DeadlineExceededError } from '../shared/backoff';
 import type { AppLogger } from '../shared/logger';
 import type { TokenCipher } from '../shared/token-crypto';
 import { decodeCursor, encodeCursor, Listing } from './cursor';
@@ -41,12 +45,43 @@ export interface SyncStarter {
 /** What the API needs of the LWA client. */
 export interface AuthorizationCodeExchanger {
   exchangeAuthorizationCode(request: AuthorizationCodeRequest): Promise<AuthorizedTokens>;
+  /** The application's LWA client id (the consent page's `client_id`). */
+  clientId(): Promise<string>;
+}
+
+/** A per-user limit: at most `max` per `windowSeconds`. */
+export interface UserLimit {
+  readonly max: number;
+  readonly windowSeconds: number;
 }
 
 export interface AccountsApiSettings {
   /** One manual sync per user per this many seconds. @default 60 */
   readonly manualSyncWindowSeconds?: number;
+  /**
+   * Redirect URIs a connect session may name (exact match): the environment's allow-list
+   * (`api.connectRedirectUris` in cdk.json, `CONNECT_REDIRECT_URIS` locally). @default none
+   */
+  readonly connectRedirectUris?: readonly string[];
+  /** Consent page with `{region}`, instead of Amazon's (the fake Amazon). @default LWA_CONSENT_URLS */
+  readonly consentUrl?: string;
+  /** How long a connect session can be used. @default 600 */
+  readonly connectSessionTtlSeconds?: number;
+  /** Connect sessions per user. @default 10 per 600 s */
+  readonly connectSessionLimit?: UserLimit;
+  /** Connects (state checks) per user. @default 10 per 600 s */
+  readonly connectLimit?: UserLimit;
+  /**
+   * Longest a request waits for the shared Login with Amazon budget before it is answered 503
+   * with Retry-After. @default 2000
+   */
+  readonly amazonMaxWaitMs?: number;
 }
+
+/** The consent scope of the Amazon Ads API. */
+export const ADS_CONSENT_SCOPE = 'advertising::campaign_management';
+/** HKDF purpose of the cursor HMAC key (derived from the token key). */
+export const CURSOR_KEY_PURPOSE = 'accounts-api-cursor';
 
 export interface AccountsApiDeps {
   readonly store: AccountsStore;
@@ -69,6 +104,12 @@ const ACCOUNT_TYPES = ['seller', 'vendor', 'agency'] as const;
 const STATUSES = ['pending', 'active', 'inactive'] as const;
 const SYNC_STATUSES = ['pending', 'in_progress', 'completed', 'failed', 'reauth_required'] as const;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** A timestamp as the API writes it (jsonb of timestamptz: ISO 8601 with offset). */
+const TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}(:\d{2})?)$/;
+// eslint-disable-next-line no-control-regex -- finding control characters is the point
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+/** Retry-After when the wait for the shared Login with Amazon budget ran out. */
+const BUSY_RETRY_SECONDS = 5;
 const DEFAULT_LIMIT = 50;
 const MAX_LIMIT = 100;
 
@@ -83,8 +124,15 @@ interface Route {
 
 export function createAccountsApi(deps: AccountsApiDeps): (event: ApiRequestEvent) => Promise<ApiResult> {
   const now = deps.now ?? Date.now;
-  const windowSeconds = deps.settings?.manualSyncWindowSeconds ?? 60;
+  const settings = deps.settings ?? {};
+  const windowSeconds = settings.manualSyncWindowSeconds ?? 60;
+  const redirectUris = new Set(settings.connectRedirectUris ?? []);
+  const sessionTtlSeconds = settings.connectSessionTtlSeconds ?? 600;
+  const sessionLimit = settings.connectSessionLimit ?? { max: 10, windowSeconds: 600 };
+  const connectLimit = settings.connectLimit ?? { max: 10, windowSeconds: 600 };
+  const amazonMaxWaitMs = settings.amazonMaxWaitMs ?? 2000;
   const { store } = deps;
+  const cursorKey = async () => (await deps.cipher()).deriveKey(CURSOR_KEY_PURPOSE);
 
   const routes: Route[] = [
     { method: 'GET', pattern: /^\/v1\/accounts$/, name: 'GET /v1/accounts', handle: listAccounts },
@@ -103,6 +151,12 @@ export function createAccountsApi(deps: AccountsApiDeps): (event: ApiRequestEven
     },
     { method: 'GET', pattern: /^\/v1\/connections$/, name: 'GET /v1/connections', handle: listConnections },
     { method: 'POST', pattern: /^\/v1\/connections$/, name: 'POST /v1/connections', handle: connect },
+    {
+      method: 'POST',
+      pattern: /^\/v1\/connections\/sessions$/,
+      name: 'POST /v1/connections/sessions',
+      handle: createSession,
+    },
     {
       method: 'DELETE',
       pattern: /^\/v1\/connections\/(?<region>[^/]+)$/,
@@ -127,14 +181,15 @@ export function createAccountsApi(deps: AccountsApiDeps): (event: ApiRequestEven
     return value as T;
   }
 
-  function page<T extends Record<string, unknown>>(
+  async function page<T extends Record<string, unknown>>(
     rows: T[],
     limit: number,
     listing: Listing,
     key: (last: T) => [string, string],
-  ): { items: T[]; nextCursor: string | null } {
+  ): Promise<{ items: T[]; nextCursor: string | null }> {
     const items = rows.slice(0, limit);
-    const nextCursor = rows.length > limit ? encodeCursor(key(items[items.length - 1]), listing) : null;
+    const nextCursor =
+      rows.length > limit ? encodeCursor(key(items[items.length - 1]), listing, await cursorKey()) : null;
     return { items, nextCursor };
   }
 
@@ -163,12 +218,12 @@ export function createAccountsApi(deps: AccountsApiDeps): (event: ApiRequestEven
       syncStatus: oneOf('syncStatus', query.syncStatus, SYNC_STATUSES),
     };
     const listing: Listing = { route: 'accounts', ...filters };
-    const after = query.cursor === undefined ? undefined : afterKey(decodeCursor(query.cursor, listing, 2));
+    const after =
+      query.cursor === undefined
+        ? undefined
+        : afterKey(decodeCursor(query.cursor, listing, 2, await cursorKey()), accountIdKey);
     const rows = await store.listAccounts(caller, filters, limit + 1, after);
-    return jsonResult(
-      200,
-      page(rows, limit, listing, (last) => [last.amazonAccountId, last.id]),
-    );
+    return jsonResult(200, await page(rows, limit, listing, (last) => [last.amazonAccountId, last.id]));
   }
 
   async function getAccount(_event: ApiRequestEvent, caller: Caller, params: Record<string, string>) {
@@ -182,13 +237,13 @@ export function createAccountsApi(deps: AccountsApiDeps): (event: ApiRequestEven
     const query = queryParameters(event, ['limit', 'cursor']);
     const limit = limitOf(query);
     const listing: Listing = { route: 'sync-history', account: accountId?.toLowerCase() };
-    const after = query.cursor === undefined ? undefined : afterKey(decodeCursor(query.cursor, listing, 2));
+    const after =
+      query.cursor === undefined
+        ? undefined
+        : afterKey(decodeCursor(query.cursor, listing, 2, await cursorKey()), timestampKey);
     const result = await store.listSyncHistory(caller, accountId?.toLowerCase(), limit + 1, after);
     if (!result.found) throw problems.notFound('No such account.');
-    return jsonResult(
-      200,
-      page(result.items ?? [], limit, listing, (last) => [last.startedAt, last.id]),
-    );
+    return jsonResult(200, await page(result.items ?? [], limit, listing, (last) => [last.startedAt, last.id]));
   }
 
   async function listConnections(event: ApiRequestEvent, caller: Caller): Promise<ApiResult> {
@@ -196,20 +251,88 @@ export function createAccountsApi(deps: AccountsApiDeps): (event: ApiRequestEven
     return jsonResult(200, { items: await store.listConnections(caller) });
   }
 
+  /**
+   * POST /v1/connections/sessions: a connect session for the region and an allowed redirect
+   * URI: the state (256 random bits, kept as its SHA-256) and a PKCE verifier (kept encrypted),
+   * and the consent URL carrying the state and the verifier's S256 challenge.
+   */
+  async function createSession(event: ApiRequestEvent, caller: Caller): Promise<ApiResult> {
+    const body = jsonBody(event);
+    const unknown = Object.keys(body).filter((k) => !['region', 'redirectUri'].includes(k));
+    if (unknown.length) throw problems.badRequest(`Unknown field "${limitText(unknown[0])}".`);
+    const region = oneOf('region', stringField(body, 'region'), REGIONS);
+    const redirectUri = stringField(body, 'redirectUri');
+    if (!region || !redirectUri) throw problems.badRequest('region and redirectUri are required.');
+    if (!redirectUris.has(redirectUri))
+      throw problems.badRequest('redirectUri is not one of the redirect URIs allowed for connecting.');
+    const state = randomBytes(32).toString('base64url');
+    const verifier = randomBytes(32).toString('base64url');
+    const cipher = await deps.cipher();
+    const decision = await store.createConnectSession(
+      caller,
+      {
+        region,
+        redirectUri,
+        stateDigest: digest(state),
+        encryptedCodeVerifier: cipher.encrypt(verifier),
+        ttlSeconds: sessionTtlSeconds,
+      },
+      sessionLimit,
+    );
+    if (!decision.allowed)
+      throw problems.tooManyRequests(
+        decision.retryAfterSeconds,
+        `Too many connect sessions; try again in ${decision.retryAfterSeconds} s.`,
+      );
+    const url = new URL(regionalUrl(settings.consentUrl, LWA_CONSENT_URLS, region));
+    url.searchParams.set('client_id', await deps.lwa.clientId());
+    url.searchParams.set('scope', ADS_CONSENT_SCOPE);
+    url.searchParams.set('response_type', 'code');
+    url.searchParams.set('redirect_uri', redirectUri);
+    url.searchParams.set('state', state);
+    url.searchParams.set('code_challenge', createHash('sha256').update(verifier).digest('base64url'));
+    url.searchParams.set('code_challenge_method', 'S256');
+    return jsonResult(201, {
+      authorizationUrl: url.toString(),
+      state,
+      expiresAt: new Date(decision.expiresAt).toISOString(),
+    });
+  }
+
+  /**
+   * POST /v1/connections: every check that can refuse (the body, the connect limit, the
+   * caller's session of this state) runs before Amazon is called; then the code is exchanged
+   * with the session's redirect URI and PKCE verifier, waiting at most `amazonMaxWaitMs` for
+   * the shared budget.
+   */
   async function connect(event: ApiRequestEvent, caller: Caller): Promise<ApiResult> {
     const body = jsonBody(event);
-    const unknown = Object.keys(body).filter((k) => !['region', 'code', 'redirectUri'].includes(k));
+    const unknown = Object.keys(body).filter((k) => !['region', 'code', 'state'].includes(k));
     if (unknown.length) throw problems.badRequest(`Unknown field "${limitText(unknown[0])}".`);
     const region = oneOf('region', stringField(body, 'region'), REGIONS);
     const code = stringField(body, 'code');
-    const redirectUri = stringField(body, 'redirectUri');
-    if (!region || !code || !redirectUri) throw problems.badRequest('region, code and redirectUri are required.');
-    if (code.length > 2048) throw problems.badRequest('code is too long.');
-    if (redirectUri.length > 2048 || !isHttpUrl(redirectUri))
-      throw problems.badRequest('redirectUri must be an http(s) URL.');
+    const state = stringField(body, 'state');
+    if (!region || !code || !state) throw problems.badRequest('region, code and state are required.');
+    if (code.length > 2048 || CONTROL.test(code)) throw problems.badRequest('code is not valid.');
+    if (!/^[A-Za-z0-9_-]{43}$/.test(state)) throw problems.invalidState();
+    const claim = await store.claimConnectSession(caller, region, digest(state), connectLimit);
+    if (claim.outcome === 'limited')
+      throw problems.tooManyRequests(
+        claim.retryAfterSeconds,
+        `Too many connect attempts; try again in ${claim.retryAfterSeconds} s.`,
+      );
+    if (claim.outcome !== 'ok') throw problems.invalidState();
+    const cipher = await deps.cipher();
     let tokens: AuthorizedTokens;
     try {
-      tokens = await deps.lwa.exchangeAuthorizationCode({ itemId: caller.userId, region, code, redirectUri });
+      tokens = await deps.lwa.exchangeAuthorizationCode({
+        itemId: caller.userId,
+        region,
+        code,
+        redirectUri: claim.redirectUri,
+        codeVerifier: cipher.decrypt(claim.codeVerifier),
+        maxWaitMs: amazonMaxWaitMs,
+      });
     } catch (error) {
       if (error instanceof PermanentAuthError) {
         deps.logger.warn('Login with Amazon refused an authorization code', { region, amazonError: error.code });
@@ -217,10 +340,18 @@ export function createAccountsApi(deps: AccountsApiDeps): (event: ApiRequestEven
           amazonError: error.code,
         });
       }
+      if (error instanceof DeadlineExceededError || error instanceof RateLimitedError) {
+        const retryAfter =
+          error instanceof RateLimitedError ? Math.max(1, Math.ceil(error.retryAfterSeconds)) : BUSY_RETRY_SECONDS;
+        deps.logger.warn('Login with Amazon budget busy: connect answered 503', { region, retryAfter });
+        throw problems.unavailable(
+          retryAfter,
+          'Login with Amazon is busy; start connecting again (a new session) in a few seconds.',
+        );
+      }
       deps.logger.error('Authorization code exchange failed', { region, error: (error as Error).name });
       throw problems.badGateway('Login with Amazon did not answer as expected; try again.');
     }
-    const cipher = await deps.cipher();
     const expiresAt = new Date(now() + tokens.expiresInSeconds * 1000);
     const connection = await store.connect(
       caller,
@@ -320,10 +451,13 @@ function toProblem(error: unknown): ApiProblem {
   if (error instanceof URIError) return problems.badRequest('The path is not valid.');
   if (error instanceof StoreRefusal) {
     switch (error.reason) {
+      // One answer whatever the cause, so that it never tells whether an address is registered.
       case 'email in use':
-        return problems.conflict('Another user already has the e-mail address of this sign-in.');
       case 'email required':
-        return problems.badRequest('The sign-in token carries no email claim to create the user with.');
+      case 'user not creatable':
+        return problems.forbidden('This sign-in cannot be used to create a user here.');
+      case 'invalid input':
+        return problems.badRequest('A value of the request is not valid.');
       case 'invalid region':
         return problems.badRequest('Unknown region.');
       case 'no caller':
@@ -333,11 +467,20 @@ function toProblem(error: unknown): ApiProblem {
   return problems.internal();
 }
 
-function afterKey(key: readonly (string | number)[]): [string, string] {
+/** An account's Amazon id as a cursor key: what the API wrote, printable, bounded. */
+const accountIdKey = (value: string) => value.length >= 1 && value.length <= 255 && !CONTROL.test(value);
+/** A history row's startedAt as a cursor key: a timestamp PostgreSQL reads. */
+const timestampKey = (value: string) => TIMESTAMP.test(value) && Number.isFinite(Date.parse(value));
+
+function afterKey(key: readonly (string | number)[], firstValid: (value: string) => boolean): [string, string] {
   const [first, second] = key;
-  if (typeof first !== 'string' || typeof second !== 'string' || !UUID.test(second))
+  if (typeof first !== 'string' || typeof second !== 'string' || !firstValid(first) || !UUID.test(second))
     throw problems.badRequest('The cursor is not valid for this listing.');
   return [first, second];
+}
+
+function digest(state: string): string {
+  return createHash('sha256').update(state).digest('hex');
 }
 
 function stringField(body: Record<string, unknown>, name: string): string | undefined {
@@ -345,15 +488,6 @@ function stringField(body: Record<string, unknown>, name: string): string | unde
   if (value === undefined) return undefined;
   if (typeof value !== 'string') throw problems.badRequest(`${name} must be a string.`);
   return value;
-}
-
-function isHttpUrl(text: string): boolean {
-  try {
-    const url = new URL(text);
-    return url.protocol === 'https:' || url.protocol === 'http:';
-  } catch {
-    return false;
-  }
 }
 
 export type { AmazonRegion };

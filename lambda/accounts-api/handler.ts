@@ -3,9 +3,10 @@ import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { Logger } from '@aws-lambda-powertools/logger';
 import type { Context } from 'aws-lambda';
 import { LwaClient } from '../shared/amazon';
+import { ApiShareBudgetStore } from '../shared/amazon/api-share';
 import { DatabaseRateBudgetStore } from '../shared/amazon/rate-budget';
 import { endpointLimitsFor, RateLimiterRegistry } from '../shared/amazon/rate-limiter';
-import { readApiConfig } from '../shared/api-env';
+import { LOCAL_API_ENV, readApiConfig } from '../shared/api-env';
 import { LOCAL_JOB_ENV } from '../shared/config';
 import { createDataApiClient, DataApiDatabase } from '../shared/db';
 import { lwaCredentialsFromSecret, SecretsCache, tokenCipherFromSecret } from '../shared/secrets';
@@ -40,8 +41,13 @@ async function build(): Promise<(event: ApiRequestEvent) => Promise<ApiResult>> 
     database: config.databaseName,
   });
   // The authorization-code exchange draws from the shared LWA budget in the database, as every
-  // job invocation does (the login's privilege on it: migration 0018).
-  const limiters = new RateLimiterRegistry(endpointLimitsFor(config.amazonRates), {}, new DatabaseRateBudgetStore(db));
+  // job invocation does (the login's privilege on it: migration 0018), within the API's share
+  // of it (api-share.ts, migration 0020): the scheduled jobs always keep the rest.
+  const limiters = new RateLimiterRegistry(
+    endpointLimitsFor(config.amazonRates),
+    {},
+    new ApiShareBudgetStore(new DatabaseRateBudgetStore(db)),
+  );
   return createAccountsApi({
     store: new AccountsStore({ db }),
     verifier: createTokenVerifier({
@@ -52,6 +58,11 @@ async function build(): Promise<(event: ApiRequestEvent) => Promise<ApiResult>> 
     lwa: new LwaClient({ credentials: lwaCredentialsFromSecret(cache, config.lwaClientSecretArn), tokenUrl, limiters }),
     cipher: tokenCipherFromSecret(cache, config.tokenKeySecretArn),
     syncs: lambdaSyncStarter(new LambdaClient({}), config.accountSyncFunctionName),
+    settings: {
+      connectRedirectUris: config.connectRedirectUris,
+      // Only a local test of this handler points the consent page elsewhere (as LWA_TOKEN_URL).
+      consentUrl: process.env[LOCAL_API_ENV.lwaAuthorizeUrl]?.trim() || undefined,
+    },
     logger: {
       info: (message, attributes) => logger.info(message, attributes ?? {}),
       warn: (message, attributes) => logger.warn(message, attributes ?? {}),
@@ -60,18 +71,28 @@ async function build(): Promise<(event: ApiRequestEvent) => Promise<ApiResult>> 
   });
 }
 
+/**
+ * Added to every answer in AWS: the API is served over HTTPS only (API Gateway), so browsers
+ * are told to use nothing else for a year (RFC 6797). Not locally: `npm run api` is plain http.
+ */
+export const AWS_RESPONSE_HEADERS: Readonly<Record<string, string>> = {
+  'strict-transport-security': 'max-age=31536000; includeSubDomains',
+};
+
 export async function handler(event: ApiRequestEvent, context?: Partial<Context>): Promise<ApiResult> {
   if (context) logger.addContext(context as Context);
   if (!api) {
     api = build();
     api.catch(() => (api = undefined));
   }
+  let result: ApiResult;
   try {
     const handle = await api;
-    return await handle(event);
+    result = await handle(event);
   } catch (error) {
     api = undefined;
     logger.error('accounts-api container failed', { error: (error as Error).name, message: (error as Error).message });
-    return problemResult(problems.internal(), event.requestContext?.requestId);
+    result = problemResult(problems.internal(), event.requestContext?.requestId);
   }
+  return { ...result, headers: { ...result.headers, ...AWS_RESPONSE_HEADERS } };
 }

@@ -33,6 +33,8 @@ export interface ApiResult {
 export const MAX_BODY_BYTES = 64 * 1024;
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
+/** On every answer: no content sniffing (a JSON body is never taken for HTML or script). */
+export const SECURITY_HEADERS: Readonly<Record<string, string>> = { 'x-content-type-options': 'nosniff' };
 const PROBLEM_BASE = 'https://accounts-api.invalid/problems/';
 
 /** A request the API refuses; rendered as problem+json by {@link problemResult}. */
@@ -77,12 +79,32 @@ export const problems = {
     ),
   unsupportedMediaType: () =>
     new ApiProblem(415, 'unsupported-media-type', 'Unsupported media type', 'Send the body as application/json.'),
-  tooManyRequests: (retryAfterSeconds: number) =>
+  tooManyRequests: (
+    retryAfterSeconds: number,
+    detail = `A manual sync can be started once per minute; try again in ${retryAfterSeconds} s.`,
+  ) =>
     new ApiProblem(
       429,
       'too-many-requests',
       'Too many requests',
-      `A manual sync can be started once per minute; try again in ${retryAfterSeconds} s.`,
+      detail,
+      { retryAfterSeconds },
+      { 'retry-after': String(retryAfterSeconds) },
+    ),
+  forbidden: (detail: string) => new ApiProblem(403, 'forbidden', 'Forbidden', detail),
+  invalidState: () =>
+    new ApiProblem(
+      400,
+      'invalid-connect-state',
+      'Bad request',
+      'state is not an unused, unexpired connect session of yours for this region: start again with POST /v1/connections/sessions.',
+    ),
+  unavailable: (retryAfterSeconds: number, detail: string) =>
+    new ApiProblem(
+      503,
+      'amazon-busy',
+      'Service unavailable',
+      detail,
       { retryAfterSeconds },
       { 'retry-after': String(retryAfterSeconds) },
     ),
@@ -93,7 +115,12 @@ export const problems = {
 export function problemResult(problem: ApiProblem, instance?: string): ApiResult {
   return {
     statusCode: problem.status,
-    headers: { 'content-type': PROBLEM_CONTENT_TYPE, 'cache-control': 'no-store', ...problem.headers },
+    headers: {
+      'content-type': PROBLEM_CONTENT_TYPE,
+      'cache-control': 'no-store',
+      ...SECURITY_HEADERS,
+      ...problem.headers,
+    },
     body: JSON.stringify({
       type: `${PROBLEM_BASE}${problem.kind}`,
       title: problem.title,
@@ -108,13 +135,13 @@ export function problemResult(problem: ApiProblem, instance?: string): ApiResult
 export function jsonResult(statusCode: number, value: unknown, headers: Record<string, string> = {}): ApiResult {
   return {
     statusCode,
-    headers: { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers },
+    headers: { 'content-type': 'application/json', 'cache-control': 'no-store', ...SECURITY_HEADERS, ...headers },
     body: JSON.stringify(value),
   };
 }
 
 export function emptyResult(statusCode: number): ApiResult {
-  return { statusCode, headers: { 'cache-control': 'no-store' }, body: '' };
+  return { statusCode, headers: { 'cache-control': 'no-store', ...SECURITY_HEADERS }, body: '' };
 }
 
 /** A header by name, whatever its case (API Gateway lower-cases them; local servers may not). */
@@ -146,15 +173,21 @@ export function jsonBody(event: ApiRequestEvent): Record<string, unknown> {
   return parsed as Record<string, unknown>;
 }
 
+// eslint-disable-next-line no-control-regex -- finding control characters is the point
+const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f]/;
+
 /**
  * Query parameters: single values only (a repeated parameter is a 400), names limited to
- * `allowed` (an unknown one is a 400 too, so a typo never silently returns everything).
+ * `allowed` (an unknown one is a 400 too, so a typo never silently returns everything), values
+ * without control characters (NUL included: PostgreSQL text cannot hold it).
  */
 export function queryParameters(event: ApiRequestEvent, allowed: readonly string[]): Record<string, string> {
   const out: Record<string, string> = {};
   const search = new URLSearchParams(event.rawQueryString ?? '');
   for (const [name, value] of search) {
     if (!allowed.includes(name)) throw problems.badRequest(`Unknown query parameter "${limitText(name)}".`);
+    if (CONTROL_CHARACTERS.test(value))
+      throw problems.badRequest(`Query parameter "${name}" contains a control character.`);
     if (name in out) throw problems.badRequest(`Query parameter "${name}" is given more than once.`);
     out[name] = value;
   }

@@ -37,15 +37,45 @@ export type ManualSyncDecision =
   | { readonly allowed: true; readonly regions: string[] }
   | { readonly allowed: false; readonly regions: string[]; readonly retryAfterSeconds?: number };
 
-/** A refusal the functions raise on purpose (`accounts-api: …`). */
+export type ConnectSessionDecision =
+  | { readonly allowed: true; readonly expiresAt: string }
+  | { readonly allowed: false; readonly retryAfterSeconds: number };
+
+export type ConnectSessionClaim =
+  | { readonly outcome: 'ok'; readonly redirectUri: string; readonly codeVerifier: string }
+  | { readonly outcome: 'limited'; readonly retryAfterSeconds: number }
+  | { readonly outcome: 'invalid' };
+
+const REFUSALS = ['email in use', 'email required', 'user not creatable', 'no caller', 'invalid region'] as const;
+
+/**
+ * A refusal the functions raise on purpose (`accounts-api: …`), or `invalid input`: PostgreSQL
+ * refused a value of the request itself (SQLSTATE class 22, data exception), which the API's
+ * own checks should have caught first.
+ */
 export class StoreRefusal extends Error {
-  constructor(readonly reason: 'email in use' | 'email required' | 'no caller' | 'invalid region') {
+  constructor(readonly reason: (typeof REFUSALS)[number] | 'invalid input') {
     super(`accounts-api: ${reason}`);
     this.name = 'StoreRefusal';
   }
 }
 
-const REFUSALS = ['email in use', 'email required', 'no caller', 'invalid region'] as const;
+/**
+ * A data exception (SQLSTATE class 22: a value PostgreSQL cannot take, e.g. a NUL in text or a
+ * malformed timestamp). node-postgres reports the SQLSTATE; the Data API reports only the
+ * message (the emulator sends PostgreSQL's own message; the service adds `SQLState: …` to it),
+ * so the message is matched too.
+ */
+export function isDataException(error: unknown): boolean {
+  if (!(error instanceof DatabaseError)) return false;
+  if (error.code !== undefined) return error.code.startsWith('22');
+  return (
+    /SQLState: 22[0-9A-Z]{3}/.test(error.message) ||
+    /ERROR: +(invalid input syntax for type|invalid byte sequence for encoding|unsupported Unicode escape sequence|invalid input value for enum|value too long for type|[a-z /]*out of range|date\/time field value out of range|time zone .* not recognized)/.test(
+      error.message,
+    )
+  );
+}
 
 export function claimsOf(caller: Caller): SqlParams[string] {
   return sqlJson({ sub: caller.userId, role: 'authenticated', ...(caller.email ? { email: caller.email } : {}) });
@@ -73,7 +103,7 @@ export class AccountsStore {
       const message = error instanceof Error ? error.message : '';
       const refusal = REFUSALS.find((r) => message.includes(`accounts-api: ${r}`));
       if (refusal) throw new StoreRefusal(refusal);
-      if (error instanceof DatabaseError) throw error;
+      if (isDataException(error)) throw new StoreRefusal('invalid input');
       throw error;
     }
   }
@@ -155,6 +185,53 @@ export class AccountsStore {
       claims: claimsOf(caller),
       region,
       message,
+    });
+  }
+
+  /**
+   * A connect session for the caller (their users row created from the claims first when
+   * missing), unless the session limit refuses it. The state is passed as its SHA-256 (hex),
+   * the verifier encrypted.
+   */
+  createConnectSession(
+    caller: Caller,
+    session: {
+      region: string;
+      redirectUri: string;
+      stateDigest: string;
+      encryptedCodeVerifier: string;
+      ttlSeconds: number;
+    },
+    limit: { max: number; windowSeconds: number },
+  ): Promise<ConnectSessionDecision> {
+    return this.call(
+      `api.create_connect_session(:claims::jsonb, :region, :redirectUri, :stateDigest, :verifier, :ttl::int, :max::int, :window::int)`,
+      {
+        claims: claimsOf(caller),
+        region: session.region,
+        redirectUri: session.redirectUri,
+        stateDigest: session.stateDigest,
+        verifier: session.encryptedCodeVerifier,
+        ttl: session.ttlSeconds,
+        max: limit.max,
+        window: limit.windowSeconds,
+      },
+    );
+  }
+
+  /** Marks the caller's session of this state and region used, unless the connect limit refuses first. */
+  claimConnectSession(
+    caller: Caller,
+    region: string,
+    stateDigest: string,
+    limit: { max: number; windowSeconds: number },
+  ): Promise<ConnectSessionClaim> {
+    return this.call(`api.claim_connect_session(:claims::jsonb, :region, :stateDigest, :max::int, :window::int)`, {
+      claims: claimsOf(caller),
+      region,
+      stateDigest,
+      max: limit.max,
+      window: limit.windowSeconds,
     });
   }
 

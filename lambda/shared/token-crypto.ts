@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 
 /**
  * OAuth tokens at rest, in the format the web app shares (docs/architecture.md, "Tokens at rest"):
@@ -77,6 +77,15 @@ export function decryptToken(stored: string, key: Buffer): string {
 export class TokenCipher {
   constructor(private readonly key: Buffer) {
     checkKey(key);
+  }
+
+  /**
+   * A 32-byte key for another purpose (HKDF-SHA-256 of the token key, `info` = purpose): one
+   * secret to keep and rotate, and a derived key reveals nothing of the token key nor of keys
+   * for other purposes.
+   */
+  deriveKey(purpose: string): Buffer {
+    return Buffer.from(hkdfSync('sha256', this.key, Buffer.alloc(0), `accounts-platform:${purpose}`, KEY_BYTES));
   }
 
   /** Builds a cipher from the base64 key text. */

@@ -1,7 +1,16 @@
 import { jobConfig } from '../shared/config';
 import { runJobInvocation, type JobInvocationContext } from '../shared/jobs/container';
 import { DryRunEvent, isDryRun } from '../shared/jobs/dry-run';
-import { consumeBatch, isSqsBatch, MESSAGE_RESERVE_MS, SqsBatchEvent, SqsBatchResponse } from '../shared/jobs/fan-out';
+import { SQSClient } from '@aws-sdk/client-sqs';
+import {
+  consumeBatch,
+  FAN_OUT_QUEUE_URL_ENV,
+  isSqsBatch,
+  MESSAGE_RESERVE_MS,
+  sqsRequeue,
+  SqsBatchEvent,
+  SqsBatchResponse,
+} from '../shared/jobs/fan-out';
 import { describeError } from '../shared/jobs/runtime';
 import { SERVICE_NAMES } from '../shared/jobs/metrics';
 import {
@@ -12,6 +21,8 @@ import {
   TokenRefreshSummary,
 } from './core';
 
+/** The SQS client that sends unstarted fan-out messages back (built on first use, once per container). */
+let sqs: SQSClient | undefined;
 /** The settings the stack gives this function: the used-within window, when the environment sets one. */
 function settings(): TokenRefreshSettings {
   return { usedWithinSeconds: jobConfig().proactiveRefreshUsedWithinSeconds };
@@ -52,6 +63,8 @@ export async function handler(
         reserveMs: MESSAGE_RESERVE_MS,
         onFailure: (messageId, error) =>
           runtime.logger.error('Fan-out message failed', { messageId, error: describeError(error) }),
+        // Unstarted messages go back to the queue as new ones, spending none of their receives.
+        requeue: sqsRequeue((sqs ??= new SQSClient({})), process.env[FAN_OUT_QUEUE_URL_ENV]),
       }),
     );
   }

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { createServer, IncomingMessage, ServerResponse } from 'node:http';
 import { AddressInfo, Socket } from 'node:net';
 import { AmazonRegion, isAmazonRegion } from '../../lambda/shared/amazon/regions';
@@ -100,6 +100,8 @@ export interface FakeAmazonCounters {
   profileCalls(userId: string, region?: AmazonRegion): number;
   /** Calls per endpoint. */
   total(endpoint: FakeEndpoint): number;
+  /** Token endpoint calls with `grant_type=authorization_code` (whatever the answer). */
+  authorizationCodeCalls(): number;
   /** Answers per endpoint and HTTP status (hangs count as status 0). */
   byStatus(endpoint: FakeEndpoint): Readonly<Record<number, number>>;
   /** When each call to the endpoint in the region arrived (epoch ms, in order). */
@@ -143,9 +145,11 @@ export interface FakeAmazon {
   expireAccessTokens(userId: string, region?: AmazonRegion): void;
   /**
    * `${url}/{region}/ap/oa`: the consent page. `GET` with `client_id`, `response_type=code`,
-   * `redirect_uri`, optional `state`, and the fake's own `user` (which known user consents)
+   * `redirect_uri`, optional `state`, optional PKCE `code_challenge` with
+   * `code_challenge_method=S256`, and the fake's own `user` (which known user consents)
    * redirects (302) to `redirect_uri?code=…&scope=…&state=…`, as Login with Amazon does after
-   * the user agrees. The code is for that region's connection of the user.
+   * the user agrees (auto-approved). The code is for that region's connection of the user and,
+   * with a challenge, is exchanged only with the matching `code_verifier`.
    */
   readonly consentUrl: string;
   /**
@@ -153,9 +157,11 @@ export interface FakeAmazon {
    * it: single use, valid for 5 minutes, for exactly this redirect URI and only at that
    * region's token endpoint (without `region`: at whichever region's endpoint exchanges it). Exchanging it (`grant_type=authorization_code`)
    * issues a new refresh token (the old one stops working, a revoked grant is granted again)
-   * and an access token; a user without a connection in that region gets one.
+   * and an access token; a user without a connection in that region gets one. With
+   * `codeChallenge` (PKCE S256, as the consent page's `code_challenge`), the exchange must send
+   * the `code_verifier` whose SHA-256 (base64url) it is, else `invalid_grant`.
    */
-  issueAuthorizationCode(userId: string, redirectUri: string, region?: AmazonRegion): string;
+  issueAuthorizationCode(userId: string, redirectUri: string, region?: AmazonRegion, codeChallenge?: string): string;
   /** Changes knobs for one endpoint or both; failFirstN restarts counting. */
   setKnobs(knobs: Partial<FakeAmazonKnobs>, endpoint?: FakeEndpoint): void;
   readonly counters: FakeAmazonCounters;
@@ -229,14 +235,26 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
   const bump = (map: Map<string, number>, key: string) => map.set(key, (map.get(key) ?? 0) + 1);
   const authorizationCodes = new Map<
     string,
-    { userId: string; redirectUri: string; region: AmazonRegion | undefined; expiresAt: number }
+    {
+      userId: string;
+      redirectUri: string;
+      region: AmazonRegion | undefined;
+      expiresAt: number;
+      codeChallenge: string | undefined;
+    }
   >();
   let codesIssued = 0;
-  function issueAuthorizationCode(userId: string, redirectUri: string, region?: AmazonRegion): string {
+  let authorizationCodeCalls = 0;
+  function issueAuthorizationCode(
+    userId: string,
+    redirectUri: string,
+    region?: AmazonRegion,
+    codeChallenge?: string,
+  ): string {
     if (!users.has(userId)) throw new Error(`Fake Amazon: unknown user ${userId}`);
     codesIssued += 1;
     const code = `ANfake${codesIssued}${randomUUID().replace(/-/g, '')}`;
-    authorizationCodes.set(code, { userId, redirectUri, region, expiresAt: Date.now() + 5 * 60_000 });
+    authorizationCodes.set(code, { userId, redirectUri, region, expiresAt: Date.now() + 5 * 60_000, codeChallenge });
     return code;
   }
 
@@ -361,6 +379,7 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
     const form = new URLSearchParams(body);
     const refreshToken = form.get('refresh_token');
     if (refreshToken) bump(refreshCalls, refreshToken);
+    if (form.get('grant_type') === 'authorization_code') authorizationCodeCalls += 1;
     if (await misbehave(res, 'lwa', region)) return;
     const error = (status: number, code: string, description: string) =>
       answer(res, 'lwa', status, JSON.stringify({ error: code, error_description: description }));
@@ -419,12 +438,16 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
       return error(401, 'invalid_client', 'Client authentication failed');
     const grant = authorizationCodes.get(code);
     authorizationCodes.delete(code); // single use, whatever the outcome
-    // A code is good once, for its redirect URI, at its own region's token endpoint.
+    // A code is good once, for its redirect URI, at its own region's token endpoint, and (when
+    // the consent request carried a PKCE challenge) with the verifier of that challenge.
+    const verifier = form.get('code_verifier');
     if (
       !grant ||
       grant.expiresAt < Date.now() ||
       grant.redirectUri !== form.get('redirect_uri') ||
-      (grant.region !== undefined && grant.region !== region)
+      (grant.region !== undefined && grant.region !== region) ||
+      (grant.codeChallenge !== undefined &&
+        (verifier === null || createHash('sha256').update(verifier).digest('base64url') !== grant.codeChallenge))
     )
       return error(400, 'invalid_grant', 'The request has an invalid grant parameter : code');
     const existing = (users.get(grant.userId) ?? []).find((c) => c.region === region || c.region === undefined);
@@ -477,8 +500,12 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
     if (query.get('response_type') !== 'code') return refuse('response_type must be code');
     if (!redirectUri || !/^https?:\/\//.test(redirectUri)) return refuse('redirect_uri must be an http(s) URL');
     if (!userId || !users.has(userId)) return refuse('The fake needs user=<a user it knows> to consent as');
+    const challenge = query.get('code_challenge') ?? undefined;
+    const method = query.get('code_challenge_method');
+    if (challenge !== undefined && (method !== 'S256' || !/^[A-Za-z0-9_-]{43}$/.test(challenge)))
+      return refuse('code_challenge must be a base64url SHA-256 with code_challenge_method=S256');
     const target = new URL(redirectUri);
-    target.searchParams.set('code', issueAuthorizationCode(userId, redirectUri, region));
+    target.searchParams.set('code', issueAuthorizationCode(userId, redirectUri, region, challenge));
     target.searchParams.set('scope', query.get('scope') ?? 'advertising::campaign_management');
     const state = query.get('state');
     if (state !== null) target.searchParams.set('state', state);
@@ -613,6 +640,7 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
       refreshSuccesses: (userId, region) => userCount(refreshSuccesses, userId, region),
       profileCalls: (userId, region) => userCount(profileCalls, userId, region),
       total: (endpoint) => totals[endpoint],
+      authorizationCodeCalls: () => authorizationCodeCalls,
       byStatus: (endpoint) => ({ ...statuses[endpoint] }),
       arrivals: (endpoint, region) => [...(arrivals.get(`${endpoint}:${region}`) ?? [])],
       limitedAt: (endpoint, region) => [...(refused.get(`${endpoint}:${region}`) ?? [])],

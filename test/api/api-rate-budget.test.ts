@@ -7,13 +7,12 @@ import { RATE_BUDGET_ROLE } from '../../lambda/migrate/worker-login';
 import { LwaClient } from '../../lambda/shared/amazon';
 import { DatabaseRateBudgetStore } from '../../lambda/shared/amazon/rate-budget';
 import { RateLimiterRegistry } from '../../lambda/shared/amazon/rate-limiter';
-import { ApiWorld, request, startApiWorld } from './fixture';
+import { ApiWorld, CONNECT_REDIRECT, consent, request, startApiWorld, startConnectSession } from './fixture';
 
 // Migration 0018: the accounts API's own Login with Amazon call (the authorization-code
 // exchange of POST /v1/connections) draws from the shared rate budget, as the API's login
 // (`accounts_api`) on the Data API path, and that login gets nothing else from it.
 
-const REDIRECT = 'https://app.example.com/amazon/callback';
 const LWA_PER_SECOND = 7;
 
 let world: ApiWorld;
@@ -50,17 +49,18 @@ function api() {
     cipher: () => Promise.resolve(world.cipher),
     syncs: { start: () => Promise.resolve() },
     logger: world.logger,
+    settings: { connectRedirectUris: [CONNECT_REDIRECT], consentUrl: world.amazon.consentUrl },
   });
 }
 
-function connectRequest() {
+/** A connect of a new user in FE, after its session and consent (Amazon's code in hand). */
+async function connectRequest(handle: ReturnType<typeof api>) {
   const userId = randomUUID();
   world.amazon.addUser({ userId, region: 'FE', refreshToken: `Atzr|before-${userId}` });
-  const code = world.amazon.issueAuthorizationCode(userId, REDIRECT, 'FE');
-  return request('POST', '/v1/connections', {
-    token: world.token(userId, { email: `${userId.slice(0, 8)}@example.com` }),
-    body: { region: 'FE', code, redirectUri: REDIRECT },
-  });
+  const token = world.token(userId, { email: `${userId.slice(0, 8)}@example.com` });
+  const session = await startConnectSession(handle, token, 'FE');
+  const { code } = await consent(session, userId);
+  return request('POST', '/v1/connections', { token, body: { region: 'FE', code, state: session.state } });
 }
 
 async function budgetRows() {
@@ -81,18 +81,23 @@ async function reportedThrottle() {
 }
 
 test('connecting draws the code exchange from the shared LWA budget of the region', async () => {
-  const result = await api()(connectRequest());
+  const handle = api();
+  const result = await handle(await connectRequest(handle));
 
   expect(result.statusCode).toBe(201);
   expect(await budgetRows()).toEqual([{ region: 'FE', ceiling_per_second: LWA_PER_SECOND, throttled_count: '0' }]);
 });
 
 test('a 429 at the code exchange cuts and pauses the shared budget for everyone', async () => {
+  const handle = api();
+  const connect = await connectRequest(handle);
   world.amazon.setKnobs({ rate429: 1, retryAfterSeconds: 5 }, 'lwa');
 
-  const result = await api()(connectRequest());
+  const result = await handle(connect);
 
-  expect(result.statusCode).toBe(502);
+  // Amazon's 429 is passed on as 503 with its Retry-After (the connect can be started again).
+  expect(result.statusCode).toBe(503);
+  expect(result.headers['retry-after']).toBe('5');
   // The client reports the 429 to the budget without holding the caller's answer back for it.
   expect(await reportedThrottle()).toEqual([
     { region: 'FE', ceiling_per_second: LWA_PER_SECOND, throttled_count: '1' },

@@ -1,4 +1,5 @@
 import { InvokeCommand } from '@aws-sdk/client-lambda';
+import { handler } from '../../lambda/accounts-api/handler';
 import { lambdaSyncStarter } from '../../lambda/accounts-api/sync-starter';
 import { API_ENV, readApiConfig } from '../../lambda/shared/api-env';
 import { ConfigError } from '../../lambda/shared/config';
@@ -65,4 +66,31 @@ test('a manual sync in AWS is an asynchronous Invoke of the account-sync functio
   });
   const refusing = lambdaSyncStarter({ send: () => Promise.resolve({ StatusCode: 500 }) } as never, 'f');
   await expect(refusing.start({ userId: 'u', regions: [] })).rejects.toThrow(/500/);
+});
+
+test('connect redirect URIs: a comma-separated allow-list of https (or loopback http) URLs', () => {
+  expect(readApiConfig(ENV).connectRedirectUris).toEqual([]);
+  expect(
+    readApiConfig({
+      ...ENV,
+      CONNECT_REDIRECT_URIS: 'https://app.example.com/amazon/callback,http://localhost:3000/amazon/callback',
+    }).connectRedirectUris,
+  ).toEqual(['https://app.example.com/amazon/callback', 'http://localhost:3000/amazon/callback']);
+  for (const bad of ['http://app.example.com/cb', 'https://app.example.com/cb#frag', 'not a url'])
+    expect(() => readApiConfig({ ...ENV, CONNECT_REDIRECT_URIS: bad })).toThrow(API_ENV.connectRedirectUris);
+});
+
+test('in AWS every answer carries nosniff and HSTS, a container that cannot start included', async () => {
+  const saved = { ...process.env };
+  try {
+    for (const name of Object.values(API_ENV)) delete process.env[name];
+    const result = await handler({ rawPath: '/v1/accounts', requestContext: { http: { method: 'GET' } } });
+    expect(result.statusCode).toBe(500);
+    expect(result.headers).toMatchObject({
+      'x-content-type-options': 'nosniff',
+      'strict-transport-security': 'max-age=31536000; includeSubDomains',
+    });
+  } finally {
+    process.env = saved;
+  }
 });

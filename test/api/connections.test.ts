@@ -4,14 +4,21 @@ import { DISCONNECTED_MESSAGE } from '../../lambda/accounts-api/core';
 import { PgDatabase } from '../../lambda/shared/db';
 import { runTokenRefresh } from '../../lambda/token-refresh/core';
 import { fakeProfile } from '../../local/amazon/profiles';
-import { ApiWorld, Handler, request, runtimeFor, startApiWorld } from './fixture';
+import {
+  ApiWorld,
+  connectThroughConsent,
+  consent,
+  Handler,
+  request,
+  runtimeFor,
+  startApiWorld,
+  startConnectSession,
+} from './fixture';
 import { checked } from './openapi';
 import { seedApiUsers } from './seed';
 
 // Connecting, reconnecting, disconnecting and manual syncs against the fake Amazon, through
 // the API on the Data API path (and once on node-postgres as a superuser, still under RLS).
-
-const REDIRECT = 'https://app.example.com/amazon/callback';
 
 let world: ApiWorld;
 let api: Handler;
@@ -46,8 +53,9 @@ function amazonUser(profiles = { NA: 2, EU: 1 }) {
   return { userId, email, token: world.token(userId, { email }) };
 }
 
-const connect = (token: string, region: string, code: string) =>
-  api(request('POST', '/v1/connections', { token, body: { region, code, redirectUri: REDIRECT } }));
+/** Session → consent at the fake Amazon as `amazonUserId` → connect. */
+const connect = (token: string, region: string, amazonUserId: string) =>
+  connectThroughConsent(api, token, amazonUserId, region);
 
 async function tokenRow(userId: string, region: string) {
   const { rows } = await world.admin.query<{
@@ -67,7 +75,7 @@ async function refreshEverythingDue() {
 
 test('connect: code → tokens stored encrypted → first sync → accounts listed; the users row is created from the token', async () => {
   const u = amazonUser();
-  const code = world.amazon.issueAuthorizationCode(u.userId, REDIRECT);
+  const code = u.userId;
   const r = await connect(u.token, 'NA', code);
   expect(r.statusCode).toBe(201);
   expect(r.headers.location).toBe('/v1/connections/NA');
@@ -101,7 +109,7 @@ test('connect: code → tokens stored encrypted → first sync → accounts list
     }),
   ]);
   // A second region is a second connection; the first stays.
-  expect((await connect(u.token, 'EU', world.amazon.issueAuthorizationCode(u.userId, REDIRECT))).statusCode).toBe(201);
+  expect((await connect(u.token, 'EU', u.userId)).statusCode).toBe(201);
   await world.syncs.idle();
   const regions = json<{ items: Json[] }>(await api(request('GET', '/v1/connections', { token: u.token }))).items.map(
     (c) => c.region,
@@ -109,40 +117,60 @@ test('connect: code → tokens stored encrypted → first sync → accounts list
   expect(regions).toEqual(['EU', 'NA']);
 });
 
-test('a refused code is a 400 naming Amazon’s error; a code is single use; nothing is stored', async () => {
+test('a refused code is a 400 naming Amazon’s error; a state is single use; nothing is stored', async () => {
   const u = amazonUser();
-  const bogus = await connect(u.token, 'NA', 'ANbogus');
-  expect(bogus.statusCode).toBe(400);
-  expect(json(bogus)).toMatchObject({ amazonError: 'invalid_grant' });
-  const code = world.amazon.issueAuthorizationCode(u.userId, REDIRECT);
-  const wrongRedirect = await api(
+  const session = await startConnectSession(api, u.token, 'NA');
+  const bogus = await api(
     request('POST', '/v1/connections', {
       token: u.token,
-      body: { region: 'NA', code, redirectUri: 'https://elsewhere.example.com/cb' },
+      body: { region: 'NA', code: 'ANbogus', state: session.state },
     }),
   );
-  expect(json(wrongRedirect)).toMatchObject({ status: 400, amazonError: 'invalid_grant' });
-  expect(json(await connect(u.token, 'NA', code))).toMatchObject({ amazonError: 'invalid_grant' });
+  expect(bogus.statusCode).toBe(400);
+  expect(json(bogus)).toMatchObject({ amazonError: 'invalid_grant' });
+  // The session is spent: a good code with its state is refused before Amazon is called.
+  const { code } = await consent(session, u.userId);
+  const calls = world.amazon.counters.authorizationCodeCalls();
+  const again = await api(
+    request('POST', '/v1/connections', { token: u.token, body: { region: 'NA', code, state: session.state } }),
+  );
+  expect(json(again)).toMatchObject({ status: 400, type: expect.stringContaining('invalid-connect-state') as unknown });
+  expect(world.amazon.counters.authorizationCodeCalls()).toBe(calls);
   const { rows } = await world.admin.query(`SELECT 1 FROM oauth_tokens WHERE user_id = :u::uuid`, { u: u.userId });
   expect(rows).toEqual([]);
 });
 
-test('a new user without an email claim cannot be created (400); one whose email another user has is a 409', async () => {
+test('a new user without an email claim, or with another user’s email, is refused alike before Amazon is called', async () => {
   const u = amazonUser();
-  const noEmail = await connect(world.token(u.userId), 'NA', world.amazon.issueAuthorizationCode(u.userId, REDIRECT));
-  expect(noEmail.statusCode).toBe(400);
-  const [existing] = await seedApiUsers(world, [{ regions: ['NA'], accountsPerRegion: 1 }]);
-  const clash = await connect(
-    world.token(u.userId, { email: existing.email }),
-    'NA',
-    world.amazon.issueAuthorizationCode(u.userId, REDIRECT),
+  const calls = world.amazon.counters.authorizationCodeCalls();
+  const noEmail = await api(
+    request('POST', '/v1/connections/sessions', {
+      token: world.token(u.userId),
+      body: { region: 'NA', redirectUri: 'https://app.example.com/amazon/callback' },
+    }),
   );
-  expect(clash.statusCode).toBe(409);
+  const [existing] = await seedApiUsers(world, [{ regions: ['NA'], accountsPerRegion: 1 }]);
+  const clash = await api(
+    request('POST', '/v1/connections/sessions', {
+      token: world.token(u.userId, { email: existing.email }),
+      body: { region: 'NA', redirectUri: 'https://app.example.com/amazon/callback' },
+    }),
+  );
+  expect(noEmail.statusCode).toBe(403);
+  expect(clash.statusCode).toBe(403);
+  // One answer for both: it does not tell whether the address is registered.
+  const { instance: _a, ...first } = json(noEmail);
+  const { instance: _b, ...second } = json(clash);
+  expect(second).toEqual(first);
+  expect(clash.body).not.toContain(existing.email);
+  expect(world.amazon.counters.authorizationCodeCalls()).toBe(calls);
+  const users = await world.admin.query(`SELECT 1 FROM users WHERE id = :u::uuid`, { u: u.userId });
+  expect(users.rows).toEqual([]);
 });
 
 test('reconnect after reauth_required restores refresh', async () => {
   const u = amazonUser();
-  expect((await connect(u.token, 'NA', world.amazon.issueAuthorizationCode(u.userId, REDIRECT))).statusCode).toBe(201);
+  expect((await connect(u.token, 'NA', u.userId)).statusCode).toBe(201);
   await world.syncs.idle();
   world.amazon.revoke(u.userId);
   const failed = await refreshEverythingDue();
@@ -152,7 +180,7 @@ test('reconnect after reauth_required restores refresh', async () => {
   const flagged = json<{ items: Json[] }>(await api(request('GET', '/v1/accounts', { token: u.token }))).items;
   expect(flagged.every((a) => a.syncStatus === 'reauth_required')).toBe(true);
 
-  const again = await connect(u.token, 'NA', world.amazon.issueAuthorizationCode(u.userId, REDIRECT));
+  const again = await connect(u.token, 'NA', u.userId);
   expect(again.statusCode).toBe(201);
   expect(json(again)).toMatchObject({ status: 'connected' });
   expect(await tokenRow(u.userId, 'NA')).toMatchObject({ proactive_refresh_enabled: true, refresh_failure_count: 0 });
@@ -165,7 +193,7 @@ test('reconnect after reauth_required restores refresh', async () => {
 
 test('disconnect: tokens gone, accounts inactive with a message, history kept, the next refresh run skips it; connecting again brings them back', async () => {
   const u = amazonUser();
-  expect((await connect(u.token, 'NA', world.amazon.issueAuthorizationCode(u.userId, REDIRECT))).statusCode).toBe(201);
+  expect((await connect(u.token, 'NA', u.userId)).statusCode).toBe(201);
   await world.syncs.idle();
   expect((await api(request('POST', '/v1/syncs', { token: u.token }))).statusCode).toBe(202);
   await world.syncs.idle();
@@ -196,7 +224,7 @@ test('disconnect: tokens gone, accounts inactive with a message, history kept, t
   expect((await api(request('DELETE', '/v1/connections/NA', { token: u.token }))).statusCode).toBe(404);
 
   // Connecting again: the first sync decides what is active, as for a new connection (0021).
-  expect((await connect(u.token, 'NA', world.amazon.issueAuthorizationCode(u.userId, REDIRECT))).statusCode).toBe(201);
+  expect((await connect(u.token, 'NA', u.userId)).statusCode).toBe(201);
   await world.syncs.idle();
   const back = json<{ items: Json[] }>(await api(request('GET', '/v1/accounts', { token: u.token }))).items;
   expect(back.map((a) => [a.status, a.syncStatus, a.syncErrorMessage])).toEqual([
@@ -207,7 +235,7 @@ test('disconnect: tokens gone, accounts inactive with a message, history kept, t
 
 test('manual sync: 202 then synced; a second within 60 s is 429 with Retry-After and a row the caller reads', async () => {
   const u = amazonUser({ NA: 1, EU: 2 });
-  expect((await connect(u.token, 'EU', world.amazon.issueAuthorizationCode(u.userId, REDIRECT))).statusCode).toBe(201);
+  expect((await connect(u.token, 'EU', u.userId)).statusCode).toBe(201);
   await world.syncs.idle();
   world.amazon.addProfiles(u.userId, [fakeProfile('EU')]);
 
@@ -232,7 +260,8 @@ test('manual sync: 202 then synced; a second within 60 s is 429 with Retry-After
     await c.query('BEGIN');
     await c.query(`SELECT set_config('request.jwt.claims', $1, true)`, [JSON.stringify({ sub: u.userId })]);
     const own = await c.query(
-      `SELECT user_id, endpoint, request_count, limit_hit_count, retry_after_seconds FROM rate_limit_tracking`,
+      `SELECT user_id, endpoint, request_count, limit_hit_count, retry_after_seconds FROM rate_limit_tracking
+        WHERE endpoint = 'accounts-api:manual-sync'`,
     );
     expect(own.rows).toEqual([
       {
@@ -252,9 +281,7 @@ test('manual sync: 202 then synced; a second within 60 s is 429 with Retry-After
 
   // Without a connection in the region there is nothing to sync.
   const other = amazonUser();
-  expect(
-    (await connect(other.token, 'NA', world.amazon.issueAuthorizationCode(other.userId, REDIRECT))).statusCode,
-  ).toBe(201);
+  expect((await connect(other.token, 'NA', other.userId)).statusCode).toBe(201);
   expect((await api(request('POST', '/v1/syncs', { token: other.token, body: { region: 'FE' } }))).statusCode).toBe(
     409,
   );
@@ -262,10 +289,7 @@ test('manual sync: 202 then synced; a second within 60 s is 429 with Retry-After
 
 test("a manual sync of one region syncs that region's connection only", async () => {
   const u = amazonUser({ NA: 1, EU: 2 });
-  for (const region of ['NA', 'EU'])
-    expect((await connect(u.token, region, world.amazon.issueAuthorizationCode(u.userId, REDIRECT))).statusCode).toBe(
-      201,
-    );
+  for (const region of ['NA', 'EU']) expect((await connect(u.token, region, u.userId)).statusCode).toBe(201);
   await world.syncs.idle();
   const calls = () => ({
     NA: world.amazon.counters.profileCalls(u.userId, 'NA'),

@@ -2,7 +2,7 @@ import { ensureApiLogin } from '../../lambda/migrate/worker-login';
 import { randomBytes } from 'node:crypto';
 import { Client } from 'pg';
 import { runAccountSync } from '../../lambda/account-sync/core';
-import { createAccountsApi, SyncStarter } from '../../lambda/accounts-api/core';
+import { AccountsApiSettings, createAccountsApi, SyncStarter } from '../../lambda/accounts-api/core';
 import type { ApiRequestEvent, ApiResult } from '../../lambda/accounts-api/http';
 import { inProcessSyncStarter, InProcessSyncStarter } from '../../lambda/accounts-api/in-process-sync';
 import { createTokenVerifier } from '../../lambda/accounts-api/jwt';
@@ -37,6 +37,7 @@ export interface ApiWorld extends JobWorld {
     assumeAuthenticatedRole?: boolean;
     manualSyncWindowSeconds?: number;
     syncs?: SyncStarter;
+    settings?: AccountsApiSettings;
   }): Handler;
   token(sub: string, options?: { email?: string; expiresInSeconds?: number; extra?: Record<string, unknown> }): string;
 }
@@ -44,6 +45,8 @@ export interface ApiWorld extends JobWorld {
 export type Handler = (event: ApiRequestEvent) => Promise<ApiResult>;
 
 export const API_LOGIN = 'accounts_api';
+/** The redirect URI the test API allows for connecting. */
+export const CONNECT_REDIRECT = 'https://app.example.com/amazon/callback';
 
 export async function startApiWorld(): Promise<ApiWorld> {
   const world = await startJobWorld();
@@ -100,7 +103,12 @@ export async function startApiWorld(): Promise<ApiWorld> {
         cipher: () => Promise.resolve(world.cipher),
         syncs: options.syncs ?? syncs,
         logger,
-        settings: { manualSyncWindowSeconds: options.manualSyncWindowSeconds },
+        settings: {
+          manualSyncWindowSeconds: options.manualSyncWindowSeconds,
+          connectRedirectUris: [CONNECT_REDIRECT],
+          consentUrl: world.amazon.consentUrl,
+          ...options.settings,
+        },
       });
     },
     token: (sub, o = {}) => issuer.token({ sub, ...o }),
@@ -149,4 +157,52 @@ export { RecordingLogger };
 /** Runtime collaborators for a job core run from a test, logging to the world's logger. */
 export function runtimeFor(world: ApiWorld) {
   return { ...runtime(), logger: world.logger };
+}
+
+/** A connect session's answer. */
+export interface ConnectSession {
+  readonly authorizationUrl: string;
+  readonly state: string;
+  readonly expiresAt: string;
+}
+
+/** POST /v1/connections/sessions; the session, or throws with the answer. */
+export async function startConnectSession(
+  api: Handler,
+  token: string,
+  region: string,
+  redirectUri = CONNECT_REDIRECT,
+): Promise<ConnectSession> {
+  const result = await api(request('POST', '/v1/connections/sessions', { token, body: { region, redirectUri } }));
+  if (result.statusCode !== 201) throw new Error(`session: ${result.statusCode} ${result.body}`);
+  return JSON.parse(result.body) as ConnectSession;
+}
+
+/**
+ * The browser's part: the consent URL, opened at the fake Amazon as `amazonUserId`, who agrees;
+ * the code and state of the redirect back.
+ */
+export async function consent(
+  session: Pick<ConnectSession, 'authorizationUrl'>,
+  amazonUserId: string,
+): Promise<{ code: string; state: string | null; redirect: URL }> {
+  const url = new URL(session.authorizationUrl);
+  url.searchParams.set('user', amazonUserId);
+  const answer = await fetch(url, { redirect: 'manual' });
+  const location = answer.headers.get('location');
+  if (answer.status !== 302 || !location) throw new Error(`consent: ${answer.status} ${await answer.text()}`);
+  const redirect = new URL(location);
+  return { code: redirect.searchParams.get('code')!, state: redirect.searchParams.get('state'), redirect };
+}
+
+/** Session → consent (as `amazonUserId`) → POST /v1/connections: the connect's answer. */
+export async function connectThroughConsent(
+  api: Handler,
+  token: string,
+  amazonUserId: string,
+  region: string,
+): Promise<ApiResult> {
+  const session = await startConnectSession(api, token, region);
+  const { code, state } = await consent(session, amazonUserId);
+  return api(request('POST', '/v1/connections', { token, body: { region, code, state } }));
 }

@@ -2,12 +2,12 @@ import { Client } from 'pg';
 import type { SyncStarter } from '../../lambda/accounts-api/core';
 import type { ApiResult } from '../../lambda/accounts-api/http';
 import { Database, Row, SqlParams } from '../../lambda/shared/db';
-import { ApiWorld, request, startApiWorld } from './fixture';
+import { ApiWorld, request, startApiWorld, startConnectSession } from './fixture';
 import { checked } from './openapi';
 import { SeededUser, seedApiUsers } from './seed';
 
-// The isolation harness: three users with accounts in several regions, history and
-// rate-limit rows; 3,000 randomized requests over every endpoint and user, 32 in flight,
+// The isolation harness: three users with accounts in several regions, history, rate-limit
+// rows and connect sessions; 3,000 randomized requests over every endpoint and user, 32 in flight,
 // through the API on the Data API path (the emulator signed in as accounts_api). No response
 // may carry another user's row; others' ids are 404; every statement starts without claims.
 // Then the same with the API's own user filters removed from its SQL: RLS alone isolates.
@@ -96,11 +96,18 @@ async function runHarness(seed: number) {
     },
   };
   // A window longer than any run, so that exactly one manual sync per user gets through.
-  await world.admin.query(`DELETE FROM rate_limit_tracking WHERE endpoint = 'accounts-api:manual-sync'`);
+  await world.admin.query(`DELETE FROM rate_limit_tracking WHERE endpoint LIKE 'accounts-api:%'`);
+  await world.admin.query(`DELETE FROM connect_sessions`);
   const api = checked(world.api({ db: probing(world.apiDataApi(), probes), syncs, manualSyncWindowSeconds: 3600 }));
   const rand = random(seed);
   const pick = <T>(list: readonly T[]): T => list[Math.floor(rand() * list.length)];
   const tokens = new Map(users.map((u) => [u.userId, world.token(u.userId, { email: u.email })]));
+  // One open connect session per user (one of each user's regions): the others try its state.
+  const sessions = new Map<string, { region: string; state: string }>();
+  for (const u of users) {
+    const region = u.regions[0];
+    sessions.set(u.userId, { region, state: (await startConnectSession(api, tokens.get(u.userId)!, region)).state });
+  }
   const cursors = new Map<string, string>(); // user → a nextCursor of /v1/accounts without filters
   const outcomes: Outcome[] = [];
 
@@ -120,6 +127,7 @@ async function runHarness(seed: number) {
       'connections',
       'sync',
       'disconnect-missing',
+      'session',
       'connect-refused',
     ];
     const kind = pick(kinds);
@@ -178,18 +186,25 @@ async function runHarness(seed: number) {
         if (missing.length === 0) return () => run(request('GET', '/v1/connections', { token }));
         return () => run(request('DELETE', `/v1/connections/${pick(missing)}`, { token }), true);
       }
-      default:
+      case 'session':
+        return () =>
+          run(
+            request('POST', '/v1/connections/sessions', {
+              token,
+              body: { region: pick(['NA', 'EU', 'FE']), redirectUri: 'https://app.example.com/amazon/callback' },
+            }),
+          );
+      default: {
+        // Another user's open session: refused (or limited) before Amazon, the session left as it was.
+        const theirs = sessions.get(other.userId)!;
         return () =>
           run(
             request('POST', '/v1/connections', {
               token,
-              body: {
-                region: pick(user.regions),
-                code: `not-a-code-${Math.floor(rand() * 1e6)}`,
-                redirectUri: 'https://app.example.com/amazon/callback',
-              },
+              body: { region: theirs.region, code: `not-a-code-${Math.floor(rand() * 1e6)}`, state: theirs.state },
             }),
           );
+      }
     }
   };
 
@@ -205,6 +220,7 @@ async function expectIsolated(seed: number) {
   const connectionsBefore = (
     await world.admin.query(`SELECT user_id, region, refresh_token FROM oauth_tokens ORDER BY 1, 2`)
   ).rows;
+  const exchangesBefore = world.amazon.counters.authorizationCodeCalls();
   const { outcomes, probes, starts } = await runHarness(seed);
   expect(outcomes).toHaveLength(REQUESTS);
   const leaks = outcomes.flatMap((o) => foreignIds(o.result.body, o.user.userId).map((id) => `${o.kind}: ${id}`));
@@ -212,7 +228,12 @@ async function expectIsolated(seed: number) {
   const wrongStatus = outcomes.filter((o) => {
     if (o.expectNotFound) return o.result.statusCode !== 404;
     if (o.kind === 'sync') return ![202, 429].includes(o.result.statusCode);
-    if (o.kind === 'connect-refused') return o.result.statusCode !== 400 || !o.result.body.includes('invalid_grant');
+    if (o.kind === 'session') return ![201, 429].includes(o.result.statusCode);
+    if (o.kind === 'connect-refused')
+      return !(
+        (o.result.statusCode === 400 && o.result.body.includes('invalid-connect-state')) ||
+        o.result.statusCode === 429
+      );
     return o.result.statusCode !== 200;
   });
   expect(wrongStatus.map((o) => `${o.kind} ${o.result.statusCode} ${o.result.body.slice(0, 120)}`)).toEqual([]);
@@ -222,12 +243,17 @@ async function expectIsolated(seed: number) {
     expect(own.some((o) => (JSON.parse(o.result.body) as { items: unknown[] }).items.length > 0)).toBe(true);
   }
   // Each statement started with no claims: nothing leaks from one request to the next on a pooled connection.
-  expect(probes.length).toBeGreaterThanOrEqual(REQUESTS - outcomes.filter((o) => o.kind === 'connect-refused').length);
+  expect(probes.length).toBeGreaterThanOrEqual(REQUESTS);
   expect(probes.filter((p) => p.claims !== '' || p.uid !== null)).toEqual([]);
   // One manual sync per user was let through (recorded under that user); the others were 429.
   expect(new Set(starts).size).toBe(starts.length);
   const syncRequests = outcomes.filter((o) => o.kind === 'sync');
   expect(starts.length).toBe(new Set(syncRequests.map((o) => o.user.userId)).size);
+  // No connect reached Amazon, and every user's own session is still unused.
+  expect(world.amazon.counters.authorizationCodeCalls()).toBe(exchangesBefore);
+  expect(
+    (await world.admin.query(`SELECT count(*)::int AS n FROM connect_sessions WHERE used_at IS NOT NULL`)).rows,
+  ).toEqual([{ n: 0 }]);
   // Nothing was disconnected or changed by another user.
   expect(
     (await world.admin.query(`SELECT user_id, region, refresh_token FROM oauth_tokens ORDER BY 1, 2`)).rows,

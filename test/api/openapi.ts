@@ -21,10 +21,15 @@ const ajv = new Ajv2020({ strict: false, allErrors: true });
 addFormats(ajv);
 const validators = new Map<string, ValidateFunction>();
 
-const templates = Object.keys(doc.paths).map((template) => ({
-  template,
-  pattern: new RegExp(`^${template.replace(/\{[^}]+\}/g, '[^/]+')}$`),
-}));
+// Concrete paths before templated ones, as OpenAPI matches them (/v1/connections/sessions
+// before /v1/connections/{region}).
+const templates = Object.keys(doc.paths)
+  .map((template) => ({
+    template,
+    pattern: new RegExp(`^${template.replace(/\{[^}]+\}/g, '[^/]+')}$`),
+    parameters: (template.match(/\{/g) ?? []).length,
+  }))
+  .sort((a, b) => a.parameters - b.parameters);
 
 function resolve<T>(value: T): T {
   const ref = (value as { $ref?: string }).$ref;

@@ -325,6 +325,23 @@ describe.each(PATHS)('%s', (_path, database) => {
     expect(lwaCalls()).toBe(0);
   });
 
+  test('a live lease that outlasts the wait deadline, with the stored token still usable: that token, no call to Amazon', async () => {
+    const [user] = await seed(1, 240);
+    await setLease(user, randomUUID(), 60);
+    let clock = 1_000_000;
+    const result = await route(database(), {
+      now: () => clock,
+      sleep: async (ms) => {
+        clock += ms;
+      },
+      settings: { pollIntervalMs: 1000, waitDeadlineMs: 5000 },
+    })(tokenRequest(body(user)));
+
+    expect(result.statusCode).toBe(200);
+    expect(json(result)).toMatchObject({ accessToken: user.accessToken, refreshed: false });
+    expect(lwaCalls()).toBe(0);
+  });
+
   test('invalid_grant: 409, refresh turned off and the region’s accounts flagged, as the job does', async () => {
     const [user] = await seed(1, 60, { accountsDueInSeconds: 3600 });
     world.amazon.revoke(user.userId, 'EU');

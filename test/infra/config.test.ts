@@ -67,6 +67,17 @@ test.each([
   ['an empty audience list', (d: any) => (d.api.jwtAudience = []), 'api.jwtAudience'],
   ['an audience written as a comma-separated string', (d: any) => (d.api.jwtAudience = 'a,b'), 'api.jwtAudience'],
   ['no CORS origin', (d: any) => (d.api.corsAllowedOrigins = []), 'api.corsAllowedOrigins'],
+  ['no connect redirect URI', (d: any) => (d.api.connectRedirectUris = []), 'api.connectRedirectUris'],
+  [
+    'a connect redirect URI over http that is not localhost',
+    (d: any) => (d.api.connectRedirectUris = ['http://app.example.com/cb']),
+    'api.connectRedirectUris',
+  ],
+  [
+    'a connect redirect URI with a fragment',
+    (d: any) => (d.api.connectRedirectUris = ['https://app.example.com/cb#x']),
+    'api.connectRedirectUris',
+  ],
   ['a CORS wildcard', (d: any) => (d.api.corsAllowedOrigins = ['*']), 'api.corsAllowedOrigins'],
   [
     'a CORS origin with a path',
@@ -195,9 +206,10 @@ test('an environment named prod cannot drop its protections', () => {
   prod.database.backupRetentionDays = 1;
   prod.alarms.notify = false;
   prod.api.corsAllowedOrigins = ['http://localhost:3000'];
+  prod.api.connectRedirectUris = ['http://localhost:3000/amazon/callback'];
   prod.schedules.enabled = false;
   expect(() => resolveEnvironment('prod', { prod })).toThrow(
-    /deletionProtection must be true\n✖ database.removalPolicy must be snapshot or retain\n✖ database.backupRetentionDays must be at least 7\n✖ alarms.notify must be true\n✖ api.corsAllowedOrigins must all be https origins\n✖ schedules.enabled must not be false/,
+    /deletionProtection must be true\n✖ database.removalPolicy must be snapshot or retain\n✖ database.backupRetentionDays must be at least 7\n✖ alarms.notify must be true\n✖ api.corsAllowedOrigins must all be https origins\n✖ api.connectRedirectUris must all be https URLs\n✖ schedules.enabled must not be false/,
   );
 });
 

@@ -13,7 +13,7 @@ import { accessLogFields, API_ROUTES, API_THROTTLED_METRIC, INTERNAL_TOKEN_ROUTE
 import { resolveEnvironment } from '../../lib/config';
 import { FAN_OUT_BATCH_SIZE, FAN_OUT_MAX_RECEIVE_COUNT } from '../../lib/scheduled-jobs';
 import { DISPATCHER_ENV } from '../../lambda/dispatcher/config';
-import { DISPATCH_MARK_SECONDS } from '../../lambda/shared/jobs/fan-out';
+import { DISPATCH_MARK_SECONDS, FAN_OUT_QUEUE_URL_ENV } from '../../lambda/shared/jobs/fan-out';
 import { buildStack, cdkJsonContext, onlyResource, resourcesOf, templateOf } from './support/stack';
 
 const ENVIRONMENTS = ['dev', 'staging', 'prod'] as const;
@@ -258,14 +258,27 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
       const workQueue = mapping?.Properties?.EventSourceArn;
       expect(sqsStatements.length).toBeGreaterThan(0);
       for (const statement of sqsStatements) {
-        const resources = [statement.Resource].flat();
-        if (workQueue && JSON.stringify(resources) === JSON.stringify([workQueue])) {
-          for (const action of [statement.Action].flat()) expect(action).not.toMatch(/^sqs:(Send|Purge|\*)/);
-          continue;
-        }
-        expect(resources).toEqual([queue]);
-        for (const action of [statement.Action].flat()) expect(action).not.toMatch(/^sqs:(Receive|Delete|Purge|\*)/);
+        const resources = [statement.Resource].flat().map((r) => JSON.stringify(r));
+        const actions = [statement.Action].flat() as string[];
+        // Only its failure queue and (with fan-out) its own queue.
+        for (const resource of resources)
+          expect([JSON.stringify(queue), ...(workQueue ? [JSON.stringify(workQueue)] : [])]).toContain(resource);
+        for (const action of actions) expect(action).not.toMatch(/^sqs:(Purge|\*)/);
+        // The failure queue: sending only.
+        if (resources.includes(JSON.stringify(queue)))
+          for (const action of actions) expect(action).toMatch(/^sqs:(SendMessage|GetQueue)/);
       }
+      // Sending to its failure queue (on-failure records); with fan-out, consuming its own queue
+      // and sending back the messages it had no time to start.
+      const allowed = (resource: unknown) =>
+        sqsStatements
+          .filter((s) => [s.Resource].flat().some((r) => JSON.stringify(r) === JSON.stringify(resource)))
+          .flatMap((s) => [s.Action].flat());
+      expect(allowed(queue)).toContain('sqs:SendMessage');
+      if (workQueue)
+        expect(allowed(workQueue)).toEqual(
+          expect.arrayContaining(['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:SendMessage']),
+        );
     }
   });
 
@@ -286,6 +299,16 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
         POWERTOOLS_SERVICE_NAME: service,
         POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
         NODE_OPTIONS: '--enable-source-maps',
+        // With fan-out, its own queue (unstarted messages are sent back to it).
+        ...(fanOutOf(env)
+          ? {
+              [FAN_OUT_QUEUE_URL_ENV]: {
+                Ref: expect.stringMatching(
+                  new RegExp(`^Jobs${service === 'token-refresh' ? 'TokenRefresh' : 'AccountSync'}Queue`),
+                ),
+              },
+            }
+          : {}),
       });
       expect(JSON.stringify(fn.properties.Environment.Variables[JOB_ENV.clusterArn])).toContain(
         STATEFUL_LOGICAL_IDS['AWS::RDS::DBCluster'],
@@ -723,6 +746,7 @@ describe.each(ENVIRONMENTS)('%s accounts API', (env) => {
       [API_ENV.jwtAudience]: [config().jwtAudience].flat().join(','),
       ...(config().jwksUrl ? { [API_ENV.jwksUrl]: config().jwksUrl } : {}),
       [API_ENV.accountSyncFunctionName]: { Ref: accountSync(template()).id },
+      [API_ENV.connectRedirectUris]: config().connectRedirectUris.join(','),
       POWERTOOLS_SERVICE_NAME: 'accounts-api',
       NODE_OPTIONS: '--enable-source-maps',
     });
@@ -938,6 +962,8 @@ describe.each(ENVIRONMENTS.filter((env) => fanOutOf(env) !== undefined))('%s fan
         deadLetterTargetArn: { 'Fn::GetAtt': [failureQueueOf(fn), 'Arn'] },
         maxReceiveCount: FAN_OUT_MAX_RECEIVE_COUNT,
       });
+      // AWS's Lambda guidance for an SQS event source: a maxReceiveCount of at least 5.
+      expect(queue.RedrivePolicy.maxReceiveCount).toBeGreaterThanOrEqual(5);
       // AWS's advice for an event source mapping: six times the function's timeout.
       expect(queue.VisibilityTimeout).toBe(6 * (fn.properties.Timeout as number));
       expect(queue.SqsManagedSseEnabled).toBe(true);
@@ -1050,7 +1076,6 @@ describe('per-environment settings', () => {
     (env) => {
       const t = templateOf(env);
       t.hasResourceProperties('AWS::RDS::DBCluster', {
-        DeletionProtection: true,
         BackupRetentionPeriod: Match.anyValue(),
         ServerlessV2ScalingConfiguration: Match.objectLike({ MinCapacity: 0.5 }),
       });
@@ -1065,10 +1090,82 @@ describe('per-environment settings', () => {
         STATEFUL_LOGICAL_IDS.lwaSecret,
         STATEFUL_LOGICAL_IDS.tokenKeySecret,
       ]) {
-        expect(t.toJSON().Resources[id].DeletionPolicy).toBe('Retain');
+        // Kept on update and delete, but not by the create that made them: a failed first
+        // create leaves nothing behind.
+        expect(t.toJSON().Resources[id].DeletionPolicy).toBe('RetainExceptOnCreate');
       }
     },
   );
+
+  test.each(['staging', 'prod'])(
+    '%s: the cluster is created unprotected and deletion protection is turned on as the stack\u2019s last step, after the migration',
+    (env) => {
+      const t = templateOf(env);
+      const cluster = onlyResource(t, 'AWS::RDS::DBCluster');
+      // No DeletionProtection property at all: CloudFormation's cluster update handler sends the
+      // template's value with every update, so `false` would switch it off again.
+      expect(cluster.resource.Properties).not.toHaveProperty('DeletionProtection');
+      const { id, resource } = onlyResource(t, 'Custom::ClusterDeletionProtection');
+      const properties = resource.Properties as Record<string, any>;
+      // rds:ModifyDBCluster DeletionProtection=true on this cluster, on create and on update
+      // (a replaced cluster); nothing on delete, so deleting the stack cannot delete the data.
+      for (const phase of ['Create', 'Update'])
+        expect(JSON.stringify(properties[phase])).toBe(
+          JSON.stringify({
+            'Fn::Join': [
+              '',
+              [
+                '{"service":"RDS","action":"modifyDBCluster","parameters":{"DBClusterIdentifier":"',
+                { Ref: cluster.id },
+                '","DeletionProtection":true,"ApplyImmediately":true},"physicalResourceId":{"id":"',
+                { Ref: cluster.id },
+                '-deletion-protection"},"outputPaths":["DBCluster.DeletionProtection"]}',
+              ],
+            ],
+          }),
+        );
+      expect(properties.Delete).toBeUndefined();
+      // After the migration, and after every other resource of the stack (its own log group aside):
+      // until it runs, a failed create rolls back to nothing.
+      const dependsOn = resource.DependsOn ?? [];
+      expect(dependsOn).toContain(onlyResource(t, 'Custom::SchemaMigration').id);
+      expect(dependsOn).toContain(apiHandler(t).id);
+      const others = Object.keys(resourcesOf(t)).filter(
+        (other) => other !== id && !other.startsWith('ClusterDeletionProtectionLogs'),
+      );
+      expect(others.filter((other) => !dependsOn.includes(other))).toEqual([]);
+      // Its function may modify this cluster only.
+      const policy = Object.entries(resourcesOf(t, 'AWS::IAM::Policy')).find(([policyId]) =>
+        policyId.startsWith('ClusterDeletionProtectionCustomResourcePolicy'),
+      )![1];
+      expect((policy.Properties?.PolicyDocument as any).Statement).toEqual([
+        {
+          Action: 'rds:ModifyDBCluster',
+          Effect: 'Allow',
+          Resource: {
+            'Fn::Join': [
+              '',
+              [
+                'arn:',
+                { Ref: 'AWS::Partition' },
+                ':rds:',
+                { Ref: 'AWS::Region' },
+                ':',
+                { Ref: 'AWS::AccountId' },
+                ':cluster:',
+                { Ref: cluster.id },
+              ],
+            ],
+          },
+        },
+      ]);
+    },
+  );
+
+  test('dev: no deletion protection, none turned on later', () => {
+    expect(onlyResource(templateOf('dev'), 'AWS::RDS::DBCluster').resource.Properties?.DeletionProtection).toBe(false);
+    templateOf('dev').resourceCountIs('Custom::ClusterDeletionProtection', 0);
+  });
 
   test('prod alarms e-mail the configured address; dev has no subscription', () => {
     templateOf('prod').hasResourceProperties('AWS::SNS::Subscription', {

@@ -185,6 +185,7 @@ describe.each(PATHS)('%s: token refresh', (_path, database) => {
       remainingTimeMs: () => 600_000,
       reserveMs: 60_000,
       onFailure: (id) => failures.push(id),
+      requeue: () => Promise.reject(new Error('every message was started: nothing to send back')),
     });
 
     expect(response.batchItemFailures).toEqual([{ itemIdentifier: 'm-bad' }, { itemIdentifier: 'm-other-job' }]);
@@ -256,10 +257,11 @@ test('a message is read only when it is one of the job’s, with at least one id
   expect(() => parseFanOutMessage(JSON.stringify(message), 'token-refresh')).toThrow(/for account-sync/);
 });
 
-test('messages left when the invocation is short of time are reported for delivery again, unread', async () => {
+test('messages left when the invocation is short of time are sent back to the queue, unread, and not reported failed', async () => {
   const seen: string[] = [];
+  const requeued: string[][] = [];
   let remaining = 120_000;
-  const records = ['a', 'b', 'c'].map((id) => ({
+  const records = ['a', 'b', 'c', 'd'].map((id) => ({
     messageId: id,
     body: JSON.stringify({ job: 'token-refresh', dispatchId: randomUUID(), ids: [randomUUID()] }),
     eventSource: 'aws:sqs',
@@ -273,7 +275,26 @@ test('messages left when the invocation is short of time are reported for delive
     remainingTimeMs: () => remaining,
     reserveMs: 60_000,
     onFailure: () => undefined,
+    // SQS took b and c, not d.
+    requeue: (unstarted) => {
+      requeued.push(unstarted.map((r) => r.messageId));
+      expect(unstarted.map((r) => r.body)).toEqual(records.slice(1).map((r) => r.body));
+      return Promise.resolve(['d']);
+    },
   });
   expect(seen).toHaveLength(1);
-  expect(response.batchItemFailures).toEqual([{ itemIdentifier: 'b' }, { itemIdentifier: 'c' }]);
+  expect(requeued).toEqual([['b', 'c', 'd']]);
+  // Only the message SQS did not take is delivered again (spending a receive).
+  expect(response.batchItemFailures).toEqual([{ itemIdentifier: 'd' }]);
+
+  // A send that fails altogether leaves every unstarted message to be delivered again.
+  remaining = 120_000;
+  const failed = await consumeBatch({ Records: records }, 'token-refresh', {
+    work: () => ((remaining -= 70_000), Promise.resolve()),
+    remainingTimeMs: () => remaining,
+    reserveMs: 60_000,
+    onFailure: () => undefined,
+    requeue: () => Promise.reject(new Error('SQS unavailable')),
+  });
+  expect(failed.batchItemFailures.map((f) => f.itemIdentifier)).toEqual(['b', 'c', 'd']);
 });

@@ -28,12 +28,16 @@ const WORKER_GRANTS_UP_SQL = upSql('0011_worker-column-grants');
 const REGION_GRANTS_UP_SQL = upSql('0014_region-column-grants');
 /** 0013 grants `authenticated` what the accounts API's functions do as the caller (idempotent). */
 const API_UP_SQL = upSql('0013_accounts-api');
-/** The accounts API's SECURITY DEFINER functions (0013): metadata matches by GIN, the token writer. */
+/** The accounts API's SECURITY DEFINER functions (0013): metadata matches by GIN, the token writer; (0020) connect sessions. */
 const API_METADATA_MATCH = 'api.accounts_matching(meta jsonb)';
 /** 0019: the only role that may call the accounts API's functions (the API's login holds it). */
 const API_CALLER = 'accounts_api_caller';
 const API_TOKEN_WRITER =
   'api.store_connection(p_region text, p_access_token text, p_refresh_token text, p_expires_at timestamp with time zone)';
+const API_SESSION_CREATE =
+  'api.create_connect_session(claims jsonb, p_region text, p_redirect_uri text, p_state_digest text, p_code_verifier text, ttl_seconds integer, max_sessions integer, window_seconds integer)';
+const API_SESSION_CLAIM =
+  'api.claim_connect_session(claims jsonb, p_region text, p_state_digest text, max_connects integer, window_seconds integer)';
 /** 0019 takes the `api` functions and the writes of connect and disconnect from `authenticated`. */
 const API_CALLER_MIGRATION = '0019_api-caller-role';
 const API_CALLER_UP_SQL = upSql(API_CALLER_MIGRATION);
@@ -189,7 +193,12 @@ describe.each([
       userA: users.A,
       userB: users.B,
       withoutRls: [`public.${MIGRATIONS_TABLE}`],
-      definerExecutors: { [API_TOKEN_WRITER]: [API_CALLER], [API_METADATA_MATCH]: [API_CALLER] },
+      definerExecutors: {
+        [API_TOKEN_WRITER]: [API_CALLER],
+        [API_METADATA_MATCH]: [API_CALLER],
+        [API_SESSION_CREATE]: [API_CALLER],
+        [API_SESSION_CLAIM]: [API_CALLER],
+      },
     };
 
     // The matrix before 0009. On plain PostgreSQL `anon` is made for the check and dropped

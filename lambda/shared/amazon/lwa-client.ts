@@ -80,6 +80,10 @@ export interface AuthorizationCodeRequest {
   readonly code: string;
   /** The redirect URI the code was issued for (LWA requires the same value). */
   readonly redirectUri: string;
+  /** The PKCE code verifier of the consent request's `code_challenge` (S256), when it sent one. */
+  readonly codeVerifier?: string;
+  /** Longest the call may wait for the limiter (DeadlineExceededError beyond). @default - no limit */
+  readonly maxWaitMs?: number;
 }
 
 /** Both tokens of a new connection. */
@@ -112,6 +116,11 @@ export class LwaClient {
     }
   }
 
+  /** The client id (the consent page's `client_id`). */
+  async clientId(): Promise<string> {
+    return this.options.credentials ? (await this.options.credentials.get()).clientId : this.options.clientId!;
+  }
+
   /** The limiters this client's calls go through (the jobs carry their state across invocations). */
   get limiters(): RateLimiterRegistry {
     return this.options.limiters ?? sharedRateLimiters;
@@ -135,8 +144,8 @@ export class LwaClient {
   }
 
   /**
-   * The authorization-code grant (`grant_type=authorization_code`, the code, the redirect URI
-   * and the client's credentials) at the region's token endpoint, once: a code can be used
+   * The authorization-code grant (`grant_type=authorization_code`, the code, the redirect URI,
+   * the PKCE `code_verifier` when given, and the client's credentials) at the region's token endpoint, once: a code can be used
    * only once, so a lost answer is not retried. Amazon's refusal (`invalid_grant` for a used,
    * expired or unknown code, …) is a {@link PermanentAuthError} with Amazon's code; an answer
    * without a refresh token is malformed.
@@ -158,6 +167,7 @@ export class LwaClient {
           grant_type: 'authorization_code',
           code: request.code,
           redirect_uri: request.redirectUri,
+          ...(request.codeVerifier === undefined ? {} : { code_verifier: request.codeVerifier }),
           client_id: credentials.clientId,
           client_secret: credentials.clientSecret,
         }).toString(),
@@ -168,6 +178,7 @@ export class LwaClient {
       retry: { maxAttempts: 1 },
       defaultAttempts: 1,
       defaultRetryAfterSeconds: this.options.defaultRetryAfterSeconds ?? 30,
+      maxWaitMs: request.maxWaitMs,
     });
     const json = parseJson(response.text);
     if (response.status === 200) {

@@ -17,10 +17,12 @@ import { endpointPrefix } from './usage-store';
  * reservation just passes.
  */
 
-/** Which budget: an endpoint in a region. */
+/** Which budget: an endpoint in a region (and a pool inside it: see api-share.ts). */
 export interface BudgetKey {
   readonly endpoint: AmazonEndpoint;
   readonly region: AmazonRegion;
+  /** A quota row of its own (`lwa-token:api`): the API's share. @default - the endpoint's budget */
+  readonly pool?: 'api';
 }
 
 export interface ReserveRequest {
@@ -81,9 +83,9 @@ export interface RateBudgetStore {
  */
 export const RECOVERY_PER_SECOND = 0.01;
 
-/** Stored endpoint name, as in `rate_limit_tracking` (`lwa-token`, `ads-profiles`). */
-function storedEndpoint(endpoint: AmazonEndpoint): string {
-  return endpointPrefix(endpoint).slice(0, -1);
+/** Stored endpoint name, as in `rate_limit_tracking` (`lwa-token`, `ads-profiles`), `:api` for the API's pool. */
+function storedEndpoint(endpoint: AmazonEndpoint, pool?: 'api'): string {
+  return `${endpointPrefix(endpoint).slice(0, -1)}${pool ? `:${pool}` : ''}`;
 }
 
 const toMs = (value: unknown): number => (value instanceof Date ? value.getTime() : new Date(String(value)).getTime());
@@ -105,7 +107,7 @@ export class DatabaseRateBudgetStore implements RateBudgetStore {
                                       :toleranceMs::float8, :recovery::float8, :leadMs::float8,
                                       :horizonMs::float8) AS r`,
       {
-        endpoint: storedEndpoint(key.endpoint),
+        endpoint: storedEndpoint(key.endpoint, key.pool),
         region: key.region,
         ceiling: request.ceiling,
         wanted: request.wanted,
@@ -132,7 +134,7 @@ export class DatabaseRateBudgetStore implements RateBudgetStore {
          FROM amazon_requests_throttled(:endpoint::text, :region::text, :ceiling::float8, :sentAt::timestamptz, :pause::float8,
                                         :decrease::float8, :minFraction::float8, :recovery::float8) AS r`,
       {
-        endpoint: storedEndpoint(key.endpoint),
+        endpoint: storedEndpoint(key.endpoint, key.pool),
         region: key.region,
         ceiling: report.ceiling,
         sentAt: new Date(report.sentAtMs),

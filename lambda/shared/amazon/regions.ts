@@ -16,6 +16,16 @@ export const LWA_TOKEN_URLS: Readonly<Record<AmazonRegion, string>> = {
   FE: 'https://api.amazon.co.jp/auth/o2/token',
 };
 
+/**
+ * Login with Amazon's consent pages for Amazon Ads, per region (Amazon Ads API docs, "Create
+ * an authorization grant"): where the user is sent to authorise the application.
+ */
+export const LWA_CONSENT_URLS: Readonly<Record<AmazonRegion, string>> = {
+  NA: 'https://www.amazon.com/ap/oa',
+  EU: 'https://eu.account.amazon.com/ap/oa',
+  FE: 'https://apac.account.amazon.com/ap/oa',
+};
+
 /** Amazon Ads API base URLs. */
 export const ADS_API_BASE_URLS: Readonly<Record<AmazonRegion, string>> = {
   NA: 'https://advertising-api.amazon.com',

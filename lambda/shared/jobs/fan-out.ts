@@ -1,3 +1,4 @@
+import { SendMessageBatchCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import * as z from '../validation';
 
 /**
@@ -56,10 +57,21 @@ export function parseFanOutMessage(body: string, job: FanOutJob): FanOutMessage 
 
 /**
  * A message is started only while more than this remains of the invocation (more than the
- * cores' own reserve, so a started message always claims); later ones are reported failed and
- * delivered again.
+ * cores' own reserve, so a started message always claims); later ones are sent to the queue
+ * again (see consumeBatch).
  */
 export const MESSAGE_RESERVE_MS = 60_000;
+
+/** The variable that gives a job function consuming its queue that queue's URL (to send unstarted messages back). */
+export const FAN_OUT_QUEUE_URL_ENV = 'FAN_OUT_QUEUE_URL';
+
+/**
+ * Sends messages back to the job's queue as new messages (same bodies); answers the message ids
+ * of those it could not send.
+ */
+export type Requeue = (
+  records: ReadonlyArray<{ readonly messageId: string; readonly body: string }>,
+) => Promise<string[]>;
 
 /** The SQS event Lambda's event source mapping delivers (the fields the consumers read). */
 export interface SqsBatchEvent {
@@ -86,9 +98,17 @@ export function isSqsBatch(event: unknown): event is SqsBatchEvent {
 
 /**
  * Runs `work` for each message of a batch in turn and reports, per message, those that failed
- * (unreadable, or their run threw) or were not started because less than `reserveMs` of the
- * invocation remained: SQS delivers those again after the visibility timeout, and after a few
- * receives moves them to the dead-letter queue. The others are deleted.
+ * (unreadable, or their run threw): SQS delivers those again after the visibility timeout, and
+ * after `maxReceiveCount` receives moves them to the dead-letter queue. The others are deleted.
+ *
+ * Messages not started because less than `reserveMs` of the invocation remained are no failure:
+ * they are sent to the queue again as new messages (`requeue`) and then deleted like the done
+ * ones. Reporting them as failures would spend one of their receives each time (changing their
+ * visibility does not reset ApproximateReceiveCount), so a few slow batches could dead-letter
+ * messages nobody tried and fire the dead-letter alarm. A new message starts at receive count 0
+ * and keeps its dispatch id (its mark still counts as free for it). Only those `requeue` could
+ * not send are reported failed, as before. At worst (the function dies between the send and
+ * its answer) a message is delivered twice, which the consumers' claims make harmless.
  */
 export async function consumeBatch(
   event: SqsBatchEvent,
@@ -98,12 +118,15 @@ export async function consumeBatch(
     readonly remainingTimeMs: () => number;
     readonly reserveMs: number;
     readonly onFailure: (messageId: string, error: unknown) => void;
+    /** Sends unstarted messages back to the queue. */
+    readonly requeue: Requeue;
   },
 ): Promise<SqsBatchResponse> {
   const batchItemFailures: Array<{ itemIdentifier: string }> = [];
+  const unstarted: Array<{ messageId: string; body: string }> = [];
   for (const record of event.Records) {
-    if (o.remainingTimeMs() <= o.reserveMs) {
-      batchItemFailures.push({ itemIdentifier: record.messageId });
+    if (unstarted.length > 0 || o.remainingTimeMs() <= o.reserveMs) {
+      unstarted.push({ messageId: record.messageId, body: record.body });
       continue;
     }
     try {
@@ -113,7 +136,37 @@ export async function consumeBatch(
       batchItemFailures.push({ itemIdentifier: record.messageId });
     }
   }
+  if (unstarted.length > 0) {
+    let notSent: string[];
+    try {
+      notSent = await o.requeue(unstarted);
+    } catch (error) {
+      o.onFailure('(requeue)', error);
+      notSent = unstarted.map((r) => r.messageId);
+    }
+    for (const messageId of notSent) batchItemFailures.push({ itemIdentifier: messageId });
+  }
   return { batchItemFailures };
+}
+
+/**
+ * The job function's `requeue` in AWS: SendMessageBatch of the unstarted bodies to the job's
+ * queue (a batch is at most FAN_OUT_BATCH_SIZE, under SQS's 10 entries), entries SQS does not
+ * list as sent count as not sent. Without a queue URL nothing can be sent: every message is
+ * reported failed (delivered again, as before requeueing existed).
+ */
+export function sqsRequeue(client: Pick<SQSClient, 'send'>, queueUrl: string | undefined): Requeue {
+  return async (records) => {
+    if (!queueUrl) return records.map((r) => r.messageId);
+    const response = await client.send(
+      new SendMessageBatchCommand({
+        QueueUrl: queueUrl,
+        Entries: records.map((r, i) => ({ Id: String(i), MessageBody: r.body })),
+      }),
+    );
+    const sent = new Set((response.Successful ?? []).map((s) => Number(s.Id)));
+    return records.filter((_, i) => !sent.has(i)).map((r) => r.messageId);
+  };
 }
 
 /**
