@@ -24,6 +24,7 @@ export const API_ROUTES = [
   'GET /v1/accounts/{id}/sync-history',
   'GET /v1/sync-history',
   'GET /v1/connections',
+  'POST /v1/connections/sessions',
   'POST /v1/connections',
   'DELETE /v1/connections/{region}',
   'POST /v1/syncs',
