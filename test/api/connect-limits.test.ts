@@ -7,7 +7,10 @@ import { API_BUDGET_SHARE, ApiShareBudgetStore } from '../../lambda/shared/amazo
 import { DatabaseRateBudgetStore, ReserveRequest } from '../../lambda/shared/amazon/rate-budget';
 import { RateLimiterRegistry } from '../../lambda/shared/amazon/rate-limiter';
 import { Database, PgDatabase } from '../../lambda/shared/db';
+import type { ApiRequestEvent } from '../../lambda/accounts-api/http';
+import { createTokenVending } from '../../lambda/token-vending/core';
 import { fakeProfile } from '../../local/amazon/profiles';
+import { seedUsers } from '../jobs/fixture';
 import { ApiWorld, CONNECT_REDIRECT, consent, Handler, request, startApiWorld, startConnectSession } from './fixture';
 import { checked } from './openapi';
 
@@ -32,10 +35,49 @@ beforeEach(async () => {
   await world.admin.query(`DELETE FROM amazon_rate_budget`);
 });
 
-const paths: Array<[string, () => { db: Database; assume: boolean }]> = [
-  ['Data API', () => ({ db: world.apiDataApi(), assume: false })],
-  ['node-postgres', () => ({ db: superuser, assume: true })],
+const paths: Array<[string, () => { db: Database; assume: boolean; jobs: Database }]> = [
+  ['Data API', () => ({ db: world.apiDataApi(), assume: false, jobs: world.dataApi() })],
+  ['node-postgres', () => ({ db: superuser, assume: true, jobs: superuser })],
 ];
+
+/**
+ * The on-demand token route as in AWS: its own function, as the jobs' login, its LWA client on
+ * the jobs' pool of the shared budget at the production rate (10 per second per region).
+ */
+function tokenRouteOn(db: Database) {
+  return createTokenVending({
+    db,
+    lwa: new LwaClient({
+      clientId: world.amazon.clientId,
+      clientSecret: world.amazon.clientSecret,
+      tokenUrl: world.amazon.lwaTokenUrl,
+      limiters: new RateLimiterRegistry(
+        { lwa: { ratePerSecond: 10, burst: 10, maxConcurrency: 10 } },
+        {},
+        new DatabaseRateBudgetStore(db),
+      ),
+    }),
+    cipher: world.cipher,
+    logger: world.logger,
+  });
+}
+
+/** POST /internal/v1/access-tokens as API Gateway passes it after IAM authorised the caller. */
+function tokenRequest(userId: string, region: string): ApiRequestEvent {
+  return {
+    rawPath: '/internal/v1/access-tokens',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ userId, region }),
+    isBase64Encoded: false,
+    requestContext: {
+      requestId: randomUUID(),
+      http: { method: 'POST', path: '/internal/v1/access-tokens' },
+      authorizer: {
+        iam: { userArn: 'arn:aws:sts::123456789012:assumed-role/product-server/i-1', accountId: '123456789012' },
+      },
+    },
+  } as ApiRequestEvent;
+}
 
 /** The API as in AWS: its LWA client on the shared budget in the database, within the API's share. */
 function apiOn(db: Database, assume: boolean, amazonMaxWaitMs?: number): Handler {
@@ -107,6 +149,38 @@ describe.each(paths)('%s', (_name, make) => {
     expect(results.filter((r) => r.statusCode === 429).length).toBeGreaterThan(0);
     // The noisy user's connects that reached Amazon: at most its connect limit (10 per 10 minutes).
     expect(exchanges() - before).toBeLessThanOrEqual(10 + 1);
+  });
+
+  test('300 junk connects from one user in flight: another user’s on-demand token request is refreshed at once (the jobs’ pool is not theirs)', async () => {
+    const { db, assume, jobs } = make();
+    const api = apiOn(db, assume);
+    const noisy = amazonUser();
+    const states: string[] = [];
+    for (let i = 0; i < 10; i += 1) states.push((await startConnectSession(api, noisy.token, 'NA')).state);
+    // Another user whose access token expires in a minute: the route must refresh it now.
+    const [other] = await seedUsers(world, { count: 1, expiresInSeconds: 60, regions: () => ['NA'] });
+    const junk = Array.from({ length: 300 }, (_, i) =>
+      api(
+        request('POST', '/v1/connections', {
+          token: noisy.token,
+          body: { region: 'NA', code: `ANjunk${i}`, state: states[i % 10] },
+        }),
+      ),
+    );
+    const served = tokenRouteOn(jobs)(tokenRequest(other.userId, 'NA'));
+    const [results, result] = await Promise.all([Promise.all(junk), served]);
+    // Before the API's share and the per-user limits, this request waited 28.6 s for the budget
+    // and was answered 503; now it is refreshed at once, whatever the junk does.
+    expect(result.statusCode).toBe(200);
+    expect(JSON.parse(result.body)).toMatchObject({ region: 'NA', refreshed: true });
+    expect(world.amazon.counters.refreshCalls(other.refreshToken)).toBe(1);
+    expect(results.filter((r) => r.statusCode === 429).length).toBeGreaterThan(0);
+    // The route drew from the jobs' pool, whose schedule the API's traffic never moved ahead.
+    const { rows } = await world.admin.query<{ endpoint: string; ahead: boolean }>(
+      `SELECT endpoint, next_slot_at > now() + interval '2 seconds' AS ahead FROM amazon_rate_budget
+        WHERE region = 'NA' ORDER BY endpoint`,
+    );
+    expect(rows.find((r) => r.endpoint === 'lwa-token')).toEqual({ endpoint: 'lwa-token', ahead: false });
   });
 
   test('a connect that cannot get a slot of the budget within the bound is a 503 with Retry-After; Amazon is not called', async () => {
