@@ -24,6 +24,13 @@ beforeAll(async () => {
   await runMigrations({ database: url, count: 16 });
   expect((await appliedMigrations(url)).at(-1)).toBe('0016_connection-last-used');
   admin = new PgDatabase({ connection: url });
+  // The claim under test is today's, which also returns a column a later migration adds (0021's
+  // refresh_refusal_count): add it here exactly as 0021 does (IF NOT EXISTS there), so the
+  // statement runs on 0016's schema with nothing else changed, before and after 0017.
+  await admin.query(`ALTER TABLE oauth_tokens ADD COLUMN refresh_refusal_count integer NOT NULL DEFAULT 0`);
+  await admin.query(
+    `GRANT SELECT (refresh_refusal_count), UPDATE (refresh_refusal_count) ON oauth_tokens TO accounts_worker`,
+  );
   await seedSteadyState(admin, { count: CONNECTIONS, usedShare: 0.1, usedWithinSeconds: HOUR });
   await admin.query('ANALYZE oauth_tokens');
 }, 120_000);
