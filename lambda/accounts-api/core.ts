@@ -6,7 +6,7 @@ import {
   type AuthorizationCodeRequest,
   type AuthorizedTokens,
 } from '../shared/amazon';
-import { LWA_CONSENT_URLS, regionalUrl } from '../shared/amazon/regions';
+import { AMAZON_REGIONS as REGIONS, LWA_CONSENT_URLS, regionalUrl } from '../shared/amazon/regions';
 import { DeadlineExceededError } from '../shared/backoff';
 import type { AppLogger } from '../shared/logger';
 import type { TokenCipher } from '../shared/token-crypto';
@@ -99,7 +99,6 @@ export interface AccountsApiDeps {
 export const DISCONNECTED_MESSAGE =
   'Amazon connection removed by the user: reconnect Amazon to sync this account again';
 
-const REGIONS = ['NA', 'EU', 'FE'] as const;
 const ACCOUNT_TYPES = ['seller', 'vendor', 'agency'] as const;
 const STATUSES = ['pending', 'active', 'inactive'] as const;
 const SYNC_STATUSES = ['pending', 'in_progress', 'completed', 'failed', 'reauth_required'] as const;

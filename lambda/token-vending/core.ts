@@ -1,6 +1,6 @@
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import { AmazonFailure, classifyAmazonError } from '../shared/amazon/failure';
-import type { AmazonRegion } from '../shared/amazon/regions';
+import { AMAZON_REGIONS as REGIONS, type AmazonRegion } from '../shared/amazon/regions';
 import { DeadlineExceededError, sleep as defaultSleep } from '../shared/backoff';
 import type { Database } from '../shared/db/port';
 import { describeError } from '../shared/jobs/runtime';
@@ -111,7 +111,6 @@ const DEFAULTS = {
   ...REFRESH_OUTCOME_DEFAULTS,
 };
 
-const REGIONS: readonly AmazonRegion[] = ['NA', 'EU', 'FE'];
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** The IAM identity API Gateway puts in the event of a route with IAM authorisation. */
