@@ -243,6 +243,13 @@ export class TokenKeyRing {
     return this.keys.has(keyId);
   }
 
+  /** The same ring without `keyId` (which must not be the current key). */
+  without(keyId: string): TokenKeyRing {
+    const keys = new Map(this.keys);
+    keys.delete(keyId);
+    return new TokenKeyRing(keys, this.currentKeyId);
+  }
+
   /** The ring as the secret's JSON text (what an operator stores). */
   toSecretText(): string {
     const keys: Record<string, string> = {};
