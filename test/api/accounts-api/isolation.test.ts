@@ -1,10 +1,10 @@
 import { Client } from 'pg';
-import type { SyncStarter } from '../../lambda/accounts-api/core';
-import type { ApiResult } from '../../lambda/accounts-api/http';
-import { Database, Row, SqlParams } from '../../lambda/shared/db';
-import { ApiWorld, request, startApiWorld, startConnectSession } from './fixture';
-import { checked } from './openapi';
-import { SeededUser, seedApiUsers } from './seed';
+import type { SyncStarter } from '../../../lambda/accounts-api/core';
+import type { ApiResult } from '../../../lambda/accounts-api/http';
+import { Database, Row, SqlParams } from '../../../lambda/shared/db';
+import { ApiWorld, request, startApiWorld, startConnectSession } from '../fixture';
+import { checked } from '../openapi';
+import { SeededUser, seedApiUsers } from '../seed';
 
 // The isolation harness: three users with accounts in several regions, history, rate-limit
 // rows and connect sessions; 3,000 randomized requests over every endpoint and user, 32 in flight,

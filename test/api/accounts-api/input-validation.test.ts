@@ -1,11 +1,11 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { CURSOR_KEY_PURPOSE } from '../../lambda/accounts-api/core';
-import { encodeCursor } from '../../lambda/accounts-api/cursor';
-import { AccountsStore, StoreRefusal } from '../../lambda/accounts-api/store';
-import { Database, PgDatabase } from '../../lambda/shared/db';
-import { ApiWorld, Handler, request, startApiWorld } from './fixture';
-import { checked } from './openapi';
-import { SeededUser, seedApiUsers } from './seed';
+import { CURSOR_KEY_PURPOSE } from '../../../lambda/accounts-api/core';
+import { encodeCursor } from '../../../lambda/accounts-api/cursor';
+import { AccountsStore, StoreRefusal } from '../../../lambda/accounts-api/store';
+import { Database, PgDatabase } from '../../../lambda/shared/db';
+import { ApiWorld, Handler, request, startApiWorld } from '../fixture';
+import { checked } from '../openapi';
+import { SeededUser, seedApiUsers } from '../seed';
 
 // Issue 23, finding 4: nothing a signed-in caller sends makes the API answer 500, on both
 // database paths. Control characters (NUL included) in filters are a 400; cursors are sealed

@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { Client } from 'pg';
-import { DISCONNECTED_MESSAGE } from '../../lambda/accounts-api/core';
-import { PgDatabase } from '../../lambda/shared/db';
-import { runTokenRefresh } from '../../lambda/token-refresh/core';
-import { fakeProfile } from '../../local/amazon/profiles';
+import { DISCONNECTED_MESSAGE } from '../../../lambda/accounts-api/core';
+import { PgDatabase } from '../../../lambda/shared/db';
+import { runTokenRefresh } from '../../../lambda/token-refresh/core';
+import { fakeProfile } from '../../../local/amazon/profiles';
 import {
   ApiWorld,
   connectThroughConsent,
@@ -13,9 +13,9 @@ import {
   runtimeFor,
   startApiWorld,
   startConnectSession,
-} from './fixture';
-import { checked } from './openapi';
-import { seedApiUsers } from './seed';
+} from '../fixture';
+import { checked } from '../openapi';
+import { seedApiUsers } from '../seed';
 
 // Connecting, reconnecting, disconnecting and manual syncs against the fake Amazon, through
 // the API on the Data API path (and once on node-postgres as a superuser, still under RLS).

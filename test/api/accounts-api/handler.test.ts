@@ -1,8 +1,8 @@
 import { InvokeCommand } from '@aws-sdk/client-lambda';
-import { handler } from '../../lambda/accounts-api/handler';
-import { lambdaSyncStarter } from '../../lambda/accounts-api/sync-starter';
-import { API_ENV, readApiConfig } from '../../lambda/shared/api-env';
-import { ConfigError } from '../../lambda/shared/config';
+import { handler } from '../../../lambda/accounts-api/handler';
+import { lambdaSyncStarter } from '../../../lambda/accounts-api/sync-starter';
+import { API_ENV, readApiConfig } from '../../../lambda/shared/api-env';
+import { ConfigError } from '../../../lambda/shared/config';
 
 // What the Lambda reads from its environment and how it starts a sync in AWS (no AWS call).
 

@@ -4,8 +4,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { connect as connectSocket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fakeProfile } from '../../local/amazon/profiles';
-import { ApiWorld, CONNECT_REDIRECT, consent, startApiWorld } from './fixture';
+import { fakeProfile } from '../../../local/amazon/profiles';
+import { ApiWorld, CONNECT_REDIRECT, consent, startApiWorld } from '../../api/fixture';
+import { ROOT } from '../../support/root';
 
 // Issue 23 over HTTP, against `npm run api` as a developer runs it (DATABASE_URL the database
 // owner, Amazon the fake at LWA_TOKEN_URL / LWA_AUTHORIZE_URL, CONNECT_REDIRECT_URIS):
@@ -16,7 +17,6 @@ import { ApiWorld, CONNECT_REDIRECT, consent, startApiWorld } from './fixture';
 // - (finding 8) a client that aborts a body mid-upload or sends a malformed request does not
 //   bring the server down; every answer carries X-Content-Type-Options: nosniff.
 
-const ROOT = join(__dirname, '..', '..');
 const TSX = join(ROOT, 'node_modules', '.bin', 'tsx');
 let world: ApiWorld;
 let local: string;

@@ -1,18 +1,18 @@
 import { randomUUID } from 'node:crypto';
-import { createAccountsApi } from '../../lambda/accounts-api/core';
-import { createTokenVerifier } from '../../lambda/accounts-api/jwt';
-import { AccountsStore } from '../../lambda/accounts-api/store';
-import { LwaClient } from '../../lambda/shared/amazon';
-import { API_BUDGET_SHARE, ApiShareBudgetStore } from '../../lambda/shared/amazon/api-share';
-import { DatabaseRateBudgetStore, ReserveRequest } from '../../lambda/shared/amazon/rate-budget';
-import { RateLimiterRegistry } from '../../lambda/shared/amazon/rate-limiter';
-import { Database, PgDatabase } from '../../lambda/shared/db';
-import type { ApiRequestEvent } from '../../lambda/accounts-api/http';
-import { createTokenVending } from '../../lambda/token-vending/core';
-import { fakeProfile } from '../../local/amazon/profiles';
-import { seedUsers } from '../jobs/fixture';
-import { ApiWorld, CONNECT_REDIRECT, consent, Handler, request, startApiWorld, startConnectSession } from './fixture';
-import { checked } from './openapi';
+import { createAccountsApi } from '../../../lambda/accounts-api/core';
+import { createTokenVerifier } from '../../../lambda/accounts-api/jwt';
+import { AccountsStore } from '../../../lambda/accounts-api/store';
+import { LwaClient } from '../../../lambda/shared/amazon';
+import { API_BUDGET_SHARE, ApiShareBudgetStore } from '../../../lambda/shared/amazon/api-share';
+import { DatabaseRateBudgetStore, ReserveRequest } from '../../../lambda/shared/amazon/rate-budget';
+import { RateLimiterRegistry } from '../../../lambda/shared/amazon/rate-limiter';
+import { Database, PgDatabase } from '../../../lambda/shared/db';
+import type { ApiRequestEvent } from '../../../lambda/accounts-api/http';
+import { createTokenVending } from '../../../lambda/token-vending/core';
+import { fakeProfile } from '../../../local/amazon/profiles';
+import { seedUsers } from '../../jobs/fixture';
+import { ApiWorld, CONNECT_REDIRECT, consent, Handler, request, startApiWorld, startConnectSession } from '../fixture';
+import { checked } from '../openapi';
 
 // Issue 23, finding 3, on both database paths: one user's connects cannot drain everyone's
 // Login with Amazon budget. Connects need a session of the caller's and are limited per user

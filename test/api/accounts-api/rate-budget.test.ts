@@ -1,13 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import { Client } from 'pg';
-import { createAccountsApi } from '../../lambda/accounts-api/core';
-import { createTokenVerifier } from '../../lambda/accounts-api/jwt';
-import { AccountsStore } from '../../lambda/accounts-api/store';
-import { RATE_BUDGET_ROLE } from '../../lambda/migrate/worker-login';
-import { LwaClient } from '../../lambda/shared/amazon';
-import { DatabaseRateBudgetStore } from '../../lambda/shared/amazon/rate-budget';
-import { RateLimiterRegistry } from '../../lambda/shared/amazon/rate-limiter';
-import { ApiWorld, CONNECT_REDIRECT, consent, request, startApiWorld, startConnectSession } from './fixture';
+import { createAccountsApi } from '../../../lambda/accounts-api/core';
+import { createTokenVerifier } from '../../../lambda/accounts-api/jwt';
+import { AccountsStore } from '../../../lambda/accounts-api/store';
+import { RATE_BUDGET_ROLE } from '../../../lambda/migrate/worker-login';
+import { LwaClient } from '../../../lambda/shared/amazon';
+import { DatabaseRateBudgetStore } from '../../../lambda/shared/amazon/rate-budget';
+import { RateLimiterRegistry } from '../../../lambda/shared/amazon/rate-limiter';
+import { pollUntil } from '../../support/poll';
+import { ApiWorld, CONNECT_REDIRECT, consent, request, startApiWorld, startConnectSession } from '../fixture';
 
 // Migration 0018: the accounts API's own Login with Amazon call (the authorization-code
 // exchange of POST /v1/connections) draws from the shared rate budget, as the API's login
@@ -71,13 +72,8 @@ async function budgetRows() {
 }
 
 /** The budget rows once the 429's report has landed (it is sent in the background), or as they are after 10 s. */
-async function reportedThrottle() {
-  for (let i = 0; i < 200; i += 1) {
-    const rows = await budgetRows();
-    if (rows.some((r) => r.throttled_count !== '0')) return rows;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  return budgetRows();
+function reportedThrottle() {
+  return pollUntil(budgetRows, (rows) => rows.some((r) => r.throttled_count !== '0'), { timeoutMs: 10_000 });
 }
 
 test('connecting draws the code exchange from the shared LWA budget of the region', async () => {

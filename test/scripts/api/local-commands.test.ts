@@ -3,14 +3,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { parseTokenArgs } from '../../scripts/token';
-import { ApiWorld, startApiWorld } from './fixture';
-import { seedApiUsers } from './seed';
+import { parseTokenArgs } from '../../../scripts/token';
+import { ApiWorld, startApiWorld } from '../../api/fixture';
+import { seedApiUsers } from '../../api/seed';
+import { ROOT } from '../../support/root';
 
 // `npm run api` and `npm run token` as the README shows them: the API on DATABASE_URL (here
 // the database owner, a superuser) with the local issuer, a token from `npm run token`, curl.
 
-const ROOT = join(__dirname, '..', '..');
 const TSX = join(ROOT, 'node_modules', '.bin', 'tsx');
 let world: ApiWorld;
 let local: string;

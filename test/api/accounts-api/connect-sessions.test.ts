@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Client } from 'pg';
-import { PgDatabase } from '../../lambda/shared/db';
-import { fakeProfile } from '../../local/amazon/profiles';
+import { PgDatabase } from '../../../lambda/shared/db';
+import { fakeProfile } from '../../../local/amazon/profiles';
 import {
   ApiWorld,
   CONNECT_REDIRECT,
@@ -11,9 +11,9 @@ import {
   request,
   startApiWorld,
   startConnectSession,
-} from './fixture';
-import { checked } from './openapi';
-import { seedApiUsers } from './seed';
+} from '../fixture';
+import { checked } from '../openapi';
+import { seedApiUsers } from '../seed';
 
 // Connect sessions (issue 23, findings 2 and 7) on both database paths: the Data API as the
 // API's login, and node-postgres as a superuser with `SET LOCAL ROLE authenticated`. An

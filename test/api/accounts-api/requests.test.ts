@@ -1,10 +1,10 @@
 import { createPublicKey, generateKeyPairSync, randomUUID } from 'node:crypto';
-import { createTokenVerifier, Unauthenticated } from '../../lambda/accounts-api/jwt';
-import { ephemeralIssuer } from '../../local/identity/issuer';
-import { signJwt } from '../../local/identity/sign';
-import { ApiWorld, Handler, request, startApiWorld } from './fixture';
-import { checked } from './openapi';
-import { SeededUser, seedApiUsers } from './seed';
+import { createTokenVerifier, Unauthenticated } from '../../../lambda/accounts-api/jwt';
+import { ephemeralIssuer } from '../../../local/identity/issuer';
+import { signJwt } from '../../../local/identity/sign';
+import { ApiWorld, Handler, request, startApiWorld } from '../fixture';
+import { checked } from '../openapi';
+import { SeededUser, seedApiUsers } from '../seed';
 
 // Sign-in (every 401), request validation (every 400/413/415), paging and filters, on the
 // Data API path as accounts_api; every response checked against docs/openapi.yaml.
