@@ -83,11 +83,11 @@ export const GROUPS: Record<string, Group> = {
   // mutant here, and could only add kills.
   'on-event': {
     mutate: ['lambda/migrate/on-event.ts'],
-    tests: ['test/migrations/on-event*.test.ts'],
+    tests: ['test/migrations/on-event/decisions.test.ts'],
   },
   'run-migrations': {
     mutate: ['lambda/migrate/run-migrations.ts'],
-    tests: ['test/migrations/run-migrations*.test.ts', 'test/migrations/deadline.test.ts'],
+    tests: ['test/migrations/run-migrations.test.ts'],
     // The deadline tests give the run 1.5 s; a mutant that removes a cap leaves a
     // pg_sleep(600) or an advisory-lock wait running, which only the timeout ends.
     timeoutMS: 20_000,
@@ -97,7 +97,7 @@ export const GROUPS: Record<string, Group> = {
   // of that file's tests, two minutes here); they could only add kills.
   'worker-login': {
     mutate: ['lambda/migrate/worker-login.ts'],
-    tests: ['test/migrations/worker-login-mutants.test.ts'],
+    tests: ['test/migrations/worker-login.test.ts'],
   },
   // The job stores and cores, one group per module with the test files that call it (through
   // the core, the handler or directly), so that each group finishes and keeps its results.

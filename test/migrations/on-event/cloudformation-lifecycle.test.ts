@@ -3,19 +3,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CloudFormationCustomResourceEvent } from 'aws-lambda';
 import { Client, type ClientConfig } from 'pg';
-import { fingerprintMigrations } from '../../lambda/migrate/migrations-hash';
-import { isRollback, onSchemaMigrationEvent, type SchemaMigrationDeps } from '../../lambda/migrate/on-event';
-import { DEFAULT_MIGRATIONS_DIR, MigrationError, runMigrations } from '../../lambda/migrate/run-migrations';
-import { DatabaseUnavailableError, waitForDatabase } from '../../lambda/migrate/wait-for-database';
+import { fingerprintMigrations } from '../../../lambda/migrate/migrations-hash';
+import { isRollback, onSchemaMigrationEvent, type SchemaMigrationDeps } from '../../../lambda/migrate/on-event';
+import { DEFAULT_MIGRATIONS_DIR, MigrationError, runMigrations } from '../../../lambda/migrate/run-migrations';
+import { DatabaseUnavailableError, waitForDatabase } from '../../../lambda/migrate/wait-for-database';
 import {
   ensureApiLogin,
   ensureLogin,
   ensureWorkerLogin,
   scramSha256Verifier,
   UnsafeLoginError,
-} from '../../lambda/migrate/worker-login';
-import { freePort, startPostgres, type TestPostgres } from '../../local/postgres/embedded-postgres';
-import { appliedMigrations, snapshotSchema, withClient } from '../support/schema';
+} from '../../../lambda/migrate/worker-login';
+import { freePort, startPostgres, type TestPostgres } from '../../../local/postgres/embedded-postgres';
+import { appliedMigrations, snapshotSchema, withClient } from '../../support/schema';
 
 // Drives the custom resource's core through CloudFormation's lifecycle against a real
 // PostgreSQL 17: Create → Update (new migration) → failing Update → rollback Update → Delete.

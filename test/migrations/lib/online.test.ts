@@ -2,10 +2,12 @@ import { execFile } from 'node:child_process';
 import { resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { Client } from 'pg';
-import { runMigrations } from '../../lambda/migrate/run-migrations';
-import type { TestPostgres } from '../../local/postgres/embedded-postgres';
-import { migrationFailure, useMigrationRuns } from '../support/migration-runs';
-import { appliedMigrations, withClient } from '../support/schema';
+import { runMigrations } from '../../../lambda/migrate/run-migrations';
+import type { TestPostgres } from '../../../local/postgres/embedded-postgres';
+import { migrationFailure, useMigrationRuns } from '../../support/migration-runs';
+import { pollUntil } from '../../support/poll';
+import { ROOT } from '../../support/root';
+import { appliedMigrations, withClient } from '../../support/schema';
 
 // Migration steps that need a lock writers queue behind (migrations/lib/online.js's lockStep,
 // used by 0004, 0012 and the NOT VALID check helper) retry a busy lock instead of failing the
@@ -14,12 +16,11 @@ import { appliedMigrations, withClient } from '../support/schema';
 // advisory lock free for the next runner.
 
 const run = promisify(execFile);
-const ROOT = resolve(__dirname, '..', '..');
 const ONLINE = JSON.stringify(resolve(ROOT, 'migrations', 'lib', 'online.js'));
 const RESERVE_MS = 30_000;
 
 let pg: TestPostgres;
-const migrations = useMigrationRuns((server) => (pg = server), 'lock-retries-');
+const migrations = useMigrationRuns((server) => (pg = server), 'online-');
 
 /** A Lambda's remaining time: the reserve plus `budgetMs` from now, counting down. */
 function lambdaClock(budgetMs: number): () => number {
@@ -47,33 +48,36 @@ async function holdLock(url: string, table: string, mode: string): Promise<Clien
 /**
  * Resolves once another session runs a statement containing `text` and is in `waitEvent`
  * (PgSleep: pausing between tries; a lock wait: waiting for a lock). Rejects if `settled`
- * reports the migration already finished (it gave up instead of waiting).
+ * reports the migration already finished (it gave up instead of waiting), or if no such
+ * session is seen within a minute.
  */
 async function untilWaiting(url: string, text: string, waitEvent: 'PgSleep' | 'Lock', settled: () => boolean) {
-  await withClient(url, async (c) => {
-    for (;;) {
-      if (settled()) throw new Error(`the migration finished before it was seen waiting (${waitEvent})`);
-      const { rows } = await c.query(
-        `SELECT 1 FROM pg_stat_activity
-          WHERE pid <> pg_backend_pid() AND state = 'active' AND query LIKE '%' || $1 || '%'
-            AND (wait_event = $2 OR wait_event_type = $2)`,
-        [text, waitEvent],
-      );
-      if (rows.length > 0) return;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  });
+  await untilSeen(
+    url,
+    `SELECT 1 FROM pg_stat_activity
+      WHERE pid <> pg_backend_pid() AND state = 'active' AND query LIKE '%' || $1 || '%'
+        AND (wait_event = $2 OR wait_event_type = $2)`,
+    [text, waitEvent],
+    () => (settled() ? `the migration finished before it was seen waiting (${waitEvent})` : undefined),
+  );
 }
 
 /** Resolves once a session waits for a lock on `table` (rejects as untilWaiting does). */
 async function untilLockWaiter(url: string, table: string, settled: () => boolean) {
+  await untilSeen(url, `SELECT 1 FROM pg_locks WHERE NOT granted AND relation = $1::regclass`, [table], () =>
+    settled() ? `the migration finished before it was seen waiting for ${table}` : undefined,
+  );
+}
+
+/** Polls `query` on one connection until it returns a row (rejects on `abort`'s reason or after a minute). */
+async function untilSeen(url: string, query: string, values: unknown[], abort: () => string | undefined) {
   await withClient(url, async (c) => {
-    for (;;) {
-      if (settled()) throw new Error(`the migration finished before it was seen waiting for ${table}`);
-      const { rows } = await c.query(`SELECT 1 FROM pg_locks WHERE NOT granted AND relation = $1::regclass`, [table]);
-      if (rows.length > 0) return;
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    const rows = await pollUntil(
+      async () => (await c.query(query, values)).rows,
+      (found) => found.length > 0,
+      { timeoutMs: 60_000, intervalMs: 20, abort },
+    );
+    if (rows.length === 0) throw new Error(`not seen within a minute: ${query}`);
   });
 }
 

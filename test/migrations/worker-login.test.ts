@@ -15,7 +15,7 @@ import { withClient } from '../support/schema';
 
 // The logins the migration custom resource makes (lambda/migrate/worker-login.ts), each call
 // inside a test, on a database with only what they need: the two group roles and
-// node-pg-migrate's table. (test/infra/schema-migration-handler.test.ts runs them through the
+// node-pg-migrate's table. (test/migrations/on-event/cloudformation-lifecycle.test.ts runs them through the
 // whole custom resource, in hooks as well as tests; this file is what the mutation group
 // `worker-login` runs, so each mutant runs only the tests that reach its line.)
 

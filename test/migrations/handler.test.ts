@@ -9,6 +9,7 @@ import { masterConnectionConfig } from '../../lambda/migrate/handler';
 import { waitForDatabase } from '../../lambda/migrate/wait-for-database';
 import { startPostgres, type TestPostgres } from '../../local/postgres/embedded-postgres';
 import { CLUSTER_CA_CERTIFICATE } from '../../lib/database';
+import { ROOT } from '../support/root';
 
 // The migration Lambda's exact TLS settings (masterConnectionConfig, as the handler builds them
 // from the master secret and the function's environment) against a PostgreSQL 17 with TLS on,
@@ -75,7 +76,7 @@ beforeAll(async () => {
   testCa = join(dir, 'ca.crt');
   // The bundle exactly as the migration Lambda's bundling writes it.
   rdsBundle = join(dir, 'rds-ca-bundle.pem');
-  await run(process.execPath, [join(__dirname, '..', '..', 'scripts', 'rds-ca-bundle.js'), rdsBundle]);
+  await run(process.execPath, [join(ROOT, 'scripts', 'rds-ca-bundle.js'), rdsBundle]);
 
   pg = await startPostgres({
     authMethod: 'scram-sha-256',

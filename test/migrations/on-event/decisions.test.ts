@@ -8,13 +8,13 @@ import {
   MAX_APPLIED_LENGTH,
   onSchemaMigrationEvent,
   type SchemaMigrationDeps,
-} from '../../lambda/migrate/on-event';
-import { runMigrations, type MigrationResult } from '../../lambda/migrate/run-migrations';
-import { freePort, startPostgres, TestPostgres } from '../../local/postgres/embedded-postgres';
-import { appliedMigrations, withClient } from '../support/schema';
+} from '../../../lambda/migrate/on-event';
+import { runMigrations, type MigrationResult } from '../../../lambda/migrate/run-migrations';
+import { freePort, startPostgres, TestPostgres } from '../../../local/postgres/embedded-postgres';
+import { appliedMigrations, withClient } from '../../support/schema';
 
 // The migration custom resource's decisions, on a small migrations folder of the test's own
-// (the repository's full lifecycle is test/infra/schema-migration-handler.test.ts): what it
+// (the repository's full lifecycle is test/migrations/on-event/cloudformation-lifecycle.test.ts): what it
 // answers, what it logs, when it touches the database, how it waits, when it reads the master
 // password again.
 
