@@ -66,7 +66,7 @@ const JOB_TIMEOUT_MS = 20_000;
 export const GROUPS: Record<string, Group> = {
   crypto: {
     mutate: ['lambda/shared/token-crypto.ts'],
-    tests: ['test/runtime/token-crypto*.test.ts', 'test/runtime/config.test.ts'],
+    tests: ['test/runtime/token-crypto.test.ts', 'test/runtime/config.test.ts', 'test/runtime/secrets.test.ts'],
   },
   'db-values': {
     mutate: [
@@ -74,9 +74,9 @@ export const GROUPS: Record<string, Group> = {
       'lambda/shared/db/data-api-values.ts',
       'lambda/shared/db/parameter-types.ts',
     ],
-    // The unit tests: the PostgreSQL contract tests (database-contract, data-api-adapter) run
+    // The unit tests: the PostgreSQL contract tests (db/port, db/data-api-database) run
     // the same values through a database at several seconds per mutant, and could only add kills.
-    tests: ['test/runtime/named-parameters*.test.ts', 'test/runtime/data-api-values*.test.ts'],
+    tests: ['test/runtime/db/named-parameters.test.ts', 'test/runtime/db/data-api-values.test.ts'],
   },
   // The tests on small migrations of their own; the ones that apply the repository's
   // migrations (lifecycle, schema, the custom resource's full lifecycle) take a minute per

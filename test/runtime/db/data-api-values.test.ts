@@ -1,10 +1,10 @@
 import type { ColumnMetadata, Field } from '@aws-sdk/client-rds-data';
-import { decodeRecords, toSqlParameters } from '../../lambda/shared/db/data-api-values';
-import { bindValue, formatUtcTimestamp, parseUtcTimestamp } from '../../lambda/shared/db/parameter-types';
-import { DatabaseError, sqlDecimal, sqlJson, sqlUuid } from '../../lambda/shared/db/port';
+import { decodeRecords, toSqlParameters } from '../../../lambda/shared/db/data-api-values';
+import { bindValue, formatUtcTimestamp, parseUtcTimestamp } from '../../../lambda/shared/db/parameter-types';
+import { DatabaseError, sqlDecimal, sqlJson, sqlUuid } from '../../../lambda/shared/db/port';
 
 // The Data API's wire values, both ways, without a database: what each parameter is sent as
-// and what each returned field is read as (test/runtime/database-contract.test.ts runs the
+// and what each returned field is read as (test/runtime/db/port.test.ts runs the
 // same values through real PostgreSQL).
 
 describe('parameters sent to the Data API', () => {

@@ -5,9 +5,9 @@ import {
   DatabaseUnavailableError,
   ResultTooLargeError,
   TransactionExpiredError,
-} from '../../lambda/shared/db';
-import { DataApiEmulator, REQUEST_TOO_LARGE_MESSAGE, startDataApiEmulator } from '../../local/data-api/emulator';
-import { startPostgres, TestPostgres } from '../../local/postgres/embedded-postgres';
+} from '../../../lambda/shared/db';
+import { DataApiEmulator, REQUEST_TOO_LARGE_MESSAGE, startDataApiEmulator } from '../../../local/data-api/emulator';
+import { startPostgres, TestPostgres } from '../../../local/postgres/embedded-postgres';
 
 /** Data API specifics: resume retries, the 1 MiB limit, idle transaction expiry, wire errors. */
 let pg: TestPostgres;

@@ -1,4 +1,4 @@
-import { runMigrations } from '../../lambda/migrate/run-migrations';
+import { runMigrations } from '../../../lambda/migrate/run-migrations';
 import {
   Database,
   DatabaseError,
@@ -8,9 +8,9 @@ import {
   sqlDecimal,
   sqlJson,
   sqlUuid,
-} from '../../lambda/shared/db';
-import { DataApiEmulator, startDataApiEmulator } from '../../local/data-api/emulator';
-import { startPostgres, TestPostgres } from '../../local/postgres/embedded-postgres';
+} from '../../../lambda/shared/db';
+import { DataApiEmulator, startDataApiEmulator } from '../../../local/data-api/emulator';
+import { startPostgres, TestPostgres } from '../../../local/postgres/embedded-postgres';
 
 /**
  * One behaviour contract, two adapters: node-postgres directly, and the Data API adapter
