@@ -248,7 +248,7 @@ async function main() {
           let line = `  [${new Date().toISOString().slice(11, 19)}] token-refresh: ${r.refreshed} refreshed, ${r.failed} failed, ${r.reauthRequired} re-authorisation needed`;
           if (tick % 2 === 0) {
             const s = await invoke('account-sync', accountSync, { source: 'aws.events' }, 15 * 60_000);
-            line += ` | account-sync: ${s.usersSynced} users, ${s.accountsSynced} accounts synced, ${s.usersFailed} failed`;
+            line += ` | account-sync: ${s.connectionsSynced} connections, ${s.accountsSynced} accounts synced, ${s.connectionsFailed} failed`;
           }
           say(line);
         } catch (error) {
@@ -324,7 +324,7 @@ function summaryText(o: {
     ['token refreshes failed (will retry)', `${refresh.failed}`],
     ['tokens needing re-authorisation (this run)', `${refresh.reauthRequired}`],
     ['rate-limit hits (LWA / Ads)', `${refresh.rateLimited} / ${sync.rateLimited}`],
-    ['connections synced / failed', `${sync.usersSynced} / ${sync.usersFailed}`],
+    ['connections synced / failed', `${sync.connectionsSynced} / ${sync.connectionsFailed}`],
     [
       'accounts synced / failed / no longer at Amazon',
       `${sync.accountsSynced} / ${sync.accountsFailed} / ${sync.accountsMissing}`,
