@@ -10,7 +10,7 @@
  *   claimConnections, saveOutcomes, flagAccountsNeedingReauth   lambda/account-sync/store/ (claims.ts, write-back.ts)
  *   recordRateLimitUsage, readEndpointPauses              lambda/shared/amazon/usage-store.ts
  *   DatabaseRateBudgetStore.reserve, .throttled            lambda/shared/amazon/rate-budget.ts (0015)
- *   useConnection, readConnection (+ saveResults)          lambda/token-vending/store.ts (on-demand token route;
+ *   useConnection, readConnection (+ saveResults)          lambda/token-route/store.ts (on-demand token route;
  *                                                          no privilege of its own: it uses the ones listed)
  *
  * SELECT is needed for every column a statement reads (WHERE, SET expressions, ON CONFLICT,
