@@ -74,7 +74,7 @@ function scratchMigrations(edit: SqlEdit | undefined): string {
 
 function jest(tests: readonly string[], env: NodeJS.ProcessEnv): Promise<{ code: number; output: string }> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(join(ROOT, 'node_modules', '.bin', 'jest'), ['--runInBand', '--ci', ...tests], {
+    const child = spawn(join(ROOT, 'node_modules', '.bin', 'jest'), ['--runInBand', '--ci', '--verbose', ...tests], {
       cwd: ROOT,
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
