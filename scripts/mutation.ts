@@ -60,16 +60,18 @@ const ACCOUNT_SYNC_TESTS = [
   'test/jobs/fan-out*.test.ts', // the claims of given ids
 ];
 
-/** The accounts API's test files (each starts the API's local world). */
+/**
+ * The accounts API's test files (each starts the API's local world). Not the isolation harness
+ * (3,000 requests, minutes per mutant): it could only add kills.
+ */
 const API_TESTS = [
-  'test/api/connections.test.ts',
-  'test/api/connect-*.test.ts',
-  'test/api/requests.test.ts',
-  'test/api/isolation.test.ts',
-  'test/api/input-validation.test.ts',
-  'test/api/api-rate-budget.test.ts',
-  'test/api/gin-index.test.ts',
-  'test/accounts-api/*.test.ts',
+  'test/api/accounts-api/connections.test.ts',
+  'test/api/accounts-api/connect-*.test.ts',
+  'test/api/accounts-api/requests.test.ts',
+  'test/api/accounts-api/input-validation.test.ts',
+  'test/api/accounts-api/rate-budget.test.ts',
+  'test/api/accounts-api/handler.test.ts',
+  'test/api/accounts-api/store.test.ts',
 ];
 
 /** Stryker's timeoutMS for the job groups (see below). */
@@ -127,7 +129,7 @@ export const GROUPS: Record<string, Group> = {
       'lambda/token-refresh/store/dispatch-marks.ts',
       'lambda/token-refresh/store/write-back.ts',
     ],
-    tests: [...TOKEN_REFRESH_TESTS, 'test/jobs/claim-cost.test.ts'],
+    tests: [...TOKEN_REFRESH_TESTS, 'test/jobs/claim-cost.test.ts', 'test/dispatcher/selections.test.ts'],
     timeoutMS: JOB_TIMEOUT_MS,
   },
   'account-sync-core': {
@@ -142,7 +144,7 @@ export const GROUPS: Record<string, Group> = {
       'lambda/account-sync/store/dispatch-marks.ts',
       'lambda/account-sync/store/write-back.ts',
     ],
-    tests: [...ACCOUNT_SYNC_TESTS, 'test/jobs/claim-cost.test.ts'],
+    tests: [...ACCOUNT_SYNC_TESTS, 'test/jobs/claim-cost.test.ts', 'test/dispatcher/selections.test.ts'],
     timeoutMS: JOB_TIMEOUT_MS,
   },
   // Issue 26: the code added since the first runs. The API's and the token route's tests each
@@ -183,19 +185,24 @@ export const GROUPS: Record<string, Group> = {
     mutate: ['lambda/shared/amazon/rate-limiter.ts'],
     tests: [
       'test/runtime/limits-and-backoff.test.ts',
-      'test/runtime/amazon-clients.test.ts',
-      'test/runtime/rate-budget*.test.ts',
+      'test/runtime/amazon/*.test.ts',
+      'test/runtime/rate-budget.test.ts',
     ],
     timeoutMS: JOB_TIMEOUT_MS,
   },
   'rate-budget': {
     mutate: ['lambda/shared/amazon/rate-budget.ts'],
-    tests: ['test/runtime/rate-budget*.test.ts', 'test/jobs/shared-budget.test.ts', 'test/api/api-rate-budget.test.ts'],
+    tests: [
+      'test/runtime/rate-budget.test.ts',
+      'test/migrations/shared-rate-budget.test.ts',
+      'test/jobs/shared-budget.test.ts',
+      'test/api/accounts-api/rate-budget.test.ts',
+    ],
     timeoutMS: JOB_TIMEOUT_MS,
   },
   authentication: {
     mutate: ['lambda/shared/db/authentication.ts'],
-    tests: ['test/runtime/credential-rotation.test.ts'],
+    tests: ['test/runtime/db/authentication.test.ts'],
     timeoutMS: JOB_TIMEOUT_MS,
   },
   'refresh-outcome': {
@@ -205,7 +212,7 @@ export const GROUPS: Record<string, Group> = {
   },
   'api-share': {
     mutate: ['lambda/shared/amazon/api-share.ts'],
-    tests: ['test/api/connect-limits.test.ts'],
+    tests: ['test/api/accounts-api/connect-limits.test.ts'],
     timeoutMS: JOB_TIMEOUT_MS,
   },
 };

@@ -1,9 +1,9 @@
-import { DISCONNECTED_MESSAGE } from '../../lambda/accounts-api/core';
-import { AccountsStore, claimsOf } from '../../lambda/accounts-api/store';
-import { Database, PgDatabase } from '../../lambda/shared/db';
-import { ApiWorld, request, startApiWorld } from '../api/fixture';
-import { checked } from '../api/openapi';
-import { SeededUser, seedApiUsers } from '../api/seed';
+import { DISCONNECTED_MESSAGE } from '../../../lambda/accounts-api/core';
+import { AccountsStore, claimsOf } from '../../../lambda/accounts-api/store';
+import { Database, PgDatabase } from '../../../lambda/shared/db';
+import { ApiWorld, request, startApiWorld } from '../fixture';
+import { checked } from '../openapi';
+import { SeededUser, seedApiUsers } from '../seed';
 
 // The accounts API's store (lambda/accounts-api/store.ts) and the SQL it calls (migrations 0013,
 // 0021) where a user has connections in several regions, and the database's own refusal to store

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { claimDueTokens, saveResults } from '../../lambda/token-refresh/store';
-import { JobWorld, seedUsers, useBothDatabasePaths, useJobWorld } from '../jobs/fixture';
+import { JobWorld, seedUsers, useBothDatabasePaths, useJobWorld } from './fixture';
 
 // The token refresh's write-back (lambda/token-refresh/store.ts, saveResults) against a
 // connection whose refresh token was replaced while the refresh ran, with the run's lease still
