@@ -109,7 +109,12 @@ export const GROUPS: Record<string, Group> = {
     timeoutMS: JOB_TIMEOUT_MS,
   },
   'token-refresh-store': {
-    mutate: ['lambda/token-refresh/store.ts'],
+    mutate: [
+      'lambda/token-refresh/store/due.ts',
+      'lambda/token-refresh/store/claims.ts',
+      'lambda/token-refresh/store/dispatch-marks.ts',
+      'lambda/token-refresh/store/write-back.ts',
+    ],
     tests: [...TOKEN_REFRESH_TESTS, 'test/jobs/claim-cost.test.ts'],
     timeoutMS: JOB_TIMEOUT_MS,
   },
@@ -119,7 +124,12 @@ export const GROUPS: Record<string, Group> = {
     timeoutMS: JOB_TIMEOUT_MS,
   },
   'account-sync-store': {
-    mutate: ['lambda/account-sync/store.ts'],
+    mutate: [
+      'lambda/account-sync/store/due.ts',
+      'lambda/account-sync/store/claims.ts',
+      'lambda/account-sync/store/dispatch-marks.ts',
+      'lambda/account-sync/store/write-back.ts',
+    ],
     tests: [...ACCOUNT_SYNC_TESTS, 'test/jobs/claim-cost.test.ts'],
     timeoutMS: JOB_TIMEOUT_MS,
   },
