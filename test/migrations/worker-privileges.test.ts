@@ -319,7 +319,7 @@ test('every privilege accounts_worker holds is needed by a statement of the jobs
     if ((await refused(revoking(privilege))).length === 0) unused.push(privilege);
   }
   expect(unused).toEqual([]);
-});
+}, 300_000);
 
 test('the worker reads nothing of users', async () => {
   await withClient(world.workerUrl, async (c) => {
