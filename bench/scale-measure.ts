@@ -12,6 +12,7 @@
  *   each drawing from the shared budget in the database. Every connection they work on is due
  *   (more than the rate allows in the time), so the rate, not the data, bounds them.
  */
+import { oauthTokenBinding } from '../lambda/shared/token-crypto';
 import { performance } from 'node:perf_hooks';
 import { runAccountSync } from '../lambda/account-sync/core';
 import { AdsClient, LwaClient } from '../lambda/shared/amazon';
@@ -132,8 +133,8 @@ export async function measureSize(
       kind: 'success',
       result: {
         token,
-        accessToken: world.cipher.encrypt(`Atza|bench-${token.id}`),
-        refreshToken: world.cipher.encrypt(`Atzr|bench-${token.id}`),
+        accessToken: world.cipher.encrypt(`Atza|bench-${token.id}`, oauthTokenBinding(token, 'access_token')),
+        refreshToken: world.cipher.encrypt(`Atzr|bench-${token.id}`, oauthTokenBinding(token, 'refresh_token')),
         expiresAt,
       },
     }));

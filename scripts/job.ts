@@ -44,7 +44,7 @@ export async function runJobOnce(
   const deadline = Date.now() + (options.timeLimitSeconds ?? DEFAULT_TIME_LIMIT_SECONDS) * 1000;
   const config = readLocalJobConfig(env);
   const db = new PgDatabase({ connection: config.databaseUrl });
-  const cipher = new TokenCipher(config.tokenKey);
+  const cipher = new TokenCipher(config.tokenKeys);
   // The same shared budgets as the Lambdas: concurrent `npm run job` processes on one database
   // together stay under LWA_REQUESTS_PER_SECOND / ADS_REQUESTS_PER_SECOND per region.
   const limiters = new RateLimiterRegistry(endpointLimitsFor(config.amazonRates), {}, new DatabaseRateBudgetStore(db));

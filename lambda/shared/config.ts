@@ -1,5 +1,5 @@
 import * as z from './validation';
-import { parseTokenKey, TokenKeyError } from './token-crypto';
+import { TokenKeyError, TokenKeyRing } from './token-crypto';
 
 /**
  * The jobs' configuration, read from the environment in one place and validated at start-up.
@@ -205,8 +205,8 @@ export interface LocalJobConfig {
   readonly adsApiUrl: string | undefined;
   readonly lwaClientId: string;
   readonly lwaClientSecret: string;
-  /** The decoded 32-byte token encryption key. */
-  readonly tokenKey: Buffer;
+  /** The token key ring: TOKEN_ENCRYPTION_KEY holds the ring's JSON or one base64 key (docs/token-encryption.md). */
+  readonly tokenKeys: TokenKeyRing;
   /** The shared request budgets' rates; absent ones take the defaults. */
   readonly amazonRates: AmazonRates;
   /** `PROACTIVE_REFRESH_USED_WITHIN_SECONDS`, as in AWS. @default - every connection */
@@ -238,7 +238,7 @@ export function readLocalJobConfig(env: Readonly<Record<string, string | undefin
     const key = v[LOCAL_JOB_ENV.tokenEncryptionKey];
     if (key === undefined) return [];
     try {
-      parseTokenKey(key);
+      TokenKeyRing.parse(key);
       return [];
     } catch (error) {
       return [`${LOCAL_JOB_ENV.tokenEncryptionKey}: ${error instanceof TokenKeyError ? error.message : 'unreadable'}`];
@@ -250,7 +250,7 @@ export function readLocalJobConfig(env: Readonly<Record<string, string | undefin
     adsApiUrl: values[LOCAL_JOB_ENV.adsApiUrl],
     lwaClientId: values[LOCAL_JOB_ENV.lwaClientId],
     lwaClientSecret: values[LOCAL_JOB_ENV.lwaClientSecret],
-    tokenKey: parseTokenKey(values[LOCAL_JOB_ENV.tokenEncryptionKey]),
+    tokenKeys: TokenKeyRing.parse(values[LOCAL_JOB_ENV.tokenEncryptionKey]),
     amazonRates: amazonRates(values),
     proactiveRefreshUsedWithinSeconds: optionalSeconds(values[JOB_ENV.proactiveRefreshUsedWithinSeconds]),
   };

@@ -11,7 +11,7 @@ import {
   decryptTokenV2,
   encryptTokenV2,
   LEGACY_KEY_ID,
-  RingTokenCipher,
+  TokenCipher,
   storedFormat,
   type TokenBinding,
   TokenKeyRing,
@@ -327,7 +327,7 @@ describe('a cipher that can re-read its ring', () => {
 
   test('a value under a key it lacks re-reads the ring once, then reads and writes with the new ring', async () => {
     const reload = jest.fn(async () => newRing);
-    const cipher = new RingTokenCipher(oldRing, reload);
+    const cipher = new TokenCipher(oldRing, reload);
     const [a, b] = await Promise.all([cipher.decrypt(underK2, REFRESH), cipher.decrypt(underK2, REFRESH)]);
     expect([a, b]).toEqual(['Atzr|k2', 'Atzr|k2']);
     expect(await cipher.decrypt(underK2, REFRESH)).toBe('Atzr|k2');
@@ -337,14 +337,14 @@ describe('a cipher that can re-read its ring', () => {
 
   test('a key id still missing after the re-read fails, and is not re-read again', async () => {
     const reload = jest.fn(async () => oldRing);
-    const cipher = new RingTokenCipher(oldRing, reload);
+    const cipher = new TokenCipher(oldRing, reload);
     await expect(cipher.decrypt(underK2, REFRESH)).rejects.toBeInstanceOf(UnknownTokenKeyError);
     await expect(cipher.decrypt(underK2, REFRESH)).rejects.toBeInstanceOf(UnknownTokenKeyError);
     expect(reload).toHaveBeenCalledTimes(1);
   });
 
   test('a failed re-read fails the value as unreadable (the secret error is not the token error)', async () => {
-    const cipher = new RingTokenCipher(oldRing, async () => {
+    const cipher = new TokenCipher(oldRing, async () => {
       throw new Error('Secrets Manager unavailable');
     });
     await expect(cipher.decrypt(underK2, REFRESH)).rejects.toBeInstanceOf(UnknownTokenKeyError);
@@ -352,12 +352,12 @@ describe('a cipher that can re-read its ring', () => {
 
   test('a value that fails authentication does not re-read', async () => {
     const reload = jest.fn(async () => newRing);
-    const cipher = new RingTokenCipher(newRing, reload);
+    const cipher = new TokenCipher(newRing, reload);
     await expect(cipher.decrypt(underK2, ACCESS)).rejects.toThrow(/moved from another row or column/);
     expect(reload).not.toHaveBeenCalled();
   });
 
   test('without a way to re-read, an unknown key fails at once', async () => {
-    await expect(new RingTokenCipher(oldRing).decrypt(underK2, REFRESH)).rejects.toBeInstanceOf(UnknownTokenKeyError);
+    await expect(new TokenCipher(oldRing).decrypt(underK2, REFRESH)).rejects.toBeInstanceOf(UnknownTokenKeyError);
   });
 });
