@@ -40,14 +40,18 @@ interface Group {
 
 /** The job test files that run the token refresh (its core, store or handler). */
 const TOKEN_REFRESH_TESTS = [
+  'test/jobs/token-refresh/*.test.ts',
+  'test/jobs/token-refresh/store/*.test.ts',
   'test/jobs/token-refresh*.test.ts',
-  'test/jobs/throttling-and-write-back.test.ts',
+  'test/jobs/throttling.test.ts',
+  'test/jobs/write-back.test.ts',
   'test/jobs/shared-budget.test.ts',
   'test/jobs/deadlines.test.ts',
   'test/jobs/dry-run.test.ts',
   'test/jobs/entry-points.test.ts',
   'test/jobs/regions.test.ts',
   'test/jobs/fan-out*.test.ts', // the claims of given ids
+  'test/jobs/dispatcher/*.test.ts',
 ];
 
 /** The job test files that run the account sync (its core, store or handler). */
@@ -58,6 +62,7 @@ const ACCOUNT_SYNC_TESTS = [
   'test/jobs/entry-points.test.ts',
   'test/jobs/regions.test.ts',
   'test/jobs/fan-out*.test.ts', // the claims of given ids
+  'test/jobs/dispatcher/*.test.ts',
 ];
 
 /** Stryker's timeoutMS for the job groups (see below). */
