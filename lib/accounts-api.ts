@@ -217,7 +217,7 @@ export class AccountsApi extends Construct {
 
     // The internal token route: its own function, since it needs what the user-facing one must
     // not have (the jobs' database login, which writes the token columns; no JWT involved).
-    // The jobs' container code (Data API as the worker login, LWA client on the shared budget).
+    // The jobs' container code (Data API as the jobs' login, LWA client on the shared budget).
     // The route's own wait for a concurrent refresh ends at 20 s, under the function's 25 s.
     const tokenFunction = this.routeFunction(props, 'TokenHandler', {
       entry: 'lambda/token-route/handler.ts',

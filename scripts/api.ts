@@ -281,7 +281,7 @@ async function main() {
   // this server's calls (connects, the token route) take at most the API's share of it.
   const budgetDb = new PgDatabase({ connection: config.databaseUrl, maxConnections: 2 });
   const limiters = new RateLimiterRegistry(
-    endpointLimitsFor(config.amazonRates),
+    endpointLimitsFor(config.amazonLimits),
     {},
     new ApiShareBudgetStore(new DatabaseRateBudgetStore(budgetDb)),
   );

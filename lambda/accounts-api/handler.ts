@@ -44,7 +44,7 @@ async function build(): Promise<(event: ApiRequestEvent) => Promise<ApiResult>> 
   // job invocation does (the login's privilege on it: migration 0018), within the API's share
   // of it (api-share.ts, migration 0020): the scheduled jobs always keep the rest.
   const limiters = new RateLimiterRegistry(
-    endpointLimitsFor(config.amazonRates),
+    endpointLimitsFor(config.amazonLimits),
     {},
     new ApiShareBudgetStore(new DatabaseRateBudgetStore(db)),
   );

@@ -29,7 +29,7 @@ const STORES = [
   ...sourceFiles('lambda/account-sync/store'),
   'lambda/shared/amazon/usage-store.ts',
   'lambda/shared/amazon/rate-budget.ts',
-  // The on-demand token route runs as the jobs' login too (its own Lambda, the worker secret).
+  // The on-demand token route runs as the jobs' login too (its own Lambda, the same secret).
   'lambda/token-route/store.ts',
 ];
 /** Code that runs SQL for other reasons: the adapters themselves, and the migration Lambda (as the owner). */
