@@ -26,7 +26,7 @@ import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http
 import type { AddressInfo } from 'node:net';
 import { runAccountSync } from '../lambda/account-sync/core';
 import { createAccountsApi } from '../lambda/accounts-api/core';
-import { ApiRequestEvent, MAX_BODY_BYTES, problemResult, problems } from '../lambda/accounts-api/http';
+import { ApiRequestEvent, MAX_BODY_BYTES, problemResult, problems } from '../lambda/shared/http';
 import { inProcessSyncStarter, InProcessSyncStarter } from '../lambda/accounts-api/in-process-sync';
 import { createTokenVerifier, TokenVerifier } from '../lambda/accounts-api/jwt';
 import { AccountsStore } from '../lambda/accounts-api/store';

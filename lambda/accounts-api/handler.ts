@@ -11,7 +11,7 @@ import { LOCAL_JOB_ENV } from '../shared/config';
 import { createDataApiClient, DataApiDatabase } from '../shared/db';
 import { lwaCredentialsFromSecret, SecretsCache, tokenCipherFromSecret } from '../shared/secrets';
 import { createAccountsApi } from './core';
-import { ApiRequestEvent, ApiResult, problemResult, problems } from './http';
+import { ApiRequestEvent, ApiResult, problemResult, problems } from '../shared/http';
 import { createTokenVerifier } from './jwt';
 import { AccountsStore } from './store';
 import { lambdaSyncStarter } from './sync-starter';

@@ -4,7 +4,7 @@ import { previewAccountSync, runAccountSync } from '../../lambda/account-sync/co
 import { Database, DatabaseError, PgDatabase, QueryResult, Row, SqlParams } from '../../lambda/shared/db';
 import { previewTokenRefresh, runTokenRefresh } from '../../lambda/token-refresh/core';
 import { createTokenRoute } from '../../lambda/token-route/core';
-import type { ApiRequestEvent } from '../../lambda/accounts-api/http';
+import type { ApiRequestEvent } from '../../lambda/shared/http';
 import { JobWorld, runtime, seedUsers, startJobWorld } from '../jobs/fixture';
 import { rolePrivileges } from '../support/privileges';
 import { withClient } from '../support/schema';
