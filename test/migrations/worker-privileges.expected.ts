@@ -10,6 +10,7 @@
  *   claimConnections, saveOutcomes, flagAccountsNeedingReauth   lambda/account-sync/store/ (claims.ts, write-back.ts)
  *   recordRateLimitUsage, readEndpointPauses              lambda/shared/amazon/usage-store.ts
  *   DatabaseRateBudgetStore.reserve, .throttled            lambda/shared/amazon/rate-budget.ts (0015)
+ *   claimEvents, markPublished, releaseFailed, pruneEvents, outboxBacklog   lambda/event-publisher/store.ts (0023)
  *   useConnection, readConnection (+ saveResults)          lambda/token-route/store.ts (on-demand token route;
  *                                                          no privilege of its own: it uses the ones listed)
  *
@@ -161,4 +162,26 @@ export const EXPECTED_WORKER_PRIVILEGES: readonly string[] = [
   // oauth_tokens.last_used_at, granted by 0016 (refresh what is used)
   'SELECT (last_used_at) ON oauth_tokens', // claimDueTokens, countDueTokens: used within the window (NULL counts as used)
   'UPDATE (last_used_at) ON oauth_tokens', // claimConnections: a claimed connection, and a due one waiting for its token, is used; useConnection: the on-demand route's use
+
+  // event_outbox (0023): the event publisher
+  'SELECT (id) ON event_outbox', // claimEvents (order, heads), markPublished, releaseFailed, pruneEvents: row match
+  'SELECT (event_id) ON event_outbox', // claimEvents returns it (the idempotency id)
+  'SELECT (detail_type) ON event_outbox', // claimEvents returns it
+  'SELECT (user_id) ON event_outbox', // claimEvents: one event per connection; returns it
+  'SELECT (region) ON event_outbox', // same
+  'SELECT (connection_id) ON event_outbox', // claimEvents returns it
+  'SELECT (data) ON event_outbox', // claimEvents returns it
+  'SELECT (occurred_at) ON event_outbox', // claimEvents returns it; outboxBacklog: the oldest's age
+  'SELECT (attempts) ON event_outbox', // claimEvents adds one and returns it
+  'SELECT (lease_owner) ON event_outbox', // releaseFailed: only the lease owner gives events back
+  'SELECT (lease_expires_at) ON event_outbox', // claimEvents: free or expired lease
+  'SELECT (next_attempt_at) ON event_outbox', // claimEvents: retry time reached
+  'SELECT (published_at) ON event_outbox', // claimEvents, markPublished, releaseFailed, pruneEvents, outboxBacklog
+  'UPDATE (attempts) ON event_outbox', // claimEvents
+  'UPDATE (lease_owner) ON event_outbox', // claimEvents takes the lease; markPublished, releaseFailed clear it
+  'UPDATE (lease_expires_at) ON event_outbox', // same
+  'UPDATE (next_attempt_at) ON event_outbox', // releaseFailed: backoff; markPublished clears it
+  'UPDATE (last_error) ON event_outbox', // releaseFailed; markPublished clears it
+  'UPDATE (published_at) ON event_outbox', // markPublished
+  'DELETE ON event_outbox', // pruneEvents: published rows past the retention
 ];

@@ -15,6 +15,7 @@ import { endpointLimitsFor, RateLimiterRegistry } from '../../lambda/shared/amaz
 import { QueueSender, runDispatch } from '../../lambda/dispatcher/core';
 import { accountSyncSelection, tokenRefreshSelection } from '../../lambda/dispatcher/selections';
 import type { FanOutMessage } from '../../lambda/shared/jobs/fan-out';
+import { runEventPublisher } from '../../lambda/event-publisher/core';
 
 // What the jobs' role may do, against what the jobs' statements need. The jobs run here as
 // the jobs' login (member of accounts_worker, as in production) through a recorder; every
@@ -31,6 +32,8 @@ const STORES = [
   'lambda/shared/amazon/rate-budget.ts',
   // The on-demand token route runs as the jobs' login too (its own Lambda, the same secret).
   'lambda/token-route/store.ts',
+  // The event publisher (migration 0023's outbox) runs as the jobs' login too.
+  'lambda/event-publisher/store.ts',
 ];
 /** Code that runs SQL for other reasons: the adapters themselves, and the migration Lambda (as the owner). */
 // The accounts API's SQL runs as its own login (authenticated, under RLS), not as the jobs'
@@ -200,6 +203,25 @@ beforeAll(async () => {
       };
       expect([200, 502, 503]).toContain((await vend(event)).statusCode);
     }
+    // The event publisher drains the events the runs above wrote; one connection's event is
+    // refused in every attempt (given back with a retry time).
+    let refusedUser: string | undefined;
+    const published = await runEventPublisher({
+      db,
+      bus: {
+        putEvents: (entries) => {
+          const users = entries.map((e) => (JSON.parse(e.Detail) as { userId: string }).userId);
+          refusedUser ??= users[0];
+          return Promise.resolve({
+            failed: users.flatMap((u, index) => (u === refusedUser ? [{ index, errorCode: 'InternalFailure' }] : [])),
+          });
+        },
+      },
+      ...runtime(),
+      settings: { retryBaseMs: 1, retryMaxMs: 2 },
+    });
+    expect(published.published).toBeGreaterThan(0);
+    expect(published.notPublished).toBe(1);
   } finally {
     await worker.close();
   }
@@ -297,7 +319,7 @@ test('every privilege accounts_worker holds is needed by a statement of the jobs
     if ((await refused(revoking(privilege))).length === 0) unused.push(privilege);
   }
   expect(unused).toEqual([]);
-});
+}, 300_000);
 
 test('the worker reads nothing of users', async () => {
   await withClient(world.workerUrl, async (c) => {
