@@ -13,7 +13,7 @@ import { API_ENV } from '../lambda/shared/api-env';
 import { JOB_ENV } from '../lambda/shared/config';
 import { METRICS_NAMESPACE } from '../lambda/shared/jobs/metrics';
 import { TOKEN_ROUTE, TOKEN_ROUTE_SERVICE } from '../lambda/token-route/route';
-import type { ApiConfig } from './config';
+import type { ApiDeployConfig } from './config';
 import type { Database } from './database';
 import { NodeFunction } from './node-function';
 
@@ -73,7 +73,7 @@ export interface AccountsApiProps {
   /** The environment's name (APP_ENVIRONMENT, log fields). */
   readonly environmentName: string;
   /** Sign-in, CORS and throttling of this environment (cdk.json). */
-  readonly config: ApiConfig;
+  readonly config: ApiDeployConfig;
   /** The cluster (Data API) and the API's database login (`accounts_api`). */
   readonly database: Database;
   /** LWA client id/secret (JSON): exchanging authorization codes. */
