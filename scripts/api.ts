@@ -26,7 +26,7 @@ import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http
 import type { AddressInfo } from 'node:net';
 import { runAccountSync } from '../lambda/account-sync/core';
 import { createAccountsApi } from '../lambda/accounts-api/core';
-import { ApiRequestEvent, MAX_BODY_BYTES, problemResult, problems } from '../lambda/accounts-api/http';
+import { ApiRequestEvent, MAX_BODY_BYTES, problemResult, problems } from '../lambda/shared/http';
 import { inProcessSyncStarter, InProcessSyncStarter } from '../lambda/accounts-api/in-process-sync';
 import { createTokenVerifier, TokenVerifier } from '../lambda/accounts-api/jwt';
 import { AccountsStore } from '../lambda/accounts-api/store';
@@ -281,7 +281,7 @@ async function main() {
   // this server's calls (connects, the token route) take at most the API's share of it.
   const budgetDb = new PgDatabase({ connection: config.databaseUrl, maxConnections: 2 });
   const limiters = new RateLimiterRegistry(
-    endpointLimitsFor(config.amazonRates),
+    endpointLimitsFor(config.amazonLimits),
     {},
     new ApiShareBudgetStore(new DatabaseRateBudgetStore(budgetDb)),
   );

@@ -58,7 +58,6 @@ export const CROSS_FUNCTION_IMPORTS: Readonly<Record<string, string>> = {
     'the dispatcher selects due connections with the account sync’s own claim conditions',
   'lambda/token-route -> lambda/token-refresh':
     'the on-demand route writes its refresh back through the token refresh’s write-back and outcome policy',
-  'lambda/token-route -> lambda/accounts-api': 'the route answers with the accounts API’s problem+json helpers',
 };
 
 /** Folders whose import graph must have no cycle. */

@@ -4,7 +4,7 @@ import { previewAccountSync, runAccountSync } from '../../lambda/account-sync/co
 import { Database, DatabaseError, PgDatabase, QueryResult, Row, SqlParams } from '../../lambda/shared/db';
 import { previewTokenRefresh, runTokenRefresh } from '../../lambda/token-refresh/core';
 import { createTokenRoute } from '../../lambda/token-route/core';
-import type { ApiRequestEvent } from '../../lambda/accounts-api/http';
+import type { ApiRequestEvent } from '../../lambda/shared/http';
 import { JobWorld, runtime, seedUsers, startJobWorld } from '../jobs/fixture';
 import { rolePrivileges } from '../support/privileges';
 import { withClient } from '../support/schema';
@@ -30,7 +30,7 @@ const STORES = [
   ...sourceFiles('lambda/account-sync/store'),
   'lambda/shared/amazon/usage-store.ts',
   'lambda/shared/amazon/rate-budget.ts',
-  // The on-demand token route runs as the jobs' login too (its own Lambda, the worker secret).
+  // The on-demand token route runs as the jobs' login too (its own Lambda, the same secret).
   'lambda/token-route/store.ts',
   // The event publisher (migration 0023's outbox) runs as the jobs' login too.
   'lambda/event-publisher/store.ts',
