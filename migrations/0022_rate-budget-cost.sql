@@ -150,13 +150,12 @@ BEGIN
       wake := queue + make_interval(secs => need * step / 1000);
     END IF;
     first_at := greatest(start_at, wake + make_interval(secs => (horizon - need * step) / 1000));
-    IF first_at > now_at + make_interval(secs => max_wait / 1000) THEN
-      -- The caller will not come back for it: nothing is kept.
-      RETURN QUERY SELECT 0, first_at, step, rate, wake, b.paused_until, horizon;
-      RETURN;
+    -- A caller that will not come back for it (its first slot would be too late) takes no place.
+    IF first_at <= now_at + make_interval(secs => max_wait / 1000) THEN
+      queue := wake;
     END IF;
-    queue := wake;
   END IF;
+  -- One statement for every answer: the ceiling as last passed, the rate now, and what changed.
   UPDATE amazon_rate_budget
      SET ceiling_per_second = ceiling, rate_per_second = rate, rate_at = now_at,
          next_slot_at = CASE WHEN given > 0 THEN start_at + make_interval(secs => given * step / 1000) ELSE b.next_slot_at END,

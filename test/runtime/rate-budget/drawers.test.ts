@@ -30,7 +30,17 @@ describe.each(useBothDatabasePaths(() => world))('drawers sharing one budget (%s
 
       expect(results.reduce((s, r) => s + r.sent, 0)).toBe(REQUESTS);
       expect(arrived).toHaveLength(REQUESTS);
-      expect(busiestSecond(arrived)).toBeLessThanOrEqual(RATE);
+      // As the requests left, all drawers together: never more than the budget in any second.
+      const sent = drawers.flatMap((d) => d.sentAt);
+      expect(busiestSecond(sent)).toBeLessThanOrEqual(RATE);
+      // As the fake Amazon saw them: the same, but for what this busy process adds between
+      // a request leaving and its arrival (the fake shares its event loop with every drawer);
+      // the slots are spaced for 300 ms of that spread, and a second more rarely holds more.
+      const atAmazon = busiestSecond(arrived);
+      process.stdout.write(
+        `${path}: ${n} drawer(s): busiest second ${busiestSecond(sent)} sent, ${atAmazon} at Amazon\n`,
+      );
+      expect(atAmazon).toBeLessThanOrEqual(RATE + 5);
       // Every invocation got its share (nobody starved behind the others).
       for (const r of results) expect(r.sent).toBe(REQUESTS / n);
 

@@ -36,6 +36,8 @@ export class RecordingStore implements RateBudgetStore {
 }
 
 export interface Drawer {
+  /** When each request left (the limiter let it go), epoch ms. */
+  readonly sentAt: number[];
   readonly db: Database;
   readonly store: RecordingStore;
   readonly registry: RateLimiterRegistry;
@@ -53,7 +55,12 @@ export function drawer(world: JobWorld, db: Database, ratePerSecond: number, tol
     // spread (as in test/jobs/shared-budget.test.ts), as in production it covers the network's.
     toleranceMs,
   );
+  const sentAt: number[] = [];
   const lwa = new LwaClient({
+    fetch: (input, init) => {
+      sentAt.push(Date.now());
+      return fetch(input, init);
+    },
     clientId: world.amazon.clientId,
     clientSecret: world.amazon.clientSecret,
     tokenUrl: world.amazon.lwaTokenUrl,
@@ -61,7 +68,7 @@ export function drawer(world: JobWorld, db: Database, ratePerSecond: number, tol
     limiters: registry,
     retry: { maxAttempts: 1 },
   });
-  return { db, store, registry, lwa };
+  return { sentAt, db, store, registry, lwa };
 }
 
 /**
