@@ -1,12 +1,13 @@
 import { performance } from 'node:perf_hooks';
-import { DatabaseRateBudgetStore, SharedRateBudget } from '../lambda/shared/amazon/rate-budget';
+import { DatabaseRateBudgetStore, MAX_HORIZON_MS, SharedRateBudget } from '../lambda/shared/amazon/rate-budget';
 import { cpus, loadavg } from 'node:os';
 import { renderBudgetCost } from './report';
 import { BenchWorld, startBenchWorld } from './world';
 
 /**
  * `npx tsx bench/budget-cost.ts`: the table alone (`npm run bench` measures it too), at 10 and
- * 80 requests/s with 1, 4 and 16 workers, 20 s of requests at each rate.
+ * 80 requests/s with 1, 4 and 16 workers, 20 s of requests at each rate and at least one
+ * horizon's batch per worker (6 s at the rate: more time with 16 workers).
  *
  * What the shared rate budget itself costs in database calls, with 1 or many invocations
  * drawing from it: `workers` invocations, each with its own Data API adapter and its own
@@ -109,10 +110,14 @@ export async function measureBudgetCosts(
   for (const ratePerSecond of o.rates)
     for (const workers of o.workers) {
       o.progress(`The shared budget alone at ${ratePerSecond}/s, ${workers} worker(s)…`);
+      // Each worker gets at least one batch's worth (a horizon of slots): a worker that sends
+      // less pays its one or two calls for fewer requests, whatever the budget does.
+      const batch = Math.floor(MAX_HORIZON_MS / (1100 / ratePerSecond)) + 1;
+      const requests = Math.round(ratePerSecond * o.seconds);
       const c = await measureBudgetCost(w, {
         ratePerSecond,
         workers,
-        requests: Math.max(workers, Math.round(ratePerSecond * o.seconds)),
+        requests: o.seconds >= 5 ? Math.max(requests, workers * batch) : Math.max(workers, requests),
       });
       out.push(c);
       o.progress(

@@ -30,16 +30,19 @@ describe.each(useBothDatabasePaths(() => world))('drawers sharing one budget (%s
 
       expect(results.reduce((s, r) => s + r.sent, 0)).toBe(REQUESTS);
       expect(arrived).toHaveLength(REQUESTS);
-      // As the requests left, all drawers together: never more than the budget in any second.
-      const sent = drawers.flatMap((d) => d.sentAt);
-      expect(busiestSecond(sent)).toBeLessThanOrEqual(RATE);
-      // As the fake Amazon saw them: the same, but for what this busy process adds between
-      // a request leaving and its arrival (the fake shares its event loop with every drawer);
-      // the slots are spaced for 300 ms of that spread, and a second more rarely holds more.
+      // The schedule the database handed out, all drawers together: never more than the budget
+      // in any second (and with room for each slot to be used up to the tolerance late).
+      const slots = drawers.flatMap((d) => d.store.slots);
+      expect(busiestSecond(slots)).toBeLessThanOrEqual(Math.floor((RATE * 1000) / 1300) + 1);
+      // As the requests left and as the fake Amazon saw them: the same, but for what this busy
+      // process adds (timers firing late, the fake sharing its event loop with every drawer);
+      // the slots leave room for 300 ms of that, and a second rarely holds a few more.
+      const sent = busiestSecond(drawers.flatMap((d) => d.sentAt));
       const atAmazon = busiestSecond(arrived);
       process.stdout.write(
-        `${path}: ${n} drawer(s): busiest second ${busiestSecond(sent)} sent, ${atAmazon} at Amazon\n`,
+        `${path}: ${n} drawer(s): busiest second ${busiestSecond(slots)} slots, ${sent} sent, ${atAmazon} at Amazon\n`,
       );
+      expect(sent).toBeLessThanOrEqual(RATE + 5);
       expect(atAmazon).toBeLessThanOrEqual(RATE + 5);
       // Every invocation got its share (nobody starved behind the others).
       for (const r of results) expect(r.sent).toBe(REQUESTS / n);
@@ -54,13 +57,12 @@ describe.each(useBothDatabasePaths(() => world))('drawers sharing one budget (%s
           `${stats.reduce((s, x) => s + x.releases, 0)} releases) = ${perRequest.toFixed(3)} per request\n`,
       );
       // A batch per horizon's worth of requests (at 40/s with 300 ms of tolerance: 6 s hold 185)
-      // and, while others hold the schedule, one refusal per batch, with the time to ask again
-      // in it: at most two calls per drawer's batch and a release, whatever the number of
-      // drawers (before: 0.25 per request with one worker, 11.6 with 16, every waiting
-      // drawer waking at the same next slot and asking again).
-      const batches = drawers.length * Math.ceil(REQUESTS / n / 185);
-      expect(calls).toBeLessThanOrEqual(3 * batches);
-      expect(perRequest).toBeLessThanOrEqual(n === 1 ? 0.05 : 0.1);
+      // and, while others hold the schedule, a refusal or two with a time of its own to ask
+      // again: a few calls per drawer and next to nothing per request, not a herd (before: 0.25
+      // per request with one worker, 11.6 with 16, every waiting drawer waking at the same
+      // next slot and asking again).
+      expect(calls).toBeLessThanOrEqual(4 * n + 0.02 * REQUESTS);
+      if (n === 1) expect(perRequest).toBeLessThanOrEqual(0.05);
     },
   );
 });

@@ -21,9 +21,13 @@ import type { JobWorld } from '../../jobs/fixture';
 /** The budget store, with every 429 report's answer kept (which of them cut the rate). */
 export class RecordingStore implements RateBudgetStore {
   readonly reports: ThrottleResult[] = [];
+  /** Every slot granted, database clock, epoch ms. */
+  readonly slots: number[] = [];
   constructor(private readonly inner: DatabaseRateBudgetStore) {}
-  reserve(key: BudgetKey, request: ReserveRequest): Promise<Reservation> {
-    return this.inner.reserve(key, request);
+  async reserve(key: BudgetKey, request: ReserveRequest): Promise<Reservation> {
+    const r = await this.inner.reserve(key, request);
+    for (let i = 0; i < r.granted; i += 1) this.slots.push(r.firstSlotAtMs + i * r.intervalMs);
+    return r;
   }
   async throttled(key: BudgetKey, report: ThrottleReport): Promise<ThrottleResult> {
     const result = await this.inner.throttled(key, report);
