@@ -151,6 +151,13 @@ beforeAll(async () => {
       await runTokenRefresh({ db, lwa, cipher: world.cipher, ...rt, settings: { concurrency: 4 } });
       await runAccountSync({ db, ads, cipher: world.cipher, ...runtime(), settings: { concurrency: 4 } });
     }
+    // A run that ends holding slots of the shared budget gives them back (the cores'
+    // releaseUnused): here one that expected five requests and sent one, at 1 per second.
+    const slow = new RateLimiterRegistry(endpointLimitsFor({ lwa: 1 }), {}, new DatabaseRateBudgetStore(db));
+    slow.for('lwa', 'FE').expectRequests(5);
+    await slow.for('lwa', 'FE').run(() => Promise.resolve());
+    await slow.releaseUnused();
+    expect(slow.for('lwa', 'FE').shared!.stats()).toMatchObject({ releases: 1 });
     // Fan-out: the dispatchers mark due ids (one message refused, so its ids' mark is taken off),
     // and the jobs claim the ids of the messages sent.
     await seedUsers(world, { count: 4, expiresInSeconds: 600, accountsDueInSeconds: -60 });
