@@ -202,7 +202,7 @@ export const GROUPS: Record<string, Group> = {
   },
   authentication: {
     mutate: ['lambda/shared/db/authentication.ts'],
-    tests: ['test/runtime/db/authentication.test.ts'],
+    tests: ['test/runtime/db/authentication/*.test.ts'],
     timeoutMS: JOB_TIMEOUT_MS,
   },
   'refresh-outcome': {
