@@ -67,7 +67,7 @@ export async function startLocalWorld(): Promise<LocalWorld> {
     admin,
     async reset() {
       await admin.query(
-        'TRUNCATE users, oauth_tokens, user_accounts, account_sync_history, rate_limit_tracking, amazon_rate_budget CASCADE',
+        'TRUNCATE users, oauth_tokens, user_accounts, account_sync_history, rate_limit_tracking, amazon_rate_budget, event_outbox, connection_health CASCADE',
       );
       amazon.setKnobs({ latencyMs: 0, rate429: 0, rate5xx: 0, hangRate: 0, malformedRate: 0, failFirstN: 0 });
       emulator.injectFault(undefined);
