@@ -95,6 +95,34 @@ describe.each(PATHS)('%s', (_path, database) => {
     expect(rows).toEqual([]);
   });
 
+  // Past the function's bounds a call is refused or clamped, never served as asked: no call gets
+  // more than 10,000 slots, nobody holds the schedule more than 60 s ahead, no first slot is put
+  // more than 10 s out by the lead.
+  test.each([
+    ['20,000 slots at 1,000 per second', { ceiling: 1000, wanted: 20_000, horizonMs: 60_000 }],
+    ['10,000 slots over an hour’s horizon', { ceiling: 10, wanted: 10_000, horizonMs: 3_600_000 }],
+    ['a lead of a minute', { ceiling: 10, wanted: 1, leadMs: 60_000 }],
+  ])('a reservation of %s is refused or clamped by the function itself', async (_what, big) => {
+    const db = database();
+    const outcome = await reserve(db, big).then(
+      (r) => r,
+      (error: unknown) => error as Error,
+    );
+    if (outcome instanceof Error) {
+      expect(outcome.message).toMatch(/reserve_amazon_requests: invalid argument/);
+      return;
+    }
+    expect(outcome.granted).toBeLessThanOrEqual(10_000);
+    const { rows } = await world.admin.query<{ ahead_ms: number; first_ms: number }>(
+      `SELECT extract(epoch FROM next_slot_at - clock_timestamp())::float8 * 1000 AS ahead_ms,
+              extract(epoch FROM :first::timestamptz - clock_timestamp())::float8 * 1000 AS first_ms
+         FROM amazon_rate_budget`,
+      { first: outcome.first_slot_at },
+    );
+    expect(rows[0].ahead_ms).toBeLessThanOrEqual(60_000 + outcome.interval_ms);
+    expect(rows[0].first_ms).toBeLessThanOrEqual(10_000 + outcome.interval_ms);
+  });
+
   test('a call for 100,000 slots, 60 s ahead with a 20 s lead, is served only up to 6 s (0022)', async () => {
     const db = database();
     const r = await reserve(db, { ceiling: 10, wanted: 100_000, horizonMs: 60_000, leadMs: 20_000 });
