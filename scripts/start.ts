@@ -29,6 +29,8 @@ import { startPostgres } from '../local/postgres/embedded-postgres';
 import { AdsClient, LwaClient } from '../lambda/shared/amazon';
 import { DEFAULT_API_PORT, startLocalApi } from './api';
 import { demoAmazonUsers, seedDemoData } from './demo-data';
+import { DataApiDatabase } from '../lambda/shared/db';
+import { eventLine, eventsSummaryText, publishLocalEvents } from './local-events';
 
 const ROOT = resolve(__dirname, '..');
 /** Where npm start keeps its state; ACCOUNTS_LOCAL_DIR moves it (the tests use a temporary folder). */
@@ -212,6 +214,13 @@ async function main() {
     };
 
     const { refresh, sync } = await runJobs();
+    // Connection events: the publisher drains the outbox (as the jobs' login, Data API path)
+    // to the local bus, .local/events.jsonl (local/events/).
+    const eventsFile = join(LOCAL, 'events.jsonl');
+    const eventsDb = new DataApiDatabase({ client: emulator.createClient(), ...emulator.target });
+    const published = await step('event publisher (outbox to .local/events.jsonl, Data API path)', () =>
+      publishLocalEvents(eventsDb, { file: eventsFile }),
+    );
     const overview = await databaseOverview(admin);
     say();
     say(
@@ -225,6 +234,8 @@ async function main() {
         dataApiCalls: emulator.calls,
       }),
     );
+    say();
+    say(eventsSummaryText(published.events, relative(ROOT, eventsFile)));
     say();
     say(whereNext(adminUrl, watch));
     say();
@@ -251,6 +262,8 @@ async function main() {
             line += ` | account-sync: ${s.usersSynced} users, ${s.accountsSynced} accounts synced, ${s.usersFailed} failed`;
           }
           say(line);
+          // The events the tick's changes (and the API's) wrote, as they are published.
+          await publishLocalEvents(eventsDb, { file: eventsFile, onEvent: (e) => say(`  event ${eventLine(e)}`) });
         } catch (error) {
           say(`  job failed: ${(error as Error).message}`);
         } finally {
