@@ -33,6 +33,7 @@ import {
 } from './jobs';
 import { measureAccountsApi, measureConnectFlow, renderApiMarkdown, renderConnectFlowMarkdown } from './api';
 import { measureBundles } from './bundles';
+import { measureEventPublisher, renderEventPublisherMarkdown } from './events';
 import { BenchReport, buildReport, MigrationFigures, renderMarkdown } from './report';
 import { startBenchWorld } from './world';
 
@@ -171,6 +172,12 @@ async function main(): Promise<void> {
     progress: (line) => process.stderr.write(`${line}\n`),
   });
   process.stdout.write(`\n${renderConnectFlowMarkdown(connectFlow)}\n`);
+  process.stderr.write('Event publisher (outbox → PutEvents, Data API path)…\n');
+  const events = await measureEventPublisher({
+    connections: quick ? 30 : 500,
+    progress: (line) => process.stderr.write(`${line}\n`),
+  });
+  process.stdout.write(`\n${renderEventPublisherMarkdown(events)}\n`);
   const json = arg('json');
   if (json) {
     writeJsonReport(report, json);
