@@ -456,7 +456,8 @@ BEGIN
     RAISE EXCEPTION 'accounts-api: invalid region' USING ERRCODE = '22023';
   END IF;
   IF p_access_token IS NULL OR p_refresh_token IS NULL
-     OR left(p_access_token, 7) <> 'enc:v1:' OR left(p_refresh_token, 7) <> 'enc:v1:' THEN
+     OR left(p_access_token, 7) NOT IN ('enc:v1:', 'enc:v2:')
+     OR left(p_refresh_token, 7) NOT IN ('enc:v1:', 'enc:v2:') THEN
     RAISE EXCEPTION 'accounts-api: tokens must be encrypted' USING ERRCODE = '22023';
   END IF;
   INSERT INTO public.oauth_tokens AS t (user_id, region, access_token, refresh_token, expires_at,
@@ -643,7 +644,7 @@ CREATE TABLE public.connect_sessions (
   used_at timestamp with time zone,
   created_at timestamp with time zone NOT NULL DEFAULT now()
 );
-ALTER TABLE public.connect_sessions ADD CONSTRAINT connect_sessions_code_verifier_check CHECK (("left"(code_verifier, 7) = 'enc:v1:'::text));
+ALTER TABLE public.connect_sessions ADD CONSTRAINT connect_sessions_code_verifier_check CHECK (("left"(code_verifier, 7) = ANY (ARRAY['enc:v1:'::text, 'enc:v2:'::text]))) NOT VALID; -- NOT VALID
 ALTER TABLE public.connect_sessions ADD CONSTRAINT connect_sessions_redirect_uri_check CHECK (((length(redirect_uri) >= 1) AND (length(redirect_uri) <= 2048)));
 ALTER TABLE public.connect_sessions ADD CONSTRAINT connect_sessions_region_check CHECK ((region = ANY (ARRAY['NA'::text, 'EU'::text, 'FE'::text])));
 ALTER TABLE public.connect_sessions ADD CONSTRAINT connect_sessions_state_digest_check CHECK ((state_digest ~ '^[0-9a-f]{64}$'::text));
@@ -1060,6 +1061,11 @@ AS $function$
 BEGIN
   IF TG_OP = 'UPDATE' THEN
     IF NEW.refresh_token IS NOT DISTINCT FROM OLD.refresh_token OR OLD.proactive_refresh_enabled THEN
+      RETURN NEW;
+    END IF;
+    -- The token re-encryption (lambda/token-reencrypt) rewrites the same token under another
+    -- key: not a re-connection. It says so for its own statement only (set_config, local).
+    IF coalesce(current_setting('accounts.token_reencryption', true), '') = 'on' THEN
       RETURN NEW;
     END IF;
     NEW.proactive_refresh_enabled := true;

@@ -34,10 +34,16 @@ export interface LocalWorld {
   close(): Promise<void>;
 }
 
+/**
+ * A directory of migrations to apply instead of the repository's (the SQL mutation harness,
+ * scripts/sql-mutation.ts, points the tests at a copy with one edit in it).
+ */
+export const LOCAL_MIGRATIONS_DIR_ENV = 'LOCAL_MIGRATIONS_DIR';
+
 export async function startLocalWorld(): Promise<LocalWorld> {
   const pg = await startPostgres();
   const url = await pg.createDatabase();
-  await runMigrations({ database: url });
+  await runMigrations({ database: url, dir: process.env[LOCAL_MIGRATIONS_DIR_ENV] || undefined });
   // The jobs reach the database as production's do: the least-privilege login user the
   // migration custom resource creates (member of accounts_worker, subject to RLS).
   const worker = { username: 'jobs_worker', password: randomBytes(12).toString('hex') };

@@ -3,7 +3,7 @@ import { join, relative } from 'node:path';
 import { previewAccountSync, runAccountSync } from '../../lambda/account-sync/core';
 import { Database, DatabaseError, PgDatabase, QueryResult, Row, SqlParams } from '../../lambda/shared/db';
 import { previewTokenRefresh, runTokenRefresh } from '../../lambda/token-refresh/core';
-import { createTokenVending } from '../../lambda/token-vending/core';
+import { createTokenRoute } from '../../lambda/token-route/core';
 import type { ApiRequestEvent } from '../../lambda/accounts-api/http';
 import { JobWorld, runtime, seedUsers, startJobWorld } from '../jobs/fixture';
 import { rolePrivileges } from '../support/privileges';
@@ -31,7 +31,7 @@ const STORES = [
   'lambda/shared/amazon/usage-store.ts',
   'lambda/shared/amazon/rate-budget.ts',
   // The on-demand token route runs as the jobs' login too (its own Lambda, the worker secret).
-  'lambda/token-vending/store.ts',
+  'lambda/token-route/store.ts',
   // The event publisher (migration 0023's outbox) runs as the jobs' login too.
   'lambda/event-publisher/store.ts',
 ];
@@ -186,7 +186,7 @@ beforeAll(async () => {
         WHERE user_id = :userId::uuid`,
       { userId: leased.userId },
     );
-    const vend = createTokenVending({
+    const vend = createTokenRoute({
       db,
       lwa,
       cipher: world.cipher,
