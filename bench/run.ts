@@ -35,6 +35,7 @@ import {
 import { measureAccountsApi, measureConnectFlow, renderApiMarkdown, renderConnectFlowMarkdown } from './api';
 import { measureBundles } from './bundles';
 import { BudgetCostMeasurement, measureBudgetCosts } from './budget-cost';
+import { measureEventPublisher, renderEventPublisherMarkdown } from './events';
 import { BenchReport, buildReport, MigrationFigures, renderMarkdown } from './report';
 import { startBenchWorld } from './world';
 
@@ -195,6 +196,12 @@ async function main(): Promise<void> {
     progress: (line) => process.stderr.write(`${line}\n`),
   });
   process.stdout.write(`\n${renderConnectFlowMarkdown(connectFlow)}\n`);
+  process.stderr.write('Event publisher (outbox → PutEvents, Data API path)…\n');
+  const events = await measureEventPublisher({
+    connections: quick ? 30 : 500,
+    progress: (line) => process.stderr.write(`${line}\n`),
+  });
+  process.stdout.write(`\n${renderEventPublisherMarkdown(events)}\n`);
   const json = arg('json');
   if (json) {
     writeJsonReport(report, json);

@@ -43,6 +43,7 @@ import { endpointLimitsFor, RateLimiterRegistry } from '../lambda/shared/amazon/
 import { createTokenRoute, sharedSecretCaller } from '../lambda/token-route/core';
 import { TOKEN_ROUTE, TOKEN_ROUTE_PATH } from '../lambda/token-route/route';
 import { localIssuer, LocalIssuer } from '../local/identity/issuer';
+import { LOCAL_EVENTS_FILE, watchLocalEvents } from './local-events';
 
 export const DEFAULT_API_PORT = 8787;
 
@@ -318,7 +319,14 @@ async function main() {
       ? `Sign-in: the local issuer (${api.localIssuer.issuer}); tokens: npm run token -- --sub <user uuid>\n`
       : `Sign-in: ${issuerName}\n`,
   );
-  const stop = () => void Promise.all([api.close(), budgetDb.close()]).then(() => process.exit(0));
+  // Connection events: the outbox published every 5 s to .local/events.jsonl, each event printed.
+  const events = watchLocalEvents({
+    databaseUrl: config.databaseUrl,
+    file: LOCAL_EVENTS_FILE,
+    intervalMs: 5_000,
+    print: (line) => process.stdout.write(`${line}\n`),
+  });
+  const stop = () => void Promise.all([api.close(), budgetDb.close(), events.stop()]).then(() => process.exit(0));
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
 }
