@@ -263,8 +263,8 @@ interface Batch {
  *
  * Batches are sized to what this client really sends: what {@link expectRequests} said is
  * left, up to the horizon's worth; when it did not say, as many as callers wait, and the
- * horizon's worth once a batch was used up back to back (callers kept coming), back to the
- * callers waiting after a gap. Refused, it asks again at the time the store gave it (plus a jitter inside one
+ * horizon's worth while busy (a slot used within the last second), back to the callers
+ * waiting after a gap; after a refusal, the same batch again. Refused, it asks again at the time the store gave it (plus a jitter inside one
  * slot interval), not before; a caller whose deadline comes before the slot it could expect
  * is refused at once, without asking the store again.
  */
@@ -489,11 +489,15 @@ export class SharedRateBudget {
 
   /** Slots to ask for: see the class comment. */
   private wanted(now: number): number {
+    // Asking again after a refusal: the same batch as then.
+    if (this.retryAt > 0) return this.batchSize;
     const full = Math.max(1, Math.floor(this.horizonMs / this.intervalMs) + 1);
-    const backToBack =
-      this.batchUsed > 0 && this.batchDropped === 0 && now - this.lastUsedAt <= 2 * this.intervalMs + this.toleranceMs;
-    this.batchSize = this.expected !== undefined ? Math.min(full, this.expected) : backToBack ? full : this.waiting;
-    return Math.min(100_000, Math.max(1, this.waiting, this.batchSize));
+    // Busy: a slot was used within the last second (timers firing late on a busy machine drop
+    // a slot now and then; that is no reason to ask for less).
+    const busy = this.batchUsed > 0 && now - this.lastUsedAt <= Math.max(1000, 2 * this.intervalMs + this.toleranceMs);
+    this.batchSize = this.expected !== undefined ? Math.min(full, this.expected) : busy ? full : this.waiting;
+    this.batchSize = Math.min(100_000, Math.max(1, this.waiting, this.batchSize));
+    return this.batchSize;
   }
 
   private async reserve(notAfter: number): Promise<void> {
