@@ -161,7 +161,7 @@ export const GROUPS: Record<string, Group> = {
     timeoutMS: JOB_TIMEOUT_MS,
   },
   'token-route': {
-    mutate: ['lambda/token-vending/core.ts', 'lambda/token-vending/store.ts', 'lambda/token-vending/route.ts'],
+    mutate: ['lambda/token-route/core.ts', 'lambda/token-route/store.ts', 'lambda/token-route/route.ts'],
     tests: ['test/api/token-route*.test.ts'],
     timeoutMS: JOB_TIMEOUT_MS,
   },
