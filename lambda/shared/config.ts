@@ -153,6 +153,41 @@ export function readJobConfig(env: Readonly<Record<string, string | undefined>> 
   };
 }
 
+/** What the token re-encryption reads (it calls no Amazon API): the database and the token key. */
+export type ReencryptionConfig = Pick<
+  JobConfig,
+  'environment' | 'clusterArn' | 'databaseSecretArn' | 'databaseName' | 'tokenKeySecretArn'
+>;
+
+const REENCRYPTION_ENV = [
+  JOB_ENV.environment,
+  JOB_ENV.clusterArn,
+  JOB_ENV.databaseSecretArn,
+  JOB_ENV.databaseName,
+  JOB_ENV.tokenKeySecretArn,
+] as const;
+
+/** Reads and validates the token re-encryption's configuration from `env`. */
+export function readReencryptionConfig(
+  env: Readonly<Record<string, string | undefined>> = process.env,
+): ReencryptionConfig {
+  const schema = z.object({
+    [JOB_ENV.environment]: jobSchema.shape[JOB_ENV.environment],
+    [JOB_ENV.clusterArn]: jobSchema.shape[JOB_ENV.clusterArn],
+    [JOB_ENV.databaseSecretArn]: jobSchema.shape[JOB_ENV.databaseSecretArn],
+    [JOB_ENV.databaseName]: jobSchema.shape[JOB_ENV.databaseName],
+    [JOB_ENV.tokenKeySecretArn]: jobSchema.shape[JOB_ENV.tokenKeySecretArn],
+  });
+  const values = validate(schema, env, REENCRYPTION_ENV);
+  return {
+    environment: values[JOB_ENV.environment],
+    clusterArn: values[JOB_ENV.clusterArn],
+    databaseSecretArn: values[JOB_ENV.databaseSecretArn],
+    databaseName: values[JOB_ENV.databaseName],
+    tokenKeySecretArn: values[JOB_ENV.tokenKeySecretArn],
+  };
+}
+
 let cachedJobConfig: JobConfig | undefined;
 
 /** The Lambda configuration from `process.env`, read once per container. */

@@ -1,5 +1,6 @@
+import type { Database } from '../shared/db';
 import type { TokenKeyRing } from '../shared/token-crypto';
-import type { KeyUsage } from './store';
+import { countKeyUsage, type KeyUsage } from './store';
 
 /**
  * Which keys of the ring stored values use, and whether one may be removed. A key is removed
@@ -66,4 +67,56 @@ export function checkKeyRemoval(
         : 'When the ring last changed is unknown: try again later',
     );
   return { allowed: true, ring: ring.without(keyId) };
+}
+
+/** What the function is asked (its event); `{}` is a re-encryption. */
+export type TokenKeyAction =
+  | { readonly action?: 'reencrypt' }
+  | { readonly action: 'usage' }
+  | { readonly action: 'remove-key'; readonly keyId: string };
+
+/** The event as an action, or why it is not one. */
+export function parseTokenKeyAction(event: unknown): TokenKeyAction {
+  const e = (event ?? {}) as { action?: unknown; keyId?: unknown };
+  if (typeof e !== 'object') throw new TypeError('The event must be an object');
+  if (e.action === undefined || e.action === 'reencrypt') return { action: 'reencrypt' };
+  if (e.action === 'usage') return { action: 'usage' };
+  if (e.action === 'remove-key') {
+    if (typeof e.keyId !== 'string' || !KEY_ID.test(e.keyId)) throw new TypeError('remove-key needs a valid "keyId"');
+    return { action: 'remove-key', keyId: e.keyId };
+  }
+  throw new TypeError('Unknown action: use "reencrypt", "usage" or "remove-key"');
+}
+const KEY_ID = /^[A-Za-z0-9_.-]{1,64}$/;
+
+/** The key secret as stored now, and a way to replace it. */
+export interface KeySecretStore {
+  /** The secret's text and when its current version was created (read now, no cache). */
+  read(): Promise<{ readonly text: string; readonly createdAt: Date | undefined }>;
+  /** Stores a new current version of the secret. */
+  write(text: string): Promise<void>;
+}
+
+export type KeyRemovalOutcome =
+  | { readonly removed: true; readonly keyId: string; readonly keyIds: readonly string[] }
+  | { readonly removed: false; readonly keyId: string; readonly reason: string };
+
+/**
+ * Removes `keyId` from the ring in the secret when {@link checkKeyRemoval} allows it (counting the
+ * rows now, the ring read now); otherwise leaves the secret as it is and says why.
+ */
+export async function removeKey(
+  db: Database,
+  secret: KeySecretStore,
+  keyId: string,
+  parse: (text: string) => TokenKeyRing,
+  now: Date,
+): Promise<KeyRemovalOutcome> {
+  const { text, createdAt } = await secret.read();
+  const ring = parse(text);
+  const usage = await countKeyUsage(db, ring.currentKeyId);
+  const check = checkKeyRemoval(ring, keyId, usage, { ringChangedAt: createdAt, now });
+  if (!check.allowed) return { removed: false, keyId, reason: check.reason };
+  await secret.write(check.ring.toSecretText());
+  return { removed: true, keyId, keyIds: check.ring.keyIds };
 }
