@@ -66,7 +66,7 @@ const JOB_TIMEOUT_MS = 20_000;
 export const GROUPS: Record<string, Group> = {
   crypto: {
     mutate: ['lambda/shared/token-crypto.ts'],
-    tests: ['test/runtime/token-crypto*.test.ts', 'test/runtime/config.test.ts'],
+    tests: ['test/runtime/token-crypto.test.ts', 'test/runtime/config.test.ts', 'test/runtime/secrets.test.ts'],
   },
   'db-values': {
     mutate: [
@@ -74,20 +74,20 @@ export const GROUPS: Record<string, Group> = {
       'lambda/shared/db/data-api-values.ts',
       'lambda/shared/db/parameter-types.ts',
     ],
-    // The unit tests: the PostgreSQL contract tests (database-contract, data-api-adapter) run
+    // The unit tests: the PostgreSQL contract tests (db/port, db/data-api-database) run
     // the same values through a database at several seconds per mutant, and could only add kills.
-    tests: ['test/runtime/named-parameters*.test.ts', 'test/runtime/data-api-values*.test.ts'],
+    tests: ['test/runtime/db/named-parameters.test.ts', 'test/runtime/db/data-api-values.test.ts'],
   },
   // The tests on small migrations of their own; the ones that apply the repository's
   // migrations (lifecycle, schema, the custom resource's full lifecycle) take a minute per
   // mutant here, and could only add kills.
   'on-event': {
     mutate: ['lambda/migrate/on-event.ts'],
-    tests: ['test/migrations/on-event*.test.ts'],
+    tests: ['test/migrations/on-event/decisions.test.ts'],
   },
   'run-migrations': {
     mutate: ['lambda/migrate/run-migrations.ts'],
-    tests: ['test/migrations/run-migrations*.test.ts', 'test/migrations/deadline.test.ts'],
+    tests: ['test/migrations/run-migrations.test.ts'],
     // The deadline tests give the run 1.5 s; a mutant that removes a cap leaves a
     // pg_sleep(600) or an advisory-lock wait running, which only the timeout ends.
     timeoutMS: 20_000,
@@ -97,7 +97,7 @@ export const GROUPS: Record<string, Group> = {
   // of that file's tests, two minutes here); they could only add kills.
   'worker-login': {
     mutate: ['lambda/migrate/worker-login.ts'],
-    tests: ['test/migrations/worker-login-mutants.test.ts'],
+    tests: ['test/migrations/worker-login.test.ts'],
   },
   // The job stores and cores, one group per module with the test files that call it (through
   // the core, the handler or directly), so that each group finishes and keeps its results.
@@ -109,7 +109,12 @@ export const GROUPS: Record<string, Group> = {
     timeoutMS: JOB_TIMEOUT_MS,
   },
   'token-refresh-store': {
-    mutate: ['lambda/token-refresh/store.ts'],
+    mutate: [
+      'lambda/token-refresh/store/due.ts',
+      'lambda/token-refresh/store/claims.ts',
+      'lambda/token-refresh/store/dispatch-marks.ts',
+      'lambda/token-refresh/store/write-back.ts',
+    ],
     tests: [...TOKEN_REFRESH_TESTS, 'test/jobs/claim-cost.test.ts'],
     timeoutMS: JOB_TIMEOUT_MS,
   },
@@ -119,7 +124,12 @@ export const GROUPS: Record<string, Group> = {
     timeoutMS: JOB_TIMEOUT_MS,
   },
   'account-sync-store': {
-    mutate: ['lambda/account-sync/store.ts'],
+    mutate: [
+      'lambda/account-sync/store/due.ts',
+      'lambda/account-sync/store/claims.ts',
+      'lambda/account-sync/store/dispatch-marks.ts',
+      'lambda/account-sync/store/write-back.ts',
+    ],
     tests: [...ACCOUNT_SYNC_TESTS, 'test/jobs/claim-cost.test.ts'],
     timeoutMS: JOB_TIMEOUT_MS,
   },

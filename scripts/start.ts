@@ -11,41 +11,31 @@
  * and a summary. `--fresh` deletes .local first; `--watch` keeps running the jobs on a
  * shortened schedule until Ctrl-C.
  */
-import { randomBytes } from 'node:crypto';
-import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join, relative, resolve } from 'node:path';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { join, relative } from 'node:path';
 import { Client } from 'pg';
-import type { AccountSyncSummary } from '../lambda/account-sync/core';
 import { handler as accountSync } from '../lambda/account-sync/handler';
 import { DEFAULT_MIGRATIONS_DIR } from '../lambda/migrate/run-migrations';
 import { onSchemaMigrationEvent } from '../lambda/migrate/on-event';
-import type { TokenRefreshSummary } from '../lambda/token-refresh/core';
 import { handler as tokenRefresh } from '../lambda/token-refresh/handler';
 import { TokenCipher } from '../lambda/shared/token-crypto';
 import { startDataApiEmulator } from '../local/data-api/emulator';
 import { startSecretsManagerStandIn } from '../local/secrets-manager/stand-in';
 import { startFakeAmazon } from '../local/amazon/fake-amazon';
 import { startPostgres } from '../local/postgres/embedded-postgres';
-import { AdsClient, LwaClient } from '../lambda/shared/amazon';
-import { DEFAULT_API_PORT, startLocalApi } from './api';
 import { demoAmazonUsers, seedDemoData } from './demo-data';
+import { serveAccountsApi } from './start/accounts-api';
+import { invoke } from './start/invoke';
+import { runJobsUntilStopped } from './start/watch';
+import { loadState, LOCAL, ROOT } from './start/local-state';
+import { databaseOverview, summaryText, whereNext } from './start/summary';
 
-const ROOT = resolve(__dirname, '..');
-/** Where npm start keeps its state; ACCOUNTS_LOCAL_DIR moves it (the tests use a temporary folder). */
-const LOCAL = resolve(process.env.ACCOUNTS_LOCAL_DIR ?? join(ROOT, '.local'));
-const STATE_FILE = join(LOCAL, 'state.json');
-const LOG_FILE = join(LOCAL, 'logs', 'jobs.log');
 const DATABASE = 'accounts';
 const SECRET_ARNS = {
   lwa: 'arn:aws:secretsmanager:us-east-1:000000000000:secret:local/lwa-client',
   tokenKey: 'arn:aws:secretsmanager:us-east-1:000000000000:secret:local/token-encryption-key',
   worker: 'arn:aws:secretsmanager:us-east-1:000000000000:secret:local/jobs-worker',
 };
-
-interface LocalState {
-  readonly tokenKey: string;
-  readonly workerPassword: string;
-}
 
 const print = process.stdout.write.bind(process.stdout);
 const say = (line = '') => print(`${line}\n`);
@@ -56,52 +46,6 @@ async function step<T>(label: string, fn: () => Promise<T>): Promise<T> {
   const result = await fn();
   say(`done (${((Date.now() - started) / 1000).toFixed(1)} s)`);
   return result;
-}
-
-function loadState(): LocalState {
-  if (existsSync(STATE_FILE)) return JSON.parse(readFileSync(STATE_FILE, 'utf8')) as LocalState;
-  const state: LocalState = {
-    tokenKey: randomBytes(32).toString('base64'),
-    workerPassword: randomBytes(18).toString('base64url'),
-  };
-  mkdirSync(LOCAL, { recursive: true });
-  writeFileSync(STATE_FILE, `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
-  return state;
-}
-
-interface LocalContext {
-  readonly awsRequestId: string;
-  getRemainingTimeInMillis(): number;
-}
-
-/**
- * Runs a Lambda handler in this process, as Lambda would: a context with a deadline, and the
- * function's stdout/stderr (Powertools' JSON logs and EMF metrics) going to the log file.
- */
-async function invoke<T>(
-  name: string,
-  handler: (event: unknown, context: LocalContext) => Promise<T>,
-  event: unknown,
-  timeoutMs: number,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  const context = {
-    awsRequestId: `local-${name}-${Date.now()}`,
-    getRemainingTimeInMillis: () => deadline - Date.now(),
-  };
-  const original = { out: process.stdout.write.bind(process.stdout), err: process.stderr.write.bind(process.stderr) };
-  const toLog = ((chunk: string | Uint8Array) => {
-    appendFileSync(LOG_FILE, chunk);
-    return true;
-  }) as typeof process.stdout.write;
-  process.stdout.write = toLog;
-  process.stderr.write = toLog;
-  try {
-    return await handler(event, context);
-  } finally {
-    process.stdout.write = original.out;
-    process.stderr.write = original.err;
-  }
 }
 
 async function main() {
@@ -235,184 +179,12 @@ async function main() {
       say(
         'Watching: token refresh every 30 s, account sync every 60 s (5 and 15 min in AWS). Ctrl-C stops everything.',
       );
-      let busy = false;
-      let tick = 0;
-      // The tick's own try/catch reports a failed run; nothing of it is left unhandled.
-      const timer = setInterval(() => void watchTick(), 30_000);
-      const watchTick = async () => {
-        if (busy) return;
-        busy = true;
-        tick += 1;
-        try {
-          const r = await invoke('token-refresh', tokenRefresh, {}, 5 * 60_000);
-          let line = `  [${new Date().toISOString().slice(11, 19)}] token-refresh: ${r.refreshed} refreshed, ${r.failed} failed, ${r.reauthRequired} re-authorisation needed`;
-          if (tick % 2 === 0) {
-            const s = await invoke('account-sync', accountSync, { source: 'aws.events' }, 15 * 60_000);
-            line += ` | account-sync: ${s.usersSynced} users, ${s.accountsSynced} accounts synced, ${s.usersFailed} failed`;
-          }
-          say(line);
-        } catch (error) {
-          say(`  job failed: ${(error as Error).message}`);
-        } finally {
-          busy = false;
-        }
-      };
-      await new Promise<void>((resolvePromise) => {
-        const stop = () => {
-          clearInterval(timer);
-          resolvePromise();
-        };
-        process.once('SIGINT', stop);
-        process.once('SIGTERM', stop);
-      });
+      await runJobsUntilStopped(say);
       say('\nStopping …');
     }
   } finally {
     await stopAll();
   }
-}
-
-interface Overview {
-  users: number;
-  /** Connections (oauth_tokens rows) per region, and users by how many regions they connected. */
-  connectionsByRegion: Record<string, number>;
-  usersByRegionCount: Record<string, number>;
-  tokensActive: number;
-  tokensNeedReauth: number;
-  tokensDueSoon: number;
-  accounts: Record<string, number>;
-  history: Record<string, number>;
-}
-
-async function databaseOverview(c: Client): Promise<Overview> {
-  const one = async (sql: string) => Number((await c.query<{ n: string }>(sql)).rows[0].n);
-  const grouped = async (sql: string) =>
-    Object.fromEntries((await c.query<{ k: string; n: string }>(sql)).rows.map((r) => [r.k, Number(r.n)]));
-  return {
-    users: await one('SELECT count(*) AS n FROM users'),
-    connectionsByRegion: await grouped(
-      `SELECT region AS k, count(*) AS n FROM oauth_tokens GROUP BY 1 ORDER BY array_position(ARRAY['NA','EU','FE'], region)`,
-    ),
-    usersByRegionCount: await grouped(
-      'SELECT regions AS k, count(*) AS n FROM (SELECT count(*) AS regions FROM oauth_tokens GROUP BY user_id) r GROUP BY 1 ORDER BY 1',
-    ),
-    tokensActive: await one('SELECT count(*) AS n FROM oauth_tokens WHERE proactive_refresh_enabled'),
-    tokensNeedReauth: await one('SELECT count(*) AS n FROM oauth_tokens WHERE NOT proactive_refresh_enabled'),
-    tokensDueSoon: await one(
-      `SELECT count(*) AS n FROM oauth_tokens WHERE proactive_refresh_enabled AND expires_at < now() + interval '30 minutes'`,
-    ),
-    accounts: await grouped('SELECT sync_status AS k, count(*) AS n FROM user_accounts GROUP BY 1 ORDER BY 1'),
-    history: await grouped('SELECT sync_status AS k, count(*) AS n FROM account_sync_history GROUP BY 1 ORDER BY 1'),
-  };
-}
-
-function summaryText(o: {
-  refresh: TokenRefreshSummary;
-  sync: AccountSyncSummary;
-  seeded: boolean;
-  users: number;
-  applied: string;
-  overview: Overview;
-  dataApiCalls: unknown;
-}): string {
-  const { refresh, sync, overview } = o;
-  const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
-  const rows: Array<[string, string]> = [
-    ['migrations applied this run', o.applied ? o.applied.split(',').length.toString() : '0 (schema up to date)'],
-    ['demo users', `${o.users}${o.seeded ? ' (created now)' : ' (from earlier runs)'}`],
-    ['tokens refreshed', `${refresh.refreshed} of ${refresh.claimed} due`],
-    ['token refreshes failed (will retry)', `${refresh.failed}`],
-    ['tokens needing re-authorisation (this run)', `${refresh.reauthRequired}`],
-    ['rate-limit hits (LWA / Ads)', `${refresh.rateLimited} / ${sync.rateLimited}`],
-    ['connections synced / failed', `${sync.usersSynced} / ${sync.usersFailed}`],
-    [
-      'accounts synced / failed / no longer at Amazon',
-      `${sync.accountsSynced} / ${sync.accountsFailed} / ${sync.accountsMissing}`,
-    ],
-    ['Data API calls (refresh / sync)', `${refresh.databaseCalls} / ${sync.databaseCalls}`],
-    ['time (refresh / sync)', `${seconds(refresh.durationMs)} / ${seconds(sync.durationMs)}`],
-    [
-      'database now',
-      `${overview.users} users, ${overview.tokensActive} tokens refreshing (${overview.tokensDueSoon} due within 30 min), ${overview.tokensNeedReauth} needing re-authorisation`,
-    ],
-    [
-      'connections by region',
-      `${Object.entries(overview.connectionsByRegion)
-        .map(([k, n]) => `${k} ${n}`)
-        .join(
-          ', ',
-        )} (users in 1 / 2 / 3 regions: ${[1, 2, 3].map((r) => overview.usersByRegionCount[r] ?? 0).join(' / ')})`,
-    ],
-    [
-      'accounts by sync status',
-      Object.entries(overview.accounts)
-        .map(([k, n]) => `${k} ${n}`)
-        .join(', ') || 'none',
-    ],
-    [
-      'sync history',
-      Object.entries(overview.history)
-        .map(([k, n]) => `${k} ${n}`)
-        .join(', ') || 'none',
-    ],
-  ];
-  const width = Math.max(...rows.map(([k]) => k.length));
-  return ['Summary', ...rows.map(([k, v]) => `  ${k.padEnd(width)}  ${v}`)].join('\n');
-}
-
-/**
- * The accounts API (scripts/api.ts) on the database under RLS, trusting the local issuer; a
- * ready-to-paste curl with a demo user's token (on port 8787 with --watch, while it runs).
- */
-async function serveAccountsApi(
-  admin: Client,
-  adminUrl: string,
-  amazon: { clientId: string; clientSecret: string; lwaTokenUrl: string; adsBaseUrl: string; consentUrl: string },
-  cipher: TokenCipher,
-  watch: boolean,
-  cleanups: Array<() => Promise<unknown>>,
-): Promise<string> {
-  const options = {
-    databaseUrl: adminUrl,
-    lwa: new LwaClient({ clientId: amazon.clientId, clientSecret: amazon.clientSecret, tokenUrl: amazon.lwaTokenUrl }),
-    ads: new AdsClient({ clientId: amazon.clientId, baseUrl: amazon.adsBaseUrl }),
-    cipher,
-    identityDir: join(LOCAL, 'identity'),
-    // Connect sessions send the browser to the fake Amazon's consent page.
-    consentUrl: amazon.consentUrl,
-    logger: { info: () => undefined, warn: () => undefined, error: () => undefined },
-  };
-  const api = await startLocalApi({ ...options, port: watch ? DEFAULT_API_PORT : 0 }).catch(() =>
-    startLocalApi({ ...options, port: 0 }),
-  );
-  cleanups.push(() => api.close());
-  const { rows } = await admin.query<{ user_id: string }>(
-    `SELECT user_id FROM user_accounts GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 1`,
-  );
-  if (!rows[0]) return `Accounts API on ${api.url} (no demo user with accounts yet)`;
-  const token = api.localIssuer!.token({ sub: rows[0].user_id, expiresInSeconds: 12 * 3600 });
-  const response = await fetch(`${api.url}/v1/accounts?limit=100`, { headers: { authorization: `Bearer ${token}` } });
-  const listed = response.ok ? ((await response.json()) as { items: unknown[] }).items.length : 0;
-  return [
-    `Accounts API on ${api.url} (GET /v1/accounts for demo user ${rows[0].user_id}: HTTP ${response.status}, ${listed} accounts)`,
-    `  curl -H 'Authorization: Bearer ${token}' ${api.url}/v1/accounts`,
-    watch ? '' : '  (the API runs while npm start -- --watch does; npm run api serves it alone)',
-  ]
-    .filter(Boolean)
-    .join('\n');
-}
-
-function whereNext(adminUrl: string, watch: boolean): string {
-  return [
-    'Where to look next',
-    `  job logs and EMF metrics (Powertools JSON)   ${relative(ROOT, LOG_FILE)}`,
-    watch
-      ? `  the database, while this runs               psql ${adminUrl}`
-      : '  the database                                npm start -- --watch   (keeps it running; prints a psql URL)',
-    '  one job against any PostgreSQL              npm run job -- token-refresh|account-sync   (see README)',
-    '  the CloudFormation templates                npx cdk synth -c env=dev',
-    '  start over                                  npm start -- --fresh',
-  ].join('\n');
 }
 
 main()

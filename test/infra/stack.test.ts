@@ -383,7 +383,7 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
       API_SECRET_ARN: { Ref: STATEFUL_LOGICAL_IDS.apiSecret },
       DB_NAME: 'accounts',
       DB_TLS: 'verify-full',
-      // The RDS CA bundle shipped with the function (migration-bundle.test.ts finds it there).
+      // The RDS CA bundle shipped with the function (node-function.test.ts finds it there).
       DB_CA_FILE: '/var/task/rds-ca-bundle.pem',
     });
     expect(handler.properties.Environment.Variables.NODE_EXTRA_CA_CERTS).toBeUndefined();

@@ -6,8 +6,8 @@
  * revokes each in turn and replays every statement the jobs ran).
  *
  * Statements, by the store function that runs them:
- *   claimDueTokens, saveResults         lambda/token-refresh/store.ts
- *   claimUsers, saveOutcomes, flagAccountsNeedingReauth   lambda/account-sync/store.ts
+ *   claimDueTokens, saveResults         lambda/token-refresh/store/ (claims.ts, write-back.ts)
+ *   claimUsers, saveOutcomes, flagAccountsNeedingReauth   lambda/account-sync/store/ (claims.ts, write-back.ts)
  *   recordRateLimitUsage, readEndpointPauses              lambda/shared/amazon/usage-store.ts
  *   DatabaseRateBudgetStore.reserve, .throttled            lambda/shared/amazon/rate-budget.ts (0015)
  *   useConnection, readConnection (+ saveResults)          lambda/token-vending/store.ts (on-demand token route;

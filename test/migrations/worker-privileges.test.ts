@@ -25,8 +25,8 @@ import type { FanOutMessage } from '../../lambda/shared/jobs/fan-out';
 const ROOT = join(__dirname, '..', '..');
 /** Where the jobs' SQL lives: every statement of the jobs is in one of these. */
 const STORES = [
-  'lambda/token-refresh/store.ts',
-  'lambda/account-sync/store.ts',
+  ...sourceFiles('lambda/token-refresh/store'),
+  ...sourceFiles('lambda/account-sync/store'),
   'lambda/shared/amazon/usage-store.ts',
   'lambda/shared/amazon/rate-budget.ts',
   // The on-demand token route runs as the jobs' login too (its own Lambda, the worker secret).
@@ -81,13 +81,17 @@ function sourceFiles(dir: string): string[] {
 
 /**
  * The SQL texts of the stores, as written: template literals whose only `${}` are SQL fragments
- * the same file defines as constant template literals (`const NAME = \`…\``), expanded here.
+ * the stores define as constant template literals (`const NAME = \`…\``), expanded here.
  */
 function storeStatements(): string[] {
   const texts: string[] = [];
+  const fragments = new Map(
+    STORES.flatMap((file) => [
+      ...readFileSync(join(ROOT, file), 'utf8').matchAll(/^(?:export )?const ([A-Z_]+) = `([^`$]*)`;/gm),
+    ]).map((m) => [m[1], m[2]]),
+  );
   for (const file of STORES) {
     const source = readFileSync(join(ROOT, file), 'utf8');
-    const fragments = new Map([...source.matchAll(/^const ([A-Z_]+) = `([^`$]*)`;/gm)].map((m) => [m[1], m[2]]));
     const literal = [...source.matchAll(CALL_WITH_TEXT)].map((m) =>
       m[1].replace(/\$\{([A-Z_]+)\}/g, (whole, name: string) => fragments.get(name) ?? whole),
     );
