@@ -60,6 +60,20 @@ const ACCOUNT_SYNC_TESTS = [
   'test/jobs/fan-out*.test.ts', // the claims of given ids
 ];
 
+/**
+ * The accounts API's test files (each starts the API's local world). Not the isolation harness
+ * (3,000 requests, minutes per mutant): it could only add kills.
+ */
+const API_TESTS = [
+  'test/api/accounts-api/connections.test.ts',
+  'test/api/accounts-api/connect-*.test.ts',
+  'test/api/accounts-api/requests.test.ts',
+  'test/api/accounts-api/input-validation.test.ts',
+  'test/api/accounts-api/rate-budget.test.ts',
+  'test/api/accounts-api/handler.test.ts',
+  'test/api/accounts-api/store.test.ts',
+];
+
 /** Stryker's timeoutMS for the job groups (see below). */
 const JOB_TIMEOUT_MS = 20_000;
 
@@ -115,7 +129,7 @@ export const GROUPS: Record<string, Group> = {
       'lambda/token-refresh/store/dispatch-marks.ts',
       'lambda/token-refresh/store/write-back.ts',
     ],
-    tests: [...TOKEN_REFRESH_TESTS, 'test/jobs/claim-cost.test.ts'],
+    tests: [...TOKEN_REFRESH_TESTS, 'test/jobs/claim-cost.test.ts', 'test/dispatcher/selections.test.ts'],
     timeoutMS: JOB_TIMEOUT_MS,
   },
   'account-sync-core': {
@@ -130,7 +144,75 @@ export const GROUPS: Record<string, Group> = {
       'lambda/account-sync/store/dispatch-marks.ts',
       'lambda/account-sync/store/write-back.ts',
     ],
-    tests: [...ACCOUNT_SYNC_TESTS, 'test/jobs/claim-cost.test.ts'],
+    tests: [...ACCOUNT_SYNC_TESTS, 'test/jobs/claim-cost.test.ts', 'test/dispatcher/selections.test.ts'],
+    timeoutMS: JOB_TIMEOUT_MS,
+  },
+  // Issue 26: the code added since the first runs. The API's and the token route's tests each
+  // start a local world (PostgreSQL, the Data API emulator, the fake Amazon) per file.
+  'accounts-api': {
+    mutate: [
+      'lambda/accounts-api/core.ts',
+      'lambda/accounts-api/cursor.ts',
+      'lambda/accounts-api/http.ts',
+      'lambda/accounts-api/jwt.ts',
+      'lambda/accounts-api/store.ts',
+    ],
+    tests: API_TESTS,
+    timeoutMS: JOB_TIMEOUT_MS,
+  },
+  'token-route': {
+    mutate: ['lambda/token-vending/core.ts', 'lambda/token-vending/store.ts', 'lambda/token-vending/route.ts'],
+    tests: ['test/api/token-route*.test.ts'],
+    timeoutMS: JOB_TIMEOUT_MS,
+  },
+  dispatcher: {
+    mutate: [
+      'lambda/dispatcher/config.ts',
+      'lambda/dispatcher/core.ts',
+      'lambda/dispatcher/handler.ts',
+      'lambda/dispatcher/selections.ts',
+      'lambda/dispatcher/sqs-sender.ts',
+    ],
+    tests: ['test/jobs/fan-out*.test.ts', 'test/dispatcher/*.test.ts'],
+    timeoutMS: JOB_TIMEOUT_MS,
+  },
+  'fan-out': {
+    mutate: ['lambda/shared/jobs/fan-out.ts'],
+    tests: ['test/jobs/fan-out*.test.ts'],
+    timeoutMS: JOB_TIMEOUT_MS,
+  },
+  'rate-limiter': {
+    mutate: ['lambda/shared/amazon/rate-limiter.ts'],
+    tests: [
+      'test/runtime/limits-and-backoff.test.ts',
+      'test/runtime/amazon/*.test.ts',
+      'test/runtime/rate-budget.test.ts',
+    ],
+    timeoutMS: JOB_TIMEOUT_MS,
+  },
+  'rate-budget': {
+    mutate: ['lambda/shared/amazon/rate-budget.ts'],
+    tests: [
+      'test/runtime/rate-budget.test.ts',
+      'test/migrations/shared-rate-budget.test.ts',
+      'test/jobs/shared-budget.test.ts',
+      'test/api/accounts-api/rate-budget.test.ts',
+    ],
+    timeoutMS: JOB_TIMEOUT_MS,
+  },
+  authentication: {
+    mutate: ['lambda/shared/db/authentication.ts'],
+    tests: ['test/runtime/db/authentication.test.ts'],
+    timeoutMS: JOB_TIMEOUT_MS,
+  },
+  'refresh-outcome': {
+    mutate: ['lambda/token-refresh/outcome.ts'],
+    tests: ['test/jobs/refresh-outcome-policy.test.ts', 'test/jobs/token-refresh-core-edges.test.ts'],
+    timeoutMS: JOB_TIMEOUT_MS,
+  },
+  'api-share': {
+    mutate: ['lambda/shared/amazon/api-share.ts'],
+    tests: ['test/api/accounts-api/connect-limits.test.ts'],
     timeoutMS: JOB_TIMEOUT_MS,
   },
 };

@@ -1,38 +1,31 @@
-import { runDispatch } from '../../lambda/dispatcher/core';
+import { randomUUID } from 'node:crypto';
 import { accountSyncSelection, tokenRefreshSelection } from '../../lambda/dispatcher/selections';
-import type { AmazonRegion } from '../../lambda/shared/amazon/regions';
-import { readRegionPauses } from '../../lambda/shared/jobs/region-pauses';
-import { recordingQueue, sentIds } from '../jobs/recording-queue';
-import { JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../jobs/fixture';
+import type { DispatchSelection } from '../../lambda/dispatcher/core';
+import { markDueTokensDispatched } from '../../lambda/token-refresh/store';
+import { TOKEN_REFRESH_WINDOW_SECONDS } from '../../lambda/token-refresh/core';
+import { markDueConnectionsDispatched } from '../../lambda/account-sync/store';
+import { MIN_TOKEN_VALIDITY_SECONDS } from '../../lambda/account-sync/core';
+import { AMAZON_REGIONS, type AmazonRegion } from '../../lambda/shared/amazon/regions';
+import { Database, PgDatabase } from '../../lambda/shared/db';
+import { JobWorld, seedUsers, useBothDatabasePaths, useJobWorld } from '../jobs/fixture';
 
-/**
- * The dispatchers skip a region whose Amazon endpoint is paused until the pause ends, and the
- * pause they read is the one the limiters really apply: the shared budget's `paused_until`
- * (Retry-After doubled for each 429 in a row), not only the last Retry-After recorded.
- */
+// The dispatchers' selections (lambda/dispatcher/selections.ts) on both database paths, as the
+// jobs' login: which endpoint's pauses each honours, and two ticks racing for the same due rows.
+
 let world: JobWorld;
 useJobWorld((w) => (world = w));
 const PATHS = useBothDatabasePaths(() => world);
 
-/** The shared budget row of an endpoint in a region, paused for `seconds` from now (negative: ended). */
-async function pauseBudget(endpoint: 'lwa-token' | 'ads-profiles', region: AmazonRegion, seconds: number) {
+/** An endpoint-wide Retry-After in force, as a job records it (`lwa-token:EU`, `ads-profiles:NA`). */
+async function pause(endpoint: string, seconds = 600): Promise<void> {
   await world.admin.query(
-    `INSERT INTO amazon_rate_budget (endpoint, region, ceiling_per_second, rate_per_second, rate_at, next_slot_at, paused_until)
-     VALUES (:endpoint, :region, 10, 10, now(), now(), now() + make_interval(secs => :seconds))
-     ON CONFLICT (endpoint, region) DO UPDATE SET paused_until = EXCLUDED.paused_until`,
-    { endpoint, region, seconds },
+    `INSERT INTO rate_limit_tracking (user_id, endpoint, request_count, limit_hit_count, last_limit_hit, retry_after_seconds)
+     VALUES (NULL, :endpoint, 1, 1, now(), :seconds)`,
+    { endpoint, seconds },
   );
 }
 
-/** What a run recorded of a 429: Retry-After `seconds`, `agoSeconds` ago. */
-async function recordRetryAfter(endpoint: string, seconds: number, agoSeconds: number) {
-  await world.admin.query(
-    `INSERT INTO rate_limit_tracking (user_id, endpoint, request_count, limit_hit_count, last_limit_hit, retry_after_seconds, window_start)
-     VALUES (NULL, :endpoint, 1, 1, now() - make_interval(secs => :ago), :seconds, now())`,
-    { endpoint, seconds, ago: agoSeconds },
-  );
-}
-
+/** The regions of the connections (oauth_tokens ids) given. */
 async function regionsOf(ids: readonly string[]): Promise<string[]> {
   const { rows } = await world.admin.query<{ region: string }>(
     `SELECT DISTINCT region FROM oauth_tokens WHERE id IN (SELECT jsonb_array_elements_text(:ids::jsonb)::uuid) ORDER BY region`,
@@ -41,68 +34,163 @@ async function regionsOf(ids: readonly string[]): Promise<string[]> {
   return rows.map((r) => r.region);
 }
 
+/** Two connections due in each region (token refresh: expiring; account sync: accounts due). */
+async function dueEverywhere(): Promise<void> {
+  await seedUsers(world, {
+    count: 6,
+    regions: (i) => [AMAZON_REGIONS[i % AMAZON_REGIONS.length]],
+    accountsDueInSeconds: -60,
+  });
+}
+
+async function selectAll(selection: DispatchSelection): Promise<string[]> {
+  await selection.beforeTick?.();
+  return selection.select({ dispatchId: randomUUID(), limit: 1000 });
+}
+
+const others = (region: AmazonRegion) => AMAZON_REGIONS.filter((r) => r !== region).sort();
+
+/** Each dispatcher's mark, called directly (to hold it open), and its selection. */
+const RACES: Array<{
+  job: string;
+  ownerColumn: string;
+  mark: (db: Database, dispatchId: string, limit: number) => Promise<string[]>;
+  selection: (db: Database) => DispatchSelection;
+}> = [
+  {
+    job: 'token refresh',
+    ownerColumn: 'refresh_lease_owner',
+    mark: (db, dispatchId, limit) =>
+      markDueTokensDispatched(db, {
+        dispatchId,
+        limit,
+        markSeconds: 600,
+        windowSeconds: TOKEN_REFRESH_WINDOW_SECONDS,
+        pausedRegions: [],
+      }),
+    selection: (db) => tokenRefreshSelection(db),
+  },
+  {
+    job: 'account sync',
+    ownerColumn: 'sync_lease_owner',
+    mark: (db, dispatchId, limit) =>
+      markDueConnectionsDispatched(db, {
+        dispatchId,
+        limit,
+        markSeconds: 1800,
+        minTokenValiditySeconds: MIN_TOKEN_VALIDITY_SECONDS,
+        pausedRegions: [],
+      }),
+    selection: (db) => accountSyncSelection(db),
+  },
+];
+
 describe.each(PATHS)('%s', (_path, database) => {
-  test("the token refresh dispatcher leaves a region alone while the shared budget's pause lasts, though the recorded Retry-After has passed", async () => {
-    await seedUsers(world, { count: 6, expiresInSeconds: 600 }); // two per region
-    // The 429 said 30 s and came 40 s ago; the limiter doubled it (a second 429 in a row): 80 s.
-    await recordRetryAfter('lwa-token:EU', 30, 40);
-    await pauseBudget('lwa-token', 'EU', 40);
-    const db = database();
-    const { queue, messages } = recordingQueue();
+  test('the token refresh skips regions whose Login-with-Amazon endpoint is paused, not those whose Ads endpoint is', async () => {
+    await dueEverywhere();
+    await pause('lwa-token:EU');
+    await pause('ads-profiles:NA');
+    // A pause that has ended is no pause.
+    await world.admin.query(
+      `INSERT INTO rate_limit_tracking (user_id, endpoint, request_count, limit_hit_count, last_limit_hit, retry_after_seconds)
+       VALUES (NULL, 'lwa-token:FE', 1, 1, now() - interval '1 hour', 60)`,
+    );
 
-    const summary = await runDispatch({
-      selection: tokenRefreshSelection(db),
-      queue,
-      ...runtime(),
-      settings: { maxIds: 1000 },
+    const ids = await selectAll(tokenRefreshSelection(database()));
+
+    expect(ids).toHaveLength(4);
+    expect(await regionsOf(ids)).toEqual(others('EU'));
+  });
+
+  test('the account sync skips regions whose Ads endpoint is paused, not those whose Login-with-Amazon endpoint is', async () => {
+    await dueEverywhere();
+    await pause('ads-profiles:FE');
+    await pause('lwa-token:NA');
+
+    const ids = await selectAll(accountSyncSelection(database()));
+
+    expect(ids).toHaveLength(4);
+    expect(await regionsOf(ids)).toEqual(others('FE'));
+  });
+
+  test('the token refresh’s used-within window: only connections used within it (or never recorded) are dispatched', async () => {
+    await seedUsers(world, { count: 3, expiresInSeconds: 600, regions: () => ['NA'] });
+    const { rows } = await world.admin.query<{ id: string }>(`SELECT id FROM oauth_tokens ORDER BY id`);
+    const [recent, idle, unknown] = rows.map((r) => r.id);
+    await world.admin.query(
+      `UPDATE oauth_tokens SET last_used_at = CASE id WHEN :recent::uuid THEN now() - interval '1 hour'
+                                                      WHEN :idle::uuid THEN now() - interval '30 days' END`,
+      { recent, idle },
+    );
+
+    const windowed = await selectAll(tokenRefreshSelection(database(), { usedWithinSeconds: 7 * 86_400 }));
+    expect(windowed.sort()).toEqual([recent, unknown].sort());
+    // Without the window the idle one is due too.
+    const rest = await selectAll(tokenRefreshSelection(database()));
+    expect(rest).toEqual([idle]);
+  });
+
+  describe.each(RACES)('$job', (race) => {
+    test('two ticks racing for the same due rows mark disjoint sets: a tick neither waits for nor takes rows another is marking', async () => {
+      await seedUsers(world, {
+        count: 8,
+        regions: () => ['NA'],
+        accountsDueInSeconds: -60,
+      });
+      // The first tick's mark, held open in its transaction (node-postgres, as the jobs' login).
+      const holder = new PgDatabase({ connection: world.workerUrl });
+      const firstTick = randomUUID();
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      let firstIds: string[] = [];
+      let marked!: () => void;
+      const markedNow = new Promise<void>((resolve) => (marked = resolve));
+      const first = holder.transaction(async (tx) => {
+        firstIds = await race.mark(tx, firstTick, 5);
+        marked();
+        await released;
+      });
+      try {
+        await markedNow;
+        expect(firstIds).toHaveLength(5);
+        // The second tick runs while the first one's rows are locked: it marks the others.
+        let settled = false;
+        const second = race
+          .selection(database())
+          .select({ dispatchId: randomUUID(), limit: 8 })
+          .finally(() => (settled = true));
+        const outcome = await Promise.race([
+          second.then((ids) => ({ done: true as const, ids })),
+          waitForLockWait(() => settled).then(() => ({ done: false as const })),
+        ]);
+        release();
+        await first;
+        const secondIds = outcome.done ? outcome.ids : await second;
+        // Blocked behind the first tick's locks would have been the bug (its rows re-marked after).
+        expect(outcome.done).toBe(true);
+        expect(secondIds).toHaveLength(3);
+        expect(secondIds.filter((id) => firstIds.includes(id))).toEqual([]);
+        const owners = await world.admin.query<{ owner: string; n: number }>(
+          `SELECT ${race.ownerColumn}::text AS owner, count(*)::int AS n FROM oauth_tokens GROUP BY 1 ORDER BY 2 DESC`,
+        );
+        expect(owners.rows.map((r) => r.n)).toEqual([5, 3]);
+        expect(owners.rows[0].owner).toBe(firstTick);
+      } finally {
+        release();
+        await first.catch(() => undefined);
+        await holder.close();
+      }
     });
-
-    expect(summary.dispatched).toBe(4);
-    expect(await regionsOf(sentIds(messages))).toEqual(['FE', 'NA']);
-  });
-
-  test('once the pause has ended, the next tick sends the region', async () => {
-    await seedUsers(world, { count: 6, expiresInSeconds: 600 });
-    await pauseBudget('lwa-token', 'EU', -1);
-    await recordRetryAfter('lwa-token:EU', 30, 31);
-    const { queue, messages } = recordingQueue();
-
-    await runDispatch({
-      selection: tokenRefreshSelection(database()),
-      queue,
-      ...runtime(),
-      settings: { maxIds: 1000 },
-    });
-
-    expect(await regionsOf(sentIds(messages))).toEqual(['EU', 'FE', 'NA']);
-  });
-
-  test("the account sync dispatcher leaves a region alone while the Ads budget's pause lasts", async () => {
-    await seedUsers(world, { count: 6, expiresInSeconds: 3600, accountsDueInSeconds: -60 });
-    await pauseBudget('ads-profiles', 'FE', 120);
-    // The LWA pause of another region says nothing about Ads.
-    await pauseBudget('lwa-token', 'NA', 120);
-    const { queue, messages } = recordingQueue();
-
-    await runDispatch({ selection: accountSyncSelection(database()), queue, ...runtime(), settings: { maxIds: 1000 } });
-
-    expect(await regionsOf(sentIds(messages))).toEqual(['EU', 'NA']);
-  });
-
-  test('the pauses read are the later of the budget and the record, per region, and only those in force', async () => {
-    await pauseBudget('lwa-token', 'NA', 100);
-    await recordRetryAfter('lwa-token:NA', 300, 0);
-    await pauseBudget('lwa-token', 'EU', 200);
-    await recordRetryAfter('lwa-token:EU', 30, 0);
-    await pauseBudget('lwa-token', 'FE', -5);
-    const { rows } = await world.admin.query<{ now: Date }>('SELECT now() AS now');
-    const now = rows[0].now.getTime();
-
-    const pauses = await readRegionPauses(database(), 'lwa');
-
-    expect([...pauses.keys()].sort()).toEqual(['EU', 'NA']);
-    expect(pauses.get('NA')! - now).toBeGreaterThan(290_000);
-    expect(pauses.get('EU')! - now).toBeGreaterThan(190_000);
-    expect(pauses.get('EU')! - now).toBeLessThan(210_000);
   });
 });
+
+/** Resolves once some session of the database waits for a lock (polls pg_stat_activity), or `stop` says so. */
+async function waitForLockWait(stop: () => boolean): Promise<void> {
+  while (!stop()) {
+    const { rows } = await world.admin.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
+    );
+    if (rows[0].n > 0) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}

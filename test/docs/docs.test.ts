@@ -2,7 +2,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import { API_ROUTES } from '../../lib/accounts-api';
-import { TOKEN_ROUTE } from '../../lambda/token-vending/route';
+import { TOKEN_ROUTE } from '../../lambda/token-route/route';
 import { brokenReason, codeSpans, headingAnchors, markdownFiles, read, relativeLinks, ROOT, section } from './markdown';
 
 // The docs against the code: what a reader relies on (environment variables, commands, routes,

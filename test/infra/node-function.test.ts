@@ -191,7 +191,7 @@ test('every bundle is minified with its source map beside it, and within its siz
     'accounts-api',
     'migration',
     'token-refresh',
-    'token-vending',
+    'token-route',
   ]);
   for (const bundle of bundles) {
     const code = readFileSync(join(bundle.dir, 'index.js'), 'utf8');

@@ -21,7 +21,7 @@ export const ABANDONED_ATTEMPT_REASON =
  * A connection (one oauth_tokens row: a user in one region) claimed for one sync attempt, with
  * the history row opened for it. Everything the attempt writes stays within its region.
  */
-export interface ClaimedUser {
+export interface ClaimedConnection {
   /** The connection: oauth_tokens.id. */
   readonly tokenId: string;
   /**
@@ -45,7 +45,7 @@ export interface ClaimedUser {
   readonly previousStatus?: { readonly usual: string; readonly others: Readonly<Record<string, string>> };
 }
 
-export interface ClaimUsersOptions {
+export interface ClaimConnectionsOptions {
   readonly owner: string;
   readonly leaseSeconds: number;
   readonly limit: number;
@@ -75,7 +75,7 @@ const SIZED_WITHIN_TOKEN_CHARS = `sized AS (
      )`;
 
 /**
- * What a claim does with the connections it locked and sized (see {@link claimUsers}): records
+ * What a claim does with the connections it locked and sized (see {@link claimConnections}): records
  * the use of the waiting ones' tokens, leases the sized ones, marks their region's accounts
  * 'in_progress', closes the history rows a dead run left 'started', opens one per connection,
  * and returns the claimed connections.
@@ -136,7 +136,7 @@ const LEASE_AND_OPEN_HISTORY = `wanted AS (
        LEFT JOIN accounts a ON a.token_id = c.id
        LEFT JOIN other_statuses o ON o.token_id = c.id`;
 
-interface ClaimedUserRow {
+interface ClaimedConnectionRow {
   token_id: string;
   generation: number;
   user_id: string;
@@ -166,7 +166,7 @@ interface ClaimedUserRow {
  * token expires too soon, so that the token refresh renews that token even when its window
  * leaves idle connections alone (the next sync then proceeds).
  */
-export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<ClaimedUser[]> {
+export async function claimConnections(db: Database, o: ClaimConnectionsOptions): Promise<ClaimedConnection[]> {
   const params = {
     owner: sqlUuid(o.owner),
     leaseSeconds: o.leaseSeconds,
@@ -179,7 +179,7 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
     pausedRegions: sqlJson(o.pausedRegions ?? []),
   };
   const { rows } = o.given
-    ? await db.query<ClaimedUserRow>(
+    ? await db.query<ClaimedConnectionRow>(
         `WITH due AS (
        ${DUE_GIVEN_CONNECTIONS}
      ), candidates AS (
@@ -203,7 +203,7 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
      ), ${LEASE_AND_OPEN_HISTORY}`,
         { ...params, ids: sqlJson(o.given.ids), dispatchId: sqlUuid(o.given.dispatchId) },
       )
-    : await db.query<ClaimedUserRow>(
+    : await db.query<ClaimedConnectionRow>(
         `WITH due AS (
        ${DUE_CONNECTIONS}
      ), candidates AS (
@@ -246,9 +246,9 @@ export async function claimUsers(db: Database, o: ClaimUsersOptions): Promise<Cl
  * (the refresh job renews it first), and `needReauth` the accounts a run would flag for
  * re-authorisation.
  */
-export async function countDueUsers(
+export async function countDueConnections(
   db: Database,
-  o: Pick<ClaimUsersOptions, 'minTokenValiditySeconds'>,
+  o: Pick<ClaimConnectionsOptions, 'minTokenValiditySeconds'>,
 ): Promise<{ due: number; waitingForToken: number; needReauth: number }> {
   const { rows } = await db.query<{ due: number; waiting: number; reauth: number }>(
     `WITH due AS (

@@ -1,7 +1,7 @@
 import { Database, sqlJson, sqlUuid } from '../../shared/db/port';
 import type { AmazonRegion } from '../../shared/amazon/regions';
 import { databaseErrorSummary, writeInHalves } from '../../shared/jobs/write-in-halves';
-import type { ClaimedUser } from './claims';
+import type { ClaimedConnection } from './claims';
 
 /** One profile as stored: `amazon_account_id` and the metadata keys docs/architecture.md fixes. */
 export interface AccountRecord {
@@ -9,10 +9,10 @@ export interface AccountRecord {
   readonly metadata: Record<string, unknown>;
 }
 
-export type UserSyncOutcome =
+export type ConnectionSyncOutcome =
   | {
       readonly kind: 'success';
-      readonly user: ClaimedUser;
+      readonly connection: ClaimedConnection;
       readonly accounts: readonly AccountRecord[];
       /** Profiles Amazon listed that are not advertising accounts (Amazon Attribution): not stored. */
       readonly excludedProfileIds?: readonly string[];
@@ -20,16 +20,16 @@ export type UserSyncOutcome =
     }
   | {
       readonly kind: 'failure';
-      readonly user: ClaimedUser;
+      readonly connection: ClaimedConnection;
       /** Human-readable, recorded in sync_error_message; never a token. */
       readonly error: string;
       readonly errorDetails: Record<string, unknown>;
       readonly nextAttemptAt: Date;
     }
   | {
-      /** Not attempted (time ran out): lease released, nothing recorded against the user. */
+      /** Not attempted (time ran out): lease released, nothing recorded against the connection. */
       readonly kind: 'released';
-      readonly user: ClaimedUser;
+      readonly connection: ClaimedConnection;
     };
 
 /** Sentence stored on accounts that Amazon stopped returning. */
@@ -44,13 +44,13 @@ export const ATTRIBUTION_PROFILE_MESSAGE = 'Amazon Attribution profile: not an a
  */
 const WRITE_BACK_BYTES = 3_000_000;
 
-interface UserRow {
+interface ConnectionRow {
   readonly token_id: string;
   readonly generation: number;
   readonly user_id: string;
   readonly region: AmazonRegion;
   readonly history_id: string;
-  readonly kind: UserSyncOutcome['kind'];
+  readonly kind: ConnectionSyncOutcome['kind'];
   readonly profile_ids: readonly string[];
   readonly excluded_ids: readonly string[];
   readonly synced: number;
@@ -73,29 +73,29 @@ interface AccountRow {
   readonly next_sync_at: Date;
 }
 
-/** One user's part of a write-back, with its size on the wire. */
-interface UserWrite {
-  readonly outcome: UserSyncOutcome;
-  readonly user: UserRow;
+/** One connection's part of a write-back, with its size on the wire. */
+interface ConnectionWrite {
+  readonly outcome: ConnectionSyncOutcome;
+  readonly row: ConnectionRow;
   readonly accounts: readonly AccountRow[];
   readonly bytes: number;
 }
 
-/** A user whose outcome the database refused even on its own. */
-export interface RejectedUser {
-  readonly user: ClaimedUser;
+/** A connection whose outcome the database refused even on its own. */
+export interface RejectedConnection {
+  readonly connection: ClaimedConnection;
   /** The first line of the database's message. */
   readonly error: string;
-  /** What was written in its place: `onRefused`'s outcome, or the user released if that was refused too. */
-  readonly recordedAs: UserSyncOutcome;
+  /** What was written in its place: `onRefused`'s outcome, or the connection released if that was refused too. */
+  readonly recordedAs: ConnectionSyncOutcome;
 }
 
 export interface SaveOptions {
   /**
-   * What to write instead for a user whose outcome the database refuses even on its own
-   * (a failure with a backoff); if that is refused too, the user is released.
+   * What to write instead for a connection whose outcome the database refuses even on its own
+   * (a failure with a backoff); if that is refused too, the connection is released.
    */
-  readonly onRefused: (outcome: UserSyncOutcome, error: string) => UserSyncOutcome;
+  readonly onRefused: (outcome: ConnectionSyncOutcome, error: string) => ConnectionSyncOutcome;
 }
 
 /**
@@ -113,66 +113,72 @@ export interface SaveOptions {
  *   lease released and the connection's own schedule updated: after a success it is due again
  *   only through its region's accounts (or, with none, at the next regular time); after a
  *   failure at the retry time.
- * Every statement writes only for users whose sync lease this run still holds (a run whose
+ * Every statement writes only for connections whose sync lease this run still holds (a run whose
  * lease expired and was taken over writes nothing) and whose connection is still the
  * generation it claimed (a region connected again meanwhile, or disconnected, gets nothing of
  * the old connection's profiles; api.store_connection closed that attempt's history row). A user whose accounts alone exceed the
  * budget (thousands of profiles) has them upserted in chunks first. A statement the database
- * refuses with a data error is written again in halves, down to single users (writeInHalves);
- * a user refused even alone gets `onRefused`'s outcome instead, and is returned.
+ * refuses with a data error is written again in halves, down to single connections (writeInHalves);
+ * a connection refused even alone gets `onRefused`'s outcome instead, and is returned.
  */
 export async function saveOutcomes(
   db: Database,
   owner: string,
-  outcomes: readonly UserSyncOutcome[],
+  outcomes: readonly ConnectionSyncOutcome[],
   options: SaveOptions,
-): Promise<{ accountsMissing: number; rejected: RejectedUser[] }> {
+): Promise<{ accountsMissing: number; rejected: RejectedConnection[] }> {
   const counts = { accountsMissing: 0 };
-  const rejected: RejectedUser[] = [];
-  for (const group of packBySize(outcomes.map(toUserWrite))) {
-    for (const r of await writeInHalves(group, (part) => writeUsers(db, owner, part, counts))) {
+  const rejected: RejectedConnection[] = [];
+  for (const group of packBySize(outcomes.map(toConnectionWrite))) {
+    for (const r of await writeInHalves(group, (part) => writeConnections(db, owner, part, counts))) {
       const error = databaseErrorSummary(r.error);
       const instead = options.onRefused(r.item.outcome, error);
-      const released: UserSyncOutcome = { kind: 'released', user: r.item.outcome.user };
-      const again = await writeInHalves([toUserWrite(instead)], (part) => writeUsers(db, owner, part, counts));
-      if (again.length > 0) await writeUsers(db, owner, [toUserWrite(released)], counts);
-      rejected.push({ user: r.item.outcome.user, error, recordedAs: again.length > 0 ? released : instead });
+      const released: ConnectionSyncOutcome = { kind: 'released', connection: r.item.outcome.connection };
+      const again = await writeInHalves([toConnectionWrite(instead)], (part) =>
+        writeConnections(db, owner, part, counts),
+      );
+      if (again.length > 0) await writeConnections(db, owner, [toConnectionWrite(released)], counts);
+      rejected.push({
+        connection: r.item.outcome.connection,
+        error,
+        recordedAs: again.length > 0 ? released : instead,
+      });
     }
   }
   return { accountsMissing: counts.accountsMissing, rejected };
 }
 
-function toUserWrite(o: UserSyncOutcome): UserWrite {
-  const user: UserRow = {
-    token_id: o.user.tokenId,
-    generation: o.user.generation,
-    user_id: o.user.userId,
-    region: o.user.region,
-    history_id: o.user.historyId,
+function toConnectionWrite(o: ConnectionSyncOutcome): ConnectionWrite {
+  const row: ConnectionRow = {
+    token_id: o.connection.tokenId,
+    generation: o.connection.generation,
+    user_id: o.connection.userId,
+    region: o.connection.region,
+    history_id: o.connection.historyId,
     kind: o.kind,
     profile_ids: o.kind === 'success' ? o.accounts.map((a) => a.amazonAccountId) : [],
     excluded_ids: o.kind === 'success' ? (o.excludedProfileIds ?? []) : [],
     synced: o.kind === 'success' ? o.accounts.length : 0,
-    failed: o.kind === 'failure' ? Math.max(1, o.user.accountCount) : 0,
+    failed: o.kind === 'failure' ? Math.max(1, o.connection.accountCount) : 0,
     error: o.kind === 'failure' ? o.error : null,
     error_details: o.kind === 'failure' ? o.errorDetails : null,
     next_at: o.kind === 'success' ? o.nextSyncAt : o.kind === 'failure' ? o.nextAttemptAt : null,
     // Given back: the accounts return to the status they had before the claim.
-    usual_status: o.kind === 'released' ? (o.user.previousStatus?.usual ?? 'pending') : null,
-    other_statuses: o.kind === 'released' ? (o.user.previousStatus?.others ?? {}) : null,
+    usual_status: o.kind === 'released' ? (o.connection.previousStatus?.usual ?? 'pending') : null,
+    other_statuses: o.kind === 'released' ? (o.connection.previousStatus?.others ?? {}) : null,
   };
   const accounts =
     o.kind === 'success'
       ? o.accounts.map((a) => ({
-          user_id: o.user.userId,
-          generation: o.user.generation,
-          region: o.user.region,
+          user_id: o.connection.userId,
+          generation: o.connection.generation,
+          region: o.connection.region,
           amazon_account_id: a.amazonAccountId,
           metadata: a.metadata,
           next_sync_at: o.nextSyncAt,
         }))
       : [];
-  return { outcome: o, user, accounts, bytes: wireBytes(user) + accounts.reduce((n, a) => n + wireBytes(a), 0) };
+  return { outcome: o, row, accounts, bytes: wireBytes(row) + accounts.reduce((n, a) => n + wireBytes(a), 0) };
 }
 
 /** Bytes a row takes in the Data API request: its JSON, escaped again as a string value. */
@@ -180,10 +186,10 @@ function wireBytes(row: object): number {
   return Buffer.byteLength(JSON.stringify(JSON.stringify(row))) + 1;
 }
 
-/** Groups users in order so that each group's rows stay under the budget (at least one user per group). */
-function packBySize(writes: readonly UserWrite[]): UserWrite[][] {
-  const groups: UserWrite[][] = [];
-  let current: UserWrite[] = [];
+/** Groups connections in order so that each group's rows stay under the budget (at least one per group). */
+function packBySize(writes: readonly ConnectionWrite[]): ConnectionWrite[][] {
+  const groups: ConnectionWrite[][] = [];
+  let current: ConnectionWrite[] = [];
   let size = 0;
   for (const w of writes) {
     if (current.length > 0 && size + w.bytes > WRITE_BACK_BYTES) {
@@ -198,11 +204,11 @@ function packBySize(writes: readonly UserWrite[]): UserWrite[][] {
   return groups;
 }
 
-/** Writes users' outcomes; a lone user over the budget has its accounts upserted in chunks first. */
-async function writeUsers(
+/** Writes connections' outcomes; a lone connection over the budget has its accounts upserted in chunks first. */
+async function writeConnections(
   db: Database,
   owner: string,
-  writes: readonly UserWrite[],
+  writes: readonly ConnectionWrite[],
   counts: { accountsMissing: number },
 ): Promise<void> {
   let accounts = writes.flatMap((w) => w.accounts);
@@ -222,10 +228,10 @@ async function writeUsers(
     await upsertAccounts(db, owner, chunk);
     accounts = [];
   }
-  counts.accountsMissing += await writeUserOutcomes(
+  counts.accountsMissing += await writeConnectionOutcomes(
     db,
     owner,
-    writes.map((w) => w.user),
+    writes.map((w) => w.row),
     accounts,
   );
 }
@@ -259,10 +265,10 @@ async function upsertAccounts(db: Database, owner: string, accounts: readonly Ac
 }
 
 /** The write-back statement proper; returns how many accounts were newly found missing. */
-async function writeUserOutcomes(
+async function writeConnectionOutcomes(
   db: Database,
   owner: string,
-  users: readonly UserRow[],
+  users: readonly ConnectionRow[],
   accounts: readonly AccountRow[],
 ): Promise<number> {
   const { rows } = await db.query<{ missing: number }>(

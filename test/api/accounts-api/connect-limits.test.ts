@@ -8,7 +8,7 @@ import { DatabaseRateBudgetStore, ReserveRequest } from '../../../lambda/shared/
 import { RateLimiterRegistry } from '../../../lambda/shared/amazon/rate-limiter';
 import { Database, PgDatabase } from '../../../lambda/shared/db';
 import type { ApiRequestEvent } from '../../../lambda/accounts-api/http';
-import { createTokenVending } from '../../../lambda/token-vending/core';
+import { createTokenRoute } from '../../../lambda/token-route/core';
 import { fakeProfile } from '../../../local/amazon/profiles';
 import { seedUsers } from '../../jobs/fixture';
 import { ApiWorld, CONNECT_REDIRECT, consent, Handler, request, startApiWorld, startConnectSession } from '../fixture';
@@ -45,7 +45,7 @@ const paths: Array<[string, () => { db: Database; assume: boolean; jobs: Databas
  * the jobs' pool of the shared budget at the production rate (10 per second per region).
  */
 function tokenRouteOn(db: Database) {
-  return createTokenVending({
+  return createTokenRoute({
     db,
     lwa: new LwaClient({
       clientId: world.amazon.clientId,

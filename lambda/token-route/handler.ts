@@ -1,7 +1,7 @@
 import type { ApiRequestEvent, ApiResult } from '../accounts-api/http';
 import { runJobInvocation, type JobInvocationContext } from '../shared/jobs/container';
-import { createTokenVending } from './core';
-import { TOKEN_VENDING_SERVICE } from './route';
+import { createTokenRoute } from './core';
+import { TOKEN_ROUTE_SERVICE } from './route';
 
 /**
  * `POST /internal/v1/access-tokens` behind the HTTP API's IAM authorisation (see core.ts). Its
@@ -12,7 +12,7 @@ import { TOKEN_VENDING_SERVICE } from './route';
  * alarm).
  */
 export async function handler(event: ApiRequestEvent, context: JobInvocationContext): Promise<ApiResult> {
-  return runJobInvocation(TOKEN_VENDING_SERVICE, context, (c, runtime) =>
-    createTokenVending({ db: c.db, lwa: c.lwa, cipher: c.cipher, logger: runtime.logger })(event),
+  return runJobInvocation(TOKEN_ROUTE_SERVICE, context, (c, runtime) =>
+    createTokenRoute({ db: c.db, lwa: c.lwa, cipher: c.cipher, logger: runtime.logger })(event),
   );
 }

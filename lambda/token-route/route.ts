@@ -5,4 +5,4 @@
 export const TOKEN_ROUTE = 'POST /internal/v1/access-tokens';
 export const TOKEN_ROUTE_PATH = '/internal/v1/access-tokens';
 /** The `service` of the function's logs and metrics. */
-export const TOKEN_VENDING_SERVICE = 'token-vending';
+export const TOKEN_ROUTE_SERVICE = 'token-route';

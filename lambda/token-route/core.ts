@@ -55,7 +55,7 @@ import { ConnectionState, readConnection, useConnection } from './store';
  * request's log line has its route, status, user, region and whether a refresh happened.
  */
 
-export interface TokenVendingSettings {
+export interface TokenRouteSettings {
   /** A stored token with more than this left is returned as it is. @default 300 */
   readonly minRemainingSeconds?: number;
   /**
@@ -84,7 +84,7 @@ export interface TokenVendingSettings {
 /** How the caller was authenticated, checked before anything else. */
 export type CallerCheck = (event: ApiRequestEvent) => { readonly ok: true; readonly caller: string } | { ok: false };
 
-export interface TokenVendingDeps {
+export interface TokenRouteDeps {
   /** The database as the jobs' login. */
   readonly db: Database;
   /** The LWA client, drawing from the shared rate budget. */
@@ -93,7 +93,7 @@ export interface TokenVendingDeps {
   readonly logger: AppLogger;
   /** @default iamCaller (API Gateway's IAM authorisation, in the event's request context) */
   readonly authorize?: CallerCheck;
-  readonly settings?: TokenVendingSettings;
+  readonly settings?: TokenRouteSettings;
   /** @default Date.now */
   readonly now?: () => number;
   /** @default backoff's sleep */
@@ -145,7 +145,7 @@ interface Served {
   readonly refreshed: boolean;
 }
 
-export function createTokenVending(deps: TokenVendingDeps): (event: ApiRequestEvent) => Promise<ApiResult> {
+export function createTokenRoute(deps: TokenRouteDeps): (event: ApiRequestEvent) => Promise<ApiResult> {
   const s = { ...DEFAULTS, ...deps.settings };
   const now = deps.now ?? Date.now;
   const sleep = deps.sleep ?? defaultSleep;
