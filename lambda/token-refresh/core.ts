@@ -28,6 +28,7 @@ import {
   saveLimiterRates,
 } from '../shared/jobs/throttling';
 import { claimDueTokens, ClaimedToken, countDueTokens, GivenIds, resultToken, saveResults, TokenResult } from './store';
+import { proactiveRefreshWindowSeconds, TOKEN_REFRESH_SCHEDULE_SECONDS } from './window';
 import { REFRESH_OUTCOME_DEFAULTS, refreshFailureOutcome, unreadableTokenOutcome } from './outcome';
 
 /** What the core needs of the Login with Amazon client (LwaClient). */
@@ -69,7 +70,10 @@ const CLIENT_ERRORS = new Set(['invalid_client', 'unsupported_grant_type', 'unau
 export const CLIENT_ERROR_STOP_AFTER = 3;
 
 export interface TokenRefreshSettings {
-  /** Tokens expiring within this window are refreshed. @default 1800 (30 min; the schedule runs every 5) */
+  /**
+   * Tokens expiring within this window are refreshed. @default TOKEN_REFRESH_WINDOW_SECONDS (660 s: just in
+   * time for the 5-minute schedule, see window.ts)
+   */
   readonly windowSeconds?: number;
   /** Tokens claimed per database round trip. @default 500 */
   readonly batchSize?: number;
@@ -137,7 +141,7 @@ export interface TokenRefreshSummary {
 type Outcome = TokenResult;
 
 /** Tokens expiring within this many seconds are due (the default window; the fan-out dispatcher's too). */
-export const TOKEN_REFRESH_WINDOW_SECONDS = 1800;
+export const TOKEN_REFRESH_WINDOW_SECONDS = proactiveRefreshWindowSeconds(TOKEN_REFRESH_SCHEDULE_SECONDS);
 
 const DEFAULT_SETTINGS = {
   windowSeconds: TOKEN_REFRESH_WINDOW_SECONDS,
