@@ -1,9 +1,9 @@
-import { runDispatch } from '../../lambda/dispatcher/core';
-import { accountSyncSelection, tokenRefreshSelection } from '../../lambda/dispatcher/selections';
-import type { AmazonRegion } from '../../lambda/shared/amazon/regions';
-import { readRegionPauses } from '../../lambda/shared/jobs/region-pauses';
-import { recordingQueue, sentIds } from '../jobs/recording-queue';
-import { JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../jobs/fixture';
+import { runDispatch } from '../../../lambda/dispatcher/core';
+import { accountSyncSelection, tokenRefreshSelection } from '../../../lambda/dispatcher/selections';
+import type { AmazonRegion } from '../../../lambda/shared/amazon/regions';
+import { readRegionPauses } from '../../../lambda/shared/jobs/region-pauses';
+import { recordingQueue, sentIds } from '../recording-queue';
+import { JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../fixture';
 
 /**
  * The dispatchers skip a region whose Amazon endpoint is paused until the pause ends, and the
