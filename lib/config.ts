@@ -134,7 +134,7 @@ export interface DatabaseConfig {
 export interface ScheduleConfig {
   /** EventBridge schedule expression of the token refresh job, e.g. `rate(5 minutes)`. */
   readonly tokenRefresh: string;
-  /** EventBridge schedule expression of the account sync job, e.g. `rate(15 minutes)`. */
+  /** EventBridge schedule expression of the account sync job, e.g. `rate(10 minutes)`. */
   readonly accountSync: string;
   /**
    * Whether the schedules run. Off, the rules exist disabled and the jobs run only when invoked

@@ -3,6 +3,8 @@ import { promisify } from 'node:util';
 import { DatabaseRateBudgetStore, SharedRateBudget } from '../../lambda/shared/amazon/rate-budget';
 import { JobWorld, seedUsers, useJobWorld } from '../jobs/fixture';
 import { ROOT } from '../support/root';
+import { JOB_TIMING } from '../../lambda/shared/jobs/timing';
+import { defaultTimeLimitSeconds } from '../../scripts/job';
 
 // `npm run job` (scripts/job.ts): both jobs on DATABASE_URL against the fake Amazon, as a
 // developer runs them.
@@ -94,4 +96,14 @@ describe('npm run job', () => {
     expect(error.code).toBe(1);
     expect(error.stderr).toMatch(/missing DATABASE_URL, LWA_CLIENT_ID, LWA_CLIENT_SECRET, TOKEN_ENCRYPTION_KEY/);
   });
+});
+
+// Without `--time-limit` a run plays the deployed function: its deadline is the function's
+// timeout (JOB_TIMING, from which lib/scheduled-jobs.ts sets it), so its leases outlast it.
+test.each([
+  ['token-refresh', JOB_TIMING.tokenRefresh],
+  ['account-sync', JOB_TIMING.accountSync],
+] as const)("%s: the default deadline is the deployed function's timeout, inside the lease", (job, timing) => {
+  expect(defaultTimeLimitSeconds(job)).toBe(timing.timeoutSeconds);
+  expect(defaultTimeLimitSeconds(job)).toBeLessThan(timing.leaseSeconds);
 });
