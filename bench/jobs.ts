@@ -209,7 +209,7 @@ export async function measureAccountSync(w: BenchWorld, o: RunOptions): Promise<
   const t = await timedRun(w, o.latencyMs, seedUsers(w, o.items), 'ads', (db) =>
     runAccountSync({ db, ads, ...benchRuntime(w, o.concurrency) }),
   );
-  expectEqual('users synced', t.result.usersSynced, o.items);
+  expectEqual('connections synced', t.result.connectionsSynced, o.items);
   expectEqual('accounts synced', t.result.accountsSynced, expectedAccountsFor(o.items));
   expectEqual('Ads API calls', t.amazonCalls, o.items);
   const { rows } = await w.admin.query<{ n: number }>(
@@ -222,7 +222,7 @@ export async function measureAccountSync(w: BenchWorld, o: RunOptions): Promise<
     way: 'core',
     concurrency: o.concurrency,
     latencyMs: o.latencyMs,
-    items: t.result.usersSynced,
+    items: t.result.connectionsSynced,
     accounts: t.result.accountsSynced,
     dataApiCalls: t.db.callCounts().total,
   });
@@ -336,8 +336,8 @@ export async function measureWithSharedBudget(
     items = r.refreshed;
   } else {
     const r = await runAccountSync({ db: jobDb, ads: clients.ads, ...benchRuntime(w, o.concurrency) });
-    expectEqual('users synced or failed', r.usersSynced + r.usersFailed, o.items);
-    items = r.usersSynced;
+    expectEqual('connections synced or failed', r.connectionsSynced + r.connectionsFailed, o.items);
+    items = r.connectionsSynced;
   }
   const seconds = (performance.now() - started) / 1000;
   const counters = await w.counters(startedAtMs);

@@ -9,7 +9,7 @@ export const LAMBDA_BUNDLES = [
   { name: 'account-sync', description: "Syncs users' Amazon", maxBytes: 300_000 },
   { name: 'migration', description: 'Applies node-pg-migrate', maxBytes: 1_000_000 },
   { name: 'accounts-api', description: 'Accounts API:', maxBytes: 300_000 },
-  { name: 'token-vending', description: "Internal route: a user's fresh", maxBytes: 300_000 },
+  { name: 'token-route', description: "Internal route: a user's fresh", maxBytes: 300_000 },
   // One bundle for both jobs' dispatchers, in environments with the fan-out (not dev).
   {
     name: 'dispatcher',

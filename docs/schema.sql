@@ -159,7 +159,11 @@ AS $function$
         JOIN public.user_accounts ua ON ua.id = h.user_account_id
        WHERE /* own rows */ ua.user_id = auth.uid() AND ua.region = t.region
        ORDER BY h.started_at DESC, h.id DESC
-       LIMIT 1))
+       LIMIT 1),
+    'health', (
+      SELECT jsonb_build_object('lastEvent', ch.last_event, 'lastEventId', ch.last_event_id, 'since', ch.since)
+        FROM public.connection_health ch
+       WHERE /* own rows */ ch.user_id = auth.uid() AND ch.region = t.region))
     FROM public.oauth_tokens t
    WHERE t.id = connection_id
      AND /* own rows */ t.user_id = auth.uid();
@@ -452,7 +456,8 @@ BEGIN
     RAISE EXCEPTION 'accounts-api: invalid region' USING ERRCODE = '22023';
   END IF;
   IF p_access_token IS NULL OR p_refresh_token IS NULL
-     OR left(p_access_token, 7) <> 'enc:v1:' OR left(p_refresh_token, 7) <> 'enc:v1:' THEN
+     OR left(p_access_token, 7) NOT IN ('enc:v1:', 'enc:v2:')
+     OR left(p_refresh_token, 7) NOT IN ('enc:v1:', 'enc:v2:') THEN
     RAISE EXCEPTION 'accounts-api: tokens must be encrypted' USING ERRCODE = '22023';
   END IF;
   INSERT INTO public.oauth_tokens AS t (user_id, region, access_token, refresh_token, expires_at,
@@ -639,7 +644,7 @@ CREATE TABLE public.connect_sessions (
   used_at timestamp with time zone,
   created_at timestamp with time zone NOT NULL DEFAULT now()
 );
-ALTER TABLE public.connect_sessions ADD CONSTRAINT connect_sessions_code_verifier_check CHECK (("left"(code_verifier, 7) = 'enc:v1:'::text));
+ALTER TABLE public.connect_sessions ADD CONSTRAINT connect_sessions_code_verifier_check CHECK (("left"(code_verifier, 7) = ANY (ARRAY['enc:v1:'::text, 'enc:v2:'::text]))) NOT VALID; -- NOT VALID
 ALTER TABLE public.connect_sessions ADD CONSTRAINT connect_sessions_redirect_uri_check CHECK (((length(redirect_uri) >= 1) AND (length(redirect_uri) <= 2048)));
 ALTER TABLE public.connect_sessions ADD CONSTRAINT connect_sessions_region_check CHECK ((region = ANY (ARRAY['NA'::text, 'EU'::text, 'FE'::text])));
 ALTER TABLE public.connect_sessions ADD CONSTRAINT connect_sessions_state_digest_check CHECK ((state_digest ~ '^[0-9a-f]{64}$'::text));
@@ -652,6 +657,70 @@ ALTER TABLE public.connect_sessions FORCE ROW LEVEL SECURITY;
 CREATE POLICY connect_sessions_owner_policy ON public.connect_sessions AS PERMISSIVE FOR ALL TO public
   USING ((user_id = auth.uid()))
   WITH CHECK ((user_id = auth.uid()));
+
+CREATE TABLE public.connection_health (
+  user_id uuid NOT NULL,
+  region text NOT NULL,
+  connection_id uuid NOT NULL,
+  last_event text NOT NULL,
+  last_event_id uuid NOT NULL,
+  since timestamp with time zone NOT NULL
+);
+ALTER TABLE public.connection_health ADD CONSTRAINT connection_health_region_check CHECK ((region = ANY (ARRAY['NA'::text, 'EU'::text, 'FE'::text])));
+ALTER TABLE public.connection_health ADD CONSTRAINT connection_health_pkey PRIMARY KEY (user_id, region);
+ALTER TABLE public.connection_health ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.connection_health FORCE ROW LEVEL SECURITY;
+CREATE POLICY connection_health_owner ON public.connection_health AS PERMISSIVE FOR ALL TO public
+  USING (pg_has_role(CURRENT_USER, ( SELECT c.relowner
+   FROM pg_class c
+  WHERE (c.oid = ('connection_health'::regclass)::oid)), 'MEMBER'::text))
+  WITH CHECK (pg_has_role(CURRENT_USER, ( SELECT c.relowner
+   FROM pg_class c
+  WHERE (c.oid = ('connection_health'::regclass)::oid)), 'MEMBER'::text));
+CREATE POLICY connection_health_owner_read ON public.connection_health AS PERMISSIVE FOR SELECT TO accounts_api_caller
+  USING ((user_id = auth.uid()));
+GRANT SELECT ON public.connection_health TO accounts_api_caller;
+
+CREATE TABLE public.event_outbox (
+  id bigint NOT NULL,
+  event_id uuid NOT NULL DEFAULT gen_random_uuid(),
+  detail_type text NOT NULL,
+  user_id uuid NOT NULL,
+  region text NOT NULL,
+  connection_id uuid NOT NULL,
+  data jsonb NOT NULL DEFAULT '{}'::jsonb,
+  occurred_at timestamp with time zone NOT NULL DEFAULT now(),
+  tx_id xid8 NOT NULL DEFAULT pg_current_xact_id(),
+  attempts integer NOT NULL DEFAULT 0,
+  lease_owner uuid,
+  lease_expires_at timestamp with time zone,
+  next_attempt_at timestamp with time zone,
+  last_error text,
+  published_at timestamp with time zone
+);
+ALTER TABLE public.event_outbox ADD CONSTRAINT event_outbox_attempts_check CHECK ((attempts >= 0));
+ALTER TABLE public.event_outbox ADD CONSTRAINT event_outbox_detail_type_check CHECK ((detail_type = ANY (ARRAY['Connection Connected'::text, 'Connection Reauthorization Required'::text, 'Connection Recovered'::text, 'Connection Disconnected'::text, 'Connection Sync Failing'::text, 'Connection Sync Recovered'::text, 'Connection Accounts Changed'::text, 'Connection Refresh Turned Off'::text])));
+ALTER TABLE public.event_outbox ADD CONSTRAINT event_outbox_region_check CHECK ((region = ANY (ARRAY['NA'::text, 'EU'::text, 'FE'::text])));
+ALTER TABLE public.event_outbox ADD CONSTRAINT event_outbox_pkey PRIMARY KEY (id);
+ALTER TABLE public.event_outbox ADD CONSTRAINT event_outbox_event_id_key UNIQUE (event_id);
+CREATE UNIQUE INDEX idx_event_outbox_accounts_changed_tx ON public.event_outbox USING btree (tx_id, user_id, region) WHERE (detail_type = 'Connection Accounts Changed'::text);
+CREATE INDEX idx_event_outbox_published_at ON public.event_outbox USING btree (published_at) WHERE (published_at IS NOT NULL);
+CREATE INDEX idx_event_outbox_unpublished ON public.event_outbox USING btree (user_id, region, id) WHERE (published_at IS NULL);
+ALTER TABLE public.event_outbox ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.event_outbox FORCE ROW LEVEL SECURITY;
+CREATE POLICY event_outbox_owner ON public.event_outbox AS PERMISSIVE FOR ALL TO public
+  USING (pg_has_role(CURRENT_USER, ( SELECT c.relowner
+   FROM pg_class c
+  WHERE (c.oid = ('event_outbox'::regclass)::oid)), 'MEMBER'::text))
+  WITH CHECK (pg_has_role(CURRENT_USER, ( SELECT c.relowner
+   FROM pg_class c
+  WHERE (c.oid = ('event_outbox'::regclass)::oid)), 'MEMBER'::text));
+CREATE POLICY event_outbox_publisher ON public.event_outbox AS PERMISSIVE FOR ALL TO accounts_worker
+  USING (true)
+  WITH CHECK (true);
+GRANT DELETE ON public.event_outbox TO accounts_worker;
+GRANT SELECT (attempts, connection_id, data, detail_type, event_id, id, lease_expires_at, lease_owner, next_attempt_at, occurred_at, published_at, region, user_id) ON public.event_outbox TO accounts_worker;
+GRANT UPDATE (attempts, last_error, lease_expires_at, lease_owner, next_attempt_at, published_at) ON public.event_outbox TO accounts_worker;
 
 CREATE TABLE public.oauth_tokens (
   id uuid NOT NULL DEFAULT gen_random_uuid(),
@@ -696,6 +765,9 @@ CREATE POLICY oauth_tokens_owner_delete_policy ON public.oauth_tokens AS PERMISS
 CREATE POLICY oauth_tokens_owner_read_policy ON public.oauth_tokens AS PERMISSIVE FOR SELECT TO authenticated
   USING ((user_id = auth.uid()));
 CREATE TRIGGER oauth_tokens_disconnected AFTER DELETE ON public.oauth_tokens FOR EACH ROW EXECUTE FUNCTION oauth_tokens_disconnected();
+CREATE TRIGGER oauth_tokens_events_delete AFTER DELETE ON public.oauth_tokens FOR EACH ROW EXECUTE FUNCTION oauth_tokens_events();
+CREATE TRIGGER oauth_tokens_events_insert AFTER INSERT ON public.oauth_tokens FOR EACH ROW EXECUTE FUNCTION oauth_tokens_events();
+CREATE TRIGGER oauth_tokens_events_update AFTER UPDATE ON public.oauth_tokens FOR EACH ROW WHEN (((old.proactive_refresh_enabled IS DISTINCT FROM new.proactive_refresh_enabled) OR (old.sync_retry_count IS DISTINCT FROM new.sync_retry_count))) EXECUTE FUNCTION oauth_tokens_events();
 CREATE TRIGGER oauth_tokens_reconnected BEFORE INSERT OR UPDATE OF refresh_token ON public.oauth_tokens FOR EACH ROW EXECUTE FUNCTION oauth_tokens_reconnected();
 GRANT DELETE ON public.oauth_tokens TO accounts_api_caller;
 GRANT SELECT (access_token, connection_generation, expires_at, id, last_used_at, next_refresh_attempt_at, proactive_refresh_enabled, refresh_failure_count, refresh_lease_expires_at, refresh_lease_owner, refresh_refusal_count, refresh_token, region, sync_last_error, sync_lease_expires_at, sync_lease_owner, sync_next_attempt_at, sync_retry_count, user_id) ON public.oauth_tokens TO accounts_worker;
@@ -782,6 +854,8 @@ CREATE POLICY user_accounts_owner_update_policy ON public.user_accounts AS PERMI
   USING ((user_id = auth.uid()))
   WITH CHECK ((user_id = auth.uid()));
 CREATE TRIGGER user_accounts_default_region BEFORE INSERT ON public.user_accounts FOR EACH ROW EXECUTE FUNCTION user_accounts_default_region();
+CREATE TRIGGER user_accounts_events_insert AFTER INSERT ON public.user_accounts REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION user_accounts_events();
+CREATE TRIGGER user_accounts_events_update AFTER UPDATE ON public.user_accounts REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION user_accounts_events();
 GRANT UPDATE (status, sync_error_message, updated_at) ON public.user_accounts TO accounts_api_caller;
 GRANT INSERT (amazon_account_id, metadata, next_sync_at, region, status, sync_error_message, sync_retry_count, sync_status, updated_at, user_id) ON public.user_accounts TO accounts_worker;
 GRANT SELECT (amazon_account_id, id, metadata, next_sync_at, region, status, sync_retry_count, sync_status, user_id) ON public.user_accounts TO accounts_worker;
@@ -870,6 +944,39 @@ $function$;
 GRANT EXECUTE ON FUNCTION amazon_requests_throttled(text,text,double precision,timestamp with time zone,double precision,double precision,double precision,double precision) TO accounts_worker;
 GRANT EXECUTE ON FUNCTION amazon_requests_throttled(text,text,double precision,timestamp with time zone,double precision,double precision,double precision,double precision) TO amazon_rate_budget_user;
 
+CREATE OR REPLACE FUNCTION public.event_error_code(message text)
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+  SELECT substring(message FROM '^([a-z_]{1,64}):');
+$function$;
+
+CREATE OR REPLACE FUNCTION public.event_outbox_write(p_detail_type text, p_user_id uuid, p_region text, p_connection_id uuid, p_data jsonb)
+ RETURNS void
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+DECLARE
+  written uuid;
+BEGIN
+  INSERT INTO event_outbox (detail_type, user_id, region, connection_id, data)
+  VALUES (p_detail_type, p_user_id, p_region, p_connection_id, p_data)
+  RETURNING event_id INTO written;
+  IF p_detail_type = 'Connection Disconnected' THEN
+    DELETE FROM connection_health h WHERE h.user_id = p_user_id AND h.region = p_region;
+  ELSE
+    INSERT INTO connection_health AS h (user_id, region, connection_id, last_event, last_event_id, since)
+    VALUES (p_user_id, p_region, p_connection_id, p_detail_type, written, now())
+    ON CONFLICT ON CONSTRAINT connection_health_pkey DO UPDATE
+      SET connection_id = EXCLUDED.connection_id, last_event = EXCLUDED.last_event,
+          last_event_id = EXCLUDED.last_event_id, since = EXCLUDED.since;
+  END IF;
+END
+$function$;
+
 CREATE OR REPLACE FUNCTION public.oauth_tokens_disconnected()
  RETURNS trigger
  LANGUAGE plpgsql
@@ -892,6 +999,59 @@ BEGIN
 END
 $function$;
 
+CREATE OR REPLACE FUNCTION public.oauth_tokens_events()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+DECLARE
+  -- Failed syncs in a row (the sync's backoff exponent) that make a connection's sync "failing".
+  failing_after constant integer := 3;
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    PERFORM event_outbox_write('Connection Connected', NEW.user_id, NEW.region, NEW.id,
+                               jsonb_build_object('refreshEnabled', NEW.proactive_refresh_enabled));
+    RETURN NULL;
+  ELSIF TG_OP = 'DELETE' THEN
+    PERFORM event_outbox_write('Connection Disconnected', OLD.user_id, OLD.region, OLD.id, '{}'::jsonb);
+    RETURN NULL;
+  END IF;
+  IF OLD.proactive_refresh_enabled AND NOT NEW.proactive_refresh_enabled THEN
+    IF NEW.last_refresh_error IS NOT NULL AND (NEW.refresh_refusal_count > OLD.refresh_refusal_count
+        OR NEW.refresh_failure_count > OLD.refresh_failure_count
+        OR NEW.last_refresh_error IS DISTINCT FROM OLD.last_refresh_error) THEN
+      PERFORM event_outbox_write('Connection Reauthorization Required', NEW.user_id, NEW.region, NEW.id,
+        jsonb_build_object(
+          'reason', CASE WHEN NEW.last_refresh_error LIKE 'invalid_grant:%' THEN 'revoked'
+                         WHEN NEW.last_refresh_error LIKE 'Stored refresh token is unreadable%' THEN 'unreadable_token'
+                         ELSE 'refused' END,
+          'errorCode', event_error_code(NEW.last_refresh_error),
+          'refusals', NEW.refresh_refusal_count));
+    ELSE
+      PERFORM event_outbox_write('Connection Refresh Turned Off', NEW.user_id, NEW.region, NEW.id,
+                                 jsonb_build_object('reason', 'turned_off'));
+    END IF;
+  ELSIF NOT OLD.proactive_refresh_enabled AND NEW.proactive_refresh_enabled THEN
+    PERFORM event_outbox_write('Connection Recovered', NEW.user_id, NEW.region, NEW.id,
+      jsonb_build_object('reason', CASE WHEN NEW.refresh_token IS DISTINCT FROM OLD.refresh_token
+                                        THEN 'reconnected' ELSE 'turned_on' END));
+  END IF;
+  IF OLD.sync_retry_count < failing_after AND NEW.sync_retry_count >= failing_after THEN
+    PERFORM event_outbox_write('Connection Sync Failing', NEW.user_id, NEW.region, NEW.id,
+      jsonb_build_object('consecutiveFailures', NEW.sync_retry_count, 'threshold', failing_after,
+                         'errorCode', event_error_code(NEW.sync_last_error)));
+  ELSIF OLD.sync_retry_count >= failing_after AND NEW.sync_retry_count < failing_after THEN
+    PERFORM event_outbox_write('Connection Sync Recovered', NEW.user_id, NEW.region, NEW.id,
+      jsonb_build_object('previousFailures', OLD.sync_retry_count,
+                         'reason', CASE WHEN NEW.connection_generation <> OLD.connection_generation
+                                          OR NEW.refresh_token IS DISTINCT FROM OLD.refresh_token
+                                        THEN 'reconnected' ELSE 'synced' END));
+  END IF;
+  RETURN NULL;
+END
+$function$;
+
 CREATE OR REPLACE FUNCTION public.oauth_tokens_reconnected()
  RETURNS trigger
  LANGUAGE plpgsql
@@ -901,6 +1061,11 @@ AS $function$
 BEGIN
   IF TG_OP = 'UPDATE' THEN
     IF NEW.refresh_token IS NOT DISTINCT FROM OLD.refresh_token OR OLD.proactive_refresh_enabled THEN
+      RETURN NEW;
+    END IF;
+    -- The token re-encryption (lambda/token-reencrypt) rewrites the same token under another
+    -- key: not a re-connection. It says so for its own statement only (set_config, local).
+    IF coalesce(current_setting('accounts.token_reencryption', true), '') = 'on' THEN
       RETURN NEW;
     END IF;
     NEW.proactive_refresh_enabled := true;
@@ -987,5 +1152,48 @@ BEGIN
     END IF;
   END IF;
   RETURN NEW;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION public.user_accounts_events()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+DECLARE
+  changes jsonb;
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    SELECT jsonb_agg(jsonb_build_object('user_id', c.user_id, 'region', c.region, 'added', c.ids,
+                                        'gone', '[]'::jsonb, 'back', '[]'::jsonb))
+      INTO changes
+      FROM (SELECT n.user_id, n.region, jsonb_agg(n.id ORDER BY n.id) AS ids
+              FROM new_rows n GROUP BY n.user_id, n.region) c;
+  ELSE
+    SELECT jsonb_agg(jsonb_build_object('user_id', c.user_id, 'region', c.region, 'added', '[]'::jsonb,
+                                        'gone', c.gone, 'back', c.back))
+      INTO changes
+      FROM (SELECT n.user_id, n.region,
+                   coalesce(jsonb_agg(n.id ORDER BY n.id) FILTER (WHERE n.status = 'inactive'), '[]'::jsonb) AS gone,
+                   coalesce(jsonb_agg(n.id ORDER BY n.id) FILTER (WHERE n.status = 'active'), '[]'::jsonb) AS back
+              FROM old_rows o JOIN new_rows n ON n.id = o.id
+             WHERE (o.status <> 'inactive' AND n.status = 'inactive') OR (o.status = 'inactive' AND n.status = 'active')
+             GROUP BY n.user_id, n.region) c;
+  END IF;
+  IF changes IS NULL THEN
+    RETURN NULL;
+  END IF;
+  INSERT INTO event_outbox AS e (detail_type, user_id, region, connection_id, data)
+  SELECT 'Connection Accounts Changed', c.user_id, c.region, t.id,
+         jsonb_build_object('added', c.added, 'gone', c.gone, 'back', c.back)
+    FROM jsonb_to_recordset(changes) AS c(user_id uuid, region text, added jsonb, gone jsonb, back jsonb)
+    JOIN oauth_tokens t ON t.user_id = c.user_id AND t.region = c.region
+  ON CONFLICT (tx_id, user_id, region) WHERE detail_type = 'Connection Accounts Changed' DO UPDATE
+    SET data = jsonb_build_object(
+      'added', (SELECT coalesce(jsonb_agg(DISTINCT x), '[]'::jsonb) FROM jsonb_array_elements((e.data -> 'added') || (EXCLUDED.data -> 'added')) x),
+      'gone', (SELECT coalesce(jsonb_agg(DISTINCT x), '[]'::jsonb) FROM jsonb_array_elements((e.data -> 'gone') || (EXCLUDED.data -> 'gone')) x),
+      'back', (SELECT coalesce(jsonb_agg(DISTINCT x), '[]'::jsonb) FROM jsonb_array_elements((e.data -> 'back') || (EXCLUDED.data -> 'back')) x));
+  RETURN NULL;
 END
 $function$;

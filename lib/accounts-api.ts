@@ -12,7 +12,7 @@ import { Construct, IDependable } from 'constructs';
 import { API_ENV } from '../lambda/shared/api-env';
 import { JOB_ENV } from '../lambda/shared/config';
 import { METRICS_NAMESPACE } from '../lambda/shared/jobs/metrics';
-import { TOKEN_ROUTE, TOKEN_VENDING_SERVICE } from '../lambda/token-vending/route';
+import { TOKEN_ROUTE, TOKEN_ROUTE_SERVICE } from '../lambda/token-route/route';
 import type { ApiConfig } from './config';
 import type { Database } from './database';
 import { NodeFunction } from './node-function';
@@ -31,7 +31,7 @@ export const API_ROUTES = [
 ] as const;
 
 /**
- * The internal route the product's servers call for a fresh access token (lambda/token-vending):
+ * The internal route the product's servers call for a fresh access token (lambda/token-route):
  * authorised by AWS IAM (SigV4), not by a user's JWT, served by its own function.
  */
 export const INTERNAL_TOKEN_ROUTE = TOKEN_ROUTE;
@@ -220,7 +220,7 @@ export class AccountsApi extends Construct {
     // The jobs' container code (Data API as the worker login, LWA client on the shared budget).
     // The route's own wait for a concurrent refresh ends at 20 s, under the function's 25 s.
     const tokenFunction = this.routeFunction(props, 'TokenHandler', {
-      entry: 'lambda/token-vending/handler.ts',
+      entry: 'lambda/token-route/handler.ts',
       description: "Internal route: a user's fresh Login with Amazon access token for the product's servers (IAM)",
       memorySizeMb: 512,
       environment: {
@@ -232,7 +232,7 @@ export class AccountsApi extends Construct {
         [JOB_ENV.tokenKeySecretArn]: props.tokenEncryptionKeySecret.secretArn,
         [JOB_ENV.lwaRequestsPerSecond]: String(props.amazonLimits.lwaRequestsPerSecond),
         [JOB_ENV.adsRequestsPerSecond]: String(props.amazonLimits.adsRequestsPerSecond),
-        POWERTOOLS_SERVICE_NAME: TOKEN_VENDING_SERVICE,
+        POWERTOOLS_SERVICE_NAME: TOKEN_ROUTE_SERVICE,
         POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
       },
       grantDatabase: (fn) => props.database.grantDataApiAccessAsWorker(fn),

@@ -6,6 +6,8 @@ import { addApiMonitoring } from './api-monitoring';
 import { ApplicationSecrets } from './application-secrets';
 import { proactiveRefreshUsedWithinSeconds, type EnvironmentConfig } from './config';
 import { Database } from './database';
+import { ConnectionEvents } from './connection-events';
+import { addEventsMonitoring } from './events-monitoring';
 import { ClusterDeletionProtection } from './deletion-protection';
 import { Monitoring } from './monitoring';
 import { Network } from './network';
@@ -34,6 +36,8 @@ export class AccountsPlatformStack extends Stack {
   readonly jobs: ScheduledJobs;
   readonly monitoring: Monitoring;
   readonly api: AccountsApi;
+  /** Connection events: the bus and the outbox's publisher (docs/events.md). */
+  readonly events: ConnectionEvents;
   /** Where the environment keeps its data: the cluster's deletion protection, turned on last. */
   readonly deletionProtection?: ClusterDeletionProtection;
 
@@ -127,6 +131,18 @@ export class AccountsPlatformStack extends Stack {
       logRemovalPolicy: dependentRemoval,
     });
 
+    this.events = new ConnectionEvents(this, 'Events', {
+      environmentName: config.name,
+      database: this.database,
+      eventBusName: config.events?.eventBusName,
+      schedule: config.events?.schedule,
+      scheduleEnabled: config.schedules.enabled,
+      retentionDays: config.events?.retentionDays,
+      after: this.migration.resource,
+      logRetention,
+      logRemovalPolicy: dependentRemoval,
+    });
+
     this.api = new AccountsApi(this, 'Api', {
       environmentName: config.name,
       config: config.api,
@@ -152,6 +168,8 @@ export class AccountsPlatformStack extends Stack {
 
     // The accounts API's row and alarms, apart from the jobs' (lib/api-monitoring.ts).
     addApiMonitoring(this.monitoring, { api: this.api });
+    // The event publisher's row and alarms (lib/events-monitoring.ts).
+    addEventsMonitoring(this.monitoring, { environmentName: config.name, events: this.events });
 
     if (config.database.deletionProtection) {
       // The stack's last step: after the migration, the rotations, the jobs, the API and the
@@ -193,6 +211,10 @@ export class AccountsPlatformStack extends Stack {
     });
     new CfnOutput(this, 'TokenRefreshFunctionName', { value: this.jobs.tokenRefresh.function.functionName });
     new CfnOutput(this, 'AccountSyncFunctionName', { value: this.jobs.accountSync.function.functionName });
+    new CfnOutput(this, 'EventBusName', {
+      value: this.events.bus.eventBusName,
+      description: 'Connection events (docs/events.md): subscribe with rules on this bus',
+    });
     new CfnOutput(this, 'DashboardName', { value: `AmazonAccounts-${config.name}` });
     new CfnOutput(this, 'ApiUrl', {
       value: this.api.url,

@@ -28,6 +28,20 @@ export interface EnvironmentConfig {
   readonly amazonLimits: AmazonLimitsConfig;
   /** How the scheduled jobs work. @default - every default of JobsConfig */
   readonly jobs?: JobsConfig;
+  /** Connection events (docs/events.md): the bus and the publisher. @default - every default of EventsConfig */
+  readonly events?: EventsConfig;
+}
+
+export interface EventsConfig {
+  /**
+   * An existing EventBridge bus to publish to, by name (one the product already owns).
+   * @default - the stack creates `amazon-accounts-<environment>-events`
+   */
+  readonly eventBusName?: string;
+  /** The publisher's EventBridge schedule expression. @default rate(1 minute) */
+  readonly schedule?: string;
+  /** Days a published event stays in the outbox before it is deleted. @default 7 */
+  readonly retentionDays?: number;
 }
 
 export interface JobsConfig {
@@ -233,6 +247,16 @@ const environmentSchema = z
               .max(1000),
           })
           .optional(),
+      })
+      .optional(),
+    events: z
+      .strictObject({
+        eventBusName: z
+          .string()
+          .regex(/^[A-Za-z0-9._-]{1,256}$/, 'must be an EventBridge bus name (letters, digits, . _ -)')
+          .optional(),
+        schedule: schedule.optional(),
+        retentionDays: z.number().int().min(1).max(9999).optional(),
       })
       .optional(),
   })

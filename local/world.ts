@@ -34,10 +34,16 @@ export interface LocalWorld {
   close(): Promise<void>;
 }
 
+/**
+ * A directory of migrations to apply instead of the repository's (the SQL mutation harness,
+ * scripts/sql-mutation.ts, points the tests at a copy with one edit in it).
+ */
+export const LOCAL_MIGRATIONS_DIR_ENV = 'LOCAL_MIGRATIONS_DIR';
+
 export async function startLocalWorld(): Promise<LocalWorld> {
   const pg = await startPostgres();
   const url = await pg.createDatabase();
-  await runMigrations({ database: url });
+  await runMigrations({ database: url, dir: process.env[LOCAL_MIGRATIONS_DIR_ENV] || undefined });
   // The jobs reach the database as production's do: the least-privilege login user the
   // migration custom resource creates (member of accounts_worker, subject to RLS).
   const worker = { username: 'jobs_worker', password: randomBytes(12).toString('hex') };
@@ -61,7 +67,7 @@ export async function startLocalWorld(): Promise<LocalWorld> {
     admin,
     async reset() {
       await admin.query(
-        'TRUNCATE users, oauth_tokens, user_accounts, account_sync_history, rate_limit_tracking, amazon_rate_budget CASCADE',
+        'TRUNCATE users, oauth_tokens, user_accounts, account_sync_history, rate_limit_tracking, amazon_rate_budget, event_outbox, connection_health CASCADE',
       );
       amazon.setKnobs({ latencyMs: 0, rate429: 0, rate5xx: 0, hangRate: 0, malformedRate: 0, failFirstN: 0 });
       emulator.injectFault(undefined);

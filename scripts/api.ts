@@ -16,7 +16,7 @@
  * `X-Content-Type-Options: nosniff`. The first line on stdout is
  * `Accounts API on http://127.0.0.1:<port>`; request logs go to stderr.
  *
- * The internal token route (POST /internal/v1/access-tokens, lambda/token-vending) is served
+ * The internal token route (POST /internal/v1/access-tokens, lambda/token-route) is served
  * only when INTERNAL_API_KEY is set. In AWS it is authorised by IAM (SigV4), which cannot be
  * checked here; locally the caller must send that key in `X-Internal-Api-Key` instead, the
  * server listens on 127.0.0.1 only, and the second line on stdout says which of the two it is.
@@ -40,8 +40,8 @@ import { TokenCipher } from '../lambda/shared/token-crypto';
 import { ApiShareBudgetStore } from '../lambda/shared/amazon/api-share';
 import { DatabaseRateBudgetStore } from '../lambda/shared/amazon/rate-budget';
 import { endpointLimitsFor, RateLimiterRegistry } from '../lambda/shared/amazon/rate-limiter';
-import { createTokenVending, sharedSecretCaller } from '../lambda/token-vending/core';
-import { TOKEN_ROUTE, TOKEN_ROUTE_PATH } from '../lambda/token-vending/route';
+import { createTokenRoute, sharedSecretCaller } from '../lambda/token-route/core';
+import { TOKEN_ROUTE, TOKEN_ROUTE_PATH } from '../lambda/token-route/route';
 import { localIssuer, LocalIssuer } from '../local/identity/issuer';
 
 export const DEFAULT_API_PORT = 8787;
@@ -134,7 +134,7 @@ export async function startLocalApi(options: LocalApiOptions): Promise<LocalApi>
     : undefined;
   const handleToken =
     tokenDb &&
-    createTokenVending({
+    createTokenRoute({
       db: tokenDb,
       lwa: options.lwa,
       cipher: options.cipher,

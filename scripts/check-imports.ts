@@ -28,7 +28,7 @@ export const CONTRACT_MODULES: Readonly<Record<string, string>> = {
   'lambda/shared/jobs/fan-out.ts': 'DISPATCH_MARK_SECONDS: the queues’ visibility must outlast the dispatch mark',
   'lambda/shared/amazon/regions.ts': 'AMAZON_REGIONS: the dashboard graphs each region',
   'lambda/dispatcher/config.ts': 'DISPATCHER_ENV: the dispatchers’ environment variables',
-  'lambda/token-vending/route.ts': 'TOKEN_ROUTE: the internal token route’s path and service name',
+  'lambda/token-route/route.ts': 'TOKEN_ROUTE: the internal token route’s path and service name',
   'lambda/migrate/migrations-hash.ts': 'the migrations’ fingerprint in the custom resource’s properties',
   'lambda/migrate/tls.ts': 'where the migration bundle carries the RDS certificate bundle',
 };
@@ -56,9 +56,9 @@ export const CROSS_FUNCTION_IMPORTS: Readonly<Record<string, string>> = {
     'the dispatcher selects due connections with the token refresh’s own claim conditions',
   'lambda/dispatcher -> lambda/account-sync':
     'the dispatcher selects due connections with the account sync’s own claim conditions',
-  'lambda/token-vending -> lambda/token-refresh':
+  'lambda/token-route -> lambda/token-refresh':
     'the on-demand route writes its refresh back through the token refresh’s write-back and outcome policy',
-  'lambda/token-vending -> lambda/accounts-api': 'the route answers with the accounts API’s problem+json helpers',
+  'lambda/token-route -> lambda/accounts-api': 'the route answers with the accounts API’s problem+json helpers',
 };
 
 /** Folders whose import graph must have no cycle. */

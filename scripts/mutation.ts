@@ -60,13 +60,27 @@ const ACCOUNT_SYNC_TESTS = [
   'test/jobs/fan-out*.test.ts', // the claims of given ids
 ];
 
+/**
+ * The accounts API's test files (each starts the API's local world). Not the isolation harness
+ * (3,000 requests, minutes per mutant): it could only add kills.
+ */
+const API_TESTS = [
+  'test/api/accounts-api/connections.test.ts',
+  'test/api/accounts-api/connect-*.test.ts',
+  'test/api/accounts-api/requests.test.ts',
+  'test/api/accounts-api/input-validation.test.ts',
+  'test/api/accounts-api/rate-budget.test.ts',
+  'test/api/accounts-api/handler.test.ts',
+  'test/api/accounts-api/store.test.ts',
+];
+
 /** Stryker's timeoutMS for the job groups (see below). */
 const JOB_TIMEOUT_MS = 20_000;
 
 export const GROUPS: Record<string, Group> = {
   crypto: {
     mutate: ['lambda/shared/token-crypto.ts'],
-    tests: ['test/runtime/token-crypto*.test.ts', 'test/runtime/config.test.ts'],
+    tests: ['test/runtime/token-crypto.test.ts', 'test/runtime/config.test.ts', 'test/runtime/secrets.test.ts'],
   },
   'db-values': {
     mutate: [
@@ -74,20 +88,20 @@ export const GROUPS: Record<string, Group> = {
       'lambda/shared/db/data-api-values.ts',
       'lambda/shared/db/parameter-types.ts',
     ],
-    // The unit tests: the PostgreSQL contract tests (database-contract, data-api-adapter) run
+    // The unit tests: the PostgreSQL contract tests (db/port, db/data-api-database) run
     // the same values through a database at several seconds per mutant, and could only add kills.
-    tests: ['test/runtime/named-parameters*.test.ts', 'test/runtime/data-api-values*.test.ts'],
+    tests: ['test/runtime/db/named-parameters.test.ts', 'test/runtime/db/data-api-values.test.ts'],
   },
   // The tests on small migrations of their own; the ones that apply the repository's
   // migrations (lifecycle, schema, the custom resource's full lifecycle) take a minute per
   // mutant here, and could only add kills.
   'on-event': {
     mutate: ['lambda/migrate/on-event.ts'],
-    tests: ['test/migrations/on-event*.test.ts'],
+    tests: ['test/migrations/on-event/decisions.test.ts'],
   },
   'run-migrations': {
     mutate: ['lambda/migrate/run-migrations.ts'],
-    tests: ['test/migrations/run-migrations*.test.ts', 'test/migrations/deadline.test.ts'],
+    tests: ['test/migrations/run-migrations.test.ts'],
     // The deadline tests give the run 1.5 s; a mutant that removes a cap leaves a
     // pg_sleep(600) or an advisory-lock wait running, which only the timeout ends.
     timeoutMS: 20_000,
@@ -97,7 +111,7 @@ export const GROUPS: Record<string, Group> = {
   // of that file's tests, two minutes here); they could only add kills.
   'worker-login': {
     mutate: ['lambda/migrate/worker-login.ts'],
-    tests: ['test/migrations/worker-login-mutants.test.ts'],
+    tests: ['test/migrations/worker-login.test.ts'],
   },
   // The job stores and cores, one group per module with the test files that call it (through
   // the core, the handler or directly), so that each group finishes and keeps its results.
@@ -109,8 +123,13 @@ export const GROUPS: Record<string, Group> = {
     timeoutMS: JOB_TIMEOUT_MS,
   },
   'token-refresh-store': {
-    mutate: ['lambda/token-refresh/store.ts'],
-    tests: [...TOKEN_REFRESH_TESTS, 'test/jobs/claim-cost.test.ts'],
+    mutate: [
+      'lambda/token-refresh/store/due.ts',
+      'lambda/token-refresh/store/claims.ts',
+      'lambda/token-refresh/store/dispatch-marks.ts',
+      'lambda/token-refresh/store/write-back.ts',
+    ],
+    tests: [...TOKEN_REFRESH_TESTS, 'test/jobs/claim-cost.test.ts', 'test/dispatcher/selections.test.ts'],
     timeoutMS: JOB_TIMEOUT_MS,
   },
   'account-sync-core': {
@@ -119,8 +138,81 @@ export const GROUPS: Record<string, Group> = {
     timeoutMS: JOB_TIMEOUT_MS,
   },
   'account-sync-store': {
-    mutate: ['lambda/account-sync/store.ts'],
-    tests: [...ACCOUNT_SYNC_TESTS, 'test/jobs/claim-cost.test.ts'],
+    mutate: [
+      'lambda/account-sync/store/due.ts',
+      'lambda/account-sync/store/claims.ts',
+      'lambda/account-sync/store/dispatch-marks.ts',
+      'lambda/account-sync/store/write-back.ts',
+    ],
+    tests: [...ACCOUNT_SYNC_TESTS, 'test/jobs/claim-cost.test.ts', 'test/dispatcher/selections.test.ts'],
+    timeoutMS: JOB_TIMEOUT_MS,
+  },
+  // Issue 26: the code added since the first runs. The API's and the token route's tests each
+  // start a local world (PostgreSQL, the Data API emulator, the fake Amazon) per file.
+  'accounts-api': {
+    mutate: [
+      'lambda/accounts-api/core.ts',
+      'lambda/accounts-api/cursor.ts',
+      'lambda/accounts-api/http.ts',
+      'lambda/accounts-api/jwt.ts',
+      'lambda/accounts-api/store.ts',
+    ],
+    tests: API_TESTS,
+    timeoutMS: JOB_TIMEOUT_MS,
+  },
+  'token-route': {
+    mutate: ['lambda/token-vending/core.ts', 'lambda/token-vending/store.ts', 'lambda/token-vending/route.ts'],
+    tests: ['test/api/token-route*.test.ts'],
+    timeoutMS: JOB_TIMEOUT_MS,
+  },
+  dispatcher: {
+    mutate: [
+      'lambda/dispatcher/config.ts',
+      'lambda/dispatcher/core.ts',
+      'lambda/dispatcher/handler.ts',
+      'lambda/dispatcher/selections.ts',
+      'lambda/dispatcher/sqs-sender.ts',
+    ],
+    tests: ['test/jobs/fan-out*.test.ts', 'test/dispatcher/*.test.ts'],
+    timeoutMS: JOB_TIMEOUT_MS,
+  },
+  'fan-out': {
+    mutate: ['lambda/shared/jobs/fan-out.ts'],
+    tests: ['test/jobs/fan-out*.test.ts'],
+    timeoutMS: JOB_TIMEOUT_MS,
+  },
+  'rate-limiter': {
+    mutate: ['lambda/shared/amazon/rate-limiter.ts'],
+    tests: [
+      'test/runtime/limits-and-backoff.test.ts',
+      'test/runtime/amazon/*.test.ts',
+      'test/runtime/rate-budget.test.ts',
+    ],
+    timeoutMS: JOB_TIMEOUT_MS,
+  },
+  'rate-budget': {
+    mutate: ['lambda/shared/amazon/rate-budget.ts'],
+    tests: [
+      'test/runtime/rate-budget.test.ts',
+      'test/migrations/shared-rate-budget.test.ts',
+      'test/jobs/shared-budget.test.ts',
+      'test/api/accounts-api/rate-budget.test.ts',
+    ],
+    timeoutMS: JOB_TIMEOUT_MS,
+  },
+  authentication: {
+    mutate: ['lambda/shared/db/authentication.ts'],
+    tests: ['test/runtime/db/authentication.test.ts'],
+    timeoutMS: JOB_TIMEOUT_MS,
+  },
+  'refresh-outcome': {
+    mutate: ['lambda/token-refresh/outcome.ts'],
+    tests: ['test/jobs/refresh-outcome-policy.test.ts', 'test/jobs/token-refresh-core-edges.test.ts'],
+    timeoutMS: JOB_TIMEOUT_MS,
+  },
+  'api-share': {
+    mutate: ['lambda/shared/amazon/api-share.ts'],
+    tests: ['test/api/accounts-api/connect-limits.test.ts'],
     timeoutMS: JOB_TIMEOUT_MS,
   },
 };

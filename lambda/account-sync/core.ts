@@ -26,13 +26,13 @@ import { classifyAmazonError } from '../shared/amazon/failure';
 import { AMAZON_REGIONS, type AmazonRegion } from '../shared/amazon/regions';
 import {
   AccountRecord,
-  claimUsers,
-  ClaimedUser,
-  countDueUsers,
+  claimConnections,
+  ClaimedConnection,
+  countDueConnections,
   flagAccountsNeedingReauth,
   saveOutcomes,
   SyncType,
-  UserSyncOutcome,
+  ConnectionSyncOutcome,
 } from './store';
 
 /** What the core needs of the Ads API client (AdsClient). */
@@ -52,7 +52,7 @@ export interface ProfileLister {
 }
 
 export interface AccountSyncSettings {
-  /** Users claimed per database round trip. @default 250 */
+  /** Connections claimed per database round trip. @default 250 */
   readonly batchSize?: number;
   /** Ads API calls in flight at once. @default 16 */
   readonly concurrency?: number;
@@ -62,11 +62,11 @@ export interface AccountSyncSettings {
   readonly retryBaseSeconds?: number;
   /** @default 21600 */
   readonly retryMaxSeconds?: number;
-  /** Users whose access token expires sooner than this wait for the refresh job. @default 120 */
+  /** Connections whose access token expires sooner than this wait for the refresh job. @default 120 */
   readonly minTokenValiditySeconds?: number;
   /** Stop claiming when less than this remains of the invocation. @default 30000 */
   readonly reserveMs?: number;
-  /** Finished users wait at most this long for the rest of their batch before being written. @default 3000 */
+  /** Finished connections wait at most this long for the rest of their batch before being written. @default 3000 */
   readonly flushAfterMs?: number;
 }
 
@@ -92,22 +92,22 @@ export type AccountSyncRequest =
     };
 
 /**
- * A run's counts. The unit of work is a connection (one user in one region), so the `users…`
- * counts are connections: a user connected in NA and EU who is synced counts twice.
+ * A run's counts. The unit of work is a connection (one user in one region): a user connected
+ * in NA and EU who is synced counts twice.
  */
 export interface AccountSyncSummary {
   readonly job: 'account-sync';
   readonly syncType: SyncType;
-  readonly usersClaimed: number;
-  readonly usersSynced: number;
-  readonly usersFailed: number;
-  readonly usersReleased: number;
-  /** Users whose outcome the database refused even on its own (counted as the failure written instead, or as released if that was refused too). */
-  readonly usersRejectedByDatabase: number;
+  readonly connectionsClaimed: number;
+  readonly connectionsSynced: number;
+  readonly connectionsFailed: number;
+  readonly connectionsReleased: number;
+  /** Connections whose outcome the database refused even on its own (counted as the failure written instead, or as released if that was refused too). */
+  readonly connectionsRejectedByDatabase: number;
   /** Outcomes that could not be written back (logged; their lease expires and a later run retries). */
-  readonly usersNotWritten: number;
+  readonly connectionsNotWritten: number;
   readonly accountsSynced: number;
-  /** Accounts whose sync failed (every account of a failed user, at least one per user). */
+  /** Accounts whose sync failed (every account of a failed connection, at least one per connection). */
   readonly accountsFailed: number;
   /** Accounts Amazon no longer returns (kept, set inactive). */
   readonly accountsMissing: number;
@@ -173,16 +173,16 @@ const DEFAULT_SETTINGS = {
   flushAfterMs: 3000,
 };
 
-/** What syncing one user needs of its run (see {@link syncOneUser}). */
+/** What syncing one connection needs of its run (see {@link syncOneConnection}). */
 type SyncContext = JobRunContext<AccountSyncDeps, typeof DEFAULT_SETTINGS>;
 
 /**
- * One run of the account sync: claims due users in batches (a lease per user, so overlapping
- * invocations never sync one user twice; the lease outlasts the function's timeout, see
- * JOB_TIMING), lists each user's profiles with bounded concurrency, and writes every batch
- * back (accounts upserted, history rows closed, schedules and retries set). Keeps going until
- * nothing is due or time runs low. Every claimed user is written back or released before it
- * returns.
+ * One run of the account sync: claims due connections in batches (a lease per connection, so
+ * overlapping invocations never sync one connection twice; the lease outlasts the function's
+ * timeout, see JOB_TIMING), lists each connection's profiles with bounded concurrency, and writes
+ * every batch back (accounts upserted, history rows closed, schedules and retries set). Keeps
+ * going until nothing is due or time runs low. Every claimed connection is written back or
+ * released before it returns.
  */
 export async function runAccountSync(
   deps: AccountSyncDeps,
@@ -195,12 +195,12 @@ export async function runAccountSync(
   const callsBefore = deps.db.callCounts().total;
   const owner = randomUUID();
   const totals = {
-    usersClaimed: 0,
-    usersSynced: 0,
-    usersFailed: 0,
-    usersReleased: 0,
-    usersRejectedByDatabase: 0,
-    usersNotWritten: 0,
+    connectionsClaimed: 0,
+    connectionsSynced: 0,
+    connectionsFailed: 0,
+    connectionsReleased: 0,
+    connectionsRejectedByDatabase: 0,
+    connectionsNotWritten: 0,
     accountsSynced: 0,
     accountsFailed: 0,
     accountsMissing: 0,
@@ -221,13 +221,13 @@ export async function runAccountSync(
   }
   let claims = 0;
   try {
-    const run = await runPipeline<ClaimedUser, UserSyncOutcome>({
+    const run = await runPipeline<ClaimedConnection, ConnectionSyncOutcome>({
       concurrency: s.concurrency,
       // A manual or webhook request is one claim: the user's connections, one per region.
       mayClaim: () => deps.remainingTimeMs() > s.reserveMs && !(single && claims > 0),
       claim: () => {
         claims += 1;
-        return claimUsers(deps.db, {
+        return claimConnections(deps.db, {
           owner,
           leaseSeconds: JOB_TIMING.accountSync.leaseSeconds,
           limit: single ? AMAZON_REGIONS.length : s.batchSize,
@@ -247,47 +247,47 @@ export async function runAccountSync(
                 .map(([region]) => region),
         });
       },
-      process: (user) => syncOneUser(context, user),
-      unprocessed: (user) => ({ kind: 'released', user }),
+      process: (connection) => syncOneConnection(context, connection),
+      unprocessed: (connection) => ({ kind: 'released', connection }),
       // Transient database errors are retried and the set split (writeResiliently); an outcome
       // the database refuses as data is isolated by saveOutcomes and recorded as a failure.
       writeBack: async (outcomes) => {
         // A refused outcome is counted as what was written in its place (a failure, or a release).
-        const recordedAs = new Map<ClaimedUser, UserSyncOutcome>();
+        const recordedAs = new Map<ClaimedConnection, ConnectionSyncOutcome>();
         const { written, unwritten } = await writeResiliently(outcomes, {
           write: async (set) => {
             const { accountsMissing, rejected } = await saveOutcomes(deps.db, owner, set, {
-              onRefused: (outcome, error) => refusedByDatabase(context, outcome.user, error),
+              onRefused: (outcome, error) => refusedByDatabase(context, outcome.connection, error),
             });
             totals.accountsMissing += accountsMissing;
-            totals.usersRejectedByDatabase += rejected.length;
+            totals.connectionsRejectedByDatabase += rejected.length;
             for (const r of rejected) {
-              recordedAs.set(r.user, r.recordedAs);
+              recordedAs.set(r.connection, r.recordedAs);
               deps.logger.error('Account sync outcome refused by the database; recorded as a failure', {
-                userId: r.user.userId,
+                userId: r.connection.userId,
                 error: r.error,
               });
             }
           },
           waitBudgetMs: () => deps.remainingTimeMs() - 1000,
-          describe: (o) => ({ userId: o.user.userId, historyId: o.user.historyId, outcome: o.kind }),
+          describe: (o) => ({ userId: o.connection.userId, historyId: o.connection.historyId, outcome: o.kind }),
           logger: deps.logger,
           random: context.random,
         });
-        tallyUserOutcomes(
+        tallyConnectionOutcomes(
           deps,
           totals,
-          written.map((o) => recordedAs.get(o.user) ?? o),
+          written.map((o) => recordedAs.get(o.connection) ?? o),
           regional,
         );
-        totals.usersNotWritten += unwritten.length;
+        totals.connectionsNotWritten += unwritten.length;
       },
       flushAfterMs: s.flushAfterMs,
       onBatchWritten: (_outcomes, ms) => {
         deps.metrics.addMetric(METRIC_NAMES.batchDurationMs, 'Milliseconds', ms);
       },
     });
-    totals.usersClaimed = run.claimed;
+    totals.connectionsClaimed = run.claimed;
     totals.batches = run.batches;
   } finally {
     saveLimiterRates(deps.ads.limiters, 'ads', context.usage);
@@ -317,34 +317,38 @@ export async function runAccountSync(
 }
 
 /** Adds a written batch's outcomes to the run's totals and logs its failures. */
-function tallyUserOutcomes(
+function tallyConnectionOutcomes(
   deps: AccountSyncDeps,
   totals: {
-    usersSynced: number;
+    connectionsSynced: number;
     accountsSynced: number;
-    usersReleased: number;
-    usersFailed: number;
+    connectionsReleased: number;
+    connectionsFailed: number;
     accountsFailed: number;
     rateLimited: number;
   },
-  outcomes: readonly UserSyncOutcome[],
+  outcomes: readonly ConnectionSyncOutcome[],
   regional: Record<string, RegionalCounts>,
 ): void {
   for (const o of outcomes) {
     if (o.kind === 'success') {
-      totals.usersSynced += 1;
+      totals.connectionsSynced += 1;
       totals.accountsSynced += o.accounts.length;
     } else if (o.kind === 'released') {
-      totals.usersReleased += 1;
+      totals.connectionsReleased += 1;
     } else {
-      totals.usersFailed += 1;
-      totals.accountsFailed += Math.max(1, o.user.accountCount);
-      countInRegion(regional, METRIC_NAMES.accountsFailed, o.user.region, Math.max(1, o.user.accountCount));
+      totals.connectionsFailed += 1;
+      totals.accountsFailed += Math.max(1, o.connection.accountCount);
+      countInRegion(regional, METRIC_NAMES.accountsFailed, o.connection.region, Math.max(1, o.connection.accountCount));
       if (o.errorDetails.class === 'rate_limited') {
         totals.rateLimited += 1;
-        countInRegion(regional, METRIC_NAMES.rateLimitHits, o.user.region);
+        countInRegion(regional, METRIC_NAMES.rateLimitHits, o.connection.region);
       }
-      deps.logger.warn('Account sync failed', { userId: o.user.userId, region: o.user.region, error: o.error });
+      deps.logger.warn('Account sync failed', {
+        userId: o.connection.userId,
+        region: o.connection.region,
+        error: o.error,
+      });
     }
   }
 }
@@ -353,9 +357,9 @@ function tallyUserOutcomes(
 export interface AccountSyncPreview {
   readonly job: 'account-sync';
   readonly dryRun: true;
-  /** Users a scheduled run started now would claim and sync. */
+  /** Connections a scheduled run started now would claim and sync. */
   readonly due: number;
-  /** Due users whose access token expires too soon: they wait for the token refresh. */
+  /** Due connections whose access token expires too soon: they wait for the token refresh. */
   readonly waitingForTokenRefresh: number;
   /** Accounts a run would flag for re-authorisation (their user's token is off). */
   readonly accountsToFlagForReauth: number;
@@ -370,7 +374,7 @@ export async function previewAccountSync(
   deps: Pick<AccountSyncDeps, 'db' | 'settings' | 'logger'>,
 ): Promise<AccountSyncPreview> {
   const callsBefore = deps.db.callCounts().total;
-  const counts = await countDueUsers(deps.db, {
+  const counts = await countDueConnections(deps.db, {
     minTokenValiditySeconds: deps.settings?.minTokenValiditySeconds ?? 120,
   });
   const preview: AccountSyncPreview = {
@@ -394,69 +398,69 @@ function retryAt(c: SyncContext, failures: number, atLeastSeconds = 0): Date {
   });
 }
 
-/** The failure recorded for a user whose outcome the database refused. */
-function refusedByDatabase(c: SyncContext, user: ClaimedUser, error: string): UserSyncOutcome {
+/** The failure recorded for a connection whose outcome the database refused. */
+function refusedByDatabase(c: SyncContext, connection: ClaimedConnection, error: string): ConnectionSyncOutcome {
   return failed({
-    user,
+    connection,
     error: `write_back: the database refused this user's outcome (${error})`,
     errorDetails: { class: 'write_back', reason: error },
-    nextAttemptAt: retryAt(c, user.retryCount + 1),
+    nextAttemptAt: retryAt(c, connection.retryCount + 1),
   });
 }
 
-/** Lists one claimed user's profiles and says what to write back. Never throws. */
-async function syncOneUser(c: SyncContext, user: ClaimedUser): Promise<UserSyncOutcome> {
+/** Lists one claimed connection's profiles (its user's in its region) and says what to write back. Never throws. */
+async function syncOneConnection(c: SyncContext, connection: ClaimedConnection): Promise<ConnectionSyncOutcome> {
   const { deps, settings: s, now, random, usage } = c;
   // A 429 pauses the region's shared limiter until Retry-After has passed; a user whose wait
   // would outlast the invocation is given back instead.
-  const waitMs = Math.max(0, (c.pausedUntil.get(user.region) ?? 0) - now().getTime());
-  if (waitMs > c.waitBudgetMs()) return { kind: 'released', user };
-  const failures = user.retryCount + 1;
+  const waitMs = Math.max(0, (c.pausedUntil.get(connection.region) ?? 0) - now().getTime());
+  if (waitMs > c.waitBudgetMs()) return { kind: 'released', connection };
+  const failures = connection.retryCount + 1;
   let accessToken: string;
   try {
-    accessToken = deps.cipher.decrypt(user.storedAccessToken);
+    accessToken = deps.cipher.decrypt(connection.storedAccessToken);
   } catch (error) {
     return failed({
-      user,
+      connection,
       error: `Stored access token is unreadable (${describeError(error)})`,
       errorDetails: { class: 'token', reason: describeError(error) },
       nextAttemptAt: retryAt(c, failures),
     });
   }
-  const endpoint = endpointKey('ads', user.region);
+  const endpoint = endpointKey('ads', connection.region);
   // Requests are counted per endpoint; a user gets a row of their own only when Amazon
   // throttled a call made for them (one row per synced user would make this write grow
   // with every user: megabytes at 100,000 users, past the Data API's request limit).
   try {
     const profiles = await deps.ads.listProfiles({
-      itemId: user.userId,
-      region: user.region,
+      itemId: connection.userId,
+      region: connection.region,
       accessToken,
       maxWaitMs: c.waitBudgetMs(),
     });
     usage.request(endpoint);
-    const { accounts, excludedProfileIds } = accountsFromProfiles(profiles, user.region);
+    const { accounts, excludedProfileIds } = accountsFromProfiles(profiles, connection.region);
     const jitter = 1 + (random() - 0.5) / 10; // ±5 %, so a cohort does not stay in lock-step
     return {
       kind: 'success',
-      user,
+      connection,
       accounts,
       excludedProfileIds,
       nextSyncAt: new Date(now().getTime() + s.syncIntervalSeconds * 1000 * jitter),
     };
   } catch (error) {
     // The limiter (a pause, the reduced rate) or a retry would have waited past the deadline.
-    if (error instanceof DeadlineExceededError) return { kind: 'released', user };
+    if (error instanceof DeadlineExceededError) return { kind: 'released', connection };
     usage.request(endpoint);
     const f = classifyAmazonError(error);
     if (f.kind === 'rate_limited') {
       const until = now().getTime() + f.retryAfterSeconds * 1000;
-      c.pausedUntil.set(user.region, Math.max(until, c.pausedUntil.get(user.region) ?? 0));
+      c.pausedUntil.set(connection.region, Math.max(until, c.pausedUntil.get(connection.region) ?? 0));
       usage.limitHit(endpoint, null, f.retryAfterSeconds, now());
-      usage.request(endpoint, user.userId);
-      usage.limitHit(endpoint, user.userId, f.retryAfterSeconds, now());
+      usage.request(endpoint, connection.userId);
+      usage.limitHit(endpoint, connection.userId, f.retryAfterSeconds, now());
       return failed({
-        user,
+        connection,
         error: `rate_limited: Amazon Ads answered 429, retry after ${f.retryAfterSeconds} s`,
         errorDetails: { class: 'rate_limited', retryAfterSeconds: f.retryAfterSeconds },
         nextAttemptAt: retryAt(c, failures, f.retryAfterSeconds),
@@ -464,7 +468,7 @@ async function syncOneUser(c: SyncContext, user: ClaimedUser): Promise<UserSyncO
     }
     const reason = f.kind === 'permanent' ? f.code : f.reason;
     return failed({
-      user,
+      connection,
       error: `${f.kind}: ${reason}`,
       errorDetails: { class: f.kind, reason },
       nextAttemptAt: retryAt(c, failures),
@@ -473,15 +477,15 @@ async function syncOneUser(c: SyncContext, user: ClaimedUser): Promise<UserSyncO
 }
 
 function failed(f: {
-  readonly user: ClaimedUser;
+  readonly connection: ClaimedConnection;
   readonly error: string;
   readonly errorDetails: Record<string, unknown>;
   readonly nextAttemptAt: Date;
-}): UserSyncOutcome {
+}): ConnectionSyncOutcome {
   return {
     kind: 'failure',
     ...f,
-    errorDetails: { ...f.errorDetails, userId: f.user.userId, region: f.user.region },
+    errorDetails: { ...f.errorDetails, userId: f.connection.userId, region: f.connection.region },
   };
 }
 

@@ -1,7 +1,7 @@
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import * as z from './validation';
 import type { JobConfig } from './config';
-import { TokenCipher, parseTokenKey } from './token-crypto';
+import { RingTokenCipher, TokenCipher, TokenKeyRing, parseTokenKey } from './token-crypto';
 
 /** A secret is unreadable or malformed. Names the secret, never its value. */
 export class SecretError extends Error {
@@ -155,6 +155,42 @@ export function tokenCipherFromSecret(cache: SecretsCache, secretArn: string): (
     }
     return current.cipher;
   };
+}
+
+/** The key ring from the secret's text; a malformed one is a SecretError naming the secret, never a key. */
+export function parseKeyRingSecret(secretArn: string, text: string): TokenKeyRing {
+  try {
+    return TokenKeyRing.parse(text);
+  } catch (error) {
+    throw new SecretError(secretArn, (error as Error).message, { cause: error });
+  }
+}
+
+/** The token key ring's cipher as the secret is now, and the same read fresh. */
+export interface KeyRingSource {
+  /** Through the cache (time to live); rebuilt only when the secret's text changed. */
+  (): Promise<RingTokenCipher>;
+  /** Reads the secret again now (what the re-encryption starts from). */
+  fresh(): Promise<RingTokenCipher>;
+}
+
+/**
+ * The token key ring (docs/token-encryption.md) for the key secret, read through the cache: a
+ * key added to the ring reaches the function within the cache's time to live. The cipher it
+ * returns re-reads the secret once (bypassing the cache) when it meets a value under a key id
+ * its ring lacks, before that value counts as unreadable.
+ */
+export function keyRingFromSecret(cache: SecretsCache, secretArn: string): KeyRingSource {
+  let current: { text: string; cipher: RingTokenCipher } | undefined;
+  const reload = async () => parseKeyRingSecret(secretArn, await cache.refresh(secretArn));
+  const build = (text: string) => {
+    if (current?.text !== text)
+      current = { text, cipher: new RingTokenCipher(parseKeyRingSecret(secretArn, text), reload) };
+    return current.cipher;
+  };
+  const source = async () => build(await cache.getString(secretArn));
+  source.fresh = async () => build(await cache.refresh(secretArn));
+  return source;
 }
 
 /** Reads (through the cache) and validates the LWA client and the token key. */

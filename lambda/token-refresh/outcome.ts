@@ -4,7 +4,7 @@ import type { ClaimedToken, TokenResult } from './store';
 
 /**
  * What a failed refresh does to a connection: the one policy of the scheduled token refresh
- * (core.ts) and the on-demand token route (lambda/token-vending/core.ts), so that a failure
+ * (core.ts) and the on-demand token route (lambda/token-route/core.ts), so that a failure
  * means the same whoever called Amazon.
  *
  * - `invalid_grant` (the grant is revoked or expired), or a stored refresh token that cannot be

@@ -57,7 +57,7 @@ export function summaryText(o: {
     ['token refreshes failed (will retry)', `${refresh.failed}`],
     ['tokens needing re-authorisation (this run)', `${refresh.reauthRequired}`],
     ['rate-limit hits (LWA / Ads)', `${refresh.rateLimited} / ${sync.rateLimited}`],
-    ['connections synced / failed', `${sync.usersSynced} / ${sync.usersFailed}`],
+    ['connections synced / failed', `${sync.connectionsSynced} / ${sync.connectionsFailed}`],
     [
       'accounts synced / failed / no longer at Amazon',
       `${sync.accountsSynced} / ${sync.accountsFailed} / ${sync.accountsMissing}`,

@@ -20,7 +20,7 @@ export async function runJobsUntilStopped(say: (line: string) => void): Promise<
       let line = `  [${new Date().toISOString().slice(11, 19)}] token-refresh: ${r.refreshed} refreshed, ${r.failed} failed, ${r.reauthRequired} re-authorisation needed`;
       if (tick % 2 === 0) {
         const s = await invoke('account-sync', accountSync, { source: 'aws.events' }, 15 * 60_000);
-        line += ` | account-sync: ${s.usersSynced} users, ${s.accountsSynced} accounts synced, ${s.usersFailed} failed`;
+        line += ` | account-sync: ${s.connectionsSynced} users, ${s.accountsSynced} accounts synced, ${s.connectionsFailed} failed`;
       }
       say(line);
     } catch (error) {

@@ -7,7 +7,7 @@ import type { ApiRequestEvent, ApiResult } from '../../lambda/accounts-api/http'
 import { Database } from '../../lambda/shared/db';
 import { runTokenRefresh } from '../../lambda/token-refresh/core';
 import { claimDueTokens, saveResults } from '../../lambda/token-refresh/store';
-import { createTokenVending, TokenVendingDeps } from '../../lambda/token-vending/core';
+import { createTokenRoute, TokenRouteDeps } from '../../lambda/token-route/core';
 import {
   JobWorld,
   RecordingLogger,
@@ -73,8 +73,8 @@ function budgetedLwa(db: Database): LwaClient {
   });
 }
 
-function route(db: Database, deps: Partial<TokenVendingDeps> = {}) {
-  return createTokenVending({
+function route(db: Database, deps: Partial<TokenRouteDeps> = {}) {
+  return createTokenRoute({
     db,
     lwa: budgetedLwa(db),
     cipher: world.cipher,

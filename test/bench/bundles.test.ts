@@ -1,7 +1,7 @@
 /**
  * The bundle section of `npm run bench` (bench/bundles.ts) on small stand-in bundles: each
  * load is a real require in a fresh process, and the figures reach the table and the targets.
- * The real bundles' sizes are checked in test/infra/migration-bundle.test.ts. No assertion on
+ * The real bundles' sizes are checked in test/infra/node-function.test.ts. No assertion on
  * speed: tests check behaviour, never wall-clock time.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';

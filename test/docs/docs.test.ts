@@ -1,8 +1,8 @@
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import { API_ROUTES } from '../../lib/accounts-api';
-import { TOKEN_ROUTE } from '../../lambda/token-vending/route';
+import { TOKEN_ROUTE } from '../../lambda/token-route/route';
 import { brokenReason, codeSpans, headingAnchors, markdownFiles, read, relativeLinks, ROOT, section } from './markdown';
 
 // The docs against the code: what a reader relies on (environment variables, commands, routes,
@@ -140,6 +140,19 @@ test('every migration file is in the table of docs/migrations.md, and the table 
     .filter((l) => l.startsWith('| `'))
     .map((l) => l.split('|')[1].trim().replace(/`/g, ''));
   expect([...table].sort()).toEqual(files);
+});
+
+test('every test file or folder the docs name exists (tests move; the docs move with them)', () => {
+  const named: string[] = [];
+  for (const file of markdownFiles()) {
+    for (const span of codeSpans(read(file))) {
+      // Concrete paths only: a pattern (`test/jobs/<module>.test.ts`) or a command is not one.
+      if (/^test\/[\w./-]+$/.test(span)) named.push(`${file}: ${span}`);
+    }
+  }
+  // Not vacuous: CONTRIBUTING.md's map and the mutation groups name test paths.
+  expect(named.length).toBeGreaterThan(10);
+  expect(named.filter((n) => !existsSync(join(ROOT, n.split(': ')[1])))).toEqual([]);
 });
 
 describe('links', () => {

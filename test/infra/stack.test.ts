@@ -383,7 +383,7 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
       API_SECRET_ARN: { Ref: STATEFUL_LOGICAL_IDS.apiSecret },
       DB_NAME: 'accounts',
       DB_TLS: 'verify-full',
-      // The RDS CA bundle shipped with the function (migration-bundle.test.ts finds it there).
+      // The RDS CA bundle shipped with the function (node-function.test.ts finds it there).
       DB_CA_FILE: '/var/task/rds-ca-bundle.pem',
     });
     expect(handler.properties.Environment.Variables.NODE_EXTRA_CA_CERTS).toBeUndefined();
@@ -504,6 +504,10 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
         `AmazonAccounts-${env}-token-refresh-refresh-failure-rate-Critical`,
         `AmazonAccounts-${env}-token-route-lambda-Fault-Count-Critical`,
         `AmazonAccounts-${env}-token-route-lambda-Throttled-Count-Critical`,
+        // The event publisher (lib/events-monitoring.ts): errors, its dead-letter queue, events stuck in the outbox.
+        `AmazonAccounts-${env}-event-publisher-Fault-Count-Critical`,
+        `AmazonAccounts-${env}-event-publisher-dlq-Queue-Message-Count-Max-Critical`,
+        `AmazonAccounts-${env}-event-publisher-backlog-oldest-unpublished-Critical`,
         // With fan-out: each dispatcher's errors and the age of each queue's oldest message.
         ...(fanOutOf(env)
           ? [
@@ -1039,9 +1043,10 @@ describe('per-environment settings', () => {
       Object.values(resourcesOf(templateOf(env), 'AWS::Events::Rule'))
         .filter((r) => r.Properties?.ScheduleExpression !== undefined)
         .map((r) => r.Properties?.State);
-    expect(states('dev')).toEqual(['DISABLED', 'DISABLED']);
-    expect(states('staging')).toEqual(['ENABLED', 'ENABLED']);
-    expect(states('prod')).toEqual(['ENABLED', 'ENABLED']);
+    // The two jobs' and the event publisher's.
+    expect(states('dev')).toEqual(['DISABLED', 'DISABLED', 'DISABLED']);
+    expect(states('staging')).toEqual(['ENABLED', 'ENABLED', 'ENABLED']);
+    expect(states('prod')).toEqual(['ENABLED', 'ENABLED', 'ENABLED']);
     // Turned on in cdk.json, dev's schedules run like the others'.
     const dev = structuredClone((cdkJsonContext().environments as Record<string, any>).dev);
     dev.schedules.enabled = true;
@@ -1050,7 +1055,7 @@ describe('per-environment settings', () => {
       Object.values(resourcesOf(enabled, 'AWS::Events::Rule'))
         .filter((r) => r.Properties?.ScheduleExpression !== undefined)
         .map((r) => r.Properties?.State),
-    ).toEqual(['ENABLED', 'ENABLED']);
+    ).toEqual(['ENABLED', 'ENABLED', 'ENABLED']);
   });
 
   test('dev pauses at 0 ACU and is destroyed cleanly', () => {

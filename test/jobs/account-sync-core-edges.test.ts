@@ -24,7 +24,7 @@ describe.each(PATHS)('%s path', (_path, database) => {
 
     const summary = await runAccountSync({ db: database(), ads: world.ads(), cipher: world.cipher, ...rt });
 
-    expect(summary).toMatchObject({ usersClaimed: 2, usersSynced: 1, usersFailed: 1 });
+    expect(summary).toMatchObject({ connectionsClaimed: 2, connectionsSynced: 1, connectionsFailed: 1 });
     expect(world.amazon.counters.profileCalls(broken.userId)).toBe(0);
     expect(world.amazon.counters.profileCalls(fine.userId)).toBe(1);
     const rows = await history(broken.userId);
@@ -62,14 +62,19 @@ describe.each(PATHS)('%s path', (_path, database) => {
     // The first user got the 429; the second was claimed before it came (the pipeline claims
     // one batch ahead) and is given back without a call; the region's other users are not
     // claimed by this run at all.
-    expect(first).toMatchObject({ usersClaimed: 2, usersFailed: 1, usersReleased: 1, rateLimited: 1 });
+    expect(first).toMatchObject({
+      connectionsClaimed: 2,
+      connectionsFailed: 1,
+      connectionsReleased: 1,
+      rateLimited: 1,
+    });
     expect(world.amazon.counters.arrivals('ads', 'NA')).toHaveLength(calls + 1);
 
     // A later run finds the pause in the database and
     // claims nobody in the region until it has passed, even though Amazon would answer now.
     world.amazon.setKnobs({ rate429: 0 }, 'ads');
     const second = await run();
-    expect(second).toMatchObject({ usersClaimed: 0, usersReleased: 0 });
+    expect(second).toMatchObject({ connectionsClaimed: 0, connectionsReleased: 0 });
     expect(world.amazon.counters.arrivals('ads', 'NA')).toHaveLength(calls + 1);
   });
 
@@ -90,7 +95,7 @@ describe.each(PATHS)('%s path', (_path, database) => {
 
     const summary = await runAccountSync({ db: database(), ads: world.ads(), cipher: world.cipher, ...rt });
 
-    expect(summary).toMatchObject({ usersClaimed: 2, usersFailed: 2, accountsFailed: 4 });
+    expect(summary).toMatchObject({ connectionsClaimed: 2, connectionsFailed: 2, accountsFailed: 4 });
     expect(rt.metrics.totals[METRIC_NAMES.accountsFailed]).toBe(4);
     expect(rt.metrics.byRegion[METRIC_NAMES.accountsFailed]).toEqual({ NA: 3, EU: 1 });
     const failures = rt.logger.lines.filter((l) => l.message === 'Account sync failed');
@@ -128,12 +133,12 @@ describe.each(PATHS)('%s path', (_path, database) => {
     const summary = await runAccountSync({ db: database(), ads: lister, cipher: world.cipher, ...rt });
 
     expect(summary).toMatchObject({
-      usersSynced: 1,
+      connectionsSynced: 1,
       accountsSynced: 1,
-      usersFailed: 1,
+      connectionsFailed: 1,
       accountsFailed: 1,
-      usersRejectedByDatabase: 1,
-      usersNotWritten: 0,
+      connectionsRejectedByDatabase: 1,
+      connectionsNotWritten: 0,
     });
     const next = await nextAttempt(poisoned.userId);
     expect(next).toMatchObject({ sync_retry_count: 3, sync_lease_owner: null });
@@ -170,7 +175,7 @@ describe.each(PATHS)('%s path', (_path, database) => {
 
     const summary = await runAccountSync({ db, ads: world.ads(), cipher: world.cipher, ...rt });
 
-    expect(summary).toMatchObject({ usersClaimed: 1, usersSynced: 0, usersNotWritten: 1 });
+    expect(summary).toMatchObject({ connectionsClaimed: 1, connectionsSynced: 0, connectionsNotWritten: 1 });
     expect(rt.logger.lines.filter((l) => l.message === 'Could not write an outcome back')).toEqual([
       {
         level: 'error',
@@ -194,7 +199,7 @@ describe.each(PATHS)('%s path', (_path, database) => {
 
     const summary = await runAccountSync({ db, ads: world.ads(), cipher: world.cipher, ...rt });
 
-    expect(summary).toMatchObject({ usersSynced: 1 });
+    expect(summary).toMatchObject({ connectionsSynced: 1 });
     expect(rt.logger.lines.filter((l) => l.message === 'Could not record rate-limit usage')).toEqual([
       {
         level: 'warn',

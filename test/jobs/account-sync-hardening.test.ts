@@ -3,9 +3,9 @@ import { AccountSyncDeps, ProfileLister, runAccountSync } from '../../lambda/acc
 import {
   ABANDONED_ATTEMPT_REASON,
   ATTRIBUTION_PROFILE_MESSAGE,
-  claimUsers,
+  claimConnections,
   saveOutcomes,
-  UserSyncOutcome,
+  ConnectionSyncOutcome,
 } from '../../lambda/account-sync/store';
 import { Database } from '../../lambda/shared/db';
 import { JOB_TIMING, LEASE_MARGIN_SECONDS } from '../../lambda/shared/jobs/timing';
@@ -83,7 +83,12 @@ describe.each(PATHS)('%s path', (_name, database) => {
     world.amazon.addProfiles(lone.userId, [loneProfile]);
 
     const summary = await runAccountSync(deps(database()));
-    expect(summary).toMatchObject({ usersClaimed: 20, usersSynced: 20, usersFailed: 0, accountsSynced: 22 });
+    expect(summary).toMatchObject({
+      connectionsClaimed: 20,
+      connectionsSynced: 20,
+      connectionsFailed: 0,
+      accountsSynced: 22,
+    });
     const e = (await accounts(evil.userId)).find((a) => a.amazon_account_id === evilProfile.profileId)!;
     expect(e.metadata.accountName).toBe('Evil\uFFFDCorp');
     const l = (await accounts(lone.userId)).find((a) => a.amazon_account_id === loneProfile.profileId)!;
@@ -102,7 +107,7 @@ describe.each(PATHS)('%s path', (_name, database) => {
   test('an outcome the database refuses fails only its own user', async () => {
     const users = await seedUsers(world, { count: 20, profilesPerUser: 1 });
     const owner = randomUUID();
-    const claimed = await claimUsers(world.admin, {
+    const claimed = await claimConnections(world.admin, {
       owner,
       leaseSeconds: 60,
       limit: 20,
@@ -111,9 +116,9 @@ describe.each(PATHS)('%s path', (_name, database) => {
     });
     expect(claimed).toHaveLength(20);
     const poisoned = claimed[11];
-    const outcomes: UserSyncOutcome[] = claimed.map((user) => ({
+    const outcomes: ConnectionSyncOutcome[] = claimed.map((user) => ({
       kind: 'success',
-      user,
+      connection: user,
       accounts: [
         {
           amazonAccountId: `${user === poisoned ? 9 : 1}${user.userId.replace(/\D/g, '').slice(0, 12)}`,
@@ -126,13 +131,13 @@ describe.each(PATHS)('%s path', (_name, database) => {
     const { rejected } = await saveOutcomes(database(), owner, outcomes, {
       onRefused: (outcome, error) => ({
         kind: 'failure',
-        user: outcome.user,
+        connection: outcome.connection,
         error: `write_back: ${error}`,
         errorDetails: { class: 'write_back' },
         nextAttemptAt: new Date(Date.now() + 600_000),
       }),
     });
-    expect(rejected.map((r) => r.user.userId)).toEqual([poisoned.userId]);
+    expect(rejected.map((r) => r.connection.userId)).toEqual([poisoned.userId]);
     for (const u of users) {
       expect((await syncLease(u.userId)).sync_lease_owner).toBeNull();
       const [h] = await history(u.userId);
@@ -160,7 +165,7 @@ describe.each(PATHS)('%s path', (_name, database) => {
     await makeDue(u.userId);
 
     const summary = await runAccountSync(deps(database()));
-    expect(summary).toMatchObject({ usersSynced: 1, accountsSynced: 1, accountsMissing: 0 });
+    expect(summary).toMatchObject({ connectionsSynced: 1, accountsSynced: 1, accountsMissing: 0 });
     const rows = await accounts(u.userId);
     expect(rows.map((r) => r.amazon_account_id)).toEqual([kept.profileId, turned.profileId].sort());
     expect(rows.find((r) => r.amazon_account_id === kept.profileId)).toMatchObject({ status: 'active' });
@@ -186,7 +191,7 @@ describe.each(PATHS)('%s path', (_name, database) => {
       },
     };
     const summary = await runAccountSync(deps(database(), { ads: overtaken }));
-    expect(summary.usersClaimed).toBe(1);
+    expect(summary.connectionsClaimed).toBe(1);
     expect(await accounts(u.userId)).toEqual([]);
     expect((await history(u.userId)).map((h) => h.sync_status)).toEqual(['started']);
     expect(await syncLease(u.userId)).toEqual({ sync_lease_owner: other, sync_retry_count: 0 });
@@ -195,7 +200,7 @@ describe.each(PATHS)('%s path', (_name, database) => {
   test('history rows of a run that died are closed as abandoned when their user is next claimed', async () => {
     const users = await seedUsers(world, { count: 5, profilesPerUser: 1 });
     // A run claims three users and dies: leases and 'started' rows are all that is left of it.
-    const dead = await claimUsers(world.admin, {
+    const dead = await claimConnections(world.admin, {
       owner: randomUUID(),
       leaseSeconds: 60,
       limit: 3,
@@ -206,7 +211,7 @@ describe.each(PATHS)('%s path', (_name, database) => {
     await world.admin.query(`UPDATE oauth_tokens SET sync_lease_expires_at = now() - interval '1 second'`);
 
     const summary = await runAccountSync(deps(database()));
-    expect(summary).toMatchObject({ usersClaimed: 5, usersSynced: 5 });
+    expect(summary).toMatchObject({ connectionsClaimed: 5, connectionsSynced: 5 });
     for (const u of users) {
       const rows = await history(u.userId);
       if (dead.some((d) => d.userId === u.userId)) {
@@ -230,7 +235,7 @@ describe.each(PATHS)('%s path', (_name, database) => {
     );
     world.amazon.addProfiles(agency.userId, many);
     const summary = await runAccountSync(deps(database()));
-    expect(summary).toMatchObject({ usersSynced: 2, usersFailed: 0, accountsSynced: 9002 });
+    expect(summary).toMatchObject({ connectionsSynced: 2, connectionsFailed: 0, accountsSynced: 9002 });
     expect(await accounts(agency.userId)).toHaveLength(9001);
     expect(await accounts(small.userId)).toHaveLength(1);
     expect((await syncLease(agency.userId)).sync_lease_owner).toBeNull();

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { claimUsers, saveOutcomes, UserSyncOutcome } from '../../lambda/account-sync/store';
+import { claimConnections, saveOutcomes, ConnectionSyncOutcome } from '../../lambda/account-sync/store';
 import { DispatchSendError, QueueSender, runDispatch } from '../../lambda/dispatcher/core';
 import { accountSyncSelection } from '../../lambda/dispatcher/selections';
 import { endpointKey, RateLimitUsageRecorder, recordRateLimitUsage } from '../../lambda/shared/amazon/usage-store';
@@ -71,7 +71,7 @@ describe.each(PATHS)('%s path', (_path, database) => {
       { id: users[0].userId },
     );
     const owner = randomUUID();
-    const claimed = await claimUsers(world.admin, {
+    const claimed = await claimConnections(world.admin, {
       owner,
       leaseSeconds: 60,
       limit: 10,
@@ -80,9 +80,9 @@ describe.each(PATHS)('%s path', (_path, database) => {
     });
     expect(claimed).toHaveLength(3);
     const poisoned = claimed.find((u) => u.userId === users[0].userId)!;
-    const outcomes: UserSyncOutcome[] = claimed.map((user) => ({
+    const outcomes: ConnectionSyncOutcome[] = claimed.map((user) => ({
       kind: 'success',
-      user,
+      connection: user,
       accounts: [
         {
           amazonAccountId: `1${user.userId.replace(/\D/g, '').slice(0, 12)}`,
@@ -96,15 +96,15 @@ describe.each(PATHS)('%s path', (_path, database) => {
     const { rejected } = await saveOutcomes(database(), owner, outcomes, {
       onRefused: (outcome, error) => ({
         kind: 'failure',
-        user: outcome.user,
+        connection: outcome.connection,
         error: `write_back: ${error}\u0000`, // refused too
         errorDetails: { class: 'write_back' },
         nextAttemptAt: new Date(Date.now() + 600_000),
       }),
     });
 
-    expect(rejected.map((r) => [r.user.userId, r.recordedAs])).toEqual([
-      [poisoned.userId, { kind: 'released', user: poisoned }],
+    expect(rejected.map((r) => [r.connection.userId, r.recordedAs])).toEqual([
+      [poisoned.userId, { kind: 'released', connection: poisoned }],
     ]);
     const leases = await world.admin.query<{ user_id: string; sync_lease_owner: string | null }>(
       'SELECT user_id, sync_lease_owner FROM oauth_tokens',
@@ -127,7 +127,7 @@ describe.each(PATHS)('%s path', (_path, database) => {
   test('a user claimed with no accounts in its region and given back: accounts that appeared meanwhile stay pending', async () => {
     const [user] = await seedUsers(world, { count: 1 });
     const owner = randomUUID();
-    const [claimed] = await claimUsers(world.admin, {
+    const [claimed] = await claimConnections(world.admin, {
       owner,
       leaseSeconds: 60,
       limit: 10,
@@ -143,7 +143,7 @@ describe.each(PATHS)('%s path', (_path, database) => {
       { id: user.userId, region: user.region },
     );
 
-    const { rejected } = await saveOutcomes(database(), owner, [{ kind: 'released', user: claimed }], {
+    const { rejected } = await saveOutcomes(database(), owner, [{ kind: 'released', connection: claimed }], {
       onRefused: () => {
         throw new Error('not expected');
       },

@@ -51,7 +51,12 @@ test('users with no account yet get one row per profile, with the metadata keys 
   const users = await seedUsers(world, { count: 3, profilesPerUser: 2 });
   const before = Date.now();
   const summary = await runAccountSync(deps(world.dataApi()));
-  expect(summary).toMatchObject({ usersClaimed: 3, usersSynced: 3, accountsSynced: 6, usersFailed: 0 });
+  expect(summary).toMatchObject({
+    connectionsClaimed: 3,
+    connectionsSynced: 3,
+    accountsSynced: 6,
+    connectionsFailed: 0,
+  });
 
   for (const u of users) {
     const rows = await accounts(u.userId);
@@ -98,7 +103,7 @@ test('users with no account yet get one row per profile, with the metadata keys 
 
   // Nothing is due any more: a second run claims no one and calls Amazon for no one.
   const again = await runAccountSync(deps(world.dataApi()));
-  expect(again.usersClaimed).toBe(0);
+  expect(again.connectionsClaimed).toBe(0);
   for (const u of users) expect(world.amazon.counters.profileCalls(u.userId)).toBe(1);
 });
 
@@ -107,7 +112,7 @@ test('only due users are synced; users whose token needs re-authorisation are no
   const notDue = await seedUsers(world, { count: 4, accountsDueInSeconds: 3600 });
   const revoked = await seedUsers(world, { count: 2, accountsDueInSeconds: -60, refreshEnabled: () => false });
   const summary = await runAccountSync(deps(world.dataApi()));
-  expect(summary).toMatchObject({ usersClaimed: 4, usersSynced: 4, reauthFlagged: 4 });
+  expect(summary).toMatchObject({ connectionsClaimed: 4, connectionsSynced: 4, reauthFlagged: 4 });
   for (const u of due) expect(world.amazon.counters.profileCalls(u.userId)).toBe(1);
   for (const u of [...notDue, ...revoked]) expect(world.amazon.counters.profileCalls(u.userId)).toBe(0);
   for (const u of revoked) {
@@ -124,7 +129,7 @@ test('only due users are synced; users whose token needs re-authorisation are no
 test('a user whose access token is about to expire waits for the refresh job', async () => {
   const [soon] = await seedUsers(world, { count: 1, expiresInSeconds: 30 });
   const summary = await runAccountSync(deps(world.dataApi()));
-  expect(summary.usersClaimed).toBe(0);
+  expect(summary.connectionsClaimed).toBe(0);
   expect(world.amazon.counters.profileCalls(soon.userId)).toBe(0);
 });
 
@@ -143,7 +148,7 @@ test('accounts Amazon stops returning are kept but inactive, and come back when 
     { id: u.userId },
   );
   const summary = await runAccountSync(deps(world.dataApi()));
-  expect(summary).toMatchObject({ usersSynced: 1, accountsSynced: 3, accountsMissing: 1 });
+  expect(summary).toMatchObject({ connectionsSynced: 1, accountsSynced: 3, accountsMissing: 1 });
 
   const rows = await accounts(u.userId);
   expect(rows).toHaveLength(4);
@@ -212,7 +217,7 @@ test('faults at 20% 5xx, 10% 429, 5% hangs, 5% malformed: every user ends synced
   expect(synced + failed).toBe(300);
   expect(synced).toBeGreaterThan(100);
   expect(failed).toBeGreaterThan(50);
-  expect(summary).toMatchObject({ usersSynced: synced, usersFailed: failed });
+  expect(summary).toMatchObject({ connectionsSynced: synced, connectionsFailed: failed });
   // Per endpoint: every request and every 429; per user: a row only for users Amazon throttled.
   const { rows: limits } = await world.admin.query<{
     endpoint_hits: number;
@@ -265,7 +270,7 @@ test('hostile strings in Amazon’s fields are stored verbatim, never executed',
 test('a manual sync takes one user now, due or not, and records its type', async () => {
   const [a, b] = await seedUsers(world, { count: 2, accountsDueInSeconds: 3600 });
   const summary = await runAccountSync(deps(world.dataApi()), parseSyncEvent({ syncType: 'manual', userId: a.userId }));
-  expect(summary).toMatchObject({ syncType: 'manual', usersClaimed: 1, usersSynced: 1 });
+  expect(summary).toMatchObject({ syncType: 'manual', connectionsClaimed: 1, connectionsSynced: 1 });
   expect(world.amazon.counters.profileCalls(a.userId)).toBe(1);
   expect(world.amazon.counters.profileCalls(b.userId)).toBe(0);
   const h = await history();
@@ -281,7 +286,7 @@ test('overlapping invocations sync each user exactly once', async () => {
   const runs = await Promise.all(
     [0, 1, 2].map(() => runAccountSync(deps(world.dataApi(), { settings: { batchSize: 100, concurrency: 16 } }))),
   );
-  expect(runs.reduce((n, r) => n + r.usersSynced, 0)).toBe(600);
+  expect(runs.reduce((n, r) => n + r.connectionsSynced, 0)).toBe(600);
   for (const u of users) expect(world.amazon.counters.profileCalls(u.userId)).toBe(1);
   expect(await history()).toHaveLength(600);
   const { rows } = await world.admin.query<{ n: number }>(
@@ -293,7 +298,7 @@ test('overlapping invocations sync each user exactly once', async () => {
 test('access tokens of Amazon’s maximum size are claimed within the Data API’s 1 MiB response', async () => {
   await seedUsers(world, { count: 500, tokenChars: 2048, profilesPerUser: 1 });
   const summary = await runAccountSync(deps(world.dataApi(), { settings: { batchSize: 500 } }));
-  expect(summary.usersSynced).toBe(500);
+  expect(summary.connectionsSynced).toBe(500);
   expect(summary.batches).toBeGreaterThan(1);
 });
 
@@ -301,7 +306,7 @@ test('at most 30 database calls per 1,000 users', async () => {
   await seedUsers(world, { count: 1000, accountsDueInSeconds: -60, profilesPerUser: 2 });
   const db = world.dataApi();
   const summary = await runAccountSync(deps(db));
-  expect(summary.usersSynced).toBe(1000);
+  expect(summary.connectionsSynced).toBe(1000);
   expect(summary.databaseCalls).toBeLessThanOrEqual(30);
 });
 
@@ -309,7 +314,7 @@ test('DatabaseResumingException at the start of a run delays it and loses nothin
   const users = await seedUsers(world, { count: 50 });
   world.emulator.failNextCalls(2, 'DatabaseResumingException');
   const summary = await runAccountSync(deps(world.dataApi()));
-  expect(summary.usersSynced).toBe(50);
+  expect(summary.connectionsSynced).toBe(50);
   for (const u of users) expect(await accounts(u.userId)).toHaveLength(2);
 });
 

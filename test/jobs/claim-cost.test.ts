@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { claimUsers } from '../../lambda/account-sync/store';
+import { claimConnections } from '../../lambda/account-sync/store';
 import { claimDueTokens } from '../../lambda/token-refresh/store';
 import { Database, QueryResult, SqlParams } from '../../lambda/shared/db';
 import { JobWorld, seedUsers, useJobWorld } from './fixture';
@@ -70,7 +70,7 @@ test('the account sync claim touches about as many buffers per connection for 25
     `UPDATE user_accounts SET sync_status = 'failed' WHERE id IN (SELECT id FROM user_accounts ORDER BY id LIMIT 200)`,
   );
   const claim = (db: Database, limit: number) =>
-    claimUsers(db, {
+    claimConnections(db, {
       owner: randomUUID(),
       leaseSeconds: 60,
       limit,

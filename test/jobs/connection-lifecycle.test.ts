@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { runAccountSync } from '../../lambda/account-sync/core';
-import { claimUsers, saveOutcomes } from '../../lambda/account-sync/store';
+import { claimConnections, saveOutcomes } from '../../lambda/account-sync/store';
 import { Database, JobWorld, runtime, seedUsers, SeedUser, useBothDatabasePaths, useJobWorld } from './fixture';
 
 /**
@@ -112,7 +112,7 @@ describe.each(PATHS)('%s path', (_path, database) => {
       ['pending', 'pending'],
       ['pending', 'pending'],
     ]);
-    expect(await sync(database())).toMatchObject({ usersSynced: 1 });
+    expect(await sync(database())).toMatchObject({ connectionsSynced: 1 });
 
     const after = await accounts(u);
     expect(after.map((a) => a.amazon_account_id)).toEqual(ids(u.profiles));
@@ -131,7 +131,7 @@ describe.each(PATHS)('%s path', (_path, database) => {
     });
     const db = database();
     const owner = randomUUID();
-    const [claimed] = await claimUsers(db, {
+    const [claimed] = await claimConnections(db, {
       owner,
       leaseSeconds: 600,
       limit: 10,
@@ -163,7 +163,7 @@ describe.each(PATHS)('%s path', (_path, database) => {
       [
         {
           kind: 'success',
-          user: claimed,
+          connection: claimed,
           accounts: u.profiles.map((p) => ({ amazonAccountId: p.profileId, metadata: { region: 'NA' } })),
           nextSyncAt: new Date(Date.now() + 3_600_000),
         },
@@ -181,7 +181,7 @@ describe.each(PATHS)('%s path', (_path, database) => {
       expiresInSeconds: 3600,
       accountsDueInSeconds: -60,
     });
-    await claimUsers(database(), {
+    await claimConnections(database(), {
       owner: randomUUID(),
       leaseSeconds: 600,
       limit: 10,
@@ -215,8 +215,8 @@ describe.each(PATHS)('%s path', (_path, database) => {
       }),
     );
 
-    expect(firstSync).toMatchObject({ usersClaimed: 1, usersSynced: 1 });
-    expect(oldRun).toMatchObject({ usersClaimed: 1 });
+    expect(firstSync).toMatchObject({ connectionsClaimed: 1, connectionsSynced: 1 });
+    expect(oldRun).toMatchObject({ connectionsClaimed: 1 });
     const now = await accounts(seller);
     const active = now.filter((a) => a.status === 'active').map((a) => a.amazon_account_id);
     expect(active.sort()).toEqual(ids(other.profiles));
@@ -247,7 +247,7 @@ describe.each(PATHS)('%s path', (_path, database) => {
     });
     const db = database();
     const owner = randomUUID();
-    const [claimed] = await claimUsers(db, {
+    const [claimed] = await claimConnections(db, {
       owner,
       leaseSeconds: 600,
       limit: 10,
@@ -266,7 +266,7 @@ describe.each(PATHS)('%s path', (_path, database) => {
       [
         {
           kind: 'failure',
-          user: claimed,
+          connection: claimed,
           error: 'x',
           errorDetails: {},
           nextAttemptAt: new Date(Date.now() + 3_600_000),

@@ -156,7 +156,12 @@ describe.each(paths)('deadlines (%s)', (_path, database) => {
     );
     expect(first).toBe('finished');
     const summary = await running;
-    expect(summary).toMatchObject({ usersClaimed: 60, usersSynced: 40, usersFailed: 1, usersReleased: 19 });
+    expect(summary).toMatchObject({
+      connectionsClaimed: 60,
+      connectionsSynced: 40,
+      connectionsFailed: 1,
+      connectionsReleased: 19,
+    });
 
     const open = await world.admin.query(`SELECT id FROM account_sync_history WHERE sync_status = 'started'`);
     expect(open.rows).toHaveLength(0);
@@ -191,7 +196,12 @@ describe.each(paths)('deadlines (%s)', (_path, database) => {
       cipher: world.cipher,
       ...runtime({ remainingTimeMs: () => (calls++ === 0 ? 60_000 : 1_000) }),
     });
-    expect(summary).toMatchObject({ usersClaimed: 12, usersReleased: 12, usersSynced: 0, usersFailed: 0 });
+    expect(summary).toMatchObject({
+      connectionsClaimed: 12,
+      connectionsReleased: 12,
+      connectionsSynced: 0,
+      connectionsFailed: 0,
+    });
     for (const u of users) expect(world.amazon.counters.profileCalls(u.userId)).toBe(0);
 
     const history = await world.admin.query<{

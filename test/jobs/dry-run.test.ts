@@ -108,7 +108,7 @@ test('account sync: the dry run counts the due users, those waiting for a token,
   expect(amazonCalls()).toBe(callsBefore);
 
   const run = await runAccountSync({ db: world.dataApi(), ads: world.ads(), cipher: world.cipher, ...runtime() });
-  expect(run.usersClaimed).toBe(preview.due);
+  expect(run.connectionsClaimed).toBe(preview.due);
   expect(run.reauthFlagged).toBe(preview.accountsToFlagForReauth);
 });
 

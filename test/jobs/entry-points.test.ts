@@ -39,7 +39,7 @@ describe('npm run job', () => {
       const summary = JSON.parse(last);
       expect(summary.job).toBe(job);
       if (job === 'token-refresh') expect(summary.refreshed).toBe(5);
-      else expect(summary).toMatchObject({ usersSynced: 5, accountsSynced: 10 });
+      else expect(summary).toMatchObject({ connectionsSynced: 5, accountsSynced: 10 });
       for (const u of users) expect(stdout + stderr).not.toContain(u.refreshToken);
     },
   );
@@ -169,7 +169,7 @@ describe('Lambda handlers on the Data API path', () => {
     const refreshed = await refresh({}, context);
     expect(refreshed).toMatchObject({ refreshed: 11, reauthRequired: 1 });
     const synced = await sync({ source: 'aws.events' }, context);
-    expect(synced).toMatchObject({ usersSynced: 11 });
+    expect(synced).toMatchObject({ connectionsSynced: 11 });
 
     const output = stdout.join('\n');
     const emf = stdout

@@ -206,7 +206,7 @@ describe.each(PATHS)('%s: account sync', (_path, database) => {
     expect(sentIds(messages)).toEqual(await tokenIds(world, users));
 
     const runs = await Promise.all(messages.flatMap((m) => [sync(db, m), sync(db, m)]));
-    expect(runs.reduce((n, r) => n + r.usersSynced, 0)).toBe(6);
+    expect(runs.reduce((n, r) => n + r.connectionsSynced, 0)).toBe(6);
     for (const u of users) expect(world.amazon.counters.profileCalls(u.userId)).toBe(1);
     const { rows } = await world.admin.query<{ attempts: number }>(
       `SELECT count(*)::int AS attempts FROM account_sync_history GROUP BY metadata->>'userId', region`,
@@ -229,7 +229,7 @@ describe.each(PATHS)('%s: account sync', (_path, database) => {
 
     const summary = await sync(db, messages[0]);
 
-    expect(summary).toMatchObject({ usersClaimed: 2, usersSynced: 2 });
+    expect(summary).toMatchObject({ connectionsClaimed: 2, connectionsSynced: 2 });
     expect(world.amazon.counters.profileCalls(synced.userId)).toBe(0);
     for (const u of rest) expect(world.amazon.counters.profileCalls(u.userId)).toBe(1);
   });
@@ -243,7 +243,7 @@ describe.each(PATHS)('%s: account sync', (_path, database) => {
       { syncType: 'manual', userId: user.userId, regions: ['EU'] },
     );
 
-    expect(summary).toMatchObject({ usersClaimed: 1, usersSynced: 1 });
+    expect(summary).toMatchObject({ connectionsClaimed: 1, connectionsSynced: 1 });
     expect(world.amazon.counters.profileCalls(user.userId, 'EU')).toBe(1);
     expect(world.amazon.counters.profileCalls(user.userId, 'NA')).toBe(0);
   });

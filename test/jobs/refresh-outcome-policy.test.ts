@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { LwaClient } from '../../lambda/shared/amazon';
 import type { ApiRequestEvent } from '../../lambda/accounts-api/http';
 import { runTokenRefresh } from '../../lambda/token-refresh/core';
-import { createTokenVending } from '../../lambda/token-vending/core';
+import { createTokenRoute } from '../../lambda/token-route/core';
 import { FakeAmazonKnobs, JobWorld, runtime, seedUsers, SeedUser, useBothDatabasePaths, useJobWorld } from './fixture';
 
 /**
@@ -142,7 +142,7 @@ describe.each(PATHS)('%s path', (_path, database) => {
       { userId: byRoute.userId },
     );
     await world.admin.query('DELETE FROM amazon_rate_budget');
-    const result = await createTokenVending({ db, lwa: lwa(), cipher: world.cipher, logger: runtime().logger })(
+    const result = await createTokenRoute({ db, lwa: lwa(), cipher: world.cipher, logger: runtime().logger })(
       tokenRequest(byRoute),
     );
     expect(result.statusCode).toBe(c.expected.enabled ? (c.knobs?.rate429 ? 503 : 502) : 409);

@@ -76,7 +76,12 @@ describe.each(PATHS)('%s path', (_name, database) => {
     expect((await connections(user.userId)).map((c) => c.last_refreshed_at !== null)).toEqual([true, true]);
 
     const sync = await runAccountSync(syncDeps(database()));
-    expect(sync).toMatchObject({ usersClaimed: 2, usersSynced: 2, usersFailed: 0, accountsSynced: 4 });
+    expect(sync).toMatchObject({
+      connectionsClaimed: 2,
+      connectionsSynced: 2,
+      connectionsFailed: 0,
+      accountsSynced: 4,
+    });
     expect(world.amazon.counters.profileCalls(user.userId, 'NA')).toBe(1);
     expect(world.amazon.counters.profileCalls(user.userId, 'EU')).toBe(1);
     const rows = await accounts(user.userId);
@@ -120,7 +125,7 @@ describe.each(PATHS)('%s path', (_name, database) => {
 
     // The sync works on NA only: EU is off, and its accounts stay flagged.
     const sync = await runAccountSync(syncDeps(database()));
-    expect(sync).toMatchObject({ usersClaimed: 1, usersSynced: 1, accountsSynced: 2, reauthFlagged: 0 });
+    expect(sync).toMatchObject({ connectionsClaimed: 1, connectionsSynced: 1, accountsSynced: 2, reauthFlagged: 0 });
     expect(world.amazon.counters.profileCalls(user.userId, 'EU')).toBe(0);
     expect((await accounts(user.userId)).map((a) => [a.region, a.sync_status])).toEqual([
       ['EU', 'reauth_required'],
@@ -169,7 +174,7 @@ describe.each(PATHS)('%s path', (_name, database) => {
       { id: user.userId },
     );
     expect(await runTokenRefresh(refreshDeps(database()))).toMatchObject({ claimed: 1, refreshed: 1 });
-    expect(await runAccountSync(syncDeps(database()))).toMatchObject({ usersClaimed: 1, usersSynced: 1 });
+    expect(await runAccountSync(syncDeps(database()))).toMatchObject({ connectionsClaimed: 1, connectionsSynced: 1 });
     expect(world.amazon.counters.profileCalls(user.userId, 'EU')).toBe(1);
     expect((await accounts(user.userId)).map((a) => [a.region, a.sync_status])).toEqual([
       ['EU', 'completed'],
@@ -186,7 +191,7 @@ describe.each(PATHS)('%s path', (_name, database) => {
       profilesPerUser: 2,
       expiresInSeconds: 3600,
     });
-    expect(await runAccountSync(syncDeps(database()))).toMatchObject({ usersSynced: 2, accountsMissing: 0 });
+    expect(await runAccountSync(syncDeps(database()))).toMatchObject({ connectionsSynced: 2, accountsMissing: 0 });
     const na = await world.admin.query(
       `SELECT * FROM user_accounts WHERE user_id = :id::uuid AND region = 'NA' ORDER BY id`,
       { id: user.userId },
@@ -201,7 +206,7 @@ describe.each(PATHS)('%s path', (_name, database) => {
       { id: user.userId },
     );
     const sync = await runAccountSync(syncDeps(database()));
-    expect(sync).toMatchObject({ usersClaimed: 1, usersSynced: 1, accountsSynced: 0, accountsMissing: 2 });
+    expect(sync).toMatchObject({ connectionsClaimed: 1, connectionsSynced: 1, accountsSynced: 0, accountsMissing: 2 });
     expect(world.amazon.counters.profileCalls(user.userId, 'NA')).toBe(1);
     expect((await accounts(user.userId)).map((a) => [a.region, a.status])).toEqual([
       ['EU', 'inactive'],
@@ -228,7 +233,7 @@ describe.each(PATHS)('%s path', (_name, database) => {
     });
     await seedUsers(world, { count: 3, regions: () => ['NA', 'EU'], expiresInSeconds: 3600 });
     const sync = await runAccountSync(syncDeps(database()), { syncType: 'manual', userId: user.userId });
-    expect(sync).toMatchObject({ usersClaimed: 3, usersSynced: 3, accountsSynced: 3 });
+    expect(sync).toMatchObject({ connectionsClaimed: 3, connectionsSynced: 3, accountsSynced: 3 });
     expect(idAndRegion(await accounts(user.userId))).toEqual(expectedAccounts(user, ['EU', 'FE', 'NA']));
   });
 
@@ -254,7 +259,7 @@ describe.each(PATHS)('%s path', (_name, database) => {
       runAccountSync(syncDeps(database(), { settings: small })),
       runAccountSync(syncDeps(database(), { settings: small })),
     ]);
-    expect(syncs.map((s) => s.usersSynced).reduce((a, b) => a + b)).toBe(36);
+    expect(syncs.map((s) => s.connectionsSynced).reduce((a, b) => a + b)).toBe(36);
     const profileCalls = users.flatMap((u) =>
       u.connections.map((c) => world.amazon.counters.profileCalls(u.userId, c.region)),
     );

@@ -107,13 +107,17 @@ describe.each(PATHS)('%s', (_path, database) => {
 
     const before = await databaseNow();
     const waiting = await sync(db);
-    expect(waiting).toMatchObject({ usersClaimed: 0, usersSynced: 0 });
+    expect(waiting).toMatchObject({ connectionsClaimed: 0, connectionsSynced: 0 });
     expect((await lastUsedAt(idle))!.getTime()).toBeGreaterThanOrEqual(before.getTime());
 
     expect(await refresh(db, { usedWithinSeconds: HOUR })).toMatchObject({ claimed: 1, refreshed: 1 });
     expect(world.amazon.counters.refreshCalls(idle.refreshToken)).toBe(1);
 
-    expect(await sync(db)).toMatchObject({ usersClaimed: 1, usersSynced: 1, accountsSynced: idle.profiles.length });
+    expect(await sync(db)).toMatchObject({
+      connectionsClaimed: 1,
+      connectionsSynced: 1,
+      accountsSynced: idle.profiles.length,
+    });
   });
 
   test('a connection the account sync claims is marked used', async () => {
@@ -121,7 +125,7 @@ describe.each(PATHS)('%s', (_path, database) => {
     await lastUsed(user, 2 * HOUR);
     const before = await databaseNow();
 
-    expect(await sync(database())).toMatchObject({ usersClaimed: 1, usersSynced: 1 });
+    expect(await sync(database())).toMatchObject({ connectionsClaimed: 1, connectionsSynced: 1 });
     expect((await lastUsedAt(user))!.getTime()).toBeGreaterThanOrEqual(before.getTime());
   });
 });

@@ -6,11 +6,12 @@
  * revokes each in turn and replays every statement the jobs ran).
  *
  * Statements, by the store function that runs them:
- *   claimDueTokens, saveResults         lambda/token-refresh/store.ts
- *   claimUsers, saveOutcomes, flagAccountsNeedingReauth   lambda/account-sync/store.ts
+ *   claimDueTokens, saveResults         lambda/token-refresh/store/ (claims.ts, write-back.ts)
+ *   claimConnections, saveOutcomes, flagAccountsNeedingReauth   lambda/account-sync/store/ (claims.ts, write-back.ts)
  *   recordRateLimitUsage, readEndpointPauses              lambda/shared/amazon/usage-store.ts
  *   DatabaseRateBudgetStore.reserve, .throttled            lambda/shared/amazon/rate-budget.ts (0015)
- *   useConnection, readConnection (+ saveResults)          lambda/token-vending/store.ts (on-demand token route;
+ *   claimEvents, markPublished, releaseFailed, pruneEvents, outboxBacklog   lambda/event-publisher/store.ts (0023)
+ *   useConnection, readConnection (+ saveResults)          lambda/token-route/store.ts (on-demand token route;
  *                                                          no privilege of its own: it uses the ones listed)
  *
  * SELECT is needed for every column a statement reads (WHERE, SET expressions, ON CONFLICT,
@@ -20,23 +21,23 @@ export const EXPECTED_WORKER_PRIVILEGES: readonly string[] = [
   'USAGE ON SCHEMA public', // every statement (the tables are in public; needed where PUBLIC has no USAGE)
 
   // oauth_tokens: read
-  'SELECT (id) ON oauth_tokens', // claimDueTokens, claimUsers: the claimed rows; saveResults: row match
-  'SELECT (user_id) ON oauth_tokens', // claimUsers (due users), saveOutcomes (row match), flagAccountsNeedingReauth
-  'SELECT (access_token) ON oauth_tokens', // claimUsers returns it; saveResults keeps it on failure
+  'SELECT (id) ON oauth_tokens', // claimDueTokens, claimConnections: the claimed rows; saveResults: row match
+  'SELECT (user_id) ON oauth_tokens', // claimConnections (due users), saveOutcomes (row match), flagAccountsNeedingReauth
+  'SELECT (access_token) ON oauth_tokens', // claimConnections returns it; saveResults keeps it on failure
   'SELECT (refresh_token) ON oauth_tokens', // claimDueTokens returns it; saveResults: md5 guard
-  'SELECT (expires_at) ON oauth_tokens', // claimDueTokens (due, order), claimUsers (still valid)
+  'SELECT (expires_at) ON oauth_tokens', // claimDueTokens (due, order), claimConnections (still valid)
   'SELECT (region) ON oauth_tokens', // claimDueTokens (paused regions), both claims return it
   'SELECT (proactive_refresh_enabled) ON oauth_tokens', // both claims; saveResults; flagAccountsNeedingReauth
   'SELECT (refresh_failure_count) ON oauth_tokens', // claimDueTokens returns it; saveResults increments it
   'SELECT (refresh_refusal_count) ON oauth_tokens', // claimDueTokens returns it; saveResults increments it (0021)
-  'SELECT (connection_generation) ON oauth_tokens', // claimUsers returns it; saveOutcomes writes only for it (0021)
+  'SELECT (connection_generation) ON oauth_tokens', // claimConnections returns it; saveOutcomes writes only for it (0021)
   'SELECT (next_refresh_attempt_at) ON oauth_tokens', // claimDueTokens (backoff); saveResults (kept when released)
   'SELECT (refresh_lease_owner) ON oauth_tokens', // saveResults: only the lease owner writes
   'SELECT (refresh_lease_expires_at) ON oauth_tokens', // claimDueTokens: free or expired lease
   'SELECT (sync_lease_owner) ON oauth_tokens', // saveOutcomes: only the lease owner writes
-  'SELECT (sync_lease_expires_at) ON oauth_tokens', // claimUsers: free or expired lease
-  'SELECT (sync_next_attempt_at) ON oauth_tokens', // claimUsers (due users); saveOutcomes (kept when released)
-  'SELECT (sync_retry_count) ON oauth_tokens', // claimUsers returns it; saveOutcomes increments it
+  'SELECT (sync_lease_expires_at) ON oauth_tokens', // claimConnections: free or expired lease
+  'SELECT (sync_next_attempt_at) ON oauth_tokens', // claimConnections (due users); saveOutcomes (kept when released)
+  'SELECT (sync_retry_count) ON oauth_tokens', // claimConnections returns it; saveOutcomes increments it
   'SELECT (sync_last_error) ON oauth_tokens', // saveOutcomes (kept when released)
 
   // oauth_tokens: write
@@ -52,22 +53,22 @@ export const EXPECTED_WORKER_PRIVILEGES: readonly string[] = [
   'UPDATE (refresh_lease_owner) ON oauth_tokens', // claimDueTokens, useConnection take the lease, saveResults releases it
   'UPDATE (refresh_lease_expires_at) ON oauth_tokens', // same
   'UPDATE (updated_at) ON oauth_tokens', // saveResults
-  'UPDATE (sync_lease_owner) ON oauth_tokens', // claimUsers takes the lease, saveOutcomes releases it
+  'UPDATE (sync_lease_owner) ON oauth_tokens', // claimConnections takes the lease, saveOutcomes releases it
   'UPDATE (sync_lease_expires_at) ON oauth_tokens', // same
   'UPDATE (sync_next_attempt_at) ON oauth_tokens', // saveOutcomes: the user's own schedule
   'UPDATE (sync_retry_count) ON oauth_tokens', // saveOutcomes
   'UPDATE (sync_last_error) ON oauth_tokens', // saveOutcomes
 
   // user_accounts
-  'SELECT (id) ON user_accounts', // claimUsers: the history row's account
-  'SELECT (user_id) ON user_accounts', // claimUsers, saveOutcomes, flagAccountsNeedingReauth: the user's accounts
+  'SELECT (id) ON user_accounts', // claimConnections: the history row's account
+  'SELECT (user_id) ON user_accounts', // claimConnections, saveOutcomes, flagAccountsNeedingReauth: the user's accounts
   'SELECT (amazon_account_id) ON user_accounts', // saveOutcomes: upsert key, accounts Amazon no longer returns
   'SELECT (status) ON user_accounts', // saveOutcomes: upsert keeps or reactivates the status
   'SELECT (metadata) ON user_accounts', // saveOutcomes: metadata merged into what is there
-  'SELECT (sync_status) ON user_accounts', // claimUsers, saveOutcomes, flagAccountsNeedingReauth: reauth_required stays
-  'SELECT (sync_retry_count) ON user_accounts', // claimUsers returns the highest; saveOutcomes increments it
-  'SELECT (next_sync_at) ON user_accounts', // claimUsers: due accounts
-  'SELECT (region) ON user_accounts', // claimUsers, saveOutcomes, saveResults, flagAccountsNeedingReauth: the connection's accounts
+  'SELECT (sync_status) ON user_accounts', // claimConnections, saveOutcomes, flagAccountsNeedingReauth: reauth_required stays
+  'SELECT (sync_retry_count) ON user_accounts', // claimConnections returns the highest; saveOutcomes increments it
+  'SELECT (next_sync_at) ON user_accounts', // claimConnections: due accounts
+  'SELECT (region) ON user_accounts', // claimConnections, saveOutcomes, saveResults, flagAccountsNeedingReauth: the connection's accounts
   'INSERT (user_id) ON user_accounts', // saveOutcomes: a new profile
   'INSERT (amazon_account_id) ON user_accounts', // saveOutcomes
   'INSERT (status) ON user_accounts', // saveOutcomes
@@ -80,24 +81,24 @@ export const EXPECTED_WORKER_PRIVILEGES: readonly string[] = [
   'INSERT (region) ON user_accounts', // saveOutcomes: a new profile belongs to the synced region
   'UPDATE (status) ON user_accounts', // saveOutcomes: active again, or inactive when Amazon drops it
   'UPDATE (metadata) ON user_accounts', // saveOutcomes
-  'UPDATE (sync_status) ON user_accounts', // claimUsers (in_progress), saveOutcomes, flagAccountsNeedingReauth
+  'UPDATE (sync_status) ON user_accounts', // claimConnections (in_progress), saveOutcomes, flagAccountsNeedingReauth
   'UPDATE (sync_error_message) ON user_accounts', // saveOutcomes, flagAccountsNeedingReauth
   'UPDATE (sync_retry_count) ON user_accounts', // saveOutcomes
   'UPDATE (next_sync_at) ON user_accounts', // saveOutcomes
-  'UPDATE (updated_at) ON user_accounts', // claimUsers, saveOutcomes, flagAccountsNeedingReauth
+  'UPDATE (updated_at) ON user_accounts', // claimConnections, saveOutcomes, flagAccountsNeedingReauth
   'UPDATE (region) ON user_accounts', // saveOutcomes: a known profile takes the region that lists it
 
   // account_sync_history
-  'SELECT (id) ON account_sync_history', // claimUsers returns it; saveOutcomes closes that row
-  'SELECT (sync_status) ON account_sync_history', // claimUsers closes rows a dead run left 'started'
+  'SELECT (id) ON account_sync_history', // claimConnections returns it; saveOutcomes closes that row
+  'SELECT (sync_status) ON account_sync_history', // claimConnections closes rows a dead run left 'started'
   'SELECT (started_at) ON account_sync_history', // saveOutcomes: completed_at is never before it
-  'SELECT (metadata) ON account_sync_history', // claimUsers: RETURNING metadata->>'userId'
-  'SELECT (region) ON account_sync_history', // claimUsers: abandoned rows of the connection; RETURNING region
-  'INSERT (user_account_id) ON account_sync_history', // claimUsers opens one row per connection
-  'INSERT (sync_type) ON account_sync_history', // claimUsers
-  'INSERT (sync_status) ON account_sync_history', // claimUsers
-  'INSERT (metadata) ON account_sync_history', // claimUsers
-  'INSERT (region) ON account_sync_history', // claimUsers: which connection the row is for
+  'SELECT (metadata) ON account_sync_history', // claimConnections: RETURNING metadata->>'userId'
+  'SELECT (region) ON account_sync_history', // claimConnections: abandoned rows of the connection; RETURNING region
+  'INSERT (user_account_id) ON account_sync_history', // claimConnections opens one row per connection
+  'INSERT (sync_type) ON account_sync_history', // claimConnections
+  'INSERT (sync_status) ON account_sync_history', // claimConnections
+  'INSERT (metadata) ON account_sync_history', // claimConnections
+  'INSERT (region) ON account_sync_history', // claimConnections: which connection the row is for
   'UPDATE (sync_status) ON account_sync_history', // saveOutcomes closes it
   'UPDATE (completed_at) ON account_sync_history', // saveOutcomes
   'UPDATE (accounts_synced) ON account_sync_history', // saveOutcomes
@@ -160,5 +161,27 @@ export const EXPECTED_WORKER_PRIVILEGES: readonly string[] = [
   'UPDATE (throttled_count) ON amazon_rate_budget', // throttled
   // oauth_tokens.last_used_at, granted by 0016 (refresh what is used)
   'SELECT (last_used_at) ON oauth_tokens', // claimDueTokens, countDueTokens: used within the window (NULL counts as used)
-  'UPDATE (last_used_at) ON oauth_tokens', // claimUsers: a claimed connection, and a due one waiting for its token, is used; useConnection: the on-demand route's use
+  'UPDATE (last_used_at) ON oauth_tokens', // claimConnections: a claimed connection, and a due one waiting for its token, is used; useConnection: the on-demand route's use
+
+  // event_outbox (0023): the event publisher
+  'SELECT (id) ON event_outbox', // claimEvents (order, heads), markPublished, releaseFailed, pruneEvents: row match
+  'SELECT (event_id) ON event_outbox', // claimEvents returns it (the idempotency id)
+  'SELECT (detail_type) ON event_outbox', // claimEvents returns it
+  'SELECT (user_id) ON event_outbox', // claimEvents: one event per connection; returns it
+  'SELECT (region) ON event_outbox', // same
+  'SELECT (connection_id) ON event_outbox', // claimEvents returns it
+  'SELECT (data) ON event_outbox', // claimEvents returns it
+  'SELECT (occurred_at) ON event_outbox', // claimEvents returns it; outboxBacklog: the oldest's age
+  'SELECT (attempts) ON event_outbox', // claimEvents adds one and returns it
+  'SELECT (lease_owner) ON event_outbox', // releaseFailed: only the lease owner gives events back
+  'SELECT (lease_expires_at) ON event_outbox', // claimEvents: free or expired lease
+  'SELECT (next_attempt_at) ON event_outbox', // claimEvents: retry time reached
+  'SELECT (published_at) ON event_outbox', // claimEvents, markPublished, releaseFailed, pruneEvents, outboxBacklog
+  'UPDATE (attempts) ON event_outbox', // claimEvents
+  'UPDATE (lease_owner) ON event_outbox', // claimEvents takes the lease; markPublished, releaseFailed clear it
+  'UPDATE (lease_expires_at) ON event_outbox', // same
+  'UPDATE (next_attempt_at) ON event_outbox', // releaseFailed: backoff; markPublished clears it
+  'UPDATE (last_error) ON event_outbox', // releaseFailed; markPublished clears it
+  'UPDATE (published_at) ON event_outbox', // markPublished
+  'DELETE ON event_outbox', // pruneEvents: published rows past the retention
 ];

@@ -3,7 +3,7 @@ import { join, relative } from 'node:path';
 import { previewAccountSync, runAccountSync } from '../../lambda/account-sync/core';
 import { Database, DatabaseError, PgDatabase, QueryResult, Row, SqlParams } from '../../lambda/shared/db';
 import { previewTokenRefresh, runTokenRefresh } from '../../lambda/token-refresh/core';
-import { createTokenVending } from '../../lambda/token-vending/core';
+import { createTokenRoute } from '../../lambda/token-route/core';
 import type { ApiRequestEvent } from '../../lambda/accounts-api/http';
 import { JobWorld, runtime, seedUsers, startJobWorld } from '../jobs/fixture';
 import { rolePrivileges } from '../support/privileges';
@@ -15,6 +15,7 @@ import { endpointLimitsFor, RateLimiterRegistry } from '../../lambda/shared/amaz
 import { QueueSender, runDispatch } from '../../lambda/dispatcher/core';
 import { accountSyncSelection, tokenRefreshSelection } from '../../lambda/dispatcher/selections';
 import type { FanOutMessage } from '../../lambda/shared/jobs/fan-out';
+import { runEventPublisher } from '../../lambda/event-publisher/core';
 
 // What the jobs' role may do, against what the jobs' statements need. The jobs run here as
 // the jobs' login (member of accounts_worker, as in production) through a recorder; every
@@ -25,12 +26,14 @@ import type { FanOutMessage } from '../../lambda/shared/jobs/fan-out';
 const ROOT = join(__dirname, '..', '..');
 /** Where the jobs' SQL lives: every statement of the jobs is in one of these. */
 const STORES = [
-  'lambda/token-refresh/store.ts',
-  'lambda/account-sync/store.ts',
+  ...sourceFiles('lambda/token-refresh/store'),
+  ...sourceFiles('lambda/account-sync/store'),
   'lambda/shared/amazon/usage-store.ts',
   'lambda/shared/amazon/rate-budget.ts',
   // The on-demand token route runs as the jobs' login too (its own Lambda, the worker secret).
-  'lambda/token-vending/store.ts',
+  'lambda/token-route/store.ts',
+  // The event publisher (migration 0023's outbox) runs as the jobs' login too.
+  'lambda/event-publisher/store.ts',
 ];
 /** Code that runs SQL for other reasons: the adapters themselves, and the migration Lambda (as the owner). */
 // The accounts API's SQL runs as its own login (authenticated, under RLS), not as the jobs'
@@ -81,13 +84,17 @@ function sourceFiles(dir: string): string[] {
 
 /**
  * The SQL texts of the stores, as written: template literals whose only `${}` are SQL fragments
- * the same file defines as constant template literals (`const NAME = \`…\``), expanded here.
+ * the stores define as constant template literals (`const NAME = \`…\``), expanded here.
  */
 function storeStatements(): string[] {
   const texts: string[] = [];
+  const fragments = new Map(
+    STORES.flatMap((file) => [
+      ...readFileSync(join(ROOT, file), 'utf8').matchAll(/^(?:export )?const ([A-Z_]+) = `([^`$]*)`;/gm),
+    ]).map((m) => [m[1], m[2]]),
+  );
   for (const file of STORES) {
     const source = readFileSync(join(ROOT, file), 'utf8');
-    const fragments = new Map([...source.matchAll(/^const ([A-Z_]+) = `([^`$]*)`;/gm)].map((m) => [m[1], m[2]]));
     const literal = [...source.matchAll(CALL_WITH_TEXT)].map((m) =>
       m[1].replace(/\$\{([A-Z_]+)\}/g, (whole, name: string) => fragments.get(name) ?? whole),
     );
@@ -179,7 +186,7 @@ beforeAll(async () => {
         WHERE user_id = :userId::uuid`,
       { userId: leased.userId },
     );
-    const vend = createTokenVending({
+    const vend = createTokenRoute({
       db,
       lwa,
       cipher: world.cipher,
@@ -196,6 +203,25 @@ beforeAll(async () => {
       };
       expect([200, 502, 503]).toContain((await vend(event)).statusCode);
     }
+    // The event publisher drains the events the runs above wrote; one connection's event is
+    // refused in every attempt (given back with a retry time).
+    let refusedUser: string | undefined;
+    const published = await runEventPublisher({
+      db,
+      bus: {
+        putEvents: (entries) => {
+          const users = entries.map((e) => (JSON.parse(e.Detail) as { userId: string }).userId);
+          refusedUser ??= users[0];
+          return Promise.resolve({
+            failed: users.flatMap((u, index) => (u === refusedUser ? [{ index, errorCode: 'InternalFailure' }] : [])),
+          });
+        },
+      },
+      ...runtime(),
+      settings: { retryBaseMs: 1, retryMaxMs: 2 },
+    });
+    expect(published.published).toBeGreaterThan(0);
+    expect(published.notPublished).toBe(1);
   } finally {
     await worker.close();
   }
@@ -293,7 +319,7 @@ test('every privilege accounts_worker holds is needed by a statement of the jobs
     if ((await refused(revoking(privilege))).length === 0) unused.push(privilege);
   }
   expect(unused).toEqual([]);
-});
+}, 300_000);
 
 test('the worker reads nothing of users', async () => {
   await withClient(world.workerUrl, async (c) => {

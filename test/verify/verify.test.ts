@@ -512,7 +512,7 @@ test('a job whose dry run fails says so, and points at the secrets to fill in wh
   });
   lambda
     .on(InvokeCommand, { FunctionName: OUTPUTS.AccountSyncFunctionName })
-    .resolves({ StatusCode: 200, Payload: encode({ job: 'account-sync', usersSynced: 3 }) as never });
+    .resolves({ StatusCode: 200, Payload: encode({ job: 'account-sync', connectionsSynced: 3 }) as never });
 
   const results = byName(await verifyDeploy(clients(), { stackName: STACK, rotate: false }));
 

@@ -9,6 +9,7 @@ export const METRICS_NAMESPACE = 'AmazonAccounts';
 export const SERVICE_NAMES = {
   tokenRefresh: 'token-refresh',
   accountSync: 'account-sync',
+  tokenReencrypt: 'token-reencrypt',
 } as const;
 
 /**
@@ -26,6 +27,13 @@ export const METRIC_NAMES = {
   rateLimitHits: 'RateLimitHits',
   dataApiCalls: 'DataApiCalls',
   batchDurationMs: 'BatchDurationMs',
+} as const;
+
+/** Metric names of the token re-encryption (service `token-reencrypt`), besides DataApiCalls. */
+export const REENCRYPTION_METRICS = {
+  reencrypted: 'ConnectionsReencrypted',
+  unreadable: 'ConnectionsUnreadable',
+  remaining: 'ConnectionsToReencrypt',
 } as const;
 
 /** Metric names of the dispatchers (service `<job>-dispatcher`). */

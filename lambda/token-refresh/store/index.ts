@@ -1,0 +1,6 @@
+// The token refresh's statements, by family: which tokens are due (due.ts), the claims
+// (claims.ts), the fan-out dispatcher's marks (dispatch-marks.ts) and the write-backs
+// (write-back.ts).
+export * from './claims';
+export * from './dispatch-marks';
+export * from './write-back';

@@ -1,0 +1,77 @@
+import { get } from 'node:http';
+import { LwaClient } from '../../../lambda/shared/amazon';
+import { startFakeAmazon } from '../../../local/amazon/fake-amazon';
+import { fakeProfile } from '../../../local/amazon/profiles';
+import { fake, limiters, newUser, useFakeAmazon } from '../../runtime/amazon/fixture';
+
+/** The fake Amazon (local/amazon/fake-amazon.ts) itself: what the clients' tests rely on it for. */
+useFakeAmazon();
+
+describe('fake Amazon', () => {
+  test('knob randomness is deterministic for a seed', async () => {
+    const sequence = async (seed: number) => {
+      const f = await startFakeAmazon({ seed, knobs: { rate429: 0.3, retryAfterSeconds: 0, rate5xx: 0.3 } });
+      f.addUser({ userId: 'u', refreshToken: 'r' });
+      const client = new LwaClient({
+        clientId: f.clientId,
+        clientSecret: f.clientSecret,
+        tokenUrl: f.lwaTokenUrl,
+        limiters,
+        defaultRetryAfterSeconds: 0,
+      });
+      const outcomes: string[] = [];
+      for (let i = 0; i < 20; i++) {
+        outcomes.push(
+          await client.refresh({ itemId: 'i', region: 'NA', refreshToken: 'r' }).then(
+            () => 'ok',
+            (e: Error) => e.name,
+          ),
+        );
+      }
+      await f.close();
+      return outcomes;
+    };
+    const a = await sequence(7);
+    expect(await sequence(7)).toEqual(a);
+    expect(new Set(a)).toEqual(new Set(['ok', 'RateLimitedError', 'TransientError']));
+  });
+
+  test('Amazon host names select the region too', async () => {
+    const user = newUser({ profiles: [fakeProfile('EU')] });
+    // fetch cannot set Host; node:http can, as a client resolving Amazon's host to the fake would.
+    const [status, body] = await new Promise<[number | undefined, string]>((resolve, reject) => {
+      const headers = {
+        host: 'advertising-api-eu.amazon.com',
+        authorization: `Bearer ${fake.accessTokens(user.userId)[0]}`,
+        'amazon-advertising-api-clientid': fake.clientId,
+      };
+      get(`${fake.url}/v2/profiles`, { headers }, (res) => {
+        let text = '';
+        res.on('data', (chunk: Buffer) => (text += chunk.toString()));
+        res.on('end', () => resolve([res.statusCode, text]));
+      }).on('error', reject);
+    });
+    expect(status).toBe(200);
+    expect(JSON.parse(body)).toHaveLength(1);
+  });
+
+  test('the token endpoint answers the documented error shapes', async () => {
+    const post = (body: string) =>
+      fetch(`${fake.url}/auth/o2/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body,
+      }).then(async (r) => [r.status, await r.json()]);
+    expect(await post('grant_type=password')).toEqual([
+      400,
+      { error: 'unsupported_grant_type', error_description: expect.any(String) },
+    ]);
+    expect(await post('grant_type=refresh_token')).toEqual([
+      400,
+      { error: 'invalid_request', error_description: expect.any(String) },
+    ]);
+    expect(
+      await post(`grant_type=refresh_token&refresh_token=x&client_id=${fake.clientId}&client_secret=nope`),
+    ).toEqual([401, { error: 'invalid_client', error_description: expect.any(String) }]);
+  });
+});
