@@ -87,10 +87,14 @@ export class ApiError extends Error {
 export class ApiUnreachable extends Error {}
 
 export class AccountsApi {
+  private readonly baseUrl: string;
+
   constructor(
-    private readonly baseUrl: string,
+    baseUrl: string,
     private readonly token: () => string | undefined,
-  ) {}
+  ) {
+    this.baseUrl = baseUrl.replace(/\/+$/, '');
+  }
 
   private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
     const headers: Record<string, string> = {};
