@@ -677,9 +677,9 @@ CREATE POLICY connection_health_owner ON public.connection_health AS PERMISSIVE 
   WITH CHECK (pg_has_role(CURRENT_USER, ( SELECT c.relowner
    FROM pg_class c
   WHERE (c.oid = ('connection_health'::regclass)::oid)), 'MEMBER'::text));
-CREATE POLICY connection_health_owner_read ON public.connection_health AS PERMISSIVE FOR SELECT TO accounts_api_caller
+CREATE POLICY connection_health_owner_read ON public.connection_health AS PERMISSIVE FOR SELECT TO authenticated
   USING ((user_id = auth.uid()));
-GRANT SELECT ON public.connection_health TO accounts_api_caller;
+GRANT SELECT ON public.connection_health TO authenticated;
 
 CREATE TABLE public.event_outbox (
   id bigint NOT NULL,

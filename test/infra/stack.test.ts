@@ -629,7 +629,7 @@ describe.each(ENVIRONMENTS)('%s accounts API', (env) => {
   const stage = () => onlyResource(template(), 'AWS::ApiGatewayV2::Stage').resource.Properties as Record<string, any>;
 
   test('exactly the listed routes, each to the one Lambda integration (payload 2.0), no other route and no authorizer', () => {
-    // The internal token route (IAM, its own function) has its own tests (test/api/token-route-stack.test.ts).
+    // The internal token route (IAM, its own function) has its own tests (test/infra/accounts-api.test.ts).
     const routes = Object.values(resourcesOf(template(), 'AWS::ApiGatewayV2::Route'))
       .map((r) => r.Properties as Record<string, any>)
       .filter((r) => r.RouteKey !== INTERNAL_TOKEN_ROUTE);

@@ -2,7 +2,7 @@ import type { Template } from 'aws-cdk-lib/assertions';
 import { JOB_ENV } from '../../lambda/shared/config';
 import { accessLogFields, API_ROUTES, INTERNAL_TOKEN_ROUTE } from '../../lib/accounts-api';
 import { resolveEnvironment } from '../../lib/config';
-import { cdkJsonContext, onlyResource, resourcesOf, templateOf } from '../infra/support/stack';
+import { cdkJsonContext, onlyResource, resourcesOf, templateOf } from './support/stack';
 
 // The internal token route in the synthesized stack (dev; the other environments differ only in
 // names and limits): IAM authorisation on that route alone, its own function with the jobs'

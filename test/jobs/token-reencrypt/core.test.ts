@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import type { Database } from '../../lambda/shared/db';
-import { REENCRYPTION_METRICS } from '../../lambda/shared/jobs/metrics';
-import { MetricTotals } from '../../lambda/shared/jobs/runtime';
-import { parseTokenKey, RingTokenCipher, TokenKeyRing } from '../../lambda/shared/token-crypto';
-import { runTokenReencryption } from '../../lambda/token-reencrypt/core';
-import { countKeyUsage } from '../../lambda/token-reencrypt/store';
-import { JobWorld, RecordingLogger, seedUsers, useBothDatabasePaths, useJobWorld } from './fixture';
+import type { Database } from '../../../lambda/shared/db';
+import { REENCRYPTION_METRICS } from '../../../lambda/shared/jobs/metrics';
+import { MetricTotals } from '../../../lambda/shared/jobs/runtime';
+import { parseTokenKey, RingTokenCipher, TokenKeyRing } from '../../../lambda/shared/token-crypto';
+import { runTokenReencryption } from '../../../lambda/token-reencrypt/core';
+import { countKeyUsage } from '../../../lambda/token-reencrypt/store';
+import { JobWorld, RecordingLogger, seedUsers, useBothDatabasePaths, useJobWorld } from '../fixture';
 
 /** The token re-encryption on both database paths, against PostgreSQL 17 with every migration. */
 let world: JobWorld;

@@ -1,9 +1,9 @@
-import { runAccountSync } from '../../lambda/account-sync/core';
-import { JOB_ENV } from '../../lambda/shared/config';
-import { Database } from '../../lambda/shared/db';
-import { handler } from '../../lambda/token-refresh/handler';
-import { runJobOnce } from '../../scripts/job';
-import { previewTokenRefresh, runTokenRefresh, TokenRefreshSettings } from '../../lambda/token-refresh/core';
+import { runAccountSync } from '../../../lambda/account-sync/core';
+import { JOB_ENV } from '../../../lambda/shared/config';
+import { Database } from '../../../lambda/shared/db';
+import { handler } from '../../../lambda/token-refresh/handler';
+import { runJobOnce } from '../../../scripts/job';
+import { previewTokenRefresh, runTokenRefresh, TokenRefreshSettings } from '../../../lambda/token-refresh/core';
 import {
   JobWorld,
   runtime,
@@ -12,7 +12,7 @@ import {
   useBothDatabasePaths,
   useJobHandlerEnvironment,
   useJobWorld,
-} from './fixture';
+} from '../fixture';
 
 /**
  * Refresh what is used: with `usedWithinSeconds` set, the proactive refresh leaves connections

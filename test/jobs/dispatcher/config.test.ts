@@ -1,11 +1,11 @@
 import { SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
 import type { Context } from 'aws-lambda';
 import { mockClient } from 'aws-sdk-client-mock';
-import { DISPATCHER_ENV, readDispatcherConfig } from '../../lambda/dispatcher/config';
-import { handler } from '../../lambda/dispatcher/handler';
-import { JOB_ENV } from '../../lambda/shared/config';
-import type { FanOutMessage } from '../../lambda/shared/jobs/fan-out';
-import { JobWorld, seedUsers, useJobWorld } from '../jobs/fixture';
+import { DISPATCHER_ENV, readDispatcherConfig } from '../../../lambda/dispatcher/config';
+import { handler } from '../../../lambda/dispatcher/handler';
+import { JOB_ENV } from '../../../lambda/shared/config';
+import type { FanOutMessage } from '../../../lambda/shared/jobs/fan-out';
+import { JobWorld, seedUsers, useJobWorld } from '../fixture';
 
 // The token refresh dispatcher's handler (lambda/dispatcher/handler.ts) as the stack configures
 // it: the used-within window set in its environment reaches the selection, so a tick dispatches

@@ -1,18 +1,18 @@
 import { randomUUID } from 'node:crypto';
-import { runAccountSync } from '../../lambda/account-sync/core';
-import { DispatchSelection, DispatchSendError, QueueSender, runDispatch } from '../../lambda/dispatcher/core';
-import { accountSyncSelection, tokenRefreshSelection } from '../../lambda/dispatcher/selections';
-import { consumeBatch, FanOutMessage, IDS_PER_MESSAGE, parseFanOutMessage } from '../../lambda/shared/jobs/fan-out';
-import { JOB_TIMING } from '../../lambda/shared/jobs/timing';
-import { runTokenRefresh } from '../../lambda/token-refresh/core';
-import { claimDueTokens } from '../../lambda/token-refresh/store';
-import { recordingQueue, sentIds, tokenIds } from './recording-queue';
-import { Database, JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from './fixture';
+import { runAccountSync } from '../../../lambda/account-sync/core';
+import { DispatchSelection, DispatchSendError, QueueSender, runDispatch } from '../../../lambda/dispatcher/core';
+import { accountSyncSelection, tokenRefreshSelection } from '../../../lambda/dispatcher/selections';
+import { consumeBatch, FanOutMessage, IDS_PER_MESSAGE, parseFanOutMessage } from '../../../lambda/shared/jobs/fan-out';
+import { JOB_TIMING } from '../../../lambda/shared/jobs/timing';
+import { runTokenRefresh } from '../../../lambda/token-refresh/core';
+import { claimDueTokens } from '../../../lambda/token-refresh/store';
+import { recordingQueue, sentIds, tokenIds } from '../recording-queue';
+import { Database, JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../fixture';
 
 /**
  * The fan-out (docs/architecture.md): a dispatcher marks due ids and sends them to the job's
  * queue; the job function, given a message's ids, claims them on the same conditions as the
- * next due ones. Here the queue is a recorder; the SQS client path is in fan-out-aws.test.ts.
+ * next due ones. Here the queue is a recorder; the SQS client path is in handler.test.ts.
  */
 let world: JobWorld;
 useJobWorld((w) => (world = w));

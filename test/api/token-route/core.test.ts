@@ -1,13 +1,13 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { LwaClient } from '../../lambda/shared/amazon';
-import { DatabaseRateBudgetStore } from '../../lambda/shared/amazon/rate-budget';
-import { RateLimiterRegistry } from '../../lambda/shared/amazon/rate-limiter';
-import type { AmazonRegion } from '../../lambda/shared/amazon/regions';
-import type { ApiRequestEvent, ApiResult } from '../../lambda/accounts-api/http';
-import { Database } from '../../lambda/shared/db';
-import { runTokenRefresh } from '../../lambda/token-refresh/core';
-import { claimDueTokens, saveResults } from '../../lambda/token-refresh/store';
-import { createTokenRoute, TokenRouteDeps } from '../../lambda/token-route/core';
+import { LwaClient } from '../../../lambda/shared/amazon';
+import { DatabaseRateBudgetStore } from '../../../lambda/shared/amazon/rate-budget';
+import { RateLimiterRegistry } from '../../../lambda/shared/amazon/rate-limiter';
+import type { AmazonRegion } from '../../../lambda/shared/amazon/regions';
+import type { ApiRequestEvent, ApiResult } from '../../../lambda/accounts-api/http';
+import { Database } from '../../../lambda/shared/db';
+import { runTokenRefresh } from '../../../lambda/token-refresh/core';
+import { claimDueTokens, saveResults } from '../../../lambda/token-refresh/store';
+import { createTokenRoute, TokenRouteDeps } from '../../../lambda/token-route/core';
 import {
   JobWorld,
   RecordingLogger,
@@ -16,7 +16,8 @@ import {
   SeedUser,
   useBothDatabasePaths,
   useJobWorld,
-} from '../jobs/fixture';
+} from '../../jobs/fixture';
+import { pollUntil } from '../../support/poll';
 
 // The on-demand token route (POST /internal/v1/access-tokens) against PostgreSQL 17 with every
 // migration, as the jobs' login, on both database paths (the Data API through the emulator,
@@ -381,14 +382,17 @@ describe.each(PATHS)('%s', (_path, database) => {
     expect(after.refresh_lease_owner).toBeNull();
     expect(after.next_refresh_attempt_at!.getTime()).toBeGreaterThan((await databaseNow()).getTime());
     // The client reports the 429 to the shared budget in the background.
-    let rows: Array<{ throttled_count: string; paused: boolean }> = [];
-    for (let i = 0; i < 200 && rows[0]?.throttled_count !== '1'; i += 1) {
-      if (i > 0) await new Promise((resolve) => setTimeout(resolve, 50));
-      ({ rows } = await world.admin.query<{ throttled_count: string; paused: boolean }>(
-        `SELECT throttled_count::text, paused_until > now() AS paused FROM amazon_rate_budget
-          WHERE endpoint = 'lwa-token' AND region = 'EU'`,
-      ));
-    }
+    const rows = await pollUntil(
+      async () =>
+        (
+          await world.admin.query<{ throttled_count: string; paused: boolean }>(
+            `SELECT throttled_count::text, paused_until > now() AS paused FROM amazon_rate_budget
+              WHERE endpoint = 'lwa-token' AND region = 'EU'`,
+          )
+        ).rows,
+      (found) => found[0]?.throttled_count === '1',
+      { timeoutMs: 10_000 },
+    );
     expect(rows).toEqual([{ throttled_count: '1', paused: true }]);
   });
 

@@ -1,8 +1,8 @@
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { mockClient } from 'aws-sdk-client-mock';
-import type { ApiRequestEvent } from '../../lambda/accounts-api/http';
-import { handler } from '../../lambda/token-route/handler';
-import { JobWorld, seedUsers, useJobWorld } from '../jobs/fixture';
+import type { ApiRequestEvent } from '../../../lambda/accounts-api/http';
+import { handler } from '../../../lambda/token-route/handler';
+import { JobWorld, seedUsers, useJobWorld } from '../../jobs/fixture';
 
 // The token route's Lambda handler as AWS runs it: the jobs' container (Data API through the
 // emulator as the jobs' login, secrets from a mocked Secrets Manager, the LWA client on the

@@ -1,12 +1,12 @@
 import { DeleteMessageBatchCommand, ReceiveMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
-import { runDispatch } from '../../lambda/dispatcher/core';
-import { tokenRefreshSelection } from '../../lambda/dispatcher/selections';
-import { sqsQueueSender } from '../../lambda/dispatcher/sqs-sender';
-import { consumeBatch, sqsRequeue, type FanOutMessage } from '../../lambda/shared/jobs/fan-out';
-import { runTokenRefresh } from '../../lambda/token-refresh/core';
-import { FAN_OUT_BATCH_SIZE, FAN_OUT_MAX_RECEIVE_COUNT } from '../../lib/scheduled-jobs';
-import { SqsStandIn } from '../../local/sqs/stand-in';
-import { Database, JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from './fixture';
+import { runDispatch } from '../../../lambda/dispatcher/core';
+import { tokenRefreshSelection } from '../../../lambda/dispatcher/selections';
+import { sqsQueueSender } from '../../../lambda/dispatcher/sqs-sender';
+import { consumeBatch, sqsRequeue, type FanOutMessage } from '../../../lambda/shared/jobs/fan-out';
+import { runTokenRefresh } from '../../../lambda/token-refresh/core';
+import { FAN_OUT_BATCH_SIZE, FAN_OUT_MAX_RECEIVE_COUNT } from '../../../lib/scheduled-jobs';
+import { SqsStandIn } from '../../../local/sqs/stand-in';
+import { Database, JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../fixture';
 
 /**
  * The fan-out's queue as SQS runs it: the real @aws-sdk/client-sqs against a local SQS

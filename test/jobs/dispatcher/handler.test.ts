@@ -4,12 +4,12 @@ import type { AddressInfo } from 'node:net';
 import type { Context } from 'aws-lambda';
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { mockClient } from 'aws-sdk-client-mock';
-import { handler as dispatcher } from '../../lambda/dispatcher/handler';
-import { DispatchSendError } from '../../lambda/dispatcher/core';
-import { DISPATCHER_ENV } from '../../lambda/dispatcher/config';
-import type { FanOutMessage } from '../../lambda/shared/jobs/fan-out';
-import { handler as refresh } from '../../lambda/token-refresh/handler';
-import { JobWorld, seedUsers, useJobWorld } from './fixture';
+import { handler as dispatcher } from '../../../lambda/dispatcher/handler';
+import { DispatchSendError } from '../../../lambda/dispatcher/core';
+import { DISPATCHER_ENV } from '../../../lambda/dispatcher/config';
+import type { FanOutMessage } from '../../../lambda/shared/jobs/fan-out';
+import { handler as refresh } from '../../../lambda/token-refresh/handler';
+import { JobWorld, seedUsers, useJobWorld } from '../fixture';
 
 /**
  * The fan-out as it runs in AWS, on the Data API path: the dispatcher's handler sends through

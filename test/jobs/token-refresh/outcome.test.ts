@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { LwaClient } from '../../lambda/shared/amazon';
-import type { ApiRequestEvent } from '../../lambda/accounts-api/http';
-import { runTokenRefresh } from '../../lambda/token-refresh/core';
-import { createTokenRoute } from '../../lambda/token-route/core';
-import { FakeAmazonKnobs, JobWorld, runtime, seedUsers, SeedUser, useBothDatabasePaths, useJobWorld } from './fixture';
+import { LwaClient } from '../../../lambda/shared/amazon';
+import type { ApiRequestEvent } from '../../../lambda/accounts-api/http';
+import { runTokenRefresh } from '../../../lambda/token-refresh/core';
+import { createTokenRoute } from '../../../lambda/token-route/core';
+import { FakeAmazonKnobs, JobWorld, runtime, seedUsers, SeedUser, useBothDatabasePaths, useJobWorld } from '../fixture';
 
 /**
  * One outcome policy (lambda/token-refresh/outcome.ts) for the scheduled token refresh and the
