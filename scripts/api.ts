@@ -26,7 +26,7 @@ import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http
 import type { AddressInfo } from 'node:net';
 import { runAccountSync } from '../lambda/account-sync/core';
 import { createAccountsApi } from '../lambda/accounts-api/core';
-import { ApiRequestEvent, MAX_BODY_BYTES, problemResult, problems } from '../lambda/accounts-api/http';
+import { ApiRequestEvent, MAX_BODY_BYTES, problemResult, problems } from '../lambda/shared/http';
 import { inProcessSyncStarter, InProcessSyncStarter } from '../lambda/accounts-api/in-process-sync';
 import { createTokenVerifier, TokenVerifier } from '../lambda/accounts-api/jwt';
 import { AccountsStore } from '../lambda/accounts-api/store';
@@ -46,6 +46,7 @@ import { DEFAULT_WEB_PORT, localWebConfig, startWebExample, WebExample } from '.
 import { cors, LOCAL_CORS_ALLOWED_ORIGINS, parseOrigins } from '../local/api-gateway/cors';
 import { localIssuer, LocalIssuer } from '../local/identity/issuer';
 import { localSignIn } from '../local/identity/sign-in';
+import { LOCAL_EVENTS_FILE, watchLocalEvents } from './local-events';
 
 export const DEFAULT_API_PORT = 8787;
 
@@ -317,7 +318,7 @@ async function main() {
   // this server's calls (connects, the token route) take at most the API's share of it.
   const budgetDb = new PgDatabase({ connection: config.databaseUrl, maxConnections: 2 });
   const limiters = new RateLimiterRegistry(
-    endpointLimitsFor(config.amazonRates),
+    endpointLimitsFor(config.amazonLimits),
     {},
     new ApiShareBudgetStore(new DatabaseRateBudgetStore(budgetDb)),
   );
@@ -388,7 +389,15 @@ async function main() {
       ? `Example web app on ${web.url} (its origin allowed by CORS and as a connect redirect URI; docs/web-example.md)\n`
       : `Example web app: not served (${WEB_ENV.port}=off)\n`,
   );
-  const stop = () => void Promise.all([api.close(), budgetDb.close(), web?.close()]).then(() => process.exit(0));
+  // Connection events: the outbox published every 5 s to .local/events.jsonl, each event printed.
+  const events = watchLocalEvents({
+    databaseUrl: config.databaseUrl,
+    file: LOCAL_EVENTS_FILE,
+    intervalMs: 5_000,
+    print: (line) => process.stdout.write(`${line}\n`),
+  });
+  const stop = () =>
+    void Promise.all([api.close(), budgetDb.close(), events.stop(), web?.close()]).then(() => process.exit(0));
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
 }

@@ -47,7 +47,7 @@ export async function runJobOnce(
   const cipher = new TokenCipher(config.tokenKey);
   // The same shared budgets as the Lambdas: concurrent `npm run job` processes on one database
   // together stay under LWA_REQUESTS_PER_SECOND / ADS_REQUESTS_PER_SECOND per region.
-  const limiters = new RateLimiterRegistry(endpointLimitsFor(config.amazonRates), {}, new DatabaseRateBudgetStore(db));
+  const limiters = new RateLimiterRegistry(endpointLimitsFor(config.amazonLimits), {}, new DatabaseRateBudgetStore(db));
   const common = {
     db,
     cipher,

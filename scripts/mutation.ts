@@ -158,7 +158,7 @@ export const GROUPS: Record<string, Group> = {
     mutate: [
       'lambda/accounts-api/core.ts',
       'lambda/accounts-api/cursor.ts',
-      'lambda/accounts-api/http.ts',
+      'lambda/shared/http.ts',
       'lambda/accounts-api/jwt.ts',
       'lambda/accounts-api/store.ts',
     ],
@@ -211,7 +211,7 @@ export const GROUPS: Record<string, Group> = {
   },
   authentication: {
     mutate: ['lambda/shared/db/authentication.ts'],
-    tests: ['test/runtime/db/authentication.test.ts'],
+    tests: ['test/runtime/db/authentication/*.test.ts'],
     timeoutMS: JOB_TIMEOUT_MS,
   },
   'refresh-outcome': {

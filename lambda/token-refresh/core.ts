@@ -236,6 +236,8 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
     totals.claimed = run.claimed;
     totals.batches = run.batches;
   } finally {
+    // The shared budget's slots this run reserved and will not use go back (one call per budget).
+    await deps.lwa.limiters?.releaseUnused();
     saveLimiterRates(deps.lwa.limiters, 'lwa', context.usage);
     await recordRateLimitUsage(deps.db, context.usage.drain()).catch((error) =>
       deps.logger.warn('Could not record rate-limit usage', { error: describeError(error) }),

@@ -46,7 +46,7 @@ test('the token route goes to its own function, not to the user-facing one', () 
   expect(integration.Properties?.PayloadFormatVersion).toBe('2.0');
 });
 
-test('the function logs in as the jobs (worker secret) with the shared Amazon limits, and may do nothing else', () => {
+test('the function logs in as the jobs’ login (its secret) with the shared Amazon limits, and may do nothing else', () => {
   const t = template();
   const fn = tokenFunction(t);
   const limits = resolveEnvironment('dev', cdkJsonContext().environments).amazonLimits;

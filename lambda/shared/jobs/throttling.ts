@@ -50,7 +50,10 @@ export function restoreLimiters(
   }
 }
 
-/** Adds each limiter's allowed rate at the end of the run to the usage written back. */
+/**
+ * Adds each limiter's allowed rate at the end of the run to the usage written back; the 429s
+ * its shared budget already recorded when they happened are not counted again.
+ */
 export function saveLimiterRates(
   limiters: RateLimiterRegistry | undefined,
   endpoint: AmazonEndpoint,
@@ -60,9 +63,8 @@ export function saveLimiterRates(
   for (const entry of limiters.entries()) {
     if (entry.endpoint !== endpoint) continue;
     const rate = entry.limiter.allowedRate();
-    usage.allowedRate(
-      endpointKey(endpoint, entry.region as AmazonRegion),
-      rate < entry.limiter.ceiling ? Number(rate.toPrecision(6)) : null,
-    );
+    const key = endpointKey(endpoint, entry.region as AmazonRegion);
+    usage.allowedRate(key, rate < entry.limiter.ceiling ? Number(rate.toPrecision(6)) : null);
+    usage.limitHitsRecorded(key, entry.limiter.shared?.takeRecordedThrottles() ?? 0);
   }
 }

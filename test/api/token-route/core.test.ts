@@ -3,7 +3,7 @@ import { LwaClient } from '../../../lambda/shared/amazon';
 import { DatabaseRateBudgetStore } from '../../../lambda/shared/amazon/rate-budget';
 import { RateLimiterRegistry } from '../../../lambda/shared/amazon/rate-limiter';
 import type { AmazonRegion } from '../../../lambda/shared/amazon/regions';
-import type { ApiRequestEvent, ApiResult } from '../../../lambda/accounts-api/http';
+import type { ApiRequestEvent, ApiResult } from '../../../lambda/shared/http';
 import { Database } from '../../../lambda/shared/db';
 import { runTokenRefresh } from '../../../lambda/token-refresh/core';
 import { claimDueTokens, saveResults } from '../../../lambda/token-refresh/store';

@@ -1,6 +1,6 @@
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { mockClient } from 'aws-sdk-client-mock';
-import type { ApiRequestEvent } from '../../../lambda/accounts-api/http';
+import type { ApiRequestEvent } from '../../../lambda/shared/http';
 import { handler } from '../../../lambda/token-route/handler';
 import { JobWorld, seedUsers, useJobWorld } from '../../jobs/fixture';
 

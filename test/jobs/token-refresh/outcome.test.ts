@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { LwaClient } from '../../../lambda/shared/amazon';
-import type { ApiRequestEvent } from '../../../lambda/accounts-api/http';
+import type { ApiRequestEvent } from '../../../lambda/shared/http';
 import { runTokenRefresh } from '../../../lambda/token-refresh/core';
 import { createTokenRoute } from '../../../lambda/token-route/core';
 import { FakeAmazonKnobs, JobWorld, runtime, seedUsers, SeedUser, useBothDatabasePaths, useJobWorld } from '../fixture';

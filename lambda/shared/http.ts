@@ -1,5 +1,5 @@
 /**
- * The HTTP layer of the accounts API: API Gateway HTTP API events (payload format 2.0) in,
+ * The HTTP layer of the accounts API and the token route: API Gateway HTTP API events (payload format 2.0) in,
  * results out, errors as `application/problem+json` (RFC 9457). Problems carry a type, a
  * title, the status and a short detail written here: never a token, SQL, a stack or a
  * database message.

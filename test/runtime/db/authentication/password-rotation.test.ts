@@ -1,19 +1,19 @@
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Client } from 'pg';
-import { scramSha256Verifier } from '../../../lambda/migrate/worker-login';
+import { scramSha256Verifier } from '../../../../lambda/migrate/worker-login';
 import {
   AUTHENTICATION_RETRY_DELAY_MS,
   Database,
   DatabaseError,
   DataApiDatabase,
   PgDatabase,
-} from '../../../lambda/shared/db';
-import { runTokenRefresh } from '../../../lambda/token-refresh/core';
-import { DataApiEmulator, startDataApiEmulator } from '../../../local/data-api/emulator';
-import { SecretsManagerStandIn, startSecretsManagerStandIn } from '../../../local/secrets-manager/stand-in';
-import { ApiWorld, request, startApiWorld } from '../../api/fixture';
-import { runtime, seedUsers } from '../../jobs/fixture';
+} from '../../../../lambda/shared/db';
+import { runTokenRefresh } from '../../../../lambda/token-refresh/core';
+import { DataApiEmulator, startDataApiEmulator } from '../../../../local/data-api/emulator';
+import { SecretsManagerStandIn, startSecretsManagerStandIn } from '../../../../local/secrets-manager/stand-in';
+import { ApiWorld, request, startApiWorld } from '../../../api/fixture';
+import { runtime, seedUsers } from '../../../jobs/fixture';
 
 // Rotation of a Data API login's password (single user, every 30 days): the rotation function
 // changes the password in the database, then makes the new version of the secret current. In
