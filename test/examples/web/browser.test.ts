@@ -20,7 +20,11 @@ import { pollUntil } from '../../support/poll';
 // Chromium is the OS package (jest.config.js finds it and sets CHROMIUM_EXECUTABLE; without
 // one, `npm test` leaves this file out and says so; .ci/run installs it).
 
-const IMAGES = join(__dirname, '..', '..', '..', 'docs', 'images');
+// The docs' screenshots are rewritten only when asked (UPDATE_SCREENSHOTS=1 npm test, or the
+// browser test alone), so a plain npm test leaves the working tree as it found it.
+const ROOT = join(__dirname, '..', '..', '..');
+const IMAGES =
+  process.env.UPDATE_SCREENSHOTS === '1' ? join(ROOT, 'docs', 'images') : join(ROOT, '.local', 'screenshots');
 const executablePath = process.env.CHROMIUM_EXECUTABLE;
 
 let world: LocalWorld;

@@ -1,10 +1,10 @@
-import { LwaClient } from '../../lambda/shared/amazon';
-import type { FetchFunction } from '../../lambda/shared/amazon/http';
-import { DEFAULT_ENDPOINT_LIMITS, RateLimiterRegistry } from '../../lambda/shared/amazon/rate-limiter';
-import type { AmazonRegion } from '../../lambda/shared/amazon/regions';
-import { JOB_TIMING } from '../../lambda/shared/jobs/timing';
-import { runTokenRefresh } from '../../lambda/token-refresh/core';
-import { Database, JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from './fixture';
+import { LwaClient } from '../../../lambda/shared/amazon';
+import type { FetchFunction } from '../../../lambda/shared/amazon/http';
+import { DEFAULT_ENDPOINT_LIMITS, RateLimiterRegistry } from '../../../lambda/shared/amazon/rate-limiter';
+import type { AmazonRegion } from '../../../lambda/shared/amazon/regions';
+import { JOB_TIMING } from '../../../lambda/shared/jobs/timing';
+import { runTokenRefresh } from '../../../lambda/token-refresh/core';
+import { Database, JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../fixture';
 
 /**
  * No idle waiting: a run gives back what it cannot start within the pause its limiter really
