@@ -161,6 +161,8 @@ interface RefreshContext extends JobRunContext<TokenRefreshDeps, typeof DEFAULT_
   readonly stop: { fatal?: ClientCredentialsError; clientErrorStreak: Set<string> };
   /** When each claimed token's lease ends (this run's clock, counted from before its claim). */
   readonly leaseEndsAt: WeakMap<ClaimedToken, number>;
+  /** Claimed tokens not yet done, per region: what the shared budget reserves ahead for. */
+  readonly toSend: Map<AmazonRegion, number>;
 }
 
 /**
@@ -193,6 +195,7 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
     ...jobRunContext(deps, s),
     stop: { clientErrorStreak: new Set() },
     leaseEndsAt: new WeakMap(),
+    toSend: new Map(),
   };
   const { now, pausedUntil } = context;
 
@@ -219,10 +222,19 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
           usedWithinSeconds: s.usedWithinSeconds,
           given: s.given,
         });
-        for (const token of tokens) context.leaseEndsAt.set(token, leaseEnds);
+        for (const token of tokens) {
+          context.leaseEndsAt.set(token, leaseEnds);
+          context.toSend.set(token.region, (context.toSend.get(token.region) ?? 0) + 1);
+        }
+        // Reservations sized to what this run will send (issue 25), not the budget's horizon.
+        for (const region of new Set(tokens.map((t) => t.region)))
+          deps.lwa.limiters?.for('lwa', region).expectRequests(context.toSend.get(region));
         return tokens;
       },
-      process: (token) => refreshOneToken(context, token),
+      process: (token) =>
+        refreshOneToken(context, token).finally(() =>
+          context.toSend.set(token.region, Math.max(0, (context.toSend.get(token.region) ?? 1) - 1)),
+        ),
       unprocessed: (token) => ({ kind: 'released', token }),
       // Transient database errors are retried and the set split (writeResiliently); a result the
       // database refuses as data is isolated by saveResults itself and its lease given back.
