@@ -646,7 +646,7 @@ CREATE TABLE public.connect_sessions (
   used_at timestamp with time zone,
   created_at timestamp with time zone NOT NULL DEFAULT now()
 );
-ALTER TABLE public.connect_sessions ADD CONSTRAINT connect_sessions_code_verifier_check CHECK (("left"(code_verifier, 7) = ANY (ARRAY['enc:v1:'::text, 'enc:v2:'::text]))) NOT VALID; -- NOT VALID
+ALTER TABLE public.connect_sessions ADD CONSTRAINT connect_sessions_code_verifier_check CHECK (("left"(code_verifier, 7) = ANY (ARRAY['enc:v1:'::text, 'enc:v2:'::text])));
 ALTER TABLE public.connect_sessions ADD CONSTRAINT connect_sessions_redirect_uri_check CHECK (((length(redirect_uri) >= 1) AND (length(redirect_uri) <= 2048)));
 ALTER TABLE public.connect_sessions ADD CONSTRAINT connect_sessions_region_check CHECK ((region = ANY (ARRAY['NA'::text, 'EU'::text, 'FE'::text])));
 ALTER TABLE public.connect_sessions ADD CONSTRAINT connect_sessions_state_digest_check CHECK ((state_digest ~ '^[0-9a-f]{64}$'::text));

@@ -98,6 +98,8 @@ test('ratios are taken against the naive run of the same job, and every target i
     'account-sync: throughput at concurrency 32',
     'account-sync: Data API calls per 1,000 users (concurrency 32 run)',
     'account-sync: throughput against the naive baseline',
+    'shared budget at 20/s, 1 worker(s): database calls per 1,000 requests',
+    'shared budget at 20/s, 4 worker(s): database calls per 1,000 requests',
   ]);
   const calls = report.targets[1];
   expect(calls.met).toBe(run('token-refresh', 'core', 32).callsPer1000 <= 30);
