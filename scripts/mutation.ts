@@ -200,7 +200,7 @@ export const GROUPS: Record<string, Group> = {
     timeoutMS: JOB_TIMEOUT_MS,
   },
   'rate-budget': {
-    mutate: ['lambda/shared/amazon/rate-budget.ts'],
+    mutate: ['lambda/shared/amazon/rate-budget.ts', 'lambda/shared/amazon/rate-budget-store.ts'],
     tests: [
       'test/runtime/rate-budget.test.ts',
       'test/migrations/shared-rate-budget.test.ts',

@@ -29,7 +29,7 @@ const STORES = [
   ...sourceFiles('lambda/token-refresh/store'),
   ...sourceFiles('lambda/account-sync/store'),
   'lambda/shared/amazon/usage-store.ts',
-  'lambda/shared/amazon/rate-budget.ts',
+  'lambda/shared/amazon/rate-budget-store.ts',
   // The on-demand token route runs as the jobs' login too (its own Lambda, the same secret).
   'lambda/token-route/store.ts',
   // The event publisher (migration 0023's outbox) runs as the jobs' login too.
