@@ -14,7 +14,8 @@
  * level gets enough items to run `--seconds` (12) at its ceiling, concurrency ÷ latency.
  * Last, each job paced as in AWS by the shared rate budget in the database at 10 requests/s per
  * region, with the fake Amazon enforcing that limit: the rate Amazon saw and the budget's own
- * Data API calls.
+ * Data API calls. Then the budget alone (bench/budget-cost.ts) at 10 and 80 requests/s with 1, 4
+ * and 16 workers: its database calls per 1,000 requests.
  * The Amazon clients get limits far above the ceiling (BENCH_LIMITS) so the client-side rate
  * limiter is not what is measured; production's limits are discussed in the README's "Scale" section.
  */
@@ -33,6 +34,8 @@ import {
 } from './jobs';
 import { measureAccountsApi, measureConnectFlow, renderApiMarkdown, renderConnectFlowMarkdown } from './api';
 import { measureBundles } from './bundles';
+import { BudgetCostMeasurement, measureBudgetCosts } from './budget-cost';
+import { measureEventPublisher, renderEventPublisherMarkdown } from './events';
 import { BenchReport, buildReport, MigrationFigures, renderMarkdown } from './report';
 import { startBenchWorld } from './world';
 
@@ -55,6 +58,13 @@ export interface BenchOptions {
    */
   readonly budgetRatePerSecond: number;
   readonly budgetSeconds: number;
+  /**
+   * The budget alone (bench/budget-cost.ts): its rates, worker counts and seconds of requests
+   * at each rate. @default [10, 80], [1, 4, 16], 20
+   */
+  readonly budgetCostRates: readonly number[];
+  readonly budgetCostWorkers: readonly number[];
+  readonly budgetCostSeconds: number;
   /** Progress lines (stderr). */
   readonly progress: (line: string) => void;
 }
@@ -68,6 +78,9 @@ export const DEFAULT_OPTIONS: BenchOptions = {
   bundles: true,
   budgetRatePerSecond: 10,
   budgetSeconds: 10,
+  budgetCostRates: [10, 80],
+  budgetCostWorkers: [1, 4, 16],
+  budgetCostSeconds: 20,
   progress: (line) => process.stderr.write(`${line}\n`),
 };
 
@@ -83,6 +96,7 @@ export async function runBench(options: Partial<BenchOptions> = {}): Promise<Ben
   const world = await startBenchWorld();
   const runs: JobMeasurement[] = [];
   const budget: BudgetMeasurement[] = [];
+  const budgetCost: BudgetCostMeasurement[] = [];
   const note = (r: JobMeasurement) =>
     o.progress(
       `  ${r.job} ${r.way} c=${r.concurrency}: ${r.items} in ${r.seconds.toFixed(1)} s = ${r.perSecond.toFixed(1)}/s (${r.percentOfCeiling.toFixed(0)}% of ceiling), ${r.dataApiCalls} Data API calls, machine CPU ${r.machineBusyPercent.toFixed(0)}% busy`,
@@ -121,6 +135,14 @@ export async function runBench(options: Partial<BenchOptions> = {}): Promise<Ben
         `  ${b.items} in ${b.seconds.toFixed(1)} s = ${b.perSecond.toFixed(1)}/s (${b.percentOfLimit.toFixed(0)}% of ${b.limitPerSecond}/s), busiest second ${JSON.stringify(b.busiestSecond)}, ${b.refused} refused, Data API calls ${b.jobDataApiCalls} + ${b.budgetDataApiCalls} for the budget`,
       );
     }
+    budgetCost.push(
+      ...(await measureBudgetCosts(world, {
+        rates: o.budgetCostRates,
+        workers: o.budgetCostWorkers,
+        seconds: o.budgetCostSeconds,
+        progress: o.progress,
+      })),
+    );
   } finally {
     await world.close();
   }
@@ -133,6 +155,7 @@ export async function runBench(options: Partial<BenchOptions> = {}): Promise<Ben
     migration: readMigrationFigures(o.migrationFile),
     bundles,
     budget,
+    budgetCost,
     totalSeconds: (performance.now() - started) / 1000,
   });
 }
@@ -155,7 +178,9 @@ function arg(name: string): string | undefined {
 
 async function main(): Promise<void> {
   const quick = process.argv.includes('--quick');
-  const options: Partial<BenchOptions> = quick ? { secondsAtCeiling: 1, naiveItems: 8, budgetSeconds: 1 } : {};
+  const options: Partial<BenchOptions> = quick
+    ? { secondsAtCeiling: 1, naiveItems: 8, budgetSeconds: 1, budgetCostSeconds: 1 }
+    : {};
   const latency = arg('latency');
   const report = await runBench({ ...options, ...(latency ? { latencyMs: Number(latency) } : {}) });
   process.stdout.write(`${renderMarkdown(report)}\n`);
@@ -171,6 +196,12 @@ async function main(): Promise<void> {
     progress: (line) => process.stderr.write(`${line}\n`),
   });
   process.stdout.write(`\n${renderConnectFlowMarkdown(connectFlow)}\n`);
+  process.stderr.write('Event publisher (outbox → PutEvents, Data API path)…\n');
+  const events = await measureEventPublisher({
+    connections: quick ? 30 : 500,
+    progress: (line) => process.stderr.write(`${line}\n`),
+  });
+  process.stdout.write(`\n${renderEventPublisherMarkdown(events)}\n`);
   const json = arg('json');
   if (json) {
     writeJsonReport(report, json);

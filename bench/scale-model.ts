@@ -13,9 +13,10 @@
  *   the core's ceiling (concurrency ÷ latency) in all.
  * - **The account sync** (every `sync.everySeconds`, working `sync.workSeconds`) takes connections
  *   whose next sync has come, earliest first: a token valid for `sync.minValiditySeconds` more is
- *   used for one Ads call (drawing from the Ads budget), the connection is marked used and its
- *   next sync set `sync.intervalSeconds` on; an expiring one is only marked used, so the next
- *   token refresh renews it and a later sync proceeds (what the account sync core does).
+ *   used for one Ads call (drawing from the Ads budget); an expiring one is refreshed on demand
+ *   first (one LWA call from the LWA budget, through the token route's single-flight path, as the
+ *   account sync core does), never marked used: an idle connection costs one refresh per sync
+ *   cycle. Its next sync is set `sync.intervalSeconds` on.
  * - **The budget** is one allowance per endpoint and region per second, shared by all of the
  *   above (the database budget the invocations draw from): rate × 1000 ÷ (1000 + tolerance),
  *   as its slots are spaced; the model never spends more, and records the busiest second.
@@ -27,6 +28,7 @@
  * bench/simulate-scale.ts.
  */
 import { AMAZON_REGIONS } from '../lambda/shared/amazon/regions';
+import { ON_DEMAND_FRESH_SECONDS, proactiveRefreshWindowSeconds } from '../lambda/token-refresh/window';
 
 export interface JobShape {
   readonly everySeconds: number;
@@ -99,15 +101,17 @@ export const MODEL_DEFAULTS: Omit<ModelOptions, 'connections' | 'lwaPerSecond' |
   usedShare: 0.1,
   useIntervalSeconds: 600,
   usedWithinSeconds: 3600,
-  refreshWindowSeconds: 1800,
+  // Just in time for the 5-minute schedule (lambda/token-refresh/window.ts): 11 minutes.
+  refreshWindowSeconds: proactiveRefreshWindowSeconds(300),
   tokenLifetimeSeconds: 3600,
-  onDemandFreshSeconds: 300,
+  onDemandFreshSeconds: ON_DEMAND_FRESH_SECONDS,
   // lib/scheduled-jobs.ts and the cores' defaults: every 5 min, 4-min timeout, 30 s reserve,
   // batches of 500, concurrency 16 at ~100 ms per LWA call.
   refresh: { everySeconds: 300, workSeconds: 210, batch: 500, ceilingPerSecond: 160, fixedCalls: 3 },
-  // Every 15 min, 10-min timeout, 30 s reserve, batches of 250, concurrency 16 at ~150 ms per Ads call.
+  // Every 10 min (cdk.json), 10-min timeout, 30 s reserve, batches of 250, concurrency 16 at
+  // ~150 ms per Ads call.
   sync: {
-    everySeconds: 900,
+    everySeconds: 600,
     workSeconds: 570,
     batch: 250,
     ceilingPerSecond: 106,
@@ -137,6 +141,20 @@ export interface PerRegionHour {
   readonly ads: number;
 }
 
+export interface RefreshRatios {
+  /** Refreshes of used connections (proactive and on demand) per used connection-hour. */
+  readonly perUsedConnectionHour: number;
+  /** Its minimum: 3600 ÷ the token lifetime (one refresh per lifetime). */
+  readonly minimumPerUsedConnectionHour: number;
+  /** Refreshes of idle connections per idle connection per sync cycle. */
+  readonly perIdleConnectionCycle: number;
+  /** Its minimum: one (the sync needs a token once per cycle). */
+  readonly minimumPerIdleConnectionCycle: number;
+  /** All LWA requests per hour, and the minimum for the same connections. */
+  readonly perHour: number;
+  readonly minimumPerHour: number;
+}
+
 export interface ModelResult {
   readonly options: ModelOptions;
   readonly hours: number;
@@ -155,11 +173,17 @@ export interface ModelResult {
   readonly maxSyncLagSeconds: number;
   /** Connections due for sync at the end (backlog). */
   readonly syncBacklogAtEnd: number;
+  /**
+   * LWA refreshes against the minimum (one per used connection per token lifetime, one per idle
+   * connection per sync cycle), counted over the counted hours.
+   */
+  readonly refreshes: RefreshRatios;
   /** Per counted hour. */
   readonly perHour: {
     readonly refreshed: number;
     readonly synced: number;
-    readonly markedForRefresh: number;
+    /** LWA refreshes the account sync made on demand (an idle connection's expired token). */
+    readonly refreshedForSync: number;
     readonly dataApi: {
       readonly refresh: number;
       readonly sync: number;
@@ -206,6 +230,23 @@ function invocationCalls(job: JobShape, costs: ModelCosts, items: number, busySe
   return { claims, writeBacks, budget, total: job.fixedCalls + claims + writeBacks + budget };
 }
 
+/** Refreshes per used connection-hour and per idle connection per sync cycle, beside their minimum. */
+function refreshRatios(o: ModelOptions, lwaUsed: number, lwaIdle: number, used: Uint8Array): RefreshRatios {
+  let usedCount = 0;
+  for (const u of used) usedCount += u;
+  const idleCount = used.length - usedCount;
+  const cycles = (o.hours * 3600) / o.sync.intervalSeconds;
+  const minimumPerUsedConnectionHour = 3600 / o.tokenLifetimeSeconds;
+  return {
+    perUsedConnectionHour: usedCount === 0 ? 0 : lwaUsed / usedCount / o.hours,
+    minimumPerUsedConnectionHour,
+    perIdleConnectionCycle: idleCount === 0 ? 0 : lwaIdle / idleCount / cycles,
+    minimumPerIdleConnectionCycle: 1,
+    perHour: (lwaUsed + lwaIdle) / o.hours,
+    minimumPerHour: usedCount * minimumPerUsedConnectionHour + idleCount / (o.sync.intervalSeconds / 3600),
+  };
+}
+
 export function runModel(o: ModelOptions): ModelResult {
   const started = performance.now();
   const n = o.connections;
@@ -232,8 +273,9 @@ export function runModel(o: ModelOptions): ModelResult {
       lastUsedAt[i] = -rnd() * o.useIntervalSeconds;
       expiresAt[i] = 1500 + rnd() * 2100;
     } else {
-      lastUsedAt[i] = -syncedAgo;
-      expiresAt[i] = syncedAgo <= W ? 1500 + rnd() * 2100 : -syncedAgo + 3900;
+      // Idle: last used long ago; its token is the one the last sync took on demand.
+      lastUsedAt[i] = -Infinity;
+      expiresAt[i] = -syncedAgo + o.tokenLifetimeSeconds;
     }
   }
   // Product uses: each used connection at a fixed phase of the use interval.
@@ -254,7 +296,9 @@ export function runModel(o: ModelOptions): ModelResult {
     onDemand: 0,
     refreshed: 0,
     synced: 0,
-    marked: 0,
+    syncRefreshed: 0,
+    lwaUsed: 0,
+    lwaIdle: 0,
     refreshClaims: 0,
     refreshWriteBacks: 0,
     refreshCalls: 0,
@@ -280,6 +324,13 @@ export function runModel(o: ModelOptions): ModelResult {
   let syncBusy = 0;
 
   const counting = (t: number) => t >= warmup;
+  let now = 0;
+  /** One LWA refresh of connection i (any path), counted as a used or an idle connection's. */
+  const refreshedOne = (i: number) => {
+    if (!counting(now)) return;
+    if (used[i]) count.lwaUsed++;
+    else count.lwaIdle++;
+  };
   const closeRefresh = (t: number) => {
     const c = invocationCalls(o.refresh, o.costs, refreshItems, refreshBusy, o.costs.budgetCallsPerRequest.lwa);
     totals.refreshCalls += c.total;
@@ -308,6 +359,7 @@ export function runModel(o: ModelOptions): ModelResult {
   const lwaAllow = [0, 0, 0];
   const adsAllow = [0, 0, 0];
   for (let t = 0; t < end; t++) {
+    now = t;
     const on = counting(t);
     for (let r = 0; r < 3; r++) {
       lwaAt[r] = adsAt[r] = 0;
@@ -328,6 +380,7 @@ export function runModel(o: ModelOptions): ModelResult {
         expiresAt[i] = t + o.tokenLifetimeSeconds;
         lwaAt[r]++;
         if (on) count.lwaOnDemand[r]++;
+        refreshedOne(i);
       }
       if (k > 0) pendingOnDemand[r] = waiting.slice(k);
     }
@@ -350,6 +403,7 @@ export function runModel(o: ModelOptions): ModelResult {
           expiresAt[i] = t + o.tokenLifetimeSeconds;
           lwaAt[r]++;
           if (on) count.lwaOnDemand[r]++;
+          refreshedOne(i);
         } else pendingOnDemand[r].push(i);
       }
     }
@@ -385,6 +439,7 @@ export function runModel(o: ModelOptions): ModelResult {
             did++;
             progress = true;
             totals.refreshed++;
+            refreshedOne(i);
             if (on) {
               count.lwaProactive[r]++;
               count.refreshed++;
@@ -398,7 +453,8 @@ export function runModel(o: ModelOptions): ModelResult {
       if (did > 0) refreshBusy++;
     }
 
-    // Account sync invocation.
+    // Account sync invocation (after the proactive refresh: LWA slots the refresh leaves this second
+    // go to the tokens the sync takes on demand).
     const sPhase = o.initial === 'all-due' ? t : t % o.sync.everySeconds;
     if (sPhase === 0) {
       if (t > 0) closeSync(t);
@@ -409,13 +465,7 @@ export function runModel(o: ModelOptions): ModelResult {
       for (let i = 0; i < n; i++) {
         if (nextSyncAt[i] > t) continue;
         if (on) maxSyncLag = Math.max(maxSyncLag, t - nextSyncAt[i]);
-        if (expiresAt[i] - t < o.sync.minValiditySeconds) {
-          lastUsedAt[i] = t; // left, marked used: the next refresh renews it
-          if (on) {
-            count.marked++;
-            count.rows += 1;
-          }
-        } else syncQueue[region[i]].push(i);
+        syncQueue[region[i]].push(i);
       }
       for (const q of syncQueue) q.sort((a, b) => nextSyncAt[a] - nextSyncAt[b]);
     }
@@ -427,16 +477,26 @@ export function runModel(o: ModelOptions): ModelResult {
         for (let r = 0; r < 3 && room > 0; r++) {
           const q = syncQueue[r];
           while (syncHead[r] < q.length && adsAt[r] < adsAllow[r]) {
-            const i = q[syncHead[r]++];
+            const i = q[syncHead[r]];
             if (expiresAt[i] - t < o.sync.minValiditySeconds) {
-              lastUsedAt[i] = t;
-              continue;
+              // Its token on demand first (the route's single-flight path), from the LWA budget.
+              if (lwaAt[r] >= lwaAllow[r]) break;
+              expiresAt[i] = t + o.tokenLifetimeSeconds;
+              lwaAt[r]++;
+              refreshedOne(i);
+              if (on) {
+                count.lwaOnDemand[r]++;
+                count.syncRefreshed++;
+                count.syncCalls += o.costs.routeCallsPerRefresh + o.costs.budgetCallsPerRequest.lwa;
+                count.rows += o.costs.rowsPerRefresh;
+              }
+              totals.syncCalls += o.costs.routeCallsPerRefresh + o.costs.budgetCallsPerRequest.lwa;
             }
+            syncHead[r]++;
             adsAt[r]++;
             room--;
             did++;
             progress = true;
-            lastUsedAt[i] = t;
             nextSyncAt[i] = t + o.sync.intervalSeconds;
             totals.synced++;
             if (on) {
@@ -487,10 +547,11 @@ export function runModel(o: ModelOptions): ModelResult {
     onDemandRefreshes: count.onDemand,
     maxSyncLagSeconds: maxSyncLag,
     syncBacklogAtEnd: backlog,
+    refreshes: refreshRatios(o, count.lwaUsed, count.lwaIdle, used),
     perHour: {
       refreshed: count.refreshed / h,
       synced: count.synced / h,
-      markedForRefresh: count.marked / h,
+      refreshedForSync: count.syncRefreshed / h,
       dataApi: {
         refresh: count.refreshCalls / h,
         sync: count.syncCalls / h,

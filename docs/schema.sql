@@ -612,7 +612,9 @@ CREATE TABLE public.amazon_rate_budget (
   paused_until timestamp with time zone,
   last_cut_at timestamp with time zone,
   throttled_count bigint NOT NULL DEFAULT 0,
-  updated_at timestamp with time zone NOT NULL DEFAULT now()
+  updated_at timestamp with time zone NOT NULL DEFAULT now(),
+  queue_until timestamp with time zone,
+  last_grant_from timestamp with time zone
 );
 ALTER TABLE public.amazon_rate_budget ADD CONSTRAINT amazon_rate_budget_ceiling_check CHECK ((ceiling_per_second > (0)::double precision));
 ALTER TABLE public.amazon_rate_budget ADD CONSTRAINT amazon_rate_budget_endpoint_check CHECK ((endpoint = ANY (ARRAY['lwa-token'::text, 'ads-profiles'::text, 'lwa-token:api'::text, 'ads-profiles:api'::text])));
@@ -627,11 +629,11 @@ CREATE POLICY amazon_rate_budget_worker ON public.amazon_rate_budget AS PERMISSI
   USING (true)
   WITH CHECK (true);
 GRANT INSERT (ceiling_per_second, endpoint, next_slot_at, rate_at, rate_per_second, region) ON public.amazon_rate_budget TO accounts_worker;
-GRANT SELECT (ceiling_per_second, endpoint, last_cut_at, next_slot_at, paused_until, rate_at, rate_per_second, region, throttled_count, updated_at) ON public.amazon_rate_budget TO accounts_worker;
-GRANT UPDATE (ceiling_per_second, last_cut_at, next_slot_at, paused_until, rate_at, rate_per_second, throttled_count, updated_at) ON public.amazon_rate_budget TO accounts_worker;
+GRANT SELECT (ceiling_per_second, endpoint, last_cut_at, last_grant_from, next_slot_at, paused_until, queue_until, rate_at, rate_per_second, region, throttled_count, updated_at) ON public.amazon_rate_budget TO accounts_worker;
+GRANT UPDATE (ceiling_per_second, last_cut_at, last_grant_from, next_slot_at, paused_until, queue_until, rate_at, rate_per_second, throttled_count, updated_at) ON public.amazon_rate_budget TO accounts_worker;
 GRANT INSERT (ceiling_per_second, endpoint, next_slot_at, rate_at, rate_per_second, region) ON public.amazon_rate_budget TO amazon_rate_budget_user;
-GRANT SELECT (ceiling_per_second, endpoint, last_cut_at, next_slot_at, paused_until, rate_at, rate_per_second, region, throttled_count, updated_at) ON public.amazon_rate_budget TO amazon_rate_budget_user;
-GRANT UPDATE (ceiling_per_second, last_cut_at, next_slot_at, paused_until, rate_at, rate_per_second, throttled_count, updated_at) ON public.amazon_rate_budget TO amazon_rate_budget_user;
+GRANT SELECT (ceiling_per_second, endpoint, last_cut_at, last_grant_from, next_slot_at, paused_until, queue_until, rate_at, rate_per_second, region, throttled_count, updated_at) ON public.amazon_rate_budget TO amazon_rate_budget_user;
+GRANT UPDATE (ceiling_per_second, last_cut_at, last_grant_from, next_slot_at, paused_until, queue_until, rate_at, rate_per_second, throttled_count, updated_at) ON public.amazon_rate_budget TO amazon_rate_budget_user;
 
 CREATE TABLE public.connect_sessions (
   id uuid NOT NULL DEFAULT gen_random_uuid(),
@@ -644,7 +646,7 @@ CREATE TABLE public.connect_sessions (
   used_at timestamp with time zone,
   created_at timestamp with time zone NOT NULL DEFAULT now()
 );
-ALTER TABLE public.connect_sessions ADD CONSTRAINT connect_sessions_code_verifier_check CHECK (("left"(code_verifier, 7) = ANY (ARRAY['enc:v1:'::text, 'enc:v2:'::text]))) NOT VALID; -- NOT VALID
+ALTER TABLE public.connect_sessions ADD CONSTRAINT connect_sessions_code_verifier_check CHECK (("left"(code_verifier, 7) = ANY (ARRAY['enc:v1:'::text, 'enc:v2:'::text])));
 ALTER TABLE public.connect_sessions ADD CONSTRAINT connect_sessions_redirect_uri_check CHECK (((length(redirect_uri) >= 1) AND (length(redirect_uri) <= 2048)));
 ALTER TABLE public.connect_sessions ADD CONSTRAINT connect_sessions_region_check CHECK ((region = ANY (ARRAY['NA'::text, 'EU'::text, 'FE'::text])));
 ALTER TABLE public.connect_sessions ADD CONSTRAINT connect_sessions_state_digest_check CHECK ((state_digest ~ '^[0-9a-f]{64}$'::text));
@@ -677,9 +679,9 @@ CREATE POLICY connection_health_owner ON public.connection_health AS PERMISSIVE 
   WITH CHECK (pg_has_role(CURRENT_USER, ( SELECT c.relowner
    FROM pg_class c
   WHERE (c.oid = ('connection_health'::regclass)::oid)), 'MEMBER'::text));
-CREATE POLICY connection_health_owner_read ON public.connection_health AS PERMISSIVE FOR SELECT TO accounts_api_caller
+CREATE POLICY connection_health_owner_read ON public.connection_health AS PERMISSIVE FOR SELECT TO authenticated
   USING ((user_id = auth.uid()));
-GRANT SELECT ON public.connection_health TO accounts_api_caller;
+GRANT SELECT ON public.connection_health TO authenticated;
 
 CREATE TABLE public.event_outbox (
   id bigint NOT NULL,
@@ -894,13 +896,13 @@ CREATE OR REPLACE FUNCTION public.amazon_rate_now(b amazon_rate_budget, ceiling 
  IMMUTABLE
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
-  SELECT least(ceiling,
-               b.rate_per_second + ceiling * recovery_per_second * greatest(0, extract(epoch FROM at_time - b.rate_at)::double precision))
+  SELECT greatest(0.05, ceiling * least(1.0, b.rate_per_second / b.ceiling_per_second
+                                             + recovery_per_second * greatest(0, extract(epoch FROM at_time - b.rate_at)::double precision)))
 $function$;
 GRANT EXECUTE ON FUNCTION amazon_rate_now(amazon_rate_budget,double precision,double precision,timestamp with time zone) TO accounts_worker;
 GRANT EXECUTE ON FUNCTION amazon_rate_now(amazon_rate_budget,double precision,double precision,timestamp with time zone) TO amazon_rate_budget_user;
 
-CREATE OR REPLACE FUNCTION public.amazon_requests_throttled(p_endpoint text, p_region text, p_ceiling double precision, p_sent_at timestamp with time zone, p_pause_seconds double precision, p_decrease double precision, p_min_fraction double precision, p_recovery_per_second double precision)
+CREATE OR REPLACE FUNCTION public.amazon_requests_throttled(p_endpoint text, p_region text, p_ceiling double precision, p_sent_at timestamp with time zone, p_pause_seconds double precision, p_decrease double precision, p_min_fraction double precision, p_recovery_per_second double precision, p_granted_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_record boolean DEFAULT false)
  RETURNS TABLE(rate_per_second double precision, paused_until timestamp with time zone, rate_cut boolean)
  LANGUAGE plpgsql
  SET search_path TO 'public', 'pg_temp'
@@ -909,40 +911,60 @@ AS $function$
 DECLARE
   b public.amazon_rate_budget;
   now_at timestamptz;
+  ceiling double precision;
   rate double precision;
   cut boolean;
   pause_end timestamptz;
 BEGIN
-  IF p_ceiling IS NULL OR NOT p_ceiling > 0 OR p_sent_at IS NULL OR p_pause_seconds IS NULL OR p_pause_seconds < 0
-     OR p_decrease IS NULL OR NOT (p_decrease > 0 AND p_decrease <= 1)
-     OR p_min_fraction IS NULL OR NOT (p_min_fraction > 0 AND p_min_fraction <= 1)
-     OR p_recovery_per_second IS NULL OR p_recovery_per_second < 0 THEN
+  IF p_sent_at IS NULL OR p_record IS NULL
+     OR NOT (p_ceiling > 0 AND p_ceiling < 'Infinity'::float8)
+     OR NOT (p_pause_seconds >= 0 AND p_pause_seconds < 'Infinity'::float8)
+     OR NOT (p_decrease > 0 AND p_decrease <= 1)
+     OR NOT (p_min_fraction > 0 AND p_min_fraction <= 1)
+     OR NOT (p_recovery_per_second >= 0 AND p_recovery_per_second < 'Infinity'::float8) THEN
     RAISE EXCEPTION 'amazon_requests_throttled: invalid argument' USING ERRCODE = '22023';
   END IF;
+  ceiling := least(1000, greatest(0.05, p_ceiling));
   INSERT INTO amazon_rate_budget AS r (endpoint, region, ceiling_per_second, rate_per_second, rate_at, next_slot_at)
-  VALUES (p_endpoint, p_region, p_ceiling, p_ceiling, clock_timestamp(), clock_timestamp())
+  VALUES (p_endpoint, p_region, ceiling, ceiling, clock_timestamp(), clock_timestamp())
   ON CONFLICT ON CONSTRAINT amazon_rate_budget_pkey DO NOTHING;
   SELECT * INTO STRICT b FROM amazon_rate_budget WHERE endpoint = p_endpoint AND region = p_region FOR UPDATE;
   now_at := clock_timestamp();
-  rate := public.amazon_rate_now(b, p_ceiling, p_recovery_per_second, now_at);
-  cut := b.last_cut_at IS NULL OR b.last_cut_at < p_sent_at;
+  rate := public.amazon_rate_now(b, ceiling, least(1, p_recovery_per_second), now_at);
+  cut := b.last_cut_at IS NULL OR b.last_cut_at < least(p_sent_at, coalesce(p_granted_at, p_sent_at));
   IF cut THEN
-    rate := greatest(p_ceiling * p_min_fraction, rate * p_decrease);
+    rate := greatest(0.05, ceiling * p_min_fraction, rate * p_decrease);
   END IF;
-  pause_end := greatest(coalesce(b.paused_until, now_at), now_at + make_interval(secs => p_pause_seconds));
+  pause_end := greatest(coalesce(b.paused_until, now_at), now_at + make_interval(secs => least(900, p_pause_seconds)));
   UPDATE amazon_rate_budget
-     SET ceiling_per_second = p_ceiling, rate_per_second = rate, rate_at = now_at,
+     SET ceiling_per_second = ceiling, rate_per_second = rate, rate_at = now_at,
          last_cut_at = CASE WHEN cut THEN now_at ELSE b.last_cut_at END,
          paused_until = pause_end,
          next_slot_at = greatest(b.next_slot_at, pause_end),
+         -- Every place in the queue was computed before the pause.
+         queue_until = NULL,
          throttled_count = b.throttled_count + 1,
          updated_at = now_at
    WHERE endpoint = p_endpoint AND region = p_region;
+  -- Only for the jobs' role (the API's login may be given rows of its own there, not these).
+  IF p_record AND pg_has_role(current_user, 'accounts_worker', 'USAGE') THEN
+    -- As recordRateLimitUsage (lambda/shared/amazon/usage-store.ts) counts: per hour window.
+    INSERT INTO public.rate_limit_tracking AS t
+           (user_id, endpoint, limit_hit_count, last_limit_hit, retry_after_seconds, window_start, updated_at)
+    VALUES (NULL, p_endpoint || ':' || p_region, 1, now_at, ceil(extract(epoch FROM pause_end - now_at))::integer, now_at, now_at)
+    ON CONFLICT ON CONSTRAINT rate_limit_tracking_endpoint_user_key DO UPDATE SET
+      request_count = CASE WHEN t.window_start < now_at - interval '3600 seconds' THEN 0 ELSE t.request_count END,
+      limit_hit_count = CASE WHEN t.window_start < now_at - interval '3600 seconds' THEN 1 ELSE t.limit_hit_count + 1 END,
+      window_start = CASE WHEN t.window_start < now_at - interval '3600 seconds' THEN now_at ELSE t.window_start END,
+      last_limit_hit = EXCLUDED.last_limit_hit,
+      retry_after_seconds = EXCLUDED.retry_after_seconds,
+      updated_at = now_at;
+  END IF;
   RETURN QUERY SELECT rate, pause_end, cut;
 END
 $function$;
-GRANT EXECUTE ON FUNCTION amazon_requests_throttled(text,text,double precision,timestamp with time zone,double precision,double precision,double precision,double precision) TO accounts_worker;
-GRANT EXECUTE ON FUNCTION amazon_requests_throttled(text,text,double precision,timestamp with time zone,double precision,double precision,double precision,double precision) TO amazon_rate_budget_user;
+GRANT EXECUTE ON FUNCTION amazon_requests_throttled(text,text,double precision,timestamp with time zone,double precision,double precision,double precision,double precision,timestamp with time zone,boolean) TO accounts_worker;
+GRANT EXECUTE ON FUNCTION amazon_requests_throttled(text,text,double precision,timestamp with time zone,double precision,double precision,double precision,double precision,timestamp with time zone,boolean) TO amazon_rate_budget_user;
 
 CREATE OR REPLACE FUNCTION public.event_error_code(message text)
  RETURNS text
@@ -1089,48 +1111,105 @@ BEGIN
 END
 $function$;
 
+CREATE OR REPLACE FUNCTION public.release_amazon_requests(p_endpoint text, p_region text, p_from timestamp with time zone, p_until timestamp with time zone)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+DECLARE
+  done integer;
+BEGIN
+  IF p_from IS NULL OR p_until IS NULL OR NOT p_from < p_until THEN
+    RAISE EXCEPTION 'release_amazon_requests: invalid argument' USING ERRCODE = '22023';
+  END IF;
+  UPDATE amazon_rate_budget b
+     SET next_slot_at = greatest(p_from, clock_timestamp()), updated_at = clock_timestamp()
+   WHERE b.endpoint = p_endpoint AND b.region = p_region
+     AND b.next_slot_at BETWEEN p_until - interval '2 milliseconds' AND p_until + interval '2 milliseconds'
+     AND b.last_grant_from IS NOT NULL AND p_from >= b.last_grant_from;
+  GET DIAGNOSTICS done = ROW_COUNT;
+  RETURN done > 0;
+END
+$function$;
+GRANT EXECUTE ON FUNCTION release_amazon_requests(text,text,timestamp with time zone,timestamp with time zone) TO accounts_worker;
+
 CREATE OR REPLACE FUNCTION public.reserve_amazon_requests(p_endpoint text, p_region text, p_ceiling double precision, p_wanted integer, p_max_wait_ms double precision, p_tolerance_ms double precision, p_recovery_per_second double precision, p_lead_ms double precision, p_horizon_ms double precision)
- RETURNS TABLE(granted integer, first_slot_at timestamp with time zone, interval_ms double precision, rate_per_second double precision)
+ RETURNS TABLE(granted integer, first_slot_at timestamp with time zone, interval_ms double precision, rate_per_second double precision, retry_at timestamp with time zone, paused_until timestamp with time zone, horizon_ms double precision)
  LANGUAGE plpgsql
  SET search_path TO 'public', 'pg_temp'
 AS $function$
 #variable_conflict use_column
 DECLARE
+  -- The clamps (see the header): whatever the caller asks.
+  max_horizon CONSTANT double precision := 6000;
   b public.amazon_rate_budget;
   now_at timestamptz;
+  ceiling double precision;
+  horizon double precision;
+  lead double precision;
+  tolerance double precision;
+  max_wait double precision;
   rate double precision;
   step double precision;
   start_at timestamptz;
   fits integer;
+  need integer;
+  given integer := 0;
+  wake timestamptz;
+  first_at timestamptz;
+  queue timestamptz;
 BEGIN
-  IF p_ceiling IS NULL OR NOT p_ceiling > 0 OR p_wanted IS NULL OR p_wanted < 1 OR p_wanted > 10000
-     OR p_max_wait_ms IS NULL OR p_max_wait_ms < 0 OR p_tolerance_ms IS NULL OR p_tolerance_ms < 0
-     OR p_recovery_per_second IS NULL OR p_recovery_per_second < 0
-     OR p_lead_ms IS NULL OR p_lead_ms < 0 OR p_lead_ms > 10000
-     OR p_horizon_ms IS NULL OR p_horizon_ms < 0 OR p_horizon_ms > 60000 THEN
+  IF p_wanted IS NULL OR p_wanted < 1
+     OR NOT (p_ceiling > 0 AND p_ceiling < 'Infinity'::float8)
+     OR NOT (p_max_wait_ms >= 0 AND p_max_wait_ms <= 'Infinity'::float8)
+     OR NOT (p_tolerance_ms >= 0 AND p_tolerance_ms < 'Infinity'::float8)
+     OR NOT (p_recovery_per_second >= 0 AND p_recovery_per_second < 'Infinity'::float8)
+     OR NOT (p_lead_ms >= 0 AND p_lead_ms < 'Infinity'::float8)
+     OR NOT (p_horizon_ms >= 0 AND p_horizon_ms < 'Infinity'::float8) THEN
     RAISE EXCEPTION 'reserve_amazon_requests: invalid argument' USING ERRCODE = '22023';
   END IF;
+  ceiling := least(1000, greatest(0.05, p_ceiling));
+  horizon := least(max_horizon, p_horizon_ms);
+  lead := least(1000, p_lead_ms);
+  tolerance := least(1000, p_tolerance_ms);
+  max_wait := least(86400000, p_max_wait_ms);
   INSERT INTO amazon_rate_budget AS r (endpoint, region, ceiling_per_second, rate_per_second, rate_at, next_slot_at)
-  VALUES (p_endpoint, p_region, p_ceiling, p_ceiling, clock_timestamp(), clock_timestamp())
+  VALUES (p_endpoint, p_region, ceiling, ceiling, clock_timestamp(), clock_timestamp())
   ON CONFLICT ON CONSTRAINT amazon_rate_budget_pkey DO NOTHING;
   SELECT * INTO STRICT b FROM amazon_rate_budget WHERE endpoint = p_endpoint AND region = p_region FOR UPDATE;
   now_at := clock_timestamp();
-  rate := public.amazon_rate_now(b, p_ceiling, p_recovery_per_second, now_at);
-  step := (1000 + p_tolerance_ms) / rate;
-  start_at := greatest(b.next_slot_at, now_at + make_interval(secs => p_lead_ms / 1000), coalesce(b.paused_until, now_at));
-  -- Slots are handed out at most p_horizon_ms ahead, whoever asks: all invocations together
-  -- never hold more than that much of the schedule, so a pause after a 429 is kept by
-  -- everyone within that time.
-  fits := floor(extract(epoch FROM now_at + make_interval(secs => p_horizon_ms / 1000) - start_at) * 1000 / step)::integer + 1;
-  IF start_at > now_at + make_interval(secs => p_max_wait_ms / 1000) OR fits < 1 THEN
-    RETURN QUERY SELECT 0, start_at, step, rate;
-    RETURN;
+  rate := public.amazon_rate_now(b, ceiling, least(1, p_recovery_per_second), now_at);
+  step := (1000 + tolerance) / rate;
+  -- Nobody holds a slot beyond the largest horizon: a frontier further out (a tiny ceiling
+  -- earlier, a rate cut since grown back) is brought back to it.
+  start_at := greatest(least(b.next_slot_at, now_at + make_interval(secs => (max_horizon + step) / 1000)),
+                       now_at + make_interval(secs => lead / 1000), coalesce(b.paused_until, now_at));
+  need := least(p_wanted, floor(horizon / step)::integer + 1);
+  fits := floor(extract(epoch FROM now_at + make_interval(secs => horizon / 1000) - start_at) * 1000 / step)::integer + 1;
+  queue := b.queue_until;
+  IF fits >= greatest(1, ceil(need / 2.0)::integer) AND start_at <= now_at + make_interval(secs => max_wait / 1000) THEN
+    given := least(need, fits);
+    first_at := start_at;
+  ELSE
+    -- When `need` slots fit, and after the caller refused before this one has had its batch.
+    wake := greatest(now_at, start_at - make_interval(secs => (horizon - (need - 1) * step) / 1000));
+    IF queue IS NOT NULL AND queue + make_interval(secs => need * step / 1000) > wake THEN
+      wake := queue + make_interval(secs => need * step / 1000);
+    END IF;
+    first_at := greatest(start_at, wake + make_interval(secs => (horizon - need * step) / 1000));
+    -- A caller that will not come back for it (its first slot would be too late) takes no place.
+    IF first_at <= now_at + make_interval(secs => max_wait / 1000) THEN
+      queue := wake;
+    END IF;
   END IF;
+  -- One statement for every answer: the ceiling as last passed, the rate now, and what changed.
   UPDATE amazon_rate_budget
-     SET ceiling_per_second = p_ceiling, rate_per_second = rate, rate_at = now_at,
-         next_slot_at = start_at + make_interval(secs => least(p_wanted, fits) * step / 1000), updated_at = now_at
+     SET ceiling_per_second = ceiling, rate_per_second = rate, rate_at = now_at,
+         next_slot_at = CASE WHEN given > 0 THEN start_at + make_interval(secs => given * step / 1000) ELSE b.next_slot_at END,
+         last_grant_from = CASE WHEN given > 0 THEN start_at ELSE b.last_grant_from END,
+         queue_until = queue, updated_at = now_at
    WHERE endpoint = p_endpoint AND region = p_region;
-  RETURN QUERY SELECT least(p_wanted, fits), start_at, step, rate;
+  RETURN QUERY SELECT given, first_at, step, rate, CASE WHEN given = 0 THEN wake END, b.paused_until, horizon;
 END
 $function$;
 GRANT EXECUTE ON FUNCTION reserve_amazon_requests(text,text,double precision,integer,double precision,double precision,double precision,double precision,double precision) TO accounts_worker;

@@ -13,7 +13,7 @@ import { API_ENV } from '../lambda/shared/api-env';
 import { JOB_ENV } from '../lambda/shared/config';
 import { METRICS_NAMESPACE } from '../lambda/shared/jobs/metrics';
 import { TOKEN_ROUTE, TOKEN_ROUTE_SERVICE } from '../lambda/token-route/route';
-import type { ApiConfig } from './config';
+import type { ApiDeployConfig } from './config';
 import type { Database } from './database';
 import { NodeFunction } from './node-function';
 
@@ -73,7 +73,7 @@ export interface AccountsApiProps {
   /** The environment's name (APP_ENVIRONMENT, log fields). */
   readonly environmentName: string;
   /** Sign-in, CORS and throttling of this environment (cdk.json). */
-  readonly config: ApiConfig;
+  readonly config: ApiDeployConfig;
   /** The cluster (Data API) and the API's database login (`accounts_api`). */
   readonly database: Database;
   /** LWA client id/secret (JSON): exchanging authorization codes. */
@@ -217,7 +217,7 @@ export class AccountsApi extends Construct {
 
     // The internal token route: its own function, since it needs what the user-facing one must
     // not have (the jobs' database login, which writes the token columns; no JWT involved).
-    // The jobs' container code (Data API as the worker login, LWA client on the shared budget).
+    // The jobs' container code (Data API as the jobs' login, LWA client on the shared budget).
     // The route's own wait for a concurrent refresh ends at 20 s, under the function's 25 s.
     const tokenFunction = this.routeFunction(props, 'TokenHandler', {
       entry: 'lambda/token-route/handler.ts',

@@ -20,7 +20,7 @@ export interface EnvironmentConfig {
   /** Retention of every log group of the environment (Lambda, PostgreSQL, VPC flow logs), in days. */
   readonly logRetentionDays: number;
   /** The accounts API: who signs its callers in, which web origins may call it, how fast. */
-  readonly api: ApiConfig;
+  readonly api: ApiDeployConfig;
   /**
    * Amazon's request rates for this environment, per region, all invocations together (the
    * shared budgets of migration 0015).
@@ -78,7 +78,8 @@ export interface AmazonLimitsConfig {
   readonly adsRequestsPerSecond: number;
 }
 
-export interface ApiConfig {
+/** The `api` section of an environment in cdk.json (what the stack builds; the function's own configuration is lambda/shared/api-env.ts's ApiConfig). */
+export interface ApiDeployConfig {
   /**
    * Expected `iss` of the product's identity provider's JWTs, an https URL; for Supabase
    * `https://<project-ref>.supabase.co/auth/v1`.
@@ -133,7 +134,7 @@ export interface DatabaseConfig {
 export interface ScheduleConfig {
   /** EventBridge schedule expression of the token refresh job, e.g. `rate(5 minutes)`. */
   readonly tokenRefresh: string;
-  /** EventBridge schedule expression of the account sync job, e.g. `rate(15 minutes)`. */
+  /** EventBridge schedule expression of the account sync job, e.g. `rate(10 minutes)`. */
   readonly accountSync: string;
   /**
    * Whether the schedules run. Off, the rules exist disabled and the jobs run only when invoked

@@ -4,8 +4,11 @@ import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct, IDependable } from 'constructs';
-import { EVENT_PUBLISHER_ENV } from '../lambda/event-publisher/config';
-import { EVENT_PUBLISHER_SERVICE, EVENT_PUBLISHER_TIMING } from '../lambda/event-publisher/core';
+import {
+  EVENT_PUBLISHER_ENV,
+  EVENT_PUBLISHER_SERVICE,
+  EVENT_PUBLISHER_TIMING,
+} from '../lambda/event-publisher/contract';
 import { JOB_ENV } from '../lambda/shared/config';
 import { METRICS_NAMESPACE } from '../lambda/shared/jobs/metrics';
 import type { Database } from './database';

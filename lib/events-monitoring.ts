@@ -1,6 +1,6 @@
 import { Duration } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
-import { EVENT_PUBLISHER_METRICS } from '../lambda/event-publisher/core';
+import { EVENT_PUBLISHER_METRICS } from '../lambda/event-publisher/contract';
 import { METRICS_NAMESPACE } from '../lambda/shared/jobs/metrics';
 import type { ConnectionEvents } from './connection-events';
 import { jobMetricDimensions, type Monitoring } from './monitoring';

@@ -19,7 +19,7 @@ import { NodeFunction } from './node-function';
 export interface ScheduledJobsProps {
   /** The environment's name, passed to the jobs (APP_ENVIRONMENT, the `environment` metric dimension). */
   readonly environmentName: string;
-  /** The cluster (Data API) and the jobs' database user. */
+  /** The cluster (Data API) and the jobs' login. */
   readonly database: Database;
   /** LWA client id/secret (JSON). */
   readonly lwaClientSecret: secretsmanager.ISecret;

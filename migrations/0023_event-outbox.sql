@@ -35,12 +35,14 @@
 -- Privileges. Both tables have Row Level Security on and forced. Their rows are written only
 -- by the trigger functions: SECURITY DEFINER, search_path pinned, executable by their owner
 -- only (as 0021's trigger function); a policy per table lets the tables' owner (whom the
--- functions run as) through, and nobody else. Nothing is granted to PUBLIC, anon or
+-- functions run as) through, and nobody else. Nothing else is granted to PUBLIC, anon or
 -- authenticated (Supabase's default grants on new tables and the identity's sequence are
 -- revoked). accounts_worker (the publisher runs as the jobs' login) may read the outbox,
 -- set the publishing columns and delete (pruning), per column as in 0011; listed in
--- test/migrations/worker-privileges.expected.ts. accounts_api_caller may read its own
--- connection_health rows (policy: user_id = auth.uid()).
+-- test/migrations/worker-privileges.expected.ts. authenticated (hence accounts_api_caller, its
+-- member) may read its own connection_health rows (policy: user_id = auth.uid()), as it reads
+-- its own oauth_tokens and user_accounts rows: api.connection_json runs as its caller, and
+-- the health of a connection is no more secret than its status.
 --
 -- Locks: new tables, indexes, functions and policies take no lock on existing data.
 -- CREATE TRIGGER takes SHARE ROW EXCLUSIVE on oauth_tokens and on user_accounts (blocks
@@ -141,12 +143,12 @@ GRANT SELECT (id, event_id, detail_type, user_id, region, connection_id, data, o
       DELETE
    ON public.event_outbox TO accounts_worker;
 
--- The accounts API: its caller's own connections' health.
+-- A signed-in user (and so the accounts API): its own connections' health.
 DROP POLICY IF EXISTS connection_health_owner_read ON public.connection_health;
 CREATE POLICY connection_health_owner_read ON public.connection_health
-  FOR SELECT TO accounts_api_caller
+  FOR SELECT TO authenticated
   USING (user_id = auth.uid());
-GRANT SELECT ON public.connection_health TO accounts_api_caller;
+GRANT SELECT ON public.connection_health TO authenticated;
 
 -- Writes one event, and the connection's health unless it is an accounts change.
 CREATE OR REPLACE FUNCTION public.event_outbox_write(

@@ -26,7 +26,7 @@ import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http
 import type { AddressInfo } from 'node:net';
 import { runAccountSync } from '../lambda/account-sync/core';
 import { createAccountsApi } from '../lambda/accounts-api/core';
-import { ApiRequestEvent, MAX_BODY_BYTES, problemResult, problems } from '../lambda/accounts-api/http';
+import { ApiRequestEvent, MAX_BODY_BYTES, problemResult, problems } from '../lambda/shared/http';
 import { inProcessSyncStarter, InProcessSyncStarter } from '../lambda/accounts-api/in-process-sync';
 import { createTokenVerifier, TokenVerifier } from '../lambda/accounts-api/jwt';
 import { AccountsStore } from '../lambda/accounts-api/store';
@@ -42,9 +42,25 @@ import { DatabaseRateBudgetStore } from '../lambda/shared/amazon/rate-budget';
 import { endpointLimitsFor, RateLimiterRegistry } from '../lambda/shared/amazon/rate-limiter';
 import { createTokenRoute, sharedSecretCaller } from '../lambda/token-route/core';
 import { TOKEN_ROUTE, TOKEN_ROUTE_PATH } from '../lambda/token-route/route';
+import { DEFAULT_WEB_PORT, localWebConfig, startWebExample, WebExample } from '../examples/web/server';
+import { cors, LOCAL_CORS_ALLOWED_ORIGINS, parseOrigins } from '../local/api-gateway/cors';
 import { localIssuer, LocalIssuer } from '../local/identity/issuer';
+import { localSignIn } from '../local/identity/sign-in';
+import { LOCAL_EVENTS_FILE, watchLocalEvents } from './local-events';
 
 export const DEFAULT_API_PORT = 8787;
+
+/** `npm run api`'s variables for the example web app (examples/web) and the browsers it allows. */
+export const WEB_ENV = {
+  /** Port of the example web app (3000 by default, a free one when taken); `off`: not served. */
+  port: 'WEB_PORT',
+  /** Comma-separated origins allowed by CORS (API Gateway's `api.corsAllowedOrigins`); default: the local web app's. */
+  corsAllowedOrigins: 'CORS_ALLOWED_ORIGINS',
+  /** With API_JWT_ISSUER: the web app's OIDC discovery URL. @default `<issuer>/.well-known/openid-configuration` */
+  oidcDiscoveryUrl: 'WEB_OIDC_DISCOVERY_URL',
+  /** With API_JWT_ISSUER: the web app's OIDC client id. @default accounts-web-example */
+  oidcClientId: 'WEB_OIDC_CLIENT_ID',
+} as const;
 
 /**
  * The local stand-in for IAM on the internal token route: the caller sends this variable's
@@ -72,6 +88,8 @@ export interface LocalApiOptions {
    * (the local stand-in for IAM). @default - the route is not served (404)
    */
   readonly internalApiKey?: string;
+  /** Origins whose browsers may call the API (CORS, as API Gateway answers). @default LOCAL_CORS_ALLOWED_ORIGINS */
+  readonly corsAllowedOrigins?: readonly string[];
 }
 
 export interface LocalApi {
@@ -141,6 +159,21 @@ export async function startLocalApi(options: LocalApiOptions): Promise<LocalApi>
       logger: options.logger,
       authorize: sharedSecretCaller(options.internalApiKey!),
     });
+  // With the local issuer, a browser app signs in through it as through any OIDC provider.
+  const signIn =
+    issuer &&
+    localSignIn({
+      issuer,
+      baseUrl: () => base,
+      suggestions: async () =>
+        (
+          await db.query<{ sub: string; n: string }>(
+            'SELECT user_id::text AS sub, count(*) AS n FROM user_accounts GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5',
+          )
+        ).rows.map((r) => ({ sub: r.sub, label: `a demo user with ${r.n} accounts` })),
+    });
+  let base = '';
+  const corsOrigins = options.corsAllowedOrigins ?? LOCAL_CORS_ALLOWED_ORIGINS;
   const server: Server = createServer((req, res) => {
     // Nothing a client does may end the process: an aborted upload, a reset socket, a request
     // line Node cannot parse (clientError below), a path that is not a URL. Each is answered
@@ -155,6 +188,9 @@ export async function startLocalApi(options: LocalApiOptions): Promise<LocalApi>
         send(res, problemResult(problems.badRequest('The request target is not valid.')));
         return;
       }
+      const allowed = cors(req, corsOrigins);
+      for (const [name, value] of Object.entries(allowed.headers)) res.setHeader(name, value);
+      if (allowed.preflight) return void res.writeHead(204, LOCAL_RESPONSE_HEADERS).end();
       if (issuer && req.method === 'GET' && url.pathname === '/.well-known/jwks.json') {
         send(res, {
           statusCode: 200,
@@ -165,6 +201,7 @@ export async function startLocalApi(options: LocalApiOptions): Promise<LocalApi>
       }
       const body = await readBody(req);
       if (body.status === 'aborted') return;
+      if (signIn && body.status === 'read' && signIn.handle(req, res, url, body.text)) return;
       const route = handleToken && url.pathname.replace(/\/+$/, '') === TOKEN_ROUTE_PATH ? handleToken : handle;
       const result =
         body.status === 'too large'
@@ -184,7 +221,7 @@ export async function startLocalApi(options: LocalApiOptions): Promise<LocalApi>
     server.once('error', reject);
     server.listen(options.port ?? DEFAULT_API_PORT, '127.0.0.1', () => resolve());
   });
-  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   if (issuer)
     createdVerifier = createTokenVerifier({
       issuer: issuer.issuer,
@@ -281,12 +318,40 @@ async function main() {
   // this server's calls (connects, the token route) take at most the API's share of it.
   const budgetDb = new PgDatabase({ connection: config.databaseUrl, maxConnections: 2 });
   const limiters = new RateLimiterRegistry(
-    endpointLimitsFor(config.amazonRates),
+    endpointLimitsFor(config.amazonLimits),
     {},
     new ApiShareBudgetStore(new DatabaseRateBudgetStore(budgetDb)),
   );
   const internalApiKey = env[INTERNAL_API_KEY_ENV]?.trim() || undefined;
+  // The example web app on its own origin (WEB_PORT, 3000 by default; `off` serves none).
+  let apiUrl = '';
+  const webPort = env[WEB_ENV.port]?.trim() || String(DEFAULT_WEB_PORT);
+  const webConfig = (origin: string) => ({
+    ...localWebConfig(apiUrl)(origin),
+    ...(issuerName
+      ? {
+          signIn: {
+            discoveryUrl:
+              env[WEB_ENV.oidcDiscoveryUrl]?.trim() ||
+              `${issuerName.replace(/\/+$/, '')}/.well-known/openid-configuration`,
+            clientId: env[WEB_ENV.oidcClientId]?.trim() || 'accounts-web-example',
+            redirectUri: `${origin}/signed-in`,
+          },
+        }
+      : {}),
+  });
+  let web: WebExample | undefined;
+  if (webPort !== 'off') {
+    if (!/^\d{1,5}$/.test(webPort)) throw new Error(`${WEB_ENV.port} is not a port (or off)`);
+    web = await startWebExample({ port: Number(webPort), config: webConfig }).catch(() =>
+      startWebExample({ port: 0, config: webConfig }),
+    );
+  }
+  const webOrigins = web ? [web.url] : [];
   const api = await startLocalApi({
+    corsAllowedOrigins: env[WEB_ENV.corsAllowedOrigins]?.trim()
+      ? parseOrigins(env[WEB_ENV.corsAllowedOrigins]!)
+      : [...LOCAL_CORS_ALLOWED_ORIGINS, ...webOrigins],
     databaseUrl: config.databaseUrl,
     lwa: new LwaClient({
       clientId: config.lwaClientId,
@@ -304,9 +369,10 @@ async function main() {
     internalApiKey,
     connectRedirectUris: env[LOCAL_API_ENV.connectRedirectUris]?.trim()
       ? parseRedirectUris(env[LOCAL_API_ENV.connectRedirectUris]!)
-      : LOCAL_CONNECT_REDIRECT_URIS,
+      : [...LOCAL_CONNECT_REDIRECT_URIS, ...webOrigins.map((o) => `${o}/amazon/callback`)],
     consentUrl: env[LOCAL_API_ENV.lwaAuthorizeUrl]?.trim() || undefined,
   });
+  apiUrl = api.url;
   process.stdout.write(`Accounts API on ${api.url}\n`);
   process.stdout.write(
     api.tokenRoute
@@ -318,7 +384,20 @@ async function main() {
       ? `Sign-in: the local issuer (${api.localIssuer.issuer}); tokens: npm run token -- --sub <user uuid>\n`
       : `Sign-in: ${issuerName}\n`,
   );
-  const stop = () => void Promise.all([api.close(), budgetDb.close()]).then(() => process.exit(0));
+  process.stdout.write(
+    web
+      ? `Example web app on ${web.url} (its origin allowed by CORS and as a connect redirect URI; docs/web-example.md)\n`
+      : `Example web app: not served (${WEB_ENV.port}=off)\n`,
+  );
+  // Connection events: the outbox published every 5 s to .local/events.jsonl, each event printed.
+  const events = watchLocalEvents({
+    databaseUrl: config.databaseUrl,
+    file: LOCAL_EVENTS_FILE,
+    intervalMs: 5_000,
+    print: (line) => process.stdout.write(`${line}\n`),
+  });
+  const stop = () =>
+    void Promise.all([api.close(), budgetDb.close(), events.stop(), web?.close()]).then(() => process.exit(0));
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
 }

@@ -31,6 +31,8 @@ export const CONTRACT_MODULES: Readonly<Record<string, string>> = {
   'lambda/token-route/route.ts': 'TOKEN_ROUTE: the internal token route’s path and service name',
   'lambda/migrate/migrations-hash.ts': 'the migrations’ fingerprint in the custom resource’s properties',
   'lambda/migrate/tls.ts': 'where the migration bundle carries the RDS certificate bundle',
+  'lambda/event-publisher/contract.ts':
+    'the event publisher’s environment variables, service, timeout and metric names the stack sets and alarms on',
 };
 
 /**
@@ -45,6 +47,7 @@ export const LOCAL_CONTRACTS: Readonly<Record<string, string>> = {
   'lambda/shared/token-crypto.ts': 'demo tokens are stored in the production format',
   'lambda/migrate/run-migrations.ts': 'migrations run through the deploy-time code path',
   'lambda/migrate/worker-login.ts': 'the jobs’ and the API’s logins are made as the custom resource makes them',
+  'lambda/event-publisher/contract.ts': 'the bus interface the local event bus stand-in implements',
 };
 
 /**
@@ -58,7 +61,6 @@ export const CROSS_FUNCTION_IMPORTS: Readonly<Record<string, string>> = {
     'the dispatcher selects due connections with the account sync’s own claim conditions',
   'lambda/token-route -> lambda/token-refresh':
     'the on-demand route writes its refresh back through the token refresh’s write-back and outcome policy',
-  'lambda/token-route -> lambda/accounts-api': 'the route answers with the accounts API’s problem+json helpers',
 };
 
 /** Folders whose import graph must have no cycle. */

@@ -12,7 +12,9 @@
  * `--time-limit <seconds>` is the invocation's deadline, as Lambda's timeout: the core sees
  * its remaining time count down from it (and stops claiming, gives back what it cannot
  * finish), and a run still going at the deadline is killed (exit code 124), as Lambda would.
- * Without it the core sees 14 minutes and is not killed.
+ * Without it the deadline is the deployed function's timeout (JOB_TIMING, which the stack
+ * sets the functions' timeouts from: 4 minutes for the token refresh, 10 for the account
+ * sync), so a run never outlives the leases it takes, and the run is not killed.
  */
 import { runAccountSync } from '../lambda/account-sync/core';
 import { AdsClient, LwaClient } from '../lambda/shared/amazon';
@@ -21,14 +23,21 @@ import { DatabaseRateBudgetStore } from '../lambda/shared/amazon/rate-budget';
 import { endpointLimitsFor, RateLimiterRegistry } from '../lambda/shared/amazon/rate-limiter';
 import { PgDatabase } from '../lambda/shared/db';
 import { MetricTotals } from '../lambda/shared/jobs/runtime';
+import { JOB_TIMING } from '../lambda/shared/jobs/timing';
 import { TokenCipher } from '../lambda/shared/token-crypto';
 import { runTokenRefresh } from '../lambda/token-refresh/core';
 import type { AppLogger } from '../lambda/shared/logger';
 
 const JOBS = ['token-refresh', 'account-sync'] as const;
-/** What the run sees as its remaining time without `--time-limit`. */
-const DEFAULT_TIME_LIMIT_SECONDS = 14 * 60;
 type JobName = (typeof JOBS)[number];
+
+/**
+ * What a run sees as its remaining time without `--time-limit`: the deployed function's
+ * timeout (the same JOB_TIMING lib/scheduled-jobs.ts sets it from), so its leases outlast it.
+ */
+export function defaultTimeLimitSeconds(job: JobName): number {
+  return (job === 'token-refresh' ? JOB_TIMING.tokenRefresh : JOB_TIMING.accountSync).timeoutSeconds;
+}
 
 const stderrLogger: AppLogger = {
   info: (message, attributes) => console.error(JSON.stringify({ level: 'INFO', message, ...attributes })),
@@ -41,13 +50,13 @@ export async function runJobOnce(
   env: NodeJS.ProcessEnv,
   options: { userId?: string; logger?: AppLogger; timeLimitSeconds?: number } = {},
 ) {
-  const deadline = Date.now() + (options.timeLimitSeconds ?? DEFAULT_TIME_LIMIT_SECONDS) * 1000;
+  const deadline = Date.now() + (options.timeLimitSeconds ?? defaultTimeLimitSeconds(job)) * 1000;
   const config = readLocalJobConfig(env);
   const db = new PgDatabase({ connection: config.databaseUrl });
   const cipher = new TokenCipher(config.tokenKeys);
   // The same shared budgets as the Lambdas: concurrent `npm run job` processes on one database
   // together stay under LWA_REQUESTS_PER_SECOND / ADS_REQUESTS_PER_SECOND per region.
-  const limiters = new RateLimiterRegistry(endpointLimitsFor(config.amazonRates), {}, new DatabaseRateBudgetStore(db));
+  const limiters = new RateLimiterRegistry(endpointLimitsFor(config.amazonLimits), {}, new DatabaseRateBudgetStore(db));
   const common = {
     db,
     cipher,

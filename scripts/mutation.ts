@@ -40,24 +40,29 @@ interface Group {
 
 /** The job test files that run the token refresh (its core, store or handler). */
 const TOKEN_REFRESH_TESTS = [
-  'test/jobs/token-refresh*.test.ts',
-  'test/jobs/throttling-and-write-back.test.ts',
+  'test/jobs/token-refresh/*.test.ts',
+  'test/jobs/token-refresh/store/*.test.ts',
+  'test/jobs/throttling.test.ts',
+  'test/jobs/write-back.test.ts',
   'test/jobs/shared-budget.test.ts',
   'test/jobs/deadlines.test.ts',
   'test/jobs/dry-run.test.ts',
-  'test/jobs/entry-points.test.ts',
+  'test/jobs/container.test.ts',
+  'test/scripts/job.test.ts',
   'test/jobs/regions.test.ts',
-  'test/jobs/fan-out*.test.ts', // the claims of given ids
+  'test/jobs/dispatcher/*.test.ts', // the claims of given ids
 ];
 
 /** The job test files that run the account sync (its core, store or handler). */
 const ACCOUNT_SYNC_TESTS = [
-  'test/jobs/account-sync*.test.ts',
+  'test/jobs/account-sync/*.test.ts',
+  'test/jobs/account-sync/store/*.test.ts',
   'test/jobs/deadlines.test.ts',
   'test/jobs/dry-run.test.ts',
-  'test/jobs/entry-points.test.ts',
+  'test/jobs/container.test.ts',
+  'test/scripts/job.test.ts',
   'test/jobs/regions.test.ts',
-  'test/jobs/fan-out*.test.ts', // the claims of given ids
+  'test/jobs/dispatcher/*.test.ts', // the claims of given ids
 ];
 
 /**
@@ -129,7 +134,7 @@ export const GROUPS: Record<string, Group> = {
       'lambda/token-refresh/store/dispatch-marks.ts',
       'lambda/token-refresh/store/write-back.ts',
     ],
-    tests: [...TOKEN_REFRESH_TESTS, 'test/jobs/claim-cost.test.ts', 'test/dispatcher/selections.test.ts'],
+    tests: [...TOKEN_REFRESH_TESTS, 'test/jobs/claim-cost.test.ts'],
     timeoutMS: JOB_TIMEOUT_MS,
   },
   'account-sync-core': {
@@ -144,7 +149,7 @@ export const GROUPS: Record<string, Group> = {
       'lambda/account-sync/store/dispatch-marks.ts',
       'lambda/account-sync/store/write-back.ts',
     ],
-    tests: [...ACCOUNT_SYNC_TESTS, 'test/jobs/claim-cost.test.ts', 'test/dispatcher/selections.test.ts'],
+    tests: [...ACCOUNT_SYNC_TESTS, 'test/jobs/claim-cost.test.ts'],
     timeoutMS: JOB_TIMEOUT_MS,
   },
   // Issue 26: the code added since the first runs. The API's and the token route's tests each
@@ -153,7 +158,7 @@ export const GROUPS: Record<string, Group> = {
     mutate: [
       'lambda/accounts-api/core.ts',
       'lambda/accounts-api/cursor.ts',
-      'lambda/accounts-api/http.ts',
+      'lambda/shared/http.ts',
       'lambda/accounts-api/jwt.ts',
       'lambda/accounts-api/store.ts',
     ],
@@ -161,8 +166,12 @@ export const GROUPS: Record<string, Group> = {
     timeoutMS: JOB_TIMEOUT_MS,
   },
   'token-route': {
-    mutate: ['lambda/token-vending/core.ts', 'lambda/token-vending/store.ts', 'lambda/token-vending/route.ts'],
-    tests: ['test/api/token-route*.test.ts'],
+    mutate: ['lambda/token-route/core.ts', 'lambda/token-route/store.ts', 'lambda/token-route/route.ts'],
+    tests: [
+      'test/api/token-route/*.test.ts',
+      'test/scripts/api/token-route.test.ts',
+      'test/infra/accounts-api.test.ts',
+    ],
     timeoutMS: JOB_TIMEOUT_MS,
   },
   dispatcher: {
@@ -173,12 +182,12 @@ export const GROUPS: Record<string, Group> = {
       'lambda/dispatcher/selections.ts',
       'lambda/dispatcher/sqs-sender.ts',
     ],
-    tests: ['test/jobs/fan-out*.test.ts', 'test/dispatcher/*.test.ts'],
+    tests: ['test/jobs/dispatcher/*.test.ts'],
     timeoutMS: JOB_TIMEOUT_MS,
   },
   'fan-out': {
     mutate: ['lambda/shared/jobs/fan-out.ts'],
-    tests: ['test/jobs/fan-out*.test.ts'],
+    tests: ['test/jobs/dispatcher/*.test.ts'],
     timeoutMS: JOB_TIMEOUT_MS,
   },
   'rate-limiter': {
@@ -191,7 +200,7 @@ export const GROUPS: Record<string, Group> = {
     timeoutMS: JOB_TIMEOUT_MS,
   },
   'rate-budget': {
-    mutate: ['lambda/shared/amazon/rate-budget.ts'],
+    mutate: ['lambda/shared/amazon/rate-budget.ts', 'lambda/shared/amazon/rate-budget-store.ts'],
     tests: [
       'test/runtime/rate-budget.test.ts',
       'test/migrations/shared-rate-budget.test.ts',
@@ -202,12 +211,12 @@ export const GROUPS: Record<string, Group> = {
   },
   authentication: {
     mutate: ['lambda/shared/db/authentication.ts'],
-    tests: ['test/runtime/db/authentication.test.ts'],
+    tests: ['test/runtime/db/authentication/*.test.ts'],
     timeoutMS: JOB_TIMEOUT_MS,
   },
   'refresh-outcome': {
     mutate: ['lambda/token-refresh/outcome.ts'],
-    tests: ['test/jobs/refresh-outcome-policy.test.ts', 'test/jobs/token-refresh-core-edges.test.ts'],
+    tests: ['test/jobs/token-refresh/outcome.test.ts', 'test/jobs/token-refresh/core.test.ts'],
     timeoutMS: JOB_TIMEOUT_MS,
   },
   'api-share': {

@@ -24,6 +24,8 @@ import { startSecretsManagerStandIn } from '../local/secrets-manager/stand-in';
 import { startFakeAmazon } from '../local/amazon/fake-amazon';
 import { startPostgres } from '../local/postgres/embedded-postgres';
 import { demoAmazonUsers, seedDemoData } from './demo-data';
+import { DataApiDatabase } from '../lambda/shared/db';
+import { eventLine, eventsSummaryText, publishLocalEvents } from './local-events';
 import { serveAccountsApi } from './start/accounts-api';
 import { invoke } from './start/invoke';
 import { runJobsUntilStopped } from './start/watch';
@@ -156,6 +158,13 @@ async function main() {
     };
 
     const { refresh, sync } = await runJobs();
+    // Connection events: the publisher drains the outbox (as the jobs' login, Data API path)
+    // to the local bus, .local/events.jsonl (local/events/).
+    const eventsFile = join(LOCAL, 'events.jsonl');
+    const eventsDb = new DataApiDatabase({ client: emulator.createClient(), ...emulator.target });
+    const published = await step('event publisher (outbox to .local/events.jsonl, Data API path)', () =>
+      publishLocalEvents(eventsDb, { file: eventsFile }),
+    );
     const overview = await databaseOverview(admin);
     say();
     say(
@@ -170,6 +179,8 @@ async function main() {
       }),
     );
     say();
+    say(eventsSummaryText(published.events, relative(ROOT, eventsFile)));
+    say();
     say(whereNext(adminUrl, watch));
     say();
     say(await serveAccountsApi(admin, adminUrl, amazon, cipher, watch, cleanups));
@@ -179,7 +190,10 @@ async function main() {
       say(
         'Watching: token refresh every 30 s, account sync every 60 s (5 and 15 min in AWS). Ctrl-C stops everything.',
       );
-      await runJobsUntilStopped(say);
+      // After each tick, the events its changes (and the API's) wrote, as they are published.
+      await runJobsUntilStopped(say, async () => {
+        await publishLocalEvents(eventsDb, { file: eventsFile, onEvent: (e) => say(`  event ${eventLine(e)}`) });
+      });
       say('\nStopping …');
     }
   } finally {

@@ -290,6 +290,8 @@ export async function runAccountSync(
     totals.connectionsClaimed = run.claimed;
     totals.batches = run.batches;
   } finally {
+    // The shared budget's slots this run reserved and will not use go back (one call per budget).
+    await deps.ads.limiters?.releaseUnused();
     saveLimiterRates(deps.ads.limiters, 'ads', context.usage);
     await recordRateLimitUsage(deps.db, context.usage.drain()).catch((error) =>
       deps.logger.warn('Could not record rate-limit usage', { error: describeError(error) }),

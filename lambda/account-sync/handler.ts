@@ -17,7 +17,7 @@ import { SERVICE_NAMES } from '../shared/jobs/metrics';
 import { AccountSyncPreview, AccountSyncRequest, AccountSyncSummary, previewAccountSync, runAccountSync } from './core';
 
 /**
- * The events this Lambda takes: EventBridge's scheduled event (every 15 minutes: every due
+ * The events this Lambda takes: EventBridge's scheduled event (every 10 minutes: every due
  * user), or `{"syncType": "manual" | "webhook", "userId": "<uuid>", "regions"?: ["NA", …]}` to sync one user now
  * (from the product's "refresh accounts" button or an Amazon notification), or
  * `{"dryRun": true}` (a deploy check: only reports how many users are due).

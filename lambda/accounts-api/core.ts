@@ -23,7 +23,7 @@ import {
   problemResult,
   problems,
   queryParameters,
-} from './http';
+} from '../shared/http';
 import { bearerToken, Caller, TokenVerifier, Unauthenticated } from './jwt';
 import { AccountFilters, AccountsStore, StoreRefusal } from './store';
 

@@ -1,5 +1,5 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
-import { problems } from './http';
+import { problems } from '../shared/http';
 
 /**
  * Opaque cursors for keyset pagination. A cursor holds the position after the last item of a

@@ -11,7 +11,7 @@ import { LOCAL_JOB_ENV } from '../shared/config';
 import { createDataApiClient, DataApiDatabase } from '../shared/db';
 import { lwaCredentialsFromSecret, SecretsCache, tokenCipherFromSecret } from '../shared/secrets';
 import { createAccountsApi } from './core';
-import { ApiRequestEvent, ApiResult, problemResult, problems } from './http';
+import { ApiRequestEvent, ApiResult, problemResult, problems } from '../shared/http';
 import { createTokenVerifier } from './jwt';
 import { AccountsStore } from './store';
 import { lambdaSyncStarter } from './sync-starter';
@@ -44,7 +44,7 @@ async function build(): Promise<(event: ApiRequestEvent) => Promise<ApiResult>> 
   // job invocation does (the login's privilege on it: migration 0018), within the API's share
   // of it (api-share.ts, migration 0020): the scheduled jobs always keep the rest.
   const limiters = new RateLimiterRegistry(
-    endpointLimitsFor(config.amazonRates),
+    endpointLimitsFor(config.amazonLimits),
     {},
     new ApiShareBudgetStore(new DatabaseRateBudgetStore(db)),
   );

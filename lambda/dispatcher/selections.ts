@@ -4,20 +4,20 @@ import {
   releaseDispatchedConnections,
 } from '../account-sync/store';
 import { MIN_TOKEN_VALIDITY_SECONDS, REAUTH_MESSAGE } from '../account-sync/core';
-import type { AmazonRegion } from '../shared/amazon/regions';
-import { endpointPrefix, readEndpointPauses } from '../shared/amazon/usage-store';
+import type { AmazonEndpoint, AmazonRegion } from '../shared/amazon/regions';
 import type { Database } from '../shared/db/port';
+import { readRegionPauses } from '../shared/jobs/region-pauses';
 import { DISPATCH_MARK_SECONDS } from '../shared/jobs/fan-out';
 import { TOKEN_REFRESH_WINDOW_SECONDS } from '../token-refresh/core';
 import { markDueTokensDispatched, releaseDispatchedTokens } from '../token-refresh/store';
 import type { DispatchSelection } from './core';
 
-/** Regions whose endpoint a Retry-After pauses now: their ids are not dispatched. */
-async function pausedRegions(db: Database, prefix: string): Promise<AmazonRegion[]> {
-  const now = Date.now();
-  return [...(await readEndpointPauses(db, prefix))]
-    .filter(([, until]) => until.getTime() > now)
-    .map(([endpoint]) => endpoint.slice(prefix.length) as AmazonRegion);
+/**
+ * Regions whose endpoint is paused now (the shared budget's real pause, or the last Retry-After
+ * recorded): their ids are not dispatched until the pause ends (a later tick sends them).
+ */
+async function pausedRegions(db: Database, endpoint: AmazonEndpoint): Promise<AmazonRegion[]> {
+  return [...(await readRegionPauses(db, endpoint)).keys()];
 }
 
 /**
@@ -36,7 +36,7 @@ export function tokenRefreshSelection(
         limit,
         markSeconds: o.markSeconds ?? DISPATCH_MARK_SECONDS['token-refresh'],
         windowSeconds: TOKEN_REFRESH_WINDOW_SECONDS,
-        pausedRegions: await pausedRegions(db, endpointPrefix('lwa')),
+        pausedRegions: await pausedRegions(db, 'lwa'),
         usedWithinSeconds: o.usedWithinSeconds,
       }),
     release: (dispatchId, ids) => releaseDispatchedTokens(db, dispatchId, ids),
@@ -60,7 +60,7 @@ export function accountSyncSelection(db: Database, o: { readonly markSeconds?: n
         limit,
         markSeconds: o.markSeconds ?? DISPATCH_MARK_SECONDS['account-sync'],
         minTokenValiditySeconds: MIN_TOKEN_VALIDITY_SECONDS,
-        pausedRegions: await pausedRegions(db, endpointPrefix('ads')),
+        pausedRegions: await pausedRegions(db, 'ads'),
       }),
     release: (dispatchId, ids) => releaseDispatchedConnections(db, dispatchId, ids),
   };

@@ -1,13 +1,8 @@
 import * as z from '../shared/validation';
 import { ConfigError, JOB_ENV } from '../shared/config';
+import { EVENT_PUBLISHER_ENV } from './contract';
 
-/** Environment variables of the event publisher (besides the database ones of JOB_ENV). */
-export const EVENT_PUBLISHER_ENV = {
-  /** The name of the environment's EventBridge bus. */
-  eventBusName: 'EVENT_BUS_NAME',
-  /** Published events are deleted after this many days. Optional (7). */
-  retentionDays: 'EVENT_RETENTION_DAYS',
-} as const;
+export { EVENT_PUBLISHER_ENV };
 
 export interface EventPublisherConfig {
   readonly environment: string;

@@ -2,49 +2,23 @@ import { randomUUID } from 'node:crypto';
 import { backoffDelayMs, sleep } from '../shared/backoff';
 import type { Database } from '../shared/db/port';
 import { addCounts, describeError, JobRuntime, nextRetryAt } from '../shared/jobs/runtime';
-import { LEASE_MARGIN_SECONDS } from '../shared/jobs/timing';
 import { DETAIL_TYPES, EVENT_SOURCE, EVENT_VERSION, MAX_ACCOUNT_IDS_PER_KIND } from './catalogue';
+import {
+  type BusEntry,
+  type EventBus,
+  EVENT_PUBLISHER_METRICS,
+  EVENT_PUBLISHER_SERVICE,
+  EVENT_PUBLISHER_TIMING,
+} from './contract';
 import { ClaimedEvent, claimEvents, markPublished, outboxBacklog, pruneEvents, releaseFailed } from './store';
 
-/** The publisher's service name (log key, `service` metric dimension). */
-export const EVENT_PUBLISHER_SERVICE = 'event-publisher';
-
-/** The publisher's time limits: the function's timeout, and its lease (outliving it, as every job's). */
-export const EVENT_PUBLISHER_TIMING = { timeoutSeconds: 60, leaseSeconds: 60 + LEASE_MARGIN_SECONDS } as const;
+export { EVENT_PUBLISHER_METRICS, EVENT_PUBLISHER_SERVICE, EVENT_PUBLISHER_TIMING };
+export type { BusEntry, EventBus };
 
 /** PutEvents takes at most 10 entries per request (EventBridge quota). */
 export const MAX_ENTRIES_PER_PUT = 10;
 /** …and at most 256 KiB of entries per request (EventBridge's entry size calculation). */
 export const MAX_PUT_BYTES = 256 * 1024;
-
-/** The publisher's metric names (service `event-publisher`): lib/monitoring.ts reads them. */
-export const EVENT_PUBLISHER_METRICS = {
-  published: 'EventsPublished',
-  failed: 'EventsNotPublished',
-  putEventsCalls: 'PutEventsCalls',
-  pruned: 'EventsPruned',
-  /** Age of the oldest event still unpublished when the run ended: the alarm's metric. */
-  oldestUnpublishedAgeSeconds: 'OldestUnpublishedEventAgeSeconds',
-  dataApiCalls: 'DataApiCalls',
-} as const;
-
-/** One PutEvents entry, as the SDK takes it. */
-export interface BusEntry {
-  readonly Source: string;
-  readonly DetailType: string;
-  readonly Detail: string;
-  readonly Time: Date;
-  readonly Resources: string[];
-}
-
-/** The bus the publisher puts entries on: EventBridge in AWS (bus.ts), a file locally. */
-export interface EventBus {
-  /**
-   * One PutEvents request. Resolves with the entries the bus refused (by index in `entries`,
-   * with EventBridge's ErrorCode); rejects when the whole request failed.
-   */
-  putEvents(entries: readonly BusEntry[]): Promise<{ failed: ReadonlyArray<{ index: number; errorCode: string }> }>;
-}
 
 export interface EventPublisherSettings {
   /** Connections per claim (one event each). @default 100 */

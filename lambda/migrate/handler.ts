@@ -3,8 +3,8 @@
  * answers CloudFormation). Builds the real collaborators from the environment and calls the
  * core in on-event.ts. Environment, set by lib/schema-migration.ts:
  *   MASTER_SECRET_ARN  the cluster's master secret (host, port, username, password, dbname)
- *   WORKER_SECRET_ARN  the jobs' database user (username, password)
- *   API_SECRET_ARN     the accounts API's database user (username, password)
+ *   WORKER_SECRET_ARN  the jobs' login (username, password)
+ *   API_SECRET_ARN     the accounts API's login (username, password)
  *   DB_NAME            database to migrate
  *   DB_TLS             'verify-full' (default) or 'disable' (local runs against a test server)
  *   DB_CA_FILE         PEM file of the CAs the server's certificate must chain to (the RDS CA

@@ -70,21 +70,21 @@ export interface JobConfig {
   readonly environment: string;
   /** The Aurora cluster ARN (Data API resource). */
   readonly clusterArn: string;
-  /** The worker database user's secret (Data API `secretArn`). */
+  /** The jobs' login's secret (Data API `secretArn`). */
   readonly databaseSecretArn: string;
   readonly databaseName: string;
   /** Secret with `{"clientId","clientSecret"}` of the Login with Amazon client. */
   readonly lwaClientSecretArn: string;
   /** Secret whose string is the base64 token encryption key. */
   readonly tokenKeySecretArn: string;
-  /** The shared request budgets' rates; absent ones take the defaults. */
-  readonly amazonRates: AmazonRates;
+  /** Amazon's rate limits (the shared request budgets' ceilings); absent ones take the defaults. */
+  readonly amazonLimits: AmazonLimits;
   /** Proactive refresh covers connections used within this many seconds. @default - every connection */
   readonly proactiveRefreshUsedWithinSeconds?: number;
 }
 
 /** Requests per second per region, all invocations together (the shared budgets' ceilings). */
-export interface AmazonRates {
+export interface AmazonLimits {
   readonly lwa?: number;
   readonly ads?: number;
 }
@@ -96,7 +96,7 @@ const requestsPerSecond = z
     z.refine((v) => /^\d+(\.\d+)?$/.test(v) && Number(v) > 0 && Number(v) <= 10_000, 'not a rate between 0 and 10000'),
   );
 
-function amazonRates(values: Record<string, string | undefined>): AmazonRates {
+function amazonLimits(values: Record<string, string | undefined>): AmazonLimits {
   const lwa = values[JOB_ENV.lwaRequestsPerSecond];
   const ads = values[JOB_ENV.adsRequestsPerSecond];
   return {
@@ -148,7 +148,7 @@ export function readJobConfig(env: Readonly<Record<string, string | undefined>> 
     databaseName: values[JOB_ENV.databaseName],
     lwaClientSecretArn: values[JOB_ENV.lwaClientSecretArn],
     tokenKeySecretArn: values[JOB_ENV.tokenKeySecretArn],
-    amazonRates: amazonRates(values),
+    amazonLimits: amazonLimits(values),
     proactiveRefreshUsedWithinSeconds: optionalSeconds(values[JOB_ENV.proactiveRefreshUsedWithinSeconds]),
   };
 }
@@ -207,8 +207,8 @@ export interface LocalJobConfig {
   readonly lwaClientSecret: string;
   /** The token key ring: TOKEN_ENCRYPTION_KEY holds the ring's JSON or one base64 key (docs/token-encryption.md). */
   readonly tokenKeys: TokenKeyRing;
-  /** The shared request budgets' rates; absent ones take the defaults. */
-  readonly amazonRates: AmazonRates;
+  /** Amazon's rate limits (the shared request budgets' ceilings); absent ones take the defaults. */
+  readonly amazonLimits: AmazonLimits;
   /** `PROACTIVE_REFRESH_USED_WITHIN_SECONDS`, as in AWS. @default - every connection */
   readonly proactiveRefreshUsedWithinSeconds?: number;
 }
@@ -251,7 +251,7 @@ export function readLocalJobConfig(env: Readonly<Record<string, string | undefin
     lwaClientId: values[LOCAL_JOB_ENV.lwaClientId],
     lwaClientSecret: values[LOCAL_JOB_ENV.lwaClientSecret],
     tokenKeys: TokenKeyRing.parse(values[LOCAL_JOB_ENV.tokenEncryptionKey]),
-    amazonRates: amazonRates(values),
+    amazonLimits: amazonLimits(values),
     proactiveRefreshUsedWithinSeconds: optionalSeconds(values[JOB_ENV.proactiveRefreshUsedWithinSeconds]),
   };
 }

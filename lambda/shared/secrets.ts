@@ -1,6 +1,7 @@
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import * as z from './validation';
 import type { JobConfig } from './config';
+import type { LwaCredentialsProvider } from './amazon/lwa-client';
 import { TokenCipher, TokenKeyRing } from './token-crypto';
 
 /** A secret is unreadable or malformed. Names the secret, never its value. */
@@ -113,20 +114,11 @@ export interface JobSecrets {
   readonly tokenKeys: TokenKeyRing;
 }
 
-/** The LWA client's credentials, read through the cache. */
-export interface LwaCredentials {
-  readonly clientId: string;
-  readonly clientSecret: string;
-}
-
 /**
  * The LWA client's credentials from Secrets Manager for LwaClient: `get` through the cache
  * (time to live), `refresh` reads the secret again at once.
  */
-export function lwaCredentialsFromSecret(
-  cache: SecretsCache,
-  secretArn: string,
-): { get(): Promise<LwaCredentials>; refresh(): Promise<LwaCredentials> } {
+export function lwaCredentialsFromSecret(cache: SecretsCache, secretArn: string): LwaCredentialsProvider {
   return {
     get: () => cache.getJson(secretArn, lwaClientSchema),
     refresh: async () => {

@@ -20,8 +20,15 @@ import type { AmazonRegion } from '../shared/amazon/regions';
 import { DeadlineExceededError } from '../shared/backoff';
 import type { RateLimiterRegistry } from '../shared/amazon/rate-limiter';
 import { writeResiliently } from '../shared/jobs/write-back';
-import { restoreEndpointState, saveLimiterRates } from '../shared/jobs/throttling';
+import {
+  LEASE_CALL_RESERVE_MS,
+  limiterPausedUntil,
+  MAX_ITEM_WAIT_MS,
+  restoreEndpointState,
+  saveLimiterRates,
+} from '../shared/jobs/throttling';
 import { claimDueTokens, ClaimedToken, countDueTokens, GivenIds, resultToken, saveResults, TokenResult } from './store';
+import { proactiveRefreshWindowSeconds, TOKEN_REFRESH_SCHEDULE_SECONDS } from './window';
 import { REFRESH_OUTCOME_DEFAULTS, refreshFailureOutcome, unreadableTokenOutcome } from './outcome';
 
 /** What the core needs of the Login with Amazon client (LwaClient). */
@@ -63,7 +70,10 @@ const CLIENT_ERRORS = new Set(['invalid_client', 'unsupported_grant_type', 'unau
 export const CLIENT_ERROR_STOP_AFTER = 3;
 
 export interface TokenRefreshSettings {
-  /** Tokens expiring within this window are refreshed. @default 1800 (30 min; the schedule runs every 5) */
+  /**
+   * Tokens expiring within this window are refreshed. @default TOKEN_REFRESH_WINDOW_SECONDS (660 s: just in
+   * time for the 5-minute schedule, see window.ts)
+   */
   readonly windowSeconds?: number;
   /** Tokens claimed per database round trip. @default 500 */
   readonly batchSize?: number;
@@ -80,6 +90,12 @@ export interface TokenRefreshSettings {
   readonly retryMaxSeconds?: number;
   /** Stop claiming when less than this remains of the invocation. @default 30000 */
   readonly reserveMs?: number;
+  /**
+   * Longest one token waits for its turn at Amazon (the limiter's pace, a 429's pause as the
+   * limiter really applies it) before it is given back and its region left alone for the rest
+   * of the run: a run never sits out a pause. @default MAX_ITEM_WAIT_MS (15 s)
+   */
+  readonly maxItemWaitMs?: number;
   /** Finished results wait at most this long for the rest of their batch before being written. @default 3000 */
   readonly flushAfterMs?: number;
   /**
@@ -125,7 +141,7 @@ export interface TokenRefreshSummary {
 type Outcome = TokenResult;
 
 /** Tokens expiring within this many seconds are due (the default window; the fan-out dispatcher's too). */
-export const TOKEN_REFRESH_WINDOW_SECONDS = 1800;
+export const TOKEN_REFRESH_WINDOW_SECONDS = proactiveRefreshWindowSeconds(TOKEN_REFRESH_SCHEDULE_SECONDS);
 
 const DEFAULT_SETTINGS = {
   windowSeconds: TOKEN_REFRESH_WINDOW_SECONDS,
@@ -136,12 +152,17 @@ const DEFAULT_SETTINGS = {
   retryMaxSeconds: REFRESH_OUTCOME_DEFAULTS.retryMaxSeconds,
   reserveMs: 30_000,
   flushAfterMs: 3000,
+  maxItemWaitMs: MAX_ITEM_WAIT_MS,
 };
 
 /** What refreshing one token needs of its run (see {@link refreshOneToken}). */
 interface RefreshContext extends JobRunContext<TokenRefreshDeps, typeof DEFAULT_SETTINGS> {
   /** Set when the run must stop; `clientErrorStreak` holds the tokens of the current streak. */
   readonly stop: { fatal?: ClientCredentialsError; clientErrorStreak: Set<string> };
+  /** When each claimed token's lease ends (this run's clock, counted from before its claim). */
+  readonly leaseEndsAt: WeakMap<ClaimedToken, number>;
+  /** Claimed tokens not yet done, per region: what the shared budget reserves ahead for. */
+  readonly toSend: Map<AmazonRegion, number>;
 }
 
 /**
@@ -170,7 +191,12 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
     notWritten: 0,
     batches: 0,
   };
-  const context: RefreshContext = { ...jobRunContext(deps, s), stop: { clientErrorStreak: new Set() } };
+  const context: RefreshContext = {
+    ...jobRunContext(deps, s),
+    stop: { clientErrorStreak: new Set() },
+    leaseEndsAt: new WeakMap(),
+    toSend: new Map(),
+  };
   const { now, pausedUntil } = context;
 
   // Endpoints a previous invocation was told to leave alone, and those this one is told to;
@@ -184,8 +210,10 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
     const run = await runPipeline<ClaimedToken, Outcome>({
       concurrency: s.concurrency,
       mayClaim: () => deps.remainingTimeMs() > s.reserveMs,
-      claim: () =>
-        claimDueTokens(deps.db, {
+      claim: async () => {
+        // The lease runs from the statement's start at the latest: counted from before it.
+        const leaseEnds = now().getTime() + JOB_TIMING.tokenRefresh.leaseSeconds * 1000;
+        const tokens = await claimDueTokens(deps.db, {
           owner,
           windowSeconds: s.windowSeconds,
           leaseSeconds: JOB_TIMING.tokenRefresh.leaseSeconds,
@@ -193,8 +221,20 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
           pausedRegions: pausedRegions(),
           usedWithinSeconds: s.usedWithinSeconds,
           given: s.given,
-        }),
-      process: (token) => refreshOneToken(context, token),
+        });
+        for (const token of tokens) {
+          context.leaseEndsAt.set(token, leaseEnds);
+          context.toSend.set(token.region, (context.toSend.get(token.region) ?? 0) + 1);
+        }
+        // Reservations sized to what this run will send (issue 25), not the budget's horizon.
+        for (const region of new Set(tokens.map((t) => t.region)))
+          deps.lwa.limiters?.for('lwa', region).expectRequests(context.toSend.get(region));
+        return tokens;
+      },
+      process: (token) =>
+        refreshOneToken(context, token).finally(() =>
+          context.toSend.set(token.region, Math.max(0, (context.toSend.get(token.region) ?? 1) - 1)),
+        ),
       unprocessed: (token) => ({ kind: 'released', token }),
       // Transient database errors are retried and the set split (writeResiliently); a result the
       // database refuses as data is isolated by saveResults itself and its lease given back.
@@ -236,6 +276,8 @@ export async function runTokenRefresh(deps: TokenRefreshDeps): Promise<TokenRefr
     totals.claimed = run.claimed;
     totals.batches = run.batches;
   } finally {
+    // The shared budget's slots this run reserved and will not use go back (one call per budget).
+    await deps.lwa.limiters?.releaseUnused();
     saveLimiterRates(deps.lwa.limiters, 'lwa', context.usage);
     await recordRateLimitUsage(deps.db, context.usage.drain()).catch((error) =>
       deps.logger.warn('Could not record rate-limit usage', { error: describeError(error) }),
@@ -339,10 +381,23 @@ export async function previewTokenRefresh(
  */
 async function refreshOneToken(c: RefreshContext, token: ClaimedToken): Promise<Outcome> {
   const { deps, now } = c;
-  // A 429 pauses the region's shared limiter, which holds later calls until Retry-After has
-  // passed; a token whose wait would outlast the invocation is given back instead.
-  const waitMs = Math.max(0, (c.pausedUntil.get(token.region) ?? 0) - now().getTime());
-  if (c.stop.fatal || waitMs > c.waitBudgetMs()) return { kind: 'released', token };
+  // No idle waiting: a token whose region is paused (the pause its limiter really applies, or
+  // the one an earlier run left) past what it may wait is given back at once, and so is one
+  // whose lease would end before its call is done: a run never calls Amazon for a token whose
+  // lease it no longer holds.
+  const at = now().getTime();
+  const maxWaitMs = Math.min(
+    c.waitBudgetMs(),
+    c.settings.maxItemWaitMs,
+    (c.leaseEndsAt.get(token) ?? Infinity) - at - LEASE_CALL_RESERVE_MS,
+  );
+  const pausedMs =
+    Math.max(c.pausedUntil.get(token.region) ?? 0, limiterPausedUntil(deps.lwa.limiters, 'lwa', token.region)) - at;
+  if (c.stop.fatal || maxWaitMs < 0) return { kind: 'released', token };
+  if (pausedMs > maxWaitMs) {
+    holdRegion(c, token.region, at + pausedMs);
+    return { kind: 'released', token };
+  }
   const endpoint = endpointKey('lwa', token.region);
   let refreshToken: string;
   try {
@@ -353,12 +408,7 @@ async function refreshOneToken(c: RefreshContext, token: ClaimedToken): Promise<
   }
   const requestedAt = now();
   try {
-    const tokens = await deps.lwa.refresh({
-      itemId: token.id,
-      region: token.region,
-      refreshToken,
-      maxWaitMs: c.waitBudgetMs(),
-    });
+    const tokens = await deps.lwa.refresh({ itemId: token.id, region: token.region, refreshToken, maxWaitMs });
     c.usage.request(endpoint);
     c.stop.clientErrorStreak.clear();
     const newRefresh = tokens.refreshToken ?? refreshToken;
@@ -377,11 +427,20 @@ async function refreshOneToken(c: RefreshContext, token: ClaimedToken): Promise<
       },
     };
   } catch (error) {
-    // The limiter (a pause, the reduced rate) or a retry would have waited past the deadline.
-    if (error instanceof DeadlineExceededError) return { kind: 'released', token };
+    // The limiter (a pause, the reduced rate) or a retry would have waited longer than the token
+    // may: given back, and the region left alone until its turn would have come.
+    if (error instanceof DeadlineExceededError) {
+      holdRegion(c, token.region, now().getTime() + error.waitMs);
+      return { kind: 'released', token };
+    }
     c.usage.request(endpoint);
     return failedRefresh(c, token, classifyAmazonError(error));
   }
+}
+
+/** The run leaves `region` alone until `until` (epoch ms): its claims skip it, its tokens are given back. */
+function holdRegion(c: RefreshContext, region: AmazonRegion, until: number): void {
+  c.pausedUntil.set(region, Math.max(until, c.pausedUntil.get(region) ?? 0));
 }
 
 /**
@@ -400,11 +459,16 @@ function failedRefresh(c: RefreshContext, token: ClaimedToken, f: AmazonFailure)
     c.stop.clientErrorStreak.clear();
   }
   if (f.kind === 'rate_limited') {
-    // The endpoint resumes after Retry-After for the other tokens; this one waits for a
-    // later run (at least the base retry delay), so one run never calls a token twice.
-    c.usage.limitHit(endpointKey('lwa', token.region), null, f.retryAfterSeconds, now());
-    const until = now().getTime() + f.retryAfterSeconds * 1000;
-    c.pausedUntil.set(token.region, Math.max(until, c.pausedUntil.get(token.region) ?? 0));
+    // The endpoint resumes after the pause the limiter applied (Retry-After, doubled for each
+    // 429 in a row) for the other tokens; this one waits for a later run (at least the base
+    // retry delay), so one run never calls a token twice. The pause recorded is the real one.
+    const at = now().getTime();
+    const until = Math.max(
+      at + f.retryAfterSeconds * 1000,
+      limiterPausedUntil(c.deps.lwa.limiters, 'lwa', token.region),
+    );
+    c.usage.limitHit(endpointKey('lwa', token.region), null, Math.ceil((until - at) / 1000), now());
+    holdRegion(c, token.region, until);
   }
   return refreshFailureOutcome(token, f, c.settings, { now: now(), random: c.random });
 }

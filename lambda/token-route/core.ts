@@ -16,7 +16,7 @@ import {
   limitText,
   problemResult,
   problems,
-} from '../accounts-api/http';
+} from '../shared/http';
 import type { TokenRefresher } from '../token-refresh/core';
 import {
   needsReauthorisation,

@@ -1,4 +1,4 @@
-import type { ApiRequestEvent, ApiResult } from '../accounts-api/http';
+import type { ApiRequestEvent, ApiResult } from '../shared/http';
 import { runJobInvocation, type JobInvocationContext } from '../shared/jobs/container';
 import { createTokenRoute } from './core';
 import { TOKEN_ROUTE_SERVICE } from './route';

@@ -79,7 +79,9 @@ export async function startFakeAmazon(options: StartFakeAmazonOptions = {}): Pro
           : route === '/v2/profiles'
             ? ads.handle(req, res, region)
             : route === '/ap/oa'
-              ? Promise.resolve(consentPage({ clientId, registry, lwa }, req, res, region))
+              ? Promise.resolve(
+                  consentPage({ clientId, registry, lwa }, req, res, region, Buffer.concat(chunks).toString('utf8')),
+                )
               : Promise.resolve(
                   void res.writeHead(404, { 'content-type': 'application/json' }).end('{"message":"Not Found"}'),
                 );

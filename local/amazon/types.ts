@@ -121,12 +121,14 @@ export interface FakeAmazon {
   /** Invalidates the access tokens of the user's connection in `region` (all without it): the Ads API answers 401. */
   expireAccessTokens(userId: string, region?: AmazonRegion): void;
   /**
-   * `${url}/{region}/ap/oa`: the consent page. `GET` with `client_id`, `response_type=code`,
-   * `redirect_uri`, optional `state`, optional PKCE `code_challenge` with
-   * `code_challenge_method=S256`, and the fake's own `user` (which known user consents)
-   * redirects (302) to `redirect_uri?code=…&scope=…&state=…`, as Login with Amazon does after
-   * the user agrees (auto-approved). The code is for that region's connection of the user and,
-   * with a challenge, is exchanged only with the matching `code_verifier`.
+   * `${url}/{region}/ap/oa`: the consent page (consent-page.ts). `GET` with `client_id`,
+   * `response_type=code`, `redirect_uri`, optional `state`, optional PKCE `code_challenge`
+   * with `code_challenge_method=S256`. With the fake's own `user` (which known user consents)
+   * it redirects (302) at once to `redirect_uri?code=…&scope=…&state=…`, as Login with Amazon
+   * does after the user agrees (auto-approved, for tests). Without `user` it shows a page with
+   * Allow and Deny (in a browser): Allow redirects with a code, Deny with
+   * `error=access_denied`. The code is for that region's connection of the user and, with a
+   * challenge, is exchanged only with the matching `code_verifier`.
    */
   readonly consentUrl: string;
   /**

@@ -1,6 +1,6 @@
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { BusEntry, EventBus } from '../../lambda/event-publisher/core';
+import type { BusEntry, EventBus } from '../../lambda/event-publisher/contract';
 
 /** Where `npm start` and `npm run api` write the events their runs publish. */
 export const LOCAL_EVENTS_FILE = '.local/events.jsonl';

@@ -6,7 +6,11 @@ import { invoke } from './invoke';
  * `npm start -- --watch`: runs the token refresh every 30 s and the account sync every 60 s
  * (5 and 15 min in AWS), a line per run, until SIGINT or SIGTERM.
  */
-export async function runJobsUntilStopped(say: (line: string) => void): Promise<void> {
+export async function runJobsUntilStopped(
+  say: (line: string) => void,
+  /** Runs after each tick's jobs (npm start publishes the connection events there). @default - nothing */
+  afterTick?: () => Promise<void>,
+): Promise<void> {
   let busy = false;
   let tick = 0;
   // The tick's own try/catch reports a failed run; nothing of it is left unhandled.
@@ -23,6 +27,7 @@ export async function runJobsUntilStopped(say: (line: string) => void): Promise<
         line += ` | account-sync: ${s.connectionsSynced} users, ${s.accountsSynced} accounts synced, ${s.connectionsFailed} failed`;
       }
       say(line);
+      await afterTick?.();
     } catch (error) {
       say(`  job failed: ${(error as Error).message}`);
     } finally {

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { Client } from 'pg';
 import { runAccountSync } from '../../lambda/account-sync/core';
 import { AccountsApiSettings, createAccountsApi, SyncStarter } from '../../lambda/accounts-api/core';
-import type { ApiRequestEvent, ApiResult } from '../../lambda/accounts-api/http';
+import type { ApiRequestEvent, ApiResult } from '../../lambda/shared/http';
 import { inProcessSyncStarter, InProcessSyncStarter } from '../../lambda/accounts-api/in-process-sync';
 import { createTokenVerifier } from '../../lambda/accounts-api/jwt';
 import { AccountsStore } from '../../lambda/accounts-api/store';

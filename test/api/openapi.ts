@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import Ajv2020, { ValidateFunction } from 'ajv/dist/2020';
 import addFormats from 'ajv-formats';
 import { parse } from 'yaml';
-import type { ApiResult } from '../../lambda/accounts-api/http';
+import type { ApiResult } from '../../lambda/shared/http';
 
 /**
  * docs/openapi.yaml as a response checker: every response a test receives is checked against
@@ -79,10 +79,8 @@ export function checkResponse(method: string, path: string, result: ApiResult): 
 }
 
 /** The handler with every response checked against the document. */
-export function checked(
-  handle: (event: import('../../lambda/accounts-api/http').ApiRequestEvent) => Promise<ApiResult>,
-) {
-  return async (event: import('../../lambda/accounts-api/http').ApiRequestEvent): Promise<ApiResult> => {
+export function checked(handle: (event: import('../../lambda/shared/http').ApiRequestEvent) => Promise<ApiResult>) {
+  return async (event: import('../../lambda/shared/http').ApiRequestEvent): Promise<ApiResult> => {
     const result = await handle(event);
     checkResponse(event.requestContext.http.method, event.rawPath, result);
     return result;

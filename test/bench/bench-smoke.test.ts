@@ -26,6 +26,9 @@ beforeAll(async () => {
     bundles: false, // test/bench/bundles.test.ts
     budgetRatePerSecond: BUDGET_RATE,
     budgetSeconds: 0.2, // 12 items per job, 3 regions at 20/s
+    budgetCostRates: [BUDGET_RATE],
+    budgetCostWorkers: [1, 4],
+    budgetCostSeconds: 0.5, // 10 requests (12 with 4 workers: 3 each)
     progress: () => undefined,
   });
 }, 60_000);
@@ -95,6 +98,8 @@ test('ratios are taken against the naive run of the same job, and every target i
     'account-sync: throughput at concurrency 32',
     'account-sync: Data API calls per 1,000 users (concurrency 32 run)',
     'account-sync: throughput against the naive baseline',
+    'shared budget at 20/s, 1 worker(s): database calls per 1,000 requests',
+    'shared budget at 20/s, 4 worker(s): database calls per 1,000 requests',
   ]);
   const calls = report.targets[1];
   expect(calls.met).toBe(run('token-refresh', 'core', 32).callsPer1000 <= 30);
@@ -172,6 +177,24 @@ test('the shared-budget runs did their work through the budget, and their figure
   const markdown = renderMarkdown(report);
   expect(markdown).toContain('| Job, paced by the shared rate budget |');
   expect(markdown).toContain(`| token-refresh | ${BUDGET_RATE}/s | 16 | ${report.budget[0].items} tokens |`);
+});
+
+test('the budget alone: its database calls are its reservations and releases, per 1,000 requests as counted', () => {
+  expect(report.budgetCost.map((c) => [c.ratePerSecond, c.workers, c.requests])).toEqual([
+    [BUDGET_RATE, 1, 10],
+    [BUDGET_RATE, 4, 12],
+  ]);
+  for (const c of report.budgetCost) {
+    expect(c.databaseCalls).toBe(c.reservations + c.releases);
+    expect(c.reservations).toBeGreaterThanOrEqual(c.workers);
+    expect(c.refusals).toBeLessThan(c.reservations);
+    expect(c.callsPer1000).toBeCloseTo((c.databaseCalls / c.requests) * 1000, 6);
+    expect(c.busiestSecond).toBeLessThanOrEqual(BUDGET_RATE);
+  }
+  const markdown = renderMarkdown(report);
+  expect(markdown).toContain('| Shared budget alone |');
+  expect(markdown).toContain(`| ${BUDGET_RATE}/s | 4 | 12 |`);
+  expect(report.targets.filter((t) => t.name.startsWith('shared budget at'))).toHaveLength(2);
 });
 
 test('migration figures are read from the migrations benchmark file when it exists', () => {

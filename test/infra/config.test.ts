@@ -133,9 +133,20 @@ test('an audience may be a list, and the JWKS URL is optional', () => {
 });
 
 describe('jobs.proactiveRefreshUsedWithinHours', () => {
-  test('absent (as in cdk.json today): every connection is refreshed, no window', () => {
-    for (const name of Object.keys(environments))
-      expect(proactiveRefreshUsedWithinSeconds(resolveEnvironment(name, environments))).toBeUndefined();
+  test('cdk.json: one hour in staging and prod (what the scale model supports, docs/scale.md), absent in dev', () => {
+    expect(
+      Object.keys(environments).map((name) => [
+        name,
+        proactiveRefreshUsedWithinSeconds(resolveEnvironment(name, environments)),
+      ]),
+    ).toEqual([
+      ['dev', undefined],
+      ['staging', 3600],
+      ['prod', 3600],
+    ]);
+  });
+
+  test('absent: every connection is refreshed, no window', () => {
     expect(
       proactiveRefreshUsedWithinSeconds(
         resolveEnvironment(

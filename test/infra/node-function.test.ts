@@ -189,6 +189,7 @@ test('every bundle is minified with its source map beside it, and within its siz
   expect(bundles.map((b) => b.name).sort()).toEqual([
     'account-sync',
     'accounts-api',
+    'event-publisher',
     'migration',
     'token-refresh',
     'token-route',

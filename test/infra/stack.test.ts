@@ -195,7 +195,7 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
     // `fn` is what the schedule invokes: the job function, or its dispatcher with fan-out.
     for (const [fn, schedule] of [
       [fanOut ? tokenRefreshDispatcher(template()) : tokenRefresh(template()), 'rate(5 minutes)'],
-      [fanOut ? accountSyncDispatcher(template()) : accountSync(template()), 'rate(15 minutes)'],
+      [fanOut ? accountSyncDispatcher(template()) : accountSync(template()), 'rate(10 minutes)'],
     ] as const) {
       expect(fn.properties.VpcConfig).toBeUndefined();
       // A failed run goes to the queue as an on-failure destination record (it carries the
@@ -308,6 +308,10 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
                 ),
               },
             }
+          : {}),
+        // The token refresh's used-within window, where cdk.json sets one (staging, prod: 1 h).
+        ...(service === 'token-refresh' && env !== 'dev'
+          ? { [JOB_ENV.proactiveRefreshUsedWithinSeconds]: '3600' }
           : {}),
       });
       expect(JSON.stringify(fn.properties.Environment.Variables[JOB_ENV.clusterArn])).toContain(
@@ -629,7 +633,7 @@ describe.each(ENVIRONMENTS)('%s accounts API', (env) => {
   const stage = () => onlyResource(template(), 'AWS::ApiGatewayV2::Stage').resource.Properties as Record<string, any>;
 
   test('exactly the listed routes, each to the one Lambda integration (payload 2.0), no other route and no authorizer', () => {
-    // The internal token route (IAM, its own function) has its own tests (test/api/token-route-stack.test.ts).
+    // The internal token route (IAM, its own function) has its own tests (test/infra/accounts-api.test.ts).
     const routes = Object.values(resourcesOf(template(), 'AWS::ApiGatewayV2::Route'))
       .map((r) => r.Properties as Record<string, any>)
       .filter((r) => r.RouteKey !== INTERNAL_TOKEN_ROUTE);
@@ -1180,7 +1184,7 @@ describe('per-environment settings', () => {
     templateOf('dev').resourceCountIs('AWS::SNS::Subscription', 0);
   });
 
-  test('jobs.proactiveRefreshUsedWithinHours reaches the token refresh function only, in seconds; absent, no function has it', () => {
+  test('jobs.proactiveRefreshUsedWithinHours reaches the token refresh function (and its dispatcher) only, in seconds; absent, no function has it', () => {
     const variable = JOB_ENV.proactiveRefreshUsedWithinSeconds;
     /** The functions of a template that carry the variable, with its value. */
     const carrying = (t: Template) =>
@@ -1191,7 +1195,15 @@ describe('per-environment settings', () => {
     dev.jobs = { proactiveRefreshUsedWithinHours: 24 };
     const configured = Template.fromStack(buildStack('dev', { environments: { dev } }).stack);
     expect(carrying(configured)).toEqual([[tokenRefresh(configured).id, '86400']]);
-    for (const env of ENVIRONMENTS) expect(carrying(templateOf(env))).toEqual([]);
+    expect(carrying(templateOf('dev'))).toEqual([]);
+    // Staging and prod set one hour; with fan-out the dispatcher selects on the same window.
+    for (const env of ['staging', 'prod'])
+      expect(carrying(templateOf(env)).sort()).toEqual(
+        [
+          [tokenRefresh(templateOf(env)).id, '3600'],
+          [tokenRefreshDispatcher(templateOf(env)).id, '3600'],
+        ].sort(),
+      );
   });
 
   test('stacks whose database refuses deletion have termination protection', () => {

@@ -7,6 +7,8 @@ import { Database, DataApiDatabase, PgDatabase } from '../../lambda/shared/db';
 import { MetricTotals } from '../../lambda/shared/jobs/runtime';
 import { LocalWorld, startLocalWorld } from '../../local/world';
 import type { AppLogger } from '../../lambda/shared/logger';
+import type { AccountSyncDeps } from '../../lambda/account-sync/core';
+import type { TokenRefreshDeps } from '../../lambda/token-refresh/core';
 
 export { seedUsers } from '../../local/world';
 export type { FakeAmazonKnobs, SeedOptions, SeedUser } from '../../local/world';
@@ -156,6 +158,23 @@ export function runtime(overrides: { remainingTimeMs?: () => number } = {}) {
 }
 
 export type { Database };
+
+/**
+ * A token refresh run's dependencies: `db`, the world's LWA client and cipher, a fresh
+ * runtime() and 8 calls at once; `extra` replaces any of them (its `settings` replace all).
+ */
+export function tokenRefreshDeps(
+  world: JobWorld,
+  db: Database,
+  extra: Partial<TokenRefreshDeps> = {},
+): TokenRefreshDeps {
+  return { db, lwa: world.lwa(), cipher: world.cipher, ...runtime(), settings: { concurrency: 8 }, ...extra };
+}
+
+/** An account sync run's dependencies, as tokenRefreshDeps gives the token refresh's (the Ads client instead). */
+export function accountSyncDeps(world: JobWorld, db: Database, extra: Partial<AccountSyncDeps> = {}): AccountSyncDeps {
+  return { db, ads: world.ads(), cipher: world.cipher, ...runtime(), settings: { concurrency: 8 }, ...extra };
+}
 
 /** Secrets Manager ids the job handlers are given in the handler tests (answered by a mock). */
 export const HANDLER_SECRET_ARNS = {

@@ -4,7 +4,15 @@ import { Database } from '../../lambda/shared/db';
 import { METRIC_NAMES } from '../../lambda/shared/jobs/metrics';
 import { MetricTotals } from '../../lambda/shared/jobs/runtime';
 import { runTokenRefresh, TokenRefreshDeps } from '../../lambda/token-refresh/core';
-import { JobWorld, runtime, seedUsers, SeedUser, useBothDatabasePaths, useJobWorld } from './fixture';
+import {
+  accountSyncDeps,
+  JobWorld,
+  seedUsers,
+  SeedUser,
+  tokenRefreshDeps,
+  useBothDatabasePaths,
+  useJobWorld,
+} from './fixture';
 
 /**
  * Connections per region: a user connected in several Amazon regions has one oauth_tokens row
@@ -16,13 +24,8 @@ useJobWorld((w) => (world = w));
 
 const PATHS = useBothDatabasePaths(() => world);
 
-function refreshDeps(db: Database, extra: Partial<TokenRefreshDeps> = {}): TokenRefreshDeps {
-  return { db, lwa: world.lwa(), cipher: world.cipher, ...runtime(), settings: { concurrency: 8 }, ...extra };
-}
-
-function syncDeps(db: Database, extra: Partial<AccountSyncDeps> = {}): AccountSyncDeps {
-  return { db, ads: world.ads(), cipher: world.cipher, ...runtime(), settings: { concurrency: 8 }, ...extra };
-}
+const refreshDeps = (db: Database, extra: Partial<TokenRefreshDeps> = {}) => tokenRefreshDeps(world, db, extra);
+const syncDeps = (db: Database, extra: Partial<AccountSyncDeps> = {}) => accountSyncDeps(world, db, extra);
 
 interface AccountRow {
   amazon_account_id: string;

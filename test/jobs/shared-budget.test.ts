@@ -111,13 +111,16 @@ test('a 429 that one run receives slows all four: the shared rate is cut and nob
   );
   // The cut is shared: the budget's rate is below its 16/s ceiling for every invocation.
   expect(rows[0].rate_per_second).toBeLessThan(16);
-  // After the first 429, the other invocations held at most half a second of slots (and the
-  // report takes a database call): from one second after it until the pause ends (Retry-After
-  // 3 s), Amazon sees nothing from any of the four.
+  // After the first 429 its receiver drops the slots it holds at once. The other three runs
+  // hold batches sized to their claims (issue 25: reservations sized to what a run sends), which
+  // the database granted before the pause and does not take back: each learns of the pause from
+  // its next answer (a 429: it drops its slots too) or its next reservation (which starts after
+  // the pause). So from one second after the first 429 until the pause ends (Retry-After 3 s),
+  // Amazon sees a request or two from each of the other three, never a run's whole batch.
   const first429 = world.amazon.counters.limitedAt('lwa', 'NA').find((t) => t >= start)!;
   expect(first429).toBeDefined();
   const quiet = arrived.filter((t) => t > first429 + 1000 && t < first429 + 2900);
-  expect(quiet).toEqual([]);
+  expect(quiet.length).toBeLessThanOrEqual(2 * 3); // two each, if an answer is slower than the slot spacing
   // Without the shared cut each run would keep hitting Amazon at its own pace; with it, 429s stay few.
   expect(statuses[429]).toBeLessThan(arrived.length / 2);
 });

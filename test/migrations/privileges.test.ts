@@ -80,6 +80,8 @@ const AUTHENTICATED = [
     'region',
   ].map((c) => `authenticated SELECT (${c}) ON user_accounts`),
   'authenticated SELECT ON account_sync_history',
+  // 0023: its own connections' health (policy user_id = auth.uid()), which GET /v1/connections shows.
+  'authenticated SELECT ON connection_health',
   'authenticated SELECT ON rate_limit_tracking',
   ...[
     'user_id',

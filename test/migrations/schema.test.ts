@@ -225,6 +225,7 @@ describe('row level security', () => {
     expect(forAuthenticated).toEqual(
       [
         'authenticated SELECT ON account_sync_history',
+        'authenticated SELECT ON connection_health', // 0023: its own connections' health
         'authenticated SELECT ON rate_limit_tracking',
         ...columns('SELECT', 'users', ['id', 'email', 'created_at']),
         // 0013 (accounts API): region and last refresh shown. The writes of connect and

@@ -1,10 +1,10 @@
 import { Database, JobWorld, useBothDatabasePaths, useJobWorld } from '../jobs/fixture';
 
-// The shared rate budget's SQL (migration 0015: reserve_amazon_requests, amazon_requests_throttled,
-// amazon_rate_now) called directly, as the jobs' login, on both database paths. The TypeScript
-// store (lambda/shared/amazon/rate-budget.ts) clamps what it passes; these are the function's
-// own bounds, which hold whoever calls it: at most 10,000 slots and 60 s of schedule per call,
-// never more than the horizon ahead, never faster than the ceiling, and pauses kept.
+// The shared rate budget's SQL (migrations 0015 and 0022: reserve_amazon_requests,
+// amazon_requests_throttled, amazon_rate_now) called directly, as the jobs' login, on both
+// database paths. These are the function's own bounds, which hold whoever calls it: nonsense
+// refused, a horizon held to 6 s and a lead to 1 s, never more than the horizon ahead, never
+// faster than the ceiling, and pauses kept.
 
 let world: JobWorld;
 useJobWorld((w) => (world = w));
@@ -81,11 +81,9 @@ async function schedule(region = 'NA'): Promise<{ aheadMs: number; rate: number;
 
 describe.each(PATHS)('%s', (_path, database) => {
   test.each([
-    ['more than 10,000 slots', { wanted: 10_001 }],
     ['no slot', { wanted: 0 }],
-    ['a horizon over 60 s', { horizonMs: 60_001 }],
     ['a negative horizon', { horizonMs: -1 }],
-    ['a lead over 10 s', { leadMs: 10_001 }],
+    ['a negative lead', { leadMs: -1 }],
     ['a negative wait', { maxWaitMs: -1 }],
     ['a ceiling of 0', { ceiling: 0 }],
   ])('a reservation of %s is refused by the function itself, and nothing is reserved', async (_what, bad) => {
@@ -97,13 +95,41 @@ describe.each(PATHS)('%s', (_path, database) => {
     expect(rows).toEqual([]);
   });
 
-  test('the largest call it accepts (10,000 slots, 60 s horizon) is served only up to the horizon', async () => {
+  // Past the function's bounds a call is refused or clamped, never served as asked: no call gets
+  // more than 10,000 slots, nobody holds the schedule more than 60 s ahead, no first slot is put
+  // more than 10 s out by the lead.
+  test.each([
+    ['20,000 slots at 1,000 per second', { ceiling: 1000, wanted: 20_000, horizonMs: 60_000 }],
+    ['10,000 slots over an hour’s horizon', { ceiling: 10, wanted: 10_000, horizonMs: 3_600_000 }],
+    ['a lead of a minute', { ceiling: 10, wanted: 1, leadMs: 60_000 }],
+  ])('a reservation of %s is refused or clamped by the function itself', async (_what, big) => {
     const db = database();
-    const r = await reserve(db, { ceiling: 10, wanted: 10_000, horizonMs: 60_000 });
-    // 10 per second for 60 s, the first slot now: 601 at most, never the 10,000 asked for.
+    const outcome = await reserve(db, big).then(
+      (r) => r,
+      (error: unknown) => error as Error,
+    );
+    if (outcome instanceof Error) {
+      expect(outcome.message).toMatch(/reserve_amazon_requests: invalid argument/);
+      return;
+    }
+    expect(outcome.granted).toBeLessThanOrEqual(10_000);
+    const { rows } = await world.admin.query<{ ahead_ms: number; first_ms: number }>(
+      `SELECT extract(epoch FROM next_slot_at - clock_timestamp())::float8 * 1000 AS ahead_ms,
+              extract(epoch FROM :first::timestamptz - clock_timestamp())::float8 * 1000 AS first_ms
+         FROM amazon_rate_budget`,
+      { first: outcome.first_slot_at },
+    );
+    expect(rows[0].ahead_ms).toBeLessThanOrEqual(60_000 + outcome.interval_ms);
+    expect(rows[0].first_ms).toBeLessThanOrEqual(10_000 + outcome.interval_ms);
+  });
+
+  test('a call for 100,000 slots, 60 s ahead with a 20 s lead, is served only up to 6 s (0022)', async () => {
+    const db = database();
+    const r = await reserve(db, { ceiling: 10, wanted: 100_000, horizonMs: 60_000, leadMs: 20_000 });
+    // 10 per second for 6 s, from the lead held to 1 s: 51 at most, never what was asked for.
     expect(r.granted).toBeGreaterThan(0);
-    expect(r.granted).toBeLessThanOrEqual(601);
-    expect((await schedule()).aheadMs).toBeLessThanOrEqual(60_000 + r.interval_ms);
+    expect(r.granted).toBeLessThanOrEqual(61);
+    expect((await schedule()).aheadMs).toBeLessThanOrEqual(6_000 + r.interval_ms);
   });
 
   test('however many slots are asked for, calls never hold more than the horizon of the schedule', async () => {
@@ -158,9 +184,10 @@ describe.each(PATHS)('%s', (_path, database) => {
     const r = await reserve(db, { ceiling: 10, wanted: 5, maxWaitMs: 1_000, horizonMs: 60_000 });
     expect(r.granted).toBe(0);
     expect(r.first_slot_at.getTime()).toBeGreaterThanOrEqual(first.paused_until.getTime());
-    // Willing to wait past it: the slots start when the pause ends.
+    // Willing to wait past it: nothing either (the horizon is held to 6 s, 0022), and the
+    // first slot it can expect is when the pause ends.
     const later = await reserve(db, { ceiling: 10, wanted: 5, maxWaitMs: 60_000, horizonMs: 60_000 });
-    expect(later.granted).toBe(5);
+    expect(later.granted).toBe(0);
     expect(later.first_slot_at.getTime()).toBeGreaterThanOrEqual(first.paused_until.getTime());
   });
 

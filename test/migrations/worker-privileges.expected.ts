@@ -9,7 +9,7 @@
  *   claimDueTokens, saveResults         lambda/token-refresh/store/ (claims.ts, write-back.ts)
  *   claimConnections, saveOutcomes, flagAccountsNeedingReauth   lambda/account-sync/store/ (claims.ts, write-back.ts)
  *   recordRateLimitUsage, readEndpointPauses              lambda/shared/amazon/usage-store.ts
- *   DatabaseRateBudgetStore.reserve, .throttled            lambda/shared/amazon/rate-budget.ts (0015)
+ *   DatabaseRateBudgetStore.reserve, .throttled, .release  lambda/shared/amazon/rate-budget-store.ts (0015, 0022)
  *   claimEvents, markPublished, releaseFailed, pruneEvents, outboxBacklog   lambda/event-publisher/store.ts (0023)
  *   useConnection, readConnection (+ saveResults)          lambda/token-route/store.ts (on-demand token route;
  *                                                          no privilege of its own: it uses the ones listed)
@@ -133,7 +133,8 @@ export const EXPECTED_WORKER_PRIVILEGES: readonly string[] = [
 
   // amazon_rate_budget (0015): the shared request budgets, through the two functions
   'EXECUTE ON FUNCTION reserve_amazon_requests(text,text,double precision,integer,double precision,double precision,double precision,double precision,double precision)', // DatabaseRateBudgetStore.reserve
-  'EXECUTE ON FUNCTION amazon_requests_throttled(text,text,double precision,timestamp with time zone,double precision,double precision,double precision,double precision)', // DatabaseRateBudgetStore.throttled
+  'EXECUTE ON FUNCTION amazon_requests_throttled(text,text,double precision,timestamp with time zone,double precision,double precision,double precision,double precision,timestamp with time zone,boolean)', // DatabaseRateBudgetStore.throttled (0022: the slot's grant time, recorded at once)
+  'EXECUTE ON FUNCTION release_amazon_requests(text,text,timestamp with time zone,timestamp with time zone)', // DatabaseRateBudgetStore.release (0022): a run's unused slots back
   'EXECUTE ON FUNCTION amazon_rate_now(amazon_rate_budget,double precision,double precision,timestamp with time zone)', // both: the rate grown back since the last cut
   'SELECT (endpoint) ON amazon_rate_budget', // both: the budget's row, locked (SELECT * … FOR UPDATE)
   'SELECT (region) ON amazon_rate_budget', // same
@@ -159,6 +160,10 @@ export const EXPECTED_WORKER_PRIVILEGES: readonly string[] = [
   'UPDATE (paused_until) ON amazon_rate_budget', // throttled
   'UPDATE (last_cut_at) ON amazon_rate_budget', // throttled
   'UPDATE (throttled_count) ON amazon_rate_budget', // throttled
+  'SELECT (queue_until) ON amazon_rate_budget', // 0022: the whole row is read; reserve: the queue of refused callers
+  'SELECT (last_grant_from) ON amazon_rate_budget', // 0022: the whole row is read; release: only the batch granted last
+  'UPDATE (queue_until) ON amazon_rate_budget', // 0022: reserve (a refused caller's place), throttled (the queue cleared)
+  'UPDATE (last_grant_from) ON amazon_rate_budget', // 0022: reserve, where the batch granted last starts
   // oauth_tokens.last_used_at, granted by 0016 (refresh what is used)
   'SELECT (last_used_at) ON oauth_tokens', // claimDueTokens, countDueTokens: used within the window (NULL counts as used)
   'UPDATE (last_used_at) ON oauth_tokens', // claimConnections: a claimed connection, and a due one waiting for its token, is used; useConnection: the on-demand route's use

@@ -22,14 +22,14 @@ describe('job configuration', () => {
       databaseName: 'accounts',
       lwaClientSecretArn: LWA_ARN,
       tokenKeySecretArn: KEY_ARN,
-      amazonRates: {},
+      amazonLimits: {},
     });
   });
 
   test('the shared budgets’ rates are optional, positive and at most 10,000 per second', () => {
     expect(
       readJobConfig({ ...validEnv, [JOB_ENV.lwaRequestsPerSecond]: '25', [JOB_ENV.adsRequestsPerSecond]: '2.5' })
-        .amazonRates,
+        .amazonLimits,
     ).toEqual({ lwa: 25, ads: 2.5 });
     for (const bad of ['0', '-3', 'fast', '1e3', '10001']) {
       const error = configError(() => readJobConfig({ ...validEnv, [JOB_ENV.lwaRequestsPerSecond]: bad }));

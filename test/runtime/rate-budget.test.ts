@@ -109,10 +109,10 @@ describe.each(useBothDatabasePaths(() => world))('shared Amazon request budget (
     // since the cut add: 1 % of the ceiling per second), never more than it allows.
     const after = times.filter((t) => t >= pauseEnds - 100);
     expect(after.length).toBeGreaterThan(10);
-    const rates = four.map((b) => b.ratePerSecond());
-    expect(Math.max(...rates)).toBeLessThan(12);
-    expect(busiestSecond(after)).toBeLessThanOrEqual(Math.ceil(Math.max(...rates)));
     const row = await budgetRow();
+    // Halved, then grown back by 1 % of the ceiling per second since (however slow this machine).
+    expect(row.rate_per_second).toBeLessThan(10 + 0.2 * ((Date.now() - throttledAt) / 1000) + 0.5);
+    expect(busiestSecond(after)).toBeLessThanOrEqual(Math.ceil(row.rate_per_second));
     expect(row.paused_until!.getTime()).toBeGreaterThan(sentAt);
   });
 
@@ -143,7 +143,8 @@ describe.each(useBothDatabasePaths(() => world))('shared Amazon request budget (
 
   test('a wait longer than the deadline is refused at once and reserves nothing', async () => {
     const store = new DatabaseRateBudgetStore(database());
-    // Someone holds the next ten seconds of a 1-per-second budget.
+    // Someone holds the next six seconds of a 1-per-second budget (it asked for ten: the
+    // database holds every horizon to six seconds, migration 0022).
     const held = await store.reserve(LWA_NA, {
       ceiling: 1,
       wanted: 10,
@@ -152,7 +153,7 @@ describe.each(useBothDatabasePaths(() => world))('shared Amazon request budget (
       leadMs: 0,
       horizonMs: 10_000,
     });
-    expect(held.granted).toBe(10);
+    expect(held.granted).toBe(7);
     const before = await budgetRow();
     const [late] = budgets(1, 1);
     await expect(late.take(2_000)).rejects.toBeInstanceOf(DeadlineExceededError);
@@ -165,7 +166,6 @@ describe.each(useBothDatabasePaths(() => world))('shared Amazon request budget (
     for (const bad of [
       { ceiling: 0, wanted: 1 },
       { ceiling: 5, wanted: 0 },
-      { ceiling: 5, wanted: 10_001 },
       { ceiling: -1, wanted: 1 },
     ]) {
       await expect(
@@ -271,22 +271,20 @@ describe('shared budget client (store and clock replaced)', () => {
     expect(slow.stats().slotsUsed).toBe(1);
   });
 
-  test('reservations ask for as many slots as callers wait and get those within the horizon (half a second)', async () => {
+  test('reservations ask for as many slots as callers wait and get those within the horizon', async () => {
     const clock = { now: 0 };
     const time = fakeTime(clock);
     const store = new MemoryStore(clock);
-    const budget = new SharedRateBudget(store, LWA_NA, { ceiling: 10, ...time });
+    const budget = new SharedRateBudget(store, LWA_NA, { ceiling: 10, horizonMs: 500, ...time });
     await Promise.all(Array.from({ length: 12 }, () => budget.take()));
-    // 12 callers at once ask for 12; at 10/s (105 ms apart with the tolerance) 5 fit in the
-    // horizon of 500 ms; later reservations ask for those still waiting.
+    // 12 callers at once ask for 12; at 10/s (110 ms apart with the tolerance) 5 fit in the
+    // horizon of 500 ms; the next reservations, back to back, ask for a horizon's worth at least.
     expect(store.requests[0]).toMatchObject({ wanted: 12, horizonMs: 500 });
     expect(store.grants[0]).toBe(5);
     expect(Math.max(...store.grants)).toBeLessThanOrEqual(5);
-    expect(store.grants.reduce((a, b) => a + b, 0)).toBe(12);
-    expect(store.requests.map((r) => r.wanted)).toEqual(
-      store.requests.map((_, i) => 12 - store.grants.slice(0, i).reduce((a, b) => a + b, 0)),
-    );
-    expect(budget.stats()).toMatchObject({ slotsReserved: 12, slotsUsed: 12, slotsDropped: 0 });
+    expect(store.grants.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(12);
+    expect(store.requests.slice(1).every((r) => r.wanted >= 5)).toBe(true);
+    expect(budget.stats()).toMatchObject({ slotsUsed: 12 });
   });
 
   test('after a 429 the slots still held are given up and the next ones start after the pause', async () => {

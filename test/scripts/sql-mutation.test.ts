@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_MIGRATIONS_DIR } from '../../lambda/migrate/run-migrations';
 import { applyEdit, readEdits, SqlEdit, table } from '../../scripts/sql-mutation';
@@ -26,6 +26,26 @@ test.each(edits.map((e) => [e.id, e] as const))('%s applies to its migration and
   expect(edit.tests.length).toBeGreaterThan(0);
   for (const file of edit.tests) expect([file, existsSync(join(ROOT, file))]).toEqual([file, true]);
 });
+
+/** The Up section of a migration (what applying it runs). */
+const up = (file: string) => readFileSync(join(DEFAULT_MIGRATIONS_DIR, file), 'utf8').split('-- Down Migration')[0];
+
+test.each(edits.map((e) => [e.id, e] as const))(
+  '%s edits the definition in force: no later migration redefines its function',
+  (_id, edit) => {
+    const text = up(edit.file);
+    let at = -1;
+    for (let n = 0; n < (edit.occurrence ?? 1); n += 1) at = text.indexOf(edit.search, at + 1);
+    expect(at).toBeGreaterThanOrEqual(0);
+    const functions = [...text.slice(0, at).matchAll(/CREATE (?:OR REPLACE )?FUNCTION ([\w.]+)\(/g)];
+    if (functions.length === 0) return; // not in a function (a grant, a policy)
+    const name = functions[functions.length - 1][1];
+    const later = readdirSync(DEFAULT_MIGRATIONS_DIR)
+      .filter((f) => /^\d{4}_.*\.(sql|js)$/.test(f) && f > edit.file)
+      .filter((f) => new RegExp(`CREATE (OR REPLACE )?FUNCTION ${name.replace('.', '\\.')}\\(`).test(up(f)));
+    expect([name, later]).toEqual([name, []]);
+  },
+);
 
 test('an edit whose text is missing, or found twice without saying which, is refused', () => {
   const edit = (search: string, occurrence?: number): SqlEdit => ({

@@ -1,186 +1,85 @@
 import { DeadlineExceededError, sleep as defaultSleep } from '../backoff';
-import type { Database } from '../db/port';
-import { ADAPTIVE_RATE, type LimiterClock } from './adaptive-rate';
-import type { AmazonEndpoint, AmazonRegion } from './regions';
-import { endpointPrefix } from './usage-store';
+import type { LimiterClock } from './adaptive-rate';
+import type { BudgetKey, RateBudgetStore, ThrottleResult } from './rate-budget-store';
 
 /**
  * One request budget per Amazon endpoint and region, shared by every invocation that draws
- * from the same database (migration 0015, `amazon_rate_budget`).
+ * from the same database (migrations 0015 and 0022, `amazon_rate_budget`).
  *
  * The budget is a schedule of slots, one request each, spaced by the allowed rate. An
- * invocation reserves a few slots at a time (as many as it has requests waiting, at most half
- * a second's worth); nobody else is ever given the same
- * slots, so N invocations together send at most the budget's rate. A 429 cuts the rate and
- * pauses the endpoint in the database, so every invocation slows down from its next
- * reservation on. Slots not used in time are dropped, never saved up: a crashed invocation's
- * reservation just passes.
+ * invocation reserves a batch of slots in one call (what it will send: up to the horizon's
+ * worth, {@link MAX_HORIZON_MS} at most, fewer when it asked for fewer or its last batch went
+ * partly unused); nobody else is ever given the same slots, so N invocations together send at
+ * most the budget's rate. An invocation that gets no slot is given its own time to ask again
+ * (a place in a queue kept in the database), so waiting invocations do not all wake together.
+ * A 429 cuts the rate (once per wave) and pauses the endpoint in the database, so every
+ * invocation slows down from its next reservation on. Slots not used in time are dropped,
+ * never saved up: a crashed invocation's reservation just passes; a finished one gives the
+ * unused end of its last batch back ({@link SharedRateBudget.release}).
  */
 
-/** Which budget: an endpoint in a region (and a pool inside it: see api-share.ts). */
-export interface BudgetKey {
-  readonly endpoint: AmazonEndpoint;
-  readonly region: AmazonRegion;
-  /** A quota row of its own (`lwa-token:api`): the API's share. @default - the endpoint's budget */
-  readonly pool?: 'api';
-}
+/** The longest horizon the database allows (migration 0022 clamps to it). */
+export const MAX_HORIZON_MS = 6000;
 
-export interface ReserveRequest {
-  /** The configured requests per second (the most the budget ever allows). */
-  readonly ceiling: number;
-  /** Slots wanted (consecutive). */
-  readonly wanted: number;
-  /** Reserve nothing when the first slot would start later than this from now. */
-  readonly maxWaitMs: number;
-  /** How late a slot may still be used; the spacing leaves room for it (see migration 0015). */
-  readonly toleranceMs: number;
-  /** No slot before this long from now (the answer's way back). */
-  readonly leadMs: number;
-  /** No slot later than this long from now: what all invocations together may hold ahead. */
-  readonly horizonMs: number;
-}
-
-export interface Reservation {
-  /**
-   * Slots reserved: up to `wanted` (as many as start within the horizon), or 0 when the first
-   * free slot is beyond `maxWaitMs` or beyond the horizon.
-   */
-  readonly granted: number;
-  /** The first slot (the first free one when nothing was granted), database clock, epoch ms. */
-  readonly firstSlotAtMs: number;
-  readonly intervalMs: number;
-  /** The rate the slots were spaced for. */
-  readonly ratePerSecond: number;
-  /** The database's clock when it answered, epoch ms. */
-  readonly databaseNowMs: number;
-}
-
-export interface ThrottleReport {
-  readonly ceiling: number;
-  /** When the request that got the 429 was sent, database clock, epoch ms. */
-  readonly sentAtMs: number;
-  readonly pauseSeconds: number;
-}
-
-export interface ThrottleResult {
-  readonly ratePerSecond: number;
-  /** Database clock, epoch ms. */
-  readonly pausedUntilMs: number;
-  /** False when an earlier 429 of the same wave already cut the rate. */
-  readonly rateCut: boolean;
-}
-
-/** Where budgets are kept. */
-export interface RateBudgetStore {
-  reserve(key: BudgetKey, request: ReserveRequest): Promise<Reservation>;
-  throttled(key: BudgetKey, report: ThrottleReport): Promise<ThrottleResult>;
-}
-
-/**
- * How fast a cut rate grows back: this share of the ceiling per second without a 429 (back
- * from half the ceiling in 50 s), the shared counterpart of the per-call increase of
- * {@link ADAPTIVE_RATE}.
- */
-export const RECOVERY_PER_SECOND = 0.01;
-
-/** Stored endpoint name, as in `rate_limit_tracking` (`lwa-token`, `ads-profiles`), `:api` for the API's pool. */
-function storedEndpoint(endpoint: AmazonEndpoint, pool?: 'api'): string {
-  return `${endpointPrefix(endpoint).slice(0, -1)}${pool ? `:${pool}` : ''}`;
-}
-
-const toMs = (value: unknown): number => (value instanceof Date ? value.getTime() : new Date(String(value)).getTime());
-
-/** The budget in PostgreSQL: one statement (one Data API call) per reservation or 429. */
-export class DatabaseRateBudgetStore implements RateBudgetStore {
-  constructor(private readonly db: Database) {}
-
-  async reserve(key: BudgetKey, request: ReserveRequest): Promise<Reservation> {
-    const { rows } = await this.db.query<{
-      granted: number;
-      first_slot_at: Date;
-      interval_ms: number;
-      rate_per_second: number;
-      database_now: Date;
-    }>(
-      `SELECT r.granted, r.first_slot_at, r.interval_ms, r.rate_per_second, clock_timestamp() AS database_now
-         FROM reserve_amazon_requests(:endpoint::text, :region::text, :ceiling::float8, :wanted::int, :maxWaitMs::float8,
-                                      :toleranceMs::float8, :recovery::float8, :leadMs::float8,
-                                      :horizonMs::float8) AS r`,
-      {
-        endpoint: storedEndpoint(key.endpoint, key.pool),
-        region: key.region,
-        ceiling: request.ceiling,
-        wanted: request.wanted,
-        maxWaitMs: Math.max(0, request.maxWaitMs),
-        toleranceMs: request.toleranceMs,
-        recovery: RECOVERY_PER_SECOND,
-        leadMs: Math.min(10_000, Math.max(0, request.leadMs)),
-        horizonMs: Math.min(60_000, Math.max(0, request.horizonMs)),
-      },
-    );
-    const row = rows[0];
-    return {
-      granted: Number(row.granted),
-      firstSlotAtMs: toMs(row.first_slot_at),
-      intervalMs: Number(row.interval_ms),
-      ratePerSecond: Number(row.rate_per_second),
-      databaseNowMs: toMs(row.database_now),
-    };
-  }
-
-  async throttled(key: BudgetKey, report: ThrottleReport): Promise<ThrottleResult> {
-    const { rows } = await this.db.query<{ rate_per_second: number; paused_until: Date; rate_cut: boolean }>(
-      `SELECT r.rate_per_second, r.paused_until, r.rate_cut
-         FROM amazon_requests_throttled(:endpoint::text, :region::text, :ceiling::float8, :sentAt::timestamptz, :pause::float8,
-                                        :decrease::float8, :minFraction::float8, :recovery::float8) AS r`,
-      {
-        endpoint: storedEndpoint(key.endpoint, key.pool),
-        region: key.region,
-        ceiling: report.ceiling,
-        sentAt: new Date(report.sentAtMs),
-        pause: report.pauseSeconds,
-        decrease: ADAPTIVE_RATE.decrease,
-        minFraction: ADAPTIVE_RATE.minFraction,
-        recovery: RECOVERY_PER_SECOND,
-      },
-    );
-    const row = rows[0];
-    return {
-      ratePerSecond: Number(row.rate_per_second),
-      pausedUntilMs: toMs(row.paused_until),
-      rateCut: row.rate_cut,
-    };
-  }
-}
+export * from './rate-budget-store';
 
 export interface SharedBudgetOptions extends LimiterClock {
   /** Configured requests per second for this endpoint and region. */
   readonly ceiling: number;
   /**
-   * How far ahead slots are handed out, to this and every other invocation together: after a
-   * 429, the slots others already hold end within this time. @default 500
+   * How far ahead one reservation reaches (the database allows {@link MAX_HORIZON_MS} at most):
+   * after a 429, the slots others already hold end within this time. @default MAX_HORIZON_MS
    */
   readonly horizonMs?: number;
   /** How late a slot may be used before it is dropped (timers, a busy event loop, the network). @default 100 */
   readonly toleranceMs?: number;
+  /** Spreads a refused caller's next ask over one slot interval. @default Math.random */
+  readonly random?: () => number;
+  /**
+   * 429s are recorded in `rate_limit_tracking` by the report itself (see ThrottleReport.record).
+   * @default true
+   */
+  readonly recordThrottles?: boolean;
 }
 
 /** What one {@link SharedRateBudget} did (for metrics and tests). */
 export interface SharedBudgetStats {
+  /** Calls to the store's reserve, granted or not. */
   readonly reservations: number;
+  /** Reservations that granted nothing (the caller was given a time to ask again). */
+  readonly refusals: number;
   readonly slotsReserved: number;
   readonly slotsUsed: number;
-  /** Slots that passed unused (reserved ahead and not needed in time). */
+  /** Slots that passed unused (reserved ahead and not needed in time, or given up after a 429). */
   readonly slotsDropped: number;
+  /** Unused slots given back to the schedule ({@link SharedRateBudget.release}). */
+  readonly slotsReleased: number;
+  /** Calls to the store's release. */
+  readonly releases: number;
   /** 429 reports the store refused (see {@link SharedRateBudget.reportThrottle}). */
   readonly reportFailures: number;
+  /** 429s the store recorded in `rate_limit_tracking` as they were reported. */
+  readonly throttlesRecorded: number;
+}
+
+/** A batch granted by one reservation: for the 429 report (which cut it was granted under). */
+interface Batch {
+  readonly grantedAtDatabaseMs: number;
+  readonly firstLocalMs: number;
 }
 
 /**
- * The client side of one budget: takes one slot per request, in arrival order, reserving more
- * from the store when its slots run out. Same contract as the in-memory token bucket's
+ * The client side of one budget: takes one slot per request, in arrival order, reserving a
+ * batch from the store when its slots run out. Same contract as the in-memory token bucket's
  * `take`: with `maxWaitMs`, a request whose slot would come later rejects at once with
  * {@link DeadlineExceededError}.
+ *
+ * Batches are sized to what this client really sends: what {@link expectRequests} said is
+ * left, up to the horizon's worth; when it did not say, as many as callers wait, and the
+ * horizon's worth while busy (a slot used within the last second), back to the callers
+ * waiting after a gap; after a refusal, the same batch again. Refused, it asks again at the time the store gave it (plus a jitter inside one
+ * slot interval), not before; a caller whose deadline comes before the slot it could expect
+ * is refused at once, without asking the store again.
  */
 export class SharedRateBudget {
   private slots: number[] = [];
@@ -196,14 +95,44 @@ export class SharedRateBudget {
   /** Half the last reservation's round trip: how long the answer takes to come back. */
   private leadMs = 0;
   private rate: number;
+  private intervalMs: number;
   private pausedUntil = 0;
   private readonly now: () => number;
   private readonly sleep: (ms: number) => Promise<void>;
+  private readonly random: () => number;
   private readonly horizonMs: number;
   private readonly toleranceMs: number;
-  /** Callers waiting for a slot, this one included: what the next reservation asks for. */
+  /** Callers waiting for a slot, this one included. */
   private waiting = 0;
-  private counters = { reservations: 0, slotsReserved: 0, slotsUsed: 0, slotsDropped: 0, reportFailures: 0 };
+  /** The size of the batch asked for last. */
+  private batchSize = 0;
+  /** Slots of the last batch used and dropped, and when the last slot was used (local clock). */
+  private batchUsed = 0;
+  private batchDropped = 0;
+  private lastUsedAt = -Infinity;
+  /** The end of the batch granted last (database clock), while its unused slots may go back. */
+  private lastBatchUntil: number | undefined;
+  private batches: Batch[] = [];
+  /** The latest slot this client holds or held, and the latest it used (local clock). */
+  private lastSlot = -Infinity;
+  private lastUsedSlot = -Infinity;
+  /** After a refusal: when to ask again, and the first slot to expect then (local clock). */
+  private retryAt = 0;
+  private retryFirstSlot = 0;
+  /** Requests still to come, when the caller said ({@link expectRequests}). */
+  private expected: number | undefined;
+  private unconsumedRecorded = 0;
+  private counters = {
+    reservations: 0,
+    refusals: 0,
+    slotsReserved: 0,
+    slotsUsed: 0,
+    slotsDropped: 0,
+    slotsReleased: 0,
+    releases: 0,
+    reportFailures: 0,
+    throttlesRecorded: 0,
+  };
 
   constructor(
     private readonly store: RateBudgetStore,
@@ -213,9 +142,11 @@ export class SharedRateBudget {
     if (!(options.ceiling > 0)) throw new RangeError('ceiling must be positive');
     this.now = options.now ?? Date.now;
     this.sleep = options.sleep ?? defaultSleep;
-    this.horizonMs = options.horizonMs ?? 500;
+    this.random = options.random ?? Math.random;
+    this.horizonMs = Math.min(MAX_HORIZON_MS, Math.max(0, options.horizonMs ?? MAX_HORIZON_MS));
     this.toleranceMs = options.toleranceMs ?? 100;
     this.rate = options.ceiling;
+    this.intervalMs = (1000 + this.toleranceMs) / this.rate;
   }
 
   /** Waits for this caller's slot (FIFO). */
@@ -228,19 +159,35 @@ export class SharedRateBudget {
   }
 
   /**
+   * How many requests this client has left to send (e.g. the items of its claim): the next
+   * batch is that many (at most the horizon's worth), never more. Each slot used counts one
+   * off. `undefined`: not known (batches then grow once one was used up back to back).
+   */
+  expectRequests(count: number | undefined): void {
+    this.expected = count === undefined ? undefined : Math.max(0, Math.floor(count));
+  }
+
+  /**
    * Amazon answered 429 to a request sent at `sentAtMs` (local clock): every invocation pauses
-   * for `pauseSeconds` and the shared rate is cut (once per wave of 429s). The slots this
-   * client still holds are given up: they were spaced for the old rate.
+   * for `pauseSeconds` and the shared rate is cut (once per wave of 429s: not again for a slot
+   * granted before the last cut). The slots this client still holds are given up at once: they
+   * were spaced for the old rate.
    */
   async throttled(sentAtMs: number, pauseSeconds: number): Promise<ThrottleResult> {
     // At once, before the store answers: this client sends nothing more until the pause ends.
     this.counters.slotsDropped += this.slots.length;
     this.slots = [];
+    this.lastSlot = this.lastUsedSlot;
+    this.lastBatchUntil = undefined;
     this.pausedUntil = Math.max(this.pausedUntil, this.now() + pauseSeconds * 1000);
+    const batch = [...this.batches].reverse().find((b) => b.firstLocalMs <= sentAtMs + this.toleranceMs);
+    const record = this.options.recordThrottles ?? true;
     const report = this.store.throttled(this.key, {
       ceiling: this.options.ceiling,
       sentAtMs: sentAtMs + this.offsetMs,
+      ...(batch ? { grantedAtMs: Math.min(batch.grantedAtDatabaseMs, sentAtMs + this.offsetMs) } : {}),
       pauseSeconds,
+      record,
     });
     // Reservations wait for the report: the slots they get then start after the shared pause.
     this.reporting = report.then(
@@ -248,6 +195,10 @@ export class SharedRateBudget {
       () => undefined,
     );
     const result = await report;
+    if (record) {
+      this.counters.throttlesRecorded += 1;
+      this.unconsumedRecorded += 1;
+    }
     this.rate = result.ratePerSecond;
     this.pausedUntil = Math.max(this.pausedUntil, result.pausedUntilMs - this.offsetMs);
     return result;
@@ -264,14 +215,52 @@ export class SharedRateBudget {
     });
   }
 
+  /**
+   * Gives the unused slots of the batch reserved last back to the schedule (one store call),
+   * when no caller is waiting for them: for when this client's work is done. The store takes
+   * them back only while nobody reserved after them; either way this client no longer holds
+   * them. Never rejects: false when nothing went back.
+   */
+  async release(): Promise<boolean> {
+    const until = this.lastBatchUntil;
+    if (this.waiting > 0 || this.slots.length === 0 || until === undefined || !this.store.release) return false;
+    const now = this.now();
+    const held = this.slots.length;
+    // From the first slot still ahead (a slot within its tolerance is not handed out again).
+    const from = Math.max(this.slots[0], now) + this.offsetMs + 1;
+    this.slots = [];
+    this.lastSlot = this.lastUsedSlot;
+    this.lastBatchUntil = undefined;
+    if (from >= until) {
+      this.counters.slotsDropped += held;
+      return false;
+    }
+    this.counters.releases += 1;
+    const released = await this.store.release(this.key, { fromMs: from, untilMs: until }).catch(() => false);
+    if (released) this.counters.slotsReleased += held;
+    else this.counters.slotsDropped += held;
+    return released;
+  }
+
   /** The allowed rate as of the last reservation or 429. */
   ratePerSecond(): number {
     return this.rate;
   }
 
-  /** Until when (local clock, epoch ms) the budget was last known to be paused. */
+  /**
+   * Until when (local clock, epoch ms) the budget was last known to be paused: the pause in the
+   * database (every invocation's 429s, each Retry-After doubled per 429 in a row as the limiter
+   * applies it), as of this client's last reservation or report. 0 when never paused.
+   */
   pausedUntilMs(): number {
     return this.pausedUntil;
+  }
+
+  /** 429s recorded in `rate_limit_tracking` by their reports since the last call (see saveLimiterRates). */
+  takeRecordedThrottles(): number {
+    const n = this.unconsumedRecorded;
+    this.unconsumedRecorded = 0;
+    return n;
   }
 
   stats(): SharedBudgetStats {
@@ -289,6 +278,7 @@ export class SharedRateBudget {
       while (this.slots.length > 0 && this.slots[0] + this.toleranceMs < now) {
         this.slots.shift();
         this.counters.slotsDropped += 1;
+        this.batchDropped += 1;
       }
       const slot = this.slots[0];
       if (slot === undefined) {
@@ -301,9 +291,26 @@ export class SharedRateBudget {
         continue;
       }
       this.slots.shift();
+      this.lastUsedSlot = slot;
       this.counters.slotsUsed += 1;
+      this.batchUsed += 1;
+      this.lastUsedAt = now;
+      if (this.expected !== undefined) this.expected = Math.max(0, this.expected - 1);
       return;
     }
+  }
+
+  /** Slots to ask for: see the class comment. */
+  private wanted(now: number): number {
+    // Asking again after a refusal: the same batch as then.
+    if (this.retryAt > 0) return this.batchSize;
+    const full = Math.max(1, Math.floor(this.horizonMs / this.intervalMs) + 1);
+    // Busy: a slot was used within the last second (timers firing late on a busy machine drop
+    // a slot now and then; that is no reason to ask for less).
+    const busy = this.batchUsed > 0 && now - this.lastUsedAt <= Math.max(1000, 2 * this.intervalMs + this.toleranceMs);
+    this.batchSize = this.expected !== undefined ? Math.min(full, this.expected) : busy ? full : this.waiting;
+    this.batchSize = Math.min(100_000, Math.max(1, this.waiting, this.batchSize));
+    return this.batchSize;
   }
 
   private async reserve(notAfter: number): Promise<void> {
@@ -312,13 +319,18 @@ export class SharedRateBudget {
       await reporting;
       if (this.reporting === reporting) this.reporting = undefined;
     }
-    const sentAt = this.now();
-    // As many slots as callers are waiting (the store hands out only those within the
-    // horizon): what one invocation holds is what it is about to use.
-    const wanted = Math.min(10_000, Math.max(1, this.waiting));
+    let now = this.now();
+    if (now < this.retryAt) {
+      // Refused before: this client's place in the queue. A caller that cannot wait for the
+      // slot it could expect then is refused without asking again.
+      if (this.retryFirstSlot > notAfter) throw new DeadlineExceededError(this.retryFirstSlot - now, notAfter - now);
+      await this.sleep(this.retryAt - now);
+      now = this.now();
+    }
+    const sentAt = now;
     const reservation = await this.store.reserve(this.key, {
       ceiling: this.options.ceiling,
-      wanted,
+      wanted: this.wanted(now),
       maxWaitMs: Number.isFinite(notAfter) ? Math.max(0, notAfter - sentAt) : 24 * 3600 * 1000,
       toleranceMs: this.toleranceMs,
       leadMs: this.leadMs,
@@ -333,20 +345,38 @@ export class SharedRateBudget {
       this.offsetMs = reservation.databaseNowMs - (sentAt + receivedAt) / 2;
     }
     this.rate = reservation.ratePerSecond;
+    this.intervalMs = reservation.intervalMs;
+    if (reservation.pausedUntilMs)
+      this.pausedUntil = Math.max(this.pausedUntil, reservation.pausedUntilMs - this.offsetMs);
     this.counters.reservations += 1;
     const first = reservation.firstSlotAtMs - this.offsetMs;
     if (reservation.granted === 0) {
+      this.counters.refusals += 1;
+      // The store's time for this caller (its place in the queue), or, from a store without a
+      // queue, when the first free slot comes within the horizon.
+      const retry =
+        reservation.retryAtMs !== undefined ? reservation.retryAtMs - this.offsetMs : first - this.horizonMs;
+      this.retryAt = Math.max(receivedAt + 1, retry + this.random() * reservation.intervalMs);
+      this.retryFirstSlot = first;
       if (first > notAfter) throw new DeadlineExceededError(first - receivedAt, notAfter - receivedAt);
-      // The schedule is taken up to the horizon: ask again when the first free slot is within it.
-      await this.sleep(Math.max(1, first - this.horizonMs - receivedAt));
       return;
     }
+    this.retryAt = 0;
     this.counters.slotsReserved += reservation.granted;
+    this.batchUsed = 0;
+    this.batchDropped = 0;
+    this.batches = [...this.batches.slice(-7), { grantedAtDatabaseMs: reservation.databaseNowMs, firstLocalMs: first }];
+    this.lastBatchUntil = reservation.firstSlotAtMs + reservation.granted * reservation.intervalMs;
     for (let i = 0; i < reservation.granted; i += 1) {
       const slot = first + i * reservation.intervalMs;
-      // A 429 arrived while this reservation was on its way: its slots inside the pause go.
-      if (slot < this.pausedUntil) this.counters.slotsDropped += 1;
-      else this.slots.push(slot);
+      // A 429 arrived while this reservation was on its way: its slots inside the pause go. So
+      // does a slot closer to this client's previous one than the interval (the clock offset
+      // estimate moved between the two reservations): spacing is never given up.
+      if (slot < this.pausedUntil || slot < this.lastSlot + reservation.intervalMs) this.counters.slotsDropped += 1;
+      else {
+        this.slots.push(slot);
+        this.lastSlot = slot;
+      }
     }
   }
 }

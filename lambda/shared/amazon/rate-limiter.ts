@@ -246,6 +246,28 @@ export class EndpointLimiter {
       this.bucket.setRate(Math.min(this.ceiling, rate + this.ceiling * ADAPTIVE_RATE.increaseFraction));
   }
 
+  /**
+   * Until when (this container's clock, epoch ms) calls wait: the later of this container's own
+   * pause and the shared budget's (every invocation's 429s, as last known: see
+   * SharedRateBudget.pausedUntilMs). 0 when never paused.
+   */
+  pausedUntilMs(): number {
+    return Math.max(this.bucket.pausedUntilMs(), this.shared?.pausedUntilMs() ?? 0);
+  }
+
+  /**
+   * How many calls this limiter still has to make (e.g. the items left in a run): the shared
+   * budget reserves no more than that ahead. `undefined`: not known.
+   */
+  expectRequests(count: number | undefined): void {
+    this.shared?.expectRequests(count);
+  }
+
+  /** Gives the shared budget back the slots reserved and not needed (when the work is done). */
+  release(): Promise<boolean> {
+    return this.shared ? this.shared.release() : Promise.resolve(false);
+  }
+
   /** Requests per second allowed now (the ceiling unless Amazon pushed back). */
   allowedRate(): number {
     return this.shared
@@ -317,6 +339,14 @@ export class RateLimiterRegistry {
       const [endpoint, region] = key.split(':') as [AmazonEndpoint, string];
       return { endpoint, region, limiter };
     });
+  }
+
+  /**
+   * Gives every shared budget back the slots its limiter reserved and will not use (one
+   * database call per budget holding any): for the end of a run. Never rejects.
+   */
+  async releaseUnused(): Promise<void> {
+    await Promise.all([...this.limiters.values()].map((limiter) => limiter.release()));
   }
 
   for(endpoint: AmazonEndpoint, region: string): EndpointLimiter {

@@ -166,6 +166,21 @@ export class RateLimitUsageRecorder {
     e.lastLimitHit = at;
   }
 
+  /**
+   * `count` of the endpoint-wide 429s counted here were already recorded when they happened
+   * (with the pause applied, by the shared budget's report, migration 0022): they are not
+   * added again, and their Retry-After does not replace the pause recorded.
+   */
+  limitHitsRecorded(endpoint: string, count: number): void {
+    const e = this.usage.get(`${endpoint}\u0000`);
+    if (!e || count <= 0) return;
+    e.limitHits = Math.max(0, e.limitHits - count);
+    if (e.limitHits === 0) {
+      delete e.retryAfterSeconds;
+      delete e.lastLimitHit;
+    }
+  }
+
   /** The endpoint's allowed rate at the end of the run (null: at its ceiling). */
   allowedRate(endpoint: string, ratePerSecond: number | null): void {
     this.entry(endpoint, null).allowedRatePerSecond = ratePerSecond;

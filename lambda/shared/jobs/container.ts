@@ -31,7 +31,7 @@ const containers = new Map<string, Promise<JobContainer>>();
 /**
  * Builds (once per container and service) the real clients from the environment the CDK stack
  * sets: configuration validated, secrets read once and cached, the Data API on the cluster with
- * the worker user's secret. `LWA_TOKEN_URL` / `ADS_API_URL` (and the SDK's own
+ * the jobs' login (its secret, `WORKER_SECRET_ARN`). `LWA_TOKEN_URL` / `ADS_API_URL` (and the SDK's own
  * `AWS_ENDPOINT_URL_*`) point it at local stand-ins for `npm start`; the stack sets none of them.
  * A failed build is not cached: the next invocation tries again.
  */
@@ -71,7 +71,7 @@ async function build(service: string): Promise<JobContainer> {
   });
   // Amazon's rate per endpoint and region is one budget in the database, shared by every
   // invocation of every job (lambda/shared/amazon/rate-budget.ts).
-  const limiters = new RateLimiterRegistry(endpointLimitsFor(config.amazonRates), {}, new DatabaseRateBudgetStore(db));
+  const limiters = new RateLimiterRegistry(endpointLimitsFor(config.amazonLimits), {}, new DatabaseRateBudgetStore(db));
   return {
     db,
     lwa: new LwaClient({

@@ -7,7 +7,7 @@ import { API_BUDGET_SHARE, ApiShareBudgetStore } from '../../../lambda/shared/am
 import { DatabaseRateBudgetStore, ReserveRequest } from '../../../lambda/shared/amazon/rate-budget';
 import { RateLimiterRegistry } from '../../../lambda/shared/amazon/rate-limiter';
 import { Database, PgDatabase } from '../../../lambda/shared/db';
-import type { ApiRequestEvent } from '../../../lambda/accounts-api/http';
+import type { ApiRequestEvent } from '../../../lambda/shared/http';
 import { createTokenRoute } from '../../../lambda/token-route/core';
 import { fakeProfile } from '../../../local/amazon/profiles';
 import { seedUsers } from '../../jobs/fixture';

@@ -1,6 +1,6 @@
 import { Client } from 'pg';
 import type { SyncStarter } from '../../../lambda/accounts-api/core';
-import type { ApiResult } from '../../../lambda/accounts-api/http';
+import type { ApiResult } from '../../../lambda/shared/http';
 import { Database, Row, SqlParams } from '../../../lambda/shared/db';
 import { ApiWorld, request, startApiWorld, startConnectSession } from '../fixture';
 import { checked } from '../openapi';

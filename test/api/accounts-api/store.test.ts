@@ -197,7 +197,7 @@ describe.each(PATHS)('%s', (_path, database) => {
     const attempts: Array<[string, string]> = [
       ['Atza|plaintext-access', world.cipher.encrypt('Atzr|fine')],
       [encrypted, 'Atzr|plaintext-refresh'],
-      ['enc:v2:not-ours', world.cipher.encrypt('Atzr|fine')],
+      ['enc:v9:not-ours', world.cipher.encrypt('Atzr|fine')],
       [encrypted, 'ENC:V1:shouting'],
     ];
     for (const [access, refresh] of attempts) {

@@ -1,0 +1,195 @@
+import type { Database } from '../db/port';
+import { ADAPTIVE_RATE } from './adaptive-rate';
+import type { AmazonEndpoint, AmazonRegion } from './regions';
+import { endpointPrefix } from './usage-store';
+
+// The shared rate budget's store: what a reservation, a 429 report and a release send to the
+// database (migrations 0015 and 0022), and the in-process contract a budget is kept behind.
+// The client that draws from it is SharedRateBudget (rate-budget.ts).
+
+/** Which budget: an endpoint in a region (and a pool inside it: see api-share.ts). */
+export interface BudgetKey {
+  readonly endpoint: AmazonEndpoint;
+  readonly region: AmazonRegion;
+  /** A quota row of its own (`lwa-token:api`): the API's share. @default - the endpoint's budget */
+  readonly pool?: 'api';
+}
+
+export interface ReserveRequest {
+  /** The configured requests per second (the most the budget ever allows). */
+  readonly ceiling: number;
+  /** Slots wanted (consecutive). */
+  readonly wanted: number;
+  /** Reserve nothing when the first slot would start later than this from now. */
+  readonly maxWaitMs: number;
+  /** How late a slot may still be used; the spacing leaves room for it (see migration 0015). */
+  readonly toleranceMs: number;
+  /** No slot before this long from now (the answer's way back). */
+  readonly leadMs: number;
+  /** No slot later than this long from now: what all invocations together may hold ahead. */
+  readonly horizonMs: number;
+}
+
+export interface Reservation {
+  /**
+   * Slots reserved: up to `wanted` (as many as start within the horizon), or 0 when fewer
+   * than half of them fit now or the first would start beyond `maxWaitMs`.
+   */
+  readonly granted: number;
+  /**
+   * The first slot; when nothing was granted, the first this caller can expect when it asks
+   * again at `retryAtMs`. Database clock, epoch ms.
+   */
+  readonly firstSlotAtMs: number;
+  /**
+   * When nothing was granted: this caller's time to ask again (its place in the queue of
+   * refused callers). Database clock, epoch ms. @default - ask when the first slot is within the horizon
+   */
+  readonly retryAtMs?: number;
+  /** Until when the budget is paused (Amazon's 429s), database clock, epoch ms; 0 when not. */
+  readonly pausedUntilMs?: number;
+  readonly intervalMs: number;
+  /** The rate the slots were spaced for. */
+  readonly ratePerSecond: number;
+  /** The database's clock when it answered, epoch ms. */
+  readonly databaseNowMs: number;
+}
+
+export interface ThrottleReport {
+  readonly ceiling: number;
+  /** When the request that got the 429 was sent, database clock, epoch ms. */
+  readonly sentAtMs: number;
+  /**
+   * When the slot it went out on was granted, database clock, epoch ms: a 429 for a slot
+   * granted before the last cut does not cut again. @default sentAtMs
+   */
+  readonly grantedAtMs?: number;
+  /** The pause actually applied (Retry-After doubled per 429 in a row). */
+  readonly pauseSeconds: number;
+  /**
+   * Also record the 429 and the pause in `rate_limit_tracking` at once (the jobs' role; the
+   * API's has no privilege there). @default true
+   */
+  readonly record?: boolean;
+}
+
+/** The unused end of the batch reserved last, to give back: database clock, epoch ms. */
+export interface ReleaseRequest {
+  readonly fromMs: number;
+  readonly untilMs: number;
+}
+
+export interface ThrottleResult {
+  readonly ratePerSecond: number;
+  /** Database clock, epoch ms. */
+  readonly pausedUntilMs: number;
+  /** False when an earlier 429 of the same wave already cut the rate. */
+  readonly rateCut: boolean;
+}
+
+/** Where budgets are kept. */
+export interface RateBudgetStore {
+  reserve(key: BudgetKey, request: ReserveRequest): Promise<Reservation>;
+  throttled(key: BudgetKey, report: ThrottleReport): Promise<ThrottleResult>;
+  /** Gives back unused slots; true when they were (nobody reserved after them). @default - never */
+  release?(key: BudgetKey, request: ReleaseRequest): Promise<boolean>;
+}
+
+/**
+ * How fast a cut rate grows back: this share of the ceiling per second without a 429 (back
+ * from half the ceiling in 50 s), the shared counterpart of the per-call increase of
+ * {@link ADAPTIVE_RATE}.
+ */
+export const RECOVERY_PER_SECOND = 0.01;
+
+/** Stored endpoint name, as in `rate_limit_tracking` (`lwa-token`, `ads-profiles`), `:api` for the API's pool. */
+function storedEndpoint(endpoint: AmazonEndpoint, pool?: 'api'): string {
+  return `${endpointPrefix(endpoint).slice(0, -1)}${pool ? `:${pool}` : ''}`;
+}
+
+const toMs = (value: unknown): number => (value instanceof Date ? value.getTime() : new Date(String(value)).getTime());
+
+/** The budget in PostgreSQL: one statement (one Data API call) per reservation or 429. */
+export class DatabaseRateBudgetStore implements RateBudgetStore {
+  constructor(private readonly db: Database) {}
+
+  async reserve(key: BudgetKey, request: ReserveRequest): Promise<Reservation> {
+    const { rows } = await this.db.query<{
+      granted: number;
+      first_slot_at: Date;
+      interval_ms: number;
+      rate_per_second: number;
+      retry_at: Date | null;
+      paused_until: Date | null;
+      database_now: Date;
+    }>(
+      `SELECT r.granted, r.first_slot_at, r.interval_ms, r.rate_per_second, r.retry_at, r.paused_until,
+              clock_timestamp() AS database_now
+         FROM reserve_amazon_requests(:endpoint::text, :region::text, :ceiling::float8, :wanted::int, :maxWaitMs::float8,
+                                      :toleranceMs::float8, :recovery::float8, :leadMs::float8,
+                                      :horizonMs::float8) AS r`,
+      {
+        endpoint: storedEndpoint(key.endpoint, key.pool),
+        region: key.region,
+        ceiling: request.ceiling,
+        wanted: request.wanted,
+        maxWaitMs: Math.max(0, request.maxWaitMs),
+        toleranceMs: request.toleranceMs,
+        recovery: RECOVERY_PER_SECOND,
+        // The database clamps what is out of range (0022); a caller's own bounds go first.
+        leadMs: Math.max(0, request.leadMs),
+        horizonMs: Math.max(0, request.horizonMs),
+      },
+    );
+    const row = rows[0];
+    return {
+      granted: Number(row.granted),
+      firstSlotAtMs: toMs(row.first_slot_at),
+      ...(row.retry_at ? { retryAtMs: toMs(row.retry_at) } : {}),
+      pausedUntilMs: row.paused_until ? toMs(row.paused_until) : 0,
+      intervalMs: Number(row.interval_ms),
+      ratePerSecond: Number(row.rate_per_second),
+      databaseNowMs: toMs(row.database_now),
+    };
+  }
+
+  async throttled(key: BudgetKey, report: ThrottleReport): Promise<ThrottleResult> {
+    const { rows } = await this.db.query<{ rate_per_second: number; paused_until: Date; rate_cut: boolean }>(
+      `SELECT r.rate_per_second, r.paused_until, r.rate_cut
+         FROM amazon_requests_throttled(:endpoint::text, :region::text, :ceiling::float8, :sentAt::timestamptz, :pause::float8,
+                                        :decrease::float8, :minFraction::float8, :recovery::float8,
+                                        :grantedAt::timestamptz, :record::boolean) AS r`,
+      {
+        endpoint: storedEndpoint(key.endpoint, key.pool),
+        region: key.region,
+        ceiling: report.ceiling,
+        sentAt: new Date(report.sentAtMs),
+        grantedAt: new Date(report.grantedAtMs ?? report.sentAtMs),
+        record: report.record ?? true,
+        pause: report.pauseSeconds,
+        decrease: ADAPTIVE_RATE.decrease,
+        minFraction: ADAPTIVE_RATE.minFraction,
+        recovery: RECOVERY_PER_SECOND,
+      },
+    );
+    const row = rows[0];
+    return {
+      ratePerSecond: Number(row.rate_per_second),
+      pausedUntilMs: toMs(row.paused_until),
+      rateCut: row.rate_cut,
+    };
+  }
+
+  async release(key: BudgetKey, request: ReleaseRequest): Promise<boolean> {
+    const { rows } = await this.db.query<{ released: boolean }>(
+      `SELECT release_amazon_requests(:endpoint::text, :region::text, :from::timestamptz, :until::timestamptz) AS released`,
+      {
+        endpoint: storedEndpoint(key.endpoint, key.pool),
+        region: key.region,
+        from: new Date(request.fromMs),
+        until: new Date(request.untilMs),
+      },
+    );
+    return rows[0]?.released === true;
+  }
+}

@@ -1,0 +1,545 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { LwaClient } from '../../../lambda/shared/amazon';
+import { DatabaseRateBudgetStore } from '../../../lambda/shared/amazon/rate-budget';
+import { RateLimiterRegistry } from '../../../lambda/shared/amazon/rate-limiter';
+import type { AmazonRegion } from '../../../lambda/shared/amazon/regions';
+import type { ApiRequestEvent, ApiResult } from '../../../lambda/shared/http';
+import { Database } from '../../../lambda/shared/db';
+import { runTokenRefresh } from '../../../lambda/token-refresh/core';
+import { claimDueTokens, saveResults } from '../../../lambda/token-refresh/store';
+import { createTokenRoute, TokenRouteDeps } from '../../../lambda/token-route/core';
+import {
+  JobWorld,
+  RecordingLogger,
+  runtime,
+  seedUsers,
+  SeedUser,
+  useBothDatabasePaths,
+  useJobWorld,
+} from '../../jobs/fixture';
+import { pollUntil } from '../../support/poll';
+
+// The on-demand token route (POST /internal/v1/access-tokens) against PostgreSQL 17 with every
+// migration, as the jobs' login, on both database paths (the Data API through the emulator,
+// and node-postgres), with the fake Amazon counting refresh calls. Its LWA client draws from
+// the shared rate budget in the database, as in AWS.
+
+let world: JobWorld;
+useJobWorld((w) => (world = w));
+
+const PATHS = useBothDatabasePaths(() => world);
+const HOUR = 3600;
+const CALLER = 'arn:aws:sts::123456789012:assumed-role/product-server/i-0abc';
+
+let logger: RecordingLogger;
+let lwaBefore = 0;
+/** Calls to the fake token endpoint in this test (the fake's counters run for the whole file). */
+const lwaCalls = () => world.amazon.counters.total('lwa') - lwaBefore;
+/** Every token the fake Amazon or the seed handed out in a test: none may reach a log line. */
+let secrets: string[];
+
+beforeEach(() => {
+  logger = new RecordingLogger();
+  secrets = [];
+  lwaBefore = world.amazon.counters.total('lwa');
+});
+
+afterEach(() => {
+  const text = logger.text();
+  for (const u of seeded) for (const c of u.connections) secrets.push(c.accessToken, c.refreshToken);
+  for (const u of seeded) for (const c of u.connections) secrets.push(...world.amazon.accessTokens(u.userId, c.region));
+  for (const secret of secrets) expect(text).not.toContain(secret);
+  seeded = [];
+});
+
+let seeded: SeedUser[] = [];
+async function seed(count: number, expiresInSeconds: number, extra: { accountsDueInSeconds?: number } = {}) {
+  const users = await seedUsers(world, { count, expiresInSeconds, regions: () => ['EU'], ...extra });
+  seeded.push(...users);
+  return users;
+}
+
+/** An LWA client whose limiter draws from the shared budget in the database (as in AWS). */
+function budgetedLwa(db: Database): LwaClient {
+  return new LwaClient({
+    clientId: world.amazon.clientId,
+    clientSecret: world.amazon.clientSecret,
+    tokenUrl: world.amazon.lwaTokenUrl,
+    timeoutMs: 15_000,
+    limiters: new RateLimiterRegistry(
+      { lwa: { ratePerSecond: 1000, burst: 1000, maxConcurrency: 64 } },
+      {},
+      new DatabaseRateBudgetStore(db),
+    ),
+  });
+}
+
+function route(db: Database, deps: Partial<TokenRouteDeps> = {}) {
+  return createTokenRoute({
+    db,
+    lwa: budgetedLwa(db),
+    cipher: world.cipher,
+    logger,
+    settings: { pollIntervalMs: 20 },
+    ...deps,
+  });
+}
+
+/** The event API Gateway passes for a request it authorised with IAM (payload 2.0). */
+function tokenRequest(body: unknown, o: { iam?: boolean; method?: string; raw?: string } = {}): ApiRequestEvent {
+  const event = {
+    rawPath: '/internal/v1/access-tokens',
+    headers: { 'content-type': 'application/json' },
+    body: o.raw ?? JSON.stringify(body),
+    isBase64Encoded: false,
+    requestContext: {
+      requestId: randomBytes(8).toString('hex'),
+      http: { method: o.method ?? 'POST', path: '/internal/v1/access-tokens' },
+      ...(o.iam === false ? {} : { authorizer: { iam: { userArn: CALLER, accountId: '123456789012' } } }),
+    },
+  };
+  return event;
+}
+
+function json(result: ApiResult): Record<string, unknown> {
+  return JSON.parse(result.body) as Record<string, unknown>;
+}
+
+async function row(user: SeedUser) {
+  const { rows } = await world.admin.query<{
+    access_token: string;
+    expires_at: Date;
+    last_used_at: Date | null;
+    refresh_lease_owner: string | null;
+    proactive_refresh_enabled: boolean;
+    refresh_failure_count: number;
+    refresh_refusal_count: number;
+    next_refresh_attempt_at: Date | null;
+    last_refresh_error: string | null;
+  }>(
+    `SELECT access_token, expires_at, last_used_at, refresh_lease_owner, proactive_refresh_enabled,
+            refresh_failure_count, refresh_refusal_count, next_refresh_attempt_at, last_refresh_error
+       FROM oauth_tokens WHERE user_id = :userId::uuid AND region = :region`,
+    { userId: user.userId, region: user.region },
+  );
+  return rows[0];
+}
+
+/** The user's accounts, as the tests compare them before and after. */
+async function accounts(user: SeedUser) {
+  const { rows } = await world.admin.query<{ id: string; status: string; sync_status: string }>(
+    `SELECT id, status, sync_status, sync_error_message FROM user_accounts WHERE user_id = :userId::uuid ORDER BY id`,
+    { userId: user.userId },
+  );
+  return rows;
+}
+
+/** The connection's backoff has run out (as if its time had passed). */
+async function backOffPassed(user: SeedUser) {
+  await world.admin.query(
+    `UPDATE oauth_tokens SET next_refresh_attempt_at = now() - interval '1 second' WHERE user_id = :userId::uuid`,
+    { userId: user.userId },
+  );
+}
+
+async function databaseNow(): Promise<Date> {
+  const { rows } = await world.admin.query<{ now: Date }>('SELECT now() AS now');
+  return rows[0].now;
+}
+
+async function setLease(user: SeedUser, owner: string, secondsFromNow: number) {
+  await world.admin.query(
+    `UPDATE oauth_tokens SET refresh_lease_owner = :owner::uuid,
+            refresh_lease_expires_at = now() + make_interval(secs => :secs)
+      WHERE user_id = :userId::uuid`,
+    { owner, secs: secondsFromNow, userId: user.userId },
+  );
+}
+
+const body = (u: SeedUser, region: AmazonRegion = u.region) => ({ userId: u.userId, region });
+
+describe.each(PATHS)('%s', (_path, database) => {
+  test('a token with more than 5 minutes left is returned as stored, without calling Amazon, and the use is recorded', async () => {
+    const [user] = await seed(1, 20 * 60);
+    const before = await databaseNow();
+
+    const result = await route(database())(tokenRequest(body(user)));
+
+    expect(result.statusCode).toBe(200);
+    expect(result.headers['cache-control']).toBe('no-store');
+    expect(json(result)).toMatchObject({ accessToken: user.accessToken, region: 'EU', refreshed: false });
+    expect(lwaCalls()).toBe(0);
+    const after = await row(user);
+    expect(new Date(String(json(result).expiresAt)).getTime()).toBe(after.expires_at.getTime());
+    expect(after.last_used_at!.getTime()).toBeGreaterThanOrEqual(before.getTime());
+    expect(after.refresh_lease_owner).toBeNull();
+  });
+
+  test('50 concurrent requests for one expiring connection: one call to Amazon, all 50 get the same new token', async () => {
+    const [user] = await seed(1, 120);
+    // Amazon takes its time: the requests that come meanwhile wait for the winner's write-back.
+    world.amazon.setKnobs({ latencyMs: 300 }, 'lwa');
+    let waits = 0;
+    const db = database();
+    const handle = route(db, {
+      sleep: (ms) => {
+        waits += 1;
+        return new Promise((resolve) => setTimeout(resolve, ms));
+      },
+    });
+
+    const results = await Promise.all(Array.from({ length: 50 }, () => handle(tokenRequest(body(user)))));
+
+    expect(results.map((r) => r.statusCode)).toEqual(Array(50).fill(200));
+    expect(world.amazon.counters.refreshCalls(user.refreshToken)).toBe(1);
+    const issued = world.amazon.accessTokens(user.userId, 'EU');
+    const newToken = issued[issued.length - 1];
+    expect(newToken).not.toBe(user.accessToken);
+    expect(new Set(results.map((r) => json(r).accessToken))).toEqual(new Set([newToken]));
+    // Those that read the row after the winner's write-back got it as stored (refreshed: false).
+    expect(results.filter((r) => json(r).refreshed === true).length).toBeGreaterThanOrEqual(1);
+    expect(lwaCalls()).toBe(1);
+    expect(waits).toBeGreaterThan(0);
+    secrets.push(newToken);
+    const after = await row(user);
+    expect(world.cipher.decrypt(after.access_token)).toBe(newToken);
+    expect(after.refresh_lease_owner).toBeNull();
+    expect(after.expires_at.getTime()).toBeGreaterThan((await databaseNow()).getTime() + 50 * 60 * 1000);
+    // The call drew from the shared budget of the LWA endpoint in the EU.
+    const { rows } = await world.admin.query<{ region: string }>(
+      `SELECT region FROM amazon_rate_budget WHERE endpoint = 'lwa-token'`,
+    );
+    expect(rows).toEqual([{ region: 'EU' }]);
+  });
+
+  test('an idle connection is left alone by the scheduled refresh, refreshed on demand, and covered by the job from then on', async () => {
+    const [user] = await seed(1, 120);
+    await world.admin.query(`UPDATE oauth_tokens SET last_used_at = now() - interval '2 hours'`);
+    const db = database();
+    const job = () =>
+      runTokenRefresh({
+        db,
+        lwa: world.lwa(),
+        cipher: world.cipher,
+        ...runtime(),
+        settings: { usedWithinSeconds: HOUR },
+      });
+
+    expect(await job()).toMatchObject({ claimed: 0, refreshed: 0 });
+    expect(world.amazon.counters.refreshCalls(user.refreshToken)).toBe(0);
+
+    const result = await route(db)(tokenRequest(body(user)));
+    expect(result.statusCode).toBe(200);
+    expect(json(result).refreshed).toBe(true);
+    expect(world.amazon.counters.refreshCalls(user.refreshToken)).toBe(1);
+
+    // An hour later the new token is due again: the use just recorded puts it in the job's window.
+    await world.admin.query(`UPDATE oauth_tokens SET expires_at = now() + interval '10 minutes'`);
+    expect(await job()).toMatchObject({ claimed: 1, refreshed: 1 });
+    expect(world.amazon.counters.refreshCalls(user.refreshToken)).toBe(2);
+  });
+
+  test('a lease left by a dead run (expired) is taken over', async () => {
+    const [user] = await seed(1, 60);
+    await setLease(user, randomUUID(), -5);
+
+    const result = await route(database())(tokenRequest(body(user)));
+
+    expect(result.statusCode).toBe(200);
+    expect(json(result).refreshed).toBe(true);
+    expect(world.amazon.counters.refreshCalls(user.refreshToken)).toBe(1);
+    expect((await row(user)).refresh_lease_owner).toBeNull();
+  });
+
+  test('a waiter takes over when the holder dies while it waits (the lease runs out)', async () => {
+    const [user] = await seed(1, 60);
+    await setLease(user, randomUUID(), 60);
+    let slept = 0;
+    const sleep = async () => {
+      slept += 1;
+      // The holder never writes back; its lease runs out.
+      if (slept === 2) await setLease(user, randomUUID(), -1);
+    };
+
+    const result = await route(database(), { sleep })(tokenRequest(body(user)));
+
+    expect(result.statusCode).toBe(200);
+    expect(slept).toBe(2);
+    expect(world.amazon.counters.refreshCalls(user.refreshToken)).toBe(1);
+  });
+
+  test('a lease held by a live job run: the route waits and returns the job’s token, without a second call to Amazon', async () => {
+    const [user] = await seed(1, 60);
+    const db = database();
+    const owner = randomUUID();
+    const [claimed] = await claimDueTokens(db, {
+      owner,
+      windowSeconds: 1800,
+      leaseSeconds: 240,
+      limit: 10,
+      pausedRegions: [],
+    });
+    let slept = 0;
+    let jobToken = '';
+    const sleep = async () => {
+      slept += 1;
+      if (slept !== 3) return;
+      // The job's refresh of its claimed token finishes and is written back while the route waits.
+      const tokens = await world.lwa().refresh({ itemId: claimed.id, region: 'EU', refreshToken: user.refreshToken });
+      jobToken = tokens.accessToken;
+      await saveResults(db, owner, [
+        {
+          kind: 'success',
+          result: {
+            token: claimed,
+            accessToken: world.cipher.encrypt(tokens.accessToken),
+            refreshToken: claimed.storedRefreshToken,
+            expiresAt: new Date(Date.now() + tokens.expiresInSeconds * 1000),
+          },
+        },
+      ]);
+    };
+
+    const result = await route(db, { sleep })(tokenRequest(body(user)));
+
+    expect(result.statusCode).toBe(200);
+    expect(slept).toBe(3);
+    expect(json(result)).toMatchObject({ accessToken: jobToken, refreshed: true });
+    expect(world.amazon.counters.refreshCalls(user.refreshToken)).toBe(1);
+  });
+
+  test('a live lease that outlasts the wait deadline: 503 with Retry-After, no call to Amazon', async () => {
+    const [user] = await seed(1, 60);
+    await setLease(user, randomUUID(), 60);
+    let clock = 1_000_000;
+    const result = await route(database(), {
+      now: () => clock,
+      sleep: async (ms) => {
+        clock += ms;
+      },
+      settings: { pollIntervalMs: 1000, waitDeadlineMs: 5000 },
+    })(tokenRequest(body(user)));
+
+    expect(result.statusCode).toBe(503);
+    expect(result.headers['content-type']).toBe('application/problem+json');
+    expect(Number(result.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    expect(lwaCalls()).toBe(0);
+  });
+
+  test('a live lease that outlasts the wait deadline, with the stored token still usable: that token, no call to Amazon', async () => {
+    const [user] = await seed(1, 240);
+    await setLease(user, randomUUID(), 60);
+    let clock = 1_000_000;
+    const result = await route(database(), {
+      now: () => clock,
+      sleep: async (ms) => {
+        clock += ms;
+      },
+      settings: { pollIntervalMs: 1000, waitDeadlineMs: 5000 },
+    })(tokenRequest(body(user)));
+
+    expect(result.statusCode).toBe(200);
+    expect(json(result)).toMatchObject({ accessToken: user.accessToken, refreshed: false });
+    expect(lwaCalls()).toBe(0);
+  });
+
+  test('invalid_grant: 409, refresh turned off and the region’s accounts flagged, as the job does', async () => {
+    const [user] = await seed(1, 60, { accountsDueInSeconds: 3600 });
+    world.amazon.revoke(user.userId, 'EU');
+
+    const result = await route(database())(tokenRequest(body(user)));
+
+    expect(result.statusCode).toBe(409);
+    expect(json(result)).toMatchObject({ status: 409, type: expect.stringMatching(/reauth-required$/) });
+    const after = await row(user);
+    expect(after.proactive_refresh_enabled).toBe(false);
+    expect(after.refresh_lease_owner).toBeNull();
+    expect(after.last_refresh_error).toMatch(/^invalid_grant/);
+    const { rows } = await world.admin.query<{ sync_status: string }>(
+      'SELECT DISTINCT sync_status FROM user_accounts WHERE user_id = :userId::uuid',
+      { userId: user.userId },
+    );
+    expect(rows).toEqual([{ sync_status: 'reauth_required' }]);
+
+    // Later requests answer 409 at once.
+    const again = await route(database())(tokenRequest(body(user)));
+    expect(again.statusCode).toBe(409);
+    expect(world.amazon.counters.refreshCalls(user.refreshToken)).toBe(1);
+  });
+
+  test('Amazon answers 429: 503 with its Retry-After, the shared budget paused, the failure not counted', async () => {
+    const [user] = await seed(1, 60);
+    world.amazon.setKnobs({ rate429: 1, retryAfterSeconds: 7 }, 'lwa');
+
+    const result = await route(database())(tokenRequest(body(user)));
+
+    expect(result.statusCode).toBe(503);
+    expect(result.headers['retry-after']).toBe('7');
+    expect(json(result).retryAfterSeconds).toBe(7);
+    const after = await row(user);
+    expect(after.refresh_failure_count).toBe(0);
+    expect(after.proactive_refresh_enabled).toBe(true);
+    expect(after.refresh_lease_owner).toBeNull();
+    expect(after.next_refresh_attempt_at!.getTime()).toBeGreaterThan((await databaseNow()).getTime());
+    // The client reports the 429 to the shared budget in the background.
+    const rows = await pollUntil(
+      async () =>
+        (
+          await world.admin.query<{ throttled_count: string; paused: boolean }>(
+            `SELECT throttled_count::text, paused_until > now() AS paused FROM amazon_rate_budget
+              WHERE endpoint = 'lwa-token' AND region = 'EU'`,
+          )
+        ).rows,
+      (found) => found[0]?.throttled_count === '1',
+      { timeoutMs: 10_000 },
+    );
+    expect(rows).toEqual([{ throttled_count: '1', paused: true }]);
+  });
+
+  test('a malformed answer from Amazon: 502, counted as a failure, the lease given back', async () => {
+    const [user] = await seed(1, 60);
+    world.amazon.setKnobs({ malformedRate: 1 }, 'lwa');
+
+    const result = await route(database())(tokenRequest(body(user)));
+
+    expect(result.statusCode).toBe(502);
+    const after = await row(user);
+    expect(after.refresh_failure_count).toBe(1);
+    expect(after.refresh_lease_owner).toBeNull();
+    expect(after.last_refresh_error).toMatch(/^malformed/);
+  });
+
+  test('Login with Amazon answering 5xx for a minute: 100 requests make a handful of calls, get the stored token, and leave the connection enabled and its accounts untouched', async () => {
+    // Four minutes left: due for a refresh (under five), but usable (over one).
+    const [user] = await seed(1, 240, { accountsDueInSeconds: 3600 });
+    const accountsBefore = await accounts(user);
+    world.amazon.setKnobs({ rate5xx: 1 }, 'lwa');
+    const handle = route(database());
+
+    const results: ApiResult[] = [];
+    for (let wave = 0; wave < 4; wave += 1) {
+      // Half-way through, the first backoff has passed (as it would have a minute in): one more attempt.
+      if (wave === 2) await backOffPassed(user);
+      results.push(...(await Promise.all(Array.from({ length: 25 }, () => handle(tokenRequest(body(user)))))));
+    }
+
+    expect(results.map((r) => r.statusCode)).toEqual(Array(100).fill(200));
+    for (const r of results) expect(json(r)).toMatchObject({ accessToken: user.accessToken, refreshed: false });
+    // Two refreshes (the first, and the one after the backoff), each the client's own attempts.
+    expect(world.amazon.counters.refreshCalls(user.refreshToken)).toBeGreaterThanOrEqual(2);
+    expect(world.amazon.counters.refreshCalls(user.refreshToken)).toBeLessThanOrEqual(6);
+    const after = await row(user);
+    expect(after).toMatchObject({
+      proactive_refresh_enabled: true,
+      refresh_failure_count: 2,
+      refresh_refusal_count: 0,
+      refresh_lease_owner: null,
+    });
+    expect(after.last_refresh_error).toMatch(/^transient: /);
+    expect(after.next_refresh_attempt_at!.getTime()).toBeGreaterThan((await databaseNow()).getTime());
+    expect(await accounts(user)).toEqual(accountsBefore);
+  });
+
+  test('a connection backing off after a failure is not refreshed on demand: its stored token while usable, else 503 with Retry-After', async () => {
+    const [usable, expiring] = await seed(2, 240);
+    await world.admin.query(
+      `UPDATE oauth_tokens SET next_refresh_attempt_at = now() + interval '90 seconds', refresh_failure_count = 1,
+              expires_at = CASE WHEN user_id = :expiring::uuid THEN now() + interval '50 seconds' ELSE expires_at END`,
+      { expiring: expiring.userId },
+    );
+    const handle = route(database());
+
+    const served = await handle(tokenRequest(body(usable)));
+    expect(served.statusCode).toBe(200);
+    expect(json(served)).toMatchObject({ accessToken: usable.accessToken, refreshed: false });
+
+    const refused = await handle(tokenRequest(body(expiring)));
+    expect(refused.statusCode).toBe(503);
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThanOrEqual(85);
+    expect(Number(refused.headers['retry-after'])).toBeLessThanOrEqual(90);
+    expect(lwaCalls()).toBe(0);
+    expect((await row(expiring)).refresh_lease_owner).toBeNull();
+
+    // Once the backoff has passed, the next request refreshes.
+    await backOffPassed(expiring);
+    const refreshed = await handle(tokenRequest(body(expiring)));
+    expect(refreshed.statusCode).toBe(200);
+    expect(json(refreshed).refreshed).toBe(true);
+    secrets.push(String(json(refreshed).accessToken));
+    expect(lwaCalls()).toBe(1);
+  });
+
+  test('a failed refresh with the stored token still usable answers it (refreshed: false); malformed and 429 alike', async () => {
+    const [user] = await seed(1, 240);
+    const handle = route(database());
+    for (const knobs of [{ malformedRate: 1 }, { rate429: 1, retryAfterSeconds: 1 }, { rate5xx: 1 }]) {
+      world.amazon.setKnobs({ malformedRate: 0, rate429: 0, rate5xx: 0, ...knobs }, 'lwa');
+      await backOffPassed(user);
+      await world.admin.query('DELETE FROM amazon_rate_budget');
+      const result = await handle(tokenRequest(body(user)));
+      expect(result.statusCode).toBe(200);
+      expect(json(result)).toMatchObject({ accessToken: user.accessToken, refreshed: false });
+    }
+    // Three failures, none of them a refusal (the 429 not even a failure).
+    expect(await row(user)).toMatchObject({
+      proactive_refresh_enabled: true,
+      refresh_failure_count: 2,
+      refresh_refusal_count: 0,
+    });
+  });
+
+  test('unknown connections are 404; a connection whose refresh is off is 409 without calling Amazon', async () => {
+    const [user] = await seed(1, 20 * 60);
+    const handle = route(database());
+
+    expect((await handle(tokenRequest({ userId: randomUUID(), region: 'EU' }))).statusCode).toBe(404);
+    expect((await handle(tokenRequest(body(user, 'NA')))).statusCode).toBe(404);
+
+    await world.admin.query('UPDATE oauth_tokens SET proactive_refresh_enabled = FALSE');
+    expect((await handle(tokenRequest(body(user)))).statusCode).toBe(409);
+    expect(lwaCalls()).toBe(0);
+  });
+});
+
+describe('requests', () => {
+  test('no IAM identity in the request context: 403 before anything is read', async () => {
+    const [user] = await seed(1, 20 * 60);
+    const result = await route(world.dataApi())(tokenRequest(body(user), { iam: false }));
+    expect(result.statusCode).toBe(403);
+    expect((await row(user)).last_used_at).toBeNull();
+  });
+
+  test('malformed bodies are 400, other methods 405, other paths 404', async () => {
+    const handle = route(world.dataApi());
+    expect((await handle(tokenRequest({ userId: 'x', region: 'EU' }))).statusCode).toBe(400);
+    expect((await handle(tokenRequest({ userId: randomUUID(), region: 'US' }))).statusCode).toBe(400);
+    expect((await handle(tokenRequest({ userId: randomUUID(), region: 'EU', extra: 1 }))).statusCode).toBe(400);
+    expect((await handle(tokenRequest(undefined, { raw: '{' }))).statusCode).toBe(400);
+    expect((await handle(tokenRequest({}, { method: 'GET' }))).statusCode).toBe(405);
+    const other = tokenRequest({});
+    expect((await handle({ ...other, rawPath: '/internal/v1/other' })).statusCode).toBe(404);
+  });
+
+  test('the log has one line per request, with caller, user, region and status, and never a token', async () => {
+    const [user] = await seed(1, 60);
+    const result = await route(world.dataApi())(tokenRequest(body(user)));
+    const served = String(json(result).accessToken);
+    secrets.push(served);
+
+    const lines = logger.lines.filter((l) => l.message === 'request');
+    expect(lines).toEqual([
+      {
+        level: 'info',
+        message: 'request',
+        attributes: expect.objectContaining({
+          caller: CALLER,
+          userId: user.userId,
+          region: 'EU',
+          refreshed: true,
+          status: 200,
+        }),
+      },
+    ]);
+    expect(logger.text()).not.toContain(served);
+  });
+});

@@ -1,0 +1,112 @@
+import { randomUUID } from 'node:crypto';
+import { claimConnections, saveOutcomes, ConnectionSyncOutcome } from '../../../../lambda/account-sync/store';
+import { JobWorld, seedUsers, useBothDatabasePaths, useJobWorld } from '../../fixture';
+
+/**
+ * The account sync's write-back (lambda/account-sync/store/write-back.ts) on its less
+ * travelled paths: an outcome refused twice is given back; a user given back whose accounts
+ * appeared during the run (only the accounts the claim marked are put back).
+ */
+let world: JobWorld;
+useJobWorld((w) => (world = w));
+const PATHS = useBothDatabasePaths(() => world);
+
+describe.each(PATHS)('%s path', (_path, database) => {
+  test('a user whose outcome and whose failure in its place are both refused is given back: lease free, accounts as they were', async () => {
+    const users = await seedUsers(world, { count: 3, accountsDueInSeconds: -60 });
+    await world.admin.query(
+      `UPDATE user_accounts SET sync_status = 'failed', sync_retry_count = 1
+        WHERE id = (SELECT min(id::text)::uuid FROM user_accounts WHERE user_id = :id::uuid)`,
+      { id: users[0].userId },
+    );
+    const before = await world.admin.query<{ id: string; sync_status: string }>(
+      'SELECT id, sync_status FROM user_accounts WHERE user_id = :id::uuid ORDER BY id',
+      { id: users[0].userId },
+    );
+    const owner = randomUUID();
+    const claimed = await claimConnections(world.admin, {
+      owner,
+      leaseSeconds: 60,
+      limit: 10,
+      syncType: 'scheduled',
+      minTokenValiditySeconds: 0,
+    });
+    expect(claimed).toHaveLength(3);
+    const poisoned = claimed.find((u) => u.userId === users[0].userId)!;
+    const outcomes: ConnectionSyncOutcome[] = claimed.map((user) => ({
+      kind: 'success',
+      connection: user,
+      accounts: [
+        {
+          amazonAccountId: `1${user.userId.replace(/\D/g, '').slice(0, 12)}`,
+          // PostgreSQL refuses NUL in jsonb and in text.
+          metadata: { accountName: user === poisoned ? 'bad\u0000name' : 'fine' },
+        },
+      ],
+      nextSyncAt: new Date(Date.now() + 6 * 3600_000),
+    }));
+
+    const { rejected } = await saveOutcomes(database(), owner, outcomes, {
+      onRefused: (outcome, error) => ({
+        kind: 'failure',
+        connection: outcome.connection,
+        error: `write_back: ${error}\u0000`, // refused too
+        errorDetails: { class: 'write_back' },
+        nextAttemptAt: new Date(Date.now() + 600_000),
+      }),
+    });
+
+    expect(rejected.map((r) => [r.connection.userId, r.recordedAs])).toEqual([
+      [poisoned.userId, { kind: 'released', connection: poisoned }],
+    ]);
+    const leases = await world.admin.query<{ user_id: string; sync_lease_owner: string | null }>(
+      'SELECT user_id, sync_lease_owner FROM oauth_tokens',
+    );
+    for (const l of leases.rows) expect(l.sync_lease_owner).toBeNull();
+    const after = await world.admin.query<{ id: string; sync_status: string }>(
+      'SELECT id, sync_status FROM user_accounts WHERE user_id = :id::uuid ORDER BY id',
+      { id: users[0].userId },
+    );
+    expect(after.rows).toEqual(before.rows);
+    expect(before.rows.map((r) => r.sync_status)).toContain('failed');
+    const history = await world.admin.query<{ sync_status: string; completed_at: Date | null }>(
+      `SELECT sync_status, completed_at FROM account_sync_history WHERE metadata->>'userId' = :id`,
+      { id: poisoned.userId },
+    );
+    expect(history.rows).toHaveLength(1);
+    expect(history.rows[0].completed_at).not.toBeNull();
+  });
+
+  test('a user claimed with no accounts in its region and given back: accounts that appeared meanwhile stay pending', async () => {
+    const [user] = await seedUsers(world, { count: 1 });
+    const owner = randomUUID();
+    const [claimed] = await claimConnections(world.admin, {
+      owner,
+      leaseSeconds: 60,
+      limit: 10,
+      syncType: 'scheduled',
+      minTokenValiditySeconds: 0,
+    });
+    expect(claimed.userId).toBe(user.userId);
+    expect(claimed.previousStatus).toBeUndefined();
+    // The web app stores an account for the user while the run holds the lease.
+    await world.admin.query(
+      `INSERT INTO user_accounts (user_id, amazon_account_id, region, status, sync_status)
+       VALUES (:id::uuid, '123456789', :region, 'pending', 'pending')`,
+      { id: user.userId, region: user.region },
+    );
+
+    const { rejected } = await saveOutcomes(database(), owner, [{ kind: 'released', connection: claimed }], {
+      onRefused: () => {
+        throw new Error('not expected');
+      },
+    });
+
+    expect(rejected).toEqual([]);
+    const { rows } = await world.admin.query<{ sync_status: string }>(
+      'SELECT sync_status FROM user_accounts WHERE user_id = :id::uuid',
+      { id: user.userId },
+    );
+    expect(rows).toEqual([{ sync_status: 'pending' }]);
+  });
+});
