@@ -142,7 +142,7 @@ export async function measureSize(
     if (rejected.length > 0) throw new Error(`${rejected.length} write-backs rejected`);
   }
   const { rows } = await world.admin.query<{ n: number }>(
-    `SELECT count(*)::int AS n FROM oauth_tokens WHERE access_token LIKE 'enc:v1:%' AND access_token <> 'enc:v1:access'`,
+    `SELECT count(*)::int AS n FROM oauth_tokens WHERE left(access_token, 7) = 'enc:v2:'`,
   );
   if (Number(rows[0].n) !== Math.min(o.batches * 500, counts.dueInWindow))
     throw new Error(`write-back stored ${rows[0].n} tokens`);

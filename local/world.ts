@@ -4,7 +4,7 @@ import { runMigrations } from '../lambda/migrate/run-migrations';
 import { ensureWorkerLogin } from '../lambda/migrate/worker-login';
 import { PgDatabase } from '../lambda/shared/db';
 import { AMAZON_REGIONS, type AmazonRegion } from '../lambda/shared/amazon/regions';
-import { oauthTokenBinding, TokenCipher } from '../lambda/shared/token-crypto';
+import { encryptToken, oauthTokenBinding, parseTokenKey, TokenCipher } from '../lambda/shared/token-crypto';
 import { FakeAmazon, FakeAmazonKnobs, RefreshTokenMode, startFakeAmazon } from './amazon/fake-amazon';
 import { FakeProfile, fakeProfile } from './amazon/profiles';
 import { DataApiEmulator, startDataApiEmulator } from './data-api/emulator';
@@ -113,6 +113,8 @@ export interface SeedOptions {
   readonly profilesPerUser?: number | ((i: number) => number);
   /** Store tokens as legacy plaintext instead of enc:v2. @default false */
   readonly legacyPlaintext?: (i: number) => boolean;
+  /** Store tokens as enc:v1 under the world's key (the format before key rings) instead of enc:v2. @default false */
+  readonly v1Encrypted?: (i: number) => boolean;
   readonly refreshTokenMode?: RefreshTokenMode;
   /** Also create user_accounts rows for the Amazon profiles, due at this offset (seconds from now). @default - no rows */
   readonly accountsDueInSeconds?: number;
@@ -154,17 +156,20 @@ export async function seedUsers(world: LocalWorld, o: SeedOptions): Promise<Seed
     };
     users.push(user);
     const legacy = o.legacyPlaintext?.(i) ?? false;
+    const v1 = !legacy && (o.v1Encrypted?.(i) ?? false);
+    const stored = (token: string, region: AmazonRegion, column: 'access_token' | 'refresh_token') =>
+      legacy
+        ? token
+        : v1
+          ? encryptToken(token, parseTokenKey(world.keyBase64))
+          : world.cipher.encrypt(token, oauthTokenBinding({ userId, region }, column));
     const expires = typeof o.expiresInSeconds === 'function' ? o.expiresInSeconds(i) : (o.expiresInSeconds ?? 300);
     for (const c of connections)
       rows.push({
         email: user.email,
         user_id: userId,
-        refresh_token: legacy
-          ? c.refreshToken
-          : world.cipher.encrypt(c.refreshToken, oauthTokenBinding({ userId, region: c.region }, 'refresh_token')),
-        access_token: legacy
-          ? c.accessToken
-          : world.cipher.encrypt(c.accessToken, oauthTokenBinding({ userId, region: c.region }, 'access_token')),
+        refresh_token: stored(c.refreshToken, c.region, 'refresh_token'),
+        access_token: stored(c.accessToken, c.region, 'access_token'),
         expires_in: expires,
         region: c.region,
         enabled: o.refreshEnabled?.(i) ?? true,

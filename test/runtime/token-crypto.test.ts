@@ -3,8 +3,8 @@ import {
   encryptToken,
   ENCRYPTED_TOKEN_PREFIX,
   isEncrypted,
+  oauthTokenBinding,
   parseTokenKey,
-  TokenCipher,
   TokenDecryptionError,
   TokenKeyError,
   associatedData,
@@ -41,16 +41,19 @@ describe('token crypto', () => {
     expect(decryptToken(stored, key)).toBe(plaintext);
   });
 
-  test('round trip with a fresh IV each time', () => {
+  test('round trip with a fresh IV each time (enc:v2 under the current key, bound to the row)', async () => {
     const cipher = TokenCipher.fromBase64(KEY_BASE64);
-    const a = cipher.encrypt('Atzr|same-token');
-    const b = cipher.encrypt('Atzr|same-token');
+    const at = oauthTokenBinding({ userId: '0b3f5e4c-1d2a-4b6c-8e9f-0a1b2c3d4e5f', region: 'EU' }, 'refresh_token');
+    const a = cipher.encrypt('Atzr|same-token', at);
+    const b = cipher.encrypt('Atzr|same-token', at);
     expect(a).not.toBe(b);
-    expect(Buffer.from(a.slice(7), 'base64').subarray(0, 12)).not.toEqual(
-      Buffer.from(b.slice(7), 'base64').subarray(0, 12),
+    const prefix = 'enc:v2:legacy:';
+    expect(a.startsWith(prefix) && b.startsWith(prefix)).toBe(true);
+    expect(Buffer.from(a.slice(prefix.length), 'base64').subarray(0, 12)).not.toEqual(
+      Buffer.from(b.slice(prefix.length), 'base64').subarray(0, 12),
     );
-    expect(cipher.decrypt(a)).toBe('Atzr|same-token');
-    expect(cipher.decrypt(b)).toBe('Atzr|same-token');
+    expect(await cipher.decrypt(a, at)).toBe('Atzr|same-token');
+    expect(await cipher.decrypt(b, at)).toBe('Atzr|same-token');
   });
 
   test('the stored layout is prefix + base64(IV 12 ‖ ciphertext ‖ tag 16)', () => {
@@ -149,7 +152,8 @@ describe('token crypto edges', () => {
 
   test('TokenCipher tells encrypted values from legacy ones', () => {
     const cipher = new TokenCipher(key);
-    expect(cipher.isEncrypted(cipher.encrypt('Atzr|x'))).toBe(true);
+    const at = oauthTokenBinding({ userId: '0b3f5e4c-1d2a-4b6c-8e9f-0a1b2c3d4e5f', region: 'EU' }, 'access_token');
+    expect(cipher.isEncrypted(cipher.encrypt('Atzr|x', at))).toBe(true);
     expect(cipher.isEncrypted('Atzr|legacy')).toBe(false);
   });
 });

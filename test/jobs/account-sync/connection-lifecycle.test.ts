@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { runAccountSync } from '../../../lambda/account-sync/core';
 import { claimConnections, saveOutcomes } from '../../../lambda/account-sync/store';
 import { Database, JobWorld, runtime, seedUsers, SeedUser, useBothDatabasePaths, useJobWorld } from '../fixture';
+import { oauthTokenBinding } from '../../../lambda/shared/token-crypto';
 
 /**
  * A connection's lifecycle (migration 0021) with the account sync on both database paths:
@@ -23,8 +24,14 @@ async function storeConnection(u: SeedUser, tokens: { accessToken: string; refre
   await world.admin.transaction(async (tx) => {
     await tx.query('SELECT api.set_claims(:claims::jsonb)', { claims: JSON.stringify(claims(u)) });
     await tx.query(`SELECT api.store_connection('NA', :access, :refresh, now() + interval '1 hour')`, {
-      access: world.cipher.encrypt(tokens.accessToken),
-      refresh: world.cipher.encrypt(tokens.refreshToken),
+      access: world.cipher.encrypt(
+        tokens.accessToken,
+        oauthTokenBinding({ userId: u.userId, region: 'NA' }, 'access_token'),
+      ),
+      refresh: world.cipher.encrypt(
+        tokens.refreshToken,
+        oauthTokenBinding({ userId: u.userId, region: 'NA' }, 'refresh_token'),
+      ),
     });
   });
 }

@@ -39,7 +39,7 @@ const runtime = () => ({
 
 describe.each(PATHS)('%s path', (_path, database) => {
   test('a key still in use is refused, the secret untouched; once nothing uses it, it leaves the ring and every token still reads', async () => {
-    const users = await seedUsers(world, { count: 4 });
+    const users = await seedUsers(world, { count: 4, v1Encrypted: () => true });
     const ring = rotatedRing();
     const { state, store } = secretHolding(ring, new Date(Date.now() - HOUR));
     const now = new Date();
