@@ -234,16 +234,7 @@ export function readLocalJobConfig(env: Readonly<Record<string, string | undefin
     LOCAL_JOB_ENV.lwaClientSecret,
     LOCAL_JOB_ENV.tokenEncryptionKey,
   ];
-  const values = validate(localSchema, env, required, (v) => {
-    const key = v[LOCAL_JOB_ENV.tokenEncryptionKey];
-    if (key === undefined) return [];
-    try {
-      TokenKeyRing.parse(key);
-      return [];
-    } catch (error) {
-      return [`${LOCAL_JOB_ENV.tokenEncryptionKey}: ${error instanceof TokenKeyError ? error.message : 'unreadable'}`];
-    }
-  });
+  const values = validate(localSchema, env, required, (v) => keyRingProblems(v[LOCAL_JOB_ENV.tokenEncryptionKey]));
   return {
     databaseUrl: values[LOCAL_JOB_ENV.databaseUrl],
     lwaTokenUrl: values[LOCAL_JOB_ENV.lwaTokenUrl],
@@ -254,6 +245,39 @@ export function readLocalJobConfig(env: Readonly<Record<string, string | undefin
     amazonLimits: amazonLimits(values),
     proactiveRefreshUsedWithinSeconds: optionalSeconds(values[JOB_ENV.proactiveRefreshUsedWithinSeconds]),
   };
+}
+
+/** `npm run job -- reencrypt-tokens`: the database and the key ring, nothing of Amazon. */
+export interface LocalReencryptionConfig {
+  readonly databaseUrl: string;
+  readonly tokenKeys: TokenKeyRing;
+}
+
+/** Reads and validates DATABASE_URL and TOKEN_ENCRYPTION_KEY (the ring's JSON or one base64 key). */
+export function readLocalReencryptionConfig(
+  env: Readonly<Record<string, string | undefined>> = process.env,
+): LocalReencryptionConfig {
+  const schema = z.object({
+    [LOCAL_JOB_ENV.databaseUrl]: localSchema.shape[LOCAL_JOB_ENV.databaseUrl],
+    [LOCAL_JOB_ENV.tokenEncryptionKey]: localSchema.shape[LOCAL_JOB_ENV.tokenEncryptionKey],
+  });
+  const values = validate(schema, env, [LOCAL_JOB_ENV.databaseUrl, LOCAL_JOB_ENV.tokenEncryptionKey], (v) =>
+    keyRingProblems(v[LOCAL_JOB_ENV.tokenEncryptionKey]),
+  );
+  return {
+    databaseUrl: values[LOCAL_JOB_ENV.databaseUrl],
+    tokenKeys: TokenKeyRing.parse(values[LOCAL_JOB_ENV.tokenEncryptionKey]),
+  };
+}
+
+function keyRingProblems(text: string | undefined): string[] {
+  if (text === undefined) return [];
+  try {
+    TokenKeyRing.parse(text);
+    return [];
+  } catch (error) {
+    return [`${LOCAL_JOB_ENV.tokenEncryptionKey}: ${error instanceof TokenKeyError ? error.message : 'unreadable'}`];
+  }
 }
 
 /**
