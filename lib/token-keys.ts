@@ -6,7 +6,7 @@ import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { Construct, IDependable } from 'constructs';
 import { JOB_ENV } from '../lambda/shared/config';
 import { METRICS_NAMESPACE, SERVICE_NAMES } from '../lambda/shared/jobs/metrics';
-import { REENCRYPTION_TIMEOUT_SECONDS } from '../lambda/token-reencrypt/core';
+import { REENCRYPTION_TIMEOUT_SECONDS } from '../lambda/shared/jobs/timing';
 import type { Database } from './database';
 import { NodeFunction } from './node-function';
 

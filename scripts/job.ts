@@ -28,10 +28,10 @@ import { DatabaseRateBudgetStore } from '../lambda/shared/amazon/rate-budget';
 import { endpointLimitsFor, RateLimiterRegistry } from '../lambda/shared/amazon/rate-limiter';
 import { PgDatabase } from '../lambda/shared/db';
 import { MetricTotals } from '../lambda/shared/jobs/runtime';
-import { JOB_TIMING } from '../lambda/shared/jobs/timing';
+import { JOB_TIMING, REENCRYPTION_TIMEOUT_SECONDS } from '../lambda/shared/jobs/timing';
 import { TokenCipher } from '../lambda/shared/token-crypto';
 import { runTokenRefresh } from '../lambda/token-refresh/core';
-import { REENCRYPTION_TIMEOUT_SECONDS, runTokenReencryption } from '../lambda/token-reencrypt/core';
+import { runTokenReencryption } from '../lambda/token-reencrypt/core';
 import type { AppLogger } from '../lambda/shared/logger';
 
 const JOBS = ['token-refresh', 'account-sync', 'reencrypt-tokens'] as const;

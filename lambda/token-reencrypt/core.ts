@@ -71,9 +71,6 @@ export interface TokenReencryptionSummary {
   readonly databaseCalls: number;
 }
 
-/** The token keys' function's timeout (lib/token-keys.ts), and `npm run job -- reencrypt-tokens`' default deadline. */
-export const REENCRYPTION_TIMEOUT_SECONDS = 900;
-
 const DEFAULTS = { batchSize: 200, leaseSeconds: 60, reserveMs: 10_000, maxPasses: 5, passPauseMs: 2_000 };
 
 export async function runTokenReencryption(deps: TokenReencryptionDeps): Promise<TokenReencryptionSummary> {

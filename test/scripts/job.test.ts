@@ -4,10 +4,9 @@ import { promisify } from 'node:util';
 import { DatabaseRateBudgetStore, SharedRateBudget } from '../../lambda/shared/amazon/rate-budget';
 import { JobWorld, seedUsers, useJobWorld } from '../jobs/fixture';
 import { ROOT } from '../support/root';
-import { JOB_TIMING } from '../../lambda/shared/jobs/timing';
+import { JOB_TIMING, REENCRYPTION_TIMEOUT_SECONDS } from '../../lambda/shared/jobs/timing';
 import { defaultTimeLimitSeconds } from '../../scripts/job';
 import { oauthTokenBinding, TokenCipher, TokenKeyRing } from '../../lambda/shared/token-crypto';
-import { REENCRYPTION_TIMEOUT_SECONDS } from '../../lambda/token-reencrypt/core';
 
 // `npm run job` (scripts/job.ts): both jobs on DATABASE_URL against the fake Amazon, as a
 // developer runs them.
