@@ -158,6 +158,32 @@ describe.each(PATHS)('%s path', (_path, database) => {
     );
   });
 
+  test('the web app reconnecting one region of a user whose regions all need re-authorisation clears only that region’s accounts', async () => {
+    const [u] = await seedUsers(world, { count: 1, regions: () => ['EU', 'NA'], expiresInSeconds: 3600 });
+    await sync(database());
+    // Both grants revoked: refresh off, every account waiting for the user.
+    await world.admin.query(`UPDATE oauth_tokens SET proactive_refresh_enabled = false WHERE user_id = :id::uuid`, {
+      id: u.userId,
+    });
+    await world.admin.query(
+      `UPDATE user_accounts SET sync_status = 'reauth_required', sync_error_message = 'reconnect' WHERE user_id = :id::uuid`,
+      { id: u.userId },
+    );
+
+    // The web app stores EU's new refresh token on the row itself (the re-connection trigger).
+    await world.admin.query(
+      `UPDATE oauth_tokens SET refresh_token = :token WHERE user_id = :id::uuid AND region = 'EU'`,
+      { id: u.userId, token: world.cipher.encrypt(`${u.refreshToken}-reconnected`) },
+    );
+
+    expect((await accounts(u)).map((a) => [a.region, a.sync_status, a.sync_error_message])).toEqual([
+      ['EU', 'pending', null],
+      ['EU', 'pending', null],
+      ['NA', 'reauth_required', 'reconnect'],
+      ['NA', 'reauth_required', 'reconnect'],
+    ]);
+  });
+
   test('disconnecting during a sync closes it: the history row failed with a reason, no account left in_progress, and the run writes nothing', async () => {
     const [u] = await seedUsers(world, {
       count: 1,
