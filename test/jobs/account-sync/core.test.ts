@@ -1,13 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import {
-  AccountSyncDeps,
-  previewAccountSync,
-  ProfileLister,
-  REAUTH_MESSAGE,
-  runAccountSync,
-} from '../../../lambda/account-sync/core';
+import { AccountSyncDeps, previewAccountSync, ProfileLister, runAccountSync } from '../../../lambda/account-sync/core';
 import {
   ABANDONED_ATTEMPT_REASON,
+  REAUTH_MESSAGE,
   ATTRIBUTION_PROFILE_MESSAGE,
   claimConnections,
   ConnectionSyncOutcome,

@@ -1,4 +1,5 @@
-import { runTokenRefresh, TOKEN_REFRESH_WINDOW_SECONDS } from '../../../lambda/token-refresh/core';
+import { runTokenRefresh } from '../../../lambda/token-refresh/core';
+import { TOKEN_REFRESH_WINDOW_SECONDS } from '../../../lambda/token-refresh/store';
 import { ON_DEMAND_FRESH_SECONDS, TOKEN_REFRESH_SCHEDULE_SECONDS } from '../../../lambda/token-refresh/window';
 import { Database, JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../fixture';
 
