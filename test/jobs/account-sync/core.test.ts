@@ -20,7 +20,7 @@ import {
   seedUsers,
   useBothDatabasePaths,
   useJobWorld,
-} from '../fixture';
+} from '../../support/jobs';
 import { METRIC_NAMES } from '../../../lambda/shared/jobs/metrics';
 import { JOB_TIMING, LEASE_MARGIN_SECONDS } from '../../../lambda/shared/jobs/timing';
 

@@ -5,7 +5,7 @@ import { markDueTokensDispatched, TOKEN_REFRESH_WINDOW_SECONDS } from '../../../
 import { markDueConnectionsDispatched, MIN_TOKEN_VALIDITY_SECONDS } from '../../../lambda/account-sync/store';
 import { AMAZON_REGIONS, type AmazonRegion } from '../../../lambda/shared/amazon/regions';
 import { Database, PgDatabase } from '../../../lambda/shared/db';
-import { JobWorld, seedUsers, useBothDatabasePaths, useJobWorld } from '../fixture';
+import { JobWorld, seedUsers, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
 
 // The dispatchers' selections (lambda/dispatcher/selections.ts) on both database paths, as the
 // jobs' login: which endpoint's pauses each honours, and two ticks racing for the same due rows.
