@@ -12,7 +12,7 @@ import {
   tokenRefreshDeps,
   useBothDatabasePaths,
   useJobWorld,
-} from './fixture';
+} from '../support/jobs';
 import { oauthTokenBinding } from '../../lambda/shared/token-crypto';
 
 /**

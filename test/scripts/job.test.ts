@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { DatabaseRateBudgetStore, SharedRateBudget } from '../../lambda/shared/amazon/rate-budget';
-import { JobWorld, seedUsers, useJobWorld } from '../jobs/fixture';
+import { JobWorld, seedUsers, useJobWorld } from '../support/jobs';
 import { ROOT } from '../support/root';
 import { JOB_TIMING, REENCRYPTION_TIMEOUT_SECONDS } from '../../lambda/shared/jobs/timing';
 import { defaultTimeLimitSeconds } from '../../scripts/job';

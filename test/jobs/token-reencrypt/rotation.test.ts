@@ -12,7 +12,7 @@ import { runTokenRefresh } from '../../../lambda/token-refresh/core';
 import { createTokenRoute } from '../../../lambda/token-route/core';
 import { runTokenReencryption } from '../../../lambda/token-reencrypt/core';
 import { countKeyUsage } from '../../../lambda/token-reencrypt/store';
-import { JobWorld, runtime, SeedUser, seedUsers, useBothDatabasePaths, useJobWorld } from '../fixture';
+import { JobWorld, runtime, SeedUser, seedUsers, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
 
 // Issue 29's acceptance on both database paths: every stored format is read by the jobs and
 // written back as enc:v2 under the current key; a value copied to another row or column fails

@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { claimDueTokens, saveResults, TokenResult } from '../../../../lambda/token-refresh/store';
-import { JobWorld, seedUsers, useBothDatabasePaths, useJobWorld } from '../../fixture';
+import { JobWorld, seedUsers, useBothDatabasePaths, useJobWorld } from '../../../support/jobs';
 import { oauthTokenBinding } from '../../../../lambda/shared/token-crypto';
 
 /**
