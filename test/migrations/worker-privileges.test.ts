@@ -30,8 +30,6 @@ const STORES = [
   ...sourceFiles('lambda/account-sync/store'),
   'lambda/shared/amazon/usage-store.ts',
   'lambda/shared/amazon/rate-budget-store.ts',
-  // The on-demand token route runs as the jobs' login too (its own Lambda, the same secret).
-  'lambda/token-route/store.ts',
   // The event publisher (migration 0023's outbox) runs as the jobs' login too.
   'lambda/event-publisher/store.ts',
   // The dispatchers' and the jobs' view of the regions Amazon paused (issue 25).
