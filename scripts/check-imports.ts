@@ -59,6 +59,8 @@ export const CROSS_FUNCTION_IMPORTS: Readonly<Record<string, string>> = {
     'the dispatcher selects due connections with the token refresh’s own claim conditions',
   'lambda/dispatcher -> lambda/account-sync':
     'the dispatcher selects due connections with the account sync’s own claim conditions',
+  'lambda/account-sync -> lambda/token-refresh':
+    'the account sync takes a token about to expire on demand, through the token refresh’s single-flight path (on-demand.ts)',
   'lambda/token-route -> lambda/token-refresh':
     'the on-demand route writes its refresh back through the token refresh’s write-back and outcome policy',
 };

@@ -32,9 +32,18 @@ export const SYNC_LEASE_FREE = `(t.sync_lease_expires_at IS NULL OR t.sync_lease
 /** Free, or the mark of the dispatch that sent the given ids. */
 export const SYNC_LEASE_FREE_OR_DISPATCH_MARKED = `(t.sync_lease_expires_at IS NULL OR t.sync_lease_expires_at < now() OR t.sync_lease_owner = :dispatchId)`;
 
-/** A token row of a due connection, with proactive refresh on (both claims' candidates and waiting rows). */
+/** A token row of a due connection, with proactive refresh on (both claims' candidates). */
 export const REFRESH_ON_TOKEN_OF_DUE_CONNECTION = `(t.user_id, t.region) IN (SELECT user_id, region FROM due)
           AND t.proactive_refresh_enabled = TRUE`;
+
+/**
+ * The connection's access token can be had now: it has more than `:minTokenValiditySeconds`
+ * left, or its refresh is not backing off after a failure (the sync then refreshes it on demand,
+ * single-flight, see lambda/token-refresh/on-demand.ts). A connection whose token is about to
+ * expire while its refresh backs off waits until the backoff ends.
+ */
+export const TOKEN_OBTAINABLE = `(t.expires_at > now() + make_interval(secs => :minTokenValiditySeconds)
+          OR t.next_refresh_attempt_at IS NULL OR t.next_refresh_attempt_at <= now())`;
 
 /** The connection's region is not paused by a Retry-After (`:pausedRegions`, a JSON array). */
 export const REGION_NOT_PAUSED = `NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))`;
