@@ -25,6 +25,8 @@ export const CONTRACT_MODULES: Readonly<Record<string, string>> = {
   'lambda/shared/api-env.ts': 'API_ENV: the accounts API’s environment variables',
   'lambda/shared/jobs/metrics.ts': 'the metric namespace and names the dashboards and alarms read',
   'lambda/shared/jobs/timing.ts': 'JOB_TIMING: the functions’ timeouts and leases, which the schedules must fit',
+  'lambda/token-refresh/window.ts':
+    'the token refresh’s window, which the stack derives from its schedule (PROACTIVE_REFRESH_WINDOW_SECONDS)',
   'lambda/shared/jobs/fan-out.ts': 'DISPATCH_MARK_SECONDS: the queues’ visibility must outlast the dispatch mark',
   'lambda/shared/amazon/regions.ts': 'AMAZON_REGIONS: the dashboard graphs each region',
   'lambda/dispatcher/config.ts': 'DISPATCHER_ENV: the dispatchers’ environment variables',
