@@ -39,6 +39,8 @@ import {
   ClaimedConnection,
   countDueConnections,
   flagAccountsNeedingReauth,
+  MIN_TOKEN_VALIDITY_SECONDS,
+  REAUTH_MESSAGE,
   saveOutcomes,
   SyncType,
   ConnectionSyncOutcome,
@@ -144,8 +146,6 @@ export interface AccountSyncSummary {
   readonly durationMs: number;
 }
 
-export const REAUTH_MESSAGE = 'Amazon access needs re-authorisation: the user must reconnect their Amazon account';
-
 /**
  * The profiles to store as accounts, and the ids of those that are not advertising accounts
  * (Amazon Attribution, see ATTRIBUTION_SUB_TYPE): those are never stored, and any stored
@@ -184,15 +184,6 @@ export function toAccountRecord(profile: AdsProfile, region: AmazonRegion): Acco
     },
   };
 }
-
-/**
- * Access tokens with less than this left are taken on demand (the default; the fan-out
- * dispatcher's too). Lower than the token route's margin (ON_DEMAND_FRESH_SECONDS, 5 minutes:
- * its callers keep the token a while): the sync uses its token at once, for one call of seconds.
- * A used connection's token never gets this low (the proactive refresh renews it 5 to 11
- * minutes before it expires); an idle one's has long expired when its sync comes.
- */
-export const MIN_TOKEN_VALIDITY_SECONDS = 120;
 
 /**
  * The refresh lease the sync takes for a token on demand: it outlasts the item's wait (at most

@@ -1,5 +1,16 @@
 // The SQL predicates that say which connections are due for a sync: one definition shared by
-// the claims (claims.ts), the dispatch marks (dispatch-marks.ts) and the dry run's count.
+// the claims (claims.ts), the dispatch marks (dispatch-marks.ts) and the dry run's count, and
+// the token validity they are given.
+
+/**
+ * Access tokens with this much or less left are taken on demand (refreshed once, single-flight):
+ * the `:minTokenValiditySeconds` of the claims and the fan-out dispatcher's marks by default.
+ * Lower than the token route's margin (ON_DEMAND_FRESH_SECONDS, 5 minutes: its callers keep the
+ * token a while): the sync uses its token at once, for one call of seconds. A used connection's
+ * token never gets this low (the proactive refresh renews it 5 to 11 minutes before it
+ * expires); an idle one's has long expired when its sync comes.
+ */
+export const MIN_TOKEN_VALIDITY_SECONDS = 120;
 
 /**
  * The connections due for a sync (user_id, region): one of the region's accounts is due, or the

@@ -5,3 +5,4 @@ export * from './claims';
 export * from './dispatch-marks';
 export * from './write-back';
 export * from './on-demand';
+export { TOKEN_REFRESH_WINDOW_SECONDS } from './due';

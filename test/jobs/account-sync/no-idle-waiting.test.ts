@@ -4,7 +4,7 @@ import type { FetchFunction } from '../../../lambda/shared/amazon/http';
 import { DEFAULT_ENDPOINT_LIMITS, RateLimiterRegistry } from '../../../lambda/shared/amazon/rate-limiter';
 import type { AmazonRegion } from '../../../lambda/shared/amazon/regions';
 import { JOB_TIMING } from '../../../lambda/shared/jobs/timing';
-import { Database, JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../fixture';
+import { Database, JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
 
 /**
  * No idle waiting in the account sync (issue 25), as in the token refresh

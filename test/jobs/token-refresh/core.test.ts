@@ -16,7 +16,7 @@ import {
   tokenRefreshDeps,
   useBothDatabasePaths,
   useJobWorld,
-} from '../fixture';
+} from '../../support/jobs';
 import { LwaClient, PermanentAuthError } from '../../../lambda/shared/amazon';
 import { endpointKey, RateLimitUsageRecorder, recordRateLimitUsage } from '../../../lambda/shared/amazon/usage-store';
 import { METRIC_NAMES } from '../../../lambda/shared/jobs/metrics';
@@ -473,6 +473,43 @@ describe.each(PATHS)('%s path', (_path, database) => {
     expect(await token(fourth.userId)).toMatchObject({
       refresh_failure_count: 5,
       refresh_refusal_count: 4,
+      proactive_refresh_enabled: true,
+    });
+  });
+
+  test('a connection the web app reconnects after five refusals starts a new streak: its next refusal is the first, and refresh stays on', async () => {
+    const [u] = await seedUsers(world, { count: 1 });
+    // Turned off by five refusals in a row (as the test above leaves it).
+    await world.admin.query(
+      `UPDATE oauth_tokens SET refresh_failure_count = 5, refresh_refusal_count = 5, proactive_refresh_enabled = false,
+              last_refresh_error = 'invalid_client: refused' WHERE user_id = :id::uuid`,
+      { id: u.userId },
+    );
+    // The web app stores the new grant's refresh token on the row itself (not api.store_connection):
+    // the re-connection trigger turns refresh on and clears both counts.
+    await world.admin.query(`UPDATE oauth_tokens SET refresh_token = :token WHERE user_id = :id::uuid`, {
+      id: u.userId,
+      token: world.cipher.encrypt(`${u.refreshToken}-reconnected`),
+    });
+    expect(await token(u.userId)).toMatchObject({
+      proactive_refresh_enabled: true,
+      refresh_failure_count: 0,
+      refresh_refusal_count: 0,
+      last_refresh_error: null,
+    });
+
+    const summary = await runTokenRefresh({
+      db: database(),
+      lwa: wrongCredentials(),
+      cipher: world.cipher,
+      settings: { concurrency: 1 },
+      ...runtime(),
+    });
+
+    expect(summary).toMatchObject({ claimed: 1, failed: 1, reauthRequired: 0 });
+    expect(await token(u.userId)).toMatchObject({
+      refresh_failure_count: 1,
+      refresh_refusal_count: 1,
       proactive_refresh_enabled: true,
     });
   });
