@@ -11,8 +11,9 @@
  *   recordRateLimitUsage, readEndpointPauses              lambda/shared/amazon/usage-store.ts
  *   DatabaseRateBudgetStore.reserve, .throttled, .release  lambda/shared/amazon/rate-budget-store.ts (0015, 0022)
  *   claimEvents, markPublished, releaseFailed, pruneEvents, outboxBacklog   lambda/event-publisher/store.ts (0023)
- *   useConnection, readConnection (+ saveResults)          lambda/token-route/store.ts (on-demand token route;
- *                                                          no privilege of its own: it uses the ones listed)
+ *   useConnection, readConnection (+ saveResults)          lambda/token-refresh/store/on-demand.ts (the token
+ *                                                          route's and the account sync's token on demand; no
+ *                                                          privilege of its own: it uses the ones listed)
  *
  * SELECT is needed for every column a statement reads (WHERE, SET expressions, ON CONFLICT,
  * RETURNING, joins), UPDATE and INSERT for every column it assigns.
@@ -166,7 +167,7 @@ export const EXPECTED_WORKER_PRIVILEGES: readonly string[] = [
   'UPDATE (last_grant_from) ON amazon_rate_budget', // 0022: reserve, where the batch granted last starts
   // oauth_tokens.last_used_at, granted by 0016 (refresh what is used)
   'SELECT (last_used_at) ON oauth_tokens', // claimDueTokens, countDueTokens: used within the window (NULL counts as used)
-  'UPDATE (last_used_at) ON oauth_tokens', // claimConnections: a claimed connection, and a due one waiting for its token, is used; useConnection: the on-demand route's use
+  'UPDATE (last_used_at) ON oauth_tokens', // useConnection: the on-demand route's use (the account sync takes its token without recording a use)
 
   // event_outbox (0023): the event publisher
   'SELECT (id) ON event_outbox', // claimEvents (order, heads), markPublished, releaseFailed, pruneEvents: row match
