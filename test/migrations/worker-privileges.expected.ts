@@ -9,7 +9,7 @@
  *   claimDueTokens, saveResults         lambda/token-refresh/store/ (claims.ts, write-back.ts)
  *   claimConnections, saveOutcomes, flagAccountsNeedingReauth   lambda/account-sync/store/ (claims.ts, write-back.ts)
  *   recordRateLimitUsage, readEndpointPauses              lambda/shared/amazon/usage-store.ts
- *   DatabaseRateBudgetStore.reserve, .throttled, .release  lambda/shared/amazon/rate-budget-store.ts (0015, 0022)
+ *   DatabaseRateBudgetStore.reserve(Many), .throttled, .release  lambda/shared/amazon/rate-budget-store.ts (0015, 0022)
  *   claimEvents, markPublished, releaseFailed, pruneEvents, outboxBacklog   lambda/event-publisher/store.ts (0023)
  *   useConnection, readConnection (+ saveResults)          lambda/token-route/store.ts (on-demand token route;
  *                                                          no privilege of its own: it uses the ones listed)
