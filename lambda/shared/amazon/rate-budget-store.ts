@@ -28,6 +28,12 @@ export interface ReserveRequest {
   readonly leadMs: number;
   /** No slot later than this long from now: what all invocations together may hold ahead. */
   readonly horizonMs: number;
+  /**
+   * The time this caller was given when it was refused (`retryAtMs`, database clock, epoch ms):
+   * its place in the queue. A caller without one is served only once nobody refused before it
+   * is still to come (migration 0025). @default - none
+   */
+  readonly ticketMs?: number;
 }
 
 export interface Reservation {
@@ -139,6 +145,7 @@ export class DatabaseRateBudgetStore implements RateBudgetStore {
       // The database clamps what is out of range (0022); a caller's own bounds go first.
       lead_ms: Math.max(0, request.leadMs),
       horizon_ms: Math.max(0, request.horizonMs),
+      ticket: request.ticketMs === undefined ? null : new Date(request.ticketMs).toISOString(),
     }));
     asked.sort((a, b) => (a.endpoint + ':' + a.region < b.endpoint + ':' + b.region ? -1 : 1));
     // The calls run in the order of the list (a nested loop over it): one lock order for all.
@@ -156,9 +163,10 @@ export class DatabaseRateBudgetStore implements RateBudgetStore {
               clock_timestamp() AS database_now
          FROM jsonb_to_recordset(:requests::jsonb)
                 AS x(i int, endpoint text, region text, ceiling float8, wanted int, max_wait_ms float8,
-                     tolerance_ms float8, lead_ms float8, horizon_ms float8)
+                     tolerance_ms float8, lead_ms float8, horizon_ms float8, ticket timestamptz)
         CROSS JOIN LATERAL reserve_amazon_requests(x.endpoint, x.region, x.ceiling, x.wanted, x.max_wait_ms,
-                                                   x.tolerance_ms, :recovery::float8, x.lead_ms, x.horizon_ms) AS r`,
+                                                   x.tolerance_ms, :recovery::float8, x.lead_ms, x.horizon_ms,
+                                                   x.ticket) AS r`,
       { requests: sqlJson(asked), recovery: RECOVERY_PER_SECOND },
     );
     const answers = new Array<Reservation>(requests.length);

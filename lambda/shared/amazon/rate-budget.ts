@@ -4,7 +4,7 @@ import type { BudgetKey, RateBudgetStore, Reservation, ReserveRequest, ThrottleR
 
 /**
  * One request budget per Amazon endpoint and region, shared by every invocation that draws
- * from the same database (migrations 0015 and 0022, `amazon_rate_budget`).
+ * from the same database (migrations 0015, 0022 and 0025, `amazon_rate_budget`).
  *
  * The budget is a schedule of slots, one request each, spaced by the allowed rate. An
  * invocation reserves a batch of slots in one call (what it will send: up to the horizon's
@@ -149,6 +149,8 @@ export class SharedRateBudget {
   /** After a refusal: when to ask again, and the first slot to expect then (local clock). */
   private retryAt = 0;
   private retryFirstSlot = 0;
+  /** After a refusal: the time the store gave (database clock), passed back as this client's place. */
+  private ticket: number | undefined;
   /** Requests still to come, when the caller said ({@link expectRequests}). */
   private expected: number | undefined;
   private unconsumedRecorded = 0;
@@ -375,6 +377,7 @@ export class SharedRateBudget {
       toleranceMs: this.toleranceMs,
       leadMs: this.leadMs,
       horizonMs: this.horizonMs,
+      ...(this.ticket !== undefined ? { ticketMs: this.ticket } : {}),
     };
   }
 
@@ -404,8 +407,12 @@ export class SharedRateBudget {
       wanted: this.wanted(now),
       maxWaitMs: Number.isFinite(notAfter) ? Math.max(0, notAfter - sentAt) : 24 * 3600 * 1000,
       toleranceMs: this.toleranceMs,
-      leadMs: this.leadMs,
+      // Back at its place in the queue, the batch starts at the frontier as planned: a lead from
+      // a slow round trip long ago (all invocations asking at once) would cut it short; the
+      // tolerance covers the answer's way back.
+      leadMs: this.ticket !== undefined ? Math.min(this.leadMs, this.toleranceMs / 2) : this.leadMs,
       horizonMs: this.horizonMs,
+      ...(this.ticket !== undefined ? { ticketMs: this.ticket } : {}),
     };
     const companions = this.store.reserveMany ? (this.options.group?.companions(this, now) ?? []) : [];
     let done!: () => void;
@@ -454,12 +461,17 @@ export class SharedRateBudget {
       // queue, when the first free slot comes within the horizon.
       const retry =
         reservation.retryAtMs !== undefined ? reservation.retryAtMs - this.offsetMs : first - this.horizonMs;
-      this.retryAt = Math.max(receivedAt + 1, retry + this.random() * reservation.intervalMs);
+      this.ticket = reservation.retryAtMs;
+      // Not before its time on the database's clock: the offset estimate may be off by half the
+      // round trip it came from (early, the batch would not fit whole yet).
+      const offsetError = Math.min(1000, this.offsetRoundTripMs / 2);
+      this.retryAt = Math.max(receivedAt + 1, retry + offsetError + this.random() * reservation.intervalMs);
       this.retryFirstSlot = first;
       if (first > notAfter) throw new DeadlineExceededError(first - receivedAt, notAfter - receivedAt);
       return;
     }
     this.retryAt = 0;
+    this.ticket = undefined;
     this.counters.slotsReserved += reservation.granted;
     this.batchUsed = 0;
     this.batchDropped = 0;
