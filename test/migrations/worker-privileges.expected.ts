@@ -9,7 +9,7 @@
  *   claimDueTokens, saveResults         lambda/token-refresh/store/ (claims.ts, write-back.ts)
  *   claimConnections, saveOutcomes, flagAccountsNeedingReauth   lambda/account-sync/store/ (claims.ts, write-back.ts)
  *   recordRateLimitUsage, readEndpointPauses              lambda/shared/amazon/usage-store.ts
- *   DatabaseRateBudgetStore.reserve, .throttled, .release  lambda/shared/amazon/rate-budget-store.ts (0015, 0022)
+ *   DatabaseRateBudgetStore.reserve(Many), .throttled, .release  lambda/shared/amazon/rate-budget-store.ts (0015, 0022)
  *   claimEvents, markPublished, releaseFailed, pruneEvents, outboxBacklog   lambda/event-publisher/store.ts (0023)
  *   useConnection, readConnection (+ saveResults)          lambda/token-refresh/store/on-demand.ts (the token
  *                                                          route's and the account sync's token on demand; no
@@ -133,7 +133,7 @@ export const EXPECTED_WORKER_PRIVILEGES: readonly string[] = [
   'UPDATE (updated_at) ON rate_limit_tracking', // recordRateLimitUsage
 
   // amazon_rate_budget (0015): the shared request budgets, through the two functions
-  'EXECUTE ON FUNCTION reserve_amazon_requests(text,text,double precision,integer,double precision,double precision,double precision,double precision,double precision)', // DatabaseRateBudgetStore.reserve
+  'EXECUTE ON FUNCTION reserve_amazon_requests(text,text,double precision,integer,double precision,double precision,double precision,double precision,double precision,timestamp with time zone)', // DatabaseRateBudgetStore.reserve
   'EXECUTE ON FUNCTION amazon_requests_throttled(text,text,double precision,timestamp with time zone,double precision,double precision,double precision,double precision,timestamp with time zone,boolean)', // DatabaseRateBudgetStore.throttled (0022: the slot's grant time, recorded at once)
   'EXECUTE ON FUNCTION release_amazon_requests(text,text,timestamp with time zone,timestamp with time zone)', // DatabaseRateBudgetStore.release (0022): a run's unused slots back
   'EXECUTE ON FUNCTION amazon_rate_now(amazon_rate_budget,double precision,double precision,timestamp with time zone)', // both: the rate grown back since the last cut
