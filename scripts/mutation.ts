@@ -187,7 +187,7 @@ export const GROUPS: Record<string, Group> = {
   },
   'fan-out': {
     mutate: ['lambda/shared/jobs/fan-out.ts'],
-    tests: ['test/jobs/dispatcher/*.test.ts'],
+    tests: ['test/runtime/jobs/fan-out.test.ts', 'test/jobs/dispatcher/*.test.ts'],
     timeoutMS: JOB_TIMEOUT_MS,
   },
   'rate-limiter': {

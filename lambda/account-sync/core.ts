@@ -19,7 +19,7 @@ import { DeadlineExceededError } from '../shared/backoff';
 import type { RateLimiterRegistry } from '../shared/amazon/rate-limiter';
 import { writeResiliently } from '../shared/jobs/write-back';
 import { restoreEndpointState, saveLimiterRates } from '../shared/jobs/throttling';
-import type { TokenCipher } from '../shared/token-crypto';
+import { oauthTokenBinding, type TokenCipher } from '../shared/token-crypto';
 import type { GivenIds } from '../shared/jobs/fan-out';
 import { ATTRIBUTION_SUB_TYPE, type AdsProfile } from '../shared/amazon/schemas';
 import { classifyAmazonError } from '../shared/amazon/failure';
@@ -417,7 +417,10 @@ async function syncOneConnection(c: SyncContext, connection: ClaimedConnection):
   const failures = connection.retryCount + 1;
   let accessToken: string;
   try {
-    accessToken = deps.cipher.decrypt(connection.storedAccessToken);
+    accessToken = await deps.cipher.decrypt(
+      connection.storedAccessToken,
+      oauthTokenBinding(connection, 'access_token'),
+    );
   } catch (error) {
     return failed({
       connection,

@@ -5,7 +5,7 @@ import { DeadlineExceededError, sleep as defaultSleep } from '../shared/backoff'
 import type { Database } from '../shared/db/port';
 import { describeError } from '../shared/jobs/runtime';
 import type { AppLogger } from '../shared/logger';
-import { isEncrypted, TokenCipher } from '../shared/token-crypto';
+import { oauthTokenBinding, TokenCipher } from '../shared/token-crypto';
 import {
   ApiProblem,
   ApiRequestEvent,
@@ -229,16 +229,16 @@ export function createTokenRoute(deps: TokenRouteDeps): (event: ApiRequestEvent)
   }
 
   /** The stored token while it has at least `usableSeconds` left (counted from its read), else `otherwise`'s problem. */
-  function storedOr(read: Read, otherwise: () => ApiProblem): Served {
+  async function storedOr(read: Read, otherwise: () => ApiProblem): Promise<Served> {
     const left = read.state.remainingSeconds - (now() - read.at) / 1000;
     if (left >= s.usableSeconds) return stored(read.state, false);
     throw otherwise();
   }
 
-  function stored(state: ConnectionState, refreshed: boolean): Served {
+  async function stored(state: ConnectionState, refreshed: boolean): Promise<Served> {
     let accessToken: string;
     try {
-      accessToken = deps.cipher.decrypt(state.storedAccessToken);
+      accessToken = await deps.cipher.decrypt(state.storedAccessToken, oauthTokenBinding(state, 'access_token'));
     } catch (error) {
       deps.logger.error('Stored access token is unreadable', {
         tokenId: state.id,
@@ -265,7 +265,7 @@ export function createTokenRoute(deps: TokenRouteDeps): (event: ApiRequestEvent)
     };
     let refreshToken: string;
     try {
-      refreshToken = deps.cipher.decrypt(token.storedRefreshToken);
+      refreshToken = await deps.cipher.decrypt(token.storedRefreshToken, oauthTokenBinding(token, 'refresh_token'));
     } catch (error) {
       await write(unreadableTokenOutcome(token, describeError(error), s, clock()));
       throw reauthRequired(token.region);
@@ -283,10 +283,10 @@ export function createTokenRoute(deps: TokenRouteDeps): (event: ApiRequestEvent)
         kind: 'success',
         result: {
           token,
-          accessToken: deps.cipher.encrypt(tokens.accessToken),
+          accessToken: deps.cipher.encrypt(tokens.accessToken, oauthTokenBinding(token, 'access_token')),
           refreshToken:
-            tokens.refreshToken !== undefined || !isEncrypted(token.storedRefreshToken)
-              ? deps.cipher.encrypt(tokens.refreshToken ?? refreshToken)
+            tokens.refreshToken !== undefined || !deps.cipher.isCurrent(token.storedRefreshToken)
+              ? deps.cipher.encrypt(tokens.refreshToken ?? refreshToken, oauthTokenBinding(token, 'refresh_token'))
               : token.storedRefreshToken,
           expiresAt,
         },

@@ -132,6 +132,23 @@ describe.each(PATHS)('%s', (_path, database) => {
     expect((await schedule()).aheadMs).toBeLessThanOrEqual(6_000 + r.interval_ms);
   });
 
+  test('a caller whose first slot would come later than its longest wait (in ms) is given nothing, and the schedule is left as it was', async () => {
+    const db = database();
+    await reserve(db, { ceiling: 10, wanted: 1 });
+    // The schedule's frontier 3 s out: within the 6 s horizon, beyond a wait of 1,000 ms.
+    await world.admin.query(`UPDATE amazon_rate_budget SET next_slot_at = clock_timestamp() + interval '3 seconds'`);
+    const before = await schedule();
+    const r = await reserve(db, { ceiling: 10, wanted: 2, maxWaitMs: 1_000, horizonMs: 6_000 });
+    expect(r.granted).toBe(0);
+    const after = await schedule();
+    // The frontier did not move (the clock did, by the statement's few ms).
+    expect(after.aheadMs).toBeLessThanOrEqual(before.aheadMs);
+    expect(after.aheadMs).toBeGreaterThan(1_000);
+    // The same call that may wait 5 s is served from the frontier.
+    const served = await reserve(db, { ceiling: 10, wanted: 2, maxWaitMs: 5_000, horizonMs: 6_000 });
+    expect(served.granted).toBeGreaterThan(0);
+  });
+
   test('however many slots are asked for, calls never hold more than the horizon of the schedule', async () => {
     const db = database();
     let granted = 0;

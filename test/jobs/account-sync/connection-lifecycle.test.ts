@@ -10,6 +10,7 @@ import {
   useBothDatabasePaths,
   useJobWorld,
 } from '../../support/jobs';
+import { oauthTokenBinding } from '../../../lambda/shared/token-crypto';
 
 /**
  * A connection's lifecycle (migration 0021) with the account sync on both database paths:
@@ -27,20 +28,24 @@ const DISCONNECTED = 'Amazon connection removed by the user: reconnect Amazon to
 const claims = (u: SeedUser) => ({ sub: u.userId, email: u.email, role: 'authenticated' });
 
 /** `api.store_connection` as the user (what connect does after Amazon's answer). */
-async function storeConnection(u: SeedUser, tokens: { accessToken: string; refreshToken: string }) {
+async function storeConnection(u: SeedUser, tokens: { accessToken: string; refreshToken: string }, region = 'NA') {
   await world.admin.transaction(async (tx) => {
     await tx.query('SELECT api.set_claims(:claims::jsonb)', { claims: JSON.stringify(claims(u)) });
-    await tx.query(`SELECT api.store_connection('NA', :access, :refresh, now() + interval '1 hour')`, {
-      access: world.cipher.encrypt(tokens.accessToken),
-      refresh: world.cipher.encrypt(tokens.refreshToken),
+    await tx.query(`SELECT api.store_connection(:region, :access, :refresh, now() + interval '1 hour')`, {
+      region,
+      access: world.cipher.encrypt(tokens.accessToken, oauthTokenBinding({ userId: u.userId, region }, 'access_token')),
+      refresh: world.cipher.encrypt(
+        tokens.refreshToken,
+        oauthTokenBinding({ userId: u.userId, region }, 'refresh_token'),
+      ),
     });
   });
 }
 
-async function disconnect(u: SeedUser): Promise<boolean> {
+async function disconnect(u: SeedUser, region = 'NA'): Promise<boolean> {
   const { rows } = await world.admin.query<{ removed: boolean }>(
-    `SELECT api.disconnect(:claims::jsonb, 'NA', :message) AS removed`,
-    { claims: JSON.stringify(claims(u)), message: DISCONNECTED },
+    `SELECT api.disconnect(:claims::jsonb, :region, :message) AS removed`,
+    { claims: JSON.stringify(claims(u)), region, message: DISCONNECTED },
   );
   return rows[0].removed;
 }
@@ -48,12 +53,14 @@ async function disconnect(u: SeedUser): Promise<boolean> {
 async function accounts(u: SeedUser) {
   const { rows } = await world.admin.query<{
     amazon_account_id: string;
+    region: string;
     status: string;
     sync_status: string;
     sync_error_message: string | null;
+    next_sync_at: Date | null;
   }>(
-    `SELECT amazon_account_id, status, sync_status, sync_error_message FROM user_accounts
-      WHERE user_id = :id::uuid ORDER BY amazon_account_id`,
+    `SELECT amazon_account_id, region, status, sync_status, sync_error_message, next_sync_at FROM user_accounts
+      WHERE user_id = :id::uuid ORDER BY region, amazon_account_id`,
     { id: u.userId },
   );
   return rows;
@@ -127,6 +134,71 @@ describe.each(PATHS)('%s path', (_path, database) => {
     expect(after.map((a) => [a.status, a.sync_status, a.sync_error_message])).toEqual([
       ['active', 'completed', null],
       ['active', 'completed', null],
+    ]);
+  });
+
+  test('connecting one region again leaves the accounts of the user’s other regions as they were (synced, or inactive after their own disconnect)', async () => {
+    const [u] = await seedUsers(world, { count: 1, regions: () => ['EU', 'NA', 'FE'], expiresInSeconds: 3600 });
+    await sync(database());
+    const synced = await accounts(u);
+    expect(synced.map((a) => [a.region, a.status, a.sync_status])).toEqual([
+      ['EU', 'active', 'completed'],
+      ['EU', 'active', 'completed'],
+      ['FE', 'active', 'completed'],
+      ['FE', 'active', 'completed'],
+      ['NA', 'active', 'completed'],
+      ['NA', 'active', 'completed'],
+    ]);
+    expect(await disconnect(u, 'FE')).toBe(true);
+    const na = u.connections.find((c) => c.region === 'NA')!;
+
+    await storeConnection(u, na, 'NA');
+
+    const after = await accounts(u);
+    // Only NA's accounts are put back for the next sync to decide.
+    expect(after.map((a) => [a.region, a.status, a.sync_status, a.sync_error_message])).toEqual([
+      ['EU', 'active', 'completed', null],
+      ['EU', 'active', 'completed', null],
+      ['FE', 'inactive', 'completed', DISCONNECTED],
+      ['FE', 'inactive', 'completed', DISCONNECTED],
+      ['NA', 'active', 'pending', null],
+      ['NA', 'active', 'pending', null],
+    ]);
+    // EU's accounts keep the time of their next sync.
+    expect(after.filter((a) => a.region === 'EU').map((a) => a.next_sync_at)).toEqual(
+      synced.filter((a) => a.region === 'EU').map((a) => a.next_sync_at),
+    );
+  });
+
+  test('the web app reconnecting one region of a user whose regions all need re-authorisation clears only that region’s accounts', async () => {
+    const [u] = await seedUsers(world, { count: 1, regions: () => ['EU', 'NA'], expiresInSeconds: 3600 });
+    await sync(database());
+    // Both grants revoked: refresh off, every account waiting for the user.
+    await world.admin.query(`UPDATE oauth_tokens SET proactive_refresh_enabled = false WHERE user_id = :id::uuid`, {
+      id: u.userId,
+    });
+    await world.admin.query(
+      `UPDATE user_accounts SET sync_status = 'reauth_required', sync_error_message = 'reconnect' WHERE user_id = :id::uuid`,
+      { id: u.userId },
+    );
+
+    // The web app stores EU's new refresh token on the row itself (the re-connection trigger).
+    await world.admin.query(
+      `UPDATE oauth_tokens SET refresh_token = :token WHERE user_id = :id::uuid AND region = 'EU'`,
+      {
+        id: u.userId,
+        token: world.cipher.encrypt(
+          `${u.refreshToken}-reconnected`,
+          oauthTokenBinding({ userId: u.userId, region: 'EU' }, 'refresh_token'),
+        ),
+      },
+    );
+
+    expect((await accounts(u)).map((a) => [a.region, a.sync_status, a.sync_error_message])).toEqual([
+      ['EU', 'pending', null],
+      ['EU', 'pending', null],
+      ['NA', 'reauth_required', 'reconnect'],
+      ['NA', 'reauth_required', 'reconnect'],
     ]);
   });
 

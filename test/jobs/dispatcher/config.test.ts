@@ -3,7 +3,7 @@ import type { Context } from 'aws-lambda';
 import { mockClient } from 'aws-sdk-client-mock';
 import { DISPATCHER_ENV, readDispatcherConfig } from '../../../lambda/dispatcher/config';
 import { handler } from '../../../lambda/dispatcher/handler';
-import { JOB_ENV } from '../../../lambda/shared/config';
+import { ConfigError, JOB_ENV } from '../../../lambda/shared/config';
 import type { FanOutMessage } from '../../../lambda/shared/jobs/fan-out';
 import { JobWorld, seedUsers, useJobWorld } from '../../support/jobs';
 
@@ -59,6 +59,101 @@ test('the configuration reads the used-within window, and leaves it out when uns
   expect(readDispatcherConfig(environment()).usedWithinSeconds).toBe(7 * DAY);
   const { [JOB_ENV.proactiveRefreshUsedWithinSeconds]: _unset, ...without } = environment();
   expect(readDispatcherConfig(without)).not.toHaveProperty('usedWithinSeconds');
+});
+
+/** What the stack sets for an account sync dispatcher (readDispatcherConfig on its own: no world needed). */
+const STACK_ENV = {
+  [JOB_ENV.environment]: 'prod',
+  [JOB_ENV.clusterArn]: 'arn:aws:rds:eu-west-1:123456789012:cluster:accounts',
+  [JOB_ENV.databaseSecretArn]: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf',
+  [JOB_ENV.databaseName]: 'amazon_accounts',
+  [DISPATCHER_ENV.job]: 'account-sync',
+  [DISPATCHER_ENV.queueUrl]: QUEUE_URL,
+  [DISPATCHER_ENV.requestsPerSecond]: '2.5',
+};
+
+function configError(env: Record<string, string | undefined>): ConfigError {
+  try {
+    readDispatcherConfig(env);
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return error as ConfigError;
+  }
+  throw new Error('the configuration was accepted');
+}
+
+test('the configuration is read from the variables the stack sets, each value trimmed, the rate a number', () => {
+  const padded = Object.fromEntries(Object.entries(STACK_ENV).map(([k, v]) => [k, ` ${v}\n`]));
+  const expected = {
+    environment: 'prod',
+    clusterArn: STACK_ENV[JOB_ENV.clusterArn],
+    databaseSecretArn: STACK_ENV[JOB_ENV.databaseSecretArn],
+    databaseName: 'amazon_accounts',
+    job: 'account-sync',
+    queueUrl: QUEUE_URL,
+    requestsPerSecond: 2.5,
+  };
+  expect(readDispatcherConfig(STACK_ENV)).toEqual(expected);
+  expect(readDispatcherConfig(padded)).toEqual(expected);
+  // Other partitions' ARNs are ARNs too.
+  expect(
+    readDispatcherConfig({
+      ...STACK_ENV,
+      [JOB_ENV.clusterArn]: 'arn:aws-cn:rds:cn-north-1:123456789012:cluster:a',
+      [JOB_ENV.databaseSecretArn]: 'arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret:s',
+      [JOB_ENV.databaseName]: '_db$1',
+      [DISPATCHER_ENV.requestsPerSecond]: '10',
+    }),
+  ).toMatchObject({ databaseName: '_db$1', requestsPerSecond: 10 });
+});
+
+test('unset, empty or blank variables are named missing (the used-within window may be unset), never also as invalid', () => {
+  const error = configError({
+    ...STACK_ENV,
+    [JOB_ENV.environment]: undefined,
+    [DISPATCHER_ENV.queueUrl]: '',
+    [DISPATCHER_ENV.job]: '  ',
+  });
+  expect(error.missing).toEqual([JOB_ENV.environment, DISPATCHER_ENV.job, DISPATCHER_ENV.queueUrl]);
+  expect(error.invalid).toEqual([]);
+  expect(error.message).toBe(
+    `Job configuration: missing ${JOB_ENV.environment}, ${DISPATCHER_ENV.job}, ${DISPATCHER_ENV.queueUrl}`,
+  );
+});
+
+test.each([
+  [JOB_ENV.environment, 'production'],
+  [JOB_ENV.clusterArn, 'arn:aws:secretsmanager:eu-west-1:1:secret:x'],
+  [JOB_ENV.clusterArn, 'see arn:aws:rds:eu-west-1:1:cluster:x'],
+  [JOB_ENV.databaseSecretArn, 'arn:aws:rds:eu-west-1:1:cluster:x'],
+  [JOB_ENV.databaseSecretArn, 'x-arn:aws:secretsmanager:eu-west-1:1:secret:x'],
+  [JOB_ENV.databaseName, '1accounts'],
+  [JOB_ENV.databaseName, 'amazon-accounts'],
+  [JOB_ENV.databaseName, 'accounts;drop'],
+  [DISPATCHER_ENV.job, 'token-reencrypt'],
+  [DISPATCHER_ENV.queueUrl, 'not a url'],
+  [DISPATCHER_ENV.requestsPerSecond, 'ten'],
+  [DISPATCHER_ENV.requestsPerSecond, '10/s'],
+  [DISPATCHER_ENV.requestsPerSecond, '.5'],
+  [DISPATCHER_ENV.requestsPerSecond, '2.'],
+  [DISPATCHER_ENV.requestsPerSecond, '-1'],
+  [JOB_ENV.proactiveRefreshUsedWithinSeconds, '0'],
+  [JOB_ENV.proactiveRefreshUsedWithinSeconds, '07'],
+  [JOB_ENV.proactiveRefreshUsedWithinSeconds, '1.5'],
+  [JOB_ENV.proactiveRefreshUsedWithinSeconds, '7d'],
+])('%s=%j is refused as invalid, by name and never by value', (name, value) => {
+  const error = configError({ ...STACK_ENV, [name]: value });
+  expect(error.missing).toEqual([]);
+  expect(error.invalid).toHaveLength(1);
+  expect(error.invalid[0]).toMatch(new RegExp(`^${name}: \\S`));
+  expect(error.message).toMatch(new RegExp(`^Job configuration: invalid ${name}: `));
+  expect(error.message).not.toContain(value);
+});
+
+test('a missing and an invalid variable are both named, each once', () => {
+  const error = configError({ ...STACK_ENV, [JOB_ENV.databaseName]: '', [DISPATCHER_ENV.requestsPerSecond]: 'fast' });
+  expect(error.missing).toEqual([JOB_ENV.databaseName]);
+  expect(error.invalid).toEqual([`${DISPATCHER_ENV.requestsPerSecond}: not a rate`]);
 });
 
 test('a tick of the token refresh dispatcher sends only connections used within the window of its environment', async () => {
