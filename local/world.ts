@@ -46,7 +46,7 @@ export async function startLocalWorld(): Promise<LocalWorld> {
   await runMigrations({ database: url, dir: process.env[LOCAL_MIGRATIONS_DIR_ENV] || undefined });
   // The jobs reach the database as production's do: the least-privilege login user the
   // migration custom resource creates (member of accounts_worker, subject to RLS).
-  const worker = { username: 'jobs_worker', password: randomBytes(12).toString('hex') };
+  const worker = { username: 'accounts_jobs', password: randomBytes(12).toString('hex') };
   const setup = new Client({ connectionString: url });
   await setup.connect();
   await ensureWorkerLogin(setup, worker).finally(() => setup.end());

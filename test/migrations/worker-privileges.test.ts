@@ -282,16 +282,24 @@ class Rollback extends Error {}
 
 /**
  * Replays every statement as accounts_worker, after running `setup` as the owner, all in one
- * transaction that is rolled back; returns the statements refused for want of a privilege.
+ * transaction that is rolled back; returns the statements refused for want of a privilege
+ * (with `firstOnly`, the first one: enough to show that a privilege is needed; those whose
+ * text names more of `tryFirst` are replayed first, so it is found sooner). Each statement
+ * runs from the same savepoint (ROLLBACK TO keeps it), so none sees another's changes.
  */
-async function refused(setup: readonly string[]): Promise<Statement[]> {
+async function refused(
+  setup: readonly string[],
+  { firstOnly = false, tryFirst = [] as readonly string[] } = {},
+): Promise<Statement[]> {
   const out: Statement[] = [];
   await world.admin
     .transaction(async (tx) => {
       for (const sql of setup) await tx.query(sql);
       await tx.query('SET LOCAL ROLE accounts_worker');
-      for (const statement of distinctStatements()) {
-        await tx.query('SAVEPOINT replay');
+      await tx.query('SAVEPOINT replay');
+      const score = (statement: Statement) => tryFirst.filter((name) => statement.sql.includes(name)).length;
+      const statements = distinctStatements().sort((a, b) => score(b) - score(a));
+      for (const statement of statements) {
         try {
           await tx.query(statement.sql, statement.params);
         } catch (error) {
@@ -300,6 +308,7 @@ async function refused(setup: readonly string[]): Promise<Statement[]> {
           out.push(statement);
         }
         await tx.query('ROLLBACK TO SAVEPOINT replay');
+        if (firstOnly && out.length > 0) break;
       }
       throw new Rollback();
     })
@@ -307,6 +316,12 @@ async function refused(setup: readonly string[]): Promise<Statement[]> {
       if (!(error instanceof Rollback)) throw error;
     });
   return out;
+}
+
+/** The relation or function a privilege is on, and its column: `SELECT (id) ON oauth_tokens` → oauth_tokens, id. */
+function namedIn(privilege: string): string[] {
+  const [, column, object] = /^\w+ (?:\((\w+)\) )?ON (?:SCHEMA |FUNCTION )?([\w.]+)/.exec(privilege) ?? [];
+  return [object, column].filter((name): name is string => name !== undefined);
 }
 
 /** The REVOKE (as the owner) that takes one listed privilege away. */
@@ -348,7 +363,8 @@ test('with its privileges, accounts_worker may run every statement of the jobs',
 test('every privilege accounts_worker holds is needed by a statement of the jobs', async () => {
   const unused: string[] = [];
   for (const privilege of EXPECTED_WORKER_PRIVILEGES) {
-    if ((await refused(revoking(privilege))).length === 0) unused.push(privilege);
+    if ((await refused(revoking(privilege), { firstOnly: true, tryFirst: namedIn(privilege) })).length === 0)
+      unused.push(privilege);
   }
   expect(unused).toEqual([]);
 }, 300_000);
