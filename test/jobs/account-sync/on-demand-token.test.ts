@@ -4,7 +4,15 @@ import type { ApiRequestEvent } from '../../../lambda/shared/http';
 import { runTokenRefresh, TokenRefresher } from '../../../lambda/token-refresh/core';
 import { proactiveRefreshWindowSeconds } from '../../../lambda/token-refresh/window';
 import { createTokenRoute } from '../../../lambda/token-route/core';
-import { Database, JobWorld, runtime, seedUsers, SeedUser, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
+import {
+  Database,
+  JobWorld,
+  runtime,
+  seedUsers,
+  SeedUser,
+  useBothDatabasePaths,
+  useJobWorld,
+} from '../../support/jobs';
 
 /**
  * The account sync takes its token on demand (issue 25): a claimed connection whose token is
