@@ -25,7 +25,7 @@ import {
   restoreEndpointState,
   saveLimiterRates,
 } from '../shared/jobs/throttling';
-import type { TokenCipher } from '../shared/token-crypto';
+import { oauthTokenBinding, type TokenCipher } from '../shared/token-crypto';
 import type { TokenRefresher } from '../token-refresh/core';
 import { takeAccessToken } from '../token-refresh/on-demand';
 import { REFRESH_OUTCOME_DEFAULTS } from '../token-refresh/outcome';
@@ -578,7 +578,13 @@ async function accessTokenFor(
   });
   if (connection.expiresAt.getTime() - now().getTime() > s.minTokenValiditySeconds * 1000) {
     try {
-      return { kind: 'token', accessToken: deps.cipher.decrypt(connection.storedAccessToken) };
+      return {
+        kind: 'token',
+        accessToken: await deps.cipher.decrypt(
+          connection.storedAccessToken,
+          oauthTokenBinding(connection, 'access_token'),
+        ),
+      };
     } catch (error) {
       return unreadable(describeError(error));
     }

@@ -1,5 +1,5 @@
 import * as z from './validation';
-import { parseTokenKey, TokenKeyError } from './token-crypto';
+import { TokenKeyError, TokenKeyRing } from './token-crypto';
 
 /**
  * The jobs' configuration, read from the environment in one place and validated at start-up.
@@ -216,8 +216,8 @@ export interface LocalJobConfig {
   readonly adsApiUrl: string | undefined;
   readonly lwaClientId: string;
   readonly lwaClientSecret: string;
-  /** The decoded 32-byte token encryption key. */
-  readonly tokenKey: Buffer;
+  /** The token key ring: TOKEN_ENCRYPTION_KEY holds the ring's JSON or one base64 key (docs/token-encryption.md). */
+  readonly tokenKeys: TokenKeyRing;
   /** Amazon's rate limits (the shared request budgets' ceilings); absent ones take the defaults. */
   readonly amazonLimits: AmazonLimits;
   /** `PROACTIVE_REFRESH_USED_WITHIN_SECONDS`, as in AWS. @default - every connection */
@@ -245,26 +245,50 @@ export function readLocalJobConfig(env: Readonly<Record<string, string | undefin
     LOCAL_JOB_ENV.lwaClientSecret,
     LOCAL_JOB_ENV.tokenEncryptionKey,
   ];
-  const values = validate(localSchema, env, required, (v) => {
-    const key = v[LOCAL_JOB_ENV.tokenEncryptionKey];
-    if (key === undefined) return [];
-    try {
-      parseTokenKey(key);
-      return [];
-    } catch (error) {
-      return [`${LOCAL_JOB_ENV.tokenEncryptionKey}: ${error instanceof TokenKeyError ? error.message : 'unreadable'}`];
-    }
-  });
+  const values = validate(localSchema, env, required, (v) => keyRingProblems(v[LOCAL_JOB_ENV.tokenEncryptionKey]));
   return {
     databaseUrl: values[LOCAL_JOB_ENV.databaseUrl],
     lwaTokenUrl: values[LOCAL_JOB_ENV.lwaTokenUrl],
     adsApiUrl: values[LOCAL_JOB_ENV.adsApiUrl],
     lwaClientId: values[LOCAL_JOB_ENV.lwaClientId],
     lwaClientSecret: values[LOCAL_JOB_ENV.lwaClientSecret],
-    tokenKey: parseTokenKey(values[LOCAL_JOB_ENV.tokenEncryptionKey]),
+    tokenKeys: TokenKeyRing.parse(values[LOCAL_JOB_ENV.tokenEncryptionKey]),
     amazonLimits: amazonLimits(values),
     proactiveRefreshUsedWithinSeconds: optionalSeconds(values[JOB_ENV.proactiveRefreshUsedWithinSeconds]),
   };
+}
+
+/** `npm run job -- reencrypt-tokens`: the database and the key ring, nothing of Amazon. */
+export interface LocalReencryptionConfig {
+  readonly databaseUrl: string;
+  readonly tokenKeys: TokenKeyRing;
+}
+
+/** Reads and validates DATABASE_URL and TOKEN_ENCRYPTION_KEY (the ring's JSON or one base64 key). */
+export function readLocalReencryptionConfig(
+  env: Readonly<Record<string, string | undefined>> = process.env,
+): LocalReencryptionConfig {
+  const schema = z.object({
+    [LOCAL_JOB_ENV.databaseUrl]: localSchema.shape[LOCAL_JOB_ENV.databaseUrl],
+    [LOCAL_JOB_ENV.tokenEncryptionKey]: localSchema.shape[LOCAL_JOB_ENV.tokenEncryptionKey],
+  });
+  const values = validate(schema, env, [LOCAL_JOB_ENV.databaseUrl, LOCAL_JOB_ENV.tokenEncryptionKey], (v) =>
+    keyRingProblems(v[LOCAL_JOB_ENV.tokenEncryptionKey]),
+  );
+  return {
+    databaseUrl: values[LOCAL_JOB_ENV.databaseUrl],
+    tokenKeys: TokenKeyRing.parse(values[LOCAL_JOB_ENV.tokenEncryptionKey]),
+  };
+}
+
+function keyRingProblems(text: string | undefined): string[] {
+  if (text === undefined) return [];
+  try {
+    TokenKeyRing.parse(text);
+    return [];
+  } catch (error) {
+    return [`${LOCAL_JOB_ENV.tokenEncryptionKey}: ${error instanceof TokenKeyError ? error.message : 'unreadable'}`];
+  }
 }
 
 /**

@@ -15,7 +15,7 @@ import { runPipeline } from '../shared/jobs/pipeline';
 import { METRIC_NAMES } from '../shared/jobs/metrics';
 import { JOB_TIMING } from '../shared/jobs/timing';
 import { endpointKey, readEndpointPauses, recordRateLimitUsage } from '../shared/amazon/usage-store';
-import { isEncrypted, TokenCipher } from '../shared/token-crypto';
+import { oauthTokenBinding, TokenCipher } from '../shared/token-crypto';
 import type { AmazonRegion } from '../shared/amazon/regions';
 import { DeadlineExceededError } from '../shared/backoff';
 import type { RateLimiterRegistry } from '../shared/amazon/rate-limiter';
@@ -406,7 +406,7 @@ async function refreshOneToken(c: RefreshContext, token: ClaimedToken): Promise<
   const endpoint = endpointKey('lwa', token.region);
   let refreshToken: string;
   try {
-    refreshToken = deps.cipher.decrypt(token.storedRefreshToken);
+    refreshToken = await deps.cipher.decrypt(token.storedRefreshToken, oauthTokenBinding(token, 'refresh_token'));
   } catch (error) {
     // Cannot be refreshed by anyone until the web app stores it again: same as revoked.
     return unreadableTokenOutcome(token, describeError(error), c.settings, { now: now(), random: c.random });
@@ -421,11 +421,12 @@ async function refreshOneToken(c: RefreshContext, token: ClaimedToken): Promise<
       kind: 'success',
       result: {
         token,
-        accessToken: deps.cipher.encrypt(tokens.accessToken),
-        // Amazon's new refresh token; else the one we have, re-encrypted only if it was legacy plaintext.
+        accessToken: deps.cipher.encrypt(tokens.accessToken, oauthTokenBinding(token, 'access_token')),
+        // Amazon's new refresh token; else the one we have, rewritten only if it is not yet
+        // enc:v2 under the current key (plaintext, enc:v1, an older key).
         refreshToken:
-          tokens.refreshToken !== undefined || !isEncrypted(token.storedRefreshToken)
-            ? deps.cipher.encrypt(newRefresh)
+          tokens.refreshToken !== undefined || !deps.cipher.isCurrent(token.storedRefreshToken)
+            ? deps.cipher.encrypt(newRefresh, oauthTokenBinding(token, 'refresh_token'))
             : token.storedRefreshToken,
         expiresAt: new Date(requestedAt.getTime() + tokens.expiresInSeconds * 1000),
       },

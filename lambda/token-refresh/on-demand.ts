@@ -5,7 +5,7 @@ import { DeadlineExceededError } from '../shared/backoff';
 import type { Database } from '../shared/db/port';
 import { describeError } from '../shared/jobs/runtime';
 import type { AppLogger } from '../shared/logger';
-import { isEncrypted, TokenCipher } from '../shared/token-crypto';
+import { oauthTokenBinding, type TokenCipher } from '../shared/token-crypto';
 import type { TokenRefresher } from './core';
 import { needsReauthorisation, RefreshOutcomePolicy, refreshFailureOutcome, unreadableTokenOutcome } from './outcome';
 import { ConnectionState, readConnection, saveResults, TokenResult, useConnection } from './store';
@@ -146,22 +146,22 @@ export async function takeAccessToken(
 }
 
 /** The stored token while it has at least `usableSeconds` left (counted from its read), else unavailable. */
-function storedOr(
+async function storedOr(
   deps: OnDemandDeps,
   s: OnDemandSettings,
   read: Read,
   reason: UnavailableReason,
   retryAfterSeconds: number,
   failure?: AmazonFailure,
-): OnDemandToken {
+): Promise<OnDemandToken> {
   const left = read.state.remainingSeconds - (deps.now() - read.at) / 1000;
   if (left >= s.usableSeconds) return stored(deps, read.state, 'stored');
   return { kind: 'unavailable', reason, retryAfterSeconds: Math.max(1, Math.ceil(retryAfterSeconds)), failure };
 }
 
-function stored(deps: OnDemandDeps, state: ConnectionState, by: 'other' | 'stored'): OnDemandToken {
+async function stored(deps: OnDemandDeps, state: ConnectionState, by: 'other' | 'stored'): Promise<OnDemandToken> {
   try {
-    const accessToken = deps.cipher.decrypt(state.storedAccessToken);
+    const accessToken = await deps.cipher.decrypt(state.storedAccessToken, oauthTokenBinding(state, 'access_token'));
     return { kind: 'token', accessToken, expiresAt: state.expiresAt, region: state.region, by };
   } catch (error) {
     deps.logger.error('Stored access token is unreadable', {
@@ -195,7 +195,7 @@ async function refresh(
   };
   let refreshToken: string;
   try {
-    refreshToken = deps.cipher.decrypt(token.storedRefreshToken);
+    refreshToken = await deps.cipher.decrypt(token.storedRefreshToken, oauthTokenBinding(token, 'refresh_token'));
   } catch (error) {
     await write(unreadableTokenOutcome(token, describeError(error), s, clock()));
     return { kind: 'reauth', region: token.region };
@@ -213,10 +213,10 @@ async function refresh(
       kind: 'success',
       result: {
         token,
-        accessToken: deps.cipher.encrypt(tokens.accessToken),
+        accessToken: deps.cipher.encrypt(tokens.accessToken, oauthTokenBinding(token, 'access_token')),
         refreshToken:
-          tokens.refreshToken !== undefined || !isEncrypted(token.storedRefreshToken)
-            ? deps.cipher.encrypt(tokens.refreshToken ?? refreshToken)
+          tokens.refreshToken !== undefined || !deps.cipher.isCurrent(token.storedRefreshToken)
+            ? deps.cipher.encrypt(tokens.refreshToken ?? refreshToken, oauthTokenBinding(token, 'refresh_token'))
             : token.storedRefreshToken,
         expiresAt,
       },

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { previewAccountSync, runAccountSync } from '../../lambda/account-sync/core';
@@ -16,6 +17,8 @@ import { QueueSender, runDispatch } from '../../lambda/dispatcher/core';
 import { accountSyncSelection, tokenRefreshSelection } from '../../lambda/dispatcher/selections';
 import type { FanOutMessage } from '../../lambda/shared/jobs/fan-out';
 import { runEventPublisher } from '../../lambda/event-publisher/core';
+import { runTokenReencryption } from '../../lambda/token-reencrypt/core';
+import { TokenCipher, TokenKeyRing } from '../../lambda/shared/token-crypto';
 
 // What the jobs' role may do, against what the jobs' statements need. The jobs run here as
 // the jobs' login (member of accounts_worker, as in production) through a recorder; every
@@ -34,14 +37,13 @@ const STORES = [
   'lambda/event-publisher/store.ts',
   // The dispatchers' and the jobs' view of the regions Amazon paused (issue 25).
   'lambda/shared/jobs/region-pauses.ts',
+  // The token keys' function (issue 29: re-encryption, usage per key) runs as the jobs' login too.
+  'lambda/token-reencrypt/store.ts',
 ];
 /** Code that runs SQL for other reasons: the adapters themselves, and the migration Lambda (as the owner). */
 // The accounts API's SQL runs as its own login (authenticated, under RLS), not as the jobs'
 // role: test/migrations/privileges.test.ts and test/api cover it.
-// lambda/token-reencrypt/ (issue 29, not yet deployed) builds its claim from SQL fragments this
-// scanner cannot read; it runs as the jobs' login in test/jobs/token-reencrypt/, and joins
-// STORES once its statements are literal (an open gap of issue 29).
-const NOT_JOB_SQL = ['lambda/shared/db/', 'lambda/migrate/', 'lambda/accounts-api/', 'lambda/token-reencrypt/'];
+const NOT_JOB_SQL = ['lambda/shared/db/', 'lambda/migrate/', 'lambda/accounts-api/'];
 const CALL = /\.(?:query|batch)\s*(?:<[^()`]*?>)?\(/g;
 const HAS_CALL = /\.(?:query|batch)\s*(?:<[^()`]*?>)?\(/;
 const CALL_WITH_TEXT = /\.(?:query|batch)\s*(?:<[^()`]*?>)?\(\s*`([^`]*)`/g;
@@ -233,6 +235,25 @@ beforeAll(async () => {
     });
     expect(published.published).toBeGreaterThan(0);
     expect(published.notPublished).toBe(1);
+    // The token keys' function: a new current key, so every connection is re-encrypted (claim,
+    // guarded write, a value no key reads given back), and the usage per key counted.
+    const oldRing = JSON.parse(world.cipher.ring.toSecretText()) as { keys: Record<string, string> };
+    const rotated = new TokenCipher(
+      TokenKeyRing.parse(
+        JSON.stringify({ current: 'next', keys: { ...oldRing.keys, next: randomBytes(32).toString('base64') } }),
+      ),
+    );
+    await world.admin.query(`UPDATE oauth_tokens SET access_token = 'enc:v2:gone:AAAA' WHERE user_id = :userId::uuid`, {
+      userId: fresh.userId,
+    });
+    const reencrypted = await runTokenReencryption({
+      db,
+      cipher: rotated,
+      ...runtime(),
+      settings: { maxPasses: 1, batchSize: 10 },
+    });
+    expect(reencrypted).toMatchObject({ unreadable: 1 });
+    expect(reencrypted.reencrypted).toBeGreaterThan(0);
   } finally {
     await worker.close();
   }

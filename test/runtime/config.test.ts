@@ -1,5 +1,6 @@
 import { ConfigError, readJobConfig, readLocalJobConfig } from '../../lambda/shared/config';
 import { JOB_ENV, LOCAL_JOB_ENV } from '../../lambda/shared/config';
+import { TokenKeyRing } from '../../lambda/shared/token-crypto';
 
 import { KEY, KEY_ARN, LWA_ARN, validEnv } from './job-config';
 
@@ -137,7 +138,8 @@ describe('job configuration', () => {
       lwaTokenUrl: undefined,
       adsApiUrl: 'http://127.0.0.1:4010/{region}',
     });
-    expect(config.tokenKey).toEqual(Buffer.alloc(32, 9));
+    expect(config.tokenKeys.keyIds).toEqual(['legacy']);
+    expect(config.tokenKeys.deriveKey('x')).toEqual(TokenKeyRing.single(Buffer.alloc(32, 9)).deriveKey('x'));
   });
 
   test('local runs: a short key is reported with the missing variables', () => {
