@@ -11,7 +11,7 @@ import {
   ThrottleResult,
 } from '../../lambda/shared/amazon/rate-budget';
 import { RateLimiterRegistry } from '../../lambda/shared/amazon/rate-limiter';
-import { JobWorld, useBothDatabasePaths, useJobWorld } from '../jobs/fixture';
+import { JobWorld, useBothDatabasePaths, useJobWorld } from '../support/jobs';
 import { RecordingStore } from './rate-budget/drawers';
 
 // The shared request budget (migration 0015) on the real database, through both database

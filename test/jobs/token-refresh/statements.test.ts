@@ -3,7 +3,7 @@ import { DatabaseRateBudgetStore } from '../../../lambda/shared/amazon/rate-budg
 import { endpointLimitsFor, RateLimiterRegistry } from '../../../lambda/shared/amazon/rate-limiter';
 import type { SqlParams } from '../../../lambda/shared/db';
 import { runTokenRefresh } from '../../../lambda/token-refresh/core';
-import { Database, JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../fixture';
+import { Database, JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
 
 /**
  * What the whole token refresh costs the database per 1,000 tokens refreshed at today's

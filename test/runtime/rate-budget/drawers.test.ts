@@ -1,4 +1,4 @@
-import { JobWorld, useBothDatabasePaths, useJobWorld } from '../../jobs/fixture';
+import { JobWorld, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
 import { busiestSecond, draw, drawer } from './drawers';
 
 // 1, 4 and 16 invocations drawing from one shared budget at once, on the real database through

@@ -1,5 +1,5 @@
 import { BudgetKey, DatabaseRateBudgetStore, ReserveRequest } from '../../../lambda/shared/amazon/rate-budget';
-import { JobWorld, useBothDatabasePaths, useJobWorld } from '../../jobs/fixture';
+import { JobWorld, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
 
 // No thundering herd: callers refused while another holds the schedule are each given a time
 // of their own to ask again (a queue in the budget's row), a batch apart, instead of all
