@@ -230,6 +230,13 @@ export async function measureRateRun(
         baseUrl: world.amazon.adsBaseUrl,
         limiters: syncLimiters,
       }),
+      // Tokens about to expire are taken on demand, from the same LWA budget as the refresh's.
+      lwa: new LwaClient({
+        clientId: world.amazon.clientId,
+        clientSecret: world.amazon.clientSecret,
+        tokenUrl: world.amazon.lwaTokenUrl,
+        limiters: syncLimiters,
+      }),
       settings: { concurrency: 16, reserveMs: 1_000 },
     }),
   ]);

@@ -113,6 +113,7 @@ export async function startLocalApi(options: LocalApiOptions): Promise<LocalApi>
         {
           db: syncDb,
           ads: options.ads,
+          lwa: options.lwa,
           cipher: options.cipher,
           logger: options.logger,
           metrics: new MetricTotals(),

@@ -65,6 +65,12 @@ export async function runJobOnce(
   // The same shared budgets as the Lambdas: concurrent `npm run job` processes on one database
   // together stay under LWA_REQUESTS_PER_SECOND / ADS_REQUESTS_PER_SECOND per region.
   const limiters = new RateLimiterRegistry(endpointLimitsFor(config.amazonLimits), {}, new DatabaseRateBudgetStore(db));
+  const lwa = new LwaClient({
+    clientId: config.lwaClientId,
+    clientSecret: config.lwaClientSecret,
+    tokenUrl: config.lwaTokenUrl,
+    limiters,
+  });
   const common = {
     db,
     cipher,
@@ -76,17 +82,12 @@ export async function runJobOnce(
     if (job === 'token-refresh') {
       return await runTokenRefresh({
         ...common,
-        lwa: new LwaClient({
-          clientId: config.lwaClientId,
-          clientSecret: config.lwaClientSecret,
-          tokenUrl: config.lwaTokenUrl,
-          limiters,
-        }),
+        lwa,
         settings: { usedWithinSeconds: config.proactiveRefreshUsedWithinSeconds },
       });
     }
     return await runAccountSync(
-      { ...common, ads: new AdsClient({ clientId: config.lwaClientId, baseUrl: config.adsApiUrl, limiters }) },
+      { ...common, ads: new AdsClient({ clientId: config.lwaClientId, baseUrl: config.adsApiUrl, limiters }), lwa },
       options.userId ? { syncType: 'manual', userId: options.userId } : { syncType: 'scheduled' },
     );
   } finally {

@@ -24,11 +24,18 @@ export const JOB_ENV = {
    * seconds (unset: every connection). Also read by `npm run job`.
    */
   proactiveRefreshUsedWithinSeconds: 'PROACTIVE_REFRESH_USED_WITHIN_SECONDS',
+  /**
+   * Optional, token refresh (and its dispatcher) only: tokens expiring within this many seconds
+   * are due. The stack derives it from the token refresh's schedule in cdk.json (window.ts);
+   * unset, the default for the 5-minute schedule.
+   */
+  proactiveRefreshWindowSeconds: 'PROACTIVE_REFRESH_WINDOW_SECONDS',
 } as const;
 
 /** The variables of `JOB_ENV` a job may run without. */
 const OPTIONAL_JOB_ENV: readonly string[] = [
   JOB_ENV.proactiveRefreshUsedWithinSeconds,
+  JOB_ENV.proactiveRefreshWindowSeconds,
   JOB_ENV.lwaRequestsPerSecond,
   JOB_ENV.adsRequestsPerSecond,
 ];
@@ -81,6 +88,8 @@ export interface JobConfig {
   readonly amazonLimits: AmazonLimits;
   /** Proactive refresh covers connections used within this many seconds. @default - every connection */
   readonly proactiveRefreshUsedWithinSeconds?: number;
+  /** Tokens expiring within this many seconds are due (the stack's, from the schedule). @default - the core's */
+  readonly proactiveRefreshWindowSeconds?: number;
 }
 
 /** Requests per second per region, all invocations together (the shared budgets' ceilings). */
@@ -128,6 +137,7 @@ const jobSchema = z.object({
   [JOB_ENV.lwaRequestsPerSecond]: z.optional(requestsPerSecond),
   [JOB_ENV.adsRequestsPerSecond]: z.optional(requestsPerSecond),
   [JOB_ENV.proactiveRefreshUsedWithinSeconds]: z.optional(seconds),
+  [JOB_ENV.proactiveRefreshWindowSeconds]: z.optional(seconds),
 });
 
 function optionalSeconds(value: string | undefined): number | undefined {
@@ -150,6 +160,7 @@ export function readJobConfig(env: Readonly<Record<string, string | undefined>> 
     tokenKeySecretArn: values[JOB_ENV.tokenKeySecretArn],
     amazonLimits: amazonLimits(values),
     proactiveRefreshUsedWithinSeconds: optionalSeconds(values[JOB_ENV.proactiveRefreshUsedWithinSeconds]),
+    proactiveRefreshWindowSeconds: optionalSeconds(values[JOB_ENV.proactiveRefreshWindowSeconds]),
   };
 }
 

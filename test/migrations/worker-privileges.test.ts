@@ -33,8 +33,6 @@ const STORES = [
   ...sourceFiles('lambda/account-sync/store'),
   'lambda/shared/amazon/usage-store.ts',
   'lambda/shared/amazon/rate-budget-store.ts',
-  // The on-demand token route runs as the jobs' login too (its own Lambda, the same secret).
-  'lambda/token-route/store.ts',
   // The event publisher (migration 0023's outbox) runs as the jobs' login too.
   'lambda/event-publisher/store.ts',
   // The dispatchers' and the jobs' view of the regions Amazon paused (issue 25).
@@ -133,7 +131,7 @@ beforeAll(async () => {
     // synced on demand before Amazon's faults are switched on, so that path always runs.
     const [agency] = await seedUsers(world, { count: 1, expiresInSeconds: 7200, profilesPerUser: 9000 });
     const agencySync = await runAccountSync(
-      { db, ads: world.ads(), cipher: world.cipher, ...runtime() },
+      { db, ads: world.ads(), lwa: world.lwa(), cipher: world.cipher, ...runtime() },
       { syncType: 'manual', userId: agency.userId },
     );
     expect(agencySync.accountsSynced).toBe(9000);
@@ -156,7 +154,7 @@ beforeAll(async () => {
     for (let run = 0; run < 2; run++) {
       const rt = runtime();
       await runTokenRefresh({ db, lwa, cipher: world.cipher, ...rt, settings: { concurrency: 4 } });
-      await runAccountSync({ db, ads, cipher: world.cipher, ...runtime(), settings: { concurrency: 4 } });
+      await runAccountSync({ db, ads, lwa, cipher: world.cipher, ...runtime(), settings: { concurrency: 4 } });
     }
     // A run that ends holding slots of the shared budget gives them back (the cores'
     // releaseUnused): here one that expected five requests and sent one, at 1 per second.
@@ -187,7 +185,8 @@ beforeAll(async () => {
       for (const given of sent)
         if (selection.job === 'token-refresh')
           await runTokenRefresh({ db, lwa, cipher: world.cipher, ...runtime(), settings: { given } });
-        else await runAccountSync({ db, ads, cipher: world.cipher, ...runtime() }, { syncType: 'scheduled', given });
+        else
+          await runAccountSync({ db, ads, lwa, cipher: world.cipher, ...runtime() }, { syncType: 'scheduled', given });
     }
     // The on-demand token route: a token refreshed at once (lease, Amazon, write-back), one
     // served as stored, and one whose lease another run holds (polled until the deadline).

@@ -95,6 +95,18 @@ describe('job configuration', () => {
     }
   });
 
+  test('the refresh window (derived by the stack from the schedule) is optional, a whole number of seconds', () => {
+    expect(readJobConfig(validEnv).proactiveRefreshWindowSeconds).toBeUndefined();
+    expect(
+      readJobConfig({ ...validEnv, [JOB_ENV.proactiveRefreshWindowSeconds]: '660' }).proactiveRefreshWindowSeconds,
+    ).toBe(660);
+    for (const value of ['0', '-660', '6.5', '11m']) {
+      const error = configError(() => readJobConfig({ ...validEnv, [JOB_ENV.proactiveRefreshWindowSeconds]: value }));
+      expect(error.invalid).toHaveLength(1);
+      expect(error.invalid[0]).toContain(JOB_ENV.proactiveRefreshWindowSeconds);
+    }
+  });
+
   test('local runs read the proactive refresh window under the same name', () => {
     const local = {
       [LOCAL_JOB_ENV.databaseUrl]: 'postgres://u:p@127.0.0.1:5432/db',

@@ -106,7 +106,7 @@ const WRITE_BACK = /WITH input AS \(/;
 describe.each(PATHS)('%s path', (_path, database) => {
   const sync = (db: Database, userId?: string) =>
     runAccountSync(
-      { db, ads: world.ads(), cipher: world.cipher, ...runtime() },
+      { db, ads: world.ads(), lwa: world.lwa(), cipher: world.cipher, ...runtime() },
       userId ? { syncType: 'manual', userId } : { syncType: 'scheduled' },
     );
 

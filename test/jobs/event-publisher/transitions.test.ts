@@ -65,7 +65,10 @@ const types = async (u: SeedUser) => (await outboxEvents(world.admin, u.userId))
 
 describe.each(PATHS)('%s path', (_path, database) => {
   const sync = (db: Database) =>
-    runAccountSync({ db, ads: world.ads(), cipher: world.cipher, ...runtime() }, { syncType: 'scheduled' });
+    runAccountSync(
+      { db, ads: world.ads(), lwa: world.lwa(), cipher: world.cipher, ...runtime() },
+      { syncType: 'scheduled' },
+    );
   const refresh = (db: Database) => runTokenRefresh({ db, lwa: world.lwa(), cipher: world.cipher, ...runtime() });
 
   test('a connection’s life: each transition is exactly one schema-valid event; repeats of a state none', async () => {
