@@ -153,11 +153,16 @@ test('refresh tokens of Amazon’s maximum size (2,048 bytes) are claimed within
     );
 });
 
+// A hang is cut by the client's timeout: long enough that a call to the fake answered late by a
+// busy machine (every core taken by other suites) is not taken for a hang, short enough that the
+// hangs (5 %) cost a few seconds.
+const HANG_TIMEOUT_MS = 1500;
+
 test('faults at 20% 5xx, 10% 429, 5% hangs, 5% malformed: every token ends refreshed or with its failure recorded', async () => {
   const users = await seedUsers(world, { count: 400 });
   world.amazon.setKnobs({ rate5xx: 0.2, rate429: 0.1, retryAfterSeconds: 1, hangRate: 0.05, malformedRate: 0.05 });
   const rt = runtime();
-  const summary = await runTokenRefresh(deps(world.dataApi(), { lwa: world.lwa(300), ...rt }));
+  const summary = await runTokenRefresh(deps(world.dataApi(), { lwa: world.lwa(HANG_TIMEOUT_MS), ...rt }));
 
   const rows = await tokens();
   let refreshed = 0;
