@@ -585,8 +585,9 @@ async function accessTokenFor(
           oauthTokenBinding(connection, 'access_token'),
         ),
       };
-    } catch (error) {
-      return unreadable(describeError(error));
+    } catch {
+      // Unreadable (moved from another row or column, or under a key the ring lacks): the
+      // on-demand path below logs it and has a new one from Amazon, as for an expiring token.
     }
   }
   const released = { kind: 'none' as const, outcome: { kind: 'released' as const, connection } };

@@ -100,6 +100,9 @@ interface Read {
   readonly at: number;
 }
 
+/** A remaining lifetime no access token has (they live an hour): a connection read with it is due. */
+const UNREADABLE_FORCES_REFRESH_SECONDS = 365 * 24 * 3600;
+
 /** The connection's access token: stored, refreshed here, or refreshed by whoever held the lease. */
 export async function takeAccessToken(
   deps: OnDemandDeps,
@@ -109,7 +112,7 @@ export async function takeAccessToken(
   const { now } = deps;
   const owner = randomUUID();
   const { userId, region, deadline } = request;
-  const options = {
+  let options = {
     userId,
     region,
     owner,
@@ -124,7 +127,18 @@ export async function takeAccessToken(
     if (!read) return { kind: 'not-found' };
     const { state } = read;
     if (!state.refreshEnabled) return { kind: 'reauth', region: state.region };
-    if (state.fresh) return stored(deps, state, waited ? 'other' : 'stored');
+    if (state.fresh) {
+      const token = await stored(deps, state, waited ? 'other' : 'stored');
+      if (token.kind !== 'unreadable' || options.minRemainingSeconds === UNREADABLE_FORCES_REFRESH_SECONDS)
+        return token;
+      // The stored access token cannot be read (a value moved from another row or column, or
+      // under a key the ring lacks): it is only a cache of what the refresh token gives, so a
+      // new one is had from Amazon, once, as for an expiring token. An unreadable refresh token
+      // then turns refresh off (the outcome policy), as in the job.
+      options = { ...options, minRemainingSeconds: UNREADABLE_FORCES_REFRESH_SECONDS };
+      read = at(await useConnection(deps.db, options));
+      continue;
+    }
     if (state.claimed) return refresh(deps, s, read, state.claimed, owner, deadline);
     if (state.retryInSeconds !== null && state.lease !== 'held') {
       // Backing off after a failure (a route's, the sync's or the job's): nobody calls Amazon
@@ -155,7 +169,10 @@ async function storedOr(
   failure?: AmazonFailure,
 ): Promise<OnDemandToken> {
   const left = read.state.remainingSeconds - (deps.now() - read.at) / 1000;
-  if (left >= s.usableSeconds) return stored(deps, read.state, 'stored');
+  if (left >= s.usableSeconds) {
+    const token = await stored(deps, read.state, 'stored');
+    if (token.kind !== 'unreadable') return token;
+  }
   return { kind: 'unavailable', reason, retryAfterSeconds: Math.max(1, Math.ceil(retryAfterSeconds)), failure };
 }
 
@@ -164,7 +181,7 @@ async function stored(deps: OnDemandDeps, state: ConnectionState, by: 'other' | 
     const accessToken = await deps.cipher.decrypt(state.storedAccessToken, oauthTokenBinding(state, 'access_token'));
     return { kind: 'token', accessToken, expiresAt: state.expiresAt, region: state.region, by };
   } catch (error) {
-    deps.logger.error('Stored access token is unreadable', {
+    deps.logger.warn('Stored access token is unreadable; a new one is requested instead', {
       tokenId: state.id,
       userId: state.userId,
       error: describeError(error),

@@ -176,6 +176,29 @@ describe.each(PATHS)('%s', (_path, database) => {
     expect(after.refresh_lease_owner).toBeNull();
   });
 
+  test('a stored access token that cannot be decrypted (moved from another row) is replaced: one call to Amazon, 200 with the new token', async () => {
+    const [user, other] = await seed(2, 20 * 60);
+    // The other connection's access token, copied into this row: bound to the other row, it fails here.
+    await world.admin.query(
+      `UPDATE oauth_tokens SET access_token = (SELECT access_token FROM oauth_tokens WHERE user_id = :other::uuid)
+        WHERE user_id = :userId::uuid`,
+      { userId: user.userId, other: other.userId },
+    );
+
+    const result = await route(database())(tokenRequest(body(user)));
+
+    expect(result.statusCode).toBe(200);
+    expect(json(result)).toMatchObject({ region: 'EU', refreshed: true });
+    expect(json(result).accessToken).not.toBe(other.accessToken);
+    expect(lwaCalls()).toBe(1);
+    const after = await row(user);
+    expect(await world.cipher.decrypt(after.access_token, oauthTokenBinding(user, 'access_token'))).toBe(
+      json(result).accessToken,
+    );
+    expect(after.refresh_lease_owner).toBeNull();
+    expect(logger.text()).toContain('Stored access token is unreadable');
+  });
+
   test('50 concurrent requests for one expiring connection: one call to Amazon, all 50 get the same new token', async () => {
     const [user] = await seed(1, 120);
     // Amazon takes its time: the requests that come meanwhile wait for the winner's write-back.

@@ -11,6 +11,7 @@ import {
 } from '../../../lambda/account-sync/store';
 import { InvalidSyncEventError, parseSyncEvent } from '../../../lambda/account-sync/handler';
 import { Database, DatabaseError } from '../../../lambda/shared/db';
+import { oauthTokenBinding } from '../../../lambda/shared/token-crypto';
 import { fakeProfile } from '../../../local/amazon/profiles';
 import {
   accountSyncDeps,
@@ -425,13 +426,50 @@ test('no token reaches a log line', async () => {
 });
 
 describe.each(PATHS)('%s path', (_path, database) => {
-  test('a stored access token that cannot be decrypted fails only its user, counted once, with the reason and no token in the log', async () => {
+  test('a stored access token that cannot be decrypted is replaced by a new one from Amazon (one refresh) and its user synced, with no token in the log', async () => {
     const [broken, fine] = await seedUsers(world, { count: 2 });
     const corrupt = `enc:v1:${Buffer.from('not a ciphertext of this key, at all').toString('base64')}`;
     await world.admin.query(`UPDATE oauth_tokens SET access_token = :token WHERE user_id = :id::uuid`, {
       token: corrupt,
       id: broken.userId,
     });
+    const rt = runtime();
+
+    const summary = await runAccountSync({
+      db: database(),
+      ads: world.ads(),
+      lwa: world.lwa(),
+      cipher: world.cipher,
+      ...rt,
+    });
+
+    expect(summary).toMatchObject({
+      connectionsClaimed: 2,
+      connectionsSynced: 2,
+      connectionsFailed: 0,
+      tokensRefreshed: 1,
+    });
+    expect(world.amazon.counters.refreshCalls(broken.refreshToken)).toBe(1);
+    expect(world.amazon.counters.refreshCalls(fine.refreshToken)).toBe(0);
+    expect(world.amazon.counters.profileCalls(broken.userId)).toBe(1);
+    const { rows } = await world.admin.query<{ access_token: string }>(
+      `SELECT access_token FROM oauth_tokens WHERE user_id = :id::uuid`,
+      { id: broken.userId },
+    );
+    expect(await world.cipher.decrypt(rows[0].access_token, oauthTokenBinding(broken, 'access_token'))).toBe(
+      world.amazon.accessTokens(broken.userId).at(-1),
+    );
+    expect(rt.logger.text()).toContain('Stored access token is unreadable');
+    expect(rt.logger.text()).not.toContain(corrupt);
+  });
+
+  test('access and refresh token both unreadable: that user alone fails (re-authorisation), the other is synced', async () => {
+    const [broken, fine] = await seedUsers(world, { count: 2 });
+    const corrupt = `enc:v1:${Buffer.from('not a ciphertext of this key, at all').toString('base64')}`;
+    await world.admin.query(
+      `UPDATE oauth_tokens SET access_token = :token, refresh_token = :token WHERE user_id = :id::uuid`,
+      { token: corrupt, id: broken.userId },
+    );
     const rt = runtime();
     const at = new Date(); // the run's clock, held still
 
@@ -445,16 +483,18 @@ describe.each(PATHS)('%s path', (_path, database) => {
     });
 
     expect(summary).toMatchObject({ connectionsClaimed: 2, connectionsSynced: 1, connectionsFailed: 1 });
+    expect(world.amazon.counters.refreshCalls(broken.refreshToken)).toBe(0);
     expect(world.amazon.counters.profileCalls(broken.userId)).toBe(0);
     expect(world.amazon.counters.profileCalls(fine.userId)).toBe(1);
-    const rows = await historyStatuses(broken.userId);
-    expect(rows).toEqual([
-      { sync_status: 'failed', error_details: expect.objectContaining({ class: 'token', reason: expect.any(String) }) },
-    ]);
     const next = await nextAttempt(broken.userId);
     expect(next).toMatchObject({ sync_retry_count: 1, sync_lease_owner: null });
-    expect(next.sync_last_error).toMatch(/^Stored access token is unreadable \(.+\)$/);
     expect(next.sync_next_attempt_at.getTime()).toBeGreaterThan(at.getTime());
+    const { rows } = await world.admin.query<{ proactive_refresh_enabled: boolean; last_refresh_error: string }>(
+      `SELECT proactive_refresh_enabled, last_refresh_error FROM oauth_tokens WHERE user_id = :id::uuid`,
+      { id: broken.userId },
+    );
+    expect(rows[0]).toMatchObject({ proactive_refresh_enabled: false });
+    expect(rows[0].last_refresh_error).toMatch(/^Stored refresh token is unreadable/);
     expect(rt.logger.text()).not.toContain(corrupt);
   });
 
