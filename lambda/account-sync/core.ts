@@ -30,6 +30,8 @@ import {
   ClaimedConnection,
   countDueConnections,
   flagAccountsNeedingReauth,
+  MIN_TOKEN_VALIDITY_SECONDS,
+  REAUTH_MESSAGE,
   saveOutcomes,
   SyncType,
   ConnectionSyncOutcome,
@@ -118,8 +120,6 @@ export interface AccountSyncSummary {
   readonly durationMs: number;
 }
 
-export const REAUTH_MESSAGE = 'Amazon access needs re-authorisation: the user must reconnect their Amazon account';
-
 /**
  * The profiles to store as accounts, and the ids of those that are not advertising accounts
  * (Amazon Attribution, see ATTRIBUTION_SUB_TYPE): those are never stored, and any stored
@@ -158,9 +158,6 @@ export function toAccountRecord(profile: AdsProfile, region: AmazonRegion): Acco
     },
   };
 }
-
-/** Access tokens expiring sooner than this are not used (the default; the fan-out dispatcher's too). */
-export const MIN_TOKEN_VALIDITY_SECONDS = 120;
 
 const DEFAULT_SETTINGS = {
   batchSize: 250,

@@ -1,15 +1,15 @@
 import {
   flagAccountsNeedingReauth,
   markDueConnectionsDispatched,
+  MIN_TOKEN_VALIDITY_SECONDS,
+  REAUTH_MESSAGE,
   releaseDispatchedConnections,
 } from '../account-sync/store';
-import { MIN_TOKEN_VALIDITY_SECONDS, REAUTH_MESSAGE } from '../account-sync/core';
 import type { AmazonEndpoint, AmazonRegion } from '../shared/amazon/regions';
 import type { Database } from '../shared/db/port';
 import { readRegionPauses } from '../shared/jobs/region-pauses';
 import { DISPATCH_MARK_SECONDS } from '../shared/jobs/fan-out';
-import { TOKEN_REFRESH_WINDOW_SECONDS } from '../token-refresh/core';
-import { markDueTokensDispatched, releaseDispatchedTokens } from '../token-refresh/store';
+import { markDueTokensDispatched, releaseDispatchedTokens, TOKEN_REFRESH_WINDOW_SECONDS } from '../token-refresh/store';
 import type { DispatchSelection } from './core';
 
 /**

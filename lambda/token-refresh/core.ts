@@ -27,8 +27,16 @@ import {
   restoreEndpointState,
   saveLimiterRates,
 } from '../shared/jobs/throttling';
-import { claimDueTokens, ClaimedToken, countDueTokens, GivenIds, resultToken, saveResults, TokenResult } from './store';
-import { proactiveRefreshWindowSeconds, TOKEN_REFRESH_SCHEDULE_SECONDS } from './window';
+import {
+  claimDueTokens,
+  ClaimedToken,
+  countDueTokens,
+  GivenIds,
+  resultToken,
+  saveResults,
+  TOKEN_REFRESH_WINDOW_SECONDS,
+  TokenResult,
+} from './store';
 import { REFRESH_OUTCOME_DEFAULTS, refreshFailureOutcome, unreadableTokenOutcome } from './outcome';
 
 /** What the core needs of the Login with Amazon client (LwaClient). */
@@ -139,9 +147,6 @@ export interface TokenRefreshSummary {
 }
 
 type Outcome = TokenResult;
-
-/** Tokens expiring within this many seconds are due (the default window; the fan-out dispatcher's too). */
-export const TOKEN_REFRESH_WINDOW_SECONDS = proactiveRefreshWindowSeconds(TOKEN_REFRESH_SCHEDULE_SECONDS);
 
 const DEFAULT_SETTINGS = {
   windowSeconds: TOKEN_REFRESH_WINDOW_SECONDS,

@@ -11,7 +11,7 @@ import { Database, DataApiDatabase } from '../../lambda/shared/db';
 import { DataApiEmulator, startDataApiEmulator } from '../../local/data-api/emulator';
 import { ephemeralIssuer, LocalIssuer } from '../../local/identity/issuer';
 import { serveJwks } from '../../local/identity/jwks-server';
-import { JobWorld, RecordingLogger, runtime, startJobWorld } from '../jobs/fixture';
+import { JobWorld, RecordingLogger, runtime, startJobWorld } from '../support/jobs';
 
 /**
  * The accounts API against the local world: PostgreSQL with every migration, the Data API

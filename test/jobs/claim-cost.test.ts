@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { claimConnections } from '../../lambda/account-sync/store';
 import { claimDueTokens } from '../../lambda/token-refresh/store';
 import { Database, QueryResult, SqlParams } from '../../lambda/shared/db';
-import { JobWorld, seedUsers, useJobWorld } from './fixture';
+import { JobWorld, seedUsers, useJobWorld } from '../support/jobs';
 
 /**
  * What a claim costs the database per connection it claims must not grow with the batch: a

@@ -2,7 +2,7 @@ import { handler as sync } from '../../lambda/account-sync/handler';
 import { handler as refresh } from '../../lambda/token-refresh/handler';
 import { DATA_API_REQUEST_RESERVE_MS, jobContainer, runJobInvocation } from '../../lambda/shared/jobs/container';
 import { DatabaseUnavailableError } from '../../lambda/shared/db';
-import { JobWorld, seedUsers, useJobHandlerEnvironment, useJobWorld } from './fixture';
+import { JobWorld, seedUsers, useJobHandlerEnvironment, useJobWorld } from '../support/jobs';
 
 // The jobs' Lambda container (lambda/shared/jobs/container.ts) and both handlers as AWS runs
 // them, on the Data API path.

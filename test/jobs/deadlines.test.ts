@@ -4,7 +4,7 @@ import type { FetchFunction } from '../../lambda/shared/amazon/http';
 import { RateLimiterRegistry } from '../../lambda/shared/amazon/rate-limiter';
 import { Database } from '../../lambda/shared/db';
 import { runTokenRefresh, TokenRefresher } from '../../lambda/token-refresh/core';
-import { JobWorld, runtime, seedUsers, useJobWorld } from './fixture';
+import { JobWorld, runtime, seedUsers, useJobWorld } from '../support/jobs';
 
 let world: JobWorld;
 useJobWorld((w) => (world = w));

@@ -4,7 +4,7 @@ import { isDryRun } from '../../lambda/shared/jobs/dry-run';
 import { endpointKey, RateLimitUsageRecorder, recordRateLimitUsage } from '../../lambda/shared/amazon/usage-store';
 import { previewTokenRefresh, runTokenRefresh } from '../../lambda/token-refresh/core';
 import { handler as refresh } from '../../lambda/token-refresh/handler';
-import { JobWorld, runtime, seedUsers, useJobHandlerEnvironment, useJobWorld } from './fixture';
+import { JobWorld, runtime, seedUsers, useJobHandlerEnvironment, useJobWorld } from '../support/jobs';
 
 // `{"dryRun": true}` against the real cores on the Data API path (as the jobs' login user):
 // it reports what a run would start on, and claims nothing, writes nothing, calls no Amazon.

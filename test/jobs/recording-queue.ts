@@ -1,6 +1,6 @@
 import type { QueueSender } from '../../lambda/dispatcher/core';
 import type { FanOutMessage } from '../../lambda/shared/jobs/fan-out';
-import type { JobWorld, SeedUser } from './fixture';
+import type { JobWorld, SeedUser } from '../support/jobs';
 
 /** A queue that keeps what was sent; `refuse(call, index)` makes it fail those entries. */
 export function recordingQueue(refuse: (call: number, index: number) => boolean = () => false) {

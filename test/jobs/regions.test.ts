@@ -12,7 +12,7 @@ import {
   tokenRefreshDeps,
   useBothDatabasePaths,
   useJobWorld,
-} from './fixture';
+} from '../support/jobs';
 
 /**
  * Connections per region: a user connected in several Amazon regions has one oauth_tokens row

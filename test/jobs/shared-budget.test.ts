@@ -3,7 +3,7 @@ import { DatabaseRateBudgetStore } from '../../lambda/shared/amazon/rate-budget'
 import { RateLimiterRegistry } from '../../lambda/shared/amazon/rate-limiter';
 import type { AmazonRegion } from '../../lambda/shared/amazon/regions';
 import { runTokenRefresh, TokenRefreshSummary } from '../../lambda/token-refresh/core';
-import { JobWorld, runtime, seedUsers, useJobWorld } from './fixture';
+import { JobWorld, runtime, seedUsers, useJobWorld } from '../support/jobs';
 
 // Four token refresh runs at once, as four Lambda invocations would be, each with its own
 // database connection (Data API) and its own limiters: with the budget in the database they

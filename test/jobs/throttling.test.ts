@@ -2,7 +2,7 @@ import { LwaClient } from '../../lambda/shared/amazon';
 import type { FetchFunction } from '../../lambda/shared/amazon/http';
 import { DEFAULT_ENDPOINT_LIMITS, RateLimiterRegistry } from '../../lambda/shared/amazon/rate-limiter';
 import { runTokenRefresh } from '../../lambda/token-refresh/core';
-import { JobWorld, runtime, seedUsers, useJobWorld } from './fixture';
+import { JobWorld, runtime, seedUsers, useJobWorld } from '../support/jobs';
 
 // Adaptive throttling (lambda/shared/jobs/throttling.ts) in a token refresh run, on a virtual clock.
 

@@ -1,6 +1,6 @@
 import { Database, DatabaseError, QueryResult, Row, SqlParams } from '../../lambda/shared/db';
 import { runTokenRefresh } from '../../lambda/token-refresh/core';
-import { JobWorld, runtime, seedUsers, useJobWorld } from './fixture';
+import { JobWorld, runtime, seedUsers, useJobWorld } from '../support/jobs';
 
 // Write-backs that fail (lambda/shared/jobs/write-back.ts, write-in-halves.ts), in a token
 // refresh run on both database paths: retried, then split until only the rows that cannot be

@@ -1,4 +1,4 @@
-import { Database, JobWorld, useBothDatabasePaths, useJobWorld } from '../jobs/fixture';
+import { Database, JobWorld, useBothDatabasePaths, useJobWorld } from '../support/jobs';
 
 // The shared rate budget's SQL (migrations 0015 and 0022: reserve_amazon_requests,
 // amazon_requests_throttled, amazon_rate_now) called directly, as the jobs' login, on both

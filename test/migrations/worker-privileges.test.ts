@@ -5,7 +5,7 @@ import { Database, DatabaseError, PgDatabase, QueryResult, Row, SqlParams } from
 import { previewTokenRefresh, runTokenRefresh } from '../../lambda/token-refresh/core';
 import { createTokenRoute } from '../../lambda/token-route/core';
 import type { ApiRequestEvent } from '../../lambda/shared/http';
-import { JobWorld, runtime, seedUsers, startJobWorld } from '../jobs/fixture';
+import { JobWorld, runtime, seedUsers, startJobWorld } from '../support/jobs';
 import { rolePrivileges } from '../support/privileges';
 import { withClient } from '../support/schema';
 import { EXPECTED_WORKER_PRIVILEGES } from './worker-privileges.expected';

@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { DatabaseRateBudgetStore, SharedRateBudget } from '../../lambda/shared/amazon/rate-budget';
-import { JobWorld, seedUsers, useJobWorld } from '../jobs/fixture';
+import { JobWorld, seedUsers, useJobWorld } from '../support/jobs';
 import { ROOT } from '../support/root';
 import { JOB_TIMING } from '../../lambda/shared/jobs/timing';
 import { defaultTimeLimitSeconds } from '../../scripts/job';

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { DETAIL_TYPES } from '../../lambda/event-publisher/catalogue';
 import type { LocalEventLine } from '../../local/events/file-bus';
 import { eventLine, eventsSummaryText, publishLocalEvents } from '../../scripts/local-events';
-import { JobWorld, seedUsers, useBothDatabasePaths, useJobWorld } from '../jobs/fixture';
+import { JobWorld, seedUsers, useBothDatabasePaths, useJobWorld } from '../support/jobs';
 import { schemaErrors } from '../jobs/event-publisher/outbox';
 
 // The local bus (local/events/file-bus.ts) and what `npm start` / `npm run api` do with it

@@ -1,4 +1,4 @@
-import { Client, escapeIdentifier } from 'pg';
+import { Client, escapeIdentifier, escapeLiteral, QueryResult } from 'pg';
 
 /**
  * The privilege matrix: what `anon` and `authenticated` can reach in a database, found from
@@ -88,6 +88,17 @@ interface Outcome {
 }
 
 const REFUSED = '42501'; // insufficient_privilege, also raised for a row-level security violation
+
+/**
+ * Runs `statements` in order in one round trip (one simple-protocol query: inside the open
+ * transaction each runs as it would alone, and the first that fails stops the rest and rejects)
+ * and returns each one's result. The matrix sends thousands of statements; one round trip per
+ * step instead of per statement is what keeps it fast. Values must be inlined as literals.
+ */
+async function batch(c: Client, statements: string[]): Promise<QueryResult[]> {
+  const out = (await c.query(statements.join(';\n'))) as unknown as QueryResult | QueryResult[];
+  return Array.isArray(out) ? out : [out];
+}
 
 export async function checkPrivileges(url: string, options: PrivilegeCheckOptions): Promise<string[]> {
   const c = new Client({ connectionString: url });
@@ -325,8 +336,7 @@ async function claimsViolations(c: Client, relations: Relation[], options: Privi
   if (functions.length === 0) return [];
   const claimsOfB = JSON.stringify({ sub: options.userB, role: 'authenticated' });
   const fingerprints = await dataOf(c, relations, options.userB, [options.userB]);
-  const digestOfB = () => digestOf(c, relations, options.userB);
-  const uidNow = async () => (await c.query<{ uid: string | null }>(`SELECT ${UID_SQL} AS uid`)).rows[0].uid;
+  const digestSql = digestOfSql(relations, options.userB);
   const actors: Actor[] = [
     { name: 'anon', role: 'anon', sub: null },
     { name: 'anon with A’s claims', role: 'anon', sub: options.userA },
@@ -363,16 +373,22 @@ async function claimsViolations(c: Client, relations: Relation[], options: Privi
   ): Promise<string[]> {
     const found: string[] = [];
     for (const actor of actors.filter((a) => fn.executors.includes(a.role))) {
-      await c.query('BEGIN');
+      const [, schemaUsage] = await batch(c, [
+        'BEGIN',
+        `SELECT has_schema_privilege(${escapeLiteral(actor.role)}, ${escapeLiteral(fn.schema)}, 'USAGE') AS u`,
+      ]);
       try {
-        const schemaGranted = (
-          await c.query<{ u: boolean }>(`SELECT has_schema_privilege($1, $2, 'USAGE') AS u`, [actor.role, fn.schema])
-        ).rows[0].u;
-        if (!schemaGranted) await c.query(`GRANT USAGE ON SCHEMA ${escapeIdentifier(fn.schema)} TO ${actor.role}`);
-        const before = await digestOfB();
-        await c.query('SAVEPOINT call');
-        await becomeActor(c, actor);
-        const uidBefore = await uidNow();
+        const schemaGranted = schemaUsage.rows[0].u as boolean;
+        // (the schema's USAGE), B's digest before, SAVEPOINT, becoming the actor, auth.uid(): one round trip.
+        const first = await batch(c, [
+          ...(schemaGranted ? [] : [`GRANT USAGE ON SCHEMA ${escapeIdentifier(fn.schema)} TO ${actor.role}`]),
+          digestSql,
+          'SAVEPOINT call',
+          ...becomeActorSql(actor),
+          UID_NOW,
+        ]);
+        const before = first[schemaGranted ? 0 : 1].rows[0].d as string;
+        const uidBefore = first[first.length - 1].rows[0].uid as string | null;
         let result: string | null = null;
         try {
           const out = await c.query(call, withClaims ? [claimsOfB] : []);
@@ -381,8 +397,8 @@ async function claimsViolations(c: Client, relations: Relation[], options: Privi
           await c.query('ROLLBACK TO SAVEPOINT call');
           continue; // refused or failed: rolled back, nothing done
         }
-        const uidAfter = await uidNow();
-        await c.query('RESET ROLE');
+        const [uidRead, , digestAfter] = await batch(c, [UID_NOW, 'RESET ROLE', digestSql]);
+        const uidAfter = uidRead.rows[0].uid as string | null;
         const what = `${actor.name} calling ${fn.name}${label}${schemaGranted ? '' : ` (given USAGE on schema ${fn.schema})`}`;
         if (uidAfter !== uidBefore) {
           const who = uidAfter === options.userB ? 'B' : uidAfter === options.userA ? 'A' : String(uidAfter);
@@ -390,7 +406,7 @@ async function claimsViolations(c: Client, relations: Relation[], options: Privi
         }
         const leaked = fingerprints.filter((v) => result?.includes(v));
         if (leaked.length) found.push(`${what} returns B’s data (${leaked.length} value(s) only B’s rows hold)`);
-        if ((await digestOfB()) !== before) found.push(`${what} changes B’s rows`);
+        if ((digestAfter.rows[0].d as string) !== before) found.push(`${what} changes B’s rows`);
       } finally {
         await c.query('ROLLBACK');
       }
@@ -402,6 +418,7 @@ async function claimsViolations(c: Client, relations: Relation[], options: Privi
 /** auth.uid() as PostgreSQL and Supabase define it, read from the transaction's settings. */
 const UID_SQL = `coalesce(nullif(current_setting('request.jwt.claim.sub', true), ''),
   nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')`;
+const UID_NOW = `SELECT ${UID_SQL} AS uid`;
 
 /**
  * Values only `user`'s rows hold: every value of a row it owns, as JSON shows it (a timestamp
@@ -424,17 +441,18 @@ async function dataOf(c: Client, relations: Relation[], user: string, given: str
   return [...own].filter((v) => v.length >= 6 && !others.has(v)).sort();
 }
 
-/** A digest of every row `user` owns, in every table (read by the superuser). */
-async function digestOf(c: Client, relations: Relation[], user: string): Promise<string> {
-  const parts: string[] = [];
-  for (const relation of relations.filter((r) => (r.kind === 'r' || r.kind === 'p') && r.ownerSql !== null)) {
-    const { rows } = await c.query<{ d: string | null }>(
-      `SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) AS d FROM ${relation.sql} t WHERE ${relation.ownerSql}::text = $1`,
-      [user],
+/**
+ * A digest of every row `user` owns, in every table (read by the superuser): one statement,
+ * one row (`d`), each table's digest joined.
+ */
+function digestOfSql(relations: Relation[], user: string): string {
+  const parts = relations
+    .filter((r) => (r.kind === 'r' || r.kind === 'p') && r.ownerSql !== null)
+    .map(
+      (relation) =>
+        `${escapeLiteral(`${relation.name}:`)} || coalesce((SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM ${relation.sql} t WHERE ${relation.ownerSql}::text = ${escapeLiteral(user)}), '')`,
     );
-    parts.push(`${relation.name}:${rows[0].d ?? ''}`);
-  }
-  return parts.join(',');
+  return `SELECT array_to_string(ARRAY[${parts.join(', ')}]::text[], ',') AS d`;
 }
 
 async function behaviourViolations(
@@ -481,7 +499,7 @@ async function behaviourViolations(
       relation.columns.map((col) => col.name),
     ])
   ).rows.map((r) => r.a);
-  const attempts: Array<{ what: string; sql: string; params: unknown[] }> = [
+  const attempts: Array<{ what: string; sql: string; params: Array<string | null> }> = [
     { what: 'a row of defaults', sql: `INSERT INTO ${relation.sql} DEFAULT VALUES`, params: [] },
   ];
   if (insertable.length) {
@@ -565,26 +583,27 @@ async function behaviourViolations(
   return violations;
 }
 
-async function becomeActor(c: Client, actor: Actor): Promise<void> {
-  await c.query(`SET LOCAL ROLE ${escapeIdentifier(actor.role)}`);
+/** The statements that make the transaction run as `actor` (SET LOCAL ROLE, its claims). */
+function becomeActorSql(actor: Actor): string[] {
   const claims = actor.sub ? JSON.stringify({ sub: actor.sub, role: actor.role }) : '';
-  await c.query(`SELECT set_config('request.jwt.claims', $1, true), set_config('request.jwt.claim.sub', $2, true)`, [
-    claims,
-    actor.sub ?? '',
-  ]);
+  return [
+    `SET LOCAL ROLE ${escapeIdentifier(actor.role)}`,
+    `SELECT set_config('request.jwt.claims', ${escapeLiteral(claims)}, true), set_config('request.jwt.claim.sub', ${escapeLiteral(actor.sub ?? '')}, true)`,
+  ];
 }
 
 async function readableColumns(c: Client, relation: Relation, actor: Actor): Promise<string[]> {
   const readable: string[] = [];
-  await c.query('BEGIN');
+  await batch(c, ['BEGIN', ...becomeActorSql(actor)]);
   try {
-    await becomeActor(c, actor);
     for (const column of relation.columns) {
-      await c.query('SAVEPOINT col');
       try {
-        await c.query(`SELECT ${escapeIdentifier(column.name)} FROM ${relation.sql}`);
+        await batch(c, [
+          'SAVEPOINT col',
+          `SELECT ${escapeIdentifier(column.name)} FROM ${relation.sql}`,
+          'RELEASE SAVEPOINT col',
+        ]);
         readable.push(column.name);
-        await c.query('RELEASE SAVEPOINT col');
       } catch (error) {
         if ((error as { code?: string }).code !== REFUSED) throw error;
         await c.query('ROLLBACK TO SAVEPOINT col');
@@ -622,44 +641,71 @@ async function probe(
   relation: Relation,
   actor: Actor,
   statement: string,
-  params: unknown[],
+  params: ReadonlyArray<string | null>,
   grant?: string,
 ): Promise<Outcome & { ownerOf(ctid: string): string | null }> {
-  const snapshot = async () =>
-    new Map(
-      (
-        await c.query(
-          `SELECT t.ctid::text AS ctid, ${relation.ownerSql ?? 'NULL'}::text AS owner FROM ${relation.sql} t`,
-        )
-      ).rows.map((r) => [r.ctid as string, r.owner as string | null]),
-    );
-  await c.query('BEGIN');
+  const snapshotSql = `SELECT t.ctid::text AS ctid, ${relation.ownerSql ?? 'NULL'}::text AS owner FROM ${relation.sql} t`;
+  const owners = (result: QueryResult) => new Map(result.rows.map((r) => [r.ctid as string, r.owner as string | null]));
+  // One round trip: BEGIN, the grant, the snapshot before, SAVEPOINT, becoming the actor,
+  // SAVEPOINT, the statement (its parameters inlined as literals), RESET ROLE, the snapshot
+  // after, ROLLBACK. When it fails, going back to the savepoint just before the statement tells
+  // that the statement is what failed; then back to the first savepoint, where nothing has
+  // changed, and the snapshot after is taken there (one more round trip).
+  const parts = [
+    'BEGIN',
+    ...(grant ? [grant] : []),
+    snapshotSql,
+    'SAVEPOINT probe',
+    ...becomeActorSql(actor),
+    'SAVEPOINT statement',
+    inlineParameters(statement, params),
+    'RESET ROLE',
+    snapshotSql,
+    'ROLLBACK',
+  ];
+  let results: QueryResult[];
   try {
-    if (grant) await c.query(grant);
-    const before = await snapshot();
-    await c.query('SAVEPOINT probe');
-    await becomeActor(c, actor);
-    let error: Outcome['error'];
-    let rows: Array<Record<string, unknown>> = [];
+    results = await batch(c, parts);
+  } catch (e) {
+    const err = e as { code?: string; message: string };
+    let after: QueryResult;
     try {
-      rows = (await c.query(statement, params)).rows;
-    } catch (e) {
-      const err = e as { code?: string; message: string };
-      error = { code: err.code, message: err.message };
-      await c.query('ROLLBACK TO SAVEPOINT probe');
+      [, , , after] = await batch(c, [
+        'ROLLBACK TO SAVEPOINT statement',
+        'ROLLBACK TO SAVEPOINT probe',
+        'RESET ROLE',
+        snapshotSql,
+        'ROLLBACK',
+      ]);
+    } catch {
+      await c.query('ROLLBACK');
+      throw e; // no savepoint "statement": the probe's own set-up failed, not the statement
     }
-    await c.query('RESET ROLE');
-    const after = await snapshot();
+    const before = owners(after);
     return {
-      error,
-      rows,
-      reached: [...before.keys()].filter((k) => !after.has(k)).map((k) => before.get(k) ?? null),
-      created: [...after.keys()].filter((k) => !before.has(k)).map((k) => after.get(k) ?? null),
+      error: { code: err.code, message: err.message },
+      rows: [],
+      reached: [],
+      created: [],
       ownerOf: (ctid: string) => before.get(ctid) ?? null,
     };
-  } finally {
-    await c.query('ROLLBACK');
   }
+  const before = owners(results[parts.indexOf(snapshotSql)]);
+  const after = owners(results[parts.lastIndexOf(snapshotSql)]);
+  return {
+    rows: results[parts.indexOf('SAVEPOINT statement') + 1].rows,
+    reached: [...before.keys()].filter((k) => !after.has(k)).map((k) => before.get(k) ?? null),
+    created: [...after.keys()].filter((k) => !before.has(k)).map((k) => after.get(k) ?? null),
+    ownerOf: (ctid: string) => before.get(ctid) ?? null,
+  };
+}
+
+/** `statement` with its `$n` parameters (text or null) written in as literals. */
+function inlineParameters(statement: string, params: ReadonlyArray<string | null>): string {
+  return statement.replace(/\$(\d+)/g, (_, n: string) => {
+    const value = params[Number(n) - 1];
+    return value === null || value === undefined ? 'NULL' : escapeLiteral(value);
+  });
 }
 
 /**

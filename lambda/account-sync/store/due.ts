@@ -1,5 +1,12 @@
 // The SQL predicates that say which connections are due for a sync: one definition shared by
-// the claims (claims.ts), the dispatch marks (dispatch-marks.ts) and the dry run's count.
+// the claims (claims.ts), the dispatch marks (dispatch-marks.ts) and the dry run's count, and
+// the token validity they are given.
+
+/**
+ * Access tokens expiring sooner than this are not used: the `:minTokenValiditySeconds` of the
+ * claims and the fan-out dispatcher's marks by default.
+ */
+export const MIN_TOKEN_VALIDITY_SECONDS = 120;
 
 /**
  * The connections due for a sync (user_id, region): one of the region's accounts is due, or the

@@ -4,3 +4,4 @@
 export * from './claims';
 export * from './dispatch-marks';
 export * from './write-back';
+export { MIN_TOKEN_VALIDITY_SECONDS } from './due';

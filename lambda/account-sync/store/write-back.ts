@@ -347,6 +347,9 @@ async function writeConnectionOutcomes(
   return rows[0]?.missing ?? 0;
 }
 
+/** The `sync_error_message` of accounts whose connection needs re-authorisation ({@link flagAccountsNeedingReauth}). */
+export const REAUTH_MESSAGE = 'Amazon access needs re-authorisation: the user must reconnect their Amazon account';
+
 /**
  * Makes sure the accounts of connections that need re-authorisation say so, region by region
  * (the token refresh sets this when it turns refresh off; this catches connections turned off

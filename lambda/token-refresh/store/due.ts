@@ -1,5 +1,14 @@
 // The SQL predicates that say which tokens are due for a proactive refresh: one definition
-// shared by the claims (claims.ts) and the fan-out dispatcher's marks (dispatch-marks.ts).
+// shared by the claims (claims.ts) and the fan-out dispatcher's marks (dispatch-marks.ts), and
+// the window they are given.
+import { proactiveRefreshWindowSeconds, TOKEN_REFRESH_SCHEDULE_SECONDS } from '../window';
+
+/**
+ * Tokens expiring within this many seconds are due: the `:windowSeconds` of
+ * {@link REFRESH_ON_AND_EXPIRING_IN_WINDOW} by default, in the job's claims and the fan-out
+ * dispatcher's marks.
+ */
+export const TOKEN_REFRESH_WINDOW_SECONDS = proactiveRefreshWindowSeconds(TOKEN_REFRESH_SCHEDULE_SECONDS);
 
 /**
  * When a token is due for proactive refresh, besides its lease (in the order the claim has

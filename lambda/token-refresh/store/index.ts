@@ -4,3 +4,4 @@
 export * from './claims';
 export * from './dispatch-marks';
 export * from './write-back';
+export { TOKEN_REFRESH_WINDOW_SECONDS } from './due';

@@ -10,7 +10,7 @@ import { Database, PgDatabase } from '../../../lambda/shared/db';
 import type { ApiRequestEvent } from '../../../lambda/shared/http';
 import { createTokenRoute } from '../../../lambda/token-route/core';
 import { fakeProfile } from '../../../local/amazon/profiles';
-import { seedUsers } from '../../jobs/fixture';
+import { seedUsers } from '../../support/jobs';
 import { ApiWorld, CONNECT_REDIRECT, consent, Handler, request, startApiWorld, startConnectSession } from '../fixture';
 import { checked } from '../openapi';
 

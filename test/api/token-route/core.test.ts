@@ -16,7 +16,7 @@ import {
   SeedUser,
   useBothDatabasePaths,
   useJobWorld,
-} from '../../jobs/fixture';
+} from '../../support/jobs';
 import { pollUntil } from '../../support/poll';
 
 // The on-demand token route (POST /internal/v1/access-tokens) against PostgreSQL 17 with every

@@ -2,7 +2,7 @@ import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-sec
 import { mockClient } from 'aws-sdk-client-mock';
 import type { ApiRequestEvent } from '../../../lambda/shared/http';
 import { handler } from '../../../lambda/token-route/handler';
-import { JobWorld, seedUsers, useJobWorld } from '../../jobs/fixture';
+import { JobWorld, seedUsers, useJobWorld } from '../../support/jobs';
 
 // The token route's Lambda handler as AWS runs it: the jobs' container (Data API through the
 // emulator as the jobs' login, secrets from a mocked Secrets Manager, the LWA client on the

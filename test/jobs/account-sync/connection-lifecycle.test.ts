@@ -1,7 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import { runAccountSync } from '../../../lambda/account-sync/core';
 import { claimConnections, saveOutcomes } from '../../../lambda/account-sync/store';
-import { Database, JobWorld, runtime, seedUsers, SeedUser, useBothDatabasePaths, useJobWorld } from '../fixture';
+import {
+  Database,
+  JobWorld,
+  runtime,
+  seedUsers,
+  SeedUser,
+  useBothDatabasePaths,
+  useJobWorld,
+} from '../../support/jobs';
 
 /**
  * A connection's lifecycle (migration 0021) with the account sync on both database paths:

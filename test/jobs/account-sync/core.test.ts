@@ -1,13 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import {
-  AccountSyncDeps,
-  previewAccountSync,
-  ProfileLister,
-  REAUTH_MESSAGE,
-  runAccountSync,
-} from '../../../lambda/account-sync/core';
+import { AccountSyncDeps, previewAccountSync, ProfileLister, runAccountSync } from '../../../lambda/account-sync/core';
 import {
   ABANDONED_ATTEMPT_REASON,
+  REAUTH_MESSAGE,
   ATTRIBUTION_PROFILE_MESSAGE,
   claimConnections,
   ConnectionSyncOutcome,
@@ -25,7 +20,7 @@ import {
   seedUsers,
   useBothDatabasePaths,
   useJobWorld,
-} from '../fixture';
+} from '../../support/jobs';
 import { METRIC_NAMES } from '../../../lambda/shared/jobs/metrics';
 import { JOB_TIMING, LEASE_MARGIN_SECONDS } from '../../../lambda/shared/jobs/timing';
 

@@ -5,7 +5,7 @@ import { DISPATCHER_ENV, readDispatcherConfig } from '../../../lambda/dispatcher
 import { handler } from '../../../lambda/dispatcher/handler';
 import { ConfigError, JOB_ENV } from '../../../lambda/shared/config';
 import type { FanOutMessage } from '../../../lambda/shared/jobs/fan-out';
-import { JobWorld, seedUsers, useJobWorld } from '../fixture';
+import { JobWorld, seedUsers, useJobWorld } from '../../support/jobs';
 
 // The token refresh dispatcher's handler (lambda/dispatcher/handler.ts) as the stack configures
 // it: the used-within window set in its environment reaches the selection, so a tick dispatches

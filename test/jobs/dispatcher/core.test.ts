@@ -13,7 +13,7 @@ import { JOB_TIMING } from '../../../lambda/shared/jobs/timing';
 import { runTokenRefresh } from '../../../lambda/token-refresh/core';
 import { claimDueTokens } from '../../../lambda/token-refresh/store';
 import { recordingQueue, sentIds, tokenIds } from '../recording-queue';
-import { Database, JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../fixture';
+import { Database, JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
 
 /**
  * The fan-out (docs/architecture.md): a dispatcher marks due ids and sends them to the job's

@@ -6,7 +6,7 @@ import { consumeBatch, sqsRequeue, type FanOutMessage } from '../../../lambda/sh
 import { runTokenRefresh } from '../../../lambda/token-refresh/core';
 import { FAN_OUT_BATCH_SIZE, FAN_OUT_MAX_RECEIVE_COUNT } from '../../../lib/scheduled-jobs';
 import { SqsStandIn } from '../../../local/sqs/stand-in';
-import { Database, JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../fixture';
+import { Database, JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
 
 /**
  * The fan-out's queue as SQS runs it: the real @aws-sdk/client-sqs against a local SQS

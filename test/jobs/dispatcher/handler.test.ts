@@ -9,7 +9,7 @@ import { DispatchSendError } from '../../../lambda/dispatcher/core';
 import { DISPATCHER_ENV } from '../../../lambda/dispatcher/config';
 import type { FanOutMessage } from '../../../lambda/shared/jobs/fan-out';
 import { handler as refresh } from '../../../lambda/token-refresh/handler';
-import { JobWorld, seedUsers, useJobWorld } from '../fixture';
+import { JobWorld, seedUsers, useJobWorld } from '../../support/jobs';
 
 /**
  * The fan-out as it runs in AWS, on the Data API path: the dispatcher's handler sends through

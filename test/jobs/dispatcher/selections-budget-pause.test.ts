@@ -3,7 +3,7 @@ import { accountSyncSelection, tokenRefreshSelection } from '../../../lambda/dis
 import type { AmazonRegion } from '../../../lambda/shared/amazon/regions';
 import { readRegionPauses } from '../../../lambda/shared/jobs/region-pauses';
 import { recordingQueue, sentIds } from '../recording-queue';
-import { JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../fixture';
+import { JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
 
 /**
  * The dispatchers skip a region whose Amazon endpoint is paused until the pause ends, and the

@@ -1,13 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import { accountSyncSelection, tokenRefreshSelection } from '../../../lambda/dispatcher/selections';
 import type { DispatchSelection } from '../../../lambda/dispatcher/core';
-import { markDueTokensDispatched } from '../../../lambda/token-refresh/store';
-import { TOKEN_REFRESH_WINDOW_SECONDS } from '../../../lambda/token-refresh/core';
-import { markDueConnectionsDispatched } from '../../../lambda/account-sync/store';
-import { MIN_TOKEN_VALIDITY_SECONDS, REAUTH_MESSAGE } from '../../../lambda/account-sync/core';
+import { markDueTokensDispatched, TOKEN_REFRESH_WINDOW_SECONDS } from '../../../lambda/token-refresh/store';
+import {
+  markDueConnectionsDispatched,
+  MIN_TOKEN_VALIDITY_SECONDS,
+  REAUTH_MESSAGE,
+} from '../../../lambda/account-sync/store';
 import { AMAZON_REGIONS, type AmazonRegion } from '../../../lambda/shared/amazon/regions';
 import { Database, PgDatabase } from '../../../lambda/shared/db';
-import { JobWorld, seedUsers, useBothDatabasePaths, useJobWorld } from '../fixture';
+import { JobWorld, seedUsers, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
 
 // The dispatchers' selections (lambda/dispatcher/selections.ts) on both database paths, as the
 // jobs' login: which endpoint's pauses each honours, and two ticks racing for the same due rows.

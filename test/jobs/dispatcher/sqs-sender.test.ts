@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { DispatchSelection, DispatchSendError, runDispatch } from '../../../lambda/dispatcher/core';
 import { sqsQueueSender } from '../../../lambda/dispatcher/sqs-sender';
 import type { FanOutMessage } from '../../../lambda/shared/jobs/fan-out';
-import { runtime } from '../fixture';
+import { runtime } from '../../support/jobs';
 
 // The dispatcher's SQS sender (lambda/dispatcher/sqs-sender.ts): SendMessageBatch's answer lists
 // each entry as Successful or Failed; an entry in neither list was not sent as far as anyone

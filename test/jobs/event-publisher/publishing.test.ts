@@ -9,7 +9,7 @@ import {
   SeedUser,
   useBothDatabasePaths,
   useJobWorld,
-} from '../fixture';
+} from '../../support/jobs';
 import { outboxEvents, schemaErrors } from './outbox';
 
 /**

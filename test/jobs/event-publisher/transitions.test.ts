@@ -1,7 +1,15 @@
 import { runAccountSync } from '../../../lambda/account-sync/core';
 import { DETAIL_TYPES } from '../../../lambda/event-publisher/catalogue';
 import { runTokenRefresh } from '../../../lambda/token-refresh/core';
-import { Database, JobWorld, runtime, seedUsers, SeedUser, useBothDatabasePaths, useJobWorld } from '../fixture';
+import {
+  Database,
+  JobWorld,
+  runtime,
+  seedUsers,
+  SeedUser,
+  useBothDatabasePaths,
+  useJobWorld,
+} from '../../support/jobs';
 import { outboxEvents, validDetails } from './outbox';
 
 /**

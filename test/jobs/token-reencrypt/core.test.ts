@@ -5,7 +5,7 @@ import { MetricTotals } from '../../../lambda/shared/jobs/runtime';
 import { parseTokenKey, RingTokenCipher, TokenKeyRing } from '../../../lambda/shared/token-crypto';
 import { runTokenReencryption } from '../../../lambda/token-reencrypt/core';
 import { countKeyUsage } from '../../../lambda/token-reencrypt/store';
-import { JobWorld, RecordingLogger, seedUsers, useBothDatabasePaths, useJobWorld } from '../fixture';
+import { JobWorld, RecordingLogger, seedUsers, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
 
 /** The token re-encryption on both database paths, against PostgreSQL 17 with every migration. */
 let world: JobWorld;

@@ -3,7 +3,7 @@ import { MetricTotals } from '../../../lambda/shared/jobs/runtime';
 import { parseTokenKey, RingTokenCipher, TokenKeyRing } from '../../../lambda/shared/token-crypto';
 import { runTokenReencryption } from '../../../lambda/token-reencrypt/core';
 import { type KeySecretStore, parseTokenKeyAction, removeKey } from '../../../lambda/token-reencrypt/keys';
-import { JobWorld, RecordingLogger, seedUsers, useBothDatabasePaths, useJobWorld } from '../fixture';
+import { JobWorld, RecordingLogger, seedUsers, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
 
 /** Removing a key from the ring (lambda/token-reencrypt/keys.ts) on both database paths. */
 let world: JobWorld;

@@ -16,7 +16,7 @@ import {
   tokenRefreshDeps,
   useBothDatabasePaths,
   useJobWorld,
-} from '../fixture';
+} from '../../support/jobs';
 import { LwaClient, PermanentAuthError } from '../../../lambda/shared/amazon';
 import { endpointKey, RateLimitUsageRecorder, recordRateLimitUsage } from '../../../lambda/shared/amazon/usage-store';
 import { METRIC_NAMES } from '../../../lambda/shared/jobs/metrics';

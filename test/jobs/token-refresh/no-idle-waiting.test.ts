@@ -4,7 +4,7 @@ import { DEFAULT_ENDPOINT_LIMITS, RateLimiterRegistry } from '../../../lambda/sh
 import type { AmazonRegion } from '../../../lambda/shared/amazon/regions';
 import { JOB_TIMING } from '../../../lambda/shared/jobs/timing';
 import { runTokenRefresh } from '../../../lambda/token-refresh/core';
-import { Database, JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../fixture';
+import { Database, JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
 
 /**
  * No idle waiting: a run gives back what it cannot start within the pause its limiter really

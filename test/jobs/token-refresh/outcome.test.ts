@@ -3,7 +3,15 @@ import { LwaClient } from '../../../lambda/shared/amazon';
 import type { ApiRequestEvent } from '../../../lambda/shared/http';
 import { runTokenRefresh } from '../../../lambda/token-refresh/core';
 import { createTokenRoute } from '../../../lambda/token-route/core';
-import { FakeAmazonKnobs, JobWorld, runtime, seedUsers, SeedUser, useBothDatabasePaths, useJobWorld } from '../fixture';
+import {
+  FakeAmazonKnobs,
+  JobWorld,
+  runtime,
+  seedUsers,
+  SeedUser,
+  useBothDatabasePaths,
+  useJobWorld,
+} from '../../support/jobs';
 
 /**
  * One outcome policy (lambda/token-refresh/outcome.ts) for the scheduled token refresh and the

@@ -12,7 +12,7 @@ import {
   useBothDatabasePaths,
   useJobHandlerEnvironment,
   useJobWorld,
-} from '../fixture';
+} from '../../support/jobs';
 
 /**
  * Refresh what is used: with `usedWithinSeconds` set, the proactive refresh leaves connections

@@ -1,6 +1,7 @@
-import { runTokenRefresh, TOKEN_REFRESH_WINDOW_SECONDS } from '../../../lambda/token-refresh/core';
+import { runTokenRefresh } from '../../../lambda/token-refresh/core';
+import { TOKEN_REFRESH_WINDOW_SECONDS } from '../../../lambda/token-refresh/store';
 import { ON_DEMAND_FRESH_SECONDS, TOKEN_REFRESH_SCHEDULE_SECONDS } from '../../../lambda/token-refresh/window';
-import { Database, JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../fixture';
+import { Database, JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
 
 /**
  * The proactive refresh renews a used connection's token just in time (lambda/token-refresh/

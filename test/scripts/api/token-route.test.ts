@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalApi, startLocalApi } from '../../../scripts/api';
-import { JobWorld, RecordingLogger, seedUsers, useJobWorld } from '../../jobs/fixture';
+import { JobWorld, RecordingLogger, seedUsers, useJobWorld } from '../../support/jobs';
 
 // `npm run api` serves the internal token route only with INTERNAL_API_KEY, and then only to
 // callers that send it in X-Internal-Api-Key: the local stand-in for IAM, which cannot be

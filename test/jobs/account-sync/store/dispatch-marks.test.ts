@@ -6,7 +6,7 @@ import {
   recordRateLimitUsage,
 } from '../../../../lambda/shared/amazon/usage-store';
 import { recordingQueue, sentIds, tokenIds } from '../../recording-queue';
-import { Database, JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../../fixture';
+import { Database, JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../../../support/jobs';
 
 /**
  * The account sync's dispatch marks (lambda/account-sync/store/dispatch-marks.ts), through the

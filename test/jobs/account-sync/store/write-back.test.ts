@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { claimConnections, saveOutcomes, ConnectionSyncOutcome } from '../../../../lambda/account-sync/store';
-import { JobWorld, seedUsers, useBothDatabasePaths, useJobWorld } from '../../fixture';
+import { JobWorld, seedUsers, useBothDatabasePaths, useJobWorld } from '../../../support/jobs';
 
 /**
  * The account sync's write-back (lambda/account-sync/store/write-back.ts) on its less

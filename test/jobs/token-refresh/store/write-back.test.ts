@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { claimDueTokens, saveResults, TokenResult } from '../../../../lambda/token-refresh/store';
-import { JobWorld, seedUsers, useBothDatabasePaths, useJobWorld } from '../../fixture';
+import { JobWorld, seedUsers, useBothDatabasePaths, useJobWorld } from '../../../support/jobs';
 
 /**
  * The write-back's own size limit: the Data API refuses a request over 4 MiB (the emulator

@@ -13,7 +13,7 @@ import { runTokenRefresh } from '../../../../lambda/token-refresh/core';
 import { DataApiEmulator, startDataApiEmulator } from '../../../../local/data-api/emulator';
 import { SecretsManagerStandIn, startSecretsManagerStandIn } from '../../../../local/secrets-manager/stand-in';
 import { ApiWorld, request, startApiWorld } from '../../../api/fixture';
-import { runtime, seedUsers } from '../../../jobs/fixture';
+import { runtime, seedUsers } from '../../../support/jobs';
 
 // Rotation of a Data API login's password (single user, every 30 days): the rotation function
 // changes the password in the database, then makes the new version of the secret current. In
