@@ -207,7 +207,7 @@ export async function measureTokenRefresh(w: BenchWorld, o: RunOptions): Promise
 export async function measureAccountSync(w: BenchWorld, o: RunOptions): Promise<JobMeasurement> {
   const ads = w.ads();
   const t = await timedRun(w, o.latencyMs, seedUsers(w, o.items), 'ads', (db) =>
-    runAccountSync({ db, ads, ...benchRuntime(w, o.concurrency) }),
+    runAccountSync({ db, ads, lwa: w.lwa(), ...benchRuntime(w, o.concurrency) }),
   );
   expectEqual('connections synced', t.result.connectionsSynced, o.items);
   expectEqual('accounts synced', t.result.accountsSynced, expectedAccountsFor(o.items));
@@ -335,7 +335,12 @@ export async function measureWithSharedBudget(
     expectEqual('tokens refreshed or failed', r.refreshed + r.failed, o.items);
     items = r.refreshed;
   } else {
-    const r = await runAccountSync({ db: jobDb, ads: clients.ads, ...benchRuntime(w, o.concurrency) });
+    const r = await runAccountSync({
+      db: jobDb,
+      ads: clients.ads,
+      lwa: clients.lwa,
+      ...benchRuntime(w, o.concurrency),
+    });
     expectEqual('connections synced or failed', r.connectionsSynced + r.connectionsFailed, o.items);
     items = r.connectionsSynced;
   }

@@ -11,6 +11,7 @@ export const LAMBDA_BUNDLES = [
   { name: 'accounts-api', description: 'Accounts API:', maxBytes: 300_000 },
   { name: 'token-route', description: "Internal route: a user's fresh", maxBytes: 300_000 },
   { name: 'event-publisher', description: 'Publishes connection events from the outbox', maxBytes: 300_000 },
+  { name: 'token-reencrypt', description: 'Token keys, on demand', maxBytes: 300_000 },
   // One bundle for both jobs' dispatchers, in environments with the fan-out (not dev).
   {
     name: 'dispatcher',

@@ -15,7 +15,7 @@ import { toAccountRecord } from '../lambda/account-sync/core';
 import { classifyAmazonError } from '../lambda/shared/amazon/failure';
 import { Database, sqlJson, sqlUuid } from '../lambda/shared/db/port';
 import { describeError } from '../lambda/shared/jobs/runtime';
-import type { TokenCipher } from '../lambda/shared/token-crypto';
+import { oauthTokenBinding, type TokenCipher } from '../lambda/shared/token-crypto';
 import type { TokenRefresher } from '../lambda/token-refresh/core';
 import type { AmazonRegion } from '../lambda/shared/amazon/regions';
 
@@ -50,8 +50,8 @@ export async function naiveTokenRefresh(
   const callsBefore = db.callCounts().total;
   const r = { processed: 0, succeeded: 0, failed: 0, amazonCalls: 0 };
   while (o.limit === undefined || r.processed < o.limit) {
-    const { rows } = await db.query<{ id: string; refresh_token: string; region: AmazonRegion }>(
-      `SELECT id, refresh_token, region FROM oauth_tokens
+    const { rows } = await db.query<{ id: string; user_id: string; refresh_token: string; region: AmazonRegion }>(
+      `SELECT id, user_id, refresh_token, region FROM oauth_tokens
         WHERE proactive_refresh_enabled = TRUE
           AND expires_at < now() + interval '30 minutes'
           AND (next_refresh_attempt_at IS NULL OR next_refresh_attempt_at <= now())
@@ -62,7 +62,8 @@ export async function naiveTokenRefresh(
     if (!row) break;
     r.processed += 1;
     try {
-      const refreshToken = cipher.decrypt(row.refresh_token);
+      const binding = { userId: row.user_id, region: row.region };
+      const refreshToken = await cipher.decrypt(row.refresh_token, oauthTokenBinding(binding, 'refresh_token'));
       r.amazonCalls += 1;
       const tokens = await lwa.refresh({ itemId: row.id, region: row.region, refreshToken });
       await db.query(
@@ -74,8 +75,11 @@ export async function naiveTokenRefresh(
           WHERE id = :id`,
         {
           id: sqlUuid(row.id),
-          accessToken: cipher.encrypt(tokens.accessToken),
-          refreshToken: cipher.encrypt(tokens.refreshToken ?? refreshToken),
+          accessToken: cipher.encrypt(tokens.accessToken, oauthTokenBinding(binding, 'access_token')),
+          refreshToken: cipher.encrypt(
+            tokens.refreshToken ?? refreshToken,
+            oauthTokenBinding(binding, 'refresh_token'),
+          ),
           expiresIn: tokens.expiresInSeconds,
         },
       );
@@ -128,7 +132,10 @@ export async function naiveAccountSync(
     r.processed += 1;
     const nextSyncAt = new Date(Date.now() + 6 * 3600_000);
     try {
-      const accessToken = cipher.decrypt(row.access_token);
+      const accessToken = await cipher.decrypt(
+        row.access_token,
+        oauthTokenBinding({ userId: row.user_id, region: row.region }, 'access_token'),
+      );
       r.amazonCalls += 1;
       const profiles = await ads.listProfiles({ itemId: row.user_id, region: row.region, accessToken });
       for (const profile of profiles) {

@@ -15,7 +15,9 @@
  * Last, each job paced as in AWS by the shared rate budget in the database at 10 requests/s per
  * region, with the fake Amazon enforcing that limit: the rate Amazon saw and the budget's own
  * Data API calls. Then the budget alone (bench/budget-cost.ts) at 10 and 80 requests/s with 1, 4
- * and 16 workers: its database calls per 1,000 requests.
+ * and 16 workers: its database calls per 1,000 requests. After the table: the accounts API, its
+ * connect flow, the event publisher, and the token re-encryption at 20,000 rows
+ * (bench/reencrypt.ts; `npm run bench:reencrypt` runs it at 1,000,000).
  * The Amazon clients get limits far above the ceiling (BENCH_LIMITS) so the client-side rate
  * limiter is not what is measured; production's limits are discussed in the README's "Scale" section.
  */
@@ -36,6 +38,7 @@ import { measureAccountsApi, measureConnectFlow, renderApiMarkdown, renderConnec
 import { measureBundles } from './bundles';
 import { BudgetCostMeasurement, measureBudgetCosts } from './budget-cost';
 import { measureEventPublisher, renderEventPublisherMarkdown } from './events';
+import { measureReencryption, renderReencryptionMarkdown } from './reencrypt';
 import { BenchReport, buildReport, MigrationFigures, renderMarkdown } from './report';
 import { startBenchWorld } from './world';
 
@@ -202,6 +205,15 @@ async function main(): Promise<void> {
     progress: (line) => process.stderr.write(`${line}\n`),
   });
   process.stdout.write(`\n${renderEventPublisherMarkdown(events)}\n`);
+  process.stderr.write(
+    'Token re-encryption (enc:v1 → enc:v2 under a new key, Data API path, a writer on oauth_tokens)…\n',
+  );
+  const reencryption = await measureReencryption({
+    rows: quick ? 2_000 : 20_000,
+    path: 'data-api',
+    progress: (line) => process.stderr.write(`${line}\n`),
+  });
+  process.stdout.write(`\n${renderReencryptionMarkdown(reencryption)}\n`);
   const json = arg('json');
   if (json) {
     writeJsonReport(report, json);

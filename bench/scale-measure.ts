@@ -12,6 +12,7 @@
  *   each drawing from the shared budget in the database. Every connection they work on is due
  *   (more than the rate allows in the time), so the rate, not the data, bounds them.
  */
+import { oauthTokenBinding } from '../lambda/shared/token-crypto';
 import { performance } from 'node:perf_hooks';
 import { runAccountSync } from '../lambda/account-sync/core';
 import { AdsClient, LwaClient } from '../lambda/shared/amazon';
@@ -132,8 +133,8 @@ export async function measureSize(
       kind: 'success',
       result: {
         token,
-        accessToken: world.cipher.encrypt(`Atza|bench-${token.id}`),
-        refreshToken: world.cipher.encrypt(`Atzr|bench-${token.id}`),
+        accessToken: world.cipher.encrypt(`Atza|bench-${token.id}`, oauthTokenBinding(token, 'access_token')),
+        refreshToken: world.cipher.encrypt(`Atzr|bench-${token.id}`, oauthTokenBinding(token, 'refresh_token')),
         expiresAt,
       },
     }));
@@ -141,7 +142,7 @@ export async function measureSize(
     if (rejected.length > 0) throw new Error(`${rejected.length} write-backs rejected`);
   }
   const { rows } = await world.admin.query<{ n: number }>(
-    `SELECT count(*)::int AS n FROM oauth_tokens WHERE access_token LIKE 'enc:v1:%' AND access_token <> 'enc:v1:access'`,
+    `SELECT count(*)::int AS n FROM oauth_tokens WHERE left(access_token, 7) = 'enc:v2:'`,
   );
   if (Number(rows[0].n) !== Math.min(o.batches * 500, counts.dueInWindow))
     throw new Error(`write-back stored ${rows[0].n} tokens`);
@@ -227,6 +228,13 @@ export async function measureRateRun(
       ads: new AdsClient({
         clientId: world.amazon.clientId,
         baseUrl: world.amazon.adsBaseUrl,
+        limiters: syncLimiters,
+      }),
+      // Tokens about to expire are taken on demand, from the same LWA budget as the refresh's.
+      lwa: new LwaClient({
+        clientId: world.amazon.clientId,
+        clientSecret: world.amazon.clientSecret,
+        tokenUrl: world.amazon.lwaTokenUrl,
         limiters: syncLimiters,
       }),
       settings: { concurrency: 16, reserveMs: 1_000 },

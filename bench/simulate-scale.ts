@@ -35,6 +35,7 @@ import { performance } from 'node:perf_hooks';
 import { startLocalWorld } from '../local/world';
 import { fmt } from './report';
 import { MODEL_DEFAULTS, ModelOptions, ModelResult, runModel } from './scale-model';
+import { CycleMeasurement, measureRefreshCycles } from './scale-cycles';
 import {
   measureRateRun,
   measureSize,
@@ -134,6 +135,8 @@ export interface ScaleReport {
   readonly options: Omit<ScaleOptions, 'progress'>;
   readonly sizes: readonly SizeMeasurement[];
   readonly rateRun: RateRunMeasurement;
+  /** The refreshes a used and an idle connection cost, measured with the real cores over hours of schedule. */
+  readonly cycles: CycleMeasurement;
   readonly replay: ModelResult;
   readonly model: ModelResult;
   /** Connections one environment serves at the configured limits, and the model run that confirms it. */
@@ -240,7 +243,19 @@ export async function simulateScale(o: ScaleOptions): Promise<ScaleReport> {
   const world = await startLocalWorld();
   const sizes: SizeMeasurement[] = [];
   let rateRun: RateRunMeasurement;
+  let cycles: CycleMeasurement;
   try {
+    o.progress('Refreshes per connection: 6 used and 12 idle connections over 12 h of schedule, the real cores…');
+    cycles = await measureRefreshCycles(world, {
+      used: 6,
+      idle: 12,
+      hours: 12,
+      usedWithinSeconds: o.usedWithinSeconds,
+    });
+    o.progress(
+      `  ${fmt(cycles.perUsedConnectionHour, 2)} per used connection-hour, ${fmt(cycles.perIdleConnectionSync, 2)} per idle connection per sync`,
+    );
+    await world.reset();
     for (const connections of o.sizes) {
       o.progress(`Seeding ${fmt(connections, 0)} connections (${o.usedShare * 100} % used) and timing the claim…`);
       const s = await measureSize(world, {
@@ -354,12 +369,28 @@ export async function simulateScale(o: ScaleOptions): Promise<ScaleReport> {
     refreshVerdict('model', model),
     ...verdictsFor('at the configured limits', capacityModel),
   ];
+  // The model's ratios against the real cores' (10 %: the model's counted hours begin mid-cycle).
+  checks.push(
+    within(
+      'cycles: refreshes per used connection-hour, measured vs model',
+      cycles.perUsedConnectionHour,
+      model.refreshes.perUsedConnectionHour,
+      0.1,
+    ),
+    within(
+      'cycles: refreshes per idle connection per sync cycle, measured vs model',
+      cycles.perIdleConnectionSync,
+      model.refreshes.perIdleConnectionCycle,
+      0.1,
+    ),
+  );
   const ok = checks.every((c) => c.ok) && verdicts.every((v) => v.ok);
   return {
     measuredAt,
     options: { ...o, progress: undefined } as Omit<ScaleOptions, 'progress'>,
     sizes,
     rateRun,
+    cycles,
     replay,
     model,
     capacity: { connections: capacityConnections, model: capacityModel, beyond },
@@ -408,7 +439,7 @@ export function renderScaleMarkdown(r: ScaleReport): string {
   );
   for (const c of r.checks)
     lines.push(
-      `| ${c.name} | ${fmt(c.measured, 0)} | ${c.atMost ? `≤ ${fmt(c.expected, 0)}` : fmt(c.expected, 0)} | ${c.atMost ? '–' : `± ${pct(c.tolerance)}`} | ${c.ok ? 'ok' : '**FAILED**'} |`,
+      `| ${c.name} | ${fmt(c.measured, c.measured < 10 ? 2 : 0)} | ${c.atMost ? `≤ ${fmt(c.expected, 0)}` : fmt(c.expected, c.expected < 10 ? 2 : 0)} | ${c.atMost ? '–' : `± ${pct(c.tolerance)}`} | ${c.ok ? 'ok' : '**FAILED**'} |`,
     );
   const row = (label: string, x: ModelResult) => {
     const lwa = Math.max(...REGIONS.map((g) => x.perRegionHour[g].lwa));
@@ -433,6 +464,7 @@ export function renderScaleMarkdown(r: ScaleReport): string {
     '|---|---:|---:|---:|---:|---:|',
     refreshRow('model', m),
     refreshRow('at the configured limits', r.capacity.model),
+    `| measured: the real cores, ${r.cycles.hours} h of schedule | ${r.cycles.usedConnections} used + ${r.cycles.idleConnections} idle | ${fmt(r.cycles.perUsedConnectionHour, 2)} (1.00) | ${fmt(r.cycles.perIdleConnectionSync, 2)} (1.00) | – | – |`,
     '',
     `Token refresh database time at ${fmt(o.modelConnections, 0)} connections: ${fmt(m.perHour.refreshClaims, 0)} claims and ${fmt(m.perHour.refreshWriteBacks, 0)} write-backs per hour at the measured costs (interpolated by size) ≈ ${fmt(r.refreshDatabaseSecondsPerHour, 0)} s of database time per hour.`,
     '',

@@ -1133,7 +1133,7 @@ END
 $function$;
 GRANT EXECUTE ON FUNCTION release_amazon_requests(text,text,timestamp with time zone,timestamp with time zone) TO accounts_worker;
 
-CREATE OR REPLACE FUNCTION public.reserve_amazon_requests(p_endpoint text, p_region text, p_ceiling double precision, p_wanted integer, p_max_wait_ms double precision, p_tolerance_ms double precision, p_recovery_per_second double precision, p_lead_ms double precision, p_horizon_ms double precision)
+CREATE OR REPLACE FUNCTION public.reserve_amazon_requests(p_endpoint text, p_region text, p_ceiling double precision, p_wanted integer, p_max_wait_ms double precision, p_tolerance_ms double precision, p_recovery_per_second double precision, p_lead_ms double precision, p_horizon_ms double precision, p_ticket timestamp with time zone DEFAULT NULL::timestamp with time zone)
  RETURNS TABLE(granted integer, first_slot_at timestamp with time zone, interval_ms double precision, rate_per_second double precision, retry_at timestamp with time zone, paused_until timestamp with time zone, horizon_ms double precision)
  LANGUAGE plpgsql
  SET search_path TO 'public', 'pg_temp'
@@ -1158,6 +1158,7 @@ DECLARE
   wake timestamptz;
   first_at timestamptz;
   queue timestamptz;
+  behind boolean;
 BEGIN
   IF p_wanted IS NULL OR p_wanted < 1
      OR NOT (p_ceiling > 0 AND p_ceiling < 'Infinity'::float8)
@@ -1187,7 +1188,11 @@ BEGIN
   need := least(p_wanted, floor(horizon / step)::integer + 1);
   fits := floor(extract(epoch FROM now_at + make_interval(secs => horizon / 1000) - start_at) * 1000 / step)::integer + 1;
   queue := b.queue_until;
-  IF fits >= greatest(1, ceil(need / 2.0)::integer) AND start_at <= now_at + make_interval(secs => max_wait / 1000) THEN
+  -- Callers refused before are still to come (the last place handed out is ahead): a caller
+  -- without a place of its own (no ticket) asks behind them instead of taking their slots.
+  behind := queue IS NOT NULL AND queue > now_at AND p_ticket IS NULL;
+  IF NOT behind AND fits >= greatest(1, ceil(need / 2.0)::integer)
+     AND start_at <= now_at + make_interval(secs => max_wait / 1000) THEN
     given := least(need, fits);
     first_at := start_at;
   ELSE
@@ -1212,8 +1217,8 @@ BEGIN
   RETURN QUERY SELECT given, first_at, step, rate, CASE WHEN given = 0 THEN wake END, b.paused_until, horizon;
 END
 $function$;
-GRANT EXECUTE ON FUNCTION reserve_amazon_requests(text,text,double precision,integer,double precision,double precision,double precision,double precision,double precision) TO accounts_worker;
-GRANT EXECUTE ON FUNCTION reserve_amazon_requests(text,text,double precision,integer,double precision,double precision,double precision,double precision,double precision) TO amazon_rate_budget_user;
+GRANT EXECUTE ON FUNCTION reserve_amazon_requests(text,text,double precision,integer,double precision,double precision,double precision,double precision,double precision,timestamp with time zone) TO accounts_worker;
+GRANT EXECUTE ON FUNCTION reserve_amazon_requests(text,text,double precision,integer,double precision,double precision,double precision,double precision,double precision,timestamp with time zone) TO amazon_rate_budget_user;
 
 CREATE OR REPLACE FUNCTION public.user_accounts_default_region()
  RETURNS trigger

@@ -13,6 +13,7 @@ import { Monitoring } from './monitoring';
 import { Network } from './network';
 import { ScheduledJobs } from './scheduled-jobs';
 import { SchemaMigration } from './schema-migration';
+import { TokenKeys } from './token-keys';
 
 export interface AccountsPlatformStackProps extends StackProps {
   /** The environment this stack deploys (validated by resolveEnvironment). */
@@ -38,6 +39,8 @@ export class AccountsPlatformStack extends Stack {
   readonly api: AccountsApi;
   /** Connection events: the bus and the outbox's publisher (docs/events.md). */
   readonly events: ConnectionEvents;
+  /** The token keys' on-demand function: re-encryption, usage per key, key removal (docs/token-encryption.md). */
+  readonly tokenKeys: TokenKeys;
   /** Where the environment keeps its data: the cluster's deletion protection, turned on last. */
   readonly deletionProtection?: ClusterDeletionProtection;
 
@@ -143,6 +146,15 @@ export class AccountsPlatformStack extends Stack {
       logRemovalPolicy: dependentRemoval,
     });
 
+    this.tokenKeys = new TokenKeys(this, 'TokenKeys', {
+      environmentName: config.name,
+      database: this.database,
+      tokenEncryptionKeySecret: secrets.tokenEncryptionKey,
+      after: this.migration.resource,
+      logRetention,
+      logRemovalPolicy: dependentRemoval,
+    });
+
     this.api = new AccountsApi(this, 'Api', {
       environmentName: config.name,
       config: config.api,
@@ -191,7 +203,11 @@ export class AccountsPlatformStack extends Stack {
     });
     new CfnOutput(this, 'TokenEncryptionKeySecretArn', {
       value: secrets.tokenEncryptionKey.secretArn,
-      description: "Fill in: base64 of the 32-byte token key (the web app's key)",
+      description: "Fill in: the token key ring's JSON, or base64 of one 32-byte key (the web app's keys)",
+    });
+    new CfnOutput(this, 'TokenKeysFunctionName', {
+      value: this.tokenKeys.function.functionName,
+      description: 'Invoke on demand: token re-encryption ({}), usage per key, key removal (docs/operating.md)',
     });
     new CfnOutput(this, 'ClusterArn', { value: this.database.cluster.clusterArn });
     new CfnOutput(this, 'WorkerSecretArn', {

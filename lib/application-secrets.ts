@@ -17,7 +17,7 @@ export interface ApplicationSecretsProps {
 export class ApplicationSecrets extends Construct {
   /** Login with Amazon client: JSON `{"clientId": "...", "clientSecret": "..."}`. */
   readonly lwaClient: secretsmanager.Secret;
-  /** The token encryption key: 32 random bytes, base64-encoded, as the secret string. */
+  /** The token key ring (docs/token-encryption.md): its JSON, or one base64 32-byte key, as the secret string. */
   readonly tokenEncryptionKey: secretsmanager.Secret;
 
   constructor(scope: Construct, id: string, props: ApplicationSecretsProps) {
@@ -31,7 +31,7 @@ export class ApplicationSecrets extends Construct {
       removalPolicy: props.removalPolicy,
     });
     this.tokenEncryptionKey = new secretsmanager.Secret(this, 'TokenEncryptionKey', {
-      description: `[${props.environmentName}] AES-256-GCM key for OAuth tokens at rest: base64 of 32 bytes, the same key as the web app's. Fill in after the first deploy.`,
+      description: `[${props.environmentName}] AES-256-GCM key ring for OAuth tokens at rest: the ring's JSON or base64 of one 32-byte key, the same keys as the web app's (docs/token-encryption.md). Fill in after the first deploy.`,
       removalPolicy: props.removalPolicy,
     });
     for (const secret of [this.lwaClient, this.tokenEncryptionKey]) {

@@ -12,6 +12,7 @@ import { DISPATCHER_ENV } from '../lambda/dispatcher/config';
 import { DISPATCH_MARK_SECONDS, FAN_OUT_QUEUE_URL_ENV, type FanOutJob } from '../lambda/shared/jobs/fan-out';
 import { METRICS_NAMESPACE, SERVICE_NAMES } from '../lambda/shared/jobs/metrics';
 import { JOB_TIMING } from '../lambda/shared/jobs/timing';
+import { proactiveRefreshWindowSeconds, scheduleSeconds } from '../lambda/token-refresh/window';
 import type { FanOutConfig } from './config';
 import type { Database } from './database';
 import { NodeFunction } from './node-function';
@@ -108,6 +109,18 @@ interface JobDefinition {
  * Data API access to this cluster as the jobs' user, read access to exactly the secrets they use,
  * triggered by EventBridge on the environment's schedules with retries and a dead-letter queue.
  */
+/**
+ * The token refresh's window, derived from its schedule (window.ts: one interval, the token
+ * route's threshold and a margin), for the function and its dispatcher; none for a `cron(…)`
+ * schedule (the core's default then applies).
+ */
+export function refreshWindowEnvironment(tokenRefreshSchedule: string): Record<string, string> {
+  const seconds = scheduleSeconds(tokenRefreshSchedule);
+  return seconds === undefined
+    ? {}
+    : { [JOB_ENV.proactiveRefreshWindowSeconds]: String(proactiveRefreshWindowSeconds(seconds)) };
+}
+
 export class ScheduledJobs extends Construct {
   readonly tokenRefresh: ScheduledJob;
   readonly accountSync: ScheduledJob;
@@ -123,10 +136,12 @@ export class ScheduledJobs extends Construct {
       timeout: Duration.seconds(JOB_TIMING.tokenRefresh.timeoutSeconds),
       fanOutJob: 'token-refresh',
       requestsPerSecond: props.amazonLimits.lwaRequestsPerSecond,
-      environment:
-        props.proactiveRefreshUsedWithinSeconds === undefined
-          ? undefined
-          : { [JOB_ENV.proactiveRefreshUsedWithinSeconds]: String(props.proactiveRefreshUsedWithinSeconds) },
+      environment: {
+        ...refreshWindowEnvironment(props.tokenRefreshSchedule),
+        ...(props.proactiveRefreshUsedWithinSeconds === undefined
+          ? {}
+          : { [JOB_ENV.proactiveRefreshUsedWithinSeconds]: String(props.proactiveRefreshUsedWithinSeconds) }),
+      },
     });
     this.accountSync = this.job(props, {
       id: 'AccountSync',

@@ -1,10 +1,10 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { Client } from 'pg';
 import { runMigrations } from '../lambda/migrate/run-migrations';
 import { ensureWorkerLogin } from '../lambda/migrate/worker-login';
 import { PgDatabase } from '../lambda/shared/db';
 import { AMAZON_REGIONS, type AmazonRegion } from '../lambda/shared/amazon/regions';
-import { TokenCipher } from '../lambda/shared/token-crypto';
+import { encryptToken, oauthTokenBinding, parseTokenKey, TokenCipher } from '../lambda/shared/token-crypto';
 import { FakeAmazon, FakeAmazonKnobs, RefreshTokenMode, startFakeAmazon } from './amazon/fake-amazon';
 import { FakeProfile, fakeProfile } from './amazon/profiles';
 import { DataApiEmulator, startDataApiEmulator } from './data-api/emulator';
@@ -46,7 +46,7 @@ export async function startLocalWorld(): Promise<LocalWorld> {
   await runMigrations({ database: url, dir: process.env[LOCAL_MIGRATIONS_DIR_ENV] || undefined });
   // The jobs reach the database as production's do: the least-privilege login user the
   // migration custom resource creates (member of accounts_worker, subject to RLS).
-  const worker = { username: 'jobs_worker', password: randomBytes(12).toString('hex') };
+  const worker = { username: 'accounts_jobs', password: randomBytes(12).toString('hex') };
   const setup = new Client({ connectionString: url });
   await setup.connect();
   await ensureWorkerLogin(setup, worker).finally(() => setup.end());
@@ -111,8 +111,10 @@ export interface SeedOptions {
   readonly regions?: (i: number) => readonly AmazonRegion[];
   /** Profiles per connection at Amazon. @default 2 */
   readonly profilesPerUser?: number | ((i: number) => number);
-  /** Store tokens as legacy plaintext instead of enc:v1. @default false */
+  /** Store tokens as legacy plaintext instead of enc:v2. @default false */
   readonly legacyPlaintext?: (i: number) => boolean;
+  /** Store tokens as enc:v1 under the world's key (the format before key rings) instead of enc:v2. @default false */
+  readonly v1Encrypted?: (i: number) => boolean;
   readonly refreshTokenMode?: RefreshTokenMode;
   /** Also create user_accounts rows for the Amazon profiles, due at this offset (seconds from now). @default - no rows */
   readonly accountsDueInSeconds?: number;
@@ -141,8 +143,10 @@ export async function seedUsers(world: LocalWorld, o: SeedOptions): Promise<Seed
         profiles: Array.from({ length: profilesPerUser }, () => fakeProfile(region)),
       };
     });
+    // The id is made here: each token is encrypted bound to its row (user and region).
+    const userId = randomUUID();
     const user: SeedUser = {
-      userId: '',
+      userId,
       email: `${prefix}-${i}@example.com`,
       refreshToken: connections[0].refreshToken,
       accessToken: connections[0].accessToken,
@@ -152,12 +156,20 @@ export async function seedUsers(world: LocalWorld, o: SeedOptions): Promise<Seed
     };
     users.push(user);
     const legacy = o.legacyPlaintext?.(i) ?? false;
+    const v1 = !legacy && (o.v1Encrypted?.(i) ?? false);
+    const stored = (token: string, region: AmazonRegion, column: 'access_token' | 'refresh_token') =>
+      legacy
+        ? token
+        : v1
+          ? encryptToken(token, parseTokenKey(world.keyBase64))
+          : world.cipher.encrypt(token, oauthTokenBinding({ userId, region }, column));
     const expires = typeof o.expiresInSeconds === 'function' ? o.expiresInSeconds(i) : (o.expiresInSeconds ?? 300);
     for (const c of connections)
       rows.push({
         email: user.email,
-        refresh_token: legacy ? c.refreshToken : world.cipher.encrypt(c.refreshToken),
-        access_token: legacy ? c.accessToken : world.cipher.encrypt(c.accessToken),
+        user_id: userId,
+        refresh_token: stored(c.refreshToken, c.region, 'refresh_token'),
+        access_token: stored(c.accessToken, c.region, 'access_token'),
         expires_in: expires,
         region: c.region,
         enabled: o.refreshEnabled?.(i) ?? true,
@@ -165,9 +177,9 @@ export async function seedUsers(world: LocalWorld, o: SeedOptions): Promise<Seed
   }
   const { rows: ids } = await world.admin.query<{ id: string; email: string }>(
     `WITH input AS (
-       SELECT * FROM jsonb_to_recordset(:rows::jsonb) AS x(email text, refresh_token text, access_token text, expires_in int, region text, enabled boolean)
+       SELECT * FROM jsonb_to_recordset(:rows::jsonb) AS x(user_id uuid, email text, refresh_token text, access_token text, expires_in int, region text, enabled boolean)
      ), u AS (
-       INSERT INTO users (email) SELECT DISTINCT email FROM input RETURNING id, email
+       INSERT INTO users (id, email) SELECT DISTINCT user_id, email FROM input RETURNING id, email
      ), t AS (
        INSERT INTO oauth_tokens (user_id, access_token, refresh_token, expires_at, region, proactive_refresh_enabled)
        SELECT u.id, i.access_token, i.refresh_token, now() + make_interval(secs => i.expires_in), i.region, i.enabled

@@ -113,6 +113,7 @@ export async function startLocalApi(options: LocalApiOptions): Promise<LocalApi>
         {
           db: syncDb,
           ads: options.ads,
+          lwa: options.lwa,
           cipher: options.cipher,
           logger: options.logger,
           metrics: new MetricTotals(),
@@ -360,7 +361,7 @@ async function main() {
       limiters,
     }),
     ads: new AdsClient({ clientId: config.lwaClientId, baseUrl: config.adsApiUrl }),
-    cipher: new TokenCipher(config.tokenKey),
+    cipher: new TokenCipher(config.tokenKeys),
     issuer: issuerName
       ? { issuer: issuerName, audience: audience!.split(','), jwksUrl: env[LOCAL_API_ENV.jwksUrl]?.trim() || undefined }
       : undefined,

@@ -25,6 +25,8 @@ export const CONTRACT_MODULES: Readonly<Record<string, string>> = {
   'lambda/shared/api-env.ts': 'API_ENV: the accounts API’s environment variables',
   'lambda/shared/jobs/metrics.ts': 'the metric namespace and names the dashboards and alarms read',
   'lambda/shared/jobs/timing.ts': 'JOB_TIMING: the functions’ timeouts and leases, which the schedules must fit',
+  'lambda/token-refresh/window.ts':
+    'the token refresh’s window, which the stack derives from its schedule (PROACTIVE_REFRESH_WINDOW_SECONDS)',
   'lambda/shared/jobs/fan-out.ts': 'DISPATCH_MARK_SECONDS: the queues’ visibility must outlast the dispatch mark',
   'lambda/shared/amazon/regions.ts': 'AMAZON_REGIONS: the dashboard graphs each region',
   'lambda/dispatcher/config.ts': 'DISPATCHER_ENV: the dispatchers’ environment variables',
@@ -59,6 +61,8 @@ export const CROSS_FUNCTION_IMPORTS: Readonly<Record<string, string>> = {
     'the dispatcher selects due connections with the token refresh’s own claim conditions',
   'lambda/dispatcher -> lambda/account-sync':
     'the dispatcher selects due connections with the account sync’s own claim conditions',
+  'lambda/account-sync -> lambda/token-refresh':
+    'the account sync takes a token about to expire on demand, through the token refresh’s single-flight path (on-demand.ts)',
   'lambda/token-route -> lambda/token-refresh':
     'the on-demand route writes its refresh back through the token refresh’s write-back and outcome policy',
 };

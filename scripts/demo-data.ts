@@ -1,5 +1,5 @@
 import type { Client } from 'pg';
-import type { TokenCipher } from '../lambda/shared/token-crypto';
+import { oauthTokenBinding, type TokenCipher } from '../lambda/shared/token-crypto';
 import { AMAZON_REGIONS as REGIONS, type AmazonRegion } from '../lambda/shared/amazon/regions';
 import type { FakeUser } from '../local/amazon/fake-amazon';
 import { FakeProfile, fakeProfile } from '../local/amazon/profiles';
@@ -100,7 +100,8 @@ export async function seedDemoData(c: Client, cipher: TokenCipher): Promise<bool
       const expiresInMinutes = ((u.n * 7919) % 230) - 20;
       // Every tenth user still has tokens from before encryption: read as is, written back encrypted.
       const legacy = u.n % 10 === 0;
-      const store = (token: string) => (legacy ? token : cipher.encrypt(token));
+      const store = (token: string, region: Region, column: 'access_token' | 'refresh_token') =>
+        legacy ? token : cipher.encrypt(token, oauthTokenBinding({ userId, region }, column));
       for (const [i, connection] of u.connections.entries()) {
         const { region } = connection;
         await c.query(
@@ -108,8 +109,8 @@ export async function seedDemoData(c: Client, cipher: TokenCipher): Promise<bool
            VALUES ($1, $2, $3, now() + make_interval(mins => $4), $5)`,
           [
             userId,
-            store(initialAccessToken(u.n, i, region)),
-            store(initialRefreshToken(u.n, i, region)),
+            store(initialAccessToken(u.n, i, region), region, 'access_token'),
+            store(initialRefreshToken(u.n, i, region), region, 'refresh_token'),
             expiresInMinutes + i * 25,
             region,
           ],
@@ -173,16 +174,24 @@ export async function demoAmazonUsers(
        FROM oauth_tokens t JOIN users u ON u.id = t.user_id
       WHERE u.email LIKE 'demo-%@example.com'`,
   );
-  return rows.map((r) => {
-    const demo = demoUser(Number(/^demo-(\d+)@/.exec(r.email)![1]));
-    const connection = demo.connections.find((x) => x.region === r.region);
-    return {
-      userId: r.user_id,
-      region: r.region,
-      refreshToken: cipher.decrypt(r.refresh_token),
-      accessToken: cipher.decrypt(r.access_token),
-      profiles: connection?.profiles ?? [],
-      revoked: connection?.revoked ?? false,
-    };
-  });
+  return Promise.all(
+    rows.map(async (r) => {
+      const demo = demoUser(Number(/^demo-(\d+)@/.exec(r.email)![1]));
+      const connection = demo.connections.find((x) => x.region === r.region);
+      return {
+        userId: r.user_id,
+        region: r.region,
+        refreshToken: await cipher.decrypt(
+          r.refresh_token,
+          oauthTokenBinding({ userId: r.user_id, region: r.region }, 'refresh_token'),
+        ),
+        accessToken: await cipher.decrypt(
+          r.access_token,
+          oauthTokenBinding({ userId: r.user_id, region: r.region }, 'access_token'),
+        ),
+        profiles: connection?.profiles ?? [],
+        revoked: connection?.revoked ?? false,
+      };
+    }),
+  );
 }

@@ -1,5 +1,5 @@
 /**
- * `npm run job -- token-refresh|account-sync`: one run of a job's real core against
+ * `npm run job -- token-refresh|account-sync|reencrypt-tokens`: one run of a job's real core against
  * DATABASE_URL (node-postgres), with Amazon at LWA_TOKEN_URL / ADS_API_URL (default: Amazon's
  * regional hosts) and credentials from LWA_CLIENT_ID, LWA_CLIENT_SECRET, TOKEN_ENCRYPTION_KEY.
  * PROACTIVE_REFRESH_USED_WITHIN_SECONDS (optional) limits the token refresh to connections used
@@ -8,6 +8,11 @@
  *
  *   npm run job -- account-sync --user <uuid>     # a manual sync of one user
  *   npm run job -- token-refresh --time-limit 60  # plays a 60-second Lambda timeout
+ *   npm run job -- reencrypt-tokens               # the token keys' function's re-encryption
+ *
+ * `reencrypt-tokens` (docs/token-encryption.md) needs only DATABASE_URL and TOKEN_ENCRYPTION_KEY
+ * (the key ring's JSON, or one base64 key): it rewrites every value not `enc:v2` under the
+ * ring's current key, as the deployed token keys' function does (15 minutes by default).
  *
  * `--time-limit <seconds>` is the invocation's deadline, as Lambda's timeout: the core sees
  * its remaining time count down from it (and stops claiming, gives back what it cannot
@@ -18,17 +23,18 @@
  */
 import { runAccountSync } from '../lambda/account-sync/core';
 import { AdsClient, LwaClient } from '../lambda/shared/amazon';
-import { readLocalJobConfig } from '../lambda/shared/config';
+import { readLocalJobConfig, readLocalReencryptionConfig } from '../lambda/shared/config';
 import { DatabaseRateBudgetStore } from '../lambda/shared/amazon/rate-budget';
 import { endpointLimitsFor, RateLimiterRegistry } from '../lambda/shared/amazon/rate-limiter';
 import { PgDatabase } from '../lambda/shared/db';
 import { MetricTotals } from '../lambda/shared/jobs/runtime';
-import { JOB_TIMING } from '../lambda/shared/jobs/timing';
+import { JOB_TIMING, REENCRYPTION_TIMEOUT_SECONDS } from '../lambda/shared/jobs/timing';
 import { TokenCipher } from '../lambda/shared/token-crypto';
 import { runTokenRefresh } from '../lambda/token-refresh/core';
+import { runTokenReencryption } from '../lambda/token-reencrypt/core';
 import type { AppLogger } from '../lambda/shared/logger';
 
-const JOBS = ['token-refresh', 'account-sync'] as const;
+const JOBS = ['token-refresh', 'account-sync', 'reencrypt-tokens'] as const;
 type JobName = (typeof JOBS)[number];
 
 /**
@@ -36,6 +42,7 @@ type JobName = (typeof JOBS)[number];
  * timeout (the same JOB_TIMING lib/scheduled-jobs.ts sets it from), so its leases outlast it.
  */
 export function defaultTimeLimitSeconds(job: JobName): number {
+  if (job === 'reencrypt-tokens') return REENCRYPTION_TIMEOUT_SECONDS;
   return (job === 'token-refresh' ? JOB_TIMING.tokenRefresh : JOB_TIMING.accountSync).timeoutSeconds;
 }
 
@@ -51,12 +58,19 @@ export async function runJobOnce(
   options: { userId?: string; logger?: AppLogger; timeLimitSeconds?: number } = {},
 ) {
   const deadline = Date.now() + (options.timeLimitSeconds ?? defaultTimeLimitSeconds(job)) * 1000;
+  if (job === 'reencrypt-tokens') return reencryptTokens(env, deadline, options.logger ?? stderrLogger);
   const config = readLocalJobConfig(env);
   const db = new PgDatabase({ connection: config.databaseUrl });
-  const cipher = new TokenCipher(config.tokenKey);
+  const cipher = new TokenCipher(config.tokenKeys);
   // The same shared budgets as the Lambdas: concurrent `npm run job` processes on one database
   // together stay under LWA_REQUESTS_PER_SECOND / ADS_REQUESTS_PER_SECOND per region.
   const limiters = new RateLimiterRegistry(endpointLimitsFor(config.amazonLimits), {}, new DatabaseRateBudgetStore(db));
+  const lwa = new LwaClient({
+    clientId: config.lwaClientId,
+    clientSecret: config.lwaClientSecret,
+    tokenUrl: config.lwaTokenUrl,
+    limiters,
+  });
   const common = {
     db,
     cipher,
@@ -68,19 +82,31 @@ export async function runJobOnce(
     if (job === 'token-refresh') {
       return await runTokenRefresh({
         ...common,
-        lwa: new LwaClient({
-          clientId: config.lwaClientId,
-          clientSecret: config.lwaClientSecret,
-          tokenUrl: config.lwaTokenUrl,
-          limiters,
-        }),
+        lwa,
         settings: { usedWithinSeconds: config.proactiveRefreshUsedWithinSeconds },
       });
     }
     return await runAccountSync(
-      { ...common, ads: new AdsClient({ clientId: config.lwaClientId, baseUrl: config.adsApiUrl, limiters }) },
+      { ...common, ads: new AdsClient({ clientId: config.lwaClientId, baseUrl: config.adsApiUrl, limiters }), lwa },
       options.userId ? { syncType: 'manual', userId: options.userId } : { syncType: 'scheduled' },
     );
+  } finally {
+    await db.close();
+  }
+}
+
+/** The re-encryption needs the database and the key ring only (no Amazon credentials). */
+async function reencryptTokens(env: NodeJS.ProcessEnv, deadline: number, logger: AppLogger) {
+  const config = readLocalReencryptionConfig(env);
+  const db = new PgDatabase({ connection: config.databaseUrl });
+  try {
+    return await runTokenReencryption({
+      db,
+      cipher: new TokenCipher(config.tokenKeys),
+      logger,
+      metrics: new MetricTotals(),
+      remainingTimeMs: () => Math.max(0, deadline - Date.now()),
+    });
   } finally {
     await db.close();
   }

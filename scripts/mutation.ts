@@ -166,7 +166,12 @@ export const GROUPS: Record<string, Group> = {
     timeoutMS: JOB_TIMEOUT_MS,
   },
   'token-route': {
-    mutate: ['lambda/token-route/core.ts', 'lambda/token-route/store.ts', 'lambda/token-route/route.ts'],
+    mutate: [
+      'lambda/token-route/core.ts',
+      'lambda/token-refresh/on-demand.ts',
+      'lambda/token-refresh/store/on-demand.ts',
+      'lambda/token-route/route.ts',
+    ],
     tests: [
       'test/api/token-route/*.test.ts',
       'test/scripts/api/token-route.test.ts',

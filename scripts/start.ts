@@ -33,10 +33,14 @@ import { loadState, LOCAL, ROOT } from './start/local-state';
 import { databaseOverview, summaryText, whereNext } from './start/summary';
 
 const DATABASE = 'accounts';
+/** The jobs' database login, named as the stack names it (lib/database.ts: `accounts_jobs`). */
+const JOBS_LOGIN = 'accounts_jobs';
+/** Its name in .local/ folders made before it was called as in AWS; dropped when found. */
+const OLD_JOBS_LOGIN = 'jobs_worker';
 const SECRET_ARNS = {
   lwa: 'arn:aws:secretsmanager:us-east-1:000000000000:secret:local/lwa-client',
   tokenKey: 'arn:aws:secretsmanager:us-east-1:000000000000:secret:local/token-encryption-key',
-  worker: 'arn:aws:secretsmanager:us-east-1:000000000000:secret:local/jobs-worker',
+  worker: 'arn:aws:secretsmanager:us-east-1:000000000000:secret:local/accounts-jobs',
 };
 
 const print = process.stdout.write.bind(process.stdout);
@@ -48,6 +52,24 @@ async function step<T>(label: string, fn: () => Promise<T>): Promise<T> {
   const result = await fn();
   say(`done (${((Date.now() - started) / 1000).toFixed(1)} s)`);
   return result;
+}
+
+/**
+ * Drops the jobs' login of an older .local/ folder (`jobs_worker`, now `accounts_jobs`, which the
+ * migration step has just made): its grants first (DROP OWNED), then the role. Returns whether
+ * there was one.
+ */
+async function dropOldJobsLogin(adminUrl: string): Promise<boolean> {
+  const c = new Client({ connectionString: adminUrl });
+  await c.connect();
+  try {
+    if ((await c.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [OLD_JOBS_LOGIN])).rowCount === 0) return false;
+    await c.query(`DROP OWNED BY ${OLD_JOBS_LOGIN}`);
+    await c.query(`DROP ROLE ${OLD_JOBS_LOGIN}`);
+    return true;
+  } finally {
+    await c.end();
+  }
 }
 
 async function main() {
@@ -80,7 +102,7 @@ async function main() {
       if (!exists) await pg.createDatabase(DATABASE);
     });
 
-    const worker = { username: 'jobs_worker', password: state.workerPassword };
+    const worker = { username: JOBS_LOGIN, password: state.workerPassword };
     const migration = await step('migrations (the deploy-time custom resource, as CloudFormation runs it)', () =>
       onSchemaMigrationEvent(
         { RequestType: 'Create', ResourceProperties: { MigrationsHash: 'local', LatestMigration: 'local' } } as never,
@@ -93,6 +115,9 @@ async function main() {
         },
       ),
     );
+
+    if (await dropOldJobsLogin(adminUrl))
+      say(`    (the jobs' login is now ${JOBS_LOGIN}, as in AWS; ${OLD_JOBS_LOGIN} removed)`);
 
     const amazon = await step('fake Amazon (LWA + Ads API, NA/EU/FE, 40 ms latency, a few 5xx/429/bad bodies)', () =>
       startFakeAmazon({

@@ -15,11 +15,20 @@ import { runPipeline } from '../shared/jobs/pipeline';
 import { METRIC_NAMES } from '../shared/jobs/metrics';
 import { JOB_TIMING } from '../shared/jobs/timing';
 import { endpointKey, recordRateLimitUsage } from '../shared/amazon/usage-store';
-import { DeadlineExceededError } from '../shared/backoff';
+import { DeadlineExceededError, sleep as defaultSleep } from '../shared/backoff';
 import type { RateLimiterRegistry } from '../shared/amazon/rate-limiter';
 import { writeResiliently } from '../shared/jobs/write-back';
-import { restoreEndpointState, saveLimiterRates } from '../shared/jobs/throttling';
-import type { TokenCipher } from '../shared/token-crypto';
+import {
+  LEASE_CALL_RESERVE_MS,
+  limiterPausedUntil,
+  MAX_ITEM_WAIT_MS,
+  restoreEndpointState,
+  saveLimiterRates,
+} from '../shared/jobs/throttling';
+import { oauthTokenBinding, type TokenCipher } from '../shared/token-crypto';
+import type { TokenRefresher } from '../token-refresh/core';
+import { takeAccessToken } from '../token-refresh/on-demand';
+import { REFRESH_OUTCOME_DEFAULTS } from '../token-refresh/outcome';
 import type { GivenIds } from '../shared/jobs/fan-out';
 import { ATTRIBUTION_SUB_TYPE, type AdsProfile } from '../shared/amazon/schemas';
 import { classifyAmazonError } from '../shared/amazon/failure';
@@ -64,8 +73,19 @@ export interface AccountSyncSettings {
   readonly retryBaseSeconds?: number;
   /** @default 21600 */
   readonly retryMaxSeconds?: number;
-  /** Connections whose access token expires sooner than this wait for the refresh job. @default 120 */
+  /**
+   * A claimed connection whose stored access token has less than this left takes its token on
+   * demand: refreshed once, under the connection's refresh lease (single-flight with the token
+   * route and the token refresh, lambda/token-refresh/on-demand.ts). @default 120
+   */
   readonly minTokenValiditySeconds?: number;
+  /**
+   * Longest one connection waits for its turn (the Ads limiter's pace, a pause as the shared
+   * budget really applies it, another caller's refresh of its token) before it is given back and
+   * its region left alone for the rest of the run: a run never sits out a pause.
+   * @default MAX_ITEM_WAIT_MS (15 s)
+   */
+  readonly maxItemWaitMs?: number;
   /** Stop claiming when less than this remains of the invocation. @default 30000 */
   readonly reserveMs?: number;
   /** Finished connections wait at most this long for the rest of their batch before being written. @default 3000 */
@@ -75,8 +95,12 @@ export interface AccountSyncSettings {
 export interface AccountSyncDeps extends JobRuntime {
   readonly db: Database;
   readonly ads: ProfileLister;
+  /** Refreshes a claimed connection's token when it is about to expire (on demand, once). */
+  readonly lwa: TokenRefresher;
   readonly cipher: TokenCipher;
   readonly settings?: AccountSyncSettings;
+  /** Between two reads of a connection whose token another caller is refreshing. @default backoff's sleep */
+  readonly sleep?: (ms: number) => Promise<void>;
 }
 
 /** What to sync: every due connection (the schedule), or one user's connections on demand. */
@@ -115,6 +139,8 @@ export interface AccountSyncSummary {
   readonly accountsMissing: number;
   readonly reauthFlagged: number;
   readonly rateLimited: number;
+  /** Access tokens this run refreshed on demand (Login with Amazon calls): claimed connections whose token was about to expire. */
+  readonly tokensRefreshed: number;
   readonly batches: number;
   readonly databaseCalls: number;
   readonly durationMs: number;
@@ -159,6 +185,12 @@ export function toAccountRecord(profile: AdsProfile, region: AmazonRegion): Acco
   };
 }
 
+/**
+ * The refresh lease the sync takes for a token on demand: it outlasts the item's wait (at most
+ * MAX_ITEM_WAIT_MS), Login with Amazon's answer (10 s timeout) and the write-back.
+ */
+export const ON_DEMAND_LEASE_SECONDS = 60;
+
 const DEFAULT_SETTINGS = {
   batchSize: 250,
   concurrency: 16,
@@ -166,12 +198,20 @@ const DEFAULT_SETTINGS = {
   retryBaseSeconds: 300,
   retryMaxSeconds: 21_600,
   minTokenValiditySeconds: MIN_TOKEN_VALIDITY_SECONDS,
+  maxItemWaitMs: MAX_ITEM_WAIT_MS,
   reserveMs: 30_000,
   flushAfterMs: 3000,
 };
 
 /** What syncing one connection needs of its run (see {@link syncOneConnection}). */
-type SyncContext = JobRunContext<AccountSyncDeps, typeof DEFAULT_SETTINGS>;
+interface SyncContext extends JobRunContext<AccountSyncDeps, typeof DEFAULT_SETTINGS> {
+  /** When each claimed connection's sync lease ends (this run's clock, counted from before its claim). */
+  readonly leaseEndsAt: WeakMap<ClaimedConnection, number>;
+  /** Per region: until when this run leaves connections needing a new token alone (Login with Amazon's budget or pause). */
+  readonly tokensHeldUntil: Map<AmazonRegion, number>;
+  /** Tokens refreshed on demand by this run. */
+  tokensRefreshed: number;
+}
 
 /**
  * One run of the account sync: claims due connections in batches (a lease per connection, so
@@ -186,8 +226,13 @@ export async function runAccountSync(
   request: AccountSyncRequest = { syncType: 'scheduled' },
 ): Promise<AccountSyncSummary> {
   const s = { ...DEFAULT_SETTINGS, ...deps.settings };
-  const context: SyncContext = jobRunContext(deps, s);
-  const { now, pausedUntil, waitBudgetMs } = context;
+  const context: SyncContext = {
+    ...jobRunContext(deps, s),
+    leaseEndsAt: new WeakMap(),
+    tokensHeldUntil: new Map(),
+    tokensRefreshed: 0,
+  };
+  const { now, pausedUntil } = context;
   const started = Date.now();
   const callsBefore = deps.db.callCounts().total;
   const owner = randomUUID();
@@ -222,9 +267,11 @@ export async function runAccountSync(
       concurrency: s.concurrency,
       // A manual or webhook request is one claim: the user's connections, one per region.
       mayClaim: () => deps.remainingTimeMs() > s.reserveMs && !(single && claims > 0),
-      claim: () => {
+      claim: async () => {
         claims += 1;
-        return claimConnections(deps.db, {
+        // The lease runs from the statement's start at the latest: counted from before it.
+        const leaseEnds = now().getTime() + JOB_TIMING.accountSync.leaseSeconds * 1000;
+        const connections = await claimConnections(deps.db, {
           owner,
           leaseSeconds: JOB_TIMING.accountSync.leaseSeconds,
           limit: single ? AMAZON_REGIONS.length : s.batchSize,
@@ -232,17 +279,20 @@ export async function runAccountSync(
           userId: single,
           given,
           minTokenValiditySeconds: s.minTokenValiditySeconds,
-          // Regions paused past what this run may wait: their users would only be given back.
-          // (A user asked for by name is claimed anyway, and given back if need be; in the
-          // regions asked for only, when the request names some: the others are left alone.)
+          // Regions paused (the Ads budget's real pause, or this run's hold) past what one
+          // connection may wait: their users would only be given back. (A user asked for by
+          // name is claimed anyway, and given back if need be; in the regions asked for only,
+          // when the request names some: the others are left alone.)
           pausedRegions: single
             ? AMAZON_REGIONS.filter(
                 (r) => request.syncType !== 'scheduled' && request.regions && !request.regions.includes(r),
               )
-            : [...pausedUntil]
-                .filter(([, until]) => until - now().getTime() > waitBudgetMs())
+            : [...pausedUntil, ...context.tokensHeldUntil]
+                .filter(([, until]) => until - now().getTime() > s.maxItemWaitMs)
                 .map(([region]) => region),
         });
+        for (const connection of connections) context.leaseEndsAt.set(connection, leaseEnds);
+        return connections;
       },
       process: (connection) => syncOneConnection(context, connection),
       unprocessed: (connection) => ({ kind: 'released', connection }),
@@ -289,6 +339,7 @@ export async function runAccountSync(
   } finally {
     // The shared budget's slots this run reserved and will not use go back (one call per budget).
     await deps.ads.limiters?.releaseUnused();
+    await deps.lwa.limiters?.releaseUnused();
     saveLimiterRates(deps.ads.limiters, 'ads', context.usage);
     await recordRateLimitUsage(deps.db, context.usage.drain()).catch((error) =>
       deps.logger.warn('Could not record rate-limit usage', { error: describeError(error) }),
@@ -300,6 +351,7 @@ export async function runAccountSync(
     syncType: request.syncType,
     ...totals,
     reauthFlagged,
+    tokensRefreshed: context.tokensRefreshed,
     databaseCalls: deps.db.callCounts().total - callsBefore,
     durationMs: Date.now() - started,
   };
@@ -407,38 +459,49 @@ function refusedByDatabase(c: SyncContext, connection: ClaimedConnection, error:
   });
 }
 
-/** Lists one claimed connection's profiles (its user's in its region) and says what to write back. Never throws. */
+/**
+ * Lists one claimed connection's profiles (its user's in its region) and says what to write back.
+ * Never throws. No idle waiting: a connection whose region is paused (the pause the Ads limiter
+ * and the shared budget really apply, or one an earlier run left) past what it may wait is given
+ * back at once, and so is one whose sync lease would end before its call is done: a run never
+ * calls Amazon for a connection whose lease it no longer holds.
+ */
 async function syncOneConnection(c: SyncContext, connection: ClaimedConnection): Promise<ConnectionSyncOutcome> {
   const { deps, settings: s, now, random, usage } = c;
-  // A 429 pauses the region's shared limiter until Retry-After has passed; a user whose wait
-  // would outlast the invocation is given back instead.
-  const waitMs = Math.max(0, (c.pausedUntil.get(connection.region) ?? 0) - now().getTime());
-  if (waitMs > c.waitBudgetMs()) return { kind: 'released', connection };
-  const failures = connection.retryCount + 1;
-  let accessToken: string;
-  try {
-    accessToken = deps.cipher.decrypt(connection.storedAccessToken);
-  } catch (error) {
-    return failed({
-      connection,
-      error: `Stored access token is unreadable (${describeError(error)})`,
-      errorDetails: { class: 'token', reason: describeError(error) },
-      nextAttemptAt: retryAt(c, failures),
-    });
+  const released: ConnectionSyncOutcome = { kind: 'released', connection };
+  const { region } = connection;
+  const at = now().getTime();
+  const notAfter =
+    at +
+    Math.min(
+      c.waitBudgetMs(),
+      s.maxItemWaitMs,
+      (c.leaseEndsAt.get(connection) ?? Infinity) - at - LEASE_CALL_RESERVE_MS,
+    );
+  if (notAfter < at) return released;
+  const pausedUntil = Math.max(c.pausedUntil.get(region) ?? 0, limiterPausedUntil(deps.ads.limiters, 'ads', region));
+  if (pausedUntil > notAfter) {
+    holdRegion(c.pausedUntil, region, pausedUntil);
+    return released;
   }
-  const endpoint = endpointKey('ads', connection.region);
+  const token = await accessTokenFor(c, connection, notAfter);
+  if (token.kind !== 'token') return token.outcome;
+  const failures = connection.retryCount + 1;
+  const endpoint = endpointKey('ads', region);
   // Requests are counted per endpoint; a user gets a row of their own only when Amazon
   // throttled a call made for them (one row per synced user would make this write grow
   // with every user: megabytes at 100,000 users, past the Data API's request limit).
   try {
+    const maxWaitMs = notAfter - now().getTime();
+    if (maxWaitMs < 0) return released; // taking the token took the connection's time
     const profiles = await deps.ads.listProfiles({
       itemId: connection.userId,
-      region: connection.region,
-      accessToken,
-      maxWaitMs: c.waitBudgetMs(),
+      region,
+      accessToken: token.accessToken,
+      maxWaitMs,
     });
     usage.request(endpoint);
-    const { accounts, excludedProfileIds } = accountsFromProfiles(profiles, connection.region);
+    const { accounts, excludedProfileIds } = accountsFromProfiles(profiles, region);
     const jitter = 1 + (random() - 0.5) / 10; // ±5 %, so a cohort does not stay in lock-step
     return {
       kind: 'success',
@@ -448,21 +511,29 @@ async function syncOneConnection(c: SyncContext, connection: ClaimedConnection):
       nextSyncAt: new Date(now().getTime() + s.syncIntervalSeconds * 1000 * jitter),
     };
   } catch (error) {
-    // The limiter (a pause, the reduced rate) or a retry would have waited past the deadline.
-    if (error instanceof DeadlineExceededError) return { kind: 'released', connection };
+    // The limiter (a pause, the reduced rate) or a retry would have waited longer than the
+    // connection may: given back, and the region left alone until its turn would have come.
+    if (error instanceof DeadlineExceededError) {
+      holdRegion(c.pausedUntil, region, now().getTime() + error.waitMs);
+      return released;
+    }
     usage.request(endpoint);
     const f = classifyAmazonError(error);
     if (f.kind === 'rate_limited') {
-      const until = now().getTime() + f.retryAfterSeconds * 1000;
-      c.pausedUntil.set(connection.region, Math.max(until, c.pausedUntil.get(connection.region) ?? 0));
-      usage.limitHit(endpoint, null, f.retryAfterSeconds, now());
+      // The region resumes after the pause the limiter applied (Retry-After, doubled for each
+      // 429 in a row); the pause recorded is that one.
+      const hitAt = now().getTime();
+      const until = Math.max(hitAt + f.retryAfterSeconds * 1000, limiterPausedUntil(deps.ads.limiters, 'ads', region));
+      const pauseSeconds = Math.ceil((until - hitAt) / 1000);
+      holdRegion(c.pausedUntil, region, until);
+      usage.limitHit(endpoint, null, pauseSeconds, now());
       usage.request(endpoint, connection.userId);
       usage.limitHit(endpoint, connection.userId, f.retryAfterSeconds, now());
       return failed({
         connection,
         error: `rate_limited: Amazon Ads answered 429, retry after ${f.retryAfterSeconds} s`,
         errorDetails: { class: 'rate_limited', retryAfterSeconds: f.retryAfterSeconds },
-        nextAttemptAt: retryAt(c, failures, f.retryAfterSeconds),
+        nextAttemptAt: retryAt(c, failures, pauseSeconds),
       });
     }
     const reason = f.kind === 'permanent' ? f.code : f.reason;
@@ -472,6 +543,110 @@ async function syncOneConnection(c: SyncContext, connection: ClaimedConnection):
       errorDetails: { class: f.kind, reason },
       nextAttemptAt: retryAt(c, failures),
     });
+  }
+}
+
+/** The run leaves `region` alone until `until` (epoch ms): its claims skip it, its connections are given back. */
+function holdRegion(held: Map<AmazonRegion, number>, region: AmazonRegion, until: number): void {
+  held.set(region, Math.max(until, held.get(region) ?? 0));
+}
+
+/**
+ * The connection's access token: the stored one while it has more than
+ * `minTokenValiditySeconds` left (no database call); else taken on demand, single-flight with
+ * the token route and the token refresh (lambda/token-refresh/on-demand.ts): refreshed once
+ * under the connection's refresh lease, the refresh's outcome policy applied once, without
+ * recording a use (so an idle connection stays out of the proactive refresh's window and is
+ * refreshed once per sync cycle, when the sync needs its token). What cannot be had by
+ * `notAfter` is given back.
+ */
+async function accessTokenFor(
+  c: SyncContext,
+  connection: ClaimedConnection,
+  notAfter: number,
+): Promise<{ kind: 'token'; accessToken: string } | { kind: 'none'; outcome: ConnectionSyncOutcome }> {
+  const { deps, settings: s, now } = c;
+  const failures = connection.retryCount + 1;
+  const unreadable = (reason: string) => ({
+    kind: 'none' as const,
+    outcome: failed({
+      connection,
+      error: `Stored access token is unreadable (${reason})`,
+      errorDetails: { class: 'token', reason },
+      nextAttemptAt: retryAt(c, failures),
+    }),
+  });
+  if (connection.expiresAt.getTime() - now().getTime() > s.minTokenValiditySeconds * 1000) {
+    try {
+      return {
+        kind: 'token',
+        accessToken: await deps.cipher.decrypt(
+          connection.storedAccessToken,
+          oauthTokenBinding(connection, 'access_token'),
+        ),
+      };
+    } catch (error) {
+      return unreadable(describeError(error));
+    }
+  }
+  const released = { kind: 'none' as const, outcome: { kind: 'released' as const, connection } };
+  const { region } = connection;
+  if ((c.tokensHeldUntil.get(region) ?? 0) > notAfter) return released;
+  const taken = await takeAccessToken(
+    {
+      db: deps.db,
+      lwa: deps.lwa,
+      cipher: deps.cipher,
+      logger: deps.logger,
+      now: () => now().getTime(),
+      sleep: deps.sleep ?? defaultSleep,
+      random: c.random,
+    },
+    {
+      ...REFRESH_OUTCOME_DEFAULTS,
+      minRemainingSeconds: s.minTokenValiditySeconds,
+      leaseSeconds: ON_DEMAND_LEASE_SECONDS,
+      pollIntervalMs: 250,
+      usableSeconds: 60,
+    },
+    { userId: connection.userId, region, recordUse: false, deadline: notAfter },
+  );
+  switch (taken.kind) {
+    case 'token':
+      if (taken.by === 'refreshed') c.tokensRefreshed += 1;
+      return { kind: 'token', accessToken: taken.accessToken };
+    case 'unreadable':
+      return unreadable(taken.error);
+    case 'reauth':
+      // Refresh was turned off (the grant is gone): its write-back flagged the accounts.
+      return {
+        kind: 'none',
+        outcome: failed({
+          connection,
+          error: REAUTH_MESSAGE,
+          errorDetails: { class: 'reauth' },
+          nextAttemptAt: retryAt(c, failures),
+        }),
+      };
+    case 'not-found':
+      // Disconnected meanwhile: nothing to sync (its write-back writes nothing for it).
+      return released;
+    case 'unavailable':
+      if (taken.reason === 'failed' && (taken.failure?.kind === 'transient' || taken.failure?.kind === 'malformed'))
+        return {
+          kind: 'none',
+          outcome: failed({
+            connection,
+            error: `token: the access token could not be refreshed (${taken.failure.kind}: ${taken.failure.reason})`,
+            errorDetails: { class: 'token', reason: `${taken.failure.kind}: ${taken.failure.reason}` },
+            nextAttemptAt: retryAt(c, failures, taken.retryAfterSeconds),
+          }),
+        };
+      // Login with Amazon's pace (a 429, the budget), a backoff, or another caller still
+      // refreshing: given back, the region's tokens left alone for a while in this run.
+      if (taken.reason === 'budget' || taken.failure?.kind === 'rate_limited')
+        holdRegion(c.tokensHeldUntil, region, now().getTime() + taken.retryAfterSeconds * 1000);
+      return released;
   }
 }
 

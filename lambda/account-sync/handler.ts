@@ -79,7 +79,7 @@ export async function handler(
         consumeBatch(event, 'account-sync', {
           work: (message) =>
             runAccountSync(
-              { db: c.db, ads: c.ads, cipher: c.cipher, ...runtime },
+              { db: c.db, ads: c.ads, lwa: c.lwa, cipher: c.cipher, ...runtime },
               { syncType: 'scheduled', given: message },
             ),
           remainingTimeMs: runtime.remainingTimeMs,
@@ -96,7 +96,7 @@ export async function handler(
   return runJobInvocation(
     SERVICE_NAMES.accountSync,
     context,
-    (c, runtime) => runAccountSync({ db: c.db, ads: c.ads, cipher: c.cipher, ...runtime }, request),
+    (c, runtime) => runAccountSync({ db: c.db, ads: c.ads, lwa: c.lwa, cipher: c.cipher, ...runtime }, request),
     { syncType: request.syncType },
   );
 }

@@ -9,7 +9,7 @@ import {
 import { AMAZON_REGIONS as REGIONS, LWA_CONSENT_URLS, regionalUrl } from '../shared/amazon/regions';
 import { DeadlineExceededError } from '../shared/backoff';
 import type { AppLogger } from '../shared/logger';
-import type { TokenCipher } from '../shared/token-crypto';
+import { oauthTokenBinding, type TokenBinding, type TokenCipher } from '../shared/token-crypto';
 import { decodeCursor, encodeCursor, Listing } from './cursor';
 import {
   ApiProblem,
@@ -273,7 +273,7 @@ export function createAccountsApi(deps: AccountsApiDeps): (event: ApiRequestEven
         region,
         redirectUri,
         stateDigest: digest(state),
-        encryptedCodeVerifier: cipher.encrypt(verifier),
+        encryptedCodeVerifier: cipher.encrypt(verifier, verifierBinding(caller.userId, region)),
         ttlSeconds: sessionTtlSeconds,
       },
       sessionLimit,
@@ -329,7 +329,7 @@ export function createAccountsApi(deps: AccountsApiDeps): (event: ApiRequestEven
         region,
         code,
         redirectUri: claim.redirectUri,
-        codeVerifier: cipher.decrypt(claim.codeVerifier),
+        codeVerifier: await cipher.decrypt(claim.codeVerifier, verifierBinding(caller.userId, region)),
         maxWaitMs: amazonMaxWaitMs,
       });
     } catch (error) {
@@ -355,8 +355,8 @@ export function createAccountsApi(deps: AccountsApiDeps): (event: ApiRequestEven
     const connection = await store.connect(
       caller,
       region,
-      cipher.encrypt(tokens.accessToken),
-      cipher.encrypt(tokens.refreshToken),
+      cipher.encrypt(tokens.accessToken, oauthTokenBinding({ userId: caller.userId, region }, 'access_token')),
+      cipher.encrypt(tokens.refreshToken, oauthTokenBinding({ userId: caller.userId, region }, 'refresh_token')),
       expiresAt,
     );
     await startSync(caller.userId, [region], 'first');
@@ -490,3 +490,8 @@ function stringField(body: Record<string, unknown>, name: string): string | unde
 }
 
 export type { AmazonRegion };
+
+/** Where a connect session's PKCE verifier lives (connect_sessions.code_verifier of the caller's session). */
+function verifierBinding(userId: string, region: string): TokenBinding {
+  return { table: 'connect_sessions', userId, region, column: 'code_verifier' };
+}

@@ -22,6 +22,8 @@ export interface DispatcherConfig {
   readonly requestsPerSecond: number;
   /** The token refresh's used-within window. @default - every connection */
   readonly usedWithinSeconds?: number;
+  /** The token refresh's window (from its schedule). @default - the core's */
+  readonly windowSeconds?: number;
 }
 
 const schema = z.object({
@@ -33,6 +35,7 @@ const schema = z.object({
   [DISPATCHER_ENV.queueUrl]: z.string().check(z.url('not a URL')),
   [DISPATCHER_ENV.requestsPerSecond]: z.string().check(z.regex(/^\d+(\.\d+)?$/, 'not a rate')),
   [JOB_ENV.proactiveRefreshUsedWithinSeconds]: z.optional(z.string().check(z.regex(/^[1-9][0-9]*$/, 'not seconds'))),
+  [JOB_ENV.proactiveRefreshWindowSeconds]: z.optional(z.string().check(z.regex(/^[1-9][0-9]*$/, 'not seconds'))),
 });
 
 /** Reads and validates a dispatcher's configuration; one ConfigError names every problem, never a value. */
@@ -41,7 +44,7 @@ export function readDispatcherConfig(
 ): DispatcherConfig {
   const picked: Record<string, string | undefined> = {};
   for (const name of Object.keys(schema.shape)) picked[name] = env[name]?.trim() || undefined;
-  const optional: string[] = [JOB_ENV.proactiveRefreshUsedWithinSeconds];
+  const optional: string[] = [JOB_ENV.proactiveRefreshUsedWithinSeconds, JOB_ENV.proactiveRefreshWindowSeconds];
   const missing = Object.keys(schema.shape).filter((n) => !optional.includes(n) && picked[n] === undefined);
   const result = schema.safeParse(picked);
   if (!result.success || missing.length > 0) {
@@ -54,6 +57,7 @@ export function readDispatcherConfig(
   }
   const v = result.data;
   const usedWithin = v[JOB_ENV.proactiveRefreshUsedWithinSeconds];
+  const window = v[JOB_ENV.proactiveRefreshWindowSeconds];
   return {
     environment: v[JOB_ENV.environment],
     clusterArn: v[JOB_ENV.clusterArn],
@@ -63,5 +67,6 @@ export function readDispatcherConfig(
     queueUrl: v[DISPATCHER_ENV.queueUrl],
     requestsPerSecond: Number(v[DISPATCHER_ENV.requestsPerSecond]),
     ...(usedWithin === undefined ? {} : { usedWithinSeconds: Number(usedWithin) }),
+    ...(window === undefined ? {} : { windowSeconds: Number(window) }),
   };
 }

@@ -35,7 +35,10 @@ function build(): DispatcherContainer {
   return {
     selection:
       config.job === 'token-refresh'
-        ? tokenRefreshSelection(db, { usedWithinSeconds: config.usedWithinSeconds })
+        ? tokenRefreshSelection(db, {
+            usedWithinSeconds: config.usedWithinSeconds,
+            windowSeconds: config.windowSeconds,
+          })
         : accountSyncSelection(db),
     queue: sqsQueueSender(new SQSClient({}), config.queueUrl),
     maxIds: dispatchCap(config.requestsPerSecond, DISPATCH_MARK_SECONDS[config.job]),

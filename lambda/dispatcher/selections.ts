@@ -21,12 +21,12 @@ async function pausedRegions(db: Database, endpoint: AmazonEndpoint): Promise<Am
 }
 
 /**
- * The token refresh's due tokens, on the claim's conditions (the default window, the used-within
- * window when the environment sets one), marked for DISPATCH_MARK_SECONDS.
+ * The token refresh's due tokens, on the claim's conditions (the window from the schedule and
+ * the used-within window when the environment sets them), marked for DISPATCH_MARK_SECONDS.
  */
 export function tokenRefreshSelection(
   db: Database,
-  o: { readonly usedWithinSeconds?: number; readonly markSeconds?: number } = {},
+  o: { readonly usedWithinSeconds?: number; readonly windowSeconds?: number; readonly markSeconds?: number } = {},
 ): DispatchSelection {
   return {
     job: 'token-refresh',
@@ -35,7 +35,7 @@ export function tokenRefreshSelection(
         dispatchId,
         limit,
         markSeconds: o.markSeconds ?? DISPATCH_MARK_SECONDS['token-refresh'],
-        windowSeconds: TOKEN_REFRESH_WINDOW_SECONDS,
+        windowSeconds: o.windowSeconds ?? TOKEN_REFRESH_WINDOW_SECONDS,
         pausedRegions: await pausedRegions(db, 'lwa'),
         usedWithinSeconds: o.usedWithinSeconds,
       }),

@@ -1,5 +1,5 @@
 import * as z from './validation';
-import { parseTokenKey, TokenKeyError } from './token-crypto';
+import { TokenKeyError, TokenKeyRing } from './token-crypto';
 
 /**
  * The jobs' configuration, read from the environment in one place and validated at start-up.
@@ -24,11 +24,18 @@ export const JOB_ENV = {
    * seconds (unset: every connection). Also read by `npm run job`.
    */
   proactiveRefreshUsedWithinSeconds: 'PROACTIVE_REFRESH_USED_WITHIN_SECONDS',
+  /**
+   * Optional, token refresh (and its dispatcher) only: tokens expiring within this many seconds
+   * are due. The stack derives it from the token refresh's schedule in cdk.json (window.ts);
+   * unset, the default for the 5-minute schedule.
+   */
+  proactiveRefreshWindowSeconds: 'PROACTIVE_REFRESH_WINDOW_SECONDS',
 } as const;
 
 /** The variables of `JOB_ENV` a job may run without. */
 const OPTIONAL_JOB_ENV: readonly string[] = [
   JOB_ENV.proactiveRefreshUsedWithinSeconds,
+  JOB_ENV.proactiveRefreshWindowSeconds,
   JOB_ENV.lwaRequestsPerSecond,
   JOB_ENV.adsRequestsPerSecond,
 ];
@@ -81,6 +88,8 @@ export interface JobConfig {
   readonly amazonLimits: AmazonLimits;
   /** Proactive refresh covers connections used within this many seconds. @default - every connection */
   readonly proactiveRefreshUsedWithinSeconds?: number;
+  /** Tokens expiring within this many seconds are due (the stack's, from the schedule). @default - the core's */
+  readonly proactiveRefreshWindowSeconds?: number;
 }
 
 /** Requests per second per region, all invocations together (the shared budgets' ceilings). */
@@ -128,6 +137,7 @@ const jobSchema = z.object({
   [JOB_ENV.lwaRequestsPerSecond]: z.optional(requestsPerSecond),
   [JOB_ENV.adsRequestsPerSecond]: z.optional(requestsPerSecond),
   [JOB_ENV.proactiveRefreshUsedWithinSeconds]: z.optional(seconds),
+  [JOB_ENV.proactiveRefreshWindowSeconds]: z.optional(seconds),
 });
 
 function optionalSeconds(value: string | undefined): number | undefined {
@@ -150,6 +160,7 @@ export function readJobConfig(env: Readonly<Record<string, string | undefined>> 
     tokenKeySecretArn: values[JOB_ENV.tokenKeySecretArn],
     amazonLimits: amazonLimits(values),
     proactiveRefreshUsedWithinSeconds: optionalSeconds(values[JOB_ENV.proactiveRefreshUsedWithinSeconds]),
+    proactiveRefreshWindowSeconds: optionalSeconds(values[JOB_ENV.proactiveRefreshWindowSeconds]),
   };
 }
 
@@ -205,8 +216,8 @@ export interface LocalJobConfig {
   readonly adsApiUrl: string | undefined;
   readonly lwaClientId: string;
   readonly lwaClientSecret: string;
-  /** The decoded 32-byte token encryption key. */
-  readonly tokenKey: Buffer;
+  /** The token key ring: TOKEN_ENCRYPTION_KEY holds the ring's JSON or one base64 key (docs/token-encryption.md). */
+  readonly tokenKeys: TokenKeyRing;
   /** Amazon's rate limits (the shared request budgets' ceilings); absent ones take the defaults. */
   readonly amazonLimits: AmazonLimits;
   /** `PROACTIVE_REFRESH_USED_WITHIN_SECONDS`, as in AWS. @default - every connection */
@@ -234,26 +245,50 @@ export function readLocalJobConfig(env: Readonly<Record<string, string | undefin
     LOCAL_JOB_ENV.lwaClientSecret,
     LOCAL_JOB_ENV.tokenEncryptionKey,
   ];
-  const values = validate(localSchema, env, required, (v) => {
-    const key = v[LOCAL_JOB_ENV.tokenEncryptionKey];
-    if (key === undefined) return [];
-    try {
-      parseTokenKey(key);
-      return [];
-    } catch (error) {
-      return [`${LOCAL_JOB_ENV.tokenEncryptionKey}: ${error instanceof TokenKeyError ? error.message : 'unreadable'}`];
-    }
-  });
+  const values = validate(localSchema, env, required, (v) => keyRingProblems(v[LOCAL_JOB_ENV.tokenEncryptionKey]));
   return {
     databaseUrl: values[LOCAL_JOB_ENV.databaseUrl],
     lwaTokenUrl: values[LOCAL_JOB_ENV.lwaTokenUrl],
     adsApiUrl: values[LOCAL_JOB_ENV.adsApiUrl],
     lwaClientId: values[LOCAL_JOB_ENV.lwaClientId],
     lwaClientSecret: values[LOCAL_JOB_ENV.lwaClientSecret],
-    tokenKey: parseTokenKey(values[LOCAL_JOB_ENV.tokenEncryptionKey]),
+    tokenKeys: TokenKeyRing.parse(values[LOCAL_JOB_ENV.tokenEncryptionKey]),
     amazonLimits: amazonLimits(values),
     proactiveRefreshUsedWithinSeconds: optionalSeconds(values[JOB_ENV.proactiveRefreshUsedWithinSeconds]),
   };
+}
+
+/** `npm run job -- reencrypt-tokens`: the database and the key ring, nothing of Amazon. */
+export interface LocalReencryptionConfig {
+  readonly databaseUrl: string;
+  readonly tokenKeys: TokenKeyRing;
+}
+
+/** Reads and validates DATABASE_URL and TOKEN_ENCRYPTION_KEY (the ring's JSON or one base64 key). */
+export function readLocalReencryptionConfig(
+  env: Readonly<Record<string, string | undefined>> = process.env,
+): LocalReencryptionConfig {
+  const schema = z.object({
+    [LOCAL_JOB_ENV.databaseUrl]: localSchema.shape[LOCAL_JOB_ENV.databaseUrl],
+    [LOCAL_JOB_ENV.tokenEncryptionKey]: localSchema.shape[LOCAL_JOB_ENV.tokenEncryptionKey],
+  });
+  const values = validate(schema, env, [LOCAL_JOB_ENV.databaseUrl, LOCAL_JOB_ENV.tokenEncryptionKey], (v) =>
+    keyRingProblems(v[LOCAL_JOB_ENV.tokenEncryptionKey]),
+  );
+  return {
+    databaseUrl: values[LOCAL_JOB_ENV.databaseUrl],
+    tokenKeys: TokenKeyRing.parse(values[LOCAL_JOB_ENV.tokenEncryptionKey]),
+  };
+}
+
+function keyRingProblems(text: string | undefined): string[] {
+  if (text === undefined) return [];
+  try {
+    TokenKeyRing.parse(text);
+    return [];
+  } catch (error) {
+    return [`${LOCAL_JOB_ENV.tokenEncryptionKey}: ${error instanceof TokenKeyError ? error.message : 'unreadable'}`];
+  }
 }
 
 /**

@@ -2,7 +2,7 @@ import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-sec
 import * as z from './validation';
 import type { JobConfig } from './config';
 import type { LwaCredentialsProvider } from './amazon/lwa-client';
-import { RingTokenCipher, TokenCipher, TokenKeyRing, parseTokenKey } from './token-crypto';
+import { TokenCipher, TokenKeyRing } from './token-crypto';
 
 /** A secret is unreadable or malformed. Names the secret, never its value. */
 export class SecretError extends Error {
@@ -110,8 +110,8 @@ const lwaClientSchema = z.object({
 export interface JobSecrets {
   readonly lwaClientId: string;
   readonly lwaClientSecret: string;
-  /** The decoded 32-byte token encryption key. */
-  readonly tokenKey: Buffer;
+  /** The token key ring (docs/token-encryption.md). */
+  readonly tokenKeys: TokenKeyRing;
 }
 
 /**
@@ -128,27 +128,6 @@ export function lwaCredentialsFromSecret(cache: SecretsCache, secretArn: string)
   };
 }
 
-/**
- * The token cipher for the token key secret as it is now: read through the cache (time to
- * live), rebuilt only when the key changed, so a replaced key is used without a cold start.
- */
-export function tokenCipherFromSecret(cache: SecretsCache, secretArn: string): () => Promise<TokenCipher> {
-  let current: { text: string; cipher: TokenCipher } | undefined;
-  return async () => {
-    const text = await cache.getString(secretArn);
-    if (current?.text !== text) {
-      let key: Buffer;
-      try {
-        key = parseTokenKey(text);
-      } catch (error) {
-        throw new SecretError(secretArn, (error as Error).message, { cause: error });
-      }
-      current = { text, cipher: new TokenCipher(key) };
-    }
-    return current.cipher;
-  };
-}
-
 /** The key ring from the secret's text; a malformed one is a SecretError naming the secret, never a key. */
 export function parseKeyRingSecret(secretArn: string, text: string): TokenKeyRing {
   try {
@@ -161,9 +140,9 @@ export function parseKeyRingSecret(secretArn: string, text: string): TokenKeyRin
 /** The token key ring's cipher as the secret is now, and the same read fresh. */
 export interface KeyRingSource {
   /** Through the cache (time to live); rebuilt only when the secret's text changed. */
-  (): Promise<RingTokenCipher>;
+  (): Promise<TokenCipher>;
   /** Reads the secret again now (what the re-encryption starts from). */
-  fresh(): Promise<RingTokenCipher>;
+  fresh(): Promise<TokenCipher>;
 }
 
 /**
@@ -173,11 +152,11 @@ export interface KeyRingSource {
  * its ring lacks, before that value counts as unreadable.
  */
 export function keyRingFromSecret(cache: SecretsCache, secretArn: string): KeyRingSource {
-  let current: { text: string; cipher: RingTokenCipher } | undefined;
+  let current: { text: string; cipher: TokenCipher } | undefined;
   const reload = async () => parseKeyRingSecret(secretArn, await cache.refresh(secretArn));
   const build = (text: string) => {
     if (current?.text !== text)
-      current = { text, cipher: new RingTokenCipher(parseKeyRingSecret(secretArn, text), reload) };
+      current = { text, cipher: new TokenCipher(parseKeyRingSecret(secretArn, text), reload) };
     return current.cipher;
   };
   const source = async () => build(await cache.getString(secretArn));
@@ -185,7 +164,10 @@ export function keyRingFromSecret(cache: SecretsCache, secretArn: string): KeyRi
   return source;
 }
 
-/** Reads (through the cache) and validates the LWA client and the token key. */
+/** The token key ring's cipher through the cache (see {@link keyRingFromSecret}). */
+export const tokenCipherFromSecret = keyRingFromSecret;
+
+/** Reads (through the cache) and validates the LWA client and the token key ring. */
 export async function loadJobSecrets(
   config: Pick<JobConfig, 'lwaClientSecretArn' | 'tokenKeySecretArn'>,
   cache: SecretsCache,
@@ -194,11 +176,6 @@ export async function loadJobSecrets(
     cache.getJson(config.lwaClientSecretArn, lwaClientSchema),
     cache.getString(config.tokenKeySecretArn),
   ]);
-  let tokenKey: Buffer;
-  try {
-    tokenKey = parseTokenKey(keyText);
-  } catch (error) {
-    throw new SecretError(config.tokenKeySecretArn, (error as Error).message, { cause: error });
-  }
-  return { lwaClientId: lwa.clientId, lwaClientSecret: lwa.clientSecret, tokenKey };
+  const tokenKeys = parseKeyRingSecret(config.tokenKeySecretArn, keyText);
+  return { lwaClientId: lwa.clientId, lwaClientSecret: lwa.clientSecret, tokenKeys };
 }

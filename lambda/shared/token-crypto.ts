@@ -65,6 +65,14 @@ export interface TokenBinding {
   readonly column: TokenColumn;
 }
 
+/** Where a connection's token lives: its oauth_tokens row (user and region) and column. */
+export function oauthTokenBinding(
+  connection: { readonly userId: string; readonly region: string },
+  column: 'access_token' | 'refresh_token',
+): TokenBinding {
+  return { table: 'oauth_tokens', userId: connection.userId, region: connection.region, column };
+}
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /**
@@ -313,7 +321,7 @@ export type TokenKeyRingReload = () => Promise<TokenKeyRing>;
  * concurrent callers) before failing: a key added and used elsewhere is picked up before the
  * cache's time to live has passed.
  */
-export class RingTokenCipher {
+export class TokenCipher {
   private ringNow: TokenKeyRing;
   private readonly reloads = new Map<string, Promise<TokenKeyRing | undefined>>();
 
@@ -325,8 +333,8 @@ export class RingTokenCipher {
   }
 
   /** Builds a cipher from the key secret's text: a JSON ring, or one base64 key. */
-  static fromBase64(text: string): RingTokenCipher {
-    return new RingTokenCipher(TokenKeyRing.parse(text));
+  static fromBase64(text: string): TokenCipher {
+    return new TokenCipher(TokenKeyRing.parse(text));
   }
 
   /** The ring as it is now (after any re-read). */
@@ -371,33 +379,6 @@ export class RingTokenCipher {
   /** Whether a stored value is already `enc:v2` under the current key (nothing to re-encrypt). */
   isCurrent(stored: string): boolean {
     return this.ringNow.isCurrent(stored);
-  }
-}
-
-/** The single key bound once, writing `enc:v1` (the call sites move to {@link RingTokenCipher}). */
-export class TokenCipher {
-  constructor(private readonly key: Buffer) {
-    checkKey(key);
-  }
-
-  deriveKey(purpose: string): Buffer {
-    return TokenKeyRing.single(this.key).deriveKey(purpose);
-  }
-
-  static fromBase64(base64: string): TokenCipher {
-    return new TokenCipher(parseTokenKey(base64));
-  }
-
-  encrypt(plaintext: string): string {
-    return encryptToken(plaintext, this.key);
-  }
-
-  decrypt(stored: string): string {
-    return decryptToken(stored, this.key);
-  }
-
-  isEncrypted(stored: string): boolean {
-    return isEncrypted(stored);
   }
 }
 

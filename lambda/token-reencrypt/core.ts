@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Database } from '../shared/db';
 import { METRIC_NAMES, REENCRYPTION_METRICS } from '../shared/jobs/metrics';
 import { addCounts, describeError, type JobRuntime } from '../shared/jobs/runtime';
-import type { RingTokenCipher, TokenBinding } from '../shared/token-crypto';
+import type { TokenCipher, TokenBinding } from '../shared/token-crypto';
 import {
   claimStaleConnections,
   countKeyUsage,
@@ -43,7 +43,7 @@ export interface ReencryptionSettings {
 export interface TokenReencryptionDeps extends JobRuntime {
   readonly db: Database;
   /** The key ring as it is in the secret now (read fresh for this run). */
-  readonly cipher: RingTokenCipher;
+  readonly cipher: TokenCipher;
   readonly settings?: ReencryptionSettings;
   /** @default setTimeout */
   readonly sleep?: (ms: number) => Promise<void>;
@@ -174,7 +174,7 @@ function binding(c: StaleConnection, column: 'access_token' | 'refresh_token'): 
 }
 
 /** The value as `enc:v2` under the current key (a current one is kept as it is). */
-async function rewrite(cipher: RingTokenCipher, stored: string, b: TokenBinding): Promise<string> {
+async function rewrite(cipher: TokenCipher, stored: string, b: TokenBinding): Promise<string> {
   if (cipher.isCurrent(stored)) {
     await cipher.decrypt(stored, b); // still proves it belongs here
     return stored;

@@ -34,9 +34,6 @@ export interface ClaimStaleOptions {
   readonly maxTokenChars?: number;
 }
 
-/** A value's SQL test: is it `enc:v2` under the current key? (left(), not LIKE: a key id may hold `_`.) */
-const current = (column: string) => `left(${column}, length(:prefix)) = :prefix`;
-
 /**
  * Leases the next connections (by id, after `afterId`) holding a value that is not current,
  * skipping any another writer holds (a live lease, or a row locked right now), and returns
@@ -53,7 +50,8 @@ export async function claimStaleConnections(db: Database, o: ClaimStaleOptions):
     `WITH stale AS (
        SELECT id, length(access_token) + length(refresh_token) AS chars FROM oauth_tokens
         WHERE (:afterId::uuid IS NULL OR id > :afterId::uuid)
-          AND NOT (${current('access_token')} AND ${current('refresh_token')})
+          -- Not both enc:v2 under the current key (left(), not LIKE: a key id may hold an underscore).
+          AND NOT (left(access_token, length(:prefix)) = :prefix AND left(refresh_token, length(:prefix)) = :prefix)
           AND (refresh_lease_expires_at IS NULL OR refresh_lease_expires_at < now())
         ORDER BY id
         LIMIT :limit
@@ -195,7 +193,7 @@ export async function countKeyUsage(db: Database, currentKeyId: string): Promise
      SELECT kind, key_id, count(*)::int AS n FROM classified GROUP BY kind, key_id
      UNION ALL
      SELECT 'stale', NULL, count(*)::int FROM oauth_tokens
-      WHERE NOT (${current('access_token')} AND ${current('refresh_token')})`,
+      WHERE NOT (left(access_token, length(:prefix)) = :prefix AND left(refresh_token, length(:prefix)) = :prefix)`,
     { prefix: `enc:v2:${currentKeyId}:` },
   );
   const v2: Record<string, number> = {};

@@ -23,9 +23,18 @@ import {
 
 /** The SQS client that sends unstarted fan-out messages back (built on first use, once per container). */
 let sqs: SQSClient | undefined;
-/** The settings the stack gives this function: the used-within window, when the environment sets one. */
+/**
+ * The settings the stack gives this function: the refresh window (derived from the schedule in
+ * cdk.json) and the used-within window, when the environment sets them.
+ */
 function settings(): TokenRefreshSettings {
-  return { usedWithinSeconds: jobConfig().proactiveRefreshUsedWithinSeconds };
+  const config = jobConfig();
+  return {
+    usedWithinSeconds: config.proactiveRefreshUsedWithinSeconds,
+    ...(config.proactiveRefreshWindowSeconds === undefined
+      ? {}
+      : { windowSeconds: config.proactiveRefreshWindowSeconds }),
+  };
 }
 
 /**

@@ -1,11 +1,10 @@
-import { randomUUID, timingSafeEqual } from 'node:crypto';
-import { AmazonFailure, classifyAmazonError } from '../shared/amazon/failure';
+import { timingSafeEqual } from 'node:crypto';
+import type { AmazonFailure } from '../shared/amazon/failure';
 import { AMAZON_REGIONS as REGIONS, type AmazonRegion } from '../shared/amazon/regions';
-import { DeadlineExceededError, sleep as defaultSleep } from '../shared/backoff';
+import { sleep as defaultSleep } from '../shared/backoff';
 import type { Database } from '../shared/db/port';
-import { describeError } from '../shared/jobs/runtime';
 import type { AppLogger } from '../shared/logger';
-import { isEncrypted, TokenCipher } from '../shared/token-crypto';
+import type { TokenCipher } from '../shared/token-crypto';
 import {
   ApiProblem,
   ApiRequestEvent,
@@ -18,15 +17,10 @@ import {
   problems,
 } from '../shared/http';
 import type { TokenRefresher } from '../token-refresh/core';
-import {
-  needsReauthorisation,
-  REFRESH_OUTCOME_DEFAULTS,
-  refreshFailureOutcome,
-  unreadableTokenOutcome,
-} from '../token-refresh/outcome';
-import { saveResults, TokenResult } from '../token-refresh/store';
+import { REFRESH_OUTCOME_DEFAULTS } from '../token-refresh/outcome';
+import { takeAccessToken, UnavailableReason } from '../token-refresh/on-demand';
+import { ON_DEMAND_FRESH_SECONDS } from '../token-refresh/window';
 import { TOKEN_ROUTE, TOKEN_ROUTE_PATH } from './route';
-import { ConnectionState, readConnection, useConnection } from './store';
 
 /**
  * Fresh access tokens on demand for the product's servers: `POST /internal/v1/access-tokens`
@@ -34,11 +28,12 @@ import { ConnectionState, readConnection, useConnection } from './store';
  *
  * - A stored token with more than five minutes left is returned as it is.
  * - Otherwise it is refreshed at once under the connection's refresh lease, the lease the
- *   scheduled token refresh takes too, and only when the connection is not backing off after a
- *   failure (`next_refresh_attempt_at`, as the job's claim): of concurrent requests (and the
- *   job) one refreshes, the others poll the row until the winner's write-back (or until the
- *   wait deadline, well under API Gateway's 30 s). A holder that died leaves a lease that
- *   expires; a waiter then takes it over.
+ *   scheduled token refresh and the account sync take too, and only when the connection is not
+ *   backing off after a failure (`next_refresh_attempt_at`, as the job's claim): of concurrent
+ *   requests (and the jobs) one refreshes, the others poll the row until the winner's
+ *   write-back (or until the wait deadline, well under API Gateway's 30 s). A holder that died
+ *   leaves a lease that expires; a waiter then takes it over. The one single-flight path of
+ *   the route and the account sync: lambda/token-refresh/on-demand.ts.
  * - The route serves what it has: when the refresh fails (other than a revoked grant), is
  *   backing off, or cannot be waited for, a stored token still valid for at least a minute is
  *   returned (`refreshed: false`); only without one is the answer 502/503.
@@ -103,7 +98,7 @@ export interface TokenRouteDeps {
 }
 
 const DEFAULTS = {
-  minRemainingSeconds: 300,
+  minRemainingSeconds: ON_DEMAND_FRESH_SECONDS,
   leaseSeconds: 30,
   waitDeadlineMs: 20_000,
   pollIntervalMs: 250,
@@ -190,141 +185,55 @@ export function createTokenRoute(deps: TokenRouteDeps): (event: ApiRequestEvent)
 
   /** The token to answer with: stored, refreshed here, or refreshed by whoever held the lease. */
   async function serve(userId: string, region: AmazonRegion): Promise<Served> {
-    const owner = randomUUID();
-    const deadline = now() + s.waitDeadlineMs;
-    const options = { userId, region, owner, minRemainingSeconds: s.minRemainingSeconds, leaseSeconds: s.leaseSeconds };
-    const found = (state: ConnectionState | undefined): Read => {
-      if (!state) throw problems.notFound(`No Amazon connection in ${region} for this user.`);
-      return { state, at: now() };
-    };
-    let read = found(await useConnection(deps.db, options));
-    let waited = false;
-    for (;;) {
-      const { state } = read;
-      if (!state.refreshEnabled) throw reauthRequired(region);
-      if (state.fresh) return stored(state, waited);
-      if (state.claimed) return refresh(read, deadline, owner);
-      if (state.retryInSeconds !== null && state.lease !== 'held') {
-        // Backing off after a failure (this route's, another request's or the job's): nobody
-        // calls Amazon for it until then. Serve what is stored while it is usable.
-        return storedOr(read, () =>
-          unavailable('The refresh of this connection failed recently; try again later.', state.retryInSeconds!),
-        );
-      }
-      if (state.lease !== 'held') {
-        // The holder died (its lease ran out) or let go without a result: take over.
-        if (now() > deadline) return storedOr(read, () => unavailable('Try again shortly.', 2));
-        read = found(await useConnection(deps.db, options));
-        continue;
-      }
-      // Another request or the scheduled refresh is refreshing it: wait for its write-back.
-      if (now() + s.pollIntervalMs > deadline)
-        return storedOr(read, () =>
-          unavailable('The connection is being refreshed by another run; try again shortly.', 2),
-        );
-      await sleep(s.pollIntervalMs);
-      waited = true;
-      read = found(await readConnection(deps.db, options));
-    }
-  }
-
-  /** The stored token while it has at least `usableSeconds` left (counted from its read), else `otherwise`'s problem. */
-  function storedOr(read: Read, otherwise: () => ApiProblem): Served {
-    const left = read.state.remainingSeconds - (now() - read.at) / 1000;
-    if (left >= s.usableSeconds) return stored(read.state, false);
-    throw otherwise();
-  }
-
-  function stored(state: ConnectionState, refreshed: boolean): Served {
-    let accessToken: string;
-    try {
-      accessToken = deps.cipher.decrypt(state.storedAccessToken);
-    } catch (error) {
-      deps.logger.error('Stored access token is unreadable', {
-        tokenId: state.id,
-        userId: state.userId,
-        error: describeError(error),
-      });
-      throw problems.internal();
-    }
-    return { accessToken, expiresAt: state.expiresAt, region: state.region, refreshed };
-  }
-
-  /** Refreshes under this request's lease and writes the result back (releasing the lease). */
-  async function refresh(read: Read, deadline: number, owner: string): Promise<Served> {
-    const token = read.state.claimed!;
-    const clock = () => ({ now: new Date(now()), random });
-    const write = async (result: TokenResult) => {
-      const { rejected } = await saveResults(deps.db, owner, [result]);
-      for (const r of rejected)
-        deps.logger.error('Token result refused by the database; its lease was given back', {
-          tokenId: r.token.id,
-          userId: r.token.userId,
-          error: r.error,
-        });
-    };
-    let refreshToken: string;
-    try {
-      refreshToken = deps.cipher.decrypt(token.storedRefreshToken);
-    } catch (error) {
-      await write(unreadableTokenOutcome(token, describeError(error), s, clock()));
-      throw reauthRequired(token.region);
-    }
-    const requestedAt = now();
-    try {
-      const tokens = await deps.lwa.refresh({
-        itemId: token.id,
-        region: token.region,
-        refreshToken,
-        maxWaitMs: Math.max(0, deadline - now()),
-      });
-      const expiresAt = new Date(requestedAt + tokens.expiresInSeconds * 1000);
-      await write({
-        kind: 'success',
-        result: {
-          token,
-          accessToken: deps.cipher.encrypt(tokens.accessToken),
-          refreshToken:
-            tokens.refreshToken !== undefined || !isEncrypted(token.storedRefreshToken)
-              ? deps.cipher.encrypt(tokens.refreshToken ?? refreshToken)
-              : token.storedRefreshToken,
-          expiresAt,
-        },
-      });
-      return { accessToken: tokens.accessToken, expiresAt, region: token.region, refreshed: true };
-    } catch (error) {
-      if (error instanceof ApiProblem) throw error;
-      if (error instanceof DeadlineExceededError) {
-        // The shared budget (a pause after a 429, or the rate) would have made us wait too long.
-        await write({ kind: 'released', token });
-        return storedOr(read, () =>
-          unavailable("Amazon's request budget for this region is used up; try again shortly.", 2),
-        );
-      }
-      const f = classifyAmazonError(error);
-      const outcome = refreshFailureOutcome(token, f, s, clock());
-      if (f.kind === 'permanent' && f.code !== 'invalid_grant')
-        deps.logger.error("Login with Amazon refused the application's request", {
-          tokenId: token.id,
-          amazonError: f.code,
-        });
-      else if (f.kind !== 'permanent')
-        deps.logger.warn('Token refresh on demand failed', {
-          tokenId: token.id,
-          region: token.region,
-          error: outcome.kind === 'failure' ? outcome.result.error : f.kind,
-        });
-      await write(outcome);
-      if (needsReauthorisation(outcome)) throw reauthRequired(token.region);
-      return storedOr(read, () => problemFor(f, token.region));
+    const taken = await takeAccessToken(
+      { db: deps.db, lwa: deps.lwa, cipher: deps.cipher, logger: deps.logger, now, sleep, random },
+      s,
+      {
+        userId,
+        region,
+        recordUse: true,
+        deadline: now() + s.waitDeadlineMs,
+      },
+    );
+    switch (taken.kind) {
+      case 'token':
+        return {
+          accessToken: taken.accessToken,
+          expiresAt: taken.expiresAt,
+          region: taken.region,
+          refreshed: taken.by !== 'stored',
+        };
+      case 'not-found':
+        throw problems.notFound(`No Amazon connection in ${region} for this user.`);
+      case 'reauth':
+        throw reauthRequired(taken.region);
+      case 'unreadable':
+        throw problems.internal();
+      case 'unavailable':
+        throw unavailableProblem(taken.reason, taken.retryAfterSeconds, taken.failure, region);
     }
   }
 }
 
-/** A connection as read, and when (this function's clock), to count down what its token has left. */
-interface Read {
-  readonly state: ConnectionState;
-  readonly at: number;
+/** The answer when no token could be had. */
+function unavailableProblem(
+  reason: UnavailableReason,
+  retryAfterSeconds: number,
+  failure: AmazonFailure | undefined,
+  region: AmazonRegion,
+): ApiProblem {
+  switch (reason) {
+    case 'backing-off':
+      return unavailable('The refresh of this connection failed recently; try again later.', retryAfterSeconds);
+    case 'taking-over':
+      return unavailable('Try again shortly.', 2);
+    case 'held':
+      return unavailable('The connection is being refreshed by another run; try again shortly.', 2);
+    case 'budget':
+      return unavailable("Amazon's request budget for this region is used up; try again shortly.", 2);
+    case 'failed':
+      return problemFor(failure!, region);
+  }
 }
 
 function problemFor(f: AmazonFailure, region: AmazonRegion): ApiProblem {

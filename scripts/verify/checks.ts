@@ -103,6 +103,7 @@ export async function verifyDeploy(clients: VerifyClients, options: VerifyOption
   record(await checkSchemaVersion(dataApi, outputs));
   record(await checkJob(clients, 'token-refresh', outputs.TokenRefreshFunctionName, describeTokenRefresh));
   record(await checkJob(clients, 'account-sync', outputs.AccountSyncFunctionName, describeAccountSync));
+  record(await checkTokenKeys(clients, outputs));
   record(await checkApiHealth(clients.fetch ?? fetch, outputs));
   record(await checkAlarmDelivery(clients, outputs, sleep, now, options));
   if (options.rotate === false) {
@@ -276,6 +277,76 @@ const describeTokenRefresh = (p: Record<string, unknown>) => {
 };
 const describeAccountSync = (p: Record<string, unknown>) =>
   `${String(p.due)} users due now, ${String(p.waitingForTokenRefresh)} waiting for a token refresh, ${String(p.accountsToFlagForReauth)} accounts to flag for re-authorisation`;
+
+/** What the token keys' function answers to `{"action": "usage"}` (lambda/token-reencrypt/keys.ts). */
+interface KeyUsageAnswer {
+  readonly currentKeyId: string;
+  readonly byKey: Record<string, number>;
+  readonly unknownKeys: Record<string, number>;
+  readonly v1: number;
+  readonly plaintext: number;
+  readonly connectionsToReencrypt: number;
+}
+
+/**
+ * How many stored token values use each key of the ring (the token keys' function's usage
+ * report, TokenKeysFunctionName): passes with the counts; fails when values name a key the
+ * ring lacks (they cannot be read). Skipped for a stack without the function.
+ */
+async function checkTokenKeys(clients: VerifyClients, outputs: Outputs): Promise<CheckResult> {
+  const name = 'token keys';
+  const functionName = outputs.TokenKeysFunctionName;
+  if (!functionName) return { name, status: 'skip', detail: 'skipped: no TokenKeysFunctionName output in this stack' };
+  const logs = `the function's log group /aws/lambda/${functionName}`;
+  let response;
+  try {
+    response = await clients.lambda.send(
+      new InvokeCommand({
+        FunctionName: functionName,
+        InvocationType: 'RequestResponse',
+        Payload: new TextEncoder().encode(JSON.stringify({ action: 'usage' })),
+      }),
+    );
+  } catch (error) {
+    return {
+      name,
+      status: 'fail',
+      detail: `could not invoke ${functionName}: ${messageOf(error)}`,
+      hint: 'Your credentials need lambda:InvokeFunction on it.',
+    };
+  }
+  const text = response.Payload ? new TextDecoder().decode(response.Payload) : '';
+  let usage: KeyUsageAnswer | undefined;
+  try {
+    usage = JSON.parse(text) as KeyUsageAnswer;
+  } catch {
+    usage = undefined;
+  }
+  if (response.FunctionError || !usage || typeof usage.byKey !== 'object' || usage.byKey === null) {
+    const message = (usage as { errorMessage?: unknown } | undefined)?.errorMessage;
+    return {
+      name,
+      status: 'fail',
+      detail: `usage report failed: ${(typeof message === 'string' ? message : text).slice(0, 300)}`,
+      hint: `Fill in the TokenEncryptionKeySecretArn secret (docs/token-encryption.md, "The key ring"), then look at ${logs}.`,
+    };
+  }
+  const keys = Object.entries(usage.byKey)
+    .map(([id, n]) => `${id}${id === usage.currentKeyId ? ' (current)' : ''} ${n}`)
+    .join(', ');
+  const detail =
+    `values per key: ${keys}; enc:v1 ${usage.v1}, plaintext ${usage.plaintext}; ` +
+    `${usage.connectionsToReencrypt} connections to re-encrypt`;
+  const unknown = Object.entries(usage.unknownKeys ?? {});
+  if (unknown.length > 0)
+    return {
+      name,
+      status: 'fail',
+      detail: `${detail}; values under keys not in the ring: ${unknown.map(([id, n]) => `${id} ${n}`).join(', ')}`,
+      hint: 'Put the missing keys back into the ring (the secret), then run the re-encryption (docs/operating.md, "Rotating the token key").',
+    };
+  return { name, status: 'pass', detail };
+}
 
 /**
  * The API answers and checks sign-in: `GET /v1/accounts` without a token must be 401 (the route,

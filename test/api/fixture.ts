@@ -66,7 +66,10 @@ export async function startApiWorld(): Promise<ApiWorld> {
   const logger = new RecordingLogger();
   const syncs = inProcessSyncStarter(
     (request) =>
-      runAccountSync({ db: world.dataApi(), ads: world.ads(), cipher: world.cipher, ...runtime(), logger }, request),
+      runAccountSync(
+        { db: world.dataApi(), ads: world.ads(), lwa: world.lwa(), cipher: world.cipher, ...runtime(), logger },
+        request,
+      ),
     logger,
   );
   const adapters: Array<{ close(): Promise<void> }> = [];

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { LocalWorld } from '../../local/world';
+import { oauthTokenBinding } from '../../lambda/shared/token-crypto';
 
 /** Seeded data of one user, to compare responses against. */
 export interface SeededUser {
@@ -51,8 +52,14 @@ export async function seedApiUsers(
         {
           user: { sqlType: 'uuid', value: userId },
           region,
-          access: world.cipher.encrypt(`Atza|seed-${userId}-${region}`),
-          refresh: world.cipher.encrypt(`Atzr|seed-${userId}-${region}`),
+          access: world.cipher.encrypt(
+            `Atza|seed-${userId}-${region}`,
+            oauthTokenBinding({ userId, region }, 'access_token'),
+          ),
+          refresh: world.cipher.encrypt(
+            `Atzr|seed-${userId}-${region}`,
+            oauthTokenBinding({ userId, region }, 'refresh_token'),
+          ),
           failures: region === 'EU' ? 2 : 0,
           enabled: region !== 'FE',
           error: region === 'EU' ? 'TransientError: HTTP 503' : null,

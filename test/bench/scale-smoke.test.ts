@@ -61,6 +61,16 @@ describe('measured', () => {
   });
 });
 
+test('the real cores over 12 h of schedule: an idle connection costs one refresh per sync, a used one about one per token lifetime, as the model says', () => {
+  const c = report.cycles;
+  expect(c.idleSyncs).toBeGreaterThanOrEqual(c.idleConnections);
+  expect(c.idleRefreshes).toBe(c.idleSyncs);
+  expect(c.perUsedConnectionHour).toBeGreaterThanOrEqual(1);
+  expect(c.perUsedConnectionHour).toBeLessThanOrEqual(1.2);
+  for (const name of ['cycles: refreshes per used connection-hour', 'cycles: refreshes per idle connection per sync'])
+    expect(report.checks.find((x) => x.name.startsWith(name))?.ok).toBe(true);
+});
+
 describe('checked', () => {
   test('every check is computed from the figures it names, and the report is ok only when all are', () => {
     const r = report.rateRun;

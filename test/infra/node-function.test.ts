@@ -191,6 +191,7 @@ test('every bundle is minified with its source map beside it, and within its siz
     'accounts-api',
     'event-publisher',
     'migration',
+    'token-reencrypt',
     'token-refresh',
     'token-route',
   ]);

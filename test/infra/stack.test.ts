@@ -52,6 +52,13 @@ const accountSyncDispatcher = (t: Template) => functionByDescription(t, `${DISPA
 const fanOutOf = (env: string) => resolveEnvironment(env, cdkJsonContext().environments).jobs?.fanOut;
 const apiHandler = (t: Template) => functionByDescription(t, 'Accounts API:');
 
+/** The functions of a template that carry an environment variable, with its value. */
+function functionsCarrying(t: Template, variable: string): string[][] {
+  return Object.entries(resourcesOf(t, 'AWS::Lambda::Function'))
+    .filter(([, fn]) => JSON.stringify(fn.Properties?.Environment ?? {}).includes(variable))
+    .map(([id, fn]) => [id, (fn.Properties as Record<string, any>).Environment.Variables[variable] as string]);
+}
+
 /** Every statement of the policies attached to a function's role. */
 function statementsOf(template: Template, fn: { properties: Record<string, any> }): Array<Record<string, any>> {
   const role = fn.properties.Role['Fn::GetAtt'][0];
@@ -313,6 +320,8 @@ describe.each(ENVIRONMENTS)('%s template', (env) => {
         ...(service === 'token-refresh' && env !== 'dev'
           ? { [JOB_ENV.proactiveRefreshUsedWithinSeconds]: '3600' }
           : {}),
+        // The token refresh's window, from its schedule (rate(5 minutes): 11 minutes).
+        ...(service === 'token-refresh' ? { [JOB_ENV.proactiveRefreshWindowSeconds]: '660' } : {}),
       });
       expect(JSON.stringify(fn.properties.Environment.Variables[JOB_ENV.clusterArn])).toContain(
         STATEFUL_LOGICAL_IDS['AWS::RDS::DBCluster'],
@@ -1185,12 +1194,7 @@ describe('per-environment settings', () => {
   });
 
   test('jobs.proactiveRefreshUsedWithinHours reaches the token refresh function (and its dispatcher) only, in seconds; absent, no function has it', () => {
-    const variable = JOB_ENV.proactiveRefreshUsedWithinSeconds;
-    /** The functions of a template that carry the variable, with its value. */
-    const carrying = (t: Template) =>
-      Object.entries(resourcesOf(t, 'AWS::Lambda::Function'))
-        .filter(([, fn]) => JSON.stringify(fn.Properties?.Environment ?? {}).includes(variable))
-        .map(([id, fn]) => [id, (fn.Properties as Record<string, any>).Environment.Variables[variable]]);
+    const carrying = (t: Template) => functionsCarrying(t, JOB_ENV.proactiveRefreshUsedWithinSeconds);
     const dev = structuredClone((cdkJsonContext().environments as Record<string, any>).dev);
     dev.jobs = { proactiveRefreshUsedWithinHours: 24 };
     const configured = Template.fromStack(buildStack('dev', { environments: { dev } }).stack);
@@ -1204,6 +1208,23 @@ describe('per-environment settings', () => {
           [tokenRefreshDispatcher(templateOf(env)).id, '3600'],
         ].sort(),
       );
+  });
+
+  test('the token refresh window reaches the token refresh function (and its dispatcher) only, derived from cdk.json’s schedules.tokenRefresh', () => {
+    const carrying = (t: Template) => functionsCarrying(t, JOB_ENV.proactiveRefreshWindowSeconds);
+    for (const env of ENVIRONMENTS) {
+      // Every environment's schedule is rate(5 minutes): 5 + 5 (the route's threshold) + 1 minutes.
+      expect(resolveEnvironment(env, cdkJsonContext().environments).schedules.tokenRefresh).toBe('rate(5 minutes)');
+      const t = templateOf(env);
+      const expected = [[tokenRefresh(t).id, '660']];
+      if (fanOutOf(env) !== undefined) expected.push([tokenRefreshDispatcher(t).id, '660']);
+      expect(carrying(t).sort()).toEqual(expected.sort());
+    }
+    // Another schedule, another window: a 10-minute schedule renews tokens up to 16 minutes ahead.
+    const dev = structuredClone((cdkJsonContext().environments as Record<string, any>).dev);
+    dev.schedules.tokenRefresh = 'rate(10 minutes)';
+    const slower = Template.fromStack(buildStack('dev', { environments: { dev } }).stack);
+    expect(carrying(slower)).toEqual([[tokenRefresh(slower).id, '960']]);
   });
 
   test('stacks whose database refuses deletion have termination protection', () => {

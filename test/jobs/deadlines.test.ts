@@ -149,6 +149,7 @@ describe.each(paths)('deadlines (%s)', (_path, database) => {
       runAccountSync({
         db: database(),
         ads,
+        lwa: world.lwa(),
         cipher: world.cipher,
         ...runtime({ remainingTimeMs }),
         settings: { concurrency: 16, reserveMs: 2000, flushAfterMs: 500 },
@@ -193,6 +194,7 @@ describe.each(paths)('deadlines (%s)', (_path, database) => {
     const summary = await runAccountSync({
       db: database(),
       ads: world.ads(),
+      lwa: world.lwa(),
       cipher: world.cipher,
       ...runtime({ remainingTimeMs: () => (calls++ === 0 ? 60_000 : 1_000) }),
     });

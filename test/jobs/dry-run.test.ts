@@ -78,7 +78,10 @@ test('account sync: the dry run counts the due users, those waiting for a token,
   const users = await seed();
   // One user's token is about to expire (waits for the refresh), one user's refresh is off (re-authorisation).
   await world.admin.query(
-    `UPDATE oauth_tokens SET expires_at = now() + interval '30 seconds' WHERE user_id = :id::uuid`,
+    // About to expire while its refresh backs off after a failure: it waits (an expiring token
+    // whose refresh is not backing off is due: the sync takes a new one on demand).
+    `UPDATE oauth_tokens SET expires_at = now() + interval '30 seconds', next_refresh_attempt_at = now() + interval '5 minutes'
+      WHERE user_id = :id::uuid`,
     { id: users[7].userId },
   );
   await world.admin.query(`UPDATE oauth_tokens SET proactive_refresh_enabled = FALSE WHERE user_id = :id::uuid`, {
@@ -107,7 +110,13 @@ test('account sync: the dry run counts the due users, those waiting for a token,
   expect(await everything()).toEqual(before);
   expect(amazonCalls()).toBe(callsBefore);
 
-  const run = await runAccountSync({ db: world.dataApi(), ads: world.ads(), cipher: world.cipher, ...runtime() });
+  const run = await runAccountSync({
+    db: world.dataApi(),
+    ads: world.ads(),
+    lwa: world.lwa(),
+    cipher: world.cipher,
+    ...runtime(),
+  });
   expect(run.connectionsClaimed).toBe(preview.due);
   expect(run.reauthFlagged).toBe(preview.accountsToFlagForReauth);
 });

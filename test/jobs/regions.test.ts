@@ -13,6 +13,7 @@ import {
   useBothDatabasePaths,
   useJobWorld,
 } from '../support/jobs';
+import { oauthTokenBinding } from '../../lambda/shared/token-crypto';
 
 /**
  * Connections per region: a user connected in several Amazon regions has one oauth_tokens row
@@ -153,7 +154,13 @@ describe.each(PATHS)('%s path', (_name, database) => {
     );
     await world.admin.query(
       `UPDATE oauth_tokens SET refresh_token = :token WHERE user_id = :id::uuid AND region = 'EU'`,
-      { id: user.userId, token: world.cipher.encrypt(reconnected) },
+      {
+        id: user.userId,
+        token: world.cipher.encrypt(
+          reconnected,
+          oauthTokenBinding({ userId: user.userId, region: 'EU' }, 'refresh_token'),
+        ),
+      },
     );
     expect((await connections(user.userId)).map((c) => [c.region, c.proactive_refresh_enabled])).toEqual([
       ['EU', true],

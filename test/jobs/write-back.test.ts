@@ -1,6 +1,7 @@
 import { Database, DatabaseError, QueryResult, Row, SqlParams } from '../../lambda/shared/db';
 import { runTokenRefresh } from '../../lambda/token-refresh/core';
 import { JobWorld, runtime, seedUsers, useJobWorld } from '../support/jobs';
+import { oauthTokenBinding } from '../../lambda/shared/token-crypto';
 
 // Write-backs that fail (lambda/shared/jobs/write-back.ts, write-in-halves.ts), in a token
 // refresh run on both database paths: retried, then split until only the rows that cannot be
@@ -89,8 +90,9 @@ describe.each([
     for (const u of users) {
       const row = byUser.get(u.userId)!;
       expect(row.refresh_lease_owner).toBeNull();
-      expect(world.cipher.decrypt(row.refresh_token)).toBe(world.amazon.currentRefreshToken(u.userId));
-      expect(world.cipher.decrypt(row.refresh_token)).not.toBe(u.refreshToken);
+      const refresh = await world.cipher.decrypt(row.refresh_token, oauthTokenBinding(u, 'refresh_token'));
+      expect(refresh).toBe(world.amazon.currentRefreshToken(u.userId));
+      expect(refresh).not.toBe(u.refreshToken);
     }
   });
 

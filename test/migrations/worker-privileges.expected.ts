@@ -9,10 +9,11 @@
  *   claimDueTokens, saveResults         lambda/token-refresh/store/ (claims.ts, write-back.ts)
  *   claimConnections, saveOutcomes, flagAccountsNeedingReauth   lambda/account-sync/store/ (claims.ts, write-back.ts)
  *   recordRateLimitUsage, readEndpointPauses              lambda/shared/amazon/usage-store.ts
- *   DatabaseRateBudgetStore.reserve, .throttled, .release  lambda/shared/amazon/rate-budget-store.ts (0015, 0022)
+ *   DatabaseRateBudgetStore.reserve(Many), .throttled, .release  lambda/shared/amazon/rate-budget-store.ts (0015, 0022)
  *   claimEvents, markPublished, releaseFailed, pruneEvents, outboxBacklog   lambda/event-publisher/store.ts (0023)
- *   useConnection, readConnection (+ saveResults)          lambda/token-route/store.ts (on-demand token route;
- *                                                          no privilege of its own: it uses the ones listed)
+ *   useConnection, readConnection (+ saveResults)          lambda/token-refresh/store/on-demand.ts (the token
+ *                                                          route's and the account sync's token on demand; no
+ *                                                          privilege of its own: it uses the ones listed)
  *
  * SELECT is needed for every column a statement reads (WHERE, SET expressions, ON CONFLICT,
  * RETURNING, joins), UPDATE and INSERT for every column it assigns.
@@ -132,7 +133,7 @@ export const EXPECTED_WORKER_PRIVILEGES: readonly string[] = [
   'UPDATE (updated_at) ON rate_limit_tracking', // recordRateLimitUsage
 
   // amazon_rate_budget (0015): the shared request budgets, through the two functions
-  'EXECUTE ON FUNCTION reserve_amazon_requests(text,text,double precision,integer,double precision,double precision,double precision,double precision,double precision)', // DatabaseRateBudgetStore.reserve
+  'EXECUTE ON FUNCTION reserve_amazon_requests(text,text,double precision,integer,double precision,double precision,double precision,double precision,double precision,timestamp with time zone)', // DatabaseRateBudgetStore.reserve
   'EXECUTE ON FUNCTION amazon_requests_throttled(text,text,double precision,timestamp with time zone,double precision,double precision,double precision,double precision,timestamp with time zone,boolean)', // DatabaseRateBudgetStore.throttled (0022: the slot's grant time, recorded at once)
   'EXECUTE ON FUNCTION release_amazon_requests(text,text,timestamp with time zone,timestamp with time zone)', // DatabaseRateBudgetStore.release (0022): a run's unused slots back
   'EXECUTE ON FUNCTION amazon_rate_now(amazon_rate_budget,double precision,double precision,timestamp with time zone)', // both: the rate grown back since the last cut
@@ -166,7 +167,7 @@ export const EXPECTED_WORKER_PRIVILEGES: readonly string[] = [
   'UPDATE (last_grant_from) ON amazon_rate_budget', // 0022: reserve, where the batch granted last starts
   // oauth_tokens.last_used_at, granted by 0016 (refresh what is used)
   'SELECT (last_used_at) ON oauth_tokens', // claimDueTokens, countDueTokens: used within the window (NULL counts as used)
-  'UPDATE (last_used_at) ON oauth_tokens', // claimConnections: a claimed connection, and a due one waiting for its token, is used; useConnection: the on-demand route's use
+  'UPDATE (last_used_at) ON oauth_tokens', // useConnection: the on-demand route's use (the account sync takes its token without recording a use)
 
   // event_outbox (0023): the event publisher
   'SELECT (id) ON event_outbox', // claimEvents (order, heads), markPublished, releaseFailed, pruneEvents: row match

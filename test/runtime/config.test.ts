@@ -1,5 +1,6 @@
 import { ConfigError, readJobConfig, readLocalJobConfig } from '../../lambda/shared/config';
 import { JOB_ENV, LOCAL_JOB_ENV } from '../../lambda/shared/config';
+import { TokenKeyRing } from '../../lambda/shared/token-crypto';
 
 import { KEY, KEY_ARN, LWA_ARN, validEnv } from './job-config';
 
@@ -94,6 +95,18 @@ describe('job configuration', () => {
     }
   });
 
+  test('the refresh window (derived by the stack from the schedule) is optional, a whole number of seconds', () => {
+    expect(readJobConfig(validEnv).proactiveRefreshWindowSeconds).toBeUndefined();
+    expect(
+      readJobConfig({ ...validEnv, [JOB_ENV.proactiveRefreshWindowSeconds]: '660' }).proactiveRefreshWindowSeconds,
+    ).toBe(660);
+    for (const value of ['0', '-660', '6.5', '11m']) {
+      const error = configError(() => readJobConfig({ ...validEnv, [JOB_ENV.proactiveRefreshWindowSeconds]: value }));
+      expect(error.invalid).toHaveLength(1);
+      expect(error.invalid[0]).toContain(JOB_ENV.proactiveRefreshWindowSeconds);
+    }
+  });
+
   test('local runs read the proactive refresh window under the same name', () => {
     const local = {
       [LOCAL_JOB_ENV.databaseUrl]: 'postgres://u:p@127.0.0.1:5432/db',
@@ -125,7 +138,8 @@ describe('job configuration', () => {
       lwaTokenUrl: undefined,
       adsApiUrl: 'http://127.0.0.1:4010/{region}',
     });
-    expect(config.tokenKey).toEqual(Buffer.alloc(32, 9));
+    expect(config.tokenKeys.keyIds).toEqual(['legacy']);
+    expect(config.tokenKeys.deriveKey('x')).toEqual(TokenKeyRing.single(Buffer.alloc(32, 9)).deriveKey('x'));
   });
 
   test('local runs: a short key is reported with the missing variables', () => {

@@ -11,7 +11,8 @@ import {
   ThrottleResult,
 } from '../../lambda/shared/amazon/rate-budget';
 import { RateLimiterRegistry } from '../../lambda/shared/amazon/rate-limiter';
-import { Database, JobWorld, useBothDatabasePaths, useJobWorld } from '../jobs/fixture';
+import { JobWorld, useBothDatabasePaths, useJobWorld } from '../support/jobs';
+import { RecordingStore } from './rate-budget/drawers';
 
 // The shared request budget (migration 0015) on the real database, through both database
 // paths: several budgets stand for several invocations, each with its own connection.
@@ -36,10 +37,14 @@ function busiestSecond(times: readonly number[]): number {
   return most;
 }
 
-/** Takes `count` slots with `inFlight` callers at a time; returns when each was granted. */
+/**
+ * Takes `count` slots with `inFlight` callers at a time, saying first how many (as a run does
+ * with its claim) and giving back what it did not use at the end; returns when each was granted.
+ */
 async function drain(budget: SharedRateBudget, count: number, inFlight: number): Promise<number[]> {
   const granted: number[] = [];
   let left = count;
+  budget.expectRequests(count);
   await Promise.all(
     Array.from({ length: inFlight }, async () => {
       while (left > 0) {
@@ -49,6 +54,7 @@ async function drain(budget: SharedRateBudget, count: number, inFlight: number):
       }
     }),
   );
+  await budget.release();
   return granted;
 }
 
@@ -60,20 +66,24 @@ async function budgetRow(): Promise<{ next_slot_at: Date; rate_per_second: numbe
 }
 
 describe.each(useBothDatabasePaths(() => world))('shared Amazon request budget (%s)', (_path, database) => {
-  const budgets = (n: number, ceiling: number, dbs: Database[] = []) =>
+  const budgets = (n: number, ceiling: number, stores: RecordingStore[] = []) =>
     Array.from({ length: n }, () => {
-      const db = database();
-      dbs.push(db);
-      return new SharedRateBudget(new DatabaseRateBudgetStore(db), LWA_NA, { ceiling });
+      const store = new RecordingStore(new DatabaseRateBudgetStore(database()));
+      stores.push(store);
+      return new SharedRateBudget(store, LWA_NA, { ceiling });
     });
 
   test('four invocations drawing at once stay under the budget together, and every one of them gets slots', async () => {
-    const four = budgets(4, 20);
+    const stores: RecordingStore[] = [];
+    const four = budgets(4, 20, stores);
     const times = await Promise.all(four.map((b) => drain(b, 15, 4)));
     const all = times.flat();
     expect(all).toHaveLength(60);
-    // 20 per second is the budget: never more in any one-second window, all four together.
-    expect(busiestSecond(all)).toBeLessThanOrEqual(20);
+    // 20 per second is the budget: the schedule the database handed out, all four together,
+    // never holds more in any one-second window (spaced 55 ms apart for a tolerance of 100 ms).
+    expect(busiestSecond(stores.flatMap((s) => s.slots))).toBeLessThanOrEqual(Math.floor(20_000 / 1100) + 1);
+    // As the callers got them: the same, but for a timer firing late now and then on a busy machine.
+    expect(busiestSecond(all)).toBeLessThanOrEqual(20 + 2);
     for (const b of four) {
       expect(b.stats().slotsUsed).toBe(15);
       expect(b.stats().reservations).toBeGreaterThan(0);
@@ -299,6 +309,91 @@ describe('shared budget client (store and clock replaced)', () => {
     expect(budget.ratePerSecond()).toBe(5);
     await budget.take();
     expect(clock.now).toBeGreaterThanOrEqual(pausedUntil);
+  });
+
+  test('a 429 drops the slots its holder still has at once, before the budget has answered the report', async () => {
+    const clock = { now: 0 };
+    const time = fakeTime(clock);
+    const store = new MemoryStore(clock);
+    // The report is on its way and stays there: what the holder does meanwhile is its own doing.
+    jest.spyOn(store, 'throttled').mockReturnValue(new Promise<ThrottleResult>(() => undefined));
+    const budget = new SharedRateBudget(store, LWA_NA, { ceiling: 10, ...time });
+    budget.expectRequests(20);
+    await budget.take();
+    expect(budget.stats()).toMatchObject({ slotsReserved: 20, slotsUsed: 1, slotsDropped: 0 });
+    budget.reportThrottle(clock.now, 5);
+    // At once (synchronously): the 19 slots it held for the old rate are gone.
+    expect(budget.stats()).toMatchObject({ slotsUsed: 1, slotsDropped: 19 });
+    // Nothing goes out on them: a caller that cannot wait out the pause is refused at once, and
+    // no reservation is made while the report has not been answered.
+    await expect(budget.take(1000)).rejects.toBeInstanceOf(DeadlineExceededError);
+    expect(budget.stats().slotsUsed).toBe(1);
+    expect(store.requests).toHaveLength(1);
+  });
+
+  /**
+   * A clock the test moves for several callers sleeping at once: it jumps to the earliest wake-up
+   * once every caller is asleep, so each one's slots come on time.
+   */
+  function scheduledTime(clock: { now: number }) {
+    const sleepers: Array<{ at: number; wake: () => void }> = [];
+    let ticking = false;
+    const tick = () => {
+      ticking = false;
+      sleepers.sort((a, b) => a.at - b.at);
+      if (sleepers.length > 0) clock.now = Math.max(clock.now, sleepers[0].at);
+      while (sleepers.length > 0 && sleepers[0].at <= clock.now) sleepers.shift()!.wake();
+    };
+    return {
+      now: () => clock.now,
+      sleep: (ms: number) =>
+        new Promise<void>((wake) => {
+          sleepers.push({ at: clock.now + ms, wake });
+          if (!ticking) {
+            ticking = true;
+            setImmediate(tick);
+          }
+        }),
+    };
+  }
+
+  test('a run working on three regions tops them up in one call: the regions about to run out join the reservation of the first', async () => {
+    const clock = { now: 0 };
+    const time = scheduledTime(clock);
+    const regions = ['NA', 'EU', 'FE'] as const;
+    // One schedule per region, as in the database; one call may reserve for several.
+    const stores = new Map(regions.map((r) => [r, new MemoryStore(clock)]));
+    const calls: string[][] = [];
+    const store: RateBudgetStore = {
+      reserve: (key, request) => (calls.push([key.region]), stores.get(key.region)!.reserve(key, request)),
+      reserveMany: (requests) => (
+        calls.push(requests.map((r) => r.key.region)),
+        Promise.all(requests.map((r) => stores.get(r.key.region as 'NA')!.reserve(r.key, r.request)))
+      ),
+      throttled: (key, report) => stores.get(key.region)!.throttled(key, report),
+    };
+    const registry = new RateLimiterRegistry({ lwa: { ratePerSecond: 10, burst: 10, maxConcurrency: 8 } }, time, store);
+    const limiters = regions.map((r) => registry.for('lwa', r));
+    // Each region has 120 requests to send (its share of the claim): about two horizons' worth.
+    for (const l of limiters) {
+      l.expectRequests(120);
+      l.succeeded();
+    }
+    const sent = new Map<string, number>(regions.map((r) => [r, 0]));
+    await Promise.all(
+      regions.map(async (region, i) => {
+        for (let n = 0; n < 120; n += 1)
+          await limiters[i].run(() => Promise.resolve(sent.set(region, sent.get(region)! + 1)));
+      }),
+    );
+    expect([...sent.values()]).toEqual([120, 120, 120]);
+    // 360 requests at 55 slots per reservation and region: 21 reservations, made in a handful of
+    // calls (each region alone would make 3 calls: 9 in all).
+    const reservations = limiters.reduce((n, l) => n + l.shared!.stats().reservations, 0);
+    expect(reservations).toBeGreaterThanOrEqual(6);
+    expect(calls.length).toBeLessThanOrEqual(4);
+    expect(calls.some((c) => c.length === 3)).toBe(true);
+    expect(limiters.reduce((n, l) => n + l.shared!.stats().topUps, 0)).toBe(reservations - calls.length);
   });
 
   test('a limiter registry with a budget store paces every call by the shared budget and reports its 429s to it', async () => {

@@ -12,7 +12,7 @@ import {
   SecretsCache,
   tokenCipherFromSecret,
 } from '../../lambda/shared/secrets';
-import { TokenCipher } from '../../lambda/shared/token-crypto';
+import { oauthTokenBinding, TokenCipher, TokenKeyRing } from '../../lambda/shared/token-crypto';
 import { KEY, KEY_ARN, LWA_ARN, validEnv } from './job-config';
 
 // The jobs' secrets (lambda/shared/secrets.ts) read through Secrets Manager (mocked): cached
@@ -35,7 +35,7 @@ describe('secrets', () => {
     expect(a).toEqual({
       lwaClientId: 'amzn1.application-oa2-client.x',
       lwaClientSecret: 'shh',
-      tokenKey: Buffer.alloc(32, 9),
+      tokenKeys: TokenKeyRing.single(Buffer.alloc(32, 9)),
     });
     expect(b).toEqual(a);
     expect(c).toEqual(a);
@@ -80,12 +80,13 @@ describe('secrets', () => {
     const currentCipher = tokenCipherFromSecret(cache, KEY_ARN);
     const first = await currentCipher();
     expect(await currentCipher()).toBe(first); // within the time to live: the same cipher
-    const written = TokenCipher.fromBase64(newKey).encrypt('Atzr|after-the-key-changed');
-    expect(() => first.decrypt(written)).toThrow();
+    const at = oauthTokenBinding({ userId: '0b3f5e4c-1d2a-4b6c-8e9f-0a1b2c3d4e5f', region: 'EU' }, 'refresh_token');
+    const written = TokenCipher.fromBase64(newKey).encrypt('Atzr|after-the-key-changed', at);
+    await expect(first.decrypt(written, at)).rejects.toThrow();
     now += SECRET_TTL_MS;
     const second = await currentCipher();
     expect(second).not.toBe(first);
-    expect(second.decrypt(written)).toBe('Atzr|after-the-key-changed');
+    expect(await second.decrypt(written, at)).toBe('Atzr|after-the-key-changed');
     expect(await currentCipher()).toBe(second); // rebuilt only when the key changed
   });
 

@@ -3,15 +3,15 @@ import {
   encryptToken,
   ENCRYPTED_TOKEN_PREFIX,
   isEncrypted,
+  oauthTokenBinding,
   parseTokenKey,
-  TokenCipher,
   TokenDecryptionError,
   TokenKeyError,
   associatedData,
   decryptTokenV2,
   encryptTokenV2,
   LEGACY_KEY_ID,
-  RingTokenCipher,
+  TokenCipher,
   storedFormat,
   type TokenBinding,
   TokenKeyRing,
@@ -41,16 +41,19 @@ describe('token crypto', () => {
     expect(decryptToken(stored, key)).toBe(plaintext);
   });
 
-  test('round trip with a fresh IV each time', () => {
+  test('round trip with a fresh IV each time (enc:v2 under the current key, bound to the row)', async () => {
     const cipher = TokenCipher.fromBase64(KEY_BASE64);
-    const a = cipher.encrypt('Atzr|same-token');
-    const b = cipher.encrypt('Atzr|same-token');
+    const at = oauthTokenBinding({ userId: '0b3f5e4c-1d2a-4b6c-8e9f-0a1b2c3d4e5f', region: 'EU' }, 'refresh_token');
+    const a = cipher.encrypt('Atzr|same-token', at);
+    const b = cipher.encrypt('Atzr|same-token', at);
     expect(a).not.toBe(b);
-    expect(Buffer.from(a.slice(7), 'base64').subarray(0, 12)).not.toEqual(
-      Buffer.from(b.slice(7), 'base64').subarray(0, 12),
+    const prefix = 'enc:v2:legacy:';
+    expect(a.startsWith(prefix) && b.startsWith(prefix)).toBe(true);
+    expect(Buffer.from(a.slice(prefix.length), 'base64').subarray(0, 12)).not.toEqual(
+      Buffer.from(b.slice(prefix.length), 'base64').subarray(0, 12),
     );
-    expect(cipher.decrypt(a)).toBe('Atzr|same-token');
-    expect(cipher.decrypt(b)).toBe('Atzr|same-token');
+    expect(await cipher.decrypt(a, at)).toBe('Atzr|same-token');
+    expect(await cipher.decrypt(b, at)).toBe('Atzr|same-token');
   });
 
   test('the stored layout is prefix + base64(IV 12 ‖ ciphertext ‖ tag 16)', () => {
@@ -149,7 +152,8 @@ describe('token crypto edges', () => {
 
   test('TokenCipher tells encrypted values from legacy ones', () => {
     const cipher = new TokenCipher(key);
-    expect(cipher.isEncrypted(cipher.encrypt('Atzr|x'))).toBe(true);
+    const at = oauthTokenBinding({ userId: '0b3f5e4c-1d2a-4b6c-8e9f-0a1b2c3d4e5f', region: 'EU' }, 'access_token');
+    expect(cipher.isEncrypted(cipher.encrypt('Atzr|x', at))).toBe(true);
     expect(cipher.isEncrypted('Atzr|legacy')).toBe(false);
   });
 });
@@ -327,7 +331,7 @@ describe('a cipher that can re-read its ring', () => {
 
   test('a value under a key it lacks re-reads the ring once, then reads and writes with the new ring', async () => {
     const reload = jest.fn(async () => newRing);
-    const cipher = new RingTokenCipher(oldRing, reload);
+    const cipher = new TokenCipher(oldRing, reload);
     const [a, b] = await Promise.all([cipher.decrypt(underK2, REFRESH), cipher.decrypt(underK2, REFRESH)]);
     expect([a, b]).toEqual(['Atzr|k2', 'Atzr|k2']);
     expect(await cipher.decrypt(underK2, REFRESH)).toBe('Atzr|k2');
@@ -337,14 +341,14 @@ describe('a cipher that can re-read its ring', () => {
 
   test('a key id still missing after the re-read fails, and is not re-read again', async () => {
     const reload = jest.fn(async () => oldRing);
-    const cipher = new RingTokenCipher(oldRing, reload);
+    const cipher = new TokenCipher(oldRing, reload);
     await expect(cipher.decrypt(underK2, REFRESH)).rejects.toBeInstanceOf(UnknownTokenKeyError);
     await expect(cipher.decrypt(underK2, REFRESH)).rejects.toBeInstanceOf(UnknownTokenKeyError);
     expect(reload).toHaveBeenCalledTimes(1);
   });
 
   test('a failed re-read fails the value as unreadable (the secret error is not the token error)', async () => {
-    const cipher = new RingTokenCipher(oldRing, async () => {
+    const cipher = new TokenCipher(oldRing, async () => {
       throw new Error('Secrets Manager unavailable');
     });
     await expect(cipher.decrypt(underK2, REFRESH)).rejects.toBeInstanceOf(UnknownTokenKeyError);
@@ -352,12 +356,12 @@ describe('a cipher that can re-read its ring', () => {
 
   test('a value that fails authentication does not re-read', async () => {
     const reload = jest.fn(async () => newRing);
-    const cipher = new RingTokenCipher(newRing, reload);
+    const cipher = new TokenCipher(newRing, reload);
     await expect(cipher.decrypt(underK2, ACCESS)).rejects.toThrow(/moved from another row or column/);
     expect(reload).not.toHaveBeenCalled();
   });
 
   test('without a way to re-read, an unknown key fails at once', async () => {
-    await expect(new RingTokenCipher(oldRing).decrypt(underK2, REFRESH)).rejects.toBeInstanceOf(UnknownTokenKeyError);
+    await expect(new TokenCipher(oldRing).decrypt(underK2, REFRESH)).rejects.toBeInstanceOf(UnknownTokenKeyError);
   });
 });

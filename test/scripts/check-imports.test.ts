@@ -74,7 +74,7 @@ test('imports the rules allow are not reported', () => {
       { from: 'lambda/token-refresh/core.ts', to: 'lambda/shared/backoff.ts' },
       { from: 'lambda/token-route/core.ts', to: 'lambda/shared/http.ts' },
       { from: 'local/world.ts', to: 'lambda/migrate/run-migrations.ts' },
-      { from: 'test/jobs/fixture.ts', to: 'test/support/schema.ts' },
+      { from: 'test/support/jobs.ts', to: 'test/support/schema.ts' },
       { from: 'scripts/start.ts', to: 'local/world.ts' },
     ]),
   ).toEqual([]);

@@ -1,10 +1,12 @@
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { DatabaseRateBudgetStore, SharedRateBudget } from '../../lambda/shared/amazon/rate-budget';
 import { JobWorld, seedUsers, useJobWorld } from '../support/jobs';
 import { ROOT } from '../support/root';
-import { JOB_TIMING } from '../../lambda/shared/jobs/timing';
+import { JOB_TIMING, REENCRYPTION_TIMEOUT_SECONDS } from '../../lambda/shared/jobs/timing';
 import { defaultTimeLimitSeconds } from '../../scripts/job';
+import { oauthTokenBinding, TokenCipher, TokenKeyRing } from '../../lambda/shared/token-crypto';
 
 // `npm run job` (scripts/job.ts): both jobs on DATABASE_URL against the fake Amazon, as a
 // developer runs them.
@@ -88,6 +90,47 @@ describe('npm run job', () => {
     expect(leased.rows).toHaveLength(0);
   });
 
+  test('reencrypt-tokens: with the database and the key ring only, every value becomes enc:v2 under the current key', async () => {
+    const users = await seedUsers(world, {
+      count: 6,
+      v1Encrypted: (i) => i % 2 === 0,
+      legacyPlaintext: (i) => i === 1,
+    });
+    const ring = JSON.stringify({
+      current: 'k2',
+      keys: { legacy: world.keyBase64, k2: randomBytes(32).toString('base64') },
+    });
+    const { stdout, stderr } = await run('npm', ['run', '--silent', 'job', '--', 'reencrypt-tokens'], {
+      cwd: ROOT,
+      // No Amazon: neither the LWA client nor Amazon's URLs.
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, DATABASE_URL: world.url, TOKEN_ENCRYPTION_KEY: ring },
+    });
+    expect(JSON.parse(stdout.trim().split('\n').at(-1)!)).toMatchObject({
+      job: 'token-reencrypt',
+      currentKeyId: 'k2',
+      reencrypted: 6,
+      remaining: 0,
+      complete: true,
+    });
+    const cipher = new TokenCipher(TokenKeyRing.parse(ring));
+    const { rows } = await world.admin.query<{ user_id: string; region: string; refresh_token: string }>(
+      'SELECT user_id, region, refresh_token FROM oauth_tokens',
+    );
+    expect(rows).toHaveLength(6);
+    for (const r of rows) {
+      expect(r.refresh_token).toMatch(/^enc:v2:k2:/);
+      const user = users.find((u) => u.userId === r.user_id)!;
+      expect(
+        await cipher.decrypt(
+          r.refresh_token,
+          oauthTokenBinding({ userId: r.user_id, region: r.region }, 'refresh_token'),
+        ),
+      ).toBe(user.refreshToken);
+    }
+    for (const u of users) expect(stdout + stderr).not.toContain(u.refreshToken);
+    expect(stdout + stderr).not.toContain(world.keyBase64);
+  });
+
   test('names every missing variable and exits non-zero', async () => {
     const env = { PATH: process.env.PATH, HOME: process.env.HOME };
     const error = await run('npm', ['run', '--silent', 'job', '--', 'token-refresh'], { cwd: ROOT, env }).catch(
@@ -106,4 +149,9 @@ test.each([
 ] as const)("%s: the default deadline is the deployed function's timeout, inside the lease", (job, timing) => {
   expect(defaultTimeLimitSeconds(job)).toBe(timing.timeoutSeconds);
   expect(defaultTimeLimitSeconds(job)).toBeLessThan(timing.leaseSeconds);
+});
+
+// The re-encryption's deadline is the token keys' function's timeout (lib/token-keys.ts).
+test('reencrypt-tokens: the default deadline is the token keys function’s timeout', () => {
+  expect(defaultTimeLimitSeconds('reencrypt-tokens')).toBe(REENCRYPTION_TIMEOUT_SECONDS);
 });

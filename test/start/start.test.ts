@@ -5,6 +5,10 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 
+import { ensureWorkerLogin } from '../../lambda/migrate/worker-login';
+import { startPostgres } from '../../local/postgres/embedded-postgres';
+import { withClient } from '../support/schema';
+
 const ROOT = resolve(__dirname, '..', '..');
 const TSX = join(ROOT, 'node_modules', '.bin', 'tsx');
 const run = promisify(execFile);
@@ -52,10 +56,21 @@ test('npm start runs the whole system, prints the summary and exits 0; a second 
   const port = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(first.stdout)![1]);
   expect(await portOpen(port)).toBe(false); // everything it started is stopped
 
+  // A .local/ folder from before the jobs' login was named as in AWS also has `jobs_worker`.
+  const pg = await startPostgres({ dataDir: join(local, 'postgres') });
+  try {
+    await withClient(pg.url('accounts'), (c) =>
+      ensureWorkerLogin(c, { username: 'jobs_worker', password: 'old-login' }),
+    );
+  } finally {
+    await pg.stop();
+  }
+
   const second = await run(TSX, ['scripts/start.ts'], { cwd: ROOT, env: env() });
   expect(second.stdout).toMatch(/continuing from the last run/);
   expect(second.stdout).toMatch(/migrations applied this run\s+0/);
   expect(second.stdout).toMatch(/demo users\s+300 \(from earlier runs\)/);
+  expect(second.stdout).toMatch(/the jobs' login is now accounts_jobs, as in AWS; jobs_worker removed/);
 });
 
 test('npm start -- --watch keeps running until Ctrl-C, then stops every process it started', async () => {

@@ -173,7 +173,15 @@ export function tokenRefreshDeps(
 
 /** An account sync run's dependencies, as tokenRefreshDeps gives the token refresh's (the Ads client instead). */
 export function accountSyncDeps(world: JobWorld, db: Database, extra: Partial<AccountSyncDeps> = {}): AccountSyncDeps {
-  return { db, ads: world.ads(), cipher: world.cipher, ...runtime(), settings: { concurrency: 8 }, ...extra };
+  return {
+    db,
+    ads: world.ads(),
+    lwa: world.lwa(),
+    cipher: world.cipher,
+    ...runtime(),
+    settings: { concurrency: 8 },
+    ...extra,
+  };
 }
 
 /** Secrets Manager ids the job handlers are given in the handler tests (answered by a mock). */

@@ -41,6 +41,7 @@ const OUTPUTS = {
   LatestMigration: LATEST,
   TokenRefreshFunctionName: 'AmazonAccounts-dev-TokenRefresh',
   AccountSyncFunctionName: 'AmazonAccounts-dev-AccountSync',
+  TokenKeysFunctionName: 'AmazonAccounts-dev-TokenKeys',
   LwaClientSecretArn: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:lwa-AbCdEf',
   AlarmTopicArn: 'arn:aws:sns:eu-west-1:123456789012:AmazonAccounts-dev-MonitoringAlarmTopic-AbCdEf',
   AlarmDeliveryCheckAlarmName: 'AmazonAccounts-dev-alarm-delivery-check',
@@ -90,6 +91,16 @@ const encode = (value: unknown) => new TextEncoder().encode(JSON.stringify(value
 const outputsOf = (o: Record<string, string>): Output[] =>
   Object.entries(o).map(([OutputKey, OutputValue]) => ({ OutputKey, OutputValue }));
 
+/** The token keys' function's usage report (lambda/token-reencrypt/keys.ts) halfway through a rotation. */
+const KEY_USAGE = {
+  currentKeyId: '2027-01',
+  byKey: { '2027-01': 1200, legacy: 800 },
+  unknownKeys: {},
+  v1: 0,
+  plaintext: 0,
+  connectionsToReencrypt: 400,
+};
+
 /** A deploy that works: every mock answers as AWS would. */
 function healthyDeploy(outputs: Record<string, string> = OUTPUTS) {
   cloudFormation.on(DescribeStacksCommand).resolves({
@@ -122,6 +133,10 @@ function healthyDeploy(outputs: Record<string, string> = OUTPUTS) {
       waitingForTokenRefresh: 2,
       accountsToFlagForReauth: 1,
     }) as never,
+  });
+  lambda.on(InvokeCommand, { FunctionName: OUTPUTS.TokenKeysFunctionName }).resolves({
+    StatusCode: 200,
+    Payload: encode(KEY_USAGE) as never,
   });
   cloudWatch.on(DescribeAlarmsCommand).resolves({
     MetricAlarms: [
@@ -195,6 +210,7 @@ test('a working deploy: every check passes, the API check is skipped without an 
     ['schema version', 'pass'],
     ['token-refresh', 'pass'],
     ['account-sync', 'pass'],
+    ['token keys', 'pass'],
     ['API sign-in', 'skip'],
     ['alarm delivery', 'pass'],
     ['password rotation', 'pass'],
@@ -205,6 +221,9 @@ test('a working deploy: every check passes, the API check is skipped without an 
   expect(r['token-refresh'].detail).toBe('dry run: 12 tokens due now');
   expect(r['account-sync'].detail).toBe(
     'dry run: 40 users due now, 2 waiting for a token refresh, 1 accounts to flag for re-authorisation',
+  );
+  expect(r['token keys'].detail).toBe(
+    'values per key: 2027-01 (current) 1200, legacy 800; enc:v1 0, plaintext 0; 400 connections to re-encrypt',
   );
   expect(r['API sign-in'].detail).toBe('skipped: no API output in this stack');
   expect(r['password rotation'].detail).toContain(NEW_VERSION);
@@ -237,6 +256,7 @@ test('a working deploy: every check passes, the API check is skipped without an 
   ).toEqual([
     [OUTPUTS.TokenRefreshFunctionName, 'RequestResponse', { dryRun: true }],
     [OUTPUTS.AccountSyncFunctionName, 'RequestResponse', { dryRun: true }],
+    [OUTPUTS.TokenKeysFunctionName, 'RequestResponse', { action: 'usage' }],
   ]);
   expect(secretsManager.commandCalls(RotateSecretCommand).map((c) => c.args[0].input)).toEqual([
     { SecretId: OUTPUTS.WorkerSecretArn },
@@ -567,6 +587,41 @@ test('a rotation that cannot start, or whose new password does not log in, fails
   expect(refused['password rotation']).toMatchObject({
     status: 'fail',
     detail: expect.stringContaining('cannot log in with the new password'),
+  });
+});
+
+test('token keys: values under a key the ring lacks fail the check; a failed report points at the key secret; a stack without the function skips it', async () => {
+  healthyDeploy();
+  lambda.on(InvokeCommand, { FunctionName: OUTPUTS.TokenKeysFunctionName }).resolves({
+    StatusCode: 200,
+    Payload: encode({ ...KEY_USAGE, unknownKeys: { '2026-06': 3 } }) as never,
+  });
+  let r = byName(await verifyDeploy(clients(), { stackName: STACK, rotate: false }));
+  expect(r['token keys']).toMatchObject({
+    status: 'fail',
+    detail: expect.stringContaining('values under keys not in the ring: 2026-06 3') as unknown,
+    hint: expect.stringContaining('Put the missing keys back into the ring') as unknown,
+  });
+
+  lambda.on(InvokeCommand, { FunctionName: OUTPUTS.TokenKeysFunctionName }).resolves({
+    StatusCode: 200,
+    FunctionError: 'Unhandled',
+    Payload: encode({ errorType: 'SecretError', errorMessage: 'Secret …: Token key ring is not JSON' }) as never,
+  });
+  r = byName(await verifyDeploy(clients(), { stackName: STACK, rotate: false }));
+  expect(r['token keys']).toMatchObject({
+    status: 'fail',
+    detail: 'usage report failed: Secret …: Token key ring is not JSON',
+    hint: expect.stringContaining('TokenEncryptionKeySecretArn') as unknown,
+  });
+
+  const { TokenKeysFunctionName: _dropped, ...older } = OUTPUTS;
+  healthyDeploy(older);
+  r = byName(await verifyDeploy(clients(), { stackName: STACK, rotate: false }));
+  expect(r['token keys']).toEqual({
+    name: 'token keys',
+    status: 'skip',
+    detail: 'skipped: no TokenKeysFunctionName output in this stack',
   });
 });
 

@@ -8,6 +8,7 @@ import {
   REGION_NOT_PAUSED,
   SYNC_LEASE_FREE,
   SYNC_LEASE_FREE_OR_DISPATCH_MARKED,
+  TOKEN_OBTAINABLE,
 } from './due';
 import type { GivenIds } from '../../shared/jobs/fan-out';
 
@@ -33,6 +34,8 @@ export interface ClaimedConnection {
   readonly historyId: string;
   /** The stored access token (`enc:v1:…` or legacy plaintext). */
   readonly storedAccessToken: string;
+  /** When the stored access token expires: one about to expire is taken on demand instead (refreshed once). */
+  readonly expiresAt: Date;
   readonly region: AmazonRegion;
   /** Failed attempts in a row so far (the highest of the region's accounts, or the connection's own). */
   readonly retryCount: number;
@@ -52,7 +55,10 @@ export interface ClaimConnectionsOptions {
   readonly syncType: SyncType;
   /** Claim only this user's connections (manual/webhook); due or not. @default - every due connection */
   readonly userId?: string;
-  /** Access tokens expiring sooner than this are not used (the refresh job renews them first). */
+  /**
+   * Access tokens expiring sooner than this are taken on demand (refreshed once, single-flight);
+   * such a connection is claimed only when its refresh is not backing off after a failure.
+   */
   readonly minTokenValiditySeconds: number;
   /** Regions whose Ads endpoint is paused by a Retry-After: their users are left alone. @default none */
   readonly pausedRegions?: readonly AmazonRegion[];
@@ -75,20 +81,17 @@ const SIZED_WITHIN_TOKEN_CHARS = `sized AS (
      )`;
 
 /**
- * What a claim does with the connections it locked and sized (see {@link claimConnections}): records
- * the use of the waiting ones' tokens, leases the sized ones, marks their region's accounts
- * 'in_progress', closes the history rows a dead run left 'started', opens one per connection,
- * and returns the claimed connections.
+ * What a claim does with the connections it locked and sized (see {@link claimConnections}): leases
+ * them, marks their region's accounts 'in_progress', closes the history rows a dead run left
+ * 'started', opens one per connection, and returns the claimed connections. It records no use
+ * of their tokens (`last_used_at`): the sync takes a token once per cycle, on demand, so an idle
+ * connection stays out of the proactive refresh's window.
  */
-const LEASE_AND_OPEN_HISTORY = `wanted AS (
-       -- Used: the token refresh renews them even when they had been idle past its window.
-       UPDATE oauth_tokens t SET last_used_at = now() FROM waiting w WHERE t.id = w.id
-     ), claimed AS (
+const LEASE_AND_OPEN_HISTORY = `claimed AS (
        UPDATE oauth_tokens t
-          SET sync_lease_owner = :owner, sync_lease_expires_at = now() + make_interval(secs => :leaseSeconds),
-              last_used_at = now()
+          SET sync_lease_owner = :owner, sync_lease_expires_at = now() + make_interval(secs => :leaseSeconds)
          FROM sized c WHERE t.id = c.id
-       RETURNING t.id, t.user_id, t.access_token, t.region, t.sync_retry_count, t.connection_generation
+       RETURNING t.id, t.user_id, t.access_token, t.expires_at, t.region, t.sync_retry_count, t.connection_generation
      ), accounts AS (
        -- The connection's accounts: the user's accounts in its region.
        SELECT c.id AS token_id, c.user_id, c.region, max(ua.sync_retry_count) AS retry_count,
@@ -128,7 +131,8 @@ const LEASE_AND_OPEN_HISTORY = `wanted AS (
          FROM claimed c LEFT JOIN accounts a ON a.token_id = c.id
        RETURNING id, (metadata->>'userId')::uuid AS user_id, region
      )
-     SELECT c.id AS token_id, c.connection_generation AS generation, c.user_id, h.id AS history_id, c.access_token, c.region,
+     SELECT c.id AS token_id, c.connection_generation AS generation, c.user_id, h.id AS history_id, c.access_token,
+            c.expires_at, c.region,
             greatest(c.sync_retry_count, coalesce(a.retry_count, 0)) AS retry_count, a.account_count,
             a.usual_status, o.statuses AS other_statuses
        FROM claimed c
@@ -142,6 +146,7 @@ interface ClaimedConnectionRow {
   user_id: string;
   history_id: string;
   access_token: string;
+  expires_at: Date | string;
   region: AmazonRegion;
   retry_count: number;
   account_count: number | null;
@@ -155,16 +160,14 @@ interface ClaimedConnectionRow {
  * connection's token lists that region's profiles. A connection is due when one of its
  * region's accounts' next_sync_at has passed (the spec's schedule) or its own
  * sync_next_attempt_at has (no account in its region yet, or waiting for a retry); never
- * while its token needs re-authorisation (refresh off) or is about to expire (the refresh job
- * renews it first). The claim takes the connection's sync lease with FOR UPDATE SKIP LOCKED,
+ * while its token needs re-authorisation (refresh off), nor while its token is about to expire
+ * and its refresh backs off after a failure (a token about to expire is otherwise refreshed on
+ * demand by the run, see {@link TOKEN_OBTAINABLE}). The claim takes the connection's sync lease with FOR UPDATE SKIP LOCKED,
  * so concurrent invocations claim disjoint connections (two regions of one user may be worked
  * on by two runs at once) and each gets a full batch; the same statement marks the region's
  * accounts 'in_progress', closes the connection's history rows that a run which died left
  * 'started' ('failed', {@link ABANDONED_ATTEMPT_REASON}) and opens one 'started' row per
- * connection, with its region. It also records the use of each connection's access token
- * (`last_used_at`): of every claimed connection, and of every due one it leaves because its
- * token expires too soon, so that the token refresh renews that token even when its window
- * leaves idle connections alone (the next sync then proceeds).
+ * connection, with its region.
  */
 export async function claimConnections(db: Database, o: ClaimConnectionsOptions): Promise<ClaimedConnection[]> {
   const params = {
@@ -185,22 +188,12 @@ export async function claimConnections(db: Database, o: ClaimConnectionsOptions)
      ), candidates AS (
        SELECT t.id FROM oauth_tokens t
         WHERE ${REFRESH_ON_TOKEN_OF_DUE_CONNECTION}
-          AND t.expires_at > now() + make_interval(secs => :minTokenValiditySeconds)
+          AND ${TOKEN_OBTAINABLE}
           AND ${SYNC_LEASE_FREE_OR_DISPATCH_MARKED}
           AND ${REGION_NOT_PAUSED}
         LIMIT :limit
         FOR UPDATE OF t SKIP LOCKED
-     ), ${SIZED_WITHIN_TOKEN_CHARS}, waiting AS (
-       -- Due connections the claim leaves because their access token expires too soon: the
-       -- sync wants that token too.
-       SELECT t.id FROM oauth_tokens t
-        WHERE ${REFRESH_ON_TOKEN_OF_DUE_CONNECTION}
-          AND t.expires_at <= now() + make_interval(secs => :minTokenValiditySeconds)
-          AND ${SYNC_LEASE_FREE_OR_DISPATCH_MARKED}
-          AND ${REGION_NOT_PAUSED}
-        LIMIT :limit
-        FOR UPDATE OF t SKIP LOCKED
-     ), ${LEASE_AND_OPEN_HISTORY}`,
+     ), ${SIZED_WITHIN_TOKEN_CHARS}, ${LEASE_AND_OPEN_HISTORY}`,
         { ...params, ids: sqlJson(o.given.ids), dispatchId: sqlUuid(o.given.dispatchId) },
       )
     : await db.query<ClaimedConnectionRow>(
@@ -209,22 +202,12 @@ export async function claimConnections(db: Database, o: ClaimConnectionsOptions)
      ), candidates AS (
        SELECT t.id FROM oauth_tokens t
         WHERE ${REFRESH_ON_TOKEN_OF_DUE_CONNECTION}
-          AND t.expires_at > now() + make_interval(secs => :minTokenValiditySeconds)
+          AND ${TOKEN_OBTAINABLE}
           AND ${SYNC_LEASE_FREE}
           AND ${REGION_NOT_PAUSED}
         LIMIT :limit
         FOR UPDATE OF t SKIP LOCKED
-     ), ${SIZED_WITHIN_TOKEN_CHARS}, waiting AS (
-       -- Due connections the claim leaves because their access token expires too soon: the
-       -- sync wants that token too.
-       SELECT t.id FROM oauth_tokens t
-        WHERE ${REFRESH_ON_TOKEN_OF_DUE_CONNECTION}
-          AND t.expires_at <= now() + make_interval(secs => :minTokenValiditySeconds)
-          AND ${SYNC_LEASE_FREE}
-          AND ${REGION_NOT_PAUSED}
-        LIMIT :limit
-        FOR UPDATE OF t SKIP LOCKED
-     ), ${LEASE_AND_OPEN_HISTORY}`,
+     ), ${SIZED_WITHIN_TOKEN_CHARS}, ${LEASE_AND_OPEN_HISTORY}`,
         params,
       );
   return rows.map((r) => ({
@@ -233,6 +216,7 @@ export async function claimConnections(db: Database, o: ClaimConnectionsOptions)
     userId: r.user_id,
     historyId: r.history_id,
     storedAccessToken: r.access_token,
+    expiresAt: r.expires_at instanceof Date ? r.expires_at : new Date(r.expires_at),
     region: r.region,
     retryCount: Number(r.retry_count),
     accountCount: Number(r.account_count ?? 0),
@@ -243,8 +227,8 @@ export async function claimConnections(db: Database, o: ClaimConnectionsOptions)
 /**
  * How many connections a scheduled claim would take now (the claim's conditions, read only):
  * for a dry run. `waitingForToken` counts due connections whose access token expires too soon
- * (the refresh job renews it first), and `needReauth` the accounts a run would flag for
- * re-authorisation.
+ * while its refresh backs off after a failure (claimed once the backoff ends), and `needReauth`
+ * the accounts a run would flag for re-authorisation.
  */
 export async function countDueConnections(
   db: Database,
@@ -257,7 +241,7 @@ export async function countDueConnections(
        UNION
        SELECT t.user_id, t.region FROM oauth_tokens t WHERE t.sync_next_attempt_at <= now()
      ), tokens AS (
-       SELECT t.expires_at > now() + make_interval(secs => :minTokenValiditySeconds) AS usable FROM oauth_tokens t
+       SELECT ${TOKEN_OBTAINABLE} AS usable FROM oauth_tokens t
         WHERE (t.user_id, t.region) IN (SELECT user_id, region FROM due)
           AND t.proactive_refresh_enabled = TRUE
           AND (t.sync_lease_expires_at IS NULL OR t.sync_lease_expires_at < now())

@@ -1,6 +1,12 @@
 import { Database, sqlJson, sqlUuid } from '../../shared/db/port';
 import type { AmazonRegion } from '../../shared/amazon/regions';
-import { DUE_CONNECTIONS, REFRESH_ON_TOKEN_OF_DUE_CONNECTION, REGION_NOT_PAUSED, SYNC_LEASE_FREE } from './due';
+import {
+  DUE_CONNECTIONS,
+  REFRESH_ON_TOKEN_OF_DUE_CONNECTION,
+  REGION_NOT_PAUSED,
+  SYNC_LEASE_FREE,
+  TOKEN_OBTAINABLE,
+} from './due';
 
 export interface DispatchConnectionsOptions {
   /** This dispatch's id: the owner of the mark. */
@@ -17,10 +23,8 @@ export interface DispatchConnectionsOptions {
  * The fan-out dispatcher's selection: up to `limit` connections a scheduled claim would take
  * (the claim's due and claimable conditions), marked as dispatched by taking their sync lease
  * for `markSeconds` in `dispatchId`'s name, so the next tick does not send them again while they
- * wait in the queue; the consumer's claim of given ids takes the lease over from the mark. Like
- * the claim, it records the use of the tokens of due connections left because their access
- * token expires too soon (the token refresh renews them, a later tick dispatches them).
- * Returns only the ids.
+ * wait in the queue; the consumer's claim of given ids takes the lease over from the mark (and
+ * takes a token about to expire on demand). Returns only the ids.
  */
 export async function markDueConnectionsDispatched(db: Database, o: DispatchConnectionsOptions): Promise<string[]> {
   const { rows } = await db.query<{ id: string }>(
@@ -29,22 +33,12 @@ export async function markDueConnectionsDispatched(db: Database, o: DispatchConn
      ), candidates AS (
        SELECT t.id FROM oauth_tokens t
         WHERE ${REFRESH_ON_TOKEN_OF_DUE_CONNECTION}
-          AND t.expires_at > now() + make_interval(secs => :minTokenValiditySeconds)
+          AND ${TOKEN_OBTAINABLE}
           AND ${SYNC_LEASE_FREE}
           AND ${REGION_NOT_PAUSED}
         ORDER BY t.id
         LIMIT :limit
         FOR UPDATE OF t SKIP LOCKED
-     ), waiting AS (
-       SELECT t.id FROM oauth_tokens t
-        WHERE ${REFRESH_ON_TOKEN_OF_DUE_CONNECTION}
-          AND t.expires_at <= now() + make_interval(secs => :minTokenValiditySeconds)
-          AND ${SYNC_LEASE_FREE}
-          AND ${REGION_NOT_PAUSED}
-        LIMIT :limit
-        FOR UPDATE OF t SKIP LOCKED
-     ), wanted AS (
-       UPDATE oauth_tokens t SET last_used_at = now() FROM waiting w WHERE t.id = w.id
      )
      UPDATE oauth_tokens t
         SET sync_lease_owner = :dispatchId, sync_lease_expires_at = now() + make_interval(secs => :markSeconds)

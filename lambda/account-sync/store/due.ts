@@ -3,8 +3,12 @@
 // the token validity they are given.
 
 /**
- * Access tokens expiring sooner than this are not used: the `:minTokenValiditySeconds` of the
- * claims and the fan-out dispatcher's marks by default.
+ * Access tokens with this much or less left are taken on demand (refreshed once, single-flight):
+ * the `:minTokenValiditySeconds` of the claims and the fan-out dispatcher's marks by default.
+ * Lower than the token route's margin (ON_DEMAND_FRESH_SECONDS, 5 minutes: its callers keep the
+ * token a while): the sync uses its token at once, for one call of seconds. A used connection's
+ * token never gets this low (the proactive refresh renews it 5 to 11 minutes before it
+ * expires); an idle one's has long expired when its sync comes.
  */
 export const MIN_TOKEN_VALIDITY_SECONDS = 120;
 
@@ -39,9 +43,18 @@ export const SYNC_LEASE_FREE = `(t.sync_lease_expires_at IS NULL OR t.sync_lease
 /** Free, or the mark of the dispatch that sent the given ids. */
 export const SYNC_LEASE_FREE_OR_DISPATCH_MARKED = `(t.sync_lease_expires_at IS NULL OR t.sync_lease_expires_at < now() OR t.sync_lease_owner = :dispatchId)`;
 
-/** A token row of a due connection, with proactive refresh on (both claims' candidates and waiting rows). */
+/** A token row of a due connection, with proactive refresh on (both claims' candidates). */
 export const REFRESH_ON_TOKEN_OF_DUE_CONNECTION = `(t.user_id, t.region) IN (SELECT user_id, region FROM due)
           AND t.proactive_refresh_enabled = TRUE`;
+
+/**
+ * The connection's access token can be had now: it has more than `:minTokenValiditySeconds`
+ * left, or its refresh is not backing off after a failure (the sync then refreshes it on demand,
+ * single-flight, see lambda/token-refresh/on-demand.ts). A connection whose token is about to
+ * expire while its refresh backs off waits until the backoff ends.
+ */
+export const TOKEN_OBTAINABLE = `(t.expires_at > now() + make_interval(secs => :minTokenValiditySeconds)
+          OR t.next_refresh_attempt_at IS NULL OR t.next_refresh_attempt_at <= now())`;
 
 /** The connection's region is not paused by a Retry-After (`:pausedRegions`, a JSON array). */
 export const REGION_NOT_PAUSED = `NOT (t.region = ANY (SELECT jsonb_array_elements_text(:pausedRegions::jsonb)))`;

@@ -52,11 +52,14 @@ export class ApiShareBudgetStore implements RateBudgetStore {
     if (quota.granted === 0) return quota;
     const wait = Math.max(0, quota.firstSlotAtMs - quota.databaseNowMs - request.leadMs);
     if (wait > 0) await this.sleep(wait);
+    // Its quota slot is its place: an API request is not queued behind the jobs' refused
+    // batches on the shared schedule (migration 0025), only behind the slots already held.
     return this.inner.reserve(key, {
       ...request,
       horizonMs,
       wanted: 1,
       maxWaitMs: Math.max(0, request.maxWaitMs - wait),
+      ticketMs: quota.firstSlotAtMs,
     });
   }
 

@@ -1,4 +1,4 @@
-import type { Database } from '../db/port';
+import { sqlJson, type Database } from '../db/port';
 import { ADAPTIVE_RATE } from './adaptive-rate';
 import type { AmazonEndpoint, AmazonRegion } from './regions';
 import { endpointPrefix } from './usage-store';
@@ -28,6 +28,12 @@ export interface ReserveRequest {
   readonly leadMs: number;
   /** No slot later than this long from now: what all invocations together may hold ahead. */
   readonly horizonMs: number;
+  /**
+   * The time this caller was given when it was refused (`retryAtMs`, database clock, epoch ms):
+   * its place in the queue. A caller without one is served only once nobody refused before it
+   * is still to come (migration 0025). @default - none
+   */
+  readonly ticketMs?: number;
 }
 
 export interface Reservation {
@@ -90,6 +96,11 @@ export interface ThrottleResult {
 /** Where budgets are kept. */
 export interface RateBudgetStore {
   reserve(key: BudgetKey, request: ReserveRequest): Promise<Reservation>;
+  /**
+   * Several reservations (other endpoints or regions) in one call, answers in the order asked.
+   * @default - one reserve call each
+   */
+  reserveMany?(requests: ReadonlyArray<{ key: BudgetKey; request: ReserveRequest }>): Promise<Reservation[]>;
   throttled(key: BudgetKey, report: ThrottleReport): Promise<ThrottleResult>;
   /** Gives back unused slots; true when they were (nobody reserved after them). @default - never */
   release?(key: BudgetKey, request: ReleaseRequest): Promise<boolean>;
@@ -109,12 +120,37 @@ function storedEndpoint(endpoint: AmazonEndpoint, pool?: 'api'): string {
 
 const toMs = (value: unknown): number => (value instanceof Date ? value.getTime() : new Date(String(value)).getTime());
 
-/** The budget in PostgreSQL: one statement (one Data API call) per reservation or 429. */
+/** The budget in PostgreSQL: one statement (one Data API call) per reservation (of one budget or several) or 429. */
 export class DatabaseRateBudgetStore implements RateBudgetStore {
   constructor(private readonly db: Database) {}
 
   async reserve(key: BudgetKey, request: ReserveRequest): Promise<Reservation> {
+    return (await this.reserveMany([{ key, request }]))[0];
+  }
+
+  /**
+   * One statement for every budget asked (a run topping up its regions together): each
+   * reservation is its own call of reserve_amazon_requests, in the order of (endpoint, region)
+   * whatever the order asked, so two callers lock the budgets' rows in the same order.
+   */
+  async reserveMany(requests: ReadonlyArray<{ key: BudgetKey; request: ReserveRequest }>): Promise<Reservation[]> {
+    const asked = requests.map(({ key, request }, i) => ({
+      i,
+      endpoint: storedEndpoint(key.endpoint, key.pool),
+      region: key.region,
+      ceiling: request.ceiling,
+      wanted: request.wanted,
+      max_wait_ms: Math.max(0, request.maxWaitMs),
+      tolerance_ms: request.toleranceMs,
+      // The database clamps what is out of range (0022); a caller's own bounds go first.
+      lead_ms: Math.max(0, request.leadMs),
+      horizon_ms: Math.max(0, request.horizonMs),
+      ticket: request.ticketMs === undefined ? null : new Date(request.ticketMs).toISOString(),
+    }));
+    asked.sort((a, b) => (a.endpoint + ':' + a.region < b.endpoint + ':' + b.region ? -1 : 1));
+    // The calls run in the order of the list (a nested loop over it): one lock order for all.
     const { rows } = await this.db.query<{
+      i: number;
       granted: number;
       first_slot_at: Date;
       interval_ms: number;
@@ -123,34 +159,28 @@ export class DatabaseRateBudgetStore implements RateBudgetStore {
       paused_until: Date | null;
       database_now: Date;
     }>(
-      `SELECT r.granted, r.first_slot_at, r.interval_ms, r.rate_per_second, r.retry_at, r.paused_until,
+      `SELECT x.i, r.granted, r.first_slot_at, r.interval_ms, r.rate_per_second, r.retry_at, r.paused_until,
               clock_timestamp() AS database_now
-         FROM reserve_amazon_requests(:endpoint::text, :region::text, :ceiling::float8, :wanted::int, :maxWaitMs::float8,
-                                      :toleranceMs::float8, :recovery::float8, :leadMs::float8,
-                                      :horizonMs::float8) AS r`,
-      {
-        endpoint: storedEndpoint(key.endpoint, key.pool),
-        region: key.region,
-        ceiling: request.ceiling,
-        wanted: request.wanted,
-        maxWaitMs: Math.max(0, request.maxWaitMs),
-        toleranceMs: request.toleranceMs,
-        recovery: RECOVERY_PER_SECOND,
-        // The database clamps what is out of range (0022); a caller's own bounds go first.
-        leadMs: Math.max(0, request.leadMs),
-        horizonMs: Math.max(0, request.horizonMs),
-      },
+         FROM jsonb_to_recordset(:requests::jsonb)
+                AS x(i int, endpoint text, region text, ceiling float8, wanted int, max_wait_ms float8,
+                     tolerance_ms float8, lead_ms float8, horizon_ms float8, ticket timestamptz)
+        CROSS JOIN LATERAL reserve_amazon_requests(x.endpoint, x.region, x.ceiling, x.wanted, x.max_wait_ms,
+                                                   x.tolerance_ms, :recovery::float8, x.lead_ms, x.horizon_ms,
+                                                   x.ticket) AS r`,
+      { requests: sqlJson(asked), recovery: RECOVERY_PER_SECOND },
     );
-    const row = rows[0];
-    return {
-      granted: Number(row.granted),
-      firstSlotAtMs: toMs(row.first_slot_at),
-      ...(row.retry_at ? { retryAtMs: toMs(row.retry_at) } : {}),
-      pausedUntilMs: row.paused_until ? toMs(row.paused_until) : 0,
-      intervalMs: Number(row.interval_ms),
-      ratePerSecond: Number(row.rate_per_second),
-      databaseNowMs: toMs(row.database_now),
-    };
+    const answers = new Array<Reservation>(requests.length);
+    for (const row of rows)
+      answers[Number(row.i)] = {
+        granted: Number(row.granted),
+        firstSlotAtMs: toMs(row.first_slot_at),
+        ...(row.retry_at ? { retryAtMs: toMs(row.retry_at) } : {}),
+        pausedUntilMs: row.paused_until ? toMs(row.paused_until) : 0,
+        intervalMs: Number(row.interval_ms),
+        ratePerSecond: Number(row.rate_per_second),
+        databaseNowMs: toMs(row.database_now),
+      };
+    return answers;
   }
 
   async throttled(key: BudgetKey, report: ThrottleReport): Promise<ThrottleResult> {

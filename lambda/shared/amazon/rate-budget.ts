@@ -1,10 +1,10 @@
 import { DeadlineExceededError, sleep as defaultSleep } from '../backoff';
 import type { LimiterClock } from './adaptive-rate';
-import type { BudgetKey, RateBudgetStore, ThrottleResult } from './rate-budget-store';
+import type { BudgetKey, RateBudgetStore, Reservation, ReserveRequest, ThrottleResult } from './rate-budget-store';
 
 /**
  * One request budget per Amazon endpoint and region, shared by every invocation that draws
- * from the same database (migrations 0015 and 0022, `amazon_rate_budget`).
+ * from the same database (migrations 0015, 0022 and 0025, `amazon_rate_budget`).
  *
  * The budget is a schedule of slots, one request each, spaced by the allowed rate. An
  * invocation reserves a batch of slots in one call (what it will send: up to the horizon's
@@ -12,6 +12,8 @@ import type { BudgetKey, RateBudgetStore, ThrottleResult } from './rate-budget-s
  * partly unused); nobody else is ever given the same slots, so N invocations together send at
  * most the budget's rate. An invocation that gets no slot is given its own time to ask again
  * (a place in a queue kept in the database), so waiting invocations do not all wake together.
+ * The budgets of one invocation (its regions and endpoints) reserve together: one call tops up
+ * every one of them about to run out ({@link BudgetGroup}).
  * A 429 cuts the rate (once per wave) and pauses the endpoint in the database, so every
  * invocation slows down from its next reservation on. Slots not used in time are dropped,
  * never saved up: a crashed invocation's reservation just passes; a finished one gives the
@@ -40,12 +42,40 @@ export interface SharedBudgetOptions extends LimiterClock {
    * @default true
    */
   readonly recordThrottles?: boolean;
+  /**
+   * Budgets one invocation holds for its other endpoints and regions: when this one reserves,
+   * those about to run out of slots are topped up in the same database call
+   * ({@link BudgetGroup}). @default - each budget reserves alone
+   */
+  readonly group?: BudgetGroup;
+}
+
+/**
+ * The budgets of one invocation (one limiter registry): a run that works on several regions at
+ * once uses their slots at about the same pace, so when one of them reserves, every other that
+ * will send more than it holds and whose slots end within half a horizon is topped up in the
+ * same call (one statement, {@link RateBudgetStore.reserveMany}): one database call per batch
+ * of all regions instead of one per region.
+ */
+export class BudgetGroup {
+  private readonly members = new Set<SharedRateBudget>();
+
+  join(budget: SharedRateBudget): void {
+    this.members.add(budget);
+  }
+
+  /** Top-up requests of the members other than `asking`, as of `now` (local clock). */
+  companions(asking: SharedRateBudget, now: number): SharedRateBudget[] {
+    return [...this.members].filter((m) => m !== asking && m.wantsTopUp(now));
+  }
 }
 
 /** What one {@link SharedRateBudget} did (for metrics and tests). */
 export interface SharedBudgetStats {
-  /** Calls to the store's reserve, granted or not. */
+  /** Calls to the store's reserve, granted or not (a top-up made in another budget's call included). */
   readonly reservations: number;
+  /** Reservations made in another budget's call (see {@link BudgetGroup}): no call of their own. */
+  readonly topUps: number;
   /** Reservations that granted nothing (the caller was given a time to ask again). */
   readonly refusals: number;
   readonly slotsReserved: number;
@@ -119,11 +149,18 @@ export class SharedRateBudget {
   /** After a refusal: when to ask again, and the first slot to expect then (local clock). */
   private retryAt = 0;
   private retryFirstSlot = 0;
+  /** After a refusal: the time the store gave (database clock), passed back as this client's place. */
+  private ticket: number | undefined;
   /** Requests still to come, when the caller said ({@link expectRequests}). */
   private expected: number | undefined;
   private unconsumedRecorded = 0;
+  /** A reservation for this budget on its way (its own or a top-up in another's call). */
+  private reserving: Promise<void> | undefined;
+  /** Where the batch granted last starts (database clock): only slots from there can go back. */
+  private lastBatchFrom = 0;
   private counters = {
     reservations: 0,
+    topUps: 0,
     refusals: 0,
     slotsReserved: 0,
     slotsUsed: 0,
@@ -147,6 +184,7 @@ export class SharedRateBudget {
     this.toleranceMs = options.toleranceMs ?? 100;
     this.rate = options.ceiling;
     this.intervalMs = (1000 + this.toleranceMs) / this.rate;
+    options.group?.join(this);
   }
 
   /** Waits for this caller's slot (FIFO). */
@@ -227,7 +265,8 @@ export class SharedRateBudget {
     const now = this.now();
     const held = this.slots.length;
     // From the first slot still ahead (a slot within its tolerance is not handed out again).
-    const from = Math.max(this.slots[0], now) + this.offsetMs + 1;
+    // Only slots of the batch granted last can go back (the store's rule): earlier ones pass.
+    const from = Math.max(this.slots[0] + this.offsetMs, now + this.offsetMs, this.lastBatchFrom) + 1;
     this.slots = [];
     this.lastSlot = this.lastUsedSlot;
     this.lastBatchUntil = undefined;
@@ -313,7 +352,42 @@ export class SharedRateBudget {
     return this.batchSize;
   }
 
+  /**
+   * Whether a top-up in another budget's reservation is worth it now: this budget will send more
+   * than it holds (it said so with {@link expectRequests}), its slots end within half a horizon,
+   * and it is not waiting for a reservation, a place in the queue or a pause.
+   */
+  wantsTopUp(now: number): boolean {
+    if (this.reserving || this.expected === undefined || this.expected <= this.slots.length) return false;
+    if (now < this.retryAt || now < this.pausedUntil) return false;
+    const last = this.slots.at(-1) ?? now;
+    return last - now <= this.horizonMs / 2;
+  }
+
+  /** What a top-up asks for: the rest of what this budget will send, a horizon's worth at most, right after its slots. */
+  private topUpRequest(now: number): ReserveRequest {
+    const full = Math.max(1, Math.floor(this.horizonMs / this.intervalMs) + 1);
+    const last = this.slots.at(-1) ?? now;
+    return {
+      ceiling: this.options.ceiling,
+      wanted: Math.min(full, Math.max(1, (this.expected ?? 0) - this.slots.length)),
+      // Only if the batch follows on (nobody else holds the schedule after this budget's slots):
+      // a top-up that would wait takes nothing and no place in the queue.
+      maxWaitMs: Math.max(0, last - now) + 2 * this.intervalMs,
+      toleranceMs: this.toleranceMs,
+      leadMs: this.leadMs,
+      horizonMs: this.horizonMs,
+      ...(this.ticket !== undefined ? { ticketMs: this.ticket } : {}),
+    };
+  }
+
   private async reserve(notAfter: number): Promise<void> {
+    const pending = this.reserving;
+    if (pending) {
+      // A top-up for this budget is on its way in another budget's call.
+      await pending;
+      if (this.slots.length > 0) return;
+    }
     const reporting = this.reporting;
     if (reporting) {
       await reporting;
@@ -328,15 +402,43 @@ export class SharedRateBudget {
       now = this.now();
     }
     const sentAt = now;
-    const reservation = await this.store.reserve(this.key, {
+    const request: ReserveRequest = {
       ceiling: this.options.ceiling,
       wanted: this.wanted(now),
       maxWaitMs: Number.isFinite(notAfter) ? Math.max(0, notAfter - sentAt) : 24 * 3600 * 1000,
       toleranceMs: this.toleranceMs,
-      leadMs: this.leadMs,
+      // Back at its place in the queue, the batch starts at the frontier as planned: a lead from
+      // a slow round trip long ago (all invocations asking at once) would cut it short; the
+      // tolerance covers the answer's way back.
+      leadMs: this.ticket !== undefined ? Math.min(this.leadMs, this.toleranceMs / 2) : this.leadMs,
       horizonMs: this.horizonMs,
-    });
-    const receivedAt = this.now();
+      ...(this.ticket !== undefined ? { ticketMs: this.ticket } : {}),
+    };
+    const companions = this.store.reserveMany ? (this.options.group?.companions(this, now) ?? []) : [];
+    let done!: () => void;
+    const call = new Promise<void>((resolve) => (done = resolve));
+    for (const c of [this, ...companions]) c.reserving = call;
+    try {
+      let reservation: Reservation;
+      if (companions.length === 0) reservation = await this.store.reserve(this.key, request);
+      else {
+        const answers = await this.store.reserveMany!([
+          { key: this.key, request },
+          ...companions.map((c) => ({ key: c.key, request: c.topUpRequest(now) })),
+        ]);
+        const receivedAt = this.now();
+        companions.forEach((c, i) => c.accept(answers[i + 1], sentAt, receivedAt, Infinity, true));
+        reservation = answers[0];
+      }
+      this.accept(reservation, sentAt, this.now(), notAfter, false);
+    } finally {
+      for (const c of [this, ...companions]) if (c.reserving === call) c.reserving = undefined;
+      done();
+    }
+  }
+
+  /** Takes a reservation's answer: this budget's own (`notAfter` its caller's deadline) or a top-up. */
+  private accept(reservation: Reservation, sentAt: number, receivedAt: number, notAfter: number, topUp: boolean): void {
     this.leadMs = (receivedAt - sentAt) / 2;
     // The database's clock against ours, taken at the middle of the round trip.
     const roundTrip = receivedAt - sentAt;
@@ -349,23 +451,32 @@ export class SharedRateBudget {
     if (reservation.pausedUntilMs)
       this.pausedUntil = Math.max(this.pausedUntil, reservation.pausedUntilMs - this.offsetMs);
     this.counters.reservations += 1;
+    if (topUp) this.counters.topUps += 1;
     const first = reservation.firstSlotAtMs - this.offsetMs;
     if (reservation.granted === 0) {
       this.counters.refusals += 1;
+      // A top-up that did not follow on is just not made: this budget asks on its own later.
+      if (topUp) return;
       // The store's time for this caller (its place in the queue), or, from a store without a
       // queue, when the first free slot comes within the horizon.
       const retry =
         reservation.retryAtMs !== undefined ? reservation.retryAtMs - this.offsetMs : first - this.horizonMs;
-      this.retryAt = Math.max(receivedAt + 1, retry + this.random() * reservation.intervalMs);
+      this.ticket = reservation.retryAtMs;
+      // Not before its time on the database's clock: the offset estimate may be off by half the
+      // round trip it came from (early, the batch would not fit whole yet).
+      const offsetError = Math.min(1000, this.offsetRoundTripMs / 2);
+      this.retryAt = Math.max(receivedAt + 1, retry + offsetError + this.random() * reservation.intervalMs);
       this.retryFirstSlot = first;
       if (first > notAfter) throw new DeadlineExceededError(first - receivedAt, notAfter - receivedAt);
       return;
     }
     this.retryAt = 0;
+    this.ticket = undefined;
     this.counters.slotsReserved += reservation.granted;
     this.batchUsed = 0;
     this.batchDropped = 0;
     this.batches = [...this.batches.slice(-7), { grantedAtDatabaseMs: reservation.databaseNowMs, firstLocalMs: first }];
+    this.lastBatchFrom = reservation.firstSlotAtMs;
     this.lastBatchUntil = reservation.firstSlotAtMs + reservation.granted * reservation.intervalMs;
     for (let i = 0; i < reservation.granted; i += 1) {
       const slot = first + i * reservation.intervalMs;

@@ -1,6 +1,6 @@
 import { DeadlineExceededError, sleep as defaultSleep } from '../backoff';
 import { ADAPTIVE_RATE, type LimiterClock } from './adaptive-rate';
-import { RateBudgetStore, SharedRateBudget } from './rate-budget';
+import { BudgetGroup, RateBudgetStore, SharedRateBudget } from './rate-budget';
 import type { AmazonEndpoint, AmazonRegion } from './regions';
 
 export interface TokenBucketOptions extends LimiterClock {
@@ -316,6 +316,8 @@ export function endpointLimitsFor(rates: {
 /** One {@link EndpointLimiter} per endpoint and region, created on first use. */
 export class RateLimiterRegistry {
   private readonly limiters = new Map<string, EndpointLimiter>();
+  /** The shared budgets of this registry reserve together (one database call tops up several). */
+  private readonly group = new BudgetGroup();
 
   constructor(
     private readonly limits: Partial<Record<AmazonEndpoint, EndpointLimits>> = {},
@@ -358,7 +360,7 @@ export class RateLimiterRegistry {
         ? new SharedRateBudget(
             this.sharedBudgets,
             { endpoint, region: region as AmazonRegion },
-            { ceiling: limits.ratePerSecond, toleranceMs: this.budgetToleranceMs, ...this.clock },
+            { ceiling: limits.ratePerSecond, toleranceMs: this.budgetToleranceMs, group: this.group, ...this.clock },
           )
         : undefined;
       limiter = new EndpointLimiter(limits, this.clock, shared);

@@ -24,3 +24,10 @@ export const JOB_TIMING = {
   tokenRefresh: timing(4 * 60),
   accountSync: timing(10 * 60),
 } as const satisfies Record<string, JobTiming>;
+
+/**
+ * The token keys' function's timeout (lib/token-keys.ts), and `npm run job -- reencrypt-tokens`'
+ * default deadline. The re-encryption stops before it; its leases cover one batch each
+ * (lambda/token-reencrypt/core.ts), so they need no margin over it.
+ */
+export const REENCRYPTION_TIMEOUT_SECONDS = 15 * 60;

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { Client } from 'pg';
 import { PgDatabase } from '../../../lambda/shared/db';
 import { fakeProfile } from '../../../local/amazon/profiles';
@@ -90,7 +90,24 @@ describe.each(paths)('%s', (_name, makeApi) => {
     );
     expect(rows).toHaveLength(1);
     expect(rows[0].state_digest).not.toContain(session.state);
-    expect(rows[0].code_verifier.startsWith('enc:v1:')).toBe(true);
+    // enc:v2 under the current key, bound to the caller's session for that region: the
+    // verifier it holds is the one the challenge was made from.
+    expect(world.cipher.isCurrent(rows[0].code_verifier)).toBe(true);
+    const verifier = await world.cipher.decrypt(rows[0].code_verifier, {
+      table: 'connect_sessions',
+      userId: u.userId,
+      region: 'EU',
+      column: 'code_verifier',
+    });
+    expect(createHash('sha256').update(verifier).digest('base64url')).toBe(url.searchParams.get('code_challenge'));
+    await expect(
+      world.cipher.decrypt(rows[0].code_verifier, {
+        table: 'connect_sessions',
+        userId: u.userId,
+        region: 'NA',
+        column: 'code_verifier',
+      }),
+    ).rejects.toThrow(/failed authentication/);
     expect(rows[0].redirect_uri).toBe(CONNECT_REDIRECT);
   });
 

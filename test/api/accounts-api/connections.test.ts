@@ -3,6 +3,7 @@ import { Client } from 'pg';
 import { DISCONNECTED_MESSAGE } from '../../../lambda/accounts-api/core';
 import { PgDatabase } from '../../../lambda/shared/db';
 import { runTokenRefresh } from '../../../lambda/token-refresh/core';
+import { oauthTokenBinding } from '../../../lambda/shared/token-crypto';
 import { fakeProfile } from '../../../local/amazon/profiles';
 import {
   ApiWorld,
@@ -80,15 +81,21 @@ test('connect: code → tokens stored encrypted → first sync → accounts list
   expect(r.statusCode).toBe(201);
   expect(r.headers.location).toBe('/v1/connections/NA');
   expect(json(r)).toMatchObject({ region: 'NA', status: 'connected', lastError: null });
-  expect(r.body).not.toMatch(/Atz[ar]\||enc:v1:/);
+  expect(r.body).not.toMatch(/Atz[ar]\||enc:v[12]:/);
 
   const users = await world.admin.query(`SELECT email FROM users WHERE id = :u::uuid`, { u: u.userId });
   expect(users.rows).toEqual([{ email: u.email }]);
   const stored = await tokenRow(u.userId, 'NA');
-  expect(stored.access_token.startsWith('enc:v1:')).toBe(true);
-  expect(stored.refresh_token.startsWith('enc:v1:')).toBe(true);
-  expect(world.cipher.decrypt(stored.refresh_token)).toBe(world.amazon.currentRefreshToken(u.userId));
-  expect(world.amazon.accessTokens(u.userId)).toContain(world.cipher.decrypt(stored.access_token));
+  // enc:v2 under the ring's current key, bound to this row and column.
+  expect(world.cipher.isCurrent(stored.access_token)).toBe(true);
+  expect(world.cipher.isCurrent(stored.refresh_token)).toBe(true);
+  const at = { userId: u.userId, region: 'NA' };
+  expect(await world.cipher.decrypt(stored.refresh_token, oauthTokenBinding(at, 'refresh_token'))).toBe(
+    world.amazon.currentRefreshToken(u.userId),
+  );
+  expect(world.amazon.accessTokens(u.userId)).toContain(
+    await world.cipher.decrypt(stored.access_token, oauthTokenBinding(at, 'access_token')),
+  );
   expect(stored.proactive_refresh_enabled).toBe(true);
 
   await world.syncs.idle();

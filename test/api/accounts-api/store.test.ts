@@ -1,6 +1,7 @@
 import { DISCONNECTED_MESSAGE } from '../../../lambda/accounts-api/core';
 import { AccountsStore, claimsOf } from '../../../lambda/accounts-api/store';
 import { Database, PgDatabase } from '../../../lambda/shared/db';
+import { oauthTokenBinding } from '../../../lambda/shared/token-crypto';
 import { ApiWorld, request, startApiWorld } from '../fixture';
 import { checked } from '../openapi';
 import { SeededUser, seedApiUsers } from '../seed';
@@ -192,12 +193,14 @@ describe.each(PATHS)('%s', (_path, database) => {
     const db = database();
     const store = new AccountsStore({ db });
     const caller = { userId: '00000000-0000-4000-8000-00000000a001', email: 'plain@example.com' };
-    const encrypted = world.cipher.encrypt('Atza|fine');
+    const at = { userId: caller.userId, region: 'NA' };
+    const encrypted = world.cipher.encrypt('Atza|fine', oauthTokenBinding(at, 'access_token'));
+    const fineRefresh = () => world.cipher.encrypt('Atzr|fine', oauthTokenBinding(at, 'refresh_token'));
     const expiresAt = new Date(Date.now() + 3_600_000);
     const attempts: Array<[string, string]> = [
-      ['Atza|plaintext-access', world.cipher.encrypt('Atzr|fine')],
+      ['Atza|plaintext-access', fineRefresh()],
       [encrypted, 'Atzr|plaintext-refresh'],
-      ['enc:v9:not-ours', world.cipher.encrypt('Atzr|fine')],
+      ['enc:v9:not-ours', fineRefresh()],
       [encrypted, 'ENC:V1:shouting'],
     ];
     for (const [access, refresh] of attempts) {
@@ -222,10 +225,14 @@ describe.each(PATHS)('%s', (_path, database) => {
     expect(users.rows).toEqual([]);
 
     // The same call with both tokens encrypted is stored.
-    const stored = await store.connect(caller, 'NA', encrypted, world.cipher.encrypt('Atzr|fine'), expiresAt);
+    const stored = await store.connect(caller, 'NA', encrypted, fineRefresh(), expiresAt);
     expect(stored).toMatchObject({ region: 'NA', status: 'connected' });
     const row = await world.admin.query<{ access_token: string }>(`SELECT access_token FROM oauth_tokens`);
-    expect(row.rows.map((x) => world.cipher.decrypt(x.access_token))).toEqual(['Atza|fine']);
+    expect(
+      await Promise.all(
+        row.rows.map((x) => world.cipher.decrypt(x.access_token, oauthTokenBinding(at, 'access_token'))),
+      ),
+    ).toEqual(['Atza|fine']);
   });
 
   test('a token that is not encrypted never replaces a stored connection', async () => {

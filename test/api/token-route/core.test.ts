@@ -5,6 +5,7 @@ import { RateLimiterRegistry } from '../../../lambda/shared/amazon/rate-limiter'
 import type { AmazonRegion } from '../../../lambda/shared/amazon/regions';
 import type { ApiRequestEvent, ApiResult } from '../../../lambda/shared/http';
 import { Database } from '../../../lambda/shared/db';
+import { oauthTokenBinding } from '../../../lambda/shared/token-crypto';
 import { runTokenRefresh } from '../../../lambda/token-refresh/core';
 import { claimDueTokens, saveResults } from '../../../lambda/token-refresh/store';
 import { createTokenRoute, TokenRouteDeps } from '../../../lambda/token-route/core';
@@ -202,7 +203,7 @@ describe.each(PATHS)('%s', (_path, database) => {
     expect(waits).toBeGreaterThan(0);
     secrets.push(newToken);
     const after = await row(user);
-    expect(world.cipher.decrypt(after.access_token)).toBe(newToken);
+    expect(await world.cipher.decrypt(after.access_token, oauthTokenBinding(user, 'access_token'))).toBe(newToken);
     expect(after.refresh_lease_owner).toBeNull();
     expect(after.expires_at.getTime()).toBeGreaterThan((await databaseNow()).getTime() + 50 * 60 * 1000);
     // The call drew from the shared budget of the LWA endpoint in the EU.
@@ -292,7 +293,7 @@ describe.each(PATHS)('%s', (_path, database) => {
           kind: 'success',
           result: {
             token: claimed,
-            accessToken: world.cipher.encrypt(tokens.accessToken),
+            accessToken: world.cipher.encrypt(tokens.accessToken, oauthTokenBinding(claimed, 'access_token')),
             refreshToken: claimed.storedRefreshToken,
             expiresAt: new Date(Date.now() + tokens.expiresInSeconds * 1000),
           },

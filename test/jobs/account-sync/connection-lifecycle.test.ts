@@ -10,6 +10,7 @@ import {
   useBothDatabasePaths,
   useJobWorld,
 } from '../../support/jobs';
+import { oauthTokenBinding } from '../../../lambda/shared/token-crypto';
 
 /**
  * A connection's lifecycle (migration 0021) with the account sync on both database paths:
@@ -32,8 +33,11 @@ async function storeConnection(u: SeedUser, tokens: { accessToken: string; refre
     await tx.query('SELECT api.set_claims(:claims::jsonb)', { claims: JSON.stringify(claims(u)) });
     await tx.query(`SELECT api.store_connection(:region, :access, :refresh, now() + interval '1 hour')`, {
       region,
-      access: world.cipher.encrypt(tokens.accessToken),
-      refresh: world.cipher.encrypt(tokens.refreshToken),
+      access: world.cipher.encrypt(tokens.accessToken, oauthTokenBinding({ userId: u.userId, region }, 'access_token')),
+      refresh: world.cipher.encrypt(
+        tokens.refreshToken,
+        oauthTokenBinding({ userId: u.userId, region }, 'refresh_token'),
+      ),
     });
   });
 }
@@ -102,7 +106,7 @@ const WRITE_BACK = /WITH input AS \(/;
 describe.each(PATHS)('%s path', (_path, database) => {
   const sync = (db: Database, userId?: string) =>
     runAccountSync(
-      { db, ads: world.ads(), cipher: world.cipher, ...runtime() },
+      { db, ads: world.ads(), lwa: world.lwa(), cipher: world.cipher, ...runtime() },
       userId ? { syncType: 'manual', userId } : { syncType: 'scheduled' },
     );
 
@@ -181,7 +185,13 @@ describe.each(PATHS)('%s path', (_path, database) => {
     // The web app stores EU's new refresh token on the row itself (the re-connection trigger).
     await world.admin.query(
       `UPDATE oauth_tokens SET refresh_token = :token WHERE user_id = :id::uuid AND region = 'EU'`,
-      { id: u.userId, token: world.cipher.encrypt(`${u.refreshToken}-reconnected`) },
+      {
+        id: u.userId,
+        token: world.cipher.encrypt(
+          `${u.refreshToken}-reconnected`,
+          oauthTokenBinding({ userId: u.userId, region: 'EU' }, 'refresh_token'),
+        ),
+      },
     );
 
     expect((await accounts(u)).map((a) => [a.region, a.sync_status, a.sync_error_message])).toEqual([

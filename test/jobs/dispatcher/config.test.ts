@@ -1,7 +1,9 @@
 import { SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
 import type { Context } from 'aws-lambda';
 import { mockClient } from 'aws-sdk-client-mock';
+import { randomUUID } from 'node:crypto';
 import { DISPATCHER_ENV, readDispatcherConfig } from '../../../lambda/dispatcher/config';
+import { tokenRefreshSelection } from '../../../lambda/dispatcher/selections';
 import { handler } from '../../../lambda/dispatcher/handler';
 import { ConfigError, JOB_ENV } from '../../../lambda/shared/config';
 import type { FanOutMessage } from '../../../lambda/shared/jobs/fan-out';
@@ -179,4 +181,20 @@ test('a tick of the token refresh dispatcher sends only connections used within 
     `SELECT id FROM oauth_tokens WHERE refresh_lease_owner IS NOT NULL ORDER BY id`,
   );
   expect(marked.map((r) => r.id)).toEqual([recent, unknown].sort());
+});
+
+test('a tick of the token refresh dispatcher selects on the window its environment derives from the schedule', async () => {
+  // 13 minutes left: outside the 5-minute schedule's window (11 minutes), inside a 10-minute one's (16).
+  await seedUsers(world, { count: 2, expiresInSeconds: 780, regions: () => ['NA'] });
+  const context = { getRemainingTimeInMillis: () => 600_000, awsRequestId: 'req-1' } as unknown as Context;
+  expect(readDispatcherConfig(environment())).not.toHaveProperty('windowSeconds');
+
+  expect(await handler({}, context)).toMatchObject({ job: 'token-refresh', dispatched: 0 });
+
+  // The selection the handler builds from that configuration (a new container's).
+  process.env[JOB_ENV.proactiveRefreshWindowSeconds] = '960';
+  const config = readDispatcherConfig(process.env);
+  expect(config.windowSeconds).toBe(960);
+  const selection = tokenRefreshSelection(world.dataApi(), { windowSeconds: config.windowSeconds });
+  expect(await selection.select({ dispatchId: randomUUID(), limit: 10 })).toHaveLength(2);
 });

@@ -39,7 +39,7 @@ function refresh(db: Database, message: FanOutMessage) {
 
 function sync(db: Database, message: FanOutMessage) {
   return runAccountSync(
-    { db, ads: world.ads(), cipher: world.cipher, ...runtime() },
+    { db, ads: world.ads(), lwa: world.lwa(), cipher: world.cipher, ...runtime() },
     { syncType: 'scheduled', given: message },
   );
 }
@@ -245,7 +245,7 @@ describe.each(PATHS)('%s: account sync', (_path, database) => {
     const db = database();
 
     const summary = await runAccountSync(
-      { db, ads: world.ads(), cipher: world.cipher, ...runtime() },
+      { db, ads: world.ads(), lwa: world.lwa(), cipher: world.cipher, ...runtime() },
       { syncType: 'manual', userId: user.userId, regions: ['EU'] },
     );
 

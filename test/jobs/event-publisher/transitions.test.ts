@@ -11,6 +11,7 @@ import {
   useJobWorld,
 } from '../../support/jobs';
 import { outboxEvents, validDetails } from './outbox';
+import { oauthTokenBinding } from '../../../lambda/shared/token-crypto';
 
 /**
  * Migration 0023's triggers: every transition of a connection writes exactly one event to the
@@ -28,8 +29,14 @@ async function storeConnection(u: SeedUser) {
   await world.admin.transaction(async (tx) => {
     await tx.query('SELECT api.set_claims(:claims::jsonb)', { claims: JSON.stringify(claims(u)) });
     await tx.query(`SELECT api.store_connection('NA', :access, :refresh, now() + interval '1 hour')`, {
-      access: world.cipher.encrypt('Atza|reconnected-access'),
-      refresh: world.cipher.encrypt(world.amazon.reconnect(u.userId, 'NA')),
+      access: world.cipher.encrypt(
+        'Atza|reconnected-access',
+        oauthTokenBinding({ userId: u.userId, region: 'NA' }, 'access_token'),
+      ),
+      refresh: world.cipher.encrypt(
+        world.amazon.reconnect(u.userId, 'NA'),
+        oauthTokenBinding({ userId: u.userId, region: 'NA' }, 'refresh_token'),
+      ),
     });
   });
 }
@@ -58,7 +65,10 @@ const types = async (u: SeedUser) => (await outboxEvents(world.admin, u.userId))
 
 describe.each(PATHS)('%s path', (_path, database) => {
   const sync = (db: Database) =>
-    runAccountSync({ db, ads: world.ads(), cipher: world.cipher, ...runtime() }, { syncType: 'scheduled' });
+    runAccountSync(
+      { db, ads: world.ads(), lwa: world.lwa(), cipher: world.cipher, ...runtime() },
+      { syncType: 'scheduled' },
+    );
   const refresh = (db: Database) => runTokenRefresh({ db, lwa: world.lwa(), cipher: world.cipher, ...runtime() });
 
   test('a connection’s life: each transition is exactly one schema-valid event; repeats of a state none', async () => {

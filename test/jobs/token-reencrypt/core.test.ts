@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Database } from '../../../lambda/shared/db';
 import { REENCRYPTION_METRICS } from '../../../lambda/shared/jobs/metrics';
 import { MetricTotals } from '../../../lambda/shared/jobs/runtime';
-import { parseTokenKey, RingTokenCipher, TokenKeyRing } from '../../../lambda/shared/token-crypto';
+import { parseTokenKey, TokenCipher, TokenKeyRing } from '../../../lambda/shared/token-crypto';
 import { runTokenReencryption } from '../../../lambda/token-reencrypt/core';
 import { countKeyUsage } from '../../../lambda/token-reencrypt/store';
 import { JobWorld, RecordingLogger, seedUsers, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
@@ -48,11 +48,12 @@ describe.each(PATHS)('%s path', (_path, database) => {
     const users = await seedUsers(world, {
       count: 9,
       legacyPlaintext: (i) => i % 3 === 0,
+      v1Encrypted: () => true,
       refreshEnabled: (i) => i !== 1,
     });
     const ring = rotatedRing();
     // A third of the v1 connections are v2 under the old key already (written before the rotation).
-    const old = new RingTokenCipher(TokenKeyRing.single(parseTokenKey(world.keyBase64)));
+    const old = new TokenCipher(TokenKeyRing.single(parseTokenKey(world.keyBase64)));
     for (const user of users.filter((_, i) => i % 3 === 2)) {
       const r = (await rows()).find((x) => x.user_id === user.userId)!;
       await world.admin.query(`UPDATE oauth_tokens SET access_token = :a, refresh_token = :r WHERE id = :id::uuid`, {
@@ -67,7 +68,7 @@ describe.each(PATHS)('%s path', (_path, database) => {
 
     const summary = await runTokenReencryption({
       db: database(),
-      cipher: new RingTokenCipher(ring),
+      cipher: new TokenCipher(ring),
       ...rt,
       settings: { batchSize: 4 },
     });
@@ -94,7 +95,7 @@ describe.each(PATHS)('%s path', (_path, database) => {
       plaintext: 0,
       staleConnections: 0,
     });
-    const cipher = new RingTokenCipher(ring);
+    const cipher = new TokenCipher(ring);
     for (const r of await rows()) {
       const user = users.find((u) => u.userId === r.user_id)!;
       expect(r.access_token).toMatch(/^enc:v2:k2:/);
@@ -110,7 +111,7 @@ describe.each(PATHS)('%s path', (_path, database) => {
   test('a value moved to another row fails that connection alone: counted, logged with its reason, left as it is', async () => {
     await seedUsers(world, { count: 4 });
     const ring = rotatedRing();
-    const cipher = new RingTokenCipher(ring);
+    const cipher = new TokenCipher(ring);
     const [a, b] = await rows();
     // b's refresh token is a's, encrypted for a's row: copied across, it must not decrypt.
     const moved = cipher.encrypt('Atzr|a-token', binding(a, 'refresh_token'));
@@ -154,10 +155,10 @@ describe.each(PATHS)('%s path', (_path, database) => {
     };
 
     await expect(
-      runTokenReencryption({ db: dying, cipher: new RingTokenCipher(ring), ...runtime(), settings: { batchSize: 3 } }),
+      runTokenReencryption({ db: dying, cipher: new TokenCipher(ring), ...runtime(), settings: { batchSize: 3 } }),
     ).rejects.toThrow('Lambda timed out');
     const half = await countKeyUsage(world.admin, 'k2');
-    expect(half.v2).toEqual({ k2: 12 });
+    expect(half.v2).toEqual({ k2: 12, legacy: 8 });
     expect(half.staleConnections).toBe(4);
     // The killed batch's leases: others wait for them to expire (here: expired now).
     expect((await rows()).filter((r) => r.refresh_lease_owner !== null)).toHaveLength(3);
@@ -167,13 +168,13 @@ describe.each(PATHS)('%s path', (_path, database) => {
 
     const second = await runTokenReencryption({
       db: database(),
-      cipher: new RingTokenCipher(ring),
+      cipher: new TokenCipher(ring),
       ...runtime(),
       settings: { batchSize: 3 },
     });
 
     expect(second).toMatchObject({ reencrypted: 4, remaining: 0, complete: true });
-    const cipher = new RingTokenCipher(ring);
+    const cipher = new TokenCipher(ring);
     for (const r of await rows()) {
       const user = users.find((u) => u.userId === r.user_id)!;
       expect(await cipher.decrypt(r.refresh_token, binding(r, 'refresh_token'))).toBe(user.refreshToken);
@@ -210,7 +211,7 @@ describe.each(PATHS)('%s path', (_path, database) => {
 
     const summary = await runTokenReencryption({
       db: racing,
-      cipher: new RingTokenCipher(ring),
+      cipher: new TokenCipher(ring),
       ...runtime(),
       settings: { maxPasses: 2 },
     });
@@ -239,7 +240,7 @@ describe.each(PATHS)('%s path', (_path, database) => {
     let left = 60_000;
     const summary = await runTokenReencryption({
       db: database(),
-      cipher: new RingTokenCipher(rotatedRing()),
+      cipher: new TokenCipher(rotatedRing()),
       ...runtime(() => left),
       settings: { batchSize: 2, reserveMs: 10_000 },
       onBatch: () => (left = 9_000),

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { MetricTotals } from '../../../lambda/shared/jobs/runtime';
-import { parseTokenKey, RingTokenCipher, TokenKeyRing } from '../../../lambda/shared/token-crypto';
+import { parseTokenKey, TokenCipher, TokenKeyRing } from '../../../lambda/shared/token-crypto';
 import { runTokenReencryption } from '../../../lambda/token-reencrypt/core';
 import { type KeySecretStore, parseTokenKeyAction, removeKey } from '../../../lambda/token-reencrypt/keys';
 import { JobWorld, RecordingLogger, seedUsers, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
@@ -39,7 +39,7 @@ const runtime = () => ({
 
 describe.each(PATHS)('%s path', (_path, database) => {
   test('a key still in use is refused, the secret untouched; once nothing uses it, it leaves the ring and every token still reads', async () => {
-    const users = await seedUsers(world, { count: 4 });
+    const users = await seedUsers(world, { count: 4, v1Encrypted: () => true });
     const ring = rotatedRing();
     const { state, store } = secretHolding(ring, new Date(Date.now() - HOUR));
     const now = new Date();
@@ -60,7 +60,7 @@ describe.each(PATHS)('%s path', (_path, database) => {
     });
     expect(state.writes).toBe(0);
 
-    await runTokenReencryption({ db: database(), cipher: new RingTokenCipher(ring), ...runtime() });
+    await runTokenReencryption({ db: database(), cipher: new TokenCipher(ring), ...runtime() });
     const outcome = await removeKey(database(), store, 'legacy', parse, now);
 
     expect(outcome).toEqual({ removed: true, keyId: 'legacy', keyIds: ['k2'] });
@@ -85,7 +85,7 @@ describe.each(PATHS)('%s path', (_path, database) => {
     await seedUsers(world, { count: 3 });
     const old = TokenKeyRing.single(parseTokenKey(world.keyBase64));
     // Everything re-encrypted under `legacy` (v2), then k2 made current.
-    await runTokenReencryption({ db: database(), cipher: new RingTokenCipher(old), ...runtime() });
+    await runTokenReencryption({ db: database(), cipher: new TokenCipher(old), ...runtime() });
     const ring = new TokenKeyRing({ legacy: parseTokenKey(world.keyBase64), k2: randomBytes(32) }, 'k2');
     const recent = secretHolding(ring, new Date(Date.now() - 60_000));
 
@@ -93,7 +93,7 @@ describe.each(PATHS)('%s path', (_path, database) => {
       removed: false,
       reason: '6 stored values use key "legacy": run the token re-encryption first',
     });
-    await runTokenReencryption({ db: database(), cipher: new RingTokenCipher(ring), ...runtime() });
+    await runTokenReencryption({ db: database(), cipher: new TokenCipher(ring), ...runtime() });
     const refused = await removeKey(database(), recent.store, 'legacy', parse, new Date());
     expect(refused).toMatchObject({
       removed: false,

@@ -20,6 +20,7 @@ import {
 import { LwaClient, PermanentAuthError } from '../../../lambda/shared/amazon';
 import { endpointKey, RateLimitUsageRecorder, recordRateLimitUsage } from '../../../lambda/shared/amazon/usage-store';
 import { METRIC_NAMES } from '../../../lambda/shared/jobs/metrics';
+import { oauthTokenBinding } from '../../../lambda/shared/token-crypto';
 
 /**
  * The token refresh's run (lambda/token-refresh/core.ts) against PostgreSQL 17 with every
@@ -121,9 +122,11 @@ test('four invocations at once over 2,000 due tokens refresh every token exactly
     expect(row.refresh_failure_count).toBe(0);
     expect(row.expires_at.getTime()).toBeGreaterThan(before + 3500_000);
     // The new access token is the one Amazon issued, stored encrypted.
-    expect(row.access_token.startsWith('enc:v1:')).toBe(true);
-    expect(world.cipher.decrypt(row.access_token)).toBe(world.amazon.accessTokens(u.userId).at(-1));
-    expect(world.cipher.decrypt(row.refresh_token)).toBe(u.refreshToken);
+    expect(world.cipher.isCurrent(row.access_token)).toBe(true);
+    expect(await world.cipher.decrypt(row.access_token, oauthTokenBinding(u, 'access_token'))).toBe(
+      world.amazon.accessTokens(u.userId).at(-1),
+    );
+    expect(await world.cipher.decrypt(row.refresh_token, oauthTokenBinding(u, 'refresh_token'))).toBe(u.refreshToken);
   }
   for (const u of off) expect(rows.get(u.userId)!.proactive_refresh_enabled).toBe(false);
 });
@@ -144,14 +147,22 @@ test('refresh tokens of Amazon’s maximum size (2,048 bytes) are claimed within
   expect(summary.refreshed).toBe(600);
   expect(summary.batches).toBeGreaterThan(2); // the claims were cut by size, not by count
   const rows = await tokens();
-  for (const u of users) expect(world.cipher.decrypt(rows.get(u.userId)!.refresh_token)).toBe(u.refreshToken);
+  for (const u of users)
+    expect(await world.cipher.decrypt(rows.get(u.userId)!.refresh_token, oauthTokenBinding(u, 'refresh_token'))).toBe(
+      u.refreshToken,
+    );
 });
+
+// A hang is cut by the client's timeout: long enough that a call to the fake answered late by a
+// busy machine (every core taken by other suites) is not taken for a hang, short enough that the
+// hangs (5 %) cost a few seconds.
+const HANG_TIMEOUT_MS = 1500;
 
 test('faults at 20% 5xx, 10% 429, 5% hangs, 5% malformed: every token ends refreshed or with its failure recorded', async () => {
   const users = await seedUsers(world, { count: 400 });
   world.amazon.setKnobs({ rate5xx: 0.2, rate429: 0.1, retryAfterSeconds: 1, hangRate: 0.05, malformedRate: 0.05 });
   const rt = runtime();
-  const summary = await runTokenRefresh(deps(world.dataApi(), { lwa: world.lwa(300), ...rt }));
+  const summary = await runTokenRefresh(deps(world.dataApi(), { lwa: world.lwa(HANG_TIMEOUT_MS), ...rt }));
 
   const rows = await tokens();
   let refreshed = 0;
@@ -268,7 +279,11 @@ test('invalid_grant turns refresh off at once and flags the accounts; a re-conne
   world.amazon.addUser({ userId: `${revoked.userId}-again`, refreshToken: newRefresh });
   await world.admin.query(
     `UPDATE oauth_tokens SET access_token = :a, refresh_token = :r, expires_at = now() + interval '10 minutes' WHERE user_id = :id::uuid`,
-    { a: world.cipher.encrypt('Atza|new'), r: world.cipher.encrypt(newRefresh), id: revoked.userId },
+    {
+      a: world.cipher.encrypt('Atza|new', oauthTokenBinding(revoked, 'access_token')),
+      r: world.cipher.encrypt(newRefresh, oauthTokenBinding(revoked, 'refresh_token')),
+      id: revoked.userId,
+    },
   );
   rows = await tokens();
   expect(rows.get(revoked.userId)).toMatchObject({
@@ -351,17 +366,22 @@ test('legacy plaintext tokens are read as they are and written back encrypted; r
   const rows = await tokens();
   for (const u of legacy) {
     const row = rows.get(u.userId)!;
-    expect(row.refresh_token.startsWith('enc:v1:')).toBe(true);
-    expect(world.cipher.decrypt(row.refresh_token)).toBe(u.refreshToken);
+    expect(world.cipher.isCurrent(row.refresh_token)).toBe(true);
+    expect(await world.cipher.decrypt(row.refresh_token, oauthTokenBinding(u, 'refresh_token'))).toBe(u.refreshToken);
   }
   for (const u of rotating)
-    expect(world.cipher.decrypt(rows.get(u.userId)!.refresh_token)).toBe(world.amazon.currentRefreshToken(u.userId));
-  for (const u of omitting) expect(world.cipher.decrypt(rows.get(u.userId)!.refresh_token)).toBe(u.refreshToken);
+    expect(await world.cipher.decrypt(rows.get(u.userId)!.refresh_token, oauthTokenBinding(u, 'refresh_token'))).toBe(
+      world.amazon.currentRefreshToken(u.userId),
+    );
+  for (const u of omitting)
+    expect(await world.cipher.decrypt(rows.get(u.userId)!.refresh_token, oauthTokenBinding(u, 'refresh_token'))).toBe(
+      u.refreshToken,
+    );
 });
 
 test('a token the web app replaces during a refresh is not overwritten with the old grant’s values', async () => {
   const [user] = await seedUsers(world, { count: 1 });
-  const replaced = world.cipher.encrypt('Atzr|replaced-by-web-app');
+  const replaced = world.cipher.encrypt('Atzr|replaced-by-web-app', oauthTokenBinding(user, 'refresh_token'));
   const lwa = world.lwa();
   const racing = {
     refresh: async (request: Parameters<typeof lwa.refresh>[0]) => {
@@ -489,7 +509,7 @@ describe.each(PATHS)('%s path', (_path, database) => {
     // the re-connection trigger turns refresh on and clears both counts.
     await world.admin.query(`UPDATE oauth_tokens SET refresh_token = :token WHERE user_id = :id::uuid`, {
       id: u.userId,
-      token: world.cipher.encrypt(`${u.refreshToken}-reconnected`),
+      token: world.cipher.encrypt(`${u.refreshToken}-reconnected`, oauthTokenBinding(u, 'refresh_token')),
     });
     expect(await token(u.userId)).toMatchObject({
       proactive_refresh_enabled: true,
@@ -564,8 +584,8 @@ describe.each(PATHS)('%s path', (_path, database) => {
     ).toMatchObject({ refreshed: 1 });
 
     const stored = (await token(u.userId)).refresh_token;
-    expect(stored).toMatch(/^enc:v1:/);
-    expect(world.cipher.decrypt(stored)).toBe(u.refreshToken);
+    expect(world.cipher.isCurrent(stored)).toBe(true);
+    expect(await world.cipher.decrypt(stored, oauthTokenBinding(u, 'refresh_token'))).toBe(u.refreshToken);
   });
 
   test('a write-back that fails transiently when no time is left is not retried: the result is counted unwritten and logged', async () => {
@@ -670,8 +690,8 @@ describe.each(PATHS)('%s path', (_path, database) => {
         kind: 'success',
         result: {
           token: claimed,
-          accessToken: world.cipher.encrypt('Atza|late'),
-          refreshToken: world.cipher.encrypt('Atzr|late'),
+          accessToken: world.cipher.encrypt('Atza|late', oauthTokenBinding(claimed, 'access_token')),
+          refreshToken: world.cipher.encrypt('Atzr|late', oauthTokenBinding(claimed, 'refresh_token')),
           expiresAt: new Date(Date.now() + 3600_000),
         },
       },
@@ -716,7 +736,11 @@ describe.each(PATHS)('%s path', (_path, database) => {
           world.amazon.revoke(user.userId);
           await world.admin.query(
             `UPDATE oauth_tokens SET access_token = :a, refresh_token = :r, expires_at = now() + interval '10 minutes' WHERE user_id = :id::uuid`,
-            { a: world.cipher.encrypt('Atza|new'), r: world.cipher.encrypt(newRefresh), id: user.userId },
+            {
+              a: world.cipher.encrypt('Atza|new', oauthTokenBinding(user, 'access_token')),
+              r: world.cipher.encrypt(newRefresh, oauthTokenBinding(user, 'refresh_token')),
+              id: user.userId,
+            },
           );
         }
         return lwa.refresh(request);
@@ -725,7 +749,7 @@ describe.each(PATHS)('%s path', (_path, database) => {
     const summary = await runTokenRefresh(deps(database(), { lwa: racing }));
     expect(summary).toMatchObject({ claimed: 2, refreshed: 1, failed: 1 });
     const row = await token(user.userId);
-    expect(world.cipher.decrypt(row.refresh_token)).toBe(newRefresh);
+    expect(await world.cipher.decrypt(row.refresh_token, oauthTokenBinding(user, 'refresh_token'))).toBe(newRefresh);
     expect(row).toMatchObject({
       proactive_refresh_enabled: true,
       refresh_failure_count: 0,

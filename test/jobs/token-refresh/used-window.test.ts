@@ -54,7 +54,7 @@ function refresh(db: Database, settings: TokenRefreshSettings = {}) {
 }
 
 function sync(db: Database) {
-  return runAccountSync({ db, ads: world.ads(), cipher: world.cipher, ...runtime() });
+  return runAccountSync({ db, ads: world.ads(), lwa: world.lwa(), cipher: world.cipher, ...runtime() });
 }
 
 /** Three due connections: idle for 2 h, used 10 min ago, never recorded. */
@@ -97,40 +97,40 @@ describe.each(PATHS)('%s', (_path, database) => {
     expect(world.amazon.counters.refreshCalls(notDue.refreshToken)).toBe(0);
   });
 
-  test('the account sync marks an idle connection with an expired token used; the next refresh renews it and the sync after that proceeds', async () => {
+  test('the account sync takes an idle connection’s expired token on demand: refreshed once, in the sync, and not marked used, so the proactive refresh still leaves it alone', async () => {
     const [idle] = await seedUsers(world, { count: 1, expiresInSeconds: -60, accountsDueInSeconds: -60 });
     await lastUsed(idle, 2 * HOUR);
     const db = database();
+    const usedBefore = await lastUsedAt(idle);
 
     expect(await refresh(db, { usedWithinSeconds: HOUR })).toMatchObject({ claimed: 0 });
     expect(world.amazon.counters.refreshCalls(idle.refreshToken)).toBe(0);
 
-    const before = await databaseNow();
-    const waiting = await sync(db);
-    expect(waiting).toMatchObject({ connectionsClaimed: 0, connectionsSynced: 0 });
-    expect((await lastUsedAt(idle))!.getTime()).toBeGreaterThanOrEqual(before.getTime());
-
-    expect(await refresh(db, { usedWithinSeconds: HOUR })).toMatchObject({ claimed: 1, refreshed: 1 });
-    expect(world.amazon.counters.refreshCalls(idle.refreshToken)).toBe(1);
-
     expect(await sync(db)).toMatchObject({
       connectionsClaimed: 1,
       connectionsSynced: 1,
+      tokensRefreshed: 1,
       accountsSynced: idle.profiles.length,
     });
+    expect(world.amazon.counters.refreshCalls(idle.refreshToken)).toBe(1);
+    expect(await lastUsedAt(idle)).toEqual(usedBefore);
+    // The token it took is fresh; the proactive refresh has nothing to do for an idle connection.
+    expect(await refresh(db, { usedWithinSeconds: HOUR })).toMatchObject({ claimed: 0 });
+    expect(world.amazon.counters.refreshCalls(idle.refreshToken)).toBe(1);
   });
 
-  test('a connection the account sync claims is marked used', async () => {
+  test('a connection the account sync claims is not marked used', async () => {
     const [user] = await seedUsers(world, { count: 1, expiresInSeconds: 2 * HOUR, accountsDueInSeconds: -60 });
     await lastUsed(user, 2 * HOUR);
-    const before = await databaseNow();
+    const usedBefore = await lastUsedAt(user);
 
-    expect(await sync(database())).toMatchObject({ connectionsClaimed: 1, connectionsSynced: 1 });
-    expect((await lastUsedAt(user))!.getTime()).toBeGreaterThanOrEqual(before.getTime());
+    expect(await sync(database())).toMatchObject({ connectionsClaimed: 1, connectionsSynced: 1, tokensRefreshed: 0 });
+    expect(await lastUsedAt(user)).toEqual(usedBefore);
+    expect(world.amazon.counters.refreshCalls(user.refreshToken)).toBe(0);
   });
 });
 
-test('the account sync marks only the connections it wants: not one that is not due, nor one with refresh off', async () => {
+test('the account sync neither marks nor refreshes a connection that is not due, nor one with refresh off', async () => {
   const [notDue] = await seedUsers(world, { count: 1, expiresInSeconds: -60, accountsDueInSeconds: HOUR });
   const [off] = await seedUsers(world, {
     count: 1,
@@ -144,7 +144,10 @@ test('the account sync marks only the connections it wants: not one that is not 
 
   await sync(world.dataApi());
 
-  for (const u of [notDue, off]) expect((await lastUsedAt(u))!.getTime()).toBeLessThan(before.getTime() - HOUR * 1000);
+  for (const u of [notDue, off]) {
+    expect((await lastUsedAt(u))!.getTime()).toBeLessThan(before.getTime() - HOUR * 1000);
+    expect(world.amazon.counters.refreshCalls(u.refreshToken)).toBe(0);
+  }
 });
 
 test('npm run job reads PROACTIVE_REFRESH_USED_WITHIN_SECONDS as the Lambda does', async () => {

@@ -1,6 +1,11 @@
 import { runTokenRefresh } from '../../../lambda/token-refresh/core';
 import { TOKEN_REFRESH_WINDOW_SECONDS } from '../../../lambda/token-refresh/store';
-import { ON_DEMAND_FRESH_SECONDS, TOKEN_REFRESH_SCHEDULE_SECONDS } from '../../../lambda/token-refresh/window';
+import {
+  ON_DEMAND_FRESH_SECONDS,
+  proactiveRefreshWindowSeconds,
+  scheduleSeconds,
+  TOKEN_REFRESH_SCHEDULE_SECONDS,
+} from '../../../lambda/token-refresh/window';
 import { Database, JobWorld, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
 
 /**
@@ -47,4 +52,14 @@ describe.each(PATHS)('%s', (_path, database: () => Database) => {
     expect(refreshed).toBe(2);
     expect(world.amazon.counters.refreshCalls(user.refreshToken)).toBe(2);
   });
+});
+
+test('the window follows the schedule in cdk.json: rate(…) expressions read as seconds, cron(…) has none', () => {
+  expect(scheduleSeconds('rate(5 minutes)')).toBe(300);
+  expect(scheduleSeconds('rate(1 minute)')).toBe(60);
+  expect(scheduleSeconds('rate(2 hours)')).toBe(7200);
+  expect(scheduleSeconds('rate(1 day)')).toBe(86_400);
+  expect(scheduleSeconds('cron(0/5 * * * ? *)')).toBeUndefined();
+  expect(proactiveRefreshWindowSeconds(scheduleSeconds('rate(5 minutes)')!)).toBe(660);
+  expect(proactiveRefreshWindowSeconds(scheduleSeconds('rate(10 minutes)')!)).toBe(960);
 });

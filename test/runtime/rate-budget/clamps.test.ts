@@ -1,5 +1,5 @@
 import { BudgetKey, DatabaseRateBudgetStore, ReserveRequest } from '../../../lambda/shared/amazon/rate-budget';
-import { JobWorld, useBothDatabasePaths, useJobWorld } from '../../jobs/fixture';
+import { JobWorld, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
 
 // What the database enforces whatever the caller asks (migration 0022): a horizon of at most
 // six seconds, no more slots than it holds at the rate, a minimum rate, a pause of at most

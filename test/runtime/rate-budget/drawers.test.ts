@@ -1,4 +1,4 @@
-import { JobWorld, useBothDatabasePaths, useJobWorld } from '../../jobs/fixture';
+import { JobWorld, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
 import { busiestSecond, draw, drawer } from './drawers';
 
 // 1, 4 and 16 invocations drawing from one shared budget at once, on the real database through
@@ -15,7 +15,7 @@ beforeEach(async () => {
   await world.admin.query('DELETE FROM amazon_rate_budget');
 });
 
-const RATE = 40;
+const RATE = 80;
 /** Requests in all, whatever the number of drawers: the same work shared out. */
 const REQUESTS = 480;
 
@@ -56,7 +56,7 @@ describe.each(useBothDatabasePaths(() => world))('drawers sharing one budget (%s
           `(${stats.reduce((s, x) => s + x.reservations, 0)} reservations, ${stats.reduce((s, x) => s + x.refusals, 0)} refused, ` +
           `${stats.reduce((s, x) => s + x.releases, 0)} releases) = ${perRequest.toFixed(3)} per request\n`,
       );
-      // A batch per horizon's worth of requests (at 40/s with 300 ms of tolerance: 6 s hold 185)
+      // A batch per horizon's worth of requests (at 80/s with 300 ms of tolerance: 6 s hold 370)
       // and, while others hold the schedule, a refusal or two with a time of its own to ask
       // again: a few calls per drawer and next to nothing per request, not a herd (before: 0.25
       // per request with one worker, 11.6 with 16, every waiting drawer waking at the same

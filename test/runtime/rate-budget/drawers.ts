@@ -12,7 +12,7 @@ import {
 import { RateLimiterRegistry } from '../../../lambda/shared/amazon/rate-limiter';
 import type { AmazonRegion } from '../../../lambda/shared/amazon/regions';
 import type { Database } from '../../../lambda/shared/db';
-import type { JobWorld } from '../../jobs/fixture';
+import type { JobWorld } from '../../support/jobs';
 
 // Drawers: stand-ins for job invocations, each with its own database connection, its own
 // limiter registry drawing from the shared budget (as a Lambda container has them) and an LWA

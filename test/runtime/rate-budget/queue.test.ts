@@ -1,5 +1,5 @@
 import { BudgetKey, DatabaseRateBudgetStore, ReserveRequest } from '../../../lambda/shared/amazon/rate-budget';
-import { JobWorld, useBothDatabasePaths, useJobWorld } from '../../jobs/fixture';
+import { JobWorld, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
 
 // No thundering herd: callers refused while another holds the schedule are each given a time
 // of their own to ask again (a queue in the budget's row), a batch apart, instead of all
@@ -48,6 +48,26 @@ describe.each(useBothDatabasePaths(() => world))('refused callers and given-back
     const after = await store.reserve(KEY, ASK);
     expect(after.retryAtMs! - times[4]).toBeGreaterThanOrEqual(BATCH * SLOT - 2);
     expect(after.retryAtMs! - times[4]).toBeLessThanOrEqual(BATCH * SLOT + 2);
+  });
+
+  test('a caller without a place does not take the slots of a refused caller whose time is still to come', async () => {
+    const store = new DatabaseRateBudgetStore(database());
+    // Seven slots held: four more fit in the horizon (five after 50 ms), fewer than half a batch
+    // of eleven for the next half second.
+    const holder = await store.reserve(KEY, { ...ASK, wanted: 7 });
+    expect(holder.granted).toBe(7);
+    const queued = await store.reserve(KEY, ASK);
+    expect(queued.granted).toBe(0);
+    // A worker back for the last two slots of its claim, while the queued caller waits: before
+    // migration 0025 it was served (they fit in the horizon), and the queued caller then got
+    // its batch two slots short. Now it asks behind the queue.
+    const remainder = await store.reserve(KEY, { ...ASK, wanted: 2 });
+    expect(remainder.granted).toBe(0);
+    expect(remainder.retryAtMs!).toBeGreaterThan(queued.retryAtMs!);
+    // With its place (the time it was given), a caller is served as before: what fits.
+    const withPlace = await store.reserve(KEY, { ...ASK, wanted: 2, ticketMs: queued.retryAtMs });
+    expect(withPlace.granted).toBe(2);
+    expect(withPlace.firstSlotAtMs).toBeGreaterThanOrEqual(holder.firstSlotAtMs + 7 * SLOT - 2);
   });
 
   test('a finished worker gives back the unused end of its batch; not once someone reserved after it', async () => {

@@ -1,4 +1,4 @@
-import { JobWorld, useBothDatabasePaths, useJobWorld } from '../../jobs/fixture';
+import { JobWorld, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
 import { draw, drawer } from './drawers';
 
 // One wave of 429s across four invocations: Amazon allows less than the budget thinks, all

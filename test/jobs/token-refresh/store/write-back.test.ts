@@ -1,6 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { claimDueTokens, saveResults, TokenResult } from '../../../../lambda/token-refresh/store';
 import { JobWorld, seedUsers, useBothDatabasePaths, useJobWorld } from '../../../support/jobs';
+import { oauthTokenBinding } from '../../../../lambda/shared/token-crypto';
 
 /**
  * The write-back's own size limit: the Data API refuses a request over 4 MiB (the emulator
@@ -115,7 +116,11 @@ async function claimedThenReplaced(owner: string) {
   await world.admin.query(
     `UPDATE oauth_tokens SET access_token = :a, refresh_token = :r, expires_at = now() + interval '50 minutes'
       WHERE user_id = :u::uuid`,
-    { a: world.cipher.encrypt('Atza|replaced'), r: world.cipher.encrypt(newRefresh), u: user.userId },
+    {
+      a: world.cipher.encrypt('Atza|replaced', oauthTokenBinding(user, 'access_token')),
+      r: world.cipher.encrypt(newRefresh, oauthTokenBinding(user, 'refresh_token')),
+      u: user.userId,
+    },
   );
   const replaced = await row(user.userId);
   expect(replaced.refresh_lease_owner).toBe(owner);
@@ -132,16 +137,18 @@ describe.each(PATHS)('%s', (_path, database) => {
         kind: 'success',
         result: {
           token: claimed,
-          accessToken: world.cipher.encrypt('Atza|from-the-old-grant'),
-          refreshToken: world.cipher.encrypt('Atzr|from-the-old-grant'),
+          accessToken: world.cipher.encrypt('Atza|from-the-old-grant', oauthTokenBinding(claimed, 'access_token')),
+          refreshToken: world.cipher.encrypt('Atzr|from-the-old-grant', oauthTokenBinding(claimed, 'refresh_token')),
           expiresAt: new Date(Date.now() + 3_600_000),
         },
       },
     ]);
 
     const after = await row(user.userId);
-    expect(world.cipher.decrypt(after.refresh_token)).toBe(newRefresh);
-    expect(world.cipher.decrypt(after.access_token)).toBe('Atza|replaced');
+    expect(await world.cipher.decrypt(after.refresh_token, oauthTokenBinding(user, 'refresh_token'))).toBe(newRefresh);
+    expect(await world.cipher.decrypt(after.access_token, oauthTokenBinding(user, 'access_token'))).toBe(
+      'Atza|replaced',
+    );
     expect(after).toEqual({ ...replaced, refresh_lease_owner: null });
   });
 
@@ -188,14 +195,16 @@ describe.each(PATHS)('%s', (_path, database) => {
         kind: 'success',
         result: {
           token: claimed,
-          accessToken: world.cipher.encrypt('Atza|fresh'),
-          refreshToken: world.cipher.encrypt('Atzr|fresh'),
+          accessToken: world.cipher.encrypt('Atza|fresh', oauthTokenBinding(claimed, 'access_token')),
+          refreshToken: world.cipher.encrypt('Atzr|fresh', oauthTokenBinding(claimed, 'refresh_token')),
           expiresAt: new Date(Date.now() + 3_600_000),
         },
       },
     ]);
     const after = await row(user.userId);
-    expect(world.cipher.decrypt(after.refresh_token)).toBe('Atzr|fresh');
+    expect(await world.cipher.decrypt(after.refresh_token, oauthTokenBinding(user, 'refresh_token'))).toBe(
+      'Atzr|fresh',
+    );
     expect(after.refresh_lease_owner).toBeNull();
     expect(after.last_refreshed_at).not.toBeNull();
   });

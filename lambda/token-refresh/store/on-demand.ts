@@ -1,13 +1,14 @@
-import type { AmazonRegion } from '../shared/amazon/regions';
-import { Database, sqlUuid } from '../shared/db/port';
-import type { ClaimedToken } from '../token-refresh/store';
+import type { AmazonRegion } from '../../shared/amazon/regions';
+import { Database, sqlUuid } from '../../shared/db/port';
+import type { ClaimedToken } from './claims';
 
 /**
- * The on-demand token route's SQL, on `oauth_tokens` as the jobs' login (`accounts_worker`):
+ * A token on demand's SQL (the token route's, and the account sync's when the token it claimed
+ * is about to expire: see ../on-demand.ts), on `oauth_tokens` as the jobs' login (`accounts_worker`):
  * only columns that login already reads and writes (migrations 0011, 0014, 0016), and the
  * token refresh's own lease (`refresh_lease_owner`, `refresh_lease_expires_at`), so the
  * scheduled refresh and this route never refresh one connection at the same time. Results
- * are written back by the token refresh's `saveResults` (lambda/token-refresh/store.ts):
+ * are written back by the token refresh's `saveResults` (write-back.ts):
  * the same guards (lease owner, refresh token unchanged) and the same re-authorisation flag.
  *
  * Every comparison with the clock is the database's (`now()`), as the job's claim does.
@@ -100,18 +101,24 @@ export interface UseOptions {
   readonly owner: string;
   readonly minRemainingSeconds: number;
   readonly leaseSeconds: number;
+  /**
+   * Record the use (`last_used_at`): the product's servers use the token (the route); the
+   * account sync only needs it once per sync cycle, so it does not keep an idle connection in
+   * the proactive refresh's window.
+   */
+  readonly recordUse: boolean;
 }
 
 /**
- * One statement: records the use (`last_used_at = now()`, which keeps the connection in the
- * proactive refresh's window from now on) and, when the token is due and nobody else is
+ * One statement: records the use when asked (`last_used_at = now()`, which keeps the connection
+ * in the proactive refresh's window from now on) and, when the token is due and nobody else is
  * refreshing it, takes the refresh lease. Returns the connection as it is afterwards, or
  * undefined when the user has no connection in that region.
  */
 export async function useConnection(db: Database, o: UseOptions): Promise<ConnectionState | undefined> {
   const { rows } = await db.query<StateRow>(
     `UPDATE oauth_tokens t
-        SET last_used_at = now(),
+        SET last_used_at = CASE WHEN :recordUse::boolean THEN now() ELSE t.last_used_at END,
             refresh_lease_owner = CASE WHEN ${CLAIMABLE} THEN :owner ELSE t.refresh_lease_owner END,
             refresh_lease_expires_at = CASE WHEN ${CLAIMABLE} THEN now() + make_interval(secs => :leaseSeconds)
                                             ELSE t.refresh_lease_expires_at END
@@ -123,6 +130,7 @@ export async function useConnection(db: Database, o: UseOptions): Promise<Connec
       owner: sqlUuid(o.owner),
       minRemainingSeconds: o.minRemainingSeconds,
       leaseSeconds: o.leaseSeconds,
+      recordUse: o.recordUse,
     },
   );
   return rows.length ? toState(rows[0]) : undefined;
