@@ -1,6 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { runAccountSync } from '../../../lambda/account-sync/core';
-import { DispatchSelection, DispatchSendError, QueueSender, runDispatch } from '../../../lambda/dispatcher/core';
+import {
+  dispatchCap,
+  DispatchSelection,
+  DispatchSendError,
+  QueueSender,
+  runDispatch,
+} from '../../../lambda/dispatcher/core';
 import { accountSyncSelection, tokenRefreshSelection } from '../../../lambda/dispatcher/selections';
 import { consumeBatch, FanOutMessage, IDS_PER_MESSAGE, parseFanOutMessage } from '../../../lambda/shared/jobs/fan-out';
 import { JOB_TIMING } from '../../../lambda/shared/jobs/timing';
@@ -297,4 +303,139 @@ test('messages left when the invocation is short of time are sent back to the qu
     requeue: () => Promise.reject(new Error('SQS unavailable')),
   });
   expect(failed.batchItemFailures.map((f) => f.itemIdentifier)).toEqual(['b', 'c', 'd']);
+});
+
+/**
+ * runDispatch on its own (no database): a selection of `due` in-memory ids that records each
+ * call, and a queue that records each send.
+ */
+function memorySelection(due: number) {
+  let left = Array.from({ length: due }, (_, i) => `id-${i}`);
+  const calls: Array<{ dispatchId: string; limit: number }> = [];
+  const released: string[][] = [];
+  let ticks = 0;
+  const selection: DispatchSelection = {
+    job: 'account-sync',
+    beforeTick: () => {
+      ticks++;
+      expect(calls).toEqual([]);
+      return Promise.resolve();
+    },
+    select: (o) => {
+      calls.push(o);
+      const ids = left.slice(0, o.limit);
+      left = left.slice(o.limit);
+      return Promise.resolve(ids);
+    },
+    release: (_dispatchId, ids) => {
+      released.push([...ids]);
+      return Promise.resolve();
+    },
+  };
+  return { selection, calls, released, ticks: () => ticks };
+}
+
+describe('runDispatch without a database', () => {
+  test('a tick selects in rounds of selectLimit up to its cap, and stops at the cap', async () => {
+    const s = memorySelection(100);
+    const { queue, messages } = recordingQueue();
+    const summary = await runDispatch({
+      selection: s.selection,
+      queue,
+      ...runtime(),
+      settings: { maxIds: 25, selectLimit: 10, idsPerMessage: 3 },
+      newDispatchId: () => 'tick-1',
+    });
+    expect(s.ticks()).toBe(1);
+    expect(s.calls).toEqual([
+      { dispatchId: 'tick-1', limit: 10 },
+      { dispatchId: 'tick-1', limit: 10 },
+      { dispatchId: 'tick-1', limit: 5 },
+    ]);
+    expect(summary).toEqual({ job: 'account-sync', dispatchId: 'tick-1', dispatched: 25, messages: 10, notSent: 0 });
+    expect(messages.map((m) => m.ids.length)).toEqual([3, 3, 3, 1, 3, 3, 3, 1, 3, 2]);
+    expect(messages.every((m) => m.job === 'account-sync' && m.dispatchId === 'tick-1')).toBe(true);
+  });
+
+  test('a round that selects fewer than it asked for is the last; the default round is 5,000 ids', async () => {
+    const s = memorySelection(7);
+    const { queue } = recordingQueue();
+    const summary = await runDispatch({ selection: s.selection, queue, ...runtime(), settings: { maxIds: 20_000 } });
+    expect(s.calls.map((c) => c.limit)).toEqual([5000]);
+    expect(summary).toMatchObject({ dispatched: 7, messages: 1, notSent: 0 });
+  });
+
+  test('ten messages per send, and every round sent before the next is selected', async () => {
+    const s = memorySelection(23);
+    const sends: number[] = [];
+    const queue: QueueSender = {
+      sendBatch: (bodies) => {
+        sends.push(bodies.length);
+        return Promise.resolve({ failed: [] });
+      },
+    };
+    await runDispatch({ selection: s.selection, queue, ...runtime(), settings: { maxIds: 100, idsPerMessage: 1 } });
+    expect(sends).toEqual([10, 10, 3]);
+  });
+
+  test('no round starts once only the reserve remains (10 s by default); the summary is still logged and counted', async () => {
+    for (const [remaining, rounds] of [
+      [10_000, 0],
+      [10_001, 1],
+    ] as const) {
+      const s = memorySelection(3);
+      const rt = runtime({ remainingTimeMs: () => remaining });
+      const { queue } = recordingQueue();
+      const summary = await runDispatch({ selection: s.selection, queue, ...rt, settings: { maxIds: 100 } });
+      expect(s.calls).toHaveLength(rounds);
+      expect(summary.dispatched).toBe(rounds * 3);
+      expect(rt.metrics.totals).toEqual({ IdsDispatched: rounds * 3, IdsNotDispatched: 0 });
+      expect(rt.logger.lines).toEqual([{ level: 'info', message: 'Dispatch finished', attributes: { ...summary } }]);
+    }
+  });
+
+  test('a send that throws is logged and tried once more; ids still unsent lose their mark, are counted, and fail the tick with a message that names them', async () => {
+    const s = memorySelection(4);
+    let sends = 0;
+    const queue: QueueSender = {
+      sendBatch: () => {
+        sends++;
+        return Promise.reject(new Error('SQS unavailable'));
+      },
+    };
+    const rt = runtime();
+    const error = (await runDispatch({
+      selection: s.selection,
+      queue,
+      ...rt,
+      settings: { maxIds: 100, idsPerMessage: 2 },
+    }).catch((e: unknown) => e)) as DispatchSendError;
+    expect(sends).toBe(2);
+    expect(error).toBeInstanceOf(DispatchSendError);
+    expect(error.name).toBe('DispatchSendError');
+    expect(error.message).toBe(
+      '4 of the due ids of account-sync could not be sent to its queue; the next tick sends them',
+    );
+    expect(error.summary).toMatchObject({ dispatched: 0, messages: 0, notSent: 4 });
+    expect(s.released).toEqual([['id-0', 'id-1', 'id-2', 'id-3']]);
+    expect(rt.metrics.totals).toEqual({ IdsDispatched: 0, IdsNotDispatched: 4 });
+    expect(rt.logger.lines.filter((l) => l.level === 'warn')).toEqual([
+      {
+        level: 'warn',
+        message: 'Sending to the queue failed',
+        attributes: { attempt: 1, messages: 2, error: 'Error: SQS unavailable' },
+      },
+      {
+        level: 'warn',
+        message: 'Sending to the queue failed',
+        attributes: { attempt: 2, messages: 2, error: 'Error: SQS unavailable' },
+      },
+    ]);
+  });
+
+  test('the cap is what the budget serves in every region within the mark, at least one id', () => {
+    expect(dispatchCap(10, 600)).toBe(18_000);
+    expect(dispatchCap(0.5, 3)).toBe(4);
+    expect(dispatchCap(0.0001, 1)).toBe(1);
+  });
 });

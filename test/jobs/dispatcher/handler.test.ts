@@ -182,6 +182,19 @@ test('an entry SQS refuses twice fails the tick, and its ids are sent by the nex
   expect(error).toBeInstanceOf(DispatchSendError);
   expect((error as DispatchSendError).summary).toMatchObject({ dispatched: 200, notSent: 50 });
   expect(sqs.requests.map((r) => r.body.Entries.length)).toEqual([2, 1]);
+  // The failure is logged as the dispatcher's service (the name its alarms and metrics use),
+  // and the tick's metrics are published with it.
+  const written = [process.stdout, process.stderr]
+    .flatMap((stream) => jest.spyOn(stream, 'write').mock.calls)
+    .flatMap(([chunk]) => String(chunk).split('\n'))
+    .filter((line) => line.startsWith('{'))
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
+  expect(written).toContainEqual(
+    expect.objectContaining({ level: 'ERROR', message: 'Dispatch failed', service: 'token-refresh-dispatcher' }),
+  );
+  expect(written).toContainEqual(
+    expect.objectContaining({ service: 'token-refresh-dispatcher', IdsDispatched: 200, IdsNotDispatched: 50 }),
+  );
 
   const next = await dispatcher({}, context);
   expect(next).toMatchObject({ dispatched: 50, notSent: 0 });

@@ -2,7 +2,11 @@ import { randomUUID } from 'node:crypto';
 import { accountSyncSelection, tokenRefreshSelection } from '../../../lambda/dispatcher/selections';
 import type { DispatchSelection } from '../../../lambda/dispatcher/core';
 import { markDueTokensDispatched, TOKEN_REFRESH_WINDOW_SECONDS } from '../../../lambda/token-refresh/store';
-import { markDueConnectionsDispatched, MIN_TOKEN_VALIDITY_SECONDS } from '../../../lambda/account-sync/store';
+import {
+  markDueConnectionsDispatched,
+  MIN_TOKEN_VALIDITY_SECONDS,
+  REAUTH_MESSAGE,
+} from '../../../lambda/account-sync/store';
 import { AMAZON_REGIONS, type AmazonRegion } from '../../../lambda/shared/amazon/regions';
 import { Database, PgDatabase } from '../../../lambda/shared/db';
 import { JobWorld, seedUsers, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
@@ -126,6 +130,33 @@ describe.each(PATHS)('%s', (_path, database) => {
     // Without the window the idle one is due too.
     const rest = await selectAll(tokenRefreshSelection(database()));
     expect(rest).toEqual([idle]);
+  });
+
+  test('each selection marks for its job’s dispatch mark by default (10 min, 30 min); the sync first flags the accounts of connections whose refresh is off', async () => {
+    await dueEverywhere();
+    const { rows: tokens } = await world.admin.query<{ id: string; user_id: string }>(
+      `SELECT id, user_id FROM oauth_tokens ORDER BY id`,
+    );
+    await world.admin.query(`UPDATE oauth_tokens SET proactive_refresh_enabled = false WHERE id = :id::uuid`, {
+      id: tokens[0].id,
+    });
+    const markOf = async (column: string) => {
+      const { rows } = await world.admin.query<{ seconds: number }>(
+        `SELECT DISTINCT round(extract(epoch FROM ${column} - now()) / 60) * 60 AS seconds FROM oauth_tokens
+          WHERE ${column} IS NOT NULL`,
+      );
+      return rows.map((r) => Number(r.seconds));
+    };
+
+    expect((await selectAll(tokenRefreshSelection(database()))).length).toBeGreaterThan(0);
+    expect(await markOf('refresh_lease_expires_at')).toEqual([600]);
+
+    expect((await selectAll(accountSyncSelection(database()))).length).toBeGreaterThan(0);
+    expect(await markOf('sync_lease_expires_at')).toEqual([1800]);
+    const { rows: flagged } = await world.admin.query<{ user_id: string; sync_error_message: string }>(
+      `SELECT DISTINCT user_id::text, sync_error_message FROM user_accounts WHERE sync_status = 'reauth_required'`,
+    );
+    expect(flagged).toEqual([{ user_id: tokens[0].user_id, sync_error_message: REAUTH_MESSAGE }]);
   });
 
   describe.each(RACES)('$job', (race) => {
