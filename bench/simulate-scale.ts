@@ -153,6 +153,11 @@ export function within(name: string, measured: number, expected: number, toleran
   return { name, measured, expected, tolerance, ok };
 }
 
+/** Decimals a check's measured figure is shown with: counts as they are, small ratios to two. */
+export function checkDigits(measured: number): number {
+  return Number.isInteger(measured) || measured >= 10 ? 0 : 2;
+}
+
 export function atMost(name: string, measured: number, limit: number): Check {
   return { name, measured, expected: limit, tolerance: 0, atMost: true, ok: measured <= limit };
 }
@@ -439,7 +444,7 @@ export function renderScaleMarkdown(r: ScaleReport): string {
   );
   for (const c of r.checks)
     lines.push(
-      `| ${c.name} | ${fmt(c.measured, c.measured < 10 ? 2 : 0)} | ${c.atMost ? `≤ ${fmt(c.expected, 0)}` : fmt(c.expected, c.expected < 10 ? 2 : 0)} | ${c.atMost ? '–' : `± ${pct(c.tolerance)}`} | ${c.ok ? 'ok' : '**FAILED**'} |`,
+      `| ${c.name} | ${fmt(c.measured, checkDigits(c.measured))} | ${c.atMost ? `≤ ${fmt(c.expected, 0)}` : fmt(c.expected, c.expected < 10 ? 2 : 0)} | ${c.atMost ? '–' : `± ${pct(c.tolerance)}`} | ${c.ok ? 'ok' : '**FAILED**'} |`,
     );
   const row = (label: string, x: ModelResult) => {
     const lwa = Math.max(...REGIONS.map((g) => x.perRegionHour[g].lwa));

@@ -10,6 +10,7 @@ import { MODEL_DEFAULTS, ModelOptions, runModel } from '../../bench/scale-model'
 import { REGIONS } from '../../bench/scale-measure';
 import {
   atMost,
+  checkDigits,
   defaultOptions,
   deployedLimits,
   renderScaleMarkdown,
@@ -134,7 +135,8 @@ describe('modelled', () => {
 
   test('the table shows every check, every promise and the measured figures', () => {
     const markdown = renderScaleMarkdown(report);
-    for (const c of report.checks) expect(markdown).toContain(`| ${c.name} | ${fmt(c.measured, 0)} |`);
+    for (const c of report.checks)
+      expect(markdown).toContain(`| ${c.name} | ${fmt(c.measured, checkDigits(c.measured))} |`);
     for (const v of report.verdicts)
       expect(markdown).toContain(`| ${v.name} | ${fmt(v.value, 0)} | ${v.ok ? 'ok' : '**FAILED**'} |`);
     for (const s of report.sizes) expect(markdown).toContain(`| ${fmt(s.connections, 0)} | `);
