@@ -25,7 +25,7 @@ import {
   queryParameters,
 } from '../shared/http';
 import { bearerToken, Caller, TokenVerifier, Unauthenticated } from './jwt';
-import { AccountFilters, AccountsStore, StoreRefusal } from './store';
+import { AccountFilters, AccountsStore, isDatabaseBusy, StoreRefusal } from './store';
 
 /**
  * The accounts API, independent of where it runs: an API Gateway event in, a response out.
@@ -463,8 +463,13 @@ function toProblem(error: unknown): ApiProblem {
         return problems.unauthorized();
     }
   }
+  // Busy, not broken: the caller may try again shortly (503 with Retry-After, not a 500).
+  if (isDatabaseBusy(error)) return problems.databaseBusy(DATABASE_BUSY_RETRY_AFTER_SECONDS);
   return problems.internal();
 }
+
+/** Retry-After of a request the database was too busy to serve. */
+const DATABASE_BUSY_RETRY_AFTER_SECONDS = 2;
 
 /** An account's Amazon id as a cursor key: what the API wrote, printable, bounded. */
 const accountIdKey = (value: string) => value.length >= 1 && value.length <= 255 && !CONTROL.test(value);

@@ -108,6 +108,15 @@ export const problems = {
       { retryAfterSeconds },
       { 'retry-after': String(retryAfterSeconds) },
     ),
+  databaseBusy: (retryAfterSeconds: number) =>
+    new ApiProblem(
+      503,
+      'database-busy',
+      'Service unavailable',
+      'The database is busy or resuming; try again shortly.',
+      { retryAfterSeconds },
+      { 'retry-after': String(retryAfterSeconds) },
+    ),
   badGateway: (detail: string) => new ApiProblem(502, 'amazon-unavailable', 'Bad gateway', detail),
   internal: () => new ApiProblem(500, 'internal', 'Internal server error', 'The request could not be completed.'),
 };
