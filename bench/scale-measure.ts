@@ -171,6 +171,11 @@ export async function measureRateRun(
     `UPDATE oauth_tokens SET expires_at = now() + interval '45 minutes', refresh_lease_owner = NULL, refresh_lease_expires_at = NULL
       WHERE expires_at < now() + interval '40 minutes'`,
   );
+  // Nor does the sync take them: its claim is this run's connections only. (The table's seeded
+  // rows hold placeholder tokens no key decrypts; the sync would take a new one on demand, and
+  // the fake Amazon, which never issued their refresh tokens, would refuse it.)
+  await world.admin.query(`UPDATE user_accounts SET next_sync_at = now() + interval '1 day'`);
+  await world.admin.query(`UPDATE oauth_tokens SET sync_next_attempt_at = now() + interval '1 day'`);
   for (let start = 0, chunk = 0; start < o.due; start += 4000, chunk++)
     await seedUsers(world, {
       count: Math.min(4000, o.due - start),
