@@ -7,12 +7,19 @@ import { endpointPrefix } from './usage-store';
 // database (migrations 0015 and 0022), and the in-process contract a budget is kept behind.
 // The client that draws from it is SharedRateBudget (rate-budget.ts).
 
+/**
+ * A row of its own beside the endpoint's (see api-share.ts): `api`, the API's quota
+ * (`lwa-token:api`); `interactive`, the interactive lane (`lwa-token:interactive`, migration
+ * 0026), whose slots the jobs' schedule leaves free.
+ */
+export type BudgetPool = 'api' | 'interactive';
+
 /** Which budget: an endpoint in a region (and a pool inside it: see api-share.ts). */
 export interface BudgetKey {
   readonly endpoint: AmazonEndpoint;
   readonly region: AmazonRegion;
-  /** A quota row of its own (`lwa-token:api`): the API's share. @default - the endpoint's budget */
-  readonly pool?: 'api';
+  /** A row of its own (see {@link BudgetPool}). @default - the endpoint's budget */
+  readonly pool?: BudgetPool;
 }
 
 export interface ReserveRequest {
@@ -113,8 +120,8 @@ export interface RateBudgetStore {
  */
 export const RECOVERY_PER_SECOND = 0.01;
 
-/** Stored endpoint name, as in `rate_limit_tracking` (`lwa-token`, `ads-profiles`), `:api` for the API's pool. */
-function storedEndpoint(endpoint: AmazonEndpoint, pool?: 'api'): string {
+/** Stored endpoint name, as in `rate_limit_tracking` (`lwa-token`, `ads-profiles`), `:<pool>` for a pool's row. */
+function storedEndpoint(endpoint: AmazonEndpoint, pool?: BudgetPool): string {
   return `${endpointPrefix(endpoint).slice(0, -1)}${pool ? `:${pool}` : ''}`;
 }
 
