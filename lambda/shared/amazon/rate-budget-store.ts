@@ -66,6 +66,11 @@ export interface Reservation {
   readonly ratePerSecond: number;
   /** The database's clock when it answered, epoch ms. */
   readonly databaseNowMs: number;
+  /**
+   * The pool row the slots are of (the interactive lane), when not the endpoint's own: a
+   * schedule of its own, spaced apart from the endpoint's. @default - the endpoint's schedule
+   */
+  readonly pool?: BudgetPool;
 }
 
 export interface ThrottleReport {
@@ -186,6 +191,7 @@ export class DatabaseRateBudgetStore implements RateBudgetStore {
         intervalMs: Number(row.interval_ms),
         ratePerSecond: Number(row.rate_per_second),
         databaseNowMs: toMs(row.database_now),
+        ...(requests[Number(row.i)].key.pool ? { pool: requests[Number(row.i)].key.pool } : {}),
       };
     return answers;
   }

@@ -1,7 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { LwaClient } from '../../../lambda/shared/amazon';
 import { interactiveLane, jobsCeiling } from '../../../lambda/shared/amazon/api-share';
-import { DatabaseRateBudgetStore } from '../../../lambda/shared/amazon/rate-budget';
+import {
+  DatabaseRateBudgetStore,
+  RateBudgetStore,
+  Reservation,
+  SharedRateBudget,
+} from '../../../lambda/shared/amazon/rate-budget';
 import type { AmazonRegion } from '../../../lambda/shared/amazon/regions';
 import type { Database } from '../../../lambda/shared/db';
 import type { ApiRequestEvent, ApiResult } from '../../../lambda/shared/http';
@@ -101,6 +106,59 @@ test('the lane: LWA at 10/s is 9/s for the jobs and 1/s for interactive requests
   expect(jobsCeiling('ads', 5)).toBe(5);
   expect(interactiveLane('lwa', 1.5)).toBe(0);
   expect(jobsCeiling('lwa', 1.5)).toBe(1.5);
+});
+
+test("a client's lane slot is spaced from its previous lane slot, not from its slots of the jobs' schedule", async () => {
+  // A virtual clock (the database's and the client's the same) and the store's answers in turn.
+  let now = 1_000_000;
+  const answers: Array<(at: number) => Reservation> = [
+    // The jobs' schedule (the lane was taken): a slot at once.
+    (at) => ({ granted: 1, firstSlotAtMs: at + 10, intervalMs: 122, ratePerSecond: 9, databaseNowMs: at }),
+    // The lane, 100 ms later: well within the jobs' schedule's interval after that slot.
+    (at) => lane(at + 100, at),
+    // The lane again, 500 ms after its last slot: closer than the lane's interval, dropped.
+    (at) => lane(at + 500 - 100, at),
+    // The jobs' schedule again, one interval after its last slot: used.
+    (at) => ({ granted: 1, firstSlotAtMs: at + 200, intervalMs: 122, ratePerSecond: 9, databaseNowMs: at }),
+  ];
+  const lane = (slot: number, at: number): Reservation => ({
+    granted: 1,
+    firstSlotAtMs: slot,
+    intervalMs: 1100,
+    ratePerSecond: 1,
+    databaseNowMs: at,
+    pool: 'interactive',
+  });
+  let calls = 0;
+  const store: RateBudgetStore = {
+    reserve: async () => {
+      const answer = answers[calls++];
+      if (!answer) throw new Error('no further reservation expected');
+      return answer(now);
+    },
+    throttled: async () => {
+      throw new Error('no 429 here');
+    },
+  };
+  const budget = new SharedRateBudget(
+    store,
+    { endpoint: 'lwa', region: REGION },
+    {
+      ceiling: 10,
+      now: () => now,
+      sleep: async (ms) => {
+        now += ms;
+      },
+      random: () => 0,
+    },
+  );
+
+  await budget.take();
+  await budget.take();
+  await budget.take();
+
+  expect(calls).toBe(4);
+  expect(budget.stats()).toMatchObject({ slotsUsed: 3, slotsDropped: 1, reservations: 4 });
 });
 
 describe.each(PATHS)('%s', (_path, database) => {
