@@ -14,6 +14,7 @@ import { budgetLimiters } from '../../../lambda/shared/jobs/container';
 import { runTokenRefresh } from '../../../lambda/token-refresh/core';
 import { createTokenRoute } from '../../../lambda/token-route/core';
 import { JobWorld, RecordingLogger, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
+import { pollUntil } from '../../support/poll';
 
 // The token route's refresh while the jobs run flat out (issue 25: a rate budget that is fair).
 // The jobs reserve batches of the shared schedule up to 6 s ahead; the route draws from the
@@ -218,6 +219,36 @@ describe.each(PATHS)('%s', (_path, database) => {
     );
     expect(lane.granted).toBe(0);
     expect(lane.pausedUntilMs).toBe(paused.pausedUntilMs);
+  });
+
+  test("a 429 at the route's lane slot pauses and cuts the endpoint for everyone and is recorded in rate_limit_tracking (the jobs' login)", async () => {
+    const [user] = await idleConnections(1, 30);
+    world.amazon.setKnobs({ rate429: 1, retryAfterSeconds: 7 }, 'lwa');
+
+    const result = await route(database(), 1000)(tokenRequest(user.userId));
+
+    expect(result.statusCode).toBe(503);
+    expect(result.headers['retry-after']).toBe('7');
+    // The report goes out without holding the answer back: wait for it to land.
+    const rows = await pollUntil(
+      async () =>
+        (
+          await world.admin.query<{ endpoint: string; throttled_count: string; limit_hit_count: number | null }>(
+            `SELECT b.endpoint, b.throttled_count::text,
+                    (SELECT limit_hit_count FROM rate_limit_tracking
+                      WHERE endpoint = 'lwa-token:' || b.region AND user_id IS NULL) AS limit_hit_count
+               FROM amazon_rate_budget b WHERE b.region = :region ORDER BY b.endpoint`,
+            { region: REGION },
+          )
+        ).rows,
+      (r) => r.some((row) => row.throttled_count !== '0'),
+      { timeoutMs: 10_000 },
+    );
+    // Reported to the endpoint's row (the jobs' schedule, which holds the lane back), not the lane's.
+    expect(rows).toEqual([
+      { endpoint: 'lwa-token', throttled_count: '1', limit_hit_count: 1 },
+      { endpoint: 'lwa-token:interactive', throttled_count: '0', limit_hit_count: 1 },
+    ]);
   });
 
   test('jobs flat out and route requests together: Amazon never sees more than 10 a second, and every route request is served', async () => {
