@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
+import { jobsCeiling } from '../../lambda/shared/amazon/api-share';
 import { DatabaseRateBudgetStore, SharedRateBudget } from '../../lambda/shared/amazon/rate-budget';
 import { JobWorld, seedUsers, useJobWorld } from '../support/jobs';
 import { ROOT } from '../support/root';
@@ -53,9 +54,12 @@ describe('npm run job', () => {
       cwd: ROOT,
       env: { ...localEnv(), LWA_REQUESTS_PER_SECOND: '6' },
     });
-    // Another process on the same database sends 12 requests of its own through the same budget.
+    // Another job process on the same database sends 12 requests of its own through the same
+    // budget: the jobs' schedule, paced at the limit less the interactive lane (1/s of the 6).
+    const jobsPerSecond = jobsCeiling('lwa', 6);
+    expect(jobsPerSecond).toBe(5);
     const budget = new DatabaseRateBudgetStore(world.admin);
-    const other = new SharedRateBudget(budget, { endpoint: 'lwa', region: 'NA' }, { ceiling: 6 });
+    const other = new SharedRateBudget(budget, { endpoint: 'lwa', region: 'NA' }, { ceiling: jobsPerSecond });
     for (let i = 0; i < 12; i += 1) {
       await other.take();
       await fetch(world.amazon.lwaTokenUrl.replace('{region}', 'NA'), { method: 'POST' }).then((r) => r.text());
@@ -65,8 +69,9 @@ describe('npm run job', () => {
     // Amazon saw both processes' requests, 24 in all.
     expect(world.amazon.counters.arrivals('lwa', 'NA').filter((t) => t >= start)).toHaveLength(24);
     // Each request used its own slot of the one schedule in the database: slots start no
-    // earlier than `start`, never overlap and are at least 1/6 s apart, so the schedule has
-    // moved at least 24 slots past `start` (the test's 12 alone move it about half as far).
+    // earlier than `start`, never overlap and are at least 1/5 s apart (the jobs' pace), so the
+    // schedule has moved at least 24 slots past `start` (the test's 12 alone move it about half
+    // as far).
     // The budget's record, not arrival times: a busy test process timestamps the requests it
     // receives late and in bunches.
     const { rows } = await world.admin.query<{ ceiling_per_second: number; scheduled_ms: number }>(
@@ -74,8 +79,8 @@ describe('npm run job', () => {
          FROM amazon_rate_budget WHERE endpoint = 'lwa-token' AND region = 'NA'`,
       { start },
     );
-    expect(rows).toEqual([{ ceiling_per_second: 6, scheduled_ms: expect.any(Number) }]);
-    expect(Number(rows[0].scheduled_ms)).toBeGreaterThanOrEqual((24 * 1000) / 6 - 1);
+    expect(rows).toEqual([{ ceiling_per_second: jobsPerSecond, scheduled_ms: expect.any(Number) }]);
+    expect(Number(rows[0].scheduled_ms)).toBeGreaterThanOrEqual((24 * 1000) / jobsPerSecond - 1);
   });
 
   test('--time-limit plays the Lambda deadline: with less time than the reserve nothing is claimed', async () => {
