@@ -281,7 +281,7 @@ const fmt = (n: number, digits = 0) =>
   n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 
 export function renderReencryptionMarkdown(r: ReencryptionBenchResult): string {
-  const ms = (n: number) => `${fmt(n)} ms`;
+  const ms = (n: number) => `${fmt(n, n < 10 ? 1 : 0)} ms`;
   const stats = (label: string, w: WriteStats, lockWait: number) =>
     `| ${label} | ${fmt(w.count)} | ${ms(w.p50)} | ${ms(w.p99)} | ${ms(w.p999)} | ${ms(w.max)} | ${fmt(w.over100ms)} | ${fmt(w.over1s)} | ${ms(lockWait)} |`;
   return [
