@@ -84,6 +84,10 @@ export async function measureAccountsApi(options: ApiBenchOptions = {}): Promise
     const ownerEmulator = await startDataApiEmulator({ databaseUrl: world.url });
     const issuer = ephemeralIssuer();
     const tokens = ids.map((id) => issuer.token({ sub: id }));
+    // A page with more items after it carries a cursor sealed under a key derived from the token
+    // cipher's current key (lambda/accounts-api/cursor.ts): every listing here needs it.
+    const cipher = new TokenCipher(randomBytes(32));
+    let lastError = 'none';
     try {
       for (const [path, emulator] of [
         ['RLS (accounts_api)', apiEmulator],
@@ -100,9 +104,13 @@ export async function measureAccountsApi(options: ApiBenchOptions = {}): Promise
               jwksUrl: 'http://127.0.0.1:9/jwks.json',
             }),
             lwa: new LwaClient({ clientId: 'x', clientSecret: 'x' }),
-            cipher: () => Promise.reject(new Error('not used')),
+            cipher: () => Promise.resolve(cipher),
             syncs: { start: () => Promise.resolve() },
-            logger: { info: () => undefined, warn: () => undefined, error: () => undefined },
+            logger: {
+              info: () => undefined,
+              warn: () => undefined,
+              error: (message: string) => void (lastError = message),
+            },
           });
           const event = (i: number) => ({
             rawPath: '/v1/accounts',
@@ -122,7 +130,8 @@ export async function measureAccountsApi(options: ApiBenchOptions = {}): Promise
                 const t = performance.now();
                 const result = await handle(event(i));
                 latencies.push(performance.now() - t);
-                if (result.statusCode !== 200) throw new Error(`GET /v1/accounts answered ${result.statusCode}`);
+                if (result.statusCode !== 200)
+                  throw new Error(`GET /v1/accounts answered ${result.statusCode} (last error logged: ${lastError})`);
                 items += (JSON.parse(result.body) as { items: unknown[] }).items.length;
               }
             }),

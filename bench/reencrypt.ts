@@ -3,21 +3,28 @@
  * `rows` connections whose tokens are all `enc:v1` (the format before key rings, so every one
  * is decrypted and written again as `enc:v2` under the new current key), while one connection
  * updates random oauth_tokens rows back to back, as bench/migrate-bench.ts measures write
- * stalls: the longest of those writes is the longest stall the re-encryption caused.
+ * stalls. The writer runs in a process of its own (bench/reencrypt-writer.ts), as every other
+ * writer of the table does in AWS, so its writes' times are the database's, not this process's
+ * event loop busy with the re-encryption's crypto. The writes' latencies are reported alone
+ * (the writer for `--baseline-seconds` before the run: the machine's own noise) and while the
+ * re-encryption ran, as percentiles and the longest, with the longest wait for a row lock.
  *
  *   npm run bench:reencrypt                            # 1,000,000 rows, Data API path
  *   npm run bench:reencrypt -- --rows 100000 --path pg # smaller, node-postgres
+ *   npm run bench:reencrypt -- --baseline-seconds 120  # the writer alone for longer first (5 s)
  *   npm run bench:reencrypt -- --json out.json         # also the figures as JSON
  *
  * `npm run bench` runs it at 20,000 rows. The Data API path is the deployed one
  * (DataApiDatabase → @aws-sdk/client-rds-data → the Data API emulator → PostgreSQL 17, as the
  * jobs' login); `--path pg` runs the same core on node-postgres. Target: at 1,000,000 rows no
  * write to oauth_tokens waits longer than 1 s for the re-encryption's row locks (the longest
- * write is reported too: on a shared machine it also holds the time the writer was not scheduled).
+ * write is reported beside it: it also holds the database's and the machine's load, the
+ * re-encryption's own and, on a shared machine, other processes').
  */
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { performance } from 'node:perf_hooks';
+import { cpus, loadavg } from 'node:os';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { Client } from 'pg';
 import { DataApiDatabase, PgDatabase, type Database } from '../lambda/shared/db';
 import { MetricTotals, silentLogger } from '../lambda/shared/jobs/runtime';
@@ -25,6 +32,7 @@ import { encryptToken, parseTokenKey, TokenCipher, TokenKeyRing } from '../lambd
 import { runTokenReencryption } from '../lambda/token-reencrypt/core';
 import { countKeyUsage } from '../lambda/token-reencrypt/store';
 import { startLocalWorld } from '../local/world';
+import { epochNow, startWriterProcess } from './reencrypt-writer';
 
 export interface ReencryptionBenchResult {
   readonly path: 'data-api' | 'pg';
@@ -46,10 +54,70 @@ export interface ReencryptionBenchResult {
   readonly maxLockWaitMs: number;
   /** The longest write of the same writer alone, for `baselineSeconds` before the run (the machine's own noise). */
   readonly baselineMaxWriteMs: number;
+  /** How long the writer ran alone before the re-encryption started. */
+  readonly baselineSeconds: number;
+  /** The writes' latencies while the re-encryption ran, and alone before it. */
+  readonly during: WriteStats;
+  readonly alone: WriteStats;
+  /** The longest lock wait seen while the writer ran alone (0 unless something else holds its rows). */
+  readonly baselineMaxLockWaitMs: number;
+  /**
+   * The longest delay of this process's event loop while the re-encryption ran (the core's
+   * crypto and row parsing): what a writer in this process would have added to its writes.
+   */
+  readonly maxEventLoopDelayMs: number;
+  /**
+   * The longest write in each whole window of `baselineSeconds` while the re-encryption ran (in
+   * order): each comparable with the writer's longest alone, a window of the same length.
+   */
+  readonly windowMaxWriteMs: readonly number[];
   /** Every value read back under the new key as what was stored (a sample of 1,000 rows). */
   readonly verified: number;
   /** The longest lock wait ≤ 1 s and every row re-encrypted. */
   readonly targetMet: boolean;
+}
+
+/** Latencies of a window's writes, in ms. */
+export interface WriteStats {
+  readonly count: number;
+  readonly p50: number;
+  readonly p99: number;
+  readonly p999: number;
+  readonly max: number;
+  /** Writes that took longer than 100 ms, and longer than 1 s. */
+  readonly over100ms: number;
+  readonly over1s: number;
+}
+
+export function writeStats(ms: readonly number[]): WriteStats {
+  const sorted = [...ms].sort((a, b) => a - b);
+  // Nearest rank: the smallest value at least q of the writes did not exceed.
+  const at = (q: number) =>
+    sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
+  return {
+    count: sorted.length,
+    p50: at(0.5),
+    p99: at(0.99),
+    p999: at(0.999),
+    max: sorted.length === 0 ? 0 : sorted[sorted.length - 1],
+    over100ms: sorted.filter((x) => x > 100).length,
+    over1s: sorted.filter((x) => x > 1000).length,
+  };
+}
+
+/** The longest write starting in each whole window of `windowMs` from `from` to `to`. */
+export function windowMaxima(
+  writes: ReadonlyArray<{ at: number; ms: number }>,
+  from: number,
+  to: number,
+  windowMs: number,
+): number[] {
+  const maxima = Array.from({ length: Math.floor((to - from) / windowMs) }, () => 0);
+  for (const w of writes) {
+    const i = Math.floor((w.at - from) / windowMs);
+    if (i >= 0 && i < maxima.length) maxima[i] = Math.max(maxima[i], w.ms);
+  }
+  return maxima;
 }
 
 /** Distinct v1 ciphertexts the table's rows cycle through (v1 binds no row, so any row may hold any). */
@@ -58,9 +126,16 @@ const POOL = 1000;
 const TOKEN_CHARS = 400;
 
 export async function measureReencryption(
-  options: { rows?: number; path?: 'data-api' | 'pg'; progress?: (line: string) => void } = {},
+  options: {
+    rows?: number;
+    path?: 'data-api' | 'pg';
+    /** Seconds the writer runs alone before the re-encryption starts. @default 5 */
+    baselineSeconds?: number;
+    progress?: (line: string) => void;
+  } = {},
 ): Promise<ReencryptionBenchResult> {
   const rows = options.rows ?? 1_000_000;
+  const baselineSeconds = options.baselineSeconds ?? 5;
   const path = options.path ?? 'data-api';
   const progress = options.progress ?? (() => undefined);
   const world = await startLocalWorld();
@@ -101,14 +176,16 @@ export async function measureReencryption(
         (r) => r.id,
       ),
     );
-    const writer = startWriter(world.url, ids);
-    const baselineStart = performance.now();
-    await new Promise((r) => setTimeout(r, BASELINE_MS));
-    const baselineEnd = performance.now();
-    const lockWaits = startLockWaitMonitor(world.url);
+    const writer = await startWriterProcess(world.url, ids);
+    const baselineStart = epochNow();
+    await new Promise((r) => setTimeout(r, baselineSeconds * 1000));
+    const baselineEnd = epochNow();
     progress(
       `  re-encrypting on the ${path === 'pg' ? 'node-postgres' : 'Data API'} path while a writer updates oauth_tokens …`,
     );
+    const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+    loopDelay.enable();
+    const startedAt = epochNow();
     const started = performance.now();
     let lastNote = started;
     const summary = await runTokenReencryption({
@@ -126,14 +203,18 @@ export async function measureReencryption(
       },
     });
     const ended = performance.now();
-    await lockWaits.stop();
-    await writer.stop();
-    const baselineMaxWriteMs = writer.samples
-      .filter((x) => x.at >= baselineStart && x.at + x.ms <= baselineEnd)
-      .reduce((max, x) => Math.max(max, x.ms), 0);
+    const endedAt = epochNow();
+    loopDelay.disable();
+    const record = await writer.stop();
+    // A write belongs to the run if any of it overlapped the run; to the baseline if all of it was before.
+    const alone = record.writes.filter((x) => x.at >= baselineStart && x.at + x.ms <= baselineEnd);
+    const during = record.writes.filter((x) => x.at + x.ms >= startedAt && x.at <= endedAt);
+    const waitsDuring = record.lockWaits.filter((x) => x.at >= startedAt && x.at <= endedAt);
+    const waitsAlone = record.lockWaits.filter((x) => x.at >= baselineStart && x.at <= baselineEnd);
     if ('close' in db && typeof db.close === 'function') await (db as PgDatabase).close();
-    const during = writer.samples.filter((s) => s.at + s.ms >= started && s.at <= ended);
-    const maxWriteStallMs = during.reduce((max, s) => Math.max(max, s.ms), 0);
+    const duringStats = writeStats(during.map((x) => x.ms));
+    const aloneStats = writeStats(alone.map((x) => x.ms));
+    const maxLockWaitMs = waitsDuring.reduce((max, x) => Math.max(max, x.ms), 0);
 
     // Everything is under the new key, and reads back as what was stored.
     const usage = await countKeyUsage(world.admin, 'next');
@@ -166,74 +247,28 @@ export async function measureReencryption(
       dataApiCalls: summary.databaseCalls,
       dataApiCallsPer1000Rows: (summary.databaseCalls / summary.reencrypted) * 1000,
       writes: during.length,
-      maxWriteStallMs,
-      maxLockWaitMs: lockWaits.maxMs(),
-      baselineMaxWriteMs,
+      maxWriteStallMs: duringStats.max,
+      maxLockWaitMs,
+      baselineMaxWriteMs: aloneStats.max,
+      baselineSeconds,
+      during: duringStats,
+      alone: aloneStats,
+      baselineMaxLockWaitMs: waitsAlone.reduce((max, x) => Math.max(max, x.ms), 0),
+      maxEventLoopDelayMs: loopDelay.max / 1e6,
+      windowMaxWriteMs: windowMaxima(during, startedAt, endedAt, baselineSeconds * 1000),
       verified,
-      // What the re-encryption causes is the writes' wait for its row locks; the rest of a slow
-      // write is the machine (on a shared one, other processes), reported beside it.
-      targetMet: lockWaits.maxMs() <= 1000 && summary.reencrypted === rows,
+      // What the re-encryption causes directly is the writes' wait for its row locks; the rest of
+      // a slow write is the database's and the machine's load (the re-encryption's own, and on a
+      // shared machine other processes'), reported beside it with the writer alone for comparison.
+      targetMet: maxLockWaitMs <= 1000 && summary.reencrypted === rows,
     };
   } finally {
     await world.close();
   }
 }
 
-/** The writer alone before the re-encryption starts. */
-const BASELINE_MS = 5_000;
-const WRITER = 'reencrypt-bench-writer';
-
-/** One connection updating random oauth_tokens rows back to back; each write's start and latency. */
-function startWriter(url: string, ids: readonly string[]) {
-  let running = true;
-  const samples: Array<{ at: number; ms: number }> = [];
-  const loop = withClient({ connectionString: url, application_name: WRITER }, async (c) => {
-    let i = 0;
-    while (running) {
-      const id = ids[i++ % ids.length];
-      const t0 = performance.now();
-      await c.query('UPDATE oauth_tokens SET updated_at = now() WHERE id = $1', [id]);
-      samples.push({ at: t0, ms: performance.now() - t0 });
-    }
-  });
-  return {
-    samples,
-    async stop() {
-      running = false;
-      await loop;
-    },
-  };
-}
-
-/** Polls the writer's backend: while it waits for a lock, how long its statement has been waiting (the server's clock). */
-function startLockWaitMonitor(url: string) {
-  let running = true;
-  let max = 0;
-  const loop = withClient(url, async (c) => {
-    while (running) {
-      const { rows } = await c.query<{ ms: number }>(
-        `SELECT extract(epoch FROM clock_timestamp() - query_start) * 1000 AS ms FROM pg_stat_activity
-          WHERE application_name = $1 AND wait_event_type = 'Lock'`,
-        [WRITER],
-      );
-      for (const r of rows) max = Math.max(max, Number(r.ms));
-      await new Promise((r) => setTimeout(r, 2));
-    }
-  });
-  return {
-    maxMs: () => max,
-    async stop() {
-      running = false;
-      await loop;
-    },
-  };
-}
-
-async function withClient<T>(
-  config: string | { connectionString: string; application_name: string },
-  use: (c: Client) => Promise<T>,
-): Promise<T> {
-  const c = new Client(typeof config === 'string' ? { connectionString: config } : config);
+async function withClient<T>(url: string, use: (c: Client) => Promise<T>): Promise<T> {
+  const c = new Client({ connectionString: url });
   await c.connect();
   try {
     return await use(c);
@@ -246,12 +281,20 @@ const fmt = (n: number, digits = 0) =>
   n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 
 export function renderReencryptionMarkdown(r: ReencryptionBenchResult): string {
+  const ms = (n: number) => `${fmt(n, n < 10 ? 1 : 0)} ms`;
+  const stats = (label: string, w: WriteStats, lockWait: number) =>
+    `| ${label} | ${fmt(w.count)} | ${ms(w.p50)} | ${ms(w.p99)} | ${ms(w.p999)} | ${ms(w.max)} | ${fmt(w.over100ms)} | ${fmt(w.over1s)} | ${ms(lockWait)} |`;
   return [
-    '| re-encryption | path | rows | seconds | rows/s | batches | Data API calls | per 1,000 rows | writes to oauth_tokens meanwhile | longest write stall | of it waiting for a lock | longest write before (writer alone) |',
-    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
-    `| enc:v1 → enc:v2 (new current key) | ${r.path === 'pg' ? 'node-postgres' : 'Data API'} | ${fmt(r.rows)} | ${fmt(r.seconds, 1)} | ${fmt(r.rowsPerSecond)} | ${fmt(r.batches)} | ${fmt(r.dataApiCalls)} | ${fmt(r.dataApiCallsPer1000Rows, 1)} | ${fmt(r.writes)} | ${fmt(r.maxWriteStallMs)} ms | ${fmt(r.maxLockWaitMs)} ms | ${fmt(r.baselineMaxWriteMs)} ms |`,
+    '| re-encryption | path | rows | seconds | rows/s | batches | Data API calls | per 1,000 rows |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+    `| enc:v1 → enc:v2 (new current key) | ${r.path === 'pg' ? 'node-postgres' : 'Data API'} | ${fmt(r.rows)} | ${fmt(r.seconds, 1)} | ${fmt(r.rowsPerSecond)} | ${fmt(r.batches)} | ${fmt(r.dataApiCalls)} | ${fmt(r.dataApiCallsPer1000Rows, 1)} |`,
     '',
-    `Target (no write to oauth_tokens waits over 1 s for the re-encryption's locks, every row re-encrypted): ${r.targetMet ? 'met' : 'NOT MET'}; ${r.verified} sampled tokens read back under the new key.`,
+    '| writes to oauth_tokens (a writer in its own process) | writes | p50 | p99 | p99.9 | longest | over 100 ms | over 1 s | longest lock wait |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    stats(`alone, ${fmt(r.baselineSeconds)} s before the run`, r.alone, r.baselineMaxLockWaitMs),
+    stats('while the re-encryption ran', r.during, r.maxLockWaitMs),
+    '',
+    `Target (no write to oauth_tokens waits over 1 s for the re-encryption's locks, every row re-encrypted): ${r.targetMet ? 'met' : 'NOT MET'}; longest write while it ran ${ms(r.maxWriteStallMs)} (${r.maxWriteStallMs <= 1000 ? 'within' : 'over'} 1 s); ${r.verified} sampled tokens read back under the new key. The bench's own event loop (the re-encryption core) was held up to ${ms(r.maxEventLoopDelayMs)} at a time. Longest write in each ${fmt(r.baselineSeconds)}-s window of the run (the writer alone: ${ms(r.alone.max)}): ${r.windowMaxWriteMs.length === 0 ? 'the run was shorter than one window' : r.windowMaxWriteMs.map((x) => fmt(x)).join(', ') + ' ms'}.`,
   ].join('\n');
 }
 
@@ -263,11 +306,25 @@ function arg(name: string): string | undefined {
 async function main(): Promise<void> {
   const rows = Number(arg('rows') ?? 1_000_000);
   const path = (arg('path') ?? 'data-api') as 'data-api' | 'pg';
-  if (!(rows > 0) || !['data-api', 'pg'].includes(path)) {
-    process.stderr.write('Usage: npm run bench:reencrypt -- [--rows <n>] [--path data-api|pg] [--json <file>]\n');
+  const baselineSeconds = Number(arg('baseline-seconds') ?? 5);
+  if (!(rows > 0) || !['data-api', 'pg'].includes(path) || !(baselineSeconds > 0)) {
+    process.stderr.write(
+      'Usage: npm run bench:reencrypt -- [--rows <n>] [--path data-api|pg] [--baseline-seconds <s>] [--json <file>]\n',
+    );
     process.exit(2);
   }
-  const result = await measureReencryption({ rows, path, progress: (line) => process.stderr.write(`${line}\n`) });
+  const loadBefore = loadavg();
+  const result = await measureReencryption({
+    rows,
+    path,
+    baselineSeconds,
+    progress: (line) => process.stderr.write(`${line}\n`),
+  });
+  process.stdout.write(
+    `Measured ${new Date().toISOString()} on ${cpus().length} CPUs, Node ${process.versions.node}; load average ${loadBefore.map((x) => x.toFixed(2)).join(' ')} before, ${loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' ')} after.\n\n`,
+  );
   process.stdout.write(`${renderReencryptionMarkdown(result)}\n`);
   const json = arg('json');
   if (json) writeFileSync(json, `${JSON.stringify(result, null, 2)}\n`);

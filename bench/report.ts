@@ -198,7 +198,7 @@ export function renderMarkdown(report: BenchReport): string {
     lines.push(`| ${t.name} | ${t.measured} | ${t.target} | ${t.met ? 'met' : '**NOT MET**'} |`);
   lines.push('');
   lines.push(
-    "Calls per 1,000 include each run's fixed calls (read endpoint pauses or flag re-authorisations, the last empty claim, record rate-limit usage); a batch of 500 tokens costs 1 claim + 1 set-based write-back, a batch of 250 users 1 claim + 1 write-back, plus one more write-back for every 3 s a batch takes (finished outcomes are written promptly, so short runs at low concurrency show more calls per 1,000).",
+    "Calls per 1,000 include each run's fixed calls (read endpoint pauses or flag re-authorisations, the last empty claim, record rate-limit usage); a batch of 500 tokens costs 1 claim + 1 set-based write-back, a batch of 250 users 1 claim + 1 write-back, plus one more write-back for every 10 s (token refresh) or 3 s (account sync) a batch takes (finished outcomes are written promptly, so short runs at low concurrency show more calls per 1,000).",
   );
   lines.push(
     "Machine CPU busy: the share of both cores' time that was busy during the run, every process counted (the emulator, the fake Amazon, PostgreSQL and whatever else runs on the machine): near 100% means the figures are bounded by this machine, not by the job.",

@@ -41,6 +41,8 @@ export interface JobShape {
   readonly fixedCalls: number;
   /** Seconds from an invocation's start to its first Amazon call (claim, first reservation). @default 0 */
   readonly startSeconds?: number;
+  /** This job's write-back cadence, when it is not `costs.writeBackEverySeconds` (the core's `flushAfterMs`). */
+  readonly writeBackEverySeconds?: number;
 }
 
 export interface ModelCosts {
@@ -106,8 +108,16 @@ export const MODEL_DEFAULTS: Omit<ModelOptions, 'connections' | 'lwaPerSecond' |
   tokenLifetimeSeconds: 3600,
   onDemandFreshSeconds: ON_DEMAND_FRESH_SECONDS,
   // lib/scheduled-jobs.ts and the cores' defaults: every 5 min, 4-min timeout, 30 s reserve,
-  // batches of 500, concurrency 16 at ~100 ms per LWA call.
-  refresh: { everySeconds: 300, workSeconds: 210, batch: 500, ceilingPerSecond: 160, fixedCalls: 3 },
+  // batches of 500, concurrency 16 at ~100 ms per LWA call, write-backs every 10 s
+  // (lambda/token-refresh/core.ts's flushAfterMs; the account sync's is 3 s, costs' default).
+  refresh: {
+    everySeconds: 300,
+    workSeconds: 210,
+    batch: 500,
+    ceilingPerSecond: 160,
+    fixedCalls: 3,
+    writeBackEverySeconds: 10,
+  },
   // Every 10 min (cdk.json), 10-min timeout, 30 s reserve, batches of 250, concurrency 16 at
   // ~150 ms per Ads call.
   sync: {
@@ -225,7 +235,8 @@ function random(seed: number): () => number {
 /** Data API calls of one invocation that did `items` in `busySeconds` of claiming. */
 function invocationCalls(job: JobShape, costs: ModelCosts, items: number, busySeconds: number, perRequest: number) {
   const claims = Math.ceil(items / job.batch);
-  const writeBacks = items === 0 ? 0 : Math.max(claims, Math.ceil(busySeconds / costs.writeBackEverySeconds));
+  const every = job.writeBackEverySeconds ?? costs.writeBackEverySeconds;
+  const writeBacks = items === 0 ? 0 : Math.max(claims, Math.ceil(busySeconds / every));
   const budget = Math.round(items * perRequest);
   return { claims, writeBacks, budget, total: job.fixedCalls + claims + writeBacks + budget };
 }
