@@ -815,12 +815,12 @@ CREATE POLICY accounts_worker_all ON public.rate_limit_tracking AS PERMISSIVE FO
 CREATE POLICY rate_limit_tracking_policy ON public.rate_limit_tracking AS PERMISSIVE FOR ALL TO authenticated
   USING ((user_id = auth.uid()))
   WITH CHECK ((user_id = auth.uid()));
+GRANT INSERT (endpoint, last_limit_hit, limit_hit_count, request_count, retry_after_seconds, user_id, window_start) ON public.rate_limit_tracking TO accounts_api_caller;
+GRANT UPDATE (last_limit_hit, limit_hit_count, request_count, retry_after_seconds, updated_at, window_start) ON public.rate_limit_tracking TO accounts_api_caller;
 GRANT INSERT (allowed_rate_per_second, endpoint, last_limit_hit, limit_hit_count, request_count, retry_after_seconds, updated_at, user_id, window_start) ON public.rate_limit_tracking TO accounts_worker;
 GRANT SELECT (allowed_rate_per_second, endpoint, last_limit_hit, limit_hit_count, request_count, retry_after_seconds, user_id, window_start) ON public.rate_limit_tracking TO accounts_worker;
 GRANT UPDATE (allowed_rate_per_second, last_limit_hit, limit_hit_count, request_count, retry_after_seconds, updated_at, window_start) ON public.rate_limit_tracking TO accounts_worker;
-GRANT INSERT (endpoint, last_limit_hit, limit_hit_count, request_count, retry_after_seconds, user_id, window_start) ON public.rate_limit_tracking TO authenticated;
 GRANT SELECT ON public.rate_limit_tracking TO authenticated;
-GRANT UPDATE (last_limit_hit, limit_hit_count, request_count, retry_after_seconds, updated_at, window_start) ON public.rate_limit_tracking TO authenticated;
 
 CREATE TABLE public.user_accounts (
   id uuid NOT NULL DEFAULT gen_random_uuid(),

@@ -238,12 +238,19 @@ describe('row level security as `authenticated`', () => {
     });
   });
 
-  test('A changes only A’s rate-limit rows, and no history', async () => {
+  test('A changes no rate-limit row, not even its own, and no history', async () => {
     await as({ sub: ids.userA }, async (c) => {
-      expect((await c.query(`UPDATE rate_limit_tracking SET request_count = 5`)).rowCount).toBe(1);
-      expect(
-        (await c.query(`UPDATE rate_limit_tracking SET request_count = 6 WHERE user_id = $1`, [ids.userB])).rowCount,
-      ).toBe(0);
+      // Its own counters are read-only (0027): moving its window back would lift its own
+      // manual-sync limit.
+      for (const user of [ids.userA, ids.userB]) {
+        await c.query('SAVEPOINT s');
+        await expect(
+          c.query(`UPDATE rate_limit_tracking SET request_count = 0, window_start = '-infinity' WHERE user_id = $1`, [
+            user,
+          ]),
+        ).rejects.toThrow(/permission denied/);
+        await c.query('ROLLBACK TO SAVEPOINT s');
+      }
       await c.query('SAVEPOINT s');
       await expect(c.query(`UPDATE account_sync_history SET accounts_failed = 1`)).rejects.toThrow(/permission denied/);
       await c.query('ROLLBACK TO SAVEPOINT s');
@@ -258,15 +265,15 @@ describe('row level security as `authenticated`', () => {
     expect(b.rows[0].request_count).toBe(1);
   });
 
-  test('A cannot insert rows for B, nor move A’s rows to B', async () => {
+  test('A cannot insert rows, for B or for itself, nor move A’s rows to B', async () => {
     await as({ sub: ids.userA }, async (c) => {
       await c.query('SAVEPOINT s');
       await expect(
         c.query(`INSERT INTO rate_limit_tracking (user_id, endpoint) VALUES ($1, 'x')`, [ids.userB]),
-      ).rejects.toThrow(/row-level security/);
+      ).rejects.toThrow(/permission denied/);
       await c.query('ROLLBACK TO SAVEPOINT s');
       await expect(c.query(`INSERT INTO rate_limit_tracking (user_id, endpoint) VALUES (NULL, 'x')`)).rejects.toThrow(
-        /row-level security/,
+        /permission denied/,
       );
       await c.query('ROLLBACK TO SAVEPOINT s');
       await expect(c.query(`UPDATE rate_limit_tracking SET user_id = $1`, [ids.userB])).rejects.toThrow(
@@ -280,11 +287,11 @@ describe('row level security as `authenticated`', () => {
         ),
       ).rejects.toThrow(/permission denied/);
       await c.query('ROLLBACK TO SAVEPOINT s');
-      // A's own rate-limit row is allowed (a manual sync recorded under the caller).
-      const own = await c.query(`INSERT INTO rate_limit_tracking (user_id, endpoint) VALUES ($1, 'POST /v1/syncs')`, [
-        ids.userA,
-      ]);
-      expect(own.rowCount).toBe(1);
+      // Nor a row of its own (0027): the manual sync's limit is recorded by the API's function.
+      await c.query('ROLLBACK TO SAVEPOINT s');
+      await expect(
+        c.query(`INSERT INTO rate_limit_tracking (user_id, endpoint) VALUES ($1, 'POST /v1/syncs')`, [ids.userA]),
+      ).rejects.toThrow(/permission denied/);
     });
   });
 

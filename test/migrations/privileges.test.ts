@@ -47,6 +47,8 @@ const API_CALLER_DOWN_SQL = readFileSync(join(DEFAULT_MIGRATIONS_DIR, `${API_CAL
 /** 0016 adds oauth_tokens.last_used_at and grants it to the jobs (likewise taken back by 0011). */
 const LAST_USED_UP_SQL = upSql('0016_connection-last-used');
 const LIFECYCLE_UP_SQL = upSql('0021_connection-lifecycle');
+/** 0027 takes back the rate-limit writes 0009 grants. */
+const COUNTERS_READ_ONLY_UP_SQL = upSql('0027_rate-limit-counters-read-only');
 
 /** What `authenticated` is meant to hold, column by column where the grant is per column. */
 const AUTHENTICATED = [
@@ -82,19 +84,9 @@ const AUTHENTICATED = [
   'authenticated SELECT ON account_sync_history',
   // 0023: its own connections' health (policy user_id = auth.uid()), which GET /v1/connections shows.
   'authenticated SELECT ON connection_health',
+  // Its own counters, read only: 0027 took back 0009's INSERT and UPDATE (a user could lift its
+  // own manual-sync limit; api.request_manual_sync, SECURITY DEFINER, records it).
   'authenticated SELECT ON rate_limit_tracking',
-  ...[
-    'user_id',
-    'endpoint',
-    'request_count',
-    'limit_hit_count',
-    'last_limit_hit',
-    'retry_after_seconds',
-    'window_start',
-  ].map((c) => `authenticated INSERT (${c}) ON rate_limit_tracking`),
-  ...['request_count', 'limit_hit_count', 'last_limit_hit', 'retry_after_seconds', 'window_start', 'updated_at'].map(
-    (c) => `authenticated UPDATE (${c}) ON rate_limit_tracking`,
-  ),
 ].sort();
 
 /** Privileges of anon, authenticated and PUBLIC on the tables of `public`, as sentences. */
@@ -245,7 +237,7 @@ describe.each([
     expect(await endUserGrants(golden)).toEqual(AUTHENTICATED);
   });
 
-  test('a signed-in user reads its own rows, records its own rate limit, and nothing else', async () => {
+  test('a signed-in user reads its own rows (its rate-limit counters too) and writes none of them', async () => {
     await withClient(golden, async (c) => {
       await c.query('BEGIN');
       await c.query('SET LOCAL ROLE authenticated');
@@ -258,13 +250,20 @@ describe.each([
       ]);
       expect((await c.query('SELECT DISTINCT user_id FROM user_accounts')).rows).toEqual([{ user_id: users.A }]);
       expect((await c.query('SELECT count(*)::int AS n FROM account_sync_history')).rows[0].n).toBe(2);
-      const upsert = await c.query(
-        `INSERT INTO rate_limit_tracking (user_id, endpoint, request_count) VALUES ($1, 'POST /v1/syncs', 1)
-         ON CONFLICT (endpoint, user_id) DO UPDATE SET request_count = rate_limit_tracking.request_count + 1, updated_at = now()
-         RETURNING request_count`,
-        [users.A],
-      );
-      expect(upsert.rows).toEqual([{ request_count: 2 }]);
+      expect((await c.query('SELECT user_id, request_count FROM rate_limit_tracking')).rows).toEqual([
+        { user_id: users.A, request_count: 1 },
+      ]);
+      // Its own counters cannot be written: moving the window back would lift the manual-sync
+      // limit the API enforces (0027).
+      for (const write of [
+        `INSERT INTO rate_limit_tracking (user_id, endpoint, request_count) VALUES ('${users.A}', 'other', 0)`,
+        `UPDATE rate_limit_tracking SET window_start = '-infinity', request_count = 0`,
+        'DELETE FROM rate_limit_tracking',
+      ]) {
+        await c.query('SAVEPOINT w');
+        await expect(c.query(write)).rejects.toMatchObject({ code: '42501' });
+        await c.query('ROLLBACK TO SAVEPOINT w');
+      }
       await c.query('ROLLBACK');
     });
   });
@@ -291,7 +290,7 @@ describe.each([
     });
   });
 
-  test('0009 is idempotent: applied again (then 0011, 0013, 0014, 0016, 0019 and 0021, which grant or redefine after it), nothing changes', async () => {
+  test('0009 is idempotent: applied again (then 0011, 0013, 0014, 0016, 0019, 0021 and 0027, which grant or redefine after it), nothing changes', async () => {
     const url = await scratch();
     const before = await snapshotSchema(url);
     await withClient(url, async (c) => {
@@ -304,6 +303,7 @@ describe.each([
         await c.query(LAST_USED_UP_SQL);
         await c.query(API_CALLER_UP_SQL);
         await c.query(LIFECYCLE_UP_SQL);
+        await c.query(COUNTERS_READ_ONLY_UP_SQL);
         await c.query('COMMIT');
       }
     });
@@ -324,11 +324,10 @@ describe.each([
       'list_accounts(claims jsonb, meta jsonb, p_region text, p_status text, p_sync_status text, page_size integer, after_account text, after_id uuid)';
     const HISTORY =
       'list_sync_history(claims jsonb, account_id uuid, page_size integer, after_started timestamp with time zone, after_id uuid)';
-    const SYNC = 'request_manual_sync(claims jsonb, p_region text, window_seconds integer)';
     expect(open).toEqual(
       expect.arrayContaining([
         'authenticated may DELETE token rows of public.oauth_tokens',
-        ...['list_connections(claims jsonb)', LIST_ACCOUNTS, HISTORY, SYNC].map((fn) => asA(fn, 'makes auth.uid() B')),
+        ...['list_connections(claims jsonb)', LIST_ACCOUNTS, HISTORY].map((fn) => asA(fn, 'makes auth.uid() B')),
         asA('disconnect(claims jsonb, p_region text, message text)', 'makes auth.uid() B'),
         asA('get_account(claims jsonb, account_id uuid)', 'makes auth.uid() B'),
         expect.stringMatching(
@@ -337,15 +336,17 @@ describe.each([
         ...['list_connections(claims jsonb)', HISTORY].map((fn) =>
           expect.stringMatching(new RegExp(`^${escapeRegExp(asA(fn, 'returns B’s data'))} \\(\\d+ value`)),
         ),
-        asA(SYNC, 'changes B’s rows'),
+        // (request_manual_sync is not among them: since 0027 only accounts_api_caller may write
+        // the counters, so called as authenticated it fails, and a call that fails did nothing.)
         'authenticated without claims calling api.get_account(claims jsonb, account_id uuid) with B’s claims makes auth.uid() B',
       ]),
     );
-    // Every api function that takes claims and runs with NULL in the rest (six and set_claims;
-    // connect refuses a NULL region) lets the caller choose them; anon reaches none.
+    // Every api function that takes claims and runs with NULL in the rest (five and set_claims;
+    // connect refuses a NULL region, and the manual sync fails on the counters since 0027) lets
+    // the caller choose them; anon reaches none.
     const chosen = open.filter((v) => v.endsWith('makes auth.uid() B'));
     expect(chosen.every((v) => v.startsWith('authenticated'))).toBe(true);
-    expect(new Set(chosen.filter((v) => v.startsWith('authenticated as A')).map((v) => v.split(' ')[4])).size).toBe(7);
+    expect(new Set(chosen.filter((v) => v.startsWith('authenticated as A')).map((v) => v.split(' ')[4])).size).toBe(6);
 
     await withClient(url, (c) => c.query(`BEGIN; ${API_CALLER_UP_SQL}; COMMIT`));
     expect(await checkPrivileges(url, options)).toEqual([]);

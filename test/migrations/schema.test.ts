@@ -218,7 +218,7 @@ describe('row level security', () => {
     expect(schema.rls.users).toBe(true);
   });
 
-  test('authenticated gets exactly what the policies need, never a token column (0009)', () => {
+  test('authenticated gets exactly what the policies need, never a token column (0009), and writes nothing (0027)', () => {
     const forAuthenticated = schema.grants.filter((g) => g.startsWith('authenticated ')).sort();
     const columns = (privilege: string, table: string, names: string[]) =>
       names.map((n) => `authenticated ${privilege} (${n}) ON ${table}`);
@@ -256,23 +256,25 @@ describe('row level security', () => {
           'updated_at',
           'region',
         ]),
-        ...columns('INSERT', 'rate_limit_tracking', [
-          'user_id',
-          'endpoint',
-          'request_count',
-          'limit_hit_count',
-          'last_limit_hit',
-          'retry_after_seconds',
-          'window_start',
-        ]),
-        ...columns('UPDATE', 'rate_limit_tracking', [
-          'request_count',
-          'limit_hit_count',
-          'last_limit_hit',
-          'retry_after_seconds',
-          'window_start',
-          'updated_at',
-        ]),
+      ].sort(),
+    );
+  });
+
+  test('the rate-limit counters are written by the API’s role only, per column (0027)', () => {
+    const counters = schema.grants.filter((g) => / (INSERT|UPDATE|DELETE)( |\().* ON rate_limit_tracking$/.test(g));
+    const columns = (role: string, privilege: string, names: string[]) =>
+      names.map((n) => `${role} ${privilege} (${n}) ON rate_limit_tracking`);
+    const counterColumns = [
+      'request_count',
+      'limit_hit_count',
+      'last_limit_hit',
+      'retry_after_seconds',
+      'window_start',
+    ];
+    expect(counters.filter((g) => !g.startsWith('accounts_worker ')).sort()).toEqual(
+      [
+        ...columns('accounts_api_caller', 'INSERT', ['user_id', 'endpoint', ...counterColumns]),
+        ...columns('accounts_api_caller', 'UPDATE', [...counterColumns, 'updated_at']),
       ].sort(),
     );
   });
