@@ -196,6 +196,7 @@ function embedded(
   port: number,
   options: StartPostgresOptions,
   settings: Record<string, string> = {},
+  throwaway = false,
 ): EmbeddedPostgres {
   const log = options.onLog ?? (() => undefined);
   return new EmbeddedPostgres({
@@ -203,6 +204,9 @@ function embedded(
     port,
     user: USER,
     password: PASSWORD,
+    // A throwaway folder (a temporary server, a template) is not flushed to disk by initdb: its
+    // servers run with fsync off anyway.
+    initdbFlags: throwaway ? ['--no-sync'] : [],
     // stop() leaves the folder: startPostgres deletes what it made itself.
     persistent: true,
     ...(options.authMethod ? { authMethod: options.authMethod } : {}),
@@ -214,13 +218,13 @@ function embedded(
 }
 
 /**
- * Runs initdb into `dataDir` as startPostgres would for a server with these options (user,
- * password, authentication), without starting it. The tests' global setup makes its template
- * with it.
+ * Runs initdb into `dataDir` as startPostgres would for a temporary server with these options
+ * (user, password, authentication; not flushed to disk), without starting it. The tests'
+ * global setup makes its template with it.
  */
 export async function initialisePostgres(dataDir: string, options: StartPostgresOptions = {}): Promise<void> {
   letPostgresUserThrough([join(__dirname, '..', '..', 'node_modules'), dirname(dataDir)]);
-  await embedded(dataDir, 0, options).initialise();
+  await embedded(dataDir, 0, options, {}, true).initialise();
 }
 
 const execFileAsync = promisify(execFile);
@@ -262,7 +266,7 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
     ...(options.tls ? { ssl: 'on' } : {}),
     ...options.settings,
   };
-  const server = embedded(dataDir, port, options, settings);
+  const server = embedded(dataDir, port, options, settings, root !== undefined);
   const template = templateFor(options);
   // A copy of the template is what initdb would have made (cp -a keeps the owner and modes
   // the server checks), at a fraction of its cost.
