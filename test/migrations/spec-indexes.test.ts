@@ -16,8 +16,9 @@ let url: string;
 let agency: string;
 
 beforeAll(async () => {
-  pg = await startPostgres();
-  url = await pg.createDatabase();
+  // A clone of the run's migrated template when there is one (then nothing is left to apply).
+  pg = await startPostgres({ migrated: true });
+  url = await pg.createDatabase(undefined, pg.migratedTemplate);
   await runMigrations({ database: url });
   const c = new Client({ connectionString: url });
   await c.connect();
