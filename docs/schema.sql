@@ -617,7 +617,7 @@ CREATE TABLE public.amazon_rate_budget (
   last_grant_from timestamp with time zone
 );
 ALTER TABLE public.amazon_rate_budget ADD CONSTRAINT amazon_rate_budget_ceiling_check CHECK ((ceiling_per_second > (0)::double precision));
-ALTER TABLE public.amazon_rate_budget ADD CONSTRAINT amazon_rate_budget_endpoint_check CHECK ((endpoint = ANY (ARRAY['lwa-token'::text, 'ads-profiles'::text, 'lwa-token:api'::text, 'ads-profiles:api'::text])));
+ALTER TABLE public.amazon_rate_budget ADD CONSTRAINT amazon_rate_budget_endpoint_check CHECK ((endpoint = ANY (ARRAY['lwa-token'::text, 'ads-profiles'::text, 'lwa-token:api'::text, 'ads-profiles:api'::text, 'lwa-token:interactive'::text, 'ads-profiles:interactive'::text])));
 ALTER TABLE public.amazon_rate_budget ADD CONSTRAINT amazon_rate_budget_rate_check CHECK ((rate_per_second > (0)::double precision));
 ALTER TABLE public.amazon_rate_budget ADD CONSTRAINT amazon_rate_budget_region_check CHECK ((region = ANY (ARRAY['NA'::text, 'EU'::text, 'FE'::text])));
 ALTER TABLE public.amazon_rate_budget ADD CONSTRAINT amazon_rate_budget_pkey PRIMARY KEY (endpoint, region);
@@ -1143,6 +1143,8 @@ DECLARE
   -- The clamps (see the header): whatever the caller asks.
   max_horizon CONSTANT double precision := 6000;
   b public.amazon_rate_budget;
+  -- A pool's endpoint row (`lwa-token` for `lwa-token:interactive`): its pause and its rate cut hold for the pool.
+  e public.amazon_rate_budget;
   now_at timestamptz;
   ceiling double precision;
   horizon double precision;
@@ -1180,6 +1182,19 @@ BEGIN
   SELECT * INTO STRICT b FROM amazon_rate_budget WHERE endpoint = p_endpoint AND region = p_region FOR UPDATE;
   now_at := clock_timestamp();
   rate := public.amazon_rate_now(b, ceiling, least(1, p_recovery_per_second), now_at);
+  -- A pool row (`<endpoint>:<pool>`) is never paced faster, nor served earlier, than its
+  -- endpoint allows: the endpoint's pause (Amazon's 429s, reported there) and its rate cut (as
+  -- a share of the ceiling) apply to the pool too. Read without a lock: a report landing in the
+  -- same instant applies from the next reservation.
+  IF strpos(p_endpoint, ':') > 0 THEN
+    SELECT * INTO e FROM amazon_rate_budget WHERE endpoint = split_part(p_endpoint, ':', 1) AND region = p_region;
+    IF FOUND THEN
+      rate := least(rate, public.amazon_rate_now(e, ceiling, least(1, p_recovery_per_second), now_at));
+      IF e.paused_until > coalesce(b.paused_until, now_at) THEN
+        b.paused_until := e.paused_until;
+      END IF;
+    END IF;
+  END IF;
   step := (1000 + tolerance) / rate;
   -- Nobody holds a slot beyond the largest horizon: a frontier further out (a tiny ceiling
   -- earlier, a rate cut since grown back) is brought back to it.

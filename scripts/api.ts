@@ -316,7 +316,8 @@ async function main() {
   const port = env[LOCAL_API_ENV.port] ? Number(env[LOCAL_API_ENV.port]) : DEFAULT_API_PORT;
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`${LOCAL_API_ENV.port} is not a port`);
   // Amazon's rates are one budget in the database, shared with `npm run job` on the same one;
-  // this server's calls (connects, the token route) take at most the API's share of it.
+  // this server's calls (connects, the token route) take the interactive lane the jobs leave
+  // free, and beyond it at most the API's share (lambda/shared/amazon/api-share.ts).
   const budgetDb = new PgDatabase({ connection: config.databaseUrl, maxConnections: 2 });
   const limiters = new RateLimiterRegistry(
     endpointLimitsFor(config.amazonLimits),

@@ -24,6 +24,7 @@
 import { runAccountSync } from '../lambda/account-sync/core';
 import { AdsClient, LwaClient } from '../lambda/shared/amazon';
 import { readLocalJobConfig, readLocalReencryptionConfig } from '../lambda/shared/config';
+import { jobsLimits } from '../lambda/shared/amazon/api-share';
 import { DatabaseRateBudgetStore } from '../lambda/shared/amazon/rate-budget';
 import { endpointLimitsFor, RateLimiterRegistry } from '../lambda/shared/amazon/rate-limiter';
 import { PgDatabase } from '../lambda/shared/db';
@@ -63,8 +64,13 @@ export async function runJobOnce(
   const db = new PgDatabase({ connection: config.databaseUrl });
   const cipher = new TokenCipher(config.tokenKeys);
   // The same shared budgets as the Lambdas: concurrent `npm run job` processes on one database
-  // together stay under LWA_REQUESTS_PER_SECOND / ADS_REQUESTS_PER_SECOND per region.
-  const limiters = new RateLimiterRegistry(endpointLimitsFor(config.amazonLimits), {}, new DatabaseRateBudgetStore(db));
+  // together stay under LWA_REQUESTS_PER_SECOND / ADS_REQUESTS_PER_SECOND per region, leaving
+  // the interactive lane free for `npm run api`'s token route and connects (api-share.ts).
+  const limiters = new RateLimiterRegistry(
+    jobsLimits(endpointLimitsFor(config.amazonLimits)),
+    {},
+    new DatabaseRateBudgetStore(db),
+  );
   const lwa = new LwaClient({
     clientId: config.lwaClientId,
     clientSecret: config.lwaClientSecret,

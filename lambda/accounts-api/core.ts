@@ -8,6 +8,7 @@ import {
 } from '../shared/amazon';
 import { AMAZON_REGIONS as REGIONS, LWA_CONSENT_URLS, regionalUrl } from '../shared/amazon/regions';
 import { DeadlineExceededError } from '../shared/backoff';
+import { isDatabaseBusy } from '../shared/db';
 import type { AppLogger } from '../shared/logger';
 import { oauthTokenBinding, type TokenBinding, type TokenCipher } from '../shared/token-crypto';
 import { decodeCursor, encodeCursor, Listing } from './cursor';
@@ -25,7 +26,7 @@ import {
   queryParameters,
 } from '../shared/http';
 import { bearerToken, Caller, TokenVerifier, Unauthenticated } from './jwt';
-import { AccountFilters, AccountsStore, isDatabaseBusy, StoreRefusal } from './store';
+import { AccountFilters, AccountsStore, StoreRefusal } from './store';
 
 /**
  * The accounts API, independent of where it runs: an API Gateway event in, a response out.
@@ -464,12 +465,9 @@ function toProblem(error: unknown): ApiProblem {
     }
   }
   // Busy, not broken: the caller may try again shortly (503 with Retry-After, not a 500).
-  if (isDatabaseBusy(error)) return problems.databaseBusy(DATABASE_BUSY_RETRY_AFTER_SECONDS);
+  if (isDatabaseBusy(error)) return problems.databaseBusy();
   return problems.internal();
 }
-
-/** Retry-After of a request the database was too busy to serve. */
-const DATABASE_BUSY_RETRY_AFTER_SECONDS = 2;
 
 /** An account's Amazon id as a cursor key: what the API wrote, printable, bounded. */
 const accountIdKey = (value: string) => value.length >= 1 && value.length <= 255 && !CONTROL.test(value);

@@ -53,6 +53,9 @@ export class ApiProblem extends Error {
   }
 }
 
+/** Retry-After of a request the database was too busy to serve (503 `database-busy`). */
+export const DATABASE_BUSY_RETRY_AFTER_SECONDS = 2;
+
 export const problems = {
   unauthorized: () =>
     new ApiProblem(
@@ -108,7 +111,8 @@ export const problems = {
       { retryAfterSeconds },
       { 'retry-after': String(retryAfterSeconds) },
     ),
-  databaseBusy: (retryAfterSeconds: number) =>
+  /** The database could not serve the request now (see isDatabaseBusy): the caller may try again shortly. */
+  databaseBusy: (retryAfterSeconds: number = DATABASE_BUSY_RETRY_AFTER_SECONDS) =>
     new ApiProblem(
       503,
       'database-busy',

@@ -2,7 +2,7 @@ import { timingSafeEqual } from 'node:crypto';
 import type { AmazonFailure } from '../shared/amazon/failure';
 import { AMAZON_REGIONS as REGIONS, type AmazonRegion } from '../shared/amazon/regions';
 import { sleep as defaultSleep } from '../shared/backoff';
-import type { Database } from '../shared/db/port';
+import { isDatabaseBusy, type Database } from '../shared/db';
 import type { AppLogger } from '../shared/logger';
 import type { TokenCipher } from '../shared/token-crypto';
 import {
@@ -172,7 +172,10 @@ export function createTokenRoute(deps: TokenRouteDeps): (event: ApiRequestEvent)
         refreshed: served.refreshed,
       });
     } catch (error) {
-      const problem = error instanceof ApiProblem ? error : problems.internal();
+      // Busy, not broken (a statement timeout, too many connections, a lock or serialization
+      // conflict, still resuming): 503 with Retry-After, as the accounts API answers.
+      const problem =
+        error instanceof ApiProblem ? error : isDatabaseBusy(error) ? problems.databaseBusy() : problems.internal();
       status = problem.status;
       if (!(error instanceof ApiProblem))
         deps.logger.error('Token request failed', { ...line, error: (error as Error)?.name ?? 'unknown' });

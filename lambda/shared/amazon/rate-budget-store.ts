@@ -7,12 +7,19 @@ import { endpointPrefix } from './usage-store';
 // database (migrations 0015 and 0022), and the in-process contract a budget is kept behind.
 // The client that draws from it is SharedRateBudget (rate-budget.ts).
 
+/**
+ * A row of its own beside the endpoint's (see api-share.ts): `api`, the API's quota
+ * (`lwa-token:api`); `interactive`, the interactive lane (`lwa-token:interactive`, migration
+ * 0026), whose slots the jobs' schedule leaves free.
+ */
+export type BudgetPool = 'api' | 'interactive';
+
 /** Which budget: an endpoint in a region (and a pool inside it: see api-share.ts). */
 export interface BudgetKey {
   readonly endpoint: AmazonEndpoint;
   readonly region: AmazonRegion;
-  /** A quota row of its own (`lwa-token:api`): the API's share. @default - the endpoint's budget */
-  readonly pool?: 'api';
+  /** A row of its own (see {@link BudgetPool}). @default - the endpoint's budget */
+  readonly pool?: BudgetPool;
 }
 
 export interface ReserveRequest {
@@ -59,6 +66,11 @@ export interface Reservation {
   readonly ratePerSecond: number;
   /** The database's clock when it answered, epoch ms. */
   readonly databaseNowMs: number;
+  /**
+   * The pool row the slots are of (the interactive lane), when not the endpoint's own: a
+   * schedule of its own, spaced apart from the endpoint's. @default - the endpoint's schedule
+   */
+  readonly pool?: BudgetPool;
 }
 
 export interface ThrottleReport {
@@ -113,8 +125,8 @@ export interface RateBudgetStore {
  */
 export const RECOVERY_PER_SECOND = 0.01;
 
-/** Stored endpoint name, as in `rate_limit_tracking` (`lwa-token`, `ads-profiles`), `:api` for the API's pool. */
-function storedEndpoint(endpoint: AmazonEndpoint, pool?: 'api'): string {
+/** Stored endpoint name, as in `rate_limit_tracking` (`lwa-token`, `ads-profiles`), `:<pool>` for a pool's row. */
+function storedEndpoint(endpoint: AmazonEndpoint, pool?: BudgetPool): string {
   return `${endpointPrefix(endpoint).slice(0, -1)}${pool ? `:${pool}` : ''}`;
 }
 
@@ -179,6 +191,7 @@ export class DatabaseRateBudgetStore implements RateBudgetStore {
         intervalMs: Number(row.interval_ms),
         ratePerSecond: Number(row.rate_per_second),
         databaseNowMs: toMs(row.database_now),
+        ...(requests[Number(row.i)].key.pool ? { pool: requests[Number(row.i)].key.pool } : {}),
       };
     return answers;
   }

@@ -145,6 +145,8 @@ export class SharedRateBudget {
   private batches: Batch[] = [];
   /** The latest slot this client holds or held, and the latest it used (local clock). */
   private lastSlot = -Infinity;
+  /** The latest slot of a pool's own schedule (the interactive lane) this client held (local clock). */
+  private lastPoolSlot = -Infinity;
   private lastUsedSlot = -Infinity;
   /** After a refusal: when to ask again, and the first slot to expect then (local clock). */
   private retryAt = 0;
@@ -478,16 +480,22 @@ export class SharedRateBudget {
     this.batches = [...this.batches.slice(-7), { grantedAtDatabaseMs: reservation.databaseNowMs, firstLocalMs: first }];
     this.lastBatchFrom = reservation.firstSlotAtMs;
     this.lastBatchUntil = reservation.firstSlotAtMs + reservation.granted * reservation.intervalMs;
+    // A pool's slots (the interactive lane) are a schedule of their own: spaced from this
+    // client's previous slot of that schedule, not from its slots of the endpoint's.
+    const pool = reservation.pool !== undefined;
+    let last = pool ? this.lastPoolSlot : this.lastSlot;
     for (let i = 0; i < reservation.granted; i += 1) {
       const slot = first + i * reservation.intervalMs;
       // A 429 arrived while this reservation was on its way: its slots inside the pause go. So
       // does a slot closer to this client's previous one than the interval (the clock offset
       // estimate moved between the two reservations): spacing is never given up.
-      if (slot < this.pausedUntil || slot < this.lastSlot + reservation.intervalMs) this.counters.slotsDropped += 1;
+      if (slot < this.pausedUntil || slot < last + reservation.intervalMs) this.counters.slotsDropped += 1;
       else {
         this.slots.push(slot);
-        this.lastSlot = slot;
+        last = slot;
       }
     }
+    if (pool) this.lastPoolSlot = last;
+    else this.lastSlot = last;
   }
 }

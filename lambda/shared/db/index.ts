@@ -10,3 +10,4 @@ export type { PagedQuery } from './paging';
 export { rewriteNamedParameters } from './named-parameters';
 export type { NamedSql } from './named-parameters';
 export { CLAIM_TOKEN_CHARS } from './limits';
+export { isDatabaseBusy } from './busy';

@@ -1,3 +1,4 @@
+import { ApiShareBudgetStore, API_BUDGET_SHARE, jobsLimits } from '../amazon/api-share';
 import { DatabaseRateBudgetStore } from '../amazon/rate-budget';
 import { endpointLimitsFor, RateLimiterRegistry } from '../amazon/rate-limiter';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
@@ -7,6 +8,7 @@ import type { Context } from 'aws-lambda';
 import { AdsClient, LwaClient } from '../amazon';
 import { jobConfig, LOCAL_JOB_ENV } from '../config';
 import { createDataApiClient, DataApiDatabase } from '../db/data-api-database';
+import type { Database } from '../db/port';
 import type { AppLogger } from '../logger';
 import { loadJobSecrets, lwaCredentialsFromSecret, SecretsCache, tokenCipherFromSecret } from '../secrets';
 import { TokenCipher } from '../token-crypto';
@@ -26,6 +28,17 @@ export interface JobContainer {
   readonly jobMetrics: JobMetrics;
 }
 
+/** How a function of the jobs' container draws from Amazon's shared rate budget. */
+export interface JobContainerOptions {
+  /**
+   * Someone waits for this function's Amazon calls (the token route): they draw from the
+   * interactive lane and the API's share (lambda/shared/amazon/api-share.ts), not from the
+   * jobs' schedule, and 429s are still recorded in rate_limit_tracking (the jobs' login).
+   * @default false: a job, drawing at the ceiling less the interactive lane
+   */
+  readonly interactive?: boolean;
+}
+
 const containers = new Map<string, Promise<JobContainer>>();
 
 /**
@@ -35,10 +48,10 @@ const containers = new Map<string, Promise<JobContainer>>();
  * `AWS_ENDPOINT_URL_*`) point it at local stand-ins for `npm start`; the stack sets none of them.
  * A failed build is not cached: the next invocation tries again.
  */
-export function jobContainer(service: string): Promise<JobContainer> {
+export function jobContainer(service: string, options: JobContainerOptions = {}): Promise<JobContainer> {
   let container = containers.get(service);
   if (!container) {
-    container = build(service);
+    container = build(service, options);
     containers.set(service, container);
     container.catch(() => containers.delete(service));
   }
@@ -54,7 +67,7 @@ let current: JobInvocationContext | undefined;
 /** What one Data API request may take at most, kept back from the retries' waiting time. */
 export const DATA_API_REQUEST_RESERVE_MS = 2_000;
 
-async function build(service: string): Promise<JobContainer> {
+async function build(service: string, options: JobContainerOptions): Promise<JobContainer> {
   const config = jobConfig();
   const observability = createObservability(service, config.environment);
   const cache = new SecretsCache(new SecretsManagerClient({}));
@@ -69,9 +82,7 @@ async function build(service: string): Promise<JobContainer> {
         current ? current.getRemainingTimeInMillis() - DATA_API_REQUEST_RESERVE_MS : Number.POSITIVE_INFINITY,
     },
   });
-  // Amazon's rate per endpoint and region is one budget in the database, shared by every
-  // invocation of every job (lambda/shared/amazon/rate-budget.ts).
-  const limiters = new RateLimiterRegistry(endpointLimitsFor(config.amazonLimits), {}, new DatabaseRateBudgetStore(db));
+  const limiters = budgetLimiters(db, config.amazonLimits, options);
   return {
     db,
     lwa: new LwaClient({
@@ -84,6 +95,31 @@ async function build(service: string): Promise<JobContainer> {
     tokenCipher: tokenCipherFromSecret(cache, config.tokenKeySecretArn),
     ...observability,
   };
+}
+
+/**
+ * The limiters of a function of this container. Amazon's rate per endpoint and region is one
+ * budget in the database, shared by every invocation of every job and by the token route
+ * (lambda/shared/amazon/rate-budget.ts): a job draws at the ceiling less the interactive lane,
+ * the route from that lane (and, when the lane is taken, from the API's share of the jobs'
+ * schedule: api-share.ts). `toleranceMs`: see RateLimiterRegistry (tests pass a wider one).
+ */
+export function budgetLimiters(
+  db: Database,
+  amazonLimits: { readonly lwa?: number; readonly ads?: number },
+  options: JobContainerOptions = {},
+  toleranceMs?: number,
+): RateLimiterRegistry {
+  const budget = new DatabaseRateBudgetStore(db);
+  const limits = endpointLimitsFor(amazonLimits);
+  return options.interactive
+    ? new RateLimiterRegistry(
+        limits,
+        {},
+        new ApiShareBudgetStore(budget, API_BUDGET_SHARE, undefined, { recordThrottles: true }),
+        toleranceMs,
+      )
+    : new RateLimiterRegistry(jobsLimits(limits), {}, budget, toleranceMs);
 }
 
 function optional(name: string): string | undefined {
@@ -105,8 +141,9 @@ export async function runJobInvocation<R>(
   context: JobInvocationContext,
   run: (container: JobContainer & { readonly cipher: TokenCipher }, runtime: JobRuntime) => Promise<R>,
   logKeys: Record<string, string> = {},
+  options: JobContainerOptions = {},
 ): Promise<R> {
-  const c = await jobContainer(service);
+  const c = await jobContainer(service, options);
   current = context;
   c.logger.addContext(context as Context);
   c.logger.appendKeys(logKeys);

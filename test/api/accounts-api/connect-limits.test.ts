@@ -219,7 +219,9 @@ describe.each(paths)('%s', (_name, make) => {
       waits.push(ms);
       return new Promise((resolve) => setTimeout(resolve, ms));
     });
-    const key = { endpoint: 'lwa', region: 'EU' } as const;
+    // The Ads endpoint: it has no interactive lane (migration 0026), so every request takes the
+    // quota and the shared schedule, as an LWA request does once the lane is taken.
+    const key = { endpoint: 'ads', region: 'EU' } as const;
     for (let i = 0; i < 6; i += 1) expect((await share.reserve(key, request)).granted).toBe(1);
     // The API's quota is paced at share × ceiling: after the first, API requests waited for it.
     expect(waits.length).toBeGreaterThanOrEqual(4);
@@ -231,8 +233,8 @@ describe.each(paths)('%s', (_name, make) => {
       `SELECT endpoint, ceiling_per_second FROM amazon_rate_budget WHERE region = 'EU' ORDER BY endpoint`,
     );
     expect(rows).toEqual([
-      { endpoint: 'lwa-token', ceiling_per_second: ceiling },
-      { endpoint: 'lwa-token:api', ceiling_per_second: ceiling * API_BUDGET_SHARE },
+      { endpoint: 'ads-profiles', ceiling_per_second: ceiling },
+      { endpoint: 'ads-profiles:api', ceiling_per_second: ceiling * API_BUDGET_SHARE },
     ]);
 
     // Without the share, twenty API requests at once queue the whole budget ahead of the job.

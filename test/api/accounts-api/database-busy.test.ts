@@ -1,6 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { isDatabaseBusy } from '../../../lambda/accounts-api/store';
-import { Database, DatabaseError, DatabaseUnavailableError, PgDatabase } from '../../../lambda/shared/db';
+import {
+  Database,
+  DatabaseError,
+  DatabaseUnavailableError,
+  isDatabaseBusy,
+  PgDatabase,
+} from '../../../lambda/shared/db';
 import { ApiWorld, request, startApiWorld } from '../fixture';
 
 // A database too busy to serve a request (its statement timed out, no connection to be had, a

@@ -60,7 +60,11 @@ async function seed(count: number, expiresInSeconds: number, extra: { accountsDu
   return users;
 }
 
-/** An LWA client whose limiter draws from the shared budget in the database (as in AWS). */
+/**
+ * An LWA client whose limiter draws from the shared budget in the database: the endpoint's own
+ * schedule, at a rate that never holds these tests back. In AWS the route draws from the
+ * interactive lane first (the container's budgetLimiters): interactive-lane.test.ts.
+ */
 function budgetedLwa(db: Database): LwaClient {
   return new LwaClient({
     clientId: world.amazon.clientId,

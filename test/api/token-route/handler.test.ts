@@ -91,14 +91,16 @@ test('the handler refreshes an expiring token on the Data API path; no log line 
   expect(logged).toContain('"route":"POST /internal/v1/access-tokens"');
   for (const secret of [served.accessToken, user.accessToken, user.refreshToken, world.keyBase64])
     expect(logged).not.toContain(secret);
-  // The use is recorded and the shared budget of FE was drawn from.
-  const { rows } = await world.admin.query<{ used: boolean; budget: number }>(
+  // The use is recorded and the shared budget of FE was drawn from: its interactive lane
+  // (migration 0026), not the jobs' schedule.
+  const { rows } = await world.admin.query<{ used: boolean; lane: number; jobs: number }>(
     `SELECT last_used_at IS NOT NULL AS used,
-            (SELECT count(*)::int FROM amazon_rate_budget WHERE endpoint = 'lwa-token' AND region = 'FE') AS budget
+            (SELECT count(*)::int FROM amazon_rate_budget WHERE endpoint = 'lwa-token:interactive' AND region = 'FE') AS lane,
+            (SELECT count(*)::int FROM amazon_rate_budget WHERE endpoint = 'lwa-token' AND region = 'FE') AS jobs
        FROM oauth_tokens WHERE user_id = :userId::uuid`,
     { userId: user.userId },
   );
-  expect(rows).toEqual([{ used: true, budget: 1 }]);
+  expect(rows).toEqual([{ used: true, lane: 1, jobs: 0 }]);
 });
 
 test('a stored token with time left is served as it is; still nothing of it in the log', async () => {
