@@ -143,13 +143,45 @@ test.each([
   [JOB_ENV.proactiveRefreshUsedWithinSeconds, '07'],
   [JOB_ENV.proactiveRefreshUsedWithinSeconds, '1.5'],
   [JOB_ENV.proactiveRefreshUsedWithinSeconds, '7d'],
+  [JOB_ENV.proactiveRefreshWindowSeconds, '0'],
+  [JOB_ENV.proactiveRefreshWindowSeconds, '07'],
+  [JOB_ENV.proactiveRefreshWindowSeconds, '660s'],
+  [JOB_ENV.proactiveRefreshWindowSeconds, 'about 660'],
 ])('%s=%j is refused as invalid, by name and never by value', (name, value) => {
   const error = configError({ ...STACK_ENV, [name]: value });
   expect(error.missing).toEqual([]);
   expect(error.invalid).toHaveLength(1);
   expect(error.invalid[0]).toMatch(new RegExp(`^${name}: \\S`));
+  // The reason an operator reads in the function's error (the environment's is zod's own).
+  if (name in REASONS) expect(error.invalid[0]).toBe(`${name}: ${REASONS[name]}`);
   expect(error.message).toMatch(new RegExp(`^Job configuration: invalid ${name}: `));
   expect(error.message).not.toContain(value);
+});
+
+/** The reason given for each malformed variable (the environment's is zod's enum message). */
+const REASONS: Record<string, string> = {
+  [JOB_ENV.clusterArn]: 'not an rds ARN',
+  [JOB_ENV.databaseSecretArn]: 'not a secretsmanager ARN',
+  [JOB_ENV.databaseName]: 'not a database name',
+  [DISPATCHER_ENV.queueUrl]: 'not a URL',
+  [DISPATCHER_ENV.requestsPerSecond]: 'not a rate',
+  [JOB_ENV.proactiveRefreshUsedWithinSeconds]: 'not seconds',
+  [JOB_ENV.proactiveRefreshWindowSeconds]: 'not seconds',
+};
+
+test.each(['dev', 'staging', 'prod'])('every environment the stack deploys is accepted: %s', (environment) => {
+  expect(readDispatcherConfig({ ...STACK_ENV, [JOB_ENV.environment]: environment })).toMatchObject({ environment });
+});
+
+test('a rate with several decimals and the windows in whole seconds are read as numbers', () => {
+  expect(
+    readDispatcherConfig({
+      ...STACK_ENV,
+      [DISPATCHER_ENV.requestsPerSecond]: '2.25',
+      [JOB_ENV.proactiveRefreshUsedWithinSeconds]: '604800',
+      [JOB_ENV.proactiveRefreshWindowSeconds]: '660',
+    }),
+  ).toMatchObject({ requestsPerSecond: 2.25, usedWithinSeconds: 604_800, windowSeconds: 660 });
 });
 
 test('a missing and an invalid variable are both named, each once', () => {

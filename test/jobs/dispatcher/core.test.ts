@@ -357,6 +357,32 @@ describe('runDispatch without a database', () => {
     expect(messages.every((m) => m.job === 'account-sync' && m.dispatchId === 'tick-1')).toBe(true);
   });
 
+  test('ids SQS refused count toward the cap: the tick stops when sent and unsent reach it, without asking for 0 more', async () => {
+    const s = memorySelection(100);
+    // SQS refuses the first message of every request, both times it is sent.
+    const queue: QueueSender = {
+      sendBatch: (bodies) => Promise.resolve({ failed: bodies.length > 0 ? [0] : [] }),
+    };
+    await expect(
+      runDispatch({
+        selection: s.selection,
+        queue,
+        ...runtime(),
+        settings: { maxIds: 20, selectLimit: 10, idsPerMessage: 2 },
+        newDispatchId: () => 'tick-2',
+      }),
+    ).rejects.toMatchObject({ summary: { dispatched: 16, notSent: 4, messages: 8 } });
+    // Two rounds of 10 (16 sent, 4 released): one select per round, never a round of 0 ids.
+    expect(s.calls).toEqual([
+      { dispatchId: 'tick-2', limit: 10 },
+      { dispatchId: 'tick-2', limit: 10 },
+    ]);
+    expect(s.released).toEqual([
+      ['id-0', 'id-1'],
+      ['id-10', 'id-11'],
+    ]);
+  });
+
   test('a round that selects fewer than it asked for is the last; the default round is 5,000 ids', async () => {
     const s = memorySelection(7);
     const { queue } = recordingQueue();

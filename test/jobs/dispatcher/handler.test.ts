@@ -201,3 +201,24 @@ test('an entry SQS refuses twice fails the tick, and its ids are sent by the nex
   const sent = sqs.accepted.flatMap((m) => (JSON.parse(m.body) as FanOutMessage).ids);
   expect(sent.sort()).toEqual(await tokenIds());
 });
+
+test('a paused database is waited for only while the invocation has time left: the handler keeps 2 s of it, so with less left the tick gives up after the first refusal', async () => {
+  await seedUsers(world, { count: 3, expiresInSeconds: 600 });
+  const before = world.emulator.calls.injectedFailures;
+  // Aurora resuming: every Data API call is refused for a while (DatabaseResumingException).
+  world.emulator.failNextCalls(50);
+  // The invocation's clock: just over the tick's reserve (10 s) when it checks whether to start
+  // a round, then 1,999 ms: less than the 2 s the handler keeps, so any wait is too long.
+  let asked = 0;
+  const late = {
+    getRemainingTimeInMillis: () => (asked++ === 0 ? 10_001 : 1_999),
+    awsRequestId: 'req-late',
+  } as unknown as Context;
+  try {
+    await expect(dispatcher({}, late)).rejects.toThrow(/Data API unavailable after 1 attempts, not retried/);
+    expect(world.emulator.calls.injectedFailures - before).toBe(1);
+    expect(sqs.requests).toHaveLength(0);
+  } finally {
+    world.emulator.failNextCalls(0);
+  }
+});
