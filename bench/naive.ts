@@ -11,7 +11,7 @@
  * (it is not safe to run twice at once) and no rate-limit bookkeeping.
  */
 import type { ProfileLister } from '../lambda/account-sync/core';
-import { toAccountRecord } from '../lambda/account-sync/core';
+import { toAccountRecord } from '../lambda/account-sync/profiles';
 import { classifyAmazonError } from '../lambda/shared/amazon/failure';
 import { Database, sqlJson, sqlUuid } from '../lambda/shared/db/port';
 import { describeError } from '../lambda/shared/jobs/runtime';

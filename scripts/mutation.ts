@@ -138,7 +138,13 @@ export const GROUPS: Record<string, Group> = {
     timeoutMS: JOB_TIMEOUT_MS,
   },
   'account-sync-core': {
-    mutate: ['lambda/account-sync/core.ts'],
+    mutate: [
+      'lambda/account-sync/core.ts',
+      'lambda/account-sync/run-context.ts',
+      'lambda/account-sync/access-token.ts',
+      'lambda/account-sync/profiles.ts',
+      'lambda/account-sync/preview.ts',
+    ],
     tests: ACCOUNT_SYNC_TESTS,
     timeoutMS: JOB_TIMEOUT_MS,
   },

@@ -1,107 +1,41 @@
 import { randomUUID } from 'node:crypto';
-import type { Database } from '../shared/db/port';
 import {
   addCounts,
   addRegionalCounts,
   countInRegion,
   describeError,
-  JobRunContext,
   jobRunContext,
-  JobRuntime,
-  nextRetryAt,
   RegionalCounts,
 } from '../shared/jobs/runtime';
 import { runPipeline } from '../shared/jobs/pipeline';
 import { METRIC_NAMES } from '../shared/jobs/metrics';
 import { JOB_TIMING } from '../shared/jobs/timing';
 import { endpointKey, recordRateLimitUsage } from '../shared/amazon/usage-store';
-import { DeadlineExceededError, sleep as defaultSleep } from '../shared/backoff';
-import type { RateLimiterRegistry } from '../shared/amazon/rate-limiter';
+import { DeadlineExceededError } from '../shared/backoff';
 import { writeResiliently } from '../shared/jobs/write-back';
 import {
   LEASE_CALL_RESERVE_MS,
   limiterPausedUntil,
-  MAX_ITEM_WAIT_MS,
   restoreEndpointState,
   saveLimiterRates,
 } from '../shared/jobs/throttling';
-import { oauthTokenBinding, type TokenCipher } from '../shared/token-crypto';
-import type { TokenRefresher } from '../token-refresh/core';
-import { takeAccessToken } from '../token-refresh/on-demand';
-import { REFRESH_OUTCOME_DEFAULTS } from '../token-refresh/outcome';
 import type { GivenIds } from '../shared/jobs/fan-out';
-import { ATTRIBUTION_SUB_TYPE, type AdsProfile } from '../shared/amazon/schemas';
 import { classifyAmazonError } from '../shared/amazon/failure';
 import { AMAZON_REGIONS, type AmazonRegion } from '../shared/amazon/regions';
 import {
-  AccountRecord,
   claimConnections,
   ClaimedConnection,
-  countDueConnections,
   flagAccountsNeedingReauth,
-  MIN_TOKEN_VALIDITY_SECONDS,
   REAUTH_MESSAGE,
   saveOutcomes,
   SyncType,
   ConnectionSyncOutcome,
 } from './store';
+import { accessTokenFor } from './access-token';
+import { accountsFromProfiles } from './profiles';
+import { type AccountSyncDeps, DEFAULT_SETTINGS, failed, holdRegion, retryAt, type SyncContext } from './run-context';
 
-/** What the core needs of the Ads API client (AdsClient). */
-export interface ProfileLister {
-  /**
-   * Lists every profile the access token can see in the region; throws the Amazon error
-   * classes, and DeadlineExceededError when it would have to wait longer than `maxWaitMs`.
-   */
-  listProfiles(request: {
-    itemId: string;
-    region: AmazonRegion;
-    accessToken: string;
-    maxWaitMs?: number;
-  }): Promise<readonly AdsProfile[]>;
-  /** The client's rate limiters: their adaptive rate and pauses carry over through rate_limit_tracking. */
-  readonly limiters?: RateLimiterRegistry;
-}
-
-export interface AccountSyncSettings {
-  /** Connections claimed per database round trip. @default 250 */
-  readonly batchSize?: number;
-  /** Ads API calls in flight at once. @default 16 */
-  readonly concurrency?: number;
-  /** Time between regular syncs of a user's accounts. @default 21600 (6 h) */
-  readonly syncIntervalSeconds?: number;
-  /** First retry delay after a failure; doubles per failure (jittered, floor of half). @default 300 */
-  readonly retryBaseSeconds?: number;
-  /** @default 21600 */
-  readonly retryMaxSeconds?: number;
-  /**
-   * A claimed connection whose stored access token has less than this left takes its token on
-   * demand: refreshed once, under the connection's refresh lease (single-flight with the token
-   * route and the token refresh, lambda/token-refresh/on-demand.ts). @default 120
-   */
-  readonly minTokenValiditySeconds?: number;
-  /**
-   * Longest one connection waits for its turn (the Ads limiter's pace, a pause as the shared
-   * budget really applies it, another caller's refresh of its token) before it is given back and
-   * its region left alone for the rest of the run: a run never sits out a pause.
-   * @default MAX_ITEM_WAIT_MS (15 s)
-   */
-  readonly maxItemWaitMs?: number;
-  /** Stop claiming when less than this remains of the invocation. @default 30000 */
-  readonly reserveMs?: number;
-  /** Finished connections wait at most this long for the rest of their batch before being written. @default 3000 */
-  readonly flushAfterMs?: number;
-}
-
-export interface AccountSyncDeps extends JobRuntime {
-  readonly db: Database;
-  readonly ads: ProfileLister;
-  /** Refreshes a claimed connection's token when it is about to expire (on demand, once). */
-  readonly lwa: TokenRefresher;
-  readonly cipher: TokenCipher;
-  readonly settings?: AccountSyncSettings;
-  /** Between two reads of a connection whose token another caller is refreshing. @default backoff's sleep */
-  readonly sleep?: (ms: number) => Promise<void>;
-}
+export type { AccountSyncDeps, AccountSyncSettings, ProfileLister } from './run-context';
 
 /** What to sync: every due connection (the schedule), or one user's connections on demand. */
 export type AccountSyncRequest =
@@ -144,73 +78,6 @@ export interface AccountSyncSummary {
   readonly batches: number;
   readonly databaseCalls: number;
   readonly durationMs: number;
-}
-
-/**
- * The profiles to store as accounts, and the ids of those that are not advertising accounts
- * (Amazon Attribution, see ATTRIBUTION_SUB_TYPE): those are never stored, and any stored
- * earlier are set inactive. A profile listed twice is stored once (the last one wins).
- */
-export function accountsFromProfiles(
-  profiles: readonly AdsProfile[],
-  region: AmazonRegion,
-): { accounts: AccountRecord[]; excludedProfileIds: string[] } {
-  const isAttribution = (p: AdsProfile) => p.accountInfo.subType === ATTRIBUTION_SUB_TYPE;
-  const accounts = dedupe(profiles.filter((p) => !isAttribution(p)).map((p) => toAccountRecord(p, region)));
-  const kept = new Set(accounts.map((a) => a.amazonAccountId));
-  const excludedProfileIds = [
-    ...new Set(profiles.filter((p) => isAttribution(p) && !kept.has(p.profileId)).map((p) => p.profileId)),
-  ];
-  return { accounts, excludedProfileIds };
-}
-
-/** Maps a profile to its stored form: `amazon_account_id` and the metadata keys docs/architecture.md fixes. */
-export function toAccountRecord(profile: AdsProfile, region: AmazonRegion): AccountRecord {
-  const info = profile.accountInfo;
-  return {
-    amazonAccountId: String(profile.profileId),
-    metadata: {
-      marketplaceStringId: info.marketplaceStringId,
-      countryCode: profile.countryCode,
-      currencyCode: profile.currencyCode,
-      timezone: profile.timezone,
-      accountType: info.type,
-      accountSubType: info.subType ?? null,
-      accountId: info.id,
-      accountName: info.name,
-      validPaymentMethod: info.validPaymentMethod,
-      dailyBudget: profile.dailyBudget ?? null,
-      region,
-    },
-  };
-}
-
-/**
- * The refresh lease the sync takes for a token on demand: it outlasts the item's wait (at most
- * MAX_ITEM_WAIT_MS), Login with Amazon's answer (10 s timeout) and the write-back.
- */
-export const ON_DEMAND_LEASE_SECONDS = 60;
-
-const DEFAULT_SETTINGS = {
-  batchSize: 250,
-  concurrency: 16,
-  syncIntervalSeconds: 21_600,
-  retryBaseSeconds: 300,
-  retryMaxSeconds: 21_600,
-  minTokenValiditySeconds: MIN_TOKEN_VALIDITY_SECONDS,
-  maxItemWaitMs: MAX_ITEM_WAIT_MS,
-  reserveMs: 30_000,
-  flushAfterMs: 3000,
-};
-
-/** What syncing one connection needs of its run (see {@link syncOneConnection}). */
-interface SyncContext extends JobRunContext<AccountSyncDeps, typeof DEFAULT_SETTINGS> {
-  /** When each claimed connection's sync lease ends (this run's clock, counted from before its claim). */
-  readonly leaseEndsAt: WeakMap<ClaimedConnection, number>;
-  /** Per region: until when this run leaves connections needing a new token alone (Login with Amazon's budget or pause). */
-  readonly tokensHeldUntil: Map<AmazonRegion, number>;
-  /** Tokens refreshed on demand by this run. */
-  tokensRefreshed: number;
 }
 
 /**
@@ -404,51 +271,6 @@ function tallyConnectionOutcomes(
   }
 }
 
-/** What a dry run (`{"dryRun": true}`) reports instead of running. */
-export interface AccountSyncPreview {
-  readonly job: 'account-sync';
-  readonly dryRun: true;
-  /** Connections a scheduled run started now would claim and sync. */
-  readonly due: number;
-  /** Due connections whose access token expires too soon: they wait for the token refresh. */
-  readonly waitingForTokenRefresh: number;
-  /** Accounts a run would flag for re-authorisation (their user's token is off). */
-  readonly accountsToFlagForReauth: number;
-  readonly databaseCalls: number;
-}
-
-/**
- * A dry run of the scheduled account sync: reads what a run would start on and returns it.
- * Claims nothing, writes nothing (no history row either), calls no Amazon.
- */
-export async function previewAccountSync(
-  deps: Pick<AccountSyncDeps, 'db' | 'settings' | 'logger'>,
-): Promise<AccountSyncPreview> {
-  const callsBefore = deps.db.callCounts().total;
-  const counts = await countDueConnections(deps.db, {
-    minTokenValiditySeconds: deps.settings?.minTokenValiditySeconds ?? 120,
-  });
-  const preview: AccountSyncPreview = {
-    job: 'account-sync',
-    dryRun: true,
-    due: counts.due,
-    waitingForTokenRefresh: counts.waitingForToken,
-    accountsToFlagForReauth: counts.needReauth,
-    databaseCalls: deps.db.callCounts().total - callsBefore,
-  };
-  deps.logger.info('Account sync dry run: nothing claimed, written or sent to Amazon', { ...preview });
-  return preview;
-}
-
-function retryAt(c: SyncContext, failures: number, atLeastSeconds = 0): Date {
-  return nextRetryAt(c.now(), failures, {
-    baseSeconds: c.settings.retryBaseSeconds,
-    maxSeconds: c.settings.retryMaxSeconds,
-    random: c.random,
-    atLeastSeconds,
-  });
-}
-
 /** The failure recorded for a connection whose outcome the database refused. */
 function refusedByDatabase(c: SyncContext, connection: ClaimedConnection, error: string): ConnectionSyncOutcome {
   return failed({
@@ -544,127 +366,4 @@ async function syncOneConnection(c: SyncContext, connection: ClaimedConnection):
       nextAttemptAt: retryAt(c, failures),
     });
   }
-}
-
-/** The run leaves `region` alone until `until` (epoch ms): its claims skip it, its connections are given back. */
-function holdRegion(held: Map<AmazonRegion, number>, region: AmazonRegion, until: number): void {
-  held.set(region, Math.max(until, held.get(region) ?? 0));
-}
-
-/**
- * The connection's access token: the stored one while it has more than
- * `minTokenValiditySeconds` left (no database call); else taken on demand, single-flight with
- * the token route and the token refresh (lambda/token-refresh/on-demand.ts): refreshed once
- * under the connection's refresh lease, the refresh's outcome policy applied once, without
- * recording a use (so an idle connection stays out of the proactive refresh's window and is
- * refreshed once per sync cycle, when the sync needs its token). What cannot be had by
- * `notAfter` is given back.
- */
-async function accessTokenFor(
-  c: SyncContext,
-  connection: ClaimedConnection,
-  notAfter: number,
-): Promise<{ kind: 'token'; accessToken: string } | { kind: 'none'; outcome: ConnectionSyncOutcome }> {
-  const { deps, settings: s, now } = c;
-  const failures = connection.retryCount + 1;
-  const unreadable = (reason: string) => ({
-    kind: 'none' as const,
-    outcome: failed({
-      connection,
-      error: `Stored access token is unreadable (${reason})`,
-      errorDetails: { class: 'token', reason },
-      nextAttemptAt: retryAt(c, failures),
-    }),
-  });
-  if (connection.expiresAt.getTime() - now().getTime() > s.minTokenValiditySeconds * 1000) {
-    try {
-      return {
-        kind: 'token',
-        accessToken: await deps.cipher.decrypt(
-          connection.storedAccessToken,
-          oauthTokenBinding(connection, 'access_token'),
-        ),
-      };
-    } catch {
-      // Unreadable (moved from another row or column, or under a key the ring lacks): the
-      // on-demand path below logs it and has a new one from Amazon, as for an expiring token.
-    }
-  }
-  const released = { kind: 'none' as const, outcome: { kind: 'released' as const, connection } };
-  const { region } = connection;
-  if ((c.tokensHeldUntil.get(region) ?? 0) > notAfter) return released;
-  const taken = await takeAccessToken(
-    {
-      db: deps.db,
-      lwa: deps.lwa,
-      cipher: deps.cipher,
-      logger: deps.logger,
-      now: () => now().getTime(),
-      sleep: deps.sleep ?? defaultSleep,
-      random: c.random,
-    },
-    {
-      ...REFRESH_OUTCOME_DEFAULTS,
-      minRemainingSeconds: s.minTokenValiditySeconds,
-      leaseSeconds: ON_DEMAND_LEASE_SECONDS,
-      pollIntervalMs: 250,
-      usableSeconds: 60,
-    },
-    { userId: connection.userId, region, recordUse: false, deadline: notAfter },
-  );
-  switch (taken.kind) {
-    case 'token':
-      if (taken.by === 'refreshed') c.tokensRefreshed += 1;
-      return { kind: 'token', accessToken: taken.accessToken };
-    case 'unreadable':
-      return unreadable(taken.error);
-    case 'reauth':
-      // Refresh was turned off (the grant is gone): its write-back flagged the accounts.
-      return {
-        kind: 'none',
-        outcome: failed({
-          connection,
-          error: REAUTH_MESSAGE,
-          errorDetails: { class: 'reauth' },
-          nextAttemptAt: retryAt(c, failures),
-        }),
-      };
-    case 'not-found':
-      // Disconnected meanwhile: nothing to sync (its write-back writes nothing for it).
-      return released;
-    case 'unavailable':
-      if (taken.reason === 'failed' && (taken.failure?.kind === 'transient' || taken.failure?.kind === 'malformed'))
-        return {
-          kind: 'none',
-          outcome: failed({
-            connection,
-            error: `token: the access token could not be refreshed (${taken.failure.kind}: ${taken.failure.reason})`,
-            errorDetails: { class: 'token', reason: `${taken.failure.kind}: ${taken.failure.reason}` },
-            nextAttemptAt: retryAt(c, failures, taken.retryAfterSeconds),
-          }),
-        };
-      // Login with Amazon's pace (a 429, the budget), a backoff, or another caller still
-      // refreshing: given back, the region's tokens left alone for a while in this run.
-      if (taken.reason === 'budget' || taken.failure?.kind === 'rate_limited')
-        holdRegion(c.tokensHeldUntil, region, now().getTime() + taken.retryAfterSeconds * 1000);
-      return released;
-  }
-}
-
-function failed(f: {
-  readonly connection: ClaimedConnection;
-  readonly error: string;
-  readonly errorDetails: Record<string, unknown>;
-  readonly nextAttemptAt: Date;
-}): ConnectionSyncOutcome {
-  return {
-    kind: 'failure',
-    ...f,
-    errorDetails: { ...f.errorDetails, userId: f.connection.userId, region: f.connection.region },
-  };
-}
-
-/** Amazon should not list a profile twice; if it does, the last one wins (one row per profile). */
-function dedupe(accounts: AccountRecord[]): AccountRecord[] {
-  return [...new Map(accounts.map((a) => [a.amazonAccountId, a])).values()];
 }

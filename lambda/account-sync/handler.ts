@@ -14,7 +14,8 @@ import {
 import { describeError } from '../shared/jobs/runtime';
 import { AMAZON_REGIONS } from '../shared/amazon/regions';
 import { SERVICE_NAMES } from '../shared/jobs/metrics';
-import { AccountSyncPreview, AccountSyncRequest, AccountSyncSummary, previewAccountSync, runAccountSync } from './core';
+import { AccountSyncRequest, AccountSyncSummary, runAccountSync } from './core';
+import { AccountSyncPreview, previewAccountSync } from './preview';
 
 /**
  * The events this Lambda takes: EventBridge's scheduled event (every 10 minutes: every due

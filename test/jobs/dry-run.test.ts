@@ -1,4 +1,5 @@
-import { previewAccountSync, runAccountSync } from '../../lambda/account-sync/core';
+import { runAccountSync } from '../../lambda/account-sync/core';
+import { previewAccountSync } from '../../lambda/account-sync/preview';
 import { handler as sync } from '../../lambda/account-sync/handler';
 import { isDryRun } from '../../lambda/shared/jobs/dry-run';
 import { endpointKey, RateLimitUsageRecorder, recordRateLimitUsage } from '../../lambda/shared/amazon/usage-store';

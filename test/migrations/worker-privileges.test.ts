@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { previewAccountSync, runAccountSync } from '../../lambda/account-sync/core';
+import { runAccountSync } from '../../lambda/account-sync/core';
+import { previewAccountSync } from '../../lambda/account-sync/preview';
 import { Database, DatabaseError, PgDatabase, QueryResult, Row, SqlParams } from '../../lambda/shared/db';
 import { previewTokenRefresh, runTokenRefresh } from '../../lambda/token-refresh/core';
 import { createTokenRoute } from '../../lambda/token-route/core';

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { AccountSyncDeps, previewAccountSync, ProfileLister, runAccountSync } from '../../../lambda/account-sync/core';
+import { AccountSyncDeps, ProfileLister, runAccountSync } from '../../../lambda/account-sync/core';
+import { previewAccountSync } from '../../../lambda/account-sync/preview';
 import {
   ABANDONED_ATTEMPT_REASON,
   REAUTH_MESSAGE,
