@@ -37,9 +37,7 @@ import { PgDatabase } from '../lambda/shared/db';
 import { MetricTotals } from '../lambda/shared/jobs/runtime';
 import type { AppLogger } from '../lambda/shared/logger';
 import { TokenCipher } from '../lambda/shared/token-crypto';
-import { ApiShareBudgetStore } from '../lambda/shared/amazon/api-share';
-import { DatabaseRateBudgetStore } from '../lambda/shared/amazon/rate-budget';
-import { endpointLimitsFor, RateLimiterRegistry } from '../lambda/shared/amazon/rate-limiter';
+import { budgetLimiters } from '../lambda/shared/amazon/api-share';
 import { createTokenRoute, sharedSecretCaller } from '../lambda/token-route/core';
 import { TOKEN_ROUTE, TOKEN_ROUTE_PATH } from '../lambda/token-route/route';
 import { DEFAULT_WEB_PORT, localWebConfig, startWebExample, WebExample } from '../examples/web/server';
@@ -319,11 +317,7 @@ async function main() {
   // this server's calls (connects, the token route) take the interactive lane the jobs leave
   // free, and beyond it at most the API's share (lambda/shared/amazon/api-share.ts).
   const budgetDb = new PgDatabase({ connection: config.databaseUrl, maxConnections: 2 });
-  const limiters = new RateLimiterRegistry(
-    endpointLimitsFor(config.amazonLimits),
-    {},
-    new ApiShareBudgetStore(new DatabaseRateBudgetStore(budgetDb)),
-  );
+  const limiters = budgetLimiters(budgetDb, config.amazonLimits, { interactive: true });
   const internalApiKey = env[INTERNAL_API_KEY_ENV]?.trim() || undefined;
   // The example web app on its own origin (WEB_PORT, 3000 by default; `off` serves none).
   let apiUrl = '';

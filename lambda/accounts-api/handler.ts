@@ -3,9 +3,7 @@ import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { Logger } from '@aws-lambda-powertools/logger';
 import type { Context } from 'aws-lambda';
 import { LwaClient } from '../shared/amazon';
-import { ApiShareBudgetStore } from '../shared/amazon/api-share';
-import { DatabaseRateBudgetStore } from '../shared/amazon/rate-budget';
-import { endpointLimitsFor, RateLimiterRegistry } from '../shared/amazon/rate-limiter';
+import { budgetLimiters } from '../shared/amazon/api-share';
 import { LOCAL_API_ENV, readApiConfig } from '../shared/api-env';
 import { LOCAL_JOB_ENV } from '../shared/config';
 import { createDataApiClient, DataApiDatabase } from '../shared/db';
@@ -43,11 +41,7 @@ async function build(): Promise<(event: ApiRequestEvent) => Promise<ApiResult>> 
   // The authorization-code exchange draws from the shared LWA budget in the database, as every
   // job invocation does (the login's privilege on it: migration 0018), within the API's share
   // of it (api-share.ts, migration 0020): the scheduled jobs always keep the rest.
-  const limiters = new RateLimiterRegistry(
-    endpointLimitsFor(config.amazonLimits),
-    {},
-    new ApiShareBudgetStore(new DatabaseRateBudgetStore(db)),
-  );
+  const limiters = budgetLimiters(db, config.amazonLimits, { interactive: true });
   return createAccountsApi({
     store: new AccountsStore({ db }),
     verifier: createTokenVerifier({

@@ -7,7 +7,9 @@ import type {
   ThrottleReport,
   ThrottleResult,
 } from './rate-budget';
-import type { EndpointLimits } from './rate-limiter';
+import type { Database } from '../db/port';
+import { DatabaseRateBudgetStore } from './rate-budget';
+import { endpointLimitsFor, RateLimiterRegistry, type EndpointLimits } from './rate-limiter';
 import type { AmazonEndpoint } from './regions';
 
 /**
@@ -159,4 +161,32 @@ export class ApiShareBudgetStore implements RateBudgetStore {
       ticketMs: quota.firstSlotAtMs,
     });
   }
+}
+
+/**
+ * The limiters of a function that calls Amazon. Amazon's rate per endpoint and region is one
+ * budget in the database, shared by every invocation of every job, the token route and the
+ * accounts API (lambda/shared/amazon/rate-budget.ts): a job draws at the ceiling less the
+ * interactive lane; an interactive caller from that lane (and, when the lane is taken, from the
+ * API's share of the jobs' schedule: {@link ApiShareBudgetStore}). `toleranceMs`: see
+ * RateLimiterRegistry (tests pass a wider one).
+ */
+export function budgetLimiters(
+  db: Database,
+  amazonLimits: { readonly lwa?: number; readonly ads?: number },
+  options: { readonly interactive?: boolean } & ApiShareOptions = {},
+  toleranceMs?: number,
+): RateLimiterRegistry {
+  const budget = new DatabaseRateBudgetStore(db);
+  const limits = endpointLimitsFor(amazonLimits);
+  return options.interactive
+    ? new RateLimiterRegistry(
+        limits,
+        {},
+        new ApiShareBudgetStore(budget, API_BUDGET_SHARE, undefined, {
+          recordThrottles: options.recordThrottles ?? false,
+        }),
+        toleranceMs,
+      )
+    : new RateLimiterRegistry(jobsLimits(limits), {}, budget, toleranceMs);
 }

@@ -1,6 +1,4 @@
-import { ApiShareBudgetStore, API_BUDGET_SHARE, jobsLimits } from '../amazon/api-share';
-import { DatabaseRateBudgetStore } from '../amazon/rate-budget';
-import { endpointLimitsFor, RateLimiterRegistry } from '../amazon/rate-limiter';
+import { budgetLimiters } from '../amazon/api-share';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { Metrics } from '@aws-lambda-powertools/metrics';
@@ -8,7 +6,6 @@ import type { Context } from 'aws-lambda';
 import { AdsClient, LwaClient } from '../amazon';
 import { jobConfig, LOCAL_JOB_ENV } from '../config';
 import { createDataApiClient, DataApiDatabase } from '../db/data-api-database';
-import type { Database } from '../db/port';
 import type { AppLogger } from '../logger';
 import { loadJobSecrets, lwaCredentialsFromSecret, SecretsCache, tokenCipherFromSecret } from '../secrets';
 import { TokenCipher } from '../token-crypto';
@@ -82,7 +79,8 @@ async function build(service: string, options: JobContainerOptions): Promise<Job
         current ? current.getRemainingTimeInMillis() - DATA_API_REQUEST_RESERVE_MS : Number.POSITIVE_INFINITY,
     },
   });
-  const limiters = budgetLimiters(db, config.amazonLimits, options);
+  // The jobs' login may record a 429 in rate_limit_tracking, the token route's too.
+  const limiters = budgetLimiters(db, config.amazonLimits, { interactive: options.interactive, recordThrottles: true });
   return {
     db,
     lwa: new LwaClient({
@@ -95,31 +93,6 @@ async function build(service: string, options: JobContainerOptions): Promise<Job
     tokenCipher: tokenCipherFromSecret(cache, config.tokenKeySecretArn),
     ...observability,
   };
-}
-
-/**
- * The limiters of a function of this container. Amazon's rate per endpoint and region is one
- * budget in the database, shared by every invocation of every job and by the token route
- * (lambda/shared/amazon/rate-budget.ts): a job draws at the ceiling less the interactive lane,
- * the route from that lane (and, when the lane is taken, from the API's share of the jobs'
- * schedule: api-share.ts). `toleranceMs`: see RateLimiterRegistry (tests pass a wider one).
- */
-export function budgetLimiters(
-  db: Database,
-  amazonLimits: { readonly lwa?: number; readonly ads?: number },
-  options: JobContainerOptions = {},
-  toleranceMs?: number,
-): RateLimiterRegistry {
-  const budget = new DatabaseRateBudgetStore(db);
-  const limits = endpointLimitsFor(amazonLimits);
-  return options.interactive
-    ? new RateLimiterRegistry(
-        limits,
-        {},
-        new ApiShareBudgetStore(budget, API_BUDGET_SHARE, undefined, { recordThrottles: true }),
-        toleranceMs,
-      )
-    : new RateLimiterRegistry(jobsLimits(limits), {}, budget, toleranceMs);
 }
 
 function optional(name: string): string | undefined {

@@ -63,7 +63,7 @@ async function seed(count: number, expiresInSeconds: number, extra: { accountsDu
 /**
  * An LWA client whose limiter draws from the shared budget in the database: the endpoint's own
  * schedule, at a rate that never holds these tests back. In AWS the route draws from the
- * interactive lane first (the container's budgetLimiters): interactive-lane.test.ts.
+ * interactive lane first (budgetLimiters in lambda/shared/amazon/api-share.ts): interactive-lane.test.ts.
  */
 function budgetedLwa(db: Database): LwaClient {
   return new LwaClient({

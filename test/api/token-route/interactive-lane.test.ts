@@ -10,7 +10,7 @@ import {
 import type { AmazonRegion } from '../../../lambda/shared/amazon/regions';
 import type { Database } from '../../../lambda/shared/db';
 import type { ApiRequestEvent, ApiResult } from '../../../lambda/shared/http';
-import { budgetLimiters } from '../../../lambda/shared/jobs/container';
+import { budgetLimiters } from '../../../lambda/shared/amazon/api-share';
 import { runTokenRefresh } from '../../../lambda/token-refresh/core';
 import { createTokenRoute } from '../../../lambda/token-route/core';
 import { JobWorld, RecordingLogger, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
@@ -52,7 +52,7 @@ function lwaClient(db: Database, interactive: boolean, toleranceMs?: number): Lw
     tokenUrl: world.amazon.lwaTokenUrl,
     timeoutMs: 15_000,
     retry: { maxAttempts: 1 },
-    limiters: budgetLimiters(db, LIMITS, { interactive }, toleranceMs),
+    limiters: budgetLimiters(db, LIMITS, { interactive, recordThrottles: true }, toleranceMs),
   });
 }
 
