@@ -324,7 +324,10 @@ export function runModel(o: ModelOptions): ModelResult {
   let busiestLwa = 0;
   let busiestAds = 0;
   let maxSyncLag = 0;
+  // On-demand refreshes waiting for the LWA budget, per region, first in line from the head (a
+  // queue: taking from the front moves the head, not the rest, which a starved budget makes long).
   const pendingOnDemand: number[][] = [[], [], []];
+  const pendingHead = [0, 0, 0];
   let refreshQueue: number[][] = [[], [], []];
   let refreshHead = [0, 0, 0];
   let refreshItems = 0;
@@ -385,7 +388,7 @@ export function runModel(o: ModelOptions): ModelResult {
     // The product's uses, and on-demand refreshes first in line for the LWA budget.
     for (let r = 0; r < 3; r++) {
       const waiting = pendingOnDemand[r];
-      let k = 0;
+      let k = pendingHead[r];
       while (k < waiting.length && lwaAt[r] < lwaAllow[r]) {
         const i = waiting[k++];
         expiresAt[i] = t + o.tokenLifetimeSeconds;
@@ -393,7 +396,12 @@ export function runModel(o: ModelOptions): ModelResult {
         if (on) count.lwaOnDemand[r]++;
         refreshedOne(i);
       }
-      if (k > 0) pendingOnDemand[r] = waiting.slice(k);
+      pendingHead[r] = k;
+      // What was taken is dropped once it is most of the array: amortised, not every second.
+      if (k > 1024 && k * 2 > waiting.length) {
+        waiting.splice(0, k);
+        pendingHead[r] = 0;
+      }
     }
     for (const i of useBuckets[t % o.useIntervalSeconds]) {
       lastUsedAt[i] = t;
