@@ -155,6 +155,24 @@ export function request(
   };
 }
 
+/** The product servers' role, as IAM names the caller of the token route. */
+export const TOKEN_ROUTE_CALLER = 'arn:aws:sts::123456789012:assumed-role/product-server/i-0abc';
+
+/** POST /internal/v1/access-tokens as API Gateway passes it after IAM authorised the caller. */
+export function tokenRouteRequest(userId: string, region: string, callerArn = TOKEN_ROUTE_CALLER): ApiRequestEvent {
+  return {
+    rawPath: '/internal/v1/access-tokens',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ userId, region }),
+    isBase64Encoded: false,
+    requestContext: {
+      requestId: randomBytes(8).toString('hex'),
+      http: { method: 'POST', path: '/internal/v1/access-tokens' },
+      authorizer: { iam: { userArn: callerArn, accountId: '123456789012' } },
+    },
+  } as ApiRequestEvent;
+}
+
 export { RecordingLogger };
 
 /** Runtime collaborators for a job core run from a test, logging to the world's logger. */

@@ -7,11 +7,19 @@ import { API_BUDGET_SHARE, ApiShareBudgetStore } from '../../../lambda/shared/am
 import { DatabaseRateBudgetStore, ReserveRequest } from '../../../lambda/shared/amazon/rate-budget';
 import { RateLimiterRegistry } from '../../../lambda/shared/amazon/rate-limiter';
 import { Database, PgDatabase } from '../../../lambda/shared/db';
-import type { ApiRequestEvent } from '../../../lambda/shared/http';
 import { createTokenRoute } from '../../../lambda/token-route/core';
 import { fakeProfile } from '../../../local/amazon/profiles';
 import { seedUsers } from '../../support/jobs';
-import { ApiWorld, CONNECT_REDIRECT, consent, Handler, request, startApiWorld, startConnectSession } from '../fixture';
+import {
+  ApiWorld,
+  CONNECT_REDIRECT,
+  consent,
+  Handler,
+  request,
+  startApiWorld,
+  startConnectSession,
+  tokenRouteRequest,
+} from '../fixture';
 import { checked } from '../openapi';
 
 // Issue 23, finding 3, on both database paths: one user's connects cannot drain everyone's
@@ -60,23 +68,6 @@ function tokenRouteOn(db: Database) {
     cipher: world.cipher,
     logger: world.logger,
   });
-}
-
-/** POST /internal/v1/access-tokens as API Gateway passes it after IAM authorised the caller. */
-function tokenRequest(userId: string, region: string): ApiRequestEvent {
-  return {
-    rawPath: '/internal/v1/access-tokens',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ userId, region }),
-    isBase64Encoded: false,
-    requestContext: {
-      requestId: randomUUID(),
-      http: { method: 'POST', path: '/internal/v1/access-tokens' },
-      authorizer: {
-        iam: { userArn: 'arn:aws:sts::123456789012:assumed-role/product-server/i-1', accountId: '123456789012' },
-      },
-    },
-  } as ApiRequestEvent;
 }
 
 /** The API as in AWS: its LWA client on the shared budget in the database, within the API's share. */
@@ -167,7 +158,7 @@ describe.each(paths)('%s', (_name, make) => {
         }),
       ),
     );
-    const served = tokenRouteOn(jobs)(tokenRequest(other.userId, 'NA'));
+    const served = tokenRouteOn(jobs)(tokenRouteRequest(other.userId, 'NA'));
     const [results, result] = await Promise.all([Promise.all(junk), served]);
     // Before the API's share and the per-user limits, this request waited 28.6 s for the budget
     // and was answered 503; now it is refreshed at once, whatever the junk does.

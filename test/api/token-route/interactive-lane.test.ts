@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { LwaClient } from '../../../lambda/shared/amazon';
 import { interactiveLane, jobsCeiling } from '../../../lambda/shared/amazon/api-share';
 import {
@@ -9,12 +8,13 @@ import {
 } from '../../../lambda/shared/amazon/rate-budget';
 import type { AmazonRegion } from '../../../lambda/shared/amazon/regions';
 import type { Database } from '../../../lambda/shared/db';
-import type { ApiRequestEvent, ApiResult } from '../../../lambda/shared/http';
+import type { ApiResult } from '../../../lambda/shared/http';
 import { budgetLimiters } from '../../../lambda/shared/amazon/api-share';
 import { runTokenRefresh } from '../../../lambda/token-refresh/core';
 import { createTokenRoute } from '../../../lambda/token-route/core';
 import { JobWorld, RecordingLogger, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
 import { pollUntil } from '../../support/poll';
+import { tokenRouteRequest } from '../fixture';
 
 // The token route's refresh while the jobs run flat out (issue 25: a rate budget that is fair).
 // The jobs reserve batches of the shared schedule up to 6 s ahead; the route draws from the
@@ -29,21 +29,8 @@ const PATHS = useBothDatabasePaths(() => world);
 /** Today's default limits (LWA 10 requests/s per region). */
 const LIMITS = { lwa: 10, ads: 5 };
 const REGION: AmazonRegion = 'EU';
-const CALLER = 'arn:aws:sts::123456789012:assumed-role/product-server/i-0abc';
 
-function tokenRequest(userId: string): ApiRequestEvent {
-  return {
-    rawPath: '/internal/v1/access-tokens',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ userId, region: REGION }),
-    isBase64Encoded: false,
-    requestContext: {
-      requestId: randomBytes(8).toString('hex'),
-      http: { method: 'POST', path: '/internal/v1/access-tokens' },
-      authorizer: { iam: { userArn: CALLER, accountId: '123456789012' } },
-    },
-  } as ApiRequestEvent;
-}
+const tokenRequest = (userId: string) => tokenRouteRequest(userId, REGION);
 
 function lwaClient(db: Database, interactive: boolean, toleranceMs?: number): LwaClient {
   return new LwaClient({
