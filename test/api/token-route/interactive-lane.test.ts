@@ -239,8 +239,12 @@ describe.each(PATHS)('%s', (_path, database) => {
   });
 
   test('jobs flat out and route requests together: Amazon never sees more than 10 a second, and every route request is served', async () => {
-    const jobUsers = await seedUsers(world, { count: 90, expiresInSeconds: 600, regions: () => [REGION] });
-    const routeUsers = await idleConnections(8, 30);
+    // Enough for the jobs to run flat out past the route's last answer: the budget lets them send
+    // at most 6 a second here (9/s, slots 1.5 s ÷ 9 apart for the tolerance below), so 60 take at
+    // least 10 s; the five route requests are sent by 1.5 s + 4 × 0.7 s and, even at the lane's
+    // own pace alone (one per 1.5 s), all answered by 1.5 s + 5 × 1.5 s = 9 s.
+    const jobUsers = await seedUsers(world, { count: 60, expiresInSeconds: 600, regions: () => [REGION] });
+    const routeUsers = await idleConnections(5, 30);
     // The fake Amazon runs in this process beside two runs, the route and the Data API emulator,
     // on a machine other test runs share: the tolerance (and with it the spacing of the slots)
     // covers how late a request may reach it after its slot, as in production it covers the
