@@ -166,6 +166,50 @@ describe.each(PATHS)('%s path', (_path, database) => {
     );
     expect(rows).toEqual(Array(3).fill({ sync_lease_owner: null, sync_status: 'success' }));
   }, 120_000);
+
+  test('a lone connection with accounts of 1.2 MB each has them upserted in statements within the 3 MB budget', async () => {
+    const [user] = await seedUsers(world, { count: 1 });
+    const owner = randomUUID();
+    const [claimed] = await claimConnections(world.admin, {
+      owner,
+      leaseSeconds: 300,
+      limit: 1,
+      syncType: 'scheduled',
+      minTokenValiditySeconds: 0,
+    });
+    expect(claimed.userId).toBe(user.userId);
+    // Larger than any profile: two accounts fit in a statement's budget, three do not, and four
+    // would be a request over the Data API's 4 MiB.
+    const outcome: ConnectionSyncOutcome = {
+      kind: 'success',
+      connection: claimed,
+      accounts: Array.from({ length: 5 }, (_, i) => ({
+        amazonAccountId: `9${String(i).padStart(9, '0')}`,
+        metadata: { accountName: `${i} ${'x'.repeat(1_200_000)}` },
+      })),
+      nextSyncAt: new Date(Date.now() + 6 * 3600_000),
+    };
+
+    const refused: unknown[] = [];
+    const { rejected } = await saveOutcomes(watching(database(), refused), owner, [outcome], {
+      onRefused: notExpected,
+    });
+
+    expect(rejected).toEqual([]);
+    expect(refused).toEqual([]);
+    const { rows } = await world.admin.query<{ amazon_account_id: string; sync_status: string; chars: number }>(
+      `SELECT amazon_account_id, sync_status, length(metadata->>'accountName')::int AS chars
+         FROM user_accounts WHERE user_id = :id::uuid ORDER BY amazon_account_id`,
+      { id: user.userId },
+    );
+    expect(rows).toEqual(
+      Array.from({ length: 5 }, (_, i) => ({
+        amazon_account_id: `9${String(i).padStart(9, '0')}`,
+        sync_status: 'completed',
+        chars: 1_200_002,
+      })),
+    );
+  }, 120_000);
 });
 
 function notExpected(): never {
