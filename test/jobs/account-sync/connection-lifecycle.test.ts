@@ -11,6 +11,7 @@ import {
   useJobWorld,
 } from '../../support/jobs';
 import { oauthTokenBinding } from '../../../lambda/shared/token-crypto';
+import type { SqlParams } from '../../../lambda/shared/db/port';
 
 /**
  * A connection's lifecycle (migration 0021) with the account sync on both database paths:
@@ -99,6 +100,24 @@ function beforeFirst(db: Database, sql: RegExp, before: () => Promise<void>): Da
     close: () => db.close(),
   };
 }
+
+/** `db`, keeping each claim statement it sends (claimConnections) in `claims`. */
+function keepingClaims(db: Database, claims: Array<Promise<unknown>>): Database {
+  return {
+    query: <T extends object>(text: string, params?: SqlParams) => {
+      const result = db.query<T>(text, params);
+      if (CLAIM.test(text)) claims.push(result);
+      return result;
+    },
+    batch: (text, sets) => db.batch(text, sets),
+    transaction: (fn) => db.transaction(fn),
+    callCounts: () => db.callCounts(),
+    close: () => db.close(),
+  };
+}
+
+/** The account sync's claim statement (see claimConnections). */
+const CLAIM = /FOR UPDATE OF t SKIP LOCKED/;
 
 /** The account sync's write-back statement (see saveOutcomes). */
 const WRITE_BACK = /WITH input AS \(/;
@@ -288,8 +307,14 @@ describe.each(PATHS)('%s path', (_path, database) => {
 
     // The scheduled run has the old seller's profiles from Amazon; just before it writes them
     // back, the user connects the region again and connect starts its first sync.
+    // The old run claims ahead (a second claim while its first batch is worked on, which finds
+    // nothing): that claim is awaited before the reconnect, or on a slow machine it may land
+    // after it and take the new connection itself (a scheduled sync of it, and the connect's
+    // first sync then claims nothing).
+    const claims: Array<Promise<unknown>> = [];
     const oldRun = await sync(
-      beforeFirst(database(), WRITE_BACK, async () => {
+      beforeFirst(keepingClaims(database(), claims), WRITE_BACK, async () => {
+        await Promise.allSettled(claims);
         await storeConnection(seller, other);
         firstSync = await sync(database(), seller.userId);
       }),

@@ -1,11 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { claimConnections, saveOutcomes, ConnectionSyncOutcome } from '../../../../lambda/account-sync/store';
-import { JobWorld, seedUsers, useBothDatabasePaths, useJobWorld } from '../../../support/jobs';
+import { DatabaseUnavailableError, SqlParams } from '../../../../lambda/shared/db/port';
+import { Database, failingOnce, JobWorld, seedUsers, useBothDatabasePaths, useJobWorld } from '../../../support/jobs';
 
 /**
  * The account sync's write-back (lambda/account-sync/store/write-back.ts) on its less
  * travelled paths: an outcome refused twice is given back; a user given back whose accounts
- * appeared during the run (only the accounts the claim marked are put back).
+ * appeared during the run (only the accounts the claim marked are put back); outcomes over the
+ * write-back's ~3 MB budget together, each written with its accounts in one statement.
  */
 let world: JobWorld;
 useJobWorld((w) => (world = w));
@@ -109,4 +111,122 @@ describe.each(PATHS)('%s path', (_path, database) => {
     );
     expect(rows).toEqual([{ sync_status: 'pending' }]);
   });
+
+  test('connections over the 3 MB budget together, not alone: each written with its accounts in one statement, so a lost statement writes no account', async () => {
+    const users = await seedUsers(world, { count: 3 });
+    const owner = randomUUID();
+    const claimed = await claimConnections(world.admin, {
+      owner,
+      leaseSeconds: 300,
+      limit: 10,
+      syncType: 'scheduled',
+      minTokenValiditySeconds: 0,
+    });
+    expect(claimed).toHaveLength(3);
+    // ~1.2 MB of accounts per connection: two fit in one statement's budget, three do not.
+    const outcomes: ConnectionSyncOutcome[] = claimed.map((connection, c) => ({
+      kind: 'success',
+      connection,
+      accounts: Array.from({ length: 1100 }, (_, i) => ({
+        amazonAccountId: `${c + 1}${String(i).padStart(9, '0')}`,
+        metadata: { accountName: `Client brand ${i} ${'x'.repeat(1000)}` },
+      })),
+      nextSyncAt: new Date(Date.now() + 6 * 3600_000),
+    }));
+    const bytes = JSON.stringify(outcomes.map((o) => (o.kind === 'success' ? o.accounts : []))).length;
+    expect(bytes).toBeGreaterThan(3_000_000);
+    expect(bytes).toBeLessThan(4_000_000);
+    const ids = users.map((u) => u.userId);
+    const stored = async () =>
+      (
+        await world.admin.query<{ n: number }>(
+          'SELECT count(*)::int AS n FROM user_accounts WHERE user_id IN (SELECT jsonb_array_elements_text(:ids::jsonb)::uuid)',
+          { ids: JSON.stringify(ids) },
+        )
+      ).rows[0].n;
+
+    // The database goes away at the first write-back statement: nothing of it is written, and no
+    // account is upserted apart from its outcome (as a lone user's thousands of accounts are).
+    const lost = failingOnce(database(), /^\s*WITH input AS/, () => new DatabaseUnavailableError('connection lost', 1));
+    await expect(saveOutcomes(lost, owner, outcomes, { onRefused: notExpected })).rejects.toThrow('connection lost');
+    expect(await stored()).toBe(0);
+
+    // Written again: every statement accepted (a request over the Data API's 4 MiB is refused),
+    // every account stored, every attempt closed and its lease freed.
+    const refused: unknown[] = [];
+    const { rejected } = await saveOutcomes(watching(database(), refused), owner, outcomes, { onRefused: notExpected });
+    expect(rejected).toEqual([]);
+    expect(refused).toEqual([]);
+    expect(await stored()).toBe(3300);
+    const { rows } = await world.admin.query<{ sync_lease_owner: string | null; sync_status: string }>(
+      `SELECT t.sync_lease_owner, h.sync_status FROM oauth_tokens t
+         JOIN account_sync_history h ON h.metadata->>'userId' = t.user_id::text AND h.region = t.region
+        WHERE t.user_id IN (SELECT jsonb_array_elements_text(:ids::jsonb)::uuid)`,
+      { ids: JSON.stringify(ids) },
+    );
+    expect(rows).toEqual(Array(3).fill({ sync_lease_owner: null, sync_status: 'success' }));
+  }, 120_000);
+
+  test('a lone connection with accounts of 1.2 MB each has them upserted in statements within the 3 MB budget', async () => {
+    const [user] = await seedUsers(world, { count: 1 });
+    const owner = randomUUID();
+    const [claimed] = await claimConnections(world.admin, {
+      owner,
+      leaseSeconds: 300,
+      limit: 1,
+      syncType: 'scheduled',
+      minTokenValiditySeconds: 0,
+    });
+    expect(claimed.userId).toBe(user.userId);
+    // Larger than any profile: two accounts fit in a statement's budget, three do not, and four
+    // would be a request over the Data API's 4 MiB.
+    const outcome: ConnectionSyncOutcome = {
+      kind: 'success',
+      connection: claimed,
+      accounts: Array.from({ length: 5 }, (_, i) => ({
+        amazonAccountId: `9${String(i).padStart(9, '0')}`,
+        metadata: { accountName: `${i} ${'x'.repeat(1_200_000)}` },
+      })),
+      nextSyncAt: new Date(Date.now() + 6 * 3600_000),
+    };
+
+    const refused: unknown[] = [];
+    const { rejected } = await saveOutcomes(watching(database(), refused), owner, [outcome], {
+      onRefused: notExpected,
+    });
+
+    expect(rejected).toEqual([]);
+    expect(refused).toEqual([]);
+    const { rows } = await world.admin.query<{ amazon_account_id: string; sync_status: string; chars: number }>(
+      `SELECT amazon_account_id, sync_status, length(metadata->>'accountName')::int AS chars
+         FROM user_accounts WHERE user_id = :id::uuid ORDER BY amazon_account_id`,
+      { id: user.userId },
+    );
+    expect(rows).toEqual(
+      Array.from({ length: 5 }, (_, i) => ({
+        amazon_account_id: `9${String(i).padStart(9, '0')}`,
+        sync_status: 'completed',
+        chars: 1_200_002,
+      })),
+    );
+  }, 120_000);
 });
+
+function notExpected(): never {
+  throw new Error('no outcome is refused here');
+}
+
+/** `db`, keeping every error a statement ends with in `refused`. */
+function watching(db: Database, refused: unknown[]): Database {
+  return {
+    query: <T extends object>(text: string, params?: SqlParams) =>
+      db.query<T>(text, params).catch((error: unknown) => {
+        refused.push(error);
+        throw error;
+      }),
+    batch: (text, sets) => db.batch(text, sets),
+    transaction: (fn) => db.transaction(fn),
+    callCounts: () => db.callCounts(),
+    close: () => db.close(),
+  };
+}
