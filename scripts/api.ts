@@ -32,8 +32,8 @@ import { createTokenVerifier, TokenVerifier } from '../lambda/accounts-api/jwt';
 import { AccountsStore } from '../lambda/accounts-api/store';
 import { AdsClient, LwaClient } from '../lambda/shared/amazon';
 import { LOCAL_API_ENV, LOCAL_CONNECT_REDIRECT_URIS, parseRedirectUris } from '../lambda/shared/api-env';
-import { readLocalJobConfig } from '../lambda/shared/config';
-import { PgDatabase } from '../lambda/shared/db';
+import { LocalJobConfig, readLocalJobConfig } from '../lambda/shared/config';
+import { Database, PgDatabase } from '../lambda/shared/db';
 import { MetricTotals } from '../lambda/shared/jobs/runtime';
 import type { AppLogger } from '../lambda/shared/logger';
 import { TokenCipher } from '../lambda/shared/token-crypto';
@@ -86,6 +86,8 @@ export interface LocalApiOptions {
    * (the local stand-in for IAM). @default - the route is not served (404)
    */
   readonly internalApiKey?: string;
+  /** The token route's LWA client (see {@link localLwaClients}). @default lwa */
+  readonly tokenRouteLwa?: LwaClient;
   /** Origins whose browsers may call the API (CORS, as API Gateway answers). @default LOCAL_CORS_ALLOWED_ORIGINS */
   readonly corsAllowedOrigins?: readonly string[];
 }
@@ -153,7 +155,7 @@ export async function startLocalApi(options: LocalApiOptions): Promise<LocalApi>
     tokenDb &&
     createTokenRoute({
       db: tokenDb,
-      lwa: options.lwa,
+      lwa: options.tokenRouteLwa ?? options.lwa,
       cipher: options.cipher,
       logger: options.logger,
       authorize: sharedSecretCaller(options.internalApiKey!),
@@ -298,6 +300,28 @@ function toEvent(req: IncomingMessage, url: URL, body: string): ApiRequestEvent 
   };
 }
 
+/**
+ * The LWA clients of `npm run api`, each with its limiters on the one budget in the database
+ * (shared with `npm run job` on the same one), as deployed: the accounts API's calls (connects)
+ * and the token route's take the interactive lane the jobs leave free, and beyond it at most
+ * the API's share (lambda/shared/amazon/api-share.ts). The token route runs as the jobs do and
+ * records its 429s in rate_limit_tracking like them; the accounts API does not (its login may
+ * not write there).
+ */
+export function localLwaClients(
+  config: Pick<LocalJobConfig, 'lwaClientId' | 'lwaClientSecret' | 'lwaTokenUrl' | 'amazonLimits'>,
+  budgetDb: Database,
+): { readonly api: LwaClient; readonly tokenRoute: LwaClient } {
+  const client = (recordThrottles: boolean) =>
+    new LwaClient({
+      clientId: config.lwaClientId,
+      clientSecret: config.lwaClientSecret,
+      tokenUrl: config.lwaTokenUrl,
+      limiters: budgetLimiters(budgetDb, config.amazonLimits, { interactive: true, recordThrottles }),
+    });
+  return { api: client(false), tokenRoute: client(true) };
+}
+
 const stderrLogger: AppLogger = {
   info: (message, attributes) => console.error(JSON.stringify({ level: 'INFO', message, ...attributes })),
   warn: (message, attributes) => console.error(JSON.stringify({ level: 'WARN', message, ...attributes })),
@@ -317,7 +341,7 @@ async function main() {
   // this server's calls (connects, the token route) take the interactive lane the jobs leave
   // free, and beyond it at most the API's share (lambda/shared/amazon/api-share.ts).
   const budgetDb = new PgDatabase({ connection: config.databaseUrl, maxConnections: 2 });
-  const limiters = budgetLimiters(budgetDb, config.amazonLimits, { interactive: true });
+  const lwaClients = localLwaClients(config, budgetDb);
   const internalApiKey = env[INTERNAL_API_KEY_ENV]?.trim() || undefined;
   // The example web app on its own origin (WEB_PORT, 3000 by default; `off` serves none).
   let apiUrl = '';
@@ -349,12 +373,8 @@ async function main() {
       ? parseOrigins(env[WEB_ENV.corsAllowedOrigins]!)
       : [...LOCAL_CORS_ALLOWED_ORIGINS, ...webOrigins],
     databaseUrl: config.databaseUrl,
-    lwa: new LwaClient({
-      clientId: config.lwaClientId,
-      clientSecret: config.lwaClientSecret,
-      tokenUrl: config.lwaTokenUrl,
-      limiters,
-    }),
+    lwa: lwaClients.api,
+    tokenRouteLwa: lwaClients.tokenRoute,
     ads: new AdsClient({ clientId: config.lwaClientId, baseUrl: config.adsApiUrl }),
     cipher: new TokenCipher(config.tokenKeys),
     issuer: issuerName

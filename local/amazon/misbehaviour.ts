@@ -91,7 +91,10 @@ export function createMisbehaviour(initial: Partial<FakeAmazonKnobs> | undefined
   async function misbehave(res: ServerResponse, endpoint: FakeEndpoint, region: AmazonRegion): Promise<boolean> {
     const k = knobs[endpoint];
     callsSinceKnobs[endpoint] += 1;
+    // Amazon's limit counts a call when it arrives; its 429 comes back after the same latency as
+    // any other answer (so calls sent meanwhile are already on their way, as with the real one).
     if (overLimit(endpoint, region)) {
+      if (k.latencyMs > 0) await new Promise((resolve) => setTimeout(resolve, k.latencyMs));
       const body = endpoint === 'lwa' ? '{"error":"TooManyRequests"}' : '{"code":"429","details":"Too Many Requests"}';
       answer(res, endpoint, 429, body, { 'retry-after': String(k.retryAfterSeconds) });
       return true;
@@ -145,6 +148,10 @@ export function createMisbehaviour(initial: Partial<FakeAmazonKnobs> | undefined
       for (const e of endpoint ? [endpoint] : (['lwa', 'ads'] as const)) {
         knobs[e] = { ...knobs[e], ...changes };
         if (changes.failFirstN !== undefined) callsSinceKnobs[e] = 0;
+        // A limit set anew starts with a full allowance: calls admitted under the last setting
+        // (an earlier test's) do not use it up.
+        if (changes.limitPerSecond !== undefined)
+          for (const key of [...admitted.keys()]) if (key.startsWith(`${e}:`)) admitted.delete(key);
       }
     },
     byStatus: (endpoint) => ({ ...statuses[endpoint] }),

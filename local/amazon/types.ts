@@ -20,8 +20,8 @@ export interface FakeAmazonKnobs {
   readonly failFirstN: number;
   /**
    * Amazon's own limit, per region: a call that would make more than this many in the last
-   * second (arrivals, this endpoint and region) is answered 429 with Retry-After. 0 is no
-   * limit. @default 0
+   * second (calls admitted, this endpoint and region) is answered 429 with Retry-After, after
+   * `latencyMs` like any answer. Setting it starts the count afresh. 0 is no limit. @default 0
    */
   readonly limitPerSecond: number;
 }

@@ -55,6 +55,29 @@ describe('fake Amazon', () => {
     expect(JSON.parse(body)).toHaveLength(1);
   });
 
+  test("Amazon's own limit: its 429 comes after the latency like any answer, and setting the limit again starts the count afresh", async () => {
+    const post = async () => {
+      const sent = Date.now();
+      const r = await fetch(fake.lwaTokenUrl.replace('{region}', 'NA'), {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: `grant_type=refresh_token&refresh_token=unknown&client_id=${fake.clientId}&client_secret=${fake.clientSecret}`,
+      });
+      await r.text();
+      return { status: r.status, tookMs: Date.now() - sent };
+    };
+    fake.setKnobs({ limitPerSecond: 2, latencyMs: 200 }, 'lwa');
+    const first = await Promise.all([post(), post(), post()]);
+    expect(first.map((a) => a.status).sort()).toEqual([400, 400, 429]);
+    // Timers may fire a millisecond early; the answer is never far earlier than the latency.
+    for (const answer of first) expect(answer.tookMs).toBeGreaterThanOrEqual(190);
+    expect(fake.counters.limitedAt('lwa', 'NA')).toHaveLength(1);
+    // Within the same second: still over the limit, until the limit is set again.
+    expect((await post()).status).toBe(429);
+    fake.setKnobs({ limitPerSecond: 2 }, 'lwa');
+    expect((await Promise.all([post(), post()])).map((a) => a.status)).toEqual([400, 400]);
+  });
+
   test('the token endpoint answers the documented error shapes', async () => {
     const post = (body: string) =>
       fetch(`${fake.url}/auth/o2/token`, {

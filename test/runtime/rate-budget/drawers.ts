@@ -23,13 +23,28 @@ export class RecordingStore implements RateBudgetStore {
   readonly reports: ThrottleResult[] = [];
   /** Every slot granted, database clock, epoch ms. */
   readonly slots: number[] = [];
-  constructor(private readonly inner: DatabaseRateBudgetStore) {}
+  /** Settles when a reservation first grants this store a slot. */
+  readonly holdsSlots: Promise<void>;
+  private granted!: () => void;
+  private reportsWaitFor: Promise<unknown> = Promise.resolve();
+  constructor(private readonly inner: DatabaseRateBudgetStore) {
+    this.holdsSlots = new Promise((resolve) => (this.granted = resolve));
+  }
+  /**
+   * Holds every 429 report until `gate` settles: a test orders the interleaving instead of
+   * hoping a busy machine does (the limiter sends its reports without waiting for them).
+   */
+  holdReportsUntil(gate: Promise<unknown>): void {
+    this.reportsWaitFor = gate;
+  }
   async reserve(key: BudgetKey, request: ReserveRequest): Promise<Reservation> {
     const r = await this.inner.reserve(key, request);
     for (let i = 0; i < r.granted; i += 1) this.slots.push(r.firstSlotAtMs + i * r.intervalMs);
+    if (r.granted > 0) this.granted();
     return r;
   }
   async throttled(key: BudgetKey, report: ThrottleReport): Promise<ThrottleResult> {
+    await this.reportsWaitFor;
     const result = await this.inner.throttled(key, report);
     this.reports.push(result);
     return result;

@@ -1,7 +1,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { LocalApi, startLocalApi } from '../../../scripts/api';
+import { PgDatabase } from '../../../lambda/shared/db';
+import { LocalApi, localLwaClients, startLocalApi } from '../../../scripts/api';
+import { pollUntil } from '../../support/poll';
 import { JobWorld, RecordingLogger, seedUsers, useJobWorld } from '../../support/jobs';
 
 // `npm run api` serves the internal token route only with INTERNAL_API_KEY, and then only to
@@ -70,4 +72,48 @@ test('without INTERNAL_API_KEY the route is not served (404), whatever the calle
   expect(api.tokenRoute).toBe(false);
   const response = await post(api.url, { userId: user.userId, region: 'NA' }, { 'x-internal-api-key': KEY });
   expect(response.status).toBe(404);
+});
+
+test("npm run api's LWA clients: the token route's 429s are recorded in rate_limit_tracking, as the deployed route's are; the accounts API's are not", async () => {
+  const budgetDb = new PgDatabase({ connection: world.url, maxConnections: 2 });
+  try {
+    const clients = localLwaClients(
+      {
+        lwaClientId: world.amazon.clientId,
+        lwaClientSecret: world.amazon.clientSecret,
+        lwaTokenUrl: world.amazon.lwaTokenUrl,
+        amazonLimits: { lwa: 10, ads: 5 },
+      },
+      budgetDb,
+    );
+    world.amazon.setKnobs({ rate429: 1, retryAfterSeconds: 5 }, 'lwa');
+    // Each in its own region: the first one's pause would hold the other back.
+    const throttledIn = async (client: typeof clients.api, region: 'EU' | 'FE') => {
+      await expect(
+        client.refresh({ itemId: 'i', region, refreshToken: `Atzr|unknown-${region}`, maxWaitMs: 5_000 }),
+      ).rejects.toMatchObject({ name: 'RateLimitedError' });
+      // The report goes out without holding the answer back: wait for it to land.
+      await pollUntil(
+        async () =>
+          (
+            await world.admin.query<{ n: string }>(
+              `SELECT throttled_count::text AS n FROM amazon_rate_budget WHERE endpoint = 'lwa-token' AND region = :region`,
+              { region },
+            )
+          ).rows,
+        (rows) => rows[0]?.n === '1',
+        { timeoutMs: 10_000 },
+      );
+      const { rows } = await world.admin.query<{ limit_hit_count: number }>(
+        `SELECT limit_hit_count FROM rate_limit_tracking WHERE endpoint = :endpoint AND user_id IS NULL`,
+        { endpoint: `lwa-token:${region}` },
+      );
+      return rows.map((r) => r.limit_hit_count);
+    };
+    expect(await throttledIn(clients.api, 'EU')).toEqual([]);
+    expect(await throttledIn(clients.tokenRoute, 'FE')).toEqual([1]);
+  } finally {
+    world.amazon.setKnobs({ rate429: 0 }, 'lwa');
+    await budgetDb.close();
+  }
 });
