@@ -438,6 +438,36 @@ describe.each(PATHS)('%s', (_path, database) => {
     expect(rows).toEqual([{ throttled_count: '1', paused: true }]);
   });
 
+  test('Amazon refusing the application (invalid_client): 502, the operators told in an error log line, the user not asked to re-authorise', async () => {
+    const [user] = await seed(1, 60);
+    const db = database();
+    const wrongSecret = new LwaClient({
+      clientId: world.amazon.clientId,
+      clientSecret: `${world.amazon.clientSecret}-wrong`,
+      tokenUrl: world.amazon.lwaTokenUrl,
+      timeoutMs: 15_000,
+      limiters: new RateLimiterRegistry(
+        { lwa: { ratePerSecond: 1000, burst: 1000, maxConcurrency: 64 } },
+        {},
+        new DatabaseRateBudgetStore(db),
+      ),
+    });
+
+    const result = await route(db, { lwa: wrongSecret })(tokenRequest(body(user)));
+
+    expect(result.statusCode).toBe(502);
+    expect(json(result)).toMatchObject({
+      type: 'https://accounts-api.invalid/problems/amazon-unavailable',
+      detail: 'Login with Amazon refused the refresh; the operators have been told.',
+    });
+    expect(logger.lines).toContainEqual({
+      level: 'error',
+      message: "Login with Amazon refused the application's request",
+      attributes: { tokenId: expect.any(String), amazonError: 'invalid_client' },
+    });
+    expect((await row(user)).proactive_refresh_enabled).toBe(true);
+  });
+
   test('a malformed answer from Amazon: 502, counted as a failure, the lease given back', async () => {
     const [user] = await seed(1, 60);
     world.amazon.setKnobs({ malformedRate: 1 }, 'lwa');
