@@ -350,7 +350,13 @@ describe.each(PATHS)('%s', (_path, database) => {
 
     expect(result.statusCode).toBe(503);
     expect(result.headers['content-type']).toBe('application/problem+json');
-    expect(Number(result.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    expect(result.headers['retry-after']).toBe('2');
+    expect(json(result)).toMatchObject({
+      type: 'https://accounts-api.invalid/problems/unavailable',
+      title: 'Service unavailable',
+      detail: 'The connection is being refreshed by another run; try again shortly.',
+      retryAfterSeconds: 2,
+    });
     expect(lwaCalls()).toBe(0);
   });
 
@@ -378,7 +384,12 @@ describe.each(PATHS)('%s', (_path, database) => {
     const result = await route(database())(tokenRequest(body(user)));
 
     expect(result.statusCode).toBe(409);
-    expect(json(result)).toMatchObject({ status: 409, type: expect.stringMatching(/reauth-required$/) });
+    expect(json(result)).toMatchObject({
+      status: 409,
+      type: expect.stringMatching(/reauth-required$/),
+      title: 'Re-authorisation required',
+      detail: 'The Amazon connection in EU must be authorised again by the user (or its refresh was switched off).',
+    });
     const after = await row(user);
     expect(after.proactive_refresh_enabled).toBe(false);
     expect(after.refresh_lease_owner).toBeNull();
@@ -403,7 +414,10 @@ describe.each(PATHS)('%s', (_path, database) => {
 
     expect(result.statusCode).toBe(503);
     expect(result.headers['retry-after']).toBe('7');
-    expect(json(result).retryAfterSeconds).toBe(7);
+    expect(json(result)).toMatchObject({
+      retryAfterSeconds: 7,
+      detail: 'Login with Amazon is limiting requests; try again later.',
+    });
     const after = await row(user);
     expect(after.refresh_failure_count).toBe(0);
     expect(after.proactive_refresh_enabled).toBe(true);
@@ -424,6 +438,36 @@ describe.each(PATHS)('%s', (_path, database) => {
     expect(rows).toEqual([{ throttled_count: '1', paused: true }]);
   });
 
+  test('Amazon refusing the application (invalid_client): 502, the operators told in an error log line, the user not asked to re-authorise', async () => {
+    const [user] = await seed(1, 60);
+    const db = database();
+    const wrongSecret = new LwaClient({
+      clientId: world.amazon.clientId,
+      clientSecret: `${world.amazon.clientSecret}-wrong`,
+      tokenUrl: world.amazon.lwaTokenUrl,
+      timeoutMs: 15_000,
+      limiters: new RateLimiterRegistry(
+        { lwa: { ratePerSecond: 1000, burst: 1000, maxConcurrency: 64 } },
+        {},
+        new DatabaseRateBudgetStore(db),
+      ),
+    });
+
+    const result = await route(db, { lwa: wrongSecret })(tokenRequest(body(user)));
+
+    expect(result.statusCode).toBe(502);
+    expect(json(result)).toMatchObject({
+      type: 'https://accounts-api.invalid/problems/amazon-unavailable',
+      detail: 'Login with Amazon refused the refresh; the operators have been told.',
+    });
+    expect(logger.lines).toContainEqual({
+      level: 'error',
+      message: "Login with Amazon refused the application's request",
+      attributes: { tokenId: expect.any(String), amazonError: 'invalid_client' },
+    });
+    expect((await row(user)).proactive_refresh_enabled).toBe(true);
+  });
+
   test('a malformed answer from Amazon: 502, counted as a failure, the lease given back', async () => {
     const [user] = await seed(1, 60);
     world.amazon.setKnobs({ malformedRate: 1 }, 'lwa');
@@ -431,6 +475,10 @@ describe.each(PATHS)('%s', (_path, database) => {
     const result = await route(database())(tokenRequest(body(user)));
 
     expect(result.statusCode).toBe(502);
+    expect(json(result)).toMatchObject({
+      type: 'https://accounts-api.invalid/problems/amazon-unavailable',
+      detail: 'Login with Amazon answered with something that is not a token; try again.',
+    });
     const after = await row(user);
     expect(after.refresh_failure_count).toBe(1);
     expect(after.refresh_lease_owner).toBeNull();
@@ -485,6 +533,10 @@ describe.each(PATHS)('%s', (_path, database) => {
     expect(refused.statusCode).toBe(503);
     expect(Number(refused.headers['retry-after'])).toBeGreaterThanOrEqual(85);
     expect(Number(refused.headers['retry-after'])).toBeLessThanOrEqual(90);
+    expect(json(refused)).toMatchObject({
+      detail: 'The refresh of this connection failed recently; try again later.',
+      retryAfterSeconds: Number(refused.headers['retry-after']),
+    });
     expect(lwaCalls()).toBe(0);
     expect((await row(expiring)).refresh_lease_owner).toBeNull();
 
@@ -546,6 +598,73 @@ describe('requests', () => {
     expect((await handle(tokenRequest({}, { method: 'GET' }))).statusCode).toBe(405);
     const other = tokenRequest({});
     expect((await handle({ ...other, rawPath: '/internal/v1/other' })).statusCode).toBe(404);
+  });
+
+  test('each refused request names its problem: type, title and detail', async () => {
+    const handle = route(world.dataApi());
+    const problem = async (event: ApiRequestEvent) => {
+      const result = await handle(event);
+      return { status: result.statusCode, ...json(result) };
+    };
+    const type = (kind: string) => `https://accounts-api.invalid/problems/${kind}`;
+    const id = randomUUID();
+    expect(await problem(tokenRequest({ userId: id, region: 'EU' }, { iam: false }))).toMatchObject({
+      status: 403,
+      type: type('forbidden'),
+      title: 'Forbidden',
+      detail: 'This route is for the product’s servers (IAM) only.',
+    });
+    expect(await problem(tokenRequest({ userId: 'x', region: 'EU' }))).toMatchObject({
+      status: 400,
+      type: type('bad-request'),
+      detail: 'userId must be a UUID.',
+    });
+    // The UUID's pattern is anchored at both ends.
+    for (const userId of [`x${id}`, `${id}x`, 42, [id]])
+      expect(await problem(tokenRequest({ userId, region: 'EU' }))).toMatchObject({
+        status: 400,
+        detail: 'userId must be a UUID.',
+      });
+    for (const region of ['US', 'eu', 7])
+      expect(await problem(tokenRequest({ userId: id, region }))).toMatchObject({
+        status: 400,
+        detail: 'region must be one of NA, EU, FE.',
+      });
+    expect(await problem(tokenRequest({ userId: id, region: 'EU', 'extra\u0001': 1 }))).toMatchObject({
+      status: 400,
+      detail: 'Unknown field "extra?".',
+    });
+    expect(await problem(tokenRequest({}, { method: 'GET' }))).toMatchObject({
+      status: 405,
+      type: type('method-not-allowed'),
+    });
+    expect(await problem({ ...tokenRequest({}), rawPath: '/internal/v1/access-tokens/more' })).toMatchObject({
+      status: 404,
+      type: type('not-found'),
+      detail: 'No such resource.',
+    });
+    // A user without a connection there: its own detail.
+    expect(await problem(tokenRequest({ userId: id, region: 'FE' }))).toMatchObject({
+      status: 404,
+      detail: 'No Amazon connection in FE for this user.',
+    });
+  });
+
+  test('a trailing slash, a lower-case method and an upper-case user id reach the same route and user', async () => {
+    const [user] = await seed(1, 20 * 60);
+    const handle = route(world.dataApi());
+    const upper = { userId: user.userId.toUpperCase(), region: user.region };
+    for (const event of [
+      { ...tokenRequest(body(user)), rawPath: '/internal/v1/access-tokens//' },
+      tokenRequest(body(user), { method: 'post' }),
+      tokenRequest(upper),
+    ]) {
+      const result = await handle(event);
+      expect(result.statusCode).toBe(200);
+      expect(json(result)).toMatchObject({ accessToken: user.accessToken, region: 'EU', refreshed: false });
+    }
+    const users = logger.lines.filter((l) => l.message === 'request').map((l) => l.attributes?.userId);
+    expect(users).toEqual([user.userId, user.userId, user.userId]);
   });
 
   test('the log has one line per request, with caller, user, region and status, and never a token', async () => {

@@ -198,6 +198,12 @@ describe.each(PATHS)('%s', (_path, database) => {
     const result = await route(db, 1000)(tokenRequest(user.userId));
 
     expect(result.statusCode).toBe(503);
+    // The answer to a wait the budget would make too long (core.ts, 'budget'): try again in 2 s.
+    expect(result.headers['retry-after']).toBe('2');
+    expect(json(result)).toMatchObject({
+      detail: "Amazon's request budget for this region is used up; try again shortly.",
+      retryAfterSeconds: 2,
+    });
     expect(world.amazon.counters.total('lwa')).toBe(lwaBefore);
     // The lane's reservation saw the endpoint's pause (and answered with it).
     const lane = await store.reserve(
