@@ -3,9 +3,8 @@ import { createAccountsApi } from '../../../lambda/accounts-api/core';
 import { createTokenVerifier } from '../../../lambda/accounts-api/jwt';
 import { AccountsStore } from '../../../lambda/accounts-api/store';
 import { LwaClient } from '../../../lambda/shared/amazon';
-import { ApiShareBudgetStore, jobsCeiling } from '../../../lambda/shared/amazon/api-share';
+import { budgetLimiters, jobsCeiling } from '../../../lambda/shared/amazon/api-share';
 import { DatabaseRateBudgetStore } from '../../../lambda/shared/amazon/rate-budget';
-import { endpointLimitsFor, RateLimiterRegistry } from '../../../lambda/shared/amazon/rate-limiter';
 import { Database, PgDatabase } from '../../../lambda/shared/db';
 import { fakeProfile } from '../../../local/amazon/profiles';
 import { ApiWorld, CONNECT_REDIRECT, consent, request, startApiWorld, startConnectSession } from '../fixture';
@@ -50,11 +49,7 @@ function apiOn(db: Database, assume: boolean) {
       clientId: world.amazon.clientId,
       clientSecret: world.amazon.clientSecret,
       tokenUrl: world.amazon.lwaTokenUrl,
-      limiters: new RateLimiterRegistry(
-        endpointLimitsFor(LIMITS),
-        {},
-        new ApiShareBudgetStore(new DatabaseRateBudgetStore(db)),
-      ),
+      limiters: budgetLimiters(db, LIMITS, { interactive: true }),
     }),
     cipher: () => Promise.resolve(world.cipher),
     syncs: { start: () => Promise.resolve() },
