@@ -36,15 +36,6 @@ interface Group {
    * configuration's 60 s is more than the group's tests need: each mutant that hangs waits it out.
    */
   readonly timeoutMS?: number;
-  /**
-   * Directories besides test/ whose modules jest follows from a test file to the mutated ones
-   * when it finds a group's tests (Stryker's `enableFindRelatedTests`, in the dry run too). Jest
-   * maps only its `roots` (jest.config.js: test/) and Stryker adds the mutated modules' own
-   * directories, so a test that reaches a module through a module elsewhere (a job's core or
-   * handler, the dispatcher, the container) is not found and the dry run leaves it out: the
-   * split job stores (lambda/account-sync/store/) were reached by 5 of their group's 19 files.
-   */
-  readonly relatedThrough?: readonly string[];
 }
 
 /** The job test files that run the token refresh (its core, store or handler). */
@@ -88,8 +79,24 @@ const API_TESTS = [
   'test/api/accounts-api/store.test.ts',
 ];
 
-/** What the job groups' tests reach the jobs' modules through (see `relatedThrough`). */
-const JOB_SOURCES = ['lambda', 'local', 'scripts'];
+/**
+ * jest's `roots` in every group's run: the directories whose modules jest follows from a test
+ * file to the mutated ones when it finds a group's tests (Stryker's `enableFindRelatedTests`, in
+ * the dry run too). jest.config.js's roots are test/ only, and Stryker adds the mutated modules'
+ * own directories, so a test that reaches a module through a module elsewhere (a job's core or
+ * handler, the dispatcher, the container, the local world) would not be found and the dry run
+ * would leave it out: without these, the split job stores (lambda/account-sync/store/) were
+ * reached by 5 of their group's 19 test files, and lambda/token-refresh/store/ by 6 of 22.
+ */
+export const RELATED_ROOTS = ['test', 'lambda', 'local', 'scripts'];
+
+/** The rate budget's test files: its TypeScript, its SQL functions, the jobs and the API on it. */
+const RATE_BUDGET_TESTS = [
+  'test/runtime/rate-budget.test.ts',
+  'test/migrations/shared-rate-budget.test.ts',
+  'test/jobs/shared-budget.test.ts',
+  'test/api/accounts-api/rate-budget.test.ts',
+];
 
 /** Stryker's timeoutMS for the job groups (see below). */
 const JOB_TIMEOUT_MS = 20_000;
@@ -138,7 +145,6 @@ export const GROUPS: Record<string, Group> = {
     mutate: ['lambda/token-refresh/core.ts'],
     tests: TOKEN_REFRESH_TESTS,
     timeoutMS: JOB_TIMEOUT_MS,
-    relatedThrough: JOB_SOURCES,
   },
   'token-refresh-store': {
     mutate: [
@@ -160,7 +166,6 @@ export const GROUPS: Record<string, Group> = {
     ],
     tests: ACCOUNT_SYNC_TESTS,
     timeoutMS: JOB_TIMEOUT_MS,
-    relatedThrough: JOB_SOURCES,
   },
   'account-sync-store': {
     mutate: [
@@ -171,18 +176,23 @@ export const GROUPS: Record<string, Group> = {
     ],
     tests: [...ACCOUNT_SYNC_TESTS, 'test/jobs/claim-cost.test.ts'],
     timeoutMS: JOB_TIMEOUT_MS,
-    relatedThrough: JOB_SOURCES,
   },
   // Issue 26: the code added since the first runs. The API's and the token route's tests each
   // start a local world (PostgreSQL, the Data API emulator, the fake Amazon) per file.
+  // One group per seam, each small enough to finish in an hour at concurrency 1 and keep its
+  // results: every mutant runs the API test files that cover it, and each file starts a world.
   'accounts-api': {
-    mutate: [
-      'lambda/accounts-api/core.ts',
-      'lambda/accounts-api/cursor.ts',
-      'lambda/shared/http.ts',
-      'lambda/accounts-api/jwt.ts',
-      'lambda/accounts-api/store.ts',
-    ],
+    mutate: ['lambda/accounts-api/core.ts'],
+    tests: API_TESTS,
+    timeoutMS: JOB_TIMEOUT_MS,
+  },
+  'accounts-api-store': {
+    mutate: ['lambda/accounts-api/store.ts', 'lambda/accounts-api/cursor.ts'],
+    tests: API_TESTS,
+    timeoutMS: JOB_TIMEOUT_MS,
+  },
+  'accounts-api-http': {
+    mutate: ['lambda/shared/http.ts', 'lambda/accounts-api/jwt.ts'],
     tests: API_TESTS,
     timeoutMS: JOB_TIMEOUT_MS,
   },
@@ -226,13 +236,13 @@ export const GROUPS: Record<string, Group> = {
     timeoutMS: JOB_TIMEOUT_MS,
   },
   'rate-budget': {
-    mutate: ['lambda/shared/amazon/rate-budget.ts', 'lambda/shared/amazon/rate-budget-store.ts'],
-    tests: [
-      'test/runtime/rate-budget.test.ts',
-      'test/migrations/shared-rate-budget.test.ts',
-      'test/jobs/shared-budget.test.ts',
-      'test/api/accounts-api/rate-budget.test.ts',
-    ],
+    mutate: ['lambda/shared/amazon/rate-budget.ts'],
+    tests: RATE_BUDGET_TESTS,
+    timeoutMS: JOB_TIMEOUT_MS,
+  },
+  'rate-budget-store': {
+    mutate: ['lambda/shared/amazon/rate-budget-store.ts'],
+    tests: RATE_BUDGET_TESTS,
     timeoutMS: JOB_TIMEOUT_MS,
   },
   authentication: {
@@ -277,8 +287,7 @@ function writeGroupConfig(name: string, group: Group): string {
       ...jest,
       config: {
         testMatch: group.tests.map((glob) => `<rootDir>/${glob}`),
-        // jest.config.js's roots (test/), and the directories the group's tests reach it through.
-        ...(group.relatedThrough && { roots: ['test', ...group.relatedThrough].map((dir) => `<rootDir>/${dir}`) }),
+        roots: RELATED_ROOTS.map((dir) => `<rootDir>/${dir}`),
       },
     },
     incrementalFile: `${RESULTS_DIR}/${name}.json`,
