@@ -4,12 +4,14 @@ import { DatabaseRateBudgetStore } from '../../../lambda/shared/amazon/rate-budg
 import { RateLimiterRegistry } from '../../../lambda/shared/amazon/rate-limiter';
 import type { AmazonRegion } from '../../../lambda/shared/amazon/regions';
 import type { ApiRequestEvent, ApiResult } from '../../../lambda/shared/http';
-import { Database } from '../../../lambda/shared/db';
+import { Database, DatabaseError } from '../../../lambda/shared/db';
 import { oauthTokenBinding } from '../../../lambda/shared/token-crypto';
 import { runTokenRefresh } from '../../../lambda/token-refresh/core';
+import { takeAccessToken } from '../../../lambda/token-refresh/on-demand';
 import { claimDueTokens, saveResults } from '../../../lambda/token-refresh/store';
 import { createTokenRoute, TokenRouteDeps } from '../../../lambda/token-route/core';
 import {
+  failingOnce,
   JobWorld,
   RecordingLogger,
   runtime,
@@ -578,6 +580,424 @@ describe.each(PATHS)('%s', (_path, database) => {
     await world.admin.query('UPDATE oauth_tokens SET proactive_refresh_enabled = FALSE');
     expect((await handle(tokenRequest(body(user)))).statusCode).toBe(409);
     expect(lwaCalls()).toBe(0);
+  });
+
+  test('the holder’s lease runs out in the database’s time while the wait deadline passes: 503 "try again shortly" (Retry-After 2), no call to Amazon; at the deadline exactly it is taken over', async () => {
+    const [late, onTime] = await seed(2, 30);
+    const db = database();
+    const lwa = budgetedLwa(db);
+    const waits: Array<number | undefined> = [];
+    const run = async (user: SeedUser, overshootMs: number) => {
+      await setLease(user, randomUUID(), 60);
+      let clock = 1_000_000;
+      let slept = 0;
+      const result = await route(db, {
+        lwa: {
+          // What the route lets the call wait is recorded; the call itself may wait a second here
+          // (a budget slot can be a few ms ahead), so that the takeover's outcome is the refresh.
+          refresh: (request) => {
+            waits.push(request.maxWaitMs);
+            return lwa.refresh({ ...request, maxWaitMs: 1000 });
+          },
+        },
+        now: () => clock,
+        sleep: async (ms) => {
+          slept += 1;
+          clock += ms;
+          if (slept < 5) return;
+          // The last poll the 5 s deadline allows: the holder died and its lease has run out; the
+          // timer fired `overshootMs` late.
+          await setLease(user, randomUUID(), -1);
+          clock += overshootMs;
+        },
+        settings: { pollIntervalMs: 1000, waitDeadlineMs: 5000 },
+      })(tokenRequest(body(user)));
+      return { result, slept };
+    };
+
+    const missed = await run(late, 1);
+    expect(missed.slept).toBe(5);
+    expect(missed.result.statusCode).toBe(503);
+    expect(missed.result.headers['retry-after']).toBe('2');
+    expect(json(missed.result)).toMatchObject({
+      type: 'https://accounts-api.invalid/problems/unavailable',
+      detail: 'Try again shortly.',
+      retryAfterSeconds: 2,
+    });
+    expect(waits).toEqual([]);
+
+    // At the deadline exactly the lease is taken over (with no time left to wait for the budget).
+    const inTime = await run(onTime, 0);
+    expect(inTime.slept).toBe(5);
+    expect(waits).toEqual([0]);
+    expect(inTime.result.statusCode).toBe(200);
+    expect(json(inTime.result).refreshed).toBe(true);
+    secrets.push(String(json(inTime.result).accessToken));
+    expect(world.amazon.counters.refreshCalls(onTime.refreshToken)).toBe(1);
+    expect((await row(onTime)).refresh_lease_owner).toBeNull();
+    expect(lwaCalls()).toBe(1);
+  });
+
+  test('a holder is polled every interval up to the deadline: its write-back at the last poll is served; without one, 503 after exactly that many polls, the request’s duration in its log line', async () => {
+    const [user, other] = await seed(2, 30);
+    const db = database();
+    const owner = randomUUID();
+    const claimed = await claimDueTokens(db, {
+      owner,
+      windowSeconds: 1800,
+      leaseSeconds: 240,
+      limit: 10,
+      pausedRegions: [],
+    });
+    expect(claimed).toHaveLength(2);
+    const job = claimed.find((c) => c.userId === user.userId)!;
+    const run = async (u: SeedUser, writeBackAt: number | undefined) => {
+      let clock = 1_000_000;
+      let slept = 0;
+      let jobToken = '';
+      const result = await route(db, {
+        now: () => clock,
+        sleep: async (ms) => {
+          slept += 1;
+          clock += ms;
+          if (slept !== writeBackAt) return;
+          const tokens = await world.lwa().refresh({ itemId: job.id, region: 'EU', refreshToken: u.refreshToken });
+          jobToken = tokens.accessToken;
+          await saveResults(db, owner, [
+            {
+              kind: 'success',
+              result: {
+                token: job,
+                accessToken: world.cipher.encrypt(tokens.accessToken, oauthTokenBinding(job, 'access_token')),
+                refreshToken: job.storedRefreshToken,
+                expiresAt: new Date(Date.now() + tokens.expiresInSeconds * 1000),
+              },
+            },
+          ]);
+        },
+        settings: { pollIntervalMs: 1000, waitDeadlineMs: 5000 },
+      })(tokenRequest(body(u)));
+      return { result, slept, jobToken };
+    };
+
+    // Polls at 1, 2, 3, 4 and 5 s: the fifth is at the deadline, still in time.
+    const served = await run(user, 5);
+    expect(served.result.statusCode).toBe(200);
+    expect(json(served.result)).toMatchObject({ accessToken: served.jobToken, refreshed: true });
+    expect(served.slept).toBe(5);
+
+    // Nobody writes back: after the fifth poll the next would be past the deadline.
+    const refused = await run(other, undefined);
+    expect(refused.result.statusCode).toBe(503);
+    expect(json(refused.result).detail).toBe('The connection is being refreshed by another run; try again shortly.');
+    expect(refused.slept).toBe(5);
+    const requests = logger.lines.filter((l) => l.message === 'request').map((l) => l.attributes);
+    expect(requests).toEqual([
+      expect.objectContaining({ status: 200, durationMs: 5000 }),
+      expect.objectContaining({ status: 503, durationMs: 5000 }),
+    ]);
+    expect(world.amazon.counters.refreshCalls(user.refreshToken)).toBe(1);
+    expect(world.amazon.counters.refreshCalls(other.refreshToken)).toBe(0);
+  });
+
+  test('a connection another run is refreshing is waited for even when a backoff was recorded on it meanwhile', async () => {
+    const [user] = await seed(1, 30);
+    const db = database();
+    const owner = randomUUID();
+    const [job] = await claimDueTokens(db, {
+      owner,
+      windowSeconds: 1800,
+      leaseSeconds: 240,
+      limit: 10,
+      pausedRegions: [],
+    });
+    await world.admin.query(
+      `UPDATE oauth_tokens SET next_refresh_attempt_at = now() + interval '90 seconds' WHERE user_id = :userId::uuid`,
+      { userId: user.userId },
+    );
+    let slept = 0;
+    let jobToken = '';
+    const sleep = async () => {
+      slept += 1;
+      if (slept !== 2) return;
+      const tokens = await world.lwa().refresh({ itemId: job.id, region: 'EU', refreshToken: user.refreshToken });
+      jobToken = tokens.accessToken;
+      await saveResults(db, owner, [
+        {
+          kind: 'success',
+          result: {
+            token: job,
+            accessToken: world.cipher.encrypt(tokens.accessToken, oauthTokenBinding(job, 'access_token')),
+            refreshToken: job.storedRefreshToken,
+            expiresAt: new Date(Date.now() + tokens.expiresInSeconds * 1000),
+          },
+        },
+      ]);
+    };
+
+    const result = await route(db, { sleep })(tokenRequest(body(user)));
+
+    expect(result.statusCode).toBe(200);
+    expect(json(result)).toMatchObject({ accessToken: jobToken, refreshed: true });
+    expect(slept).toBe(2);
+    expect(world.amazon.counters.refreshCalls(user.refreshToken)).toBe(1);
+  });
+
+  test('an unreadable stored token is replaced however long it has left (two days: no access token lives that long); one with over a year left is a 500, logged as a warning', async () => {
+    const [days, year, other] = await seed(3, 20 * 60);
+    await world.admin.query(
+      `UPDATE oauth_tokens SET access_token = (SELECT access_token FROM oauth_tokens WHERE user_id = :other::uuid),
+              expires_at = now() + CASE WHEN user_id = :days::uuid THEN interval '2 days' ELSE interval '2 years' END
+        WHERE user_id IN (:days::uuid, :year::uuid)`,
+      { days: days.userId, year: year.userId, other: other.userId },
+    );
+    const handle = route(database());
+
+    const replaced = await handle(tokenRequest(body(days)));
+    expect(replaced.statusCode).toBe(200);
+    expect(json(replaced)).toMatchObject({ refreshed: true });
+    secrets.push(String(json(replaced).accessToken));
+    expect(world.amazon.counters.refreshCalls(days.refreshToken)).toBe(1);
+
+    const broken = await handle(tokenRequest(body(year)));
+    expect(broken.statusCode).toBe(500);
+    expect(json(broken)).toMatchObject({ type: 'https://accounts-api.invalid/problems/internal' });
+    expect(world.amazon.counters.refreshCalls(year.refreshToken)).toBe(0);
+    // A refused request, not a failure of the route: the warning names the token, no error line.
+    expect(logger.lines.filter((l) => l.level === 'error')).toEqual([]);
+    expect(
+      logger.lines.filter((l) => l.message === 'Stored access token is unreadable; a new one is requested instead'),
+    ).toEqual([
+      expect.objectContaining({ level: 'warn', attributes: expect.objectContaining({ userId: days.userId }) }),
+      expect.objectContaining({ level: 'warn', attributes: expect.objectContaining({ userId: year.userId }) }),
+      expect.objectContaining({ level: 'warn', attributes: expect.objectContaining({ userId: year.userId }) }),
+    ]);
+  });
+
+  test('an unreadable stored token while backing off: 503 backing off, not a 500', async () => {
+    const [user, other] = await seed(2, 240);
+    await world.admin.query(
+      `UPDATE oauth_tokens SET access_token = (SELECT access_token FROM oauth_tokens WHERE user_id = :other::uuid),
+              next_refresh_attempt_at = now() + interval '90 seconds', refresh_failure_count = 1
+        WHERE user_id = :userId::uuid`,
+      { userId: user.userId, other: other.userId },
+    );
+
+    const result = await route(database())(tokenRequest(body(user)));
+
+    expect(result.statusCode).toBe(503);
+    expect(json(result)).toMatchObject({ detail: 'The refresh of this connection failed recently; try again later.' });
+    expect(Number(result.headers['retry-after'])).toBeGreaterThanOrEqual(85);
+    expect(lwaCalls()).toBe(0);
+  });
+
+  test('after a failed refresh the stored token’s time left is counted from its read: 80 s then, Amazon taking 30 s, is under the minute now', async () => {
+    const [tight, roomy] = await seed(2, 80);
+    await world.admin.query(
+      `UPDATE oauth_tokens SET expires_at = now() + interval '100 seconds' WHERE user_id = :id::uuid`,
+      {
+        id: roomy.userId,
+      },
+    );
+    world.amazon.setKnobs({ malformedRate: 1 }, 'lwa');
+    const db = database();
+    const lwa = budgetedLwa(db);
+    let clock = Date.now();
+    const waits: Array<number | undefined> = [];
+    const slowLwa = {
+      refresh: async (request: Parameters<LwaClient['refresh']>[0]) => {
+        waits.push(request.maxWaitMs);
+        try {
+          return await lwa.refresh(request);
+        } finally {
+          clock += 30_000;
+        }
+      },
+    };
+    const handle = route(db, { lwa: slowLwa, now: () => clock });
+
+    const refused = await handle(tokenRequest(body(tight)));
+    expect(refused.statusCode).toBe(502);
+    expect(json(refused).detail).toBe('Login with Amazon answered with something that is not a token; try again.');
+
+    const served = await handle(tokenRequest(body(roomy)));
+    expect(served.statusCode).toBe(200);
+    expect(json(served)).toMatchObject({ accessToken: roomy.accessToken, refreshed: false });
+    expect(lwaCalls()).toBe(2);
+    // Each call could wait for the budget up to the request's deadline: 20 s.
+    expect(waits).toEqual([20_000, 20_000]);
+  });
+
+  test('a stored refresh token that cannot be decrypted: 409, refresh turned off, Amazon not called', async () => {
+    const [user, other] = await seed(2, 60);
+    await world.admin.query(
+      `UPDATE oauth_tokens SET refresh_token = (SELECT refresh_token FROM oauth_tokens WHERE user_id = :other::uuid)
+        WHERE user_id = :userId::uuid`,
+      { userId: user.userId, other: other.userId },
+    );
+
+    const result = await route(database())(tokenRequest(body(user)));
+
+    expect(result.statusCode).toBe(409);
+    expect(json(result)).toMatchObject({ type: 'https://accounts-api.invalid/problems/reauth-required' });
+    expect(lwaCalls()).toBe(0);
+    const after = await row(user);
+    expect(after.proactive_refresh_enabled).toBe(false);
+    expect(after.refresh_lease_owner).toBeNull();
+    expect(after.last_refresh_error).toMatch(/^Stored refresh token is unreadable/);
+  });
+
+  test('the refresh token is written back only when it changes: Amazon’s new one; the same one again when stored under an old format; else the stored value as it was', async () => {
+    const [rotating] = await seedUsers(world, {
+      count: 1,
+      expiresInSeconds: 60,
+      regions: () => ['EU'],
+      refreshTokenMode: 'rotate',
+    });
+    const [omitting] = await seedUsers(world, {
+      count: 1,
+      expiresInSeconds: 60,
+      regions: () => ['EU'],
+      refreshTokenMode: 'omit',
+    });
+    const [legacy] = await seedUsers(world, {
+      count: 1,
+      expiresInSeconds: 60,
+      regions: () => ['EU'],
+      refreshTokenMode: 'omit',
+      legacyPlaintext: () => true,
+    });
+    seeded.push(rotating, omitting, legacy);
+    const stored = async (u: SeedUser) =>
+      (
+        await world.admin.query<{ refresh_token: string }>(
+          `SELECT refresh_token FROM oauth_tokens WHERE user_id = :userId::uuid`,
+          { userId: u.userId },
+        )
+      ).rows[0].refresh_token;
+    const before = await stored(omitting);
+    const handle = route(database());
+    for (const u of [rotating, omitting, legacy]) {
+      const result = await handle(tokenRequest(body(u)));
+      expect(result.statusCode).toBe(200);
+      expect(json(result).refreshed).toBe(true);
+      secrets.push(String(json(result).accessToken));
+    }
+
+    const rotated = world.amazon.currentRefreshToken(rotating.userId);
+    secrets.push(rotated);
+    expect(rotated).not.toBe(rotating.refreshToken);
+    expect(await world.cipher.decrypt(await stored(rotating), oauthTokenBinding(rotating, 'refresh_token'))).toBe(
+      rotated,
+    );
+    expect(await stored(omitting)).toBe(before);
+    const reEncrypted = await stored(legacy);
+    expect(world.cipher.isCurrent(reEncrypted)).toBe(true);
+    expect(await world.cipher.decrypt(reEncrypted, oauthTokenBinding(legacy, 'refresh_token'))).toBe(
+      legacy.refreshToken,
+    );
+  });
+
+  test('a refresh that fails is logged as a warning with the token, its region and the recorded error; a revoked grant is not', async () => {
+    const [failing, revoked] = await seed(2, 60);
+    const ids = new Map(
+      (
+        await world.admin.query<{ id: string; user_id: string }>(
+          `SELECT id, user_id FROM oauth_tokens WHERE user_id IN (:a::uuid, :b::uuid)`,
+          { a: failing.userId, b: revoked.userId },
+        )
+      ).rows.map((r) => [r.user_id, r.id]),
+    );
+    world.amazon.revoke(revoked.userId, 'EU');
+    world.amazon.setKnobs({ malformedRate: 1 }, 'lwa');
+    const handle = route(database());
+
+    expect((await handle(tokenRequest(body(failing)))).statusCode).toBe(502);
+    world.amazon.setKnobs({ malformedRate: 0 }, 'lwa');
+    expect((await handle(tokenRequest(body(revoked)))).statusCode).toBe(409);
+
+    const recorded = (await row(failing)).last_refresh_error;
+    expect(recorded).toMatch(/^malformed: /);
+    expect(logger.lines.filter((l) => l.level !== 'info')).toEqual([
+      {
+        level: 'warn',
+        message: 'Token refresh on demand failed',
+        attributes: { tokenId: ids.get(failing.userId), region: 'EU', error: recorded },
+      },
+    ]);
+  });
+
+  test('a result the database refuses is logged as an error with the token and the database’s message, and its lease given back', async () => {
+    const [user] = await seed(1, 60);
+    const { rows } = await world.admin.query<{ id: string }>(
+      `SELECT id FROM oauth_tokens WHERE user_id = :userId::uuid`,
+      {
+        userId: user.userId,
+      },
+    );
+    const db = failingOnce(
+      database(),
+      /jsonb_to_recordset\(:results/,
+      () => new DatabaseError('invalid input syntax', { code: '22P02' }),
+    );
+
+    const result = await route(db)(tokenRequest(body(user)));
+
+    // Amazon's token is answered (it is valid); the row keeps the one it had.
+    expect(result.statusCode).toBe(200);
+    secrets.push(String(json(result).accessToken));
+    expect(logger.lines.filter((l) => l.level === 'error')).toEqual([
+      {
+        level: 'error',
+        message: 'Token result refused by the database; its lease was given back',
+        attributes: { tokenId: rows[0].id, userId: user.userId, error: 'invalid input syntax' },
+      },
+    ]);
+    const after = await row(user);
+    expect(after.refresh_lease_owner).toBeNull();
+    expect(await world.cipher.decrypt(after.access_token, oauthTokenBinding(user, 'access_token'))).toBe(
+      user.accessToken,
+    );
+  });
+
+  test('a failed refresh with no usable token answers when to try again: the backoff it recorded (or the 429’s Retry-After)', async () => {
+    const [user] = await seed(1, 30);
+    world.amazon.setKnobs({ malformedRate: 1 }, 'lwa');
+    const db = database();
+    const at = Date.now();
+    const settings = {
+      minRemainingSeconds: 300,
+      leaseSeconds: 30,
+      pollIntervalMs: 20,
+      usableSeconds: 60,
+      maxConsecutiveRefusals: 5,
+      retryBaseSeconds: 60,
+      retryMaxSeconds: 3600,
+    };
+    const take = () =>
+      takeAccessToken(
+        {
+          db,
+          lwa: budgetedLwa(db),
+          cipher: world.cipher,
+          logger,
+          now: () => at,
+          sleep: async () => {},
+          random: () => 0,
+        },
+        settings,
+        { userId: user.userId, region: 'EU', recordUse: false, deadline: at + 5000 },
+      );
+
+    const failed = await take();
+    const next = (await row(user)).next_refresh_attempt_at!.getTime();
+    // The first failure's backoff: half the base at least (full jitter, random 0), 30 s.
+    expect(next - at).toBe(30_000);
+    expect(failed).toMatchObject({ kind: 'unavailable', reason: 'failed', retryAfterSeconds: 30 });
+
+    world.amazon.setKnobs({ malformedRate: 0, rate429: 1, retryAfterSeconds: 7 }, 'lwa');
+    await backOffPassed(user);
+    expect(await take()).toMatchObject({ kind: 'unavailable', reason: 'failed', retryAfterSeconds: 7 });
   });
 });
 
