@@ -1068,6 +1068,8 @@ describe('requests', () => {
       status: 404,
       detail: 'No Amazon connection in FE for this user.',
     });
+    // Refused requests are answered, not failures of the route: no error line for any of them.
+    expect(logger.lines.filter((l) => l.level === 'error')).toEqual([]);
   });
 
   test('a trailing slash, a lower-case method and an upper-case user id reach the same route and user', async () => {

@@ -130,3 +130,24 @@ test('a database still resuming after every retry, too many connections or a dea
   expect((await handle(new DatabaseError('relation does not exist', { code: '42P01' }))).statusCode).toBe(500);
   expect((await handle(new Error('not a database error'))).statusCode).toBe(500);
 });
+
+test("a failure of the route is logged as an error with the request's route, caller, user, region and the error's name; a thrown non-error as 'unknown'", async () => {
+  const [user] = await seedUsers(world, { count: 1, expiresInSeconds: 120, regions: () => ['EU'] });
+  const db = world.dataApi();
+  const failed = async (error: unknown) => {
+    const logger = new RecordingLogger();
+    const result = await route(failingWith(db, error), logger)(tokenRequest({ userId: user.userId, region: 'EU' }));
+    expect(result.statusCode).toBe(500);
+    return logger.lines.filter((l) => l.level === 'error');
+  };
+  const line = (error: string) => ({
+    level: 'error',
+    message: 'Token request failed',
+    attributes: { route: 'POST /internal/v1/access-tokens', caller: CALLER, userId: user.userId, region: 'EU', error },
+  });
+
+  expect(await failed(new DatabaseError('relation does not exist', { code: '42P01' }))).toEqual([
+    line('DatabaseError'),
+  ]);
+  expect(await failed(undefined)).toEqual([line('unknown')]);
+});

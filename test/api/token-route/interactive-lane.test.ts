@@ -205,6 +205,12 @@ describe.each(PATHS)('%s', (_path, database) => {
       retryAfterSeconds: 2,
     });
     expect(world.amazon.counters.total('lwa')).toBe(lwaBefore);
+    // The lease the route took is given back: the next request (or the job) may take it.
+    const { rows } = await world.admin.query<{ refresh_lease_owner: string | null }>(
+      `SELECT refresh_lease_owner FROM oauth_tokens WHERE user_id = :userId::uuid`,
+      { userId: user.userId },
+    );
+    expect(rows).toEqual([{ refresh_lease_owner: null }]);
     // The lane's reservation saw the endpoint's pause (and answered with it).
     const lane = await store.reserve(
       { endpoint: 'lwa', region: REGION, pool: 'interactive' },

@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PgDatabase } from '../../../lambda/shared/db';
+import { TOKEN_ROUTE } from '../../../lambda/token-route/route';
 import { LocalApi, localLwaClients, startLocalApi } from '../../../scripts/api';
 import { pollUntil } from '../../support/poll';
 import { JobWorld, RecordingLogger, seedUsers, useJobWorld } from '../../support/jobs';
@@ -53,6 +54,7 @@ test('with INTERNAL_API_KEY: the right key gets a fresh token, no key or a wrong
   api = await start(KEY);
   expect(api.tokenRoute).toBe(true);
   const body = { userId: user.userId, region: 'NA' };
+  const from = logger.lines.length;
 
   expect((await post(api.url, body)).status).toBe(403);
   expect((await post(api.url, body, { 'x-internal-api-key': `${KEY}x` })).status).toBe(403);
@@ -64,6 +66,13 @@ test('with INTERNAL_API_KEY: the right key gets a fresh token, no key or a wrong
   expect(world.amazon.accessTokens(user.userId, 'NA')).toContain(served.accessToken);
   expect(logger.text()).not.toContain(served.accessToken);
   expect(logger.text()).not.toContain(KEY);
+  // Each request's log line names the caller as the shared secret identified it.
+  const lines = logger.lines.slice(from).filter((l) => l.message === 'request' && l.attributes?.route === TOKEN_ROUTE);
+  expect(lines.map((l) => [l.attributes?.status, l.attributes?.caller])).toEqual([
+    [403, undefined],
+    [403, undefined],
+    [200, 'local shared secret'],
+  ]);
 });
 
 test('without INTERNAL_API_KEY the route is not served (404), whatever the caller sends', async () => {
