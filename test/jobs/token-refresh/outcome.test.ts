@@ -2,6 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { LwaClient } from '../../../lambda/shared/amazon';
 import type { ApiRequestEvent } from '../../../lambda/shared/http';
 import { runTokenRefresh } from '../../../lambda/token-refresh/core';
+import {
+  needsReauthorisation,
+  REFRESH_OUTCOME_DEFAULTS,
+  refreshFailureOutcome,
+  REVOKED_MESSAGE,
+  unreadableTokenOutcome,
+} from '../../../lambda/token-refresh/outcome';
+import type { ClaimedToken, TokenResult } from '../../../lambda/token-refresh/store';
 import { createTokenRoute } from '../../../lambda/token-route/core';
 import {
   FakeAmazonKnobs,
@@ -171,5 +179,145 @@ describe.each(PATHS)('%s path', (_path, database) => {
     // Amazon's definite answers are recorded word for word alike (the fake varies its 5xx
     // statuses and malformed bodies, so those only match in kind).
     if (c.revoke || c.wrongCredentials) expect(route.error).toBe(job.error);
+  });
+});
+
+describe('the policy, outcome by outcome', () => {
+  const token: ClaimedToken = {
+    id: '00000000-0000-4000-8000-000000000001',
+    userId: '00000000-0000-4000-8000-000000000002',
+    storedRefreshToken: 'enc:v2:stored',
+    region: 'EU',
+    refreshFailureCount: 0,
+    refreshRefusalCount: 0,
+  };
+  const at = new Date('2026-12-07T12:00:00Z');
+  /** The clock held still, no jitter: each backoff is its floor (half the doubled base). */
+  const clock = { now: at, random: () => 0 };
+  const after = (result: TokenResult) => {
+    if (result.kind !== 'failure') throw new Error(`not a failure: ${result.kind}`);
+    return { ...result.result, inSeconds: (result.result.nextAttemptAt.getTime() - at.getTime()) / 1000 };
+  };
+
+  test('a 429 is retried after its Retry-After, at least the base delay; no failure, no refusal, accounts untouched', () => {
+    const short = refreshFailureOutcome(
+      token,
+      { kind: 'rate_limited', retryAfterSeconds: 1 },
+      REFRESH_OUTCOME_DEFAULTS,
+      clock,
+    );
+    expect(after(short)).toMatchObject({
+      inSeconds: 60,
+      countsAsFailure: false,
+      countsAsRefusal: false,
+      disable: false,
+      error: 'rate_limited: Login with Amazon answered 429, retry after 1 s',
+    });
+    expect(short).toMatchObject({ reauth: undefined });
+    expect(needsReauthorisation(short)).toBe(false);
+    // Even after failures in a row: the 429's time, not the failures' backoff.
+    const long = refreshFailureOutcome(
+      { ...token, refreshFailureCount: 6 },
+      { kind: 'rate_limited', retryAfterSeconds: 120 },
+      REFRESH_OUTCOME_DEFAULTS,
+      clock,
+    );
+    expect(after(long).inSeconds).toBe(120);
+  });
+
+  test('a failure backs off from the failures in a row (this one counted): 1, 2, 5 in a row: 30 s, 60 s, 480 s at the least; capped by half the maximum', () => {
+    const backoff = (failuresBefore: number, policy = REFRESH_OUTCOME_DEFAULTS) =>
+      after(
+        refreshFailureOutcome(
+          { ...token, refreshFailureCount: failuresBefore },
+          { kind: 'transient', reason: 'http_5xx (HTTP 503)' },
+          policy,
+          clock,
+        ),
+      );
+    expect(backoff(0)).toMatchObject({
+      inSeconds: 30,
+      error: 'transient: http_5xx (HTTP 503)',
+      countsAsFailure: true,
+      countsAsRefusal: false,
+      disable: false,
+    });
+    expect(backoff(1).inSeconds).toBe(60);
+    expect(backoff(4).inSeconds).toBe(480);
+    expect(backoff(20).inSeconds).toBe(1800);
+    expect(backoff(0, { ...REFRESH_OUTCOME_DEFAULTS, retryBaseSeconds: 10 }).inSeconds).toBe(5);
+    expect(backoff(20, { ...REFRESH_OUTCOME_DEFAULTS, retryMaxSeconds: 100 }).inSeconds).toBe(50);
+    // With full jitter: up to twice the floor.
+    const jittered = refreshFailureOutcome(
+      { ...token, refreshFailureCount: 4 },
+      { kind: 'malformed', reason: 'no access_token' },
+      REFRESH_OUTCOME_DEFAULTS,
+      { now: at, random: () => 0.999 },
+    );
+    expect(after(jittered).inSeconds).toBeGreaterThan(950);
+    expect(after(jittered).inSeconds).toBeLessThan(960);
+    expect(after(jittered).error).toBe('malformed: no access_token');
+  });
+
+  test('definite refusals: counted; the message says so only when they turn refresh off; a token read without a count starts at one', () => {
+    const refused = (refusalsBefore: number | undefined, max = 5) =>
+      refreshFailureOutcome(
+        { ...token, refreshRefusalCount: refusalsBefore },
+        { kind: 'permanent', code: 'invalid_client' },
+        { ...REFRESH_OUTCOME_DEFAULTS, maxConsecutiveRefusals: max },
+        clock,
+      );
+    const fourth = refused(3);
+    expect(after(fourth)).toMatchObject({
+      error: 'invalid_client: Login with Amazon refused the refresh',
+      countsAsFailure: true,
+      countsAsRefusal: true,
+      disable: false,
+    });
+    expect(fourth).toMatchObject({ reauth: undefined });
+    expect(needsReauthorisation(fourth)).toBe(false);
+    const fifth = refused(4);
+    const message =
+      'invalid_client: Login with Amazon refused the refresh (5 refusals in a row: proactive refresh turned off)';
+    expect(after(fifth)).toMatchObject({ error: message, disable: true });
+    expect(fifth).toMatchObject({ reauth: message });
+    expect(needsReauthorisation(fifth)).toBe(true);
+    expect(after(refused(undefined, 1))).toMatchObject({
+      error:
+        'invalid_client: Login with Amazon refused the refresh (1 refusals in a row: proactive refresh turned off)',
+      disable: true,
+    });
+    expect(after(refused(undefined, 2)).disable).toBe(false);
+  });
+
+  test('invalid_grant and an unreadable refresh token: refresh off at once, the accounts told why', () => {
+    const revoked = refreshFailureOutcome(
+      token,
+      { kind: 'permanent', code: 'invalid_grant' },
+      REFRESH_OUTCOME_DEFAULTS,
+      clock,
+    );
+    expect(after(revoked)).toMatchObject({
+      error: REVOKED_MESSAGE,
+      countsAsRefusal: true,
+      disable: true,
+      inSeconds: 30,
+    });
+    expect(revoked).toMatchObject({ reauth: REVOKED_MESSAGE });
+    const unreadable = unreadableTokenOutcome(token, 'bad tag', REFRESH_OUTCOME_DEFAULTS, clock);
+    const reason = 'Stored refresh token is unreadable (bad tag); the user must reconnect Amazon';
+    expect(after(unreadable)).toMatchObject({
+      error: reason,
+      countsAsFailure: true,
+      countsAsRefusal: true,
+      disable: true,
+      inSeconds: 30,
+    });
+    expect(unreadable).toMatchObject({ reauth: reason });
+    expect(needsReauthorisation(unreadable)).toBe(true);
+  });
+
+  test('only a failure that turned refresh off asks for re-authorisation: a result given back does not', () => {
+    expect(needsReauthorisation({ kind: 'released', token })).toBe(false);
   });
 });
