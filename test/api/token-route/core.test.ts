@@ -582,6 +582,31 @@ describe.each(PATHS)('%s', (_path, database) => {
     expect(lwaCalls()).toBe(0);
   });
 
+  test('a revoked grant is 409 even while the stored token is still usable: it is not served', async () => {
+    const [user] = await seed(1, 240);
+    world.amazon.revoke(user.userId, 'EU');
+
+    const result = await route(database())(tokenRequest(body(user)));
+
+    expect(result.statusCode).toBe(409);
+    expect(json(result)).toMatchObject({ type: 'https://accounts-api.invalid/problems/reauth-required' });
+    expect((await row(user)).proactive_refresh_enabled).toBe(false);
+  });
+
+  test('Login with Amazon not answering (5xx) with no usable token: 502 "did not answer"', async () => {
+    const [user] = await seed(1, 30);
+    world.amazon.setKnobs({ rate5xx: 1 }, 'lwa');
+
+    const result = await route(database())(tokenRequest(body(user)));
+
+    expect(result.statusCode).toBe(502);
+    expect(json(result)).toMatchObject({
+      type: 'https://accounts-api.invalid/problems/amazon-unavailable',
+      detail: 'Login with Amazon did not answer; try again.',
+    });
+    expect((await row(user)).last_refresh_error).toMatch(/^transient: /);
+  });
+
   test('the holder’s lease runs out in the database’s time while the wait deadline passes: 503 "try again shortly" (Retry-After 2), no call to Amazon; at the deadline exactly it is taken over', async () => {
     const [late, onTime] = await seed(2, 30);
     const db = database();
