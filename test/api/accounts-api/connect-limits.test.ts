@@ -16,7 +16,7 @@ import {
   consent,
   Handler,
   request,
-  startApiWorld,
+  useApiWorld,
   startConnectSession,
   tokenRouteRequest,
 } from '../fixture';
@@ -30,13 +30,8 @@ import { checked } from '../openapi';
 
 let world: ApiWorld;
 let superuser: PgDatabase;
-beforeAll(async () => {
-  world = await startApiWorld();
-  superuser = new PgDatabase({ connection: world.url });
-});
-afterAll(async () => {
-  await superuser?.close();
-  await world?.close();
+useApiWorld((started) => {
+  ({ world, superuser } = started);
 });
 beforeEach(async () => {
   await world.reset();

@@ -7,7 +7,7 @@ import { budgetLimiters, jobsCeiling } from '../../../lambda/shared/amazon/api-s
 import { DatabaseRateBudgetStore } from '../../../lambda/shared/amazon/rate-budget';
 import { Database, PgDatabase } from '../../../lambda/shared/db';
 import { fakeProfile } from '../../../local/amazon/profiles';
-import { ApiWorld, CONNECT_REDIRECT, consent, request, startApiWorld, startConnectSession } from '../fixture';
+import { ApiWorld, CONNECT_REDIRECT, consent, request, useApiWorld, startConnectSession } from '../fixture';
 
 // The accounts API's code exchange (POST /v1/connections) while a job's batch holds the shared
 // LWA schedule seconds ahead: it draws from the interactive lane the jobs leave free (migration
@@ -15,13 +15,8 @@ import { ApiWorld, CONNECT_REDIRECT, consent, request, startApiWorld, startConne
 
 let world: ApiWorld;
 let superuser: PgDatabase;
-beforeAll(async () => {
-  world = await startApiWorld();
-  superuser = new PgDatabase({ connection: world.url });
-});
-afterAll(async () => {
-  await superuser?.close();
-  await world?.close();
+useApiWorld((started) => {
+  ({ world, superuser } = started);
 });
 beforeEach(async () => {
   await world.reset();

@@ -8,7 +8,7 @@ import { LwaClient } from '../../../lambda/shared/amazon';
 import { DatabaseRateBudgetStore } from '../../../lambda/shared/amazon/rate-budget';
 import { RateLimiterRegistry } from '../../../lambda/shared/amazon/rate-limiter';
 import { pollUntil } from '../../support/poll';
-import { ApiWorld, CONNECT_REDIRECT, consent, request, startApiWorld, startConnectSession } from '../fixture';
+import { ApiWorld, CONNECT_REDIRECT, consent, request, useApiWorld, startConnectSession } from '../fixture';
 
 // Migration 0018: the accounts API's own Login with Amazon call (the authorization-code
 // exchange of POST /v1/connections) draws from the shared rate budget, as the API's login
@@ -17,11 +17,8 @@ import { ApiWorld, CONNECT_REDIRECT, consent, request, startApiWorld, startConne
 const LWA_PER_SECOND = 7;
 
 let world: ApiWorld;
-beforeAll(async () => {
-  world = await startApiWorld();
-});
-afterAll(async () => {
-  await world?.close();
+useApiWorld((started) => {
+  ({ world } = started);
 });
 beforeEach(async () => {
   await world.reset();
