@@ -1,5 +1,6 @@
 import { JobWorld, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
-import { busiestSecond, draw, drawer } from './drawers';
+import { busiestSecond } from '../../../local/amazon/busiest-second';
+import { draw, drawer } from './drawers';
 
 // 1, 4 and 16 invocations drawing from one shared budget at once, on the real database through
 // both paths, against the fake Amazon: together they never send more than the budget in any

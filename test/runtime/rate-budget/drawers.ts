@@ -127,14 +127,3 @@ export async function draw(
   await d.registry.releaseUnused();
   return { sent, refused, limited };
 }
-
-/** Most requests in any one-second window (sliding, half-open) of these arrival times. */
-export function busiestSecond(times: readonly number[]): number {
-  const sorted = [...times].sort((a, b) => a - b);
-  let most = 0;
-  for (let i = 0, j = 0; i < sorted.length; i += 1) {
-    while (sorted[i] - sorted[j] >= 1000) j += 1;
-    most = Math.max(most, i - j + 1);
-  }
-  return most;
-}
