@@ -5,6 +5,7 @@ import type { AmazonRegion } from '../../lambda/shared/amazon/regions';
 import { runTokenRefresh, TokenRefreshSummary } from '../../lambda/token-refresh/core';
 import { JobWorld, runtime, seedUsers, useJobWorld } from '../support/jobs';
 import { busiestSecond } from '../../local/amazon/busiest-second';
+import { stampingSentAt } from '../../local/amazon/types';
 
 // Four token refresh runs at once, as four Lambda invocations would be, each with its own
 // database connection (Data API) and its own limiters: with the budget in the database they
@@ -35,6 +36,8 @@ function invocation(lwaPerSecond: number) {
     timeoutMs: 15_000,
     limiters,
     retry: { maxAttempts: 1 },
+    // Counted by the fake Amazon when sent, not when its handler, in this busy process, gets to it.
+    fetch: stampingSentAt(),
   });
   return { db, lwa, limiters };
 }
