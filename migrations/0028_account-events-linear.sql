@@ -8,6 +8,9 @@
 -- 47 s in the trigger alone for one UPDATE of its accounts (the claim's `in_progress`, which
 -- changes no status at all), and its sync 77 s (first) and 87 s (again) in all, against 0.4 s
 -- for the same UPDATE without the trigger. Agencies' logins reach thousands of profiles.
+-- (Measured on embedded PostgreSQL 17 with one connection seeded with 9,000 accounts by
+-- local/world.ts's seedUsers and synced twice through the Data API emulator; with this body the
+-- UPDATE takes 0.23 s and the two syncs 4.7 s and 4.8 s.)
 --
 -- Here the two tables are read once each, as one list grouped by account: no join, so no plan
 -- can be quadratic. What the trigger writes is unchanged (the same accounts gone and back per
