@@ -4,8 +4,8 @@ import type { AddressInfo } from 'node:net';
 import type { Context } from 'aws-lambda';
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { mockClient } from 'aws-sdk-client-mock';
-import { handler as dispatcher } from '../../../lambda/dispatcher/handler';
-import { DispatchSendError } from '../../../lambda/dispatcher/core';
+import type * as DispatcherHandler from '../../../lambda/dispatcher/handler';
+import type * as DispatcherCore from '../../../lambda/dispatcher/core';
 import { DISPATCHER_ENV } from '../../../lambda/dispatcher/config';
 import type { FanOutMessage } from '../../../lambda/shared/jobs/fan-out';
 import { handler as refresh } from '../../../lambda/token-refresh/handler';
@@ -95,7 +95,22 @@ const ARNS = {
 };
 let saved: NodeJS.ProcessEnv;
 
+/**
+ * The dispatcher's module as a new Lambda container loads it, one per test: its handler builds
+ * the container (the configuration, the Data API client and its wait budget, the service name
+ * its logs and metrics carry) on its first invocation and keeps it. With one module for the file
+ * only the file's first test would build it, so only that test would run those lines (and the
+ * mutation run's per-test coverage would give them to that test alone, not to the tests below
+ * that check them).
+ */
+let dispatcher: typeof DispatcherHandler.handler;
+let DispatchSendError: typeof DispatcherCore.DispatchSendError;
+
 beforeEach(() => {
+  jest.isolateModules(() => {
+    ({ handler: dispatcher } = jest.requireActual<typeof DispatcherHandler>('../../../lambda/dispatcher/handler'));
+    ({ DispatchSendError } = jest.requireActual<typeof DispatcherCore>('../../../lambda/dispatcher/core'));
+  });
   saved = { ...process.env };
   Object.assign(process.env, {
     APP_ENVIRONMENT: 'dev',
@@ -180,7 +195,7 @@ test('an entry SQS refuses twice fails the tick, and its ids are sent by the nex
   const error = await dispatcher({}, context).catch((e: unknown) => e);
 
   expect(error).toBeInstanceOf(DispatchSendError);
-  expect((error as DispatchSendError).summary).toMatchObject({ dispatched: 200, notSent: 50 });
+  expect((error as DispatcherCore.DispatchSendError).summary).toMatchObject({ dispatched: 200, notSent: 50 });
   expect(sqs.requests.map((r) => r.body.Entries.length)).toEqual([2, 1]);
   // The failure is logged as the dispatcher's service (the name its alarms and metrics use),
   // and the tick's metrics are published with it.
