@@ -237,3 +237,21 @@ test('a paused database is waited for only while the invocation has time left: t
     world.emulator.failNextCalls(0);
   }
 });
+
+test('as the account sync’s dispatcher (FAN_OUT_JOB=account-sync) the handler sends the due connections as account sync messages', async () => {
+  await seedUsers(world, { count: 3, regions: () => ['NA'], accountsDueInSeconds: -60 });
+  // This test's container is built with the account sync's variables (each test loads the module afresh).
+  process.env[DISPATCHER_ENV.job] = 'account-sync';
+
+  const summary = await dispatcher({}, context);
+
+  expect(summary).toMatchObject({ job: 'account-sync', dispatched: 3, notSent: 0 });
+  const messages = sqs.accepted.map((m) => JSON.parse(m.body) as FanOutMessage);
+  expect(messages.map((m) => m.job)).toEqual(['account-sync']);
+  expect(messages.flatMap((m) => m.ids).sort()).toEqual(await tokenIds());
+  // Marked for the account sync (its lease), not for the token refresh.
+  const { rows } = await world.admin.query<{ sync: number; refresh: number }>(
+    `SELECT count(sync_lease_owner)::int AS sync, count(refresh_lease_owner)::int AS refresh FROM oauth_tokens`,
+  );
+  expect(rows).toEqual([{ sync: 3, refresh: 0 }]);
+});
