@@ -4,7 +4,10 @@ import type { AddressInfo } from 'node:net';
 import type { Context } from 'aws-lambda';
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { mockClient } from 'aws-sdk-client-mock';
-import type * as DispatcherHandler from '../../../lambda/dispatcher/handler';
+// The static import also tells jest (and so the mutation run, which runs a module's related
+// tests) that this file tests handler.ts: the per-test loads below, `jest.requireActual<…>(…)`
+// with type arguments, are not read as dependencies.
+import { dispatcherService, type handler as DispatcherHandlerFn } from '../../../lambda/dispatcher/handler';
 import type * as DispatcherCore from '../../../lambda/dispatcher/core';
 import { DISPATCHER_ENV } from '../../../lambda/dispatcher/config';
 import type { FanOutMessage } from '../../../lambda/shared/jobs/fan-out';
@@ -103,12 +106,14 @@ let saved: NodeJS.ProcessEnv;
  * mutation run's per-test coverage would give them to that test alone, not to the tests below
  * that check them).
  */
-let dispatcher: typeof DispatcherHandler.handler;
+let dispatcher: typeof DispatcherHandlerFn;
 let DispatchSendError: typeof DispatcherCore.DispatchSendError;
 
 beforeEach(() => {
   jest.isolateModules(() => {
-    ({ handler: dispatcher } = jest.requireActual<typeof DispatcherHandler>('../../../lambda/dispatcher/handler'));
+    ({ handler: dispatcher } = jest.requireActual<{ handler: typeof DispatcherHandlerFn }>(
+      '../../../lambda/dispatcher/handler',
+    ));
     ({ DispatchSendError } = jest.requireActual<typeof DispatcherCore>('../../../lambda/dispatcher/core'));
   });
   saved = { ...process.env };
@@ -254,4 +259,9 @@ test('as the account sync’s dispatcher (FAN_OUT_JOB=account-sync) the handler 
     `SELECT count(sync_lease_owner)::int AS sync, count(refresh_lease_owner)::int AS refresh FROM oauth_tokens`,
   );
   expect(rows).toEqual([{ sync: 3, refresh: 0 }]);
+});
+
+test('each job’s dispatcher logs and counts as `<job>-dispatcher`, the service its alarms and dashboards name', () => {
+  expect(dispatcherService('token-refresh')).toBe('token-refresh-dispatcher');
+  expect(dispatcherService('account-sync')).toBe('account-sync-dispatcher');
 });
