@@ -3,6 +3,7 @@ import { DatabaseRateBudgetStore, MAX_HORIZON_MS, SharedRateBudget } from '../la
 import { cpus, loadavg } from 'node:os';
 import { renderBudgetCost } from './report';
 import { BenchWorld, startBenchWorld } from './world';
+import { busiestSecond } from '../local/amazon/busiest-second';
 
 /**
  * `npx tsx bench/budget-cost.ts`: the table alone (`npm run bench` measures it too), at 10 and
@@ -84,16 +85,6 @@ export async function measureBudgetCost(
     callsPer1000: (databaseCalls / requests) * 1000,
     busiestSecond: busiestSecond(taken),
   };
-}
-
-function busiestSecond(times: readonly number[]): number {
-  const sorted = [...times].sort((a, b) => a - b);
-  let most = 0;
-  for (let i = 0, j = 0; i < sorted.length; i += 1) {
-    while (sorted[i] - sorted[j] >= 1000) j += 1;
-    most = Math.max(most, i - j + 1);
-  }
-  return most;
 }
 
 /** Every rate with every worker count, one after the other on one world. */

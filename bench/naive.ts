@@ -10,7 +10,7 @@
  * upserted with the same metadata and every sync attempt leaves a history row. It has no leases
  * (it is not safe to run twice at once) and no rate-limit bookkeeping.
  */
-import type { ProfileLister } from '../lambda/account-sync/core';
+import type { ProfileLister } from '../lambda/account-sync/run-context';
 import { toAccountRecord } from '../lambda/account-sync/profiles';
 import { classifyAmazonError } from '../lambda/shared/amazon/failure';
 import { Database, sqlJson, sqlUuid } from '../lambda/shared/db/port';

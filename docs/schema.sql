@@ -1270,15 +1270,26 @@ BEGIN
       FROM (SELECT n.user_id, n.region, jsonb_agg(n.id ORDER BY n.id) AS ids
               FROM new_rows n GROUP BY n.user_id, n.region) c;
   ELSE
+    -- Each updated account once: whether it was inactive before, and its status and
+    -- connection after (an UPDATE statement puts each row once in each table).
     SELECT jsonb_agg(jsonb_build_object('user_id', c.user_id, 'region', c.region, 'added', '[]'::jsonb,
                                         'gone', c.gone, 'back', c.back))
       INTO changes
-      FROM (SELECT n.user_id, n.region,
-                   coalesce(jsonb_agg(n.id ORDER BY n.id) FILTER (WHERE n.status = 'inactive'), '[]'::jsonb) AS gone,
-                   coalesce(jsonb_agg(n.id ORDER BY n.id) FILTER (WHERE n.status = 'active'), '[]'::jsonb) AS back
-              FROM old_rows o JOIN new_rows n ON n.id = o.id
-             WHERE (o.status <> 'inactive' AND n.status = 'inactive') OR (o.status = 'inactive' AND n.status = 'active')
-             GROUP BY n.user_id, n.region) c;
+      FROM (SELECT a.user_id, a.region,
+                   coalesce(jsonb_agg(a.id ORDER BY a.id) FILTER (WHERE a.status = 'inactive'), '[]'::jsonb) AS gone,
+                   coalesce(jsonb_agg(a.id ORDER BY a.id) FILTER (WHERE a.status = 'active'), '[]'::jsonb) AS back
+              FROM (SELECT r.id,
+                           bool_or(r.old AND r.status = 'inactive') AS was_inactive,
+                           (array_agg(r.status) FILTER (WHERE NOT r.old))[1] AS status,
+                           (array_agg(r.user_id) FILTER (WHERE NOT r.old))[1] AS user_id,
+                           (array_agg(r.region) FILTER (WHERE NOT r.old))[1] AS region
+                      FROM (SELECT o.id, o.user_id, o.region, o.status, TRUE AS old FROM old_rows o
+                            UNION ALL
+                            SELECT n.id, n.user_id, n.region, n.status, FALSE AS old FROM new_rows n) r
+                     GROUP BY r.id
+                    HAVING count(*) FILTER (WHERE r.old) > 0 AND count(*) FILTER (WHERE NOT r.old) > 0) a
+             WHERE (NOT a.was_inactive AND a.status = 'inactive') OR (a.was_inactive AND a.status = 'active')
+             GROUP BY a.user_id, a.region) c;
   END IF;
   IF changes IS NULL THEN
     RETURN NULL;

@@ -35,8 +35,6 @@ import { accessTokenFor } from './access-token';
 import { accountsFromProfiles } from './profiles';
 import { type AccountSyncDeps, DEFAULT_SETTINGS, failed, holdRegion, retryAt, type SyncContext } from './run-context';
 
-export type { AccountSyncDeps, AccountSyncSettings, ProfileLister } from './run-context';
-
 /** What to sync: every due connection (the schedule), or one user's connections on demand. */
 export type AccountSyncRequest =
   | {

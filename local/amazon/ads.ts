@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AmazonRegion } from '../../lambda/shared/amazon/regions';
 import { Connections, PerUserCounts } from './connections';
-import type { Misbehaviour } from './misbehaviour';
+import { sentAtOf, type Misbehaviour } from './misbehaviour';
 import { profilesToWireJson } from './profiles';
 
 /** The Ads API's profiles endpoint (`GET /{region}/v2/profiles`): a connection's profiles in the host's region. */
@@ -25,7 +25,7 @@ export function adsEndpoint(options: {
     const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
     const state = token ? registry.byAccessToken.get(token) : undefined;
     if (state) profileCalls.bump(state.userId, region);
-    if (await behaviour.misbehave(res, 'ads', region)) return;
+    if (await behaviour.misbehave(res, 'ads', region, sentAtOf(req.headers))) return;
     const unauthorized = () =>
       behaviour.answer(
         res,

@@ -2,7 +2,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AmazonRegion } from '../../lambda/shared/amazon/regions';
 import { Connections, PerUserCounts, UserState } from './connections';
-import type { Misbehaviour } from './misbehaviour';
+import { sentAtOf, type Misbehaviour } from './misbehaviour';
 
 /**
  * Login with Amazon's token endpoint (`POST /{region}/auth/o2/token`): the refresh_token grant
@@ -68,7 +68,7 @@ export function lwaEndpoint(options: LwaEndpointOptions): LwaEndpoint {
     const refreshToken = form.get('refresh_token');
     if (refreshToken) refreshCalls.set(refreshToken, (refreshCalls.get(refreshToken) ?? 0) + 1);
     if (form.get('grant_type') === 'authorization_code') authorizationCodeCalls += 1;
-    if (await behaviour.misbehave(res, 'lwa', region)) return;
+    if (await behaviour.misbehave(res, 'lwa', region, sentAtOf(req.headers))) return;
     const error = (status: number, code: string, description: string) =>
       behaviour.answer(res, 'lwa', status, JSON.stringify({ error: code, error_description: description }));
     if (req.method !== 'POST') return error(400, 'invalid_request', 'The request method must be POST');

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import type { ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { AmazonRegion } from '../../lambda/shared/amazon/regions';
-import { DEFAULT_KNOBS, FakeAmazonKnobs, FakeEndpoint } from './types';
+import { busiestSecond } from './busiest-second';
+import { DEFAULT_KNOBS, FakeAmazonKnobs, FakeEndpoint, SENT_AT_HEADER } from './types';
 
 /**
  * The fake Amazon's answers and its knobs: every answer is written (and counted per status)
@@ -17,8 +18,11 @@ export interface Misbehaviour {
     body: string,
     headers?: Record<string, string>,
   ): void;
-  /** Applies the knobs; returns true when the call was answered (or left hanging). */
-  misbehave(res: ServerResponse, endpoint: FakeEndpoint, region: AmazonRegion): Promise<boolean>;
+  /**
+   * Applies the knobs; returns true when the call was answered (or left hanging). The call
+   * counts at `sentAt` (its client's stamp, {@link SENT_AT_HEADER}) when given, else on arrival.
+   */
+  misbehave(res: ServerResponse, endpoint: FakeEndpoint, region: AmazonRegion, sentAt?: number): Promise<boolean>;
   /** A malformed 200 body, when the knobs say this one is. */
   malformed(endpoint: FakeEndpoint): string | undefined;
   setKnobs(knobs: Partial<FakeAmazonKnobs>, endpoint?: FakeEndpoint): void;
@@ -65,35 +69,44 @@ export function createMisbehaviour(initial: Partial<FakeAmazonKnobs> | undefined
   /** Calls let through by limitPerSecond (a refused call does not use up Amazon's allowance). */
   const admitted = new Map<string, number[]>();
   const refused = new Map<string, number[]>();
-  /** Records the arrival; true when it is over the endpoint's limit per second in that region. */
-  function overLimit(endpoint: FakeEndpoint, region: AmazonRegion): boolean {
+  /**
+   * Records the arrival at `now` (kept ascending: a client's stamps may reach the handler out of
+   * order); true when it is over the endpoint's limit per second in that region: when some
+   * second that holds `now` already holds `limit` admitted calls.
+   */
+  function overLimit(endpoint: FakeEndpoint, region: AmazonRegion, now: number): boolean {
     const key = `${endpoint}:${region}`;
-    const now = Date.now();
     // Appended in place: a copy per call made a long run (the scale simulation) quadratic.
     const seen = arrivals.get(key) ?? [];
     if (seen.length === 0) arrivals.set(key, seen);
-    seen.push(now);
+    insertAscending(seen, now);
     const limit = knobs[endpoint].limitPerSecond;
     if (!(limit > 0)) return false;
-    const recent = (admitted.get(key) ?? []).filter((t) => now - t < 1000);
-    if (recent.length >= limit) {
-      admitted.set(key, recent);
+    // Admitted calls within a second either side of this one (older ones no longer matter).
+    const near = (admitted.get(key) ?? []).filter((t) => t > now - 1000 - 1000);
+    admitted.set(key, near);
+    if (busiestWindowHolding(near, now) >= limit) {
       const over = refused.get(key) ?? [];
       if (over.length === 0) refused.set(key, over);
-      over.push(now);
+      insertAscending(over, now);
       return true;
     }
-    admitted.set(key, [...recent, now]);
+    insertAscending(near, now);
     return false;
   }
 
   /** Applies the knobs; returns true when the call was answered (or left hanging). */
-  async function misbehave(res: ServerResponse, endpoint: FakeEndpoint, region: AmazonRegion): Promise<boolean> {
+  async function misbehave(
+    res: ServerResponse,
+    endpoint: FakeEndpoint,
+    region: AmazonRegion,
+    sentAt?: number,
+  ): Promise<boolean> {
     const k = knobs[endpoint];
     callsSinceKnobs[endpoint] += 1;
     // Amazon's limit counts a call when it arrives; its 429 comes back after the same latency as
     // any other answer (so calls sent meanwhile are already on their way, as with the real one).
-    if (overLimit(endpoint, region)) {
+    if (overLimit(endpoint, region, sentAt ?? Date.now())) {
       if (k.latencyMs > 0) await new Promise((resolve) => setTimeout(resolve, k.latencyMs));
       const body = endpoint === 'lwa' ? '{"error":"TooManyRequests"}' : '{"code":"429","details":"Too Many Requests"}';
       answer(res, endpoint, 429, body, { 'retry-after': String(k.retryAfterSeconds) });
@@ -157,14 +170,43 @@ export function createMisbehaviour(initial: Partial<FakeAmazonKnobs> | undefined
     byStatus: (endpoint) => ({ ...statuses[endpoint] }),
     arrivals: (endpoint, region) => [...(arrivals.get(`${endpoint}:${region}`) ?? [])],
     limitedAt: (endpoint, region) => [...(refused.get(`${endpoint}:${region}`) ?? [])],
-    busiestSecond: (endpoint, region) => {
-      const times = arrivals.get(`${endpoint}:${region}`) ?? [];
-      let most = 0;
-      for (let i = 0, j = 0; i < times.length; i += 1) {
-        while (times[i] - times[j] >= 1000) j += 1;
-        most = Math.max(most, i - j + 1);
-      }
-      return most;
-    },
+    busiestSecond: (endpoint, region) => busiestSecond(arrivals.get(`${endpoint}:${region}`) ?? []),
   };
+}
+
+/** Inserts `t` into ascending `times` in place (from the end: nearly always its place). */
+function insertAscending(times: number[], t: number): void {
+  let i = times.length;
+  while (i > 0 && times[i - 1] > t) i -= 1;
+  times.splice(i, 0, t);
+}
+
+/**
+ * The most of ascending `times` within any one second [start, start + 1000 ms) that holds `at`
+ * (the busiest is one that starts at `at` or at one of the times in the second before it).
+ */
+function busiestWindowHolding(times: readonly number[], at: number): number {
+  const starts = times.filter((t) => t > at - 1000 && t < at);
+  starts.push(at);
+  let most = 0;
+  let first = 0;
+  let end = 0;
+  for (const start of starts) {
+    while (first < times.length && times[first] < start) first += 1;
+    end = Math.max(end, first);
+    while (end < times.length && times[end] < start + 1000) end += 1;
+    most = Math.max(most, end - first);
+  }
+  return most;
+}
+
+/**
+ * The time a call counts at: its client's {@link SENT_AT_HEADER} stamp, when it sent a valid
+ * one no later than now; else undefined (it counts on arrival).
+ */
+export function sentAtOf(headers: IncomingHttpHeaders): number | undefined {
+  const raw = headers[SENT_AT_HEADER];
+  if (typeof raw !== 'string' || !/^\d{13}$/.test(raw)) return undefined;
+  const at = Number(raw);
+  return at <= Date.now() ? at : undefined;
 }

@@ -81,7 +81,10 @@ export interface FakeAmazonCounters {
   authorizationCodeCalls(): number;
   /** Answers per endpoint and HTTP status (hangs count as status 0). */
   byStatus(endpoint: FakeEndpoint): Readonly<Record<number, number>>;
-  /** When each call to the endpoint in the region arrived (epoch ms, in order). */
+  /**
+   * When each call to the endpoint in the region arrived (epoch ms, ascending): the time its
+   * client stamped in {@link SENT_AT_HEADER} when it sent one.
+   */
   arrivals(endpoint: FakeEndpoint, region: AmazonRegion): readonly number[];
   /** When calls over `limitPerSecond` arrived (answered 429), epoch ms. */
   limitedAt(endpoint: FakeEndpoint, region: AmazonRegion): readonly number[];
@@ -158,3 +161,25 @@ export const DEFAULT_KNOBS: FakeAmazonKnobs = {
   failFirstN: 0,
   limitPerSecond: 0,
 };
+
+/**
+ * A header a test's or a bench's HTTP client may stamp with the epoch ms at which it sent the
+ * call (never sent by the product's clients). The fake Amazon then counts the call at that time,
+ * for its limit per second and its arrivals, rather than when the request reached it: the fake
+ * runs in the same process as the code under test, and on a busy machine requests sent on time
+ * reach its handler late and together, which Amazon's own count (across a network that does not
+ * stall with the caller) would not see.
+ */
+export const SENT_AT_HEADER = 'x-fake-amazon-sent-at';
+
+/**
+ * `fetch` that stamps each request with {@link SENT_AT_HEADER}: for an LwaClient or AdsClient
+ * (`fetch` option) in a run that counts its calls against the fake Amazon's limit per second.
+ */
+export function stampingSentAt(send: typeof fetch = fetch): typeof fetch {
+  return (input, init) =>
+    send(input, {
+      ...init,
+      headers: { ...(init?.headers as Record<string, string> | undefined), [SENT_AT_HEADER]: String(Date.now()) },
+    });
+}

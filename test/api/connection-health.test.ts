@@ -1,4 +1,4 @@
-import { ApiWorld, Handler, request, startApiWorld } from './fixture';
+import { ApiWorld, Handler, request, useApiWorld } from './fixture';
 import { checked } from './openapi';
 import { seedApiUsers } from './seed';
 
@@ -9,12 +9,9 @@ import { seedApiUsers } from './seed';
 let world: ApiWorld;
 let api: Handler;
 
-beforeAll(async () => {
-  world = await startApiWorld();
+useApiWorld((started) => {
+  ({ world } = started);
   api = checked(world.api());
-});
-afterAll(async () => {
-  await world?.close();
 });
 beforeEach(async () => {
   await world.syncs.idle();

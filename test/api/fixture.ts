@@ -7,7 +7,9 @@ import type { ApiRequestEvent, ApiResult } from '../../lambda/shared/http';
 import { inProcessSyncStarter, InProcessSyncStarter } from '../../lambda/accounts-api/in-process-sync';
 import { createTokenVerifier } from '../../lambda/accounts-api/jwt';
 import { AccountsStore } from '../../lambda/accounts-api/store';
-import { Database, DataApiDatabase } from '../../lambda/shared/db';
+import { LwaClient } from '../../lambda/shared/amazon';
+import type { RateLimiterRegistry } from '../../lambda/shared/amazon/rate-limiter';
+import { Database, DataApiDatabase, PgDatabase } from '../../lambda/shared/db';
 import { DataApiEmulator, startDataApiEmulator } from '../../local/data-api/emulator';
 import { ephemeralIssuer, LocalIssuer } from '../../local/identity/issuer';
 import { serveJwks } from '../../local/identity/jwks-server';
@@ -38,6 +40,12 @@ export interface ApiWorld extends JobWorld {
     manualSyncWindowSeconds?: number;
     syncs?: SyncStarter;
     settings?: AccountsApiSettings;
+    /**
+     * The limiters of the API's LWA client, as the deployed API draws from the shared budget
+     * (`budgetLimiters`, or a registry on a budget store); by default the jobs' test client's,
+     * which never wait.
+     */
+    lwaLimiters?: RateLimiterRegistry;
   }): Handler;
   token(sub: string, options?: { email?: string; expiresInSeconds?: number; extra?: Record<string, unknown> }): string;
 }
@@ -93,7 +101,14 @@ export async function startApiWorld(): Promise<ApiWorld> {
     logger,
     apiDataApi,
     api(options = {}) {
-      const lwa = world.lwa();
+      const lwa = options.lwaLimiters
+        ? new LwaClient({
+            clientId: world.amazon.clientId,
+            clientSecret: world.amazon.clientSecret,
+            tokenUrl: world.amazon.lwaTokenUrl,
+            limiters: options.lwaLimiters,
+          })
+        : world.lwa();
       // A verifier per API instance: its own JWKS cache, as one Lambda container has.
       const verifier = createTokenVerifier({ issuer: issuer.issuer, audience: issuer.audience, jwksUrl: jwks.url });
       return createAccountsApi({
@@ -123,6 +138,32 @@ export async function startApiWorld(): Promise<ApiWorld> {
       await world.close();
     },
   };
+}
+
+/** What {@link useApiWorld} hands a test file once its world is up. */
+export interface StartedApiWorld {
+  readonly world: ApiWorld;
+  /** node-postgres on the world's database as its owner (a superuser), for setup and checks. */
+  readonly superuser: PgDatabase;
+}
+
+/**
+ * A test file's API world: started (with a superuser adapter on its database) before the file's
+ * tests, `use` called with both, and both closed after the last test. The file's own
+ * `beforeEach` decides what is reset between tests.
+ */
+export function useApiWorld(use: (started: StartedApiWorld) => void | Promise<void>): void {
+  let world: ApiWorld | undefined;
+  let superuser: PgDatabase | undefined;
+  beforeAll(async () => {
+    world = await startApiWorld();
+    superuser = new PgDatabase({ connection: world.url });
+    await use({ world, superuser });
+  });
+  afterAll(async () => {
+    await superuser?.close();
+    await world?.close();
+  });
 }
 
 /** An API Gateway HTTP API (payload 2.0) event. */

@@ -1,4 +1,5 @@
-import { AccountSyncDeps, runAccountSync } from '../../lambda/account-sync/core';
+import { runAccountSync } from '../../lambda/account-sync/core';
+import type { AccountSyncDeps } from '../../lambda/account-sync/run-context';
 import type { AmazonRegion } from '../../lambda/shared/amazon/regions';
 import { Database } from '../../lambda/shared/db';
 import { METRIC_NAMES } from '../../lambda/shared/jobs/metrics';

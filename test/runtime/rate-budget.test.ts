@@ -13,6 +13,7 @@ import {
 import { RateLimiterRegistry } from '../../lambda/shared/amazon/rate-limiter';
 import { JobWorld, useBothDatabasePaths, useJobWorld } from '../support/jobs';
 import { RecordingStore } from './rate-budget/drawers';
+import { busiestSecond } from '../../local/amazon/busiest-second';
 
 // The shared request budget (migration 0015) on the real database, through both database
 // paths: several budgets stand for several invocations, each with its own connection.
@@ -25,17 +26,6 @@ beforeEach(async () => {
 });
 
 const LWA_NA: BudgetKey = { endpoint: 'lwa', region: 'NA' };
-
-/** Most requests in any one-second window (sliding, half-open) of these send times. */
-function busiestSecond(times: readonly number[]): number {
-  const sorted = [...times].sort((a, b) => a - b);
-  let most = 0;
-  for (let i = 0, j = 0; i < sorted.length; i += 1) {
-    while (sorted[i] - sorted[j] >= 1000) j += 1;
-    most = Math.max(most, i - j + 1);
-  }
-  return most;
-}
 
 /**
  * Takes `count` slots with `inFlight` callers at a time, saying first how many (as a run does

@@ -7,7 +7,7 @@ import { Database, DataApiDatabase, PgDatabase } from '../../lambda/shared/db';
 import { MetricTotals } from '../../lambda/shared/jobs/runtime';
 import { LocalWorld, startLocalWorld } from '../../local/world';
 import type { AppLogger } from '../../lambda/shared/logger';
-import type { AccountSyncDeps } from '../../lambda/account-sync/core';
+import type { AccountSyncDeps } from '../../lambda/account-sync/run-context';
 import type { TokenRefreshDeps } from '../../lambda/token-refresh/core';
 
 export { seedUsers } from '../../local/world';

@@ -1,25 +1,13 @@
 import { randomUUID } from 'node:crypto';
-import { createAccountsApi } from '../../../lambda/accounts-api/core';
-import { createTokenVerifier } from '../../../lambda/accounts-api/jwt';
-import { AccountsStore } from '../../../lambda/accounts-api/store';
 import { LwaClient } from '../../../lambda/shared/amazon';
 import { API_BUDGET_SHARE, ApiShareBudgetStore } from '../../../lambda/shared/amazon/api-share';
-import { DatabaseRateBudgetStore, ReserveRequest } from '../../../lambda/shared/amazon/rate-budget';
+import { DatabaseRateBudgetStore, RateBudgetStore, ReserveRequest } from '../../../lambda/shared/amazon/rate-budget';
 import { RateLimiterRegistry } from '../../../lambda/shared/amazon/rate-limiter';
 import { Database, PgDatabase } from '../../../lambda/shared/db';
 import { createTokenRoute } from '../../../lambda/token-route/core';
 import { fakeProfile } from '../../../local/amazon/profiles';
 import { seedUsers } from '../../support/jobs';
-import {
-  ApiWorld,
-  CONNECT_REDIRECT,
-  consent,
-  Handler,
-  request,
-  startApiWorld,
-  startConnectSession,
-  tokenRouteRequest,
-} from '../fixture';
+import { ApiWorld, consent, Handler, request, useApiWorld, startConnectSession, tokenRouteRequest } from '../fixture';
 import { checked } from '../openapi';
 
 // Issue 23, finding 3, on both database paths: one user's connects cannot drain everyone's
@@ -30,13 +18,8 @@ import { checked } from '../openapi';
 
 let world: ApiWorld;
 let superuser: PgDatabase;
-beforeAll(async () => {
-  world = await startApiWorld();
-  superuser = new PgDatabase({ connection: world.url });
-});
-afterAll(async () => {
-  await superuser?.close();
-  await world?.close();
+useApiWorld((started) => {
+  ({ world, superuser } = started);
 });
 beforeEach(async () => {
   await world.reset();
@@ -73,27 +56,16 @@ function tokenRouteOn(db: Database) {
 /** The API as in AWS: its LWA client on the shared budget in the database, within the API's share. */
 function apiOn(db: Database, assume: boolean, amazonMaxWaitMs?: number): Handler {
   return checked(
-    createAccountsApi({
-      store: new AccountsStore({ db, assumeAuthenticatedRole: assume }),
-      verifier: createTokenVerifier({
-        issuer: world.issuer.issuer,
-        audience: world.issuer.audience,
-        jwksUrl: world.jwksUrl,
-      }),
-      lwa: new LwaClient({
-        clientId: world.amazon.clientId,
-        clientSecret: world.amazon.clientSecret,
-        tokenUrl: world.amazon.lwaTokenUrl,
-        limiters: new RateLimiterRegistry(
-          { lwa: { ratePerSecond: 10, burst: 10, maxConcurrency: 10 } },
-          {},
-          new ApiShareBudgetStore(new DatabaseRateBudgetStore(db)),
-        ),
-      }),
-      cipher: () => Promise.resolve(world.cipher),
+    world.api({
+      db,
+      assumeAuthenticatedRole: assume,
+      lwaLimiters: new RateLimiterRegistry(
+        { lwa: { ratePerSecond: 10, burst: 10, maxConcurrency: 10 } },
+        {},
+        new ApiShareBudgetStore(new DatabaseRateBudgetStore(db)),
+      ),
       syncs: { start: () => Promise.resolve() },
-      logger: world.logger,
-      settings: { connectRedirectUris: [CONNECT_REDIRECT], consentUrl: world.amazon.consentUrl, amazonMaxWaitMs },
+      settings: { amazonMaxWaitMs },
     }),
   );
 }
@@ -205,17 +177,35 @@ describe.each(paths)('%s', (_name, make) => {
       leadMs: 0,
       horizonMs: 10_000,
     };
-    const waits: number[] = [];
-    const share = new ApiShareBudgetStore(new DatabaseRateBudgetStore(db), API_BUDGET_SHARE, (ms) => {
-      waits.push(ms);
-      return new Promise((resolve) => setTimeout(resolve, ms));
-    });
+    // The slots the API's quota row (pool `api`) gave, and when each then asked the jobs'
+    // schedule (no pool), in the database's time.
+    const quotaSlots: number[] = [];
+    const sharedAsks: number[] = [];
+    const inner = new DatabaseRateBudgetStore(db);
+    const recording: RateBudgetStore = {
+      async reserve(key, ask) {
+        const reservation = await inner.reserve(key, ask);
+        if (key.pool === 'api' && reservation.granted > 0) quotaSlots.push(reservation.firstSlotAtMs);
+        if (key.pool === undefined) sharedAsks.push(reservation.databaseNowMs);
+        return reservation;
+      },
+      throttled: (key, report) => inner.throttled(key, report),
+    };
+    const share = new ApiShareBudgetStore(recording, API_BUDGET_SHARE);
     // The Ads endpoint: it has no interactive lane (migration 0026), so every request takes the
     // quota and the shared schedule, as an LWA request does once the lane is taken.
     const key = { endpoint: 'ads', region: 'EU' } as const;
     for (let i = 0; i < 6; i += 1) expect((await share.reserve(key, request)).granted).toBe(1);
-    // The API's quota is paced at share × ceiling: after the first, API requests waited for it.
-    expect(waits.length).toBeGreaterThanOrEqual(4);
+    // The API's quota is paced at share × ceiling: its slots are at least an interval apart
+    // (further when the calls themselves took longer: the pace is a floor, not a clock).
+    expect(quotaSlots).toHaveLength(6);
+    const quotaInterval = 1000 / (ceiling * API_BUDGET_SHARE);
+    for (let i = 1; i < quotaSlots.length; i += 1) {
+      expect(quotaSlots[i] - quotaSlots[i - 1]).toBeGreaterThanOrEqual(quotaInterval - 1);
+    }
+    // Each request waited for its quota slot before it asked for a slot of the jobs' schedule.
+    expect(sharedAsks).toHaveLength(6);
+    sharedAsks.forEach((askedAt, i) => expect(askedAt).toBeGreaterThanOrEqual(quotaSlots[i] - 5));
     // The API never reserved shared slots ahead: a job asking now gets a slot within one interval.
     const jobs = new DatabaseRateBudgetStore(superuser);
     const sharedInterval = (1000 + request.toleranceMs) / ceiling;
@@ -228,9 +218,10 @@ describe.each(paths)('%s', (_name, make) => {
       { endpoint: 'ads-profiles:api', ceiling_per_second: ceiling * API_BUDGET_SHARE },
     ]);
 
-    // Without the share, twenty API requests at once queue the whole budget ahead of the job.
+    // Without the share, API requests at once queue the whole budget (two seconds of it) ahead of the job.
     await world.admin.query(`DELETE FROM amazon_rate_budget`);
-    expect((await new DatabaseRateBudgetStore(db).reserve(key, { ...request, wanted: 20 })).granted).toBe(20);
+    const all = ceiling * 2;
+    expect((await new DatabaseRateBudgetStore(db).reserve(key, { ...request, wanted: all })).granted).toBe(all);
     expect((await jobs.reserve(key, { ...request, maxWaitMs: 2 * sharedInterval })).granted).toBe(0);
   });
 });

@@ -9,7 +9,7 @@ import {
   consent,
   Handler,
   request,
-  startApiWorld,
+  useApiWorld,
   startConnectSession,
 } from '../fixture';
 import { checked } from '../openapi';
@@ -25,13 +25,8 @@ import { seedApiUsers } from '../seed';
 let world: ApiWorld;
 let superuser: PgDatabase;
 
-beforeAll(async () => {
-  world = await startApiWorld();
-  superuser = new PgDatabase({ connection: world.url });
-});
-afterAll(async () => {
-  await superuser?.close();
-  await world?.close();
+useApiWorld((started) => {
+  ({ world, superuser } = started);
 });
 beforeEach(async () => {
   await world.syncs.idle();

@@ -12,7 +12,7 @@ import {
   Handler,
   request,
   runtimeFor,
-  startApiWorld,
+  useApiWorld,
   startConnectSession,
 } from '../fixture';
 import { checked } from '../openapi';
@@ -24,12 +24,9 @@ import { seedApiUsers } from '../seed';
 let world: ApiWorld;
 let api: Handler;
 
-beforeAll(async () => {
-  world = await startApiWorld();
+useApiWorld((started) => {
+  ({ world } = started);
   api = checked(world.api());
-});
-afterAll(async () => {
-  await world?.close();
 });
 beforeEach(async () => {
   await world.syncs.idle();

@@ -3,7 +3,7 @@ import { CURSOR_KEY_PURPOSE } from '../../../lambda/accounts-api/core';
 import { encodeCursor } from '../../../lambda/accounts-api/cursor';
 import { AccountsStore, StoreRefusal } from '../../../lambda/accounts-api/store';
 import { Database, PgDatabase } from '../../../lambda/shared/db';
-import { ApiWorld, Handler, request, startApiWorld } from '../fixture';
+import { ApiWorld, Handler, request, useApiWorld } from '../fixture';
 import { checked } from '../openapi';
 import { SeededUser, seedApiUsers } from '../seed';
 
@@ -18,14 +18,9 @@ let world: ApiWorld;
 let superuser: PgDatabase;
 let user: SeededUser;
 
-beforeAll(async () => {
-  world = await startApiWorld();
-  superuser = new PgDatabase({ connection: world.url });
+useApiWorld(async (started) => {
+  ({ world, superuser } = started);
   [user] = await seedApiUsers(world, [{ regions: ['NA', 'EU'], accountsPerRegion: 6, historyPerAccount: 2 }]);
-});
-afterAll(async () => {
-  await superuser?.close();
-  await world?.close();
 });
 
 const paths: Array<[string, () => { api: Handler; db: Database; assume: boolean }]> = [

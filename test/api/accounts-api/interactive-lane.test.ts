@@ -1,13 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { createAccountsApi } from '../../../lambda/accounts-api/core';
-import { createTokenVerifier } from '../../../lambda/accounts-api/jwt';
-import { AccountsStore } from '../../../lambda/accounts-api/store';
-import { LwaClient } from '../../../lambda/shared/amazon';
 import { budgetLimiters, jobsCeiling } from '../../../lambda/shared/amazon/api-share';
 import { DatabaseRateBudgetStore } from '../../../lambda/shared/amazon/rate-budget';
 import { Database, PgDatabase } from '../../../lambda/shared/db';
 import { fakeProfile } from '../../../local/amazon/profiles';
-import { ApiWorld, CONNECT_REDIRECT, consent, request, startApiWorld, startConnectSession } from '../fixture';
+import { ApiWorld, consent, request, useApiWorld, startConnectSession } from '../fixture';
 
 // The accounts API's code exchange (POST /v1/connections) while a job's batch holds the shared
 // LWA schedule seconds ahead: it draws from the interactive lane the jobs leave free (migration
@@ -15,13 +11,8 @@ import { ApiWorld, CONNECT_REDIRECT, consent, request, startApiWorld, startConne
 
 let world: ApiWorld;
 let superuser: PgDatabase;
-beforeAll(async () => {
-  world = await startApiWorld();
-  superuser = new PgDatabase({ connection: world.url });
-});
-afterAll(async () => {
-  await superuser?.close();
-  await world?.close();
+useApiWorld((started) => {
+  ({ world, superuser } = started);
 });
 beforeEach(async () => {
   await world.reset();
@@ -38,23 +29,11 @@ const paths: Array<[string, () => { db: Database; assume: boolean }]> = [
 
 /** The API as lambda/accounts-api/handler.ts builds it: its LWA client on the API's share of the budget. */
 function apiOn(db: Database, assume: boolean) {
-  return createAccountsApi({
-    store: new AccountsStore({ db, assumeAuthenticatedRole: assume }),
-    verifier: createTokenVerifier({
-      issuer: world.issuer.issuer,
-      audience: world.issuer.audience,
-      jwksUrl: world.jwksUrl,
-    }),
-    lwa: new LwaClient({
-      clientId: world.amazon.clientId,
-      clientSecret: world.amazon.clientSecret,
-      tokenUrl: world.amazon.lwaTokenUrl,
-      limiters: budgetLimiters(db, LIMITS, { interactive: true }),
-    }),
-    cipher: () => Promise.resolve(world.cipher),
+  return world.api({
+    db,
+    assumeAuthenticatedRole: assume,
+    lwaLimiters: budgetLimiters(db, LIMITS, { interactive: true }),
     syncs: { start: () => Promise.resolve() },
-    logger: world.logger,
-    settings: { connectRedirectUris: [CONNECT_REDIRECT], consentUrl: world.amazon.consentUrl },
   });
 }
 

@@ -1,14 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { Client } from 'pg';
-import { createAccountsApi } from '../../../lambda/accounts-api/core';
-import { createTokenVerifier } from '../../../lambda/accounts-api/jwt';
-import { AccountsStore } from '../../../lambda/accounts-api/store';
 import { RATE_BUDGET_ROLE } from '../../../lambda/migrate/worker-login';
-import { LwaClient } from '../../../lambda/shared/amazon';
 import { DatabaseRateBudgetStore } from '../../../lambda/shared/amazon/rate-budget';
 import { RateLimiterRegistry } from '../../../lambda/shared/amazon/rate-limiter';
 import { pollUntil } from '../../support/poll';
-import { ApiWorld, CONNECT_REDIRECT, consent, request, startApiWorld, startConnectSession } from '../fixture';
+import { ApiWorld, consent, request, useApiWorld, startConnectSession } from '../fixture';
 
 // Migration 0018: the accounts API's own Login with Amazon call (the authorization-code
 // exchange of POST /v1/connections) draws from the shared rate budget, as the API's login
@@ -17,11 +13,8 @@ import { ApiWorld, CONNECT_REDIRECT, consent, request, startApiWorld, startConne
 const LWA_PER_SECOND = 7;
 
 let world: ApiWorld;
-beforeAll(async () => {
-  world = await startApiWorld();
-});
-afterAll(async () => {
-  await world?.close();
+useApiWorld((started) => {
+  ({ world } = started);
 });
 beforeEach(async () => {
   await world.reset();
@@ -30,27 +23,14 @@ beforeEach(async () => {
 /** The API as in AWS: the Data API as accounts_api, its LWA client on the shared budget. */
 function api() {
   const db = world.apiDataApi();
-  return createAccountsApi({
-    store: new AccountsStore({ db }),
-    verifier: createTokenVerifier({
-      issuer: world.issuer.issuer,
-      audience: world.issuer.audience,
-      jwksUrl: world.jwksUrl,
-    }),
-    lwa: new LwaClient({
-      clientId: world.amazon.clientId,
-      clientSecret: world.amazon.clientSecret,
-      tokenUrl: world.amazon.lwaTokenUrl,
-      limiters: new RateLimiterRegistry(
-        { lwa: { ratePerSecond: LWA_PER_SECOND, burst: LWA_PER_SECOND, maxConcurrency: LWA_PER_SECOND } },
-        {},
-        new DatabaseRateBudgetStore(db),
-      ),
-    }),
-    cipher: () => Promise.resolve(world.cipher),
+  return world.api({
+    db,
+    lwaLimiters: new RateLimiterRegistry(
+      { lwa: { ratePerSecond: LWA_PER_SECOND, burst: LWA_PER_SECOND, maxConcurrency: LWA_PER_SECOND } },
+      {},
+      new DatabaseRateBudgetStore(db),
+    ),
     syncs: { start: () => Promise.resolve() },
-    logger: world.logger,
-    settings: { connectRedirectUris: [CONNECT_REDIRECT], consentUrl: world.amazon.consentUrl },
   });
 }
 

@@ -2,7 +2,7 @@ import { createPublicKey, generateKeyPairSync, randomUUID } from 'node:crypto';
 import { createTokenVerifier, Unauthenticated } from '../../../lambda/accounts-api/jwt';
 import { ephemeralIssuer } from '../../../local/identity/issuer';
 import { signJwt } from '../../../local/identity/sign';
-import { ApiWorld, Handler, request, startApiWorld } from '../fixture';
+import { ApiWorld, Handler, request, useApiWorld } from '../fixture';
 import { checked } from '../openapi';
 import { SeededUser, seedApiUsers } from '../seed';
 
@@ -15,8 +15,8 @@ let a: SeededUser;
 let b: SeededUser;
 let tokenA: string;
 
-beforeAll(async () => {
-  world = await startApiWorld();
+useApiWorld(async (started) => {
+  ({ world } = started);
   [a, b] = await seedApiUsers(world, [
     { regions: ['NA', 'EU', 'FE'], accountsPerRegion: 11, historyPerAccount: 2 },
     { regions: ['NA'], accountsPerRegion: 5 },
@@ -24,9 +24,6 @@ beforeAll(async () => {
   // Manual syncs are only recorded here (the connection tests run them).
   api = checked(world.api({ syncs: { start: () => Promise.resolve() } }));
   tokenA = world.token(a.userId, { email: a.email });
-});
-afterAll(async () => {
-  await world?.close();
 });
 
 type Page = { items: Array<Record<string, unknown>>; nextCursor: string | null };

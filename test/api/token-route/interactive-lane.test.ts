@@ -15,6 +15,7 @@ import { createTokenRoute } from '../../../lambda/token-route/core';
 import { JobWorld, RecordingLogger, runtime, seedUsers, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
 import { pollUntil } from '../../support/poll';
 import { tokenRouteRequest } from '../fixture';
+import { busiestSecond } from '../../../local/amazon/busiest-second';
 
 // The token route's refresh while the jobs run flat out (issue 25: a rate budget that is fair).
 // The jobs reserve batches of the shared schedule up to 6 s ahead; the route draws from the
@@ -71,17 +72,6 @@ async function budgetRow(endpoint: string) {
     { endpoint, region: REGION },
   );
   return rows[0] ? { aheadMs: Number(rows[0].ahead_ms), ceiling: Number(rows[0].ceiling_per_second) } : undefined;
-}
-
-/** Most requests in any one-second window (sliding, half-open) of these arrival times. */
-function busiestSecond(times: readonly number[]): number {
-  const sorted = [...times].sort((a, b) => a - b);
-  let most = 0;
-  for (let i = 0, j = 0; i < sorted.length; i += 1) {
-    while (sorted[i] - sorted[j] >= 1000) j += 1;
-    most = Math.max(most, i - j + 1);
-  }
-  return most;
 }
 
 const json = (r: ApiResult) => JSON.parse(r.body) as Record<string, unknown>;

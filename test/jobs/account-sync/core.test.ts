@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { AccountSyncDeps, ProfileLister, runAccountSync } from '../../../lambda/account-sync/core';
+import { runAccountSync } from '../../../lambda/account-sync/core';
+import type { AccountSyncDeps, ProfileLister } from '../../../lambda/account-sync/run-context';
 import { previewAccountSync } from '../../../lambda/account-sync/preview';
 import {
   ABANDONED_ATTEMPT_REASON,

@@ -209,4 +209,54 @@ describe.each(PATHS)('%s path', (_path, database) => {
     expect(details[1].detail).toMatchObject({ added: { count: 450 }, truncated: true });
     expect((details[1].detail.added as { accountIds: string[] }).accountIds).toHaveLength(200);
   });
+
+  test('one UPDATE across two connections: per connection, exactly the accounts that went inactive or came back from it', async () => {
+    const db = database();
+    const [a, b] = await seedUsers(world, {
+      count: 2,
+      regions: () => ['NA'],
+      expiresInSeconds: 7200,
+      profilesPerUser: 4,
+      accountsDueInSeconds: 3600,
+    });
+    const ids = async (u: SeedUser) =>
+      (
+        await world.admin.query<{ id: string }>(`SELECT id FROM user_accounts WHERE user_id = :u::uuid ORDER BY id`, {
+          u: u.userId,
+        })
+      ).rows.map((r) => r.id);
+    const [a1, a2, a3, a4] = await ids(a);
+    const [b1, b2, b3] = await ids(b);
+    // Before: a1, a2 and b1 inactive; the rest pending.
+    await world.admin.query(
+      `UPDATE user_accounts SET status = 'inactive' WHERE id IN (:a1::uuid, :a2::uuid, :b1::uuid)`,
+      {
+        a1,
+        a2,
+        b1,
+      },
+    );
+    const before = (await outboxEvents(world.admin)).length;
+    // One statement: a1 back (active), a2 stays inactive, a3 goes (inactive), a4 pending to
+    // active (not back: it was never gone); b1 to pending (neither), b2 and b3 go.
+    await db.query(
+      `UPDATE user_accounts SET status = CASE
+          WHEN id IN (:a1::uuid, :a4::uuid) THEN 'active'
+          WHEN id IN (:a2::uuid, :a3::uuid, :b2::uuid, :b3::uuid) THEN 'inactive'
+          ELSE 'pending' END
+        WHERE user_id IN (:a::uuid, :b::uuid)`,
+      { a1, a2, a3, a4, b2, b3, a: a.userId, b: b.userId },
+    );
+    const changed = (await outboxEvents(world.admin)).slice(before);
+    expect(changed.map((e) => [e.detailType, e.userId])).toEqual(
+      expect.arrayContaining([
+        [DETAIL_TYPES.accountsChanged, a.userId],
+        [DETAIL_TYPES.accountsChanged, b.userId],
+      ]),
+    );
+    expect(changed).toHaveLength(2);
+    const byUser = new Map(changed.map((e) => [e.userId, e.data]));
+    expect(byUser.get(a.userId)).toEqual({ added: [], gone: [a3], back: [a1] });
+    expect(byUser.get(b.userId)).toEqual({ added: [], gone: [b2, b3].sort(), back: [] });
+  });
 });

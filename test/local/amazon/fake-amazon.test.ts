@@ -2,6 +2,7 @@ import { get } from 'node:http';
 import { LwaClient } from '../../../lambda/shared/amazon';
 import { startFakeAmazon } from '../../../local/amazon/fake-amazon';
 import { fakeProfile } from '../../../local/amazon/profiles';
+import { SENT_AT_HEADER } from '../../../local/amazon/types';
 import { fake, limiters, newUser, useFakeAmazon } from '../../runtime/amazon/fixture';
 
 /** The fake Amazon (local/amazon/fake-amazon.ts) itself: what the clients' tests rely on it for. */
@@ -76,6 +77,48 @@ describe('fake Amazon', () => {
     expect((await post()).status).toBe(429);
     fake.setKnobs({ limitPerSecond: 2 }, 'lwa');
     expect((await Promise.all([post(), post()])).map((a) => a.status)).toEqual([400, 400]);
+  });
+
+  test("a client's sent-at stamp is when a call counts: for the limit and the arrivals, out of order or not; a bad stamp counts on arrival", async () => {
+    const post = async (sentAt?: string) => {
+      const r = await fetch(fake.lwaTokenUrl.replace('{region}', 'EU'), {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/x-www-form-urlencoded',
+          ...(sentAt === undefined ? {} : { [SENT_AT_HEADER]: sentAt }),
+        },
+        body: `grant_type=refresh_token&refresh_token=unknown&client_id=${fake.clientId}&client_secret=${fake.clientSecret}`,
+      });
+      await r.text();
+      return r.status;
+    };
+    fake.setKnobs({ limitPerSecond: 2, latencyMs: 0 }, 'lwa');
+    const now = Date.now();
+    const before = fake.counters.arrivals('lwa', 'EU').length;
+    // Two calls stamped 3 s and 1.5 s ago reach the fake now, the later first: each is alone in its second.
+    expect(await post(String(now - 1500))).toBe(400);
+    expect(await post(String(now - 3000))).toBe(400);
+    expect(await post(String(now - 2900))).toBe(400);
+    // A third in the second of the first two is over the limit, though it arrives well after them.
+    expect(await post(String(now - 2950))).toBe(429);
+    expect(fake.counters.limitedAt('lwa', 'EU')).toEqual([now - 2950]);
+    // Arrivals are the stamps, ascending.
+    expect(fake.counters.arrivals('lwa', 'EU').slice(before)).toEqual([now - 3000, now - 2950, now - 2900, now - 1500]);
+    // A second that starts at the new call's stamp counts the later calls too: 2 in [now - 1600, now - 600).
+    expect(await post(String(now - 1600))).toBe(400);
+    expect(await post(String(now - 1550))).toBe(429);
+    // Stamps that are not 13 digits, or are in the future, count on arrival.
+    const arrivedFrom = Date.now();
+    for (const bad of ['soon', '-1', String(now + 60_000)]) {
+      fake.setKnobs({ limitPerSecond: 1000 }, 'lwa');
+      expect(await post(bad)).toBe(400);
+    }
+    expect(
+      fake.counters
+        .arrivals('lwa', 'EU')
+        .slice(-3)
+        .every((t) => t >= arrivedFrom),
+    ).toBe(true);
   });
 
   test('the token endpoint answers the documented error shapes', async () => {

@@ -1,9 +1,10 @@
 import { JobWorld, useBothDatabasePaths, useJobWorld } from '../../support/jobs';
-import { busiestSecond, draw, drawer } from './drawers';
+import { busiestSecond } from '../../../local/amazon/busiest-second';
+import { draw, drawer } from './drawers';
 
 // 1, 4 and 16 invocations drawing from one shared budget at once, on the real database through
 // both paths, against the fake Amazon: together they never send more than the budget in any
-// second (counted from the fake's own arrival times), and what the budget costs in database
+// second (counted by the fake at the time each call left its drawer), and what the budget costs in database
 // calls per request stays small and does not grow with the number of invocations (batches
 // sized to what each sends, refused invocations queued at times of their own, unused slots
 // given back at the end).
@@ -34,9 +35,9 @@ describe.each(useBothDatabasePaths(() => world))('drawers sharing one budget (%s
       // in any second (and with room for each slot to be used up to the tolerance late).
       const slots = drawers.flatMap((d) => d.store.slots);
       expect(busiestSecond(slots)).toBeLessThanOrEqual(Math.floor((RATE * 1000) / 1300) + 1);
-      // As the requests left and as the fake Amazon saw them: the same, but for what this busy
-      // process adds (timers firing late, the fake sharing its event loop with every drawer);
-      // the slots leave room for 300 ms of that, and a second rarely holds a few more.
+      // As the requests left (and as the fake Amazon counted them, at their sent-at stamps): the
+      // same, but for timers firing late in this busy process; the slots leave room for 300 ms
+      // of that, and a second rarely holds a few more.
       const sent = busiestSecond(drawers.flatMap((d) => d.sentAt));
       const atAmazon = busiestSecond(arrived);
       process.stdout.write(

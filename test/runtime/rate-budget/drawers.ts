@@ -13,6 +13,7 @@ import { RateLimiterRegistry } from '../../../lambda/shared/amazon/rate-limiter'
 import type { AmazonRegion } from '../../../lambda/shared/amazon/regions';
 import type { Database } from '../../../lambda/shared/db';
 import type { JobWorld } from '../../support/jobs';
+import { stampingSentAt } from '../../../local/amazon/types';
 
 // Drawers: stand-ins for job invocations, each with its own database connection, its own
 // limiter registry drawing from the shared budget (as a Lambda container has them) and an LWA
@@ -79,10 +80,12 @@ export function drawer(world: JobWorld, db: Database, ratePerSecond: number, tol
   );
   const sentAt: number[] = [];
   const lwa = new LwaClient({
-    fetch: (input, init) => {
+    // Each send recorded, and stamped so that the fake Amazon counts it when it left, not when its
+    // handler (sharing this busy process's event loop) got to it.
+    fetch: stampingSentAt((input, init) => {
       sentAt.push(Date.now());
       return fetch(input, init);
-    },
+    }),
     clientId: world.amazon.clientId,
     clientSecret: world.amazon.clientSecret,
     tokenUrl: world.amazon.lwaTokenUrl,
@@ -129,15 +132,4 @@ export async function draw(
   );
   await d.registry.releaseUnused();
   return { sent, refused, limited };
-}
-
-/** Most requests in any one-second window (sliding, half-open) of these arrival times. */
-export function busiestSecond(times: readonly number[]): number {
-  const sorted = [...times].sort((a, b) => a - b);
-  let most = 0;
-  for (let i = 0, j = 0; i < sorted.length; i += 1) {
-    while (sorted[i] - sorted[j] >= 1000) j += 1;
-    most = Math.max(most, i - j + 1);
-  }
-  return most;
 }
