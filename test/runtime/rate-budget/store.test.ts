@@ -120,25 +120,27 @@ describe.each(useBothDatabasePaths(() => world))('the budget store’s statement
       pauseSeconds: 1,
       record: false,
     });
-    // (The rate grows back by 1 % of the ceiling per second meanwhile: about 5, not halved.)
+    // (The rate grows back by 1 % of the ceiling per second meanwhile: 5 or a little more, not halved.)
     expect(sameWave.rateCut).toBe(false);
-    expect(sameWave.ratePerSecond).toBeCloseTo(5, 0);
+    expect(sameWave.ratePerSecond).toBeGreaterThanOrEqual(5);
     expect(await tracked()).toEqual([1]);
 
     // Sent after the cut with no grant time given: the send time is the grant time, and it cuts.
     const later = await store.throttled(NA, { ceiling: 10, sentAtMs: (await lastCut()) + 1, pauseSeconds: 1 });
     expect(later.rateCut).toBe(true);
-    expect(later.ratePerSecond).toBeCloseTo(sameWave.ratePerSecond / 2, 1);
+    expect(later.ratePerSecond).toBeLessThan(sameWave.ratePerSecond * 0.75);
     expect(await tracked()).toEqual([2]);
   });
 
   test('a lead keeps the first slot that far from now (the answer’s way back)', async () => {
     const store = new DatabaseRateBudgetStore(database());
+    const before = (await world.admin.query<{ at: Date }>(`SELECT clock_timestamp() AS at`)).rows[0].at.getTime();
     const ahead = await store.reserve(NA, { ...ASK, leadMs: 500 });
     expect(ahead.granted).toBe(4);
-    // The slot is 500 ms after the function's clock; the answer's clock is read a moment later.
-    expect(ahead.firstSlotAtMs - ahead.databaseNowMs).toBeGreaterThan(250);
-    expect(ahead.firstSlotAtMs - ahead.databaseNowMs).toBeLessThanOrEqual(500);
+    // The slot is 500 ms after the function's clock, which is between the clock read before the
+    // call and the answer's (however slow the machine).
+    expect(ahead.firstSlotAtMs).toBeGreaterThanOrEqual(before + 500);
+    expect(ahead.firstSlotAtMs).toBeLessThanOrEqual(ahead.databaseNowMs + 500);
   });
 
   test('several budgets in one call: each answered from its own budget, in the order asked', async () => {
