@@ -242,7 +242,15 @@ export const GROUPS: Record<string, Group> = {
   },
   'rate-budget-store': {
     mutate: ['lambda/shared/amazon/rate-budget-store.ts'],
-    tests: RATE_BUDGET_TESTS,
+    // And the store's own tests on both database paths: its statements (store), the database's
+    // bounds (clamps), the queue of refused callers and the release (queue). Not the folder's
+    // load-sensitive drawers and throttle-wave files.
+    tests: [
+      ...RATE_BUDGET_TESTS,
+      'test/runtime/rate-budget/store.test.ts',
+      'test/runtime/rate-budget/clamps.test.ts',
+      'test/runtime/rate-budget/queue.test.ts',
+    ],
     timeoutMS: JOB_TIMEOUT_MS,
   },
   authentication: {

@@ -336,7 +336,7 @@ function memorySelection(due: number) {
 }
 
 describe('runDispatch without a database', () => {
-  test('a tick selects in rounds of selectLimit up to its cap, and stops at the cap', async () => {
+  test('a tick selects in rounds of selectLimit up to its cap, and stops at the cap; with every message sent, nothing is released', async () => {
     const s = memorySelection(100);
     const { queue, messages } = recordingQueue();
     const summary = await runDispatch({
@@ -355,6 +355,8 @@ describe('runDispatch without a database', () => {
     expect(summary).toEqual({ job: 'account-sync', dispatchId: 'tick-1', dispatched: 25, messages: 10, notSent: 0 });
     expect(messages.map((m) => m.ids.length)).toEqual([3, 3, 3, 1, 3, 3, 3, 1, 3, 2]);
     expect(messages.every((m) => m.job === 'account-sync' && m.dispatchId === 'tick-1')).toBe(true);
+    // No release statement for a batch SQS took whole (one wasted database round trip per batch).
+    expect(s.released).toEqual([]);
   });
 
   test('ids SQS refused count toward the cap: the tick stops when sent and unsent reach it, without asking for 0 more', async () => {

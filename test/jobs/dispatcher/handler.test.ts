@@ -4,8 +4,11 @@ import type { AddressInfo } from 'node:net';
 import type { Context } from 'aws-lambda';
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { mockClient } from 'aws-sdk-client-mock';
-import { handler as dispatcher } from '../../../lambda/dispatcher/handler';
-import { DispatchSendError } from '../../../lambda/dispatcher/core';
+// The static import also tells jest (and so the mutation run, which runs a module's related
+// tests) that this file tests handler.ts: the per-test loads below, `jest.requireActual<…>(…)`
+// with type arguments, are not read as dependencies.
+import { dispatcherService, type handler as DispatcherHandlerFn } from '../../../lambda/dispatcher/handler';
+import type * as DispatcherCore from '../../../lambda/dispatcher/core';
 import { DISPATCHER_ENV } from '../../../lambda/dispatcher/config';
 import type { FanOutMessage } from '../../../lambda/shared/jobs/fan-out';
 import { handler as refresh } from '../../../lambda/token-refresh/handler';
@@ -95,7 +98,24 @@ const ARNS = {
 };
 let saved: NodeJS.ProcessEnv;
 
+/**
+ * The dispatcher's module as a new Lambda container loads it, one per test: its handler builds
+ * the container (the configuration, the Data API client and its wait budget, the service name
+ * its logs and metrics carry) on its first invocation and keeps it. With one module for the file
+ * only the file's first test would build it, so only that test would run those lines (and the
+ * mutation run's per-test coverage would give them to that test alone, not to the tests below
+ * that check them).
+ */
+let dispatcher: typeof DispatcherHandlerFn;
+let DispatchSendError: typeof DispatcherCore.DispatchSendError;
+
 beforeEach(() => {
+  jest.isolateModules(() => {
+    ({ handler: dispatcher } = jest.requireActual<{ handler: typeof DispatcherHandlerFn }>(
+      '../../../lambda/dispatcher/handler',
+    ));
+    ({ DispatchSendError } = jest.requireActual<typeof DispatcherCore>('../../../lambda/dispatcher/core'));
+  });
   saved = { ...process.env };
   Object.assign(process.env, {
     APP_ENVIRONMENT: 'dev',
@@ -180,7 +200,7 @@ test('an entry SQS refuses twice fails the tick, and its ids are sent by the nex
   const error = await dispatcher({}, context).catch((e: unknown) => e);
 
   expect(error).toBeInstanceOf(DispatchSendError);
-  expect((error as DispatchSendError).summary).toMatchObject({ dispatched: 200, notSent: 50 });
+  expect((error as DispatcherCore.DispatchSendError).summary).toMatchObject({ dispatched: 200, notSent: 50 });
   expect(sqs.requests.map((r) => r.body.Entries.length)).toEqual([2, 1]);
   // The failure is logged as the dispatcher's service (the name its alarms and metrics use),
   // and the tick's metrics are published with it.
@@ -221,4 +241,27 @@ test('a paused database is waited for only while the invocation has time left: t
   } finally {
     world.emulator.failNextCalls(0);
   }
+});
+
+test('as the account sync’s dispatcher (FAN_OUT_JOB=account-sync) the handler sends the due connections as account sync messages', async () => {
+  await seedUsers(world, { count: 3, regions: () => ['NA'], accountsDueInSeconds: -60 });
+  // This test's container is built with the account sync's variables (each test loads the module afresh).
+  process.env[DISPATCHER_ENV.job] = 'account-sync';
+
+  const summary = await dispatcher({}, context);
+
+  expect(summary).toMatchObject({ job: 'account-sync', dispatched: 3, notSent: 0 });
+  const messages = sqs.accepted.map((m) => JSON.parse(m.body) as FanOutMessage);
+  expect(messages.map((m) => m.job)).toEqual(['account-sync']);
+  expect(messages.flatMap((m) => m.ids).sort()).toEqual(await tokenIds());
+  // Marked for the account sync (its lease), not for the token refresh.
+  const { rows } = await world.admin.query<{ sync: number; refresh: number }>(
+    `SELECT count(sync_lease_owner)::int AS sync, count(refresh_lease_owner)::int AS refresh FROM oauth_tokens`,
+  );
+  expect(rows).toEqual([{ sync: 3, refresh: 0 }]);
+});
+
+test('each job’s dispatcher logs and counts as `<job>-dispatcher`, the service its alarms and dashboards name', () => {
+  expect(dispatcherService('token-refresh')).toBe('token-refresh-dispatcher');
+  expect(dispatcherService('account-sync')).toBe('account-sync-dispatcher');
 });

@@ -24,6 +24,8 @@ export class RecordingStore implements RateBudgetStore {
   readonly reports: ThrottleResult[] = [];
   /** Every slot granted, database clock, epoch ms. */
   readonly slots: number[] = [];
+  /** Every reservation's answer, in order. */
+  readonly answers: Reservation[] = [];
   /** Settles when a reservation first grants this store a slot. */
   readonly holdsSlots: Promise<void>;
   private granted!: () => void;
@@ -40,6 +42,7 @@ export class RecordingStore implements RateBudgetStore {
   }
   async reserve(key: BudgetKey, request: ReserveRequest): Promise<Reservation> {
     const r = await this.inner.reserve(key, request);
+    this.answers.push(r);
     for (let i = 0; i < r.granted; i += 1) this.slots.push(r.firstSlotAtMs + i * r.intervalMs);
     if (r.granted > 0) this.granted();
     return r;
