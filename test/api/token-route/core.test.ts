@@ -8,7 +8,7 @@ import { Database, DatabaseError } from '../../../lambda/shared/db';
 import { oauthTokenBinding } from '../../../lambda/shared/token-crypto';
 import { runTokenRefresh } from '../../../lambda/token-refresh/core';
 import { takeAccessToken } from '../../../lambda/token-refresh/on-demand';
-import { claimDueTokens, saveResults } from '../../../lambda/token-refresh/store';
+import { claimDueTokens, ClaimedToken, saveResults } from '../../../lambda/token-refresh/store';
 import { createTokenRoute, TokenRouteDeps } from '../../../lambda/token-route/core';
 import {
   failingOnce,
@@ -165,6 +165,37 @@ async function setLease(user: SeedUser, owner: string, secondsFromNow: number) {
 
 const body = (u: SeedUser, region: AmazonRegion = u.region) => ({ userId: u.userId, region });
 
+/**
+ * The route's sleep, counted; at its `at`-th call the job run that holds `claimed` (as `owner`)
+ * refreshes it with Amazon and writes the result back, as a live run would while the route waits.
+ */
+function jobFinishesAtSleep(db: Database, owner: string, claimed: ClaimedToken, user: SeedUser, at: number) {
+  let slept = 0;
+  let token = '';
+  return {
+    slept: () => slept,
+    /** The access token the job obtained. */
+    token: () => token,
+    sleep: async () => {
+      slept += 1;
+      if (slept !== at) return;
+      const tokens = await world.lwa().refresh({ itemId: claimed.id, region: 'EU', refreshToken: user.refreshToken });
+      token = tokens.accessToken;
+      await saveResults(db, owner, [
+        {
+          kind: 'success',
+          result: {
+            token: claimed,
+            accessToken: world.cipher.encrypt(tokens.accessToken, oauthTokenBinding(claimed, 'access_token')),
+            refreshToken: claimed.storedRefreshToken,
+            expiresAt: new Date(Date.now() + tokens.expiresInSeconds * 1000),
+          },
+        },
+      ]);
+    },
+  };
+}
+
 describe.each(PATHS)('%s', (_path, database) => {
   test('a token with more than 5 minutes left is returned as stored, without calling Amazon, and the use is recorded', async () => {
     const [user] = await seed(1, 20 * 60);
@@ -309,32 +340,14 @@ describe.each(PATHS)('%s', (_path, database) => {
       limit: 10,
       pausedRegions: [],
     });
-    let slept = 0;
-    let jobToken = '';
-    const sleep = async () => {
-      slept += 1;
-      if (slept !== 3) return;
-      // The job's refresh of its claimed token finishes and is written back while the route waits.
-      const tokens = await world.lwa().refresh({ itemId: claimed.id, region: 'EU', refreshToken: user.refreshToken });
-      jobToken = tokens.accessToken;
-      await saveResults(db, owner, [
-        {
-          kind: 'success',
-          result: {
-            token: claimed,
-            accessToken: world.cipher.encrypt(tokens.accessToken, oauthTokenBinding(claimed, 'access_token')),
-            refreshToken: claimed.storedRefreshToken,
-            expiresAt: new Date(Date.now() + tokens.expiresInSeconds * 1000),
-          },
-        },
-      ]);
-    };
+    // The job's refresh of its claimed token finishes and is written back while the route waits.
+    const job = jobFinishesAtSleep(db, owner, claimed, user, 3);
 
-    const result = await route(db, { sleep })(tokenRequest(body(user)));
+    const result = await route(db, { sleep: job.sleep })(tokenRequest(body(user)));
 
     expect(result.statusCode).toBe(200);
-    expect(slept).toBe(3);
-    expect(json(result)).toMatchObject({ accessToken: jobToken, refreshed: true });
+    expect(job.slept()).toBe(3);
+    expect(json(result)).toMatchObject({ accessToken: job.token(), refreshed: true });
     expect(world.amazon.counters.refreshCalls(user.refreshToken)).toBe(1);
   });
 
@@ -740,31 +753,13 @@ describe.each(PATHS)('%s', (_path, database) => {
       `UPDATE oauth_tokens SET next_refresh_attempt_at = now() + interval '90 seconds' WHERE user_id = :userId::uuid`,
       { userId: user.userId },
     );
-    let slept = 0;
-    let jobToken = '';
-    const sleep = async () => {
-      slept += 1;
-      if (slept !== 2) return;
-      const tokens = await world.lwa().refresh({ itemId: job.id, region: 'EU', refreshToken: user.refreshToken });
-      jobToken = tokens.accessToken;
-      await saveResults(db, owner, [
-        {
-          kind: 'success',
-          result: {
-            token: job,
-            accessToken: world.cipher.encrypt(tokens.accessToken, oauthTokenBinding(job, 'access_token')),
-            refreshToken: job.storedRefreshToken,
-            expiresAt: new Date(Date.now() + tokens.expiresInSeconds * 1000),
-          },
-        },
-      ]);
-    };
+    const finishing = jobFinishesAtSleep(db, owner, job, user, 2);
 
-    const result = await route(db, { sleep })(tokenRequest(body(user)));
+    const result = await route(db, { sleep: finishing.sleep })(tokenRequest(body(user)));
 
     expect(result.statusCode).toBe(200);
-    expect(json(result)).toMatchObject({ accessToken: jobToken, refreshed: true });
-    expect(slept).toBe(2);
+    expect(json(result)).toMatchObject({ accessToken: finishing.token(), refreshed: true });
+    expect(finishing.slept()).toBe(2);
     expect(world.amazon.counters.refreshCalls(user.refreshToken)).toBe(1);
   });
 
